@@ -1,0 +1,529 @@
+//! A private PostgreSQL cluster.
+
+use std::fs;
+use std::io::{self, Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
+use std::{mem, ptr};
+
+use tempfile::TempDir;
+
+use crate::Error;
+use crate::process::{self, PORT_ATTEMPTS, Proc, RunAs, START_TIMEOUT, STOP_GRACE};
+
+const INSTALL: &str = "apt-get install -y postgresql";
+const VERSIONS_DIR: &str = "/usr/lib/postgresql";
+/// The OS user the server runs as when the tests run as root.
+const OS_USER: &str = "postgres";
+
+/// Options for a [`Postgres`] cluster; made by [`Postgres::builder`].
+#[derive(Debug, Clone, Default)]
+#[must_use = "call .start() to start the cluster"]
+pub struct PostgresBuilder {
+    bin_dir: Option<PathBuf>,
+    settings: Vec<(String, String)>,
+}
+
+impl PostgresBuilder {
+    /// The folder holding `initdb` and `postgres`. Default: the highest
+    /// version in `/usr/lib/postgresql/*/bin` (Debian's layout).
+    pub fn bin_dir(mut self, path: impl Into<PathBuf>) -> Self {
+        self.bin_dir = Some(path.into());
+        self
+    }
+
+    /// Passes `-c NAME=VALUE` to the server, after testkit's own settings, so
+    /// it can override them (`fsync`, `TimeZone`…).
+    pub fn setting(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.settings.push((name.into(), value.into()));
+        self
+    }
+
+    /// Copies a freshly initialised cluster into a new temporary folder,
+    /// starts it on a free loopback port and waits until it answers a real
+    /// connection.
+    ///
+    /// The first start in a test process runs `initdb` once (about a second)
+    /// into a template that later starts copy (about 0.2 s each). Fails with
+    /// [`Error::NotInstalled`] naming `apt-get install -y postgresql` when the
+    /// binaries are missing, and with [`Error::Start`] carrying the log's tail
+    /// when the server exits or is not ready within 20 s.
+    pub fn start(self) -> Result<Postgres, Error> {
+        let bin_dir = match &self.bin_dir {
+            Some(dir) => dir.clone(),
+            None => find_bin_dir()?,
+        };
+        for program in ["initdb", "postgres"] {
+            let path = bin_dir.join(program);
+            if !path.is_file() {
+                return Err(Error::NotInstalled { name: "postgresql", path, install: INSTALL });
+            }
+        }
+        let run_as = if process::is_root() {
+            let user = RunAs::lookup(OS_USER).ok_or(Error::UserNotFound {
+                user: OS_USER,
+                server: "PostgreSQL",
+                install: INSTALL,
+            })?;
+            Some(user)
+        } else {
+            None
+        };
+        let template = template(&bin_dir, run_as)?;
+        let dir = process::instance_dir("postgres-")?;
+        let data_dir = dir.path().join("data");
+        copy_dir(&template, &data_dir)?;
+        let socket_dir = dir.path().join("sock");
+        fs::create_dir(&socket_dir)
+            .and_then(|()| fs::set_permissions(&socket_dir, fs::Permissions::from_mode(0o700)))
+            .map_err(Error::io(format!("creating {}", socket_dir.display())))?;
+        if let Some(user) = run_as {
+            user.chown(&socket_dir)?;
+        }
+        let mut cluster = Postgres {
+            bin_dir,
+            run_as,
+            log_path: dir.path().join("postgres.log"),
+            data_dir,
+            socket_dir,
+            port: 0,
+            process: None,
+            options: self,
+            dir,
+        };
+        cluster.launch(true)?;
+        Ok(cluster)
+    }
+}
+
+/// A running PostgreSQL cluster of its own, from the system binaries,
+/// listening on `127.0.0.1` only, with its data directory, Unix socket and
+/// log in a private temporary folder.
+///
+/// - Database superuser `postgres`, database `postgres`, no password: `trust`
+///   authentication for loopback and the Unix socket only (initdb's
+///   `-A trust`); [`connection_string`](Self::connection_string) is ready for
+///   `tokio_postgres::connect(…, NoTls)`.
+/// - Durability against power cuts is off for speed: `fsync` and
+///   `full_page_writes` are `off`. `synchronous_commit` stays `on` (with
+///   `fsync` off it costs a `write`, not a disk flush), so every committed
+///   row survives [`restart`](Self::restart) and [`kill9`](Self::kill9), as
+///   at-least-once tests need; `.setting("synchronous_commit", "off")` trades
+///   that for a little speed. `TimeZone` is `UTC`.
+/// - When the tests run as root, the server runs as the OS user `postgres`
+///   (PostgreSQL refuses root); otherwise as the current user.
+///
+/// Dropping it stops the server (fast shutdown: SIGINT, then SIGKILL to the
+/// postmaster and all its children after 10 s), reaps every process of it and
+/// removes the folder, also when the test panics. If the test process itself
+/// is killed, the kernel SIGKILLs the postmaster and its backends exit when
+/// they notice.
+///
+/// Methods that start or stop the server block the calling thread; they may
+/// be called from async tests.
+#[derive(Debug)]
+pub struct Postgres {
+    options: PostgresBuilder,
+    bin_dir: PathBuf,
+    run_as: Option<RunAs>,
+    data_dir: PathBuf,
+    socket_dir: PathBuf,
+    log_path: PathBuf,
+    port: u16,
+    process: Option<Proc>,
+    // Last, so that the server stops before its folder is removed.
+    dir: TempDir,
+}
+
+impl Postgres {
+    /// Options for a new cluster.
+    pub fn builder() -> PostgresBuilder {
+        PostgresBuilder::default()
+    }
+
+    /// Starts a cluster with the default options.
+    pub fn start() -> Result<Self, Error> {
+        Self::builder().start()
+    }
+
+    /// The host to connect to: `"127.0.0.1"`.
+    pub fn host(&self) -> &'static str {
+        "127.0.0.1"
+    }
+
+    /// The server's TCP port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The server's TCP address.
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from((Ipv4Addr::LOCALHOST, self.port))
+    }
+
+    /// The database superuser: `"postgres"`.
+    pub fn user(&self) -> &'static str {
+        "postgres"
+    }
+
+    /// The database that exists from the start: `"postgres"`.
+    pub fn dbname(&self) -> &'static str {
+        "postgres"
+    }
+
+    /// A libpq key-value connection string,
+    /// `host=127.0.0.1 port=N user=postgres dbname=postgres`.
+    pub fn connection_string(&self) -> String {
+        format!("host=127.0.0.1 port={} user=postgres dbname=postgres", self.port)
+    }
+
+    /// The same as a URL, `postgresql://postgres@127.0.0.1:N/postgres`.
+    pub fn url(&self) -> String {
+        format!("postgresql://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    /// The folder holding the server's Unix socket (`.s.PGSQL.<port>`).
+    pub fn socket_dir(&self) -> &Path {
+        &self.socket_dir
+    }
+
+    /// The data directory.
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    /// The folder holding `initdb`, `postgres`, `psql`… that this cluster uses.
+    pub fn bin_dir(&self) -> &Path {
+        &self.bin_dir
+    }
+
+    /// The instance folder (data directory, socket folder, log).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The server's log (its stderr, across restarts).
+    pub fn log_path(&self) -> &Path {
+        &self.log_path
+    }
+
+    /// The whole log so far.
+    pub fn log(&self) -> String {
+        process::log_since(&self.log_path, 0)
+    }
+
+    /// The postmaster's process id while it runs (backends and background
+    /// workers are its children).
+    pub fn pid(&self) -> Option<u32> {
+        self.process.as_ref().map(Proc::pid)
+    }
+
+    /// Whether the postmaster is alive (it may have exited on its own).
+    pub fn is_running(&mut self) -> bool {
+        self.process.as_mut().is_some_and(|p| p.poll_exit().is_none())
+    }
+
+    /// Stops the server with a fast shutdown (SIGINT: sessions are ended,
+    /// then a checkpoint), waits for every server process and reaps them.
+    /// Does nothing if it is not running.
+    pub fn stop(&mut self) {
+        if let Some(mut process) = self.process.take() {
+            process.stop(libc::SIGINT, STOP_GRACE);
+        }
+    }
+
+    /// SIGKILLs the postmaster and all its children (backends, background
+    /// workers) at once, like a crash, and reaps them. The next start runs crash recovery; committed data stays.
+    pub fn kill9(&mut self) {
+        if let Some(mut process) = self.process.take() {
+            process.kill();
+        }
+    }
+
+    /// Starts the server again after [`stop`](Self::stop) or
+    /// [`kill9`](Self::kill9), on the same port with the same data. Stops it
+    /// first if it is still running.
+    pub fn start_again(&mut self) -> Result<(), Error> {
+        self.stop();
+        self.launch(false)
+    }
+
+    /// Stops the server cleanly and starts it again on the same port.
+    pub fn restart(&mut self) -> Result<(), Error> {
+        self.start_again()
+    }
+
+    fn launch(&mut self, fresh_port: bool) -> Result<(), Error> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            if fresh_port {
+                let [port] = process::free_ports::<1>()?;
+                self.port = port;
+            }
+            let offset = process::log_len(&self.log_path);
+            let (stdout, stderr) = process::open_log(&self.log_path)?;
+            let postgres = self.bin_dir.join("postgres");
+            let mut cmd = Command::new(&postgres);
+            cmd.arg("-D").arg(&self.data_dir).arg("-p").arg(self.port.to_string());
+            let socket_dir = format!("unix_socket_directories={}", self.socket_dir.display());
+            let fixed = [
+                "listen_addresses=127.0.0.1",
+                &socket_dir,
+                // Speed without losing acknowledged commits to kill9: fsync=off
+                // keeps committed WAL in the OS (lost only on a power cut), while
+                // synchronous_commit stays on so that a commit has reached the OS
+                // before it returns (off would lose the last ~0.6 s on kill9).
+                "fsync=off",
+                "full_page_writes=off",
+                // Dynamic shared memory as files in the data directory, not in
+                // /dev/shm, where a killed cluster would leave them behind.
+                "dynamic_shared_memory_type=mmap",
+                "TimeZone=UTC",
+            ];
+            for setting in fixed {
+                cmd.arg("-c").arg(setting);
+            }
+            for (name, value) in &self.options.settings {
+                cmd.arg("-c").arg(format!("{name}={value}"));
+            }
+            cmd.current_dir(self.dir.path())
+                .env("LC_ALL", "C")
+                .stdin(Stdio::null())
+                .stdout(stdout)
+                .stderr(stderr);
+            let process = Proc::spawn(cmd, self.run_as, true)
+                .map_err(Error::io(format!("spawning {}", postgres.display())))?;
+            self.process = Some(process);
+            let log = self.log_path.clone();
+            let fail = |reason: String| Error::Start {
+                server: "postgres",
+                reason,
+                log_tail: process::tail(&process::log_since(&log, offset), 20),
+                log,
+            };
+            match self.wait_ready() {
+                Ready::Yes => return Ok(()),
+                Ready::Exited(_)
+                    if attempt < PORT_ATTEMPTS
+                        && process::log_since(&self.log_path, offset)
+                            .contains("Address already in use") =>
+                {
+                    // Lost the port to another process: try a fresh port, or on a
+                    // restart give the same one a moment to be released.
+                    if !fresh_port {
+                        std::thread::sleep(Duration::from_millis(100 * attempt as u64));
+                    }
+                }
+                Ready::Exited(status) => return Err(fail(format!("it exited ({status})"))),
+                Ready::TimedOut => {
+                    let error = fail(format!("not ready after {START_TIMEOUT:?}"));
+                    self.kill9();
+                    return Err(error);
+                }
+            }
+        }
+    }
+
+    /// Waits until `postmaster.pid` says `ready` for this postmaster and a
+    /// real session (startup, authentication, ReadyForQuery) succeeds.
+    fn wait_ready(&mut self) -> Ready {
+        let addr = self.addr();
+        let pid_file = self.data_dir.join("postmaster.pid");
+        let Some(process) = self.process.as_mut() else { return Ready::TimedOut };
+        let pid = process.pid().to_string();
+        let ready = process::poll_until(START_TIMEOUT, || {
+            if let Some(status) = process.poll_exit() {
+                return Some(Ready::Exited(status));
+            }
+            let lock = fs::read_to_string(&pid_file).unwrap_or_default();
+            let mut lines = lock.lines();
+            let ours = lines.next() == Some(pid.as_str());
+            let ready = lines.nth(6).is_some_and(|status| status.trim() == "ready");
+            (ours && ready && accepts_sessions(addr)).then_some(Ready::Yes)
+        });
+        let ready = ready.unwrap_or(Ready::TimedOut);
+        if let Ready::Exited(_) = ready {
+            self.process = None;
+        }
+        ready
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        self.stop();
+        // After kill9 without start_again, nothing else frees it.
+        release_shared_memory(&self.data_dir);
+    }
+}
+
+/// Removes the System V shared memory segment that a killed postmaster left
+/// behind, as named in its stale `postmaster.pid`, once nothing is attached
+/// and it still has the recorded key and the data directory's owner. (A
+/// clean shutdown removes `postmaster.pid` and the segment itself.)
+pub(crate) fn release_shared_memory(data_dir: &Path) {
+    let Ok(lock) = fs::read_to_string(data_dir.join("postmaster.pid")) else { return };
+    let Ok(owner) = fs::metadata(data_dir).map(|m| m.uid()) else { return };
+    // Line 7 is "KEY SHMID" (PostgreSQL's LOCK_FILE_LINE_SHMEM_KEY).
+    let mut ids = lock.lines().nth(6).unwrap_or_default().split_whitespace();
+    let key = ids.next().and_then(|k| k.parse::<libc::key_t>().ok());
+    let shmid = ids.next().and_then(|id| id.parse::<libc::c_int>().ok());
+    let (Some(key), Some(shmid)) = (key, shmid) else { return };
+    // SAFETY: shmid_ds is plain data; all-zero is a valid value.
+    let mut segment: libc::shmid_ds = unsafe { mem::zeroed() };
+    // SAFETY: IPC_STAT writes into a valid shmid_ds.
+    if unsafe { libc::shmctl(shmid, libc::IPC_STAT, &mut segment) } != 0 {
+        return;
+    }
+    if segment.shm_perm.__key == key && segment.shm_perm.uid == owner && segment.shm_nattch == 0 {
+        // SAFETY: IPC_RMID takes no buffer.
+        unsafe {
+            libc::shmctl(shmid, libc::IPC_RMID, ptr::null_mut());
+        }
+    }
+}
+
+enum Ready {
+    Yes,
+    Exited(ExitStatus),
+    TimedOut,
+}
+
+/// The highest version's `bin` folder under `/usr/lib/postgresql`.
+fn find_bin_dir() -> Result<PathBuf, Error> {
+    let not_installed = || Error::NotInstalled {
+        name: "postgresql",
+        path: Path::new(VERSIONS_DIR).join("*/bin/initdb"),
+        install: INSTALL,
+    };
+    let entries = fs::read_dir(VERSIONS_DIR).map_err(|_| not_installed())?;
+    let mut best: Option<(Vec<u32>, PathBuf)> = None;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(version) = name
+            .to_str()
+            .and_then(|v| v.split('.').map(str::parse::<u32>).collect::<Result<Vec<_>, _>>().ok())
+        else {
+            continue;
+        };
+        let bin = entry.path().join("bin");
+        let usable = bin.join("initdb").is_file() && bin.join("postgres").is_file();
+        if usable && best.as_ref().is_none_or(|(v, _)| version > *v) {
+            best = Some((version, bin));
+        }
+    }
+    best.map(|(_, bin)| bin).ok_or_else(not_installed)
+}
+
+/// The initialised data directory for `bin_dir`, made once per test process
+/// (and per `bin_dir`); concurrent first starts wait for the one `initdb`.
+fn template(bin_dir: &Path, run_as: Option<RunAs>) -> Result<PathBuf, Error> {
+    static TEMPLATES: Mutex<Vec<(PathBuf, PathBuf)>> = Mutex::new(Vec::new());
+    let mut templates = TEMPLATES.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some((_, data)) = templates.iter().find(|(bin, _)| bin == bin_dir) {
+        return Ok(data.clone());
+    }
+    let dir = tempfile::Builder::new()
+        .prefix("postgres-template-")
+        .tempdir_in(process::scratch_dir()?)
+        .map_err(Error::io("creating the template folder"))?
+        .keep();
+    let data = dir.join("data");
+    let created = fs::create_dir(&data)
+        .and_then(|()| fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)))
+        .and_then(|()| fs::set_permissions(&data, fs::Permissions::from_mode(0o700)));
+    created.map_err(Error::io(format!("creating {}", data.display())))?;
+    if let Some(user) = run_as {
+        user.chown(&data)?;
+    }
+    let initdb = bin_dir.join("initdb");
+    let mut cmd = Command::new(&initdb);
+    cmd.arg("-D").arg(&data);
+    cmd.args(["-U", "postgres", "-A", "trust", "-E", "UTF8", "--locale=C"]);
+    // 1 MB WAL segments instead of 16 MB: a smaller template copies faster.
+    cmd.args(["--no-sync", "--no-instructions", "--wal-segsize=1"]);
+    cmd.current_dir(&dir).env("LC_ALL", "C").stdin(Stdio::null());
+    if let Some(user) = run_as {
+        cmd.uid(user.uid).gid(user.gid);
+    }
+    let output = cmd.output().map_err(Error::io(format!("running {}", initdb.display())))?;
+    if !output.status.success() {
+        return Err(Error::Command {
+            command: format!("{} -D {} -U postgres -A trust", initdb.display(), data.display()),
+            status: output.status,
+            output: format!(
+                "{}{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            ),
+        });
+    }
+    templates.push((bin_dir.to_owned(), data.clone()));
+    Ok(data)
+}
+
+/// `cp -a`: keeps owners and modes (PostgreSQL insists on a 0700 data
+/// directory owned by the user it runs as).
+fn copy_dir(from: &Path, to: &Path) -> Result<(), Error> {
+    let output = Command::new("cp")
+        .arg("-a")
+        .arg(from)
+        .arg(to)
+        .output()
+        .map_err(Error::io("running cp -a for the data directory"))?;
+    if output.status.success() {
+        Ok(())
+    } else {
+        Err(Error::Command {
+            command: format!("cp -a {} {}", from.display(), to.display()),
+            status: output.status,
+            output: String::from_utf8_lossy(&output.stderr).into_owned(),
+        })
+    }
+}
+
+/// Whether a session as `postgres` on database `postgres` reaches
+/// ReadyForQuery (protocol 3.0, trust authentication).
+fn accepts_sessions(addr: SocketAddr) -> bool {
+    fn session(addr: SocketAddr) -> io::Result<bool> {
+        let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(1))?;
+        stream.set_read_timeout(Some(Duration::from_secs(2)))?;
+        stream.set_write_timeout(Some(Duration::from_secs(2)))?;
+        let mut body = 0x0003_0000_u32.to_be_bytes().to_vec(); // protocol 3.0
+        for field in ["user", "postgres", "database", "postgres", ""] {
+            body.extend_from_slice(field.as_bytes());
+            body.push(0);
+        }
+        let length = u32::try_from(body.len() + 4).map_err(io::Error::other)?;
+        let mut startup = length.to_be_bytes().to_vec();
+        startup.extend(body);
+        stream.write_all(&startup)?;
+        for _ in 0..100 {
+            let mut header = [0_u8; 5];
+            stream.read_exact(&mut header)?;
+            let length = u32::from_be_bytes([header[1], header[2], header[3], header[4]]);
+            let length = usize::try_from(length).map_err(io::Error::other)?;
+            if !(4..=1 << 20).contains(&length) {
+                return Ok(false);
+            }
+            let mut rest = vec![0; length - 4];
+            stream.read_exact(&mut rest)?;
+            match header[0] {
+                b'Z' => {
+                    let _ = stream.write_all(&[b'X', 0, 0, 0, 4]); // Terminate
+                    return Ok(true);
+                }
+                b'E' => return Ok(false), // e.g. "the database system is starting up"
+                _ => {}
+            }
+        }
+        Ok(false)
+    }
+    session(addr).unwrap_or(false)
+}

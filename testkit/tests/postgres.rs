@@ -1,0 +1,209 @@
+//! Tests of `Postgres` against the real server.
+
+use std::path::Path;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use shopfloor_testkit::{Error, Postgres};
+use tokio_postgres::{Client, NoTls};
+
+async fn connect(pg: &Postgres) -> Client {
+    let (client, connection) =
+        tokio_postgres::connect(&pg.connection_string(), NoTls).await.expect("connect to postgres");
+    tokio::spawn(connection);
+    client
+}
+
+fn process_exists(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// The children of `parent` (for the postmaster: backends and background workers).
+fn children(parent: u32) -> Vec<u32> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else { continue };
+        let Some((_, rest)) = stat.rsplit_once(')') else { continue };
+        if rest.split_whitespace().nth(1) == Some(parent.to_string().as_str()) {
+            found.push(entry.file_name().to_str().unwrap().parse().unwrap());
+        }
+    }
+    found
+}
+
+#[tokio::test]
+async fn select_one() {
+    let pg = Postgres::start().expect("start postgres");
+    let client = connect(&pg).await;
+    let one: i32 = client.query_one("SELECT 1", &[]).await.unwrap().get(0);
+    assert_eq!(one, 1);
+    let user: String = client.query_one("SELECT current_user", &[]).await.unwrap().get(0);
+    assert_eq!(user, pg.user());
+}
+
+#[test]
+fn two_clusters_start_in_parallel_on_different_ports() {
+    let starts: Vec<_> =
+        (0..2).map(|_| thread::spawn(|| Postgres::start().expect("start postgres"))).collect();
+    let clusters: Vec<Postgres> = starts.into_iter().map(|t| t.join().unwrap()).collect();
+    assert_ne!(clusters[0].port(), clusters[1].port());
+    assert_ne!(clusters[0].data_dir(), clusters[1].data_dir());
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        for pg in &clusters {
+            let port: String = connect(pg).await.query_one("SHOW port", &[]).await.unwrap().get(0);
+            assert_eq!(port, pg.port().to_string());
+        }
+    });
+}
+
+#[tokio::test]
+async fn restart_keeps_data() {
+    let mut pg = Postgres::start().expect("start postgres");
+    let port = pg.port();
+    let client = connect(&pg).await;
+    client.batch_execute("CREATE TABLE t (v text); INSERT INTO t VALUES ('kept')").await.unwrap();
+    drop(client);
+
+    pg.restart().expect("restart");
+    assert_eq!(pg.port(), port);
+    let v: String = connect(&pg).await.query_one("SELECT v FROM t", &[]).await.unwrap().get(0);
+    assert_eq!(v, "kept");
+}
+
+#[tokio::test]
+async fn kill9_then_start_again_keeps_committed_rows() {
+    let mut pg = Postgres::start().expect("start postgres");
+    let client = connect(&pg).await;
+    client.batch_execute("CREATE TABLE t (v int); INSERT INTO t VALUES (42)").await.unwrap();
+    let backend: i32 = client.query_one("SELECT pg_backend_pid()", &[]).await.unwrap().get(0);
+    let postmaster = pg.pid().unwrap();
+    let workers = children(postmaster);
+    assert!(workers.contains(&(backend as u32)), "{backend} not in {workers:?}");
+
+    pg.kill9();
+    assert!(!process_exists(postmaster));
+    for pid in workers {
+        assert!(!process_exists(pid), "postgres process {pid} left behind");
+    }
+    assert!(client.query_one("SELECT 1", &[]).await.is_err(), "session survived kill9");
+
+    pg.start_again().expect("start again after kill9");
+    let v: i32 = connect(&pg).await.query_one("SELECT v FROM t", &[]).await.unwrap().get(0);
+    assert_eq!(v, 42);
+    assert!(pg.log().contains("not properly shut down"), "no crash recovery in the log");
+}
+
+#[tokio::test]
+async fn drop_leaves_no_server_process() {
+    let pg = Postgres::start().expect("start postgres");
+    let client = connect(&pg).await;
+    let backend: i32 = client.query_one("SELECT pg_backend_pid()", &[]).await.unwrap().get(0);
+    let postmaster = pg.pid().unwrap();
+    let dir = pg.dir().to_owned();
+    let workers = children(postmaster);
+    assert!(workers.contains(&(backend as u32)), "{backend} not in {workers:?}");
+
+    drop(pg);
+    assert!(!process_exists(postmaster), "postmaster {postmaster} left behind");
+    for pid in workers {
+        assert!(!process_exists(pid), "postgres process {pid} left behind");
+    }
+    assert!(!dir.exists(), "{} not removed", dir.display());
+}
+
+#[tokio::test]
+async fn settings_reach_the_server() {
+    let pg = Postgres::builder().setting("work_mem", "7MB").start().expect("start postgres");
+    let client = connect(&pg).await;
+    let work_mem: String = client.query_one("SHOW work_mem", &[]).await.unwrap().get(0);
+    assert_eq!(work_mem, "7MB");
+    let fsync: String = client.query_one("SHOW fsync", &[]).await.unwrap().get(0);
+    assert_eq!(fsync, "off");
+}
+
+#[test]
+fn missing_binaries_name_the_install_command() {
+    let error = Postgres::builder().bin_dir("/nonexistent/bin").start().unwrap_err();
+    assert!(matches!(error, Error::NotInstalled { name: "postgresql", .. }));
+    assert_eq!(
+        error.to_string(),
+        "postgresql not found at /nonexistent/bin/initdb: install it with `apt-get install -y postgresql`"
+    );
+}
+
+#[test]
+fn the_server_dies_when_the_test_process_is_killed() {
+    const CHILD: &str = "TESTKIT_POSTGRES_CHILD";
+    if std::env::var_os(CHILD).is_some() {
+        // Child side: start a cluster, report the postmaster's pid, wait to be killed.
+        let pg = Postgres::start().expect("start postgres");
+        println!("SERVER_PID {}", pg.pid().unwrap());
+        let _ = std::io::Read::read(&mut std::io::stdin(), &mut [0]);
+        return;
+    }
+    // The postmaster runs as another user when the tests run as root:
+    // PDEATHSIG must be set after the switch, which would clear it.
+    let pid = kill_child_test_process("the_server_dies_when_the_test_process_is_killed", CHILD);
+    assert_dies(pid);
+}
+
+/// Runs one test of this binary in a child process with `env` set, reads the
+/// `SERVER_PID` it prints, SIGKILLs the child (no `Drop` runs) and returns the pid.
+fn kill_child_test_process(test: &str, env: &str) -> u32 {
+    use std::io::BufRead;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([test, "--exact", "--nocapture", "--test-threads=1"])
+        .env(env, "1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let pid = stdout
+        .lines()
+        .map_while(Result::ok)
+        // The harness prints "test NAME ... " before the test's own output.
+        .find_map(|line| Some(line.split_once("SERVER_PID ")?.1.trim().parse::<u32>().unwrap()));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    pid.expect("the child test process printed no SERVER_PID")
+}
+
+/// Asserts that a process is gone or a zombie (dead; reaping it is up to
+/// whoever adopted it) within 10 s.
+fn assert_dies(pid: u32) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let state = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|s| s.rsplit_once(')').map(|(_, rest)| rest.trim_start().chars().next()))
+            .flatten();
+        if matches!(state, None | Some('Z' | 'X')) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "server {pid} survived its test process");
+        thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn drop_after_kill9_frees_shared_memory() {
+    let mut pg = Postgres::start().expect("start postgres");
+    let lock = std::fs::read_to_string(pg.data_dir().join("postmaster.pid")).unwrap();
+    let shmid: i32 =
+        lock.lines().nth(6).unwrap().split_whitespace().nth(1).unwrap().parse().unwrap();
+    let exists = |id: i32| {
+        // SAFETY: shmid_ds is plain data, and IPC_STAT writes into it.
+        unsafe {
+            let mut segment: libc::shmid_ds = std::mem::zeroed();
+            libc::shmctl(id, libc::IPC_STAT, &mut segment) == 0
+        }
+    };
+    assert!(exists(shmid), "no System V segment {shmid}");
+    pg.kill9();
+    assert!(exists(shmid), "kill9 should leave the segment, like a crash");
+    drop(pg);
+    assert!(!exists(shmid), "segment {shmid} leaked");
+}
