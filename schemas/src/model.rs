@@ -391,15 +391,16 @@ impl Reading {
 /// it instead (the MQTT topic, say).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Batch {
-    /// Where the readings came from. Never contains NUL.
-    pub source: String,
+    /// Where the readings came from. Never contains NUL. Stored inline up to
+    /// 24 bytes, like [`Reading::metric`].
+    pub source: CompactString,
     /// The readings, in the order they were taken.
     pub readings: Vec<Reading>,
 }
 
 impl Batch {
     /// An empty batch from `source`.
-    pub fn new(source: impl Into<String>) -> Self {
+    pub fn new(source: impl Into<CompactString>) -> Self {
         Self { source: source.into(), readings: Vec::new() }
     }
 
@@ -430,7 +431,7 @@ impl Batch {
 }
 
 fn check_text(s: &str, field: FieldPath) -> Result<(), InvalidField> {
-    match s.find('\0') {
+    match memchr::memchr(0, s.as_bytes()) {
         Some(offset) => Err(InvalidField::new(field, Problem::Nul { offset })),
         None => Ok(()),
     }

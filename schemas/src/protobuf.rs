@@ -33,7 +33,7 @@ pub(crate) mod pb {
     pub(crate) struct Reading {
         #[prost(string, tag = "1")]
         pub(crate) metric: String,
-        #[prost(uint64, tag = "2")]
+        #[prost(fixed64, tag = "2")]
         pub(crate) timestamp: u64,
         #[prost(oneof = "Value", tags = "3, 4, 5, 6, 7, 8")]
         pub(crate) value: Option<Value>,
@@ -85,7 +85,7 @@ fn decode_with_prost(payload: &[u8]) -> Option<Batch> {
             })
         })
         .collect::<Option<Vec<_>>>()?;
-    Some(Batch { source: pb.source, readings })
+    Some(Batch { source: pb.source.into(), readings })
 }
 
 const fn quality_to_pb(q: Quality) -> i32 {
@@ -113,7 +113,12 @@ const fn quality_from_pb(n: i32) -> Option<Quality> {
 /// oneof wins), which a proptest checks against the derived [`pb`] messages.
 pub(crate) fn decode(payload: &[u8]) -> Result<Batch, DecodeError> {
     let mut buf = payload;
-    let mut batch = Batch::default();
+    // A reading takes at least 8 bytes on the wire; guess 32 so that a
+    // typical batch grows its vector once or not at all.
+    let mut batch = Batch {
+        source: CompactString::default(),
+        readings: Vec::with_capacity(payload.len() / 32),
+    };
     while !buf.is_empty() {
         let at = payload.len() - buf.len();
         let (tag, wire) = decode_key(&mut buf).map_err(|e| prost_error(at, "Batch", &e))?;
@@ -121,7 +126,8 @@ pub(crate) fn decode(payload: &[u8]) -> Result<Batch, DecodeError> {
             1 => {
                 expect_wire(wire, WireType::LengthDelimited, at, || "Batch.source".into())?;
                 let pos = payload.len() - buf.len();
-                batch.source = take_str(&mut buf, pos, || "Batch.source".into())?.to_owned();
+                batch.source =
+                    CompactString::from(take_str(&mut buf, pos, || "Batch.source".into())?);
             }
             2 => {
                 let i = batch.readings.len();
@@ -159,7 +165,13 @@ fn decode_reading(body: &[u8], base: usize, i: usize) -> Result<Reading, DecodeE
             |buf: &mut &[u8]| decode_varint(buf).map_err(|e| prost_error(at, &field(), &e));
         match (tag, wire) {
             (1, Len) => metric = CompactString::from(take_str(&mut buf, pos, field)?),
-            (2, Varint) => timestamp = varint(&mut buf)?,
+            (2, I64) => {
+                let Some((bytes, rest)) = buf.split_first_chunk::<8>() else {
+                    return Err(malformed(at, field(), "a fixed64 needs 8 bytes; the input ended"));
+                };
+                timestamp = u64::from_le_bytes(*bytes);
+                buf = rest;
+            }
             (3, Varint) => value = Some(Value::Bool(varint(&mut buf)? != 0)),
             (4, Varint) => {
                 let v = varint(&mut buf)?;
@@ -181,8 +193,8 @@ fn decode_reading(body: &[u8], base: usize, i: usize) -> Result<Reading, DecodeE
             (9, Varint) => quality = varint(&mut buf)? as i32,
             (1..=9, _) => {
                 let expected = match tag {
-                    2..=5 | 9 => Varint,
-                    6 => I64,
+                    3..=5 | 9 => Varint,
+                    2 | 6 => I64,
                     _ => Len,
                 };
                 return Err(malformed(
@@ -358,7 +370,7 @@ fn reading_len(r: &Reading) -> usize {
     }
     let ts = r.timestamp.unix_ms();
     if ts != 0 {
-        n += encoding::uint64::encoded_len(2, &ts);
+        n += encoding::fixed64::encoded_len(2, &ts);
     }
     n += match &r.value {
         Value::Bool(v) => encoding::bool::encoded_len(3, v),
@@ -381,7 +393,7 @@ fn encode_reading(r: &Reading, out: &mut Vec<u8>) {
     }
     let ts = r.timestamp.unix_ms();
     if ts != 0 {
-        encoding::uint64::encode(2, &ts, out);
+        encoding::fixed64::encode(2, &ts, out);
     }
     match &r.value {
         Value::Bool(v) => encoding::bool::encode(3, v, out),
@@ -406,7 +418,7 @@ mod tests {
 
     fn to_pb(batch: &Batch) -> pb::Batch {
         pb::Batch {
-            source: batch.source.clone(),
+            source: batch.source.to_string(),
             readings: batch
                 .readings
                 .iter()
@@ -442,7 +454,7 @@ mod tests {
         let mut ours = Vec::new();
         encode(&batch, &mut ours);
         assert_eq!(ours, to_pb(&batch).encode_to_vec());
-        let empty_source = Batch { source: String::new(), ..batch };
+        let empty_source = Batch { source: CompactString::default(), ..batch };
         let mut ours = Vec::new();
         encode(&empty_source, &mut ours);
         assert_eq!(ours, to_pb(&empty_source).encode_to_vec());
@@ -456,7 +468,7 @@ mod tests {
             "string source = 1;",
             "repeated Reading readings = 2;",
             "string metric = 1;",
-            "uint64 timestamp = 2;",
+            "fixed64 timestamp = 2;",
             "bool bool_value = 3;",
             "sint64 int_value = 4;",
             "uint64 uint_value = 5;",

@@ -118,7 +118,7 @@ struct ValueRef<'a>(&'a Value);
 impl Serialize for BatchRef<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut st = s.serialize_struct("Batch", 2)?;
-        st.serialize_field("source", &self.0.source)?;
+        st.serialize_field("source", self.0.source.as_str())?;
         st.serialize_field("readings", &ReadingsRef(&self.0.readings))?;
         st.end()
     }
@@ -241,7 +241,7 @@ impl<'de> Visitor<'de> for BatchVisitor {
                 BatchKey::Source if source.is_some() => {
                     return Err(de::Error::duplicate_field("source"));
                 }
-                BatchKey::Source => source = Some(map.next_value::<String>()?),
+                BatchKey::Source => source = Some(map.next_value::<CompactString>()?),
                 BatchKey::Readings if readings.is_some() => {
                     return Err(de::Error::duplicate_field("readings"));
                 }

@@ -150,7 +150,15 @@ fn protobuf_malformed_table() {
         ),
         (
             reading(&[key(1, 2), 1, b'm', key(2, 2), 0]),
-            "in Batch.readings[0].timestamp: wire type LengthDelimited, expected Varint",
+            "in Batch.readings[0].timestamp: wire type LengthDelimited, expected SixtyFourBit",
+        ),
+        (
+            reading(&[key(1, 2), 1, b'm', key(2, 0), 5]),
+            "in Batch.readings[0].timestamp: wire type Varint, expected SixtyFourBit",
+        ),
+        (
+            reading(&[key(1, 2), 1, b'm', key(2, 1), 1, 2, 3]),
+            "at byte 5, in Batch.readings[0].timestamp: a fixed64 needs 8 bytes",
         ),
         (reading(&[key(1, 2), 1, b'm', key(9, 0)]), "in Batch.readings[0].quality: invalid varint"),
         (

@@ -43,7 +43,8 @@ fn batch(finite_only: bool) -> impl Strategy<Value = Batch> {
                 value,
                 quality,
             });
-    (text(0), vec(reading, 0..12)).prop_map(|(source, readings)| Batch { source, readings })
+    (text(0), vec(reading, 0..12))
+        .prop_map(|(source, readings)| Batch { source: source.into(), readings })
 }
 
 /// Equality where NaN equals NaN and -0.0 differs from 0.0: what a lossless
