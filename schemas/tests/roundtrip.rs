@@ -4,6 +4,9 @@ use bytes::Bytes;
 use proptest::collection::vec;
 use proptest::prelude::*;
 use shopfloor_schemas::{Batch, Codec, Quality, Reading, Timestamp, Value};
+use support::same;
+
+mod support;
 
 fn text(min: usize) -> impl Strategy<Value = String> {
     // Any Unicode except NUL, which no codec accepts.
@@ -45,24 +48,6 @@ fn batch(finite_only: bool) -> impl Strategy<Value = Batch> {
             });
     (text(0), vec(reading, 0..12))
         .prop_map(|(source, readings)| Batch { source: source.into(), readings })
-}
-
-/// Equality where NaN equals NaN and -0.0 differs from 0.0: what a lossless
-/// codec must preserve.
-fn same(a: &Batch, b: &Batch) -> bool {
-    a.source == b.source
-        && a.readings.len() == b.readings.len()
-        && a.readings.iter().zip(&b.readings).all(|(x, y)| {
-            x.metric == y.metric
-                && x.timestamp == y.timestamp
-                && x.quality == y.quality
-                && match (&x.value, &y.value) {
-                    (Value::F64(p), Value::F64(q)) => {
-                        (p.is_nan() && q.is_nan()) || p.to_bits() == q.to_bits()
-                    }
-                    (p, q) => p == q,
-                }
-        })
 }
 
 proptest! {
