@@ -1,2 +1,16 @@
 #![doc = include_str!("../README.md")]
 #![forbid(unsafe_code)]
+
+pub mod convert;
+mod datatype;
+mod error;
+pub mod payload;
+pub mod proto;
+pub mod topic;
+mod value;
+
+pub use datatype::DataType;
+pub use error::DecodeError;
+pub use payload::{BirthTypes, EncodeOptions, Metric, Payload};
+pub use topic::{MessageType, StatePayload, Topic, TopicError};
+pub use value::{MetricValue, SignedEncoding, ValueError};

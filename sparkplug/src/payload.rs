@@ -1,0 +1,712 @@
+//! The typed payload layer: [`Payload`], [`Metric`], [`DataSet`],
+//! [`Template`], [`PropertySet`], checked against each metric's data type.
+//!
+//! DATA and CMD metrics usually carry an alias and no datatype, so decoding
+//! them needs the birth's table: [`BirthTypes`]. Births carry names, aliases
+//! and datatypes and decode with an empty table.
+
+use std::collections::HashMap;
+
+use bytes::Bytes;
+use prost::Message as _;
+
+use crate::datatype::DataType;
+use crate::error::DecodeError;
+use crate::proto;
+use crate::value::{
+    MetricValue, Scalar, SignedEncoding, ValueError, array_from_bytes, array_to_bytes,
+    basic_from_wire, basic_to_wire,
+};
+
+/// The metadata of a metric (files, multi-part bytes): the raw message.
+pub type MetaData = proto::MetaData;
+
+/// A decoded Sparkplug B payload.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Payload {
+    /// Time of sending, UTC ms.
+    pub timestamp: Option<u64>,
+    /// The sequence number, as on the wire (0–255 when valid; absent on
+    /// NDEATH, NCMD and DCMD).
+    pub seq: Option<u64>,
+    /// The payload's `uuid`, if any.
+    pub uuid: Option<String>,
+    /// The payload's opaque `body`, if any.
+    pub body: Option<Bytes>,
+    /// The metrics.
+    pub metrics: Vec<Metric>,
+}
+
+/// A typed metric.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Metric {
+    /// The name. Decoding fills it in from the birth when the wire carried
+    /// only an alias.
+    pub name: Option<String>,
+    /// The alias.
+    pub alias: Option<u64>,
+    /// Time of acquisition, UTC ms.
+    pub timestamp: Option<u64>,
+    /// The data type, from the wire or, for DATA and CMD, from the birth.
+    pub datatype: DataType,
+    /// Not a real-time value (store and forward).
+    pub is_historical: bool,
+    /// Not to be historised.
+    pub is_transient: bool,
+    /// The value; `None` is a null value (`is_null` on the wire).
+    pub value: Option<MetricValue>,
+    /// Properties (`Quality`, `engUnit`…).
+    pub properties: Option<PropertySet>,
+    /// Metadata (files, multi-part bytes).
+    pub metadata: Option<MetaData>,
+}
+
+impl Metric {
+    /// A named metric with a value and a timestamp, nothing else set.
+    pub fn new(name: impl Into<String>, timestamp: u64, value: MetricValue) -> Self {
+        Self {
+            name: Some(name.into()),
+            alias: None,
+            timestamp: Some(timestamp),
+            datatype: value.datatype(),
+            is_historical: false,
+            is_transient: false,
+            value: Some(value),
+            properties: None,
+            metadata: None,
+        }
+    }
+
+    /// How the metric is named in errors and logs: its name, else its alias.
+    pub fn id(&self) -> String {
+        match (&self.name, self.alias) {
+            (Some(n), _) => format!("{n:?}"),
+            (None, Some(a)) => format!("alias {a}"),
+            (None, None) => "an unnamed metric".to_owned(),
+        }
+    }
+}
+
+/// A table: named, typed columns and rows of values.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct DataSet {
+    /// Column names and types (basic types only).
+    pub columns: Vec<(String, DataType)>,
+    /// Rows; each has one element per column, `None` for a null element.
+    pub rows: Vec<Vec<Option<MetricValue>>>,
+}
+
+/// A template definition (NBIRTH only) or instance.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Template {
+    /// Version, to catch mismatches.
+    pub version: Option<String>,
+    /// For an instance: the definition's name.
+    pub template_ref: Option<String>,
+    /// Whether this is a definition.
+    pub is_definition: bool,
+    /// Members.
+    pub metrics: Vec<Metric>,
+    /// Parameters.
+    pub parameters: Vec<Parameter>,
+}
+
+/// A template parameter.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Parameter {
+    /// Name.
+    pub name: String,
+    /// Type (basic types only).
+    pub datatype: DataType,
+    /// Value; `None` when absent.
+    pub value: Option<MetricValue>,
+}
+
+/// Ordered key–value properties of a metric.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct PropertySet(pub Vec<(String, PropertyValue)>);
+
+impl PropertySet {
+    /// The property with this key.
+    pub fn get(&self, key: &str) -> Option<&PropertyValue> {
+        self.0.iter().find(|(k, _)| k == key).map(|(_, v)| v)
+    }
+
+    /// Sets a property, replacing one with the same key.
+    pub fn set(&mut self, key: impl Into<String>, value: PropertyValue) {
+        let key = key.into();
+        match self.0.iter_mut().find(|(k, _)| *k == key) {
+            Some(slot) => slot.1 = value,
+            None => self.0.push((key, value)),
+        }
+    }
+}
+
+/// A property's value.
+#[derive(Clone, Debug, PartialEq)]
+pub enum PropertyValue {
+    /// A basic-type value.
+    Value(MetricValue),
+    /// A null value of a type.
+    Null(DataType),
+    /// A nested property set.
+    PropertySet(PropertySet),
+    /// A list of property sets.
+    PropertySetList(Vec<PropertySet>),
+}
+
+/// Names and types from births, to decode DATA and CMD metrics that carry
+/// only an alias or omit the datatype.
+#[derive(Clone, Debug, Default)]
+pub struct BirthTypes {
+    by_alias: HashMap<u64, (String, DataType)>,
+    by_name: HashMap<String, DataType>,
+}
+
+impl BirthTypes {
+    /// An empty table (enough for births, which carry their datatypes).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The table of a decoded birth.
+    pub fn from_birth(birth: &Payload) -> Self {
+        let mut t = Self::new();
+        t.add_birth(birth);
+        t
+    }
+
+    /// Adds a birth's metrics (a DBIRTH after its NBIRTH: aliases are unique
+    /// across an edge node's whole metric set).
+    pub fn add_birth(&mut self, birth: &Payload) {
+        for m in &birth.metrics {
+            if let Some(name) = &m.name {
+                self.insert(name, m.alias, m.datatype);
+            }
+        }
+    }
+
+    /// Adds one metric.
+    pub fn insert(&mut self, name: &str, alias: Option<u64>, datatype: DataType) {
+        if let Some(a) = alias {
+            self.by_alias.insert(a, (name.to_owned(), datatype));
+        }
+        self.by_name.insert(name.to_owned(), datatype);
+    }
+
+    /// Name and type of an alias.
+    pub fn alias(&self, alias: u64) -> Option<(&str, DataType)> {
+        self.by_alias.get(&alias).map(|(n, t)| (n.as_str(), *t))
+    }
+
+    /// Type of a name.
+    pub fn datatype(&self, name: &str) -> Option<DataType> {
+        self.by_name.get(name).copied()
+    }
+
+    /// Whether the table is empty.
+    pub fn is_empty(&self) -> bool {
+        self.by_name.is_empty()
+    }
+}
+
+/// Options for encoding.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EncodeOptions {
+    /// How signed 8- to 32-bit integers are written.
+    pub signed: SignedEncoding,
+    /// Whether metrics carry their datatype: births MUST, DATA and CMD SHOULD
+    /// NOT (`tck-id-payloads-metric-datatype-not-req`).
+    pub datatypes: bool,
+}
+
+impl Default for EncodeOptions {
+    fn default() -> Self {
+        Self { signed: SignedEncoding::SignExtend, datatypes: true }
+    }
+}
+
+impl Payload {
+    /// Decodes a payload. `types` resolves aliases and missing datatypes
+    /// (pass [`BirthTypes::new`] for births).
+    pub fn decode(bytes: &[u8], types: &BirthTypes) -> Result<Self, DecodeError> {
+        Self::from_raw(proto::Payload::decode(bytes)?, types)
+    }
+
+    /// Types a raw payload.
+    pub fn from_raw(raw: proto::Payload, types: &BirthTypes) -> Result<Self, DecodeError> {
+        let metrics = raw
+            .metrics
+            .into_iter()
+            .enumerate()
+            .map(|(i, m)| metric_from_raw(m, types, &|| format!("metrics[{i}]")))
+            .collect::<Result<_, _>>()?;
+        Ok(Self { timestamp: raw.timestamp, seq: raw.seq, uuid: raw.uuid, body: raw.body, metrics })
+    }
+
+    /// The raw message.
+    pub fn to_raw(&self, options: EncodeOptions) -> proto::Payload {
+        proto::Payload {
+            timestamp: self.timestamp,
+            metrics: self.metrics.iter().map(|m| metric_to_raw(m, options)).collect(),
+            seq: self.seq,
+            uuid: self.uuid.clone(),
+            body: self.body.clone(),
+        }
+    }
+
+    /// Encodes the payload.
+    pub fn encode(&self, options: EncodeOptions) -> Vec<u8> {
+        self.to_raw(options).encode_to_vec()
+    }
+}
+
+fn metric_from_raw(
+    raw: proto::Metric,
+    types: &BirthTypes,
+    at: &dyn Fn() -> String,
+) -> Result<Metric, DecodeError> {
+    let mut name = raw.name;
+    let id = |name: &Option<String>| match (name, raw.alias) {
+        (Some(n), _) => format!("{n:?}"),
+        (None, Some(a)) => format!("alias {a}"),
+        (None, None) => at(),
+    };
+    let mut datatype_from_birth = None;
+    if name.is_none() {
+        match raw.alias {
+            Some(alias) => match types.alias(alias) {
+                Some((n, t)) => {
+                    name = Some(n.to_owned());
+                    datatype_from_birth = Some(t);
+                }
+                None if raw.datatype.is_none() => {
+                    return Err(DecodeError::UnknownAlias { metric: id(&name), alias });
+                }
+                None => {}
+            },
+            None => return Err(DecodeError::Anonymous { metric: at() }),
+        }
+    }
+    let datatype = match raw.datatype {
+        Some(n) => DataType::from_u32(n)
+            .ok_or_else(|| DecodeError::UnknownDatatype { metric: id(&name), datatype: n })?,
+        None => datatype_from_birth
+            .or_else(|| name.as_deref().and_then(|n| types.datatype(n)))
+            .ok_or_else(|| DecodeError::NoDatatype { metric: id(&name) })?,
+    };
+    let value = if raw.is_null == Some(true) {
+        None
+    } else {
+        match raw.value {
+            None => None,
+            Some(v) => Some(
+                value_from_raw(datatype, v, types, &|| id(&name))
+                    .map_err(|e| e.in_metric(&id(&name)))?,
+            ),
+        }
+    };
+    let properties = raw.properties.map(|p| property_set_from_raw(p, &|| id(&name))).transpose()?;
+    Ok(Metric {
+        name,
+        alias: raw.alias,
+        timestamp: raw.timestamp,
+        datatype,
+        is_historical: raw.is_historical.unwrap_or(false),
+        is_transient: raw.is_transient.unwrap_or(false),
+        value,
+        properties,
+        metadata: raw.metadata,
+    })
+}
+
+/// Errors from nested structures, before the metric is known.
+enum Nested {
+    Value(ValueError),
+    Decode(DecodeError),
+}
+
+impl Nested {
+    fn in_metric(self, metric: &str) -> DecodeError {
+        match self {
+            Self::Value(source) => DecodeError::Value { metric: metric.to_owned(), source },
+            Self::Decode(e) => e,
+        }
+    }
+}
+
+impl From<ValueError> for Nested {
+    fn from(e: ValueError) -> Self {
+        Self::Value(e)
+    }
+}
+
+fn value_from_raw(
+    datatype: DataType,
+    raw: proto::MetricValue,
+    types: &BirthTypes,
+    at: &dyn Fn() -> String,
+) -> Result<MetricValue, Nested> {
+    use proto::MetricValue as W;
+    let scalar = match raw {
+        W::Int(v) => Scalar::Int(v),
+        W::Long(v) => Scalar::Long(v),
+        W::Float(v) => Scalar::Float(v),
+        W::Double(v) => Scalar::Double(v),
+        W::Boolean(v) => Scalar::Boolean(v),
+        W::String(v) => Scalar::String(v),
+        W::Bytes(b) => {
+            return Ok(match datatype {
+                DataType::Bytes => MetricValue::Bytes(b),
+                DataType::File => MetricValue::File(b),
+                t if t.is_array() => array_from_bytes(t, &b)?,
+                _ => return Err(ValueError::Mismatch { datatype, found: "bytes_value" }.into()),
+            });
+        }
+        W::DataSet(d) if datatype == DataType::DataSet => {
+            return Ok(MetricValue::DataSet(dataset_from_raw(d)?));
+        }
+        W::Template(t) if datatype == DataType::Template => {
+            return template_from_raw(t, types, at)
+                .map(|t| MetricValue::Template(Box::new(t)))
+                .map_err(Nested::Decode);
+        }
+        W::DataSet(_) => {
+            return Err(ValueError::Mismatch { datatype, found: "dataset_value" }.into());
+        }
+        W::Template(_) => {
+            return Err(ValueError::Mismatch { datatype, found: "template_value" }.into());
+        }
+        W::Extension(_) => {
+            return Err(ValueError::Mismatch { datatype, found: "extension_value" }.into());
+        }
+    };
+    Ok(basic_from_wire(datatype, scalar)?)
+}
+
+fn bad_dataset(reason: String) -> ValueError {
+    ValueError::BadArray { datatype: DataType::DataSet, reason }
+}
+
+fn dataset_from_raw(raw: proto::DataSet) -> Result<DataSet, ValueError> {
+    if raw.columns.len() != raw.types.len() {
+        return Err(bad_dataset(format!(
+            "{} column names but {} types (they must be the same length)",
+            raw.columns.len(),
+            raw.types.len()
+        )));
+    }
+    if let Some(n) = raw.num_of_columns
+        && n != raw.columns.len() as u64
+    {
+        return Err(bad_dataset(format!(
+            "num_of_columns is {n} but there are {} columns",
+            raw.columns.len()
+        )));
+    }
+    let types = raw
+        .types
+        .iter()
+        .map(|&t| match DataType::from_u32(t) {
+            Some(t) if t.is_basic() => Ok(t),
+            _ => Err(bad_dataset(format!("column type {t} is not a basic type"))),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let rows = raw
+        .rows
+        .into_iter()
+        .enumerate()
+        .map(|(r, row)| {
+            if row.elements.len() != types.len() {
+                return Err(bad_dataset(format!(
+                    "row {r} has {} elements for {} columns",
+                    row.elements.len(),
+                    types.len()
+                )));
+            }
+            row.elements
+                .into_iter()
+                .zip(&types)
+                .map(|(e, &t)| e.value.map(|v| basic_from_wire(t, dataset_scalar(v)?)).transpose())
+                .collect()
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(DataSet { columns: raw.columns.into_iter().zip(types).collect(), rows })
+}
+
+fn dataset_scalar(v: proto::DataSetValueValue) -> Result<Scalar, ValueError> {
+    use proto::DataSetValueValue as W;
+    Ok(match v {
+        W::Int(v) => Scalar::Int(v),
+        W::Long(v) => Scalar::Long(v),
+        W::Float(v) => Scalar::Float(v),
+        W::Double(v) => Scalar::Double(v),
+        W::Boolean(v) => Scalar::Boolean(v),
+        W::String(v) => Scalar::String(v),
+        W::Extension(_) => {
+            return Err(bad_dataset("an element holds an extension value".to_owned()));
+        }
+    })
+}
+
+fn template_from_raw(
+    raw: proto::Template,
+    types: &BirthTypes,
+    at: &dyn Fn() -> String,
+) -> Result<Template, DecodeError> {
+    let metrics = raw
+        .metrics
+        .into_iter()
+        .enumerate()
+        .map(|(i, m)| metric_from_raw(m, types, &|| format!("{} member {i}", at())))
+        .collect::<Result<_, _>>()?;
+    let parameters = raw
+        .parameters
+        .into_iter()
+        .map(|p| {
+            let name = p.name.unwrap_or_default();
+            let value_error = |source| DecodeError::Value {
+                metric: format!("{} parameter {name:?}", at()),
+                source,
+            };
+            let datatype = match p.r#type.map(|t| (t, DataType::from_u32(t))) {
+                Some((_, Some(t))) if t.is_basic() => t,
+                Some((t, _)) => {
+                    return Err(DecodeError::UnknownDatatype {
+                        metric: format!("{} parameter {name:?}", at()),
+                        datatype: t,
+                    });
+                }
+                None => {
+                    return Err(DecodeError::NoDatatype {
+                        metric: format!("{} parameter {name:?}", at()),
+                    });
+                }
+            };
+            let value = p
+                .value
+                .map(|v| {
+                    use proto::ParameterValue as W;
+                    let s = match v {
+                        W::Int(v) => Scalar::Int(v),
+                        W::Long(v) => Scalar::Long(v),
+                        W::Float(v) => Scalar::Float(v),
+                        W::Double(v) => Scalar::Double(v),
+                        W::Boolean(v) => Scalar::Boolean(v),
+                        W::String(v) => Scalar::String(v),
+                        W::Extension(_) => {
+                            return Err(ValueError::Mismatch { datatype, found: "extension_value" });
+                        }
+                    };
+                    basic_from_wire(datatype, s)
+                })
+                .transpose()
+                .map_err(value_error)?;
+            Ok(Parameter { name, datatype, value })
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(Template {
+        version: raw.version,
+        template_ref: raw.template_ref,
+        is_definition: raw.is_definition.unwrap_or(false),
+        metrics,
+        parameters,
+    })
+}
+
+fn property_set_from_raw(
+    raw: proto::PropertySet,
+    at: &dyn Fn() -> String,
+) -> Result<PropertySet, DecodeError> {
+    if raw.keys.len() != raw.values.len() {
+        return Err(DecodeError::Property {
+            metric: at(),
+            key: String::new(),
+            reason: format!(
+                "{} keys but {} values (they must be the same length)",
+                raw.keys.len(),
+                raw.values.len()
+            ),
+        });
+    }
+    let entries = raw
+        .keys
+        .into_iter()
+        .zip(raw.values)
+        .map(|(key, v)| {
+            let err =
+                |reason: String| DecodeError::Property { metric: at(), key: key.clone(), reason };
+            let datatype = match v.r#type {
+                Some(t) => DataType::from_u32(t).ok_or_else(|| err(format!("unknown type {t}")))?,
+                None => return Err(err("no type".to_owned())),
+            };
+            let value = if v.is_null == Some(true) {
+                PropertyValue::Null(datatype)
+            } else {
+                use proto::PropertyValueValue as W;
+                let scalar = match v.value {
+                    None => return Ok((key, PropertyValue::Null(datatype))),
+                    Some(W::PropertySet(s)) if datatype == DataType::PropertySet => {
+                        return Ok((
+                            key.clone(),
+                            PropertyValue::PropertySet(property_set_from_raw(s, at)?),
+                        ));
+                    }
+                    Some(W::PropertySets(l)) if datatype == DataType::PropertySetList => {
+                        let sets = l
+                            .propertyset
+                            .into_iter()
+                            .map(|s| property_set_from_raw(s, at))
+                            .collect::<Result<_, _>>()?;
+                        return Ok((key, PropertyValue::PropertySetList(sets)));
+                    }
+                    Some(W::PropertySet(_) | W::PropertySets(_) | W::Extension(_)) => {
+                        return Err(err(format!(
+                            "type {datatype} but the value is a property set or extension"
+                        )));
+                    }
+                    Some(W::Int(v)) => Scalar::Int(v),
+                    Some(W::Long(v)) => Scalar::Long(v),
+                    Some(W::Float(v)) => Scalar::Float(v),
+                    Some(W::Double(v)) => Scalar::Double(v),
+                    Some(W::Boolean(v)) => Scalar::Boolean(v),
+                    Some(W::String(v)) => Scalar::String(v),
+                };
+                PropertyValue::Value(
+                    basic_from_wire(datatype, scalar).map_err(|e| err(e.to_string()))?,
+                )
+            };
+            Ok((key, value))
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(PropertySet(entries))
+}
+
+fn metric_to_raw(m: &Metric, options: EncodeOptions) -> proto::Metric {
+    proto::Metric {
+        name: m.name.clone(),
+        alias: m.alias,
+        timestamp: m.timestamp,
+        datatype: options.datatypes.then_some(m.datatype.as_u32()),
+        is_historical: m.is_historical.then_some(true),
+        is_transient: m.is_transient.then_some(true),
+        is_null: m.value.is_none().then_some(true),
+        metadata: m.metadata.clone(),
+        properties: m.properties.as_ref().map(|p| property_set_to_raw(p, options.signed)),
+        value: m.value.as_ref().map(|v| value_to_raw(v, options)),
+    }
+}
+
+fn value_to_raw(v: &MetricValue, options: EncodeOptions) -> proto::MetricValue {
+    use proto::MetricValue as W;
+    if let Some(s) = basic_to_wire(v, options.signed) {
+        return match s {
+            Scalar::Int(v) => W::Int(v),
+            Scalar::Long(v) => W::Long(v),
+            Scalar::Float(v) => W::Float(v),
+            Scalar::Double(v) => W::Double(v),
+            Scalar::Boolean(v) => W::Boolean(v),
+            Scalar::String(v) => W::String(v),
+        };
+    }
+    if let Some(b) = array_to_bytes(v) {
+        return W::Bytes(b);
+    }
+    match v {
+        MetricValue::Bytes(b) | MetricValue::File(b) => W::Bytes(b.clone()),
+        MetricValue::DataSet(d) => W::DataSet(proto::DataSet {
+            num_of_columns: Some(d.columns.len() as u64),
+            columns: d.columns.iter().map(|(n, _)| n.clone()).collect(),
+            types: d.columns.iter().map(|(_, t)| t.as_u32()).collect(),
+            rows: d
+                .rows
+                .iter()
+                .map(|row| proto::Row {
+                    elements: row
+                        .iter()
+                        .map(|e| proto::DataSetValue {
+                            value: e.as_ref().and_then(|v| basic_to_wire(v, options.signed)).map(
+                                |s| match s {
+                                    Scalar::Int(v) => proto::DataSetValueValue::Int(v),
+                                    Scalar::Long(v) => proto::DataSetValueValue::Long(v),
+                                    Scalar::Float(v) => proto::DataSetValueValue::Float(v),
+                                    Scalar::Double(v) => proto::DataSetValueValue::Double(v),
+                                    Scalar::Boolean(v) => proto::DataSetValueValue::Boolean(v),
+                                    Scalar::String(v) => proto::DataSetValueValue::String(v),
+                                },
+                            ),
+                        })
+                        .collect(),
+                })
+                .collect(),
+        }),
+        MetricValue::Template(t) => W::Template(proto::Template {
+            version: t.version.clone(),
+            metrics: t.metrics.iter().map(|m| metric_to_raw(m, options)).collect(),
+            parameters: t
+                .parameters
+                .iter()
+                .map(|p| proto::Parameter {
+                    name: Some(p.name.clone()),
+                    r#type: Some(p.datatype.as_u32()),
+                    value: p.value.as_ref().and_then(|v| basic_to_wire(v, options.signed)).map(
+                        |s| match s {
+                            Scalar::Int(v) => proto::ParameterValue::Int(v),
+                            Scalar::Long(v) => proto::ParameterValue::Long(v),
+                            Scalar::Float(v) => proto::ParameterValue::Float(v),
+                            Scalar::Double(v) => proto::ParameterValue::Double(v),
+                            Scalar::Boolean(v) => proto::ParameterValue::Boolean(v),
+                            Scalar::String(v) => proto::ParameterValue::String(v),
+                        },
+                    ),
+                })
+                .collect(),
+            template_ref: t.template_ref.clone(),
+            is_definition: Some(t.is_definition),
+        }),
+        // Every basic and array type returned above.
+        _ => W::Extension(proto::Extension {}),
+    }
+}
+
+fn property_set_to_raw(p: &PropertySet, signed: SignedEncoding) -> proto::PropertySet {
+    use proto::PropertyValueValue as W;
+    let (keys, values) =
+        p.0.iter()
+            .map(|(k, v)| {
+                let raw = match v {
+                    PropertyValue::Null(t) => proto::PropertyValue {
+                        r#type: Some(t.as_u32()),
+                        is_null: Some(true),
+                        value: None,
+                    },
+                    PropertyValue::Value(v) => proto::PropertyValue {
+                        r#type: Some(v.datatype().as_u32()),
+                        is_null: None,
+                        value: basic_to_wire(v, signed).map(|s| match s {
+                            Scalar::Int(v) => W::Int(v),
+                            Scalar::Long(v) => W::Long(v),
+                            Scalar::Float(v) => W::Float(v),
+                            Scalar::Double(v) => W::Double(v),
+                            Scalar::Boolean(v) => W::Boolean(v),
+                            Scalar::String(v) => W::String(v),
+                        }),
+                    },
+                    PropertyValue::PropertySet(s) => proto::PropertyValue {
+                        r#type: Some(DataType::PropertySet.as_u32()),
+                        is_null: None,
+                        value: Some(W::PropertySet(property_set_to_raw(s, signed))),
+                    },
+                    PropertyValue::PropertySetList(l) => proto::PropertyValue {
+                        r#type: Some(DataType::PropertySetList.as_u32()),
+                        is_null: None,
+                        value: Some(W::PropertySets(proto::PropertySetList {
+                            propertyset: l.iter().map(|s| property_set_to_raw(s, signed)).collect(),
+                        })),
+                    },
+                };
+                (k.clone(), raw)
+            })
+            .unzip();
+    proto::PropertySet { keys, values }
+}
