@@ -46,6 +46,12 @@ pub enum DecodeError {
         #[source]
         source: ValueError,
     },
+    /// A compressed payload that cannot be unwrapped (feature `compression`).
+    #[error("compressed payload: {reason}")]
+    Compression {
+        /// What is wrong.
+        reason: String,
+    },
     /// A malformed property set.
     #[error("metric {metric}: property {key:?}: {reason}")]
     Property {

@@ -1,6 +1,8 @@
 #![doc = include_str!("../README.md")]
 #![forbid(unsafe_code)]
 
+#[cfg(feature = "compression")]
+pub mod compression;
 pub mod convert;
 mod datatype;
 mod error;

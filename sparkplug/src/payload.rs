@@ -228,9 +228,16 @@ impl Default for EncodeOptions {
 
 impl Payload {
     /// Decodes a payload. `types` resolves aliases and missing datatypes
-    /// (pass [`BirthTypes::new`] for births).
+    /// (pass [`BirthTypes::new`] for births). With the `compression` feature,
+    /// a compressed envelope is unwrapped first.
     pub fn decode(bytes: &[u8], types: &BirthTypes) -> Result<Self, DecodeError> {
-        Self::from_raw(proto::Payload::decode(bytes)?, types)
+        let raw = proto::Payload::decode(bytes)?;
+        #[cfg(feature = "compression")]
+        if crate::compression::is_compressed(&raw) {
+            let inner = crate::compression::decompress(&raw)?;
+            return Self::from_raw(proto::Payload::decode(&inner[..])?, types);
+        }
+        Self::from_raw(raw, types)
     }
 
     /// Types a raw payload.
@@ -495,7 +502,10 @@ fn template_from_raw(
                         W::Boolean(v) => Scalar::Boolean(v),
                         W::String(v) => Scalar::String(v),
                         W::Extension(_) => {
-                            return Err(ValueError::Mismatch { datatype, found: "extension_value" });
+                            return Err(ValueError::Mismatch {
+                                datatype,
+                                found: "extension_value",
+                            });
                         }
                     };
                     basic_from_wire(datatype, s)
