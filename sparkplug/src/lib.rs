@@ -5,6 +5,7 @@
 pub mod compression;
 pub mod convert;
 mod datatype;
+pub mod edge;
 mod error;
 pub mod payload;
 pub mod proto;
@@ -12,6 +13,7 @@ pub mod topic;
 mod value;
 
 pub use datatype::DataType;
+pub use edge::{EdgeEvent, EdgeNode, EdgeNodeConfig, Now};
 pub use error::DecodeError;
 pub use payload::{BirthTypes, EncodeOptions, Metric, Payload};
 pub use topic::{MessageType, StatePayload, Topic, TopicError};

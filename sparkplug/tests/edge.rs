@@ -1,0 +1,420 @@
+//! The sans-IO edge node, driven through its transitions with no sockets and
+//! no sleeps: time is a value the test passes in.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use proptest::prelude::*;
+use prost::Message as _;
+use shopfloor_schemas::{Batch, Quality, Reading, Timestamp};
+use shopfloor_sparkplug::edge::{Deadband, Message, MetricSpec, Publish, PublishError};
+use shopfloor_sparkplug::{
+    DataType, EdgeEvent, EdgeNode, EdgeNodeConfig, EncodeOptions, Metric, MetricValue, Now,
+    Payload, StatePayload, proto,
+};
+
+const NCMD: &str = "spBv1.0/G/NCMD/E";
+
+fn now(ms: u64) -> Now {
+    // One base instant per test process; only unix_ms matters to the node.
+    static BASE: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    Now { instant: *BASE.get_or_init(Instant::now) + Duration::from_millis(ms), unix_ms: ms }
+}
+
+fn config() -> EdgeNodeConfig {
+    let mut c = EdgeNodeConfig::new("G", "E");
+    c.metrics = vec![MetricSpec {
+        deadband: Deadband::Absolute(0.5),
+        ..MetricSpec::new("temp", DataType::Double)
+    }];
+    c.devices = vec![("press-1".into(), vec![MetricSpec::new("count", DataType::Int32)])];
+    c
+}
+
+fn drain(node: &mut EdgeNode) -> Vec<Publish> {
+    std::iter::from_fn(|| node.poll_transmit()).collect()
+}
+
+fn events(node: &mut EdgeNode) -> Vec<EdgeEvent> {
+    std::iter::from_fn(|| node.poll_event()).collect()
+}
+
+fn raw(p: &Publish) -> proto::Payload {
+    proto::Payload::decode(&p.payload[..]).unwrap()
+}
+
+fn reading(metric: &str, ms: u64, v: impl Into<shopfloor_schemas::Value>) -> Reading {
+    Reading::new(metric, Timestamp::from_unix_ms(ms), v)
+}
+
+fn node_batch(r: Reading) -> Batch {
+    Batch::new("").with(r)
+}
+
+fn online() -> EdgeNode {
+    let mut n = EdgeNode::new(config());
+    n.handle_connected(now(1));
+    drain(&mut n);
+    n
+}
+
+#[test]
+fn will_and_births_follow_the_spec() {
+    let mut n = EdgeNode::new(EdgeNodeConfig { bd_seq: 7, ..config() });
+    let will = n.will();
+    assert_eq!((will.topic.as_str(), will.qos, will.retain), ("spBv1.0/G/NDEATH/E", 1, false));
+    let w = raw(&will);
+    assert_eq!(w.seq, None, "NDEATH carries no seq");
+    assert_eq!(w.metrics.len(), 1);
+    assert_eq!(w.metrics[0].name.as_deref(), Some("bdSeq"));
+    assert_eq!(w.metrics[0].datatype, Some(DataType::Int64.as_u32()));
+    assert_eq!(w.metrics[0].value, Some(proto::MetricValue::Long(7)));
+    assert_eq!(n.subscriptions(), ["spBv1.0/G/NCMD/E", "spBv1.0/G/DCMD/E/press-1"]);
+
+    n.handle_connected(now(1000));
+    let out = drain(&mut n);
+    assert_eq!(
+        out.iter().map(|p| p.topic.as_str()).collect::<Vec<_>>(),
+        ["spBv1.0/G/NBIRTH/E", "spBv1.0/G/DBIRTH/E/press-1"]
+    );
+    assert!(out.iter().all(|p| p.qos == 0 && !p.retain), "births are QoS 0, not retained");
+    let nbirth = raw(&out[0]);
+    assert_eq!((nbirth.seq, nbirth.timestamp), (Some(0), Some(1000)));
+    let names: Vec<_> =
+        nbirth.metrics.iter().map(|m| (m.name.clone().unwrap(), m.alias, m.datatype)).collect();
+    assert_eq!(
+        names,
+        [
+            ("bdSeq".into(), None, Some(4)),
+            ("Node Control/Rebirth".into(), None, Some(11)),
+            ("temp".into(), Some(1), Some(10)),
+        ]
+    );
+    assert_eq!(
+        nbirth.metrics[0].value,
+        Some(proto::MetricValue::Long(7)),
+        "bdSeq equals the Will's"
+    );
+    assert_eq!(nbirth.metrics[1].value, Some(proto::MetricValue::Boolean(false)));
+    assert_eq!(nbirth.metrics[2].is_null, Some(true), "no value yet: null in the birth");
+    assert!(nbirth.metrics.iter().all(|m| m.timestamp.is_some()));
+    let dbirth = raw(&out[1]);
+    assert_eq!(dbirth.seq, Some(1));
+    assert_eq!(
+        (dbirth.metrics[0].name.as_deref(), dbirth.metrics[0].alias),
+        (Some("count"), Some(2))
+    );
+}
+
+#[test]
+fn data_goes_by_exception_by_alias_with_seq() {
+    let mut n = online();
+    n.publish(&node_batch(reading("temp", 10, 20.0)), now(10)).unwrap();
+    let out = drain(&mut n);
+    assert_eq!(out[0].topic, "spBv1.0/G/NDATA/E");
+    let d = raw(&out[0]);
+    assert_eq!(d.seq, Some(2));
+    let m = &d.metrics[0];
+    assert_eq!(
+        (m.name.as_deref(), m.alias, m.datatype, m.timestamp),
+        (None, Some(1), None, Some(10))
+    );
+    assert_eq!(m.value, Some(proto::MetricValue::Double(20.0)));
+    // Within the 0.5 deadband: nothing.
+    n.publish(&node_batch(reading("temp", 11, 20.4)), now(11)).unwrap();
+    assert!(drain(&mut n).is_empty());
+    // Beyond it: sent, seq 3.
+    n.publish(&node_batch(reading("temp", 12, 20.6)), now(12)).unwrap();
+    assert_eq!(raw(&drain(&mut n)[0]).seq, Some(3));
+    // A quality change goes out even with the same value, with the property.
+    n.publish(&node_batch(reading("temp", 13, 20.6).with_quality(Quality::Stale)), now(13))
+        .unwrap();
+    let out = drain(&mut n);
+    let q = raw(&out[0]).metrics[0].properties.clone().unwrap();
+    assert_eq!(q.keys, ["Quality"]);
+    assert_eq!(
+        q.values[0].value,
+        Some(
+            proto::PropertyValue {
+                r#type: Some(3),
+                is_null: None,
+                value: Some(proto::PropertyValueValue::Int(500))
+            }
+            .value
+            .unwrap()
+        )
+    );
+    // Device data goes to DDATA with the device's alias.
+    n.publish(&Batch::new("press-1").with(reading("count", 14, -4_i64)), now(14)).unwrap();
+    let out = drain(&mut n);
+    assert_eq!(out[0].topic, "spBv1.0/G/DDATA/E/press-1");
+    assert_eq!(raw(&out[0]).metrics[0].value, Some(proto::MetricValue::Int(-4_i32 as u32)));
+}
+
+#[test]
+fn rebirth_on_request_keeps_bdseq_and_resets_seq() {
+    let mut n = online();
+    n.publish(&node_batch(reading("temp", 10, 20.0)), now(10)).unwrap();
+    drain(&mut n);
+    let request = Payload {
+        metrics: vec![Metric::new("Node Control/Rebirth", 20, MetricValue::Boolean(true))],
+        ..Default::default()
+    };
+    n.handle_message(
+        &Message { topic: NCMD.into(), payload: request.encode(EncodeOptions::default()).into() },
+        now(20),
+    )
+    .unwrap();
+    let out = drain(&mut n);
+    assert_eq!(
+        out.iter().map(|p| p.topic.as_str()).collect::<Vec<_>>(),
+        ["spBv1.0/G/NBIRTH/E", "spBv1.0/G/DBIRTH/E/press-1"]
+    );
+    let b = raw(&out[0]);
+    assert_eq!(b.seq, Some(0));
+    assert_eq!(b.metrics[0].value, Some(proto::MetricValue::Long(0)), "same bdSeq as the session");
+    assert_eq!(
+        b.metrics[2].value,
+        Some(proto::MetricValue::Double(20.0)),
+        "the birth carries the current value"
+    );
+    assert_eq!(events(&mut n), [EdgeEvent::Rebirth]);
+}
+
+#[test]
+fn commands_surface_as_typed_writes() {
+    let mut n = online();
+    // A host writes by alias without datatype, as the spec advises.
+    let by_alias = |alias, value| {
+        let mut m = Metric::new("x", 5, value);
+        (m.name, m.alias) = (None, Some(alias));
+        Payload { timestamp: Some(5), metrics: vec![m], ..Default::default() }
+            .encode(EncodeOptions { datatypes: false, ..Default::default() })
+    };
+    n.handle_message(
+        &Message { topic: NCMD.into(), payload: by_alias(1, MetricValue::Double(5.0)).into() },
+        now(5),
+    )
+    .unwrap();
+    n.handle_message(
+        &Message {
+            topic: "spBv1.0/G/DCMD/E/press-1".into(),
+            payload: by_alias(2, MetricValue::Int32(-9)).into(),
+        },
+        now(6),
+    )
+    .unwrap();
+    // Commands for other nodes are not ours.
+    n.handle_message(
+        &Message { topic: "spBv1.0/G/NCMD/other".into(), payload: Bytes::from_static(b"\xff") },
+        now(7),
+    )
+    .unwrap();
+    assert_eq!(
+        events(&mut n),
+        [
+            EdgeEvent::Write {
+                device: None,
+                metric: "temp".into(),
+                value: MetricValue::Double(5.0)
+            },
+            EdgeEvent::Write {
+                device: Some("press-1".into()),
+                metric: "count".into(),
+                value: MetricValue::Int32(-9)
+            },
+        ]
+    );
+    // A malformed command is an error and changes nothing.
+    let err = n
+        .handle_message(
+            &Message { topic: NCMD.into(), payload: Bytes::from_static(b"\x12\x05") },
+            now(8),
+        )
+        .unwrap_err();
+    assert!(err.to_string().contains("spBv1.0/G/NCMD/E"), "{err}");
+    assert!(events(&mut n).is_empty() && drain(&mut n).is_empty());
+}
+
+fn state(online: bool, ts: u64) -> Message {
+    Message {
+        topic: "spBv1.0/STATE/scada".into(),
+        payload: StatePayload { online, timestamp: ts }.to_json().into(),
+    }
+}
+
+#[test]
+fn waits_for_the_primary_host_and_leaves_with_it() {
+    let mut n = EdgeNode::new(EdgeNodeConfig { primary_host_id: Some("scada".into()), ..config() });
+    assert!(n.subscriptions().contains(&"spBv1.0/STATE/scada".to_owned()));
+    n.handle_connected(now(1));
+    assert!(drain(&mut n).is_empty(), "no birth before the host is online");
+    n.handle_message(&state(false, 50), now(2)).unwrap();
+    assert!(drain(&mut n).is_empty());
+    // Another host's STATE changes nothing.
+    n.handle_message(
+        &Message {
+            topic: "spBv1.0/STATE/other".into(),
+            payload: StatePayload { online: true, timestamp: 60 }.to_json().into(),
+        },
+        now(2),
+    )
+    .unwrap();
+    assert!(drain(&mut n).is_empty());
+    n.handle_message(&state(true, 100), now(3)).unwrap();
+    assert_eq!(drain(&mut n).len(), 2);
+    assert_eq!(events(&mut n), [EdgeEvent::HostOnline]);
+    // A stale offline (older than the online) is ignored.
+    n.handle_message(&state(false, 90), now(4)).unwrap();
+    assert!(n.is_online() && drain(&mut n).is_empty());
+    // A valid offline: NDEATH, then the driver must disconnect.
+    n.handle_message(&state(false, 200), now(5)).unwrap();
+    let out = drain(&mut n);
+    assert_eq!(out[0].topic, "spBv1.0/G/NDEATH/E");
+    assert_eq!(events(&mut n), [EdgeEvent::Disconnect]);
+    assert!(!n.is_online());
+    // Bad STATE JSON is an error.
+    assert!(
+        n.handle_message(
+            &Message {
+                topic: "spBv1.0/STATE/scada".into(),
+                payload: Bytes::from_static(b"ONLINE")
+            },
+            now(6)
+        )
+        .is_err()
+    );
+}
+
+#[test]
+fn stored_readings_replay_as_history_in_time_order() {
+    let mut n = EdgeNode::new(config());
+    for (ms, v) in [(30, 3.0), (10, 1.0), (20, 2.0)] {
+        n.publish(&node_batch(reading("temp", ms, v)), now(ms)).unwrap();
+    }
+    n.publish(&Batch::new("press-1").with(reading("count", 15, 7_i64)), now(15)).unwrap();
+    assert_eq!(n.stored(), 4);
+    assert!(drain(&mut n).is_empty(), "nothing is sent while offline");
+    n.handle_connected(now(100));
+    let out = drain(&mut n);
+    let topics: Vec<_> = out.iter().map(|p| p.topic.as_str()).collect();
+    assert_eq!(
+        topics,
+        [
+            "spBv1.0/G/NBIRTH/E",
+            "spBv1.0/G/DBIRTH/E/press-1",
+            "spBv1.0/G/NDATA/E",
+            "spBv1.0/G/DDATA/E/press-1",
+            "spBv1.0/G/NDATA/E"
+        ]
+    );
+    let seqs: Vec<_> = out.iter().map(|p| raw(p).seq.unwrap()).collect();
+    assert_eq!(seqs, [0, 1, 2, 3, 4]);
+    let history: Vec<(u64, bool)> = out[2..]
+        .iter()
+        .flat_map(|p| raw(p).metrics)
+        .map(|m| (m.timestamp.unwrap(), m.is_historical.unwrap_or(false)))
+        .collect();
+    assert_eq!(history, [(10, true), (15, true), (20, true), (30, true)]);
+    // The birth carries the latest stored value as the current one.
+    assert_eq!(raw(&out[0]).metrics[2].value, Some(proto::MetricValue::Double(3.0)));
+    assert_eq!(n.stored(), 0);
+}
+
+#[test]
+fn a_full_store_drops_the_oldest_and_counts() {
+    let mut n = EdgeNode::new(EdgeNodeConfig { store_capacity: 2, ..config() });
+    for ms in 1..=4 {
+        n.publish(&node_batch(reading("temp", ms, ms as f64)), now(ms)).unwrap();
+    }
+    assert_eq!(events(&mut n), [EdgeEvent::Dropped { total: 1 }, EdgeEvent::Dropped { total: 2 }]);
+    n.handle_connected(now(10));
+    let out = drain(&mut n);
+    let replayed: Vec<u64> =
+        out[2..].iter().flat_map(|p| raw(p).metrics).map(|m| m.timestamp.unwrap()).collect();
+    assert_eq!(replayed, [3, 4]);
+}
+
+#[test]
+fn bdseq_moves_on_with_each_connect() {
+    let mut n = online();
+    n.disconnect();
+    let out = drain(&mut n);
+    assert_eq!(out[0].topic, "spBv1.0/G/NDEATH/E", "an intentional disconnect sends NDEATH first");
+    n.handle_disconnected();
+    assert_eq!(raw(&n.will()).metrics[0].value, Some(proto::MetricValue::Long(1)));
+    n.handle_connected(now(5));
+    assert_eq!(raw(&drain(&mut n)[0]).metrics[0].value, Some(proto::MetricValue::Long(1)));
+    // A failed attempt (no session) does not use a number up.
+    n.handle_disconnected();
+    n.handle_disconnected();
+    assert_eq!(n.bd_seq(), 2);
+    // 255 wraps to 0.
+    let mut n = EdgeNode::new(EdgeNodeConfig { bd_seq: 255, ..config() });
+    n.handle_connected(now(1));
+    n.handle_disconnected();
+    assert_eq!(n.bd_seq(), 0);
+}
+
+#[test]
+fn device_death_and_birth() {
+    let mut n = online();
+    n.device_death("press-1", now(50)).unwrap();
+    let out = drain(&mut n);
+    assert_eq!(out[0].topic, "spBv1.0/G/DDEATH/E/press-1");
+    let d = raw(&out[0]);
+    assert_eq!((d.seq, d.timestamp), (Some(2), Some(50)));
+    assert_eq!(
+        n.publish(&Batch::new("press-1").with(reading("count", 51, 1_i64)), now(51)),
+        Err(PublishError::DeviceDead("press-1".into()))
+    );
+    n.device_birth("press-1", now(52)).unwrap();
+    let out = drain(&mut n);
+    assert_eq!(out[0].topic, "spBv1.0/G/DBIRTH/E/press-1");
+    assert_eq!(raw(&out[0]).seq, Some(3));
+}
+
+#[test]
+fn refused_batches_change_nothing() {
+    let mut n = online();
+    let cases = [
+        (Batch::new("nope").with(reading("count", 1, 1_i64)), "no device \"nope\""),
+        (node_batch(reading("pressure", 1, 1.0)), "no metric \"pressure\""),
+        (
+            Batch::new("press-1").with(reading("count", 1, 10_000_000_000_i64)),
+            "is Int32 (3) and cannot hold",
+        ),
+        (node_batch(reading("temp", 1, "hot")), "is Double (10) and cannot hold"),
+        // One bad reading refuses the whole batch.
+        (node_batch(reading("temp", 1, 5.0)).with(reading("nope", 1, 1.0)), "no metric \"nope\""),
+    ];
+    for (batch, needle) in cases {
+        let err = n.publish(&batch, now(1)).unwrap_err();
+        assert!(err.to_string().contains(needle), "{err}");
+    }
+    assert!(drain(&mut n).is_empty());
+    n.publish(&node_batch(reading("temp", 2, 5.0)), now(2)).unwrap();
+    assert_eq!(raw(&drain(&mut n)[0]).seq, Some(2), "refused batches used no seq");
+}
+
+proptest! {
+    /// seq counts every message modulo 256, whatever the mix of node and
+    /// device data.
+    #[test]
+    fn seq_wraps_at_256(to_device in proptest::collection::vec(any::<bool>(), 1..600)) {
+        let mut n = online();
+        // After NBIRTH (seq 0) and DBIRTH (seq 1), data starts at 2.
+        for (expected, (i, device)) in (2_u64..).zip(to_device.iter().enumerate()) {
+            let ms = 10 + i as u64;
+            let batch = if *device {
+                Batch::new("press-1").with(reading("count", ms, i as i64))
+            } else {
+                node_batch(reading("temp", ms, i as f64))
+            };
+            n.publish(&batch, now(ms)).unwrap();
+            let out = drain(&mut n);
+            prop_assert_eq!(out.len(), 1);
+            prop_assert_eq!(raw(&out[0]).seq, Some(expected % 256));
+        }
+    }
+}
