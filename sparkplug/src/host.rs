@@ -1,0 +1,619 @@
+//! The sans-IO Sparkplug B host application.
+//!
+//! ```text
+//!  driver ──handle_message(msg)──►┌─────────────────┐──poll_transmit()──► STATE, rebirth requests (NCMD)
+//!  driver ──handle_connected()───►│ HostApplication │──poll_event()─────► Batches, node/device lifecycle
+//!  driver ──handle_timeout()─────►└─────────────────┘──poll_timeout()──► when to call handle_timeout
+//! ```
+//!
+//! It opens no sockets and reads no clock. After every `handle_*` call, drain
+//! [`HostApplication::poll_transmit`], then [`HostApplication::poll_event`],
+//! then read [`HostApplication::poll_timeout`].
+//!
+//! What it does, per the 3.0 specification (chapter 5):
+//! - publishes its STATE birth (`online`, QoS 1, retained) with the same
+//!   timestamp as the Will registered for that connection, and re-publishes
+//!   it if it ever sees its own STATE offline with that timestamp;
+//! - tracks every edge node and device: births define names, aliases and
+//!   datatypes; DATA is decoded with them into [`Batch`]es;
+//! - checks `seq`: a gap starts the reorder timer; if the missing messages do
+//!   not arrive in time, it asks for a rebirth. Out-of-order data is passed on
+//!   as it arrives (a historian stores it; ingest is idempotent);
+//! - correlates NDEATH by `bdSeq`: a late Will from an older session does not
+//!   kill the new one;
+//! - on NDEATH, DDEATH or loss of its own connection, re-emits every last
+//!   value of the affected metrics with [`Quality::Stale`], so a dead device
+//!   is never silent;
+//! - asks for a rebirth (NCMD `Node Control/Rebirth`) on data before a birth,
+//!   an unknown alias or an unresolved gap, at most once per cooldown.
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use shopfloor_schemas::{Batch, Quality, Reading, Timestamp};
+
+use crate::convert::reading;
+use crate::edge::{BDSEQ_METRIC, Message, Now, Publish, REBIRTH_METRIC};
+use crate::payload::{BirthTypes, EncodeOptions, Metric, Payload};
+use crate::topic::{MessageType, StatePayload, Topic};
+use crate::value::MetricValue;
+use crate::{DecodeError, TopicError};
+
+/// How the host is set up.
+#[derive(Clone, Debug)]
+pub struct HostConfig {
+    /// The host id in `spBv1.0/STATE/{host_id}`.
+    pub host_id: String,
+    /// Publish STATE. Only the primary host should; a second instance of the
+    /// same deployment (a standby ingest, say) turns it off.
+    pub publish_state: bool,
+    /// How long a `seq` gap may stay open before a rebirth is requested.
+    pub reorder_timeout: Duration,
+    /// The least time between two rebirth requests to the same node.
+    pub rebirth_cooldown: Duration,
+    /// The groups to follow (`None`: all of them).
+    pub groups: Option<Vec<String>>,
+}
+
+impl HostConfig {
+    /// A primary host: STATE on, 2 s reorder timeout, 5 s rebirth cooldown.
+    pub fn new(host_id: impl Into<String>) -> Self {
+        Self {
+            host_id: host_id.into(),
+            publish_state: true,
+            reorder_timeout: Duration::from_secs(2),
+            rebirth_cooldown: Duration::from_secs(5),
+            groups: None,
+        }
+    }
+}
+
+/// Why a rebirth was requested.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RebirthReason {
+    /// DATA, DBIRTH or DDEATH from a node whose NBIRTH this host has not seen.
+    NoBirth,
+    /// A metric alias or name that is not in the births.
+    UnknownMetric(String),
+    /// `seq` numbers that did not arrive within the reorder timeout.
+    SeqGap {
+        /// The missing numbers.
+        missing: Vec<u8>,
+    },
+    /// A payload from the node that could not be decoded.
+    Malformed(String),
+}
+
+/// What the host tells the application.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub enum HostEvent {
+    /// Readings, from a birth, DATA, or a death (then all stale). `source` is
+    /// `group/edge_node` or `group/edge_node/device`.
+    Data(Batch),
+    /// An edge node birthed.
+    NodeOnline {
+        /// The group id.
+        group: String,
+        /// The edge node id.
+        edge_node: String,
+        /// Its session's `bdSeq`.
+        bd_seq: u64,
+    },
+    /// An edge node died (NDEATH with its session's `bdSeq`).
+    NodeOffline {
+        /// The group id.
+        group: String,
+        /// The edge node id.
+        edge_node: String,
+    },
+    /// A device birthed.
+    DeviceOnline {
+        /// The group id.
+        group: String,
+        /// The edge node id.
+        edge_node: String,
+        /// The device id.
+        device: String,
+    },
+    /// A device died.
+    DeviceOffline {
+        /// The group id.
+        group: String,
+        /// The edge node id.
+        edge_node: String,
+        /// The device id.
+        device: String,
+    },
+    /// An NDEATH whose `bdSeq` is not the current session's (a late Will):
+    /// ignored.
+    StaleDeath {
+        /// The group id.
+        group: String,
+        /// The edge node id.
+        edge_node: String,
+        /// The `bdSeq` it carried.
+        bd_seq: Option<u64>,
+    },
+    /// A rebirth request was published.
+    RebirthRequested {
+        /// The group id.
+        group: String,
+        /// The edge node id.
+        edge_node: String,
+        /// Why.
+        reason: RebirthReason,
+    },
+}
+
+/// Why an inbound message was refused. The state is unchanged, except that a
+/// rebirth may have been requested.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum InboundError {
+    /// Not a Sparkplug topic.
+    #[error(transparent)]
+    Topic(#[from] TopicError),
+    /// A payload that does not decode.
+    #[error("{topic}: {source}")]
+    Payload {
+        /// The topic.
+        topic: String,
+        /// Why.
+        #[source]
+        source: DecodeError,
+    },
+    /// A birth without what the specification requires.
+    #[error("{topic}: {reason}")]
+    Birth {
+        /// The topic.
+        topic: String,
+        /// What is missing.
+        reason: &'static str,
+    },
+}
+
+#[derive(Debug, Default)]
+struct DeviceState {
+    online: bool,
+    last: HashMap<String, Reading>,
+}
+
+#[derive(Debug)]
+struct NodeState {
+    online: bool,
+    bd_seq: Option<u64>,
+    /// The `seq` expected next.
+    expected: u8,
+    missing: BTreeSet<u8>,
+    reorder_deadline: Option<Instant>,
+    last_rebirth_request: Option<Instant>,
+    types: BirthTypes,
+    last: HashMap<String, Reading>,
+    devices: HashMap<String, DeviceState>,
+}
+
+impl NodeState {
+    fn new() -> Self {
+        Self {
+            online: false,
+            bd_seq: None,
+            expected: 0,
+            missing: BTreeSet::new(),
+            reorder_deadline: None,
+            last_rebirth_request: None,
+            types: BirthTypes::new(),
+            last: HashMap::new(),
+            devices: HashMap::new(),
+        }
+    }
+}
+
+/// Sparkplug B host application. Opens no sockets and reads no clock.
+/// After every `handle_*` call, drain [`poll_transmit`](Self::poll_transmit),
+/// then [`poll_event`](Self::poll_event), then read
+/// [`poll_timeout`](Self::poll_timeout).
+#[derive(Debug)]
+pub struct HostApplication {
+    config: HostConfig,
+    /// The timestamp of this connection's Will and STATE birth.
+    state_ts: Option<u64>,
+    nodes: HashMap<(String, String), NodeState>,
+    transmits: VecDeque<Publish>,
+    events: VecDeque<HostEvent>,
+}
+
+impl HostApplication {
+    /// A host that knows no nodes yet.
+    pub fn new(config: HostConfig) -> Self {
+        Self {
+            config,
+            state_ts: None,
+            nodes: HashMap::new(),
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+        }
+    }
+
+    fn state_topic(&self) -> String {
+        format!("{}/STATE/{}", crate::topic::NAMESPACE, self.config.host_id)
+    }
+
+    fn state(&self, online: bool, timestamp: u64) -> Publish {
+        Publish {
+            topic: self.state_topic(),
+            qos: 1,
+            retain: true,
+            payload: StatePayload { online, timestamp }.to_json().into(),
+        }
+    }
+
+    /// The Will for the next CONNECT (STATE offline, QoS 1, retained), or
+    /// `None` when this host publishes no STATE. Its timestamp is reused by
+    /// the STATE birth of the same connection, as the specification requires.
+    pub fn will(&mut self, now: Now) -> Option<Publish> {
+        if !self.config.publish_state {
+            return None;
+        }
+        self.state_ts = Some(now.unix_ms);
+        Some(self.state(false, now.unix_ms))
+    }
+
+    /// The filters to subscribe to (QoS 1): every followed group's messages,
+    /// and this host's own STATE.
+    pub fn subscriptions(&self) -> Vec<String> {
+        let ns = crate::topic::NAMESPACE;
+        let mut out = match &self.config.groups {
+            None => vec![format!("{ns}/+/#")],
+            Some(groups) => groups.iter().map(|g| format!("{ns}/{g}/#")).collect(),
+        };
+        out.push(self.state_topic());
+        out
+    }
+
+    /// The connection is up and subscribed: publish the STATE birth.
+    pub fn handle_connected(&mut self, now: Now) {
+        if self.config.publish_state {
+            let ts = *self.state_ts.get_or_insert(now.unix_ms);
+            self.transmits.push_back(self.state(true, ts));
+        }
+    }
+
+    /// The connection is gone: every known metric becomes stale (the host
+    /// can no longer vouch for any of them), stamped with the host's time.
+    pub fn handle_disconnected(&mut self, now: Now) {
+        let keys: Vec<(String, String)> = self.nodes.keys().cloned().collect();
+        for (group, edge) in keys {
+            self.node_died(&group, &edge, now.unix_ms);
+        }
+    }
+
+    /// Before an intentional disconnect: STATE offline with the current time.
+    pub fn disconnect(&mut self, now: Now) {
+        if self.config.publish_state {
+            self.transmits.push_back(self.state(false, now.unix_ms));
+        }
+    }
+
+    /// The next deadline: call [`handle_timeout`](Self::handle_timeout) then.
+    /// It changes when a `seq` gap opens or closes.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.nodes.values().filter_map(|n| n.reorder_deadline).min()
+    }
+
+    /// Deadlines have passed: request rebirths for gaps still open.
+    pub fn handle_timeout(&mut self, now: Now) {
+        let expired: Vec<(String, String)> = self
+            .nodes
+            .iter()
+            .filter(|(_, n)| n.reorder_deadline.is_some_and(|d| d <= now.instant))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for (group, edge) in expired {
+            let Some(node) = self.nodes.get_mut(&(group.clone(), edge.clone())) else { continue };
+            node.reorder_deadline = None;
+            let missing = std::mem::take(&mut node.missing).into_iter().collect();
+            self.request_rebirth(&group, &edge, RebirthReason::SeqGap { missing }, now);
+        }
+    }
+
+    /// The next publish for the driver to send, in order.
+    pub fn poll_transmit(&mut self) -> Option<Publish> {
+        self.transmits.pop_front()
+    }
+
+    /// The next event for the application.
+    pub fn poll_event(&mut self) -> Option<HostEvent> {
+        self.events.pop_front()
+    }
+
+    /// Handles one inbound message.
+    pub fn handle_message(&mut self, msg: &Message, now: Now) -> Result<(), InboundError> {
+        let (group, message_type, edge, device) = match Topic::parse(&msg.topic)? {
+            Topic::State { host_id } => {
+                self.handle_state(&host_id, &msg.payload);
+                return Ok(());
+            }
+            Topic::Edge { group_id, message_type, edge_node_id, device_id } => {
+                (group_id, message_type, edge_node_id, device_id)
+            }
+        };
+        if self.config.groups.as_ref().is_some_and(|g| !g.contains(&group)) {
+            return Ok(());
+        }
+        let key = (group.clone(), edge.clone());
+        match message_type {
+            MessageType::NCmd | MessageType::DCmd => Ok(()),
+            MessageType::NBirth => self.handle_nbirth(msg, key),
+            MessageType::NDeath => {
+                let payload = Payload::decode(&msg.payload, &BirthTypes::new())
+                    .map_err(|source| InboundError::Payload { topic: msg.topic.clone(), source })?;
+                let bd_seq = bd_seq_of(&payload);
+                let current = self.nodes.get(&key).filter(|n| n.online).and_then(|n| n.bd_seq);
+                if current.is_some() && current == bd_seq {
+                    self.node_died(&group, &edge, now.unix_ms);
+                } else {
+                    self.events.push_back(HostEvent::StaleDeath { group, edge_node: edge, bd_seq });
+                }
+                Ok(())
+            }
+            MessageType::DBirth | MessageType::NData | MessageType::DData | MessageType::DDeath => {
+                if !self.nodes.get(&key).is_some_and(|n| n.online) {
+                    self.request_rebirth(&group, &edge, RebirthReason::NoBirth, now);
+                    return Ok(());
+                }
+                let types = if message_type == MessageType::DBirth {
+                    BirthTypes::new()
+                } else {
+                    self.nodes[&key].types.clone()
+                };
+                let payload = match Payload::decode(&msg.payload, &types) {
+                    Ok(p) => p,
+                    Err(source) => {
+                        let reason = match &source {
+                            DecodeError::UnknownAlias { metric, .. }
+                            | DecodeError::NoDatatype { metric } => {
+                                RebirthReason::UnknownMetric(metric.clone())
+                            }
+                            other => RebirthReason::Malformed(other.to_string()),
+                        };
+                        self.request_rebirth(&group, &edge, reason, now);
+                        return Err(InboundError::Payload { topic: msg.topic.clone(), source });
+                    }
+                };
+                self.check_seq(&key, payload.seq, now);
+                let source = match &device {
+                    Some(d) => format!("{group}/{edge}/{d}"),
+                    None => format!("{group}/{edge}"),
+                };
+                let Some(node) = self.nodes.get_mut(&key) else { return Ok(()) };
+                match (message_type, device) {
+                    (MessageType::DBirth, Some(d)) => {
+                        node.types.add_birth(&payload);
+                        let dev = node.devices.entry(d.clone()).or_default();
+                        dev.online = true;
+                        dev.last.clear();
+                        self.events.push_back(HostEvent::DeviceOnline {
+                            group,
+                            edge_node: edge,
+                            device: d.clone(),
+                        });
+                        self.emit(&key, Some(&d), &payload, &source);
+                    }
+                    (MessageType::DDeath, Some(d)) => {
+                        let ts = payload.timestamp.unwrap_or(now.unix_ms);
+                        let dev = node.devices.entry(d.clone()).or_default();
+                        dev.online = false;
+                        let stale = stale_batch(&source, &dev.last, ts);
+                        self.events.push_back(HostEvent::DeviceOffline {
+                            group,
+                            edge_node: edge,
+                            device: d,
+                        });
+                        if !stale.readings.is_empty() {
+                            self.events.push_back(HostEvent::Data(stale));
+                        }
+                    }
+                    (_, d) => self.emit(&key, d.as_deref(), &payload, &source),
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn handle_state(&mut self, host_id: &str, payload: &[u8]) {
+        // Our own STATE offline with this connection's timestamp is the
+        // broker replaying a stale Will: say online again, same timestamp.
+        if host_id != self.config.host_id || !self.config.publish_state {
+            return;
+        }
+        if let (Ok(s), Some(ts)) = (StatePayload::from_json(payload), self.state_ts)
+            && !s.online
+            && s.timestamp == ts
+        {
+            self.transmits.push_back(self.state(true, ts));
+        }
+    }
+
+    fn handle_nbirth(&mut self, msg: &Message, key: (String, String)) -> Result<(), InboundError> {
+        let payload = Payload::decode(&msg.payload, &BirthTypes::new())
+            .map_err(|source| InboundError::Payload { topic: msg.topic.clone(), source })?;
+        let Some(bd_seq) = bd_seq_of(&payload) else {
+            return Err(InboundError::Birth {
+                topic: msg.topic.clone(),
+                reason: "NBIRTH without a bdSeq metric",
+            });
+        };
+        let Some(seq) = payload.seq else {
+            return Err(InboundError::Birth {
+                topic: msg.topic.clone(),
+                reason: "NBIRTH without seq",
+            });
+        };
+        let (group, edge) = key.clone();
+        let node = self.nodes.entry(key.clone()).or_insert_with(NodeState::new);
+        node.online = true;
+        node.bd_seq = Some(bd_seq);
+        node.expected = (seq as u8).wrapping_add(1);
+        node.missing.clear();
+        node.reorder_deadline = None;
+        node.types = BirthTypes::from_birth(&payload);
+        node.last.clear();
+        for d in node.devices.values_mut() {
+            // Devices must birth again after their node.
+            d.online = false;
+        }
+        self.events.push_back(HostEvent::NodeOnline {
+            group: group.clone(),
+            edge_node: edge.clone(),
+            bd_seq,
+        });
+        let source = format!("{group}/{edge}");
+        self.emit(&key, None, &payload, &source);
+        Ok(())
+    }
+
+    /// Tracks `seq`: a jump ahead opens a gap and starts the reorder timer; a
+    /// late message fills its place; a closed gap stops the timer.
+    fn check_seq(&mut self, key: &(String, String), seq: Option<u64>, now: Now) {
+        let Some(node) = self.nodes.get_mut(key) else { return };
+        let Some(seq) = seq.and_then(|s| u8::try_from(s).ok()) else { return };
+        let ahead = seq.wrapping_sub(node.expected);
+        if ahead == 0 {
+            node.expected = seq.wrapping_add(1);
+        } else if node.missing.remove(&seq) {
+            // A late message filled its place.
+        } else if ahead < 128 {
+            for i in 0..ahead {
+                node.missing.insert(node.expected.wrapping_add(i));
+            }
+            node.expected = seq.wrapping_add(1);
+        }
+        if node.missing.is_empty() {
+            node.reorder_deadline = None;
+        } else if node.reorder_deadline.is_none() {
+            node.reorder_deadline = Some(now.instant + self.config.reorder_timeout);
+        }
+    }
+
+    /// Readings of a payload as a `Data` event, remembering each metric's
+    /// last reading for staleness later. Node Control metrics and `bdSeq` are
+    /// session plumbing, not process data.
+    fn emit(
+        &mut self,
+        key: &(String, String),
+        device: Option<&str>,
+        payload: &Payload,
+        source: &str,
+    ) {
+        let Some(node) = self.nodes.get_mut(key) else { return };
+        let last = match device {
+            Some(d) => &mut node.devices.entry(d.to_owned()).or_default().last,
+            None => &mut node.last,
+        };
+        let mut batch = Batch::new(source);
+        for m in payload.metrics.iter().filter(|m| !is_plumbing(m)) {
+            if let Some(r) = reading(m, payload.timestamp) {
+                let newer =
+                    last.get(r.metric.as_str()).is_none_or(|old| r.timestamp >= old.timestamp);
+                if newer && !m.is_historical {
+                    last.insert(r.metric.to_string(), r.clone());
+                }
+                batch.readings.push(r);
+            }
+        }
+        if !batch.readings.is_empty() {
+            self.events.push_back(HostEvent::Data(batch));
+        }
+    }
+
+    fn node_died(&mut self, group: &str, edge: &str, ts: u64) {
+        let Some(node) = self.nodes.get_mut(&(group.to_owned(), edge.to_owned())) else { return };
+        if !node.online {
+            return;
+        }
+        node.online = false;
+        node.reorder_deadline = None;
+        node.missing.clear();
+        let mut batches = vec![stale_batch(&format!("{group}/{edge}"), &node.last, ts)];
+        let mut devices: Vec<String> = Vec::new();
+        for (d, dev) in &mut node.devices {
+            if dev.online {
+                dev.online = false;
+                devices.push(d.clone());
+                batches.push(stale_batch(&format!("{group}/{edge}/{d}"), &dev.last, ts));
+            }
+        }
+        self.events.push_back(HostEvent::NodeOffline {
+            group: group.to_owned(),
+            edge_node: edge.to_owned(),
+        });
+        devices.sort();
+        for d in devices {
+            self.events.push_back(HostEvent::DeviceOffline {
+                group: group.to_owned(),
+                edge_node: edge.to_owned(),
+                device: d,
+            });
+        }
+        self.events
+            .extend(batches.into_iter().filter(|b| !b.readings.is_empty()).map(HostEvent::Data));
+    }
+
+    fn request_rebirth(&mut self, group: &str, edge: &str, reason: RebirthReason, now: Now) {
+        let node =
+            self.nodes.entry((group.to_owned(), edge.to_owned())).or_insert_with(NodeState::new);
+        let cooldown = self.config.rebirth_cooldown;
+        if node.last_rebirth_request.is_some_and(|t| now.instant < t + cooldown) {
+            return;
+        }
+        node.last_rebirth_request = Some(now.instant);
+        let p = Payload {
+            timestamp: Some(now.unix_ms),
+            metrics: vec![Metric::new(REBIRTH_METRIC, now.unix_ms, MetricValue::Boolean(true))],
+            ..Payload::default()
+        };
+        self.transmits.push_back(Publish {
+            topic: format!("{}/{group}/NCMD/{edge}", crate::topic::NAMESPACE),
+            qos: MessageType::NCmd.qos(),
+            retain: false,
+            payload: p.encode(EncodeOptions::default()).into(),
+        });
+        self.events.push_back(HostEvent::RebirthRequested {
+            group: group.to_owned(),
+            edge_node: edge.to_owned(),
+            reason,
+        });
+    }
+}
+
+fn is_plumbing(m: &Metric) -> bool {
+    m.name.as_deref().is_some_and(|n| {
+        n == BDSEQ_METRIC || n.starts_with("Node Control/") || n.starts_with("Device Control/")
+    })
+}
+
+fn bd_seq_of(p: &Payload) -> Option<u64> {
+    p.metrics.iter().find(|m| m.name.as_deref() == Some(BDSEQ_METRIC)).and_then(|m| match m.value {
+        Some(MetricValue::Int64(v)) => u64::try_from(v).ok(),
+        Some(MetricValue::UInt64(v)) => Some(v),
+        Some(MetricValue::Int32(v)) => u64::try_from(v).ok(),
+        Some(MetricValue::UInt32(v)) => Some(v.into()),
+        _ => None,
+    })
+}
+
+/// The last readings again, stale, at `ts`.
+fn stale_batch(source: &str, last: &HashMap<String, Reading>, ts: u64) -> Batch {
+    let mut readings: Vec<Reading> = last
+        .values()
+        .map(|r| Reading {
+            timestamp: Timestamp::from_unix_ms(ts),
+            quality: Quality::Stale,
+            ..r.clone()
+        })
+        .collect();
+    readings.sort_by(|a, b| a.metric.cmp(&b.metric));
+    Batch { source: source.into(), readings }
+}

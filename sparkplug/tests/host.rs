@@ -1,0 +1,442 @@
+//! The sans-IO host application, driven against the sans-IO edge node
+//! through an in-memory broker (a quinn-`Pair`-style harness): no sockets,
+//! no sleeps; time jumps to the next deadline.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use proptest::prelude::*;
+use prost::Message as _;
+use shopfloor_schemas::{Batch, Quality, Reading, Timestamp, Value};
+use shopfloor_sparkplug::edge::{Message, MetricSpec, Publish};
+use shopfloor_sparkplug::host::RebirthReason;
+use shopfloor_sparkplug::{
+    DataType, EdgeNode, EdgeNodeConfig, EncodeOptions, HostApplication, HostConfig, HostEvent,
+    MessageType, Metric, MetricValue, Now, Payload, StatePayload, Topic,
+};
+
+struct Harness {
+    edge: EdgeNode,
+    host: HostApplication,
+    ms: u64,
+    base: Instant,
+    /// Edge → host messages held back by the test.
+    held: VecDeque<Publish>,
+    drop_next: Option<MessageType>,
+    hold_next: Option<MessageType>,
+    events: Vec<HostEvent>,
+}
+
+impl Harness {
+    fn new() -> Self {
+        let mut edge = EdgeNodeConfig::new("G", "E");
+        edge.metrics = vec![MetricSpec::new("temp", DataType::Double)];
+        edge.devices = vec![("press-1".into(), vec![MetricSpec::new("count", DataType::Int32)])];
+        Self {
+            edge: EdgeNode::new(edge),
+            host: HostApplication::new(HostConfig::new("scada")),
+            ms: 1_000,
+            base: Instant::now(),
+            held: VecDeque::new(),
+            drop_next: None,
+            hold_next: None,
+            events: Vec::new(),
+        }
+    }
+
+    fn connected() -> Self {
+        let mut t = Self::new();
+        let now = t.now();
+        t.host.will(now);
+        t.host.handle_connected(now);
+        t.edge.handle_connected(now);
+        t.drive();
+        t.events.clear();
+        t
+    }
+
+    fn now(&self) -> Now {
+        Now { instant: self.base + Duration::from_millis(self.ms), unix_ms: self.ms }
+    }
+
+    fn advance(&mut self, ms: u64) {
+        self.ms += ms;
+    }
+
+    /// Passes messages both ways until both sides are quiet.
+    fn drive(&mut self) {
+        loop {
+            let mut moved = false;
+            while let Some(p) = self.edge.poll_transmit() {
+                moved = true;
+                let kind = Topic::parse(&p.topic).unwrap().message_type();
+                if kind.is_some() && kind == self.drop_next {
+                    self.drop_next = None;
+                    continue;
+                }
+                if kind.is_some() && kind == self.hold_next {
+                    self.hold_next = None;
+                    self.held.push_back(p);
+                    continue;
+                }
+                self.deliver_to_host(&p);
+            }
+            while let Some(p) = self.host.poll_transmit() {
+                moved = true;
+                let now = self.now();
+                // STATE is for other edge nodes; commands go to ours.
+                let _ =
+                    self.edge.handle_message(&Message { topic: p.topic, payload: p.payload }, now);
+            }
+            while self.edge.poll_event().is_some() {}
+            while let Some(e) = self.host.poll_event() {
+                self.events.push(e);
+            }
+            if !moved {
+                break;
+            }
+        }
+    }
+
+    fn deliver_to_host(&mut self, p: &Publish) {
+        let now = self.now();
+        let _ = self
+            .host
+            .handle_message(&Message { topic: p.topic.clone(), payload: p.payload.clone() }, now);
+    }
+
+    fn release_held(&mut self) {
+        while let Some(p) = self.held.pop_front() {
+            self.deliver_to_host(&p);
+        }
+        self.drive();
+    }
+
+    fn publish_temp(&mut self, v: f64) {
+        let now = self.now();
+        let r = Reading::new("temp", Timestamp::from_unix_ms(self.ms), v);
+        self.edge.publish(&Batch::new("").with(r), now).unwrap();
+        self.drive();
+    }
+
+    /// Jumps time to the host's next deadline and fires it.
+    fn fire_timeout(&mut self) {
+        let deadline = self.host.poll_timeout().expect("a deadline");
+        let ms = u64::try_from(deadline.duration_since(self.base).as_millis()).unwrap();
+        self.ms = self.ms.max(ms);
+        let now = self.now();
+        self.host.handle_timeout(now);
+        self.drive();
+    }
+
+    fn data(&self) -> Vec<&Batch> {
+        self.events
+            .iter()
+            .filter_map(|e| if let HostEvent::Data(b) = e { Some(b) } else { None })
+            .collect()
+    }
+
+    fn rebirth_requests(&self) -> usize {
+        self.events.iter().filter(|e| matches!(e, HostEvent::RebirthRequested { .. })).count()
+    }
+}
+
+#[test]
+fn births_and_data_become_batches() {
+    let mut t = Harness::new();
+    let now = t.now();
+    let will = t.host.will(now).unwrap();
+    assert_eq!((will.topic.as_str(), will.qos, will.retain), ("spBv1.0/STATE/scada", 1, true));
+    assert_eq!(
+        StatePayload::from_json(&will.payload).unwrap(),
+        StatePayload { online: false, timestamp: 1_000 }
+    );
+    t.host.handle_connected(now);
+    let birth = t.host.poll_transmit().unwrap();
+    assert_eq!(
+        StatePayload::from_json(&birth.payload).unwrap(),
+        StatePayload { online: true, timestamp: 1_000 },
+        "same T as the Will"
+    );
+    t.edge.handle_connected(now);
+    t.drive();
+    assert!(t.events.contains(&HostEvent::NodeOnline {
+        group: "G".into(),
+        edge_node: "E".into(),
+        bd_seq: 0
+    }));
+    assert!(t.events.contains(&HostEvent::DeviceOnline {
+        group: "G".into(),
+        edge_node: "E".into(),
+        device: "press-1".into()
+    }));
+    t.events.clear();
+    t.advance(10);
+    t.publish_temp(20.5);
+    let now = t.now();
+    t.edge
+        .publish(
+            &Batch::new("press-1").with(Reading::new(
+                "count",
+                Timestamp::from_unix_ms(1_010),
+                -3_i64,
+            )),
+            now,
+        )
+        .unwrap();
+    t.drive();
+    let data = t.data();
+    assert_eq!(data.len(), 2);
+    assert_eq!(data[0].source, "G/E");
+    assert_eq!(
+        (data[0].readings[0].metric.as_str(), &data[0].readings[0].value),
+        ("temp", &Value::F64(20.5))
+    );
+    assert_eq!(data[1].source, "G/E/press-1");
+    assert_eq!(data[1].readings[0].value, Value::I64(-3));
+    assert_eq!(t.rebirth_requests(), 0);
+}
+
+#[test]
+fn host_requests_rebirth_after_seq_gap() {
+    let mut t = Harness::connected();
+    t.drop_next = Some(MessageType::NData);
+    t.publish_temp(1.0); // this seq never reaches the host
+    t.advance(10);
+    t.publish_temp(2.0); // arrives after a gap
+    assert!(t.host.poll_timeout().is_some(), "the gap starts the reorder timer");
+    assert_eq!(t.rebirth_requests(), 0, "not before the timeout");
+    t.fire_timeout();
+    assert!(matches!(
+        t.events.iter().find(|e| matches!(e, HostEvent::RebirthRequested { .. })),
+        Some(HostEvent::RebirthRequested { reason: RebirthReason::SeqGap { missing }, .. }) if missing.len() == 1
+    ));
+    // The edge node honoured it: a new NBIRTH with the same bdSeq.
+    assert_eq!(
+        t.events.iter().filter(|e| matches!(e, HostEvent::NodeOnline { bd_seq: 0, .. })).count(),
+        1
+    );
+    assert!(t.host.poll_timeout().is_none());
+}
+
+#[test]
+fn a_gap_filled_in_time_needs_no_rebirth() {
+    let mut t = Harness::connected();
+    t.hold_next = Some(MessageType::NData);
+    t.publish_temp(1.0);
+    t.advance(10);
+    t.publish_temp(2.0);
+    assert!(t.host.poll_timeout().is_some());
+    t.release_held();
+    assert!(t.host.poll_timeout().is_none(), "the late message closed the gap");
+    assert_eq!(t.rebirth_requests(), 0);
+    // Both values were passed on, in arrival order.
+    let values: Vec<&Value> = t.data().iter().map(|b| &b.readings[0].value).collect();
+    assert_eq!(values, [&Value::F64(2.0), &Value::F64(1.0)]);
+}
+
+#[test]
+fn a_late_will_of_an_old_session_does_not_kill_the_new_one() {
+    let mut t = Harness::connected();
+    t.publish_temp(20.0);
+    let old_will = t.edge.will(); // bdSeq 0
+    t.edge.handle_disconnected();
+    let now = t.now();
+    t.edge.handle_connected(now); // session 2, bdSeq 1
+    t.drive();
+    t.events.clear();
+    t.deliver_to_host(&old_will);
+    t.drive();
+    assert_eq!(
+        t.events,
+        [HostEvent::StaleDeath { group: "G".into(), edge_node: "E".into(), bd_seq: Some(0) }]
+    );
+    t.events.clear();
+    // The current session's death: offline, and every last value stale at host time.
+    t.advance(500);
+    let will = t.edge.will();
+    t.deliver_to_host(&will);
+    t.drive();
+    assert!(
+        t.events.contains(&HostEvent::NodeOffline { group: "G".into(), edge_node: "E".into() })
+    );
+    assert!(t.events.contains(&HostEvent::DeviceOffline {
+        group: "G".into(),
+        edge_node: "E".into(),
+        device: "press-1".into()
+    }));
+    let stale = t.data();
+    assert_eq!(stale.len(), 1, "only the node had values: {stale:?}");
+    let r = &stale[0].readings[0];
+    assert_eq!(
+        (r.metric.as_str(), &r.value, r.quality, r.timestamp.unix_ms()),
+        ("temp", &Value::F64(20.0), Quality::Stale, t.ms)
+    );
+}
+
+#[test]
+fn ddeath_makes_device_metrics_stale_at_its_timestamp() {
+    let mut t = Harness::connected();
+    let now = t.now();
+    t.edge
+        .publish(
+            &Batch::new("press-1").with(Reading::new(
+                "count",
+                Timestamp::from_unix_ms(t.ms),
+                5_i64,
+            )),
+            now,
+        )
+        .unwrap();
+    t.drive();
+    t.events.clear();
+    t.advance(100);
+    let now = t.now();
+    t.edge.device_death("press-1", now).unwrap();
+    t.drive();
+    assert_eq!(
+        t.events[0],
+        HostEvent::DeviceOffline {
+            group: "G".into(),
+            edge_node: "E".into(),
+            device: "press-1".into()
+        }
+    );
+    let r = &t.data()[0].readings[0];
+    assert_eq!(
+        (r.quality, r.timestamp.unix_ms(), &r.value),
+        (Quality::Stale, t.ms, &Value::I64(5))
+    );
+}
+
+#[test]
+fn data_before_birth_and_unknown_aliases_ask_for_rebirth_once_per_cooldown() {
+    let mut t = Harness::new();
+    let now = t.now();
+    t.host.handle_connected(now);
+    while t.host.poll_transmit().is_some() {}
+    let data = Payload {
+        timestamp: Some(1),
+        seq: Some(5),
+        metrics: vec![Metric::new("x", 1, MetricValue::Double(1.0))],
+        ..Default::default()
+    };
+    let msg = Message {
+        topic: "spBv1.0/G/NDATA/E".into(),
+        payload: data.encode(EncodeOptions::default()).into(),
+    };
+    t.host.handle_message(&msg, now).unwrap();
+    let rebirth = t.host.poll_transmit().expect("a rebirth request");
+    assert_eq!(
+        (rebirth.topic.as_str(), rebirth.qos, rebirth.retain),
+        ("spBv1.0/G/NCMD/E", 0, false)
+    );
+    let p = shopfloor_sparkplug::proto::Payload::decode(&rebirth.payload[..]).unwrap();
+    assert_eq!(p.metrics[0].name.as_deref(), Some("Node Control/Rebirth"));
+    assert_eq!(p.metrics[0].value, Some(shopfloor_sparkplug::proto::MetricValue::Boolean(true)));
+    assert_eq!(p.seq, None, "NCMD carries no seq");
+    // Within the cooldown: no second request.
+    t.advance(1_000);
+    t.host.handle_message(&msg, t.now()).unwrap();
+    assert!(t.host.poll_transmit().is_none());
+    t.advance(5_000);
+    t.host.handle_message(&msg, t.now()).unwrap();
+    assert!(t.host.poll_transmit().is_some(), "after the cooldown");
+
+    // An alias the birth never defined.
+    let mut t = Harness::connected();
+    let mut m = Metric::new("", t.ms, MetricValue::Double(1.0));
+    (m.name, m.alias) = (None, Some(99));
+    let bad =
+        Payload { timestamp: Some(t.ms), seq: Some(2), metrics: vec![m], ..Default::default() };
+    let err = t.host.handle_message(
+        &Message {
+            topic: "spBv1.0/G/NDATA/E".into(),
+            payload: bad.encode(EncodeOptions { datatypes: false, ..Default::default() }).into(),
+        },
+        t.now(),
+    );
+    assert!(err.is_err());
+    t.drive();
+    assert!(t.events.iter().any(|e| matches!(
+        e,
+        HostEvent::RebirthRequested { reason: RebirthReason::UnknownMetric(_), .. }
+    )));
+}
+
+#[test]
+fn own_stale_offline_state_is_answered_with_online() {
+    let mut t = Harness::new();
+    let now = t.now();
+    let will = t.host.will(now).unwrap();
+    t.host.handle_connected(now);
+    while t.host.poll_transmit().is_some() {}
+    // The broker replays our own stale Will (same T): say online again.
+    t.host
+        .handle_message(&Message { topic: will.topic.clone(), payload: will.payload.clone() }, now)
+        .unwrap();
+    let again = t.host.poll_transmit().unwrap();
+    assert_eq!(
+        StatePayload::from_json(&again.payload).unwrap(),
+        StatePayload { online: true, timestamp: 1_000 }
+    );
+    // An offline with another timestamp is not ours to answer.
+    let other = StatePayload { online: false, timestamp: 5 }.to_json();
+    t.host.handle_message(&Message { topic: will.topic, payload: other.into() }, now).unwrap();
+    assert!(t.host.poll_transmit().is_none());
+    // A standby host publishes no STATE at all.
+    let mut standby =
+        HostApplication::new(HostConfig { publish_state: false, ..HostConfig::new("standby") });
+    assert!(standby.will(now).is_none());
+    standby.handle_connected(now);
+    assert!(standby.poll_transmit().is_none());
+}
+
+#[test]
+fn losing_the_broker_makes_everything_stale() {
+    let mut t = Harness::connected();
+    t.publish_temp(7.0);
+    t.events.clear();
+    t.advance(50);
+    let now = t.now();
+    t.host.handle_disconnected(now);
+    t.drive();
+    assert!(
+        t.events.contains(&HostEvent::NodeOffline { group: "G".into(), edge_node: "E".into() })
+    );
+    let r = &t.data()[0].readings[0];
+    assert_eq!(
+        (r.quality, &r.value, r.timestamp.unix_ms()),
+        (Quality::Stale, &Value::F64(7.0), t.ms)
+    );
+}
+
+proptest! {
+    /// Whatever order a complete run of DATA arrives in (within the reorder
+    /// window), every message is passed on and no gap stays open.
+    #[test]
+    fn any_arrival_order_of_a_complete_run_closes_every_gap(order in Just((0..40_usize).collect::<Vec<_>>()).prop_shuffle(), start in 0_u64..300) {
+        let mut t = Harness::connected();
+        // Start anywhere in the seq space, so runs cross 255 → 0.
+        for _ in 0..start {
+            t.advance(1);
+            t.publish_temp(t.ms as f64);
+        }
+        t.events.clear();
+        let mut msgs = Vec::new();
+        for _ in 0..40 {
+            t.advance(1);
+            let now = t.now();
+            let r = Reading::new("temp", Timestamp::from_unix_ms(t.ms), t.ms as f64);
+            t.edge.publish(&Batch::new("").with(r), now).unwrap();
+            msgs.push(t.edge.poll_transmit().unwrap());
+        }
+        for i in order {
+            t.deliver_to_host(&msgs[i]);
+        }
+        t.drive();
+        prop_assert_eq!(t.data().len(), 40);
+        prop_assert!(t.host.poll_timeout().is_none());
+        prop_assert_eq!(t.rebirth_requests(), 0);
+    }
+}
