@@ -179,6 +179,8 @@ pub enum EdgeEvent {
     /// The primary host went offline: NDEATH is queued; the driver must
     /// disconnect and try the next server.
     Disconnect,
+    /// The connection is gone; readings are stored until the next birth.
+    Offline,
     /// Stored readings were dropped because the store was full.
     Dropped {
         /// How many, in total so far.
@@ -392,6 +394,7 @@ impl EdgeNode {
     pub fn handle_disconnected(&mut self) {
         if self.session != Session::Offline {
             self.bd_seq = self.bd_seq.wrapping_add(1);
+            self.events.push_back(EdgeEvent::Offline);
         }
         self.session = Session::Offline;
         for g in &mut self.groups {

@@ -8,6 +8,8 @@ mod datatype;
 pub mod edge;
 mod error;
 pub mod host;
+#[cfg(feature = "mqtt")]
+pub mod mqtt;
 pub mod payload;
 pub mod proto;
 pub mod topic;

@@ -1,0 +1,118 @@
+//! The MQTT drivers against a real Mosquitto from testkit: an edge node and
+//! a host application talk through it, survive a broker kill -9, and replay
+//! what was taken during the outage.
+#![cfg(feature = "mqtt")]
+
+use std::time::Duration;
+
+use shopfloor_schemas::{Batch, Quality, Reading, Timestamp, Value};
+use shopfloor_sparkplug::edge::MetricSpec;
+use shopfloor_sparkplug::mqtt::{Broker, DriverConfig, EdgeDriver, HostDriver};
+use shopfloor_sparkplug::{
+    DataType, EdgeEvent, EdgeNode, EdgeNodeConfig, HostApplication, HostConfig, HostEvent,
+};
+use shopfloor_testkit::Mosquitto;
+use tokio::time::timeout;
+
+fn config(client_id: &str, broker: &Mosquitto) -> DriverConfig {
+    let mut c = DriverConfig::new(client_id, Broker::new(broker.host(), broker.port()));
+    c.backoff_min = Duration::from_millis(50);
+    c.backoff_max = Duration::from_millis(400);
+    c.keep_alive = Duration::from_secs(5);
+    c
+}
+
+fn edge(broker: &Mosquitto) -> EdgeDriver {
+    let mut c = EdgeNodeConfig::new("Plant1", "Gateway-7");
+    c.primary_host_id = Some("scada".into());
+    c.metrics = vec![MetricSpec::new("temp", DataType::Double)];
+    EdgeDriver::spawn(EdgeNode::new(c), config("edge-7", broker))
+}
+
+fn host(broker: &Mosquitto) -> HostDriver {
+    HostDriver::spawn(HostApplication::new(HostConfig::new("scada")), config("scada", broker))
+}
+
+/// The first host event that `matches`, within 20 s.
+async fn host_event(
+    h: &mut HostDriver,
+    what: &str,
+    matches: impl Fn(&HostEvent) -> bool,
+) -> HostEvent {
+    let found = timeout(Duration::from_secs(20), async {
+        loop {
+            let e = h.next_event().await.expect("the host driver stopped");
+            if matches(&e) {
+                return e;
+            }
+        }
+    });
+    found.await.unwrap_or_else(|_| panic!("no host event {what} within 20 s"))
+}
+
+fn temp(ms: u64, v: f64) -> Batch {
+    Batch::new("").with(Reading::new("temp", Timestamp::from_unix_ms(ms), v))
+}
+
+fn data_with(e: &HostEvent, v: f64) -> bool {
+    matches!(e, HostEvent::Data(b) if b.readings.iter().any(|r| r.value == Value::F64(v) && r.quality == Quality::Good))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn edge_and_host_talk_through_mosquitto() {
+    let broker = Mosquitto::start().expect("start mosquitto");
+    let mut h = host(&broker);
+    let e = edge(&broker);
+    host_event(&mut h, "NodeOnline", |e| matches!(e, HostEvent::NodeOnline { bd_seq: 0, .. }))
+        .await;
+    e.publish(temp(1_700_000_000_000, 21.5)).await.unwrap();
+    let got = host_event(&mut h, "data 21.5", |e| data_with(e, 21.5)).await;
+    let HostEvent::Data(batch) = got else { unreachable!() };
+    assert_eq!(batch.source, "Plant1/Gateway-7");
+    assert_eq!(batch.readings[0].timestamp.unix_ms(), 1_700_000_000_000);
+    // A clean shutdown sends NDEATH first: the host marks the node offline
+    // and its last value stale.
+    e.shutdown().await;
+    host_event(&mut h, "NodeOffline", |e| matches!(e, HostEvent::NodeOffline { .. })).await;
+    host_event(&mut h, "stale 21.5", |e| {
+        matches!(e, HostEvent::Data(b) if b.readings.iter().any(|r| r.value == Value::F64(21.5) && r.quality == Quality::Stale))
+    })
+    .await;
+    assert_eq!(h.dropped_events(), 0);
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_kill9_ends_in_a_rebirth_and_replays_the_outage() {
+    let mut broker = Mosquitto::start().expect("start mosquitto");
+    let mut h = host(&broker);
+    let mut e = edge(&broker);
+    host_event(&mut h, "first birth", |e| matches!(e, HostEvent::NodeOnline { bd_seq: 0, .. }))
+        .await;
+    e.publish(temp(1_000, 1.0)).await.unwrap();
+    host_event(&mut h, "data 1.0", |e| data_with(e, 1.0)).await;
+
+    broker.kill9();
+    // Wait until the edge driver has noticed, so the next reading is stored.
+    timeout(Duration::from_secs(20), async {
+        while e.next_event().await.expect("edge driver alive") != EdgeEvent::Offline {}
+    })
+    .await
+    .expect("the edge node noticed the broker's death");
+    e.publish(temp(2_000, 2.0)).await.unwrap();
+    broker.start_again().expect("restart mosquitto");
+
+    // The next session: bdSeq 1, a new birth, then the stored reading as history.
+    host_event(&mut h, "rebirth with bdSeq 1", |e| {
+        matches!(e, HostEvent::NodeOnline { bd_seq: 1, .. })
+    })
+    .await;
+    let got = host_event(&mut h, "replayed 2.0", |e| matches!(e, HostEvent::Data(b) if b.readings.iter().any(|r| r.value == Value::F64(2.0)))).await;
+    let HostEvent::Data(batch) = got else { unreachable!() };
+    let r = batch.readings.iter().find(|r| r.value == Value::F64(2.0)).unwrap();
+    assert_eq!(r.timestamp.unix_ms(), 2_000, "the reading keeps its own time");
+    e.publish(temp(3_000, 3.0)).await.unwrap();
+    host_event(&mut h, "live data after the outage", |e| data_with(e, 3.0)).await;
+    e.shutdown().await;
+    h.shutdown().await;
+}
