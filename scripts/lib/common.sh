@@ -11,6 +11,7 @@ die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 # under /usr/lib/postgresql/<version>/bin; `mosquitto` the broker and
 # mosquitto_passwd.
 PACKAGES_TEST=(mosquitto postgresql)
+PYTHON_REQUIREMENTS="$ROOT/testkit/python/requirements.txt"
 PACKAGES_DEMO=(mosquitto)
 
 missing_packages() {
@@ -34,6 +35,26 @@ ensure_packages() {
     $sudo apt-get update -qq
     # shellcheck disable=SC2086
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends $missing >/dev/null
+}
+
+# The project-local venv with the pinned Python peers (.venv). Rebuilt only
+# when testkit/python/requirements.txt changes.
+ensure_venv() {
+    local venv="$ROOT/.venv" stamp want
+    want=$(sha256sum "$PYTHON_REQUIREMENTS" | cut -d' ' -f1)
+    stamp="$venv/.requirements.sha256"
+    if [ -x "$venv/bin/python" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]; then
+        return 0
+    fi
+    command -v python3 >/dev/null || die "python3 not found: apt-get install -y python3"
+    if ! python3 -m venv --help >/dev/null 2>&1 || ! python3 -c 'import ensurepip' >/dev/null 2>&1; then
+        ensure_packages python3-venv
+    fi
+    say "creating .venv with the pinned test peers ($PYTHON_REQUIREMENTS)"
+    rm -rf "$venv"
+    python3 -m venv "$venv" || die "python3 -m venv failed"
+    "$venv/bin/pip" install -q --disable-pip-version-check -r "$PYTHON_REQUIREMENTS" || die "pip install of the test peers failed"
+    echo "$want" > "$stamp"
 }
 
 ensure_rust() {

@@ -20,7 +20,7 @@
 //!   not arrive in time, it asks for a rebirth. Out-of-order data is passed on
 //!   as it arrives (a historian stores it; ingest is idempotent);
 //! - correlates NDEATH by `bdSeq`: a late Will from an older session does not
-//!   kill the new one;
+//!   kill the new one (a newer `bdSeq` does: a later session died);
 //! - on NDEATH, DDEATH or loss of its own connection, re-emits every last
 //!   value of the affected metrics with [`Quality::Stale`], so a dead device
 //!   is never silent;
@@ -126,8 +126,8 @@ pub enum HostEvent {
         /// The device id.
         device: String,
     },
-    /// An NDEATH whose `bdSeq` is not the current session's (a late Will):
-    /// ignored.
+    /// An NDEATH whose `bdSeq` is older than the current session's (a late
+    /// Will), or that carries none: ignored.
     StaleDeath {
         /// The group id.
         group: String,
@@ -351,7 +351,9 @@ impl HostApplication {
                     .map_err(|source| InboundError::Payload { topic: msg.topic.clone(), source })?;
                 let bd_seq = bd_seq_of(&payload);
                 let current = self.nodes.get(&key).filter(|n| n.online).and_then(|n| n.bd_seq);
-                if current.is_some() && current == bd_seq {
+                if let (Some(current), Some(bd)) = (current, bd_seq)
+                    && is_current_or_newer(bd, current)
+                {
                     self.node_died(&group, &edge, now.unix_ms);
                 } else {
                     self.events.push_back(HostEvent::StaleDeath { group, edge_node: edge, bd_seq });
@@ -586,6 +588,15 @@ impl HostApplication {
             reason,
         });
     }
+}
+
+/// Whether an NDEATH's `bdSeq` is the session's or a newer one (modulo 256).
+/// Older is a late Will from a past session and must not kill this one. Newer
+/// cannot be that: it means a later session of the node died (a birth this
+/// host missed), or a peer that puts its next `bdSeq` in its explicit NDEATH
+/// (pysparkplug 0.6 does); either way the node is gone.
+fn is_current_or_newer(bd_seq: u64, current: u64) -> bool {
+    (bd_seq as u8).wrapping_sub(current as u8) < 128
 }
 
 fn is_plumbing(m: &Metric) -> bool {

@@ -275,6 +275,22 @@ fn a_late_will_of_an_old_session_does_not_kill_the_new_one() {
 }
 
 #[test]
+fn an_ndeath_with_a_newer_bdseq_still_means_dead() {
+    // A later session died before this host saw its birth, or a peer (like
+    // pysparkplug 0.6) sends its next bdSeq in the NDEATH: the node is gone.
+    let mut t = Harness::connected();
+    let next = EdgeNode::new(EdgeNodeConfig { bd_seq: 1, ..EdgeNodeConfig::new("G", "E") });
+    let will = next.will();
+    t.deliver_to_host(&will);
+    t.drive();
+    assert!(
+        t.events.contains(&HostEvent::NodeOffline { group: "G".into(), edge_node: "E".into() }),
+        "{:?}",
+        t.events
+    );
+}
+
+#[test]
 fn ddeath_makes_device_metrics_stale_at_its_timestamp() {
     let mut t = Harness::connected();
     let now = t.now();

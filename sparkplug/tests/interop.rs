@@ -1,0 +1,247 @@
+//! Interop with independent Sparkplug implementations through a real
+//! Mosquitto: pysparkplug as an edge node in front of our host, and our edge
+//! node in front of two Python decoders (Google's protobuf runtime with the
+//! official schema, and pysparkplug's typed decoding).
+#![cfg(feature = "mqtt")]
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde_json::Value as Json;
+use shopfloor_schemas::{Batch, Quality, Reading, Timestamp, Value};
+use shopfloor_sparkplug::edge::MetricSpec;
+use shopfloor_sparkplug::mqtt::{Broker, DriverConfig, EdgeDriver, HostDriver};
+use shopfloor_sparkplug::{
+    DataType, EdgeNode, EdgeNodeConfig, HostApplication, HostConfig, HostEvent, SignedEncoding,
+};
+use shopfloor_testkit::{Mosquitto, PythonPeer};
+use tokio::time::timeout;
+
+const WAIT: Duration = Duration::from_secs(20);
+
+fn peer_script(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/peers").join(name)
+}
+
+fn config(client_id: &str, broker: &Mosquitto) -> DriverConfig {
+    let mut c = DriverConfig::new(client_id, Broker::new(broker.host(), broker.port()));
+    c.backoff_min = Duration::from_millis(50);
+    c.backoff_max = Duration::from_millis(400);
+    c
+}
+
+async fn host_event(
+    h: &mut HostDriver,
+    what: &str,
+    matches: impl Fn(&HostEvent) -> bool,
+) -> HostEvent {
+    let found = timeout(WAIT, async {
+        loop {
+            let e = h.next_event().await.expect("the host driver stopped");
+            if matches(&e) {
+                return e;
+            }
+        }
+    });
+    found.await.unwrap_or_else(|_| panic!("no host event {what} within {WAIT:?}"))
+}
+
+fn value_of(batch: &Batch, metric: &str) -> Value {
+    batch
+        .readings
+        .iter()
+        .find(|r| r.metric == metric)
+        .unwrap_or_else(|| panic!("{metric} missing in {batch:?}"))
+        .value
+        .clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pysparkplug_edge_node_to_our_host() {
+    let broker = Mosquitto::start().expect("start mosquitto");
+    let mut host =
+        HostDriver::spawn(HostApplication::new(HostConfig::new("scada")), config("scada", &broker));
+    // The host must be subscribed before the peer births; its STATE is the sign.
+    let mut py =
+        PythonPeer::spawn(peer_script("py_edge.py"), &[broker.host(), &broker.port().to_string()])
+            .expect("start the pysparkplug edge node");
+    host_event(&mut host, "NodeOnline", |e| matches!(e, HostEvent::NodeOnline { group, edge_node, .. } if group == "Interop" && edge_node == "py-edge")).await;
+    let HostEvent::Data(birth) =
+        host_event(&mut host, "birth data", |e| matches!(e, HostEvent::Data(_))).await
+    else {
+        unreachable!()
+    };
+    assert_eq!(birth.source, "Interop/py-edge");
+    // Every width, negative where signed, as pysparkplug encodes them.
+    let expected = [
+        ("int8", Value::I64(-5)),
+        ("int16", Value::I64(-300)),
+        ("int32", Value::I64(-70_000)),
+        ("int64", Value::I64(-1)),
+        ("uint8", Value::I64(200)),
+        ("uint16", Value::I64(60_000)),
+        ("uint32", Value::I64(4_000_000_000)),
+        ("uint64", Value::U64(1 << 63)),
+        ("float", Value::F64(1.5)),
+        ("double", Value::F64(-2.25)),
+        ("boolean", Value::Bool(true)),
+        ("string", Value::String("h\u{e9}".into())),
+        ("datetime", Value::U64(1_700_000_000_000)),
+    ];
+    for (metric, value) in &expected {
+        assert_eq!(&value_of(&birth, metric), value, "{metric}");
+    }
+    py.send("update").unwrap();
+    let HostEvent::Data(update) = host_event(&mut host, "NDATA", |e| matches!(e, HostEvent::Data(b) if b.readings.iter().any(|r| r.value == Value::I64(-12_345)))).await else { unreachable!() };
+    assert_eq!(value_of(&update, "double"), Value::F64(3.5));
+    py.send("disconnect").unwrap();
+    host_event(&mut host, "NodeOffline", |e| matches!(e, HostEvent::NodeOffline { .. })).await;
+    let HostEvent::Data(stale) = host_event(&mut host, "stale data", |e| matches!(e, HostEvent::Data(b) if b.readings.iter().all(|r| r.quality == Quality::Stale))).await else { unreachable!() };
+    assert_eq!(value_of(&stale, "int16"), Value::I64(-12_345), "the last value, now stale");
+    host.shutdown().await;
+}
+
+/// Our edge node, configured with `signed`, stores two readings while the
+/// primary host is away, then births and replays them; both Python decoders
+/// report what they saw. Returns the decoded messages.
+async fn our_edge_through_python_decoders(signed: SignedEncoding) -> Vec<Json> {
+    let broker = Mosquitto::start().expect("start mosquitto");
+    let decoder = PythonPeer::spawn(
+        peer_script("py_decode.py"),
+        &[broker.host(), &broker.port().to_string()],
+    )
+    .expect("start the Python decoders");
+    decoder.until(WAIT, |l| l == "subscribed").expect("the decoder subscribed");
+
+    let mut c = EdgeNodeConfig::new("Interop", "rust-edge");
+    c.primary_host_id = Some("scada".into());
+    c.signed = signed;
+    c.metrics = [
+        ("i8", DataType::Int8),
+        ("i16", DataType::Int16),
+        ("i32", DataType::Int32),
+        ("i64", DataType::Int64),
+        ("u8", DataType::UInt8),
+        ("u16", DataType::UInt16),
+        ("u32", DataType::UInt32),
+        ("u64", DataType::UInt64),
+        ("f32", DataType::Float),
+        ("f64", DataType::Double),
+        ("on", DataType::Boolean),
+        ("name", DataType::String),
+    ]
+    .into_iter()
+    .map(|(n, t)| MetricSpec::new(n, t))
+    .collect();
+    let edge = EdgeDriver::spawn(EdgeNode::new(c), config("rust-edge", &broker));
+    let t = |ms: u64| Timestamp::from_unix_ms(ms);
+    let mut first = Batch::new("");
+    for (name, v) in [
+        ("i8", -5_i64),
+        ("i16", -300),
+        ("i32", -70_000),
+        ("i64", -1),
+        ("u8", 200),
+        ("u16", 60_000),
+        ("u32", 4_000_000_000),
+    ] {
+        first.readings.push(Reading::new(name, t(1_000), v));
+    }
+    first.readings.push(Reading::new("u64", t(1_000), u64::MAX));
+    first.readings.push(Reading::new("f32", t(1_000), 1.5));
+    first.readings.push(Reading::new("f64", t(1_000), -2.25));
+    first.readings.push(Reading::new("on", t(1_000), true));
+    first.readings.push(Reading::new("name", t(1_000), "h\u{e9}"));
+    edge.publish(first).await.unwrap();
+    edge.publish(Batch::new("").with(Reading::new("i16", t(2_000), -2_i64))).await.unwrap();
+    // The primary host arrives: the edge births, then replays the two stored batches.
+    let host =
+        HostDriver::spawn(HostApplication::new(HostConfig::new("scada")), config("scada", &broker));
+    let mut messages = Vec::new();
+    let historical = |m: &Json| {
+        m["topic"] == "spBv1.0/Interop/NDATA/rust-edge"
+            && m["pb"]["metrics"]
+                .as_array()
+                .is_some_and(|ms| ms.iter().any(|x| x["timestamp"] == "2000"))
+    };
+    decoder
+        .until(WAIT, |l| {
+            let Ok(m) = serde_json::from_str::<Json>(l) else { return false };
+            let done = historical(&m);
+            if m["topic"].as_str().is_some_and(|t| t.contains("/rust-edge")) {
+                messages.push(m);
+            }
+            done
+        })
+        .unwrap_or_else(|seen| panic!("no replayed NDATA; the decoder printed {seen:#?}"));
+    edge.shutdown().await;
+    host.shutdown().await;
+    messages
+}
+
+fn metric<'a>(msg: &'a Json, name: &str) -> &'a Json {
+    msg["pb"]["metrics"]
+        .as_array()
+        .and_then(|ms| ms.iter().find(|m| m["name"] == name))
+        .unwrap_or_else(|| panic!("{name} missing in {msg}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn our_edge_node_to_python_decoders_zero_extended() {
+    let msgs = our_edge_through_python_decoders(SignedEncoding::ZeroExtend).await;
+    let topics: Vec<&str> = msgs.iter().map(|m| m["topic"].as_str().unwrap()).collect();
+    assert_eq!(
+        topics,
+        ["spBv1.0/Interop/NBIRTH/rust-edge", "spBv1.0/Interop/NDATA/rust-edge"],
+        "{msgs:#?}"
+    );
+    // seq is continuous from the NBIRTH's 0 (uint64 prints as a string in protobuf JSON).
+    let seqs: Vec<&str> = msgs.iter().map(|m| m["pb"]["seq"].as_str().unwrap()).collect();
+    assert_eq!(seqs, ["0", "1"]);
+    let birth = &msgs[0];
+    assert_eq!(metric(birth, "bdSeq")["datatype"], 4);
+    assert_eq!(metric(birth, "Node Control/Rebirth")["boolean_value"], false);
+    assert!(metric(birth, "i8").get("alias").is_some(), "births carry aliases");
+    // The wire, field by field: zero-extended negative Int8/Int16, two's
+    // complement Int32/Int64.
+    assert_eq!(metric(birth, "i8")["int_value"], 251);
+    assert_eq!(metric(birth, "i16")["int_value"], 65_534, "the newest value, -2");
+    assert_eq!(metric(birth, "i32")["int_value"], 4_294_897_296_u64);
+    assert_eq!(metric(birth, "i64")["long_value"], u64::MAX.to_string());
+    assert_eq!(metric(birth, "u64")["long_value"], u64::MAX.to_string());
+    assert_eq!(metric(birth, "f32")["float_value"], 1.5);
+    assert_eq!(metric(birth, "name")["string_value"], "h\u{e9}");
+    // pysparkplug's typed view agrees.
+    let psp = &birth["psp"];
+    assert!(birth.get("psp_error").is_none(), "{birth}");
+    for (name, v) in
+        [("i8", -5), ("i16", -2), ("i32", -70_000), ("i64", -1), ("u8", 200), ("u16", 60_000)]
+    {
+        assert_eq!(psp[name]["value"], v, "{name}: {psp}");
+    }
+    // The replay is historical, in time order.
+    let replay = &msgs[1];
+    let stamps: Vec<(&str, bool)> = replay["pb"]["metrics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| (m["timestamp"].as_str().unwrap(), m["is_historical"] == true))
+        .collect();
+    assert!(stamps.iter().all(|(_, h)| *h), "{replay}");
+    assert!(stamps.windows(2).all(|w| w[0].0 <= w[1].0), "time order: {stamps:?}");
+    assert_eq!(stamps.last().unwrap().0, "2000");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn our_edge_node_sign_extended_is_what_pysparkplug_refuses() {
+    let msgs = our_edge_through_python_decoders(SignedEncoding::SignExtend).await;
+    let birth = &msgs[0];
+    // Tahu Java's form: -5 as Int8 is 0xFFFFFFFB on the wire.
+    assert_eq!(metric(birth, "i8")["int_value"], 4_294_967_291_u64);
+    assert_eq!(metric(birth, "i16")["int_value"], 4_294_967_294_u64);
+    // pysparkplug 0.6 range-checks Int8/Int16 and refuses it (its issue #26):
+    // the reason SignedEncoding::ZeroExtend exists.
+    let err =
+        birth["psp_error"].as_str().unwrap_or_else(|| panic!("pysparkplug decoded it: {birth}"));
+    assert!(err.contains("Overflow"), "{err}");
+}
