@@ -8,10 +8,11 @@
 //! JSON ≤ 300 ns/reading, Protobuf ≤ 100 ns/reading, on a 2-core machine.
 
 use std::hint::black_box;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, Throughput};
+use shopfloor_benches::{criterion_dir, is_measuring, ns_per_iter};
 use shopfloor_schemas::{Batch, Codec, Quality, Reading, Timestamp, Value};
 
 const SIZES: [usize; 2] = [1, 100];
@@ -75,26 +76,6 @@ fn bench(c: &mut Criterion) {
     }
 }
 
-/// Criterion's median estimate for one benchmark, in ns per iteration, and
-/// the fastest sample. This machine's speed wanders by a third between and
-/// within runs (a shared VM), so the summary shows both: the median is the
-/// verdict, the best sample what the code does when the machine is quiet.
-fn ns_per_iter(dir: &Path, group: &str, id: &str) -> Option<(f64, f64)> {
-    let read = |file: &str| -> Option<serde_json::Value> {
-        let text = std::fs::read_to_string(dir.join(group).join(id).join("new").join(file)).ok()?;
-        serde_json::from_str(&text).ok()
-    };
-    let median = read("estimates.json")?["median"]["point_estimate"].as_f64()?;
-    let sample = read("sample.json")?;
-    let (iters, times) = (sample["iters"].as_array()?, sample["times"].as_array()?);
-    let best = iters
-        .iter()
-        .zip(times)
-        .filter_map(|(n, t)| Some(t.as_f64()? / n.as_f64()?))
-        .fold(f64::INFINITY, f64::min);
-    Some((median, best))
-}
-
 fn summary(dir: &Path) {
     println!(
         "\n== codec summary: ns per reading, median (best sample); decode targets from the foundation issue =="
@@ -152,18 +133,13 @@ fn summary(dir: &Path) {
 }
 
 fn main() {
-    let dir = PathBuf::from(
-        std::env::var("CARGO_TARGET_DIR")
-            .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../target").to_owned()),
-    )
-    .join("criterion");
     let mut c = Criterion::default()
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2))
         .configure_from_args();
     bench(&mut c);
     c.final_summary();
-    if std::env::args().any(|a| a == "--bench") {
-        summary(&dir);
+    if is_measuring() {
+        summary(&criterion_dir());
     }
 }

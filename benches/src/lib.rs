@@ -1,1 +1,41 @@
-//! Benchmarks live in `benches/`; this library is empty.
+//! Helpers shared by the benchmarks in `benches/`: where criterion keeps its
+//! results, and reading a figure back for the summary each bench prints
+//! beside its target.
+
+use std::path::{Path, PathBuf};
+
+/// Criterion's output directory: `$CARGO_TARGET_DIR/criterion`, else the
+/// workspace's `target/criterion`.
+pub fn criterion_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"), PathBuf::from)
+        .join("criterion")
+}
+
+/// Criterion's median estimate for one benchmark, in ns per iteration, and
+/// the fastest sample. This machine's speed wanders by a third between and
+/// within runs (a shared VM), so the summaries show both: the median is the
+/// verdict, the best sample what the code does when the machine is quiet.
+/// `None` when the benchmark has not run (`cargo test` runs benches without
+/// measuring).
+pub fn ns_per_iter(dir: &Path, group: &str, id: &str) -> Option<(f64, f64)> {
+    let read = |file: &str| -> Option<serde_json::Value> {
+        let text = std::fs::read_to_string(dir.join(group).join(id).join("new").join(file)).ok()?;
+        serde_json::from_str(&text).ok()
+    };
+    let median = read("estimates.json")?["median"]["point_estimate"].as_f64()?;
+    let sample = read("sample.json")?;
+    let (iters, times) = (sample["iters"].as_array()?, sample["times"].as_array()?);
+    let best = iters
+        .iter()
+        .zip(times)
+        .filter_map(|(n, t)| Some(t.as_f64()? / n.as_f64()?))
+        .fold(f64::INFINITY, f64::min);
+    Some((median, best))
+}
+
+/// Whether the bench binary was started by `cargo bench` (which passes
+/// `--bench`) rather than by `cargo test`.
+pub fn is_measuring() -> bool {
+    std::env::args().any(|a| a == "--bench")
+}

@@ -58,7 +58,7 @@ pub struct Metric {
     /// Properties (`Quality`, `engUnit`…).
     pub properties: Option<PropertySet>,
     /// Metadata (files, multi-part bytes).
-    pub metadata: Option<MetaData>,
+    pub metadata: Option<Box<MetaData>>,
 }
 
 impl Metric {
@@ -155,11 +155,34 @@ pub enum PropertyValue {
     PropertySetList(Vec<PropertySet>),
 }
 
+/// Hashes alias numbers with one multiplication (Fibonacci hashing). SipHash,
+/// std's default, was a seventh of DDATA decode time; aliases are small
+/// integers that need no protection against crafted collisions (a peer that
+/// picks colliding aliases only slows its own decoding).
+#[derive(Clone, Copy, Debug, Default)]
+struct AliasHasher(u64);
+
+impl std::hash::Hasher for AliasHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+type AliasMap<V> = HashMap<u64, V, std::hash::BuildHasherDefault<AliasHasher>>;
+
 /// Names and types from births, to decode DATA and CMD metrics that carry
 /// only an alias or omit the datatype.
 #[derive(Clone, Debug, Default)]
 pub struct BirthTypes {
-    by_alias: HashMap<u64, (String, DataType)>,
+    by_alias: AliasMap<(String, DataType)>,
     by_name: HashMap<String, DataType>,
 }
 
@@ -371,10 +394,10 @@ fn value_from_raw(
             });
         }
         W::DataSet(d) if datatype == DataType::DataSet => {
-            return Ok(MetricValue::DataSet(dataset_from_raw(d)?));
+            return Ok(MetricValue::DataSet(dataset_from_raw(*d)?));
         }
         W::Template(t) if datatype == DataType::Template => {
-            return template_from_raw(t, types, at)
+            return template_from_raw(*t, types, at)
                 .map(|t| MetricValue::Template(Box::new(t)))
                 .map_err(Nested::Decode);
         }
@@ -624,7 +647,7 @@ fn value_to_raw(v: &MetricValue, options: EncodeOptions) -> proto::MetricValue {
     }
     match v {
         MetricValue::Bytes(b) | MetricValue::File(b) => W::Bytes(b.clone()),
-        MetricValue::DataSet(d) => W::DataSet(proto::DataSet {
+        MetricValue::DataSet(d) => W::DataSet(Box::new(proto::DataSet {
             num_of_columns: Some(d.columns.len() as u64),
             columns: d.columns.iter().map(|(n, _)| n.clone()).collect(),
             types: d.columns.iter().map(|(_, t)| t.as_u32()).collect(),
@@ -649,8 +672,8 @@ fn value_to_raw(v: &MetricValue, options: EncodeOptions) -> proto::MetricValue {
                         .collect(),
                 })
                 .collect(),
-        }),
-        MetricValue::Template(t) => W::Template(proto::Template {
+        })),
+        MetricValue::Template(t) => W::Template(Box::new(proto::Template {
             version: t.version.clone(),
             metrics: t.metrics.iter().map(|m| metric_to_raw(m, options)).collect(),
             parameters: t
@@ -673,7 +696,7 @@ fn value_to_raw(v: &MetricValue, options: EncodeOptions) -> proto::MetricValue {
                 .collect(),
             template_ref: t.template_ref.clone(),
             is_definition: Some(t.is_definition),
-        }),
+        })),
         // Every basic and array type returned above.
         _ => W::Extension(proto::Extension {}),
     }

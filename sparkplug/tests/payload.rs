@@ -263,22 +263,22 @@ fn typed_errors_name_the_metric() {
         (
             p(vec![raw_metric(
                 DataType::DataSet,
-                proto::MetricValue::DataSet(proto::DataSet {
+                proto::MetricValue::DataSet(Box::new(proto::DataSet {
                     columns: vec!["a".into()],
                     types: vec![],
                     ..Default::default()
-                }),
+                })),
             )]),
             "1 column names but 0 types",
         ),
         (
             p(vec![raw_metric(
                 DataType::DataSet,
-                proto::MetricValue::DataSet(proto::DataSet {
+                proto::MetricValue::DataSet(Box::new(proto::DataSet {
                     columns: vec!["a".into()],
                     types: vec![16],
                     ..Default::default()
-                }),
+                })),
             )]),
             "column type 16 is not a basic type",
         ),
