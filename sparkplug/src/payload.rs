@@ -18,6 +18,47 @@ use crate::value::{
     basic_from_wire, basic_to_wire,
 };
 
+/// Conversions between [`Scalar`] and each value oneof of the schema: all
+/// four share the six scalar members and differ in the rest.
+macro_rules! scalar_oneof {
+    ($($oneof:path),+) => {$(
+        impl From<Scalar> for $oneof {
+            fn from(s: Scalar) -> Self {
+                match s {
+                    Scalar::Int(v) => Self::Int(v),
+                    Scalar::Long(v) => Self::Long(v),
+                    Scalar::Float(v) => Self::Float(v),
+                    Scalar::Double(v) => Self::Double(v),
+                    Scalar::Boolean(v) => Self::Boolean(v),
+                    Scalar::String(v) => Self::String(v),
+                }
+            }
+        }
+
+        impl $oneof {
+            /// The scalar member, or the value back when it is another one.
+            fn into_scalar(self) -> Result<Scalar, Self> {
+                match self {
+                    Self::Int(v) => Ok(Scalar::Int(v)),
+                    Self::Long(v) => Ok(Scalar::Long(v)),
+                    Self::Float(v) => Ok(Scalar::Float(v)),
+                    Self::Double(v) => Ok(Scalar::Double(v)),
+                    Self::Boolean(v) => Ok(Scalar::Boolean(v)),
+                    Self::String(v) => Ok(Scalar::String(v)),
+                    other => Err(other),
+                }
+            }
+        }
+    )+};
+}
+
+scalar_oneof!(
+    proto::MetricValue,
+    proto::PropertyValueValue,
+    proto::DataSetValueValue,
+    proto::ParameterValue
+);
+
 /// The metadata of a metric (files, multi-part bytes): the raw message.
 pub type MetaData = proto::MetaData;
 
@@ -378,14 +419,9 @@ fn value_from_raw(
     at: &dyn Fn() -> String,
 ) -> Result<MetricValue, Nested> {
     use proto::MetricValue as W;
-    let scalar = match raw {
-        W::Int(v) => Scalar::Int(v),
-        W::Long(v) => Scalar::Long(v),
-        W::Float(v) => Scalar::Float(v),
-        W::Double(v) => Scalar::Double(v),
-        W::Boolean(v) => Scalar::Boolean(v),
-        W::String(v) => Scalar::String(v),
-        W::Bytes(b) => {
+    let scalar = match raw.into_scalar() {
+        Ok(scalar) => scalar,
+        Err(W::Bytes(b)) => {
             return Ok(match datatype {
                 DataType::Bytes => MetricValue::Bytes(b),
                 DataType::File => MetricValue::File(b),
@@ -393,23 +429,21 @@ fn value_from_raw(
                 _ => return Err(ValueError::Mismatch { datatype, found: "bytes_value" }.into()),
             });
         }
-        W::DataSet(d) if datatype == DataType::DataSet => {
+        Err(W::DataSet(d)) if datatype == DataType::DataSet => {
             return Ok(MetricValue::DataSet(dataset_from_raw(*d)?));
         }
-        W::Template(t) if datatype == DataType::Template => {
+        Err(W::Template(t)) if datatype == DataType::Template => {
             return template_from_raw(*t, types, at)
                 .map(|t| MetricValue::Template(Box::new(t)))
                 .map_err(Nested::Decode);
         }
-        W::DataSet(_) => {
+        Err(W::DataSet(_)) => {
             return Err(ValueError::Mismatch { datatype, found: "dataset_value" }.into());
         }
-        W::Template(_) => {
+        Err(W::Template(_)) => {
             return Err(ValueError::Mismatch { datatype, found: "template_value" }.into());
         }
-        W::Extension(_) => {
-            return Err(ValueError::Mismatch { datatype, found: "extension_value" }.into());
-        }
+        Err(_) => return Err(ValueError::Mismatch { datatype, found: "extension_value" }.into()),
     };
     Ok(basic_from_wire(datatype, scalar)?)
 }
@@ -465,18 +499,7 @@ fn dataset_from_raw(raw: proto::DataSet) -> Result<DataSet, ValueError> {
 }
 
 fn dataset_scalar(v: proto::DataSetValueValue) -> Result<Scalar, ValueError> {
-    use proto::DataSetValueValue as W;
-    Ok(match v {
-        W::Int(v) => Scalar::Int(v),
-        W::Long(v) => Scalar::Long(v),
-        W::Float(v) => Scalar::Float(v),
-        W::Double(v) => Scalar::Double(v),
-        W::Boolean(v) => Scalar::Boolean(v),
-        W::String(v) => Scalar::String(v),
-        W::Extension(_) => {
-            return Err(bad_dataset("an element holds an extension value".to_owned()));
-        }
-    })
+    v.into_scalar().map_err(|_| bad_dataset("an element holds an extension value".to_owned()))
 }
 
 fn template_from_raw(
@@ -516,21 +539,9 @@ fn template_from_raw(
             let value = p
                 .value
                 .map(|v| {
-                    use proto::ParameterValue as W;
-                    let s = match v {
-                        W::Int(v) => Scalar::Int(v),
-                        W::Long(v) => Scalar::Long(v),
-                        W::Float(v) => Scalar::Float(v),
-                        W::Double(v) => Scalar::Double(v),
-                        W::Boolean(v) => Scalar::Boolean(v),
-                        W::String(v) => Scalar::String(v),
-                        W::Extension(_) => {
-                            return Err(ValueError::Mismatch {
-                                datatype,
-                                found: "extension_value",
-                            });
-                        }
-                    };
+                    let s = v
+                        .into_scalar()
+                        .map_err(|_| ValueError::Mismatch { datatype, found: "extension_value" })?;
                     basic_from_wire(datatype, s)
                 })
                 .transpose()
@@ -593,17 +604,9 @@ fn property_set_from_raw(
                             .collect::<Result<_, _>>()?;
                         return Ok((key, PropertyValue::PropertySetList(sets)));
                     }
-                    Some(W::PropertySet(_) | W::PropertySets(_) | W::Extension(_)) => {
-                        return Err(err(format!(
-                            "type {datatype} but the value is a property set or extension"
-                        )));
-                    }
-                    Some(W::Int(v)) => Scalar::Int(v),
-                    Some(W::Long(v)) => Scalar::Long(v),
-                    Some(W::Float(v)) => Scalar::Float(v),
-                    Some(W::Double(v)) => Scalar::Double(v),
-                    Some(W::Boolean(v)) => Scalar::Boolean(v),
-                    Some(W::String(v)) => Scalar::String(v),
+                    Some(other) => other.into_scalar().map_err(|_| {
+                        err(format!("type {datatype} but the value is a property set or extension"))
+                    })?,
                 };
                 PropertyValue::Value(
                     basic_from_wire(datatype, scalar).map_err(|e| err(e.to_string()))?,
@@ -633,14 +636,7 @@ fn metric_to_raw(m: &Metric, options: EncodeOptions) -> proto::Metric {
 fn value_to_raw(v: &MetricValue, options: EncodeOptions) -> proto::MetricValue {
     use proto::MetricValue as W;
     if let Some(s) = basic_to_wire(v, options.signed) {
-        return match s {
-            Scalar::Int(v) => W::Int(v),
-            Scalar::Long(v) => W::Long(v),
-            Scalar::Float(v) => W::Float(v),
-            Scalar::Double(v) => W::Double(v),
-            Scalar::Boolean(v) => W::Boolean(v),
-            Scalar::String(v) => W::String(v),
-        };
+        return s.into();
     }
     if let Some(b) = array_to_bytes(v) {
         return W::Bytes(b);
@@ -658,16 +654,10 @@ fn value_to_raw(v: &MetricValue, options: EncodeOptions) -> proto::MetricValue {
                     elements: row
                         .iter()
                         .map(|e| proto::DataSetValue {
-                            value: e.as_ref().and_then(|v| basic_to_wire(v, options.signed)).map(
-                                |s| match s {
-                                    Scalar::Int(v) => proto::DataSetValueValue::Int(v),
-                                    Scalar::Long(v) => proto::DataSetValueValue::Long(v),
-                                    Scalar::Float(v) => proto::DataSetValueValue::Float(v),
-                                    Scalar::Double(v) => proto::DataSetValueValue::Double(v),
-                                    Scalar::Boolean(v) => proto::DataSetValueValue::Boolean(v),
-                                    Scalar::String(v) => proto::DataSetValueValue::String(v),
-                                },
-                            ),
+                            value: e
+                                .as_ref()
+                                .and_then(|v| basic_to_wire(v, options.signed))
+                                .map(Into::into),
                         })
                         .collect(),
                 })
@@ -682,16 +672,11 @@ fn value_to_raw(v: &MetricValue, options: EncodeOptions) -> proto::MetricValue {
                 .map(|p| proto::Parameter {
                     name: Some(p.name.clone()),
                     r#type: Some(p.datatype.as_u32()),
-                    value: p.value.as_ref().and_then(|v| basic_to_wire(v, options.signed)).map(
-                        |s| match s {
-                            Scalar::Int(v) => proto::ParameterValue::Int(v),
-                            Scalar::Long(v) => proto::ParameterValue::Long(v),
-                            Scalar::Float(v) => proto::ParameterValue::Float(v),
-                            Scalar::Double(v) => proto::ParameterValue::Double(v),
-                            Scalar::Boolean(v) => proto::ParameterValue::Boolean(v),
-                            Scalar::String(v) => proto::ParameterValue::String(v),
-                        },
-                    ),
+                    value: p
+                        .value
+                        .as_ref()
+                        .and_then(|v| basic_to_wire(v, options.signed))
+                        .map(Into::into),
                 })
                 .collect(),
             template_ref: t.template_ref.clone(),
@@ -716,14 +701,7 @@ fn property_set_to_raw(p: &PropertySet, signed: SignedEncoding) -> proto::Proper
                     PropertyValue::Value(v) => proto::PropertyValue {
                         r#type: Some(v.datatype().as_u32()),
                         is_null: None,
-                        value: basic_to_wire(v, signed).map(|s| match s {
-                            Scalar::Int(v) => W::Int(v),
-                            Scalar::Long(v) => W::Long(v),
-                            Scalar::Float(v) => W::Float(v),
-                            Scalar::Double(v) => W::Double(v),
-                            Scalar::Boolean(v) => W::Boolean(v),
-                            Scalar::String(v) => W::String(v),
-                        }),
+                        value: basic_to_wire(v, signed).map(Into::into),
                     },
                     PropertyValue::PropertySet(s) => proto::PropertyValue {
                         r#type: Some(DataType::PropertySet.as_u32()),
