@@ -245,3 +245,35 @@ async fn our_edge_node_sign_extended_is_what_pysparkplug_refuses() {
         birth["psp_error"].as_str().unwrap_or_else(|| panic!("pysparkplug decoded it: {birth}"));
     assert!(err.contains("Overflow"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_edge_driver_leaves_its_will_with_the_births_bdseq() {
+    let broker = Mosquitto::start().expect("start mosquitto");
+    let decoder = PythonPeer::spawn(
+        peer_script("py_decode.py"),
+        &[broker.host(), &broker.port().to_string()],
+    )
+    .expect("start the Python decoders");
+    decoder.until(WAIT, |l| l == "subscribed").expect("the decoder subscribed");
+    let mut c = EdgeNodeConfig::new("Interop", "doomed");
+    c.bd_seq = 41;
+    let edge = EdgeDriver::spawn(EdgeNode::new(c), config("doomed", &broker));
+    let birth: Json = decoder
+        .until(WAIT, |l| l.contains("NBIRTH/doomed"))
+        .map(|l| serde_json::from_str(&l).unwrap())
+        .unwrap_or_else(|seen| panic!("no NBIRTH: {seen:#?}"));
+    assert_eq!(metric(&birth, "bdSeq")["long_value"], "41");
+    // Like kill -9: no NDEATH of our own, the connection just goes away.
+    edge.abort();
+    let death: Json = decoder
+        .until(WAIT, |l| l.contains("NDEATH/doomed"))
+        .map(|l| serde_json::from_str(&l).unwrap())
+        .unwrap_or_else(|seen| panic!("no Will NDEATH: {seen:#?}"));
+    assert_eq!(
+        metric(&death, "bdSeq")["long_value"],
+        "41",
+        "the Will carries the birth's bdSeq: {death}"
+    );
+    assert!(death["pb"].get("seq").is_none(), "NDEATH carries no seq: {death}");
+    assert_eq!(death["psp"]["bdSeq"]["value"], 41, "pysparkplug reads it too: {death}");
+}

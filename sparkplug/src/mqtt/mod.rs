@@ -116,10 +116,27 @@ const fn qos(q: u8) -> QoS {
     if q == 0 { QoS::AtMostOnce } else { QoS::AtLeastOnce }
 }
 
+/// Aborts a task when dropped: the poller must not outlive its driver (an
+/// aborted or dropped driver would otherwise leave the connection open until
+/// the next keep-alive, and the broker would publish the Will only then).
+struct AbortOnDrop(JoinHandle<()>);
+
+impl AbortOnDrop {
+    fn abort(&self) {
+        self.0.abort();
+    }
+}
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// Polls rumqttc's event loop in a task of its own and forwards what it says.
 fn spawn_poller(
     mut eventloop: EventLoop,
-) -> (mpsc::Receiver<Result<Event, ConnectionError>>, JoinHandle<()>) {
+) -> (mpsc::Receiver<Result<Event, ConnectionError>>, AbortOnDrop) {
     let (tx, rx) = mpsc::channel(256);
     let task = tokio::spawn(async move {
         loop {
@@ -130,7 +147,7 @@ fn spawn_poller(
             }
         }
     });
-    (rx, task)
+    (rx, AbortOnDrop(task))
 }
 
 /// The retry delay after `failures` consecutive failures: doubling from

@@ -56,9 +56,11 @@ def on_message(_client, _userdata, msg):
                 births[node_key] = payload
             else:
                 payload = decoder.decode(msg.payload, birth=births.get(node_key))
+            # pysparkplug's NDeath holds only its bdSeq metric.
+            metrics = getattr(payload, "metrics", None) or (payload.bd_seq_metric,)
             out["psp"] = {
                 m.name or str(m.alias): {"datatype": int(m.datatype), "value": typed(m.value), "is_historical": m.is_historical}
-                for m in payload.metrics
+                for m in metrics
             }
         except Exception as exc:  # noqa: BLE001 - report any decoder failure
             out["psp_error"] = repr(exc)
