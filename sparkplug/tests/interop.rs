@@ -277,3 +277,161 @@ async fn a_killed_edge_driver_leaves_its_will_with_the_births_bdseq() {
     assert!(death["pb"].get("seq").is_none(), "NDEATH carries no seq: {death}");
     assert_eq!(death["psp"]["bdSeq"]["value"], 41, "pysparkplug reads it too: {death}");
 }
+
+/// Publishes raw payload bytes with a plain MQTT client (no Sparkplug
+/// session), for codec-level interop.
+async fn publish_raw(broker: &Mosquitto, messages: Vec<(String, Vec<u8>)>) {
+    use rumqttc::v5::mqttbytes::QoS;
+    use rumqttc::v5::{AsyncClient, Event, MqttOptions};
+    let (client, mut eventloop) =
+        AsyncClient::new(MqttOptions::new("raw-publisher", broker.host(), broker.port()), 16);
+    let n = messages.len();
+    for (topic, payload) in messages {
+        client.publish(topic, QoS::AtLeastOnce, false, payload).await.unwrap();
+    }
+    // Done when the broker has acknowledged every publish.
+    let mut acked = 0;
+    timeout(WAIT, async {
+        while acked < n {
+            if let Event::Incoming(rumqttc::v5::mqttbytes::v5::Packet::PubAck(_)) =
+                eventloop.poll().await.expect("connected")
+            {
+                acked += 1;
+            }
+        }
+    })
+    .await
+    .expect("the broker acknowledged the publishes");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn arrays_datasets_and_templates_read_the_same_in_python() {
+    use shopfloor_sparkplug::payload::{DataSet, Parameter, Template};
+    use shopfloor_sparkplug::{EncodeOptions, Metric, MetricValue, Payload};
+
+    let broker = Mosquitto::start().expect("start mosquitto");
+    let decoder = PythonPeer::spawn(
+        peer_script("py_decode.py"),
+        &[broker.host(), &broker.port().to_string()],
+    )
+    .expect("start the Python decoders");
+    decoder.until(WAIT, |l| l == "subscribed").expect("the decoder subscribed");
+    let m = |name: &str, v: MetricValue| Metric::new(name, 5, v);
+    let arrays = Payload {
+        timestamp: Some(5),
+        seq: Some(0),
+        metrics: vec![
+            m("i8a", MetricValue::Int8Array(vec![-23, 123])),
+            m("i16a", MetricValue::Int16Array(vec![-30_000, 30_000])),
+            m("i32a", MetricValue::Int32Array(vec![-1, 256])),
+            m("i64a", MetricValue::Int64Array(vec![i64::MIN, 7])),
+            m("u16a", MetricValue::UInt16Array(vec![0x1234, 65_535])),
+            m("u64a", MetricValue::UInt64Array(vec![u64::MAX])),
+            m("f32a", MetricValue::FloatArray(vec![1.0, -2.5])),
+            m("f64a", MetricValue::DoubleArray(vec![1.0, -0.5])),
+            m(
+                "bools",
+                MetricValue::BooleanArray(vec![
+                    false, false, true, true, false, true, false, false, true,
+                ]),
+            ),
+            m("strings", MetricValue::StringArray(vec!["ABC".into(), "hello".into()])),
+            m("times", MetricValue::DateTimeArray(vec![1_256_102_875_335, 1_656_107_875_000])),
+        ],
+        ..Payload::default()
+    };
+    let table = DataSet {
+        columns: vec![
+            ("id".into(), DataType::Int32),
+            ("name".into(), DataType::String),
+            ("ok".into(), DataType::Boolean),
+        ],
+        rows: vec![
+            vec![
+                Some(MetricValue::Int32(-7)),
+                Some(MetricValue::String("a".into())),
+                Some(MetricValue::Boolean(true)),
+            ],
+            vec![Some(MetricValue::Int32(8)), None, Some(MetricValue::Boolean(false))],
+        ],
+    };
+    let motor = Template {
+        version: Some("2.1".into()),
+        template_ref: None,
+        is_definition: true,
+        metrics: vec![m("rpm", MetricValue::UInt32(1500)), m("temp", MetricValue::Double(60.5))],
+        parameters: vec![Parameter {
+            name: "poles".into(),
+            datatype: DataType::Int16,
+            value: Some(MetricValue::Int16(-4)),
+        }],
+    };
+    let complex = Payload {
+        timestamp: Some(5),
+        seq: Some(1),
+        metrics: vec![
+            m("table", MetricValue::DataSet(table)),
+            m("Motor", MetricValue::Template(Box::new(motor))),
+        ],
+        ..Payload::default()
+    };
+    let options = EncodeOptions { signed: SignedEncoding::ZeroExtend, datatypes: true };
+    publish_raw(
+        &broker,
+        vec![
+            ("spBv1.0/Interop/NBIRTH/arrays".into(), arrays.encode(options)),
+            ("spBv1.0/Interop/NBIRTH/complex".into(), complex.encode(options)),
+        ],
+    )
+    .await;
+    let line = |topic: &str| -> Json {
+        decoder
+            .until(WAIT, |l| l.contains(topic))
+            .map(|l| serde_json::from_str(&l).unwrap())
+            .unwrap_or_else(|seen| panic!("no {topic}: {seen:#?}"))
+    };
+
+    // Arrays: pysparkplug unpacks each to the same values.
+    let a = line("NBIRTH/arrays");
+    let psp = &a["psp"];
+    assert!(a.get("psp_error").is_none(), "{a}");
+    let expect: [(&str, Json); 11] = [
+        ("i8a", serde_json::json!([-23, 123])),
+        ("i16a", serde_json::json!([-30000, 30000])),
+        ("i32a", serde_json::json!([-1, 256])),
+        ("i64a", serde_json::json!([i64::MIN, 7])),
+        ("u16a", serde_json::json!([4660, 65535])),
+        ("u64a", serde_json::json!([u64::MAX])),
+        ("f32a", serde_json::json!([1.0, -2.5])),
+        ("f64a", serde_json::json!([1.0, -0.5])),
+        ("bools", serde_json::json!([false, false, true, true, false, true, false, false, true])),
+        ("strings", serde_json::json!(["ABC", "hello"])),
+        ("times", serde_json::json!([1_256_102_875_335_u64, 1_656_107_875_000_u64])),
+    ];
+    for (name, want) in expect {
+        assert_eq!(psp[name]["value"], want, "{name}: {}", psp[name]);
+    }
+
+    // DataSet and Template: pysparkplug does not support them, so check them
+    // field by field with Google's runtime.
+    let c = line("NBIRTH/complex");
+    let ds = &metric(&c, "table")["dataset_value"];
+    assert_eq!(ds["num_of_columns"], "3");
+    assert_eq!(ds["columns"], serde_json::json!(["id", "name", "ok"]));
+    assert_eq!(ds["types"], serde_json::json!([3, 12, 11]));
+    assert_eq!(
+        ds["rows"][0]["elements"],
+        serde_json::json!([{"int_value": 4_294_967_289_u64}, {"string_value": "a"}, {"boolean_value": true}]),
+        "-7 as Int32 is 0xFFFFFFF9 either way: {ds}"
+    );
+    assert_eq!(ds["rows"][1]["elements"][1], serde_json::json!({}), "a null element has no value");
+    let tpl = &metric(&c, "Motor")["template_value"];
+    assert_eq!(tpl["version"], "2.1");
+    assert_eq!(tpl["is_definition"], true);
+    assert_eq!(tpl["metrics"][0]["name"], "rpm");
+    assert_eq!(tpl["metrics"][0]["int_value"], 1500);
+    assert_eq!(
+        tpl["parameters"][0],
+        serde_json::json!({"name": "poles", "type": 2, "int_value": 65532})
+    );
+}

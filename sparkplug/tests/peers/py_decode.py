@@ -9,6 +9,7 @@ pysparkplug's typed decoding (DATA decoded against the last birth).
 """
 
 import base64
+import datetime
 import json
 import sys
 
@@ -30,6 +31,8 @@ DECODERS = {
 
 
 def typed(value):
+    if isinstance(value, datetime.datetime):
+        return round(value.timestamp() * 1000)
     if isinstance(value, bytes):
         return base64.b64encode(value).decode()
     if isinstance(value, tuple):
@@ -64,7 +67,7 @@ def on_message(_client, _userdata, msg):
             }
         except Exception as exc:  # noqa: BLE001 - report any decoder failure
             out["psp_error"] = repr(exc)
-    print(json.dumps(out), flush=True)
+    print(json.dumps(out, default=repr), flush=True)
 
 
 def on_subscribe(*_args):
