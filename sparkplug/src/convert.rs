@@ -105,7 +105,7 @@ pub fn reading(m: &Metric, payload_timestamp: Option<u64>) -> Option<Reading> {
         _ => return None,
     };
     let metric: CompactString = match (&m.name, m.alias) {
-        (Some(n), _) => n.as_str().into(),
+        (Some(n), _) => CompactString::from(&**n),
         (None, Some(a)) => format!("alias {a}").into(),
         (None, None) => return None,
     };

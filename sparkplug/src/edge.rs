@@ -441,7 +441,7 @@ impl EdgeNode {
                     .map_err(|source| InboundError::Payload { topic: msg.topic.clone(), source })?;
                 for m in payload.metrics {
                     let (Some(name), Some(value)) = (m.name, m.value) else { continue };
-                    if group == 0 && name == REBIRTH_METRIC {
+                    if group == 0 && &*name == REBIRTH_METRIC {
                         if value == MetricValue::Boolean(true) && self.is_online() {
                             self.birth(now);
                             self.events.push_back(EdgeEvent::Rebirth);
@@ -450,7 +450,7 @@ impl EdgeNode {
                     }
                     self.events.push_back(EdgeEvent::Write {
                         device: device_id.clone(),
-                        metric: name,
+                        metric: name.to_string(),
                         value,
                     });
                 }
@@ -701,7 +701,7 @@ impl EdgeNode {
                 );
             }
             metrics.push(Metric {
-                name: Some(m.spec.name.clone()),
+                name: Some(m.spec.name.as_str().into()),
                 alias: Some(m.alias),
                 timestamp: Some(ts),
                 datatype: m.spec.datatype,

@@ -5,6 +5,7 @@
 pub mod compression;
 pub mod convert;
 mod datatype;
+mod direct;
 pub mod edge;
 mod error;
 pub mod host;

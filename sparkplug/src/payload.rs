@@ -6,6 +6,7 @@
 //! and datatypes and decode with an empty table.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use prost::Message as _;
@@ -82,8 +83,8 @@ pub struct Payload {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Metric {
     /// The name. Decoding fills it in from the birth when the wire carried
-    /// only an alias.
-    pub name: Option<String>,
+    /// only an alias (shared with the birth's table: no copy per message).
+    pub name: Option<Arc<str>>,
     /// The alias.
     pub alias: Option<u64>,
     /// Time of acquisition, UTC ms.
@@ -104,7 +105,7 @@ pub struct Metric {
 
 impl Metric {
     /// A named metric with a value and a timestamp, nothing else set.
-    pub fn new(name: impl Into<String>, timestamp: u64, value: MetricValue) -> Self {
+    pub fn new(name: impl Into<Arc<str>>, timestamp: u64, value: MetricValue) -> Self {
         Self {
             name: Some(name.into()),
             alias: None,
@@ -223,7 +224,7 @@ type AliasMap<V> = HashMap<u64, V, std::hash::BuildHasherDefault<AliasHasher>>;
 /// only an alias or omit the datatype.
 #[derive(Clone, Debug, Default)]
 pub struct BirthTypes {
-    by_alias: AliasMap<(String, DataType)>,
+    by_alias: AliasMap<(Arc<str>, DataType)>,
     by_name: HashMap<String, DataType>,
 }
 
@@ -245,22 +246,31 @@ impl BirthTypes {
     pub fn add_birth(&mut self, birth: &Payload) {
         for m in &birth.metrics {
             if let Some(name) = &m.name {
-                self.insert(name, m.alias, m.datatype);
+                self.insert_shared(name.clone(), m.alias, m.datatype);
             }
         }
     }
 
     /// Adds one metric.
     pub fn insert(&mut self, name: &str, alias: Option<u64>, datatype: DataType) {
+        self.insert_shared(name.into(), alias, datatype);
+    }
+
+    fn insert_shared(&mut self, name: Arc<str>, alias: Option<u64>, datatype: DataType) {
+        self.by_name.insert(name.to_string(), datatype);
         if let Some(a) = alias {
-            self.by_alias.insert(a, (name.to_owned(), datatype));
+            self.by_alias.insert(a, (name, datatype));
         }
-        self.by_name.insert(name.to_owned(), datatype);
+    }
+
+    /// The shared name and the type of an alias.
+    pub(crate) fn alias_entry(&self, alias: u64) -> Option<&(Arc<str>, DataType)> {
+        self.by_alias.get(&alias)
     }
 
     /// Name and type of an alias.
     pub fn alias(&self, alias: u64) -> Option<(&str, DataType)> {
-        self.by_alias.get(&alias).map(|(n, t)| (n.as_str(), *t))
+        self.by_alias.get(&alias).map(|(n, t)| (&**n, *t))
     }
 
     /// Type of a name.
@@ -295,6 +305,9 @@ impl Payload {
     /// (pass [`BirthTypes::new`] for births). With the `compression` feature,
     /// a compressed envelope is unwrapped first.
     pub fn decode(bytes: &[u8], types: &BirthTypes) -> Result<Self, DecodeError> {
+        if let Some(result) = crate::direct::decode(bytes, types) {
+            return result;
+        }
         let raw = proto::Payload::decode(bytes)?;
         #[cfg(feature = "compression")]
         if crate::compression::is_compressed(&raw) {
@@ -332,13 +345,13 @@ impl Payload {
     }
 }
 
-fn metric_from_raw(
+pub(crate) fn metric_from_raw(
     raw: proto::Metric,
     types: &BirthTypes,
     at: &dyn Fn() -> String,
 ) -> Result<Metric, DecodeError> {
-    let mut name = raw.name;
-    let id = |name: &Option<String>| match (name, raw.alias) {
+    let mut name: Option<Arc<str>> = raw.name.map(Arc::from);
+    let id = |name: &Option<Arc<str>>| match (name, raw.alias) {
         (Some(n), _) => format!("{n:?}"),
         (None, Some(a)) => format!("alias {a}"),
         (None, None) => at(),
@@ -346,10 +359,10 @@ fn metric_from_raw(
     let mut datatype_from_birth = None;
     if name.is_none() {
         match raw.alias {
-            Some(alias) => match types.alias(alias) {
+            Some(alias) => match types.alias_entry(alias) {
                 Some((n, t)) => {
-                    name = Some(n.to_owned());
-                    datatype_from_birth = Some(t);
+                    name = Some(n.clone());
+                    datatype_from_birth = Some(*t);
                 }
                 None if raw.datatype.is_none() => {
                     return Err(DecodeError::UnknownAlias { metric: id(&name), alias });
@@ -620,7 +633,7 @@ fn property_set_from_raw(
 
 fn metric_to_raw(m: &Metric, options: EncodeOptions) -> proto::Metric {
     proto::Metric {
-        name: m.name.clone(),
+        name: m.name.as_deref().map(str::to_owned),
         alias: m.alias,
         timestamp: m.timestamp,
         datatype: options.datatypes.then_some(m.datatype.as_u32()),
