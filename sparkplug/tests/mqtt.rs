@@ -116,3 +116,54 @@ async fn broker_kill9_ends_in_a_rebirth_and_replays_the_outage() {
     e.shutdown().await;
     h.shutdown().await;
 }
+
+fn edge_on(brokers: &[&Mosquitto], primary_host: Option<&str>) -> EdgeDriver {
+    let mut c = EdgeNodeConfig::new("Plant1", "Gateway-9");
+    c.primary_host_id = primary_host.map(str::to_owned);
+    c.metrics = vec![MetricSpec::new("temp", DataType::Double)];
+    let mut d = config("edge-9", brokers[0]);
+    d.brokers = brokers.iter().map(|b| Broker::new(b.host(), b.port())).collect();
+    EdgeDriver::spawn(EdgeNode::new(c), d)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_first_broker_fails_over_to_the_next() {
+    let mut first = Mosquitto::start().expect("start mosquitto");
+    let second = Mosquitto::start().expect("start mosquitto");
+    first.stop();
+    let mut h = host(&second);
+    let e = edge_on(&[&first, &second], None);
+    host_event(&mut h, "a birth on the second broker", |e| {
+        matches!(e, HostEvent::NodeOnline { .. })
+    })
+    .await;
+    e.publish(temp(5_000, 5.0)).await.unwrap();
+    host_event(&mut h, "data on the second broker", |e| data_with(e, 5.0)).await;
+    e.shutdown().await;
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_primary_host_going_offline_moves_the_edge_to_the_next_server() {
+    let first = Mosquitto::start().expect("start mosquitto");
+    let second = Mosquitto::start().expect("start mosquitto");
+    let mut h1 = host(&first);
+    let e = edge_on(&[&first, &second], Some("scada"));
+    host_event(&mut h1, "a birth on the first broker", |e| {
+        matches!(e, HostEvent::NodeOnline { bd_seq: 0, .. })
+    })
+    .await;
+    // The host leaves the first broker with STATE offline: the edge node
+    // publishes NDEATH there and moves on (tck-id-operational-behavior-
+    // edge-node-termination-host-offline).
+    h1.shutdown().await;
+    let mut h2 = host(&second);
+    host_event(&mut h2, "a birth on the second broker", |e| {
+        matches!(e, HostEvent::NodeOnline { bd_seq: 1, .. })
+    })
+    .await;
+    e.publish(temp(6_000, 6.0)).await.unwrap();
+    host_event(&mut h2, "data on the second broker", |e| data_with(e, 6.0)).await;
+    e.shutdown().await;
+    h2.shutdown().await;
+}
