@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 #![forbid(unsafe_code)]
 
+pub mod checker;
 #[cfg(feature = "compression")]
 pub mod compression;
 pub mod convert;
