@@ -2,10 +2,10 @@
 
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread::{self, JoinHandle};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -44,6 +44,16 @@ struct Shared {
     accepted: AtomicU64,
     refused: AtomicU64,
     active: AtomicUsize,
+    /// Notified, under its lock, after every counter change, so that
+    /// `wait_until` waits for an event instead of polling.
+    changed: (Mutex<()>, Condvar),
+}
+
+impl Shared {
+    fn notify(&self) {
+        let _guard = self.changed.0.lock().unwrap_or_else(PoisonError::into_inner);
+        self.changed.1.notify_all();
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -76,6 +86,7 @@ impl FaultProxy {
             accepted: AtomicU64::new(0),
             refused: AtomicU64::new(0),
             active: AtomicUsize::new(0),
+            changed: (Mutex::new(()), Condvar::new()),
         });
         let (shutdown, shutdown_rx) = oneshot::channel();
         let thread = thread::Builder::new()
@@ -159,6 +170,26 @@ impl FaultProxy {
     pub fn active(&self) -> usize {
         self.shared.active.load(Ordering::SeqCst)
     }
+
+    /// Waits until `condition` holds, at most `timeout`, and says whether it
+    /// did. The proxy wakes the waiter whenever [`accepted`](Self::accepted),
+    /// [`refused`](Self::refused) or [`active`](Self::active) changes, so
+    /// this waits on events, not by polling. It blocks the calling thread;
+    /// the proxy runs on its own.
+    pub fn wait_until(&self, timeout: Duration, mut condition: impl FnMut(&Self) -> bool) -> bool {
+        let (lock, changed) = &self.shared.changed;
+        let deadline = Instant::now() + timeout;
+        let mut guard = lock.lock().unwrap_or_else(PoisonError::into_inner);
+        loop {
+            // Checked under the lock: a change between the check and the wait
+            // cannot be missed, because `notify` takes the lock first.
+            if condition(self) {
+                return true;
+            }
+            let Some(left) = deadline.checked_duration_since(Instant::now()) else { return false };
+            guard = changed.wait_timeout(guard, left).unwrap_or_else(PoisonError::into_inner).0;
+        }
+    }
 }
 
 impl Drop for FaultProxy {
@@ -190,11 +221,13 @@ async fn accept_loop(
         };
         if shared.state.borrow().refusing {
             shared.refused.fetch_add(1, Ordering::SeqCst);
+            shared.notify();
             reset(&stream);
             continue;
         }
         shared.accepted.fetch_add(1, Ordering::SeqCst);
         let guard = Active::new(Arc::clone(&shared));
+        shared.notify();
         // Subscribe now, so that a cut() right after accept() reaches this connection.
         let cuts = shared.cuts.subscribe();
         tokio::spawn(serve(stream, upstream, guard, cuts));
@@ -214,6 +247,7 @@ impl Active {
 impl Drop for Active {
     fn drop(&mut self) {
         self.0.active.fetch_sub(1, Ordering::SeqCst);
+        self.0.notify();
     }
 }
 

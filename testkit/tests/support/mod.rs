@@ -25,19 +25,35 @@ pub(crate) fn kill_child_test_process(test: &str, env: &str) -> u32 {
     pid.expect("the child test process printed no SERVER_PID")
 }
 
-/// Asserts that a process is gone or a zombie (dead; reaping it is up to
-/// whoever adopted it) within 10 s.
+/// Asserts that a process dies (exits, or is a zombie: reaping it is up to
+/// whoever adopted it) within 10 s. Waits on a pidfd, which becomes readable
+/// when the process terminates: an event, not a polling loop.
 pub(crate) fn assert_dies(pid: u32) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let state = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .ok()
-            .and_then(|s| s.rsplit_once(')').map(|(_, rest)| rest.trim_start().chars().next()))
-            .flatten();
-        if matches!(state, None | Some('Z' | 'X')) {
-            return;
-        }
-        assert!(Instant::now() < deadline, "server {pid} survived its test process");
-        std::thread::sleep(Duration::from_millis(5));
+    let raw = libc::pid_t::try_from(pid).expect("a pid fits pid_t");
+    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, raw, 0) };
+    if fd < 0 {
+        // ESRCH: the process is already gone (and reaped).
+        assert_eq!(
+            std::io::Error::last_os_error().raw_os_error(),
+            Some(libc::ESRCH),
+            "pidfd_open({pid})"
+        );
+        return;
     }
+    let fd = i32::try_from(fd).expect("an fd fits i32");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut pollfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+    let ready = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let ms = i32::try_from(left.as_millis()).unwrap_or(i32::MAX);
+        // SAFETY: one valid pollfd, and its count.
+        let n = unsafe { libc::poll(&mut pollfd, 1, ms) };
+        if n >= 0 || std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
+            break n > 0;
+        }
+    };
+    // SAFETY: fd is ours and closed once.
+    unsafe { libc::close(fd) };
+    assert!(ready, "server {pid} survived its test process");
 }
