@@ -435,3 +435,29 @@ async fn arrays_datasets_and_templates_read_the_same_in_python() {
         serde_json::json!({"name": "poles", "type": 2, "int_value": 65532})
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clean_shutdown_sends_ndeath_and_the_broker_still_publishes_the_will() {
+    let broker = Mosquitto::start().expect("start mosquitto");
+    let decoder = PythonPeer::spawn(
+        peer_script("py_decode.py"),
+        &[broker.host(), &broker.port().to_string()],
+    )
+    .expect("start the Python decoders");
+    decoder.until(WAIT, |l| l == "subscribed").expect("the decoder subscribed");
+    let mut c = EdgeNodeConfig::new("Interop", "leaving");
+    c.bd_seq = 7;
+    let edge = EdgeDriver::spawn(EdgeNode::new(c), config("leaving", &broker));
+    decoder.until(WAIT, |l| l.contains("NBIRTH/leaving")).expect("a birth");
+    edge.shutdown().await;
+    // Ours first, then the Will: the driver sends no DISCONNECT (rumqttc
+    // cannot give it MQTT 5's reason 0x04), so the broker publishes the
+    // Will, as 0x04 would have it do.
+    for which in ["our NDEATH", "the Will"] {
+        let death: Json = decoder
+            .until(WAIT, |l| l.contains("NDEATH/leaving"))
+            .map(|l| serde_json::from_str(&l).unwrap())
+            .unwrap_or_else(|seen| panic!("no {which}: {seen:#?}"));
+        assert_eq!(metric(&death, "bdSeq")["long_value"], "7", "{which}: {death}");
+    }
+}

@@ -214,7 +214,8 @@ impl EdgeDriver {
         self.dropped.load(Ordering::Relaxed)
     }
 
-    /// Publishes NDEATH, disconnects and stops.
+    /// Publishes NDEATH, closes the connection (without DISCONNECT, so the
+    /// broker publishes the Will too; see `leave`) and stops.
     pub async fn shutdown(self) {
         let (tx, rx) = oneshot::channel();
         if self.control.send(Control::Shutdown(tx)).await.is_ok() {
@@ -278,15 +279,14 @@ async fn run_edge(
                 },
                 b = batches.recv() => match b {
                     Some(b) => { let _ = node.publish(&b, Now::now()); }
-                    None => { node.disconnect(); let _ = send_all(&client, std::iter::from_fn(|| node.poll_transmit())).await; let _ = client.disconnect().await; poller.abort(); return; }
+                    None => {
+                        leave(&mut node, &client, &mut incoming).await;
+                        return;
+                    }
                 },
                 c = control.recv() => {
                     if let Some(Control::Shutdown(tx)) = c { done = Some(tx); }
-                    node.disconnect();
-                    let _ = send_all(&client, std::iter::from_fn(|| node.poll_transmit())).await;
-                    let _ = client.disconnect().await;
-                    // Let the poller flush NDEATH and DISCONNECT before stopping.
-                    let _ = tokio::time::timeout(Duration::from_secs(2), async { while incoming.recv().await.is_some() {} }).await;
+                    leave(&mut node, &client, &mut incoming).await;
                     poller.abort();
                     break 'connections;
                 }
@@ -329,6 +329,39 @@ async fn run_edge(
     if let Some(tx) = done {
         let _ = tx.send(());
     }
+}
+
+/// An edge node's intentional disconnect: NDEATH first, acknowledged by the
+/// broker, then the socket is closed *without* a DISCONNECT packet.
+///
+/// MQTT 5 wants DISCONNECT to carry reason 0x04 ("with Will Message") if an
+/// edge node sends one (tck-id-payloads-ndeath-will-message-publisher-
+/// disconnect-mqtt50), and rumqttc 0.25 can only send 0x00, which would
+/// make the broker discard the Will. The packet itself is optional
+/// (tck-id-operational-behavior-edge-node-intentional-disconnect-packet);
+/// closing the socket makes the broker publish the Will, which is what 0x04
+/// asks for. Hosts see the NDEATH twice with the same bdSeq and ignore the
+/// second.
+async fn leave(
+    node: &mut EdgeNode,
+    client: &AsyncClient,
+    incoming: &mut mpsc::Receiver<Result<Event, ConnectionError>>,
+) {
+    node.disconnect();
+    let out: Vec<Publish> = std::iter::from_fn(|| node.poll_transmit()).collect();
+    let sent = out.len();
+    if !send_all(client, out).await || sent == 0 {
+        return;
+    }
+    // NDEATH goes out at QoS 1: wait for its PUBACK, at most 2 s.
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        while let Some(Ok(e)) = incoming.recv().await {
+            if matches!(e, Event::Incoming(Packet::PubAck(_))) {
+                break;
+            }
+        }
+    })
+    .await;
 }
 
 /// Runs a [`HostApplication`] over MQTT.
