@@ -218,6 +218,54 @@ pub enum PublishError {
     DeviceDead(String),
 }
 
+/// A node configuration the specification or the wire cannot carry. Each
+/// variant names the key and what to change.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// An id that cannot stand in a Sparkplug topic.
+    #[error("{key}: {source}")]
+    Id {
+        /// Which setting (`group_id`, `edge_node_id`, `devices[2]`, `primary_host_id`).
+        key: String,
+        /// Why.
+        #[source]
+        source: crate::topic::TopicError,
+    },
+    /// Two devices with one id (tck-id-topic-structure-namespace-unique-device-id).
+    #[error(
+        "devices[{index}]: device id {id:?} is used twice; device ids must be unique within an edge node"
+    )]
+    DuplicateDevice {
+        /// Position of the second one.
+        index: usize,
+        /// The id.
+        id: String,
+    },
+    /// Two metrics with one name in the node or one device.
+    #[error("{key}: metric {name:?} is declared twice; a name is one metric")]
+    DuplicateMetric {
+        /// `metrics` or `devices[i].metrics`.
+        key: String,
+        /// The name.
+        name: String,
+    },
+    /// A node metric named like the session metrics the node adds itself.
+    #[error(
+        "metrics: {name:?} is reserved: the edge node publishes bdSeq and Node Control/* itself"
+    )]
+    ReservedMetric {
+        /// The name.
+        name: String,
+    },
+    /// A metric name that is empty.
+    #[error("{key}: a metric name is empty")]
+    EmptyMetricName {
+        /// `metrics` or `devices[i].metrics`.
+        key: String,
+    },
+}
+
 /// Why an inbound message was refused. The node's state is unchanged.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -302,8 +350,15 @@ pub struct EdgeNode {
 
 impl EdgeNode {
     /// A node, offline, with aliases assigned (1, 2, … across the node and all
-    /// its devices, as the specification wants them unique node-wide).
-    pub fn new(config: EdgeNodeConfig) -> Self {
+    /// its devices, as the specification wants them unique node-wide). The
+    /// configuration is checked first: ids valid in topics, device ids and
+    /// metric names unique, `bdSeq` and `Node Control/*` left to the node.
+    pub fn new(config: EdgeNodeConfig) -> Result<Self, ConfigError> {
+        validate(&config)?;
+        Ok(Self::unchecked(config))
+    }
+
+    fn unchecked(config: EdgeNodeConfig) -> Self {
         let mut next_alias = 1;
         let mut group = |device: Option<String>, specs: Vec<MetricSpec>| {
             let mut types = BirthTypes::new();
@@ -733,6 +788,45 @@ impl EdgeNode {
         let t = if g == 0 { MessageType::NData } else { MessageType::DData };
         self.push(t, Some(g), &p, false);
     }
+}
+
+fn validate(c: &EdgeNodeConfig) -> Result<(), ConfigError> {
+    use crate::topic::check_id;
+    let id = |key: &str, which: &'static str, value: &str| {
+        check_id(which, value).map_err(|source| ConfigError::Id { key: key.to_owned(), source })
+    };
+    id("group_id", "group_id", &c.group_id)?;
+    id("edge_node_id", "edge_node_id", &c.edge_node_id)?;
+    if let Some(h) = &c.primary_host_id {
+        id("primary_host_id", "host_id", h)?;
+    }
+    let unique_names = |key: String, specs: &[MetricSpec]| -> Result<(), ConfigError> {
+        let mut seen = std::collections::HashSet::new();
+        for m in specs {
+            if m.name.is_empty() {
+                return Err(ConfigError::EmptyMetricName { key });
+            }
+            if !seen.insert(m.name.as_str()) {
+                return Err(ConfigError::DuplicateMetric { key, name: m.name.clone() });
+            }
+        }
+        Ok(())
+    };
+    unique_names("metrics".into(), &c.metrics)?;
+    if let Some(m) =
+        c.metrics.iter().find(|m| m.name == BDSEQ_METRIC || m.name.starts_with("Node Control/"))
+    {
+        return Err(ConfigError::ReservedMetric { name: m.name.clone() });
+    }
+    let mut devices = std::collections::HashSet::new();
+    for (index, (device, specs)) in c.devices.iter().enumerate() {
+        id(&format!("devices[{index}]"), "device_id", device)?;
+        if !devices.insert(device.as_str()) {
+            return Err(ConfigError::DuplicateDevice { index, id: device.clone() });
+        }
+        unique_names(format!("devices[{index}].metrics"), specs)?;
+    }
+    Ok(())
 }
 
 fn data_metric(

@@ -18,7 +18,7 @@ pub mod topic;
 mod value;
 
 pub use datatype::DataType;
-pub use edge::{EdgeEvent, EdgeNode, EdgeNodeConfig, Now};
+pub use edge::{ConfigError, EdgeEvent, EdgeNode, EdgeNodeConfig, Now};
 pub use error::DecodeError;
 pub use host::{HostApplication, HostConfig, HostEvent};
 pub use payload::{BirthTypes, EncodeOptions, Metric, Payload};

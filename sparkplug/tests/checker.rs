@@ -30,7 +30,7 @@ fn our_edge_node_and_host_break_no_rule() {
     config.metrics =
         vec![MetricSpec::new("temp", DataType::Double), MetricSpec::new("count", DataType::Int16)];
     config.devices = vec![("d1".into(), vec![MetricSpec::new("on", DataType::Boolean)])];
-    let mut edge = EdgeNode::new(config);
+    let mut edge = EdgeNode::new(config).unwrap();
     let mut host = HostApplication::new(HostConfig::new("scada"));
     let mut found = Vec::new();
     let will = edge.will();

@@ -52,7 +52,7 @@ fn node_batch(r: Reading) -> Batch {
 }
 
 fn online() -> EdgeNode {
-    let mut n = EdgeNode::new(config());
+    let mut n = EdgeNode::new(config()).unwrap();
     n.handle_connected(now(1));
     drain(&mut n);
     n
@@ -60,7 +60,7 @@ fn online() -> EdgeNode {
 
 #[test]
 fn will_and_births_follow_the_spec() {
-    let mut n = EdgeNode::new(EdgeNodeConfig { bd_seq: 7, ..config() });
+    let mut n = EdgeNode::new(EdgeNodeConfig { bd_seq: 7, ..config() }).unwrap();
     let will = n.will();
     assert_eq!((will.topic.as_str(), will.qos, will.retain), ("spBv1.0/G/NDEATH/E", 1, false));
     let w = raw(&will);
@@ -245,7 +245,8 @@ fn state(online: bool, ts: u64) -> Message {
 
 #[test]
 fn waits_for_the_primary_host_and_leaves_with_it() {
-    let mut n = EdgeNode::new(EdgeNodeConfig { primary_host_id: Some("scada".into()), ..config() });
+    let mut n = EdgeNode::new(EdgeNodeConfig { primary_host_id: Some("scada".into()), ..config() })
+        .unwrap();
     assert!(n.subscriptions().contains(&"spBv1.0/STATE/scada".to_owned()));
     n.handle_connected(now(1));
     assert!(drain(&mut n).is_empty(), "no birth before the host is online");
@@ -288,7 +289,7 @@ fn waits_for_the_primary_host_and_leaves_with_it() {
 
 #[test]
 fn stored_readings_replay_as_history_in_time_order() {
-    let mut n = EdgeNode::new(config());
+    let mut n = EdgeNode::new(config()).unwrap();
     for (ms, v) in [(30, 3.0), (10, 1.0), (20, 2.0)] {
         n.publish(&node_batch(reading("temp", ms, v)), now(ms)).unwrap();
     }
@@ -323,7 +324,7 @@ fn stored_readings_replay_as_history_in_time_order() {
 
 #[test]
 fn a_full_store_drops_the_oldest_and_counts() {
-    let mut n = EdgeNode::new(EdgeNodeConfig { store_capacity: 2, ..config() });
+    let mut n = EdgeNode::new(EdgeNodeConfig { store_capacity: 2, ..config() }).unwrap();
     for ms in 1..=4 {
         n.publish(&node_batch(reading("temp", ms, ms as f64)), now(ms)).unwrap();
     }
@@ -350,7 +351,7 @@ fn bdseq_moves_on_with_each_connect() {
     n.handle_disconnected();
     assert_eq!(n.bd_seq(), 2);
     // 255 wraps to 0.
-    let mut n = EdgeNode::new(EdgeNodeConfig { bd_seq: 255, ..config() });
+    let mut n = EdgeNode::new(EdgeNodeConfig { bd_seq: 255, ..config() }).unwrap();
     n.handle_connected(now(1));
     n.handle_disconnected();
     assert_eq!(n.bd_seq(), 0);
@@ -417,4 +418,73 @@ proptest! {
             prop_assert_eq!(raw(&out[0]).seq, Some(expected % 256));
         }
     }
+}
+
+#[test]
+fn configurations_the_wire_cannot_carry_are_refused_with_the_key() {
+    use shopfloor_sparkplug::ConfigError;
+    let base = config;
+    let cases: Vec<(EdgeNodeConfig, &str)> = vec![
+        (
+            EdgeNodeConfig { group_id: "G+1".into(), ..base() },
+            "group_id: group_id \"G+1\" contains '+'",
+        ),
+        (
+            EdgeNodeConfig { edge_node_id: String::new(), ..base() },
+            "edge_node_id: edge_node_id is empty",
+        ),
+        (
+            EdgeNodeConfig { primary_host_id: Some("scada/1".into()), ..base() },
+            "primary_host_id: host_id \"scada/1\" contains '/'",
+        ),
+        (
+            EdgeNodeConfig { devices: vec![("d#".into(), vec![])], ..base() },
+            "devices[0]: device_id \"d#\" contains '#'",
+        ),
+        (
+            EdgeNodeConfig { devices: vec![("d".into(), vec![]), ("d".into(), vec![])], ..base() },
+            "devices[1]: device id \"d\" is used twice",
+        ),
+        (
+            EdgeNodeConfig {
+                metrics: vec![
+                    MetricSpec::new("t", DataType::Double),
+                    MetricSpec::new("t", DataType::Int32),
+                ],
+                ..base()
+            },
+            "metrics: metric \"t\" is declared twice",
+        ),
+        (
+            EdgeNodeConfig {
+                devices: vec![("d".into(), vec![MetricSpec::new("", DataType::Int32)])],
+                ..base()
+            },
+            "devices[0].metrics: a metric name is empty",
+        ),
+        (
+            EdgeNodeConfig { metrics: vec![MetricSpec::new("bdSeq", DataType::Int64)], ..base() },
+            "\"bdSeq\" is reserved",
+        ),
+        (
+            EdgeNodeConfig {
+                metrics: vec![MetricSpec::new("Node Control/Reboot", DataType::Boolean)],
+                ..base()
+            },
+            "\"Node Control/Reboot\" is reserved",
+        ),
+    ];
+    for (c, needle) in cases {
+        let err: ConfigError = EdgeNode::new(c).unwrap_err();
+        assert!(err.to_string().contains(needle), "{err} lacks {needle:?}");
+    }
+    // The same metric name on two devices is fine (names are per device).
+    let ok = EdgeNodeConfig {
+        devices: vec![
+            ("a".into(), vec![MetricSpec::new("t", DataType::Double)]),
+            ("b".into(), vec![MetricSpec::new("t", DataType::Double)]),
+        ],
+        ..base()
+    };
+    assert!(EdgeNode::new(ok).is_ok());
 }

@@ -33,7 +33,7 @@ impl Harness {
         edge.metrics = vec![MetricSpec::new("temp", DataType::Double)];
         edge.devices = vec![("press-1".into(), vec![MetricSpec::new("count", DataType::Int32)])];
         Self {
-            edge: EdgeNode::new(edge),
+            edge: EdgeNode::new(edge).unwrap(),
             host: HostApplication::new(HostConfig::new("scada")),
             ms: 1_000,
             base: Instant::now(),
@@ -279,7 +279,8 @@ fn an_ndeath_with_a_newer_bdseq_still_means_dead() {
     // A later session died before this host saw its birth, or a peer (like
     // pysparkplug 0.6) sends its next bdSeq in the NDEATH: the node is gone.
     let mut t = Harness::connected();
-    let next = EdgeNode::new(EdgeNodeConfig { bd_seq: 1, ..EdgeNodeConfig::new("G", "E") });
+    let next =
+        EdgeNode::new(EdgeNodeConfig { bd_seq: 1, ..EdgeNodeConfig::new("G", "E") }).unwrap();
     let will = next.will();
     t.deliver_to_host(&will);
     t.drive();

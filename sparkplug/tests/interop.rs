@@ -133,7 +133,7 @@ async fn our_edge_through_python_decoders(signed: SignedEncoding) -> Vec<Json> {
     .into_iter()
     .map(|(n, t)| MetricSpec::new(n, t))
     .collect();
-    let edge = EdgeDriver::spawn(EdgeNode::new(c), config("rust-edge", &broker));
+    let edge = EdgeDriver::spawn(EdgeNode::new(c).unwrap(), config("rust-edge", &broker));
     let t = |ms: u64| Timestamp::from_unix_ms(ms);
     let mut first = Batch::new("");
     for (name, v) in [
@@ -257,7 +257,7 @@ async fn a_killed_edge_driver_leaves_its_will_with_the_births_bdseq() {
     decoder.until(WAIT, |l| l == "subscribed").expect("the decoder subscribed");
     let mut c = EdgeNodeConfig::new("Interop", "doomed");
     c.bd_seq = 41;
-    let edge = EdgeDriver::spawn(EdgeNode::new(c), config("doomed", &broker));
+    let edge = EdgeDriver::spawn(EdgeNode::new(c).unwrap(), config("doomed", &broker));
     let birth: Json = decoder
         .until(WAIT, |l| l.contains("NBIRTH/doomed"))
         .map(|l| serde_json::from_str(&l).unwrap())
@@ -447,7 +447,7 @@ async fn a_clean_shutdown_sends_ndeath_and_the_broker_still_publishes_the_will()
     decoder.until(WAIT, |l| l == "subscribed").expect("the decoder subscribed");
     let mut c = EdgeNodeConfig::new("Interop", "leaving");
     c.bd_seq = 7;
-    let edge = EdgeDriver::spawn(EdgeNode::new(c), config("leaving", &broker));
+    let edge = EdgeDriver::spawn(EdgeNode::new(c).unwrap(), config("leaving", &broker));
     decoder.until(WAIT, |l| l.contains("NBIRTH/leaving")).expect("a birth");
     edge.shutdown().await;
     // Ours first, then the Will: the driver sends no DISCONNECT (rumqttc

@@ -26,7 +26,7 @@ fn edge(broker: &Mosquitto) -> EdgeDriver {
     let mut c = EdgeNodeConfig::new("Plant1", "Gateway-7");
     c.primary_host_id = Some("scada".into());
     c.metrics = vec![MetricSpec::new("temp", DataType::Double)];
-    EdgeDriver::spawn(EdgeNode::new(c), config("edge-7", broker))
+    EdgeDriver::spawn(EdgeNode::new(c).unwrap(), config("edge-7", broker))
 }
 
 fn host(broker: &Mosquitto) -> HostDriver {
@@ -123,7 +123,7 @@ fn edge_on(brokers: &[&Mosquitto], primary_host: Option<&str>) -> EdgeDriver {
     c.metrics = vec![MetricSpec::new("temp", DataType::Double)];
     let mut d = config("edge-9", brokers[0]);
     d.brokers = brokers.iter().map(|b| Broker::new(b.host(), b.port())).collect();
-    EdgeDriver::spawn(EdgeNode::new(c), d)
+    EdgeDriver::spawn(EdgeNode::new(c).unwrap(), d)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
