@@ -167,3 +167,60 @@ async fn the_primary_host_going_offline_moves_the_edge_to_the_next_server() {
     e.shutdown().await;
     h2.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn edge_and_host_over_tls_with_credentials() {
+    let broker = Mosquitto::builder()
+        .tls(true)
+        .user("edge", "edge-secret")
+        .user("scada", "scada-secret")
+        .start()
+        .expect("start mosquitto with TLS");
+    let tls_port = broker.tls_port().expect("a TLS listener");
+    let tls = broker.tls_client_config().expect("a client config trusting the test CA");
+    let over_tls = |client_id: &str, user: &str, password: &str| {
+        let mut b = Broker::new(broker.host(), tls_port);
+        b.tls = Some(tls.clone());
+        b.credentials = Some((user.into(), password.into()));
+        let mut c = DriverConfig::new(client_id, b);
+        c.backoff_min = Duration::from_millis(50);
+        c.backoff_max = Duration::from_millis(400);
+        c
+    };
+    let mut h = HostDriver::spawn(
+        HostApplication::new(HostConfig::new("scada")),
+        over_tls("scada", "scada", "scada-secret"),
+    );
+    let mut c = EdgeNodeConfig::new("Plant1", "Gateway-T");
+    c.primary_host_id = Some("scada".into());
+    c.metrics = vec![MetricSpec::new("temp", DataType::Double)];
+    let e = EdgeDriver::spawn(EdgeNode::new(c).unwrap(), over_tls("edge-t", "edge", "edge-secret"));
+    host_event(&mut h, "a birth over TLS", |e| matches!(e, HostEvent::NodeOnline { .. })).await;
+    e.publish(temp(7_000, 7.0)).await.unwrap();
+    host_event(&mut h, "data over TLS", |e| data_with(e, 7.0)).await;
+    e.shutdown().await;
+    h.shutdown().await;
+
+    // A wrong password never gets a session: no birth reaches the host.
+    let mut h = HostDriver::spawn(
+        HostApplication::new(HostConfig::new("scada")),
+        over_tls("scada-2", "scada", "scada-secret"),
+    );
+    let mut c = EdgeNodeConfig::new("Plant1", "Gateway-X");
+    c.metrics = vec![MetricSpec::new("temp", DataType::Double)];
+    let intruder =
+        EdgeDriver::spawn(EdgeNode::new(c).unwrap(), over_tls("edge-x", "edge", "wrong"));
+    let got = timeout(Duration::from_secs(2), async {
+        loop {
+            if let Some(HostEvent::NodeOnline { edge_node, .. }) = h.next_event().await
+                && edge_node == "Gateway-X"
+            {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(got.is_err(), "an edge node with a wrong password birthed");
+    intruder.abort();
+    h.shutdown().await;
+}
