@@ -20,9 +20,13 @@ use bytes::Bytes;
 use prost::Message as _;
 use prost::encoding::{self, DecodeContext, WireType};
 
+use std::sync::Arc;
+
+use crate::datatype::DataType;
 use crate::error::DecodeError;
-use crate::payload::{BirthTypes, Payload, metric_from_raw};
+use crate::payload::{BirthTypes, Metric, Payload, metric_from_raw};
 use crate::proto;
+use crate::value::{MetricValue, Scalar, array_from_bytes, basic_from_wire};
 
 /// prost's varint decoder with the one-byte case inline.
 #[inline(always)]
@@ -82,8 +86,16 @@ pub(crate) fn decode(bytes: &[u8], types: &BirthTypes) -> Option<Result<Payload,
             (1, WireType::Varint) => once(&mut p.timestamp, varint(&mut buf))?,
             (2, WireType::LengthDelimited) => {
                 let i = p.metrics.len();
-                let raw = metric(take(&mut buf)?)?;
-                p.metrics.push(metric_from_raw(raw, types, &|| format!("metrics[{i}]")).ok()?);
+                let body = take(&mut buf)?;
+                let m = match typed_metric(body, types) {
+                    Some(m) => m,
+                    // Nested messages, or anything typed_metric declines:
+                    // the raw metric and the shared typing.
+                    None => {
+                        metric_from_raw(metric(body)?, types, &|| format!("metrics[{i}]")).ok()?
+                    }
+                };
+                p.metrics.push(m);
             }
             (3, WireType::Varint) => once(&mut p.seq, varint(&mut buf))?,
             (4, WireType::LengthDelimited) => once(&mut p.uuid, string(&mut buf))?,
@@ -101,6 +113,104 @@ pub(crate) fn decode(bytes: &[u8], types: &BirthTypes) -> Option<Result<Payload,
         return None;
     }
     Some(Ok(p))
+}
+
+/// A wire value of a simple metric.
+enum Raw<'a> {
+    Scalar(Scalar),
+    Bytes(&'a [u8]),
+}
+
+/// Types a metric straight from its bytes when it is simple: scalar fields
+/// and a scalar, bytes or array value, no metadata, properties, dataset or
+/// template. `None` otherwise, or for anything that would be an error: the
+/// caller then goes through [`metric_from_raw`], which has the same rules and
+/// the error messages. The proptests hold the two equal.
+fn typed_metric(mut buf: &[u8], types: &BirthTypes) -> Option<Metric> {
+    use WireType::{LengthDelimited as Len, SixtyFourBit, ThirtyTwoBit, Varint};
+    let (mut name, mut alias, mut timestamp, mut datatype) =
+        (None::<&str>, None, None, None::<u32>);
+    let (mut historical, mut transient, mut null) = (None, None, None);
+    let mut value: Option<Raw<'_>> = None;
+    while !buf.is_empty() {
+        match key(&mut buf)? {
+            (1, Len) => once(&mut name, std::str::from_utf8(take(&mut buf)?).ok())?,
+            (2, Varint) => once(&mut alias, varint(&mut buf))?,
+            (3, Varint) => once(&mut timestamp, varint(&mut buf))?,
+            (4, Varint) => once(&mut datatype, varint(&mut buf).map(|v| v as u32))?,
+            (5, Varint) => once(&mut historical, varint(&mut buf).map(|v| v != 0))?,
+            (6, Varint) => once(&mut transient, varint(&mut buf).map(|v| v != 0))?,
+            (7, Varint) => once(&mut null, varint(&mut buf).map(|v| v != 0))?,
+            (10, Varint) => {
+                once(&mut value, varint(&mut buf).map(|v| Raw::Scalar(Scalar::Int(v as u32))))?
+            }
+            (11, Varint) => {
+                once(&mut value, varint(&mut buf).map(|v| Raw::Scalar(Scalar::Long(v))))?
+            }
+            (12, ThirtyTwoBit) => {
+                once(
+                    &mut value,
+                    fixed::<4>(&mut buf).map(|b| Raw::Scalar(Scalar::Float(f32::from_le_bytes(b)))),
+                )?;
+            }
+            (13, SixtyFourBit) => {
+                once(
+                    &mut value,
+                    fixed::<8>(&mut buf)
+                        .map(|b| Raw::Scalar(Scalar::Double(f64::from_le_bytes(b)))),
+                )?;
+            }
+            (14, Varint) => {
+                once(&mut value, varint(&mut buf).map(|v| Raw::Scalar(Scalar::Boolean(v != 0))))?
+            }
+            (15, Len) => {
+                once(&mut value, string(&mut buf).map(|s| Raw::Scalar(Scalar::String(s))))?
+            }
+            (16, Len) => once(&mut value, take(&mut buf).map(Raw::Bytes))?,
+            // Metadata, properties, datasets, templates, extensions, wrong
+            // wire types: the general path.
+            (1..=19, _) => return None,
+            (tag, wire) => {
+                encoding::skip_field(wire, tag, &mut buf, DecodeContext::default()).ok()?
+            }
+        }
+    }
+    // Name and type as metric_from_raw resolves them.
+    let mut shared_name: Option<Arc<str>> = name.map(Arc::from);
+    let mut from_birth = None;
+    if shared_name.is_none() {
+        if let Some((n, t)) = types.alias_entry(alias?) {
+            shared_name = Some(n.clone());
+            from_birth = Some(*t);
+        } else if datatype.is_none() {
+            return None;
+        }
+    }
+    let datatype = match datatype {
+        Some(n) => DataType::from_u32(n)?,
+        None => from_birth.or_else(|| shared_name.as_deref().and_then(|n| types.datatype(n)))?,
+    };
+    let value = match (null, value) {
+        (Some(true), _) | (_, None) => None,
+        (_, Some(Raw::Scalar(s))) => Some(basic_from_wire(datatype, s).ok()?),
+        (_, Some(Raw::Bytes(b))) => Some(match datatype {
+            DataType::Bytes => MetricValue::Bytes(Bytes::copy_from_slice(b)),
+            DataType::File => MetricValue::File(Bytes::copy_from_slice(b)),
+            t if t.is_array() => array_from_bytes(t, b).ok()?,
+            _ => return None,
+        }),
+    };
+    Some(Metric {
+        name: shared_name,
+        alias,
+        timestamp,
+        datatype,
+        is_historical: historical.unwrap_or(false),
+        is_transient: transient.unwrap_or(false),
+        value,
+        properties: None,
+        metadata: None,
+    })
 }
 
 fn metric(mut buf: &[u8]) -> Option<proto::Metric> {
