@@ -379,8 +379,10 @@ impl Checker {
         for id in ts_ids {
             r.must(p.timestamp.is_some(), id, || "no payload timestamp".into());
         }
-        self.check_seq(&group, &edge, kind, &p, &mut r);
-        self.check_metrics(&group, &edge, kind, &p, &mut r);
+        // One lookup per message; both checks work on the node's state.
+        let node = self.nodes.entry((group, edge)).or_default();
+        Self::check_seq(node, kind, &p, &mut r);
+        Self::check_metrics(node, kind, &p, &mut r);
         r.found
     }
 
@@ -408,16 +410,8 @@ impl Checker {
         }
     }
 
-    fn check_seq(
-        &mut self,
-        group: &str,
-        edge: &str,
-        kind: MessageType,
-        p: &proto::Payload,
-        r: &mut Report<'_>,
-    ) {
+    fn check_seq(node: &mut NodeState, kind: MessageType, p: &proto::Payload, r: &mut Report<'_>) {
         use MessageType as T;
-        let node = self.nodes.entry((group.to_owned(), edge.to_owned())).or_default();
         match kind {
             T::NDeath | T::NCmd | T::DCmd => {
                 let id = match kind {
@@ -488,15 +482,12 @@ impl Checker {
     }
 
     fn check_metrics(
-        &mut self,
-        group: &str,
-        edge: &str,
+        node: &mut NodeState,
         kind: MessageType,
         p: &proto::Payload,
         r: &mut Report<'_>,
     ) {
         use MessageType as T;
-        let node = self.nodes.entry((group.to_owned(), edge.to_owned())).or_default();
         let birth = matches!(kind, T::NBirth | T::DBirth);
         let data = matches!(kind, T::NData | T::DData);
         let cmd = matches!(kind, T::NCmd | T::DCmd);
