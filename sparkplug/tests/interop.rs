@@ -23,6 +23,18 @@ fn peer_script(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/peers").join(name)
 }
 
+/// A broker, and the Python decoders subscribed to all its Sparkplug traffic.
+fn broker_with_decoders() -> (Mosquitto, PythonPeer) {
+    let broker = Mosquitto::start().expect("start mosquitto");
+    let decoder = PythonPeer::spawn(
+        peer_script("py_decode.py"),
+        &[broker.host(), &broker.port().to_string()],
+    )
+    .expect("start the Python decoders");
+    decoder.until(WAIT, |l| l == "subscribed").expect("the decoder subscribed");
+    (broker, decoder)
+}
+
 fn config(client_id: &str, broker: &Mosquitto) -> DriverConfig {
     let mut c = DriverConfig::new(client_id, Broker::new(broker.host(), broker.port()));
     c.backoff_min = Duration::from_millis(50);
@@ -105,13 +117,7 @@ async fn pysparkplug_edge_node_to_our_host() {
 /// primary host is away, then births and replays them; both Python decoders
 /// report what they saw. Returns the decoded messages.
 async fn our_edge_through_python_decoders(signed: SignedEncoding) -> Vec<Json> {
-    let broker = Mosquitto::start().expect("start mosquitto");
-    let decoder = PythonPeer::spawn(
-        peer_script("py_decode.py"),
-        &[broker.host(), &broker.port().to_string()],
-    )
-    .expect("start the Python decoders");
-    decoder.until(WAIT, |l| l == "subscribed").expect("the decoder subscribed");
+    let (broker, decoder) = broker_with_decoders();
 
     let mut c = EdgeNodeConfig::new("Interop", "rust-edge");
     c.primary_host_id = Some("scada".into());
@@ -248,13 +254,7 @@ async fn our_edge_node_sign_extended_is_what_pysparkplug_refuses() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_edge_driver_leaves_its_will_with_the_births_bdseq() {
-    let broker = Mosquitto::start().expect("start mosquitto");
-    let decoder = PythonPeer::spawn(
-        peer_script("py_decode.py"),
-        &[broker.host(), &broker.port().to_string()],
-    )
-    .expect("start the Python decoders");
-    decoder.until(WAIT, |l| l == "subscribed").expect("the decoder subscribed");
+    let (broker, decoder) = broker_with_decoders();
     let mut c = EdgeNodeConfig::new("Interop", "doomed");
     c.bd_seq = 41;
     let edge = EdgeDriver::spawn(EdgeNode::new(c).unwrap(), config("doomed", &broker));
@@ -309,13 +309,7 @@ async fn arrays_datasets_and_templates_read_the_same_in_python() {
     use shopfloor_sparkplug::payload::{DataSet, Parameter, Template};
     use shopfloor_sparkplug::{EncodeOptions, Metric, MetricValue, Payload};
 
-    let broker = Mosquitto::start().expect("start mosquitto");
-    let decoder = PythonPeer::spawn(
-        peer_script("py_decode.py"),
-        &[broker.host(), &broker.port().to_string()],
-    )
-    .expect("start the Python decoders");
-    decoder.until(WAIT, |l| l == "subscribed").expect("the decoder subscribed");
+    let (broker, decoder) = broker_with_decoders();
     let m = |name: &str, v: MetricValue| Metric::new(name, 5, v);
     let arrays = Payload {
         timestamp: Some(5),
@@ -438,13 +432,7 @@ async fn arrays_datasets_and_templates_read_the_same_in_python() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_clean_shutdown_sends_ndeath_and_the_broker_still_publishes_the_will() {
-    let broker = Mosquitto::start().expect("start mosquitto");
-    let decoder = PythonPeer::spawn(
-        peer_script("py_decode.py"),
-        &[broker.host(), &broker.port().to_string()],
-    )
-    .expect("start the Python decoders");
-    decoder.until(WAIT, |l| l == "subscribed").expect("the decoder subscribed");
+    let (broker, decoder) = broker_with_decoders();
     let mut c = EdgeNodeConfig::new("Interop", "leaving");
     c.bd_seq = 7;
     let edge = EdgeDriver::spawn(EdgeNode::new(c).unwrap(), config("leaving", &broker));
