@@ -20,22 +20,36 @@
 //!    NDEATH and ask the driver to disconnect ([`EdgeEvent::Disconnect`]).
 //! 3. The birth is an NBIRTH (`seq` 0, `bdSeq`, `Node Control/Rebirth`, every
 //!    node metric with name, alias, datatype and current value) and a DBIRTH
-//!    per device; then what was stored while offline, as historical DATA in
-//!    time order.
+//!    per device. Then what was stored while offline goes out as historical
+//!    DATA, a chunk at a time through [`EdgeNode::poll_replay`], so that live
+//!    data and commands are not held up behind a day of backlog.
 //! 4. DATA carries only what changed beyond each metric's deadband (report by
 //!    exception), by alias, without datatypes; `seq` counts every message
 //!    modulo 256.
 //! 5. [`EdgeNode::handle_disconnected`] moves `bdSeq` on for the next CONNECT.
+//!
+//! ## Store and forward
+//! Readings taken while the node cannot send (offline, or waiting for its
+//! primary host) go to a [`Spool`]: in memory by default, or a
+//! [`FileSpool`](crate::spool::FileSpool) given to [`EdgeNode::with_spool`].
+//! The spool is the one place the core touches storage (as rustls does with
+//! its session store); a memory spool keeps the node free of I/O. Replayed
+//! DATA is QoS 0, so the driver confirms it with a broker round trip and
+//! calls [`EdgeNode::commit_replay`]; what was not confirmed when the
+//! connection dropped is sent again after the next birth (at least once).
 
 use std::collections::VecDeque;
 use std::time::Instant;
 
 use bytes::Bytes;
-use shopfloor_schemas::{Batch, Quality, Value};
+use std::sync::Arc;
+
+use shopfloor_schemas::{Batch, Codec, Quality, Reading, Value};
 
 use crate::convert::QUALITY_PROPERTY;
 use crate::datatype::DataType;
 use crate::payload::{BirthTypes, EncodeOptions, Metric, Payload, PropertySet, PropertyValue};
+use crate::spool::{MemorySpool, Spool, SpoolError, SpoolMark};
 use crate::topic::{MessageType, StatePayload, Topic};
 use crate::value::{MetricValue, SignedEncoding};
 
@@ -133,17 +147,20 @@ pub struct EdgeNodeConfig {
     pub metrics: Vec<MetricSpec>,
     /// Devices and their metrics.
     pub devices: Vec<(String, Vec<MetricSpec>)>,
-    /// Readings kept while offline (store and forward); beyond it the oldest
-    /// are dropped and counted.
-    pub store_capacity: usize,
-    /// At most this many metrics in one replayed DATA message.
+    /// Bytes of readings the default in-memory store keeps while offline;
+    /// beyond it the oldest are dropped and counted. (A spool given to
+    /// [`EdgeNode::with_spool`] has its own bound.)
+    pub store_bytes: u64,
+    /// About this many readings (4096 by default) are read from the store
+    /// per replay step and sent as one DATA message per device.
     pub replay_chunk: usize,
     /// How signed integers are encoded.
     pub signed: SignedEncoding,
 }
 
 impl EdgeNodeConfig {
-    /// A node with no metrics yet, no primary host, a store of 100 000 readings.
+    /// A node with no metrics yet, no primary host, a 64 MiB store in memory
+    /// (about a million readings).
     pub fn new(group_id: impl Into<String>, edge_node_id: impl Into<String>) -> Self {
         Self {
             group_id: group_id.into(),
@@ -152,8 +169,8 @@ impl EdgeNodeConfig {
             bd_seq: 0,
             metrics: Vec::new(),
             devices: Vec::new(),
-            store_capacity: 100_000,
-            replay_chunk: 500,
+            store_bytes: 64 << 20,
+            replay_chunk: 4096,
             signed: SignedEncoding::SignExtend,
         }
     }
@@ -181,15 +198,24 @@ pub enum EdgeEvent {
     Disconnect,
     /// The connection is gone; readings are stored until the next birth.
     Offline,
-    /// Stored readings were dropped because the store was full.
+    /// Stored readings were dropped: the store was full, or a stored reading
+    /// names a metric the node no longer has (after a configuration change
+    /// across a restart).
     Dropped {
         /// How many, in total so far.
         total: u64,
     },
+    /// The store failed (a disk error, or a damaged record that was
+    /// skipped). Replay stops until the next birth.
+    StoreFailed {
+        /// What happened, with the file.
+        message: String,
+    },
 }
 
-/// Why [`EdgeNode::publish`] refused a batch. Nothing of it was taken.
-#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+/// Why [`EdgeNode::publish`] refused a batch. Nothing of it was taken,
+/// except for [`Store`](Self::Store).
+#[derive(Clone, Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum PublishError {
     /// The batch's source names no configured device.
@@ -216,6 +242,9 @@ pub enum PublishError {
     /// The device is dead (after [`EdgeNode::device_death`]).
     #[error("device {0:?} is dead; call device_birth first")]
     DeviceDead(String),
+    /// Offline, and the store could not take the readings: they are lost.
+    #[error("readings not stored: {0}")]
+    Store(#[source] Arc<SpoolError>),
 }
 
 /// A node configuration the specification or the wire cannot carry. Each
@@ -317,13 +346,14 @@ struct Group {
     types: BirthTypes,
 }
 
-#[derive(Clone, Debug)]
-struct Stored {
-    group: usize,
-    metric: usize,
-    value: MetricValue,
-    quality: Quality,
-    timestamp: u64,
+/// A point in the replay the driver can confirm with
+/// [`EdgeNode::commit_replay`]: everything handed out by
+/// [`EdgeNode::poll_replay`] before it was taken.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReplayMark {
+    /// Marks from before a disconnect are void.
+    epoch: u64,
+    mark: SpoolMark,
 }
 
 /// Sparkplug B edge-node session. Opens no sockets and reads no clock.
@@ -339,9 +369,19 @@ pub struct EdgeNode {
     /// The newest valid STATE timestamp of the primary host.
     host_state_ts: Option<u64>,
     groups: Vec<Group>,
-    store: VecDeque<Stored>,
-    store_capacity: usize,
+    store: Box<dyn Spool>,
     replay_chunk: usize,
+    /// Reading from the store after a birth.
+    replaying: bool,
+    /// Replay messages (group, metrics) read and not yet handed out; `seq`
+    /// is given when they are.
+    replay_out: VecDeque<(usize, Vec<Metric>)>,
+    /// The spool's mark once `replay_out` is handed out.
+    replay_chunk_mark: Option<SpoolMark>,
+    /// Everything before this was handed to the driver.
+    replay_handed: Option<SpoolMark>,
+    /// Incremented by every rewind: older marks are void.
+    epoch: u64,
     dropped: u64,
     signed: SignedEncoding,
     transmits: VecDeque<Publish>,
@@ -354,11 +394,19 @@ impl EdgeNode {
     /// configuration is checked first: ids valid in topics, device ids and
     /// metric names unique, `bdSeq` and `Node Control/*` left to the node.
     pub fn new(config: EdgeNodeConfig) -> Result<Self, ConfigError> {
-        validate(&config)?;
-        Ok(Self::unchecked(config))
+        let store = Box::new(MemorySpool::new(config.store_bytes));
+        Self::with_spool(config, store)
     }
 
-    fn unchecked(config: EdgeNodeConfig) -> Self {
+    /// Like [`new`](Self::new), with readings stored in `spool` (a
+    /// [`FileSpool`](crate::spool::FileSpool) to survive restarts). What the
+    /// spool holds from an earlier run is replayed after the first birth.
+    pub fn with_spool(config: EdgeNodeConfig, spool: Box<dyn Spool>) -> Result<Self, ConfigError> {
+        validate(&config)?;
+        Ok(Self::unchecked(config, spool))
+    }
+
+    fn unchecked(config: EdgeNodeConfig, store: Box<dyn Spool>) -> Self {
         let mut next_alias = 1;
         let mut group = |device: Option<String>, specs: Vec<MetricSpec>| {
             let mut types = BirthTypes::new();
@@ -386,9 +434,13 @@ impl EdgeNode {
             session: Session::Offline,
             host_state_ts: None,
             groups,
-            store: VecDeque::new(),
-            store_capacity: config.store_capacity,
+            store,
             replay_chunk: config.replay_chunk.max(1),
+            replaying: false,
+            replay_out: VecDeque::new(),
+            replay_chunk_mark: None,
+            replay_handed: None,
+            epoch: 0,
             dropped: 0,
             signed: config.signed,
             transmits: VecDeque::new(),
@@ -406,9 +458,20 @@ impl EdgeNode {
         matches!(self.session, Session::Online { .. })
     }
 
-    /// How many readings wait in the store.
-    pub fn stored(&self) -> usize {
-        self.store.len()
+    /// How many readings wait in the store (including those replayed and
+    /// not yet confirmed).
+    pub fn stored(&self) -> u64 {
+        self.store.readings()
+    }
+
+    /// Bytes the store holds.
+    pub fn stored_bytes(&self) -> u64 {
+        self.store.bytes()
+    }
+
+    /// Readings dropped so far (store full, or not replayable).
+    pub fn dropped(&self) -> u64 {
+        self.dropped
     }
 
     /// The Will to register with the next CONNECT: NDEATH with this session's
@@ -452,11 +515,22 @@ impl EdgeNode {
             self.events.push_back(EdgeEvent::Offline);
         }
         self.session = Session::Offline;
+        self.stop_replay();
         for g in &mut self.groups {
             for m in &mut g.metrics {
                 m.sent = None;
             }
         }
+    }
+
+    /// Replay stops; what was handed out and not confirmed is read again.
+    fn stop_replay(&mut self) {
+        self.replaying = false;
+        self.replay_out.clear();
+        self.replay_chunk_mark = None;
+        self.replay_handed = None;
+        self.epoch += 1;
+        self.store.rewind();
     }
 
     /// Queues an explicit NDEATH before an intentional disconnect (the
@@ -530,6 +604,7 @@ impl EdgeNode {
             (false, Session::Online { .. }) => {
                 self.transmits.push_back(self.ndeath());
                 self.session = Session::AwaitingHost;
+                self.stop_replay();
                 self.events.push_back(EdgeEvent::Disconnect);
             }
             _ => {}
@@ -570,7 +645,8 @@ impl EdgeNode {
         }
         let online = self.is_online();
         let mut out = Vec::new();
-        for (m, value, quality, ts) in updates {
+        let mut offline = Batch::new(batch.source.clone());
+        for (i, (m, value, quality, ts)) in updates.into_iter().enumerate() {
             let state = &mut self.groups[g].metrics[m];
             // The birth reports the newest value by time, whatever order
             // readings arrive in.
@@ -584,26 +660,135 @@ impl EdgeNode {
             if online {
                 out.push(data_metric(state.alias, ts, value, quality, false));
             } else {
-                if self.store.len() >= self.store_capacity {
-                    self.store.pop_front();
-                    self.dropped += 1;
-                    self.events.push_back(EdgeEvent::Dropped { total: self.dropped });
-                }
-                if self.store_capacity > 0 {
-                    self.store.push_back(Stored {
-                        group: g,
-                        metric: m,
-                        value,
-                        quality,
-                        timestamp: ts,
-                    });
-                }
+                offline.readings.push(batch.readings[i].clone());
             }
         }
         if !out.is_empty() {
             self.send_data(g, out, now);
         }
+        if !offline.readings.is_empty() {
+            self.store_batch(&offline)?;
+        }
         Ok(())
+    }
+
+    fn store_batch(&mut self, batch: &Batch) -> Result<(), PublishError> {
+        // Readings were checked against the configuration: they encode.
+        let record = Codec::Protobuf.encode_batch(batch).unwrap_or_default();
+        let n = u32::try_from(batch.readings.len()).unwrap_or(u32::MAX);
+        let dropped = self.store.push(&record, n).map_err(|e| PublishError::Store(Arc::new(e)))?;
+        self.count_dropped(dropped);
+        Ok(())
+    }
+
+    fn count_dropped(&mut self, n: u64) {
+        if n > 0 {
+            self.dropped += n;
+            self.events.push_back(EdgeEvent::Dropped { total: self.dropped });
+        }
+    }
+
+    /// Whether stored readings wait to be replayed: the driver calls
+    /// [`poll_replay`](Self::poll_replay) when it has nothing else to do.
+    pub fn replay_pending(&self) -> bool {
+        self.is_online() && self.replaying
+    }
+
+    /// The next historical DATA message from the store, after a birth. Each
+    /// step reads about `replay_chunk` readings, in the order they were
+    /// stored, and sends one message per device with its readings sorted by
+    /// time. `None` when the store is drained (or replay stopped on a store
+    /// error, reported as [`EdgeEvent::StoreFailed`]).
+    pub fn poll_replay(&mut self, now: Now) -> Option<Publish> {
+        if !self.replay_pending() {
+            return None;
+        }
+        if self.replay_out.is_empty() {
+            self.fill_replay();
+        }
+        let (g, metrics) = self.replay_out.pop_front()?;
+        if self.replay_out.is_empty() {
+            self.replay_handed = self.replay_chunk_mark.take().or(self.replay_handed);
+        }
+        self.data_publish(g, metrics, now)
+    }
+
+    /// What has been handed out by [`poll_replay`](Self::poll_replay) so far;
+    /// give it to [`commit_replay`](Self::commit_replay) once the broker has
+    /// confirmed it (a round trip after the last of it was written).
+    pub fn replay_mark(&self) -> Option<ReplayMark> {
+        self.replay_handed.map(|mark| ReplayMark { epoch: self.epoch, mark })
+    }
+
+    /// The broker has what was handed out before `mark`: the store forgets
+    /// it. A mark from before a disconnect is ignored.
+    pub fn commit_replay(&mut self, mark: ReplayMark) {
+        if mark.epoch != self.epoch {
+            return;
+        }
+        if let Err(e) = self.store.commit(mark.mark) {
+            self.events.push_back(EdgeEvent::StoreFailed { message: e.to_string() });
+        }
+    }
+
+    /// Makes the store durable (fsync for a file spool). The driver calls it
+    /// about once a second.
+    pub fn sync_store(&mut self) -> Result<(), SpoolError> {
+        self.store.sync()
+    }
+
+    fn fill_replay(&mut self) {
+        // (group, readings) in the order groups first appear.
+        let mut chunk: Vec<(usize, Vec<Metric>)> = Vec::new();
+        let mut taken = 0;
+        let mut lost = 0;
+        while taken < self.replay_chunk {
+            let (record, n) = match self.store.read() {
+                Ok(Some(r)) => r,
+                Ok(None) => break,
+                Err(e) => {
+                    let corrupt = matches!(e, SpoolError::Corrupt { .. });
+                    self.events.push_back(EdgeEvent::StoreFailed { message: e.to_string() });
+                    if corrupt {
+                        continue;
+                    }
+                    self.replaying = false;
+                    break;
+                }
+            };
+            taken += n as usize;
+            let Ok(batch) = Codec::Protobuf.decode_batch(&record) else {
+                lost += u64::from(n);
+                continue;
+            };
+            for r in &batch.readings {
+                match self.stored_metric(&batch.source, r) {
+                    Some((g, m)) => match chunk.iter_mut().find(|(cg, _)| *cg == g) {
+                        Some((_, ms)) => ms.push(m),
+                        None => chunk.push((g, vec![m])),
+                    },
+                    None => lost += 1,
+                }
+            }
+        }
+        self.count_dropped(lost);
+        if taken == 0 {
+            self.replaying = false;
+        }
+        for (g, mut metrics) in chunk {
+            metrics.sort_by_key(|m| m.timestamp);
+            self.replay_out.push_back((g, metrics));
+        }
+        self.replay_chunk_mark = Some(self.store.mark());
+    }
+
+    /// A stored reading as a historical DATA metric, if the node still has
+    /// its metric and type.
+    fn stored_metric(&self, source: &str, r: &Reading) -> Option<(usize, Metric)> {
+        let g = if source.is_empty() { 0 } else { self.group_index(source)? };
+        let m = self.groups[g].metrics.iter().find(|m| m.spec.name == r.metric.as_str())?;
+        let value = to_metric_value(m.spec.datatype, &r.value)?;
+        Some((g, data_metric(m.alias, r.timestamp.unix_ms(), value, r.quality, true)))
     }
 
     /// A device stopped responding: DDEATH (when online). Its readings are
@@ -693,18 +878,33 @@ impl EdgeNode {
     }
 
     fn push(&mut self, t: MessageType, group: Option<usize>, p: &Payload, datatypes: bool) {
-        let device = group.and_then(|g| self.groups[g].device.clone());
-        self.transmits.push_back(Publish {
-            topic: self.topic(t, device.as_deref()),
+        let publish = self.publish_of(t, group, p, datatypes);
+        self.transmits.push_back(publish);
+    }
+
+    fn publish_of(
+        &self,
+        t: MessageType,
+        group: Option<usize>,
+        p: &Payload,
+        datatypes: bool,
+    ) -> Publish {
+        let device = group.and_then(|g| self.groups[g].device.as_deref());
+        Publish {
+            topic: self.topic(t, device),
             qos: t.qos(),
             retain: t.retain(),
             payload: p.encode(EncodeOptions { signed: self.signed, datatypes }).into(),
-        });
+        }
     }
 
-    /// NBIRTH (seq 0), every live device's DBIRTH, then the store as
-    /// historical DATA in time order.
+    /// NBIRTH (seq 0) and every live device's DBIRTH; the store replays
+    /// after them through [`poll_replay`](Self::poll_replay).
     fn birth(&mut self, now: Now) {
+        if self.is_online() {
+            // A rebirth: replay starts over from what is not confirmed.
+            self.stop_replay();
+        }
         self.session = Session::Online { seq: 0 };
         self.send_birth(0, now);
         for g in 1..self.groups.len() {
@@ -712,23 +912,7 @@ impl EdgeNode {
                 self.send_birth(g, now);
             }
         }
-        let mut stored: Vec<Stored> = self.store.drain(..).collect();
-        stored.sort_by_key(|s| s.timestamp);
-        let mut run: Vec<Metric> = Vec::new();
-        let mut run_group = None;
-        for s in stored {
-            if run_group != Some(s.group) || run.len() >= self.replay_chunk {
-                if let Some(g) = run_group.filter(|_| !run.is_empty()) {
-                    self.send_data(g, std::mem::take(&mut run), now);
-                }
-                run_group = Some(s.group);
-            }
-            let alias = self.groups[s.group].metrics[s.metric].alias;
-            run.push(data_metric(alias, s.timestamp, s.value, s.quality, true));
-        }
-        if let Some(g) = run_group.filter(|_| !run.is_empty()) {
-            self.send_data(g, run, now);
-        }
+        self.replaying = true;
     }
 
     fn send_birth(&mut self, g: usize, now: Now) {
@@ -778,7 +962,14 @@ impl EdgeNode {
     }
 
     fn send_data(&mut self, g: usize, metrics: Vec<Metric>, now: Now) {
-        let Some(seq) = self.next_seq() else { return };
+        if let Some(p) = self.data_publish(g, metrics, now) {
+            self.transmits.push_back(p);
+        }
+    }
+
+    /// NDATA or DDATA with the next `seq` (`None` when offline).
+    fn data_publish(&mut self, g: usize, metrics: Vec<Metric>, now: Now) -> Option<Publish> {
+        let seq = self.next_seq()?;
         let p = Payload {
             timestamp: Some(now.unix_ms),
             seq: Some(seq.into()),
@@ -786,7 +977,7 @@ impl EdgeNode {
             ..Payload::default()
         };
         let t = if g == 0 { MessageType::NData } else { MessageType::DData };
-        self.push(t, Some(g), &p, false);
+        Some(self.publish_of(t, Some(g), &p, false))
     }
 }
 

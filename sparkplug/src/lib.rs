@@ -14,6 +14,7 @@ pub mod host;
 pub mod mqtt;
 pub mod payload;
 pub mod proto;
+pub mod spool;
 pub mod topic;
 mod value;
 

@@ -67,3 +67,20 @@ fn cited_tests_exist() {
     }
     assert!(cited > 100, "only {cited} citations");
 }
+
+#[test]
+fn the_totals_line_adds_up() {
+    let rows = rows();
+    let count = |s: &str| rows.iter().filter(|(_, status, _)| status == s).count();
+    let line = format!(
+        "Totals: {} checked, {} tested, {} not applicable, {} not yet.",
+        count("checked"),
+        count("tested"),
+        count("n/a"),
+        count("not yet")
+    );
+    let text =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("CONFORMANCE.md"))
+            .unwrap();
+    assert!(text.contains(&line), "CONFORMANCE.md should say: {line}");
+}

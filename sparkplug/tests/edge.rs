@@ -31,7 +31,16 @@ fn config() -> EdgeNodeConfig {
     c
 }
 
+/// Everything the node sends now: transmits, then the whole replay.
 fn drain(node: &mut EdgeNode) -> Vec<Publish> {
+    let mut out: Vec<Publish> = std::iter::from_fn(|| node.poll_transmit()).collect();
+    while let Some(p) = node.poll_replay(now(0)) {
+        out.push(p);
+    }
+    out
+}
+
+fn transmits(node: &mut EdgeNode) -> Vec<Publish> {
     std::iter::from_fn(|| node.poll_transmit()).collect()
 }
 
@@ -297,7 +306,11 @@ fn stored_readings_replay_as_history_in_time_order() {
     assert_eq!(n.stored(), 4);
     assert!(drain(&mut n).is_empty(), "nothing is sent while offline");
     n.handle_connected(now(100));
-    let out = drain(&mut n);
+    let births = transmits(&mut n);
+    assert_eq!(births.len(), 2, "the births go out first, the replay after them");
+    assert!(n.replay_pending());
+    let out: Vec<Publish> = births.into_iter().chain(drain(&mut n)).collect();
+    assert!(!n.replay_pending());
     let topics: Vec<_> = out.iter().map(|p| p.topic.as_str()).collect();
     assert_eq!(
         topics,
@@ -306,34 +319,190 @@ fn stored_readings_replay_as_history_in_time_order() {
             "spBv1.0/G/DBIRTH/E/press-1",
             "spBv1.0/G/NDATA/E",
             "spBv1.0/G/DDATA/E/press-1",
-            "spBv1.0/G/NDATA/E"
         ]
     );
     let seqs: Vec<_> = out.iter().map(|p| raw(p).seq.unwrap()).collect();
-    assert_eq!(seqs, [0, 1, 2, 3, 4]);
-    let history: Vec<(u64, bool)> = out[2..]
+    assert_eq!(seqs, [0, 1, 2, 3]);
+    let history: Vec<Vec<(u64, bool)>> = out[2..]
         .iter()
-        .flat_map(|p| raw(p).metrics)
-        .map(|m| (m.timestamp.unwrap(), m.is_historical.unwrap_or(false)))
+        .map(|p| {
+            raw(p)
+                .metrics
+                .iter()
+                .map(|m| (m.timestamp.unwrap(), m.is_historical.unwrap_or(false)))
+                .collect()
+        })
         .collect();
-    assert_eq!(history, [(10, true), (15, true), (20, true), (30, true)]);
+    // One message per device, each in time order.
+    assert_eq!(history, [vec![(10, true), (20, true), (30, true)], vec![(15, true)]]);
     // The birth carries the latest stored value as the current one.
     assert_eq!(raw(&out[0]).metrics[2].value, Some(proto::MetricValue::Double(3.0)));
+    // Handed out, not yet confirmed by the driver: still held.
+    assert_eq!(n.stored(), 4);
+    n.commit_replay(n.replay_mark().unwrap());
     assert_eq!(n.stored(), 0);
+}
+
+/// The bytes one stored batch of one reading takes in the store.
+fn record_bytes(b: &Batch) -> u64 {
+    shopfloor_schemas::Codec::Protobuf.encode_batch(b).unwrap().len() as u64
+        + shopfloor_sparkplug::spool::RECORD_OVERHEAD
 }
 
 #[test]
 fn a_full_store_drops_the_oldest_and_counts() {
-    let mut n = EdgeNode::new(EdgeNodeConfig { store_capacity: 2, ..config() }).unwrap();
+    let two = 2 * record_bytes(&node_batch(reading("temp", 1, 1.0)));
+    let mut n = EdgeNode::new(EdgeNodeConfig { store_bytes: two, ..config() }).unwrap();
     for ms in 1..=4 {
         n.publish(&node_batch(reading("temp", ms, ms as f64)), now(ms)).unwrap();
     }
     assert_eq!(events(&mut n), [EdgeEvent::Dropped { total: 1 }, EdgeEvent::Dropped { total: 2 }]);
+    assert_eq!((n.stored(), n.dropped(), n.stored_bytes()), (2, 2, two));
     n.handle_connected(now(10));
     let out = drain(&mut n);
     let replayed: Vec<u64> =
         out[2..].iter().flat_map(|p| raw(p).metrics).map(|m| m.timestamp.unwrap()).collect();
     assert_eq!(replayed, [3, 4]);
+}
+
+/// Timestamps of the historical metrics in `out`.
+fn history(out: &[Publish]) -> Vec<u64> {
+    out.iter()
+        .flat_map(|p| raw(p).metrics)
+        .filter(|m| m.is_historical == Some(true))
+        .map(|m| m.timestamp.unwrap())
+        .collect()
+}
+
+fn store_offline(n: &mut EdgeNode, range: std::ops::RangeInclusive<u64>) {
+    for ms in range {
+        // 1.0 apart: each beyond the 0.5 deadband.
+        n.publish(&node_batch(reading("temp", ms, ms as f64)), now(ms)).unwrap();
+    }
+}
+
+#[test]
+fn replay_goes_a_chunk_at_a_time_and_live_data_takes_the_next_seq() {
+    let mut n = EdgeNode::new(EdgeNodeConfig { replay_chunk: 2, ..config() }).unwrap();
+    store_offline(&mut n, 1..=5);
+    n.handle_connected(now(100));
+    assert_eq!(transmits(&mut n).len(), 2);
+    let first = n.poll_replay(now(101)).unwrap();
+    assert_eq!(history(std::slice::from_ref(&first)), [1, 2]);
+    assert_eq!(raw(&first).seq, Some(2));
+    // Live data between two replay steps: its own message, the next seq.
+    n.publish(&node_batch(reading("temp", 102, 50.0)), now(102)).unwrap();
+    let live = transmits(&mut n);
+    assert_eq!(live.len(), 1);
+    assert_eq!(raw(&live[0]).seq, Some(3));
+    assert_eq!(raw(&live[0]).metrics[0].is_historical, None);
+    let rest = drain(&mut n);
+    assert_eq!(history(&rest), [3, 4, 5]);
+    assert_eq!(rest.iter().map(|p| raw(p).seq.unwrap()).collect::<Vec<_>>(), [4, 5]);
+}
+
+#[test]
+fn unconfirmed_replay_is_sent_again_after_a_reconnect() {
+    let mut n = EdgeNode::new(EdgeNodeConfig { replay_chunk: 2, ..config() }).unwrap();
+    store_offline(&mut n, 1..=6);
+    n.handle_connected(now(100));
+    transmits(&mut n);
+    // Two steps handed out; the broker confirmed the first only.
+    n.poll_replay(now(101)).unwrap();
+    let confirmed = n.replay_mark().unwrap();
+    n.poll_replay(now(102)).unwrap();
+    let late = n.replay_mark().unwrap();
+    n.commit_replay(confirmed);
+    assert_eq!(n.stored(), 4);
+    n.handle_disconnected();
+    // A confirmation from the old connection means nothing now.
+    n.commit_replay(late);
+    assert_eq!(n.stored(), 4);
+    store_offline(&mut n, 7..=7);
+    n.handle_connected(now(200));
+    let out = drain(&mut n);
+    assert_eq!(history(&out), [3, 4, 5, 6, 7], "at least once: 3 and 4 again, then the rest");
+    n.commit_replay(n.replay_mark().unwrap());
+    assert_eq!(n.stored(), 0);
+}
+
+#[test]
+fn a_mark_covers_only_what_was_handed_out() {
+    let mut n = EdgeNode::new(EdgeNodeConfig { replay_chunk: 10, ..config() }).unwrap();
+    store_offline(&mut n, 1..=3);
+    n.publish(&Batch::new("press-1").with(reading("count", 4, 1_i64)), now(4)).unwrap();
+    n.handle_connected(now(100));
+    transmits(&mut n);
+    assert_eq!(n.replay_mark(), None, "nothing handed out yet");
+    // One chunk, two messages (node and device): the first handed out is
+    // not enough to confirm the chunk.
+    n.poll_replay(now(101)).unwrap();
+    assert_eq!(n.replay_mark(), None);
+    n.poll_replay(now(102)).unwrap();
+    n.commit_replay(n.replay_mark().unwrap());
+    assert_eq!(n.stored(), 0);
+}
+
+#[test]
+fn host_offline_during_replay_rewinds_it() {
+    let mut c = config();
+    c.primary_host_id = Some("scada".into());
+    c.replay_chunk = 1;
+    let mut n = EdgeNode::new(c).unwrap();
+    store_offline(&mut n, 1..=3);
+    n.handle_connected(now(10));
+    let state = |online: bool, ts: u64| Message {
+        topic: "spBv1.0/STATE/scada".into(),
+        payload: StatePayload { online, timestamp: ts }.to_json().into(),
+    };
+    n.handle_message(&state(true, 11), now(11)).unwrap();
+    transmits(&mut n);
+    n.poll_replay(now(12)).unwrap();
+    n.handle_message(&state(false, 13), now(13)).unwrap();
+    assert!(!n.replay_pending());
+    assert_eq!(n.poll_replay(now(14)), None);
+    n.handle_message(&state(true, 15), now(15)).unwrap();
+    let out = drain(&mut n);
+    assert_eq!(history(&out), [1, 2, 3]);
+}
+
+#[test]
+fn a_rebirth_during_replay_starts_it_over_after_the_births() {
+    let mut n = EdgeNode::new(EdgeNodeConfig { replay_chunk: 1, ..config() }).unwrap();
+    store_offline(&mut n, 1..=3);
+    n.handle_connected(now(10));
+    transmits(&mut n);
+    n.poll_replay(now(11)).unwrap();
+    let rebirth = Payload {
+        timestamp: Some(12),
+        metrics: vec![Metric::new("Node Control/Rebirth", 12, MetricValue::Boolean(true))],
+        ..Payload::default()
+    };
+    let payload = rebirth.encode(EncodeOptions::default()).into();
+    n.handle_message(&Message { topic: NCMD.into(), payload }, now(12)).unwrap();
+    let out = drain(&mut n);
+    assert_eq!(out[0].topic, "spBv1.0/G/NBIRTH/E");
+    assert_eq!(raw(&out[0]).seq, Some(0));
+    assert_eq!(history(&out), [1, 2, 3]);
+}
+
+#[test]
+fn stored_readings_of_a_metric_no_longer_configured_are_dropped_and_counted() {
+    use shopfloor_sparkplug::spool::{MemorySpool, Spool};
+    let mut spool = MemorySpool::new(1 << 20);
+    let old = Batch::new("")
+        .with(reading("temp", 1, 1.0))
+        .with(reading("gone", 2, 2.0))
+        .with(reading("temp", 3, "not a number"));
+    let record = shopfloor_schemas::Codec::Protobuf.encode_batch(&old).unwrap();
+    spool.push(&record, 3).unwrap();
+    spool.push(b"\xff\xff not a batch", 4).unwrap();
+    let mut n = EdgeNode::with_spool(config(), Box::new(spool)).unwrap();
+    assert_eq!(n.stored(), 7);
+    n.handle_connected(now(10));
+    let out = drain(&mut n);
+    assert_eq!(history(&out), [1]);
+    assert_eq!(events(&mut n), [EdgeEvent::Dropped { total: 6 }]);
 }
 
 #[test]
@@ -365,10 +534,10 @@ fn device_death_and_birth() {
     assert_eq!(out[0].topic, "spBv1.0/G/DDEATH/E/press-1");
     let d = raw(&out[0]);
     assert_eq!((d.seq, d.timestamp), (Some(2), Some(50)));
-    assert_eq!(
+    assert!(matches!(
         n.publish(&Batch::new("press-1").with(reading("count", 51, 1_i64)), now(51)),
-        Err(PublishError::DeviceDead("press-1".into()))
-    );
+        Err(PublishError::DeviceDead(d)) if d == "press-1"
+    ));
     n.device_birth("press-1", now(52)).unwrap();
     let out = drain(&mut n);
     assert_eq!(out[0].topic, "spBv1.0/G/DBIRTH/E/press-1");

@@ -7,7 +7,10 @@ use std::time::Duration;
 
 use shopfloor_schemas::{Batch, Quality, Reading, Timestamp, Value};
 use shopfloor_sparkplug::edge::MetricSpec;
-use shopfloor_sparkplug::mqtt::{Broker, DriverConfig, EdgeDriver, HostDriver};
+use shopfloor_sparkplug::mqtt::{
+    Broker, DriverConfig, EdgeDriver, EdgeStats, HostDriver, Protocol,
+};
+use shopfloor_sparkplug::spool::{FileSpool, OpenReport, SpoolError};
 use shopfloor_sparkplug::{
     DataType, EdgeEvent, EdgeNode, EdgeNodeConfig, HostApplication, HostConfig, HostEvent,
 };
@@ -80,6 +83,13 @@ async fn edge_and_host_talk_through_mosquitto() {
     .await;
     assert_eq!(h.dropped_events(), 0);
     h.shutdown().await;
+    // Mosquitto logs each CONNECT: p5 is MQTT 5, c1 a clean start
+    // (tck-id-principles-persistence-clean-session-50,
+    // tck-id-message-flow-phid-sparkplug-clean-session-50).
+    let log = broker.log();
+    for client in ["edge-7", "scada"] {
+        assert!(log.contains(&format!("as {client} (p5, c1,")), "{client} CONNECT:\n{log}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -223,4 +233,142 @@ async fn edge_and_host_over_tls_with_credentials() {
     assert!(got.is_err(), "an edge node with a wrong password birthed");
     intruder.abort();
     h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn edge_and_host_over_mqtt_3_1_1() {
+    let broker = Mosquitto::start().expect("start mosquitto");
+    let v311 = |id: &str| {
+        let mut c = config(id, &broker);
+        c.protocol = Protocol::V311;
+        c
+    };
+    let mut h =
+        HostDriver::spawn(HostApplication::new(HostConfig::new("scada")), v311("scada-311"));
+    let mut c = EdgeNodeConfig::new("Plant1", "Gateway-311");
+    c.primary_host_id = Some("scada".into());
+    c.metrics = vec![MetricSpec::new("temp", DataType::Double)];
+    let node = || EdgeNode::new(c.clone()).unwrap();
+    let e = EdgeDriver::spawn(node(), v311("edge-311"));
+    host_event(&mut h, "NodeOnline over 3.1.1", |e| matches!(e, HostEvent::NodeOnline { .. }))
+        .await;
+    e.publish(temp(7_000, 7.0)).await.unwrap();
+    host_event(&mut h, "data over 3.1.1", |e| data_with(e, 7.0)).await;
+    // A clean shutdown: NDEATH is published, and no DISCONNECT is sent
+    // (3.1.1's DISCONNECT would discard the Will).
+    e.shutdown().await;
+    host_event(&mut h, "NodeOffline from NDEATH", |e| matches!(e, HostEvent::NodeOffline { .. }))
+        .await;
+    // A crash: the broker publishes the Will (NDEATH) registered in the
+    // 3.1.1 CONNECT.
+    let e = EdgeDriver::spawn(node(), v311("edge-311"));
+    host_event(&mut h, "NodeOnline again", |e| matches!(e, HostEvent::NodeOnline { .. })).await;
+    e.abort();
+    host_event(&mut h, "NodeOffline from the Will", |e| matches!(e, HostEvent::NodeOffline { .. }))
+        .await;
+    h.shutdown().await;
+    // Mosquitto logs each CONNECT: p2 is MQTT 3.1.1, c1 a clean session
+    // (tck-id-principles-persistence-clean-session-311,
+    // tck-id-message-flow-phid-sparkplug-clean-session-311).
+    let log = broker.log();
+    for client in ["edge-311", "scada-311"] {
+        assert!(log.contains(&format!("as {client} (p2, c1,")), "{client} CONNECT:\n{log}");
+    }
+}
+
+/// Waits for `cond` on the edge driver's counters, at most 30 s.
+async fn stats_until(e: &EdgeDriver, what: &str, cond: impl Fn(EdgeStats) -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let s = e.stats();
+        if cond(s) {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{what}: not within 30 s ({s:?})");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Opens the spool once the crashed driver's task has let go of it.
+async fn reopen(dir: &std::path::Path) -> (FileSpool, OpenReport) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match FileSpool::open(dir, 64 << 20) {
+            Ok(s) => return s,
+            Err(SpoolError::Locked(_)) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+}
+
+const SENSORS: usize = 120;
+const SECONDS: u64 = 100;
+
+fn plant_edge(spool: FileSpool, broker: &Mosquitto) -> EdgeDriver {
+    let mut c = EdgeNodeConfig::new("Plant1", "Gateway-S");
+    c.metrics =
+        (0..SENSORS).map(|i| MetricSpec::new(format!("s{i:03}"), DataType::Double)).collect();
+    EdgeDriver::spawn(EdgeNode::with_spool(c, Box::new(spool)).unwrap(), config("edge-s", broker))
+}
+
+/// The plant's 120 sensors at 1 Hz through a broker outage and an edge
+/// crash: every reading taken offline reaches the host after the restart,
+/// and the spool is empty once the broker has confirmed them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_spool_carries_an_outage_across_an_edge_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut broker = Mosquitto::start().expect("start mosquitto");
+    let (spool, report) = FileSpool::open(dir.path(), 64 << 20).unwrap();
+    assert_eq!(report.readings, 0);
+    let mut e = plant_edge(spool, &broker);
+    stats_until(&e, "online", |s| s.online).await;
+    broker.kill9();
+    timeout(Duration::from_secs(20), async {
+        while e.next_event().await.expect("edge driver alive") != EdgeEvent::Offline {}
+    })
+    .await
+    .expect("the edge node noticed the broker's death");
+    let value = |sec: u64, i: usize| (sec * 1000 + i as u64) as f64;
+    for sec in 0..SECONDS {
+        let mut b = Batch::new("");
+        for i in 0..SENSORS {
+            let ts = Timestamp::from_unix_ms(1_000_000 + sec * 1000);
+            b.readings.push(Reading::new(format!("s{i:03}"), ts, value(sec, i)));
+        }
+        e.publish(b).await.unwrap();
+    }
+    let total = SENSORS as u64 * SECONDS;
+    stats_until(&e, "all readings stored", |s| s.stored == total).await;
+    e.abort();
+
+    broker.start_again().expect("restart mosquitto");
+    let mut h = host(&broker);
+    let (spool, report) = reopen(dir.path()).await;
+    assert_eq!((report.readings, report.truncated_bytes), (total, 0));
+    let e = plant_edge(spool, &broker);
+    let mut seen = std::collections::HashSet::new();
+    timeout(Duration::from_secs(60), async {
+        while (seen.len() as u64) < total {
+            let HostEvent::Data(b) = h.next_event().await.expect("host driver alive") else {
+                continue;
+            };
+            for r in b.readings {
+                let i: usize = r.metric[1..].parse().unwrap();
+                let sec = (r.timestamp.unix_ms() - 1_000_000) / 1000;
+                if r.quality == Quality::Good && r.value == Value::F64(value(sec, i)) {
+                    seen.insert((i, sec));
+                }
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("only {} of {total} readings replayed within 60 s", seen.len()));
+    stats_until(&e, "the replay confirmed and forgotten", |s| s.stored == 0).await;
+    assert_eq!(e.stats().dropped_readings, 0);
+    e.shutdown().await;
+    h.shutdown().await;
+    let (_, report) = reopen(dir.path()).await;
+    assert_eq!((report.readings, report.segments), (0, 0), "nothing left to send");
 }

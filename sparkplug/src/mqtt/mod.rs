@@ -1,40 +1,68 @@
 //! tokio + rumqttc drivers for [`EdgeNode`] and [`HostApplication`]
 //! (feature `mqtt`).
 //!
-//! Each driver owns a task that runs the sans-IO core: it connects (MQTT 5,
-//! clean start, session expiry 0, as Sparkplug requires), registers the
-//! core's Will, subscribes, feeds every received message and deadline to the
-//! core and sends what the core transmits. rumqttc's event loop is polled in
-//! a task of its own, because awaiting a publish in the task that polls it
-//! deadlocks once the request channel is full.
+//! Each driver owns a task that runs the sans-IO core: it connects (MQTT 5
+//! with clean start and session expiry 0, or MQTT 3.1.1 with a clean
+//! session, as Sparkplug requires), registers the core's Will, subscribes,
+//! feeds every received message and deadline to the core and sends what the
+//! core transmits. rumqttc's event loop is polled in a task of its own,
+//! because awaiting a publish in the task that polls it deadlocks once the
+//! request channel is full; and the driver drains that task's events while
+//! it waits on a request, so the two channels never wait on each other.
 //!
 //! A lost connection is retried after a jittered backoff that doubles up to
 //! a cap; the next broker of the list is tried after a failure, and after
 //! the edge node's primary host went offline (the specification's
-//! multi-server rule). While disconnected, the edge driver keeps taking
-//! batches: the core stores them and replays them as history after the next
-//! birth.
+//! multi-server rule).
+//!
+//! ## Store and forward
+//! While disconnected (or waiting for its primary host) the edge driver
+//! keeps taking batches: the node stores them in its spool. After the next
+//! birth it replays them as historical DATA, one message per turn of its
+//! loop whenever no live data, command or broker event is waiting. DATA is
+//! QoS 0, so every [`BARRIER_EVERY`] replayed messages (and at the end) the
+//! driver sends an UNSUBSCRIBE for a topic it never subscribed to and, on
+//! the UNSUBACK, commits what went before: the broker answers only after it
+//! has read everything sent before on the connection. What is unconfirmed
+//! when the connection drops is replayed again. A file spool is synced
+//! every [`SYNC_EVERY`]. Dropped readings and store failures are logged
+//! (`tracing`, target `shopfloor_sparkplug::mqtt`) and surface as events.
 //!
 //! Queues are bounded. Batches: [`EdgeDriver::publish`] waits while the
 //! queue is full (back-pressure to the application). Events: when the
 //! application does not read them fast enough, new ones are dropped and
 //! counted ([`EdgeDriver::dropped_events`]).
 
+mod link;
+
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use rumqttc::v5::mqttbytes::QoS;
-use rumqttc::v5::mqttbytes::v5::{Filter, LastWill, Packet};
-use rumqttc::v5::{AsyncClient, ConnectionError, Event, EventLoop, MqttOptions};
-use rumqttc::{TlsConfiguration, Transport};
 use shopfloor_schemas::Batch;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
-use tokio::time::Instant;
+use tokio::time::{Instant, MissedTickBehavior};
 
-use crate::edge::{EdgeEvent, EdgeNode, Message, Now, Publish};
+use crate::edge::{EdgeEvent, EdgeNode, Now, ReplayMark};
 use crate::host::{HostApplication, HostEvent};
+use link::{Inbound, Link};
+
+/// Replayed messages between two broker round trips that confirm them.
+pub const BARRIER_EVERY: usize = 16;
+/// How often the edge driver makes its spool durable.
+pub const SYNC_EVERY: Duration = Duration::from_secs(1);
+
+/// The MQTT protocol version.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Protocol {
+    /// MQTT 3.1.1 (clean session).
+    V311,
+    /// MQTT 5 (clean start, session expiry 0).
+    #[default]
+    V5,
+}
 
 /// One MQTT server.
 #[derive(Clone, Debug)]
@@ -72,10 +100,13 @@ pub struct DriverConfig {
     pub backoff_max: Duration,
     /// Capacity of the batch and event queues.
     pub queue: usize,
+    /// MQTT 5 by default.
+    pub protocol: Protocol,
 }
 
 impl DriverConfig {
-    /// One broker, 10 s keep-alive, retries from 0.5 s up to 30 s, queues of 1024.
+    /// One broker, MQTT 5, 10 s keep-alive, retries from 0.5 s up to 30 s,
+    /// queues of 1024.
     pub fn new(client_id: impl Into<String>, broker: Broker) -> Self {
         Self {
             client_id: client_id.into(),
@@ -84,6 +115,7 @@ impl DriverConfig {
             backoff_min: Duration::from_millis(500),
             backoff_max: Duration::from_secs(30),
             queue: 1024,
+            protocol: Protocol::V5,
         }
     }
 }
@@ -92,63 +124,6 @@ impl DriverConfig {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("the Sparkplug driver has stopped")]
 pub struct Stopped;
-
-fn options(config: &DriverConfig, broker: &Broker, will: Option<Publish>) -> MqttOptions {
-    let mut o = MqttOptions::new(&config.client_id, &broker.host, broker.port);
-    o.set_keep_alive(config.keep_alive);
-    o.set_clean_start(true);
-    o.set_session_expiry_interval(Some(0));
-    // Births of large nodes are big; accept what the broker accepts.
-    o.set_max_packet_size(Some(16 << 20));
-    if let Some(w) = will {
-        o.set_last_will(LastWill::new(w.topic, w.payload.to_vec(), qos(w.qos), w.retain, None));
-    }
-    if let Some((user, password)) = &broker.credentials {
-        o.set_credentials(user, password);
-    }
-    if let Some(tls) = &broker.tls {
-        o.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(tls.clone())));
-    }
-    o
-}
-
-const fn qos(q: u8) -> QoS {
-    if q == 0 { QoS::AtMostOnce } else { QoS::AtLeastOnce }
-}
-
-/// Aborts a task when dropped: the poller must not outlive its driver (an
-/// aborted or dropped driver would otherwise leave the connection open until
-/// the next keep-alive, and the broker would publish the Will only then).
-struct AbortOnDrop(JoinHandle<()>);
-
-impl AbortOnDrop {
-    fn abort(&self) {
-        self.0.abort();
-    }
-}
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
-/// Polls rumqttc's event loop in a task of its own and forwards what it says.
-fn spawn_poller(
-    mut eventloop: EventLoop,
-) -> (mpsc::Receiver<Result<Event, ConnectionError>>, AbortOnDrop) {
-    let (tx, rx) = mpsc::channel(256);
-    let task = tokio::spawn(async move {
-        loop {
-            let e = eventloop.poll().await;
-            let failed = e.is_err();
-            if tx.send(e).await.is_err() || failed {
-                break;
-            }
-        }
-    });
-    (rx, AbortOnDrop(task))
-}
 
 /// The retry delay after `failures` consecutive failures: doubling from
 /// `min`, capped at `max`, with ±25 % jitter so that a plant's gateways do
@@ -163,15 +138,6 @@ fn backoff(config: &DriverConfig, failures: u32) -> Duration {
     base.mul_f64(factor)
 }
 
-async fn send_all(client: &AsyncClient, publishes: impl IntoIterator<Item = Publish>) -> bool {
-    for p in publishes {
-        if client.publish(p.topic, qos(p.qos), p.retain, p.payload).await.is_err() {
-            return false;
-        }
-    }
-    true
-}
-
 enum Control {
     Shutdown(oneshot::Sender<()>),
 }
@@ -182,8 +148,43 @@ pub struct EdgeDriver {
     batches: mpsc::Sender<Batch>,
     events: mpsc::Receiver<EdgeEvent>,
     control: mpsc::Sender<Control>,
-    dropped: Arc<AtomicU64>,
+    shared: Arc<Shared>,
     task: JoinHandle<()>,
+}
+
+/// What an edge driver's task reports as it goes.
+#[derive(Debug, Default)]
+struct Shared {
+    dropped_events: AtomicU64,
+    online: AtomicBool,
+    stored: AtomicU64,
+    stored_bytes: AtomicU64,
+    dropped_readings: AtomicU64,
+}
+
+impl Shared {
+    fn update(&self, node: &EdgeNode) {
+        self.online.store(node.is_online(), Ordering::Relaxed);
+        self.stored.store(node.stored(), Ordering::Relaxed);
+        self.stored_bytes.store(node.stored_bytes(), Ordering::Relaxed);
+        self.dropped_readings.store(node.dropped(), Ordering::Relaxed);
+    }
+}
+
+/// An edge driver's counters, for logs and dashboards.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct EdgeStats {
+    /// The node has birthed and sends live data.
+    pub online: bool,
+    /// Readings in the store, waiting to be sent or confirmed.
+    pub stored: u64,
+    /// Bytes the store holds.
+    pub stored_bytes: u64,
+    /// Readings dropped because the store was full.
+    pub dropped_readings: u64,
+    /// Events dropped because the application did not read them.
+    pub dropped_events: u64,
 }
 
 impl EdgeDriver {
@@ -192,10 +193,11 @@ impl EdgeDriver {
         let (batch_tx, batch_rx) = mpsc::channel(config.queue.max(1));
         let (event_tx, event_rx) = mpsc::channel(config.queue.max(1));
         let (control_tx, control_rx) = mpsc::channel(1);
-        let dropped = Arc::new(AtomicU64::new(0));
+        let shared = Arc::new(Shared::default());
+        shared.update(&node);
         let task =
-            tokio::spawn(run_edge(node, config, batch_rx, event_tx, control_rx, dropped.clone()));
-        Self { batches: batch_tx, events: event_rx, control: control_tx, dropped, task }
+            tokio::spawn(run_edge(node, config, batch_rx, event_tx, control_rx, shared.clone()));
+        Self { batches: batch_tx, events: event_rx, control: control_tx, shared, task }
     }
 
     /// Hands a batch to the node (`source`: a device id, or `""` for the
@@ -211,11 +213,24 @@ impl EdgeDriver {
 
     /// Events dropped because the application did not read them.
     pub fn dropped_events(&self) -> u64 {
-        self.dropped.load(Ordering::Relaxed)
+        self.shared.dropped_events.load(Ordering::Relaxed)
     }
 
-    /// Publishes NDEATH, closes the connection (without DISCONNECT, so the
-    /// broker publishes the Will too; see `leave`) and stops.
+    /// The counters as of the driver's last turn.
+    pub fn stats(&self) -> EdgeStats {
+        let s = &self.shared;
+        EdgeStats {
+            online: s.online.load(Ordering::Relaxed),
+            stored: s.stored.load(Ordering::Relaxed),
+            stored_bytes: s.stored_bytes.load(Ordering::Relaxed),
+            dropped_readings: s.dropped_readings.load(Ordering::Relaxed),
+            dropped_events: s.dropped_events.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Takes the batches already handed to [`publish`](Self::publish),
+    /// publishes NDEATH, closes the connection (without DISCONNECT, so the
+    /// broker publishes the Will too; see `leave`), syncs the store and stops.
     pub async fn shutdown(self) {
         let (tx, rx) = oneshot::channel();
         if self.control.send(Control::Shutdown(tx)).await.is_ok() {
@@ -225,7 +240,8 @@ impl EdgeDriver {
     }
 
     /// Stops at once, like a crash: no NDEATH is sent, the broker publishes
-    /// the Will when it notices.
+    /// the Will when it notices. Queued batches are lost; the store keeps
+    /// what it took (a file spool is released once the task is gone).
     pub fn abort(self) {
         self.task.abort();
     }
@@ -237,78 +253,151 @@ fn emit<T>(tx: &mpsc::Sender<T>, dropped: &AtomicU64, event: T) {
     }
 }
 
+/// Hands the node's events to the application, logging what an operator
+/// must hear about. `true` if the node asked to disconnect.
+fn emit_edge(node: &mut EdgeNode, events: &mpsc::Sender<EdgeEvent>, dropped: &AtomicU64) -> bool {
+    let mut disconnect = false;
+    while let Some(e) = node.poll_event() {
+        match &e {
+            EdgeEvent::Disconnect => disconnect = true,
+            EdgeEvent::Dropped { total } => tracing::warn!(
+                total,
+                stored = node.stored(),
+                "store full: dropped the oldest stored readings"
+            ),
+            EdgeEvent::StoreFailed { message } => tracing::error!("{message}"),
+            _ => {}
+        }
+        emit(events, dropped, e);
+    }
+    disconnect
+}
+
+fn sync_store(node: &mut EdgeNode) {
+    if let Err(e) = node.sync_store() {
+        tracing::error!("{e}");
+    }
+}
+
 async fn run_edge(
     mut node: EdgeNode,
     config: DriverConfig,
     mut batches: mpsc::Receiver<Batch>,
     events: mpsc::Sender<EdgeEvent>,
     mut control: mpsc::Receiver<Control>,
-    dropped: Arc<AtomicU64>,
+    shared: Arc<Shared>,
 ) {
+    let dropped = &shared.dropped_events;
+    // A filter never subscribed to: its UNSUBACK is the replay's round trip.
+    let barrier_filter = format!("shopfloor/barrier/{}", config.client_id);
+    let mut sync = tokio::time::interval(SYNC_EVERY);
+    sync.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut broker = 0;
     let mut failures: u32 = 0;
     let mut done: Option<oneshot::Sender<()>> = None;
     'connections: loop {
         let Some(b) = config.brokers.get(broker % config.brokers.len().max(1)) else { return };
-        let (client, eventloop) =
-            AsyncClient::new(options(&config, b, Some(node.will())), config.queue.max(10));
-        let (mut incoming, poller) = spawn_poller(eventloop);
+        let mut link = Link::connect(&config, b, Some(node.will()));
         let mut acked = false;
         let mut next_broker = false;
-        loop {
+        // The replay mark the outstanding barrier confirms, and how many
+        // replayed messages wait for the next one.
+        let mut barrier: Option<ReplayMark> = None;
+        let mut unconfirmed = 0;
+        'session: loop {
             tokio::select! {
-                e = incoming.recv() => match e {
-                    Some(Ok(Event::Incoming(Packet::ConnAck(_)))) => {
-                        let filters = node.subscriptions().into_iter().map(|f| Filter::new(f, QoS::AtLeastOnce));
-                        let c = client.clone();
-                        let filters: Vec<Filter> = filters.collect();
-                        tokio::spawn(async move { c.subscribe_many(filters).await });
+                biased;
+                e = link.recv() => match e {
+                    Some(Ok(Inbound::ConnAck)) => {
+                        if !link.subscribe(node.subscriptions()).await {
+                            break;
+                        }
                     }
-                    Some(Ok(Event::Incoming(Packet::SubAck(_)))) if !acked => {
+                    Some(Ok(Inbound::SubAck)) if !acked => {
                         acked = true;
                         failures = 0;
+                        tracing::info!(broker = %format!("{}:{}", b.host, b.port), "connected");
                         node.handle_connected(Now::now());
                     }
-                    Some(Ok(Event::Incoming(Packet::Publish(p)))) => {
-                        let msg = Message { topic: String::from_utf8_lossy(&p.topic).into_owned(), payload: p.payload };
+                    Some(Ok(Inbound::UnsubAck)) => {
+                        if let Some(m) = barrier.take() {
+                            node.commit_replay(m);
+                        }
+                    }
+                    Some(Ok(Inbound::Publish(msg))) => {
                         // A bad command is the host's problem; the session goes on.
-                        let _ = node.handle_message(&msg, Now::now());
+                        if let Err(e) = node.handle_message(&msg, Now::now()) {
+                            tracing::warn!("ignored: {e}");
+                        }
                     }
                     Some(Ok(_)) => {}
-                    Some(Err(_)) | None => break,
-                },
-                b = batches.recv() => match b {
-                    Some(b) => { let _ = node.publish(&b, Now::now()); }
-                    None => {
-                        leave(&mut node, &client, &mut incoming).await;
-                        return;
+                    Some(Err(e)) => {
+                        tracing::warn!(broker = %format!("{}:{}", b.host, b.port), "connection lost: {e}");
+                        break;
                     }
+                    None => break,
                 },
                 c = control.recv() => {
                     if let Some(Control::Shutdown(tx)) = c { done = Some(tx); }
-                    leave(&mut node, &client, &mut incoming).await;
-                    poller.abort();
+                    take_queued(&mut node, &mut batches);
+                    while let Some(p) = node.poll_transmit() {
+                        if !link.publish(p).await {
+                            break;
+                        }
+                    }
+                    leave(&mut node, &mut link).await;
+                    link.abort();
                     break 'connections;
                 }
+                b = batches.recv() => match b {
+                    Some(b) => {
+                        if let Err(e) = node.publish(&b, Now::now()) {
+                            tracing::warn!("batch refused: {e}");
+                        }
+                    }
+                    None => {
+                        leave(&mut node, &mut link).await;
+                        sync_store(&mut node);
+                        return;
+                    }
+                },
+                _ = sync.tick() => sync_store(&mut node),
+                () = std::future::ready(()), if node.replay_pending() => {
+                    if let Some(p) = node.poll_replay(Now::now()) {
+                        if !link.publish(p).await {
+                            break;
+                        }
+                        unconfirmed += 1;
+                    }
+                }
             }
-            let out: Vec<Publish> = std::iter::from_fn(|| node.poll_transmit()).collect();
-            if !send_all(&client, out).await {
-                break;
+            while let Some(p) = node.poll_transmit() {
+                if !link.publish(p).await {
+                    break 'session;
+                }
             }
-            while let Some(e) = node.poll_event() {
-                next_broker |= e == EdgeEvent::Disconnect;
-                emit(&events, &dropped, e);
+            if barrier.is_none()
+                && unconfirmed > 0
+                && (unconfirmed >= BARRIER_EVERY || !node.replay_pending())
+                && let Some(m) = node.replay_mark()
+            {
+                if !link.unsubscribe(barrier_filter.clone()).await {
+                    break;
+                }
+                barrier = Some(m);
+                unconfirmed = 0;
             }
+            next_broker |= emit_edge(&mut node, &events, dropped);
+            shared.update(&node);
             if next_broker {
-                let _ = client.disconnect().await;
+                let _ = link.disconnect().await;
                 break;
             }
         }
-        poller.abort();
+        link.abort();
         node.handle_disconnected();
-        while let Some(e) = node.poll_event() {
-            emit(&events, &dropped, e);
-        }
+        let _ = emit_edge(&mut node, &events, dropped);
+        shared.update(&node);
         if !acked || next_broker {
             broker += 1;
             failures += 1;
@@ -319,15 +408,38 @@ async fn run_edge(
             tokio::select! {
                 () = tokio::time::sleep_until(until) => continue 'connections,
                 b = batches.recv() => match b {
-                    Some(b) => { let _ = node.publish(&b, Now::now()); while let Some(e) = node.poll_event() { emit(&events, &dropped, e); } }
-                    None => return,
+                    Some(b) => {
+                        if let Err(e) = node.publish(&b, Now::now()) {
+                            tracing::warn!("batch refused: {e}");
+                        }
+                        let _ = emit_edge(&mut node, &events, dropped);
+                        shared.update(&node);
+                    }
+                    None => { sync_store(&mut node); return; }
                 },
-                c = control.recv() => { if let Some(Control::Shutdown(tx)) = c { done = Some(tx); } break 'connections; }
+                _ = sync.tick() => sync_store(&mut node),
+                c = control.recv() => {
+                    if let Some(Control::Shutdown(tx)) = c { done = Some(tx); }
+                    take_queued(&mut node, &mut batches);
+                    break 'connections;
+                }
             }
         }
     }
+    sync_store(&mut node);
+    let _ = emit_edge(&mut node, &events, dropped);
+    shared.update(&node);
     if let Some(tx) = done {
         let _ = tx.send(());
+    }
+}
+
+/// Takes the batches queued before a shutdown: sent if online, else stored.
+fn take_queued(node: &mut EdgeNode, batches: &mut mpsc::Receiver<Batch>) {
+    while let Ok(b) = batches.try_recv() {
+        if let Err(e) = node.publish(&b, Now::now()) {
+            tracing::warn!("batch refused: {e}");
+        }
     }
 }
 
@@ -337,26 +449,28 @@ async fn run_edge(
 /// MQTT 5 wants DISCONNECT to carry reason 0x04 ("with Will Message") if an
 /// edge node sends one (tck-id-payloads-ndeath-will-message-publisher-
 /// disconnect-mqtt50), and rumqttc 0.25 can only send 0x00, which would
-/// make the broker discard the Will. The packet itself is optional
+/// make the broker discard the Will; MQTT 3.1.1's DISCONNECT always
+/// discards it. The packet itself is optional
 /// (tck-id-operational-behavior-edge-node-intentional-disconnect-packet);
 /// closing the socket makes the broker publish the Will, which is what 0x04
 /// asks for. Hosts see the NDEATH twice with the same bdSeq and ignore the
 /// second.
-async fn leave(
-    node: &mut EdgeNode,
-    client: &AsyncClient,
-    incoming: &mut mpsc::Receiver<Result<Event, ConnectionError>>,
-) {
+async fn leave(node: &mut EdgeNode, link: &mut Link) {
     node.disconnect();
-    let out: Vec<Publish> = std::iter::from_fn(|| node.poll_transmit()).collect();
-    let sent = out.len();
-    if !send_all(client, out).await || sent == 0 {
+    let mut sent = 0;
+    while let Some(p) = node.poll_transmit() {
+        if !link.publish(p).await {
+            return;
+        }
+        sent += 1;
+    }
+    if sent == 0 {
         return;
     }
     // NDEATH goes out at QoS 1: wait for its PUBACK, at most 2 s.
     let _ = tokio::time::timeout(Duration::from_secs(2), async {
-        while let Some(Ok(e)) = incoming.recv().await {
-            if matches!(e, Event::Incoming(Packet::PubAck(_))) {
+        while let Some(Ok(e)) = link.recv().await {
+            if matches!(e, Inbound::PubAck) {
                 break;
             }
         }
@@ -422,50 +536,59 @@ async fn run_host(
     let mut done: Option<oneshot::Sender<()>> = None;
     'connections: loop {
         let Some(b) = config.brokers.get(broker % config.brokers.len().max(1)) else { return };
-        let will = host.will(Now::now());
-        let (client, eventloop) = AsyncClient::new(options(&config, b, will), config.queue.max(10));
-        let (mut incoming, poller) = spawn_poller(eventloop);
+        let mut link = Link::connect(&config, b, host.will(Now::now()));
         let mut acked = false;
-        loop {
+        'session: loop {
             tokio::select! {
-                e = incoming.recv() => match e {
-                    Some(Ok(Event::Incoming(Packet::ConnAck(_)))) => {
-                        let filters: Vec<Filter> = host.subscriptions().into_iter().map(|f| Filter::new(f, QoS::AtLeastOnce)).collect();
-                        let c = client.clone();
-                        tokio::spawn(async move { c.subscribe_many(filters).await });
+                e = link.recv() => match e {
+                    Some(Ok(Inbound::ConnAck)) => {
+                        if !link.subscribe(host.subscriptions()).await {
+                            break;
+                        }
                     }
-                    Some(Ok(Event::Incoming(Packet::SubAck(_)))) if !acked => {
+                    Some(Ok(Inbound::SubAck)) if !acked => {
                         acked = true;
                         failures = 0;
+                        tracing::info!(broker = %format!("{}:{}", b.host, b.port), "connected");
                         host.handle_connected(Now::now());
                     }
-                    Some(Ok(Event::Incoming(Packet::Publish(p)))) => {
-                        let msg = Message { topic: String::from_utf8_lossy(&p.topic).into_owned(), payload: p.payload };
-                        let _ = host.handle_message(&msg, Now::now());
+                    Some(Ok(Inbound::Publish(msg))) => {
+                        if let Err(e) = host.handle_message(&msg, Now::now()) {
+                            tracing::debug!("ignored: {e}");
+                        }
                     }
                     Some(Ok(_)) => {}
-                    Some(Err(_)) | None => break,
+                    Some(Err(e)) => {
+                        tracing::warn!(broker = %format!("{}:{}", b.host, b.port), "connection lost: {e}");
+                        break;
+                    }
+                    None => break,
                 },
                 () = sleep_until_opt(host.poll_timeout()) => host.handle_timeout(Now::now()),
                 c = control.recv() => {
                     if let Some(Control::Shutdown(tx)) = c { done = Some(tx); }
                     host.disconnect(Now::now());
-                    let _ = send_all(&client, std::iter::from_fn(|| host.poll_transmit())).await;
-                    let _ = client.disconnect().await;
-                    let _ = tokio::time::timeout(Duration::from_secs(2), async { while incoming.recv().await.is_some() {} }).await;
-                    poller.abort();
+                    while let Some(p) = host.poll_transmit() {
+                        if !link.publish(p).await {
+                            break;
+                        }
+                    }
+                    let _ = link.disconnect().await;
+                    let _ = tokio::time::timeout(Duration::from_secs(2), async { while link.recv().await.is_some() {} }).await;
+                    link.abort();
                     break 'connections;
                 }
             }
-            let out: Vec<Publish> = std::iter::from_fn(|| host.poll_transmit()).collect();
-            if !send_all(&client, out).await {
-                break;
+            while let Some(p) = host.poll_transmit() {
+                if !link.publish(p).await {
+                    break 'session;
+                }
             }
             while let Some(e) = host.poll_event() {
                 emit(&events, &dropped, e);
             }
         }
-        poller.abort();
+        link.abort();
         host.handle_disconnected(Now::now());
         while let Some(e) = host.poll_event() {
             emit(&events, &dropped, e);
