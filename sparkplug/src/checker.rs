@@ -20,7 +20,7 @@
 //! assert!(ids.contains(&"tck-id-payloads-ndata-timestamp"));
 //! ```
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use prost::Message as _;
 
@@ -158,6 +158,37 @@ pub const CHECKED: &[&str] = &[
     "tck-id-payloads-state-will-message-retain",
     "tck-id-payloads-state-will-message-payload",
     "tck-id-payloads-state-birth-payload",
+    "tck-id-topics-ncmd-payload",
+    "tck-id-topics-dcmd-payload",
+    "tck-id-topics-nbirth-templates",
+    "tck-id-case-sensitivity-sparkplug-ids",
+    "tck-id-case-sensitivity-metric-names",
+    "tck-id-operational-behavior-data-publish-nbirth-order",
+    "tck-id-operational-behavior-data-publish-dbirth-order",
+    "tck-id-operational-behavior-data-commands-ncmd-metric-name",
+    "tck-id-operational-behavior-data-commands-dcmd-metric-name",
+    "tck-id-payloads-dbirth-order",
+    "tck-id-payloads-ndata-order",
+    "tck-id-payloads-ddata-order",
+    "tck-id-payloads-template-definition-nbirth-only",
+    "tck-id-payloads-template-definition-is-definition",
+    "tck-id-payloads-template-definition-ref",
+    "tck-id-payloads-template-definition-members",
+    "tck-id-payloads-template-definition-nbirth",
+    "tck-id-payloads-template-definition-parameters",
+    "tck-id-payloads-template-instance-is-definition",
+    "tck-id-payloads-template-instance-ref",
+    "tck-id-payloads-template-instance-members",
+    "tck-id-payloads-template-instance-members-birth",
+    "tck-id-payloads-template-instance-parameters",
+    "tck-id-payloads-template-ref-definition",
+    "tck-id-payloads-template-ref-instance",
+    "tck-id-payloads-template-is-definition",
+    "tck-id-payloads-template-is-definition-definition",
+    "tck-id-payloads-template-is-definition-instance",
+    "tck-id-payloads-template-parameter-name-required",
+    "tck-id-payloads-template-parameter-type-value",
+    "tck-id-payloads-template-parameter-type-req",
 ];
 
 #[derive(Debug, Default)]
@@ -171,12 +202,30 @@ struct NodeState {
     /// The metric each alias names, from the current births (a device that
     /// births again repeats its own aliases; another metric may not).
     aliases: HashMap<u64, String>,
+    /// Metric names of the current births: the node's (`None`) and each
+    /// device's.
+    names: HashMap<Option<String>, HashSet<String>>,
+    /// Template definitions of the current NBIRTH: members and parameters.
+    templates: HashMap<String, TemplateDef>,
+    /// `Some(true)` after an NBIRTH, `Some(false)` after an NDEATH, `None`
+    /// when the checker joined in the middle.
+    online: Option<bool>,
+    /// Whether DATA was published since the NBIRTH.
+    data_since_birth: bool,
+}
+
+#[derive(Debug, Default)]
+struct TemplateDef {
+    members: HashSet<String>,
+    parameters: HashSet<String>,
 }
 
 /// Checks observed Sparkplug traffic. See the module documentation.
 #[derive(Debug, Default)]
 pub struct Checker {
     nodes: HashMap<(String, String), NodeState>,
+    /// Every group, edge node and device id seen, by its lower case.
+    ids: HashMap<String, String>,
 }
 
 struct Report<'a> {
@@ -299,15 +348,28 @@ impl Checker {
                 return r.found;
             }
         };
-        let (group, kind, edge) = match topic {
+        let (group, kind, edge, device) = match topic {
             Topic::State { .. } => {
                 self.check_state(msg, &mut r);
                 return r.found;
             }
-            Topic::Edge { group_id, message_type, edge_node_id, .. } => {
-                (group_id, message_type, edge_node_id)
+            Topic::Edge { group_id, message_type, edge_node_id, device_id } => {
+                (group_id, message_type, edge_node_id, device_id)
             }
         };
+        if matches!(kind, MessageType::NBirth | MessageType::DBirth) {
+            let mut id = |scope: String| {
+                let seen = self.ids.entry(scope.to_lowercase()).or_insert_with(|| scope.clone());
+                r.should(*seen == scope, "tck-id-case-sensitivity-sparkplug-ids", || {
+                    format!("{scope:?} differs from {seen:?} only in case")
+                });
+            };
+            id(group.clone());
+            id(format!("{group}/{edge}"));
+            if let Some(d) = &device {
+                id(format!("{group}/{edge}/{d}"));
+            }
+        }
         let Ok(p) = proto::Payload::decode(msg.payload) else {
             r.found.push(Violation {
                 tck_id: None,
@@ -381,9 +443,126 @@ impl Checker {
         }
         // One lookup per message; both checks work on the node's state.
         let node = self.nodes.entry((group, edge)).or_default();
+        Self::check_order(node, kind, device.as_deref(), &mut r);
         Self::check_seq(node, kind, &p, &mut r);
         Self::check_metrics(node, kind, &p, &mut r);
+        Self::check_names(node, kind, device, &p, &mut r);
         r.found
+    }
+
+    /// Births before data: DBIRTHs right after the NBIRTH, DATA only once
+    /// the births are out. Judged only when the checker saw the NBIRTH (or
+    /// the NDEATH) itself.
+    fn check_order(
+        node: &mut NodeState,
+        kind: MessageType,
+        device: Option<&str>,
+        r: &mut Report<'_>,
+    ) {
+        use MessageType as T;
+        let born = |node: &NodeState, d: &str| node.names.contains_key(&Some(d.to_owned()));
+        match kind {
+            T::NBirth => {
+                node.online = Some(true);
+                node.data_since_birth = false;
+            }
+            T::NDeath => node.online = Some(false),
+            T::DBirth => {
+                let d = device.unwrap_or_default();
+                let late = node.online == Some(true) && node.data_since_birth && !born(node, d);
+                r.must(!late, "tck-id-payloads-dbirth-order", || {
+                    format!("DBIRTH of {d:?} after DATA; device births follow the NBIRTH at once")
+                });
+            }
+            T::NData | T::DData => {
+                let (id, before) = if kind == T::NData {
+                    ("tck-id-payloads-ndata-order", node.online == Some(false))
+                } else {
+                    let d = device.unwrap_or_default();
+                    let unborn = node.online == Some(true) && !born(node, d);
+                    ("tck-id-payloads-ddata-order", node.online == Some(false) || unborn)
+                };
+                r.must(!before, id, || "DATA before the births it belongs to".into());
+                node.data_since_birth = true;
+            }
+            _ => {}
+        }
+    }
+
+    /// Metric names: no two in a birth alike but for case; commands name
+    /// metrics of the birth; a command carries metrics; a metric's values in
+    /// one NBIRTH/NDATA (DBIRTH/DDATA) in time order.
+    fn check_names(
+        node: &mut NodeState,
+        kind: MessageType,
+        device: Option<String>,
+        p: &proto::Payload,
+        r: &mut Report<'_>,
+    ) {
+        use MessageType as T;
+        match kind {
+            T::NBirth | T::DBirth => {
+                let mut lower: HashMap<String, &str> = HashMap::new();
+                for name in p.metrics.iter().filter_map(|m| m.name.as_deref()) {
+                    if let Some(other) = lower.insert(name.to_lowercase(), name)
+                        && other != name
+                    {
+                        r.should(false, "tck-id-case-sensitivity-metric-names", || {
+                            format!("metrics {other:?} and {name:?} differ only in case")
+                        });
+                    }
+                }
+                if kind == T::NBirth {
+                    node.names.clear();
+                }
+                let names = p.metrics.iter().filter_map(|m| m.name.clone()).collect();
+                node.names.insert(device.clone(), names);
+            }
+            T::NCmd | T::DCmd => {
+                let (payload_id, name_id) = if kind == T::NCmd {
+                    (
+                        "tck-id-topics-ncmd-payload",
+                        "tck-id-operational-behavior-data-commands-ncmd-metric-name",
+                    )
+                } else {
+                    (
+                        "tck-id-topics-dcmd-payload",
+                        "tck-id-operational-behavior-data-commands-dcmd-metric-name",
+                    )
+                };
+                r.must(!p.metrics.is_empty(), payload_id, || "a command without metrics".into());
+                if let Some(names) = node.names.get(&device) {
+                    for m in &p.metrics {
+                        let name = m
+                            .name
+                            .clone()
+                            .or_else(|| m.alias.and_then(|a| node.aliases.get(&a).cloned()));
+                        let known = name.as_ref().is_some_and(|n| names.contains(n));
+                        r.should(known, name_id, || {
+                            format!("{name:?} (alias {:?}) is not in the birth", m.alias)
+                        });
+                    }
+                }
+            }
+            _ => {}
+        }
+        if matches!(kind, T::NBirth | T::NData | T::DBirth | T::DData) {
+            let id = if matches!(kind, T::NBirth | T::NData) {
+                "tck-id-operational-behavior-data-publish-nbirth-order"
+            } else {
+                "tck-id-operational-behavior-data-publish-dbirth-order"
+            };
+            let mut last: HashMap<(Option<&str>, Option<u64>), u64> = HashMap::new();
+            for m in p.metrics.iter().filter(|m| m.is_historical != Some(true)) {
+                let Some(ts) = m.timestamp else { continue };
+                let key = (m.name.as_deref(), m.alias);
+                if let Some(prev) = last.insert(key, ts) {
+                    r.must(prev <= ts, id, || {
+                        format!("{key:?}: a value at {ts} after one at {prev}")
+                    });
+                }
+            }
+        }
     }
 
     fn check_state(&mut self, msg: &Observed<'_>, r: &mut Report<'_>) {
@@ -493,6 +672,19 @@ impl Checker {
         let cmd = matches!(kind, T::NCmd | T::DCmd);
         if kind == T::NBirth {
             node.aliases.clear();
+            node.templates.clear();
+            // Definitions first: instances in the same NBIRTH may come before them.
+            for m in &p.metrics {
+                if let (Some(name), Some(proto::MetricValue::Template(t))) = (&m.name, &m.value)
+                    && t.is_definition == Some(true)
+                {
+                    let def = TemplateDef {
+                        members: t.metrics.iter().filter_map(|m| m.name.clone()).collect(),
+                        parameters: t.parameters.iter().filter_map(|p| p.name.clone()).collect(),
+                    };
+                    node.templates.insert(name.clone(), def);
+                }
+            }
             let bd = bd_seq(p);
             r.must(bd.is_some(), "tck-id-payloads-nbirth-bdseq", || "no bdSeq metric".into());
             r.must(bd.is_some(), "tck-id-topics-nbirth-bdseq-included", || {
@@ -602,6 +794,9 @@ impl Checker {
             if let Some(proto::MetricValue::DataSet(ds)) = &m.value {
                 check_dataset(ds, &id(), r);
             }
+            if let Some(proto::MetricValue::Template(t)) = &m.value {
+                check_template(t, &id(), kind, &node.templates, r);
+            }
         }
     }
 }
@@ -665,5 +860,129 @@ fn check_dataset(ds: &proto::DataSet, metric: &str, r: &mut Report<'_>) {
         r.must(DataType::from_u32(t).is_some(), "tck-id-payloads-dataset-types-value", || {
             format!("{metric}: column type {t}")
         });
+    }
+}
+
+/// A template value: a definition (in an NBIRTH, no `template_ref`) or an
+/// instance of a definition of the node's NBIRTH.
+fn check_template(
+    t: &proto::Template,
+    metric: &str,
+    kind: MessageType,
+    defs: &HashMap<String, TemplateDef>,
+    r: &mut Report<'_>,
+) {
+    let birth = matches!(kind, MessageType::NBirth | MessageType::DBirth);
+    r.must(t.is_definition.is_some(), "tck-id-payloads-template-is-definition", || {
+        format!("{metric}: template without is_definition")
+    });
+    for p in &t.parameters {
+        r.must(p.name.is_some(), "tck-id-payloads-template-parameter-name-required", || {
+            format!("{metric}: a parameter without a name")
+        });
+        if birth {
+            r.must(p.r#type.is_some(), "tck-id-payloads-template-parameter-type-req", || {
+                format!("{metric}: parameter {:?} without a type", p.name)
+            });
+        }
+        if let Some(ty) = p.r#type {
+            let basic = DataType::from_u32(ty).is_some_and(DataType::is_basic);
+            r.must(basic, "tck-id-payloads-template-parameter-type-value", || {
+                format!("{metric}: parameter {:?} of type {ty}, not a basic type", p.name)
+            });
+        }
+    }
+    match &t.template_ref {
+        None if t.is_definition == Some(false) => {
+            for id in
+                ["tck-id-payloads-template-instance-ref", "tck-id-payloads-template-ref-instance"]
+            {
+                r.must(false, id, || format!("{metric}: an instance without template_ref"));
+            }
+        }
+        None => {
+            // A definition.
+            for id in [
+                "tck-id-payloads-template-definition-is-definition",
+                "tck-id-payloads-template-is-definition-definition",
+            ] {
+                r.must(t.is_definition == Some(true), id, || {
+                    format!(
+                        "{metric}: no template_ref (a definition) but is_definition is not true"
+                    )
+                });
+            }
+            r.must(
+                kind == MessageType::NBirth,
+                "tck-id-payloads-template-definition-nbirth-only",
+                || format!("{metric}: a template definition outside an NBIRTH"),
+            );
+        }
+        Some(reference) => {
+            if t.is_definition == Some(true) {
+                for id in [
+                    "tck-id-payloads-template-definition-ref",
+                    "tck-id-payloads-template-ref-definition",
+                ] {
+                    r.must(false, id, || format!("{metric}: a definition with template_ref"));
+                }
+            }
+            for id in [
+                "tck-id-payloads-template-instance-is-definition",
+                "tck-id-payloads-template-is-definition-instance",
+            ] {
+                r.must(t.is_definition != Some(true), id, || {
+                    format!("{metric}: an instance of {reference:?} marked as a definition")
+                });
+            }
+            let Some(def) = defs.get(reference) else {
+                for id in [
+                    "tck-id-payloads-template-definition-nbirth",
+                    "tck-id-topics-nbirth-templates",
+                    "tck-id-payloads-template-ref-instance",
+                ] {
+                    r.must(false, id, || {
+                        format!("{metric}: no definition {reference:?} in the NBIRTH")
+                    });
+                }
+                return;
+            };
+            let names: HashSet<&str> = t.metrics.iter().filter_map(|m| m.name.as_deref()).collect();
+            for name in &names {
+                for id in [
+                    "tck-id-payloads-template-instance-members",
+                    "tck-id-payloads-template-definition-members",
+                ] {
+                    r.must(def.members.contains(*name), id, || {
+                        format!("{metric}: member {name:?} is not in {reference:?}")
+                    });
+                }
+            }
+            if birth {
+                let missing: Vec<&String> =
+                    def.members.iter().filter(|m| !names.contains(m.as_str())).collect();
+                r.must(
+                    missing.is_empty(),
+                    "tck-id-payloads-template-instance-members-birth",
+                    || format!("{metric}: members {missing:?} of {reference:?} missing in a birth"),
+                );
+            }
+            for p in t.parameters.iter().filter_map(|p| p.name.as_ref()) {
+                for id in [
+                    "tck-id-payloads-template-definition-parameters",
+                    "tck-id-payloads-template-instance-parameters",
+                ] {
+                    r.must(def.parameters.contains(p), id, || {
+                        format!("{metric}: parameter {p:?} is not in {reference:?}")
+                    });
+                }
+            }
+        }
+    }
+    for m in &t.metrics {
+        if let Some(proto::MetricValue::Template(inner)) = &m.value {
+            let name = m.name.as_deref().unwrap_or("?");
+            check_template(inner, &format!("{metric}/{name}"), kind, defs, r);
+        }
     }
 }

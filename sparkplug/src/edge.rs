@@ -664,6 +664,9 @@ impl EdgeNode {
             }
         }
         if !out.is_empty() {
+            // A metric's values in time order within the message
+            // (tck-id-operational-behavior-data-publish-nbirth-order).
+            out.sort_by_key(|m| m.timestamp);
             self.send_data(g, out, now);
         }
         if !offline.readings.is_empty() {

@@ -556,3 +556,335 @@ proptest! {
         let _ = c.observe_will(&Observed { topic: &topic, payload: &bytes, qos, retain });
     }
 }
+
+/// Messages (topic, payload) fed to one checker in order.
+type Traffic<'a> = Vec<(&'a str, Vec<u8>)>;
+
+/// Ids reported for the last message of `msgs` (all QoS 0, not retained),
+/// fed in order to one checker.
+fn last_ids(msgs: &[(&str, Vec<u8>)]) -> Vec<&'static str> {
+    let mut c = Checker::new();
+    let mut found = Vec::new();
+    for (topic, bytes) in msgs {
+        found = c.observe(&Observed { topic, payload: bytes, qos: 0, retain: false });
+    }
+    found.iter().filter_map(|v| v.tck_id).collect()
+}
+
+fn msg(seq: Option<u64>, metrics: Vec<proto::Metric>) -> Vec<u8> {
+    payload(Some(5), seq, metrics)
+}
+
+fn by_alias(alias: u64, ts: u64, v: f64) -> proto::Metric {
+    proto::Metric {
+        alias: Some(alias),
+        timestamp: Some(ts),
+        value: Some(proto::MetricValue::Double(v)),
+        ..Default::default()
+    }
+}
+
+fn cmd(name: &str) -> proto::Metric {
+    proto::Metric { datatype: None, ..named(name, None, proto::MetricValue::Boolean(true)) }
+}
+
+fn dbirth(seq: u64, metric: &str) -> Vec<u8> {
+    msg(Some(seq), vec![named(metric, Some(11), proto::MetricValue::Boolean(false))])
+}
+
+#[test]
+fn rules_across_messages_are_reported_with_their_tck_ids() {
+    const NB: &str = "spBv1.0/G/NBIRTH/E";
+    const DB: &str = "spBv1.0/G/DBIRTH/E/D";
+    let ndeath = msg(None, vec![named("bdSeq", Some(4), proto::MetricValue::Long(0))]);
+    let cases: Vec<(Traffic<'_>, &str)> = vec![
+        (
+            vec![(NB, good_birth(0)), ("spBv1.0/G/NCMD/E", msg(None, vec![]))],
+            "tck-id-topics-ncmd-payload",
+        ),
+        (vec![("spBv1.0/G/DCMD/E/D", msg(None, vec![]))], "tck-id-topics-dcmd-payload"),
+        (
+            vec![(NB, good_birth(0)), ("spBv1.0/G/NCMD/E", msg(None, vec![cmd("nope")]))],
+            "tck-id-operational-behavior-data-commands-ncmd-metric-name",
+        ),
+        (
+            vec![
+                (NB, good_birth(0)),
+                (DB, dbirth(1, "on")),
+                ("spBv1.0/G/DCMD/E/D", msg(None, vec![cmd("off")])),
+            ],
+            "tck-id-operational-behavior-data-commands-dcmd-metric-name",
+        ),
+        (
+            vec![(
+                DB,
+                msg(
+                    Some(1),
+                    vec![
+                        named("Temp", Some(10), proto::MetricValue::Double(1.0)),
+                        named("temp", Some(10), proto::MetricValue::Double(1.0)),
+                    ],
+                ),
+            )],
+            "tck-id-case-sensitivity-metric-names",
+        ),
+        (
+            vec![(NB, good_birth(0)), ("spBv1.0/g/NBIRTH/e", good_birth(0))],
+            "tck-id-case-sensitivity-sparkplug-ids",
+        ),
+        (
+            vec![
+                (NB, good_birth(0)),
+                (DB, dbirth(1, "on")),
+                ("spBv1.0/G/DBIRTH/E/d", dbirth(2, "on")),
+            ],
+            "tck-id-case-sensitivity-sparkplug-ids",
+        ),
+        (
+            vec![
+                (NB, good_birth(0)),
+                ("spBv1.0/G/NDATA/E", msg(Some(1), vec![by_alias(1, 9, 1.0), by_alias(1, 8, 2.0)])),
+            ],
+            "tck-id-operational-behavior-data-publish-nbirth-order",
+        ),
+        (
+            vec![
+                (NB, good_birth(0)),
+                (DB, dbirth(1, "on")),
+                (
+                    "spBv1.0/G/DDATA/E/D",
+                    msg(Some(2), vec![by_alias(1, 9, 1.0), by_alias(1, 8, 2.0)]),
+                ),
+            ],
+            "tck-id-operational-behavior-data-publish-dbirth-order",
+        ),
+        (
+            vec![
+                (NB, good_birth(0)),
+                ("spBv1.0/G/NDATA/E", msg(Some(1), vec![by_alias(1, 9, 1.0)])),
+                (DB, dbirth(2, "on")),
+            ],
+            "tck-id-payloads-dbirth-order",
+        ),
+        (
+            vec![
+                (NB, good_birth(0)),
+                ("spBv1.0/G/NDEATH/E", ndeath.clone()),
+                ("spBv1.0/G/NDATA/E", msg(Some(1), vec![by_alias(1, 9, 1.0)])),
+            ],
+            "tck-id-payloads-ndata-order",
+        ),
+        (
+            vec![
+                (NB, good_birth(0)),
+                ("spBv1.0/G/DDATA/E/D", msg(Some(1), vec![by_alias(1, 9, 1.0)])),
+            ],
+            "tck-id-payloads-ddata-order",
+        ),
+    ];
+    for (msgs, id) in cases {
+        let found = last_ids(&msgs);
+        assert!(found.contains(&id), "{:?}: expected {id}, got {found:?}", msgs.last().unwrap().0);
+        assert!(CHECKED.contains(&id), "{id} is reported but not listed in CHECKED");
+    }
+}
+
+fn param(name: Option<&str>, ty: Option<u32>) -> proto::Parameter {
+    proto::Parameter {
+        name: name.map(str::to_owned),
+        r#type: ty,
+        value: Some(proto::ParameterValue::Int(1)),
+    }
+}
+
+fn template(
+    is_definition: Option<bool>,
+    template_ref: Option<&str>,
+    members: &[&str],
+    parameters: Vec<proto::Parameter>,
+) -> proto::MetricValue {
+    proto::MetricValue::Template(Box::new(proto::Template {
+        version: None,
+        metrics: members
+            .iter()
+            .map(|m| named(m, Some(10), proto::MetricValue::Double(0.0)))
+            .collect(),
+        parameters,
+        template_ref: template_ref.map(str::to_owned),
+        is_definition,
+    }))
+}
+
+/// An NBIRTH with the `Motor` definition (members `rpm`, `amps`, parameter
+/// `poles`) and `extra` metrics after it.
+fn birth_with(extra: Vec<proto::Metric>) -> Vec<u8> {
+    let mut metrics = vec![
+        named("bdSeq", Some(4), proto::MetricValue::Long(0)),
+        named("Node Control/Rebirth", Some(11), proto::MetricValue::Boolean(false)),
+        named(
+            "Motor",
+            Some(19),
+            template(Some(true), None, &["rpm", "amps"], vec![param(Some("poles"), Some(3))]),
+        ),
+    ];
+    metrics.extend(extra);
+    msg(Some(0), metrics)
+}
+
+fn instance(value: proto::MetricValue) -> proto::Metric {
+    named("Pump/Motor", Some(19), value)
+}
+
+#[test]
+fn template_rules_are_reported_with_their_tck_ids() {
+    const NB: &str = "spBv1.0/G/NBIRTH/E";
+    let good = || template(Some(false), Some("Motor"), &["rpm", "amps"], vec![]);
+    assert_eq!(last_ids(&[(NB, birth_with(vec![instance(good())]))]), Vec::<&str>::new());
+    let with_params =
+        template(Some(false), Some("Motor"), &["rpm", "amps"], vec![param(Some("poles"), Some(3))]);
+    assert_eq!(last_ids(&[(NB, birth_with(vec![instance(with_params)]))]), Vec::<&str>::new());
+    // In DATA an instance may carry only some members.
+    let some = template(Some(false), Some("Motor"), &["rpm"], vec![]);
+    let data = msg(Some(1), vec![proto::Metric { datatype: None, ..instance(some) }]);
+    let found = last_ids(&[(NB, birth_with(vec![])), ("spBv1.0/G/NDATA/E", data)]);
+    assert!(!found.iter().any(|id| id.contains("template")), "{found:?}");
+
+    let cases: Vec<(Traffic<'_>, &[&str])> = vec![
+        (
+            vec![
+                (NB, birth_with(vec![])),
+                (
+                    "spBv1.0/G/DBIRTH/E/D",
+                    msg(
+                        Some(1),
+                        vec![named("Def", Some(19), template(Some(true), None, &[], vec![]))],
+                    ),
+                ),
+            ],
+            &["tck-id-payloads-template-definition-nbirth-only"],
+        ),
+        (
+            vec![(
+                NB,
+                birth_with(vec![instance(template(Some(false), None, &["rpm", "amps"], vec![]))]),
+            )],
+            &["tck-id-payloads-template-instance-ref", "tck-id-payloads-template-ref-instance"],
+        ),
+        (
+            vec![(
+                NB,
+                birth_with(vec![instance(template(None, Some("Motor"), &["rpm", "amps"], vec![]))]),
+            )],
+            &["tck-id-payloads-template-is-definition"],
+        ),
+        (
+            vec![(NB, birth_with(vec![named("Def", Some(19), template(None, None, &[], vec![]))]))],
+            &[
+                "tck-id-payloads-template-is-definition",
+                "tck-id-payloads-template-definition-is-definition",
+                "tck-id-payloads-template-is-definition-definition",
+            ],
+        ),
+        (
+            vec![(
+                NB,
+                birth_with(vec![instance(template(
+                    Some(true),
+                    Some("Motor"),
+                    &["rpm", "amps"],
+                    vec![],
+                ))]),
+            )],
+            &[
+                "tck-id-payloads-template-definition-ref",
+                "tck-id-payloads-template-ref-definition",
+                "tck-id-payloads-template-instance-is-definition",
+                "tck-id-payloads-template-is-definition-instance",
+            ],
+        ),
+        (
+            vec![(
+                NB,
+                birth_with(vec![instance(template(Some(false), Some("Valve"), &[], vec![]))]),
+            )],
+            &["tck-id-payloads-template-definition-nbirth", "tck-id-topics-nbirth-templates"],
+        ),
+        (
+            vec![(
+                NB,
+                birth_with(vec![instance(template(
+                    Some(false),
+                    Some("Motor"),
+                    &["rpm", "amps", "torque"],
+                    vec![],
+                ))]),
+            )],
+            &[
+                "tck-id-payloads-template-instance-members",
+                "tck-id-payloads-template-definition-members",
+            ],
+        ),
+        (
+            vec![(
+                NB,
+                birth_with(vec![instance(template(Some(false), Some("Motor"), &["rpm"], vec![]))]),
+            )],
+            &["tck-id-payloads-template-instance-members-birth"],
+        ),
+        (
+            vec![(
+                NB,
+                birth_with(vec![instance(template(
+                    Some(false),
+                    Some("Motor"),
+                    &["rpm", "amps"],
+                    vec![param(Some("phases"), Some(3))],
+                ))]),
+            )],
+            &[
+                "tck-id-payloads-template-instance-parameters",
+                "tck-id-payloads-template-definition-parameters",
+            ],
+        ),
+        (
+            vec![(
+                NB,
+                birth_with(vec![named(
+                    "Def",
+                    Some(19),
+                    template(Some(true), None, &[], vec![param(None, Some(3))]),
+                )]),
+            )],
+            &["tck-id-payloads-template-parameter-name-required"],
+        ),
+        (
+            vec![(
+                NB,
+                birth_with(vec![named(
+                    "Def",
+                    Some(19),
+                    template(Some(true), None, &[], vec![param(Some("p"), None)]),
+                )]),
+            )],
+            &["tck-id-payloads-template-parameter-type-req"],
+        ),
+        (
+            vec![(
+                NB,
+                birth_with(vec![named(
+                    "Def",
+                    Some(19),
+                    template(Some(true), None, &[], vec![param(Some("p"), Some(16))]),
+                )]),
+            )],
+            &["tck-id-payloads-template-parameter-type-value"],
+        ),
+    ];
+    for (msgs, ids) in cases {
+        let found = last_ids(&msgs);
+        for id in ids {
+            assert!(found.contains(id), "expected {id}, got {found:?}");
+            assert!(CHECKED.contains(id), "{id} is reported but not listed in CHECKED");
+        }
+    }
+}

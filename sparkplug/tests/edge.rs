@@ -657,3 +657,13 @@ fn configurations_the_wire_cannot_carry_are_refused_with_the_key() {
     };
     assert!(EdgeNode::new(ok).is_ok());
 }
+
+#[test]
+fn a_batch_out_of_time_order_is_sent_in_time_order() {
+    let mut n = online();
+    let b = node_batch(reading("temp", 30, 3.0)).with(reading("temp", 10, 1.0));
+    n.publish(&b, now(31)).unwrap();
+    let out = drain(&mut n);
+    let ts: Vec<u64> = raw(&out[0]).metrics.iter().map(|m| m.timestamp.unwrap()).collect();
+    assert_eq!(ts, [10, 30]);
+}

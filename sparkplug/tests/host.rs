@@ -457,3 +457,27 @@ proptest! {
         prop_assert_eq!(t.rebirth_requests(), 0);
     }
 }
+
+#[test]
+fn subscribes_before_its_state_and_dies_with_the_time_of_leaving() {
+    let t = Harness::new();
+    let mut host = t.host;
+    // The driver subscribes to these on CONNACK and calls handle_connected
+    // on the SUBACK: its own STATE topic and the namespace, before STATE.
+    assert_eq!(host.subscriptions(), ["spBv1.0/+/#", "spBv1.0/STATE/scada"]);
+    let at = |ms: u64| Now { instant: t.base + Duration::from_millis(ms), unix_ms: ms };
+    let will = host.will(at(1_000)).unwrap();
+    assert_eq!(host.poll_transmit(), None, "nothing is published before the subscriptions");
+    host.handle_connected(at(1_000));
+    let birth = host.poll_transmit().unwrap();
+    assert_eq!(StatePayload::from_json(&birth.payload).unwrap().timestamp, 1_000);
+    assert_eq!(will.payload, StatePayload { online: false, timestamp: 1_000 }.to_json());
+    // Leaving on purpose: the death carries the time of leaving, QoS 1, retained.
+    host.disconnect(at(7_500));
+    let death = host.poll_transmit().unwrap();
+    assert_eq!((death.topic.as_str(), death.qos, death.retain), ("spBv1.0/STATE/scada", 1, true));
+    assert_eq!(
+        StatePayload::from_json(&death.payload).unwrap(),
+        StatePayload { online: false, timestamp: 7_500 }
+    );
+}
