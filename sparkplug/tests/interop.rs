@@ -10,6 +10,7 @@ use std::time::Duration;
 use serde_json::Value as Json;
 use shopfloor_schemas::{Batch, Quality, Reading, Timestamp, Value};
 use shopfloor_sparkplug::edge::MetricSpec;
+use shopfloor_sparkplug::host::RebirthReason;
 use shopfloor_sparkplug::mqtt::{Broker, DriverConfig, EdgeDriver, HostDriver};
 use shopfloor_sparkplug::{
     DataType, EdgeNode, EdgeNodeConfig, HostApplication, HostConfig, HostEvent, SignedEncoding,
@@ -110,6 +111,66 @@ async fn pysparkplug_edge_node_to_our_host() {
     host_event(&mut host, "NodeOffline", |e| matches!(e, HostEvent::NodeOffline { .. })).await;
     let HostEvent::Data(stale) = host_event(&mut host, "stale data", |e| matches!(e, HostEvent::Data(b) if b.readings.iter().all(|r| r.quality == Quality::Stale))).await else { unreachable!() };
     assert_eq!(value_of(&stale, "int16"), Value::I64(-12_345), "the last value, now stale");
+    host.shutdown().await;
+}
+
+/// Our host joins after the Python edge node birthed: its DATA comes from a
+/// node the host has no birth for, so the host asks for a rebirth (NCMD
+/// `Node Control/Rebirth`), pysparkplug's node honours it, and the host
+/// then has every metric.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebirth_request_is_honoured_by_the_python_edge_node() {
+    let broker = Mosquitto::start().expect("start mosquitto");
+    let mut py =
+        PythonPeer::spawn(peer_script("py_edge.py"), &[broker.host(), &broker.port().to_string()])
+            .expect("start the pysparkplug edge node");
+    py.until(Duration::from_secs(20), |l| l == "ok connect").expect("the Python node birthed");
+    let mut host =
+        HostDriver::spawn(HostApplication::new(HostConfig::new("scada")), config("scada", &broker));
+    // NDATA until the host, once subscribed, sees data without a birth.
+    let requested = timeout(Duration::from_secs(20), async {
+        loop {
+            py.send("update").unwrap();
+            let wait = timeout(Duration::from_millis(200), async {
+                loop {
+                    match host.next_event().await.expect("host driver alive") {
+                        HostEvent::RebirthRequested { edge_node, reason, .. }
+                            if edge_node == "py-edge" =>
+                        {
+                            return reason;
+                        }
+                        HostEvent::NodeOnline { .. } => {
+                            panic!("the host saw a birth it should have missed")
+                        }
+                        _ => {}
+                    }
+                }
+            });
+            if let Ok(reason) = wait.await {
+                return reason;
+            }
+        }
+    });
+    let reason = requested.await.expect("a rebirth request within 20 s");
+    assert_eq!(reason, RebirthReason::NoBirth);
+    py.until(Duration::from_secs(20), |l| l == "ok rebirth").expect("the Python node reborn");
+    host_event(
+        &mut host,
+        "NodeOnline after the rebirth",
+        |e| matches!(e, HostEvent::NodeOnline { edge_node, .. } if edge_node == "py-edge"),
+    )
+    .await;
+    let HostEvent::Data(birth) =
+        host_event(&mut host, "the birth's data", |e| matches!(e, HostEvent::Data(_))).await
+    else {
+        unreachable!()
+    };
+    assert_eq!(
+        value_of(&birth, "int16"),
+        Value::I64(-12_345),
+        "the updated value, from the new birth"
+    );
+    assert_eq!(value_of(&birth, "uint64"), Value::U64(1 << 63));
     host.shutdown().await;
 }
 

@@ -13,6 +13,7 @@ use shopfloor_sparkplug::mqtt::{
 use shopfloor_sparkplug::spool::{FileSpool, OpenReport, SpoolError};
 use shopfloor_sparkplug::{
     DataType, EdgeEvent, EdgeNode, EdgeNodeConfig, HostApplication, HostConfig, HostEvent,
+    StatePayload,
 };
 use shopfloor_testkit::Mosquitto;
 use tokio::time::timeout;
@@ -371,4 +372,69 @@ async fn a_file_spool_carries_an_outage_across_an_edge_crash() {
     h.shutdown().await;
     let (_, report) = reopen(dir.path()).await;
     assert_eq!((report.readings, report.segments), (0, 0), "nothing left to send");
+}
+
+/// The retained STATE of host `scada` on `broker`, read by a plain client.
+async fn retained_state(broker: &Mosquitto) -> StatePayload {
+    use rumqttc::v5::mqttbytes::QoS;
+    use rumqttc::v5::mqttbytes::v5::Packet;
+    use rumqttc::v5::{AsyncClient, Event, MqttOptions};
+    let mut o = MqttOptions::new(format!("reader-{}", broker.port()), broker.host(), broker.port());
+    o.set_clean_start(true);
+    let (client, mut eventloop) = AsyncClient::new(o, 10);
+    client.subscribe("spBv1.0/STATE/scada", QoS::AtLeastOnce).await.unwrap();
+    let state = timeout(Duration::from_secs(20), async {
+        loop {
+            if let Event::Incoming(Packet::Publish(p)) = eventloop.poll().await.unwrap() {
+                return StatePayload::from_json(&p.payload).unwrap();
+            }
+        }
+    });
+    state.await.expect("a retained STATE within 20 s")
+}
+
+fn edge_named(node: &str, broker: &Mosquitto) -> EdgeDriver {
+    let mut c = EdgeNodeConfig::new("Plant1", node);
+    c.primary_host_id = Some("scada".into());
+    c.metrics = vec![MetricSpec::new("temp", DataType::Double)];
+    EdgeDriver::spawn(EdgeNode::new(c).unwrap(), config(&format!("edge-{node}"), broker))
+}
+
+fn online(e: &HostEvent, node: &str, bd: u64) -> bool {
+    matches!(e, HostEvent::NodeOnline { edge_node, bd_seq, .. } if edge_node == node && *bd_seq == bd)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_on_every_broker_keeps_a_state_per_server() {
+    let mut first = Mosquitto::start().expect("start mosquitto");
+    let second = Mosquitto::start().expect("start mosquitto");
+    let mut d = config("scada", &first);
+    d.brokers = [&first, &second].iter().map(|b| Broker::new(b.host(), b.port())).collect();
+    let mut h = HostDriver::spawn_on_every_broker(&HostConfig::new("scada"), d);
+    // Each edge node waits for the host's STATE on its own broker.
+    let a = edge_named("Gateway-A", &first);
+    let b = edge_named("Gateway-B", &second);
+    let (mut seen_a, mut seen_b) = (false, false);
+    while !(seen_a && seen_b) {
+        let e = host_event(&mut h, "both nodes online", |e| {
+            online(e, "Gateway-A", 0) || online(e, "Gateway-B", 0)
+        })
+        .await;
+        seen_a |= online(&e, "Gateway-A", 0);
+        seen_b |= online(&e, "Gateway-B", 0);
+    }
+    let (before_1, before_2) = (retained_state(&first).await, retained_state(&second).await);
+    assert!(before_1.online && before_2.online);
+
+    // The first broker dies and comes back: the host's session there starts
+    // over with a new STATE timestamp; the second server's is untouched.
+    first.kill9();
+    first.start_again().expect("restart mosquitto");
+    host_event(&mut h, "Gateway-A back on the first broker", |e| online(e, "Gateway-A", 1)).await;
+    let (after_1, after_2) = (retained_state(&first).await, retained_state(&second).await);
+    assert!(after_1.online && after_1.timestamp > before_1.timestamp, "{before_1:?} → {after_1:?}");
+    assert_eq!(after_2, before_2, "the second server's STATE is its own");
+    a.shutdown().await;
+    b.shutdown().await;
+    h.shutdown().await;
 }

@@ -45,7 +45,7 @@ use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior};
 
 use crate::edge::{EdgeEvent, EdgeNode, Now, ReplayMark};
-use crate::host::{HostApplication, HostEvent};
+use crate::host::{HostApplication, HostConfig, HostEvent};
 use link::{Inbound, Link};
 
 /// Replayed messages between two broker round trips that confirm them.
@@ -478,23 +478,59 @@ async fn leave(node: &mut EdgeNode, link: &mut Link) {
     .await;
 }
 
-/// Runs a [`HostApplication`] over MQTT.
+/// Runs a [`HostApplication`] over MQTT: on one broker at a time, failing
+/// over along the list ([`spawn`](Self::spawn)), or on every broker of the
+/// list at once ([`spawn_on_every_broker`](Self::spawn_on_every_broker)).
 #[derive(Debug)]
 pub struct HostDriver {
     events: mpsc::Receiver<HostEvent>,
-    control: mpsc::Sender<Control>,
+    sessions: Vec<(mpsc::Sender<Control>, JoinHandle<()>)>,
     dropped: Arc<AtomicU64>,
-    task: JoinHandle<()>,
 }
 
 impl HostDriver {
-    /// Starts the driver on the current tokio runtime.
+    /// Starts the driver on the current tokio runtime: connected to one
+    /// broker at a time, the next of the list after a failure.
     pub fn spawn(host: HostApplication, config: DriverConfig) -> Self {
         let (event_tx, event_rx) = mpsc::channel(config.queue.max(1));
-        let (control_tx, control_rx) = mpsc::channel(1);
         let dropped = Arc::new(AtomicU64::new(0));
-        let task = tokio::spawn(run_host(host, config, event_tx, control_rx, dropped.clone()));
-        Self { events: event_rx, control: control_tx, dropped, task }
+        let session = Self::session(host, config, event_tx, &dropped);
+        Self { events: event_rx, sessions: vec![session], dropped }
+    }
+
+    /// Starts a host connected to every broker of `config.brokers` at once,
+    /// as a Sparkplug infrastructure with several MQTT servers wants its
+    /// primary host: each connection publishes its own STATE birth first
+    /// and keeps its own STATE timestamp
+    /// (tck-id-operational-behavior-primary-application-state-with-multiple-servers-state,
+    /// tck-id-operational-behavior-host-application-multi-server-timestamp).
+    /// Each connection tracks the edge nodes it sees (an edge node is on
+    /// one server at a time) and asks for rebirths there; the events of all
+    /// of them arrive on one stream.
+    pub fn spawn_on_every_broker(host: &HostConfig, config: DriverConfig) -> Self {
+        let (event_tx, event_rx) = mpsc::channel(config.queue.max(1));
+        let dropped = Arc::new(AtomicU64::new(0));
+        let sessions = config
+            .brokers
+            .iter()
+            .map(|b| {
+                let one = DriverConfig { brokers: vec![b.clone()], ..config.clone() };
+                let app = HostApplication::new(host.clone());
+                Self::session(app, one, event_tx.clone(), &dropped)
+            })
+            .collect();
+        Self { events: event_rx, sessions, dropped }
+    }
+
+    fn session(
+        host: HostApplication,
+        config: DriverConfig,
+        events: mpsc::Sender<HostEvent>,
+        dropped: &Arc<AtomicU64>,
+    ) -> (mpsc::Sender<Control>, JoinHandle<()>) {
+        let (control_tx, control_rx) = mpsc::channel(1);
+        let task = tokio::spawn(run_host(host, config, events, control_rx, dropped.clone()));
+        (control_tx, task)
     }
 
     /// The next event: batches and lifecycle.
@@ -507,13 +543,15 @@ impl HostDriver {
         self.dropped.load(Ordering::Relaxed)
     }
 
-    /// Publishes STATE offline, disconnects and stops.
+    /// Publishes STATE offline, disconnects and stops (every connection).
     pub async fn shutdown(self) {
-        let (tx, rx) = oneshot::channel();
-        if self.control.send(Control::Shutdown(tx)).await.is_ok() {
-            let _ = rx.await;
+        for (control, task) in self.sessions {
+            let (tx, rx) = oneshot::channel();
+            if control.send(Control::Shutdown(tx)).await.is_ok() {
+                let _ = rx.await;
+            }
+            let _ = task.await;
         }
-        let _ = self.task.await;
     }
 }
 

@@ -1,12 +1,17 @@
 """A pysparkplug edge node for the interop tests.
 
-Usage: py_edge.py HOST PORT. Connects (births), then reads commands from
-stdin: `update` publishes NDATA, `disconnect` publishes NDEATH and leaves.
-Prints `ok <command>` after each.
+Usage: py_edge.py HOST PORT. Connects (births) and prints `ok connect` once
+the broker accepted it; then reads commands from stdin: `update` publishes
+NDATA, `disconnect` publishes NDEATH and leaves. Prints `ok <command>`
+after each. An NCMD `Node Control/Rebirth` is honoured the way pysparkplug
+allows (it has no rebirth call): a new session, which births anew; then
+`ok rebirth` is printed.
 """
 
 import datetime
 import sys
+import threading
+import time
 
 import pysparkplug as psp
 
@@ -36,8 +41,35 @@ metrics = [
     metric("int16_array", T.INT16_ARRAY, (-1, 2)),
     metric("boolean_array", T.BOOLEAN_ARRAY, (True, False, True)),
 ]
-node = psp.EdgeNode(group_id="Interop", edge_node_id="py-edge", metrics=metrics)
+
+
+def wait_connected():
+    deadline = time.monotonic() + 20
+    while not node._connected:
+        if time.monotonic() > deadline:
+            sys.exit("py_edge: no CONNACK within 20 s")
+        time.sleep(0.01)
+
+
+def rebirth():
+    node.disconnect()
+    node.connect(host, port=port, blocking=False)
+    wait_connected()
+    print("ok rebirth", flush=True)
+
+
+def on_command(_node, message):
+    for m in message.payload.metrics:
+        if m.name == "Node Control/Rebirth" and m.value:
+            # Not on paho's network thread, which the reconnect needs.
+            threading.Thread(target=rebirth, daemon=True).start()
+
+
+node = psp.EdgeNode(
+    group_id="Interop", edge_node_id="py-edge", metrics=metrics, cmd_callback=on_command
+)
 node.connect(host, port=port, blocking=False)
+wait_connected()
 print("ok connect", flush=True)
 for line in sys.stdin:
     command = line.strip()
