@@ -443,7 +443,7 @@ fn value_from_raw(
             });
         }
         Err(W::DataSet(d)) if datatype == DataType::DataSet => {
-            return Ok(MetricValue::DataSet(dataset_from_raw(*d)?));
+            return Ok(MetricValue::DataSet(Box::new(dataset_from_raw(*d)?)));
         }
         Err(W::Template(t)) if datatype == DataType::Template => {
             return template_from_raw(*t, types, at)

@@ -48,8 +48,8 @@ pub enum MetricValue {
     Text(String),
     /// [`DataType::Uuid`], as text.
     Uuid(String),
-    /// [`DataType::DataSet`].
-    DataSet(DataSet),
+    /// [`DataType::DataSet`] (boxed: inline it would double every metric's size).
+    DataSet(Box<DataSet>),
     /// [`DataType::Bytes`].
     Bytes(Bytes),
     /// [`DataType::File`]: the bytes; name and type are in the metric's metadata.

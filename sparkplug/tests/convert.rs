@@ -2,7 +2,7 @@
 
 use shopfloor_schemas::{Batch, Quality, Reading, Timestamp, Value};
 use shopfloor_sparkplug::convert::QUALITY_PROPERTY;
-use shopfloor_sparkplug::payload::{DataSet, PropertyValue};
+use shopfloor_sparkplug::payload::PropertyValue;
 use shopfloor_sparkplug::{BirthTypes, EncodeOptions, Metric, MetricValue, Payload};
 
 #[test]
@@ -41,7 +41,7 @@ fn every_scalar_type_maps_and_the_rest_is_counted() {
             m(MetricValue::Uuid("u".into())),
             Metric { timestamp: None, ..m(MetricValue::Text("t".into())) },
             m(MetricValue::Int32Array(vec![1])),
-            m(MetricValue::DataSet(DataSet::default())),
+            m(MetricValue::DataSet(Box::default())),
             Metric { value: None, ..m(MetricValue::Int32(0)) },
         ],
         ..Default::default()

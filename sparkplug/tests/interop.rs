@@ -425,7 +425,7 @@ async fn arrays_datasets_and_templates_read_the_same_in_python() {
         timestamp: Some(5),
         seq: Some(1),
         metrics: vec![
-            m("table", MetricValue::DataSet(table)),
+            m("table", MetricValue::DataSet(Box::new(table))),
             m("Motor", MetricValue::Template(Box::new(motor))),
         ],
         ..Payload::default()

@@ -348,7 +348,7 @@ fn datasets_templates_and_properties_round_trip() {
         metrics: vec![
             with_props,
             null,
-            Metric::new("table", 2, MetricValue::DataSet(dataset)),
+            Metric::new("table", 2, MetricValue::DataSet(Box::new(dataset))),
             Metric::new("motor", 2, MetricValue::Template(Box::new(template))),
             Metric::new("file", 2, MetricValue::File(Bytes::from_static(b"\x00\x01"))),
         ],
