@@ -224,6 +224,10 @@ type AliasMap<V> = HashMap<u64, V, std::hash::BuildHasherDefault<AliasHasher>>;
 /// only an alias or omit the datatype.
 #[derive(Clone, Debug, Default)]
 pub struct BirthTypes {
+    /// Aliases numbered densely from 0 (as edge nodes number them), by
+    /// index: a DATA metric's lookup is one bounds check.
+    dense: Vec<Option<(Arc<str>, DataType)>>,
+    /// The other aliases.
     by_alias: AliasMap<(Arc<str>, DataType)>,
     by_name: HashMap<String, DataType>,
 }
@@ -258,19 +262,39 @@ impl BirthTypes {
 
     fn insert_shared(&mut self, name: Arc<str>, alias: Option<u64>, datatype: DataType) {
         self.by_name.insert(name.to_string(), datatype);
-        if let Some(a) = alias {
-            self.by_alias.insert(a, (name, datatype));
+        let Some(a) = alias else { return };
+        // Dense while aliases stay near the count of names: a peer's alias
+        // of 2^40 must not make a table of 2^40 slots.
+        let limit = 2 * self.by_name.len() + 16;
+        match usize::try_from(a) {
+            Ok(i) if i < limit => {
+                if i >= self.dense.len() {
+                    self.dense.resize(i + 1, None);
+                }
+                self.by_alias.remove(&a);
+                self.dense[i] = Some((name, datatype));
+            }
+            _ => {
+                if let Some(slot) = usize::try_from(a).ok().and_then(|i| self.dense.get_mut(i)) {
+                    *slot = None;
+                }
+                self.by_alias.insert(a, (name, datatype));
+            }
         }
     }
 
     /// The shared name and the type of an alias.
+    #[inline]
     pub(crate) fn alias_entry(&self, alias: u64) -> Option<&(Arc<str>, DataType)> {
-        self.by_alias.get(&alias)
+        match usize::try_from(alias).ok().and_then(|i| self.dense.get(i)) {
+            Some(Some(entry)) => Some(entry),
+            _ => self.by_alias.get(&alias),
+        }
     }
 
     /// Name and type of an alias.
     pub fn alias(&self, alias: u64) -> Option<(&str, DataType)> {
-        self.by_alias.get(&alias).map(|(n, t)| (&**n, *t))
+        self.alias_entry(alias).map(|(n, t)| (&**n, *t))
     }
 
     /// Type of a name.

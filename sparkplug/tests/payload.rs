@@ -443,3 +443,26 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    /// The alias table answers as a plain map would, whether aliases are
+    /// dense (1, 2, 3, …), sparse (2^40) or re-used by a later birth.
+    #[test]
+    fn birth_types_answer_as_a_map(
+        inserts in vec((prop_oneof![0_u64..64, any::<u64>()], 0_usize..5), 0..80),
+        probes in vec(prop_oneof![0_u64..64, any::<u64>()], 0..40),
+    ) {
+        let mut types = BirthTypes::new();
+        let mut model = std::collections::HashMap::new();
+        for (i, (alias, t)) in inserts.iter().enumerate() {
+            let datatype = [DataType::Int8, DataType::Double, DataType::String, DataType::Boolean, DataType::Int64][*t];
+            let name = format!("m{i}");
+            types.insert(&name, Some(*alias), datatype);
+            model.insert(*alias, (name, datatype));
+        }
+        for alias in probes.iter().chain(inserts.iter().map(|(a, _)| a)) {
+            let want = model.get(alias).map(|(n, t)| (n.as_str(), *t));
+            prop_assert_eq!(types.alias(*alias), want, "alias {}", alias);
+        }
+    }
+}
