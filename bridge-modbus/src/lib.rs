@@ -4,7 +4,11 @@
 pub mod codec;
 pub mod config;
 pub mod plan;
+pub mod poller;
+pub mod session;
 
 pub use codec::{Data, Write};
 pub use config::{Area, ConfigError, Device, Order, RegisterMap, Tag, TagType};
 pub use plan::{Learned, Plan, Request, explain, plan};
+pub use poller::{Poller, WriteFailure};
+pub use session::{Output, Session};

@@ -15,3 +15,9 @@ pub use pki::Pki;
 pub use postgres::{Postgres, PostgresBuilder};
 pub use proxy::FaultProxy;
 pub use python::{PythonPeer, VENV_INSTALL, python};
+
+/// A loopback port that was free a moment ago, for a peer that binds its own
+/// (a server may still lose the race with another process; retry then).
+pub fn free_port() -> Result<u16, Error> {
+    process::free_ports::<1>().map(|[p]| p)
+}

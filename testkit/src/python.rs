@@ -101,6 +101,15 @@ impl PythonPeer {
     }
 }
 
+impl PythonPeer {
+    /// Kills the peer at once (SIGKILL), like a device losing power, and
+    /// waits for it to be gone.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 impl Drop for PythonPeer {
     fn drop(&mut self) {
         let _ = self.child.kill();

@@ -1,0 +1,482 @@
+//! The poller against a real, independent Modbus device: pymodbus from the
+//! test venv (`tests/peers/py_modbus.py`), which encodes the values itself
+//! with Python's `struct`. Every type and byte order, a refused merged read,
+//! a device killed and back, a slow device, write-back, a wrong unit id and
+//! a server that answers garbage.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use shopfloor_bridge_modbus::session::Output;
+use shopfloor_bridge_modbus::{Poller, RegisterMap, WriteFailure};
+use shopfloor_schemas::{Quality, Value};
+use shopfloor_testkit::{PythonPeer, free_port};
+use tokio::time::timeout;
+
+/// A pymodbus device on a free loopback port.
+struct Device {
+    peer: PythonPeer,
+    port: u16,
+}
+
+fn script() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/peers/py_modbus.py")
+}
+
+impl Device {
+    fn start() -> Self {
+        Self::on(free_port().expect("a free port"))
+    }
+
+    fn on(port: u16) -> Self {
+        let peer = PythonPeer::spawn(script(), &["tcp", &port.to_string(), "1"])
+            .expect("start the pymodbus device");
+        peer.until(Duration::from_secs(20), |l| l == "ready")
+            .unwrap_or_else(|seen| panic!("pymodbus did not start: {seen:?}"));
+        Self { peer, port }
+    }
+
+    fn cmd(&mut self, json: &str) -> String {
+        self.peer.send(json).expect("pymodbus stdin");
+        self.peer.line(Duration::from_secs(10)).expect("pymodbus answers")
+    }
+
+    fn set(&mut self, area: &str, address: u16, kind: &str, order: &str, value: &str) {
+        let answer = self.cmd(&format!(
+            r#"{{"set": "{area}", "address": {address}, "type": "{kind}", "order": "{order}", "value": {value}}}"#
+        ));
+        assert_eq!(answer, "ok");
+    }
+
+    fn set_registers(&mut self, address: u16, regs: &[u16]) {
+        let answer =
+            self.cmd(&format!(r#"{{"set": "h", "address": {address}, "registers": {regs:?}}}"#));
+        assert_eq!(answer, "ok");
+    }
+
+    fn get(&mut self, area: &str, address: u16, count: u16) -> Vec<i64> {
+        let answer =
+            self.cmd(&format!(r#"{{"get": "{area}", "address": {address}, "count": {count}}}"#));
+        serde_json::from_str(&answer).expect("a JSON list")
+    }
+}
+
+/// Every type in every order, with the value pymodbus stores and the value
+/// the bridge must read: (tag lines, area, address, type, order, value).
+struct Case {
+    name: String,
+    address: u16,
+    kind: &'static str,
+    order: &'static str,
+    py_value: String,
+    expect: Value,
+}
+
+fn cases() -> Vec<Case> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    let mut add =
+        |kind: &'static str, order: &'static str, width: u16, py: String, expect: Value| {
+            out.push(Case {
+                name: format!("{kind}-{order}"),
+                address: at,
+                kind,
+                order,
+                py_value: py,
+                expect,
+            });
+            at += width;
+        };
+    for order in ["AB", "BA"] {
+        add("u16", order, 1, "65000".into(), Value::I64(65_000));
+        add("i16", order, 1, "-12345".into(), Value::I64(-12_345));
+    }
+    for order in ["ABCD", "CDAB", "BADC", "DCBA"] {
+        add("u32", order, 2, "4000000000".into(), Value::I64(4_000_000_000));
+        add("i32", order, 2, "-123456789".into(), Value::I64(-123_456_789));
+        add("u64", order, 4, "18000000000000000000".into(), Value::U64(18_000_000_000_000_000_000));
+        add("i64", order, 4, "-9000000000000000000".into(), Value::I64(-9_000_000_000_000_000_000));
+        add("f32", order, 2, "-1.5".into(), Value::F64(-1.5));
+        add("f64", order, 4, "3.141592653589793".into(), Value::F64(std::f64::consts::PI));
+    }
+    out
+}
+
+fn tag_lines(cases: &[Case]) -> String {
+    let mut s = String::new();
+    for c in cases {
+        s.push_str(&format!(
+            "[[device.tag]]\nname = \"{}\"\narea = \"holding_register\"\naddress = {}\ntype = \"{}\"\norder = \"{}\"\n",
+            c.name, c.address, c.kind, c.order
+        ));
+    }
+    s
+}
+
+const OTHER_TAGS: &str = r#"
+[[device.tag]]
+name = "text"
+area = "holding_register"
+address = 150
+type = "string"
+length = 4
+
+[[device.tag]]
+name = "bit5"
+area = "holding_register"
+address = 160
+type = "bit"
+bit = 5
+writable = true
+
+[[device.tag]]
+name = "high"
+area = "holding_register"
+address = 161
+type = "u8"
+byte = "high"
+
+[[device.tag]]
+name = "low"
+area = "holding_register"
+address = 161
+type = "i8"
+byte = "low"
+
+[[device.tag]]
+name = "coil3"
+area = "coil"
+address = 3
+writable = true
+
+[[device.tag]]
+name = "input7"
+area = "discrete_input"
+address = 7
+
+[[device.tag]]
+name = "pressure"
+area = "input_register"
+address = 4
+type = "i16"
+scale = 0.1
+offset = 1
+
+[[device.tag]]
+name = "setpoint"
+area = "holding_register"
+address = 170
+type = "i32"
+scale = 0.1
+writable = true
+min = -100
+max = 1000
+"#;
+
+fn map(port: u16, timeout_ms: u64, tags: &str) -> RegisterMap {
+    RegisterMap::from_toml(&format!(
+        "[groups]\ndefault = 100\n[[device]]\nname = \"plc\"\nhost = \"127.0.0.1\"\nport = {port}\nunit = 1\ntimeout_ms = {timeout_ms}\n{tags}"
+    ))
+    .expect("a valid map")
+}
+
+/// Latest value and quality per tag, from outputs until `done` holds (or
+/// 20 s pass). Returns the outputs seen, too.
+async fn collect(
+    poller: &mut Poller,
+    what: &str,
+    latest: &mut HashMap<String, (Value, Quality)>,
+    mut done: impl FnMut(&HashMap<String, (Value, Quality)>, &Output) -> bool,
+) -> Vec<Output> {
+    let mut seen = Vec::new();
+    let found = timeout(Duration::from_secs(20), async {
+        loop {
+            let (_, out) = poller.next().await.expect("the poller runs");
+            if let Output::Readings(b) = &out {
+                for r in &b.readings {
+                    latest.insert(r.metric.to_string(), (r.value.clone(), r.quality));
+                }
+            }
+            let stop = done(latest, &out);
+            seen.push(out);
+            if stop {
+                return;
+            }
+        }
+    })
+    .await;
+    if found.is_err() {
+        panic!("{what}: not within 20 s; seen {seen:#?}\nlatest {latest:#?}");
+    }
+    seen
+}
+
+fn good(latest: &HashMap<String, (Value, Quality)>, name: &str, v: &Value) -> bool {
+    latest.get(name).is_some_and(|(x, q)| x == v && *q == Quality::Good)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_type_and_order_reads_what_pymodbus_stored() {
+    let mut dev = Device::start();
+    let cases = cases();
+    for c in &cases {
+        dev.set("h", c.address, c.kind, c.order, &c.py_value);
+    }
+    dev.set("h", 150, "string", "AB", "\"AB C\"");
+    dev.set_registers(160, &[0b10_0000]);
+    dev.set_registers(161, &[0xFE_FF]);
+    dev.set("c", 3, "bool", "AB", "true");
+    dev.set("d", 7, "bool", "AB", "true");
+    dev.set("i", 4, "i16", "AB", "-25");
+    let m = map(dev.port, 1000, &format!("{}{OTHER_TAGS}", tag_lines(&cases)));
+    let mut poller = Poller::spawn(&m, 64);
+    let mut latest = HashMap::new();
+    let mut expected: Vec<(String, Value)> =
+        cases.iter().map(|c| (c.name.clone(), c.expect.clone())).collect();
+    expected.extend([
+        ("text".to_owned(), Value::String("AB C".into())),
+        ("bit5".to_owned(), Value::Bool(true)),
+        ("high".to_owned(), Value::I64(0xFE)),
+        ("low".to_owned(), Value::I64(-1)),
+        ("coil3".to_owned(), Value::Bool(true)),
+        ("input7".to_owned(), Value::Bool(true)),
+        ("pressure".to_owned(), Value::F64(-25.0 * 0.1 + 1.0)),
+    ]);
+    let seen = collect(&mut poller, "every tag's value", &mut latest, |l, _| {
+        expected.iter().all(|(n, v)| good(l, n, v))
+    })
+    .await;
+    assert!(matches!(seen[0], Output::Reachable), "{:?}", seen[0]);
+    assert!(!seen.iter().any(|o| matches!(o, Output::TagError { .. })), "{seen:#?}");
+    poller.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_merged_read_is_replanned_and_a_bad_address_named() {
+    let mut dev = Device::start();
+    dev.set("h", 195, "u16", "AB", "1951");
+    dev.set("h", 212, "u16", "AB", "2121");
+    // 200..=209 are not mapped: a read of 195..=212 is refused, 205 always.
+    let tags = r#"
+[[device.tag]]
+name = "before"
+area = "holding_register"
+address = 195
+[[device.tag]]
+name = "hole"
+area = "holding_register"
+address = 205
+[[device.tag]]
+name = "after"
+area = "holding_register"
+address = 212
+"#;
+    let mut poller = Poller::spawn(&map(dev.port, 1000, tags), 64);
+    let mut latest = HashMap::new();
+    let mut replanned = 0;
+    let mut hole_error = None;
+    collect(&mut poller, "both neighbours good and the hole named", &mut latest, |l, o| {
+        match o {
+            Output::Replanned { .. } => replanned += 1,
+            Output::TagError { tag, reason } if tag == "hole" => hole_error = Some(reason.clone()),
+            _ => {}
+        }
+        good(l, "before", &Value::I64(1951))
+            && good(l, "after", &Value::I64(2121))
+            && hole_error.is_some()
+    })
+    .await;
+    assert!(replanned >= 1);
+    assert!(hole_error.unwrap().contains("illegal data address"));
+    poller.shutdown().await;
+}
+
+const ONE_TAG: &str = r#"
+[[device.tag]]
+name = "level"
+area = "holding_register"
+address = 10
+type = "f32"
+order = "CDAB"
+[[device.tag]]
+name = "count"
+area = "holding_register"
+address = 40
+type = "u32"
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_device_goes_stale_and_comes_back_good() {
+    let mut dev = Device::start();
+    let port = dev.port;
+    dev.set("h", 10, "f32", "CDAB", "42.5");
+    let mut poller = Poller::spawn(&map(port, 300, ONE_TAG), 64);
+    let mut latest = HashMap::new();
+    collect(&mut poller, "first value", &mut latest, |l, _| good(l, "level", &Value::F64(42.5)))
+        .await;
+    dev.peer.kill();
+    let seen = collect(&mut poller, "stale after the kill", &mut latest, |l, _| {
+        l.get("level").is_some_and(|(v, q)| *v == Value::F64(42.5) && *q == Quality::Stale)
+    })
+    .await;
+    assert!(seen.iter().any(|o| matches!(o, Output::Unreachable { .. })), "{seen:#?}");
+    let mut dev = Device::on(port);
+    dev.set("h", 10, "f32", "CDAB", "43.5");
+    let seen =
+        collect(&mut poller, "good again", &mut latest, |l, _| good(l, "level", &Value::F64(43.5)))
+            .await;
+    assert!(seen.iter().any(|o| matches!(o, Output::Reachable)), "{seen:#?}");
+    poller.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_device_times_out_without_mixing_up_answers() {
+    let mut dev = Device::start();
+    dev.set("h", 10, "f32", "CDAB", "1.0");
+    dev.set("h", 40, "u32", "ABCD", "1");
+    // Far apart: two reads per poll, so a late answer to one could be
+    // taken for the other's.
+    let tags = format!("{ONE_TAG}\n");
+    let m = RegisterMap::from_toml(&format!(
+        "[groups]\ndefault = 100\n[[device]]\nname = \"plc\"\nhost = \"127.0.0.1\"\nport = {}\nunit = 1\ntimeout_ms = 200\nmax_gap = 0\n{tags}",
+        dev.port
+    ))
+    .unwrap();
+    let mut poller = Poller::spawn(&m, 64);
+    let mut latest = HashMap::new();
+    collect(&mut poller, "first values", &mut latest, |l, _| {
+        good(l, "level", &Value::F64(1.0)) && good(l, "count", &Value::I64(1))
+    })
+    .await;
+    assert_eq!(dev.cmd(r#"{"delay": 0.5}"#), "ok");
+    collect(&mut poller, "unreachable when slow", &mut latest, |_, o| {
+        matches!(o, Output::Unreachable { reason } if reason.contains("no answer within 200 ms"))
+    })
+    .await;
+    dev.set("h", 10, "f32", "CDAB", "2.0");
+    dev.set("h", 40, "u32", "ABCD", "2");
+    assert_eq!(dev.cmd(r#"{"delay": 0}"#), "ok");
+    // From now on every value read must be one the device really holds for
+    // that tag: a late answer taken for the other read would show up here.
+    let mut wrong = Vec::new();
+    collect(&mut poller, "the new values", &mut latest, |l, o| {
+        if let Output::Readings(b) = o {
+            for r in &b.readings {
+                let ok = match r.metric.as_str() {
+                    "level" => matches!(r.value, Value::F64(x) if x == 1.0 || x == 2.0),
+                    _ => matches!(r.value, Value::I64(1 | 2)),
+                };
+                if !ok {
+                    wrong.push(r.clone());
+                }
+            }
+        }
+        good(l, "level", &Value::F64(2.0)) && good(l, "count", &Value::I64(2))
+    })
+    .await;
+    assert!(wrong.is_empty(), "values from the wrong read: {wrong:?}");
+    poller.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn write_back_writes_scaled_reads_back_and_refuses_what_it_must() {
+    let mut dev = Device::start();
+    let m = map(dev.port, 1000, OTHER_TAGS);
+    let mut poller = Poller::spawn(&m, 64);
+    let mut latest = HashMap::new();
+    collect(&mut poller, "connected", &mut latest, |_, o| matches!(o, Output::Reachable)).await;
+    let back = poller.write("plc", "setpoint", Value::F64(-12.3)).await.expect("written");
+    assert_eq!(back, Value::F64(-123.0 * 0.1));
+    // Big-endian i32 -123 as pymodbus holds it.
+    assert_eq!(dev.get("h", 170, 2), [0xFFFF, 0xFF85]);
+    collect(&mut poller, "the written value published", &mut latest, |l, _| {
+        good(l, "setpoint", &Value::F64(-123.0 * 0.1))
+    })
+    .await;
+    let e = poller.write("plc", "setpoint", Value::F64(5000.0)).await.unwrap_err();
+    assert!(
+        matches!(e, WriteFailure::Refused(_)) && e.to_string().contains("outside its range"),
+        "{e}"
+    );
+    let e = poller.write("plc", "text", Value::String("x".into())).await.unwrap_err();
+    assert!(e.to_string().contains("not writable"), "{e}");
+    let e = poller.write("plc", "nope", Value::I64(1)).await.unwrap_err();
+    assert!(matches!(e, WriteFailure::UnknownTag { .. }), "{e}");
+    // A coil, and a bit of a register written by mask (its neighbours kept).
+    assert_eq!(dev.get("c", 3, 1), [0]);
+    assert_eq!(poller.write("plc", "coil3", Value::Bool(true)).await.unwrap(), Value::Bool(true));
+    assert_eq!(dev.get("c", 3, 1), [1]);
+    dev.set_registers(160, &[0b10_0001]);
+    assert_eq!(poller.write("plc", "bit5", Value::Bool(false)).await.unwrap(), Value::Bool(false));
+    assert_eq!(dev.get("h", 160, 1), [0b00_0001]);
+    poller.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_unit_id_is_an_error_not_a_panic() {
+    let dev = Device::start();
+    let m = RegisterMap::from_toml(&format!(
+        "[groups]\ndefault = 100\n[[device]]\nname = \"ghost\"\nhost = \"127.0.0.1\"\nport = {}\nunit = 9\ntimeout_ms = 300\n[[device.tag]]\nname = \"x\"\narea = \"holding_register\"\naddress = 1\n",
+        dev.port
+    ))
+    .unwrap();
+    let mut poller = Poller::spawn(&m, 64);
+    let mut latest = HashMap::new();
+    collect(&mut poller, "an error for unit 9", &mut latest, |_, o| {
+        matches!(o, Output::TagError { .. } | Output::Unreachable { .. })
+    })
+    .await;
+    // Still running: a write gets an answer, not "stopped".
+    let e = poller.write("ghost", "x", Value::I64(1)).await.unwrap_err();
+    assert!(!matches!(e, WriteFailure::Stopped), "{e}");
+    poller.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_from_a_server_never_panics() {
+    // A TCP server that answers every request with bytes that are no
+    // Modbus frame (a short header, a wrong length, random noise).
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let garbage: [&[u8]; 4] = [
+            b"\x00\x01",
+            b"\x00\x01\x00\x00\x00\xff\x01\x03\x02",
+            b"\x12\x34\x00\x00\x00\x05\x01\x03\x04\x00\x01\x00\x02\x00\x03",
+            b"GET / HTTP/1.1\r\n\r\n",
+        ];
+        let mut n = 0;
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else { return };
+            let g = garbage[n % garbage.len()];
+            n += 1;
+            tokio::spawn(async move {
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                let mut buf = [0_u8; 260];
+                while let Ok(k) = s.read(&mut buf).await {
+                    if k == 0 || s.write_all(g).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    let m = map(port, 200, ONE_TAG);
+    let mut poller = Poller::spawn(&m, 64);
+    let mut latest = HashMap::new();
+    let mut reconnects = 0;
+    collect(&mut poller, "unreachable, several times over", &mut latest, |_, o| {
+        if let Output::Unreachable { .. } = o {
+            reconnects += 1;
+        }
+        reconnects >= 1
+    })
+    .await;
+    // The line task is alive after every kind of garbage.
+    for _ in 0..4 {
+        let e = poller.write("plc", "level", Value::F64(1.0)).await.unwrap_err();
+        assert!(!matches!(e, WriteFailure::Stopped), "{e}");
+    }
+    poller.shutdown().await;
+}
