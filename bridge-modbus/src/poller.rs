@@ -6,8 +6,12 @@
 //! late answer is taken for the next request's (over TCP a header
 //! mismatch, over RTU wrong data). So after any timeout, transport error or
 //! answer of the wrong size the context is dropped and the connection
-//! opened again (RTU: after waiting out the device's worst answer time, with
-//! the input buffer cleared). Requests go through `Client::call`, so a
+//! opened again. Over RTU, where an answer carries no transaction id, the
+//! line first waits twice the time it waited for the answer (and the input
+//! buffer is cleared on reopening); that device's wait then stays doubled,
+//! up to 10 s, halving again as answers come in time, so that a device
+//! slower than its configured timeout is waited for rather than misread.
+//! Requests go through `Client::call`, so a
 //! device's malformed answer is an error here, never a panic in
 //! tokio-modbus' debug assertions.
 
@@ -167,6 +171,9 @@ impl Poller {
     }
 }
 
+/// The longest a serial line waits for one answer after late ones.
+const MAX_SERIAL_WAIT: Duration = Duration::from_secs(10);
+
 /// The delay before reconnect attempt `failures` (1, 2, …): doubling from
 /// 100 ms to 10 s, ±25 % jitter.
 fn backoff(failures: u32) -> Duration {
@@ -235,7 +242,9 @@ enum Answer {
     Lost(String),
 }
 
-async fn read(ctx: &mut Context, device: &Device, r: &Request) -> Answer {
+/// `wait`: how long to wait for the answer (the device's timeout, or
+/// longer on a serial line that answered late).
+async fn read(ctx: &mut Context, device: &Device, r: &Request, wait: Duration) -> Answer {
     ctx.set_slave(Slave(device.unit));
     let request = match r.area {
         Area::Coil => MbRequest::ReadCoils(r.start, r.count),
@@ -244,8 +253,8 @@ async fn read(ctx: &mut Context, device: &Device, r: &Request) -> Answer {
         Area::InputRegister => MbRequest::ReadInputRegisters(r.start, r.count),
     };
     let count = usize::from(r.count);
-    match tokio::time::timeout(device.timeout, ctx.call(request)).await {
-        Err(_) => Answer::Lost(format!("no answer within {} ms", device.timeout.as_millis())),
+    match tokio::time::timeout(wait, ctx.call(request)).await {
+        Err(_) => Answer::Lost(format!("no answer within {} ms", wait.as_millis())),
         // The errno of a transport error after a peer's death is stale
         // and misleading (tokio-modbus): say what happened, not why.
         Ok(Err(e)) => Answer::Lost(format!("connection failed ({e})")),
@@ -324,6 +333,8 @@ async fn run_line(
     mut writes: mpsc::Receiver<WriteRequest>,
 ) {
     let serial = matches!(endpoint, Endpoint::Serial(_));
+    // Per device on a serial line: a longer wait after late answers.
+    let mut slow: Vec<Option<Duration>> = vec![None; sessions.len()];
     let mut ctx: Option<Context> = None;
     let mut failures = 0;
     let mut retry_at = Instant::now();
@@ -359,7 +370,7 @@ async fn run_line(
         };
         tokio::select! {
             () = sleep => {
-                for s in &mut sessions {
+                for (i, s) in sessions.iter_mut().enumerate() {
                     let Some(reqs) = s.start_poll(std::time::Instant::now()) else { continue };
                     for (n, r) in reqs.into_iter().enumerate() {
                         let Some(c) = ctx.as_mut() else {
@@ -370,8 +381,13 @@ async fn run_line(
                         if n > 0 && !pause.is_zero() {
                             tokio::time::sleep(pause).await;
                         }
-                        let answer = read(c, s.device(), &r).await;
+                        let wait = slow[i].unwrap_or_else(|| s.device().timeout);
+                        let answer = read(c, s.device(), &r, wait).await;
                         let now = Now::now();
+                        if !matches!(answer, Answer::Lost(_)) {
+                            // Answers in time again: the extra wait shrinks back.
+                            slow[i] = slow[i].map(|d| d / 2).filter(|d| *d > s.device().timeout);
+                        }
                         match answer {
                             Answer::Registers(v) => s.handle(&r, ReadResult::Data(Data::Registers(&v)), now),
                             Answer::Bits(v) => s.handle(&r, ReadResult::Data(Data::Bits(&v)), now),
@@ -381,8 +397,19 @@ async fn run_line(
                                 // A late answer must never be taken for the
                                 // next request's: a new connection.
                                 ctx = None;
-                                // Over RTU, wait out the slowest answer before reopening.
-                                let wait = if serial { s.device().timeout } else { Duration::ZERO };
+                                // Over RTU a late answer has no transaction id
+                                // to tell it from the next one's: wait it out
+                                // (the port's input is cleared on reopening),
+                                // and wait twice as long next time, so that
+                                // a device slower than its timeout is caught
+                                // up with rather than misread.
+                                let wait = if serial {
+                                    let longer = (wait * 2).min(MAX_SERIAL_WAIT);
+                                    slow[i] = Some(longer);
+                                    longer
+                                } else {
+                                    Duration::ZERO
+                                };
                                 retry_at = Instant::now() + wait;
                                 break;
                             }
@@ -430,7 +457,7 @@ async fn write_and_read_back(
     write(ctx, &device, t.address, &w).await?;
     let req = Request { area: t.area, start: t.address, count: t.kind.width(), tags: vec![tag] };
     let lost = |reason: String| WriteFailure::Unreachable { device: device.name.clone(), reason };
-    let data = match read(ctx, &device, &req).await {
+    let data = match read(ctx, &device, &req, device.timeout).await {
         Answer::Registers(v) => codec::decode(t, Data::Registers(&v)),
         Answer::Bits(v) => codec::decode(t, Data::Bits(&v)),
         Answer::Exception(code) => {

@@ -1,8 +1,9 @@
 //! The poller against a real, independent Modbus device: pymodbus from the
 //! test venv (`tests/peers/py_modbus.py`), which encodes the values itself
-//! with Python's `struct`. Every type and byte order, a refused merged read,
-//! a device killed and back, a slow device, write-back, a wrong unit id and
-//! a server that answers garbage.
+//! with Python's `struct`, over TCP and over RTU on a socat pseudo-terminal
+//! pair. Every type and byte order, a refused merged read, a device killed
+//! and back, a slow device, write-back, a wrong unit id and a server that
+//! answers garbage.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -11,13 +12,15 @@ use std::time::Duration;
 use shopfloor_bridge_modbus::session::Output;
 use shopfloor_bridge_modbus::{Poller, RegisterMap, WriteFailure};
 use shopfloor_schemas::{Quality, Value};
-use shopfloor_testkit::{PythonPeer, free_port};
+use shopfloor_testkit::{PythonPeer, SerialPair, free_port};
 use tokio::time::timeout;
 
-/// A pymodbus device on a free loopback port.
+/// A pymodbus device on a free loopback port, or on one end of a serial
+/// pair (the bridge gets the other end).
 struct Device {
     peer: PythonPeer,
     port: u16,
+    serial: Option<SerialPair>,
 }
 
 fn script() -> PathBuf {
@@ -34,7 +37,24 @@ impl Device {
             .expect("start the pymodbus device");
         peer.until(Duration::from_secs(20), |l| l == "ready")
             .unwrap_or_else(|seen| panic!("pymodbus did not start: {seen:?}"));
-        Self { peer, port }
+        Self { peer, port, serial: None }
+    }
+
+    fn start_rtu() -> Self {
+        let pair = SerialPair::start().expect("a socat serial pair");
+        let peer = PythonPeer::spawn(script(), &["rtu", &pair.b().to_string_lossy(), "1"])
+            .expect("start the pymodbus device");
+        peer.until(Duration::from_secs(20), |l| l == "ready")
+            .unwrap_or_else(|seen| panic!("pymodbus did not start: {seen:?}"));
+        Self { peer, port: 0, serial: Some(pair) }
+    }
+
+    /// The `[[device]]` lines that reach it.
+    fn link(&self) -> String {
+        match &self.serial {
+            Some(pair) => format!("serial = \"{}\"\nbaud = 115200", pair.a().display()),
+            None => format!("host = \"127.0.0.1\"\nport = {}", self.port),
+        }
     }
 
     fn cmd(&mut self, json: &str) -> String {
@@ -174,9 +194,9 @@ min = -100
 max = 1000
 "#;
 
-fn map(port: u16, timeout_ms: u64, tags: &str) -> RegisterMap {
+fn map(link: &str, timeout_ms: u64, extra: &str, tags: &str) -> RegisterMap {
     RegisterMap::from_toml(&format!(
-        "[groups]\ndefault = 100\n[[device]]\nname = \"plc\"\nhost = \"127.0.0.1\"\nport = {port}\nunit = 1\ntimeout_ms = {timeout_ms}\n{tags}"
+        "[groups]\ndefault = 100\n[[device]]\nname = \"plc\"\n{link}\nunit = 1\ntimeout_ms = {timeout_ms}\n{extra}\n{tags}"
     ))
     .expect("a valid map")
 }
@@ -217,8 +237,16 @@ fn good(latest: &HashMap<String, (Value, Quality)>, name: &str, v: &Value) -> bo
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_type_and_order_reads_what_pymodbus_stored() {
-    let mut dev = Device::start();
+async fn every_type_and_order_reads_what_pymodbus_stored_tcp() {
+    every_type_and_order(Device::start()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_type_and_order_reads_what_pymodbus_stored_rtu() {
+    every_type_and_order(Device::start_rtu()).await;
+}
+
+async fn every_type_and_order(mut dev: Device) {
     let cases = cases();
     for c in &cases {
         dev.set("h", c.address, c.kind, c.order, &c.py_value);
@@ -229,7 +257,7 @@ async fn every_type_and_order_reads_what_pymodbus_stored() {
     dev.set("c", 3, "bool", "AB", "true");
     dev.set("d", 7, "bool", "AB", "true");
     dev.set("i", 4, "i16", "AB", "-25");
-    let m = map(dev.port, 1000, &format!("{}{OTHER_TAGS}", tag_lines(&cases)));
+    let m = map(&dev.link(), 1000, "", &format!("{}{OTHER_TAGS}", tag_lines(&cases)));
     let mut poller = Poller::spawn(&m, 64);
     let mut latest = HashMap::new();
     let mut expected: Vec<(String, Value)> =
@@ -272,7 +300,7 @@ name = "after"
 area = "holding_register"
 address = 212
 "#;
-    let mut poller = Poller::spawn(&map(dev.port, 1000, tags), 64);
+    let mut poller = Poller::spawn(&map(&dev.link(), 1000, "", tags), 64);
     let mut latest = HashMap::new();
     let mut replanned = 0;
     let mut hole_error = None;
@@ -311,7 +339,7 @@ async fn a_killed_device_goes_stale_and_comes_back_good() {
     let mut dev = Device::start();
     let port = dev.port;
     dev.set("h", 10, "f32", "CDAB", "42.5");
-    let mut poller = Poller::spawn(&map(port, 300, ONE_TAG), 64);
+    let mut poller = Poller::spawn(&map(&dev.link(), 300, "", ONE_TAG), 64);
     let mut latest = HashMap::new();
     collect(&mut poller, "first value", &mut latest, |l, _| good(l, "level", &Value::F64(42.5)))
         .await;
@@ -331,18 +359,23 @@ async fn a_killed_device_goes_stale_and_comes_back_good() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_slow_device_times_out_without_mixing_up_answers() {
-    let mut dev = Device::start();
+async fn a_slow_device_times_out_without_mixing_up_answers_tcp() {
+    slow_device(Device::start()).await;
+}
+
+/// Over RTU there is no transaction id: a late answer taken for the next
+/// request's would be wrong data, silently (reference: modbus-client-notes).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_device_times_out_without_mixing_up_answers_rtu() {
+    slow_device(Device::start_rtu()).await;
+}
+
+async fn slow_device(mut dev: Device) {
     dev.set("h", 10, "f32", "CDAB", "1.0");
     dev.set("h", 40, "u32", "ABCD", "1");
     // Far apart: two reads per poll, so a late answer to one could be
     // taken for the other's.
-    let tags = format!("{ONE_TAG}\n");
-    let m = RegisterMap::from_toml(&format!(
-        "[groups]\ndefault = 100\n[[device]]\nname = \"plc\"\nhost = \"127.0.0.1\"\nport = {}\nunit = 1\ntimeout_ms = 200\nmax_gap = 0\n{tags}",
-        dev.port
-    ))
-    .unwrap();
+    let m = map(&dev.link(), 200, "max_gap = 0", ONE_TAG);
     let mut poller = Poller::spawn(&m, 64);
     let mut latest = HashMap::new();
     collect(&mut poller, "first values", &mut latest, |l, _| {
@@ -382,7 +415,7 @@ async fn a_slow_device_times_out_without_mixing_up_answers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn write_back_writes_scaled_reads_back_and_refuses_what_it_must() {
     let mut dev = Device::start();
-    let m = map(dev.port, 1000, OTHER_TAGS);
+    let m = map(&dev.link(), 1000, "", OTHER_TAGS);
     let mut poller = Poller::spawn(&m, 64);
     let mut latest = HashMap::new();
     collect(&mut poller, "connected", &mut latest, |_, o| matches!(o, Output::Reachable)).await;
@@ -462,7 +495,7 @@ async fn garbage_from_a_server_never_panics() {
             });
         }
     });
-    let m = map(port, 200, ONE_TAG);
+    let m = map(&format!("host = \"127.0.0.1\"\nport = {port}"), 200, "", ONE_TAG);
     let mut poller = Poller::spawn(&m, 64);
     let mut latest = HashMap::new();
     let mut reconnects = 0;

@@ -8,6 +8,7 @@ mod postgres;
 mod process;
 mod proxy;
 mod python;
+mod serial;
 
 pub use error::Error;
 pub use mosquitto::{Mosquitto, MosquittoBuilder};
@@ -15,6 +16,7 @@ pub use pki::Pki;
 pub use postgres::{Postgres, PostgresBuilder};
 pub use proxy::FaultProxy;
 pub use python::{PythonPeer, VENV_INSTALL, python};
+pub use serial::SerialPair;
 
 /// A loopback port that was free a moment ago, for a peer that binds its own
 /// (a server may still lose the race with another process; retry then).
