@@ -466,26 +466,63 @@ impl RegisterMap {
         Self::from_toml(&text).map_err(|e| ConfigError { file: Some(path.to_owned()), ..e })
     }
 
+    /// Reads the `[modbus]` section of a deployment file
+    /// ([`from_deployment_toml`](Self::from_deployment_toml)).
+    pub fn load_deployment(path: impl AsRef<Path>) -> Result<Self, ConfigError> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: Some(path.to_owned()),
+            where_: "file".into(),
+            problem: format!("cannot read it: {e}"),
+            fix: None,
+        })?;
+        Self::from_deployment_toml(&text)
+            .map_err(|e| ConfigError { file: Some(path.to_owned()), ..e })
+    }
+
     /// Parses and checks a register map.
     pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
-        let raw: RawMap = toml::from_str(text).map_err(|e| {
-            let line = e.span().map(|s| {
-                text.as_bytes()[..s.start.min(text.len())].iter().filter(|&&b| b == b'\n').count()
-                    + 1
-            });
-            ConfigError {
-                file: None,
-                where_: line.map_or_else(|| "TOML".into(), |l| format!("line {l}")),
-                problem: e.message().to_owned(),
-                fix: None,
-            }
-        })?;
+        let raw: RawMap = toml::from_str(text).map_err(|e| parse_error(text, &e))?;
         check(raw)
+    }
+
+    /// Parses and checks the `[modbus]` section of a deployment file (one
+    /// file, one section per crate: `[mqtt]`, `[sparkplug]`, `[modbus]` …);
+    /// the other sections are left to their owners.
+    pub fn from_deployment_toml(text: &str) -> Result<Self, ConfigError> {
+        #[derive(Deserialize)]
+        struct Doc {
+            modbus: Option<RawMap>,
+            #[serde(flatten)]
+            _others: BTreeMap<String, toml::Value>,
+        }
+        let doc: Doc = toml::from_str(text).map_err(|e| parse_error(text, &e))?;
+        let raw = doc.modbus.ok_or_else(|| {
+            err(
+                "[modbus]".into(),
+                "no [modbus] section",
+                "add [modbus] with [[modbus.device]] entries",
+            )
+        })?;
+        check(raw).map_err(|e| ConfigError { where_: format!("modbus: {}", e.where_), ..e })
     }
 
     /// A device by name.
     pub fn device(&self, name: &str) -> Option<&Device> {
         self.devices.iter().find(|d| d.name == name)
+    }
+}
+
+/// A TOML error with its line.
+fn parse_error(text: &str, e: &toml::de::Error) -> ConfigError {
+    let line = e.span().map(|s| {
+        text.as_bytes()[..s.start.min(text.len())].iter().filter(|&&b| b == b'\n').count() + 1
+    });
+    ConfigError {
+        file: None,
+        where_: line.map_or_else(|| "TOML".into(), |l| format!("line {l}")),
+        problem: e.message().to_owned(),
+        fix: None,
     }
 }
 

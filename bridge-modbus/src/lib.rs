@@ -3,6 +3,8 @@
 
 pub mod codec;
 pub mod config;
+#[cfg(feature = "mqtt")]
+pub mod gateway;
 pub mod plan;
 pub mod poller;
 pub mod session;
@@ -10,5 +12,5 @@ pub mod session;
 pub use codec::{Data, Write};
 pub use config::{Area, ConfigError, Device, Order, RegisterMap, Tag, TagType};
 pub use plan::{Learned, Plan, Request, explain, plan};
-pub use poller::{Poller, WriteFailure};
+pub use poller::{Poller, WriteFailure, Writer};
 pub use session::{Output, Session};

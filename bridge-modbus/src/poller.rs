@@ -18,6 +18,7 @@
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::net::ToSocketAddrs;
+use std::sync::Arc;
 use std::time::Duration;
 
 use shopfloor_schemas::Value;
@@ -84,9 +85,44 @@ struct WriteRequest {
 #[derive(Debug)]
 pub struct Poller {
     outputs: mpsc::Receiver<(String, Output)>,
-    /// Device name → (its line's write queue, index on the line).
-    devices: BTreeMap<String, (mpsc::Sender<WriteRequest>, usize, Vec<String>)>,
+    writer: Writer,
     tasks: Vec<JoinHandle<()>>,
+}
+
+/// Device name → (its line's write queue, its index on the line, tag names).
+type Devices = BTreeMap<String, (mpsc::Sender<WriteRequest>, usize, Vec<String>)>;
+
+/// Writes tags through a [`Poller`]'s connections; cheap to clone, so that
+/// a write can wait in a task of its own while the poller's outputs are read.
+#[derive(Clone, Debug)]
+pub struct Writer {
+    devices: Arc<Devices>,
+}
+
+impl Writer {
+    /// Writes `value` (engineering units) to a tag, reads it back and
+    /// returns what the device holds now (also published as a reading).
+    pub async fn write(
+        &self,
+        device: &str,
+        tag: &str,
+        value: Value,
+    ) -> Result<Value, WriteFailure> {
+        let (queue, index, tags) = self
+            .devices
+            .get(device)
+            .ok_or_else(|| WriteFailure::UnknownDevice(device.to_owned()))?;
+        let tag = tags.iter().position(|t| t == tag).ok_or_else(|| WriteFailure::UnknownTag {
+            device: device.to_owned(),
+            tag: tag.to_owned(),
+        })?;
+        let (reply, answer) = oneshot::channel();
+        queue
+            .send(WriteRequest { device: *index, tag, value, reply })
+            .await
+            .map_err(|_| WriteFailure::Stopped)?;
+        answer.await.map_err(|_| WriteFailure::Stopped)?
+    }
 }
 
 impl Drop for Poller {
@@ -130,7 +166,7 @@ impl Poller {
             let sessions = line.into_iter().map(|d| Session::new(d, &map.groups, now)).collect();
             tasks.push(tokio::spawn(run_line(endpoint, sessions, tx.clone(), wrx)));
         }
-        Self { outputs, devices, tasks }
+        Self { outputs, writer: Writer { devices: Arc::new(devices) }, tasks }
     }
 
     /// The next output of any device, with the device's name.
@@ -146,20 +182,12 @@ impl Poller {
         tag: &str,
         value: Value,
     ) -> Result<Value, WriteFailure> {
-        let (queue, index, tags) = self
-            .devices
-            .get(device)
-            .ok_or_else(|| WriteFailure::UnknownDevice(device.to_owned()))?;
-        let tag = tags.iter().position(|t| t == tag).ok_or_else(|| WriteFailure::UnknownTag {
-            device: device.to_owned(),
-            tag: tag.to_owned(),
-        })?;
-        let (reply, answer) = oneshot::channel();
-        queue
-            .send(WriteRequest { device: *index, tag, value, reply })
-            .await
-            .map_err(|_| WriteFailure::Stopped)?;
-        answer.await.map_err(|_| WriteFailure::Stopped)?
+        self.writer.write(device, tag, value).await
+    }
+
+    /// A handle for writes from other tasks.
+    pub fn writer(&self) -> Writer {
+        self.writer.clone()
     }
 
     /// Stops every line.

@@ -311,3 +311,18 @@ proptest::proptest! {
         let _ = RegisterMap::from_toml(&text);
     }
 }
+
+#[test]
+fn a_deployment_file_keeps_the_map_under_modbus() {
+    let text = "[mqtt]\nhost = \"broker\"\n\n[modbus.groups]\nfast = 100\n\n[[modbus.device]]\nname = \"d\"\nhost = \"h\"\n\n[[modbus.device.tag]]\nname = \"t\"\nregister = \"40001\"\ngroup = \"fast\"\n";
+    let map = RegisterMap::from_deployment_toml(text).unwrap();
+    assert_eq!(map.devices[0].tags[0].group, "fast");
+    let e = RegisterMap::from_deployment_toml("[mqtt]\nhost = \"b\"\n").unwrap_err().to_string();
+    assert!(e.contains("no [modbus] section"), "{e}");
+    let e = RegisterMap::from_deployment_toml("[[modbus.device]]\nname = \"d\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("modbus: device \"d\": no host and no serial port"), "{e}");
+    let e = RegisterMap::from_deployment_toml("[modbus]\nx = 1\n").unwrap_err().to_string();
+    assert!(e.starts_with("line 2: unknown field `x`"), "{e}");
+}

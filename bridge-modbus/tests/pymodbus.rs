@@ -1,86 +1,20 @@
 //! The poller against a real, independent Modbus device: pymodbus from the
-//! test venv (`tests/peers/py_modbus.py`), which encodes the values itself
+//! test venv (`testkit/python/modbus_device.py`), which encodes the values itself
 //! with Python's `struct`, over TCP and over RTU on a socat pseudo-terminal
 //! pair. Every type and byte order, a refused merged read, a device killed
 //! and back, a slow device, write-back, a wrong unit id and a server that
 //! answers garbage.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use shopfloor_bridge_modbus::session::Output;
 use shopfloor_bridge_modbus::{Poller, RegisterMap, WriteFailure};
 use shopfloor_schemas::{Quality, Value};
-use shopfloor_testkit::{PythonPeer, SerialPair, free_port};
 use tokio::time::timeout;
 
-/// A pymodbus device on a free loopback port, or on one end of a serial
-/// pair (the bridge gets the other end).
-struct Device {
-    peer: PythonPeer,
-    port: u16,
-    serial: Option<SerialPair>,
-}
-
-fn script() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/peers/py_modbus.py")
-}
-
-impl Device {
-    fn start() -> Self {
-        Self::on(free_port().expect("a free port"))
-    }
-
-    fn on(port: u16) -> Self {
-        let peer = PythonPeer::spawn(script(), &["tcp", &port.to_string(), "1"])
-            .expect("start the pymodbus device");
-        peer.until(Duration::from_secs(20), |l| l == "ready")
-            .unwrap_or_else(|seen| panic!("pymodbus did not start: {seen:?}"));
-        Self { peer, port, serial: None }
-    }
-
-    fn start_rtu() -> Self {
-        let pair = SerialPair::start().expect("a socat serial pair");
-        let peer = PythonPeer::spawn(script(), &["rtu", &pair.b().to_string_lossy(), "1"])
-            .expect("start the pymodbus device");
-        peer.until(Duration::from_secs(20), |l| l == "ready")
-            .unwrap_or_else(|seen| panic!("pymodbus did not start: {seen:?}"));
-        Self { peer, port: 0, serial: Some(pair) }
-    }
-
-    /// The `[[device]]` lines that reach it.
-    fn link(&self) -> String {
-        match &self.serial {
-            Some(pair) => format!("serial = \"{}\"\nbaud = 115200", pair.a().display()),
-            None => format!("host = \"127.0.0.1\"\nport = {}", self.port),
-        }
-    }
-
-    fn cmd(&mut self, json: &str) -> String {
-        self.peer.send(json).expect("pymodbus stdin");
-        self.peer.line(Duration::from_secs(10)).expect("pymodbus answers")
-    }
-
-    fn set(&mut self, area: &str, address: u16, kind: &str, order: &str, value: &str) {
-        let answer = self.cmd(&format!(
-            r#"{{"set": "{area}", "address": {address}, "type": "{kind}", "order": "{order}", "value": {value}}}"#
-        ));
-        assert_eq!(answer, "ok");
-    }
-
-    fn set_registers(&mut self, address: u16, regs: &[u16]) {
-        let answer =
-            self.cmd(&format!(r#"{{"set": "h", "address": {address}, "registers": {regs:?}}}"#));
-        assert_eq!(answer, "ok");
-    }
-
-    fn get(&mut self, area: &str, address: u16, count: u16) -> Vec<i64> {
-        let answer =
-            self.cmd(&format!(r#"{{"get": "{area}", "address": {address}, "count": {count}}}"#));
-        serde_json::from_str(&answer).expect("a JSON list")
-    }
-}
+mod common;
+use common::Device;
 
 /// Every type in every order, with the value pymodbus stores and the value
 /// the bridge must read: (tag lines, area, address, type, order, value).

@@ -86,24 +86,7 @@ impl Payload {
 
 /// The reading of one metric, or `None` if its value has no [`Value`].
 pub fn reading(m: &Metric, payload_timestamp: Option<u64>) -> Option<Reading> {
-    let value = match m.value.as_ref()? {
-        MetricValue::Int8(v) => Value::I64(i64::from(*v)),
-        MetricValue::Int16(v) => Value::I64(i64::from(*v)),
-        MetricValue::Int32(v) => Value::I64(i64::from(*v)),
-        MetricValue::Int64(v) => Value::I64(*v),
-        MetricValue::UInt8(v) => Value::I64(i64::from(*v)),
-        MetricValue::UInt16(v) => Value::I64(i64::from(*v)),
-        MetricValue::UInt32(v) => Value::I64(i64::from(*v)),
-        MetricValue::UInt64(v) | MetricValue::DateTime(v) => Value::U64(*v),
-        MetricValue::Float(v) => Value::F64(f64::from(*v)),
-        MetricValue::Double(v) => Value::F64(*v),
-        MetricValue::Boolean(v) => Value::Bool(*v),
-        MetricValue::String(v) | MetricValue::Text(v) | MetricValue::Uuid(v) => {
-            Value::String(v.clone())
-        }
-        MetricValue::Bytes(v) | MetricValue::File(v) => Value::Bytes(v.clone()),
-        _ => return None,
-    };
+    let value = m.value.as_ref()?.to_value()?;
     let metric: CompactString = match (&m.name, m.alias) {
         (Some(n), _) => CompactString::from(&**n),
         (None, Some(a)) => format!("alias {a}").into(),
@@ -126,4 +109,27 @@ pub fn quality(m: &Metric) -> Quality {
         _ => None,
     });
     code.map_or(Quality::Good, Quality::from_sparkplug)
+}
+
+impl MetricValue {
+    /// The reading model's value, or `None` for what it has no value for
+    /// (datasets, templates, arrays, property sets).
+    pub fn to_value(&self) -> Option<Value> {
+        Some(match self {
+            Self::Int8(v) => Value::I64(i64::from(*v)),
+            Self::Int16(v) => Value::I64(i64::from(*v)),
+            Self::Int32(v) => Value::I64(i64::from(*v)),
+            Self::Int64(v) => Value::I64(*v),
+            Self::UInt8(v) => Value::I64(i64::from(*v)),
+            Self::UInt16(v) => Value::I64(i64::from(*v)),
+            Self::UInt32(v) => Value::I64(i64::from(*v)),
+            Self::UInt64(v) | Self::DateTime(v) => Value::U64(*v),
+            Self::Float(v) => Value::F64(f64::from(*v)),
+            Self::Double(v) => Value::F64(*v),
+            Self::Boolean(v) => Value::Bool(*v),
+            Self::String(v) | Self::Text(v) | Self::Uuid(v) => Value::String(v.clone()),
+            Self::Bytes(v) | Self::File(v) => Value::Bytes(v.clone()),
+            _ => return None,
+        })
+    }
 }

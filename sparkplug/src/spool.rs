@@ -12,9 +12,10 @@
 //!
 //! After a birth the node reads records and sends them as historical DATA.
 //! DATA goes out at QoS 0, so nothing acknowledges it: the driver confirms a
-//! stretch of records with a round trip through the broker (it sends an
-//! UNSUBSCRIBE and waits for the UNSUBACK, which the broker sends only after
-//! it has read everything before it on the connection), then
+//! stretch of records with a round trip through the broker (it subscribes
+//! again to a topic it already has and waits for the SUBACK, which the
+//! broker sends only after it has read everything before it on the
+//! connection), then
 //! [`commit`](Spool::commit)s up to the [`mark`](Spool::mark) it took. If the
 //! connection drops first, [`rewind`](Spool::rewind) makes the unconfirmed
 //! records readable again: delivery is at least once, never silently lost.

@@ -28,7 +28,7 @@ fn peer_script(name: &str) -> PathBuf {
 fn broker_with_decoders() -> (Mosquitto, PythonPeer) {
     let broker = Mosquitto::start().expect("start mosquitto");
     let decoder = PythonPeer::spawn(
-        peer_script("py_decode.py"),
+        shopfloor_testkit::shared_script("sparkplug_decode.py"),
         &[broker.host(), &broker.port().to_string()],
     )
     .expect("start the Python decoders");

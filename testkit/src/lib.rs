@@ -15,7 +15,7 @@ pub use mosquitto::{Mosquitto, MosquittoBuilder};
 pub use pki::Pki;
 pub use postgres::{Postgres, PostgresBuilder};
 pub use proxy::FaultProxy;
-pub use python::{PythonPeer, VENV_INSTALL, python};
+pub use python::{PythonPeer, VENV_INSTALL, python, shared_script};
 pub use serial::SerialPair;
 
 /// A loopback port that was free a moment ago, for a peer that binds its own

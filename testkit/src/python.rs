@@ -26,6 +26,15 @@ pub fn python() -> Result<PathBuf, Error> {
     }
 }
 
+/// A peer script shared by several crates' tests, in `testkit/python/`
+/// (`sparkplug_decode.py`: every Sparkplug message on a broker, decoded by
+/// pysparkplug and by Google's protobuf runtime, one JSON line each;
+/// `modbus_device.py`: a pymodbus device over TCP or RTU, driven by JSON
+/// commands on stdin).
+pub fn shared_script(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("python").join(name)
+}
+
 /// A Python script running as a peer: lines to its stdin, lines from its
 /// stdout, killed on drop. Its stderr goes to the test's stderr.
 #[derive(Debug)]

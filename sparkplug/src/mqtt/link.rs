@@ -20,7 +20,6 @@ use crate::edge::{Message, Publish};
 pub(super) enum Inbound {
     ConnAck,
     SubAck,
-    UnsubAck,
     PubAck,
     Publish(Message),
 }
@@ -36,7 +35,6 @@ enum Client {
 enum Request {
     Publish(Publish),
     Subscribe(Vec<String>),
-    Unsubscribe(String),
     Disconnect,
 }
 
@@ -111,7 +109,6 @@ impl Link {
                             Ok(Event::Incoming(p)) => match p {
                                 Packet::ConnAck(_) => Ok(Inbound::ConnAck),
                                 Packet::SubAck(_) => Ok(Inbound::SubAck),
-                                Packet::UnsubAck(_) => Ok(Inbound::UnsubAck),
                                 Packet::PubAck(_) => Ok(Inbound::PubAck),
                                 Packet::Publish(p) => Ok(Inbound::Publish(Message {
                                     topic: String::from_utf8_lossy(&p.topic).into_owned(),
@@ -157,7 +154,6 @@ impl Link {
                             Ok(Event::Incoming(p)) => match p {
                                 Packet::ConnAck(_) => Ok(Inbound::ConnAck),
                                 Packet::SubAck(_) => Ok(Inbound::SubAck),
-                                Packet::UnsubAck(_) => Ok(Inbound::UnsubAck),
                                 Packet::PubAck(_) => Ok(Inbound::PubAck),
                                 Packet::Publish(p) => Ok(Inbound::Publish(Message {
                                     topic: p.topic,
@@ -198,10 +194,6 @@ impl Link {
         self.request(Request::Subscribe(filters)).await
     }
 
-    pub(super) async fn unsubscribe(&mut self, filter: String) -> bool {
-        self.request(Request::Unsubscribe(filter)).await
-    }
-
     pub(super) async fn disconnect(&mut self) -> bool {
         self.request(Request::Disconnect).await
     }
@@ -232,8 +224,6 @@ impl Link {
                     let filters = f.into_iter().map(|f| rumqttc::SubscribeFilter::new(f, qos4(1)));
                     c.subscribe_many(filters).await.is_ok()
                 }
-                (Client::V5(c), Request::Unsubscribe(f)) => c.unsubscribe(f).await.is_ok(),
-                (Client::V311(c), Request::Unsubscribe(f)) => c.unsubscribe(f).await.is_ok(),
                 (Client::V5(c), Request::Disconnect) => c.disconnect().await.is_ok(),
                 (Client::V311(c), Request::Disconnect) => c.disconnect().await.is_ok(),
             }

@@ -21,9 +21,10 @@
 //! birth it replays them as historical DATA, one message per turn of its
 //! loop whenever no live data, command or broker event is waiting. DATA is
 //! QoS 0, so every [`BARRIER_EVERY`] replayed messages (and at the end) the
-//! driver sends an UNSUBSCRIBE for a topic it never subscribed to and, on
-//! the UNSUBACK, commits what went before: the broker answers only after it
-//! has read everything sent before on the connection. What is unconfirmed
+//! driver subscribes to its NCMD topic again and, on the SUBACK, commits
+//! what went before: the broker answers only after it has read everything
+//! sent before on the connection (and NCMD is never retained, so the
+//! repeated subscription delivers nothing). What is unconfirmed
 //! when the connection drops is replayed again. A file spool is synced
 //! every [`SYNC_EVERY`]. Dropped readings and store failures are logged
 //! (`tracing`, target `shopfloor_sparkplug::mqtt`) and surface as events.
@@ -145,7 +146,7 @@ enum Control {
 /// Runs an [`EdgeNode`] over MQTT.
 #[derive(Debug)]
 pub struct EdgeDriver {
-    batches: mpsc::Sender<Batch>,
+    batches: mpsc::Sender<Input>,
     events: mpsc::Receiver<EdgeEvent>,
     control: mpsc::Sender<Control>,
     shared: Arc<Shared>,
@@ -203,7 +204,19 @@ impl EdgeDriver {
     /// Hands a batch to the node (`source`: a device id, or `""` for the
     /// node). Waits while the queue is full.
     pub async fn publish(&self, batch: Batch) -> Result<(), Stopped> {
-        self.batches.send(batch).await.map_err(|_| Stopped)
+        self.batches.send(Input::Batch(batch)).await.map_err(|_| Stopped)
+    }
+
+    /// A device stopped answering: DDEATH (see [`EdgeNode::device_death`]),
+    /// in order with the batches before it.
+    pub async fn device_death(&self, device: impl Into<String>) -> Result<(), Stopped> {
+        self.batches.send(Input::DeviceDeath(device.into())).await.map_err(|_| Stopped)
+    }
+
+    /// A device answers again: DBIRTH with its current values (see
+    /// [`EdgeNode::device_birth`]), in order with the batches before it.
+    pub async fn device_birth(&self, device: impl Into<String>) -> Result<(), Stopped> {
+        self.batches.send(Input::DeviceBirth(device.into())).await.map_err(|_| Stopped)
     }
 
     /// The next event (writes from hosts, rebirths, dropped readings).
@@ -282,14 +295,16 @@ fn sync_store(node: &mut EdgeNode) {
 async fn run_edge(
     mut node: EdgeNode,
     config: DriverConfig,
-    mut batches: mpsc::Receiver<Batch>,
+    mut batches: mpsc::Receiver<Input>,
     events: mpsc::Sender<EdgeEvent>,
     mut control: mpsc::Receiver<Control>,
     shared: Arc<Shared>,
 ) {
     let dropped = &shared.dropped_events;
-    // A filter never subscribed to: its UNSUBACK is the replay's round trip.
-    let barrier_filter = format!("shopfloor/barrier/{}", config.client_id);
+    // The node's NCMD filter, subscribed again: its SUBACK is the replay's
+    // round trip (allowed by any ACL that lets the node work; NCMD is never
+    // retained, so nothing is delivered again).
+    let barrier_filter = node.subscriptions().swap_remove(0);
     let mut sync = tokio::time::interval(SYNC_EVERY);
     sync.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut broker = 0;
@@ -319,7 +334,7 @@ async fn run_edge(
                         tracing::info!(broker = %format!("{}:{}", b.host, b.port), "connected");
                         node.handle_connected(Now::now());
                     }
-                    Some(Ok(Inbound::UnsubAck)) => {
+                    Some(Ok(Inbound::SubAck)) => {
                         if let Some(m) = barrier.take() {
                             node.commit_replay(m);
                         }
@@ -350,11 +365,7 @@ async fn run_edge(
                     break 'connections;
                 }
                 b = batches.recv() => match b {
-                    Some(b) => {
-                        if let Err(e) = node.publish(&b, Now::now()) {
-                            tracing::warn!("batch refused: {e}");
-                        }
-                    }
+                    Some(b) => take(&mut node, b),
                     None => {
                         leave(&mut node, &mut link).await;
                         sync_store(&mut node);
@@ -381,7 +392,7 @@ async fn run_edge(
                 && (unconfirmed >= BARRIER_EVERY || !node.replay_pending())
                 && let Some(m) = node.replay_mark()
             {
-                if !link.unsubscribe(barrier_filter.clone()).await {
+                if !link.subscribe(vec![barrier_filter.clone()]).await {
                     break;
                 }
                 barrier = Some(m);
@@ -409,9 +420,7 @@ async fn run_edge(
                 () = tokio::time::sleep_until(until) => continue 'connections,
                 b = batches.recv() => match b {
                     Some(b) => {
-                        if let Err(e) = node.publish(&b, Now::now()) {
-                            tracing::warn!("batch refused: {e}");
-                        }
+                        take(&mut node, b);
                         let _ = emit_edge(&mut node, &events, dropped);
                         shared.update(&node);
                     }
@@ -434,12 +443,29 @@ async fn run_edge(
     }
 }
 
+/// What the application hands an edge driver, in order.
+#[derive(Debug)]
+enum Input {
+    Batch(Batch),
+    DeviceDeath(String),
+    DeviceBirth(String),
+}
+
+fn take(node: &mut EdgeNode, input: Input) {
+    let result = match &input {
+        Input::Batch(b) => node.publish(b, Now::now()),
+        Input::DeviceDeath(d) => node.device_death(d, Now::now()),
+        Input::DeviceBirth(d) => node.device_birth(d, Now::now()),
+    };
+    if let Err(e) = result {
+        tracing::warn!("refused: {e}");
+    }
+}
+
 /// Takes the batches queued before a shutdown: sent if online, else stored.
-fn take_queued(node: &mut EdgeNode, batches: &mut mpsc::Receiver<Batch>) {
+fn take_queued(node: &mut EdgeNode, batches: &mut mpsc::Receiver<Input>) {
     while let Ok(b) = batches.try_recv() {
-        if let Err(e) = node.publish(&b, Now::now()) {
-            tracing::warn!("batch refused: {e}");
-        }
+        take(node, b);
     }
 }
 

@@ -1,8 +1,8 @@
 """A pymodbus device for the Modbus bridge tests.
 
 Usage:
-    py_modbus.py tcp PORT UNIT
-    py_modbus.py rtu SERIAL_PATH UNIT
+    modbus_device.py tcp PORT UNIT
+    modbus_device.py rtu SERIAL_PATH UNIT
 
 The device maps coils and discrete inputs 0..63, input registers 0..99, and
 holding registers 0..199 and 210..299: holding registers 200..209 are not

@@ -1,7 +1,7 @@
 """Decodes every Sparkplug message on a broker with two independent decoders
 and prints one JSON line per message.
 
-Usage: py_decode.py HOST PORT. Prints `subscribed` once subscribed, then for
+Usage: sparkplug_decode.py HOST PORT. Prints `subscribed` once subscribed, then for
 each message {"topic", "pb", "psp" or "psp_error"}: "pb" is Google's protobuf
 runtime with the classes generated from the official sparkplug_b.proto (a
 field-level view: uint32/uint64 as the wire holds them), "psp" is

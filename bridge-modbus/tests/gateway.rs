@@ -1,0 +1,163 @@
+//! End to end: a pymodbus device → the gateway → a real Mosquitto → two
+//! independent Python Sparkplug decoders (pysparkplug and Google's protobuf
+//! runtime). DBIRTH with types and units, DDATA with the values pymodbus
+//! holds, DDEATH when the device dies and DBIRTH when it is back, and a DCMD
+//! written to the device.
+#![cfg(feature = "mqtt")]
+
+use std::time::Duration;
+
+use serde_json::Value as Json;
+use shopfloor_bridge_modbus::RegisterMap;
+use shopfloor_bridge_modbus::gateway::{Gateway, edge_node_config};
+use shopfloor_sparkplug::mqtt::{Broker, DriverConfig};
+use shopfloor_sparkplug::{EdgeNode, EncodeOptions, Metric, MetricValue, Payload};
+use shopfloor_testkit::{Mosquitto, PythonPeer, shared_script};
+
+mod common;
+use common::Device;
+
+const WAIT: Duration = Duration::from_secs(20);
+
+fn tags() -> &'static str {
+    r#"
+[[device.tag]]
+name = "Tank/Level"
+area = "holding_register"
+address = 10
+type = "f32"
+order = "CDAB"
+unit = "m"
+min = 0
+max = 12
+
+[[device.tag]]
+name = "Pump/Running"
+area = "coil"
+address = 3
+
+[[device.tag]]
+name = "Pump/Speed"
+area = "holding_register"
+address = 20
+type = "i16"
+scale = 0.5
+unit = "rpm"
+writable = true
+min = 0
+max = 3000
+"#
+}
+
+/// The next decoded message on `topic` whose JSON satisfies `want`.
+fn message(decoder: &PythonPeer, topic: &str, what: &str, want: impl Fn(&Json) -> bool) -> Json {
+    let line = decoder.until(WAIT, |l| {
+        serde_json::from_str::<Json>(l).is_ok_and(|j| j["topic"] == topic && want(&j))
+    });
+    let line =
+        line.unwrap_or_else(|seen| panic!("no {what} on {topic} within 20 s; saw {seen:#?}"));
+    serde_json::from_str(&line).unwrap()
+}
+
+/// pysparkplug's typed value of metric `name` in a decoded message.
+fn psp_value(msg: &Json, name: &str) -> Option<Json> {
+    msg["psp"].get(name).map(|m| m["value"].clone())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn modbus_values_reach_sparkplug_decoders_and_dcmd_writes_back() {
+    let broker = Mosquitto::start().expect("start mosquitto");
+    let decoder = PythonPeer::spawn(
+        shared_script("sparkplug_decode.py"),
+        &[broker.host(), &broker.port().to_string()],
+    )
+    .expect("start the Python decoders");
+    decoder.until(WAIT, |l| l == "subscribed").expect("the decoder subscribed");
+
+    let mut dev = Device::start();
+    let port = dev.port;
+    dev.set("h", 10, "f32", "CDAB", "7.25");
+    dev.set("c", 3, "bool", "AB", "true");
+    dev.set("h", 20, "i16", "AB", "3000");
+    let map = RegisterMap::from_toml(&format!(
+        "[groups]\ndefault = 100\n[[device]]\nname = \"tank-1\"\nhost = \"127.0.0.1\"\nport = {port}\ntimeout_ms = 300\n{}",
+        tags()
+    ))
+    .unwrap();
+    let node = EdgeNode::new(edge_node_config(&map, "Plant1", "modbus-gw")).unwrap();
+    let mut driver = DriverConfig::new("modbus-gw", Broker::new(broker.host(), broker.port()));
+    driver.backoff_min = Duration::from_millis(50);
+    let gateway = Gateway::spawn(&map, node, driver);
+
+    // The DBIRTH names every tag with its type and unit.
+    let birth = message(&decoder, "spBv1.0/Plant1/DBIRTH/modbus-gw/tank-1", "DBIRTH", |_| true);
+    let level = &birth["pb"]["metrics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "Tank/Level")
+        .unwrap()
+        .clone();
+    assert_eq!(level["datatype"], 9, "Float: {birth}");
+    assert_eq!(level["properties"]["keys"], serde_json::json!(["engUnit", "engLow", "engHigh"]));
+    let speed = birth["pb"]["metrics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "Pump/Speed")
+        .unwrap();
+    assert_eq!(speed["datatype"], 10, "scaled, so Double: {birth}");
+
+    // DDATA: the values pymodbus holds, as pysparkplug decodes them.
+    let data =
+        message(&decoder, "spBv1.0/Plant1/DDATA/modbus-gw/tank-1", "all three values", |j| {
+            psp_value(j, "Tank/Level").is_some()
+        });
+    assert_eq!(psp_value(&data, "Tank/Level"), Some(serde_json::json!(7.25)), "{data}");
+    assert_eq!(psp_value(&data, "Pump/Running"), Some(serde_json::json!(true)), "{data}");
+    assert_eq!(psp_value(&data, "Pump/Speed"), Some(serde_json::json!(1500.0)), "{data}");
+
+    // A DCMD from a host writes the pump speed (1000 rpm is raw 2000).
+    let dcmd = Payload {
+        timestamp: Some(1),
+        metrics: vec![Metric::new("Pump/Speed", 1, MetricValue::Double(1000.0))],
+        ..Payload::default()
+    };
+    publish(&broker, "spBv1.0/Plant1/DCMD/modbus-gw/tank-1", dcmd.encode(EncodeOptions::default()))
+        .await;
+    message(&decoder, "spBv1.0/Plant1/DDATA/modbus-gw/tank-1", "the written speed", |j| {
+        psp_value(j, "Pump/Speed") == Some(serde_json::json!(1000.0))
+    });
+    assert_eq!(dev.get("h", 20, 1), [2000]);
+
+    // The device dies: DDEATH; it comes back: DBIRTH, then its values.
+    dev.peer.kill();
+    message(&decoder, "spBv1.0/Plant1/DDEATH/modbus-gw/tank-1", "DDEATH", |_| true);
+    let mut dev = Device::on(port);
+    dev.set("h", 10, "f32", "CDAB", "8.5");
+    message(&decoder, "spBv1.0/Plant1/DBIRTH/modbus-gw/tank-1", "DBIRTH again", |_| true);
+    message(&decoder, "spBv1.0/Plant1/DDATA/modbus-gw/tank-1", "the new level", |j| {
+        psp_value(j, "Tank/Level") == Some(serde_json::json!(8.5))
+    });
+    drop(dev);
+    gateway.shutdown().await;
+}
+
+/// Publishes one QoS 1 message with a plain MQTT client.
+async fn publish(broker: &Mosquitto, topic: &str, payload: Vec<u8>) {
+    use rumqttc::v5::mqttbytes::QoS;
+    use rumqttc::v5::mqttbytes::v5::Packet;
+    use rumqttc::v5::{AsyncClient, Event, MqttOptions};
+    let (client, mut eventloop) =
+        AsyncClient::new(MqttOptions::new("test-host", broker.host(), broker.port()), 10);
+    client.publish(topic, QoS::AtLeastOnce, false, payload).await.unwrap();
+    tokio::time::timeout(WAIT, async {
+        loop {
+            if let Event::Incoming(Packet::PubAck(_)) = eventloop.poll().await.unwrap() {
+                return;
+            }
+        }
+    })
+    .await
+    .expect("the broker acknowledged the DCMD");
+}

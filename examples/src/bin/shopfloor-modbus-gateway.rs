@@ -1,0 +1,269 @@
+//! The Modbus → Sparkplug gateway: polls the devices of a register map and
+//! publishes them as Sparkplug devices of one edge node. See `--help`.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use serde::Deserialize;
+use shopfloor_bridge_modbus::gateway::{Gateway, edge_node_config};
+use shopfloor_bridge_modbus::{RegisterMap, explain};
+use shopfloor_sparkplug::EdgeNode;
+use shopfloor_sparkplug::mqtt::{Broker, DriverConfig, Protocol};
+use shopfloor_sparkplug::spool::FileSpool;
+
+const HELP: &str = "\
+shopfloor-modbus-gateway: Modbus TCP/RTU devices → Sparkplug B over MQTT
+
+USAGE:
+    shopfloor-modbus-gateway --config FILE                 run until Ctrl-C / SIGTERM
+    shopfloor-modbus-gateway --config FILE --check-config  check the file and exit
+    shopfloor-modbus-gateway explain --config FILE         print the read plan and exit
+
+OPTIONS:
+    --config FILE     the deployment file (TOML): [mqtt], [sparkplug], [modbus]
+    --check-config    check every section, print what would run, exit (0 = valid)
+    -h, --help        this text
+
+Logs go to stderr, filtered by RUST_LOG (default: info).
+
+THE FILE:
+    [mqtt]
+    host = \"127.0.0.1\"            # the broker
+    port = 1883
+    client_id = \"modbus-gw\"       # default: the edge node id
+    protocol = \"5\"                # or \"3.1.1\"
+    username = \"gateway\"          # optional; the password from
+    password_file = \"/etc/shopfloor/mqtt.pass\"   # a file, or SHOPFLOOR_MQTT_PASSWORD
+
+    [sparkplug]
+    group_id = \"Plant1\"
+    edge_node_id = \"modbus-gw\"
+    primary_host_id = \"scada\"     # optional: birth only while that host is online
+    spool_dir = \"/var/lib/shopfloor/modbus-spool\"   # optional: store and forward on disk
+    spool_mb = 1024
+
+    [modbus.groups]
+    fast = 250                    # poll groups, ms (\"default\" is 1000)
+
+    [[modbus.device]]
+    name = \"press-1\"
+    host = \"10.0.4.21\"
+    [[modbus.device.tag]]
+    name = \"Hydraulics/Pressure\"
+    register = \"40101\"
+    type = \"f32\"
+    order = \"CDAB\"
+    unit = \"bar\"
+    group = \"fast\"
+
+    (every register-map key: the shopfloor-bridge-modbus README)
+
+EXAMPLES:
+    shopfloor-modbus-gateway explain --config plant.toml
+    RUST_LOG=debug shopfloor-modbus-gateway --config plant.toml
+";
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Mqtt {
+    #[serde(default = "localhost")]
+    host: String,
+    #[serde(default = "mqtt_port")]
+    port: u16,
+    client_id: Option<String>,
+    #[serde(default = "v5")]
+    protocol: String,
+    username: Option<String>,
+    password_file: Option<PathBuf>,
+}
+
+fn localhost() -> String {
+    "127.0.0.1".into()
+}
+const fn mqtt_port() -> u16 {
+    1883
+}
+fn v5() -> String {
+    "5".into()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Sparkplug {
+    group_id: String,
+    edge_node_id: String,
+    primary_host_id: Option<String>,
+    spool_dir: Option<PathBuf>,
+    #[serde(default = "spool_mb")]
+    spool_mb: u64,
+}
+
+const fn spool_mb() -> u64 {
+    1024
+}
+
+#[derive(Deserialize)]
+struct Deployment {
+    mqtt: Option<Mqtt>,
+    sparkplug: Option<Sparkplug>,
+    #[serde(flatten)]
+    _others: std::collections::BTreeMap<String, toml::Value>,
+}
+
+struct Args {
+    config: PathBuf,
+    check: bool,
+    explain: bool,
+}
+
+fn parse_args() -> anyhow::Result<Args> {
+    let (mut config, mut check, mut explain) = (None, false, false);
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--config" => {
+                config =
+                    Some(PathBuf::from(it.next().context("--config needs a file; see --help")?))
+            }
+            "--check-config" => check = true,
+            "explain" => explain = true,
+            "-h" | "--help" => {
+                print!("{HELP}");
+                std::process::exit(0);
+            }
+            other => bail!("unknown argument {other:?}; see --help"),
+        }
+    }
+    let config = config.context("--config FILE is required; see --help")?;
+    Ok(Args { config, check, explain })
+}
+
+/// The sections this binary owns, checked, with the file named in errors.
+fn sections(path: &Path) -> anyhow::Result<(Mqtt, Sparkplug)> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("{}: cannot read it", path.display()))?;
+    let doc: Deployment = toml::from_str(&text).map_err(|e| {
+        let line =
+            e.span().map_or(0, |s| text[..s.start.min(text.len())].matches('\n').count() + 1);
+        anyhow::anyhow!("{}: line {line}: {}", path.display(), e.message())
+    })?;
+    let mqtt = doc.mqtt.with_context(|| {
+        format!("{}: no [mqtt] section; add [mqtt] with host and port", path.display())
+    })?;
+    let sparkplug = doc.sparkplug.with_context(|| {
+        format!(
+            "{}: no [sparkplug] section; add [sparkplug] with group_id and edge_node_id",
+            path.display()
+        )
+    })?;
+    if !["5", "3.1.1"].contains(&mqtt.protocol.as_str()) {
+        bail!("{}: mqtt.protocol = {:?}; use \"5\" or \"3.1.1\"", path.display(), mqtt.protocol);
+    }
+    Ok((mqtt, sparkplug))
+}
+
+fn password(mqtt: &Mqtt, path: &Path) -> anyhow::Result<Option<String>> {
+    if let Ok(p) = std::env::var("SHOPFLOOR_MQTT_PASSWORD") {
+        return Ok(Some(p));
+    }
+    match &mqtt.password_file {
+        Some(f) => {
+            let p = std::fs::read_to_string(f).with_context(|| {
+                format!("{}: mqtt.password_file {}: cannot read it", path.display(), f.display())
+            })?;
+            Ok(Some(p.trim_end_matches(['\r', '\n']).to_owned()))
+        }
+        None => Ok(None),
+    }
+}
+
+fn main() -> std::process::ExitCode {
+    match real_main() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn real_main() -> anyhow::Result<()> {
+    let args = parse_args()?;
+    let map = RegisterMap::load_deployment(&args.config)?;
+    if args.explain {
+        print!("{}", explain(&map));
+        return Ok(());
+    }
+    let (mqtt, sparkplug) = sections(&args.config)?;
+    Gateway::check(&map, &sparkplug.group_id, &sparkplug.edge_node_id)
+        .map_err(|e| anyhow::anyhow!("{}: sparkplug: {e}", args.config.display()))?;
+    let tags: usize = map.devices.iter().map(|d| d.tags.len()).sum();
+    if args.check {
+        println!(
+            "{}: valid: {} devices, {tags} tags, edge node {}/{} on {}:{}",
+            args.config.display(),
+            map.devices.len(),
+            sparkplug.group_id,
+            sparkplug.edge_node_id,
+            mqtt.host,
+            mqtt.port
+        );
+        return Ok(());
+    }
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(run(args.config, map, mqtt, sparkplug))
+}
+
+async fn run(path: PathBuf, map: RegisterMap, mqtt: Mqtt, sp: Sparkplug) -> anyhow::Result<()> {
+    let mut broker = Broker::new(mqtt.host.clone(), mqtt.port);
+    if let Some(user) = &mqtt.username {
+        let pass = password(&mqtt, &path)?.unwrap_or_default();
+        broker.credentials = Some((user.clone(), pass));
+    }
+    let client_id = mqtt.client_id.clone().unwrap_or_else(|| sp.edge_node_id.clone());
+    let mut driver = DriverConfig::new(client_id, broker);
+    if mqtt.protocol == "3.1.1" {
+        driver.protocol = Protocol::V311;
+    }
+    let mut config = edge_node_config(&map, &sp.group_id, &sp.edge_node_id);
+    config.primary_host_id = sp.primary_host_id.clone();
+    let node = match &sp.spool_dir {
+        Some(dir) => {
+            let (spool, report) = FileSpool::open(dir, sp.spool_mb << 20)
+                .with_context(|| format!("{}: sparkplug.spool_dir", path.display()))?;
+            tracing::info!(
+                readings = report.readings,
+                truncated_bytes = report.truncated_bytes,
+                "spool {}",
+                dir.display()
+            );
+            EdgeNode::with_spool(config, Box::new(spool))?
+        }
+        None => EdgeNode::new(config)?,
+    };
+    tracing::info!(
+        devices = map.devices.len(),
+        broker = %format!("{}:{}", mqtt.host, mqtt.port),
+        "gateway {}/{} starting",
+        sp.group_id,
+        sp.edge_node_id
+    );
+    let gateway = Gateway::spawn(&map, node, driver);
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("stopping");
+    tokio::time::timeout(Duration::from_secs(10), gateway.shutdown()).await.ok();
+    Ok(())
+}

@@ -1,0 +1,171 @@
+//! The `shopfloor-modbus-gateway` binary as a user runs it: `explain` and
+//! `--check-config` on files, and a real run (pymodbus device, Mosquitto,
+//! our Sparkplug host) stopped with SIGTERM.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use shopfloor_schemas::Value;
+use shopfloor_sparkplug::mqtt::{Broker, DriverConfig, HostDriver};
+use shopfloor_sparkplug::{HostApplication, HostConfig, HostEvent};
+use shopfloor_testkit::{Mosquitto, PythonPeer, free_port, shared_script};
+use tokio::time::timeout;
+
+const BIN: &str = env!("CARGO_BIN_EXE_shopfloor-modbus-gateway");
+
+fn file(dir: &Path, text: &str) -> std::path::PathBuf {
+    let path = dir.join("plant.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn deployment(mqtt_port: u16, modbus_port: u16) -> String {
+    format!(
+        r#"
+[mqtt]
+host = "127.0.0.1"
+port = {mqtt_port}
+
+[sparkplug]
+group_id = "Plant1"
+edge_node_id = "modbus-gw"
+
+[modbus.groups]
+default = 100
+
+[[modbus.device]]
+name = "press-1"
+host = "127.0.0.1"
+port = {modbus_port}
+timeout_ms = 500
+
+[[modbus.device.tag]]
+name = "Hydraulics/Pressure"
+register = "40101"
+type = "f32"
+order = "CDAB"
+unit = "bar"
+"#
+    )
+}
+
+#[test]
+fn explain_prints_the_plan_without_touching_a_device() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = file(dir.path(), &deployment(1, 9));
+    let out = Command::new(BIN).args(["explain", "--config"]).arg(&path).output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains("holding_register 100..=101 (2 read, 0 unused): Hydraulics/Pressure"),
+        "{text}"
+    );
+    assert!(text.contains("total: 1 reads for 1 tags"), "{text}");
+}
+
+#[test]
+fn check_config_names_the_file_and_the_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = file(dir.path(), &deployment(1883, 502));
+    let out = Command::new(BIN).arg("--config").arg(&good).arg("--check-config").output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout)
+            .contains("valid: 1 devices, 1 tags, edge node Plant1/modbus-gw")
+    );
+
+    for (broken, want) in [
+        (
+            deployment(1883, 502).replace("type = \"f32\"", "type = \"f33\""),
+            "tag \"Hydraulics/Pressure\": type \"f33\"; use bool",
+        ),
+        (
+            deployment(1883, 502).replace("edge_node_id = \"modbus-gw\"", "edge_node_id = \"a/b\""),
+            "sparkplug: edge_node_id",
+        ),
+        (deployment(1883, 502).replace("[sparkplug]", "[sparkplugg]"), "no [sparkplug] section"),
+        (deployment(1883, 502).replace("port = 1883", "port = \"x\""), "line 4"),
+    ] {
+        let path = file(dir.path(), &broken);
+        let out =
+            Command::new(BIN).arg("--config").arg(&path).arg("--check-config").output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{broken}");
+        assert!(err.starts_with(&format!("error: {}", path.display())), "{err}");
+        assert!(err.contains(want), "{err}\nshould contain {want:?}");
+    }
+    let out = Command::new(BIN).output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--config FILE is required"));
+    let out = Command::new(BIN).arg("--help").output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("EXAMPLES:"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateway_runs_publishes_and_stops_on_sigterm() {
+    let broker = Mosquitto::start().expect("start mosquitto");
+    let modbus_port = free_port().unwrap();
+    let mut device = PythonPeer::spawn(
+        shared_script("modbus_device.py"),
+        &["tcp", &modbus_port.to_string(), "1"],
+    )
+    .expect("start pymodbus");
+    device.until(Duration::from_secs(20), |l| l == "ready").expect("pymodbus ready");
+    device
+        .send(r#"{"set": "h", "address": 100, "type": "f32", "order": "CDAB", "value": 87.5}"#)
+        .unwrap();
+    assert_eq!(device.line(Duration::from_secs(10)).as_deref(), Some("ok"));
+
+    let mut host = HostDriver::spawn(
+        HostApplication::new(HostConfig::new("scada")),
+        DriverConfig::new("scada", Broker::new(broker.host(), broker.port())),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let path = file(dir.path(), &deployment(broker.port(), modbus_port));
+    let mut gateway = Command::new(BIN)
+        .arg("--config")
+        .arg(&path)
+        .stdin(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start the gateway");
+    let seen = timeout(Duration::from_secs(20), async {
+        loop {
+            if let Some(HostEvent::Data(b)) = host.next_event().await
+                && b.source == "Plant1/modbus-gw/press-1"
+                && b.readings.iter().any(|r| r.value == Value::F64(87.5))
+            {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(seen.is_ok(), "no pressure reading from the gateway within 20 s");
+
+    // SIGTERM: a clean stop (NDEATH, exit 0) within 10 s.
+    // SAFETY: the child is ours and not yet reaped.
+    unsafe {
+        libc::kill(gateway.id() as libc::pid_t, libc::SIGTERM);
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(s) = gateway.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "the gateway did not stop within 10 s of SIGTERM");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(status.success(), "{status:?}");
+    let offline = timeout(Duration::from_secs(20), async {
+        loop {
+            if let Some(HostEvent::NodeOffline { edge_node, .. }) = host.next_event().await
+                && edge_node == "modbus-gw"
+            {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(offline.is_ok(), "the host did not see the gateway's NDEATH");
+    host.shutdown().await;
+}
