@@ -344,6 +344,9 @@ async fn flush(sessions: &mut [Session], outputs: &mpsc::Sender<(String, Output)
                 Output::Replanned { reads } => {
                     tracing::info!(device = %s.device().name, reads, "re-planned after a refused read")
                 }
+                Output::Overrun { group, missed } => {
+                    tracing::warn!(device = %s.device().name, group, missed, "poll turns missed (overrun)")
+                }
                 Output::Readings(_) => {}
             }
             if outputs.send((s.device().name.clone(), o)).await.is_err() {

@@ -78,6 +78,14 @@ pub enum Output {
         /// Why, for the log.
         reason: String,
     },
+    /// A poll group's turns were missed: it was still busy, or the line
+    /// was (a slow device, a reconnect). They are skipped, not caught up.
+    Overrun {
+        /// The poll group.
+        group: String,
+        /// Turns missed this time.
+        missed: u64,
+    },
     /// The device refused a merged read; the plan changed.
     Replanned {
         /// Reads per poll of every group now.
@@ -170,9 +178,14 @@ impl Session {
         }
         let every = self.plan.groups[g].1;
         let mut next = due + every;
+        let mut missed = 0;
         while next <= now {
             next += every;
-            self.overruns += 1;
+            missed += 1;
+        }
+        if missed > 0 {
+            self.overruns += missed;
+            self.out.push_back(Output::Overrun { group: self.plan.groups[g].0.clone(), missed });
         }
         self.next_due[g] = next;
         Some(self.plan.groups[g].2.clone())

@@ -161,3 +161,88 @@ async fn publish(broker: &Mosquitto, topic: &str, payload: Vec<u8>) {
     .await
     .expect("the broker acknowledged the DCMD");
 }
+
+/// Plain topics: each reading a one-reading JSON batch on its own topic,
+/// with its content type; a write on the topic plus `/set`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_topics_carry_each_reading_and_take_writes() {
+    use rumqttc::v5::mqttbytes::QoS;
+    use rumqttc::v5::mqttbytes::v5::{Packet, PublishProperties};
+    use rumqttc::v5::{AsyncClient, Event, MqttOptions};
+    use shopfloor_bridge_modbus::gateway::plain::{PlainConfig, PlainGateway};
+    use shopfloor_schemas::{Batch, Codec, Reading, Timestamp, Value};
+
+    let broker = Mosquitto::start().expect("start mosquitto");
+    let mut dev = Device::start();
+    dev.set("h", 10, "f32", "CDAB", "3.5");
+    let map = RegisterMap::from_toml(&format!(
+        "[groups]\ndefault = 100\n[[device]]\nname = \"tank-1\"\nhost = \"127.0.0.1\"\nport = {}\ntimeout_ms = 300\n\
+         [[device.tag]]\nname = \"level\"\narea = \"holding_register\"\naddress = 10\ntype = \"f32\"\norder = \"CDAB\"\n\
+         [[device.tag]]\nname = \"speed\"\narea = \"holding_register\"\naddress = 20\ntype = \"u16\"\nwritable = true\n",
+        dev.port
+    ))
+    .unwrap();
+    let config = PlainConfig::new("plant1", "tanks");
+    config.check(&map).unwrap();
+    let mut bad = map.clone();
+    bad.devices[0].tags[0].name = "Tank/Level".into();
+    assert!(config.check(&bad).unwrap_err().contains("one topic level"));
+
+    let (client, mut events) =
+        AsyncClient::new(MqttOptions::new("watcher", broker.host(), broker.port()), 10);
+    client.subscribe("shopfloor/plant1/tanks/#", QoS::AtLeastOnce).await.unwrap();
+    loop {
+        if let Event::Incoming(Packet::SubAck(_)) = events.poll().await.unwrap() {
+            break;
+        }
+    }
+    let gateway =
+        PlainGateway::spawn(&map, config, &Broker::new(broker.host(), broker.port()), "plain-gw");
+    next(&mut events, "shopfloor/plant1/tanks/tank-1/level", Value::F64(3.5)).await;
+    let cmd = Batch::new("operator").with(Reading::new("speed", Timestamp::now(), 1234_i64));
+    let props = PublishProperties {
+        content_type: Some("application/json".into()),
+        ..PublishProperties::default()
+    };
+    client
+        .publish_with_properties(
+            "shopfloor/plant1/tanks/tank-1/speed/set",
+            QoS::AtLeastOnce,
+            false,
+            Codec::Json.encode_batch(&cmd).unwrap(),
+            props,
+        )
+        .await
+        .unwrap();
+    next(&mut events, "shopfloor/plant1/tanks/tank-1/speed", Value::I64(1234)).await;
+    assert_eq!(dev.get("h", 20, 1), [1234]);
+    gateway.shutdown().await;
+}
+
+/// The next plain reading on `topic` whose value is `want`.
+async fn next(
+    events: &mut rumqttc::v5::EventLoop,
+    topic: &'static str,
+    want: shopfloor_schemas::Value,
+) {
+    use rumqttc::v5::Event;
+    use rumqttc::v5::mqttbytes::v5::Packet;
+    use shopfloor_schemas::Codec;
+    tokio::time::timeout(WAIT, async {
+        loop {
+            if let Event::Incoming(Packet::Publish(p)) = events.poll().await.unwrap()
+                && p.topic == topic
+            {
+                let ct = p.properties.as_ref().and_then(|x| x.content_type.as_deref());
+                assert_eq!(ct, Some("application/json"));
+                let b = Codec::Json.decode_batch(&p.payload).unwrap();
+                assert_eq!(b.source, "tank-1");
+                if b.readings[0].value == want {
+                    return;
+                }
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no {want:?} on {topic} within 20 s"));
+}

@@ -85,6 +85,14 @@ fn check_config_names_the_file_and_the_fix() {
             "sparkplug: edge_node_id",
         ),
         (deployment(1883, 502).replace("[sparkplug]", "[sparkplugg]"), "no [sparkplug] section"),
+        (
+            format!("{}\n[plain]\nsite = \"s\"\narea = \"a\"\n", deployment(1883, 502)),
+            "both [sparkplug] and [plain]",
+        ),
+        (
+            deployment(1883, 502).replace("[sparkplug]\ngroup_id = \"Plant1\"\nedge_node_id = \"modbus-gw\"", "[plain]\nsite = \"s\"\narea = \"a\""),
+            "plain: device \"press-1\", tag \"Hydraulics/Pressure\"",
+        ),
         (deployment(1883, 502).replace("port = 1883", "port = \"x\""), "line 4"),
     ] {
         let path = file(dir.path(), &broken);

@@ -36,12 +36,17 @@ THE FILE:
     username = \"gateway\"          # optional; the password from
     password_file = \"/etc/shopfloor/mqtt.pass\"   # a file, or SHOPFLOOR_MQTT_PASSWORD
 
-    [sparkplug]
+    [sparkplug]                   # Sparkplug B output; or [plain] below
     group_id = \"Plant1\"
     edge_node_id = \"modbus-gw\"
     primary_host_id = \"scada\"     # optional: birth only while that host is online
     spool_dir = \"/var/lib/shopfloor/modbus-spool\"   # optional: store and forward on disk
     spool_mb = 1024
+
+    # [plain]                     # instead of [sparkplug]: one topic per tag,
+    # site = \"plant1\"             # shopfloor/{site}/{area}/{machine}/{sensor},
+    # area = \"press-shop\"         # writes on that topic + /set
+    # codec = \"json\"              # or \"protobuf\", \"cbor\"
 
     [modbus.groups]
     fast = 250                    # poll groups, ms (\"default\" is 1000)
@@ -104,9 +109,30 @@ const fn spool_mb() -> u64 {
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Plain {
+    site: String,
+    area: String,
+    #[serde(default = "json")]
+    codec: String,
+    template: Option<String>,
+}
+
+fn json() -> String {
+    "json".into()
+}
+
+/// Where the readings go.
+enum Output {
+    Sparkplug(Sparkplug),
+    Plain(shopfloor_bridge_modbus::gateway::plain::PlainConfig),
+}
+
+#[derive(Deserialize)]
 struct Deployment {
     mqtt: Option<Mqtt>,
     sparkplug: Option<Sparkplug>,
+    plain: Option<Plain>,
     #[serde(flatten)]
     _others: std::collections::BTreeMap<String, toml::Value>,
 }
@@ -140,7 +166,7 @@ fn parse_args() -> anyhow::Result<Args> {
 }
 
 /// The sections this binary owns, checked, with the file named in errors.
-fn sections(path: &Path) -> anyhow::Result<(Mqtt, Sparkplug)> {
+fn sections(path: &Path) -> anyhow::Result<(Mqtt, Output)> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("{}: cannot read it", path.display()))?;
     let doc: Deployment = toml::from_str(&text).map_err(|e| {
@@ -151,16 +177,42 @@ fn sections(path: &Path) -> anyhow::Result<(Mqtt, Sparkplug)> {
     let mqtt = doc.mqtt.with_context(|| {
         format!("{}: no [mqtt] section; add [mqtt] with host and port", path.display())
     })?;
-    let sparkplug = doc.sparkplug.with_context(|| {
-        format!(
-            "{}: no [sparkplug] section; add [sparkplug] with group_id and edge_node_id",
-            path.display()
-        )
-    })?;
     if !["5", "3.1.1"].contains(&mqtt.protocol.as_str()) {
         bail!("{}: mqtt.protocol = {:?}; use \"5\" or \"3.1.1\"", path.display(), mqtt.protocol);
     }
-    Ok((mqtt, sparkplug))
+    let output = match (doc.sparkplug, doc.plain) {
+        (Some(s), None) => Output::Sparkplug(s),
+        (None, Some(p)) => Output::Plain(plain(p, path)?),
+        (Some(_), Some(_)) => {
+            bail!("{}: both [sparkplug] and [plain]; choose one output", path.display())
+        }
+        (None, None) => bail!(
+            "{}: no [sparkplug] section; add [sparkplug] with group_id and edge_node_id (or [plain] with site and area)",
+            path.display()
+        ),
+    };
+    Ok((mqtt, output))
+}
+
+fn plain(
+    p: Plain,
+    path: &Path,
+) -> anyhow::Result<shopfloor_bridge_modbus::gateway::plain::PlainConfig> {
+    let mut c = shopfloor_bridge_modbus::gateway::plain::PlainConfig::new(p.site, p.area);
+    c.codec = match p.codec.as_str() {
+        "json" => shopfloor_schemas::Codec::Json,
+        "protobuf" => shopfloor_schemas::Codec::Protobuf,
+        "cbor" => shopfloor_schemas::Codec::Cbor,
+        other => bail!(
+            "{}: plain.codec = {other:?}; use \"json\", \"protobuf\" or \"cbor\"",
+            path.display()
+        ),
+    };
+    if let Some(t) = p.template {
+        c.template = shopfloor_schemas::TopicTemplate::parse(&t)
+            .map_err(|e| anyhow::anyhow!("{}: plain.template: {e}", path.display()))?;
+    }
+    Ok(c)
 }
 
 fn password(mqtt: &Mqtt, path: &Path) -> anyhow::Result<Option<String>> {
@@ -195,17 +247,24 @@ fn real_main() -> anyhow::Result<()> {
         print!("{}", explain(&map));
         return Ok(());
     }
-    let (mqtt, sparkplug) = sections(&args.config)?;
-    Gateway::check(&map, &sparkplug.group_id, &sparkplug.edge_node_id)
-        .map_err(|e| anyhow::anyhow!("{}: sparkplug: {e}", args.config.display()))?;
+    let (mqtt, output) = sections(&args.config)?;
+    let target = match &output {
+        Output::Sparkplug(sp) => {
+            Gateway::check(&map, &sp.group_id, &sp.edge_node_id)
+                .map_err(|e| anyhow::anyhow!("{}: sparkplug: {e}", args.config.display()))?;
+            format!("edge node {}/{}", sp.group_id, sp.edge_node_id)
+        }
+        Output::Plain(p) => {
+            p.check(&map).map_err(|e| anyhow::anyhow!("{}: plain: {e}", args.config.display()))?;
+            format!("plain topics {} ({})", p.template.as_str(), p.codec.as_str())
+        }
+    };
     let tags: usize = map.devices.iter().map(|d| d.tags.len()).sum();
     if args.check {
         println!(
-            "{}: valid: {} devices, {tags} tags, edge node {}/{} on {}:{}",
+            "{}: valid: {} devices, {tags} tags, {target} on {}:{}",
             args.config.display(),
             map.devices.len(),
-            sparkplug.group_id,
-            sparkplug.edge_node_id,
             mqtt.host,
             mqtt.port
         );
@@ -220,15 +279,28 @@ fn real_main() -> anyhow::Result<()> {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    runtime.block_on(run(args.config, map, mqtt, sparkplug))
+    runtime.block_on(run(args.config, map, mqtt, output))
 }
 
-async fn run(path: PathBuf, map: RegisterMap, mqtt: Mqtt, sp: Sparkplug) -> anyhow::Result<()> {
+async fn run(path: PathBuf, map: RegisterMap, mqtt: Mqtt, output: Output) -> anyhow::Result<()> {
     let mut broker = Broker::new(mqtt.host.clone(), mqtt.port);
     if let Some(user) = &mqtt.username {
         let pass = password(&mqtt, &path)?.unwrap_or_default();
         broker.credentials = Some((user.clone(), pass));
     }
+    let sp = match output {
+        Output::Sparkplug(sp) => sp,
+        Output::Plain(config) => {
+            let client_id = mqtt.client_id.clone().unwrap_or_else(|| "shopfloor-modbus".into());
+            tracing::info!(devices = map.devices.len(), "plain gateway starting");
+            let gateway = shopfloor_bridge_modbus::gateway::plain::PlainGateway::spawn(
+                &map, config, &broker, &client_id,
+            );
+            wait_for_stop().await?;
+            tokio::time::timeout(Duration::from_secs(10), gateway.shutdown()).await.ok();
+            return Ok(());
+        }
+    };
     let client_id = mqtt.client_id.clone().unwrap_or_else(|| sp.edge_node_id.clone());
     let mut driver = DriverConfig::new(client_id, broker);
     if mqtt.protocol == "3.1.1" {
@@ -258,12 +330,18 @@ async fn run(path: PathBuf, map: RegisterMap, mqtt: Mqtt, sp: Sparkplug) -> anyh
         sp.edge_node_id
     );
     let gateway = Gateway::spawn(&map, node, driver);
+    wait_for_stop().await?;
+    tokio::time::timeout(Duration::from_secs(10), gateway.shutdown()).await.ok();
+    Ok(())
+}
+
+/// Until Ctrl-C or SIGTERM.
+async fn wait_for_stop() -> anyhow::Result<()> {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
     }
     tracing::info!("stopping");
-    tokio::time::timeout(Duration::from_secs(10), gateway.shutdown()).await.ok();
     Ok(())
 }
