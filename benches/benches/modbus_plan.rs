@@ -19,7 +19,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use shopfloor_bridge_modbus::config::{Area, Deadband, Device, Order, Tag, TagType, Transport};
+use shopfloor_bridge_modbus::config::{Area, Device, Tag, TagType, Transport};
 use shopfloor_bridge_modbus::plan::{Learned, plan};
 
 const MACHINES: usize = 30;
@@ -37,22 +37,8 @@ impl Lcg {
     }
 }
 
-fn tag(name: String, area: Area, address: u16, kind: TagType, group: &str) -> Tag {
-    Tag {
-        name,
-        area,
-        address,
-        kind,
-        order: Order::BIG_ENDIAN,
-        scale: 1.0,
-        offset: 0.0,
-        unit: None,
-        deadband: Deadband::None,
-        group: group.into(),
-        writable: false,
-        min: None,
-        max: None,
-    }
+fn tag(name: impl Into<String>, area: Area, address: u16, kind: TagType, group: &str) -> Tag {
+    Tag { group: group.into(), ..Tag::new(name, area, address, kind) }
 }
 
 /// One machine's 40 tags in its block of holding registers at `base`.

@@ -16,16 +16,7 @@ use shopfloor_sparkplug::{BirthTypes, EncodeOptions, Metric, MetricValue, Payloa
 const T0: u64 = 1_700_000_000_000;
 
 fn value(i: usize) -> MetricValue {
-    match i % 8 {
-        0 => MetricValue::Double(60.0 + i as f64 * 0.37),
-        1 => MetricValue::Float(4.2 + i as f32 * 0.01),
-        2 => MetricValue::Int32(184_467 + i as i32),
-        3 => MetricValue::Int16(-(i as i16)),
-        4 => MetricValue::Boolean(i % 16 == 4),
-        5 => MetricValue::UInt32(3_000_000_000 + i as u32),
-        6 => MetricValue::Int64(-9_000_000_000 - i as i64),
-        _ => MetricValue::String(format!("BATCH-{i:04}")),
-    }
+    shopfloor_benches::sparkplug_value(i)
 }
 
 fn main() {

@@ -39,3 +39,19 @@ pub fn ns_per_iter(dir: &Path, group: &str, id: &str) -> Option<(f64, f64)> {
 pub fn is_measuring() -> bool {
     std::env::args().any(|a| a == "--bench")
 }
+
+/// The metric values the Sparkplug benches and the instruction-count driver
+/// use: a mix of every common type, negative where signed.
+pub fn sparkplug_value(i: usize) -> shopfloor_sparkplug::MetricValue {
+    use shopfloor_sparkplug::MetricValue;
+    match i % 8 {
+        0 => MetricValue::Double(60.0 + i as f64 * 0.37),
+        1 => MetricValue::Float(4.2 + i as f32 * 0.01),
+        2 => MetricValue::Int32(184_467 + i as i32),
+        3 => MetricValue::Int16(-(i as i16)),
+        4 => MetricValue::Boolean(i % 16 == 4),
+        5 => MetricValue::UInt32(3_000_000_000 + i as u32),
+        6 => MetricValue::Int64(-9_000_000_000 - i as i64),
+        _ => MetricValue::String(format!("BATCH-{i:04}")),
+    }
+}

@@ -204,17 +204,9 @@ impl Order {
     }
 }
 
-/// When a changed value is worth publishing.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
-pub enum Deadband {
-    /// Every change.
-    #[default]
-    None,
-    /// A change larger than this (in engineering units).
-    Absolute(f64),
-    /// A change larger than this percentage of the last published value.
-    Percent(f64),
-}
+/// When a changed value is worth publishing: the same rule as a Sparkplug
+/// edge node's (every change, or beyond an absolute or percent deadband).
+pub use shopfloor_sparkplug::edge::Deadband;
 
 /// How to reach a device.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -286,6 +278,26 @@ pub struct Tag {
 }
 
 impl Tag {
+    /// A tag read as it is: big-endian, unscaled, no unit, no deadband, in
+    /// the `default` poll group, not writable.
+    pub fn new(name: impl Into<String>, area: Area, address: u16, kind: TagType) -> Self {
+        Self {
+            name: name.into(),
+            area,
+            address,
+            kind,
+            order: Order::BIG_ENDIAN,
+            scale: 1.0,
+            offset: 0.0,
+            unit: None,
+            deadband: Deadband::None,
+            group: "default".into(),
+            writable: false,
+            min: None,
+            max: None,
+        }
+    }
+
     /// Whether scale or offset turn the raw value into a float.
     pub fn is_scaled(&self) -> bool {
         self.scale != 1.0 || self.offset != 0.0
@@ -456,28 +468,13 @@ const PROTOCOL_MAX_BITS: u16 = 2000;
 impl RegisterMap {
     /// Reads and checks a register map file.
     pub fn load(path: impl AsRef<Path>) -> Result<Self, ConfigError> {
-        let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
-            file: Some(path.to_owned()),
-            where_: "file".into(),
-            problem: format!("cannot read it: {e}"),
-            fix: None,
-        })?;
-        Self::from_toml(&text).map_err(|e| ConfigError { file: Some(path.to_owned()), ..e })
+        from_file(path.as_ref(), Self::from_toml)
     }
 
     /// Reads the `[modbus]` section of a deployment file
     /// ([`from_deployment_toml`](Self::from_deployment_toml)).
     pub fn load_deployment(path: impl AsRef<Path>) -> Result<Self, ConfigError> {
-        let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
-            file: Some(path.to_owned()),
-            where_: "file".into(),
-            problem: format!("cannot read it: {e}"),
-            fix: None,
-        })?;
-        Self::from_deployment_toml(&text)
-            .map_err(|e| ConfigError { file: Some(path.to_owned()), ..e })
+        from_file(path.as_ref(), Self::from_deployment_toml)
     }
 
     /// Parses and checks a register map.
@@ -511,6 +508,20 @@ impl RegisterMap {
     pub fn device(&self, name: &str) -> Option<&Device> {
         self.devices.iter().find(|d| d.name == name)
     }
+}
+
+/// Reads `path` and parses it with `parse`; errors name the file.
+fn from_file(
+    path: &Path,
+    parse: impl FnOnce(&str) -> Result<RegisterMap, ConfigError>,
+) -> Result<RegisterMap, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        file: Some(path.to_owned()),
+        where_: "file".into(),
+        problem: format!("cannot read it: {e}"),
+        fix: None,
+    })?;
+    parse(&text).map_err(|e| ConfigError { file: Some(path.to_owned()), ..e })
 }
 
 /// A TOML error with its line.

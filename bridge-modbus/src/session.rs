@@ -27,22 +27,9 @@ use crate::codec::{Data, DecodeError};
 use crate::config::{Deadband, Device};
 use crate::plan::{Learned, Plan, Refusal, Request, decode_response, plan};
 
-/// The clocks, read once per driver turn.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Now {
-    /// Monotonic time, for the schedule.
-    pub instant: Instant,
-    /// UTC ms, for readings.
-    pub unix_ms: u64,
-}
-
-impl Now {
-    /// The clocks now. Only drivers call this.
-    #[allow(clippy::self_named_constructors, reason = "reads as the driver loop: Now::now()")]
-    pub fn now() -> Self {
-        Self { instant: Instant::now(), unix_ms: Timestamp::now().unix_ms() }
-    }
-}
+/// The clocks, read once per driver turn: monotonic for the schedule, UTC
+/// ms for readings (the type Sparkplug's sans-IO cores take too).
+pub use shopfloor_sparkplug::edge::Now;
 
 /// The modbus exception code for an address the device does not map.
 pub const ILLEGAL_DATA_ADDRESS: u8 = 2;

@@ -4,7 +4,7 @@
 
 use proptest::prelude::*;
 use shopfloor_bridge_modbus::codec::{Data, Write, WriteError, decode, encode};
-use shopfloor_bridge_modbus::config::{Area, Deadband, Order, Tag, TagType};
+use shopfloor_bridge_modbus::config::{Area, Order, Tag, TagType};
 use shopfloor_schemas::Value;
 
 fn tag(kind: TagType, order: &str) -> Tag {
@@ -15,21 +15,8 @@ fn tag(kind: TagType, order: &str) -> Tag {
         "DCBA" => (true, true),
         other => panic!("{other}"),
     };
-    Tag {
-        name: "t".into(),
-        area: if kind == TagType::Bool { Area::Coil } else { Area::HoldingRegister },
-        address: 0,
-        kind,
-        order: Order { swap_bytes, swap_words },
-        scale: 1.0,
-        offset: 0.0,
-        unit: None,
-        deadband: Deadband::None,
-        group: "default".into(),
-        writable: true,
-        min: None,
-        max: None,
-    }
+    let area = if kind == TagType::Bool { Area::Coil } else { Area::HoldingRegister };
+    Tag { order: Order { swap_bytes, swap_words }, writable: true, ..Tag::new("t", area, 0, kind) }
 }
 
 fn regs(t: &Tag, r: &[u16]) -> Value {

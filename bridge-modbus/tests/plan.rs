@@ -7,25 +7,11 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 use shopfloor_bridge_modbus::codec::{Data, decode};
-use shopfloor_bridge_modbus::config::{Area, Deadband, Device, Order, Tag, TagType, Transport};
+use shopfloor_bridge_modbus::config::{Area, Device, Tag, TagType, Transport};
 use shopfloor_bridge_modbus::plan::{Caution, Learned, Refusal, Request, decode_response, plan};
 
-fn tag(name: &str, area: Area, address: u16, kind: TagType, group: &str) -> Tag {
-    Tag {
-        name: name.into(),
-        area,
-        address,
-        kind,
-        order: Order::BIG_ENDIAN,
-        scale: 1.0,
-        offset: 0.0,
-        unit: None,
-        deadband: Deadband::None,
-        group: group.into(),
-        writable: false,
-        min: None,
-        max: None,
-    }
+fn tag(name: impl Into<String>, area: Area, address: u16, kind: TagType, group: &str) -> Tag {
+    Tag { group: group.into(), ..Tag::new(name, area, address, kind) }
 }
 
 fn device(tags: Vec<Tag>, max_registers: u16, max_gap: u16) -> Device {
@@ -95,7 +81,7 @@ fn neighbours_merge_across_small_gaps_and_split_at_the_limit() {
 #[test]
 fn a_status_word_and_its_bits_are_one_register() {
     let mut tags = vec![tag("word", H, 5, TagType::U16, "default")];
-    tags.extend((0..16).map(|b| tag(&format!("bit{b}"), H, 5, TagType::Bit(b), "default")));
+    tags.extend((0..16).map(|b| tag(format!("bit{b}"), H, 5, TagType::Bit(b), "default")));
     tags.push(tag("next", H, 6, TagType::U16, "default"));
     let d = device(tags, 2, 0);
     let r = reads(&d, &Learned::new(), "default");
@@ -186,9 +172,9 @@ fn random_device() -> impl Strategy<Value = Device> {
             .map(|(i, (address, k, fast, coil))| {
                 let group = if fast { "fast" } else { "default" };
                 if coil {
-                    tag(&format!("t{i}"), Area::Coil, address, TagType::Bool, group)
+                    tag(format!("t{i}"), Area::Coil, address, TagType::Bool, group)
                 } else {
-                    tag(&format!("t{i}"), H, address, k, group)
+                    tag(format!("t{i}"), H, address, k, group)
                 }
             })
             .collect();

@@ -90,7 +90,10 @@ fn check_config_names_the_file_and_the_fix() {
             "both [sparkplug] and [plain]",
         ),
         (
-            deployment(1883, 502).replace("[sparkplug]\ngroup_id = \"Plant1\"\nedge_node_id = \"modbus-gw\"", "[plain]\nsite = \"s\"\narea = \"a\""),
+            deployment(1883, 502).replace(
+                "[sparkplug]\ngroup_id = \"Plant1\"\nedge_node_id = \"modbus-gw\"",
+                "[plain]\nsite = \"s\"\narea = \"a\"",
+            ),
             "plain: device \"press-1\", tag \"Hydraulics/Pressure\"",
         ),
         (deployment(1883, 502).replace("port = 1883", "port = \"x\""), "line 4"),

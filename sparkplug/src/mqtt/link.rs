@@ -38,6 +38,37 @@ enum Request {
     Disconnect,
 }
 
+/// The event loop's task, for either protocol version (its `Event` and
+/// `Packet` in scope where it is used): forwards what the drivers act on,
+/// stops after the first error. `topic` turns the version's topic type into
+/// a `String`.
+macro_rules! forward_events {
+    ($eventloop:ident, $tx:ident, $topic:expr) => {
+        tokio::spawn(async move {
+            loop {
+                let r = match $eventloop.poll().await {
+                    Ok(Event::Incoming(p)) => match p {
+                        Packet::ConnAck(_) => Ok(Inbound::ConnAck),
+                        Packet::SubAck(_) => Ok(Inbound::SubAck),
+                        Packet::PubAck(_) => Ok(Inbound::PubAck),
+                        Packet::Publish(p) => Ok(Inbound::Publish(Message {
+                            topic: ($topic)(p.topic),
+                            payload: p.payload,
+                        })),
+                        _ => continue,
+                    },
+                    Ok(Event::Outgoing(_)) => continue,
+                    Err(e) => Err(e.to_string()),
+                };
+                let failed = r.is_err();
+                if $tx.send(r).await.is_err() || failed {
+                    break;
+                }
+            }
+        })
+    };
+}
+
 /// Aborts a task when dropped: the poller must not outlive its driver (an
 /// aborted or dropped driver would otherwise leave the connection open until
 /// the next keep-alive, and the broker would publish the Will only then).
@@ -103,27 +134,8 @@ impl Link {
                     o.set_transport(t);
                 }
                 let (client, mut eventloop) = AsyncClient::new(o, cap);
-                let task = tokio::spawn(async move {
-                    loop {
-                        let r = match eventloop.poll().await {
-                            Ok(Event::Incoming(p)) => match p {
-                                Packet::ConnAck(_) => Ok(Inbound::ConnAck),
-                                Packet::SubAck(_) => Ok(Inbound::SubAck),
-                                Packet::PubAck(_) => Ok(Inbound::PubAck),
-                                Packet::Publish(p) => Ok(Inbound::Publish(Message {
-                                    topic: String::from_utf8_lossy(&p.topic).into_owned(),
-                                    payload: p.payload,
-                                })),
-                                _ => continue,
-                            },
-                            Ok(Event::Outgoing(_)) => continue,
-                            Err(e) => Err(e.to_string()),
-                        };
-                        let failed = r.is_err();
-                        if tx.send(r).await.is_err() || failed {
-                            break;
-                        }
-                    }
+                let task = forward_events!(eventloop, tx, |t: bytes::Bytes| {
+                    String::from_utf8_lossy(&t).into_owned()
                 });
                 (Client::V5(client), task)
             }
@@ -148,28 +160,7 @@ impl Link {
                     o.set_transport(t);
                 }
                 let (client, mut eventloop) = AsyncClient::new(o, cap);
-                let task = tokio::spawn(async move {
-                    loop {
-                        let r = match eventloop.poll().await {
-                            Ok(Event::Incoming(p)) => match p {
-                                Packet::ConnAck(_) => Ok(Inbound::ConnAck),
-                                Packet::SubAck(_) => Ok(Inbound::SubAck),
-                                Packet::PubAck(_) => Ok(Inbound::PubAck),
-                                Packet::Publish(p) => Ok(Inbound::Publish(Message {
-                                    topic: p.topic,
-                                    payload: p.payload,
-                                })),
-                                _ => continue,
-                            },
-                            Ok(Event::Outgoing(_)) => continue,
-                            Err(e) => Err(e.to_string()),
-                        };
-                        let failed = r.is_err();
-                        if tx.send(r).await.is_err() || failed {
-                            break;
-                        }
-                    }
-                });
+                let task = forward_events!(eventloop, tx, |t: String| t);
                 (Client::V311(client), task)
             }
         };
