@@ -447,3 +447,44 @@ async fn garbage_from_a_server_never_panics() {
     }
     poller.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_on_a_serial_line_never_panics() {
+    use std::io::{Read, Write};
+    let pair = shopfloor_testkit::SerialPair::start().expect("a socat serial pair");
+    // The far end answers every request with bytes that are no RTU frame:
+    // a wrong CRC, a wrong function code, a short frame, noise.
+    let mut far = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(pair.b())
+        .expect("open the far end");
+    std::thread::spawn(move || {
+        let garbage: [&[u8]; 4] = [
+            b"\x01\x03\x04\x00\x01\x00\x02\xff\xff",
+            b"\x01\x83",
+            b"\x01\x10\x00",
+            b"\xde\xad\xbe\xef\x00\x00",
+        ];
+        let mut buf = [0_u8; 256];
+        let mut n = 0;
+        while let Ok(k) = far.read(&mut buf) {
+            if k == 0 || far.write_all(garbage[n % garbage.len()]).is_err() {
+                break;
+            }
+            n += 1;
+        }
+    });
+    let link = format!("serial = \"{}\"\nbaud = 115200", pair.a().display());
+    let mut poller = Poller::spawn(&map(&link, 200, "", ONE_TAG), 64);
+    let mut latest = HashMap::new();
+    collect(&mut poller, "unreachable", &mut latest, |_, o| {
+        matches!(o, Output::Unreachable { .. })
+    })
+    .await;
+    for _ in 0..4 {
+        let e = poller.write("plc", "level", Value::F64(1.0)).await.unwrap_err();
+        assert!(!matches!(e, WriteFailure::Stopped), "{e}");
+    }
+    poller.shutdown().await;
+}
