@@ -9,8 +9,9 @@
 //! opened again. Over RTU, where an answer carries no transaction id, the
 //! line first waits twice the time it waited for the answer (and the input
 //! buffer is cleared on reopening); that device's wait then stays doubled,
-//! up to 10 s, halving again as answers come in time, so that a device
-//! slower than its configured timeout is waited for rather than misread.
+//! up to 10 s, shrinking by a tenth with each answer in time, so that a
+//! device slower than its configured timeout is waited for rather than
+//! misread.
 //! Requests go through `Client::call`, so a
 //! device's malformed answer is an error here, never a panic in
 //! tokio-modbus' debug assertions.
@@ -401,6 +402,11 @@ async fn run_line(
         };
         tokio::select! {
             () = sleep => {
+                if ctx.is_none() {
+                    // Connect first (at the top of the loop): a poll due
+                    // while the line waits to reconnect is not a failure.
+                    continue;
+                }
                 for (i, s) in sessions.iter_mut().enumerate() {
                     let Some(reqs) = s.start_poll(std::time::Instant::now()) else { continue };
                     for (n, r) in reqs.into_iter().enumerate() {
@@ -416,8 +422,10 @@ async fn run_line(
                         let answer = read(c, s.device(), &r, wait).await;
                         let now = Now::now();
                         if !matches!(answer, Answer::Lost(_)) {
-                            // Answers in time again: the extra wait shrinks back.
-                            slow[i] = slow[i].map(|d| d / 2).filter(|d| *d > s.device().timeout);
+                            // Answers in time again: the extra wait shrinks back,
+                            // slowly, so a device that is always slow is not
+                            // timed out every other read.
+                            slow[i] = slow[i].map(|d| d.mul_f64(0.9)).filter(|d| *d > s.device().timeout);
                         }
                         match answer {
                             Answer::Registers(v) => s.handle(&r, ReadResult::Data(Data::Registers(&v)), now),

@@ -15,8 +15,9 @@
 //! - An exception answer makes the read's tags `Bad` (with the reason in a
 //!   [`Output::TagError`]); `IllegalDataAddress` first re-plans the span
 //!   (see [`Learned`]).
-//! - A timeout or a lost connection makes the device unreachable: every
-//!   last value is published again as `Stale`.
+//! - An unanswered read makes its tags `Bad`; [`UNREACHABLE_AFTER`] in a
+//!   row, or a connection that cannot be made, make the device unreachable:
+//!   every last value is published again as `Stale`.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -30,6 +31,12 @@ use crate::plan::{Learned, Plan, Refusal, Request, decode_response, plan};
 /// The clocks, read once per driver turn: monotonic for the schedule, UTC
 /// ms for readings (the type Sparkplug's sans-IO cores take too).
 pub use shopfloor_sparkplug::edge::Now;
+
+/// Reads lost in a row (timeouts, broken answers) after which a device that
+/// answered before counts as unreachable. Fewer make only their reads' tags
+/// bad: one lost frame does not make a whole device stale (nor, over
+/// Sparkplug, cost a DDEATH and a DBIRTH).
+pub const UNREACHABLE_AFTER: u32 = 3;
 
 /// The modbus exception code for an address the device does not map.
 pub const ILLEGAL_DATA_ADDRESS: u8 = 2;
@@ -105,6 +112,8 @@ pub struct Session {
     plan: Plan,
     next_due: Vec<Instant>,
     reachable: Option<bool>,
+    /// Reads lost in a row (no answer, or a broken answer).
+    lost: u32,
     /// Per tag: the last value and quality published.
     last: Vec<Option<(Value, Quality)>>,
     out: VecDeque<Output>,
@@ -125,6 +134,7 @@ impl Session {
             plan,
             next_due,
             reachable: None,
+            lost: 0,
             last,
             out: VecDeque::new(),
             overruns: 0,
@@ -211,7 +221,20 @@ impl Session {
                 }
                 self.push_batch(batch);
             }
-            ReadResult::Lost(reason) => self.connection_lost(reason, now),
+            ReadResult::Lost(reason) => {
+                self.lost += 1;
+                if self.lost >= UNREACHABLE_AFTER || self.reachable != Some(true) {
+                    self.connection_lost(reason, now);
+                } else {
+                    // One unanswered read is that read's failure, not yet
+                    // the device's: its tags are bad, the rest stays good.
+                    let mut batch = Batch::new(self.device.name.as_str());
+                    for &t in &req.tags {
+                        self.tag_error(&mut batch, t, reason, now);
+                    }
+                    self.push_batch(batch);
+                }
+            }
         }
     }
 
@@ -251,6 +274,7 @@ impl Session {
     }
 
     fn set_reachable(&mut self) {
+        self.lost = 0;
         if self.reachable != Some(true) {
             self.reachable = Some(true);
             self.out.push_back(Output::Reachable);

@@ -317,8 +317,10 @@ async fn slow_device(mut dev: Device) {
     })
     .await;
     assert_eq!(dev.cmd(r#"{"delay": 0.5}"#), "ok");
-    collect(&mut poller, "unreachable when slow", &mut latest, |_, o| {
-        matches!(o, Output::Unreachable { reason } if reason.contains("no answer within 200 ms"))
+    // Timeouts: the read's tags bad (over RTU the line then waits longer
+    // for this device, and its answers come back in time).
+    collect(&mut poller, "timeouts when slow", &mut latest, |_, o| {
+        matches!(o, Output::TagError { reason, .. } | Output::Unreachable { reason } if reason.starts_with("no answer within"))
     })
     .await;
     dev.set("h", 10, "f32", "CDAB", "2.0");

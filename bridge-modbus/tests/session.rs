@@ -165,6 +165,55 @@ fn a_lost_device_goes_stale_and_the_first_good_answer_restores_it() {
 }
 
 #[test]
+fn one_lost_read_is_bad_three_in_a_row_unreachable() {
+    use shopfloor_bridge_modbus::session::UNREACHABLE_AFTER;
+    let mut t = T::new();
+    t.poll(&memory(100, 1));
+    t.outputs();
+    for n in 1..=UNREACHABLE_AFTER {
+        t.at(u64::from(n) * 100);
+        let reqs = t.s.start_poll(t.now().instant).unwrap();
+        t.s.handle(&reqs[0], ReadResult::Lost("no answer within 1000 ms"), t.now());
+        let out = t.outputs();
+        if n < UNREACHABLE_AFTER {
+            assert!(
+                out.contains(&Output::TagError {
+                    tag: "temp".into(),
+                    reason: "no answer within 1000 ms".into()
+                }),
+                "{out:?}"
+            );
+            if n == 1 {
+                // Bad once; the same bad value again is no news.
+                let Output::Readings(b) = out.last().unwrap() else { panic!("{out:?}") };
+                assert_eq!(
+                    (b.readings.len(), b.readings[0].quality),
+                    (1, Quality::Bad),
+                    "only that read's tag"
+                );
+            }
+            assert_eq!(t.s.is_reachable(), Some(true));
+        } else {
+            assert_eq!(out[0], Output::Unreachable { reason: "no answer within 1000 ms".into() });
+            assert_eq!(t.s.is_reachable(), Some(false));
+        }
+    }
+    // An answer in between starts the count again.
+    let mut t = T::new();
+    t.poll(&memory(100, 1));
+    for n in 1..=2 * UNREACHABLE_AFTER {
+        t.at(u64::from(n) * 100);
+        let reqs = t.s.start_poll(t.now().instant).unwrap();
+        if n % 2 == 0 {
+            t.s.handle(&reqs[0], ReadResult::Data(Data::Registers(&[100])), t.now());
+        } else {
+            t.s.handle(&reqs[0], ReadResult::Lost("gone"), t.now());
+        }
+    }
+    assert_eq!(t.s.is_reachable(), Some(true));
+}
+
+#[test]
 fn an_exception_makes_the_reads_tags_bad_with_the_reason() {
     let mut t = T::new();
     t.poll(&memory(100, 1));
