@@ -271,7 +271,19 @@ pub fn decode_response(
         .collect()
 }
 
-/// The plan of every device in words, for `explain`: each read with what it
+/// The 40001-style number of a 0-based address (five digits while they
+/// suffice, six beyond 9999).
+pub fn modicon(area: Area, address: u32) -> String {
+    let n = address + 1;
+    if n <= 9999 {
+        format!("{}{n:04}", area.modicon_digit())
+    } else {
+        format!("{}{n:05}", area.modicon_digit())
+    }
+}
+
+/// The plan of every device in words, for `explain`: the 0-based addresses
+/// the reads use, with their Modicon numbers beside them; each read with what it
 /// serves, and totals against one read per tag.
 pub fn explain(map: &RegisterMap) -> String {
     let mut out = String::new();
@@ -305,12 +317,14 @@ pub fn explain(map: &RegisterMap) -> String {
                     .collect();
                 let _ = writeln!(
                     out,
-                    "    {} {}..={} ({} read, {} unused): {}",
+                    "    {} {}..={} ({} read, {} unused; Modicon {}..={}): {}",
                     r.area,
                     r.start,
                     r.end(),
                     r.count,
                     r.unused(&d.tags),
+                    modicon(r.area, u32::from(r.start)),
+                    modicon(r.area, r.end()),
                     names.join(", ")
                 );
             }

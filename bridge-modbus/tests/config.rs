@@ -326,3 +326,19 @@ fn a_deployment_file_keeps_the_map_under_modbus() {
     let e = RegisterMap::from_deployment_toml("[modbus]\nx = 1\n").unwrap_err().to_string();
     assert!(e.starts_with("line 2: unknown field `x`"), "{e}");
 }
+
+#[test]
+fn modicon_numbers_round_trip() {
+    use shopfloor_bridge_modbus::plan::modicon;
+    for (area, address) in [
+        (Area::HoldingRegister, 0),
+        (Area::Coil, 41),
+        (Area::InputRegister, 9998),
+        (Area::DiscreteInput, 9999),
+        (Area::HoldingRegister, 65535),
+    ] {
+        let n = modicon(area, u32::from(address));
+        assert_eq!(parse_modicon(&n), Ok((area, address)), "{n}");
+    }
+    assert_eq!(modicon(Area::HoldingRegister, 100), "40101");
+}

@@ -58,7 +58,7 @@ fn explain_prints_the_plan_without_touching_a_device() {
     assert!(out.status.success(), "{out:?}");
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(
-        text.contains("holding_register 100..=101 (2 read, 0 unused): Hydraulics/Pressure"),
+        text.contains("holding_register 100..=101 (2 read, 0 unused; Modicon 40101..=40102): Hydraulics/Pressure"),
         "{text}"
     );
     assert!(text.contains("total: 1 reads for 1 tags"), "{text}");
