@@ -1,0 +1,139 @@
+//! Binary COPY data for `shopfloor.samples`, encoded by hand into one
+//! buffer (tokio-postgres' `BinaryCopyInWriter` encodes field by field
+//! through its type machinery and is many times slower: rust-postgres #1114).
+//! Sans-IO: rows in, bytes out.
+//!
+//! The format (PostgreSQL manual, COPY, "Binary Format"): a signature and
+//! two 32-bit header words, then per row a 16-bit field count and each field
+//! as a 32-bit length (−1 for NULL) and its bytes in network order, then a
+//! 16-bit −1.
+
+use base64::Engine as _;
+use bytes::{BufMut, Bytes, BytesMut};
+use shopfloor_schemas::{Quality, Value};
+
+/// Milliseconds from the Unix epoch to PostgreSQL's (2000-01-01 UTC).
+pub const PG_EPOCH_MS: i64 = 946_684_800_000;
+
+const SIGNATURE: &[u8] = b"PGCOPY\n\xff\r\n\0";
+
+/// The stored form of a quality (`shopfloor.samples.quality`).
+pub const fn quality_code(q: Quality) -> i16 {
+    match q {
+        Quality::Good => 0,
+        Quality::Bad => 2,
+        Quality::Stale => 3,
+        // Uncertain, and any quality a later schemas version adds.
+        _ => 1,
+    }
+}
+
+/// A value as the samples table holds it: a number, a text, or both NULL.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Stored<'a> {
+    /// `value` (numbers; booleans as 0 and 1).
+    Number(f64),
+    /// `value_text`.
+    Text(std::borrow::Cow<'a, str>),
+}
+
+/// Why a value cannot be stored.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RowError {
+    /// PostgreSQL text cannot hold a NUL character.
+    #[error("the text holds a NUL character at byte {0}, which PostgreSQL text cannot store")]
+    Nul(usize),
+    /// A kind of value this version cannot store.
+    #[error("a value of a kind the samples table cannot hold: {0}")]
+    Unsupported(String),
+    /// Outside the range `timestamptz` holds.
+    #[error("timestamp {0} ms is outside what PostgreSQL can store")]
+    Time(u64),
+}
+
+/// How a reading's value is stored.
+pub fn stored(value: &Value) -> Result<Stored<'_>, RowError> {
+    Ok(match value {
+        Value::F64(x) => Stored::Number(*x),
+        Value::I64(x) => Stored::Number(*x as f64),
+        Value::U64(x) => Stored::Number(*x as f64),
+        Value::Bool(b) => Stored::Number(if *b { 1.0 } else { 0.0 }),
+        Value::String(s) => {
+            if let Some(i) = memchr::memchr(0, s.as_bytes()) {
+                return Err(RowError::Nul(i));
+            }
+            Stored::Text(std::borrow::Cow::Borrowed(s.as_str()))
+        }
+        Value::Bytes(b) => Stored::Text(std::borrow::Cow::Owned(
+            base64::engine::general_purpose::STANDARD.encode(b),
+        )),
+        other => return Err(RowError::Unsupported(format!("{other:?}"))),
+    })
+}
+
+/// Microseconds since PostgreSQL's epoch, for a UTC ms timestamp.
+pub fn pg_micros(unix_ms: u64) -> Result<i64, RowError> {
+    // timestamptz reaches 294276 AD; far beyond any u64 ms we accept here.
+    let ms = i64::try_from(unix_ms).map_err(|_| RowError::Time(unix_ms))?;
+    (ms - PG_EPOCH_MS).checked_mul(1000).ok_or(RowError::Time(unix_ms))
+}
+
+/// Rows being encoded.
+#[derive(Debug)]
+pub struct CopyBuffer {
+    buf: BytesMut,
+    rows: usize,
+}
+
+impl Default for CopyBuffer {
+    fn default() -> Self {
+        Self::with_capacity(64 * 1024)
+    }
+}
+
+impl CopyBuffer {
+    /// An empty buffer (the header written) with room for `bytes`.
+    pub fn with_capacity(bytes: usize) -> Self {
+        let mut buf = BytesMut::with_capacity(bytes.max(32));
+        buf.put_slice(SIGNATURE);
+        buf.put_i32(0); // flags: no OIDs
+        buf.put_i32(0); // no header extension
+        Self { buf, rows: 0 }
+    }
+
+    /// Adds a row: `time` in µs since 2000-01-01 UTC.
+    pub fn push(&mut self, time: i64, metric_id: i32, value: &Stored<'_>, quality: i16) {
+        self.buf.put_i16(5);
+        self.buf.put_i32(8);
+        self.buf.put_i64(time);
+        self.buf.put_i32(4);
+        self.buf.put_i32(metric_id);
+        match value {
+            Stored::Number(x) => {
+                self.buf.put_i32(8);
+                self.buf.put_f64(*x);
+                self.buf.put_i32(-1);
+            }
+            Stored::Text(t) => {
+                self.buf.put_i32(-1);
+                self.buf.put_i32(i32::try_from(t.len()).unwrap_or(i32::MAX));
+                self.buf.put_slice(t.as_bytes());
+            }
+        }
+        self.buf.put_i32(2);
+        self.buf.put_i16(quality);
+        self.rows += 1;
+    }
+
+    /// Rows pushed.
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// The COPY data, trailer included.
+    pub fn finish(mut self) -> Bytes {
+        self.buf.put_i16(-1);
+        self.buf.freeze()
+    }
+}

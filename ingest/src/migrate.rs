@@ -1,0 +1,71 @@
+//! Embedded, versioned migrations of the `shopfloor` schema, applied at
+//! start in one transaction per migration under an advisory lock (so two
+//! ingest processes starting together apply each migration once).
+
+use tokio_postgres::Client;
+
+use crate::error::IngestError;
+
+/// One migration: its version (applied in order) and its SQL.
+#[derive(Clone, Copy, Debug)]
+pub struct Migration {
+    /// Applied in increasing order; recorded in `shopfloor.schema_migrations`.
+    pub version: i32,
+    /// A short name for the log.
+    pub name: &'static str,
+    /// The SQL (several statements).
+    pub sql: &'static str,
+}
+
+/// Every migration of this version of the crate.
+pub const MIGRATIONS: &[Migration] =
+    &[Migration { version: 1, name: "schema", sql: include_str!("../migrations/0001_schema.sql") }];
+
+/// A fixed key for `pg_advisory_xact_lock`: the migrations of shopfloor.
+const LOCK: i64 = 0x5348_4f50_4d49_4752; // "SHOPMIGR"
+
+/// Applies what is missing; returns the versions applied now (empty when
+/// the schema was up to date).
+pub async fn migrate(client: &mut Client) -> Result<Vec<i32>, IngestError> {
+    let mut applied = Vec::new();
+    for m in MIGRATIONS {
+        let tx = client.transaction().await.map_err(IngestError::db("start a migration"))?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&LOCK])
+            .await
+            .map_err(IngestError::db("take the migration lock"))?;
+        tx.batch_execute(
+            "CREATE SCHEMA IF NOT EXISTS shopfloor;
+             CREATE TABLE IF NOT EXISTS shopfloor.schema_migrations (
+                 version integer PRIMARY KEY,
+                 name text NOT NULL,
+                 applied_at timestamptz NOT NULL DEFAULT now()
+             );",
+        )
+        .await
+        .map_err(IngestError::db("create shopfloor.schema_migrations"))?;
+        let done = tx
+            .query_opt(
+                "SELECT 1 FROM shopfloor.schema_migrations WHERE version = $1",
+                &[&m.version],
+            )
+            .await
+            .map_err(IngestError::db("read shopfloor.schema_migrations"))?
+            .is_some();
+        if done {
+            continue;
+        }
+        tx.batch_execute(m.sql).await.map_err(|e| IngestError::Database {
+            what: format!("apply migration {} ({})", m.version, m.name),
+            source: e,
+        })?;
+        tx.execute(
+            "INSERT INTO shopfloor.schema_migrations (version, name) VALUES ($1, $2)",
+            &[&m.version, &m.name],
+        )
+        .await
+        .map_err(IngestError::db("record a migration"))?;
+        tx.commit().await.map_err(IngestError::db("commit a migration"))?;
+        applied.push(m.version);
+    }
+    Ok(applied)
+}

@@ -1,0 +1,164 @@
+//! The schema and the COPY writer against a real PostgreSQL from testkit:
+//! migrations applied once, the public view `shopfloor.readings`, daily
+//! partitions made on demand, and writes idempotent on (metric, time).
+
+use shopfloor_ingest::copy::{CopyBuffer, RowError, Stored, pg_micros};
+use shopfloor_ingest::writer::date;
+use shopfloor_ingest::{MIGRATIONS, Writer, migrate};
+use shopfloor_schemas::{Batch, Quality, Reading, Timestamp};
+use shopfloor_testkit::Postgres;
+use tokio_postgres::{Client, NoTls};
+
+async fn connect(pg: &Postgres) -> Client {
+    let (client, conn) =
+        tokio_postgres::connect(&pg.connection_string(), NoTls).await.expect("connect");
+    tokio::spawn(conn);
+    client
+}
+
+/// 2026-11-27 00:00 UTC and a day later.
+const DAY1: u64 = 1_795_737_600_000;
+const DAY2: u64 = DAY1 + 86_400_000;
+
+fn batch(source: &str, from: u64, n: u64) -> Batch {
+    let mut b = Batch::new(source);
+    for i in 0..n {
+        b.readings.push(Reading::new(
+            "temp",
+            Timestamp::from_unix_ms(from + i * 1000),
+            20.0 + i as f64,
+        ));
+    }
+    b
+}
+
+async fn count(client: &Client) -> i64 {
+    client.query_one("SELECT count(*) FROM shopfloor.readings", &[]).await.unwrap().get(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrations_apply_once() {
+    let pg = Postgres::start().expect("start postgresql");
+    let mut client = connect(&pg).await;
+    let all: Vec<i32> = MIGRATIONS.iter().map(|m| m.version).collect();
+    assert_eq!(migrate(&mut client).await.unwrap(), all);
+    assert_eq!(migrate(&mut client).await.unwrap(), Vec::<i32>::new(), "nothing twice");
+    // Two processes starting together: each migration applied once.
+    let pg2 = Postgres::start().expect("start postgresql");
+    let (mut a, mut b) = (connect(&pg2).await, connect(&pg2).await);
+    let (ra, rb) = tokio::join!(migrate(&mut a), migrate(&mut b));
+    let mut both = ra.unwrap();
+    both.extend(rb.unwrap());
+    assert_eq!(both, all);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_land_in_the_readings_view_and_redeliveries_add_nothing() {
+    let pg = Postgres::start().expect("start postgresql");
+    let mut client = connect(&pg).await;
+    migrate(&mut client).await.unwrap();
+    let mut w = Writer::new(client);
+    // Two sources, two days (two partitions), every kind of value and quality.
+    let mut b = batch("Plant1/edge-1/press-1", DAY1 + 86_000_000, 500);
+    b.readings.push(
+        Reading::new("state", Timestamp::from_unix_ms(DAY2 + 5), "running")
+            .with_quality(Quality::Uncertain),
+    );
+    b.readings.push(
+        Reading::new("door", Timestamp::from_unix_ms(DAY2 + 5), true).with_quality(Quality::Stale),
+    );
+    b.readings.push(
+        Reading::new("count", Timestamp::from_unix_ms(DAY2 + 5), -7_i64).with_quality(Quality::Bad),
+    );
+    let other = batch("Plant1/edge-2", DAY1, 10);
+    let written = w.write(&[b.clone(), other.clone()]).await.unwrap();
+    assert_eq!((written.rows, written.duplicates, written.rejected.len()), (513, 0, 0));
+    assert_eq!(count(w.client()).await, 513);
+
+    let rows = w
+        .client()
+        .query(
+            "SELECT time, source, metric, value, value_text, quality FROM shopfloor.readings
+             WHERE source = 'Plant1/edge-1/press-1' AND metric <> 'temp' ORDER BY metric",
+            &[],
+        )
+        .await
+        .unwrap();
+    let got: Vec<(String, Option<f64>, Option<String>, String)> =
+        rows.iter().map(|r| (r.get(2), r.get(3), r.get(4), r.get(5))).collect();
+    assert_eq!(
+        got,
+        [
+            ("count".into(), Some(-7.0), None, "bad".into()),
+            ("door".into(), Some(1.0), None, "stale".into()),
+            ("state".into(), None, Some("running".into()), "uncertain".into()),
+        ]
+    );
+    let partitions: i64 = w
+        .client()
+        .query_one(
+            "SELECT count(*) FROM pg_inherits WHERE inhparent = 'shopfloor.samples'::regclass",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(partitions, 2, "one per day");
+
+    // The same batches again (a redelivery), and one overlapping new rows.
+    let again = w.write(&[b.clone(), other]).await.unwrap();
+    assert_eq!((again.rows, again.duplicates), (0, 513));
+    let overlap =
+        w.write(&[batch("Plant1/edge-1/press-1", DAY1 + 86_000_000 + 490_000, 20)]).await.unwrap();
+    assert_eq!((overlap.rows, overlap.duplicates), (10, 10));
+    assert_eq!(count(w.client()).await, 523);
+
+    // A batch holding one reading twice: stored once.
+    let mut twice = batch("Plant1/edge-3", DAY1, 1);
+    twice.readings.push(twice.readings[0].clone());
+    let r = w.write(&[twice]).await.unwrap();
+    assert_eq!((r.rows, r.duplicates), (1, 1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_cannot_be_stored_is_rejected_and_its_neighbours_written() {
+    let pg = Postgres::start().expect("start postgresql");
+    let mut client = connect(&pg).await;
+    migrate(&mut client).await.unwrap();
+    let mut w = Writer::new(client);
+    let mut b = batch("s", DAY1, 3);
+    b.readings.insert(1, Reading::new("label", Timestamp::from_unix_ms(DAY1), "a\0b"));
+    b.readings.push(Reading::new("late", Timestamp::from_unix_ms(u64::MAX), 1.0));
+    let r = w.write(&[b]).await.unwrap();
+    assert_eq!(r.rows, 3);
+    let errors: Vec<(&str, &RowError)> =
+        r.rejected.iter().map(|x| (x.metric.as_str(), &x.error)).collect();
+    assert_eq!(errors, [("label", &RowError::Nul(1)), ("late", &RowError::Time(u64::MAX))]);
+}
+
+#[test]
+fn copy_rows_are_the_documented_bytes() {
+    let mut c = CopyBuffer::with_capacity(0);
+    c.push(1, 7, &Stored::Number(1.5), 0);
+    c.push(2, 8, &Stored::Text("ab".into()), 3);
+    let b = c.finish();
+    let mut want: Vec<u8> = b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0".to_vec();
+    // Row 1: 5 fields; time, id, value, NULL text, quality.
+    want.extend([0, 5, 0, 0, 0, 8, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 4, 0, 0, 0, 7, 0, 0, 0, 8]);
+    want.extend(1.5_f64.to_be_bytes());
+    want.extend([0xff, 0xff, 0xff, 0xff, 0, 0, 0, 2, 0, 0]);
+    // Row 2: NULL value, text "ab", quality 3.
+    want.extend([0, 5, 0, 0, 0, 8, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 4, 0, 0, 0, 8]);
+    want.extend([0xff, 0xff, 0xff, 0xff, 0, 0, 0, 2, b'a', b'b', 0, 0, 0, 2, 0, 3]);
+    want.extend([0xff, 0xff]);
+    assert_eq!(&b[..], &want[..]);
+    assert_eq!(pg_micros(946_684_800_001), Ok(1000));
+}
+
+#[test]
+fn dates_of_days_since_the_epoch() {
+    assert_eq!(date(0), "1970-01-01");
+    assert_eq!(date(DAY1 / 86_400_000), "2026-11-27");
+    assert_eq!(date(11_016), "2000-02-29");
+    assert_eq!(date(2_932_896), "9999-12-31");
+}
