@@ -1,0 +1,549 @@
+//! MQTT in, committed rows out: the ingest process.
+//!
+//! The delivery contract (see the crate README):
+//! - MQTT 5, a stable client id, `clean_start = false` with a session expiry,
+//!   manual acks: a message is acknowledged only after the transaction
+//!   holding its rows has committed, in arrival order;
+//! - every received message carries the number of the connection it came
+//!   on; after a reconnect, acks for messages of an older connection are
+//!   dropped (the broker redelivers them, the idempotent write absorbs them);
+//! - what cannot be used goes to `shopfloor.dead_letters` and is acked;
+//! - PostgreSQL down: the batch is retried with a capped backoff, nothing
+//!   more is read (a bounded queue; the broker holds the rest).
+//!
+//! The MQTT event loop is polled in a plain loop of its own (never raced in
+//! `select!`); it hands messages over a bounded channel and never waits on
+//! the ingest loop otherwise. Acks go out with `try_ack`, with a retry queue
+//! that keeps their order, so nothing here can wait on the event loop while
+//! the event loop waits on it.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use rumqttc::v5::mqttbytes::QoS;
+use rumqttc::v5::mqttbytes::v5::{Packet, Publish};
+use rumqttc::v5::{AsyncClient, Event, MqttOptions};
+use shopfloor_schemas::{Batch, Codec, TopicTemplate};
+use shopfloor_sparkplug::edge::{Message, Now};
+use shopfloor_sparkplug::host::{HostApplication, HostConfig, HostEvent};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_postgres::NoTls;
+
+use crate::copy::{pg_micros, stored};
+use crate::error::IngestError;
+use crate::migrate::migrate;
+use crate::writer::Writer;
+
+/// What the ingest subscribes to.
+#[derive(Clone, Debug)]
+pub enum Input {
+    /// Plain readings: each message a [`Batch`] on a topic of `template`.
+    /// The source is the topic's placeholders but `{sensor}`, joined by `/`;
+    /// the metric is each reading's own. The codec comes from the MQTT 5
+    /// content type, else `codec`.
+    Plain {
+        /// The topic template.
+        template: TopicTemplate,
+        /// The codec when a message carries no content type.
+        codec: Codec,
+    },
+    /// Sparkplug B, decoded by a [`HostApplication`] (births define names
+    /// and types, deaths write `stale`, gaps ask for rebirths).
+    Sparkplug {
+        /// The host's configuration (`publish_state` only on the primary).
+        host: HostConfig,
+    },
+}
+
+/// How an ingest process runs.
+#[derive(Clone, Debug)]
+pub struct IngestConfig {
+    /// MQTT broker host.
+    pub host: String,
+    /// MQTT broker port.
+    pub port: u16,
+    /// The MQTT client id: stable across restarts, so the broker keeps the
+    /// session and redelivers what was not acked.
+    pub client_id: String,
+    /// User name and password.
+    pub credentials: Option<(String, String)>,
+    /// How long the broker keeps the session while ingest is away.
+    pub session_expiry: Duration,
+    /// What to subscribe to.
+    pub inputs: Vec<Input>,
+    /// PostgreSQL connection string.
+    pub database: String,
+    /// Flush when this many readings are waiting…
+    pub batch_readings: usize,
+    /// …or when the oldest has waited this long.
+    pub batch_age: Duration,
+    /// Messages received and not yet committed, at most (memory bound).
+    pub max_pending: usize,
+}
+
+impl IngestConfig {
+    /// Defaults: session expiry 1 h, flush at 10 000 readings or 200 ms,
+    /// at most 20 000 messages pending.
+    pub fn new(
+        host: impl Into<String>,
+        port: u16,
+        client_id: impl Into<String>,
+        database: impl Into<String>,
+    ) -> Self {
+        Self {
+            host: host.into(),
+            port,
+            client_id: client_id.into(),
+            credentials: None,
+            session_expiry: Duration::from_secs(3600),
+            inputs: Vec::new(),
+            database: database.into(),
+            batch_readings: 10_000,
+            batch_age: Duration::from_millis(200),
+            max_pending: 20_000,
+        }
+    }
+}
+
+/// Counters of a running ingest.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Messages committed and acked (or dead-lettered and acked).
+    pub messages: AtomicU64,
+    /// Rows added.
+    pub rows: AtomicU64,
+    /// Rows offered that were there already.
+    pub duplicates: AtomicU64,
+    /// Messages sent to the dead letters.
+    pub dead_letters: AtomicU64,
+    /// Acks dropped because their connection had gone.
+    pub stale_acks: AtomicU64,
+    /// Subscriptions the broker has confirmed (one per filter per connection).
+    pub subscribed: AtomicU64,
+}
+
+/// A running ingest process.
+#[derive(Debug)]
+pub struct Ingest {
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<Result<(), IngestError>>,
+    stats: Arc<Stats>,
+}
+
+impl Ingest {
+    /// Starts on the current tokio runtime.
+    pub fn spawn(config: IngestConfig) -> Self {
+        let stats = Arc::new(Stats::default());
+        let (stop, stopped) = oneshot::channel();
+        let task = tokio::spawn(run(config, stopped, Arc::clone(&stats)));
+        Self { stop, task, stats }
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// Stops at once, like a crash: nothing pending is committed or acked
+    /// (the broker redelivers it to the next process with this client id).
+    pub fn abort(self) {
+        self.task.abort();
+    }
+
+    /// Commits what is pending, acks it and stops.
+    pub async fn shutdown(self) -> Result<(), IngestError> {
+        let _ = self.stop.send(());
+        self.task.await.unwrap_or(Ok(()))
+    }
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// From the event loop to the ingest loop.
+enum FromBroker {
+    Connected { connection: u64 },
+    Message { connection: u64, publish: Box<Publish> },
+}
+
+/// A message held until its rows are committed.
+struct Pending {
+    connection: u64,
+    publish: Box<Publish>,
+}
+
+fn filters(inputs: &[Input]) -> Vec<String> {
+    inputs
+        .iter()
+        .flat_map(|i| match i {
+            Input::Plain { template, .. } => vec![template.filter()],
+            Input::Sparkplug { host } => HostApplication::new(host.clone()).subscriptions(),
+        })
+        .collect()
+}
+
+fn spawn_event_loop(
+    config: &IngestConfig,
+    tx: mpsc::Sender<FromBroker>,
+    stats: Arc<Stats>,
+) -> (AsyncClient, JoinHandle<()>) {
+    let mut o = MqttOptions::new(&config.client_id, &config.host, config.port);
+    o.set_clean_start(false);
+    o.set_session_expiry_interval(Some(
+        u32::try_from(config.session_expiry.as_secs()).unwrap_or(u32::MAX),
+    ));
+    o.set_manual_acks(true);
+    o.set_keep_alive(Duration::from_secs(10));
+    // The broker's send window must be larger than a batch (else a batch
+    // waiting to fill never does) and is a memory bound too.
+    o.set_receive_maximum(Some(u16::try_from(config.max_pending).unwrap_or(u16::MAX).max(20)));
+    o.set_max_packet_size(Some(16 << 20));
+    if let Some((u, p)) = &config.credentials {
+        o.set_credentials(u, p);
+    }
+    let cap = config.max_pending.max(16);
+    let (client, mut eventloop) = AsyncClient::new(o, cap);
+    let filters = filters(&config.inputs);
+    let sub = client.clone();
+    let task = tokio::spawn(async move {
+        let mut connection = 0_u64;
+        let mut failures = 0_u32;
+        loop {
+            match eventloop.poll().await {
+                Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                    connection += 1;
+                    failures = 0;
+                    let (c, f) = (sub.clone(), filters.clone());
+                    // Subscribe again on every CONNACK, from a task of its own.
+                    tokio::spawn(async move {
+                        for filter in f {
+                            let _ = c.subscribe(filter, QoS::AtLeastOnce).await;
+                        }
+                    });
+                    if tx.send(FromBroker::Connected { connection }).await.is_err() {
+                        return;
+                    }
+                }
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    if tx
+                        .send(FromBroker::Message { connection, publish: Box::new(p) })
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+                Ok(Event::Incoming(Packet::SubAck(_))) => {
+                    stats.subscribed.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    failures += 1;
+                    tracing::warn!("MQTT: {e}");
+                    let wait = Duration::from_millis(100)
+                        .saturating_mul(1 << failures.min(7))
+                        .min(Duration::from_secs(5));
+                    tokio::time::sleep(wait).await;
+                }
+            }
+        }
+    });
+    (client, task)
+}
+
+/// What one message decodes to.
+enum Decoded {
+    Batches(Vec<Batch>),
+    Dead(String),
+}
+
+struct Decoder {
+    inputs: Vec<(Input, Option<HostApplication>)>,
+}
+
+impl Decoder {
+    fn new(inputs: &[Input]) -> Self {
+        Self {
+            inputs: inputs
+                .iter()
+                .map(|i| {
+                    let host = match i {
+                        Input::Sparkplug { host } => Some(HostApplication::new(host.clone())),
+                        Input::Plain { .. } => None,
+                    };
+                    (i.clone(), host)
+                })
+                .collect(),
+        }
+    }
+
+    fn decode(&mut self, topic: &str, content_type: Option<&str>, payload: &[u8]) -> Decoded {
+        for (input, host) in &mut self.inputs {
+            match (input, host) {
+                (Input::Plain { template, codec }, _) => {
+                    let Some(caps) = template.matches(topic) else { continue };
+                    let codec = match content_type.map(Codec::from_content_type) {
+                        Some(Ok(c)) => c,
+                        Some(Err(e)) => return Decoded::Dead(e.to_string()),
+                        None => *codec,
+                    };
+                    let mut batch = match codec.decode_batch(payload) {
+                        Ok(b) => b,
+                        Err(e) => return Decoded::Dead(e.to_string()),
+                    };
+                    let source: Vec<&str> =
+                        caps.iter().filter(|(n, _)| *n != "sensor").map(|(_, v)| v).collect();
+                    batch.source = source.join("/").into();
+                    return check(vec![batch]);
+                }
+                (Input::Sparkplug { .. }, Some(host)) => {
+                    if !topic.starts_with("spBv1.0/") {
+                        continue;
+                    }
+                    let msg = Message {
+                        topic: topic.to_owned(),
+                        payload: bytes::Bytes::copy_from_slice(payload),
+                    };
+                    if let Err(e) = host.handle_message(&msg, Now::now()) {
+                        return Decoded::Dead(e.to_string());
+                    }
+                    let mut batches = Vec::new();
+                    while let Some(e) = host.poll_event() {
+                        if let HostEvent::Data(b) = e {
+                            batches.push(b);
+                        }
+                    }
+                    return check(batches);
+                }
+                _ => {}
+            }
+        }
+        Decoded::Dead(format!("no input is configured for topic {topic:?}"))
+    }
+
+    /// The hosts' STATE and rebirth requests to publish.
+    fn transmits(&mut self) -> Vec<shopfloor_sparkplug::edge::Publish> {
+        let mut out = Vec::new();
+        for (_, host) in &mut self.inputs {
+            if let Some(h) = host {
+                while let Some(p) = h.poll_transmit() {
+                    out.push(p);
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Every reading of the batches fits the table, or the message is dead.
+fn check(batches: Vec<Batch>) -> Decoded {
+    for b in &batches {
+        for r in &b.readings {
+            if let Err(e) = stored(&r.value).and_then(|_| pg_micros(r.timestamp.unix_ms())) {
+                return Decoded::Dead(format!("{} {}: {e}", b.source, r.metric));
+            }
+        }
+    }
+    Decoded::Batches(batches)
+}
+
+async fn connect_db(config: &IngestConfig) -> Writer {
+    let mut failures = 0_u32;
+    loop {
+        match tokio_postgres::connect(&config.database, NoTls).await {
+            Ok((mut client, conn)) => {
+                tokio::spawn(async move {
+                    if let Err(e) = conn.await {
+                        tracing::warn!("PostgreSQL connection: {e}");
+                    }
+                });
+                match migrate(&mut client).await {
+                    Ok(applied) => {
+                        if !applied.is_empty() {
+                            tracing::info!(?applied, "migrations applied");
+                        }
+                        return Writer::new(client);
+                    }
+                    Err(e) => tracing::warn!("{e}"),
+                }
+            }
+            Err(e) => tracing::warn!("PostgreSQL: cannot connect: {e}"),
+        }
+        failures += 1;
+        tokio::time::sleep(db_backoff(failures)).await;
+    }
+}
+
+/// Retry delays for the database: from 100 ms, doubling, at most 2 s, so a
+/// database back up is used within a few seconds.
+fn db_backoff(failures: u32) -> Duration {
+    Duration::from_millis(100).saturating_mul(1 << failures.min(5)).min(Duration::from_secs(2))
+}
+
+async fn run(
+    config: IngestConfig,
+    mut stop: oneshot::Receiver<()>,
+    stats: Arc<Stats>,
+) -> Result<(), IngestError> {
+    let mut writer = connect_db(&config).await;
+    let (tx, mut rx) = mpsc::channel(config.max_pending.max(16));
+    let (client, events) = spawn_event_loop(&config, tx, Arc::clone(&stats));
+    // The event loop ends with this task, however it ends: a crashed ingest
+    // must not leave its MQTT session connected (the next process with the
+    // same client id would be taken over, and take over back).
+    let events = AbortOnDrop(events);
+    let mut decoder = Decoder::new(&config.inputs);
+    let mut connection = 0_u64;
+    let mut pending: Vec<Pending> = Vec::new();
+    let mut batches: Vec<Batch> = Vec::new();
+    let mut readings = 0;
+    let mut dead: Vec<(String, Vec<u8>, String)> = Vec::new();
+    let mut acks: VecDeque<Box<Publish>> = VecDeque::new();
+    let mut oldest: Option<Instant> = None;
+    let mut stopping = false;
+    loop {
+        let flush_at = oldest.map(|t| t + config.batch_age);
+        let due = async {
+            match flush_at {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        let full = readings >= config.batch_readings || pending.len() >= config.max_pending;
+        tokio::select! {
+            _ = &mut stop, if !stopping => stopping = true,
+            m = rx.recv(), if !full && !stopping => match m {
+                Some(FromBroker::Connected { connection: c }) => {
+                    connection = c;
+                    // Acks waiting from the old connection are stale.
+                    let stale = acks.len() as u64;
+                    acks.clear();
+                    stats.stale_acks.fetch_add(stale, Ordering::Relaxed);
+                    for (_, host) in &mut decoder.inputs {
+                        if let Some(h) = host {
+                            h.handle_connected(Now::now());
+                        }
+                    }
+                }
+                Some(FromBroker::Message { connection: c, publish }) => {
+                    let topic = String::from_utf8_lossy(&publish.topic).into_owned();
+                    let ct = publish.properties.as_ref().and_then(|p| p.content_type.clone());
+                    match decoder.decode(&topic, ct.as_deref(), &publish.payload) {
+                        Decoded::Batches(b) => {
+                            readings += b.iter().map(|x| x.readings.len()).sum::<usize>();
+                            batches.extend(b);
+                        }
+                        Decoded::Dead(error) => dead.push((topic, publish.payload.to_vec(), error)),
+                    }
+                    oldest.get_or_insert_with(Instant::now);
+                    pending.push(Pending { connection: c, publish });
+                }
+                None => return Ok(()),
+            },
+            () = due => {}
+        }
+        for p in decoder.transmits() {
+            let q = if p.qos == 0 { QoS::AtMostOnce } else { QoS::AtLeastOnce };
+            if client.try_publish(p.topic, q, p.retain, p.payload).is_err() {
+                tracing::warn!("a Sparkplug host message was dropped: the MQTT client is busy");
+            }
+        }
+        let age_due = flush_at.is_some_and(|at| Instant::now() >= at);
+        if !pending.is_empty() && (full || age_due || stopping) {
+            // Commit, retrying while the database is away; nothing more is
+            // read meanwhile.
+            let mut failures = 0;
+            loop {
+                match commit(&mut writer, &batches, &dead).await {
+                    Ok((rows, dups)) => {
+                        stats.rows.fetch_add(rows, Ordering::Relaxed);
+                        stats.duplicates.fetch_add(dups, Ordering::Relaxed);
+                        stats.dead_letters.fetch_add(dead.len() as u64, Ordering::Relaxed);
+                        break;
+                    }
+                    Err(e) => {
+                        failures += 1;
+                        tracing::warn!("{e}; retrying");
+                        tokio::time::sleep(db_backoff(failures)).await;
+                        if writer.client().is_closed() {
+                            writer = connect_db(&config).await;
+                        }
+                    }
+                }
+            }
+            stats.messages.fetch_add(pending.len() as u64, Ordering::Relaxed);
+            for p in pending.drain(..) {
+                if p.connection == connection {
+                    acks.push_back(p.publish);
+                } else {
+                    stats.stale_acks.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            batches.clear();
+            dead.clear();
+            readings = 0;
+            oldest = None;
+        }
+        // Acks in arrival order; what the client cannot take now waits.
+        while let Some(p) = acks.front() {
+            if client.try_ack(p).is_err() {
+                break;
+            }
+            acks.pop_front();
+        }
+        if stopping && pending.is_empty() {
+            // Let the event loop send the last acks.
+            let deadline = Instant::now() + Duration::from_secs(2);
+            while !acks.is_empty() && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                while let Some(p) = acks.front() {
+                    if client.try_ack(p).is_err() {
+                        break;
+                    }
+                    acks.pop_front();
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let _ = client.disconnect().await;
+            drop(events);
+            return Ok(());
+        }
+    }
+}
+
+/// Rows and dead letters of one flush.
+async fn commit(
+    writer: &mut Writer,
+    batches: &[Batch],
+    dead: &[(String, Vec<u8>, String)],
+) -> Result<(u64, u64), IngestError> {
+    let written = writer.write(batches).await?;
+    for r in &written.rejected {
+        tracing::warn!(source = r.source, metric = r.metric, "not stored: {}", r.error);
+    }
+    if !dead.is_empty() {
+        let topics: Vec<&str> = dead.iter().map(|d| d.0.as_str()).collect();
+        let payloads: Vec<&[u8]> = dead.iter().map(|d| d.1.as_slice()).collect();
+        let errors: Vec<&str> = dead.iter().map(|d| d.2.as_str()).collect();
+        writer
+            .client()
+            .execute(
+                "INSERT INTO shopfloor.dead_letters (topic, payload, error)
+                 SELECT * FROM unnest($1::text[], $2::bytea[], $3::text[])",
+                &[&topics, &payloads, &errors],
+            )
+            .await
+            .map_err(IngestError::db("write dead letters"))?;
+    }
+    Ok((written.rows, written.duplicates))
+}

@@ -1,0 +1,228 @@
+//! The delivery contract with real servers: N QoS 1 messages with unique
+//! (metric, time) → exactly N rows, no duplicates, while things fail.
+
+use std::time::Duration;
+
+use rumqttc::v5::mqttbytes::QoS;
+use rumqttc::v5::mqttbytes::v5::{Packet, PublishProperties};
+use rumqttc::v5::{AsyncClient, Event, MqttOptions};
+use shopfloor_ingest::{Ingest, IngestConfig, Input};
+use shopfloor_schemas::{Batch, Codec, Reading, Timestamp, TopicTemplate, topic};
+use shopfloor_testkit::{Mosquitto, Postgres};
+use tokio::time::{Instant, timeout};
+use tokio_postgres::{Client, NoTls};
+
+const T0: u64 = 1_795_737_600_000;
+
+fn config(broker: &Mosquitto, pg: &Postgres) -> IngestConfig {
+    let mut c = IngestConfig::new(broker.host(), broker.port(), "ingest-1", pg.connection_string());
+    c.inputs = vec![Input::Plain {
+        template: TopicTemplate::parse(topic::defaults::READINGS).unwrap(),
+        codec: Codec::Json,
+    }];
+    c.batch_readings = 200;
+    c.batch_age = Duration::from_millis(50);
+    c
+}
+
+/// Persistence on, and room to queue every message for an absent ingest
+/// (Mosquitto's default drops QoS 1 messages past 1000 per offline client:
+/// a broker setting a deployment must raise, not an ingest loss).
+fn broker() -> Mosquitto {
+    Mosquitto::builder()
+        .persistence(true)
+        .autosave_interval(1)
+        .max_queued_messages(100_000)
+        .start()
+        .expect("start mosquitto")
+}
+
+/// Message `i`: one reading of sensor `s{i % 10}` at its own time, or (when
+/// `bad`) a payload that is no JSON batch.
+fn message(i: u64, bad: bool) -> (String, Vec<u8>) {
+    let topic = format!("shopfloor/plant1/press/m{}/s{}", i % 3, i % 10);
+    if bad {
+        return (topic, b"{\"readings\": [{\"metric\": 1".to_vec());
+    }
+    let b = Batch::new("ignored").with(Reading::new(
+        format!("s{}", i % 10),
+        Timestamp::from_unix_ms(T0 + i),
+        i as f64,
+    ));
+    (topic, Codec::Json.encode_batch(&b).unwrap())
+}
+
+/// Publishes messages `range` at QoS 1 and waits for every PUBACK; calls
+/// `midway` once, halfway.
+async fn publish(
+    broker: &Mosquitto,
+    range: std::ops::Range<u64>,
+    bad_every: u64,
+    mut midway: impl FnMut(),
+) {
+    let mut o =
+        MqttOptions::new(format!("publisher-{}", range.start), broker.host(), broker.port());
+    o.set_clean_start(false);
+    o.set_session_expiry_interval(Some(3600));
+    let (client, mut events) = AsyncClient::new(o, 100);
+    let range_start = range.start;
+    let half = range.start + (range.end - range.start) / 2;
+    let total = range.end - range.start;
+    let c = client.clone();
+    let sender = tokio::spawn(async move {
+        for i in range {
+            let (t, p) = message(i, bad_every > 0 && i % bad_every == 0);
+            let props = PublishProperties {
+                content_type: Some("application/json".into()),
+                ..Default::default()
+            };
+            c.publish_with_properties(t, QoS::AtLeastOnce, false, p, props).await.unwrap();
+        }
+    });
+    let mut acked = 0;
+    let mut called = false;
+    let done = timeout(Duration::from_secs(60), async {
+        while acked < total {
+            match events.poll().await {
+                Ok(Event::Incoming(Packet::PubAck(_))) => {
+                    acked += 1;
+                    if !called && acked >= half - range_start {
+                        called = true;
+                        midway();
+                    }
+                }
+                Ok(_) => {}
+                // The broker restarting: rumqttc resends unacked publishes.
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    })
+    .await;
+    assert!(done.is_ok(), "only {acked} of {total} publishes acknowledged within 60 s");
+    sender.await.unwrap();
+}
+
+/// Starts an ingest and waits until the broker confirmed its subscription
+/// (a session that does not exist yet holds nothing published before).
+async fn ingest(config: IngestConfig) -> Ingest {
+    let i = Ingest::spawn(config);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while i.stats().subscribed.load(std::sync::atomic::Ordering::Relaxed) == 0 {
+        assert!(Instant::now() < deadline, "the ingest did not subscribe within 20 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    i
+}
+
+async fn db(pg: &Postgres) -> Client {
+    let (client, conn) = tokio_postgres::connect(&pg.connection_string(), NoTls).await.unwrap();
+    tokio::spawn(conn);
+    client
+}
+
+/// Waits until the readings view holds `n` rows (and checks no metric and
+/// time appears twice), at most 60 s.
+async fn expect_rows(pg: &Postgres, n: i64, dead: i64) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let (mut rows, mut letters) = (0, 0);
+    while Instant::now() < deadline {
+        if let Ok(client) = timeout(Duration::from_secs(2), db(pg)).await {
+            let q = "SELECT (SELECT count(*) FROM shopfloor.readings), (SELECT count(*) FROM shopfloor.dead_letters)";
+            if let Ok(row) = client.query_one(q, &[]).await {
+                (rows, letters) = (row.get(0), row.get(1));
+                if rows == n && letters == dead {
+                    let distinct: i64 = client
+                        .query_one(
+                            "SELECT count(DISTINCT (source, metric, time)) FROM shopfloor.readings",
+                            &[],
+                        )
+                        .await
+                        .unwrap()
+                        .get(0);
+                    assert_eq!(distinct, n);
+                    // And nothing more arrives.
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    let again: i64 = client
+                        .query_one("SELECT count(*) FROM shopfloor.readings", &[])
+                        .await
+                        .unwrap()
+                        .get(0);
+                    assert_eq!(again, n, "rows kept coming");
+                    return;
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{rows} rows and {letters} dead letters, expected {n} and {dead}");
+}
+
+const N: u64 = 2000;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn steady_state_exactly_n_rows() {
+    let (broker, pg) = (broker(), Postgres::start().expect("postgres"));
+    let ingest = ingest(config(&broker, &pg)).await;
+    publish(&broker, 0..N, 0, || {}).await;
+    expect_rows(&pg, N as i64, 0).await;
+    ingest.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_messages_go_to_dead_letters_and_nothing_else() {
+    let (broker, pg) = (broker(), Postgres::start().expect("postgres"));
+    let ingest = ingest(config(&broker, &pg)).await;
+    // 1 % malformed.
+    publish(&broker, 0..N, 100, || {}).await;
+    expect_rows(&pg, (N - N / 100) as i64, (N / 100) as i64).await;
+    let letters =
+        db(&pg).await.query("SELECT topic, error FROM shopfloor.dead_letters", &[]).await.unwrap();
+    assert!(
+        letters
+            .iter()
+            .all(|r| r.get::<_, String>(1).contains("EOF") || !r.get::<_, String>(1).is_empty())
+    );
+    ingest.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ingest_crash_and_restart_loses_and_duplicates_nothing() {
+    let (broker, pg) = (broker(), Postgres::start().expect("postgres"));
+    // The first process has seen its subscription once, so the broker keeps
+    // the session while it is gone.
+    let first = ingest(config(&broker, &pg)).await;
+    publish(&broker, 0..10, 0, || {}).await;
+    expect_rows(&pg, 10, 0).await;
+    let mut first = Some(first);
+    publish(&broker, 10..N, 0, || {
+        if let Some(i) = first.take() {
+            i.abort();
+        }
+    })
+    .await;
+    let second = Ingest::spawn(config(&broker, &pg));
+    expect_rows(&pg, N as i64, 0).await;
+    second.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_restart_mid_stream_loses_nothing() {
+    let (broker, mut pg) = (broker(), Postgres::start().expect("postgres"));
+    let ingest = ingest(config(&broker, &pg)).await;
+    publish(&broker, 0..N, 0, || pg.restart().expect("restart postgres")).await;
+    expect_rows(&pg, N as i64, 0).await;
+    ingest.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_restart_mid_stream_loses_nothing() {
+    let (mut broker, pg) = (broker(), Postgres::start().expect("postgres"));
+    let ingest = ingest(config(&broker, &pg)).await;
+    publish(&broker, 0..N / 2, 0, || {}).await;
+    // Persistence on: the ingest's session, and what it has not acked yet,
+    // survive the restart; acks queued for the old connection are dropped.
+    broker.restart().expect("restart mosquitto");
+    publish(&broker, N / 2..N, 0, || {}).await;
+    expect_rows(&pg, N as i64, 0).await;
+    ingest.shutdown().await.unwrap();
+}
