@@ -226,3 +226,84 @@ async fn a_broker_restart_mid_stream_loses_nothing() {
     expect_rows(&pg, N as i64, 0).await;
     ingest.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_network_cut_between_ingest_and_broker_loses_nothing() {
+    let (broker, pg) = (broker(), Postgres::start().expect("postgres"));
+    let proxy = shopfloor_testkit::FaultProxy::start(broker.addr()).expect("a fault proxy");
+    let mut c = config(&broker, &pg);
+    c.port = proxy.port();
+    let ingest = ingest(c).await;
+    // Cut twice while messages flow: acks queued for a dead connection are
+    // dropped, the broker redelivers, the write absorbs the duplicates.
+    let mut cuts = 0;
+    publish(&broker, 0..N, 0, || {
+        proxy.cut();
+        cuts += 1;
+    })
+    .await;
+    proxy.cut();
+    assert_eq!(cuts, 1);
+    expect_rows(&pg, N as i64, 0).await;
+    ingest.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sparkplug_births_data_and_death_become_rows() {
+    use shopfloor_sparkplug::edge::MetricSpec;
+    use shopfloor_sparkplug::mqtt::{Broker, DriverConfig, EdgeDriver};
+    use shopfloor_sparkplug::{DataType, EdgeNode, EdgeNodeConfig, HostConfig};
+    let (broker, pg) = (broker(), Postgres::start().expect("postgres"));
+    let mut c = config(&broker, &pg);
+    let mut host = HostConfig::new("ingest");
+    host.publish_state = false;
+    c.inputs = vec![Input::Sparkplug { host }];
+    let ingest = ingest(c).await;
+    let mut node = EdgeNodeConfig::new("Plant1", "Gateway-7");
+    node.devices = vec![("press-1".into(), vec![MetricSpec::new("Pressure", DataType::Double)])];
+    let edge = EdgeDriver::spawn(
+        EdgeNode::new(node).unwrap(),
+        DriverConfig::new("gw-7", Broker::new(broker.host(), broker.port())),
+    );
+    for i in 0..50 {
+        let b = Batch::new("press-1").with(Reading::new(
+            "Pressure",
+            Timestamp::from_unix_ms(T0 + i),
+            i as f64,
+        ));
+        edge.publish(b).await.unwrap();
+    }
+    let client = db(&pg).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let n: i64 = client
+            .query_one(
+                "SELECT count(*) FROM shopfloor.readings WHERE source = 'Plant1/Gateway-7/press-1' AND metric = 'Pressure' AND quality = 'good'",
+                &[],
+            )
+            .await
+            .map(|r| r.get(0))
+            .unwrap_or(0);
+        if n >= 50 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{n} of 50 Sparkplug readings within 30 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The node dies: its last values are written again, stale.
+    edge.shutdown().await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let n: i64 = client
+            .query_one("SELECT count(*) FROM shopfloor.readings WHERE quality = 'stale' AND metric = 'Pressure'", &[])
+            .await
+            .map(|r| r.get(0))
+            .unwrap_or(0);
+        if n >= 1 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no stale reading after the NDEATH within 30 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    ingest.shutdown().await.unwrap();
+}
