@@ -18,8 +18,14 @@ pub struct Migration {
 }
 
 /// Every migration of this version of the crate.
-pub const MIGRATIONS: &[Migration] =
-    &[Migration { version: 1, name: "schema", sql: include_str!("../migrations/0001_schema.sql") }];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration { version: 1, name: "schema", sql: include_str!("../migrations/0001_schema.sql") },
+    Migration {
+        version: 2,
+        name: "readings_1m",
+        sql: include_str!("../migrations/0002_readings_1m.sql"),
+    },
+];
 
 /// A fixed key for `pg_advisory_xact_lock`: the migrations of shopfloor.
 const LOCK: i64 = 0x5348_4f50_4d49_4752; // "SHOPMIGR"

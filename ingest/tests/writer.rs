@@ -113,6 +113,25 @@ async fn batches_land_in_the_readings_view_and_redeliveries_add_nothing() {
     assert_eq!((overlap.rows, overlap.duplicates), (10, 10));
     assert_eq!(count(w.client()).await, 523);
 
+    // The minute view: min, max, avg and the last value by time.
+    let m = w
+        .client()
+        .query_one(
+            "SELECT count(*), min(min), max(max) FROM shopfloor.readings_1m WHERE source = 'Plant1/edge-2' AND metric = 'temp'",
+            &[],
+        )
+        .await
+        .unwrap();
+    let (buckets, lo, hi): (i64, f64, f64) = (m.get(0), m.get(1), m.get(2));
+    assert_eq!((buckets, lo, hi), (1, 20.0, 29.0), "ten readings a second apart: one minute");
+    let last: f64 = w
+        .client()
+        .query_one("SELECT last FROM shopfloor.readings_1m WHERE source = 'Plant1/edge-2'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(last, 29.0);
+
     // A batch holding one reading twice: stored once.
     let mut twice = batch("Plant1/edge-3", DAY1, 1);
     twice.readings.push(twice.readings[0].clone());
