@@ -1,0 +1,235 @@
+//! The ingest daemon: MQTT → PostgreSQL, acknowledging only what is
+//! committed. See `--help`.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use serde::Deserialize;
+use shopfloor_ingest::{Ingest, IngestConfig, Input};
+use shopfloor_schemas::{Codec, TopicTemplate, topic};
+use shopfloor_sparkplug::HostConfig;
+
+const HELP: &str = "\
+shopfloor-ingestd: MQTT (plain topics and Sparkplug B) → PostgreSQL
+
+USAGE:
+    shopfloor-ingestd --config FILE                 run until Ctrl-C / SIGTERM
+    shopfloor-ingestd --config FILE --check-config  check the file and exit
+
+Logs go to stderr, filtered by RUST_LOG (default: info).
+
+THE FILE:
+    [mqtt]
+    host = \"127.0.0.1\"
+    port = 1883
+    client_id = \"ingest-1\"        # stable: the broker keeps its session
+    session_expiry_s = 3600
+    username = \"ingest\"           # optional; the password from
+    password_file = \"/etc/shopfloor/mqtt.pass\"   # a file, or SHOPFLOOR_MQTT_PASSWORD
+
+    [postgres]
+    connection = \"host=127.0.0.1 user=shopfloor dbname=shopfloor\"
+    # the password: PGPASSWORD-style in the string, or SHOPFLOOR_PG_PASSWORD
+
+    [ingest]
+    plain = true                  # shopfloor/{site}/{area}/{machine}/{sensor}
+    # template = \"shopfloor/{site}/{area}/{machine}/{sensor}\"
+    # codec = \"json\"              # when a message has no content type
+    sparkplug = true              # spBv1.0/#
+    # primary_host_id = \"scada\"   # only on the primary host: publishes STATE
+    batch_readings = 10000
+    batch_ms = 200
+
+EXAMPLES:
+    shopfloor-ingestd --config ingest.toml --check-config
+    RUST_LOG=debug shopfloor-ingestd --config ingest.toml
+";
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Mqtt {
+    #[serde(default = "localhost")]
+    host: String,
+    #[serde(default = "mqtt_port")]
+    port: u16,
+    client_id: String,
+    #[serde(default = "hour")]
+    session_expiry_s: u64,
+    username: Option<String>,
+    password_file: Option<PathBuf>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Pg {
+    connection: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IngestSection {
+    #[serde(default)]
+    plain: bool,
+    template: Option<String>,
+    codec: Option<String>,
+    #[serde(default)]
+    sparkplug: bool,
+    primary_host_id: Option<String>,
+    batch_readings: Option<usize>,
+    batch_ms: Option<u64>,
+}
+
+fn localhost() -> String {
+    "127.0.0.1".into()
+}
+const fn mqtt_port() -> u16 {
+    1883
+}
+const fn hour() -> u64 {
+    3600
+}
+
+#[derive(Deserialize)]
+struct File {
+    mqtt: Option<Mqtt>,
+    postgres: Option<Pg>,
+    ingest: Option<IngestSection>,
+    #[serde(flatten)]
+    _others: std::collections::BTreeMap<String, toml::Value>,
+}
+
+fn config(path: &Path) -> anyhow::Result<IngestConfig> {
+    let where_ = path.display();
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("{where_}: cannot read it"))?;
+    let file: File = toml::from_str(&text).map_err(|e| {
+        let line =
+            e.span().map_or(0, |s| text[..s.start.min(text.len())].matches('\n').count() + 1);
+        anyhow::anyhow!("{where_}: line {line}: {}", e.message())
+    })?;
+    let mqtt = file
+        .mqtt
+        .with_context(|| format!("{where_}: no [mqtt] section; add host, port and client_id"))?;
+    let pg = file.postgres.with_context(|| {
+        format!("{where_}: no [postgres] section; add connection = \"host=… dbname=…\"")
+    })?;
+    let ing = file.ingest.with_context(|| {
+        format!("{where_}: no [ingest] section; add plain = true and/or sparkplug = true")
+    })?;
+    let mut database = pg.connection;
+    if let Ok(p) = std::env::var("SHOPFLOOR_PG_PASSWORD") {
+        database.push_str(&format!(" password='{}'", p.replace('\\', "\\\\").replace('\'', "\\'")));
+    }
+    let mut c = IngestConfig::new(mqtt.host, mqtt.port, mqtt.client_id, database);
+    c.session_expiry = Duration::from_secs(mqtt.session_expiry_s);
+    if let Some(user) = mqtt.username {
+        let pass = match (std::env::var("SHOPFLOOR_MQTT_PASSWORD"), &mqtt.password_file) {
+            (Ok(p), _) => p,
+            (Err(_), Some(f)) => std::fs::read_to_string(f)
+                .with_context(|| {
+                    format!("{where_}: mqtt.password_file {}: cannot read it", f.display())
+                })?
+                .trim_end_matches(['\r', '\n'])
+                .to_owned(),
+            (Err(_), None) => String::new(),
+        };
+        c.credentials = Some((user, pass));
+    }
+    if ing.plain {
+        let template = ing.template.as_deref().unwrap_or(topic::defaults::READINGS);
+        let template = TopicTemplate::parse(template)
+            .map_err(|e| anyhow::anyhow!("{where_}: ingest.template: {e}"))?;
+        let codec = match ing.codec.as_deref().unwrap_or("json") {
+            "json" => Codec::Json,
+            "protobuf" => Codec::Protobuf,
+            "cbor" => Codec::Cbor,
+            other => {
+                bail!("{where_}: ingest.codec = {other:?}; use \"json\", \"protobuf\" or \"cbor\"")
+            }
+        };
+        c.inputs.push(Input::Plain { template, codec });
+    }
+    if ing.sparkplug {
+        let mut host = HostConfig::new(
+            ing.primary_host_id.clone().unwrap_or_else(|| "shopfloor-ingest".into()),
+        );
+        host.publish_state = ing.primary_host_id.is_some();
+        c.inputs.push(Input::Sparkplug { host });
+    }
+    if c.inputs.is_empty() {
+        bail!(
+            "{where_}: [ingest] has neither plain = true nor sparkplug = true: nothing to ingest"
+        );
+    }
+    if let Some(n) = ing.batch_readings {
+        c.batch_readings = n.max(1);
+    }
+    if let Some(ms) = ing.batch_ms {
+        c.batch_age = Duration::from_millis(ms.max(1));
+    }
+    Ok(c)
+}
+
+fn main() -> std::process::ExitCode {
+    match real_main() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn real_main() -> anyhow::Result<()> {
+    let (mut path, mut check) = (None, false);
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--config" => {
+                path =
+                    Some(PathBuf::from(args.next().context("--config needs a file; see --help")?))
+            }
+            "--check-config" => check = true,
+            "-h" | "--help" => {
+                print!("{HELP}");
+                return Ok(());
+            }
+            other => bail!("unknown argument {other:?}; see --help"),
+        }
+    }
+    let path = path.context("--config FILE is required; see --help")?;
+    let c = config(&path)?;
+    if check {
+        println!(
+            "{}: valid: {} inputs, MQTT {}:{} as {}",
+            path.display(),
+            c.inputs.len(),
+            c.host,
+            c.port,
+            c.client_id
+        );
+        return Ok(());
+    }
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async move {
+        tracing::info!(client_id = c.client_id, "ingest starting");
+        let ingest = Ingest::spawn(c);
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        tracing::info!("stopping: committing what is pending");
+        tokio::time::timeout(Duration::from_secs(10), ingest.shutdown()).await.ok();
+        Ok(())
+    })
+}

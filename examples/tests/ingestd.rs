@@ -1,0 +1,158 @@
+//! `shopfloor-ingestd` as a process: killed with SIGKILL mid-stream and
+//! started again, it loses and duplicates nothing; SIGTERM stops it cleanly.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rumqttc::v5::mqttbytes::QoS;
+use rumqttc::v5::mqttbytes::v5::{Packet, PublishProperties};
+use rumqttc::v5::{AsyncClient, Event, MqttOptions};
+use shopfloor_schemas::{Batch, Codec, Reading, Timestamp};
+use shopfloor_testkit::{Mosquitto, Postgres};
+use tokio_postgres::NoTls;
+
+const BIN: &str = env!("CARGO_BIN_EXE_shopfloor-ingestd");
+const N: u64 = 3000;
+
+/// The daemon, killed when the test ends however it ends.
+struct Daemon(Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start(config: &Path) -> Daemon {
+    Daemon(
+        Command::new(BIN)
+            .arg("--config")
+            .arg(config)
+            .stdin(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start shopfloor-ingestd"),
+    )
+}
+
+async fn rows(pg: &Postgres) -> (i64, i64) {
+    let Ok((client, conn)) = tokio_postgres::connect(&pg.connection_string(), NoTls).await else {
+        return (0, 0);
+    };
+    tokio::spawn(conn);
+    let q = "SELECT count(*), count(DISTINCT (source, metric, time)) FROM shopfloor.readings";
+    client.query_one(q, &[]).await.map(|r| (r.get(0), r.get(1))).unwrap_or((0, 0))
+}
+
+async fn wait_rows(pg: &Postgres, n: i64) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (all, distinct) = rows(pg).await;
+        assert_eq!(all, distinct, "duplicates in the table");
+        if all == n {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{all} rows, expected {n}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_mid_stream_then_restart_loses_and_duplicates_nothing() {
+    let broker = Mosquitto::builder()
+        .persistence(true)
+        .autosave_interval(1)
+        .max_queued_messages(100_000)
+        .start()
+        .expect("start mosquitto");
+    let pg = Postgres::start().expect("start postgresql");
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("ingest.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[mqtt]\nport = {}\nclient_id = \"ingest-k\"\n\n[postgres]\nconnection = \"{}\"\n\n[ingest]\nplain = true\nbatch_readings = 300\nbatch_ms = 50\n",
+            broker.port(),
+            pg.connection_string()
+        ),
+    )
+    .unwrap();
+    let out =
+        Command::new(BIN).arg("--config").arg(&config).arg("--check-config").output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+
+    let mut daemon = start(&config);
+    let (client, mut events) =
+        AsyncClient::new(MqttOptions::new("publisher", broker.host(), broker.port()), 100);
+    let publish = |i: u64| {
+        let b = Batch::new("x").with(Reading::new(
+            format!("s{}", i % 7),
+            Timestamp::from_unix_ms(1_795_737_600_000 + i),
+            i as f64,
+        ));
+        let props = PublishProperties {
+            content_type: Some("application/json".into()),
+            ..Default::default()
+        };
+        (
+            format!("shopfloor/p/a/m{}/s{}", i % 3, i % 7),
+            Codec::Json.encode_batch(&b).unwrap(),
+            props,
+        )
+    };
+    // A first message, stored: the daemon's session and subscription exist.
+    let poller = tokio::spawn(async move {
+        let mut acked = 0_u64;
+        while acked < N - 1 {
+            if let Ok(Event::Incoming(Packet::PubAck(_))) = events.poll().await {
+                acked += 1;
+            }
+        }
+    });
+    // Until the daemon has subscribed, the broker holds nothing for it:
+    // send message 0 (always the same metric and time, so it is stored
+    // once) until it is in the table.
+    let (warm, mut warm_events) =
+        AsyncClient::new(MqttOptions::new("warm-up", broker.host(), broker.port()), 10);
+    let warm_poll = tokio::spawn(async move { while warm_events.poll().await.is_ok() {} });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while rows(&pg).await.0 == 0 {
+        assert!(Instant::now() < deadline, "the daemon stored nothing within 30 s");
+        let (t, p, props) = publish(0);
+        warm.publish_with_properties(t, QoS::AtLeastOnce, false, p, props).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    warm_poll.abort();
+    for i in 1..N {
+        if i == N / 2 {
+            // SIGKILL: no chance to commit or ack what it holds.
+            daemon.0.kill().unwrap();
+            daemon.0.wait().unwrap();
+            daemon = start(&config);
+        }
+        let (t, p, props) = publish(i);
+        client.publish_with_properties(t, QoS::AtLeastOnce, false, p, props).await.unwrap();
+    }
+    tokio::time::timeout(Duration::from_secs(60), poller)
+        .await
+        .expect("every publish acknowledged")
+        .unwrap();
+    wait_rows(&pg, N as i64).await;
+
+    // SIGTERM: exits 0 within 10 s.
+    // SAFETY: our own child, not yet reaped.
+    unsafe {
+        libc::kill(daemon.0.id() as libc::pid_t, libc::SIGTERM);
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(s) = daemon.0.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "no exit within 10 s of SIGTERM");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(status.success(), "{status:?}");
+}
