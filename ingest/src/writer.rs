@@ -48,7 +48,9 @@ pub struct Written {
 #[derive(Debug)]
 pub struct Writer {
     client: Client,
-    ids: HashMap<(String, String), i32>,
+    /// Catalogue ids by source, then metric: looked up with `&str`, no
+    /// allocation per reading.
+    ids: HashMap<String, HashMap<String, i32>>,
     days: HashSet<u64>,
 }
 
@@ -68,19 +70,27 @@ impl Writer {
         let mut out = Written::default();
         let mut missing: Vec<(String, String)> = Vec::new();
         for b in batches {
+            let known = self.ids.get(b.source.as_str());
             for r in &b.readings {
-                let key = (b.source.to_string(), r.metric.to_string());
-                if !self.ids.contains_key(&key) && !missing.contains(&key) {
-                    missing.push(key);
+                if known.is_none_or(|m| !m.contains_key(r.metric.as_str()))
+                    && !missing
+                        .iter()
+                        .any(|(s, m)| s == b.source.as_str() && m == r.metric.as_str())
+                {
+                    missing.push((b.source.to_string(), r.metric.to_string()));
                 }
             }
         }
         if !missing.is_empty() {
             self.register(&missing).await?;
         }
-        let mut copy = CopyBuffer::default();
+        let rows: usize = batches.iter().map(|b| b.readings.len()).sum();
+        let mut copy = CopyBuffer::with_capacity(rows * 40 + 64);
         let mut days = HashSet::new();
+        let mut last_day = u64::MAX;
         for b in batches {
+            // (A source with no readings was never registered.)
+            let Some(ids) = self.ids.get(b.source.as_str()) else { continue };
             for r in &b.readings {
                 let row = stored(&r.value).and_then(|v| Ok((v, pg_micros(r.timestamp.unix_ms())?)));
                 let (value, time) = match row {
@@ -94,8 +104,12 @@ impl Writer {
                         continue;
                     }
                 };
-                let id = self.ids[&(b.source.to_string(), r.metric.to_string())];
-                days.insert(r.timestamp.unix_ms() / DAY_MS);
+                let id = ids[r.metric.as_str()];
+                let day = r.timestamp.unix_ms() / DAY_MS;
+                if day != last_day {
+                    days.insert(day);
+                    last_day = day;
+                }
                 copy.push(time, id, &value, quality_code(r.quality));
             }
         }
@@ -185,7 +199,7 @@ impl Writer {
             .await
             .map_err(IngestError::db("read catalogue ids"))?;
         for row in rows {
-            self.ids.insert((row.get(1), row.get(2)), row.get(0));
+            self.ids.entry(row.get(1)).or_default().insert(row.get(2), row.get(0));
         }
         Ok(())
     }
