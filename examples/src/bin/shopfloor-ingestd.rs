@@ -172,13 +172,7 @@ fn config(path: &Path) -> anyhow::Result<IngestConfig> {
 }
 
 fn main() -> std::process::ExitCode {
-    match real_main() {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    shopfloor_examples::exit(real_main())
 }
 
 fn real_main() -> anyhow::Result<()> {
@@ -211,23 +205,12 @@ fn real_main() -> anyhow::Result<()> {
         );
         return Ok(());
     }
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    shopfloor_examples::init_logging();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
         tracing::info!(client_id = c.client_id, "ingest starting");
         let ingest = Ingest::spawn(c);
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
+        shopfloor_examples::wait_for_stop().await?;
         tracing::info!("stopping: committing what is pending");
         tokio::time::timeout(Duration::from_secs(10), ingest.shutdown()).await.ok();
         Ok(())

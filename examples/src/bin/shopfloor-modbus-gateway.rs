@@ -231,13 +231,7 @@ fn password(mqtt: &Mqtt, path: &Path) -> anyhow::Result<Option<String>> {
 }
 
 fn main() -> std::process::ExitCode {
-    match real_main() {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    shopfloor_examples::exit(real_main())
 }
 
 fn real_main() -> anyhow::Result<()> {
@@ -270,14 +264,7 @@ fn real_main() -> anyhow::Result<()> {
         );
         return Ok(());
     }
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    shopfloor_examples::init_logging();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(run(args.config, map, mqtt, output))
 }
@@ -296,7 +283,7 @@ async fn run(path: PathBuf, map: RegisterMap, mqtt: Mqtt, output: Output) -> any
             let gateway = shopfloor_bridge_modbus::gateway::plain::PlainGateway::spawn(
                 &map, config, &broker, &client_id,
             );
-            wait_for_stop().await?;
+            shopfloor_examples::wait_for_stop().await?;
             tokio::time::timeout(Duration::from_secs(10), gateway.shutdown()).await.ok();
             return Ok(());
         }
@@ -330,18 +317,7 @@ async fn run(path: PathBuf, map: RegisterMap, mqtt: Mqtt, output: Output) -> any
         sp.edge_node_id
     );
     let gateway = Gateway::spawn(&map, node, driver);
-    wait_for_stop().await?;
+    shopfloor_examples::wait_for_stop().await?;
     tokio::time::timeout(Duration::from_secs(10), gateway.shutdown()).await.ok();
-    Ok(())
-}
-
-/// Until Ctrl-C or SIGTERM.
-async fn wait_for_stop() -> anyhow::Result<()> {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
-    tracing::info!("stopping");
     Ok(())
 }
