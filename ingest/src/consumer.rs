@@ -75,6 +75,11 @@ pub struct IngestConfig {
     pub session_expiry: Duration,
     /// What to subscribe to.
     pub inputs: Vec<Input>,
+    /// Share the plain inputs with other ingest processes through an MQTT 5
+    /// shared subscription (`$share/<name>/<filter>`): the broker gives each
+    /// message to one of them. Sparkplug inputs are never shared (a host
+    /// must see a node's whole session): split those by `HostConfig::groups`.
+    pub share: Option<String>,
     /// PostgreSQL connection string.
     pub database: String,
     /// Flush when this many readings are waiting…
@@ -101,6 +106,7 @@ impl IngestConfig {
             credentials: None,
             session_expiry: Duration::from_secs(3600),
             inputs: Vec::new(),
+            share: None,
             database: database.into(),
             batch_readings: 10_000,
             batch_age: Duration::from_millis(200),
@@ -182,11 +188,14 @@ struct Pending {
     publish: Box<Publish>,
 }
 
-fn filters(inputs: &[Input]) -> Vec<String> {
+fn filters(inputs: &[Input], share: Option<&str>) -> Vec<String> {
     inputs
         .iter()
         .flat_map(|i| match i {
-            Input::Plain { template, .. } => vec![template.filter()],
+            Input::Plain { template, .. } => match share {
+                Some(group) => vec![format!("$share/{group}/{}", template.filter())],
+                None => vec![template.filter()],
+            },
             Input::Sparkplug { host } => HostApplication::new(host.clone()).subscriptions(),
         })
         .collect()
@@ -213,7 +222,7 @@ fn spawn_event_loop(
     }
     let cap = config.max_pending.max(16);
     let (client, mut eventloop) = AsyncClient::new(o, cap);
-    let filters = filters(&config.inputs);
+    let filters = filters(&config.inputs, config.share.as_deref());
     let sub = client.clone();
     let task = tokio::spawn(async move {
         let mut connection = 0_u64;

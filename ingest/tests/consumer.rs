@@ -307,3 +307,22 @@ async fn sparkplug_births_data_and_death_become_rows() {
     }
     ingest.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_share_the_load_with_exact_counts() {
+    use std::sync::atomic::Ordering::Relaxed;
+    let (broker, pg) = (broker(), Postgres::start().expect("postgres"));
+    let mut a = config(&broker, &pg);
+    a.share = Some("ingest".into());
+    let mut b = a.clone();
+    b.client_id = "ingest-2".into();
+    let (a, b) = (ingest(a).await, ingest(b).await);
+    publish(&broker, 0..N, 0, || {}).await;
+    expect_rows(&pg, N as i64, 0).await;
+    // Both took part, and no message went to both.
+    let (ma, mb) = (a.stats().messages.load(Relaxed), b.stats().messages.load(Relaxed));
+    assert!(ma > 0 && mb > 0, "one instance did everything: {ma} and {mb}");
+    assert_eq!(ma + mb, N, "each message to one instance");
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+}
