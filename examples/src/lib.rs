@@ -36,3 +36,53 @@ pub async fn wait_for_stop() -> anyhow::Result<()> {
     tracing::info!("stopping");
     Ok(())
 }
+
+/// Reads a deployment file and deserializes it; errors name the file and,
+/// for TOML mistakes, the line.
+pub fn read_toml<T: serde::de::DeserializeOwned>(path: &std::path::Path) -> anyhow::Result<T> {
+    use anyhow::Context as _;
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("{}: cannot read it", path.display()))?;
+    toml::from_str(&text).map_err(|e| {
+        let line =
+            e.span().map_or(0, |s| text[..s.start.min(text.len())].matches('\n').count() + 1);
+        anyhow::anyhow!("{}: line {line}: {}", path.display(), e.message())
+    })
+}
+
+/// The MQTT password: `SHOPFLOOR_MQTT_PASSWORD`, else the first line of
+/// `password_file` (named by `mqtt.password_file` in errors about `config`),
+/// else none. Never from the command line.
+pub fn mqtt_password(
+    password_file: Option<&std::path::Path>,
+    config: &std::path::Path,
+) -> anyhow::Result<Option<String>> {
+    use anyhow::Context as _;
+    if let Ok(p) = std::env::var("SHOPFLOOR_MQTT_PASSWORD") {
+        return Ok(Some(p));
+    }
+    let Some(f) = password_file else { return Ok(None) };
+    let p = std::fs::read_to_string(f).with_context(|| {
+        format!("{}: mqtt.password_file {}: cannot read it", config.display(), f.display())
+    })?;
+    Ok(Some(p.trim_end_matches(['\r', '\n']).to_owned()))
+}
+
+/// A payload codec by its configuration name; `key` names the setting in
+/// the error.
+pub fn codec(
+    name: &str,
+    key: &str,
+    config: &std::path::Path,
+) -> anyhow::Result<shopfloor_schemas::Codec> {
+    use shopfloor_schemas::Codec;
+    Ok(match name {
+        "json" => Codec::Json,
+        "protobuf" => Codec::Protobuf,
+        "cbor" => Codec::Cbor,
+        other => anyhow::bail!(
+            "{}: {key} = {other:?}; use \"json\", \"protobuf\" or \"cbor\"",
+            config.display()
+        ),
+    })
+}

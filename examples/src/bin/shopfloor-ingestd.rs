@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use serde::Deserialize;
 use shopfloor_ingest::{Ingest, IngestConfig, Input};
-use shopfloor_schemas::{Codec, TopicTemplate, topic};
+use shopfloor_schemas::{TopicTemplate, topic};
 use shopfloor_sparkplug::HostConfig;
 
 const HELP: &str = "\
@@ -101,13 +101,7 @@ struct File {
 
 fn config(path: &Path) -> anyhow::Result<IngestConfig> {
     let where_ = path.display();
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("{where_}: cannot read it"))?;
-    let file: File = toml::from_str(&text).map_err(|e| {
-        let line =
-            e.span().map_or(0, |s| text[..s.start.min(text.len())].matches('\n').count() + 1);
-        anyhow::anyhow!("{where_}: line {line}: {}", e.message())
-    })?;
+    let file: File = shopfloor_examples::read_toml(path)?;
     let mqtt = file
         .mqtt
         .with_context(|| format!("{where_}: no [mqtt] section; add host, port and client_id"))?;
@@ -124,30 +118,19 @@ fn config(path: &Path) -> anyhow::Result<IngestConfig> {
     let mut c = IngestConfig::new(mqtt.host, mqtt.port, mqtt.client_id, database);
     c.session_expiry = Duration::from_secs(mqtt.session_expiry_s);
     if let Some(user) = mqtt.username {
-        let pass = match (std::env::var("SHOPFLOOR_MQTT_PASSWORD"), &mqtt.password_file) {
-            (Ok(p), _) => p,
-            (Err(_), Some(f)) => std::fs::read_to_string(f)
-                .with_context(|| {
-                    format!("{where_}: mqtt.password_file {}: cannot read it", f.display())
-                })?
-                .trim_end_matches(['\r', '\n'])
-                .to_owned(),
-            (Err(_), None) => String::new(),
-        };
+        let pass = shopfloor_examples::mqtt_password(mqtt.password_file.as_deref(), path)?
+            .unwrap_or_default();
         c.credentials = Some((user, pass));
     }
     if ing.plain {
         let template = ing.template.as_deref().unwrap_or(topic::defaults::READINGS);
         let template = TopicTemplate::parse(template)
             .map_err(|e| anyhow::anyhow!("{where_}: ingest.template: {e}"))?;
-        let codec = match ing.codec.as_deref().unwrap_or("json") {
-            "json" => Codec::Json,
-            "protobuf" => Codec::Protobuf,
-            "cbor" => Codec::Cbor,
-            other => {
-                bail!("{where_}: ingest.codec = {other:?}; use \"json\", \"protobuf\" or \"cbor\"")
-            }
-        };
+        let codec = shopfloor_examples::codec(
+            ing.codec.as_deref().unwrap_or("json"),
+            "ingest.codec",
+            path,
+        )?;
         c.inputs.push(Input::Plain { template, codec });
     }
     if ing.sparkplug {

@@ -167,13 +167,7 @@ fn parse_args() -> anyhow::Result<Args> {
 
 /// The sections this binary owns, checked, with the file named in errors.
 fn sections(path: &Path) -> anyhow::Result<(Mqtt, Output)> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("{}: cannot read it", path.display()))?;
-    let doc: Deployment = toml::from_str(&text).map_err(|e| {
-        let line =
-            e.span().map_or(0, |s| text[..s.start.min(text.len())].matches('\n').count() + 1);
-        anyhow::anyhow!("{}: line {line}: {}", path.display(), e.message())
-    })?;
+    let doc: Deployment = shopfloor_examples::read_toml(path)?;
     let mqtt = doc.mqtt.with_context(|| {
         format!("{}: no [mqtt] section; add [mqtt] with host and port", path.display())
     })?;
@@ -199,35 +193,12 @@ fn plain(
     path: &Path,
 ) -> anyhow::Result<shopfloor_bridge_modbus::gateway::plain::PlainConfig> {
     let mut c = shopfloor_bridge_modbus::gateway::plain::PlainConfig::new(p.site, p.area);
-    c.codec = match p.codec.as_str() {
-        "json" => shopfloor_schemas::Codec::Json,
-        "protobuf" => shopfloor_schemas::Codec::Protobuf,
-        "cbor" => shopfloor_schemas::Codec::Cbor,
-        other => bail!(
-            "{}: plain.codec = {other:?}; use \"json\", \"protobuf\" or \"cbor\"",
-            path.display()
-        ),
-    };
+    c.codec = shopfloor_examples::codec(&p.codec, "plain.codec", path)?;
     if let Some(t) = p.template {
         c.template = shopfloor_schemas::TopicTemplate::parse(&t)
             .map_err(|e| anyhow::anyhow!("{}: plain.template: {e}", path.display()))?;
     }
     Ok(c)
-}
-
-fn password(mqtt: &Mqtt, path: &Path) -> anyhow::Result<Option<String>> {
-    if let Ok(p) = std::env::var("SHOPFLOOR_MQTT_PASSWORD") {
-        return Ok(Some(p));
-    }
-    match &mqtt.password_file {
-        Some(f) => {
-            let p = std::fs::read_to_string(f).with_context(|| {
-                format!("{}: mqtt.password_file {}: cannot read it", path.display(), f.display())
-            })?;
-            Ok(Some(p.trim_end_matches(['\r', '\n']).to_owned()))
-        }
-        None => Ok(None),
-    }
 }
 
 fn main() -> std::process::ExitCode {
@@ -272,7 +243,8 @@ fn real_main() -> anyhow::Result<()> {
 async fn run(path: PathBuf, map: RegisterMap, mqtt: Mqtt, output: Output) -> anyhow::Result<()> {
     let mut broker = Broker::new(mqtt.host.clone(), mqtt.port);
     if let Some(user) = &mqtt.username {
-        let pass = password(&mqtt, &path)?.unwrap_or_default();
+        let pass = shopfloor_examples::mqtt_password(mqtt.password_file.as_deref(), &path)?
+            .unwrap_or_default();
         broker.credentials = Some((user.clone(), pass));
     }
     let sp = match output {
