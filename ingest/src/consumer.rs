@@ -31,12 +31,12 @@ use shopfloor_sparkplug::host::{HostApplication, HostConfig, HostEvent};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
-use tokio_postgres::NoTls;
 
 use crate::copy::{pg_micros, stored};
 use crate::error::IngestError;
-use crate::migrate::migrate;
-use crate::writer::Writer;
+use crate::maintain::{Maintenance, Retention};
+use crate::pipeline::{Database, Pipeline, Ticket, db_backoff};
+use crate::writer::DeadLetter;
 
 /// What the ingest subscribes to.
 #[derive(Clone, Debug)]
@@ -88,11 +88,22 @@ pub struct IngestConfig {
     pub batch_age: Duration,
     /// Messages received and not yet committed, at most (memory bound).
     pub max_pending: usize,
+    /// COPY connections writing in turn (1 or 2; 2 overlaps one batch's
+    /// COPY with the commit of the one before).
+    pub connections: usize,
+    /// Use TimescaleDB when a new schema is made on a server that has it.
+    pub timescaledb: bool,
+    /// Retention, chunking and compression of the samples.
+    pub retention: Retention,
+    /// How often the rollups are brought up to date (native storage) and
+    /// partitions made ahead.
+    pub maintain_every: Duration,
 }
 
 impl IngestConfig {
     /// Defaults: session expiry 1 h, flush at 10 000 readings or 200 ms,
-    /// at most 20 000 messages pending.
+    /// at most 20 000 messages pending, 2 COPY connections, TimescaleDB
+    /// where available, everything kept, rollups every 2 s.
     pub fn new(
         host: impl Into<String>,
         port: u16,
@@ -111,6 +122,10 @@ impl IngestConfig {
             batch_readings: 10_000,
             batch_age: Duration::from_millis(200),
             max_pending: 20_000,
+            connections: 2,
+            timescaledb: true,
+            retention: Retention::default(),
+            maintain_every: Duration::from_secs(2),
         }
     }
 }
@@ -130,6 +145,8 @@ pub struct Stats {
     pub stale_acks: AtomicU64,
     /// Subscriptions the broker has confirmed (one per filter per connection).
     pub subscribed: AtomicU64,
+    /// Rollup passes that found work (native storage).
+    pub rollup_passes: AtomicU64,
 }
 
 /// A running ingest process.
@@ -168,9 +185,9 @@ impl Ingest {
 }
 
 /// Aborts a task when dropped.
-struct AbortOnDrop(JoinHandle<()>);
+struct AbortOnDrop<T = ()>(JoinHandle<T>);
 
-impl Drop for AbortOnDrop {
+impl<T> Drop for AbortOnDrop<T> {
     fn drop(&mut self) {
         self.0.abort();
     }
@@ -276,6 +293,13 @@ enum Decoded {
     Dead(String),
 }
 
+/// A batch being committed, and the messages it holds.
+struct InFlight {
+    ticket: Ticket,
+    messages: Vec<Pending>,
+    dead: u64,
+}
+
 struct Decoder {
     inputs: Vec<(Input, Option<HostApplication>)>,
 }
@@ -366,37 +390,36 @@ fn check(batches: Vec<Batch>) -> Decoded {
     Decoded::Batches(batches)
 }
 
-async fn connect_db(config: &IngestConfig) -> Writer {
-    let mut failures = 0_u32;
+/// Keeps the storage up: a connection of its own, a pass every `every`,
+/// the queue drained before sleeping.
+async fn maintain(db: Database, retention: Retention, every: Duration, stats: Arc<Stats>) {
+    let mut upkeep = Maintenance::new(retention);
+    let mut client = crate::pipeline::connect(&db).await;
+    let mut failures = 0;
     loop {
-        match tokio_postgres::connect(&config.database, NoTls).await {
-            Ok((mut client, conn)) => {
-                tokio::spawn(async move {
-                    if let Err(e) = conn.await {
-                        tracing::warn!("PostgreSQL connection: {e}");
-                    }
-                });
-                match migrate(&mut client).await {
-                    Ok(applied) => {
-                        if !applied.is_empty() {
-                            tracing::info!(?applied, "migrations applied");
-                        }
-                        return Writer::new(client);
-                    }
-                    Err(e) => tracing::warn!("{e}"),
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        match upkeep.run(&mut client, now_ms).await {
+            Ok(pass) => {
+                failures = 0;
+                if pass.queued > 0 {
+                    stats.rollup_passes.fetch_add(1, Ordering::Relaxed);
+                    // More may be waiting (a long replay): go again now.
+                    continue;
+                }
+                tokio::time::sleep(every).await;
+            }
+            Err(e) => {
+                failures += 1;
+                tracing::warn!("storage upkeep: {e}; retrying");
+                tokio::time::sleep(db_backoff(failures).max(every)).await;
+                if client.is_closed() {
+                    client = crate::pipeline::connect(&db).await;
                 }
             }
-            Err(e) => tracing::warn!("PostgreSQL: cannot connect: {e}"),
         }
-        failures += 1;
-        tokio::time::sleep(db_backoff(failures)).await;
     }
-}
-
-/// Retry delays for the database: from 100 ms, doubling, at most 2 s, so a
-/// database back up is used within a few seconds.
-fn db_backoff(failures: u32) -> Duration {
-    Duration::from_millis(100).saturating_mul(1 << failures.min(5)).min(Duration::from_secs(2))
 }
 
 async fn run(
@@ -404,7 +427,14 @@ async fn run(
     mut stop: oneshot::Receiver<()>,
     stats: Arc<Stats>,
 ) -> Result<(), IngestError> {
-    let mut writer = connect_db(&config).await;
+    let db = Database { url: config.database.clone(), timescaledb: config.timescaledb };
+    let mut pipeline = Pipeline::connect(&db, config.connections.clamp(1, 2)).await;
+    let _upkeep = AbortOnDrop(tokio::spawn(maintain(
+        db,
+        config.retention.clone(),
+        config.maintain_every,
+        Arc::clone(&stats),
+    )));
     let (tx, mut rx) = mpsc::channel(config.max_pending.max(16));
     let (client, events) = spawn_event_loop(&config, tx, Arc::clone(&stats));
     // The event loop ends with this task, however it ends: a crashed ingest
@@ -416,19 +446,28 @@ async fn run(
     let mut pending: Vec<Pending> = Vec::new();
     let mut batches: Vec<Batch> = Vec::new();
     let mut readings = 0;
-    let mut dead: Vec<(String, Vec<u8>, String)> = Vec::new();
+    let mut dead: Vec<DeadLetter> = Vec::new();
+    let mut in_flight: VecDeque<InFlight> = VecDeque::new();
+    let mut held = 0; // messages in `pending` and `in_flight`
     let mut acks: VecDeque<Box<Publish>> = VecDeque::new();
     let mut oldest: Option<Instant> = None;
     let mut stopping = false;
     loop {
+        let can_submit = in_flight.len() < pipeline.connections();
         let flush_at = oldest.map(|t| t + config.batch_age);
         let due = async {
             match flush_at {
-                Some(at) => tokio::time::sleep_until(at).await,
+                Some(at) if can_submit => tokio::time::sleep_until(at).await,
+                _ => std::future::pending().await,
+            }
+        };
+        let full = readings >= config.batch_readings || held >= config.max_pending;
+        let front = async {
+            match in_flight.front_mut() {
+                Some(f) => (&mut f.ticket).await,
                 None => std::future::pending().await,
             }
         };
-        let full = readings >= config.batch_readings || pending.len() >= config.max_pending;
         tokio::select! {
             _ = &mut stop, if !stopping => stopping = true,
             m = rx.recv(), if !full && !stopping => match m {
@@ -452,14 +491,37 @@ async fn run(
                             readings += b.iter().map(|x| x.readings.len()).sum::<usize>();
                             batches.extend(b);
                         }
-                        Decoded::Dead(error) => dead.push((topic, publish.payload.to_vec(), error)),
+                        Decoded::Dead(error) => {
+                            dead.push(DeadLetter { topic, payload: publish.payload.to_vec(), error });
+                        }
                     }
                     oldest.get_or_insert_with(Instant::now);
                     pending.push(Pending { connection: c, publish });
+                    held += 1;
                 }
                 None => return Ok(()),
             },
             () = due => {}
+            done = front => {
+                let f = in_flight.pop_front().expect("a ticket resolved");
+                let written = match done {
+                    Ok(w) => w,
+                    // The pipeline only stops with this task.
+                    Err(e) => return Err(IngestError::Stopped(e.to_string())),
+                };
+                stats.rows.fetch_add(written.rows, Ordering::Relaxed);
+                stats.duplicates.fetch_add(written.duplicates, Ordering::Relaxed);
+                stats.dead_letters.fetch_add(f.dead, Ordering::Relaxed);
+                held -= f.messages.len();
+                stats.messages.fetch_add(f.messages.len() as u64, Ordering::Relaxed);
+                for p in f.messages {
+                    if p.connection == connection {
+                        acks.push_back(p.publish);
+                    } else {
+                        stats.stale_acks.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
         }
         for p in decoder.transmits() {
             let q = if p.qos == 0 { QoS::AtMostOnce } else { QoS::AtLeastOnce };
@@ -468,38 +530,19 @@ async fn run(
             }
         }
         let age_due = flush_at.is_some_and(|at| Instant::now() >= at);
-        if !pending.is_empty() && (full || age_due || stopping) {
-            // Commit, retrying while the database is away; nothing more is
-            // read meanwhile.
-            let mut failures = 0;
-            loop {
-                match commit(&mut writer, &batches, &dead).await {
-                    Ok((rows, dups)) => {
-                        stats.rows.fetch_add(rows, Ordering::Relaxed);
-                        stats.duplicates.fetch_add(dups, Ordering::Relaxed);
-                        stats.dead_letters.fetch_add(dead.len() as u64, Ordering::Relaxed);
-                        break;
-                    }
-                    Err(e) => {
-                        failures += 1;
-                        tracing::warn!("{e}; retrying");
-                        tokio::time::sleep(db_backoff(failures)).await;
-                        if writer.client().is_closed() {
-                            writer = connect_db(&config).await;
-                        }
-                    }
-                }
-            }
-            stats.messages.fetch_add(pending.len() as u64, Ordering::Relaxed);
-            for p in pending.drain(..) {
-                if p.connection == connection {
-                    acks.push_back(p.publish);
-                } else {
-                    stats.stale_acks.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-            batches.clear();
-            dead.clear();
+        let full = readings >= config.batch_readings || held >= config.max_pending;
+        if !pending.is_empty()
+            && in_flight.len() < pipeline.connections()
+            && (full || age_due || stopping)
+        {
+            let n_dead = dead.len() as u64;
+            let ticket =
+                pipeline.submit(std::mem::take(&mut batches), std::mem::take(&mut dead)).await;
+            in_flight.push_back(InFlight {
+                ticket,
+                messages: std::mem::take(&mut pending),
+                dead: n_dead,
+            });
             readings = 0;
             oldest = None;
         }
@@ -510,7 +553,7 @@ async fn run(
             }
             acks.pop_front();
         }
-        if stopping && pending.is_empty() {
+        if stopping && pending.is_empty() && in_flight.is_empty() {
             // Let the event loop send the last acks.
             let deadline = Instant::now() + Duration::from_secs(2);
             while !acks.is_empty() && Instant::now() < deadline {
@@ -528,31 +571,4 @@ async fn run(
             return Ok(());
         }
     }
-}
-
-/// Rows and dead letters of one flush.
-async fn commit(
-    writer: &mut Writer,
-    batches: &[Batch],
-    dead: &[(String, Vec<u8>, String)],
-) -> Result<(u64, u64), IngestError> {
-    let written = writer.write(batches).await?;
-    for r in &written.rejected {
-        tracing::warn!(source = r.source, metric = r.metric, "not stored: {}", r.error);
-    }
-    if !dead.is_empty() {
-        let topics: Vec<&str> = dead.iter().map(|d| d.0.as_str()).collect();
-        let payloads: Vec<&[u8]> = dead.iter().map(|d| d.1.as_slice()).collect();
-        let errors: Vec<&str> = dead.iter().map(|d| d.2.as_str()).collect();
-        writer
-            .client()
-            .execute(
-                "INSERT INTO shopfloor.dead_letters (topic, payload, error)
-                 SELECT * FROM unnest($1::text[], $2::bytea[], $3::text[])",
-                &[&topics, &payloads, &errors],
-            )
-            .await
-            .map_err(IngestError::db("write dead letters"))?;
-    }
-    Ok((written.rows, written.duplicates))
 }

@@ -13,6 +13,9 @@ pub enum IngestError {
         #[source]
         source: tokio_postgres::Error,
     },
+    /// The ingest's writers stopped before it did (a bug: they stop with it).
+    #[error("the ingest stopped: {0}")]
+    Stopped(String),
 }
 
 impl IngestError {
@@ -25,6 +28,7 @@ impl IngestError {
     pub fn sqlstate(&self) -> Option<&str> {
         match self {
             Self::Database { source, .. } => source.code().map(|c| c.code()),
+            Self::Stopped(_) => None,
         }
     }
 }

@@ -4,10 +4,14 @@
 pub mod consumer;
 pub mod copy;
 mod error;
+pub mod maintain;
 pub mod migrate;
+pub mod pipeline;
 pub mod writer;
 
 pub use consumer::{Ingest, IngestConfig, Input, Stats};
 pub use error::IngestError;
-pub use migrate::{MIGRATIONS, migrate};
-pub use writer::{Rejected, Writer, Written};
+pub use maintain::{Maintenance, Retention};
+pub use migrate::{MIGRATIONS, Storage, migrate, migrate_with, storage};
+pub use pipeline::{Database, Pipeline, Ticket};
+pub use writer::{DeadLetter, Rejected, Writer, Written};

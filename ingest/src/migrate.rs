@@ -20,19 +20,53 @@ pub struct Migration {
 /// Every migration of this version of the crate.
 pub const MIGRATIONS: &[Migration] = &[
     Migration { version: 1, name: "schema", sql: include_str!("../migrations/0001_schema.sql") },
-    Migration {
-        version: 2,
-        name: "readings_1m",
-        sql: include_str!("../migrations/0002_readings_1m.sql"),
-    },
+    Migration { version: 2, name: "rollups", sql: include_str!("../migrations/0002_rollups.sql") },
 ];
 
 /// A fixed key for `pg_advisory_xact_lock`: the migrations of shopfloor.
 const LOCK: i64 = 0x5348_4f50_4d49_4752; // "SHOPMIGR"
 
+/// Where the samples live, chosen once by the first migration.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Storage {
+    /// Native range partitions by day and rollup tables the ingest maintains.
+    Native,
+    /// A TimescaleDB hypertable and continuous aggregates.
+    TimescaleDb,
+}
+
+/// The storage a migrated database uses.
+pub async fn storage(client: &Client) -> Result<Storage, IngestError> {
+    let row = client
+        .query_one("SELECT value FROM shopfloor.settings WHERE key = 'storage'", &[])
+        .await
+        .map_err(IngestError::db("read the storage from shopfloor.settings"))?;
+    Ok(match row.get::<_, &str>(0) {
+        "timescaledb" => Storage::TimescaleDb,
+        _ => Storage::Native,
+    })
+}
+
 /// Applies what is missing; returns the versions applied now (empty when
-/// the schema was up to date).
+/// the schema was up to date). Uses TimescaleDB when the extension can be
+/// created on this server.
 pub async fn migrate(client: &mut Client) -> Result<Vec<i32>, IngestError> {
+    migrate_with(client, true).await
+}
+
+/// [`migrate`], choosing whether a new schema may use TimescaleDB (with
+/// `false`, native partitions even where the extension exists). The choice
+/// is made once, by the first migration; later calls do not change it.
+pub async fn migrate_with(client: &mut Client, timescaledb: bool) -> Result<Vec<i32>, IngestError> {
+    client
+        .batch_execute(if timescaledb {
+            "SET shopfloor.timescaledb = 'on'"
+        } else {
+            "SET shopfloor.timescaledb = 'off'"
+        })
+        .await
+        .map_err(IngestError::db("set shopfloor.timescaledb"))?;
     let mut applied = Vec::new();
     for m in MIGRATIONS {
         let tx = client.transaction().await.map_err(IngestError::db("start a migration"))?;

@@ -15,6 +15,7 @@ use tokio_postgres::Client;
 
 use crate::copy::{CopyBuffer, RowError, pg_micros, quality_code, stored};
 use crate::error::IngestError;
+use crate::migrate::Storage;
 
 const COLUMNS: &str = "(time, metric_id, value, value_text, quality)";
 const UNIQUE_VIOLATION: &str = "23505";
@@ -43,6 +44,29 @@ pub struct Written {
     pub rejected: Vec<Rejected>,
 }
 
+/// A message that cannot be used, for `shopfloor.dead_letters`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeadLetter {
+    /// The MQTT topic.
+    pub topic: String,
+    /// The payload as received.
+    pub payload: Vec<u8>,
+    /// Why it cannot be used.
+    pub error: String,
+}
+
+/// What one transaction holds.
+struct Tx<'a> {
+    data: Option<bytes::Bytes>,
+    /// Unix ms of the earliest and latest row, for the rollup queue.
+    range: Option<(u64, u64)>,
+    dead: &'a [DeadLetter],
+}
+
+fn system_time(unix_ms: u64) -> std::time::SystemTime {
+    std::time::UNIX_EPOCH + std::time::Duration::from_millis(unix_ms)
+}
+
 /// Writes batches over one connection. Keeps the catalogue ids and the
 /// partitions it has seen.
 #[derive(Debug)]
@@ -52,12 +76,13 @@ pub struct Writer {
     /// allocation per reading.
     ids: HashMap<String, HashMap<String, i32>>,
     days: HashSet<u64>,
+    storage: Option<Storage>,
 }
 
 impl Writer {
     /// A writer on a connection whose schema is migrated.
     pub fn new(client: Client) -> Self {
-        Self { client, ids: HashMap::new(), days: HashSet::new() }
+        Self { client, ids: HashMap::new(), days: HashSet::new(), storage: None }
     }
 
     /// The connection.
@@ -67,6 +92,17 @@ impl Writer {
 
     /// Writes every reading of `batches` in one transaction.
     pub async fn write(&mut self, batches: &[Batch]) -> Result<Written, IngestError> {
+        self.write_all(batches, &[]).await
+    }
+
+    /// Writes every reading of `batches` and the dead letters `dead` in one
+    /// transaction (with, on native storage, the time range written for the
+    /// rollup maintenance): all of it is committed, or none.
+    pub async fn write_all(
+        &mut self,
+        batches: &[Batch],
+        dead: &[DeadLetter],
+    ) -> Result<Written, IngestError> {
         let mut out = Written::default();
         let mut missing: Vec<(String, String)> = Vec::new();
         for b in batches {
@@ -88,6 +124,7 @@ impl Writer {
         let mut copy = CopyBuffer::with_capacity(rows * 40 + 64);
         let mut days = HashSet::new();
         let mut last_day = u64::MAX;
+        let (mut lo, mut hi) = (u64::MAX, 0_u64);
         for b in batches {
             // (A source with no readings was never registered.)
             let Some(ids) = self.ids.get(b.source.as_str()) else { continue };
@@ -105,7 +142,10 @@ impl Writer {
                     }
                 };
                 let id = ids[r.metric.as_str()];
-                let day = r.timestamp.unix_ms() / DAY_MS;
+                let ms = r.timestamp.unix_ms();
+                lo = lo.min(ms);
+                hi = hi.max(ms);
+                let day = ms / DAY_MS;
                 if day != last_day {
                     days.insert(day);
                     last_day = day;
@@ -114,20 +154,27 @@ impl Writer {
             }
         }
         let offered = copy.rows() as u64;
-        if offered == 0 {
+        if offered == 0 && dead.is_empty() {
             return Ok(out);
         }
-        for day in days {
-            if !self.days.contains(&day) {
-                self.partition(day).await?;
-                self.days.insert(day);
+        let native = self.storage().await? == Storage::Native;
+        if native {
+            for day in days {
+                if !self.days.contains(&day) {
+                    create_partition(&self.client, day).await?;
+                    self.days.insert(day);
+                }
             }
         }
-        let data = copy.finish();
-        match self.copy_fast(data.clone()).await {
+        let tx = Tx {
+            data: (offered > 0).then(|| copy.finish()),
+            range: (native && offered > 0).then_some((lo, hi)),
+            dead,
+        };
+        match self.transact(&tx, false).await {
             Ok(rows) => out.rows = rows,
             Err(e) if e.sqlstate() == Some(UNIQUE_VIOLATION) => {
-                out.rows = self.copy_dedup(data).await?;
+                out.rows = self.transact(&tx, true).await?;
                 out.duplicates = offered - out.rows;
             }
             Err(e) => return Err(e),
@@ -135,44 +182,72 @@ impl Writer {
         Ok(out)
     }
 
-    async fn copy_fast(&mut self, data: bytes::Bytes) -> Result<u64, IngestError> {
-        let tx = self.client.transaction().await.map_err(IngestError::db("start a transaction"))?;
-        let sink = tx
-            .copy_in(&format!("COPY shopfloor.samples {COLUMNS} FROM STDIN (FORMAT binary)"))
-            .await
-            .map_err(IngestError::db("start COPY into shopfloor.samples"))?;
-        futures_util::pin_mut!(sink);
-        sink.send(data).await.map_err(IngestError::db("send COPY data"))?;
-        let rows = sink.finish().await.map_err(IngestError::db("COPY into shopfloor.samples"))?;
-        tx.commit().await.map_err(IngestError::db("commit the COPY"))?;
-        Ok(rows)
+    /// The storage of the database (read once).
+    async fn storage(&mut self) -> Result<Storage, IngestError> {
+        if let Some(s) = self.storage {
+            return Ok(s);
+        }
+        let s = crate::migrate::storage(&self.client).await?;
+        self.storage = Some(s);
+        Ok(s)
     }
 
-    /// The slow path after a collision: through a temporary table, adding
-    /// only rows that are not there yet.
-    async fn copy_dedup(&mut self, data: bytes::Bytes) -> Result<u64, IngestError> {
+    /// One transaction: the rows by COPY (straight into the table, or with
+    /// `dedup` through a temporary table adding only rows not there yet),
+    /// the range for the rollups, the dead letters. Returns the rows added.
+    async fn transact(&mut self, w: &Tx<'_>, dedup: bool) -> Result<u64, IngestError> {
         let tx = self.client.transaction().await.map_err(IngestError::db("start a transaction"))?;
-        tx.batch_execute("CREATE TEMP TABLE samples_in (LIKE shopfloor.samples) ON COMMIT DROP")
-            .await
-            .map_err(IngestError::db("create a temporary table"))?;
-        let sink = tx
-            .copy_in(&format!("COPY samples_in {COLUMNS} FROM STDIN (FORMAT binary)"))
-            .await
-            .map_err(IngestError::db("start COPY into a temporary table"))?;
-        futures_util::pin_mut!(sink);
-        sink.send(data).await.map_err(IngestError::db("send COPY data"))?;
-        sink.finish().await.map_err(IngestError::db("COPY into a temporary table"))?;
-        let rows = tx
-            .execute(
-                &format!(
-                    "INSERT INTO shopfloor.samples {COLUMNS} SELECT {} FROM samples_in ON CONFLICT DO NOTHING",
-                    COLUMNS.trim_matches(['(', ')'])
-                ),
-                &[],
+        let mut rows = 0;
+        if let Some(data) = &w.data {
+            let target = if dedup {
+                tx.batch_execute(
+                    "CREATE TEMP TABLE samples_in (LIKE shopfloor.samples) ON COMMIT DROP",
+                )
+                .await
+                .map_err(IngestError::db("create a temporary table"))?;
+                "samples_in"
+            } else {
+                "shopfloor.samples"
+            };
+            let sink = tx
+                .copy_in(&format!("COPY {target} {COLUMNS} FROM STDIN (FORMAT binary)"))
+                .await
+                .map_err(IngestError::db("start COPY"))?;
+            futures_util::pin_mut!(sink);
+            sink.send(data.clone()).await.map_err(IngestError::db("send COPY data"))?;
+            rows = sink.finish().await.map_err(IngestError::db("COPY into shopfloor.samples"))?;
+            if dedup {
+                rows = tx
+                    .execute(
+                        &format!(
+                            "INSERT INTO shopfloor.samples {COLUMNS} SELECT {} FROM samples_in ON CONFLICT DO NOTHING",
+                            COLUMNS.trim_matches(['(', ')'])
+                        ),
+                        &[],
+                    )
+                    .await
+                    .map_err(IngestError::db("insert the new rows of a redelivered batch"))?;
+            }
+        }
+        if let Some((lo, hi)) = w.range {
+            let (lo, hi) = (system_time(lo), system_time(hi));
+            tx.execute("INSERT INTO shopfloor.rollup_queue (lo, hi) VALUES ($1, $2)", &[&lo, &hi])
+                .await
+                .map_err(IngestError::db("queue the rollups"))?;
+        }
+        if !w.dead.is_empty() {
+            let topics: Vec<&str> = w.dead.iter().map(|d| d.topic.as_str()).collect();
+            let payloads: Vec<&[u8]> = w.dead.iter().map(|d| d.payload.as_slice()).collect();
+            let errors: Vec<&str> = w.dead.iter().map(|d| d.error.as_str()).collect();
+            tx.execute(
+                "INSERT INTO shopfloor.dead_letters (topic, payload, error)
+                 SELECT * FROM unnest($1::text[], $2::bytea[], $3::text[])",
+                &[&topics, &payloads, &errors],
             )
             .await
-            .map_err(IngestError::db("insert the new rows of a redelivered batch"))?;
-        tx.commit().await.map_err(IngestError::db("commit the redelivered batch"))?;
+            .map_err(IngestError::db("write dead letters"))?;
+        }
+        tx.commit().await.map_err(IngestError::db("commit"))?;
         Ok(rows)
     }
 
@@ -203,24 +278,30 @@ impl Writer {
         }
         Ok(())
     }
+}
 
-    /// The daily partition holding `day` (days since the Unix epoch, UTC).
-    async fn partition(&self, day: u64) -> Result<(), IngestError> {
-        let (from, to) = (date(day), date(day + 1));
-        let sql = format!(
-            "CREATE TABLE IF NOT EXISTS shopfloor.samples_{} PARTITION OF shopfloor.samples
-             FOR VALUES FROM ('{from} 00:00:00+00') TO ('{to} 00:00:00+00')",
-            from.replace('-', "")
-        );
-        match self.client.batch_execute(&sql).await {
-            Ok(()) => Ok(()),
-            // Another ingest process made it at the same moment.
-            Err(e) if e.code().map(|c| c.code()) == Some(DUPLICATE_TABLE) => Ok(()),
-            Err(e) => Err(IngestError::Database {
-                what: format!("create the partition for {from}"),
-                source: e,
-            }),
+/// The daily partition holding `day` (days since the Unix epoch, UTC).
+pub(crate) async fn create_partition(client: &Client, day: u64) -> Result<(), IngestError> {
+    let (from, to) = (date(day), date(day + 1));
+    let sql = format!(
+        "CREATE TABLE IF NOT EXISTS shopfloor.samples_{} PARTITION OF shopfloor.samples
+         FOR VALUES FROM ('{from} 00:00:00+00') TO ('{to} 00:00:00+00')",
+        from.replace('-', "")
+    );
+    match client.batch_execute(&sql).await {
+        Ok(()) => Ok(()),
+        // Another ingest process (or writer) made it at the same moment:
+        // `IF NOT EXISTS` does not cover the race, which ends in either
+        // error.
+        Err(e)
+            if matches!(e.code().map(|c| c.code()), Some(DUPLICATE_TABLE | UNIQUE_VIOLATION)) =>
+        {
+            Ok(())
         }
+        Err(e) => Err(IngestError::Database {
+            what: format!("create the partition for {from}"),
+            source: e,
+        }),
     }
 }
 

@@ -4,7 +4,7 @@
 
 use shopfloor_ingest::copy::{CopyBuffer, RowError, Stored, pg_micros};
 use shopfloor_ingest::writer::date;
-use shopfloor_ingest::{MIGRATIONS, Writer, migrate};
+use shopfloor_ingest::{MIGRATIONS, Maintenance, Retention, Writer, migrate};
 use shopfloor_schemas::{Batch, Quality, Reading, Timestamp};
 use shopfloor_testkit::Postgres;
 use tokio_postgres::{Client, NoTls};
@@ -113,7 +113,11 @@ async fn batches_land_in_the_readings_view_and_redeliveries_add_nothing() {
     assert_eq!((overlap.rows, overlap.duplicates), (10, 10));
     assert_eq!(count(w.client()).await, 523);
 
-    // The minute view: min, max, avg and the last value by time.
+    // The minute view (after a rollup pass): min, max, avg and the last
+    // value by time.
+    let mut upkeep = Maintenance::new(Retention::default());
+    let pass = upkeep.run(&mut connect(&pg).await, DAY1).await.unwrap();
+    assert_eq!(pass.queued, 3, "one queue entry per transaction that offered rows");
     let m = w
         .client()
         .query_one(
@@ -137,6 +141,96 @@ async fn batches_land_in_the_readings_view_and_redeliveries_add_nothing() {
     twice.readings.push(twice.readings[0].clone());
     let r = w.write(&[twice]).await.unwrap();
     assert_eq!((r.rows, r.duplicates), (1, 1));
+}
+
+/// Every bucket of `rollup` (1m or 1h) against the same aggregate computed
+/// straight from the samples.
+async fn rollup_mismatches(client: &Client, unit: &str) -> i64 {
+    let sql = format!(
+        "WITH direct AS (
+           SELECT date_trunc('{unit}', time, 'UTC') AS bucket, source, metric,
+                  min(value) AS min, max(value) AS max, avg(value) AS avg,
+                  (array_agg(value ORDER BY time DESC))[1] AS last
+           FROM shopfloor.readings WHERE value IS NOT NULL GROUP BY 1, 2, 3)
+         SELECT count(*) FROM direct d FULL JOIN shopfloor.readings_1{} r
+           USING (bucket, source, metric)
+         WHERE d.min IS DISTINCT FROM r.min OR d.max IS DISTINCT FROM r.max
+            OR abs(d.avg - r.avg) > 1e-9 OR d.avg IS NULL OR r.avg IS NULL
+            OR d.last IS DISTINCT FROM r.last",
+        &unit[..1]
+    );
+    client.query_one(&sql, &[]).await.unwrap().get(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollups_follow_live_and_late_rows_and_partitions_come_and_go() {
+    let pg = Postgres::start().expect("start postgresql");
+    let mut client = connect(&pg).await;
+    migrate(&mut client).await.unwrap();
+    let mut w = Writer::new(connect(&pg).await);
+    let mut upkeep = Maintenance::new(Retention {
+        samples: Some(std::time::Duration::from_secs(3 * 86_400)),
+        ..Retention::default()
+    });
+    // Partitions ahead of the clock: today and the two days after.
+    let now = DAY1 + 3_600_000;
+    upkeep.run(&mut client, now).await.unwrap();
+    let parts = |rows: Vec<tokio_postgres::Row>| -> Vec<String> {
+        let mut v: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+        v.sort();
+        v
+    };
+    let list = "SELECT c.relname::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+                WHERE i.inhparent = 'shopfloor.samples'::regclass";
+    assert_eq!(
+        parts(client.query(list, &[]).await.unwrap()),
+        ["samples_20261127", "samples_20261128", "samples_20261129"]
+    );
+
+    // Live rows in several writes, two sources, text among numbers.
+    for k in 0..5 {
+        let mut b = batch("line/a", DAY1 + k * 50_000, 50);
+        b.readings.push(Reading::new("state", Timestamp::from_unix_ms(DAY1 + k * 50_000), "run"));
+        w.write(&[b, batch("line/b", DAY1 + 7_000 + k * 50_000, 30)]).await.unwrap();
+    }
+    let pass = upkeep.run(&mut client, now).await.unwrap();
+    assert_eq!((pass.queued, pass.ranges), (5, 1), "five writes, one span of time");
+    assert_eq!(rollup_mismatches(&client, "minute").await, 0);
+    assert_eq!(rollup_mismatches(&client, "hour").await, 0);
+    let buckets: i64 =
+        client.query_one("SELECT count(*) FROM shopfloor.readings_1m", &[]).await.unwrap().get(0);
+    // line/a: seconds 0–249, minutes 0–4; line/b: seconds 7–236, minutes 0–3.
+    assert_eq!(buckets, 9);
+    assert_eq!(upkeep.run(&mut client, now).await.unwrap().queued, 0, "nothing twice");
+
+    // Late rows (a replay after an outage) into buckets already rolled up,
+    // and into an hour two days back: both counted.
+    w.write(&[batch("line/a", DAY1 + 30_500, 3), batch("line/a", DAY1 - 2 * 86_400_000, 120)])
+        .await
+        .unwrap();
+    let pass = upkeep.run(&mut client, now).await.unwrap();
+    assert_eq!((pass.queued, pass.ranges), (1, 1), "one write, one (wide) span");
+    assert_eq!(rollup_mismatches(&client, "minute").await, 0);
+    assert_eq!(rollup_mismatches(&client, "hour").await, 0);
+
+    // The retention (3 days) drops whole days older than that, and only them.
+    let pass = upkeep.run(&mut client, DAY1 + 86_400_000 + 1).await.unwrap();
+    assert_eq!(pass.dropped, Vec::<String>::new(), "the day two days back is within 3 days");
+    let pass = upkeep.run(&mut client, DAY1 + 2 * 86_400_000 + 1).await.unwrap();
+    assert_eq!(pass.dropped, ["samples_20261125"]);
+    let old: i64 = client
+        .query_one("SELECT count(*) FROM shopfloor.readings WHERE time < '2026-11-26'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(old, 0);
+    // The rollups of dropped days stay.
+    let kept: i64 = client
+        .query_one("SELECT count(*) FROM shopfloor.readings_1h WHERE bucket < '2026-11-26'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(kept, 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

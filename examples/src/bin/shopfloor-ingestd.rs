@@ -40,6 +40,13 @@ THE FILE:
     # primary_host_id = \"scada\"   # only on the primary host: publishes STATE
     batch_readings = 10000
     batch_ms = 200
+    # share = \"ingest\"            # several ingestd share plain topics ($share/ingest/...)
+
+    [storage]                     # optional
+    timescaledb = true            # use TimescaleDB when the server has it
+    # retention_days = 90         # drop older samples (rollups are kept)
+    compress_after_days = 7       # TimescaleDB only
+    chunk_hours = 24              # TimescaleDB only
 
 EXAMPLES:
     shopfloor-ingestd --config ingest.toml --check-config
@@ -78,6 +85,21 @@ struct IngestSection {
     primary_host_id: Option<String>,
     batch_readings: Option<usize>,
     batch_ms: Option<u64>,
+    share: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StorageSection {
+    #[serde(default = "yes")]
+    timescaledb: bool,
+    retention_days: Option<u64>,
+    compress_after_days: Option<u64>,
+    chunk_hours: Option<u64>,
+}
+
+const fn yes() -> bool {
+    true
 }
 
 fn localhost() -> String {
@@ -95,6 +117,7 @@ struct File {
     mqtt: Option<Mqtt>,
     postgres: Option<Pg>,
     ingest: Option<IngestSection>,
+    storage: Option<StorageSection>,
     #[serde(flatten)]
     _others: std::collections::BTreeMap<String, toml::Value>,
 }
@@ -150,6 +173,32 @@ fn config(path: &Path) -> anyhow::Result<IngestConfig> {
     }
     if let Some(ms) = ing.batch_ms {
         c.batch_age = Duration::from_millis(ms.max(1));
+    }
+    if let Some(share) = ing.share {
+        if share.is_empty() || share.contains(['/', '+', '#']) {
+            bail!(
+                "{where_}: ingest.share = {share:?}: a share name is one topic level, without / + #"
+            );
+        }
+        c.share = Some(share);
+    }
+    if let Some(st) = file.storage {
+        const DAY: u64 = 86_400;
+        c.timescaledb = st.timescaledb;
+        if let Some(d) = st.retention_days {
+            if d == 0 {
+                bail!(
+                    "{where_}: storage.retention_days = 0 would drop every sample; leave it out to keep everything"
+                );
+            }
+            c.retention.samples = Some(Duration::from_secs(d * DAY));
+        }
+        if let Some(d) = st.compress_after_days {
+            c.retention.compress_after = (d > 0).then(|| Duration::from_secs(d * DAY));
+        }
+        if let Some(h) = st.chunk_hours {
+            c.retention.chunk_interval = Duration::from_secs(h.max(1) * 3600);
+        }
     }
     Ok(c)
 }

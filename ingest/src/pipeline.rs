@@ -1,0 +1,183 @@
+//! Writes on two connections in turn, so one batch streams its COPY while
+//! the one before waits for its commit to reach the disk: a commit's flush
+//! is the largest cost of a batch that is not COPY itself.
+//!
+//! Batches go to the connections round-robin and each comes back as a
+//! [`Ticket`]; the caller awaits tickets in the order it submitted them,
+//! so what it does after a commit (acknowledge MQTT messages) keeps the
+//! order of arrival. A failed write is retried on its connection with a
+//! capped backoff (reconnecting and migrating when the connection has
+//! gone) until it commits: a ticket only ever reports a commit.
+//!
+//! Two batches in flight can hold the same (metric, time) only after a
+//! redelivery; then one waits for the other and takes the
+//! `ON CONFLICT` path, or PostgreSQL breaks a deadlock by failing one,
+//! which is retried.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use shopfloor_schemas::Batch;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio_postgres::NoTls;
+
+use crate::error::IngestError;
+use crate::migrate::migrate_with;
+use crate::writer::{DeadLetter, Writer, Written};
+
+/// Where and how to connect.
+#[derive(Clone, Debug)]
+pub struct Database {
+    /// The connection string (`host=… user=… dbname=…` or a URL).
+    pub url: String,
+    /// Whether a new schema may use TimescaleDB (see [`migrate_with`]).
+    pub timescaledb: bool,
+}
+
+/// Retry delays for the database: from 100 ms, doubling, at most 2 s, so a
+/// database back up is used within a few seconds.
+pub fn db_backoff(failures: u32) -> Duration {
+    Duration::from_millis(100).saturating_mul(1 << failures.min(5)).min(Duration::from_secs(2))
+}
+
+/// Connects and migrates, retrying with [`db_backoff`] until it works.
+pub async fn connect(db: &Database) -> tokio_postgres::Client {
+    let mut failures = 0_u32;
+    loop {
+        match try_connect(db).await {
+            Ok(c) => return c,
+            Err(e) => tracing::warn!("{e}"),
+        }
+        failures += 1;
+        tokio::time::sleep(db_backoff(failures)).await;
+    }
+}
+
+/// Connects and migrates, once.
+pub async fn try_connect(db: &Database) -> Result<tokio_postgres::Client, IngestError> {
+    let (mut client, conn) =
+        tokio_postgres::connect(&db.url, NoTls).await.map_err(IngestError::db("connect"))?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::warn!("PostgreSQL connection: {e}");
+        }
+    });
+    let applied = migrate_with(&mut client, db.timescaledb).await?;
+    if !applied.is_empty() {
+        tracing::info!(?applied, "migrations applied");
+    }
+    Ok(client)
+}
+
+struct Job {
+    batches: Vec<Batch>,
+    dead: Vec<DeadLetter>,
+    done: oneshot::Sender<Written>,
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// A commit to come: resolves to what the write did, or to an error if
+/// the pipeline was dropped first.
+#[derive(Debug)]
+pub struct Ticket(oneshot::Receiver<Written>);
+
+impl Future for Ticket {
+    type Output = Result<Written, Stopped>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut self.0).poll(cx).map_err(|_| Stopped)
+    }
+}
+
+/// The pipeline stopped before a batch committed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("the write pipeline stopped before the batch committed")]
+pub struct Stopped;
+
+/// Writers on `connections` connections, fed in turn.
+#[derive(Debug)]
+pub struct Pipeline {
+    workers: Vec<mpsc::Sender<Job>>,
+    tasks: Vec<AbortOnDrop>,
+    next: usize,
+}
+
+impl std::fmt::Debug for AbortOnDrop {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AbortOnDrop")
+    }
+}
+
+impl Pipeline {
+    /// Connects `connections` writers (at least one), migrating the schema
+    /// first; retries until the database answers.
+    pub async fn connect(db: &Database, connections: usize) -> Self {
+        let mut workers = Vec::new();
+        let mut tasks = Vec::new();
+        for _ in 0..connections.max(1) {
+            let client = connect(db).await;
+            // One job waiting per connection besides the one it writes.
+            let (tx, rx) = mpsc::channel(1);
+            tasks.push(AbortOnDrop(tokio::spawn(work(Writer::new(client), db.clone(), rx))));
+            workers.push(tx);
+        }
+        Self { workers, tasks, next: 0 }
+    }
+
+    /// The number of connections.
+    pub fn connections(&self) -> usize {
+        self.workers.len()
+    }
+
+    /// Hands a batch to the next connection; waits only when that
+    /// connection has a batch writing and another waiting. Await the
+    /// tickets in the order they were given to keep commits in order.
+    pub async fn submit(&mut self, batches: Vec<Batch>, dead: Vec<DeadLetter>) -> Ticket {
+        let (done, ticket) = oneshot::channel();
+        let worker = &self.workers[self.next];
+        self.next = (self.next + 1) % self.workers.len();
+        // A worker only ends when the pipeline is dropped; if it has, the
+        // ticket reports `Stopped`.
+        let _ = worker.send(Job { batches, dead, done }).await;
+        Ticket(ticket)
+    }
+
+    /// Stops the writers; batches not committed yet are abandoned.
+    pub fn abort(self) {
+        drop(self.tasks);
+    }
+}
+
+async fn work(mut writer: Writer, db: Database, mut jobs: mpsc::Receiver<Job>) {
+    while let Some(job) = jobs.recv().await {
+        let mut failures = 0;
+        let written = loop {
+            match writer.write_all(&job.batches, &job.dead).await {
+                Ok(w) => break w,
+                Err(e) => {
+                    failures += 1;
+                    tracing::warn!("{e}; retrying");
+                    tokio::time::sleep(db_backoff(failures)).await;
+                    if writer.client().is_closed() {
+                        writer = Writer::new(connect(&db).await);
+                    }
+                }
+            }
+        };
+        for r in &written.rejected {
+            tracing::warn!(source = r.source, metric = r.metric, "not stored: {}", r.error);
+        }
+        let _ = job.done.send(written);
+    }
+}
