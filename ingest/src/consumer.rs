@@ -147,6 +147,9 @@ pub struct Stats {
     pub subscribed: AtomicU64,
     /// Rollup passes that found work (native storage).
     pub rollup_passes: AtomicU64,
+    /// Messages received and not committed yet (a gauge; at most
+    /// `max_pending`).
+    pub held: AtomicU64,
 }
 
 /// A running ingest process.
@@ -498,6 +501,7 @@ async fn run(
                     oldest.get_or_insert_with(Instant::now);
                     pending.push(Pending { connection: c, publish });
                     held += 1;
+                    stats.held.store(held as u64, Ordering::Relaxed);
                 }
                 None => return Ok(()),
             },
@@ -513,6 +517,7 @@ async fn run(
                 stats.duplicates.fetch_add(written.duplicates, Ordering::Relaxed);
                 stats.dead_letters.fetch_add(f.dead, Ordering::Relaxed);
                 held -= f.messages.len();
+                stats.held.store(held as u64, Ordering::Relaxed);
                 stats.messages.fetch_add(f.messages.len() as u64, Ordering::Relaxed);
                 for p in f.messages {
                     if p.connection == connection {

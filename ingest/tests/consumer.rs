@@ -214,6 +214,48 @@ async fn a_postgres_restart_mid_stream_loses_nothing() {
     ingest.shutdown().await.unwrap();
 }
 
+/// PostgreSQL kept down for 60 s while messages keep coming: nothing is
+/// acked meanwhile, at most `max_pending` messages are held (the broker
+/// keeps the rest), and the first batch commits within 10 s of the
+/// database accepting connections again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_down_for_60_s_loses_nothing_and_recovers_within_10_s() {
+    use std::sync::atomic::Ordering::Relaxed;
+    let (broker, mut pg) = (broker(), Postgres::start().expect("postgres"));
+    let mut c = config(&broker, &pg);
+    c.max_pending = 300;
+    let ingest = ingest(c).await;
+    publish(&broker, 0..N / 4, 0, || {}).await;
+    expect_rows(&pg, (N / 4) as i64, 0).await;
+    let down = Instant::now();
+    pg.stop();
+    let committed = ingest.stats().messages.load(Relaxed);
+    publish(&broker, N / 4..N, 0, || {}).await;
+    let mut most_held = 0;
+    while down.elapsed() < Duration::from_secs(60) {
+        most_held = most_held.max(ingest.stats().held.load(Relaxed));
+        assert_eq!(ingest.stats().messages.load(Relaxed), committed, "nothing commits while down");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(most_held > 0 && most_held <= 300, "held {most_held} messages (max_pending 300)");
+    pg.start_again().expect("start postgres again");
+    let up = Instant::now();
+    while ingest.stats().messages.load(Relaxed) == committed {
+        assert!(
+            up.elapsed() < Duration::from_secs(10),
+            "no commit within 10 s of PostgreSQL's return"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    println!(
+        "PostgreSQL down {:.0} s; first commit {:.2} s after it accepted connections again (limit 10 s); at most {most_held} messages held",
+        up.duration_since(down).as_secs_f64(),
+        up.elapsed().as_secs_f64()
+    );
+    expect_rows(&pg, N as i64, 0).await;
+    ingest.shutdown().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broker_restart_mid_stream_loses_nothing() {
     let (mut broker, pg) = (broker(), Postgres::start().expect("postgres"));
