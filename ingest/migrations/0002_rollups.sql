@@ -5,10 +5,13 @@
 --
 -- TimescaleDB: continuous aggregates, the hourly one on the minute one,
 -- real-time (recent buckets computed at query time), refreshed by policies.
--- Native: tables the ingest maintains. Each COPY transaction adds the time
--- range it wrote to rollup_queue; the maintenance task drains the queue and
--- recomputes the buckets those ranges touch, so late rows (a replay after
--- an outage) are counted as surely as live ones.
+-- Native: tables the ingest maintains. Each COPY transaction adds, per
+-- metric and minute, the aggregate of the rows it added to rollup_delta (in
+-- the same transaction: a row is counted exactly when it is stored, a
+-- redelivered row never); the maintenance task folds the deltas into the
+-- minute and hour tables every few seconds. Late rows (a replay after an
+-- outage) are counted as surely as live ones, and the work is proportional
+-- to what arrived, not to the size of the buckets it touched.
 
 DO $rollups$
 BEGIN
@@ -47,11 +50,17 @@ BEGIN
             start_offset => NULL, end_offset => INTERVAL '1 hour',
             schedule_interval => INTERVAL '5 minutes');
     ELSE
-        CREATE TABLE shopfloor.rollup_queue (
-            id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-            lo timestamptz NOT NULL,
-            hi timestamptz NOT NULL
+        CREATE TABLE shopfloor.rollup_delta (
+            metric_id integer NOT NULL,
+            bucket timestamptz NOT NULL,
+            min double precision NOT NULL,
+            max double precision NOT NULL,
+            sum double precision NOT NULL,
+            count bigint NOT NULL,
+            last double precision NOT NULL,
+            last_time timestamptz NOT NULL
         );
+        -- Updated in place, never by key: room on each page for HOT updates.
         CREATE TABLE shopfloor.rollup_1m (
             metric_id integer NOT NULL,
             bucket timestamptz NOT NULL,
@@ -62,9 +71,10 @@ BEGIN
             last double precision NOT NULL,
             last_time timestamptz NOT NULL,
             PRIMARY KEY (metric_id, bucket)
-        );
+        ) WITH (fillfactor = 70);
         CREATE INDEX rollup_1m_bucket ON shopfloor.rollup_1m (bucket);
-        CREATE TABLE shopfloor.rollup_1h (LIKE shopfloor.rollup_1m INCLUDING ALL);
+        CREATE TABLE shopfloor.rollup_1h (LIKE shopfloor.rollup_1m INCLUDING ALL)
+            WITH (fillfactor = 70);
     END IF;
 END
 $rollups$;

@@ -393,8 +393,7 @@ fn check(batches: Vec<Batch>) -> Decoded {
     Decoded::Batches(batches)
 }
 
-/// Keeps the storage up: a connection of its own, a pass every `every`,
-/// the queue drained before sleeping.
+/// Keeps the storage up: a connection of its own, a pass every `every`.
 async fn maintain(db: Database, retention: Retention, every: Duration, stats: Arc<Stats>) {
     let mut upkeep = Maintenance::new(retention);
     let mut client = crate::pipeline::connect(&db).await;
@@ -406,10 +405,8 @@ async fn maintain(db: Database, retention: Retention, every: Duration, stats: Ar
         match upkeep.run(&mut client, now_ms).await {
             Ok(pass) => {
                 failures = 0;
-                if pass.queued > 0 {
+                if pass.deltas > 0 {
                     stats.rollup_passes.fetch_add(1, Ordering::Relaxed);
-                    // More may be waiting (a long replay): go again now.
-                    continue;
                 }
                 tokio::time::sleep(every).await;
             }

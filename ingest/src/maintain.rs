@@ -2,17 +2,17 @@
 //! connection of its own:
 //!
 //! - native storage: the rollup tables (`rollup_1m`, `rollup_1h`) brought
-//!   up to date with the time ranges the writers queued, daily partitions
+//!   up to date with the deltas the writers committed, daily partitions
 //!   made ahead of the clock, and partitions past the retention dropped;
 //! - TimescaleDB: once, the chunk interval and the compression and
 //!   retention policies (the extension's jobs do the rest).
 //!
-//! Two ingest processes may run it at once: a transaction-level advisory
-//! lock makes their rollup passes take turns (an older snapshot must never
-//! overwrite a newer bucket).
+//! Two ingest processes may run it at once: folding deltas is commutative
+//! and a delta is deleted by the pass that folds it, and a transaction-level
+//! advisory lock makes the passes take turns anyway.
 
 use std::collections::HashSet;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use tokio_postgres::Client;
 
@@ -20,13 +20,9 @@ use crate::error::IngestError;
 use crate::migrate::{Storage, storage};
 use crate::writer::date;
 
-const MINUTE_MS: u64 = 60_000;
-const HOUR_MS: u64 = 3_600_000;
 const DAY_MS: u64 = 86_400_000;
 /// `pg_advisory_xact_lock` key of the rollup pass: "SHOPROLL".
 const LOCK: i64 = 0x5348_4f50_524f_4c4c;
-/// Queue entries taken per pass.
-const QUEUE_TAKE: i64 = 10_000;
 
 /// What to keep and how.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -58,10 +54,8 @@ impl Default for Retention {
 /// What one pass did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Pass {
-    /// Queue entries taken.
-    pub queued: u64,
-    /// Disjoint minute-aligned ranges recomputed.
-    pub ranges: u64,
+    /// Deltas folded (one per metric and minute per write).
+    pub deltas: u64,
     /// Minute buckets written (per metric).
     pub buckets_1m: u64,
     /// Hour buckets written (per metric).
@@ -85,8 +79,7 @@ impl Maintenance {
         Self { retention, storage: None, days: HashSet::new(), policies_set: false }
     }
 
-    /// One pass at wall-clock time `now` (Unix ms). Run it again until
-    /// [`Pass::queued`] is zero to drain a long queue.
+    /// One pass at wall-clock time `now` (Unix ms).
     pub async fn run(&mut self, client: &mut Client, now_ms: u64) -> Result<Pass, IngestError> {
         let storage = match self.storage {
             Some(s) => s,
@@ -117,68 +110,43 @@ impl Maintenance {
         }
     }
 
+    /// Folds the deltas the writers committed into the minute and hour
+    /// tables, in one statement.
     async fn rollups(&self, client: &mut Client) -> Result<Pass, IngestError> {
+        const COMBINE: &str = "min = least(t.min, EXCLUDED.min), max = greatest(t.max, EXCLUDED.max),
+               sum = t.sum + EXCLUDED.sum, count = t.count + EXCLUDED.count,
+               last = CASE WHEN EXCLUDED.last_time >= t.last_time THEN EXCLUDED.last ELSE t.last END,
+               last_time = greatest(t.last_time, EXCLUDED.last_time)";
         let tx = client.transaction().await.map_err(IngestError::db("start a rollup pass"))?;
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&LOCK])
             .await
             .map_err(IngestError::db("take the rollup lock"))?;
-        let taken = tx
-            .query(
-                "DELETE FROM shopfloor.rollup_queue WHERE id IN
-                   (SELECT id FROM shopfloor.rollup_queue ORDER BY id LIMIT $1)
-                 RETURNING lo, hi",
-                &[&QUEUE_TAKE],
+        let row = tx
+            .query_one(
+                &format!(
+                    "WITH d AS (DELETE FROM shopfloor.rollup_delta RETURNING *),
+                     m AS (
+                       INSERT INTO shopfloor.rollup_1m AS t
+                       SELECT metric_id, bucket, min(min), max(max), sum(sum), sum(count)::bigint,
+                              (array_agg(last ORDER BY last_time DESC))[1], max(last_time)
+                       FROM d GROUP BY 1, 2
+                       ON CONFLICT (metric_id, bucket) DO UPDATE SET {COMBINE} RETURNING 1),
+                     h AS (
+                       INSERT INTO shopfloor.rollup_1h AS t
+                       SELECT metric_id, date_trunc('hour', bucket, 'UTC'), min(min), max(max),
+                              sum(sum), sum(count)::bigint,
+                              (array_agg(last ORDER BY last_time DESC))[1], max(last_time)
+                       FROM d GROUP BY 1, 2
+                       ON CONFLICT (metric_id, bucket) DO UPDATE SET {COMBINE} RETURNING 1)
+                     SELECT (SELECT count(*) FROM d), (SELECT count(*) FROM m), (SELECT count(*) FROM h)"
+                ),
+                &[],
             )
             .await
-            .map_err(IngestError::db("take the rollup queue"))?;
-        let mut pass = Pass { queued: taken.len() as u64, ..Pass::default() };
-        if taken.is_empty() {
-            return Ok(pass);
-        }
-        let raw: Vec<(u64, u64)> = taken
-            .iter()
-            .map(|r| (unix_ms(r.get::<_, SystemTime>(0)), unix_ms(r.get::<_, SystemTime>(1))))
-            .collect();
-        for (from, to) in merge(&raw, MINUTE_MS) {
-            pass.ranges += 1;
-            pass.buckets_1m += tx
-                .execute(
-                    "INSERT INTO shopfloor.rollup_1m
-                     SELECT metric_id, date_trunc('minute', time, 'UTC'), min(value), max(value),
-                            sum(value), count(value),
-                            (array_agg(value ORDER BY time DESC))[1], max(time)
-                     FROM shopfloor.samples
-                     WHERE time >= $1 AND time < $2 AND value IS NOT NULL
-                     GROUP BY 1, 2
-                     ON CONFLICT (metric_id, bucket) DO UPDATE SET
-                       min = EXCLUDED.min, max = EXCLUDED.max, sum = EXCLUDED.sum,
-                       count = EXCLUDED.count, last = EXCLUDED.last,
-                       last_time = EXCLUDED.last_time",
-                    &[&system_time(from), &system_time(to)],
-                )
-                .await
-                .map_err(IngestError::db("update shopfloor.rollup_1m"))?;
-            let (h0, h1) = (from / HOUR_MS * HOUR_MS, to.div_ceil(HOUR_MS) * HOUR_MS);
-            pass.buckets_1h += tx
-                .execute(
-                    "INSERT INTO shopfloor.rollup_1h
-                     SELECT metric_id, date_trunc('hour', bucket, 'UTC'), min(min), max(max),
-                            sum(sum), sum(count)::bigint,
-                            (array_agg(last ORDER BY last_time DESC))[1], max(last_time)
-                     FROM shopfloor.rollup_1m
-                     WHERE bucket >= $1 AND bucket < $2
-                     GROUP BY 1, 2
-                     ON CONFLICT (metric_id, bucket) DO UPDATE SET
-                       min = EXCLUDED.min, max = EXCLUDED.max, sum = EXCLUDED.sum,
-                       count = EXCLUDED.count, last = EXCLUDED.last,
-                       last_time = EXCLUDED.last_time",
-                    &[&system_time(h0), &system_time(h1)],
-                )
-                .await
-                .map_err(IngestError::db("update shopfloor.rollup_1h"))?;
-        }
+            .map_err(IngestError::db("fold shopfloor.rollup_delta into the rollups"))?;
         tx.commit().await.map_err(IngestError::db("commit a rollup pass"))?;
-        Ok(pass)
+        let n = |i: usize| row.get::<_, i64>(i) as u64;
+        Ok(Pass { deltas: n(0), buckets_1m: n(1), buckets_1h: n(2), dropped: Vec::new() })
     }
 
     /// Drops the daily partitions wholly older than `keep`.
@@ -281,54 +249,11 @@ fn day_of(s: &str) -> Option<u64> {
     (date(day).replace('-', "") == s).then_some(day)
 }
 
-fn unix_ms(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
-}
-
-fn system_time(unix_ms: u64) -> SystemTime {
-    UNIX_EPOCH + Duration::from_millis(unix_ms)
-}
-
-/// Inclusive time ranges (Unix ms) widened to whole `step`s and merged:
-/// disjoint, sorted, half-open `[from, to)` ranges covering every bucket
-/// any input touches. Sans-IO.
-pub fn merge(ranges: &[(u64, u64)], step: u64) -> Vec<(u64, u64)> {
-    let mut r: Vec<(u64, u64)> = ranges
-        .iter()
-        .map(|&(lo, hi)| {
-            let (lo, hi) = (lo.min(hi), lo.max(hi));
-            (lo / step * step, (hi / step).saturating_add(1).saturating_mul(step))
-        })
-        .collect();
-    r.sort_unstable();
-    let mut out: Vec<(u64, u64)> = Vec::with_capacity(r.len());
-    for (from, to) in r {
-        match out.last_mut() {
-            Some(last) if from <= last.1 => last.1 = last.1.max(to),
-            _ => out.push((from, to)),
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;
 
     use super::*;
-
-    #[test]
-    fn ranges_widen_to_minutes_and_merge() {
-        assert_eq!(merge(&[], MINUTE_MS), vec![]);
-        assert_eq!(merge(&[(61_000, 61_000)], MINUTE_MS), vec![(60_000, 120_000)]);
-        // Touching and overlapping ranges become one; a gap stays.
-        assert_eq!(
-            merge(&[(0, 59_999), (60_000, 60_000), (300_000, 301_000)], MINUTE_MS),
-            vec![(0, 120_000), (300_000, 360_000)]
-        );
-        // Reversed input is taken as the same range.
-        assert_eq!(merge(&[(130_000, 10_000)], MINUTE_MS), vec![(0, 180_000)]);
-    }
 
     #[test]
     fn partition_names_give_their_day() {
@@ -340,25 +265,6 @@ mod tests {
     }
 
     proptest! {
-        #[test]
-        fn merged_ranges_cover_every_input_and_are_disjoint(
-            input in proptest::collection::vec((0_u64..10_000_000, 0_u64..600_000), 0..40)
-        ) {
-            let ranges: Vec<(u64, u64)> = input.iter().map(|&(a, len)| (a, a + len)).collect();
-            let out = merge(&ranges, MINUTE_MS);
-            for w in out.windows(2) {
-                prop_assert!(w[0].1 < w[1].0, "sorted, disjoint, not touching: {out:?}");
-            }
-            for &(from, to) in &out {
-                prop_assert!(from % MINUTE_MS == 0 && to % MINUTE_MS == 0 && from < to);
-                // Every output range holds some input.
-                prop_assert!(ranges.iter().any(|&(lo, hi)| lo < to && hi >= from));
-            }
-            for &(lo, hi) in &ranges {
-                prop_assert!(out.iter().any(|&(from, to)| from <= lo && hi < to), "{lo}..={hi} in {out:?}");
-            }
-        }
-
         #[test]
         fn days_round_trip(day in 0_u64..200_000) {
             prop_assert_eq!(day_of(&date(day).replace('-', "")), Some(day));

@@ -13,7 +13,7 @@ use futures_util::SinkExt as _;
 use shopfloor_schemas::Batch;
 use tokio_postgres::Client;
 
-use crate::copy::{CopyBuffer, RowError, pg_micros, quality_code, stored};
+use crate::copy::{CopyBuffer, RowError, Stored, pg_micros, quality_code, stored};
 use crate::error::IngestError;
 use crate::migrate::Storage;
 
@@ -21,6 +21,7 @@ const COLUMNS: &str = "(time, metric_id, value, value_text, quality)";
 const UNIQUE_VIOLATION: &str = "23505";
 const DUPLICATE_TABLE: &str = "42P07";
 const DAY_MS: u64 = 86_400_000;
+const MINUTE_MS: u64 = 60_000;
 
 /// A reading that cannot be stored, for the dead letters.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -58,13 +59,80 @@ pub struct DeadLetter {
 /// What one transaction holds.
 struct Tx<'a> {
     data: Option<bytes::Bytes>,
-    /// Unix ms of the earliest and latest row, for the rollup queue.
-    range: Option<(u64, u64)>,
+    /// Native storage: the rows' aggregates for `rollup_delta`.
+    deltas: Option<&'a Deltas>,
     dead: &'a [DeadLetter],
+}
+
+/// The aggregate of a batch's numeric rows of one metric in one minute.
+#[derive(Clone, Copy, Debug)]
+struct Agg {
+    min: f64,
+    max: f64,
+    sum: f64,
+    count: i64,
+    last: f64,
+    last_ms: u64,
+}
+
+/// The aggregates of one batch by (metric id, minute since the epoch), as
+/// the columns of `rollup_delta`.
+#[derive(Debug, Default)]
+struct Deltas {
+    by_key: HashMap<(i32, u64), Agg>,
+}
+
+impl Deltas {
+    fn add(&mut self, id: i32, ms: u64, x: f64) {
+        self.by_key
+            .entry((id, ms / MINUTE_MS))
+            .and_modify(|a| {
+                a.min = a.min.min(x);
+                a.max = a.max.max(x);
+                a.sum += x;
+                a.count += 1;
+                if ms >= a.last_ms {
+                    (a.last, a.last_ms) = (x, ms);
+                }
+            })
+            .or_insert(Agg { min: x, max: x, sum: x, count: 1, last: x, last_ms: ms });
+    }
 }
 
 fn system_time(unix_ms: u64) -> std::time::SystemTime {
     std::time::UNIX_EPOCH + std::time::Duration::from_millis(unix_ms)
+}
+
+/// The batch's aggregates into `rollup_delta`, one statement.
+async fn insert_deltas(
+    tx: &tokio_postgres::Transaction<'_>,
+    d: &Deltas,
+) -> Result<(), IngestError> {
+    let n = d.by_key.len();
+    let (mut ids, mut buckets) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    let (mut mins, mut maxs, mut sums) =
+        (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
+    let (mut counts, mut lasts, mut times) =
+        (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
+    for (&(id, minute), a) in &d.by_key {
+        ids.push(id);
+        buckets.push(system_time(minute * MINUTE_MS));
+        mins.push(a.min);
+        maxs.push(a.max);
+        sums.push(a.sum);
+        counts.push(a.count);
+        lasts.push(a.last);
+        times.push(system_time(a.last_ms));
+    }
+    tx.execute(
+        "INSERT INTO shopfloor.rollup_delta
+         SELECT * FROM unnest($1::int4[], $2::timestamptz[], $3::float8[], $4::float8[],
+                              $5::float8[], $6::int8[], $7::float8[], $8::timestamptz[])",
+        &[&ids, &buckets, &mins, &maxs, &sums, &counts, &lasts, &times],
+    )
+    .await
+    .map_err(IngestError::db("add to shopfloor.rollup_delta"))?;
+    Ok(())
 }
 
 /// Writes batches over one connection. Keeps the catalogue ids and the
@@ -77,12 +145,20 @@ pub struct Writer {
     ids: HashMap<String, HashMap<String, i32>>,
     days: HashSet<u64>,
     storage: Option<Storage>,
+    /// Reused from batch to batch.
+    deltas: Deltas,
 }
 
 impl Writer {
     /// A writer on a connection whose schema is migrated.
     pub fn new(client: Client) -> Self {
-        Self { client, ids: HashMap::new(), days: HashSet::new(), storage: None }
+        Self {
+            client,
+            ids: HashMap::new(),
+            days: HashSet::new(),
+            storage: None,
+            deltas: Deltas::default(),
+        }
     }
 
     /// The connection.
@@ -96,7 +172,7 @@ impl Writer {
     }
 
     /// Writes every reading of `batches` and the dead letters `dead` in one
-    /// transaction (with, on native storage, the time range written for the
+    /// transaction (with, on native storage, the rows' aggregates for the
     /// rollup maintenance): all of it is committed, or none.
     pub async fn write_all(
         &mut self,
@@ -120,11 +196,13 @@ impl Writer {
         if !missing.is_empty() {
             self.register(&missing).await?;
         }
+        let native = self.storage().await? == Storage::Native;
         let rows: usize = batches.iter().map(|b| b.readings.len()).sum();
         let mut copy = CopyBuffer::with_capacity(rows * 40 + 64);
         let mut days = HashSet::new();
         let mut last_day = u64::MAX;
-        let (mut lo, mut hi) = (u64::MAX, 0_u64);
+        let mut deltas = std::mem::take(&mut self.deltas);
+        deltas.by_key.clear();
         for b in batches {
             // (A source with no readings was never registered.)
             let Some(ids) = self.ids.get(b.source.as_str()) else { continue };
@@ -143,8 +221,9 @@ impl Writer {
                 };
                 let id = ids[r.metric.as_str()];
                 let ms = r.timestamp.unix_ms();
-                lo = lo.min(ms);
-                hi = hi.max(ms);
+                if let (true, Stored::Number(x)) = (native, &value) {
+                    deltas.add(id, ms, *x);
+                }
                 let day = ms / DAY_MS;
                 if day != last_day {
                     days.insert(day);
@@ -155,9 +234,9 @@ impl Writer {
         }
         let offered = copy.rows() as u64;
         if offered == 0 && dead.is_empty() {
+            self.deltas = deltas;
             return Ok(out);
         }
-        let native = self.storage().await? == Storage::Native;
         if native {
             for day in days {
                 if !self.days.contains(&day) {
@@ -168,17 +247,18 @@ impl Writer {
         }
         let tx = Tx {
             data: (offered > 0).then(|| copy.finish()),
-            range: (native && offered > 0).then_some((lo, hi)),
+            deltas: (native && offered > 0).then_some(&deltas),
             dead,
         };
-        match self.transact(&tx, false).await {
-            Ok(rows) => out.rows = rows,
+        let result = match self.transact(&tx, false).await {
+            Ok(rows) => Ok(rows),
             Err(e) if e.sqlstate() == Some(UNIQUE_VIOLATION) => {
-                out.rows = self.transact(&tx, true).await?;
-                out.duplicates = offered - out.rows;
+                self.transact(&tx, true).await.inspect(|&rows| out.duplicates = offered - rows)
             }
-            Err(e) => return Err(e),
-        }
+            Err(e) => Err(e),
+        };
+        self.deltas = deltas;
+        out.rows = result?;
         Ok(out)
     }
 
@@ -194,7 +274,7 @@ impl Writer {
 
     /// One transaction: the rows by COPY (straight into the table, or with
     /// `dedup` through a temporary table adding only rows not there yet),
-    /// the range for the rollups, the dead letters. Returns the rows added.
+    /// the rollup deltas, the dead letters. Returns the rows added.
     async fn transact(&mut self, w: &Tx<'_>, dedup: bool) -> Result<u64, IngestError> {
         let tx = self.client.transaction().await.map_err(IngestError::db("start a transaction"))?;
         let mut rows = 0;
@@ -216,24 +296,42 @@ impl Writer {
             futures_util::pin_mut!(sink);
             sink.send(data.clone()).await.map_err(IngestError::db("send COPY data"))?;
             rows = sink.finish().await.map_err(IngestError::db("COPY into shopfloor.samples"))?;
-            if dedup {
+            let columns = COLUMNS.trim_matches(['(', ')']);
+            if dedup && w.deltas.is_some() {
+                // Only the rows added count towards the rollups.
+                let count: i64 = tx
+                    .query_one(
+                        &format!(
+                            "WITH ins AS (
+                               INSERT INTO shopfloor.samples {COLUMNS} SELECT {columns} FROM samples_in
+                               ON CONFLICT DO NOTHING RETURNING metric_id, time, value),
+                             d AS (
+                               INSERT INTO shopfloor.rollup_delta
+                               SELECT metric_id, date_trunc('minute', time, 'UTC'), min(value), max(value),
+                                      sum(value), count(value),
+                                      (array_agg(value ORDER BY time DESC))[1], max(time)
+                               FROM ins WHERE value IS NOT NULL GROUP BY 1, 2 RETURNING 1)
+                             SELECT count(*) FROM ins"
+                        ),
+                        &[],
+                    )
+                    .await
+                    .map_err(IngestError::db("insert the new rows of a redelivered batch"))?
+                    .get(0);
+                rows = count as u64;
+            } else if dedup {
                 rows = tx
                     .execute(
                         &format!(
-                            "INSERT INTO shopfloor.samples {COLUMNS} SELECT {} FROM samples_in ON CONFLICT DO NOTHING",
-                            COLUMNS.trim_matches(['(', ')'])
+                            "INSERT INTO shopfloor.samples {COLUMNS} SELECT {columns} FROM samples_in ON CONFLICT DO NOTHING"
                         ),
                         &[],
                     )
                     .await
                     .map_err(IngestError::db("insert the new rows of a redelivered batch"))?;
+            } else if let Some(d) = w.deltas {
+                insert_deltas(&tx, d).await?;
             }
-        }
-        if let Some((lo, hi)) = w.range {
-            let (lo, hi) = (system_time(lo), system_time(hi));
-            tx.execute("INSERT INTO shopfloor.rollup_queue (lo, hi) VALUES ($1, $2)", &[&lo, &hi])
-                .await
-                .map_err(IngestError::db("queue the rollups"))?;
         }
         if !w.dead.is_empty() {
             let topics: Vec<&str> = w.dead.iter().map(|d| d.topic.as_str()).collect();

@@ -49,7 +49,75 @@ async fn migrations_apply_once() {
     let (ra, rb) = tokio::join!(migrate(&mut a), migrate(&mut b));
     let mut both = ra.unwrap();
     both.extend(rb.unwrap());
+    // Either may apply either migration; together each exactly once.
+    both.sort_unstable();
     assert_eq!(both, all);
+}
+
+/// The public views have exactly the columns and types the README
+/// documents (dashboards and alerting are written against them).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_query_contract_has_its_documented_columns() {
+    let pg = Postgres::start().expect("start postgresql");
+    let mut client = connect(&pg).await;
+    migrate(&mut client).await.unwrap();
+    let columns = |view: &'static str| {
+        let client = &client;
+        async move {
+            client
+                .query(
+                    "SELECT column_name::text, data_type::text FROM information_schema.columns
+                     WHERE table_schema = 'shopfloor' AND table_name = $1 ORDER BY ordinal_position",
+                    &[&view],
+                )
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| format!("{} {}", r.get::<_, String>(0), r.get::<_, String>(1)))
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(
+        columns("readings").await,
+        [
+            "time timestamp with time zone",
+            "source text",
+            "metric text",
+            "value double precision",
+            "value_text text",
+            "quality text"
+        ]
+    );
+    let rollup = [
+        "bucket timestamp with time zone",
+        "source text",
+        "metric text",
+        "min double precision",
+        "max double precision",
+        "avg double precision",
+        "last double precision",
+    ];
+    assert_eq!(columns("readings_1m").await, rollup);
+    assert_eq!(columns("readings_1h").await, rollup);
+    // Quality is one of four words.
+    let mut w = Writer::new(client);
+    let mut b = batch("q", DAY1, 0);
+    for (i, q) in
+        [Quality::Good, Quality::Uncertain, Quality::Bad, Quality::Stale].into_iter().enumerate()
+    {
+        b.readings
+            .push(Reading::new("m", Timestamp::from_unix_ms(DAY1 + i as u64), 1.0).with_quality(q));
+    }
+    w.write(&[b]).await.unwrap();
+    let q: Vec<String> = w
+        .client()
+        .query("SELECT quality FROM shopfloor.readings ORDER BY time", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(q, ["good", "uncertain", "bad", "stale"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -117,7 +185,10 @@ async fn batches_land_in_the_readings_view_and_redeliveries_add_nothing() {
     // value by time.
     let mut upkeep = Maintenance::new(Retention::default());
     let pass = upkeep.run(&mut connect(&pg).await, DAY1).await.unwrap();
-    assert_eq!(pass.queued, 3, "one queue entry per transaction that offered rows");
+    assert!(pass.deltas > 0 && pass.buckets_1m > 0 && pass.buckets_1h > 0, "{pass:?}");
+    // Redeliveries (the ON CONFLICT path) counted once.
+    assert_eq!(rollup_mismatches(w.client(), "minute").await, 0);
+    assert_eq!(rollup_mismatches(w.client(), "hour").await, 0);
     let m = w
         .client()
         .query_one(
@@ -194,14 +265,15 @@ async fn rollups_follow_live_and_late_rows_and_partitions_come_and_go() {
         w.write(&[b, batch("line/b", DAY1 + 7_000 + k * 50_000, 30)]).await.unwrap();
     }
     let pass = upkeep.run(&mut client, now).await.unwrap();
-    assert_eq!((pass.queued, pass.ranges), (5, 1), "five writes, one span of time");
+    // Per write, one delta per source, metric and minute it touched.
+    assert!(pass.deltas >= 10, "{pass:?}");
     assert_eq!(rollup_mismatches(&client, "minute").await, 0);
     assert_eq!(rollup_mismatches(&client, "hour").await, 0);
     let buckets: i64 =
         client.query_one("SELECT count(*) FROM shopfloor.readings_1m", &[]).await.unwrap().get(0);
     // line/a: seconds 0–249, minutes 0–4; line/b: seconds 7–236, minutes 0–3.
     assert_eq!(buckets, 9);
-    assert_eq!(upkeep.run(&mut client, now).await.unwrap().queued, 0, "nothing twice");
+    assert_eq!(upkeep.run(&mut client, now).await.unwrap().deltas, 0, "nothing twice");
 
     // Late rows (a replay after an outage) into buckets already rolled up,
     // and into an hour two days back: both counted.
@@ -209,7 +281,11 @@ async fn rollups_follow_live_and_late_rows_and_partitions_come_and_go() {
         .await
         .unwrap();
     let pass = upkeep.run(&mut client, now).await.unwrap();
-    assert_eq!((pass.queued, pass.ranges), (1, 1), "one write, one (wide) span");
+    assert_eq!(pass.deltas, 3, "one write, three minutes touched (one live, two late)");
+    // A redelivery, partly new: only the new rows count.
+    let r = w.write(&[batch("line/b", DAY1 + 7_000, 40)]).await.unwrap();
+    assert_eq!((r.rows, r.duplicates), (10, 30));
+    upkeep.run(&mut client, now).await.unwrap();
     assert_eq!(rollup_mismatches(&client, "minute").await, 0);
     assert_eq!(rollup_mismatches(&client, "hour").await, 0);
 
