@@ -91,7 +91,12 @@ fn rate(n: usize, t: Duration) -> f64 {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let n: usize = if is_measuring() { 1_000_000 } else { 20_000 };
-    let pg = Postgres::start().expect("start postgresql (apt-get install -y postgresql)");
+    // fsync on, as a deployment runs (testkit turns it off for tests).
+    let pg = Postgres::builder()
+        .setting("fsync", "on")
+        .setting("full_page_writes", "on")
+        .start()
+        .expect("start postgresql (apt-get install -y postgresql)");
     let mut client = connect(&pg).await;
     migrate(&mut client).await.unwrap();
 

@@ -483,18 +483,27 @@ async fn run(
                         }
                     }
                 }
-                Some(FromBroker::Message { connection: c, publish }) => {
-                    let topic = String::from_utf8_lossy(&publish.topic).into_owned();
-                    let ct = publish.properties.as_ref().and_then(|p| p.content_type.clone());
-                    match decoder.decode(&topic, ct.as_deref(), &publish.payload) {
-                        Decoded::Batches(b) => {
-                            readings += b.iter().map(|x| x.readings.len()).sum::<usize>();
-                            batches.extend(b);
-                        }
-                        Decoded::Dead(error) => {
-                            dead.push(DeadLetter { topic, payload: publish.payload.to_vec(), error });
+                Some(FromBroker::Message { connection: c, mut publish }) => {
+                    {
+                        let topic = String::from_utf8_lossy(&publish.topic);
+                        let ct = publish.properties.as_ref().and_then(|p| p.content_type.as_deref());
+                        match decoder.decode(&topic, ct, &publish.payload) {
+                            Decoded::Batches(b) => {
+                                readings += b.iter().map(|x| x.readings.len()).sum::<usize>();
+                                batches.extend(b);
+                            }
+                            Decoded::Dead(error) => dead.push(DeadLetter {
+                                topic: topic.into_owned(),
+                                payload: publish.payload.to_vec(),
+                                error,
+                            }),
                         }
                     }
+                    // Only the packet id and QoS are needed to ack: let go of
+                    // the rest, which pins rumqttc's read buffer in memory.
+                    publish.topic = bytes::Bytes::new();
+                    publish.payload = bytes::Bytes::new();
+                    publish.properties = None;
                     oldest.get_or_insert_with(Instant::now);
                     pending.push(Pending { connection: c, publish });
                     held += 1;
