@@ -359,6 +359,16 @@ impl Decoder {
                             batches.push(b);
                         }
                     }
+                    // DATA the host could not name (no birth seen from its
+                    // node or device) is kept, not silently dropped.
+                    let data = matches!(topic.split('/').nth(2), Some("NDATA" | "DDATA"));
+                    if data && batches.is_empty() {
+                        return Decoded::Dead(
+                            "Sparkplug DATA with no birth seen from its edge node or device: \
+                             its metrics cannot be named (a rebirth was requested)"
+                                .into(),
+                        );
+                    }
                     return check(batches);
                 }
                 _ => {}

@@ -332,6 +332,52 @@ async fn sparkplug_births_data_and_death_become_rows() {
         assert!(Instant::now() < deadline, "{n} of 50 Sparkplug readings within 30 s");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // DATA that cannot be named goes to the dead letters: an alias no birth
+    // declared, and DATA from a node never born.
+    let raw = |alias: u64| {
+        use prost::Message as _;
+        use shopfloor_sparkplug::proto;
+        proto::Payload {
+            timestamp: Some(T0),
+            seq: Some(0),
+            metrics: vec![proto::Metric {
+                alias: Some(alias),
+                timestamp: Some(T0),
+                // No datatype, as in real DATA: only a birth could name it.
+                value: Some(proto::MetricValue::Double(1.0)),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }
+        .encode_to_vec()
+    };
+    let (p, mut events) =
+        AsyncClient::new(MqttOptions::new("raw", broker.host(), broker.port()), 10);
+    let poll = tokio::spawn(async move { while events.poll().await.is_ok() {} });
+    for topic in ["spBv1.0/Plant1/DDATA/Gateway-7/press-1", "spBv1.0/Plant2/NDATA/Ghost"] {
+        p.publish(topic, QoS::AtLeastOnce, false, raw(999)).await.unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let topics: Vec<String> = client
+            .query("SELECT topic FROM shopfloor.dead_letters ORDER BY id", &[])
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        if topics.len() == 2 {
+            assert_eq!(
+                topics,
+                ["spBv1.0/Plant1/DDATA/Gateway-7/press-1", "spBv1.0/Plant2/NDATA/Ghost"]
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "dead letters within 30 s: {topics:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    poll.abort();
+
     // The node dies: its last values are written again, stale.
     edge.shutdown().await;
     let deadline = Instant::now() + Duration::from_secs(30);
