@@ -145,6 +145,9 @@ pub struct Stats {
     pub stale_acks: AtomicU64,
     /// Subscriptions the broker has confirmed (one per filter per connection).
     pub subscribed: AtomicU64,
+    /// Connections made to the broker (CONNACKs); more than one means
+    /// reconnects.
+    pub connects: AtomicU64,
     /// Rollup passes that found work (native storage).
     pub rollup_passes: AtomicU64,
     /// Messages received and not committed yet (a gauge; at most
@@ -251,6 +254,7 @@ fn spawn_event_loop(
             match eventloop.poll().await {
                 Ok(Event::Incoming(Packet::ConnAck(_))) => {
                     connection += 1;
+                    stats.connects.fetch_add(1, Ordering::Relaxed);
                     failures = 0;
                     let (c, f) = (sub.clone(), filters.clone());
                     // Subscribe again on every CONNACK, from a task of its own.
@@ -445,7 +449,13 @@ async fn run(
         config.maintain_every,
         Arc::clone(&stats),
     )));
-    let (tx, mut rx) = mpsc::channel(config.max_pending.max(16));
+    // The event loop must never wait on this channel for long: while it
+    // waits it sends no PINGREQ, and after 1.5 keep-alives the broker drops
+    // the connection and redelivers everything in flight. The broker sends
+    // at most `max_pending` unacked messages (the receive maximum; Mosquitto
+    // 2.0.11 overruns it once acks flow), so four times that is room enough
+    // and still a bound.
+    let (tx, mut rx) = mpsc::channel(config.max_pending.max(16).saturating_mul(4));
     let (client, events) = spawn_event_loop(&config, tx, Arc::clone(&stats));
     // The event loop ends with this task, however it ends: a crashed ingest
     // must not leave its MQTT session connected (the next process with the

@@ -238,6 +238,9 @@ async fn postgres_down_for_60_s_loses_nothing_and_recovers_within_10_s() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(most_held > 0 && most_held <= 300, "held {most_held} messages (max_pending 300)");
+    // The event loop kept polling (and pinging) while nothing committed:
+    // the broker never dropped the connection.
+    assert_eq!(ingest.stats().connects.load(Relaxed), 1, "no reconnect during the outage");
     pg.start_again().expect("start postgres again");
     let up = Instant::now();
     while ingest.stats().messages.load(Relaxed) == committed {
