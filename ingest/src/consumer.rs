@@ -36,7 +36,7 @@ use crate::copy::{pg_micros, stored};
 use crate::error::IngestError;
 use crate::maintain::{Maintenance, Retention};
 use crate::pipeline::{Database, Pipeline, Ticket, db_backoff};
-use crate::writer::DeadLetter;
+use crate::writer::{DeadLetter, MetricInfo};
 
 /// What the ingest subscribes to.
 #[derive(Clone, Debug)]
@@ -296,7 +296,8 @@ fn spawn_event_loop(
 
 /// What one message decodes to.
 enum Decoded {
-    Batches(Vec<Batch>),
+    /// Readings, and what a birth said about its metrics.
+    Batches(Vec<Batch>, Vec<MetricInfo>),
     Dead(String),
 }
 
@@ -344,7 +345,7 @@ impl Decoder {
                     let source: Vec<&str> =
                         caps.iter().filter(|(n, _)| *n != "sensor").map(|(_, v)| v).collect();
                     batch.source = source.join("/").into();
-                    return check(vec![batch]);
+                    return check(vec![batch], Vec::new());
                 }
                 (Input::Sparkplug { .. }, Some(host)) => {
                     if !topic.starts_with("spBv1.0/") {
@@ -373,7 +374,7 @@ impl Decoder {
                                 .into(),
                         );
                     }
-                    return check(batches);
+                    return check(batches, birth_metrics(topic, payload));
                 }
                 _ => {}
             }
@@ -395,8 +396,61 @@ impl Decoder {
     }
 }
 
+/// What an NBIRTH or DBIRTH says about its metrics: datatype, `engUnit`,
+/// the other simple properties as JSON. Nothing for other messages.
+fn birth_metrics(topic: &str, payload: &[u8]) -> Vec<MetricInfo> {
+    use shopfloor_sparkplug::payload::PropertyValue;
+    use shopfloor_sparkplug::{BirthTypes, MetricValue, Payload};
+    let parts: Vec<&str> = topic.split('/').collect();
+    let source = match parts[..] {
+        [_, group, "NBIRTH", edge] => format!("{group}/{edge}"),
+        [_, group, "DBIRTH", edge, device] => format!("{group}/{edge}/{device}"),
+        _ => return Vec::new(),
+    };
+    // The host has decoded it already; a failure here was reported there.
+    let Ok(p) = Payload::decode(payload, &BirthTypes::new()) else { return Vec::new() };
+    p.metrics
+        .iter()
+        .filter_map(|m| {
+            let name = m.name.as_deref()?;
+            let mut unit = None;
+            let mut props = serde_json::Map::new();
+            for (key, v) in m.properties.iter().flat_map(|p| p.0.iter()) {
+                let PropertyValue::Value(v) = v else { continue };
+                match (key.as_str(), v) {
+                    ("engUnit", MetricValue::String(u)) => unit = Some(u.clone()),
+                    _ => {
+                        let json = match v.to_value() {
+                            Some(shopfloor_schemas::Value::Bool(b)) => serde_json::Value::from(b),
+                            Some(shopfloor_schemas::Value::I64(x)) => serde_json::Value::from(x),
+                            Some(shopfloor_schemas::Value::U64(x)) => serde_json::Value::from(x),
+                            Some(shopfloor_schemas::Value::F64(x)) if x.is_finite() => {
+                                serde_json::Value::from(x)
+                            }
+                            Some(shopfloor_schemas::Value::String(s)) if !s.contains('\0') => {
+                                serde_json::Value::from(s)
+                            }
+                            _ => continue,
+                        };
+                        props.insert(key.clone(), json);
+                    }
+                }
+            }
+            Some(MetricInfo {
+                source: source.clone(),
+                name: name.to_owned(),
+                datatype: Some(m.datatype.name().to_owned()),
+                unit: unit.filter(|u| !u.contains('\0')),
+                properties: (!props.is_empty())
+                    .then(|| serde_json::Value::Object(props).to_string()),
+            })
+        })
+        .filter(|i| !i.name.contains('\0'))
+        .collect()
+}
+
 /// Every reading of the batches fits the table, or the message is dead.
-fn check(batches: Vec<Batch>) -> Decoded {
+fn check(batches: Vec<Batch>, metrics: Vec<MetricInfo>) -> Decoded {
     for b in &batches {
         for r in &b.readings {
             if let Err(e) = stored(&r.value).and_then(|_| pg_micros(r.timestamp.unix_ms())) {
@@ -404,7 +458,7 @@ fn check(batches: Vec<Batch>) -> Decoded {
             }
         }
     }
-    Decoded::Batches(batches)
+    Decoded::Batches(batches, metrics)
 }
 
 /// Keeps the storage up: a connection of its own, a pass every `every`.
@@ -467,6 +521,7 @@ async fn run(
     let mut batches: Vec<Batch> = Vec::new();
     let mut readings = 0;
     let mut dead: Vec<DeadLetter> = Vec::new();
+    let mut described: Vec<MetricInfo> = Vec::new();
     let mut in_flight: VecDeque<InFlight> = VecDeque::new();
     let mut held = 0; // messages in `pending` and `in_flight`
     let mut acks: VecDeque<Box<Publish>> = VecDeque::new();
@@ -508,9 +563,10 @@ async fn run(
                         let topic = String::from_utf8_lossy(&publish.topic);
                         let ct = publish.properties.as_ref().and_then(|p| p.content_type.as_deref());
                         match decoder.decode(&topic, ct, &publish.payload) {
-                            Decoded::Batches(b) => {
+                            Decoded::Batches(b, m) => {
                                 readings += b.iter().map(|x| x.readings.len()).sum::<usize>();
                                 batches.extend(b);
+                                described.extend(m);
                             }
                             Decoded::Dead(error) => dead.push(DeadLetter {
                                 topic: topic.into_owned(),
@@ -567,8 +623,13 @@ async fn run(
             && (full || age_due || stopping)
         {
             let n_dead = dead.len() as u64;
-            let ticket =
-                pipeline.submit(std::mem::take(&mut batches), std::mem::take(&mut dead)).await;
+            let ticket = pipeline
+                .submit_described(
+                    std::mem::take(&mut batches),
+                    std::mem::take(&mut dead),
+                    std::mem::take(&mut described),
+                )
+                .await;
             in_flight.push_back(InFlight {
                 ticket,
                 messages: std::mem::take(&mut pending),

@@ -14,4 +14,4 @@ pub use error::IngestError;
 pub use maintain::{Maintenance, Retention};
 pub use migrate::{MIGRATIONS, Storage, migrate, migrate_with, storage};
 pub use pipeline::{Database, Pipeline, Ticket};
-pub use writer::{DeadLetter, Rejected, Writer, Written};
+pub use writer::{DeadLetter, MetricInfo, Rejected, Writer, Written};

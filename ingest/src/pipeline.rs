@@ -26,7 +26,7 @@ use tokio_postgres::NoTls;
 
 use crate::error::IngestError;
 use crate::migrate::migrate_with;
-use crate::writer::{DeadLetter, Writer, Written};
+use crate::writer::{DeadLetter, MetricInfo, Writer, Written};
 
 /// Where and how to connect.
 #[derive(Clone, Debug)]
@@ -75,6 +75,7 @@ pub async fn try_connect(db: &Database) -> Result<tokio_postgres::Client, Ingest
 struct Job {
     batches: Vec<Batch>,
     dead: Vec<DeadLetter>,
+    metrics: Vec<MetricInfo>,
     done: oneshot::Sender<Written>,
 }
 
@@ -144,12 +145,23 @@ impl Pipeline {
     /// connection has a batch writing and another waiting. Await the
     /// tickets in the order they were given to keep commits in order.
     pub async fn submit(&mut self, batches: Vec<Batch>, dead: Vec<DeadLetter>) -> Ticket {
+        self.submit_described(batches, dead, Vec::new()).await
+    }
+
+    /// [`submit`](Self::submit), with what sources said about their
+    /// metrics (recorded in the catalogue before the rows).
+    pub async fn submit_described(
+        &mut self,
+        batches: Vec<Batch>,
+        dead: Vec<DeadLetter>,
+        metrics: Vec<MetricInfo>,
+    ) -> Ticket {
         let (done, ticket) = oneshot::channel();
         let worker = &self.workers[self.next];
         self.next = (self.next + 1) % self.workers.len();
         // A worker only ends when the pipeline is dropped; if it has, the
         // ticket reports `Stopped`.
-        let _ = worker.send(Job { batches, dead, done }).await;
+        let _ = worker.send(Job { batches, dead, metrics, done }).await;
         Ticket(ticket)
     }
 
@@ -163,7 +175,11 @@ async fn work(mut writer: Writer, db: Database, mut jobs: mpsc::Receiver<Job>) {
     while let Some(job) = jobs.recv().await {
         let mut failures = 0;
         let written = loop {
-            match writer.write_all(&job.batches, &job.dead).await {
+            let result = match writer.describe(&job.metrics).await {
+                Ok(()) => writer.write_all(&job.batches, &job.dead).await,
+                Err(e) => Err(e),
+            };
+            match result {
                 Ok(w) => break w,
                 Err(e) => {
                     failures += 1;

@@ -56,6 +56,37 @@ pub struct DeadLetter {
     pub error: String,
 }
 
+/// What a source says about one of its metrics (a Sparkplug birth: the
+/// datatype, `engUnit`, and other properties), for `shopfloor.metrics`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MetricInfo {
+    /// The source, as in the readings.
+    pub source: String,
+    /// The metric's name.
+    pub name: String,
+    /// The datatype's name (Sparkplug's: `Double`, `Int32`, `Boolean`…).
+    pub datatype: Option<String>,
+    /// The engineering unit.
+    pub unit: Option<String>,
+    /// Other properties as a JSON object (`engLow`, `engHigh`…).
+    pub properties: Option<String>,
+}
+
+/// The datatype recorded for a metric first seen with this value (when no
+/// birth described it).
+fn value_type(v: &shopfloor_schemas::Value) -> &'static str {
+    use shopfloor_schemas::Value as V;
+    match v {
+        V::Bool(_) => "Boolean",
+        V::I64(_) => "Int64",
+        V::U64(_) => "UInt64",
+        V::F64(_) => "Double",
+        V::String(_) => "String",
+        V::Bytes(_) => "Bytes",
+        _ => "Unknown",
+    }
+}
+
 /// What one transaction holds.
 struct Tx<'a> {
     data: Option<bytes::Bytes>,
@@ -180,16 +211,20 @@ impl Writer {
         dead: &[DeadLetter],
     ) -> Result<Written, IngestError> {
         let mut out = Written::default();
-        let mut missing: Vec<(String, String)> = Vec::new();
+        let mut missing: Vec<(String, String, &'static str)> = Vec::new();
         for b in batches {
             let known = self.ids.get(b.source.as_str());
             for r in &b.readings {
                 if known.is_none_or(|m| !m.contains_key(r.metric.as_str()))
                     && !missing
                         .iter()
-                        .any(|(s, m)| s == b.source.as_str() && m == r.metric.as_str())
+                        .any(|(s, m, _)| s == b.source.as_str() && m == r.metric.as_str())
                 {
-                    missing.push((b.source.to_string(), r.metric.to_string()));
+                    missing.push((
+                        b.source.to_string(),
+                        r.metric.to_string(),
+                        value_type(&r.value),
+                    ));
                 }
             }
         }
@@ -349,15 +384,21 @@ impl Writer {
         Ok(rows)
     }
 
-    /// Catalogue ids for (source, name) pairs, created where missing.
-    async fn register(&mut self, keys: &[(String, String)]) -> Result<(), IngestError> {
+    /// Catalogue ids for (source, name, datatype) triples, created where
+    /// missing (an existing entry keeps its datatype).
+    async fn register(
+        &mut self,
+        keys: &[(String, String, &'static str)],
+    ) -> Result<(), IngestError> {
         let sources: Vec<&str> = keys.iter().map(|k| k.0.as_str()).collect();
         let names: Vec<&str> = keys.iter().map(|k| k.1.as_str()).collect();
+        let types: Vec<&str> = keys.iter().map(|k| k.2).collect();
         self.client
             .execute(
-                "INSERT INTO shopfloor.metrics (source, name)
-                 SELECT * FROM unnest($1::text[], $2::text[]) ON CONFLICT (source, name) DO NOTHING",
-                &[&sources, &names],
+                "INSERT INTO shopfloor.metrics (source, name, datatype)
+                 SELECT * FROM unnest($1::text[], $2::text[], $3::text[])
+                 ON CONFLICT (source, name) DO NOTHING",
+                &[&sources, &names, &types],
             )
             .await
             .map_err(IngestError::db("add metrics to the catalogue"))?;
@@ -371,6 +412,44 @@ impl Writer {
             )
             .await
             .map_err(IngestError::db("read catalogue ids"))?;
+        for row in rows {
+            self.ids.entry(row.get(1)).or_default().insert(row.get(2), row.get(0));
+        }
+        Ok(())
+    }
+
+    /// Records what sources say about their metrics (datatype, unit,
+    /// properties): new entries are created, known ones updated with what
+    /// is given (a rebirth may change a unit).
+    pub async fn describe(&mut self, infos: &[MetricInfo]) -> Result<(), IngestError> {
+        if infos.is_empty() {
+            return Ok(());
+        }
+        let col = |f: fn(&MetricInfo) -> Option<&str>| -> Vec<Option<&str>> {
+            infos.iter().map(f).collect()
+        };
+        let sources = col(|i| Some(i.source.as_str()));
+        let names = col(|i| Some(i.name.as_str()));
+        let types = col(|i| i.datatype.as_deref());
+        let units = col(|i| i.unit.as_deref());
+        let props = col(|i| i.properties.as_deref());
+        let rows = self
+            .client
+            .query(
+                "INSERT INTO shopfloor.metrics AS m (source, name, datatype, unit, properties)
+                 SELECT DISTINCT ON (s, n) s, n, t, u, p::jsonb
+                 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[])
+                      WITH ORDINALITY AS k(s, n, t, u, p, o)
+                 ORDER BY s, n, o DESC -- the latest birth wins
+                 ON CONFLICT (source, name) DO UPDATE SET
+                   datatype = coalesce(EXCLUDED.datatype, m.datatype),
+                   unit = coalesce(EXCLUDED.unit, m.unit),
+                   properties = coalesce(EXCLUDED.properties, m.properties)
+                 RETURNING id, source, name",
+                &[&sources, &names, &types, &units, &props],
+            )
+            .await
+            .map_err(IngestError::db("describe metrics in the catalogue"))?;
         for row in rows {
             self.ids.entry(row.get(1)).or_default().insert(row.get(2), row.get(0));
         }

@@ -305,7 +305,16 @@ async fn sparkplug_births_data_and_death_become_rows() {
     c.inputs = vec![Input::Sparkplug { host }];
     let ingest = ingest(c).await;
     let mut node = EdgeNodeConfig::new("Plant1", "Gateway-7");
-    node.devices = vec![("press-1".into(), vec![MetricSpec::new("Pressure", DataType::Double)])];
+    let mut pressure = MetricSpec::new("Pressure", DataType::Double);
+    let mut props = shopfloor_sparkplug::payload::PropertySet::default();
+    for (k, v) in [
+        ("engUnit", shopfloor_sparkplug::MetricValue::String("bar".into())),
+        ("engHigh", shopfloor_sparkplug::MetricValue::Double(250.0)),
+    ] {
+        props.set(k, shopfloor_sparkplug::payload::PropertyValue::Value(v));
+    }
+    pressure.properties = Some(props);
+    node.devices = vec![("press-1".into(), vec![pressure])];
     let edge = EdgeDriver::spawn(
         EdgeNode::new(node).unwrap(),
         DriverConfig::new("gw-7", Broker::new(broker.host(), broker.port())),
@@ -335,6 +344,18 @@ async fn sparkplug_births_data_and_death_become_rows() {
         assert!(Instant::now() < deadline, "{n} of 50 Sparkplug readings within 30 s");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // The catalogue holds what the birth said: datatype, unit, range.
+    let row = client
+        .query_one(
+            "SELECT datatype, unit, (properties->>'engHigh')::float8 FROM shopfloor.metrics
+             WHERE source = 'Plant1/Gateway-7/press-1' AND name = 'Pressure'",
+            &[],
+        )
+        .await
+        .unwrap();
+    let described: (String, String, f64) = (row.get(0), row.get(1), row.get(2));
+    assert_eq!(described, ("Double".to_owned(), "bar".to_owned(), 250.0));
+
     // DATA that cannot be named goes to the dead letters: an alias no birth
     // declared, and DATA from a node never born.
     let raw = |alias: u64| {

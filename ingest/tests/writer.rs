@@ -4,7 +4,7 @@
 
 use shopfloor_ingest::copy::{CopyBuffer, RowError, Stored, pg_micros};
 use shopfloor_ingest::writer::date;
-use shopfloor_ingest::{MIGRATIONS, Maintenance, Retention, Writer, migrate};
+use shopfloor_ingest::{MIGRATIONS, Maintenance, MetricInfo, Retention, Writer, migrate};
 use shopfloor_schemas::{Batch, Quality, Reading, Timestamp};
 use shopfloor_testkit::Postgres;
 use tokio_postgres::{Client, NoTls};
@@ -99,8 +99,46 @@ async fn the_query_contract_has_its_documented_columns() {
     ];
     assert_eq!(columns("readings_1m").await, rollup);
     assert_eq!(columns("readings_1h").await, rollup);
-    // Quality is one of four words.
+    // The catalogue: the datatype of the first value seen, and what a
+    // source says about a metric (the latest saying wins, nothing is
+    // forgotten that it does not repeat).
     let mut w = Writer::new(client);
+    let mut plain = batch("line/c", DAY1, 1);
+    plain.readings.push(Reading::new("state", Timestamp::from_unix_ms(DAY1), "run"));
+    w.write(&[plain]).await.unwrap();
+    let info = |unit: Option<&str>, props: Option<&str>| MetricInfo {
+        source: "line/c".into(),
+        name: "temp".into(),
+        datatype: Some("Float".into()),
+        unit: unit.map(Into::into),
+        properties: props.map(Into::into),
+    };
+    // Two births in one flush: the later wins.
+    w.describe(&[info(Some("degF"), None), info(Some("degC"), Some(r#"{"engLow": -20}"#))])
+        .await
+        .unwrap();
+    // A rebirth that gives only a new unit keeps the range.
+    w.describe(&[info(Some("K"), None)]).await.unwrap();
+    let catalogue: Vec<(String, Option<String>, Option<String>)> = w
+        .client()
+        .query(
+            "SELECT name, datatype || coalesce(' ' || unit, ''), properties::text
+             FROM shopfloor.metrics WHERE source = 'line/c' ORDER BY name",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    assert_eq!(
+        catalogue,
+        [
+            ("state".into(), Some("String".into()), None),
+            ("temp".into(), Some("Float K".into()), Some(r#"{"engLow": -20}"#.into())),
+        ]
+    );
+    // Quality is one of four words.
     let mut b = batch("q", DAY1, 0);
     for (i, q) in
         [Quality::Good, Quality::Uncertain, Quality::Bad, Quality::Stale].into_iter().enumerate()
@@ -111,7 +149,7 @@ async fn the_query_contract_has_its_documented_columns() {
     w.write(&[b]).await.unwrap();
     let q: Vec<String> = w
         .client()
-        .query("SELECT quality FROM shopfloor.readings ORDER BY time", &[])
+        .query("SELECT quality FROM shopfloor.readings WHERE source = 'q' ORDER BY time", &[])
         .await
         .unwrap()
         .iter()
