@@ -3,6 +3,8 @@
 
 pub mod delay;
 pub mod limit;
+pub mod rules;
 
 pub use delay::{Condition, Delay};
 pub use limit::{Level, LevelKind, Limits, LimitsError};
+pub use rules::{Glob, Kind, Rule, RuleSet, RulesError};
