@@ -2,9 +2,13 @@
 #![forbid(unsafe_code)]
 
 pub mod delay;
+pub mod engine;
 pub mod limit;
 pub mod rules;
 
-pub use delay::{Condition, Delay};
+pub use delay::Delay;
+pub use engine::{
+    AlarmKey, AlarmState, Command, CommandError, Condition, Engine, Event, EventKind,
+};
 pub use limit::{Level, LevelKind, Limits, LimitsError};
 pub use rules::{Glob, Kind, Rule, RuleSet, RulesError};

@@ -1,0 +1,665 @@
+//! The alarm engine, sans-IO: readings, operator commands and the time in;
+//! events out. The caller owns the clock and the I/O:
+//!
+//! ```text
+//! handle_batch(batch, now)      a batch of readings arrived
+//! handle_command(cmd, now)      an operator acted
+//! handle_timeout(now)           the time from next_timeout() has come
+//! poll_event()                  what happened, in order
+//! ```
+//!
+//! One alarm per (rule, source, metric), made when the first matching
+//! reading arrives. Its condition runs through the rule's detector (limit
+//! levels, discrete state, bad quality, staleness) and its on/off delays.
+//!
+//! **Bad input is never a return to normal.** A sample of bad or stale
+//! quality, a NaN, a value outside the instrument's range, or silence past
+//! a stale rule's window puts the alarm's input in `bad`: the alarm stays as
+//! it was (an active alarm stays active) and a `BadInput` event says so; it
+//! can only clear on good input again.
+//!
+//! The lifecycle so far (ISA-18.2 / OPC UA Part 9): an activation raises
+//! the alarm unacknowledged with a new instance id; acknowledgement (user
+//! and comment) is accepted only for an unacknowledged alarm; a return to
+//! normal of an acknowledged alarm ends the instance, of an unacknowledged
+//! one leaves it waiting for acknowledgement ("RTN unack"). Shelving,
+//! latching, suppression and out-of-service come next.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::Duration;
+
+use shopfloor_schemas::{Batch, Quality, Value};
+
+use crate::delay::Delay;
+use crate::limit::LevelKind;
+use crate::rules::{Kind, RuleSet};
+
+/// An alarm's identity: the rule (its definition) and the signal.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct AlarmKey {
+    /// The rule's name.
+    pub rule: String,
+    /// The signal's source.
+    pub source: String,
+    /// The signal's metric.
+    pub metric: String,
+}
+
+/// The alarm state a condition can be in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Condition {
+    /// A limit alarm's level.
+    Level(LevelKind),
+    /// A discrete, bad-quality or stale alarm.
+    On,
+}
+
+/// What happened.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub enum EventKind {
+    /// The alarm became active (a new instance).
+    Raised {
+        /// Its condition.
+        condition: Condition,
+        /// Its priority in that condition.
+        priority: u16,
+        /// The value that raised it (numbers and booleans).
+        value: Option<f64>,
+    },
+    /// An active alarm changed level (H to HH, say).
+    Changed {
+        /// The new condition.
+        condition: Condition,
+        /// Its priority.
+        priority: u16,
+        /// The value.
+        value: Option<f64>,
+    },
+    /// The condition returned to normal (on good input).
+    ReturnedToNormal {
+        /// Whether the instance is over (it had been acknowledged).
+        closed: bool,
+    },
+    /// An operator acknowledged it.
+    Acknowledged {
+        /// Who.
+        user: String,
+        /// Why, or what they did.
+        comment: String,
+        /// Whether the instance is over (the condition had returned to normal).
+        closed: bool,
+    },
+    /// The input went bad: the alarm's state is frozen, not cleared.
+    BadInput {
+        /// Why.
+        reason: String,
+    },
+    /// The input is good again.
+    InputRestored,
+}
+
+/// An event of one alarm.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Event {
+    /// Which alarm.
+    pub key: AlarmKey,
+    /// Its current instance (0 when it has never been active).
+    pub instance: u64,
+    /// When (the engine's clock, ms).
+    pub time: u64,
+    /// What.
+    pub kind: EventKind,
+}
+
+/// An operator's command.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Command {
+    /// Acknowledge an unacknowledged alarm.
+    Acknowledge {
+        /// Which.
+        key: AlarmKey,
+        /// Who.
+        user: String,
+        /// Why.
+        comment: String,
+    },
+}
+
+/// Why a command was refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CommandError {
+    /// No such alarm.
+    #[error("no alarm {0:?}")]
+    Unknown(AlarmKey),
+    /// Acknowledging what is not waiting for it.
+    #[error("alarm {0:?} is not unacknowledged")]
+    NotUnacknowledged(AlarmKey),
+}
+
+/// The public state of one alarm.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AlarmState {
+    /// Active (delayed) condition, if any.
+    pub active: Option<Condition>,
+    /// Waiting for acknowledgement.
+    pub unacknowledged: bool,
+    /// Its input is bad (frozen state).
+    pub bad_input: bool,
+    /// The current instance.
+    pub instance: u64,
+}
+
+struct Alarm {
+    rule: usize,
+    key: AlarmKey,
+    /// The delayed condition (limit level, or `On` as a level-less state).
+    delay: Delay<Option<Cond>>,
+    unacked: bool,
+    bad: Option<String>,
+    instance: u64,
+    /// When the last sample arrived (stale rules).
+    last_seen: u64,
+    last_value: Option<f64>,
+}
+
+/// `Option<Cond>` is what the delay filters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Cond(Condition);
+
+impl crate::delay::Condition for Option<Cond> {
+    fn is_normal(&self) -> bool {
+        self.is_none()
+    }
+}
+
+/// The engine.
+pub struct Engine {
+    rules: RuleSet,
+    alarms: Vec<Alarm>,
+    index: HashMap<AlarmKey, usize>,
+    /// Which alarms a signal feeds, found once per signal.
+    by_signal: HashMap<(String, String), Vec<usize>>,
+    events: VecDeque<Event>,
+    next_instance: u64,
+}
+
+impl Engine {
+    /// An engine for these rules.
+    pub fn new(rules: RuleSet) -> Self {
+        Self {
+            rules,
+            alarms: Vec::new(),
+            index: HashMap::new(),
+            by_signal: HashMap::new(),
+            events: VecDeque::new(),
+            next_instance: 0,
+        }
+    }
+
+    /// The state of an alarm.
+    pub fn state(&self, key: &AlarmKey) -> Option<AlarmState> {
+        self.index.get(key).map(|&i| {
+            let a = &self.alarms[i];
+            AlarmState {
+                active: a.delay.output().map(|c| c.0),
+                unacknowledged: a.unacked,
+                bad_input: a.bad.is_some(),
+                instance: a.instance,
+            }
+        })
+    }
+
+    /// The next event, in order.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// A batch of readings arrived at `now`.
+    pub fn handle_batch(&mut self, batch: &Batch, now: u64) {
+        for r in &batch.readings {
+            let ids = self.alarms_of(batch.source.as_str(), r.metric.as_str());
+            for i in ids {
+                let rule = &self.rules.rules[self.alarms[i].rule];
+                let number = match &r.value {
+                    Value::F64(x) => Some(*x),
+                    Value::I64(x) => Some(*x as f64),
+                    Value::U64(x) => Some(*x as f64),
+                    Value::Bool(b) => Some(f64::from(u8::from(*b))),
+                    _ => None,
+                };
+                // Bad input first: it freezes the alarm. (Stale and
+                // bad-quality rules watch the input itself: never frozen.)
+                let bad = match (&rule.kind, r.quality, number) {
+                    (Kind::Stale { .. } | Kind::BadQuality, _, _) => None,
+                    (_, Quality::Bad, _) => Some("bad quality".to_owned()),
+                    (_, Quality::Stale, _) => Some("stale: its source is offline".to_owned()),
+                    (Kind::Limit { .. }, _, None) => Some(format!("not a number: {:?}", r.value)),
+                    (Kind::Limit { .. }, _, Some(x)) if x.is_nan() => Some("NaN".to_owned()),
+                    (Kind::Limit { range: Some((lo, hi)), .. }, _, Some(x))
+                        if x < *lo || x > *hi =>
+                    {
+                        Some(format!("{x} is outside the instrument range [{lo}, {hi}]"))
+                    }
+                    (Kind::Discrete { .. }, _, None) => {
+                        Some(format!("not a boolean: {:?}", r.value))
+                    }
+                    _ => None,
+                };
+                let raw =
+                    match &rule.kind {
+                        Kind::Limit { limits, .. } => {
+                            let current = self.alarms[i].delay.output().and_then(|c| match c.0 {
+                                Condition::Level(l) => Some(l),
+                                Condition::On => None,
+                            });
+                            number.and_then(|x| limits.evaluate(current, x)).map(Condition::Level)
+                        }
+                        Kind::Discrete { alarm_when } => number
+                            .and_then(|x| ((x != 0.0) == *alarm_when).then_some(Condition::On)),
+                        Kind::BadQuality => matches!(r.quality, Quality::Bad | Quality::Stale)
+                            .then_some(Condition::On),
+                        // Any sample ends silence.
+                        Kind::Stale { .. } => None,
+                    };
+                let a = &mut self.alarms[i];
+                a.last_seen = now;
+                a.last_value = number;
+                match bad {
+                    Some(reason) => self.set_bad(i, reason, now),
+                    None => {
+                        self.set_good(i, now);
+                        self.feed(i, raw.map(Cond), now);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The time from [`next_timeout`](Self::next_timeout) has come (or
+    /// any later time).
+    pub fn handle_timeout(&mut self, now: u64) {
+        for i in 0..self.alarms.len() {
+            if let Kind::Stale { interval, factor } = self.rules.rules[self.alarms[i].rule].kind {
+                let window = stale_window(interval, factor);
+                let silent = now.saturating_sub(self.alarms[i].last_seen) >= window;
+                if silent && self.alarms[i].delay.output().is_none() {
+                    self.feed(i, Some(Cond(Condition::On)), now);
+                }
+            }
+            // A frozen alarm's pending change waits for good input.
+            if self.alarms[i].bad.is_some() {
+                continue;
+            }
+            let prev = self.alarms[i].delay.output();
+            if let Some(c) = self.alarms[i].delay.poll(now) {
+                self.changed(i, prev, c, now);
+            }
+        }
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) is next due.
+    pub fn next_timeout(&self) -> Option<u64> {
+        self.alarms
+            .iter()
+            .filter_map(|a| {
+                let stale = match self.rules.rules[a.rule].kind {
+                    Kind::Stale { interval, factor } if a.delay.output().is_none() => {
+                        Some(a.last_seen.saturating_add(stale_window(interval, factor)))
+                    }
+                    _ => None,
+                };
+                match (stale, a.delay.next_timeout()) {
+                    (Some(x), Some(y)) => Some(x.min(y)),
+                    (x, y) => x.or(y),
+                }
+            })
+            .min()
+    }
+
+    /// An operator's command.
+    pub fn handle_command(&mut self, cmd: Command, now: u64) -> Result<(), CommandError> {
+        match cmd {
+            Command::Acknowledge { key, user, comment } => {
+                let &i = self.index.get(&key).ok_or_else(|| CommandError::Unknown(key.clone()))?;
+                let a = &mut self.alarms[i];
+                if !a.unacked {
+                    return Err(CommandError::NotUnacknowledged(key));
+                }
+                a.unacked = false;
+                let closed = a.delay.output().is_none();
+                self.emit(i, now, EventKind::Acknowledged { user, comment, closed });
+                Ok(())
+            }
+        }
+    }
+
+    /// The alarms a signal feeds, made on first sight.
+    fn alarms_of(&mut self, source: &str, metric: &str) -> Vec<usize> {
+        let key = (source.to_owned(), metric.to_owned());
+        if let Some(ids) = self.by_signal.get(&key) {
+            return ids.clone();
+        }
+        let mut ids = Vec::new();
+        for (r, rule) in self.rules.rules.iter().enumerate() {
+            if !rule.selects(source, metric) {
+                continue;
+            }
+            let k = AlarmKey {
+                rule: rule.name.clone(),
+                source: source.to_owned(),
+                metric: metric.to_owned(),
+            };
+            let i = self.alarms.len();
+            self.alarms.push(Alarm {
+                rule: r,
+                key: k.clone(),
+                delay: Delay::new(rule.on_delay, rule.off_delay, None),
+                unacked: false,
+                bad: None,
+                instance: 0,
+                last_seen: 0,
+                last_value: None,
+            });
+            self.index.insert(k, i);
+            ids.push(i);
+        }
+        self.by_signal.insert(key, ids.clone());
+        ids
+    }
+
+    fn feed(&mut self, i: usize, raw: Option<Cond>, now: u64) {
+        let prev = self.alarms[i].delay.output();
+        if let Some(c) = self.alarms[i].delay.update(raw, now) {
+            self.changed(i, prev, c, now);
+        }
+    }
+
+    /// The delayed condition changed from `prev` to `c`.
+    fn changed(&mut self, i: usize, prev: Option<Cond>, c: Option<Cond>, now: u64) {
+        let rule = &self.rules.rules[self.alarms[i].rule];
+        let priority = |cond: Condition| match (cond, &rule.kind) {
+            (Condition::Level(l), Kind::Limit { limits, .. }) => {
+                limits.level(l).map_or(rule.priority, |lv| lv.priority)
+            }
+            _ => rule.priority,
+        };
+        let value = self.alarms[i].last_value;
+        let severity = |c: Option<Cond>| match c {
+            None => 0,
+            Some(Cond(Condition::On)) => 1,
+            Some(Cond(Condition::Level(l))) => l.severity(),
+        };
+        match (prev, c) {
+            (None, Some(Cond(cond))) => {
+                // Each activation is a new instance.
+                self.next_instance += 1;
+                self.alarms[i].instance = self.next_instance;
+                self.alarms[i].unacked = true;
+                let kind = EventKind::Raised { condition: cond, priority: priority(cond), value };
+                self.emit(i, now, kind);
+            }
+            (Some(_), Some(Cond(cond))) => {
+                // Worse needs acknowledging again; better does not.
+                if severity(c) > severity(prev) {
+                    self.alarms[i].unacked = true;
+                }
+                let kind = EventKind::Changed { condition: cond, priority: priority(cond), value };
+                self.emit(i, now, kind);
+            }
+            (_, None) => {
+                let closed = !self.alarms[i].unacked;
+                self.emit(i, now, EventKind::ReturnedToNormal { closed });
+            }
+        }
+    }
+
+    fn set_bad(&mut self, i: usize, reason: String, now: u64) {
+        if self.alarms[i].bad.as_deref() != Some(reason.as_str()) {
+            self.alarms[i].bad = Some(reason.clone());
+            self.emit(i, now, EventKind::BadInput { reason });
+        }
+    }
+
+    fn set_good(&mut self, i: usize, now: u64) {
+        if self.alarms[i].bad.take().is_some() {
+            self.emit(i, now, EventKind::InputRestored);
+        }
+    }
+
+    fn emit(&mut self, i: usize, time: u64, kind: EventKind) {
+        let a = &self.alarms[i];
+        self.events.push_back(Event { key: a.key.clone(), instance: a.instance, time, kind });
+    }
+}
+
+fn stale_window(interval: Duration, factor: u32) -> u64 {
+    u64::try_from(interval.saturating_mul(factor).as_millis()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+    use shopfloor_schemas::{Reading, Timestamp};
+
+    use super::*;
+    use LevelKind::{High as H, HighHigh as HH};
+
+    const RULES: &str = r#"
+[[rule]]
+name = "pressure"
+source = "press-*"
+metric = "pressure"
+priority = 500
+[rule.limit]
+hh = { limit = 180.0, deadband = 2.0, priority = 900 }
+h = { limit = 160.0, deadband = 2.0 }
+range = [0.0, 250.0]
+
+[[rule]]
+name = "slow"
+source = "press-*"
+metric = "temp"
+on_delay_s = 2
+off_delay_s = 5
+limit = { h = { limit = 80.0 } }
+
+[[rule]]
+name = "silent"
+source = "press-*"
+metric = "temp"
+stale = { interval_s = 1.0, factor = 3 }
+"#;
+
+    fn engine() -> Engine {
+        Engine::new(RuleSet::from_toml(RULES, "test.toml").unwrap())
+    }
+
+    fn key(rule: &str, metric: &str) -> AlarmKey {
+        AlarmKey { rule: rule.into(), source: "press-1".into(), metric: metric.into() }
+    }
+
+    fn send(e: &mut Engine, metric: &str, value: f64, quality: Quality, now: u64) {
+        let b = Batch::new("press-1")
+            .with(Reading::new(metric, Timestamp::from_unix_ms(now), value).with_quality(quality));
+        e.handle_batch(&b, now);
+    }
+
+    fn events(e: &mut Engine) -> Vec<(String, u64, EventKind)> {
+        std::iter::from_fn(|| e.poll_event())
+            .map(|ev| (ev.key.rule, ev.instance, ev.kind))
+            .collect()
+    }
+
+    fn ack(e: &mut Engine, k: AlarmKey, now: u64) -> Result<(), CommandError> {
+        e.handle_command(
+            Command::Acknowledge { key: k, user: "op".into(), comment: "seen".into() },
+            now,
+        )
+    }
+
+    #[test]
+    fn raise_acknowledge_return() {
+        let mut e = engine();
+        send(&mut e, "pressure", 100.0, Quality::Good, 0);
+        assert_eq!(events(&mut e), []);
+        send(&mut e, "pressure", 185.0, Quality::Good, 10);
+        let raised = EventKind::Raised {
+            condition: Condition::Level(HH),
+            priority: 900,
+            value: Some(185.0),
+        };
+        assert_eq!(events(&mut e), [("pressure".into(), 1, raised)]);
+        ack(&mut e, key("pressure", "pressure"), 20).unwrap();
+        assert!(matches!(
+            &events(&mut e)[..],
+            [(_, 1, EventKind::Acknowledged { closed: false, .. })]
+        ));
+        assert_eq!(
+            ack(&mut e, key("pressure", "pressure"), 21),
+            Err(CommandError::NotUnacknowledged(key("pressure", "pressure")))
+        );
+        // Better: no new acknowledgement needed.
+        send(&mut e, "pressure", 170.0, Quality::Good, 30);
+        assert!(matches!(
+            &events(&mut e)[..],
+            [(_, 1, EventKind::Changed { condition: Condition::Level(H), priority: 500, .. })]
+        ));
+        assert!(!e.state(&key("pressure", "pressure")).unwrap().unacknowledged);
+        send(&mut e, "pressure", 100.0, Quality::Good, 40);
+        assert_eq!(
+            events(&mut e),
+            [("pressure".into(), 1, EventKind::ReturnedToNormal { closed: true })]
+        );
+        // The next activation is a new instance.
+        send(&mut e, "pressure", 165.0, Quality::Good, 50);
+        assert!(matches!(&events(&mut e)[..], [(_, 2, EventKind::Raised { .. })]));
+    }
+
+    #[test]
+    fn return_to_normal_unacknowledged_waits_for_the_acknowledgement() {
+        let mut e = engine();
+        send(&mut e, "pressure", 165.0, Quality::Good, 0);
+        send(&mut e, "pressure", 100.0, Quality::Good, 1);
+        let ev = events(&mut e);
+        assert_eq!(ev[1].2, EventKind::ReturnedToNormal { closed: false });
+        assert!(e.state(&key("pressure", "pressure")).unwrap().unacknowledged);
+        ack(&mut e, key("pressure", "pressure"), 2).unwrap();
+        assert!(matches!(
+            &events(&mut e)[..],
+            [(_, 1, EventKind::Acknowledged { closed: true, .. })]
+        ));
+    }
+
+    #[test]
+    fn bad_input_freezes_the_alarm_and_is_never_a_return_to_normal() {
+        let mut e = engine();
+        send(&mut e, "pressure", 165.0, Quality::Good, 0);
+        events(&mut e);
+        send(&mut e, "pressure", 0.0, Quality::Bad, 10);
+        assert_eq!(
+            events(&mut e),
+            [("pressure".into(), 1, EventKind::BadInput { reason: "bad quality".into() })]
+        );
+        let s = e.state(&key("pressure", "pressure")).unwrap();
+        assert_eq!((s.active, s.bad_input), (Some(Condition::Level(H)), true));
+        e.handle_timeout(1_000_000);
+        send(&mut e, "pressure", f64::NAN, Quality::Good, 20);
+        send(&mut e, "pressure", 300.0, Quality::Good, 30);
+        let ev = events(&mut e);
+        assert!(ev.iter().all(|x| matches!(x.2, EventKind::BadInput { .. })), "{ev:?}");
+        assert!(
+            matches!(&ev[1].2, EventKind::BadInput { reason } if reason.contains("instrument range"))
+        );
+        // Good input again: restored, then the condition's own verdict.
+        send(&mut e, "pressure", 100.0, Quality::Good, 40);
+        assert_eq!(
+            events(&mut e).into_iter().map(|x| x.2).collect::<Vec<_>>(),
+            [EventKind::InputRestored, EventKind::ReturnedToNormal { closed: false }]
+        );
+    }
+
+    #[test]
+    fn delays_run_on_the_timeout() {
+        let mut e = engine();
+        send(&mut e, "temp", 90.0, Quality::Good, 0);
+        assert_eq!(events(&mut e), []);
+        assert_eq!(e.next_timeout(), Some(2000));
+        e.handle_timeout(2000);
+        assert!(matches!(&events(&mut e)[..], [(r, 1, EventKind::Raised { .. })] if r == "slow"));
+        send(&mut e, "temp", 50.0, Quality::Good, 2500);
+        e.handle_timeout(3000);
+        assert_eq!(events(&mut e), []);
+        assert_eq!(e.next_timeout(), Some(5500), "stale at 2500 + 3000, the off-delay at 7500");
+        e.handle_timeout(7500);
+        let ev = events(&mut e);
+        assert!(
+            ev.iter()
+                .any(|x| x.0 == "slow" && x.2 == EventKind::ReturnedToNormal { closed: false }),
+            "{ev:?}"
+        );
+    }
+
+    #[test]
+    fn silence_raises_stale_on_the_timer_and_a_sample_clears_it() {
+        let mut e = engine();
+        send(&mut e, "temp", 20.0, Quality::Good, 0);
+        assert_eq!(e.next_timeout(), Some(3000));
+        e.handle_timeout(2999);
+        assert_eq!(events(&mut e), []);
+        e.handle_timeout(3000);
+        let raised =
+            EventKind::Raised { condition: Condition::On, priority: 500, value: Some(20.0) };
+        assert_eq!(events(&mut e), [("silent".into(), 1, raised)]);
+        send(&mut e, "temp", 21.0, Quality::Good, 3500);
+        assert_eq!(
+            events(&mut e),
+            [("silent".into(), 1, EventKind::ReturnedToNormal { closed: false })]
+        );
+    }
+
+    proptest! {
+        /// Random readings, qualities, acknowledgements and time: no return
+        /// to normal while the input is bad, acknowledgement accepted only
+        /// of an unacknowledged alarm, a raise only on good input beyond a
+        /// limit, and instances only ever grow.
+        #[test]
+        fn lifecycle_invariants(steps in proptest::collection::vec((0_u8..6, 0.0_f64..260.0, 1_u64..3000), 1..80)) {
+            let mut e = engine();
+            let k = key("pressure", "pressure");
+            let mut now = 0;
+            let mut bad = false;
+            let mut last_instance = 0;
+            for (op, value, dt) in steps {
+                now += dt;
+                let before = e.state(&k);
+                match op {
+                    0 => {
+                        let r = ack(&mut e, k.clone(), now);
+                        let unacked = before.as_ref().is_some_and(|s| s.unacknowledged);
+                        prop_assert_eq!(r.is_ok(), unacked);
+                    }
+                    1 => send(&mut e, "pressure", value, Quality::Bad, now),
+                    2 => e.handle_timeout(now),
+                    _ => send(&mut e, "pressure", value, Quality::Good, now),
+                }
+                while let Some(ev) = e.poll_event() {
+                    prop_assert!(ev.instance >= last_instance);
+                    last_instance = ev.instance;
+                    match ev.kind {
+                        EventKind::BadInput { .. } => bad = true,
+                        EventKind::InputRestored => bad = false,
+                        EventKind::ReturnedToNormal { .. } => prop_assert!(!bad, "RTN on bad input"),
+                        EventKind::Raised { .. } | EventKind::Changed { .. } => {
+                            prop_assert!(!bad);
+                            prop_assert!(op >= 3 && value > 160.0 - 2.0, "raised by {op} {value}");
+                        }
+                        EventKind::Acknowledged { .. } => prop_assert_eq!(op, 0),
+                    }
+                }
+            }
+        }
+    }
+}
