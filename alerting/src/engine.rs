@@ -97,6 +97,38 @@ pub enum EventKind {
     },
     /// The input is good again.
     InputRestored,
+    /// An operator shelved it: not annunciated until unshelved.
+    Shelved {
+        /// Who.
+        user: String,
+        /// Why.
+        comment: String,
+        /// Until when (the engine's clock); `None`: one-shot, until the
+        /// condition next returns to normal.
+        until: Option<u64>,
+    },
+    /// Back from the shelf.
+    Unshelved {
+        /// Who, or `None` when a timed shelve expired or a one-shot ended.
+        user: Option<String>,
+    },
+    /// A latched alarm's condition is normal and an operator reset it.
+    LatchReset {
+        /// Who.
+        user: String,
+    },
+    /// Taken out of service (maintenance): not evaluated until back.
+    OutOfService {
+        /// Who.
+        user: String,
+        /// Why.
+        comment: String,
+    },
+    /// Back in service.
+    InService {
+        /// Who.
+        user: String,
+    },
 }
 
 /// An event of one alarm.
@@ -110,6 +142,9 @@ pub struct Event {
     pub time: u64,
     /// What.
     pub kind: EventKind,
+    /// Whether to tell people (false while shelved or out of service:
+    /// the journal still records it).
+    pub annunciate: bool,
 }
 
 /// An operator's command.
@@ -125,6 +160,48 @@ pub enum Command {
         /// Why.
         comment: String,
     },
+    /// Shelve: stop annunciating it for a while.
+    Shelve {
+        /// Which.
+        key: AlarmKey,
+        /// Who.
+        user: String,
+        /// Why.
+        comment: String,
+        /// How long (at most the rule's `max_shelve`); `None`: one-shot,
+        /// until the condition next returns to normal.
+        duration: Option<Duration>,
+    },
+    /// End a shelve.
+    Unshelve {
+        /// Which.
+        key: AlarmKey,
+        /// Who.
+        user: String,
+    },
+    /// Reset a latched alarm whose condition has returned to normal.
+    ResetLatch {
+        /// Which.
+        key: AlarmKey,
+        /// Who.
+        user: String,
+    },
+    /// Take out of service (maintenance).
+    OutOfService {
+        /// Which.
+        key: AlarmKey,
+        /// Who.
+        user: String,
+        /// Why.
+        comment: String,
+    },
+    /// Put back in service.
+    InService {
+        /// Which.
+        key: AlarmKey,
+        /// Who.
+        user: String,
+    },
 }
 
 /// Why a command was refused.
@@ -137,6 +214,23 @@ pub enum CommandError {
     /// Acknowledging what is not waiting for it.
     #[error("alarm {0:?} is not unacknowledged")]
     NotUnacknowledged(AlarmKey),
+    /// A shelve longer than the rule allows.
+    #[error("alarm {key:?} may be shelved for at most {max:?}")]
+    ShelveTooLong {
+        /// Which.
+        key: AlarmKey,
+        /// The rule's maximum.
+        max: Duration,
+    },
+    /// Unshelving what is not shelved, resetting what is not latched,
+    /// or a latch whose condition is still active.
+    #[error("alarm {key:?}: {why}")]
+    NotNow {
+        /// Which.
+        key: AlarmKey,
+        /// Why not.
+        why: &'static str,
+    },
 }
 
 /// The public state of one alarm.
@@ -150,6 +244,12 @@ pub struct AlarmState {
     pub bad_input: bool,
     /// The current instance.
     pub instance: u64,
+    /// Shelved (`Some(None)`: one-shot; `Some(Some(t))`: until `t`).
+    pub shelved: Option<Option<u64>>,
+    /// Out of service.
+    pub out_of_service: bool,
+    /// Latched: active until reset, though the condition has returned.
+    pub latched: bool,
 }
 
 struct Alarm {
@@ -163,6 +263,10 @@ struct Alarm {
     /// When the last sample arrived (stale rules).
     last_seen: u64,
     last_value: Option<f64>,
+    shelved: Option<Option<u64>>,
+    out_of_service: bool,
+    /// The condition it latched in, returned since: waiting for a reset.
+    latched: Option<Condition>,
 }
 
 /// `Option<Cond>` is what the delay filters.
@@ -204,10 +308,13 @@ impl Engine {
         self.index.get(key).map(|&i| {
             let a = &self.alarms[i];
             AlarmState {
-                active: a.delay.output().map(|c| c.0),
+                active: a.delay.output().map(|c| c.0).or(a.latched),
                 unacknowledged: a.unacked,
                 bad_input: a.bad.is_some(),
                 instance: a.instance,
+                shelved: a.shelved,
+                out_of_service: a.out_of_service,
+                latched: a.latched.is_some(),
             }
         })
     }
@@ -222,6 +329,9 @@ impl Engine {
         for r in &batch.readings {
             let ids = self.alarms_of(batch.source.as_str(), r.metric.as_str());
             for i in ids {
+                if self.alarms[i].out_of_service {
+                    continue;
+                }
                 let rule = &self.rules.rules[self.alarms[i].rule];
                 let number = match &r.value {
                     Value::F64(x) => Some(*x),
@@ -282,6 +392,15 @@ impl Engine {
     /// any later time).
     pub fn handle_timeout(&mut self, now: u64) {
         for i in 0..self.alarms.len() {
+            if let Some(Some(until)) = self.alarms[i].shelved
+                && until <= now
+            {
+                self.alarms[i].shelved = None;
+                self.emit(i, now, EventKind::Unshelved { user: None });
+            }
+            if self.alarms[i].out_of_service {
+                continue;
+            }
             if let Kind::Stale { interval, factor } = self.rules.rules[self.alarms[i].rule].kind {
                 let window = stale_window(interval, factor);
                 let silent = now.saturating_sub(self.alarms[i].last_seen) >= window;
@@ -311,29 +430,74 @@ impl Engine {
                     }
                     _ => None,
                 };
-                match (stale, a.delay.next_timeout()) {
-                    (Some(x), Some(y)) => Some(x.min(y)),
-                    (x, y) => x.or(y),
-                }
+                let shelve = a.shelved.flatten();
+                [stale, a.delay.next_timeout(), shelve].into_iter().flatten().min()
             })
             .min()
     }
 
     /// An operator's command.
     pub fn handle_command(&mut self, cmd: Command, now: u64) -> Result<(), CommandError> {
+        let key = match &cmd {
+            Command::Acknowledge { key, .. }
+            | Command::Shelve { key, .. }
+            | Command::Unshelve { key, .. }
+            | Command::ResetLatch { key, .. }
+            | Command::OutOfService { key, .. }
+            | Command::InService { key, .. } => key.clone(),
+        };
+        let &i = self.index.get(&key).ok_or_else(|| CommandError::Unknown(key.clone()))?;
+        let not_now = |why| Err(CommandError::NotNow { key: key.clone(), why });
         match cmd {
-            Command::Acknowledge { key, user, comment } => {
-                let &i = self.index.get(&key).ok_or_else(|| CommandError::Unknown(key.clone()))?;
+            Command::Acknowledge { user, comment, .. } => {
                 let a = &mut self.alarms[i];
                 if !a.unacked {
                     return Err(CommandError::NotUnacknowledged(key));
                 }
                 a.unacked = false;
-                let closed = a.delay.output().is_none();
+                let closed = a.delay.output().is_none() && a.latched.is_none();
                 self.emit(i, now, EventKind::Acknowledged { user, comment, closed });
-                Ok(())
+            }
+            Command::Shelve { user, comment, duration, .. } => {
+                let max = self.rules.rules[self.alarms[i].rule].max_shelve;
+                if duration.is_some_and(|d| d > max) {
+                    return Err(CommandError::ShelveTooLong { key, max });
+                }
+                let until = duration
+                    .map(|d| now.saturating_add(u64::try_from(d.as_millis()).unwrap_or(u64::MAX)));
+                // The event itself is annunciated: people see it shelved.
+                self.emit(i, now, EventKind::Shelved { user, comment, until });
+                self.alarms[i].shelved = Some(until);
+            }
+            Command::Unshelve { user, .. } => {
+                if self.alarms[i].shelved.take().is_none() {
+                    return not_now("it is not shelved");
+                }
+                self.emit(i, now, EventKind::Unshelved { user: Some(user) });
+            }
+            Command::ResetLatch { user, .. } => {
+                if self.alarms[i].latched.take().is_none() {
+                    return not_now("it is not latched, or its condition is still active");
+                }
+                self.emit(i, now, EventKind::LatchReset { user });
+                self.returned(i, now);
+            }
+            Command::OutOfService { user, comment, .. } => {
+                if self.alarms[i].out_of_service {
+                    return not_now("it is out of service already");
+                }
+                self.emit(i, now, EventKind::OutOfService { user, comment });
+                self.alarms[i].out_of_service = true;
+            }
+            Command::InService { user, .. } => {
+                if !self.alarms[i].out_of_service {
+                    return not_now("it is in service");
+                }
+                self.alarms[i].out_of_service = false;
+                self.emit(i, now, EventKind::InService { user });
             }
         }
+        Ok(())
     }
 
     /// The alarms a signal feeds, made on first sight.
@@ -362,6 +526,9 @@ impl Engine {
                 instance: 0,
                 last_seen: 0,
                 last_value: None,
+                shelved: None,
+                out_of_service: false,
+                latched: None,
             });
             self.index.insert(k, i);
             ids.push(i);
@@ -393,6 +560,15 @@ impl Engine {
             Some(Cond(Condition::Level(l))) => l.severity(),
         };
         match (prev, c) {
+            (None, Some(Cond(cond))) if self.alarms[i].latched.is_some() => {
+                // Active again before the reset: the same instance.
+                let was = self.alarms[i].latched.take().map(Cond);
+                if severity(c) > severity(was) {
+                    self.alarms[i].unacked = true;
+                }
+                let kind = EventKind::Changed { condition: cond, priority: priority(cond), value };
+                self.emit(i, now, kind);
+            }
             (None, Some(Cond(cond))) => {
                 // Each activation is a new instance.
                 self.next_instance += 1;
@@ -409,10 +585,24 @@ impl Engine {
                 let kind = EventKind::Changed { condition: cond, priority: priority(cond), value };
                 self.emit(i, now, kind);
             }
-            (_, None) => {
-                let closed = !self.alarms[i].unacked;
-                self.emit(i, now, EventKind::ReturnedToNormal { closed });
+            (prev, None) => {
+                if rule.latch {
+                    // Stays active for the operator until reset.
+                    self.alarms[i].latched = prev.map(|c| c.0);
+                    return;
+                }
+                self.returned(i, now);
             }
+        }
+    }
+
+    /// The condition is back to normal (and no latch holds it).
+    fn returned(&mut self, i: usize, now: u64) {
+        let closed = !self.alarms[i].unacked;
+        self.emit(i, now, EventKind::ReturnedToNormal { closed });
+        if self.alarms[i].shelved == Some(None) {
+            self.alarms[i].shelved = None;
+            self.emit(i, now, EventKind::Unshelved { user: None });
         }
     }
 
@@ -431,7 +621,14 @@ impl Engine {
 
     fn emit(&mut self, i: usize, time: u64, kind: EventKind) {
         let a = &self.alarms[i];
-        self.events.push_back(Event { key: a.key.clone(), instance: a.instance, time, kind });
+        let annunciate = a.shelved.is_none() && !a.out_of_service;
+        self.events.push_back(Event {
+            key: a.key.clone(),
+            instance: a.instance,
+            time,
+            kind,
+            annunciate,
+        });
     }
 }
 
@@ -471,6 +668,14 @@ name = "silent"
 source = "press-*"
 metric = "temp"
 stale = { interval_s = 1.0, factor = 3 }
+
+[[rule]]
+name = "door"
+source = "press-*"
+metric = "door"
+discrete = { alarm_when = true }
+latch = true
+max_shelve_h = 1
 "#;
 
     fn engine() -> Engine {
@@ -620,6 +825,127 @@ stale = { interval_s = 1.0, factor = 3 }
         );
     }
 
+    fn kinds(e: &mut Engine) -> Vec<(EventKind, bool)> {
+        std::iter::from_fn(|| e.poll_event()).map(|ev| (ev.kind, ev.annunciate)).collect()
+    }
+
+    fn door(e: &mut Engine, open: bool, now: u64) {
+        let b =
+            Batch::new("press-1").with(Reading::new("door", Timestamp::from_unix_ms(now), open));
+        e.handle_batch(&b, now);
+    }
+
+    #[test]
+    fn a_latched_alarm_stays_active_until_reset_and_reset_only_when_normal() {
+        let mut e = engine();
+        let k = key("door", "door");
+        door(&mut e, true, 0);
+        door(&mut e, false, 10);
+        assert_eq!(kinds(&mut e).len(), 1, "raised, and no return: latched");
+        let s = e.state(&k).unwrap();
+        assert_eq!((s.active, s.latched), (Some(Condition::On), true));
+        // Active again before the reset: the same instance.
+        door(&mut e, true, 20);
+        assert!(matches!(&kinds(&mut e)[..], [(EventKind::Changed { .. }, true)]));
+        let reset = |e: &mut Engine| {
+            e.handle_command(Command::ResetLatch { key: k.clone(), user: "op".into() }, 30)
+        };
+        assert!(matches!(reset(&mut e), Err(CommandError::NotNow { .. })), "still open: no reset");
+        door(&mut e, false, 40);
+        reset(&mut e).unwrap();
+        assert_eq!(
+            kinds(&mut e),
+            [
+                (EventKind::LatchReset { user: "op".into() }, true),
+                (EventKind::ReturnedToNormal { closed: false }, true)
+            ]
+        );
+        assert_eq!(e.state(&k).unwrap().active, None);
+    }
+
+    #[test]
+    fn shelving_silences_annunciation_one_shot_or_for_a_time() {
+        let mut e = engine();
+        let k = key("pressure", "pressure");
+        send(&mut e, "pressure", 100.0, Quality::Good, 0);
+        let shelve = |e: &mut Engine, d: Option<Duration>, now| {
+            e.handle_command(
+                Command::Shelve {
+                    key: k.clone(),
+                    user: "op".into(),
+                    comment: "valve work".into(),
+                    duration: d,
+                },
+                now,
+            )
+        };
+        // One-shot: ends when the condition next returns to normal.
+        shelve(&mut e, None, 1).unwrap();
+        send(&mut e, "pressure", 165.0, Quality::Good, 2);
+        send(&mut e, "pressure", 100.0, Quality::Good, 3);
+        let k1 = kinds(&mut e);
+        assert_eq!(
+            k1[0],
+            (
+                EventKind::Shelved { user: "op".into(), comment: "valve work".into(), until: None },
+                true
+            )
+        );
+        assert!(matches!(k1[1], (EventKind::Raised { .. }, false)), "not annunciated: {k1:?}");
+        assert!(matches!(k1[2], (EventKind::ReturnedToNormal { .. }, false)));
+        assert_eq!(k1[3], (EventKind::Unshelved { user: None }, true));
+        // Timed: at most the rule's maximum (8 h by default), ends by timer.
+        assert!(matches!(
+            shelve(&mut e, Some(Duration::from_secs(9 * 3600)), 4),
+            Err(CommandError::ShelveTooLong { .. })
+        ));
+        shelve(&mut e, Some(Duration::from_secs(60)), 1000).unwrap();
+        assert_eq!(e.next_timeout(), Some(61_000));
+        send(&mut e, "pressure", 165.0, Quality::Good, 2000);
+        e.handle_timeout(61_000);
+        let k2 = kinds(&mut e);
+        assert!(matches!(k2[1], (EventKind::Raised { .. }, false)));
+        assert_eq!(k2[2], (EventKind::Unshelved { user: None }, true));
+        assert!(matches!(
+            e.handle_command(Command::Unshelve { key: k.clone(), user: "op".into() }, 62_000),
+            Err(CommandError::NotNow { .. })
+        ));
+    }
+
+    #[test]
+    fn out_of_service_alarms_are_not_evaluated() {
+        let mut e = engine();
+        let k = key("pressure", "pressure");
+        send(&mut e, "pressure", 100.0, Quality::Good, 0);
+        let oos = Command::OutOfService {
+            key: k.clone(),
+            user: "tech".into(),
+            comment: "sensor swap".into(),
+        };
+        e.handle_command(oos.clone(), 1).unwrap();
+        assert!(matches!(e.handle_command(oos, 2), Err(CommandError::NotNow { .. })));
+        send(&mut e, "pressure", 200.0, Quality::Good, 3);
+        send(&mut e, "pressure", 0.0, Quality::Bad, 4);
+        assert_eq!(kinds(&mut e).len(), 1, "only the out-of-service event");
+        assert!(e.state(&k).unwrap().out_of_service);
+        e.handle_command(Command::InService { key: k.clone(), user: "tech".into() }, 5).unwrap();
+        send(&mut e, "pressure", 200.0, Quality::Good, 6);
+        let ev = kinds(&mut e);
+        assert_eq!(ev[0], (EventKind::InService { user: "tech".into() }, true));
+        assert!(matches!(ev[1], (EventKind::Raised { .. }, true)));
+        assert!(matches!(
+            e.handle_command(
+                Command::Acknowledge {
+                    key: key("nope", "x"),
+                    user: "op".into(),
+                    comment: String::new()
+                },
+                7
+            ),
+            Err(CommandError::Unknown(_))
+        ));
+    }
+
     proptest! {
         /// Random readings, qualities, acknowledgements and time: no return
         /// to normal while the input is bad, acknowledgement accepted only
@@ -657,6 +983,7 @@ stale = { interval_s = 1.0, factor = 3 }
                             prop_assert!(op >= 3 && value > 160.0 - 2.0, "raised by {op} {value}");
                         }
                         EventKind::Acknowledged { .. } => prop_assert_eq!(op, 0),
+                        other => prop_assert!(false, "unexpected {other:?}"),
                     }
                 }
             }

@@ -12,6 +12,8 @@
 //! message = "{source} {metric} {level}: {value} {unit}"
 //! on_delay_s = 2                   # a breach must last this long (default 0)
 //! off_delay_s = 5                  # and be gone this long to clear (default 0)
+//! latch = false                    # true: stays active until an operator resets it
+//! max_shelve_h = 8                 # the longest it may be shelved (default 8)
 //!
 //! [rule.limit]                     # one of: limit, stale, bad_quality, discrete
 //! hh = { limit = 180.0, deadband = 2.0, priority = 900 }
@@ -165,6 +167,11 @@ pub struct Rule {
     pub on_delay: Duration,
     /// A return must hold this long to clear.
     pub off_delay: Duration,
+    /// Latched: once raised, the alarm stays active after the condition
+    /// returns to normal until an operator resets it.
+    pub latch: bool,
+    /// The longest an operator may shelve it for (default 8 h).
+    pub max_shelve: Duration,
 }
 
 impl Rule {
@@ -200,6 +207,9 @@ struct RuleDe {
     message: Option<String>,
     on_delay_s: Option<f64>,
     off_delay_s: Option<f64>,
+    #[serde(default)]
+    latch: bool,
+    max_shelve_h: Option<f64>,
     limit: Option<LimitDe>,
     stale: Option<StaleDe>,
     bad_quality: Option<bool>,
@@ -298,6 +308,18 @@ impl RuleSet {
             };
             let on_delay = delay("on_delay_s", r.on_delay_s)?;
             let off_delay = delay("off_delay_s", r.off_delay_s)?;
+            let max_shelve = match r.max_shelve_h {
+                None => Duration::from_secs(8 * 3600),
+                Some(h) if h.is_finite() && h > 0.0 && h <= 24.0 * 366.0 => {
+                    Duration::from_secs_f64(h * 3600.0)
+                }
+                Some(h) => {
+                    return Err(err(
+                        "max_shelve_h",
+                        format!("{h} is not a number of hours in (0, 8784]"),
+                    ));
+                }
+            };
             let given = [
                 r.limit.is_some(),
                 r.stale.is_some(),
@@ -388,6 +410,8 @@ impl RuleSet {
                 message: r.message.unwrap_or_else(|| DEFAULT_MESSAGE.into()),
                 on_delay,
                 off_delay,
+                latch: r.latch,
+                max_shelve,
             });
         }
         Ok(Self { rules })
