@@ -31,6 +31,7 @@ use std::time::Duration;
 use shopfloor_schemas::{Batch, Quality, Value};
 
 use crate::delay::Delay;
+use crate::detect::{Deviation, Flatline, RateOfChange};
 use crate::limit::LevelKind;
 use crate::rules::{Kind, RuleSet};
 
@@ -267,6 +268,14 @@ struct Alarm {
     out_of_service: bool,
     /// The condition it latched in, returned since: waiting for a reset.
     latched: Option<Condition>,
+    /// The history a rate, deviation or flatline rule keeps.
+    detector: Option<Detector>,
+}
+
+enum Detector {
+    Rate(RateOfChange),
+    Deviation(Deviation),
+    Flatline(Flatline),
 }
 
 /// `Option<Cond>` is what the delay filters.
@@ -342,12 +351,19 @@ impl Engine {
                 };
                 // Bad input first: it freezes the alarm. (Stale and
                 // bad-quality rules watch the input itself: never frozen.)
+                let numeric = matches!(
+                    rule.kind,
+                    Kind::Limit { .. }
+                        | Kind::RateOfChange { .. }
+                        | Kind::Deviation { .. }
+                        | Kind::Flatline { .. }
+                );
                 let bad = match (&rule.kind, r.quality, number) {
                     (Kind::Stale { .. } | Kind::BadQuality, _, _) => None,
                     (_, Quality::Bad, _) => Some("bad quality".to_owned()),
                     (_, Quality::Stale, _) => Some("stale: its source is offline".to_owned()),
-                    (Kind::Limit { .. }, _, None) => Some(format!("not a number: {:?}", r.value)),
-                    (Kind::Limit { .. }, _, Some(x)) if x.is_nan() => Some("NaN".to_owned()),
+                    (_, _, None) if numeric => Some(format!("not a number: {:?}", r.value)),
+                    (_, _, Some(x)) if numeric && !x.is_finite() => Some(format!("{x}")),
                     (Kind::Limit { range: Some((lo, hi)), .. }, _, Some(x))
                         if x < *lo || x > *hi =>
                     {
@@ -358,32 +374,36 @@ impl Engine {
                     }
                     _ => None,
                 };
-                let raw =
-                    match &rule.kind {
-                        Kind::Limit { limits, .. } => {
-                            let current = self.alarms[i].delay.output().and_then(|c| match c.0 {
-                                Condition::Level(l) => Some(l),
-                                Condition::On => None,
-                            });
-                            number.and_then(|x| limits.evaluate(current, x)).map(Condition::Level)
-                        }
-                        Kind::Discrete { alarm_when } => number
-                            .and_then(|x| ((x != 0.0) == *alarm_when).then_some(Condition::On)),
-                        Kind::BadQuality => matches!(r.quality, Quality::Bad | Quality::Stale)
-                            .then_some(Condition::On),
-                        // Any sample ends silence.
-                        Kind::Stale { .. } => None,
-                    };
-                let a = &mut self.alarms[i];
-                a.last_seen = now;
-                a.last_value = number;
-                match bad {
-                    Some(reason) => self.set_bad(i, reason, now),
-                    None => {
-                        self.set_good(i, now);
-                        self.feed(i, raw.map(Cond), now);
-                    }
+                self.alarms[i].last_seen = now;
+                self.alarms[i].last_value = number;
+                if let Some(reason) = bad {
+                    self.set_bad(i, reason, now);
+                    continue;
                 }
+                let t = r.timestamp.unix_ms();
+                let x = number.unwrap_or(0.0);
+                let a = &mut self.alarms[i];
+                let active = a.delay.output().is_some();
+                let on = |holds: bool| holds.then_some(Condition::On);
+                let raw = match (&rule.kind, &mut a.detector) {
+                    (Kind::Limit { limits, .. }, _) => {
+                        let current = a.delay.output().and_then(|c| match c.0 {
+                            Condition::Level(l) => Some(l),
+                            Condition::On => None,
+                        });
+                        limits.evaluate(current, x).map(Condition::Level)
+                    }
+                    (Kind::Discrete { alarm_when }, _) => on((x != 0.0) == *alarm_when),
+                    (Kind::BadQuality, _) => on(matches!(r.quality, Quality::Bad | Quality::Stale)),
+                    // Any sample ends silence.
+                    (Kind::Stale { .. }, _) => None,
+                    (_, Some(Detector::Rate(d))) => on(d.update(t, x)),
+                    (_, Some(Detector::Deviation(d))) => on(d.update(t, x, active)),
+                    (_, Some(Detector::Flatline(d))) => on(d.update(t, x)),
+                    (_, None) => None,
+                };
+                self.set_good(i, now);
+                self.feed(i, raw.map(Cond), now);
             }
         }
     }
@@ -529,6 +549,18 @@ impl Engine {
                 shelved: None,
                 out_of_service: false,
                 latched: None,
+                detector: match rule.kind {
+                    Kind::RateOfChange { limit_per_s, window } => {
+                        Some(Detector::Rate(RateOfChange::new(limit_per_s, window)))
+                    }
+                    Kind::Deviation { limit, half_life, warmup } => {
+                        Some(Detector::Deviation(Deviation::new(limit, half_life, warmup)))
+                    }
+                    Kind::Flatline { window, tolerance, min_samples } => {
+                        Some(Detector::Flatline(Flatline::new(window, tolerance, min_samples)))
+                    }
+                    _ => None,
+                },
             });
             self.index.insert(k, i);
             ids.push(i);
@@ -676,6 +708,12 @@ metric = "door"
 discrete = { alarm_when = true }
 latch = true
 max_shelve_h = 1
+
+[[rule]]
+name = "ramp"
+source = "press-*"
+metric = "oil"
+rate = { limit_per_s = 2.0, window_s = 10.0 }
 "#;
 
     fn engine() -> Engine {
@@ -910,6 +948,32 @@ max_shelve_h = 1
             e.handle_command(Command::Unshelve { key: k.clone(), user: "op".into() }, 62_000),
             Err(CommandError::NotNow { .. })
         ));
+    }
+
+    #[test]
+    fn a_rate_rule_judges_in_event_time() {
+        let mut e = engine();
+        // Arrival time is irrelevant: the readings carry their own times.
+        let at = |e: &mut Engine, t: u64, x: f64| {
+            let b = Batch::new("press-1").with(Reading::new("oil", Timestamp::from_unix_ms(t), x));
+            e.handle_batch(&b, 999_999);
+        };
+        at(&mut e, 0, 0.0);
+        at(&mut e, 1000, 1.0);
+        assert_eq!(kinds(&mut e), []);
+        at(&mut e, 2000, 10.0);
+        assert!(matches!(
+            &kinds(&mut e)[..],
+            [(EventKind::Raised { condition: Condition::On, value: Some(10.0), .. }, true)]
+        ));
+        // NaN is bad input, not a rate.
+        at(&mut e, 2500, f64::NAN);
+        assert!(matches!(&kinds(&mut e)[..], [(EventKind::BadInput { .. }, true)]));
+        at(&mut e, 15_000, 10.0);
+        assert_eq!(
+            kinds(&mut e).into_iter().map(|k| k.0).collect::<Vec<_>>(),
+            [EventKind::InputRestored, EventKind::ReturnedToNormal { closed: false }]
+        );
     }
 
     #[test]

@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 pub mod delay;
+pub mod detect;
 pub mod engine;
 pub mod limit;
 pub mod rules;

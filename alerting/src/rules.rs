@@ -29,6 +29,14 @@
 //! stale = { interval_s = 1.0, factor = 3 }   # no sample for 3 × 1 s
 //!
 //! [[rule]]
+//! name = "oven-ramp"
+//! source = "Plant1/*/oven-*"
+//! metric = "Zone1/Temperature"
+//! rate = { limit_per_s = 2.0, window_s = 30.0 }    # faster than 2 °C/s either way
+//! # deviation = { limit = 15.0, half_life_s = 600.0, warmup = 10 }
+//! # flatline = { window_s = 300.0, tolerance = 0.01, min_samples = 10 }
+//!
+//! [[rule]]
 //! name = "door-open"
 //! source = "Plant1/*/press-*"
 //! metric = "Guard/DoorOpen"
@@ -141,6 +149,34 @@ pub enum Kind {
         /// The alarm state.
         alarm_when: bool,
     },
+    /// Changing faster than `limit_per_s` (either way) over `window`, in
+    /// event time.
+    RateOfChange {
+        /// Units per second.
+        limit_per_s: f64,
+        /// Over how long.
+        window: Duration,
+    },
+    /// Further than `limit` from a time-decayed average (frozen while
+    /// the alarm is active).
+    Deviation {
+        /// How far.
+        limit: f64,
+        /// The average's half-life.
+        half_life: Duration,
+        /// Samples before it judges.
+        warmup: u32,
+    },
+    /// A stuck sensor: at least `min_samples` over `window` within
+    /// `tolerance` of each other.
+    Flatline {
+        /// Over how long.
+        window: Duration,
+        /// The largest spread that counts as flat.
+        tolerance: f64,
+        /// Samples needed to judge.
+        min_samples: u32,
+    },
 }
 
 /// One checked rule.
@@ -214,6 +250,38 @@ struct RuleDe {
     stale: Option<StaleDe>,
     bad_quality: Option<bool>,
     discrete: Option<DiscreteDe>,
+    rate: Option<RateDe>,
+    deviation: Option<DeviationDe>,
+    flatline: Option<FlatlineDe>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RateDe {
+    limit_per_s: f64,
+    window_s: f64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeviationDe {
+    limit: f64,
+    half_life_s: f64,
+    #[serde(default = "ten")]
+    warmup: u32,
+}
+
+const fn ten() -> u32 {
+    10
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FlatlineDe {
+    window_s: f64,
+    tolerance: f64,
+    #[serde(default = "ten")]
+    min_samples: u32,
 }
 
 #[derive(Deserialize)]
@@ -325,13 +393,30 @@ impl RuleSet {
                 r.stale.is_some(),
                 r.bad_quality == Some(true),
                 r.discrete.is_some(),
+                r.rate.is_some(),
+                r.deviation.is_some(),
+                r.flatline.is_some(),
             ];
             if given.iter().filter(|&&g| g).count() != 1 {
                 return Err(err(
-                    "limit|stale|bad_quality|discrete",
-                    "give exactly one of limit, stale, bad_quality = true, discrete".into(),
+                    "kind",
+                    "give exactly one of limit, stale, bad_quality = true, discrete, rate, deviation, flatline".into(),
                 ));
             }
+            let seconds = |key: &str, v: f64| -> Result<Duration, RulesError> {
+                if v.is_finite() && v > 0.0 && v <= 86_400.0 * 7.0 {
+                    Ok(Duration::from_secs_f64(v))
+                } else {
+                    Err(err(key, format!("{v} is not a number of seconds in (0, 604800]")))
+                }
+            };
+            let positive = |key: &str, v: f64| -> Result<f64, RulesError> {
+                if v.is_finite() && v > 0.0 {
+                    Ok(v)
+                } else {
+                    Err(err(key, format!("{v} must be a number above 0")))
+                }
+            };
             let kind = if let Some(l) = r.limit {
                 let mut levels = Vec::new();
                 for (key, kind, level) in [
@@ -396,6 +481,35 @@ impl RuleSet {
                 Kind::Stale { interval: Duration::from_secs_f64(s.interval_s), factor: s.factor }
             } else if let Some(d) = r.discrete {
                 Kind::Discrete { alarm_when: d.alarm_when }
+            } else if let Some(x) = r.rate {
+                Kind::RateOfChange {
+                    limit_per_s: positive("rate.limit_per_s", x.limit_per_s)?,
+                    window: seconds("rate.window_s", x.window_s)?,
+                }
+            } else if let Some(x) = r.deviation {
+                Kind::Deviation {
+                    limit: positive("deviation.limit", x.limit)?,
+                    half_life: seconds("deviation.half_life_s", x.half_life_s)?,
+                    warmup: x.warmup,
+                }
+            } else if let Some(x) = r.flatline {
+                if !(x.tolerance.is_finite() && x.tolerance >= 0.0) {
+                    return Err(err(
+                        "flatline.tolerance",
+                        format!("{} must be a number ≥ 0", x.tolerance),
+                    ));
+                }
+                if x.min_samples < 2 {
+                    return Err(err(
+                        "flatline.min_samples",
+                        "a spread needs 2 samples or more".into(),
+                    ));
+                }
+                Kind::Flatline {
+                    window: seconds("flatline.window_s", x.window_s)?,
+                    tolerance: x.tolerance,
+                    min_samples: x.min_samples,
+                }
             } else {
                 Kind::BadQuality
             };
@@ -513,7 +627,7 @@ bad_quality = true
             ),
             (
                 "[[rule]]\nname = \"a\"\nsource = \"*\"\nmetric = \"*\"",
-                "rule \"a\": limit|stale|bad_quality|discrete: give exactly one",
+                "rule \"a\": kind: give exactly one",
             ),
             (
                 "[[rule]]\nname = \"a\"\nsource = \"*\"\nmetric = \"*\"\nbad_quality = true\nstale = { interval_s = 1.0 }",
@@ -554,6 +668,46 @@ bad_quality = true
             let e = RuleSet::from_toml(text, "rules.toml").unwrap_err().to_string();
             assert!(e.contains(want), "{text:?}\n  gave {e:?}\n  want {want:?}");
             assert!(e.starts_with("rules.toml: "), "{e}");
+        }
+    }
+
+    #[test]
+    fn history_rules() {
+        let text = "[[rule]]\nname = \"r\"\nsource = \"*\"\nmetric = \"*\"\nrate = { limit_per_s = 2.0, window_s = 30.0 }\n\
+                    [[rule]]\nname = \"d\"\nsource = \"*\"\nmetric = \"*\"\ndeviation = { limit = 15.0, half_life_s = 600.0 }\n\
+                    [[rule]]\nname = \"f\"\nsource = \"*\"\nmetric = \"*\"\nflatline = { window_s = 300.0, tolerance = 0.01 }";
+        let set = RuleSet::from_toml(text, "h.toml").unwrap();
+        assert_eq!(
+            set.rules[0].kind,
+            Kind::RateOfChange { limit_per_s: 2.0, window: Duration::from_secs(30) }
+        );
+        assert_eq!(
+            set.rules[1].kind,
+            Kind::Deviation { limit: 15.0, half_life: Duration::from_secs(600), warmup: 10 }
+        );
+        assert_eq!(
+            set.rules[2].kind,
+            Kind::Flatline { window: Duration::from_secs(300), tolerance: 0.01, min_samples: 10 }
+        );
+        let bad = [
+            (
+                "rate = { limit_per_s = 0.0, window_s = 30.0 }",
+                "rate.limit_per_s: 0 must be a number above 0",
+            ),
+            (
+                "rate = { limit_per_s = 1.0, window_s = 0.0 }",
+                "rate.window_s: 0 is not a number of seconds",
+            ),
+            (
+                "flatline = { window_s = 10.0, tolerance = 0.1, min_samples = 1 }",
+                "flatline.min_samples: a spread needs 2",
+            ),
+            ("deviation = { limit = -1.0, half_life_s = 10.0 }", "deviation.limit: -1 must be"),
+        ];
+        for (kind, want) in bad {
+            let text = format!("[[rule]]\nname = \"x\"\nsource = \"*\"\nmetric = \"*\"\n{kind}");
+            let e = RuleSet::from_toml(&text, "h.toml").unwrap_err().to_string();
+            assert!(e.contains(want), "{e}");
         }
     }
 
