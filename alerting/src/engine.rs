@@ -33,7 +33,10 @@ use shopfloor_schemas::{Batch, Quality, Value};
 use crate::delay::Delay;
 use crate::detect::{Deviation, Flatline, RateOfChange};
 use crate::limit::LevelKind;
-use crate::rules::{Kind, RuleSet};
+use crate::rules::{Glob, Kind, Rule, RuleSet};
+
+/// The flood meta-alarm's rule name.
+pub const FLOOD: &str = "alarm-flood";
 
 /// An alarm's identity: the rule (its definition) and the signal.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -270,6 +273,70 @@ struct Alarm {
     latched: Option<Condition>,
     /// The history a rate, deviation or flatline rule keeps.
     detector: Option<Detector>,
+    /// A meta-alarm of the alarm system itself (flood): not counted in KPIs.
+    meta: bool,
+    /// Activations within the chatter window.
+    recent: VecDeque<u64>,
+    /// Activations since the engine started.
+    activations: u64,
+    /// Active since (for stale alarms).
+    active_since: Option<u64>,
+}
+
+/// Alarm-system performance settings (ISA-18.2, EEMUA 191).
+#[derive(Clone, Debug, PartialEq)]
+pub struct KpiConfig {
+    /// More activations than this in `flood_window`, in one area, is a
+    /// flood: a meta-alarm `alarm-flood` for the area is raised.
+    pub flood_count: usize,
+    /// The flood window.
+    pub flood_window: Duration,
+    /// The flood meta-alarm's priority.
+    pub flood_priority: u16,
+    /// This many activations of one alarm in `chatter_window` is chattering.
+    pub chatter_count: usize,
+    /// The chatter window.
+    pub chatter_window: Duration,
+    /// Active longer than this is a stale alarm.
+    pub stale_after: Duration,
+}
+
+impl Default for KpiConfig {
+    /// Flood: > 10 per 10 min; chattering: ≥ 3 in 60 s; stale: > 24 h.
+    fn default() -> Self {
+        Self {
+            flood_count: 10,
+            flood_window: Duration::from_secs(600),
+            flood_priority: 800,
+            chatter_count: 3,
+            chatter_window: Duration::from_secs(60),
+            stale_after: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+/// The alarm-system KPIs of one area, now.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AreaKpis {
+    /// The area.
+    pub area: String,
+    /// Activations within the flood window.
+    pub activations: usize,
+    /// Whether that is a flood.
+    pub flood: bool,
+    /// Alarms chattering now.
+    pub chattering: Vec<AlarmKey>,
+    /// Alarms active longer than `stale_after`.
+    pub stale: Vec<AlarmKey>,
+    /// The ten alarms activated most since the engine started, most first.
+    pub bad_actors: Vec<(AlarmKey, u64)>,
+}
+
+struct Area {
+    name: String,
+    recent: VecDeque<u64>,
+    /// Its flood meta-alarm.
+    flood: usize,
 }
 
 enum Detector {
@@ -297,19 +364,102 @@ pub struct Engine {
     by_signal: HashMap<(String, String), Vec<usize>>,
     events: VecDeque<Event>,
     next_instance: u64,
+    kpi: KpiConfig,
+    areas: Vec<Area>,
 }
 
 impl Engine {
-    /// An engine for these rules.
+    /// An engine for these rules, with the default KPI settings.
     pub fn new(rules: RuleSet) -> Self {
-        Self {
+        Self::with_kpis(rules, KpiConfig::default())
+    }
+
+    /// An engine for these rules and KPI settings.
+    pub fn with_kpis(rules: RuleSet, kpi: KpiConfig) -> Self {
+        let mut names: Vec<String> = rules.rules.iter().map(|r| r.area.clone()).collect();
+        names.sort();
+        names.dedup();
+        let mut engine = Self {
             rules,
             alarms: Vec::new(),
             index: HashMap::new(),
             by_signal: HashMap::new(),
             events: VecDeque::new(),
             next_instance: 0,
+            kpi,
+            areas: Vec::new(),
+        };
+        for name in names {
+            // A rule no signal can match (names never hold NUL): the flood
+            // meta-alarm's definition, so it has the whole lifecycle.
+            engine.rules.rules.push(Rule {
+                name: FLOOD.to_owned(),
+                source: Glob::new("\0"),
+                metric: Glob::new("\0"),
+                kind: Kind::BadQuality,
+                priority: engine.kpi.flood_priority,
+                class: "system".into(),
+                area: name.clone(),
+                message: "alarm flood in {source}".into(),
+                on_delay: Duration::ZERO,
+                off_delay: Duration::ZERO,
+                latch: false,
+                max_shelve: Duration::from_secs(8 * 3600),
+            });
+            let key =
+                AlarmKey { rule: FLOOD.into(), source: name.clone(), metric: "activations".into() };
+            let flood = engine.push_alarm(engine.rules.rules.len() - 1, key, true);
+            engine.areas.push(Area { name, recent: VecDeque::new(), flood });
         }
+        engine
+    }
+
+    /// The alarm-system KPIs per area at `now`.
+    pub fn kpis(&self, now: u64) -> Vec<AreaKpis> {
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        self.areas
+            .iter()
+            .map(|area| {
+                let window = ms(self.kpi.flood_window);
+                let activations =
+                    area.recent.iter().filter(|&&t| now.saturating_sub(t) < window).count();
+                let mine = self
+                    .alarms
+                    .iter()
+                    .filter(|a| !a.meta && self.rules.rules[a.rule].area == area.name);
+                let chatter = ms(self.kpi.chatter_window);
+                let chattering = mine
+                    .clone()
+                    .filter(|a| {
+                        a.recent.iter().filter(|&&t| now.saturating_sub(t) < chatter).count()
+                            >= self.kpi.chatter_count
+                    })
+                    .map(|a| a.key.clone())
+                    .collect();
+                let stale = mine
+                    .clone()
+                    .filter(|a| {
+                        a.active_since
+                            .is_some_and(|t| now.saturating_sub(t) > ms(self.kpi.stale_after))
+                    })
+                    .map(|a| a.key.clone())
+                    .collect();
+                let mut bad_actors: Vec<(AlarmKey, u64)> = mine
+                    .filter(|a| a.activations > 0)
+                    .map(|a| (a.key.clone(), a.activations))
+                    .collect();
+                bad_actors.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+                bad_actors.truncate(10);
+                AreaKpis {
+                    area: area.name.clone(),
+                    activations,
+                    flood: activations > self.kpi.flood_count,
+                    chattering,
+                    stale,
+                    bad_actors,
+                }
+            })
+            .collect()
     }
 
     /// The state of an alarm.
@@ -411,6 +561,7 @@ impl Engine {
     /// The time from [`next_timeout`](Self::next_timeout) has come (or
     /// any later time).
     pub fn handle_timeout(&mut self, now: u64) {
+        self.end_floods(now);
         for i in 0..self.alarms.len() {
             if let Some(Some(until)) = self.alarms[i].shelved
                 && until <= now
@@ -441,7 +592,15 @@ impl Engine {
 
     /// When [`handle_timeout`](Self::handle_timeout) is next due.
     pub fn next_timeout(&self) -> Option<u64> {
-        self.alarms
+        let window = u64::try_from(self.kpi.flood_window.as_millis()).unwrap_or(u64::MAX);
+        let floods = self
+            .areas
+            .iter()
+            .filter(|a| self.alarms[a.flood].delay.output().is_some())
+            .filter_map(|a| a.recent.front().map(|&t| t.saturating_add(window)))
+            .min();
+        let alarms = self
+            .alarms
             .iter()
             .filter_map(|a| {
                 let stale = match self.rules.rules[a.rule].kind {
@@ -453,7 +612,8 @@ impl Engine {
                 let shelve = a.shelved.flatten();
                 [stale, a.delay.next_timeout(), shelve].into_iter().flatten().min()
             })
-            .min()
+            .min();
+        [floods, alarms].into_iter().flatten().min()
     }
 
     /// An operator's command.
@@ -527,7 +687,8 @@ impl Engine {
             return ids.clone();
         }
         let mut ids = Vec::new();
-        for (r, rule) in self.rules.rules.iter().enumerate() {
+        for r in 0..self.rules.rules.len() {
+            let rule = &self.rules.rules[r];
             if !rule.selects(source, metric) {
                 continue;
             }
@@ -536,37 +697,48 @@ impl Engine {
                 source: source.to_owned(),
                 metric: metric.to_owned(),
             };
-            let i = self.alarms.len();
-            self.alarms.push(Alarm {
-                rule: r,
-                key: k.clone(),
-                delay: Delay::new(rule.on_delay, rule.off_delay, None),
-                unacked: false,
-                bad: None,
-                instance: 0,
-                last_seen: 0,
-                last_value: None,
-                shelved: None,
-                out_of_service: false,
-                latched: None,
-                detector: match rule.kind {
-                    Kind::RateOfChange { limit_per_s, window } => {
-                        Some(Detector::Rate(RateOfChange::new(limit_per_s, window)))
-                    }
-                    Kind::Deviation { limit, half_life, warmup } => {
-                        Some(Detector::Deviation(Deviation::new(limit, half_life, warmup)))
-                    }
-                    Kind::Flatline { window, tolerance, min_samples } => {
-                        Some(Detector::Flatline(Flatline::new(window, tolerance, min_samples)))
-                    }
-                    _ => None,
-                },
-            });
-            self.index.insert(k, i);
+            let i = self.push_alarm(r, k, false);
             ids.push(i);
         }
         self.by_signal.insert(key, ids.clone());
         ids
+    }
+
+    /// A new alarm of rule `r`.
+    fn push_alarm(&mut self, r: usize, key: AlarmKey, meta: bool) -> usize {
+        let rule = &self.rules.rules[r];
+        let i = self.alarms.len();
+        self.alarms.push(Alarm {
+            rule: r,
+            key: key.clone(),
+            delay: Delay::new(rule.on_delay, rule.off_delay, None),
+            unacked: false,
+            bad: None,
+            instance: 0,
+            last_seen: 0,
+            last_value: None,
+            shelved: None,
+            out_of_service: false,
+            latched: None,
+            detector: match rule.kind {
+                Kind::RateOfChange { limit_per_s, window } => {
+                    Some(Detector::Rate(RateOfChange::new(limit_per_s, window)))
+                }
+                Kind::Deviation { limit, half_life, warmup } => {
+                    Some(Detector::Deviation(Deviation::new(limit, half_life, warmup)))
+                }
+                Kind::Flatline { window, tolerance, min_samples } => {
+                    Some(Detector::Flatline(Flatline::new(window, tolerance, min_samples)))
+                }
+                _ => None,
+            },
+            meta,
+            recent: VecDeque::new(),
+            activations: 0,
+            active_since: None,
+        });
+        self.index.insert(key, i);
+        i
     }
 
     fn feed(&mut self, i: usize, raw: Option<Cond>, now: u64) {
@@ -607,7 +779,11 @@ impl Engine {
                 self.alarms[i].instance = self.next_instance;
                 self.alarms[i].unacked = true;
                 let kind = EventKind::Raised { condition: cond, priority: priority(cond), value };
+                self.alarms[i].active_since = Some(now);
                 self.emit(i, now, kind);
+                if !self.alarms[i].meta {
+                    self.count_activation(i, now);
+                }
             }
             (Some(_), Some(Cond(cond))) => {
                 // Worse needs acknowledging again; better does not.
@@ -628,8 +804,49 @@ impl Engine {
         }
     }
 
+    /// An activation, for the KPIs; raises the area's flood meta-alarm
+    /// when the count passes the threshold.
+    fn count_activation(&mut self, i: usize, now: u64) {
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        let (chatter, window) = (ms(self.kpi.chatter_window), ms(self.kpi.flood_window));
+        let a = &mut self.alarms[i];
+        a.activations += 1;
+        a.recent.push_back(now);
+        while a.recent.front().is_some_and(|&t| now.saturating_sub(t) >= chatter) {
+            a.recent.pop_front();
+        }
+        let area_name = &self.rules.rules[a.rule].area;
+        let Some(area) = self.areas.iter_mut().find(|x| &x.name == area_name) else { return };
+        area.recent.push_back(now);
+        while area.recent.front().is_some_and(|&t| now.saturating_sub(t) >= window) {
+            area.recent.pop_front();
+        }
+        let (flood, count) = (area.flood, area.recent.len());
+        if count > self.kpi.flood_count && self.alarms[flood].delay.output().is_none() {
+            self.alarms[flood].last_value = Some(count as f64);
+            self.feed(flood, Some(Cond(Condition::On)), now);
+        }
+    }
+
+    /// Ends floods whose window has slid below the threshold.
+    fn end_floods(&mut self, now: u64) {
+        let window = u64::try_from(self.kpi.flood_window.as_millis()).unwrap_or(u64::MAX);
+        for k in 0..self.areas.len() {
+            let area = &mut self.areas[k];
+            while area.recent.front().is_some_and(|&t| now.saturating_sub(t) >= window) {
+                area.recent.pop_front();
+            }
+            let (flood, count) = (area.flood, area.recent.len());
+            if count <= self.kpi.flood_count && self.alarms[flood].delay.output().is_some() {
+                self.alarms[flood].last_value = Some(count as f64);
+                self.feed(flood, None, now);
+            }
+        }
+    }
+
     /// The condition is back to normal (and no latch holds it).
     fn returned(&mut self, i: usize, now: u64) {
+        self.alarms[i].active_since = None;
         let closed = !self.alarms[i].unacked;
         self.emit(i, now, EventKind::ReturnedToNormal { closed });
         if self.alarms[i].shelved == Some(None) {
@@ -977,6 +1194,46 @@ rate = { limit_per_s = 2.0, window_s = 10.0 }
     }
 
     #[test]
+    fn the_kpis_and_the_flood_meta_alarm() {
+        let mut e = engine();
+        let k = key("pressure", "pressure");
+        // 11 activations in 11 s: a flood (more than 10 in 10 min), and
+        // chattering (3 or more in 60 s).
+        for n in 0..11 {
+            send(&mut e, "pressure", 165.0, Quality::Good, n * 1000);
+            send(&mut e, "pressure", 100.0, Quality::Good, n * 1000 + 500);
+        }
+        let floods: Vec<Event> =
+            std::iter::from_fn(|| e.poll_event()).filter(|ev| ev.key.rule == FLOOD).collect();
+        assert_eq!(floods.len(), 1, "{floods:?}");
+        assert_eq!(floods[0].key.source, "plant");
+        assert!(matches!(
+            floods[0].kind,
+            EventKind::Raised { priority: 800, value: Some(11.0), .. }
+        ));
+        assert_eq!(floods[0].time, 10_000, "raised by the 11th activation");
+        let kpis = e.kpis(11_000);
+        assert_eq!(kpis.len(), 1);
+        let plant = &kpis[0];
+        assert_eq!((plant.area.as_str(), plant.activations, plant.flood), ("plant", 11, true));
+        assert_eq!(plant.chattering, std::slice::from_ref(&k));
+        assert_eq!(plant.bad_actors, [(k.clone(), 11)]);
+        assert_eq!(plant.stale, []);
+        // The flood ends when the window slides past the first activations.
+        assert_eq!(e.next_timeout(), Some(600_000));
+        e.handle_timeout(600_000);
+        let rtn: Vec<EventKind> = std::iter::from_fn(|| e.poll_event())
+            .filter(|ev| ev.key.rule == FLOOD)
+            .map(|ev| ev.kind)
+            .collect();
+        assert_eq!(rtn, [EventKind::ReturnedToNormal { closed: false }]);
+        assert!(!e.kpis(600_000)[0].flood);
+        // An alarm active for more than 24 h is stale.
+        send(&mut e, "pressure", 170.0, Quality::Good, 700_000);
+        assert_eq!(e.kpis(700_000 + 24 * 3_600_000 + 1)[0].stale, [k]);
+    }
+
+    #[test]
     fn out_of_service_alarms_are_not_evaluated() {
         let mut e = engine();
         let k = key("pressure", "pressure");
@@ -1036,6 +1293,9 @@ rate = { limit_per_s = 2.0, window_s = 10.0 }
                     _ => send(&mut e, "pressure", value, Quality::Good, now),
                 }
                 while let Some(ev) = e.poll_event() {
+                    if ev.key.rule == FLOOD {
+                        continue;
+                    }
                     prop_assert!(ev.instance >= last_instance);
                     last_instance = ev.instance;
                     match ev.kind {
