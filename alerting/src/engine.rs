@@ -361,7 +361,11 @@ pub struct Engine {
     alarms: Vec<Alarm>,
     index: HashMap<AlarmKey, usize>,
     /// Which alarms a signal feeds, found once per signal.
-    by_signal: HashMap<(String, String), Vec<usize>>,
+    /// Signal number by source, then metric: looked up with `&str`, no
+    /// allocation per reading.
+    by_signal: HashMap<String, HashMap<String, usize>>,
+    /// The alarms each signal feeds.
+    signals: Vec<Vec<usize>>,
     events: VecDeque<Event>,
     next_instance: u64,
     kpi: KpiConfig,
@@ -384,6 +388,7 @@ impl Engine {
             alarms: Vec::new(),
             index: HashMap::new(),
             by_signal: HashMap::new(),
+            signals: Vec::new(),
             events: VecDeque::new(),
             next_instance: 0,
             kpi,
@@ -486,8 +491,9 @@ impl Engine {
     /// A batch of readings arrived at `now`.
     pub fn handle_batch(&mut self, batch: &Batch, now: u64) {
         for r in &batch.readings {
-            let ids = self.alarms_of(batch.source.as_str(), r.metric.as_str());
-            for i in ids {
+            let signal = self.signal(batch.source.as_str(), r.metric.as_str());
+            for j in 0..self.signals[signal].len() {
+                let i = self.signals[signal][j];
                 if self.alarms[i].out_of_service {
                     continue;
                 }
@@ -680,11 +686,10 @@ impl Engine {
         Ok(())
     }
 
-    /// The alarms a signal feeds, made on first sight.
-    fn alarms_of(&mut self, source: &str, metric: &str) -> Vec<usize> {
-        let key = (source.to_owned(), metric.to_owned());
-        if let Some(ids) = self.by_signal.get(&key) {
-            return ids.clone();
+    /// The signal's number; its alarms are made on first sight.
+    fn signal(&mut self, source: &str, metric: &str) -> usize {
+        if let Some(&n) = self.by_signal.get(source).and_then(|m| m.get(metric)) {
+            return n;
         }
         let mut ids = Vec::new();
         for r in 0..self.rules.rules.len() {
@@ -700,8 +705,10 @@ impl Engine {
             let i = self.push_alarm(r, k, false);
             ids.push(i);
         }
-        self.by_signal.insert(key, ids.clone());
-        ids
+        let n = self.signals.len();
+        self.signals.push(ids);
+        self.by_signal.entry(source.to_owned()).or_default().insert(metric.to_owned(), n);
+        n
     }
 
     /// A new alarm of rule `r`.
