@@ -133,6 +133,10 @@ pub enum EventKind {
         /// Who.
         user: String,
     },
+    /// Suppressed by design: its enabling signal left the enabling state.
+    Suppressed,
+    /// No longer suppressed by design.
+    Unsuppressed,
 }
 
 /// An event of one alarm.
@@ -254,6 +258,8 @@ pub struct AlarmState {
     pub out_of_service: bool,
     /// Latched: active until reset, though the condition has returned.
     pub latched: bool,
+    /// Suppressed by design (its enabling signal says so).
+    pub suppressed: bool,
 }
 
 struct Alarm {
@@ -281,6 +287,8 @@ struct Alarm {
     activations: u64,
     /// Active since (for stale alarms).
     active_since: Option<u64>,
+    /// Its enabling signal (control number) and the enabling state.
+    control: Option<(usize, bool)>,
 }
 
 /// Alarm-system performance settings (ISA-18.2, EEMUA 191).
@@ -364,8 +372,14 @@ pub struct Engine {
     /// Signal number by source, then metric: looked up with `&str`, no
     /// allocation per reading.
     by_signal: HashMap<String, HashMap<String, usize>>,
-    /// The alarms each signal feeds.
-    signals: Vec<Vec<usize>>,
+    /// The alarms each signal feeds, and its last state as a boolean (an
+    /// enabling signal reported by exception may have been seen before the
+    /// alarm it enables was made).
+    signals: Vec<(Vec<usize>, Option<bool>)>,
+    /// Enabling signals (suppression by design): number by source, metric.
+    controls: HashMap<String, HashMap<String, usize>>,
+    /// Each enabling signal's last state, and the alarms it enables.
+    control_state: Vec<(Option<bool>, Vec<usize>)>,
     events: VecDeque<Event>,
     next_instance: u64,
     kpi: KpiConfig,
@@ -389,6 +403,8 @@ impl Engine {
             index: HashMap::new(),
             by_signal: HashMap::new(),
             signals: Vec::new(),
+            controls: HashMap::new(),
+            control_state: Vec::new(),
             events: VecDeque::new(),
             next_instance: 0,
             kpi,
@@ -410,6 +426,7 @@ impl Engine {
                 off_delay: Duration::ZERO,
                 latch: false,
                 max_shelve: Duration::from_secs(8 * 3600),
+                enabled_when: None,
             });
             let key =
                 AlarmKey { rule: FLOOD.into(), source: name.clone(), metric: "activations".into() };
@@ -479,6 +496,7 @@ impl Engine {
                 shelved: a.shelved,
                 out_of_service: a.out_of_service,
                 latched: a.latched.is_some(),
+                suppressed: self.suppressed(a),
             }
         })
     }
@@ -491,9 +509,31 @@ impl Engine {
     /// A batch of readings arrived at `now`.
     pub fn handle_batch(&mut self, batch: &Batch, now: u64) {
         for r in &batch.readings {
+            if let Some(&c) =
+                self.controls.get(batch.source.as_str()).and_then(|m| m.get(r.metric.as_str()))
+            {
+                let on = match &r.value {
+                    Value::Bool(b) => Some(*b),
+                    Value::F64(x) => Some(*x != 0.0),
+                    Value::I64(x) => Some(*x != 0),
+                    Value::U64(x) => Some(*x != 0),
+                    _ => None,
+                };
+                if let (Some(on), Quality::Good | Quality::Uncertain) = (on, r.quality) {
+                    self.control(c, on, now);
+                }
+            }
             let signal = self.signal(batch.source.as_str(), r.metric.as_str());
-            for j in 0..self.signals[signal].len() {
-                let i = self.signals[signal][j];
+            self.signals[signal].1 = match (&r.value, r.quality) {
+                (_, Quality::Bad | Quality::Stale) => self.signals[signal].1,
+                (Value::Bool(b), _) => Some(*b),
+                (Value::F64(x), _) => Some(*x != 0.0),
+                (Value::I64(x), _) => Some(*x != 0),
+                (Value::U64(x), _) => Some(*x != 0),
+                _ => self.signals[signal].1,
+            };
+            for j in 0..self.signals[signal].0.len() {
+                let i = self.signals[signal].0[j];
                 if self.alarms[i].out_of_service {
                     continue;
                 }
@@ -706,7 +746,7 @@ impl Engine {
             ids.push(i);
         }
         let n = self.signals.len();
-        self.signals.push(ids);
+        self.signals.push((ids, None));
         self.by_signal.entry(source.to_owned()).or_default().insert(metric.to_owned(), n);
         n
     }
@@ -743,9 +783,65 @@ impl Engine {
             recent: VecDeque::new(),
             activations: 0,
             active_since: None,
+            control: None,
         });
+        if let Some(e) = &self.rules.rules[r].enabled_when {
+            let (is, metric) = (e.is, e.metric.clone());
+            let source = e.source.replace("{source}", &key.source);
+            let known = self
+                .by_signal
+                .get(&source)
+                .and_then(|m| m.get(&metric))
+                .and_then(|&n| self.signals[n].1);
+            let by_metric = self.controls.entry(source).or_default();
+            let c = match by_metric.get(&metric) {
+                Some(&c) => c,
+                None => {
+                    let c = self.control_state.len();
+                    self.control_state.push((known, Vec::new()));
+                    by_metric.insert(metric, c);
+                    c
+                }
+            };
+            self.control_state[c].1.push(i);
+            self.alarms[i].control = Some((c, is));
+        }
         self.index.insert(key, i);
         i
+    }
+
+    /// Whether an alarm is suppressed by design now (an enabling signal
+    /// not yet seen suppresses nothing).
+    fn suppressed(&self, a: &Alarm) -> bool {
+        a.control.is_some_and(|(c, is)| self.control_state[c].0 == Some(!is))
+    }
+
+    /// An enabling signal's new state: suppress or release its alarms.
+    fn control(&mut self, c: usize, on: bool, now: u64) {
+        let before = self.control_state[c].0;
+        if before == Some(on) {
+            return;
+        }
+        self.control_state[c].0 = Some(on);
+        for j in 0..self.control_state[c].1.len() {
+            let i = self.control_state[c].1[j];
+            let Some((_, is)) = self.alarms[i].control else { continue };
+            let was = before == Some(!is);
+            let now_suppressed = on != is;
+            if was != now_suppressed {
+                let kind =
+                    if now_suppressed { EventKind::Suppressed } else { EventKind::Unsuppressed };
+                // The change itself is for the journal and the displays.
+                let a = &self.alarms[i];
+                self.events.push_back(Event {
+                    key: a.key.clone(),
+                    instance: a.instance,
+                    time: now,
+                    kind,
+                    annunciate: false,
+                });
+            }
+        }
     }
 
     fn feed(&mut self, i: usize, raw: Option<Cond>, now: u64) {
@@ -877,7 +973,7 @@ impl Engine {
 
     fn emit(&mut self, i: usize, time: u64, kind: EventKind) {
         let a = &self.alarms[i];
-        let annunciate = a.shelved.is_none() && !a.out_of_service;
+        let annunciate = a.shelved.is_none() && !a.out_of_service && !self.suppressed(a);
         self.events.push_back(Event {
             key: a.key.clone(),
             instance: a.instance,
@@ -932,6 +1028,13 @@ metric = "door"
 discrete = { alarm_when = true }
 latch = true
 max_shelve_h = 1
+
+[[rule]]
+name = "hot-when-running"
+source = "press-*"
+metric = "bearing"
+limit = { h = { limit = 90.0 } }
+enabled_when = { metric = "running", is = true }
 
 [[rule]]
 name = "ramp"
@@ -1238,6 +1341,43 @@ rate = { limit_per_s = 2.0, window_s = 10.0 }
         // An alarm active for more than 24 h is stale.
         send(&mut e, "pressure", 170.0, Quality::Good, 700_000);
         assert_eq!(e.kpis(700_000 + 24 * 3_600_000 + 1)[0].stale, [k]);
+    }
+
+    #[test]
+    fn suppressed_by_design_while_the_machine_is_stopped() {
+        let mut e = engine();
+        let k = key("hot-when-running", "bearing");
+        let running = |e: &mut Engine, on: bool, now: u64| {
+            let b = Batch::new("press-1").with(Reading::new(
+                "running",
+                Timestamp::from_unix_ms(now),
+                on,
+            ));
+            e.handle_batch(&b, now);
+        };
+        // Stopped before the alarm exists (reported by exception, once).
+        running(&mut e, false, 0);
+        send(&mut e, "bearing", 95.0, Quality::Good, 10);
+        let ev = kinds(&mut e);
+        assert!(
+            matches!(&ev[..], [(EventKind::Raised { .. }, false)]),
+            "evaluated, not annunciated: {ev:?}"
+        );
+        assert!(e.state(&k).unwrap().suppressed);
+        // Started: released (the change is journaled, not annunciated).
+        running(&mut e, true, 20);
+        assert_eq!(kinds(&mut e), [(EventKind::Unsuppressed, false)]);
+        send(&mut e, "bearing", 80.0, Quality::Good, 30);
+        send(&mut e, "bearing", 95.0, Quality::Good, 40);
+        let ev = kinds(&mut e);
+        assert!(matches!(ev[1], (EventKind::Raised { .. }, true)), "{ev:?}");
+        running(&mut e, false, 50);
+        assert_eq!(kinds(&mut e), [(EventKind::Suppressed, false)]);
+        // Another press's state does not touch this one.
+        let b =
+            Batch::new("press-2").with(Reading::new("running", Timestamp::from_unix_ms(60), true));
+        e.handle_batch(&b, 60);
+        assert!(e.state(&k).unwrap().suppressed);
     }
 
     #[test]

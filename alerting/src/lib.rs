@@ -12,4 +12,4 @@ pub use engine::{
     AlarmKey, AlarmState, Command, CommandError, Condition, Engine, Event, EventKind,
 };
 pub use limit::{Level, LevelKind, Limits, LimitsError};
-pub use rules::{Glob, Kind, Rule, RuleSet, RulesError};
+pub use rules::{EnabledWhen, Glob, Kind, Rule, RuleSet, RulesError};

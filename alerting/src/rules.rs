@@ -13,6 +13,8 @@
 //! on_delay_s = 2                   # a breach must last this long (default 0)
 //! off_delay_s = 5                  # and be gone this long to clear (default 0)
 //! latch = false                    # true: stays active until an operator resets it
+//! enabled_when = { metric = "Running", is = true }  # suppressed by design while the
+//!                                  # press ("{source}", its own source) is stopped
 //! max_shelve_h = 8                 # the longest it may be shelved (default 8)
 //!
 //! [rule.limit]                     # one of: limit, stale, bad_quality, discrete
@@ -208,6 +210,20 @@ pub struct Rule {
     pub latch: bool,
     /// The longest an operator may shelve it for (default 8 h).
     pub max_shelve: Duration,
+    /// Suppressed by design while another signal is not in this state
+    /// (a machine that is stopped raises no process alarms).
+    pub enabled_when: Option<EnabledWhen>,
+}
+
+/// The signal and state that enable an alarm (suppression by design).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EnabledWhen {
+    /// The signal's source; `{source}` stands for the alarm's own source.
+    pub source: String,
+    /// The signal's metric.
+    pub metric: String,
+    /// The state that enables the alarm (numbers: non-zero is `true`).
+    pub is: bool,
 }
 
 impl Rule {
@@ -246,6 +262,7 @@ struct RuleDe {
     #[serde(default)]
     latch: bool,
     max_shelve_h: Option<f64>,
+    enabled_when: Option<EnabledWhenDe>,
     limit: Option<LimitDe>,
     stale: Option<StaleDe>,
     bad_quality: Option<bool>,
@@ -253,6 +270,24 @@ struct RuleDe {
     rate: Option<RateDe>,
     deviation: Option<DeviationDe>,
     flatline: Option<FlatlineDe>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EnabledWhenDe {
+    #[serde(default = "own_source")]
+    source: String,
+    metric: String,
+    #[serde(default = "yes")]
+    is: bool,
+}
+
+fn own_source() -> String {
+    "{source}".into()
+}
+
+const fn yes() -> bool {
+    true
 }
 
 #[derive(Deserialize)]
@@ -526,6 +561,16 @@ impl RuleSet {
                 off_delay,
                 latch: r.latch,
                 max_shelve,
+                enabled_when: match r.enabled_when {
+                    None => None,
+                    Some(e) if e.metric.is_empty() || e.source.is_empty() => {
+                        return Err(err("enabled_when", "give the metric (and source, default \"{source}\") of the enabling signal".into()));
+                    }
+                    Some(e) if e.source.contains(['*', '?']) || e.metric.contains(['*', '?']) => {
+                        return Err(err("enabled_when", "one signal, not a glob: name its source and metric".into()));
+                    }
+                    Some(e) => Some(EnabledWhen { source: e.source, metric: e.metric, is: e.is }),
+                },
             });
         }
         Ok(Self { rules })
@@ -660,6 +705,10 @@ bad_quality = true
             (
                 "[[rule]]\nname = \"a\"\nsource = \"*\"\nmetric = \"*\"\nbad_quality = true\n[[rule]]\nname = \"a\"\nsource = \"*\"\nmetric = \"*\"\nbad_quality = true",
                 "rule \"a\": name: another rule has this name",
+            ),
+            (
+                "[[rule]]\nname = \"a\"\nsource = \"*\"\nmetric = \"*\"\nbad_quality = true\nenabled_when = { metric = \"Run*\" }",
+                "rule \"a\": enabled_when: one signal, not a glob",
             ),
             ("[[rule]]\nname = \"a\"\nsourse = \"*\"", "unknown field `sourse`"),
             ("[[rule]\n", "rules.toml: "),
