@@ -241,6 +241,26 @@ pub enum CommandError {
     },
 }
 
+/// What of one alarm must survive a restart (the journal keeps it), so
+/// that an acknowledged or shelved alarm is not announced again.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Persisted {
+    /// Which alarm.
+    pub key: AlarmKey,
+    /// Its instance.
+    pub instance: u64,
+    /// Its active condition (latched included).
+    pub active: Option<Condition>,
+    /// Waiting for acknowledgement.
+    pub unacknowledged: bool,
+    /// Shelved (`Some(None)`: one-shot; `Some(Some(t))`: until `t`).
+    pub shelved: Option<Option<u64>>,
+    /// Out of service.
+    pub out_of_service: bool,
+    /// Latched.
+    pub latched: bool,
+}
+
 /// The public state of one alarm.
 #[derive(Clone, Debug, PartialEq)]
 pub struct AlarmState {
@@ -434,6 +454,59 @@ impl Engine {
             engine.areas.push(Area { name, recent: VecDeque::new(), flood });
         }
         engine
+    }
+
+    /// Every alarm not in its quiet state (active, unacknowledged, shelved,
+    /// out of service or latched), for the journal.
+    pub fn persisted(&self) -> Vec<Persisted> {
+        self.alarms
+            .iter()
+            .filter(|a| {
+                a.delay.output().is_some()
+                    || a.unacked
+                    || a.shelved.is_some()
+                    || a.out_of_service
+                    || a.latched.is_some()
+            })
+            .map(|a| Persisted {
+                key: a.key.clone(),
+                instance: a.instance,
+                active: a.delay.output().map(|c| c.0).or(a.latched),
+                unacknowledged: a.unacked,
+                shelved: a.shelved,
+                out_of_service: a.out_of_service,
+                latched: a.latched.is_some(),
+            })
+            .collect()
+    }
+
+    /// Restores alarms saved by [`persisted`](Self::persisted) before a
+    /// restart, before any reading. States of rules that no longer exist
+    /// or no longer select their signal are skipped; returns how many were
+    /// restored. Instance ids continue after the largest restored.
+    pub fn restore(&mut self, saved: &[Persisted]) -> usize {
+        let mut restored = 0;
+        for p in saved {
+            self.next_instance = self.next_instance.max(p.instance);
+            let i = if p.key.rule == FLOOD {
+                self.index.get(&p.key).copied()
+            } else {
+                let signal = self.signal(&p.key.source, &p.key.metric);
+                self.signals[signal].0.iter().copied().find(|&i| self.alarms[i].key == p.key)
+            };
+            let Some(i) = i else { continue };
+            let rule = &self.rules.rules[self.alarms[i].rule];
+            let a = &mut self.alarms[i];
+            let output = if p.latched { None } else { p.active.map(Cond) };
+            a.delay = Delay::new(rule.on_delay, rule.off_delay, output);
+            a.latched = if p.latched { p.active } else { None };
+            a.instance = p.instance;
+            a.unacked = p.unacknowledged;
+            a.shelved = p.shelved;
+            a.out_of_service = p.out_of_service;
+            restored += 1;
+        }
+        restored
     }
 
     /// The alarm-system KPIs per area at `now`.
@@ -1378,6 +1451,52 @@ rate = { limit_per_s = 2.0, window_s = 10.0 }
             Batch::new("press-2").with(Reading::new("running", Timestamp::from_unix_ms(60), true));
         e.handle_batch(&b, 60);
         assert!(e.state(&k).unwrap().suppressed);
+    }
+
+    #[test]
+    fn a_restart_restores_acknowledged_and_shelved_alarms_without_announcing_them_again() {
+        let mut e = engine();
+        send(&mut e, "pressure", 170.0, Quality::Good, 0);
+        ack(&mut e, key("pressure", "pressure"), 1).unwrap();
+        door(&mut e, true, 2);
+        door(&mut e, false, 3); // latched
+        let shelve = Command::Shelve {
+            key: key("door", "door"),
+            user: "op".into(),
+            comment: "door sensor loose".into(),
+            duration: Some(Duration::from_secs(60)),
+        };
+        e.handle_command(shelve, 4).unwrap();
+        kinds(&mut e);
+        let saved = e.persisted();
+        assert_eq!(saved.len(), 2, "{saved:?}");
+
+        let mut again = engine();
+        assert_eq!(again.restore(&saved), 2);
+        // Still beyond H: nothing to announce; already acknowledged.
+        send(&mut again, "pressure", 171.0, Quality::Good, 10);
+        assert_eq!(kinds(&mut again), []);
+        assert_eq!(
+            ack(&mut again, key("pressure", "pressure"), 11),
+            Err(CommandError::NotUnacknowledged(key("pressure", "pressure")))
+        );
+        let door_state = again.state(&key("door", "door")).unwrap();
+        assert_eq!(
+            (door_state.active, door_state.latched, door_state.shelved),
+            (Some(Condition::On), true, Some(Some(60_004)))
+        );
+        // Back to normal: the same instance ends, and the next is new.
+        send(&mut again, "pressure", 100.0, Quality::Good, 12);
+        send(&mut again, "pressure", 170.0, Quality::Good, 13);
+        let ev: Vec<(String, u64, EventKind)> = events(&mut again);
+        assert_eq!(ev[0], ("pressure".into(), 1, EventKind::ReturnedToNormal { closed: true }));
+        assert!(
+            matches!(ev[1], (_, 3, EventKind::Raised { .. })),
+            "after the restored 1 and 2: {ev:?}"
+        );
+        // A rule that is gone: its state is skipped.
+        let mut other = Engine::new(RuleSet::default());
+        assert_eq!(other.restore(&saved), 0);
     }
 
     #[test]
