@@ -406,6 +406,17 @@ pub struct Engine {
     areas: Vec<Area>,
 }
 
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("rules", &self.rules.rules.len())
+            .field("alarms", &self.alarms.len())
+            .field("signals", &self.signals.len())
+            .field("events_waiting", &self.events.len())
+            .finish_non_exhaustive()
+    }
+}
+
 impl Engine {
     /// An engine for these rules, with the default KPI settings.
     pub fn new(rules: RuleSet) -> Self {

@@ -5,6 +5,8 @@ pub mod delay;
 pub mod detect;
 pub mod engine;
 pub mod limit;
+#[cfg(feature = "mqtt")]
+pub mod mqtt;
 pub mod rules;
 
 pub use delay::Delay;

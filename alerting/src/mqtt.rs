@@ -1,0 +1,417 @@
+//! The engine on MQTT (feature `mqtt`): readings in straight from the
+//! broker (plain topics with a schemas codec, or Sparkplug B through the
+//! sparkplug crate's host), so an alarm never waits on a database batch;
+//! events and state out; operator commands in, with a reply.
+//!
+//! Topics (the prefix is `shopfloor/alarms` by default):
+//!
+//! | topic | what | retained |
+//! |---|---|---|
+//! | `<prefix>/events` | every transition and operator action, JSON | no |
+//! | `<prefix>/state/<rule>/<source>/<metric>` | each alarm's current state, JSON | yes: late joiners see it |
+//! | `<prefix>/command` | operator commands, JSON | no |
+//! | the command's MQTT 5 response topic, else `<prefix>/reply` | the reply, with the command's correlation data | no |
+//!
+//! An event:
+//!
+//! ```json
+//! {"rule": "press-pressure", "source": "Plant1/Gw-7/press-1", "metric": "Hydraulics/Pressure",
+//!  "instance": 7, "time": 1795737600123, "event": "raised", "condition": "HH",
+//!  "priority": 900, "value": 185.2, "annunciate": true}
+//! ```
+//!
+//! `event` is one of `raised`, `changed`, `returned_to_normal`,
+//! `acknowledged`, `bad_input`, `input_restored`, `shelved`, `unshelved`,
+//! `latch_reset`, `out_of_service`, `in_service`, `suppressed`,
+//! `unsuppressed`; `user`, `comment`, `reason`, `until`, `closed` appear
+//! where they apply. A command:
+//!
+//! ```json
+//! {"command": "acknowledge", "rule": "press-pressure", "source": "Plant1/Gw-7/press-1",
+//!  "metric": "Hydraulics/Pressure", "user": "jane", "comment": "valve closed"}
+//! ```
+//!
+//! with `command` one of `acknowledge`, `shelve` (with `duration_s`, or
+//! none for one-shot), `unshelve`, `reset_latch`, `out_of_service`,
+//! `in_service`. The reply is `{"ok": true}` or `{"ok": false, "error": …}`.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rumqttc::v5::mqttbytes::QoS;
+use rumqttc::v5::mqttbytes::v5::{Packet, PublishProperties};
+use rumqttc::v5::{AsyncClient, Event as MqttEvent, MqttOptions};
+use serde::Deserialize;
+use serde_json::{Value as Json, json};
+use shopfloor_schemas::{Codec, TopicTemplate};
+use shopfloor_sparkplug::edge::{Message, Now};
+use shopfloor_sparkplug::host::{HostApplication, HostConfig, HostEvent};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use crate::engine::{AlarmKey, Command, Condition, Engine, Event, EventKind};
+
+/// What the driver subscribes to.
+#[derive(Clone, Debug)]
+pub enum Input {
+    /// Plain readings on a topic template; the source is the topic's
+    /// placeholders but `{sensor}`, joined by `/`.
+    Plain {
+        /// The template.
+        template: TopicTemplate,
+        /// The codec when a message has no MQTT 5 content type.
+        codec: Codec,
+    },
+    /// Sparkplug B, through a host application that never publishes STATE.
+    Sparkplug {
+        /// The host's configuration.
+        host: HostConfig,
+    },
+}
+
+/// How the driver connects and where it publishes.
+#[derive(Clone, Debug)]
+pub struct AlertConfig {
+    /// Broker host.
+    pub host: String,
+    /// Broker port.
+    pub port: u16,
+    /// MQTT client id.
+    pub client_id: String,
+    /// User name and password.
+    pub credentials: Option<(String, String)>,
+    /// The inputs.
+    pub inputs: Vec<Input>,
+    /// Topic prefix for events, state and commands.
+    pub prefix: String,
+}
+
+impl AlertConfig {
+    /// Defaults: prefix `shopfloor/alarms`, no inputs.
+    pub fn new(host: impl Into<String>, port: u16, client_id: impl Into<String>) -> Self {
+        Self {
+            host: host.into(),
+            port,
+            client_id: client_id.into(),
+            credentials: None,
+            inputs: Vec::new(),
+            prefix: "shopfloor/alarms".into(),
+        }
+    }
+}
+
+/// A running driver.
+#[derive(Debug)]
+pub struct AlertDriver {
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<Engine>,
+}
+
+impl AlertDriver {
+    /// Starts the engine on MQTT, on the current tokio runtime.
+    pub fn spawn(engine: Engine, config: AlertConfig) -> Self {
+        let (stop, stopped) = oneshot::channel();
+        let task = tokio::spawn(run(engine, config, stopped));
+        Self { stop, task }
+    }
+
+    /// Stops and gives the engine back (to persist its state).
+    pub async fn shutdown(self) -> Option<Engine> {
+        let _ = self.stop.send(());
+        self.task.await.ok()
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The JSON of an event.
+pub fn event_json(e: &Event) -> Json {
+    let mut j = json!({
+        "rule": e.key.rule, "source": e.key.source, "metric": e.key.metric,
+        "instance": e.instance, "time": e.time, "annunciate": e.annunciate,
+    });
+    let condition = |c: &Condition| match c {
+        Condition::Level(l) => l.code().to_owned(),
+        Condition::On => "ON".to_owned(),
+    };
+    let (name, extra) = match &e.kind {
+        EventKind::Raised { condition: c, priority, value } => {
+            ("raised", json!({"condition": condition(c), "priority": priority, "value": value}))
+        }
+        EventKind::Changed { condition: c, priority, value } => {
+            ("changed", json!({"condition": condition(c), "priority": priority, "value": value}))
+        }
+        EventKind::ReturnedToNormal { closed } => ("returned_to_normal", json!({"closed": closed})),
+        EventKind::Acknowledged { user, comment, closed } => {
+            ("acknowledged", json!({"user": user, "comment": comment, "closed": closed}))
+        }
+        EventKind::BadInput { reason } => ("bad_input", json!({"reason": reason})),
+        EventKind::InputRestored => ("input_restored", json!({})),
+        EventKind::Shelved { user, comment, until } => {
+            ("shelved", json!({"user": user, "comment": comment, "until": until}))
+        }
+        EventKind::Unshelved { user } => ("unshelved", json!({"user": user})),
+        EventKind::LatchReset { user } => ("latch_reset", json!({"user": user})),
+        EventKind::OutOfService { user, comment } => {
+            ("out_of_service", json!({"user": user, "comment": comment}))
+        }
+        EventKind::InService { user } => ("in_service", json!({"user": user})),
+        EventKind::Suppressed => ("suppressed", json!({})),
+        EventKind::Unsuppressed => ("unsuppressed", json!({})),
+    };
+    j["event"] = name.into();
+    if let (Some(o), Json::Object(x)) = (j.as_object_mut(), extra) {
+        o.extend(x);
+    }
+    j
+}
+
+#[derive(Deserialize)]
+struct CommandDe {
+    command: String,
+    rule: String,
+    source: String,
+    metric: String,
+    user: String,
+    #[serde(default)]
+    comment: String,
+    duration_s: Option<f64>,
+}
+
+/// A command from its JSON.
+pub fn parse_command(payload: &[u8]) -> Result<Command, String> {
+    let c: CommandDe =
+        serde_json::from_slice(payload).map_err(|e| format!("not a command: {e}"))?;
+    if c.user.trim().is_empty() {
+        return Err("a command needs the operator's user name".into());
+    }
+    let key = AlarmKey { rule: c.rule, source: c.source, metric: c.metric };
+    let user = c.user;
+    Ok(match c.command.as_str() {
+        "acknowledge" => Command::Acknowledge { key, user, comment: c.comment },
+        "shelve" => {
+            let duration = match c.duration_s {
+                None => None,
+                Some(s) if s.is_finite() && s > 0.0 && s < 1e9 => Some(Duration::from_secs_f64(s)),
+                Some(s) => {
+                    return Err(format!("duration_s {s} is not a number of seconds above 0"));
+                }
+            };
+            Command::Shelve { key, user, comment: c.comment, duration }
+        }
+        "unshelve" => Command::Unshelve { key, user },
+        "reset_latch" => Command::ResetLatch { key, user },
+        "out_of_service" => Command::OutOfService { key, user, comment: c.comment },
+        "in_service" => Command::InService { key, user },
+        other => return Err(format!("unknown command {other:?}")),
+    })
+}
+
+/// Decodes a message into batches for the engine.
+struct Decoder {
+    inputs: Vec<(Input, Option<HostApplication>)>,
+}
+
+impl Decoder {
+    fn batches(
+        &mut self,
+        topic: &str,
+        content_type: Option<&str>,
+        payload: &[u8],
+    ) -> Vec<shopfloor_schemas::Batch> {
+        for (input, host) in &mut self.inputs {
+            match (input, host) {
+                (Input::Plain { template, codec }, _) => {
+                    let Some(caps) = template.matches(topic) else { continue };
+                    let codec = match content_type.map(Codec::from_content_type) {
+                        Some(Ok(c)) => c,
+                        Some(Err(_)) => return Vec::new(),
+                        None => *codec,
+                    };
+                    let Ok(mut batch) = codec.decode_batch(payload) else {
+                        tracing::debug!(topic, "not a batch; ignored");
+                        return Vec::new();
+                    };
+                    let source: Vec<&str> =
+                        caps.iter().filter(|(n, _)| *n != "sensor").map(|(_, v)| v).collect();
+                    batch.source = source.join("/").into();
+                    return vec![batch];
+                }
+                (Input::Sparkplug { .. }, Some(host)) if topic.starts_with("spBv1.0/") => {
+                    let msg = Message {
+                        topic: topic.to_owned(),
+                        payload: bytes::Bytes::copy_from_slice(payload),
+                    };
+                    let _ = host.handle_message(&msg, Now::now());
+                    let mut out = Vec::new();
+                    while let Some(e) = host.poll_event() {
+                        if let HostEvent::Data(b) = e {
+                            out.push(b);
+                        }
+                    }
+                    return out;
+                }
+                _ => {}
+            }
+        }
+        Vec::new()
+    }
+}
+
+enum In {
+    Connected,
+    Message(Box<rumqttc::v5::mqttbytes::v5::Publish>),
+}
+
+async fn run(mut engine: Engine, config: AlertConfig, mut stop: oneshot::Receiver<()>) -> Engine {
+    let mut o = MqttOptions::new(&config.client_id, &config.host, config.port);
+    o.set_keep_alive(Duration::from_secs(10));
+    o.set_max_packet_size(Some(16 << 20));
+    if let Some((u, p)) = &config.credentials {
+        o.set_credentials(u, p);
+    }
+    let (client, mut eventloop) = AsyncClient::new(o, 10_000);
+    let mut filters: Vec<String> = Vec::new();
+    for i in &config.inputs {
+        match i {
+            Input::Plain { template, .. } => filters.push(template.filter()),
+            Input::Sparkplug { host } => {
+                filters.extend(HostApplication::new(host.clone()).subscriptions())
+            }
+        }
+    }
+    let command_topic = format!("{}/command", config.prefix);
+    filters.push(command_topic.clone());
+    let (tx, mut rx) = mpsc::channel::<In>(100_000);
+    let sub = client.clone();
+    let events_task = tokio::spawn(async move {
+        let mut failures = 0_u32;
+        loop {
+            match eventloop.poll().await {
+                Ok(MqttEvent::Incoming(Packet::ConnAck(_))) => {
+                    failures = 0;
+                    let (c, f) = (sub.clone(), filters.clone());
+                    tokio::spawn(async move {
+                        for filter in f {
+                            let _ = c.subscribe(filter, QoS::AtLeastOnce).await;
+                        }
+                    });
+                    if tx.send(In::Connected).await.is_err() {
+                        return;
+                    }
+                }
+                Ok(MqttEvent::Incoming(Packet::Publish(p))) => {
+                    if tx.send(In::Message(Box::new(p))).await.is_err() {
+                        return;
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    failures += 1;
+                    tracing::warn!("MQTT: {e}");
+                    tokio::time::sleep(Duration::from_millis(100 * u64::from(failures.min(20))))
+                        .await;
+                }
+            }
+        }
+    });
+    let mut decoder = Decoder {
+        inputs: config
+            .inputs
+            .iter()
+            .map(|i| {
+                let host = match i {
+                    Input::Sparkplug { host } => {
+                        let mut h = host.clone();
+                        h.publish_state = false;
+                        Some(HostApplication::new(h))
+                    }
+                    Input::Plain { .. } => None,
+                };
+                (i.clone(), host)
+            })
+            .collect(),
+    };
+    loop {
+        let wake = engine.next_timeout().map(|t| {
+            let wait = t.saturating_sub(now_ms());
+            tokio::time::Instant::now() + Duration::from_millis(wait)
+        });
+        let timer = async {
+            match wake {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = &mut stop => break,
+            () = timer => engine.handle_timeout(now_ms()),
+            m = rx.recv() => match m {
+                None => break,
+                Some(In::Connected) => {
+                    for (_, host) in &mut decoder.inputs {
+                        if let Some(h) = host {
+                            h.handle_connected(Now::now());
+                        }
+                    }
+                }
+                Some(In::Message(p)) => {
+                    let topic = String::from_utf8_lossy(&p.topic);
+                    if topic == command_topic {
+                        let (reply, correlation) = match p.properties.as_ref() {
+                            Some(pr) => (pr.response_topic.clone(), pr.correlation_data.clone()),
+                            None => (None, None),
+                        };
+                        let result = parse_command(&p.payload)
+                            .and_then(|c| engine.handle_command(c, now_ms()).map_err(|e| e.to_string()));
+                        let body = match &result {
+                            Ok(()) => json!({"ok": true}),
+                            Err(e) => json!({"ok": false, "error": e}),
+                        };
+                        let props = PublishProperties { correlation_data: correlation, ..Default::default() };
+                        let to = reply.unwrap_or_else(|| format!("{}/reply", config.prefix));
+                        let _ = client
+                            .publish_with_properties(to, QoS::AtLeastOnce, false, body.to_string(), props)
+                            .await;
+                    } else {
+                        let ct = p.properties.as_ref().and_then(|x| x.content_type.as_deref());
+                        let now = now_ms();
+                        for b in decoder.batches(&topic, ct, &p.payload) {
+                            engine.handle_batch(&b, now);
+                        }
+                    }
+                }
+            },
+        }
+        while let Some(e) = engine.poll_event() {
+            let key = e.key.clone();
+            let _ = client
+                .publish(
+                    format!("{}/events", config.prefix),
+                    QoS::AtLeastOnce,
+                    false,
+                    event_json(&e).to_string(),
+                )
+                .await;
+            if let Some(s) = engine.state(&key) {
+                let state = json!({
+                    "rule": key.rule, "source": key.source, "metric": key.metric,
+                    "instance": s.instance,
+                    "active": s.active.map(|c| match c {
+                        Condition::Level(l) => l.code().to_owned(),
+                        Condition::On => "ON".to_owned(),
+                    }),
+                    "unacknowledged": s.unacknowledged, "bad_input": s.bad_input,
+                    "shelved": s.shelved.is_some(), "out_of_service": s.out_of_service,
+                    "latched": s.latched, "suppressed": s.suppressed,
+                });
+                let topic =
+                    format!("{}/state/{}/{}/{}", config.prefix, key.rule, key.source, key.metric);
+                let _ = client.publish(topic, QoS::AtLeastOnce, true, state.to_string()).await;
+            }
+        }
+    }
+    events_task.abort();
+    engine
+}
