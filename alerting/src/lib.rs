@@ -4,6 +4,10 @@
 pub mod delay;
 pub mod detect;
 pub mod engine;
+#[cfg(feature = "postgres")]
+pub mod journal;
+#[cfg(any(feature = "mqtt", feature = "postgres"))]
+pub mod json;
 pub mod limit;
 #[cfg(feature = "mqtt")]
 pub mod mqtt;

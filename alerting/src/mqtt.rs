@@ -41,14 +41,15 @@ use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::{Packet, PublishProperties};
 use rumqttc::v5::{AsyncClient, Event as MqttEvent, MqttOptions};
 use serde::Deserialize;
-use serde_json::{Value as Json, json};
+use serde_json::json;
 use shopfloor_schemas::{Codec, TopicTemplate};
 use shopfloor_sparkplug::edge::{Message, Now};
 use shopfloor_sparkplug::host::{HostApplication, HostConfig, HostEvent};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use crate::engine::{AlarmKey, Command, Condition, Engine, Event, EventKind};
+use crate::engine::{AlarmKey, Command, Condition, Engine};
+pub use crate::json::event_json;
 
 /// What the driver subscribes to.
 #[derive(Clone, Debug)]
@@ -83,6 +84,11 @@ pub struct AlertConfig {
     pub inputs: Vec<Input>,
     /// Topic prefix for events, state and commands.
     pub prefix: String,
+    /// The alarm journal's PostgreSQL connection string (feature
+    /// `postgres`): every event is recorded, and the state saved there is
+    /// restored at start, before any reading.
+    #[cfg(feature = "postgres")]
+    pub journal: Option<String>,
 }
 
 impl AlertConfig {
@@ -95,6 +101,8 @@ impl AlertConfig {
             credentials: None,
             inputs: Vec::new(),
             prefix: "shopfloor/alarms".into(),
+            #[cfg(feature = "postgres")]
+            journal: None,
         }
     }
 }
@@ -123,48 +131,6 @@ impl AlertDriver {
 
 fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
-}
-
-/// The JSON of an event.
-pub fn event_json(e: &Event) -> Json {
-    let mut j = json!({
-        "rule": e.key.rule, "source": e.key.source, "metric": e.key.metric,
-        "instance": e.instance, "time": e.time, "annunciate": e.annunciate,
-    });
-    let condition = |c: &Condition| match c {
-        Condition::Level(l) => l.code().to_owned(),
-        Condition::On => "ON".to_owned(),
-    };
-    let (name, extra) = match &e.kind {
-        EventKind::Raised { condition: c, priority, value } => {
-            ("raised", json!({"condition": condition(c), "priority": priority, "value": value}))
-        }
-        EventKind::Changed { condition: c, priority, value } => {
-            ("changed", json!({"condition": condition(c), "priority": priority, "value": value}))
-        }
-        EventKind::ReturnedToNormal { closed } => ("returned_to_normal", json!({"closed": closed})),
-        EventKind::Acknowledged { user, comment, closed } => {
-            ("acknowledged", json!({"user": user, "comment": comment, "closed": closed}))
-        }
-        EventKind::BadInput { reason } => ("bad_input", json!({"reason": reason})),
-        EventKind::InputRestored => ("input_restored", json!({})),
-        EventKind::Shelved { user, comment, until } => {
-            ("shelved", json!({"user": user, "comment": comment, "until": until}))
-        }
-        EventKind::Unshelved { user } => ("unshelved", json!({"user": user})),
-        EventKind::LatchReset { user } => ("latch_reset", json!({"user": user})),
-        EventKind::OutOfService { user, comment } => {
-            ("out_of_service", json!({"user": user, "comment": comment}))
-        }
-        EventKind::InService { user } => ("in_service", json!({"user": user})),
-        EventKind::Suppressed => ("suppressed", json!({})),
-        EventKind::Unsuppressed => ("unsuppressed", json!({})),
-    };
-    j["event"] = name.into();
-    if let (Some(o), Json::Object(x)) = (j.as_object_mut(), extra) {
-        o.extend(x);
-    }
-    j
 }
 
 #[derive(Deserialize)]
@@ -264,7 +230,73 @@ enum In {
     Message(Box<rumqttc::v5::mqttbytes::v5::Publish>),
 }
 
+/// Journal batches: events and the state after them.
+#[cfg(feature = "postgres")]
+type JournalTx = mpsc::UnboundedSender<(Vec<crate::engine::Event>, Vec<crate::engine::Persisted>)>;
+
+/// Connects the journal (retrying), restores the engine from it, and
+/// starts the task that writes to it.
+#[cfg(feature = "postgres")]
+async fn start_journal(url: &str, engine: &mut Engine) -> (JournalTx, JoinHandle<()>) {
+    use crate::journal::Journal;
+    let connect = |url: String| async move {
+        let mut failures = 0_u32;
+        loop {
+            match Journal::connect(&url).await {
+                Ok(j) => return j,
+                Err(e) => tracing::warn!("alarm journal: {e}; retrying"),
+            }
+            failures += 1;
+            tokio::time::sleep(Duration::from_millis(200 * u64::from(failures.min(10)))).await;
+        }
+    };
+    let mut journal = connect(url.to_owned()).await;
+    loop {
+        match journal.load_state().await {
+            Ok(saved) => {
+                let n = engine.restore(&saved);
+                tracing::info!(restored = n, "alarm state restored from the journal");
+                break;
+            }
+            Err(e) => {
+                tracing::warn!("alarm journal: {e}; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                journal = connect(url.to_owned()).await;
+            }
+        }
+    }
+    let (tx, mut rx) =
+        mpsc::unbounded_channel::<(Vec<crate::engine::Event>, Vec<crate::engine::Persisted>)>();
+    let url = url.to_owned();
+    let task = tokio::spawn(async move {
+        while let Some((events, state)) = rx.recv().await {
+            loop {
+                let result = match journal.record(&events).await {
+                    Ok(()) => journal.save_state(&state).await,
+                    Err(e) => Err(e),
+                };
+                match result {
+                    Ok(()) => break,
+                    Err(e) => {
+                        tracing::warn!("alarm journal: {e}; retrying");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        if journal.client().is_closed() {
+                            journal = connect(url.clone()).await;
+                        }
+                    }
+                }
+            }
+        }
+    });
+    (tx, task)
+}
+
 async fn run(mut engine: Engine, config: AlertConfig, mut stop: oneshot::Receiver<()>) -> Engine {
+    #[cfg(feature = "postgres")]
+    let journal = match &config.journal {
+        Some(url) => Some(start_journal(url, &mut engine).await),
+        None => None,
+    };
     let mut o = MqttOptions::new(&config.client_id, &config.host, config.port);
     o.set_keep_alive(Duration::from_secs(10));
     o.set_max_packet_size(Some(16 << 20));
@@ -384,6 +416,8 @@ async fn run(mut engine: Engine, config: AlertConfig, mut stop: oneshot::Receive
                 }
             },
         }
+        #[cfg(feature = "postgres")]
+        let mut recorded = Vec::new();
         while let Some(e) = engine.poll_event() {
             let key = e.key.clone();
             let _ = client
@@ -410,8 +444,20 @@ async fn run(mut engine: Engine, config: AlertConfig, mut stop: oneshot::Receive
                     format!("{}/state/{}/{}/{}", config.prefix, key.rule, key.source, key.metric);
                 let _ = client.publish(topic, QoS::AtLeastOnce, true, state.to_string()).await;
             }
+            #[cfg(feature = "postgres")]
+            recorded.push(e);
+        }
+        #[cfg(feature = "postgres")]
+        if let (Some((tx, _)), false) = (&journal, recorded.is_empty()) {
+            let _ = tx.send((recorded, engine.persisted()));
         }
     }
     events_task.abort();
+    #[cfg(feature = "postgres")]
+    if let Some((tx, task)) = journal {
+        // What is queued is written before the engine is handed back.
+        drop(tx);
+        let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
+    }
     engine
 }

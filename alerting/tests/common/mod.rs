@@ -1,0 +1,109 @@
+//! Helpers shared by the alerting integration tests.
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use rumqttc::v5::mqttbytes::QoS;
+use rumqttc::v5::mqttbytes::v5::{Packet, PublishProperties};
+use rumqttc::v5::{AsyncClient, Event, EventLoop, MqttOptions};
+use serde_json::Value;
+use shopfloor_schemas::{Batch, Codec, Reading, Timestamp};
+use shopfloor_testkit::Mosquitto;
+use tokio::time::{Instant, timeout};
+
+pub(crate) const RULES: &str = r#"
+[[rule]]
+name = "press-pressure"
+source = "plant1/press/*"
+metric = "pressure"
+[rule.limit]
+hh = { limit = 180.0, deadband = 2.0, priority = 900 }
+h = { limit = 160.0, deadband = 2.0 }
+"#;
+
+pub(crate) fn client(broker: &Mosquitto, id: &str) -> (AsyncClient, EventLoop) {
+    AsyncClient::new(MqttOptions::new(id, broker.host(), broker.port()), 100)
+}
+
+/// The next publish on `events` matching `pred`, within 10 s.
+pub(crate) async fn next(
+    events: &mut EventLoop,
+    pred: impl Fn(&str, &Value) -> bool,
+) -> (String, Value) {
+    timeout(Duration::from_secs(10), async {
+        loop {
+            if let Ok(Event::Incoming(Packet::Publish(p))) = events.poll().await {
+                let topic = String::from_utf8_lossy(&p.topic).into_owned();
+                let Ok(v) = serde_json::from_slice::<Value>(&p.payload) else { continue };
+                if pred(&topic, &v) {
+                    return (topic, v);
+                }
+            }
+        }
+    })
+    .await
+    .expect("the expected message within 10 s")
+}
+
+pub(crate) fn reading(value: f64) -> Vec<u8> {
+    Codec::Json
+        .encode_batch(&Batch::new("x").with(Reading::new("pressure", Timestamp::now(), value)))
+        .unwrap()
+}
+
+/// Sends `body` as a command with `operator/reply` as its response topic.
+pub(crate) async fn command(op: &AsyncClient, body: &str) {
+    let props = PublishProperties {
+        response_topic: Some("operator/reply".into()),
+        correlation_data: Some("test".into()),
+        ..Default::default()
+    };
+    op.publish_with_properties(
+        "shopfloor/alarms/command",
+        QoS::AtLeastOnce,
+        false,
+        body.to_owned(),
+        props,
+    )
+    .await
+    .unwrap();
+}
+
+/// An operator client subscribed to every alarm topic and its replies,
+/// once the driver answers commands (it subscribes to them last).
+pub(crate) async fn operator(broker: &Mosquitto, id: &str) -> (AsyncClient, EventLoop) {
+    let (op, mut events) = client(broker, id);
+    op.subscribe("shopfloor/alarms/#", QoS::AtLeastOnce).await.unwrap();
+    op.subscribe("operator/reply", QoS::AtLeastOnce).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        command(
+            &op,
+            r#"{"command":"unshelve","rule":"none","source":"none","metric":"none","user":"test"}"#,
+        )
+        .await;
+        let got = timeout(Duration::from_millis(300), async {
+            loop {
+                if let Ok(Event::Incoming(Packet::Publish(p))) = events.poll().await
+                    && p.topic.as_ref() == b"operator/reply"
+                {
+                    return serde_json::from_slice::<Value>(&p.payload).unwrap();
+                }
+            }
+        })
+        .await;
+        if let Ok(reply) = got {
+            assert_eq!(reply["ok"], false);
+            assert!(reply["error"].as_str().unwrap().contains("no alarm"), "{reply}");
+            return (op, events);
+        }
+        assert!(Instant::now() < deadline, "the alerting driver did not answer within 20 s");
+    }
+}
+
+/// A publisher of plain readings.
+pub(crate) fn gateway(broker: &Mosquitto, id: &str) -> AsyncClient {
+    let (feed, mut events) = client(broker, id);
+    tokio::spawn(async move { while events.poll().await.is_ok() {} });
+    feed
+}

@@ -1,0 +1,88 @@
+//! The alarm journal with real Mosquitto and PostgreSQL: every event is
+//! recorded with the operator's identity and comment, and an acknowledged
+//! alarm stays acknowledged across a restart of the alerting driver.
+
+mod common;
+
+use common::{RULES, command, gateway, next, operator, reading};
+use rumqttc::v5::mqttbytes::QoS;
+use shopfloor_alerting::mqtt::{AlertConfig, AlertDriver, Input};
+use shopfloor_alerting::{Engine, RuleSet};
+use shopfloor_schemas::{Codec, TopicTemplate, topic};
+use shopfloor_testkit::{Mosquitto, Postgres};
+
+fn config(broker: &Mosquitto, pg: &Postgres) -> AlertConfig {
+    let mut c = AlertConfig::new(broker.host(), broker.port(), "alertd");
+    c.inputs = vec![Input::Plain {
+        template: TopicTemplate::parse(topic::defaults::READINGS).unwrap(),
+        codec: Codec::Json,
+    }];
+    c.journal = Some(pg.connection_string());
+    c
+}
+
+/// event, condition, user, comment.
+type JournalRow = (String, Option<String>, Option<String>, Option<String>);
+
+fn engine() -> Engine {
+    Engine::new(RuleSet::from_toml(RULES, "rules.toml").unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_journal_records_events_and_acknowledgements_survive_a_restart() {
+    let broker = Mosquitto::start().expect("start mosquitto (apt-get install -y mosquitto)");
+    let pg = Postgres::start().expect("start postgresql (apt-get install -y postgresql)");
+    let driver = AlertDriver::spawn(engine(), config(&broker, &pg));
+    let (op, mut op_events) = operator(&broker, "operator").await;
+    let feed = gateway(&broker, "gateway");
+    let topic = "shopfloor/plant1/press/m1/pressure";
+    feed.publish(topic, QoS::AtLeastOnce, false, reading(170.0)).await.unwrap();
+    next(&mut op_events, |t, v| t == "shopfloor/alarms/events" && v["event"] == "raised").await;
+    let ack = r#"{"command":"acknowledge","rule":"press-pressure","source":"plant1/press/m1","metric":"pressure","user":"jane","comment":"valve closed"}"#;
+    command(&op, ack).await;
+    let (_, reply) = next(&mut op_events, |t, _| t == "operator/reply").await;
+    assert_eq!(reply["ok"], true);
+    // The driver writes what is queued before it hands the engine back.
+    driver.shutdown().await.unwrap();
+
+    let (client, conn) =
+        tokio_postgres::connect(&pg.connection_string(), tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(conn);
+    let journal: Vec<JournalRow> = client
+        .query(
+            "SELECT event, condition, user_name, comment FROM shopfloor.alarm_journal ORDER BY id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+        .collect();
+    assert_eq!(
+        journal,
+        [
+            ("raised".into(), Some("H".into()), None, None),
+            ("acknowledged".into(), None, Some("jane".into()), Some("valve closed".into())),
+        ]
+    );
+
+    // A new process: the alarm is still active and acknowledged, so the
+    // same breach announces nothing, and acknowledging again is refused.
+    let driver = AlertDriver::spawn(engine(), config(&broker, &pg));
+    let (op, mut op_events) = operator(&broker, "operator-2").await;
+    feed.publish(topic, QoS::AtLeastOnce, false, reading(171.0)).await.unwrap();
+    command(&op, ack).await;
+    let (_, refused) = next(&mut op_events, |t, _| t == "operator/reply").await;
+    assert_eq!(refused["ok"], false, "{refused}");
+    assert!(refused["error"].as_str().unwrap().contains("not unacknowledged"), "{refused}");
+    // Back to normal: the restored instance closes (it was acknowledged).
+    feed.publish(topic, QoS::AtLeastOnce, false, reading(100.0)).await.unwrap();
+    let (_, rtn) =
+        next(&mut op_events, |t, v| t == "shopfloor/alarms/events" && v["event"] != "acknowledged")
+            .await;
+    assert_eq!(
+        (rtn["event"].as_str(), rtn["closed"].as_bool()),
+        (Some("returned_to_normal"), Some(true))
+    );
+    driver.shutdown().await.unwrap();
+}
