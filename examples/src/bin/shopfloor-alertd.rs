@@ -1,0 +1,200 @@
+//! The alarm daemon: readings from MQTT, alarms to MQTT and the journal.
+//! See `--help`.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use serde::Deserialize;
+use shopfloor_alerting::mqtt::{AlertConfig, AlertDriver, Input};
+use shopfloor_alerting::{Engine, RuleSet};
+use shopfloor_schemas::{TopicTemplate, topic};
+use shopfloor_sparkplug::HostConfig;
+
+const HELP: &str = "\
+shopfloor-alertd: alarms from MQTT readings (plain topics and Sparkplug B),
+with the ISA-18.2 lifecycle, to MQTT and an alarm journal in PostgreSQL
+
+USAGE:
+    shopfloor-alertd --config FILE                 run until Ctrl-C / SIGTERM
+    shopfloor-alertd --config FILE --check-config  check the file and its rules, and exit
+
+Logs go to stderr, filtered by RUST_LOG (default: info).
+
+THE FILE:
+    [mqtt]
+    host = \"127.0.0.1\"
+    port = 1883
+    client_id = \"alertd\"
+    username = \"alertd\"            # optional; the password from
+    password_file = \"/etc/shopfloor/mqtt.pass\"   # a file, or SHOPFLOOR_MQTT_PASSWORD
+
+    [alerting]
+    rules = \"rules.toml\"           # relative to this file; the format: the
+                                   # shopfloor-alerting crate's `rules` module
+    prefix = \"shopfloor/alarms\"    # events, state/…, command, reply
+    plain = true                   # shopfloor/{site}/{area}/{machine}/{sensor}
+    # template = \"shopfloor/{site}/{area}/{machine}/{sensor}\"
+    # codec = \"json\"               # when a message has no content type
+    sparkplug = true               # spBv1.0/#
+
+    [journal]                      # optional: every event, and the state
+    connection = \"host=127.0.0.1 user=shopfloor dbname=shopfloor\"   # kept over restarts
+
+EXAMPLES:
+    shopfloor-alertd --config alertd.toml --check-config
+    RUST_LOG=debug shopfloor-alertd --config alertd.toml
+";
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Mqtt {
+    #[serde(default = "localhost")]
+    host: String,
+    #[serde(default = "mqtt_port")]
+    port: u16,
+    #[serde(default = "alertd")]
+    client_id: String,
+    username: Option<String>,
+    password_file: Option<PathBuf>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Alerting {
+    rules: PathBuf,
+    prefix: Option<String>,
+    #[serde(default)]
+    plain: bool,
+    template: Option<String>,
+    codec: Option<String>,
+    #[serde(default)]
+    sparkplug: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Journal {
+    connection: String,
+}
+
+fn localhost() -> String {
+    "127.0.0.1".into()
+}
+const fn mqtt_port() -> u16 {
+    1883
+}
+fn alertd() -> String {
+    "alertd".into()
+}
+
+#[derive(Deserialize)]
+struct File {
+    mqtt: Option<Mqtt>,
+    alerting: Option<Alerting>,
+    journal: Option<Journal>,
+    #[serde(flatten)]
+    _others: std::collections::BTreeMap<String, toml::Value>,
+}
+
+fn config(path: &Path) -> anyhow::Result<(RuleSet, AlertConfig)> {
+    let where_ = path.display();
+    let file: File = shopfloor_examples::read_toml(path)?;
+    let mqtt =
+        file.mqtt.with_context(|| format!("{where_}: no [mqtt] section; add host and port"))?;
+    let a = file.alerting.with_context(|| {
+        format!("{where_}: no [alerting] section; add rules = \"rules.toml\" and plain or sparkplug = true")
+    })?;
+    let rules_path = path.parent().unwrap_or_else(|| Path::new(".")).join(&a.rules);
+    let rules = RuleSet::load(&rules_path)?;
+    if rules.rules.is_empty() {
+        bail!("{}: no [[rule]]: nothing to watch", rules_path.display());
+    }
+    let mut c = AlertConfig::new(mqtt.host, mqtt.port, mqtt.client_id);
+    if let Some(user) = mqtt.username {
+        let pass = shopfloor_examples::mqtt_password(mqtt.password_file.as_deref(), path)?
+            .unwrap_or_default();
+        c.credentials = Some((user, pass));
+    }
+    if let Some(p) = a.prefix {
+        if p.is_empty() || p.contains(['+', '#']) || p.ends_with('/') {
+            bail!("{where_}: alerting.prefix = {p:?}: a topic prefix without + # or a trailing /");
+        }
+        c.prefix = p;
+    }
+    if a.plain {
+        let template = a.template.as_deref().unwrap_or(topic::defaults::READINGS);
+        let template = TopicTemplate::parse(template)
+            .map_err(|e| anyhow::anyhow!("{where_}: alerting.template: {e}"))?;
+        let codec = shopfloor_examples::codec(
+            a.codec.as_deref().unwrap_or("json"),
+            "alerting.codec",
+            path,
+        )?;
+        c.inputs.push(Input::Plain { template, codec });
+    }
+    if a.sparkplug {
+        let mut host = HostConfig::new("shopfloor-alertd");
+        host.publish_state = false;
+        c.inputs.push(Input::Sparkplug { host });
+    }
+    if c.inputs.is_empty() {
+        bail!(
+            "{where_}: [alerting] has neither plain = true nor sparkplug = true: nothing to read"
+        );
+    }
+    if let Some(j) = file.journal {
+        let mut url = j.connection;
+        if let Ok(p) = std::env::var("SHOPFLOOR_PG_PASSWORD") {
+            url.push_str(&format!(" password='{}'", p.replace('\\', "\\\\").replace('\'', "\\'")));
+        }
+        c.journal = Some(url);
+    }
+    Ok((rules, c))
+}
+
+fn main() -> std::process::ExitCode {
+    shopfloor_examples::exit(real_main())
+}
+
+fn real_main() -> anyhow::Result<()> {
+    let (mut path, mut check) = (None, false);
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--config" => {
+                path =
+                    Some(PathBuf::from(args.next().context("--config needs a file; see --help")?))
+            }
+            "--check-config" => check = true,
+            "-h" | "--help" => {
+                print!("{HELP}");
+                return Ok(());
+            }
+            other => bail!("unknown argument {other:?}; see --help"),
+        }
+    }
+    let path = path.context("--config FILE is required; see --help")?;
+    let (rules, c) = config(&path)?;
+    if check {
+        println!(
+            "{}: valid: {} rules, {} inputs, MQTT {}:{}, journal {}",
+            path.display(),
+            rules.rules.len(),
+            c.inputs.len(),
+            c.host,
+            c.port,
+            if c.journal.is_some() { "on" } else { "off" }
+        );
+        return Ok(());
+    }
+    shopfloor_examples::init_logging();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async move {
+        tracing::info!(rules = rules.rules.len(), "alerting starting");
+        let driver = AlertDriver::spawn(Engine::new(rules), c);
+        shopfloor_examples::wait_for_stop().await?;
+        tokio::time::timeout(Duration::from_secs(10), driver.shutdown()).await.ok();
+        Ok(())
+    })
+}

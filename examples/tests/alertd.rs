@@ -1,0 +1,125 @@
+//! `shopfloor-alertd` as a process: its configuration checked with errors
+//! naming the rule file, rule and key; a breach published to MQTT raised as
+//! an event and journaled; SIGTERM stops it cleanly.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rumqttc::v5::mqttbytes::QoS;
+use rumqttc::v5::mqttbytes::v5::Packet;
+use rumqttc::v5::{AsyncClient, Event, MqttOptions};
+use shopfloor_schemas::{Batch, Codec, Reading, Timestamp};
+use shopfloor_testkit::{Mosquitto, Postgres};
+use tokio_postgres::NoTls;
+
+const BIN: &str = env!("CARGO_BIN_EXE_shopfloor-alertd");
+
+const RULES: &str = r#"
+[[rule]]
+name = "press-pressure"
+source = "plant1/press/*"
+metric = "pressure"
+limit = { hh = { limit = 180.0 }, h = { limit = 160.0 } }
+"#;
+
+fn write(dir: &std::path::Path, config: &str, rules: &str) -> std::path::PathBuf {
+    std::fs::write(dir.join("rules.toml"), rules).unwrap();
+    let path = dir.join("alertd.toml");
+    std::fs::write(&path, config).unwrap();
+    path
+}
+
+#[test]
+fn check_config_names_the_rule_file_the_rule_and_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = "[mqtt]\nport = 1883\n[alerting]\nrules = \"rules.toml\"\nplain = true\n";
+    let path = write(dir.path(), config, RULES);
+    let out = Command::new(BIN).arg("--config").arg(&path).arg("--check-config").output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("valid: 1 rules"));
+
+    let broken = RULES.replace("hh = { limit = 180.0 }", "hh = { limit = 150.0 }");
+    let path = write(dir.path(), config, &broken);
+    let out = Command::new(BIN).arg("--config").arg(&path).arg("--check-config").output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("rules.toml: rule \"press-pressure\": limit: HH (150) must be above H (160)"),
+        "{err}"
+    );
+    let out = Command::new(BIN).arg("--help").output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("--check-config"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_breach_is_raised_journaled_and_sigterm_stops_cleanly() {
+    let broker = Mosquitto::start().expect("start mosquitto (apt-get install -y mosquitto)");
+    let pg = Postgres::start().expect("start postgresql (apt-get install -y postgresql)");
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        "[mqtt]\nhost = \"{}\"\nport = {}\n[alerting]\nrules = \"rules.toml\"\nplain = true\n\
+         [journal]\nconnection = \"{}\"\n",
+        broker.host(),
+        broker.port(),
+        pg.connection_string()
+    );
+    let path = write(dir.path(), &config, RULES);
+    let mut daemon = Command::new(BIN)
+        .arg("--config")
+        .arg(&path)
+        .stdin(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start shopfloor-alertd");
+
+    let (c, mut events) =
+        AsyncClient::new(MqttOptions::new("watcher", broker.host(), broker.port()), 100);
+    c.subscribe("shopfloor/alarms/events", QoS::AtLeastOnce).await.unwrap();
+    let breach = Codec::Json
+        .encode_batch(&Batch::new("x").with(Reading::new("pressure", Timestamp::now(), 185.0)))
+        .unwrap();
+    // Published until the daemon, once subscribed, raises it.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let raised = loop {
+        c.publish("shopfloor/plant1/press/m1/pressure", QoS::AtLeastOnce, false, breach.clone())
+            .await
+            .unwrap();
+        let got = tokio::time::timeout(Duration::from_millis(300), async {
+            loop {
+                if let Ok(Event::Incoming(Packet::Publish(p))) = events.poll().await {
+                    return serde_json::from_slice::<serde_json::Value>(&p.payload).unwrap();
+                }
+            }
+        })
+        .await;
+        if let Ok(ev) = got {
+            break ev;
+        }
+        assert!(Instant::now() < deadline, "no alarm event within 30 s");
+    };
+    assert_eq!(
+        (raised["event"].as_str(), raised["condition"].as_str()),
+        (Some("raised"), Some("HH"))
+    );
+
+    // SIGTERM: a clean exit, with the journal written.
+    // SAFETY: a plain kill(2) on our own child.
+    unsafe { libc::kill(daemon.id() as libc::pid_t, libc::SIGTERM) };
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let status = loop {
+        if let Some(s) = daemon.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "shopfloor-alertd did not stop within 15 s of SIGTERM");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status.success(), "{status}");
+    let (client, conn) = tokio_postgres::connect(&pg.connection_string(), NoTls).await.unwrap();
+    tokio::spawn(conn);
+    let n: i64 = client
+        .query_one("SELECT count(*) FROM shopfloor.alarm_journal WHERE event = 'raised'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 1);
+}
