@@ -16,13 +16,7 @@ use tokio::time::Instant;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_breach_becomes_an_event_state_and_an_acknowledgement() {
     let broker = Mosquitto::start().expect("start mosquitto (apt-get install -y mosquitto)");
-    let mut config = AlertConfig::new(broker.host(), broker.port(), "alertd");
-    config.inputs = vec![Input::Plain {
-        template: TopicTemplate::parse(topic::defaults::READINGS).unwrap(),
-        codec: Codec::Json,
-    }];
-    let engine = Engine::new(RuleSet::from_toml(RULES, "rules.toml").unwrap());
-    let driver = AlertDriver::spawn(engine, config);
+    let driver = driver(&broker, RULES, "alertd");
 
     let (op, mut op_events) = operator(&broker, "operator").await;
 
@@ -80,4 +74,104 @@ async fn a_breach_becomes_an_event_state_and_an_acknowledgement() {
 
     let engine = driver.shutdown().await.expect("the engine back");
     assert_eq!(engine.persisted().len(), 1, "the acknowledged alarm, still active");
+}
+
+const SILENCE_AND_FLOOD: &str = r#"
+[[rule]]
+name = "temp-silent"
+source = "plant1/oven/*"
+metric = "temp"
+stale = { interval_s = 0.3, factor = 3 }
+
+[[rule]]
+name = "level-high"
+source = "plant1/tank/*"
+metric = "level"
+limit = { h = { limit = 90.0 } }
+"#;
+
+fn driver(broker: &Mosquitto, rules: &str, id: &str) -> AlertDriver {
+    let mut config = AlertConfig::new(broker.host(), broker.port(), id);
+    config.inputs = vec![Input::Plain {
+        template: TopicTemplate::parse(topic::defaults::READINGS).unwrap(),
+        codec: Codec::Json,
+    }];
+    AlertDriver::spawn(Engine::new(RuleSet::from_toml(rules, "rules.toml").unwrap()), config)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_sensor_raises_stale_in_time_and_stays_raised() {
+    let broker = Mosquitto::start().expect("start mosquitto (apt-get install -y mosquitto)");
+    let d = driver(&broker, SILENCE_AND_FLOOD, "alertd-stale");
+    let (_op, mut op_events) = operator(&broker, "operator").await;
+    let feed = gateway(&broker, "oven");
+    let last = Instant::now();
+    feed.publish(
+        "shopfloor/plant1/oven/o1/temp",
+        QoS::AtLeastOnce,
+        false,
+        common::reading_of("temp", 210.0),
+    )
+    .await
+    .unwrap();
+    let (_, stale) = next(&mut op_events, |t, v| {
+        t == "shopfloor/alarms/events" && v["rule"] == "temp-silent" && v["event"] == "raised"
+    })
+    .await;
+    let after = last.elapsed();
+    println!(
+        "stale raised {:.2} s after the last sample (limit 3 × 0.3 s + 1 s)",
+        after.as_secs_f64()
+    );
+    assert!(after <= std::time::Duration::from_millis(1900), "{after:?}");
+    assert_eq!(stale["source"], "plant1/oven/o1");
+    // Silence is never a return to normal: nothing more for this alarm
+    // until a sample comes.
+    let more = tokio::time::timeout(
+        std::time::Duration::from_secs(2),
+        next(&mut op_events, |t, v| t == "shopfloor/alarms/events" && v["rule"] == "temp-silent"),
+    )
+    .await;
+    assert!(more.is_err(), "an event while silent: {more:?}");
+    feed.publish(
+        "shopfloor/plant1/oven/o1/temp",
+        QoS::AtLeastOnce,
+        false,
+        common::reading_of("temp", 211.0),
+    )
+    .await
+    .unwrap();
+    let (_, back) =
+        next(&mut op_events, |t, v| t == "shopfloor/alarms/events" && v["rule"] == "temp-silent")
+            .await;
+    assert_eq!(back["event"], "returned_to_normal");
+    d.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_raises_the_meta_alarm() {
+    let broker = Mosquitto::start().expect("start mosquitto (apt-get install -y mosquitto)");
+    let d = driver(&broker, SILENCE_AND_FLOOD, "alertd-flood");
+    let (_op, mut op_events) = operator(&broker, "operator").await;
+    let feed = gateway(&broker, "tanks");
+    // Eleven tanks overflow: more than 10 activations in 10 min.
+    for tank in 0..11 {
+        feed.publish(
+            format!("shopfloor/plant1/tank/t{tank}/level"),
+            QoS::AtLeastOnce,
+            false,
+            common::reading_of("level", 95.0),
+        )
+        .await
+        .unwrap();
+    }
+    let (_, flood) =
+        next(&mut op_events, |t, v| t == "shopfloor/alarms/events" && v["rule"] == "alarm-flood")
+            .await;
+    assert_eq!(
+        (flood["event"].as_str(), flood["source"].as_str()),
+        (Some("raised"), Some("plant"))
+    );
+    assert_eq!(flood["value"], 11.0);
+    d.shutdown().await.unwrap();
 }

@@ -45,10 +45,15 @@ pub(crate) async fn next(
     .expect("the expected message within 10 s")
 }
 
-pub(crate) fn reading(value: f64) -> Vec<u8> {
+/// A JSON batch of one reading of `metric`, timestamped now.
+pub(crate) fn reading_of(metric: &str, value: f64) -> Vec<u8> {
     Codec::Json
-        .encode_batch(&Batch::new("x").with(Reading::new("pressure", Timestamp::now(), value)))
+        .encode_batch(&Batch::new("x").with(Reading::new(metric, Timestamp::now(), value)))
         .unwrap()
+}
+
+pub(crate) fn reading(value: f64) -> Vec<u8> {
+    reading_of("pressure", value)
 }
 
 /// Sends `body` as a command with `operator/reply` as its response topic.
