@@ -86,3 +86,47 @@ pub fn codec(
         ),
     })
 }
+
+/// serde default for an MQTT host: `127.0.0.1`.
+pub fn localhost() -> String {
+    "127.0.0.1".into()
+}
+
+/// serde default for an MQTT port: 1883.
+pub const fn mqtt_port() -> u16 {
+    1883
+}
+
+/// What `--config FILE [--check-config]` asked for.
+#[derive(Debug)]
+pub struct ConfigArgs {
+    /// The file.
+    pub config: std::path::PathBuf,
+    /// Check it and exit.
+    pub check: bool,
+}
+
+/// Parses `--config FILE`, `--check-config` and `--help` (which prints
+/// `help` and gives `None`); anything else is an error naming it.
+pub fn config_args(help: &str) -> anyhow::Result<Option<ConfigArgs>> {
+    use anyhow::Context as _;
+    let (mut config, mut check) = (None, false);
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--config" => {
+                config = Some(std::path::PathBuf::from(
+                    args.next().context("--config needs a file; see --help")?,
+                ));
+            }
+            "--check-config" => check = true,
+            "-h" | "--help" => {
+                print!("{help}");
+                return Ok(None);
+            }
+            other => anyhow::bail!("unknown argument {other:?}; see --help"),
+        }
+    }
+    let config = config.context("--config FILE is required; see --help")?;
+    Ok(Some(ConfigArgs { config, check }))
+}

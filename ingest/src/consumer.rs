@@ -589,6 +589,7 @@ async fn run(
             },
             () = due => {}
             done = front => {
+                // This branch only completes when `front` had a ticket.
                 let f = in_flight.pop_front().expect("a ticket resolved");
                 let written = match done {
                     Ok(w) => w,

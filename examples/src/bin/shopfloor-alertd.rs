@@ -49,9 +49,9 @@ EXAMPLES:
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Mqtt {
-    #[serde(default = "localhost")]
+    #[serde(default = "shopfloor_examples::localhost")]
     host: String,
-    #[serde(default = "mqtt_port")]
+    #[serde(default = "shopfloor_examples::mqtt_port")]
     port: u16,
     #[serde(default = "alertd")]
     client_id: String,
@@ -78,12 +78,6 @@ struct Journal {
     connection: String,
 }
 
-fn localhost() -> String {
-    "127.0.0.1".into()
-}
-const fn mqtt_port() -> u16 {
-    1883
-}
 fn alertd() -> String {
     "alertd".into()
 }
@@ -158,23 +152,8 @@ fn main() -> std::process::ExitCode {
 }
 
 fn real_main() -> anyhow::Result<()> {
-    let (mut path, mut check) = (None, false);
-    let mut args = std::env::args().skip(1);
-    while let Some(a) = args.next() {
-        match a.as_str() {
-            "--config" => {
-                path =
-                    Some(PathBuf::from(args.next().context("--config needs a file; see --help")?))
-            }
-            "--check-config" => check = true,
-            "-h" | "--help" => {
-                print!("{HELP}");
-                return Ok(());
-            }
-            other => bail!("unknown argument {other:?}; see --help"),
-        }
-    }
-    let path = path.context("--config FILE is required; see --help")?;
+    let Some(args) = shopfloor_examples::config_args(HELP)? else { return Ok(()) };
+    let (path, check) = (args.config, args.check);
     let (rules, c) = config(&path)?;
     if check {
         println!(

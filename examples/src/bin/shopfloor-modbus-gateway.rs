@@ -72,9 +72,9 @@ EXAMPLES:
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Mqtt {
-    #[serde(default = "localhost")]
+    #[serde(default = "shopfloor_examples::localhost")]
     host: String,
-    #[serde(default = "mqtt_port")]
+    #[serde(default = "shopfloor_examples::mqtt_port")]
     port: u16,
     client_id: Option<String>,
     #[serde(default = "v5")]
@@ -83,12 +83,6 @@ struct Mqtt {
     password_file: Option<PathBuf>,
 }
 
-fn localhost() -> String {
-    "127.0.0.1".into()
-}
-const fn mqtt_port() -> u16 {
-    1883
-}
 fn v5() -> String {
     "5".into()
 }
