@@ -261,6 +261,29 @@ pub struct Persisted {
     pub latched: bool,
 }
 
+/// One alarm as sinks and displays see it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AlarmView {
+    /// Which.
+    pub key: AlarmKey,
+    /// Its state.
+    pub state: AlarmState,
+    /// Its priority now (the active level's, else the rule's).
+    pub priority: u16,
+    /// The rule's area.
+    pub area: String,
+    /// The rule's class.
+    pub class: String,
+    /// The rule's message with `{source}`, `{metric}`, `{level}`, `{value}`
+    /// filled in (`{unit}` is left empty: units live in the catalogue).
+    pub message: String,
+    /// The last value seen.
+    pub value: Option<f64>,
+    /// Whether people should be told about it now (not shelved, out of
+    /// service or suppressed).
+    pub annunciate: bool,
+}
+
 /// The public state of one alarm.
 #[derive(Clone, Debug, PartialEq)]
 pub struct AlarmState {
@@ -465,6 +488,54 @@ impl Engine {
             engine.areas.push(Area { name, recent: VecDeque::new(), flood });
         }
         engine
+    }
+
+    /// The alarm as sinks and displays see it.
+    pub fn view(&self, key: &AlarmKey) -> Option<AlarmView> {
+        let &i = self.index.get(key)?;
+        let a = &self.alarms[i];
+        let rule = &self.rules.rules[a.rule];
+        let state = self.state(key)?;
+        let priority = match (state.active, &rule.kind) {
+            (Some(Condition::Level(l)), Kind::Limit { limits, .. }) => {
+                limits.level(l).map_or(rule.priority, |lv| lv.priority)
+            }
+            _ => rule.priority,
+        };
+        let level = match state.active {
+            Some(Condition::Level(l)) => l.code(),
+            Some(Condition::On) => "ON",
+            None => "normal",
+        };
+        let value = a.last_value.map_or_else(String::new, |v| v.to_string());
+        let message = rule
+            .message
+            .replace("{source}", &a.key.source)
+            .replace("{metric}", &a.key.metric)
+            .replace("{level}", level)
+            .replace("{value}", &value)
+            .replace("{unit}", "")
+            .trim()
+            .to_owned();
+        Some(AlarmView {
+            key: a.key.clone(),
+            priority,
+            area: rule.area.clone(),
+            class: rule.class.clone(),
+            message,
+            value: a.last_value,
+            annunciate: a.shelved.is_none() && !a.out_of_service && !state.suppressed,
+            state,
+        })
+    }
+
+    /// Every alarm that is active now, as sinks see it.
+    pub fn active(&self) -> Vec<AlarmView> {
+        self.alarms
+            .iter()
+            .filter(|a| a.delay.output().is_some() || a.latched.is_some())
+            .filter_map(|a| self.view(&a.key))
+            .collect()
     }
 
     /// Every alarm not in its quiet state (active, unacknowledged, shelved,

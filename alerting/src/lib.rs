@@ -1,6 +1,8 @@
 #![doc = include_str!("../README.md")]
 #![forbid(unsafe_code)]
 
+#[cfg(feature = "alertmanager")]
+pub mod alertmanager;
 pub mod delay;
 pub mod detect;
 pub mod engine;

@@ -89,6 +89,13 @@ pub struct AlertConfig {
     /// restored at start, before any reading.
     #[cfg(feature = "postgres")]
     pub journal: Option<String>,
+    /// Alertmanager base URLs (feature `alertmanager`; an HA list gets
+    /// every alert): `http://127.0.0.1:9093`.
+    #[cfg(feature = "alertmanager")]
+    pub alertmanagers: Vec<String>,
+    /// How often firing alerts are sent again (with `endsAt` 4 × later).
+    #[cfg(feature = "alertmanager")]
+    pub resend: Duration,
 }
 
 impl AlertConfig {
@@ -103,6 +110,10 @@ impl AlertConfig {
             prefix: "shopfloor/alarms".into(),
             #[cfg(feature = "postgres")]
             journal: None,
+            #[cfg(feature = "alertmanager")]
+            alertmanagers: Vec::new(),
+            #[cfg(feature = "alertmanager")]
+            resend: Duration::from_secs(60),
         }
     }
 }
@@ -291,7 +302,31 @@ async fn start_journal(url: &str, engine: &mut Engine) -> (JournalTx, JoinHandle
     (tx, task)
 }
 
+/// Posts alert lists to the Alertmanagers from a blocking thread, in order.
+#[cfg(feature = "alertmanager")]
+fn start_alertmanager(urls: Vec<String>) -> mpsc::UnboundedSender<serde_json::Value> {
+    let (tx, mut rx) = mpsc::unbounded_channel::<serde_json::Value>();
+    tokio::spawn(async move {
+        while let Some(alerts) = rx.recv().await {
+            let urls = urls.clone();
+            let errors =
+                tokio::task::spawn_blocking(move || crate::alertmanager::post(&urls, &alerts))
+                    .await
+                    .unwrap_or_default();
+            for e in errors {
+                tracing::warn!("Alertmanager: {e}");
+            }
+        }
+    });
+    tx
+}
+
 async fn run(mut engine: Engine, config: AlertConfig, mut stop: oneshot::Receiver<()>) -> Engine {
+    #[cfg(feature = "alertmanager")]
+    let alertmanager = (!config.alertmanagers.is_empty())
+        .then(|| start_alertmanager(config.alertmanagers.clone()));
+    #[cfg(feature = "alertmanager")]
+    let mut resend = tokio::time::interval(config.resend.max(Duration::from_secs(1)));
     #[cfg(feature = "postgres")]
     let journal = match &config.journal {
         Some(url) => Some(start_journal(url, &mut engine).await),
@@ -376,8 +411,33 @@ async fn run(mut engine: Engine, config: AlertConfig, mut stop: oneshot::Receive
                 None => std::future::pending().await,
             }
         };
+        #[cfg(feature = "alertmanager")]
+        let resend_tick = async {
+            match &alertmanager {
+                Some(_) => {
+                    resend.tick().await;
+                }
+                None => std::future::pending().await,
+            }
+        };
+        #[cfg(not(feature = "alertmanager"))]
+        let resend_tick = std::future::pending::<()>();
         tokio::select! {
             _ = &mut stop => break,
+            () = resend_tick => {
+                #[cfg(feature = "alertmanager")]
+                if let Some(tx) = &alertmanager {
+                    let now = now_ms();
+                    let mut alerts: Vec<serde_json::Value> = engine
+                        .active()
+                        .iter()
+                        .filter(|v| v.annunciate)
+                        .map(|v| crate::alertmanager::alert(v, now, config.resend))
+                        .collect();
+                    alerts.push(crate::alertmanager::watchdog(now, config.resend));
+                    let _ = tx.send(serde_json::Value::Array(alerts));
+                }
+            }
             () = timer => engine.handle_timeout(now_ms()),
             m = rx.recv() => match m {
                 None => break,
@@ -418,8 +478,14 @@ async fn run(mut engine: Engine, config: AlertConfig, mut stop: oneshot::Receive
         }
         #[cfg(feature = "postgres")]
         let mut recorded = Vec::new();
+        #[cfg(feature = "alertmanager")]
+        let mut changed: Vec<AlarmKey> = Vec::new();
         while let Some(e) = engine.poll_event() {
             let key = e.key.clone();
+            #[cfg(feature = "alertmanager")]
+            if !changed.contains(&key) {
+                changed.push(key.clone());
+            }
             let _ = client
                 .publish(
                     format!("{}/events", config.prefix),
@@ -446,6 +512,16 @@ async fn run(mut engine: Engine, config: AlertConfig, mut stop: oneshot::Receive
             }
             #[cfg(feature = "postgres")]
             recorded.push(e);
+        }
+        #[cfg(feature = "alertmanager")]
+        if let (Some(tx), false) = (&alertmanager, changed.is_empty()) {
+            let now = now_ms();
+            let alerts: Vec<serde_json::Value> = changed
+                .iter()
+                .filter_map(|k| engine.view(k))
+                .map(|v| crate::alertmanager::alert(&v, now, config.resend))
+                .collect();
+            let _ = tx.send(serde_json::Value::Array(alerts));
         }
         #[cfg(feature = "postgres")]
         if let (Some((tx, _)), false) = (&journal, recorded.is_empty()) {

@@ -29,6 +29,33 @@ impl Timestamp {
     /// The Unix epoch, 1970-01-01T00:00:00Z.
     pub const UNIX_EPOCH: Self = Self(0);
 
+    /// The UTC calendar date, `(year, month, day)` (proleptic Gregorian).
+    pub fn utc_date(self) -> (i64, u32, u32) {
+        // Howard Hinnant's civil_from_days.
+        let z = (self.0 / 86_400_000) as i64 + 719_468;
+        let era = z.div_euclid(146_097);
+        let doe = z.rem_euclid(146_097);
+        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+        let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+        (yoe + era * 400 + i64::from(m <= 2), m, d)
+    }
+
+    /// RFC 3339 in UTC with milliseconds: `2026-11-27T08:30:00.123Z`.
+    pub fn to_rfc3339(self) -> String {
+        let (y, m, d) = self.utc_date();
+        let ms_of_day = self.0 % 86_400_000;
+        let (h, min, s, ms) = (
+            ms_of_day / 3_600_000,
+            ms_of_day / 60_000 % 60,
+            ms_of_day / 1000 % 60,
+            ms_of_day % 1000,
+        );
+        format!("{y:04}-{m:02}-{d:02}T{h:02}:{min:02}:{s:02}.{ms:03}Z")
+    }
+
     /// A timestamp from milliseconds since the Unix epoch.
     pub const fn from_unix_ms(ms: u64) -> Self {
         Self(ms)

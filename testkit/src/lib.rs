@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 #![deny(missing_docs)]
 
+mod alertmanager;
 mod error;
 mod mosquitto;
 mod pki;
@@ -10,6 +11,7 @@ mod proxy;
 mod python;
 mod serial;
 
+pub use alertmanager::Alertmanager;
 pub use error::Error;
 pub use mosquitto::{Mosquitto, MosquittoBuilder};
 pub use pki::Pki;

@@ -41,6 +41,10 @@ THE FILE:
     [journal]                      # optional: every event, and the state
     connection = \"host=127.0.0.1 user=shopfloor dbname=shopfloor\"   # kept over restarts
 
+    [alertmanager]                 # optional: firing alarms as alerts (API v2)
+    urls = [\"http://127.0.0.1:9093\"]   # an HA list gets every alert
+    resend_s = 60                  # endsAt = now + 4 × this; a Watchdog always fires
+
 EXAMPLES:
     shopfloor-alertd --config alertd.toml --check-config
     RUST_LOG=debug shopfloor-alertd --config alertd.toml
@@ -78,6 +82,13 @@ struct Journal {
     connection: String,
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Alertmanager {
+    urls: Vec<String>,
+    resend_s: Option<u64>,
+}
+
 fn alertd() -> String {
     "alertd".into()
 }
@@ -87,6 +98,7 @@ struct File {
     mqtt: Option<Mqtt>,
     alerting: Option<Alerting>,
     journal: Option<Journal>,
+    alertmanager: Option<Alertmanager>,
     #[serde(flatten)]
     _others: std::collections::BTreeMap<String, toml::Value>,
 }
@@ -143,6 +155,17 @@ fn config(path: &Path) -> anyhow::Result<(RuleSet, AlertConfig)> {
             url.push_str(&format!(" password='{}'", p.replace('\\', "\\\\").replace('\'', "\\'")));
         }
         c.journal = Some(url);
+    }
+    if let Some(am) = file.alertmanager {
+        for url in &am.urls {
+            if !url.starts_with("http://") {
+                bail!(
+                    "{where_}: alertmanager.urls: {url:?}: give http://host:port (TLS is not supported yet)"
+                );
+            }
+        }
+        c.alertmanagers = am.urls;
+        c.resend = Duration::from_secs(am.resend_s.unwrap_or(60).max(1));
     }
     Ok((rules, c))
 }

@@ -1,0 +1,75 @@
+//! A breach published to MQTT shows up in a real Alertmanager's
+//! `/api/v2/alerts` (Debian's prometheus-alertmanager, group_wait 1 s),
+//! with the Watchdog, and a return to normal resolves it there.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{RULES, gateway, next, operator, reading};
+use rumqttc::v5::mqttbytes::QoS;
+use serde_json::Value;
+use shopfloor_alerting::mqtt::{AlertConfig, AlertDriver, Input};
+use shopfloor_alerting::{Engine, RuleSet};
+use shopfloor_schemas::{Codec, TopicTemplate, topic};
+use shopfloor_testkit::{Alertmanager, Mosquitto};
+use tokio::time::Instant;
+
+/// The alerts Alertmanager holds, until `pred` holds for them (20 s at most).
+async fn alerts_until(am: &Alertmanager, pred: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let text = am.alerts().expect("GET /api/v2/alerts");
+        let alerts: Vec<Value> = serde_json::from_str(&text).expect("a JSON list of alerts");
+        if pred(&alerts) {
+            return alerts;
+        }
+        assert!(Instant::now() < deadline, "Alertmanager holds {alerts:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn named<'a>(alerts: &'a [Value], name: &str) -> Option<&'a Value> {
+    alerts.iter().find(|a| a["labels"]["alertname"] == name)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_breach_reaches_alertmanager_and_its_return_resolves_it() {
+    let broker = Mosquitto::start().expect("start mosquitto (apt-get install -y mosquitto)");
+    let am = Alertmanager::start()
+        .expect("start alertmanager (apt-get install -y prometheus-alertmanager)");
+    let mut config = AlertConfig::new(broker.host(), broker.port(), "alertd");
+    config.inputs = vec![Input::Plain {
+        template: TopicTemplate::parse(topic::defaults::READINGS).unwrap(),
+        codec: Codec::Json,
+    }];
+    config.alertmanagers = vec![am.url()];
+    config.resend = Duration::from_secs(2);
+    let driver =
+        AlertDriver::spawn(Engine::new(RuleSet::from_toml(RULES, "rules.toml").unwrap()), config);
+    let (_op, mut op_events) = operator(&broker, "operator").await;
+    let feed = gateway(&broker, "gateway");
+    let t = "shopfloor/plant1/press/m1/pressure";
+    let sent = Instant::now();
+    feed.publish(t, QoS::AtLeastOnce, false, reading(185.0)).await.unwrap();
+    next(&mut op_events, |t, v| t == "shopfloor/alarms/events" && v["event"] == "raised").await;
+    let alerts = alerts_until(&am, |a| {
+        named(a, "press-pressure").is_some_and(|x| x["status"]["state"] == "active")
+    })
+    .await;
+    println!("publish → active in Alertmanager: {:.0} ms", sent.elapsed().as_secs_f64() * 1000.0);
+    let alert = named(&alerts, "press-pressure").unwrap();
+    assert_eq!(alert["labels"]["source"], "plant1/press/m1");
+    assert_eq!(alert["labels"]["condition"], "HH");
+    assert_eq!(alert["labels"]["priority"], "900");
+    assert!(
+        alert["annotations"]["summary"].as_str().unwrap().contains("plant1/press/m1 pressure HH")
+    );
+    // The Watchdog comes with the first resend.
+    alerts_until(&am, |a| named(a, "Watchdog").is_some()).await;
+
+    // Back to normal: resolved (gone from the active list).
+    feed.publish(t, QoS::AtLeastOnce, false, reading(100.0)).await.unwrap();
+    alerts_until(&am, |a| named(a, "press-pressure").is_none()).await;
+    driver.shutdown().await.unwrap();
+}

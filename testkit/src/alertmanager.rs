@@ -1,0 +1,148 @@
+//! Prometheus Alertmanager from the system's binary (Debian's
+//! `prometheus-alertmanager`), on a free loopback port, clustering off,
+//! with a route that groups within about a second (`group_wait 1s`), so a
+//! test sees an alert without Alertmanager's default 30 s wait.
+
+use std::io::{Read as _, Write as _};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use tempfile::TempDir;
+
+use crate::Error;
+use crate::process::{self, PORT_ATTEMPTS, Proc, START_TIMEOUT, STOP_GRACE};
+
+const INSTALL: &str = "apt-get install -y prometheus-alertmanager";
+
+/// A running Alertmanager. Dropping it stops it and removes its folder.
+#[derive(Debug)]
+pub struct Alertmanager {
+    port: u16,
+    log_path: PathBuf,
+    process: Option<Proc>,
+    // Last: the process stops before its folder goes.
+    dir: TempDir,
+}
+
+/// `GET path` on `addr`; the status code and body.
+fn get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(1))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")?;
+    let mut text = String::new();
+    s.read_to_string(&mut text)?;
+    let status = text.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_owned();
+    Ok((status, body))
+}
+
+impl Alertmanager {
+    /// Starts one from `/usr/bin/prometheus-alertmanager`.
+    pub fn start() -> Result<Self, Error> {
+        Self::start_with(Path::new("/usr/bin/prometheus-alertmanager"))
+    }
+
+    /// Starts one from `binary`.
+    pub fn start_with(binary: &Path) -> Result<Self, Error> {
+        if !binary.is_file() {
+            return Err(Error::NotInstalled {
+                name: "prometheus-alertmanager",
+                path: binary.to_owned(),
+                install: INSTALL,
+            });
+        }
+        let dir = process::instance_dir("alertmanager-")?;
+        let config = dir.path().join("alertmanager.yml");
+        std::fs::write(
+            &config,
+            "# Written by shopfloor-testkit.\nroute:\n  receiver: 'null'\n  group_by: ['alertname']\n  \
+             group_wait: 1s\n  group_interval: 1s\n  repeat_interval: 1h\nreceivers:\n  - name: 'null'\n",
+        )
+        .map_err(Error::io("writing alertmanager.yml"))?;
+        let log_path = dir.path().join("alertmanager.log");
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let [port] = process::free_ports::<1>()?;
+            let offset = process::log_len(&log_path);
+            let (stdout, stderr) = process::open_log(&log_path)?;
+            let mut cmd = Command::new(binary);
+            cmd.arg(format!("--config.file={}", config.display()))
+                .arg(format!("--storage.path={}", dir.path().join("data").display()))
+                .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+                .arg("--cluster.listen-address=")
+                .stdin(Stdio::null())
+                .stdout(stdout)
+                .stderr(stderr);
+            let mut proc = Proc::spawn(cmd, None, false)
+                .map_err(Error::io(format!("spawning {}", binary.display())))?;
+            let addr = SocketAddr::from(([127, 0, 0, 1], port));
+            let ready = process::poll_until(START_TIMEOUT, || {
+                if let Some(status) = proc.poll_exit() {
+                    return Some(Err(status));
+                }
+                matches!(get(addr, "/-/ready"), Ok((200, _))).then_some(Ok(()))
+            });
+            let fail = |reason: String| Error::Start {
+                server: "alertmanager",
+                reason,
+                log_tail: process::tail(&process::log_since(&log_path, offset), 20),
+                log: log_path.clone(),
+            };
+            match ready {
+                Some(Ok(())) => {
+                    return Ok(Self { port, log_path, process: Some(proc), dir });
+                }
+                Some(Err(_))
+                    if attempt < PORT_ATTEMPTS
+                        && process::log_since(&log_path, offset)
+                            .contains("address already in use") => {}
+                Some(Err(status)) => return Err(fail(format!("it exited ({status})"))),
+                None => {
+                    proc.kill();
+                    return Err(fail(format!("not ready after {START_TIMEOUT:?}")));
+                }
+            }
+        }
+    }
+
+    /// `http://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The alerts it holds now (`GET /api/v2/alerts`), as JSON text.
+    pub fn alerts(&self) -> Result<String, Error> {
+        let (status, body) = get(SocketAddr::from(([127, 0, 0, 1], self.port)), "/api/v2/alerts")
+            .map_err(Error::io("GET /api/v2/alerts"))?;
+        if status != 200 {
+            return Err(Error::Usage("Alertmanager answered GET /api/v2/alerts with an error"));
+        }
+        Ok(body)
+    }
+
+    /// The log so far.
+    pub fn log(&self) -> String {
+        process::log_since(&self.log_path, 0)
+    }
+
+    /// The folder holding its configuration, data and log.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for Alertmanager {
+    fn drop(&mut self) {
+        if let Some(mut p) = self.process.take() {
+            p.stop(libc::SIGTERM, STOP_GRACE);
+        }
+    }
+}
