@@ -111,8 +111,9 @@ impl Journal {
         let mut cols: [Vec<Option<String>>; 7] = Default::default();
         let (mut times, mut instances, mut priorities, mut values, mut annunciate) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let mut details = Vec::with_capacity(events.len());
         for e in events {
-            let j = crate::json::event_json(e);
+            let mut j = crate::json::event_json(e);
             let text = |k: &str| j.get(k).and_then(|v| v.as_str()).map(str::to_owned);
             cols[0].push(Some(e.key.rule.clone()));
             cols[1].push(Some(e.key.source.clone()));
@@ -126,32 +127,27 @@ impl Journal {
             priorities.push(j.get("priority").and_then(|v| v.as_i64()).map(|p| p as i32));
             values.push(j.get("value").and_then(|v| v.as_f64()));
             annunciate.push(e.annunciate);
-        }
-        let details: Vec<String> = events
-            .iter()
-            .map(|e| {
-                let mut j = crate::json::event_json(e);
-                if let Some(o) = j.as_object_mut() {
-                    for k in [
-                        "rule",
-                        "source",
-                        "metric",
-                        "instance",
-                        "time",
-                        "event",
-                        "condition",
-                        "priority",
-                        "value",
-                        "annunciate",
-                        "user",
-                        "comment",
-                    ] {
-                        o.remove(k);
-                    }
+            // What has no column of its own goes to `detail`.
+            if let Some(o) = j.as_object_mut() {
+                for k in [
+                    "rule",
+                    "source",
+                    "metric",
+                    "instance",
+                    "time",
+                    "event",
+                    "condition",
+                    "priority",
+                    "value",
+                    "annunciate",
+                    "user",
+                    "comment",
+                ] {
+                    o.remove(k);
                 }
-                j.to_string()
-            })
-            .collect();
+            }
+            details.push(j.to_string());
+        }
         self.client
             .execute(
                 "INSERT INTO shopfloor.alarm_journal

@@ -478,13 +478,12 @@ async fn run(mut engine: Engine, config: AlertConfig, mut stop: oneshot::Receive
         }
         #[cfg(feature = "postgres")]
         let mut recorded = Vec::new();
-        #[cfg(feature = "alertmanager")]
+        // The alarms this burst touched: their state (read after the whole
+        // burst, so the same for every event of it) is published once each.
         let mut changed: Vec<AlarmKey> = Vec::new();
         while let Some(e) = engine.poll_event() {
-            let key = e.key.clone();
-            #[cfg(feature = "alertmanager")]
-            if !changed.contains(&key) {
-                changed.push(key.clone());
+            if !changed.contains(&e.key) {
+                changed.push(e.key.clone());
             }
             let _ = client
                 .publish(
@@ -494,24 +493,25 @@ async fn run(mut engine: Engine, config: AlertConfig, mut stop: oneshot::Receive
                     event_json(&e).to_string(),
                 )
                 .await;
-            if let Some(s) = engine.state(&key) {
-                let state = json!({
-                    "rule": key.rule, "source": key.source, "metric": key.metric,
-                    "instance": s.instance,
-                    "active": s.active.map(|c| match c {
-                        Condition::Level(l) => l.code().to_owned(),
-                        Condition::On => "ON".to_owned(),
-                    }),
-                    "unacknowledged": s.unacknowledged, "bad_input": s.bad_input,
-                    "shelved": s.shelved.is_some(), "out_of_service": s.out_of_service,
-                    "latched": s.latched, "suppressed": s.suppressed,
-                });
-                let topic =
-                    format!("{}/state/{}/{}/{}", config.prefix, key.rule, key.source, key.metric);
-                let _ = client.publish(topic, QoS::AtLeastOnce, true, state.to_string()).await;
-            }
             #[cfg(feature = "postgres")]
             recorded.push(e);
+        }
+        for key in &changed {
+            let Some(s) = engine.state(key) else { continue };
+            let state = json!({
+                "rule": key.rule, "source": key.source, "metric": key.metric,
+                "instance": s.instance,
+                "active": s.active.map(|c| match c {
+                    Condition::Level(l) => l.code().to_owned(),
+                    Condition::On => "ON".to_owned(),
+                }),
+                "unacknowledged": s.unacknowledged, "bad_input": s.bad_input,
+                "shelved": s.shelved.is_some(), "out_of_service": s.out_of_service,
+                "latched": s.latched, "suppressed": s.suppressed,
+            });
+            let topic =
+                format!("{}/state/{}/{}/{}", config.prefix, key.rule, key.source, key.metric);
+            let _ = client.publish(topic, QoS::AtLeastOnce, true, state.to_string()).await;
         }
         #[cfg(feature = "alertmanager")]
         if let (Some(tx), false) = (&alertmanager, changed.is_empty()) {
