@@ -18,12 +18,20 @@
 //! it was (an active alarm stays active) and a `BadInput` event says so; it
 //! can only clear on good input again.
 //!
-//! The lifecycle so far (ISA-18.2 / OPC UA Part 9): an activation raises
-//! the alarm unacknowledged with a new instance id; acknowledgement (user
-//! and comment) is accepted only for an unacknowledged alarm; a return to
+//! The lifecycle (ISA-18.2 / OPC UA Part 9): an activation raises the
+//! alarm unacknowledged with a new instance id; acknowledgement (user and
+//! comment) is accepted only for an unacknowledged alarm; a return to
 //! normal of an acknowledged alarm ends the instance, of an unacknowledged
-//! one leaves it waiting for acknowledgement ("RTN unack"). Shelving,
-//! latching, suppression and out-of-service come next.
+//! one leaves it waiting for acknowledgement ("RTN unack"). A rule with
+//! `confirm` adds a last step: the acknowledged instance waits for an
+//! operator's confirmation as well. Latching, shelving (one-shot or
+//! timed), suppression by design and out-of-service are the rest; the
+//! crate's README draws the state diagram.
+//!
+//! **History is not live.** Readings an edge node replays from its store
+//! ([`handle_historical`](Engine::handle_historical)) are checked against
+//! the limit, discrete and bad-quality rules and journaled as `late`
+//! events, never annunciated, and never change an alarm's live state.
 
 use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
@@ -133,6 +141,26 @@ pub enum EventKind {
         /// Who.
         user: String,
     },
+    /// An operator confirmed an acknowledged instance (rules with
+    /// `confirm`).
+    Confirmed {
+        /// Who.
+        user: String,
+        /// Why, or what they did.
+        comment: String,
+        /// Whether the instance is over (the condition had returned to normal).
+        closed: bool,
+    },
+    /// Replayed history (store and forward) entered or left a condition at
+    /// `sampled`: journaled, never annunciated, no change to the live state.
+    Late {
+        /// The condition the history shows from `sampled` (`None`: normal).
+        condition: Option<Condition>,
+        /// The value.
+        value: Option<f64>,
+        /// When the sample was taken (its own timestamp, ms).
+        sampled: u64,
+    },
     /// Suppressed by design: its enabling signal left the enabling state.
     Suppressed,
     /// No longer suppressed by design.
@@ -186,6 +214,15 @@ pub enum Command {
         key: AlarmKey,
         /// Who.
         user: String,
+    },
+    /// Confirm an acknowledged alarm whose rule asks for confirmation.
+    Confirm {
+        /// Which.
+        key: AlarmKey,
+        /// Who.
+        user: String,
+        /// Why, or what was done.
+        comment: String,
     },
     /// Reset a latched alarm whose condition has returned to normal.
     ResetLatch {
@@ -259,6 +296,8 @@ pub struct Persisted {
     pub out_of_service: bool,
     /// Latched.
     pub latched: bool,
+    /// Acknowledged, waiting for confirmation.
+    pub unconfirmed: bool,
 }
 
 /// One alarm as sinks and displays see it.
@@ -303,6 +342,8 @@ pub struct AlarmState {
     pub latched: bool,
     /// Suppressed by design (its enabling signal says so).
     pub suppressed: bool,
+    /// Acknowledged, waiting for confirmation (rules with `confirm`).
+    pub unconfirmed: bool,
 }
 
 struct Alarm {
@@ -311,6 +352,10 @@ struct Alarm {
     /// The delayed condition (limit level, or `On` as a level-less state).
     delay: Delay<Option<Cond>>,
     unacked: bool,
+    /// Acknowledged, waiting for confirmation.
+    unconfirmed: bool,
+    /// The condition replayed history last showed (see `handle_historical`).
+    late: Option<Condition>,
     bad: Option<String>,
     instance: u64,
     /// When the last sample arrived (stale rules).
@@ -479,6 +524,7 @@ impl Engine {
                 on_delay: Duration::ZERO,
                 off_delay: Duration::ZERO,
                 latch: false,
+                confirm: false,
                 max_shelve: Duration::from_secs(8 * 3600),
                 enabled_when: None,
             });
@@ -546,6 +592,7 @@ impl Engine {
             .filter(|a| {
                 a.delay.output().is_some()
                     || a.unacked
+                    || a.unconfirmed
                     || a.shelved.is_some()
                     || a.out_of_service
                     || a.latched.is_some()
@@ -558,6 +605,7 @@ impl Engine {
                 shelved: a.shelved,
                 out_of_service: a.out_of_service,
                 latched: a.latched.is_some(),
+                unconfirmed: a.unconfirmed,
             })
             .collect()
     }
@@ -584,6 +632,7 @@ impl Engine {
             a.latched = if p.latched { p.active } else { None };
             a.instance = p.instance;
             a.unacked = p.unacknowledged;
+            a.unconfirmed = p.unconfirmed;
             a.shelved = p.shelved;
             a.out_of_service = p.out_of_service;
             restored += 1;
@@ -652,6 +701,7 @@ impl Engine {
                 out_of_service: a.out_of_service,
                 latched: a.latched.is_some(),
                 suppressed: self.suppressed(a),
+                unconfirmed: a.unconfirmed,
             }
         })
     }
@@ -759,6 +809,69 @@ impl Engine {
         }
     }
 
+    /// A batch of readings replayed from an edge node's store (Sparkplug
+    /// `is_historical`) arrived at `now`. Limit, discrete and bad-quality
+    /// rules check each reading, in order, without delays; where the
+    /// history enters or leaves a condition a [`Late`](EventKind::Late)
+    /// event is journaled, never annunciated. The live state (active,
+    /// acknowledged, stale timers, detectors) is left as it is: what
+    /// happened while the node was offline is for the record, and the
+    /// node's live data says what is true now.
+    pub fn handle_historical(&mut self, batch: &Batch, now: u64) {
+        for r in &batch.readings {
+            let signal = self.signal(batch.source.as_str(), r.metric.as_str());
+            for j in 0..self.signals[signal].0.len() {
+                let i = self.signals[signal].0[j];
+                let a = &self.alarms[i];
+                if a.out_of_service {
+                    continue;
+                }
+                let rule = &self.rules.rules[a.rule];
+                let number = match &r.value {
+                    Value::F64(x) => Some(*x),
+                    Value::I64(x) => Some(*x as f64),
+                    Value::U64(x) => Some(*x as f64),
+                    Value::Bool(b) => Some(f64::from(u8::from(*b))),
+                    _ => None,
+                };
+                let good = matches!(r.quality, Quality::Good | Quality::Uncertain);
+                let condition = match (&rule.kind, number) {
+                    (Kind::BadQuality, _) => (!good).then_some(Condition::On),
+                    // Bad input says nothing about the process.
+                    _ if !good => continue,
+                    (Kind::Limit { limits, range }, Some(x)) if x.is_finite() => {
+                        if range.is_some_and(|(lo, hi)| x < lo || x > hi) {
+                            continue;
+                        }
+                        let current = match a.late {
+                            Some(Condition::Level(l)) => Some(l),
+                            _ => None,
+                        };
+                        limits.evaluate(current, x).map(Condition::Level)
+                    }
+                    (Kind::Discrete { alarm_when }, Some(x)) => {
+                        ((x != 0.0) == *alarm_when).then_some(Condition::On)
+                    }
+                    _ => continue,
+                };
+                if condition == a.late {
+                    continue;
+                }
+                self.alarms[i].late = condition;
+                let a = &self.alarms[i];
+                let kind =
+                    EventKind::Late { condition, value: number, sampled: r.timestamp.unix_ms() };
+                self.events.push_back(Event {
+                    key: a.key.clone(),
+                    instance: a.instance,
+                    time: now,
+                    kind,
+                    annunciate: false,
+                });
+            }
+        }
+    }
+
     /// The time from [`next_timeout`](Self::next_timeout) has come (or
     /// any later time).
     pub fn handle_timeout(&mut self, now: u64) {
@@ -821,6 +934,7 @@ impl Engine {
     pub fn handle_command(&mut self, cmd: Command, now: u64) -> Result<(), CommandError> {
         let key = match &cmd {
             Command::Acknowledge { key, .. }
+            | Command::Confirm { key, .. }
             | Command::Shelve { key, .. }
             | Command::Unshelve { key, .. }
             | Command::ResetLatch { key, .. }
@@ -836,8 +950,22 @@ impl Engine {
                     return Err(CommandError::NotUnacknowledged(key));
                 }
                 a.unacked = false;
-                let closed = a.delay.output().is_none() && a.latched.is_none();
+                a.unconfirmed = self.rules.rules[a.rule].confirm;
+                let closed = a.delay.output().is_none() && a.latched.is_none() && !a.unconfirmed;
                 self.emit(i, now, EventKind::Acknowledged { user, comment, closed });
+            }
+            Command::Confirm { user, comment, .. } => {
+                let a = &mut self.alarms[i];
+                if !a.unconfirmed {
+                    return not_now(if a.unacked {
+                        "acknowledge it first"
+                    } else {
+                        "it is not waiting for confirmation"
+                    });
+                }
+                a.unconfirmed = false;
+                let closed = a.delay.output().is_none() && a.latched.is_none();
+                self.emit(i, now, EventKind::Confirmed { user, comment, closed });
             }
             Command::Shelve { user, comment, duration, .. } => {
                 let max = self.rules.rules[self.alarms[i].rule].max_shelve;
@@ -915,6 +1043,8 @@ impl Engine {
             key: key.clone(),
             delay: Delay::new(rule.on_delay, rule.off_delay, None),
             unacked: false,
+            unconfirmed: false,
+            late: None,
             bad: None,
             instance: 0,
             last_seen: 0,
@@ -1036,6 +1166,7 @@ impl Engine {
                 self.next_instance += 1;
                 self.alarms[i].instance = self.next_instance;
                 self.alarms[i].unacked = true;
+                self.alarms[i].unconfirmed = false;
                 let kind = EventKind::Raised { condition: cond, priority: priority(cond), value };
                 self.alarms[i].active_since = Some(now);
                 self.emit(i, now, kind);
@@ -1105,7 +1236,7 @@ impl Engine {
     /// The condition is back to normal (and no latch holds it).
     fn returned(&mut self, i: usize, now: u64) {
         self.alarms[i].active_since = None;
-        let closed = !self.alarms[i].unacked;
+        let closed = !self.alarms[i].unacked && !self.alarms[i].unconfirmed;
         self.emit(i, now, EventKind::ReturnedToNormal { closed });
         if self.alarms[i].shelved == Some(None) {
             self.alarms[i].shelved = None;
@@ -1196,6 +1327,13 @@ name = "ramp"
 source = "press-*"
 metric = "oil"
 rate = { limit_per_s = 2.0, window_s = 10.0 }
+
+[[rule]]
+name = "level"
+source = "press-*"
+metric = "level"
+limit = { h = { limit = 10.0 } }
+confirm = true
 "#;
 
     fn engine() -> Engine {
@@ -1223,6 +1361,107 @@ rate = { limit_per_s = 2.0, window_s = 10.0 }
             Command::Acknowledge { key: k, user: "op".into(), comment: "seen".into() },
             now,
         )
+    }
+
+    fn send_history(e: &mut Engine, metric: &str, value: f64, quality: Quality, at: u64, now: u64) {
+        let b = Batch::new("press-1")
+            .with(Reading::new(metric, Timestamp::from_unix_ms(at), value).with_quality(quality));
+        e.handle_historical(&b, now);
+    }
+
+    fn confirm(e: &mut Engine, k: AlarmKey, now: u64) -> Result<(), CommandError> {
+        e.handle_command(
+            Command::Confirm { key: k, user: "op".into(), comment: "fixed".into() },
+            now,
+        )
+    }
+
+    #[test]
+    fn a_rule_with_confirm_closes_only_when_confirmed() {
+        let mut e = engine();
+        let k = key("level", "level");
+        // Acknowledged while active, confirmed while active: closes on return.
+        send(&mut e, "level", 12.0, Quality::Good, 0);
+        assert_eq!(
+            confirm(&mut e, k.clone(), 1),
+            Err(CommandError::NotNow { key: k.clone(), why: "acknowledge it first" })
+        );
+        ack(&mut e, k.clone(), 2).unwrap();
+        assert!(e.state(&k).unwrap().unconfirmed);
+        confirm(&mut e, k.clone(), 3).unwrap();
+        send(&mut e, "level", 5.0, Quality::Good, 4);
+        let ev = events(&mut e);
+        assert!(matches!(ev[1].2, EventKind::Acknowledged { closed: false, .. }));
+        assert!(
+            matches!(&ev[2].2, EventKind::Confirmed { user, comment, closed: false } if user == "op" && comment == "fixed")
+        );
+        assert_eq!(ev[3].2, EventKind::ReturnedToNormal { closed: true });
+        assert!(e.persisted().is_empty(), "nothing left to remember");
+
+        // Returned first: acknowledged, still open; confirmed, closed.
+        send(&mut e, "level", 12.0, Quality::Good, 10);
+        send(&mut e, "level", 5.0, Quality::Good, 11);
+        ack(&mut e, k.clone(), 12).unwrap();
+        let ev = events(&mut e);
+        assert_eq!(ev[1].2, EventKind::ReturnedToNormal { closed: false });
+        assert!(matches!(ev[2].2, EventKind::Acknowledged { closed: false, .. }));
+        // Waiting for confirmation survives a restart.
+        let saved = e.persisted();
+        assert_eq!(saved.len(), 1);
+        assert!(saved[0].unconfirmed && !saved[0].unacknowledged && saved[0].active.is_none());
+        let mut e = engine();
+        assert_eq!(e.restore(&saved), 1);
+        assert!(e.state(&k).unwrap().unconfirmed);
+        confirm(&mut e, k.clone(), 13).unwrap();
+        assert!(matches!(&events(&mut e)[..], [(_, 2, EventKind::Confirmed { closed: true, .. })]));
+        assert_eq!(
+            confirm(&mut e, k.clone(), 14),
+            Err(CommandError::NotNow { key: k, why: "it is not waiting for confirmation" })
+        );
+        // A rule without `confirm` closes on acknowledgement and refuses it.
+        send(&mut e, "pressure", 165.0, Quality::Good, 20);
+        ack(&mut e, key("pressure", "pressure"), 21).unwrap();
+        assert!(!e.state(&key("pressure", "pressure")).unwrap().unconfirmed);
+        assert!(confirm(&mut e, key("pressure", "pressure"), 22).is_err());
+    }
+
+    #[test]
+    fn history_is_journaled_as_late_and_never_changes_the_live_state() {
+        let mut e = engine();
+        let k = key("pressure", "pressure");
+        send(&mut e, "pressure", 100.0, Quality::Good, 1_000);
+        // Replayed after a reconnect: an excursion an hour ago.
+        for (at, v) in
+            [(10, 100.0), (20, 165.0), (30, 170.0), (40, 185.0), (50, 120.0), (60, 110.0)]
+        {
+            send_history(&mut e, "pressure", v, Quality::Good, at, 2_000);
+        }
+        // Bad history says nothing; a rate rule ignores history.
+        send_history(&mut e, "pressure", 300.0, Quality::Bad, 70, 2_000);
+        send_history(&mut e, "oil", 0.0, Quality::Good, 70, 2_000);
+        send_history(&mut e, "oil", 1_000.0, Quality::Good, 71, 2_000);
+        let all: Vec<Event> = std::iter::from_fn(|| e.poll_event()).collect();
+        assert!(all.iter().all(|ev| !ev.annunciate && ev.time == 2_000 && ev.key == k));
+        let late: Vec<(Option<Condition>, u64)> = all
+            .iter()
+            .map(|ev| match ev.kind {
+                EventKind::Late { condition, sampled, .. } => (condition, sampled),
+                ref other => panic!("unexpected {other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            late,
+            [(Some(Condition::Level(H)), 20), (Some(Condition::Level(HH)), 40), (None, 50),]
+        );
+        let s = e.state(&k).unwrap();
+        assert!(s.active.is_none() && !s.unacknowledged && s.instance == 0);
+        // Live data still raises, and history while active changes nothing live.
+        send(&mut e, "pressure", 165.0, Quality::Good, 3_000);
+        send_history(&mut e, "pressure", 100.0, Quality::Good, 2_500, 3_001);
+        let ev = events(&mut e);
+        assert!(matches!(ev[0].2, EventKind::Raised { .. }));
+        assert_eq!(ev.len(), 1, "normal history after normal history: no event");
+        assert_eq!(e.state(&k).unwrap().active, Some(Condition::Level(H)));
     }
 
     #[test]
@@ -1621,7 +1860,7 @@ rate = { limit_per_s = 2.0, window_s = 10.0 }
         /// of an unacknowledged alarm, a raise only on good input beyond a
         /// limit, and instances only ever grow.
         #[test]
-        fn lifecycle_invariants(steps in proptest::collection::vec((0_u8..6, 0.0_f64..260.0, 1_u64..3000), 1..80)) {
+        fn lifecycle_invariants(steps in proptest::collection::vec((0_u8..7, 0.0_f64..260.0, 1_u64..3000), 1..80)) {
             let mut e = engine();
             let k = key("pressure", "pressure");
             let mut now = 0;
@@ -1630,6 +1869,17 @@ rate = { limit_per_s = 2.0, window_s = 10.0 }
             for (op, value, dt) in steps {
                 now += dt;
                 let before = e.state(&k);
+                if op == 6 {
+                    send_history(&mut e, "pressure", value, Quality::Good, now / 2, now);
+                    if before.is_some() {
+                        prop_assert_eq!(e.state(&k), before, "history changed the live state");
+                    }
+                    while let Some(ev) = e.poll_event() {
+                        let late = matches!(ev.kind, EventKind::Late { .. });
+                        prop_assert!(late && !ev.annunciate, "history made {:?}", ev);
+                    }
+                    continue;
+                }
                 match op {
                     0 => {
                         let r = ack(&mut e, k.clone(), now);
@@ -1652,7 +1902,7 @@ rate = { limit_per_s = 2.0, window_s = 10.0 }
                         EventKind::ReturnedToNormal { .. } => prop_assert!(!bad, "RTN on bad input"),
                         EventKind::Raised { .. } | EventKind::Changed { .. } => {
                             prop_assert!(!bad);
-                            prop_assert!(op >= 3 && value > 160.0 - 2.0, "raised by {op} {value}");
+                            prop_assert!((3..6).contains(&op) && value > 160.0 - 2.0, "raised by {op} {value}");
                         }
                         EventKind::Acknowledged { .. } => prop_assert_eq!(op, 0),
                         other => prop_assert!(false, "unexpected {other:?}"),

@@ -26,7 +26,10 @@ fn db(what: &'static str) -> impl FnOnce(tokio_postgres::Error) -> JournalError 
     move |source| JournalError { what, source }
 }
 
-const MIGRATIONS: &[(i32, &str)] = &[(1, include_str!("../migrations/0001_journal.sql"))];
+const MIGRATIONS: &[(i32, &str)] = &[
+    (1, include_str!("../migrations/0001_journal.sql")),
+    (2, include_str!("../migrations/0002_confirm.sql")),
+];
 /// `pg_advisory_xact_lock` key: "SHOPALRM".
 const LOCK: i64 = 0x5348_4f50_414c_524d;
 
@@ -176,7 +179,10 @@ impl Journal {
         for p in state {
             let until = p.shelved.flatten().map(|t| t as i64);
             tx.execute(
-                "INSERT INTO shopfloor.alarm_state VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                "INSERT INTO shopfloor.alarm_state
+                   (rule, source, metric, instance, active, unacknowledged, shelved,
+                    shelved_until, out_of_service, latched, unconfirmed)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
                 &[
                     &p.key.rule,
                     &p.key.source,
@@ -188,6 +194,7 @@ impl Journal {
                     &until,
                     &p.out_of_service,
                     &p.latched,
+                    &p.unconfirmed,
                 ],
             )
             .await
@@ -203,7 +210,8 @@ impl Journal {
             .client
             .query(
                 "SELECT rule, source, metric, instance, active, unacknowledged, shelved,
-                        shelved_until, out_of_service, latched FROM shopfloor.alarm_state",
+                        shelved_until, out_of_service, latched, unconfirmed
+                 FROM shopfloor.alarm_state",
                 &[],
             )
             .await
@@ -218,6 +226,7 @@ impl Journal {
                 shelved: r.get::<_, bool>(6).then(|| r.get::<_, Option<i64>>(7).map(|t| t as u64)),
                 out_of_service: r.get(8),
                 latched: r.get(9),
+                unconfirmed: r.get(10),
             })
             .collect())
     }

@@ -36,6 +36,13 @@ pub fn event_json(e: &Event) -> Json {
             ("out_of_service", json!({"user": user, "comment": comment}))
         }
         EventKind::InService { user } => ("in_service", json!({"user": user})),
+        EventKind::Confirmed { user, comment, closed } => {
+            ("confirmed", json!({"user": user, "comment": comment, "closed": closed}))
+        }
+        EventKind::Late { condition: c, value, sampled } => (
+            "late",
+            json!({"condition": c.as_ref().map(condition), "value": value, "sampled": sampled}),
+        ),
         EventKind::Suppressed => ("suppressed", json!({})),
         EventKind::Unsuppressed => ("unsuppressed", json!({})),
     };

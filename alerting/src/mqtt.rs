@@ -21,19 +21,20 @@
 //! ```
 //!
 //! `event` is one of `raised`, `changed`, `returned_to_normal`,
-//! `acknowledged`, `bad_input`, `input_restored`, `shelved`, `unshelved`,
-//! `latch_reset`, `out_of_service`, `in_service`, `suppressed`,
-//! `unsuppressed`; `user`, `comment`, `reason`, `until`, `closed` appear
-//! where they apply. A command:
+//! `acknowledged`, `confirmed`, `bad_input`, `input_restored`, `shelved`,
+//! `unshelved`, `latch_reset`, `out_of_service`, `in_service`,
+//! `suppressed`, `unsuppressed`, `late` (replayed history, with `sampled`:
+//! the sample's own time; never annunciated); `user`, `comment`, `reason`,
+//! `until`, `closed` appear where they apply. A command:
 //!
 //! ```json
 //! {"command": "acknowledge", "rule": "press-pressure", "source": "Plant1/Gw-7/press-1",
 //!  "metric": "Hydraulics/Pressure", "user": "jane", "comment": "valve closed"}
 //! ```
 //!
-//! with `command` one of `acknowledge`, `shelve` (with `duration_s`, or
-//! none for one-shot), `unshelve`, `reset_latch`, `out_of_service`,
-//! `in_service`. The reply is `{"ok": true}` or `{"ok": false, "error": …}`.
+//! with `command` one of `acknowledge`, `confirm`, `shelve` (with
+//! `duration_s`, or none for one-shot), `unshelve`, `reset_latch`,
+//! `out_of_service`, `in_service`. The reply is `{"ok": true}` or `{"ok": false, "error": …}`.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -167,6 +168,7 @@ pub fn parse_command(payload: &[u8]) -> Result<Command, String> {
     let user = c.user;
     Ok(match c.command.as_str() {
         "acknowledge" => Command::Acknowledge { key, user, comment: c.comment },
+        "confirm" => Command::Confirm { key, user, comment: c.comment },
         "shelve" => {
             let duration = match c.duration_s {
                 None => None,
@@ -196,7 +198,7 @@ impl Decoder {
         topic: &str,
         content_type: Option<&str>,
         payload: &[u8],
-    ) -> Vec<shopfloor_schemas::Batch> {
+    ) -> Vec<(shopfloor_schemas::Batch, bool)> {
         for (input, host) in &mut self.inputs {
             match (input, host) {
                 (Input::Plain { template, codec }, _) => {
@@ -213,7 +215,7 @@ impl Decoder {
                     let source: Vec<&str> =
                         caps.iter().filter(|(n, _)| *n != "sensor").map(|(_, v)| v).collect();
                     batch.source = source.join("/").into();
-                    return vec![batch];
+                    return vec![(batch, false)];
                 }
                 (Input::Sparkplug { .. }, Some(host)) if topic.starts_with("spBv1.0/") => {
                     let msg = Message {
@@ -223,8 +225,10 @@ impl Decoder {
                     let _ = host.handle_message(&msg, Now::now());
                     let mut out = Vec::new();
                     while let Some(e) = host.poll_event() {
-                        if let HostEvent::Data(b) = e {
-                            out.push(b);
+                        match e {
+                            HostEvent::Data(b) => out.push((b, false)),
+                            HostEvent::Historical(b) => out.push((b, true)),
+                            _ => {}
                         }
                     }
                     return out;
@@ -469,7 +473,11 @@ async fn run(mut engine: Engine, config: AlertConfig, mut stop: oneshot::Receive
                     } else {
                         let ct = p.properties.as_ref().and_then(|x| x.content_type.as_deref());
                         let now = now_ms();
-                        for b in decoder.batches(&topic, ct, &p.payload) {
+                        for (b, historical) in decoder.batches(&topic, ct, &p.payload) {
+                            if historical {
+                                engine.handle_historical(&b, now);
+                                continue;
+                            }
                             engine.handle_batch(&b, now);
                         }
                     }
@@ -482,7 +490,9 @@ async fn run(mut engine: Engine, config: AlertConfig, mut stop: oneshot::Receive
         // burst, so the same for every event of it) is published once each.
         let mut changed: Vec<AlarmKey> = Vec::new();
         while let Some(e) = engine.poll_event() {
-            if !changed.contains(&e.key) {
+            // History changes no state: nothing to republish.
+            let late = matches!(e.kind, crate::engine::EventKind::Late { .. });
+            if !late && !changed.contains(&e.key) {
                 changed.push(e.key.clone());
             }
             let _ = client
@@ -508,6 +518,7 @@ async fn run(mut engine: Engine, config: AlertConfig, mut stop: oneshot::Receive
                 "unacknowledged": s.unacknowledged, "bad_input": s.bad_input,
                 "shelved": s.shelved.is_some(), "out_of_service": s.out_of_service,
                 "latched": s.latched, "suppressed": s.suppressed,
+                "unconfirmed": s.unconfirmed,
             });
             let topic =
                 format!("{}/state/{}/{}/{}", config.prefix, key.rule, key.source, key.metric);

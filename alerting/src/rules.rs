@@ -13,6 +13,8 @@
 //! on_delay_s = 2                   # a breach must last this long (default 0)
 //! off_delay_s = 5                  # and be gone this long to clear (default 0)
 //! latch = false                    # true: stays active until an operator resets it
+//! confirm = false                  # true: an acknowledged alarm also waits for an
+//!                                  # operator's confirmation once it has cleared
 //! enabled_when = { metric = "Running", is = true }  # suppressed by design while the
 //!                                  # press ("{source}", its own source) is stopped
 //! max_shelve_h = 8                 # the longest it may be shelved (default 8)
@@ -208,6 +210,9 @@ pub struct Rule {
     /// Latched: once raised, the alarm stays active after the condition
     /// returns to normal until an operator resets it.
     pub latch: bool,
+    /// Whether an acknowledged instance also waits for an operator's
+    /// confirmation (OPC UA Part 9 `ConfirmedState`) before it closes.
+    pub confirm: bool,
     /// The longest an operator may shelve it for (default 8 h).
     pub max_shelve: Duration,
     /// Suppressed by design while another signal is not in this state
@@ -261,6 +266,8 @@ struct RuleDe {
     off_delay_s: Option<f64>,
     #[serde(default)]
     latch: bool,
+    #[serde(default)]
+    confirm: bool,
     max_shelve_h: Option<f64>,
     enabled_when: Option<EnabledWhenDe>,
     limit: Option<LimitDe>,
@@ -560,6 +567,7 @@ impl RuleSet {
                 on_delay,
                 off_delay,
                 latch: r.latch,
+                confirm: r.confirm,
                 max_shelve,
                 enabled_when: match r.enabled_when {
                     None => None,

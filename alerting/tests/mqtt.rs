@@ -10,6 +10,7 @@ use rumqttc::v5::mqttbytes::QoS;
 use shopfloor_alerting::mqtt::{AlertConfig, AlertDriver, Input};
 use shopfloor_alerting::{Engine, RuleSet};
 use shopfloor_schemas::{Codec, TopicTemplate, topic};
+use shopfloor_sparkplug::{EncodeOptions, HostConfig, Metric, MetricValue, Payload};
 use shopfloor_testkit::Mosquitto;
 use tokio::time::Instant;
 
@@ -174,4 +175,98 @@ async fn a_flood_raises_the_meta_alarm() {
     );
     assert_eq!(flood["value"], 11.0);
     d.shutdown().await.unwrap();
+}
+
+/// Sparkplug history replayed after an outage (`is_historical`) is
+/// journaled as `late`, never raised; the live value beside it decides.
+/// Confirmation, where the rule asks for it, closes the instance.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sparkplug_history_is_late_not_live_and_confirm_closes() {
+    let broker = Mosquitto::start().expect("start mosquitto (apt-get install -y mosquitto)");
+    let rules = r#"
+[[rule]]
+name = "tank-level"
+source = "Plant1/*"
+metric = "level"
+confirm = true
+limit = { hh = { limit = 95.0 }, h = { limit = 90.0 } }
+"#;
+    let mut config = AlertConfig::new(broker.host(), broker.port(), "alertd-sp");
+    config.inputs = vec![Input::Sparkplug { host: HostConfig::new("alertd-sp") }];
+    let driver =
+        AlertDriver::spawn(Engine::new(RuleSet::from_toml(rules, "rules.toml").unwrap()), config);
+    let (op, mut op_events) = operator(&broker, "operator-sp").await;
+
+    let now = shopfloor_schemas::Timestamp::now().unix_ms();
+    let encode = |seq: u64, metrics: Vec<Metric>| -> Vec<u8> {
+        let p = Payload { timestamp: Some(now), seq: Some(seq), metrics, ..Default::default() };
+        p.encode(EncodeOptions::default()).to_vec()
+    };
+    let edge = gateway(&broker, "edge-sp");
+    let birth = encode(
+        0,
+        vec![
+            Metric::new("bdSeq", now, MetricValue::Int64(0)),
+            Metric::new("level", now, MetricValue::Double(50.0)),
+        ],
+    );
+    edge.publish("spBv1.0/Plant1/NBIRTH/tank-1", QoS::AtLeastOnce, false, birth).await.unwrap();
+    // Stored while offline: HH an hour ago, then normal; live: still normal.
+    let mut old = Metric::new("level", now - 3_600_000, MetricValue::Double(97.0));
+    old.is_historical = true;
+    let mut back = Metric::new("level", now - 3_500_000, MetricValue::Double(60.0));
+    back.is_historical = true;
+    let data = encode(1, vec![old, back, Metric::new("level", now, MetricValue::Double(55.0))]);
+    edge.publish("spBv1.0/Plant1/NDATA/tank-1", QoS::AtLeastOnce, false, data).await.unwrap();
+    let (_, late) = next(&mut op_events, |t, v| {
+        t == "shopfloor/alarms/events" && v["event"] != "returned_to_normal"
+    })
+    .await;
+    assert_eq!(late["event"], "late", "history first, and never raised: {late}");
+    assert_eq!(
+        (late["condition"].as_str(), late["annunciate"].as_bool()),
+        (Some("HH"), Some(false))
+    );
+    assert_eq!(late["sampled"], now - 3_600_000);
+    assert_eq!(late["source"], "Plant1/tank-1");
+    let (_, normal) = next(&mut op_events, |t, _| t == "shopfloor/alarms/events").await;
+    assert_eq!((normal["event"].as_str(), normal["condition"].as_str()), (Some("late"), None));
+
+    // A live breach is raised; acknowledged, it still waits for confirmation.
+    let live = encode(2, vec![Metric::new("level", now + 1, MetricValue::Double(92.0))]);
+    edge.publish("spBv1.0/Plant1/NDATA/tank-1", QoS::AtLeastOnce, false, live).await.unwrap();
+    let (_, raised) = next(&mut op_events, |t, _| t == "shopfloor/alarms/events").await;
+    assert_eq!(
+        (raised["event"].as_str(), raised["condition"].as_str()),
+        (Some("raised"), Some("H"))
+    );
+    let alarm = r#""rule":"tank-level","source":"Plant1/tank-1","metric":"level","user":"jane""#;
+    command(&op, &format!(r#"{{"command":"acknowledge",{alarm}}}"#)).await;
+    let (_, acked) =
+        next(&mut op_events, |t, v| t == "shopfloor/alarms/events" && v["event"] == "acknowledged")
+            .await;
+    assert_eq!(acked["closed"], false);
+    let (_, state) = next(&mut op_events, |t, v| {
+        t.starts_with("shopfloor/alarms/state/") && v["unacknowledged"] == false
+    })
+    .await;
+    assert_eq!(state["unconfirmed"], true);
+    let normal = encode(3, vec![Metric::new("level", now + 2, MetricValue::Double(50.0))]);
+    edge.publish("spBv1.0/Plant1/NDATA/tank-1", QoS::AtLeastOnce, false, normal).await.unwrap();
+    let (_, rtn) = next(&mut op_events, |t, v| {
+        t == "shopfloor/alarms/events" && v["event"] == "returned_to_normal"
+    })
+    .await;
+    assert_eq!(rtn["closed"], false, "not confirmed yet");
+    command(&op, &format!(r#"{{"command":"confirm",{alarm},"comment":"pump reset"}}"#)).await;
+    let (_, confirmed) =
+        next(&mut op_events, |t, v| t == "shopfloor/alarms/events" && v["event"] == "confirmed")
+            .await;
+    assert_eq!(
+        (confirmed["closed"].as_bool(), confirmed["comment"].as_str()),
+        (Some(true), Some("pump reset"))
+    );
+    assert_eq!(confirmed["instance"], raised["instance"]);
+    let engine = driver.shutdown().await.expect("the engine back");
+    assert!(engine.persisted().is_empty(), "the instance is closed");
 }

@@ -360,7 +360,8 @@ impl Decoder {
                     }
                     let mut batches = Vec::new();
                     while let Some(e) = host.poll_event() {
-                        if let HostEvent::Data(b) = e {
+                        // Replayed history is stored like live data.
+                        if let HostEvent::Data(b) | HostEvent::Historical(b) = e {
                             batches.push(b);
                         }
                     }

@@ -92,6 +92,10 @@ pub enum HostEvent {
     /// Readings, from a birth, DATA, or a death (then all stale). `source` is
     /// `group/edge_node` or `group/edge_node/device`.
     Data(Batch),
+    /// Readings flagged `is_historical`: what an edge node stored while it
+    /// was offline and replays after its birth. For storage and the
+    /// journal, not for live alarms. Same `source` as [`Data`](Self::Data).
+    Historical(Batch),
     /// An edge node birthed.
     NodeOnline {
         /// The group id.
@@ -514,19 +518,26 @@ impl HostApplication {
             Some(d) => &mut node.devices.entry(d.to_owned()).or_default().last,
             None => &mut node.last,
         };
-        let mut batch = Batch::new(source);
+        let (mut live, mut history) = (Batch::new(source), Batch::new(source));
         for m in payload.metrics.iter().filter(|m| !is_plumbing(m)) {
             if let Some(r) = reading(m, payload.timestamp) {
+                if m.is_historical {
+                    history.readings.push(r);
+                    continue;
+                }
                 let newer =
                     last.get(r.metric.as_str()).is_none_or(|old| r.timestamp >= old.timestamp);
-                if newer && !m.is_historical {
+                if newer {
                     last.insert(r.metric.to_string(), r.clone());
                 }
-                batch.readings.push(r);
+                live.readings.push(r);
             }
         }
-        if !batch.readings.is_empty() {
-            self.events.push_back(HostEvent::Data(batch));
+        if !history.readings.is_empty() {
+            self.events.push_back(HostEvent::Historical(history));
+        }
+        if !live.readings.is_empty() {
+            self.events.push_back(HostEvent::Data(live));
         }
     }
 

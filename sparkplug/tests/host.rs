@@ -198,6 +198,43 @@ fn births_and_data_become_batches() {
 }
 
 #[test]
+fn historical_metrics_come_apart_from_live_ones() {
+    let mut t = Harness::connected();
+    t.hold_next = Some(MessageType::NData);
+    t.publish_temp(20.5);
+    let held = t.held.pop_front().expect("the NDATA held back");
+    let seq = shopfloor_sparkplug::proto::Payload::decode(&held.payload[..]).unwrap().seq;
+    let mut old = Metric::new("temp", 500, MetricValue::Double(99.0));
+    old.is_historical = true;
+    let p = Payload {
+        timestamp: Some(t.ms),
+        seq,
+        metrics: vec![old, Metric::new("temp", t.ms, MetricValue::Double(21.0))],
+        ..Default::default()
+    };
+    t.deliver_to_host(&Publish {
+        topic: held.topic.clone(),
+        payload: p.encode(EncodeOptions::default()).into(),
+        ..held
+    });
+    t.drive();
+    let history: Vec<&Batch> = t
+        .events
+        .iter()
+        .filter_map(|e| if let HostEvent::Historical(b) = e { Some(b) } else { None })
+        .collect();
+    assert_eq!(history.len(), 1);
+    assert_eq!(history[0].source, "G/E");
+    assert_eq!(history[0].readings.len(), 1);
+    assert_eq!(history[0].readings[0].value, Value::F64(99.0));
+    assert_eq!(history[0].readings[0].timestamp.unix_ms(), 500);
+    let live = t.data();
+    assert_eq!(live.len(), 1);
+    assert_eq!(live[0].readings.len(), 1, "the replayed value is not live");
+    assert_eq!(live[0].readings[0].value, Value::F64(21.0));
+}
+
+#[test]
 fn host_requests_rebirth_after_seq_gap() {
     let mut t = Harness::connected();
     t.drop_next = Some(MessageType::NData);

@@ -118,8 +118,8 @@ async fn broker_kill9_ends_in_a_rebirth_and_replays_the_outage() {
         matches!(e, HostEvent::NodeOnline { bd_seq: 1, .. })
     })
     .await;
-    let got = host_event(&mut h, "replayed 2.0", |e| matches!(e, HostEvent::Data(b) if b.readings.iter().any(|r| r.value == Value::F64(2.0)))).await;
-    let HostEvent::Data(batch) = got else { unreachable!() };
+    let got = host_event(&mut h, "replayed 2.0", |e| matches!(e, HostEvent::Historical(b) if b.readings.iter().any(|r| r.value == Value::F64(2.0)))).await;
+    let HostEvent::Historical(batch) = got else { unreachable!() };
     let r = batch.readings.iter().find(|r| r.value == Value::F64(2.0)).unwrap();
     assert_eq!(r.timestamp.unix_ms(), 2_000, "the reading keeps its own time");
     e.publish(temp(3_000, 3.0)).await.unwrap();
@@ -352,7 +352,7 @@ async fn a_file_spool_carries_an_outage_across_an_edge_crash() {
     let mut seen = std::collections::HashSet::new();
     timeout(Duration::from_secs(60), async {
         while (seen.len() as u64) < total {
-            let HostEvent::Data(b) = h.next_event().await.expect("host driver alive") else {
+            let HostEvent::Historical(b) = h.next_event().await.expect("host driver alive") else {
                 continue;
             };
             for r in b.readings {
