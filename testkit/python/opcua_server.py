@@ -1,0 +1,216 @@
+"""An asyncua OPC UA server for the OPC UA bridge tests.
+
+Usage:
+    opcua_server.py PORT [--items N] [--interval S] [--user NAME:PASSWORD]
+                         [--cert CERT.der --key KEY.pem] [--trust DIR]
+
+Serves opc.tcp://localhost:PORT/ with namespace "urn:shopfloor:test" and an
+object "Machine1" (NodeId ns=<that namespace>;s=Machine1) whose variables
+have string NodeIds "Machine1.<Name>":
+
+    Temperature  Double   EURange 0..200, EngineeringUnits degree Celsius
+    Pressure     Float
+    Count        Int32
+    Total        UInt64
+    Running      Boolean
+    Name         String
+    Profile      Double[]
+    Setpoint     Double, writable
+    Id           NodeId   (no shopfloor Value for it: reported, not dropped)
+
+With --items N, also N Double variables "Machine1.Item<i>" (i from 0), and
+with --interval S every one of them (and Count) changes every S seconds.
+--user makes username/password the only identity accepted. --cert/--key
+serve every security policy and mode with that certificate; --trust makes
+the server accept only client certificates found in DIR.
+
+Commands, one JSON object per line on stdin; each answered with one line:
+    {"set": "Temperature", "value": 21.5}           a new value, status Good
+    {"set": "Temperature", "value": 1, "status": "BadSensorFailure"}
+    {"get": "Setpoint"}                              prints {"value": ...}
+    {"delete": "Temperature"}                        removes the node
+    {"add": "Temperature"}                           adds it back (same NodeId)
+    {"delay": 0.5}             answers every request that much later
+    {"stats": true}            prints {"published": n}: data changes sent
+Prints "ready" once it serves, then "ok" (or the JSON asked for) per command.
+"""
+
+import argparse
+import asyncio
+import datetime
+import json
+import logging
+import sys
+
+from asyncua import Server, ua
+
+logging.basicConfig(level=logging.ERROR)
+for name in ("asyncua", "asyncua.server", "asyncua.common"):
+    logging.getLogger(name).setLevel(logging.CRITICAL)
+
+NS_URI = "urn:shopfloor:test"
+SCALARS = {
+    "Temperature": (21.0, ua.VariantType.Double),
+    "Pressure": (1.5, ua.VariantType.Float),
+    "Count": (0, ua.VariantType.Int32),
+    "Total": (2**40, ua.VariantType.UInt64),
+    "Running": (True, ua.VariantType.Boolean),
+    "Name": ("press-1", ua.VariantType.String),
+    "Profile": ([1.0, 2.0, 3.0], ua.VariantType.Double),
+    "Setpoint": (50.0, ua.VariantType.Double),
+    "Id": (ua.NodeId(1, 1), ua.VariantType.NodeId),
+}
+
+
+async def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("port", type=int)
+    p.add_argument("--items", type=int, default=0)
+    p.add_argument("--interval", type=float, default=0.0)
+    p.add_argument("--user")
+    p.add_argument("--cert")
+    p.add_argument("--key")
+    p.add_argument("--trust")
+    args = p.parse_args()
+
+    user_manager = None
+    if args.user:
+        name, password = args.user.split(":", 1)
+
+        class Users:
+            def get_user(self, iserver, username=None, password_=None, certificate=None, **kw):
+                from asyncua.crypto.permission_rules import User, UserRole
+
+                given = kw.get("password", password_)
+                if username == name and given == password:
+                    return User(role=UserRole.User)
+                return None
+
+        user_manager = Users()
+    server = Server(user_manager=user_manager) if user_manager else Server()
+    await server.init()
+    server.set_endpoint(f"opc.tcp://localhost:{args.port}/")
+    server.set_server_name("shopfloor test server")
+    if args.cert:
+        await server.load_certificate(args.cert)
+        await server.load_private_key(args.key)
+        server.set_security_policy(
+            [
+                ua.SecurityPolicyType.NoSecurity,
+                ua.SecurityPolicyType.Basic256Sha256_Sign,
+                ua.SecurityPolicyType.Basic256Sha256_SignAndEncrypt,
+                ua.SecurityPolicyType.Aes128Sha256RsaOaep_Sign,
+                ua.SecurityPolicyType.Aes128Sha256RsaOaep_SignAndEncrypt,
+                ua.SecurityPolicyType.Aes256Sha256RsaPss_Sign,
+                ua.SecurityPolicyType.Aes256Sha256RsaPss_SignAndEncrypt,
+            ]
+        )
+    else:
+        server.set_security_policy([ua.SecurityPolicyType.NoSecurity])
+    if args.user:
+        server.set_identity_tokens([ua.UserNameIdentityToken])
+    if args.trust:
+        from asyncua.crypto.truststore import TrustStore
+        from asyncua.crypto.validator import CertificateValidator
+
+        store = TrustStore([args.trust], [])
+        await store.load()
+        server.set_certificate_validator(CertificateValidator(trust_store=store))
+
+    idx = await server.register_namespace(NS_URI)
+    machine = await server.nodes.objects.add_object(ua.NodeId("Machine1", idx), ua.QualifiedName("Machine1", idx))
+    nodes = {}
+
+    async def add(name, value, vtype):
+        node = await machine.add_variable(
+            ua.NodeId(f"Machine1.{name}", idx), ua.QualifiedName(name, idx), ua.Variant(value, vtype)
+        )
+        if name == "Setpoint":
+            await node.set_writable()
+        if name == "Temperature":
+            await node.add_property(idx, "EURange", ua.Range(0.0, 200.0))
+            unit = ua.EUInformation(
+                NamespaceUri="http://www.opcfoundation.org/UA/units/un/cefact",
+                UnitId=4408652,
+                DisplayName=ua.LocalizedText("°C"),
+                Description=ua.LocalizedText("degree Celsius"),
+            )
+            await node.add_property(idx, "EngineeringUnits", unit)
+        nodes[name] = (node, vtype)
+
+    for name, (value, vtype) in SCALARS.items():
+        await add(name, value, vtype)
+    for i in range(args.items):
+        await add(f"Item{i}", 0.0, ua.VariantType.Double)
+
+    state = {"delay": 0.0, "published": 0}
+    # Slow responses: every service request waits first.
+    from asyncua.server import uaprocessor
+
+    process = uaprocessor.UaProcessor.process_message
+
+    async def slow(self, *a, **kw):
+        if state["delay"]:
+            await asyncio.sleep(state["delay"])
+        return await process(self, *a, **kw)
+
+    uaprocessor.UaProcessor.process_message = slow
+
+    def now():
+        return datetime.datetime.now(datetime.timezone.utc)
+
+    async def write(name, value, status="Good"):
+        node, vtype = nodes[name]
+        dv = ua.DataValue(
+            ua.Variant(value, vtype),
+            StatusCode=ua.StatusCode(getattr(ua.StatusCodes, status)),
+            SourceTimestamp=now(),
+            ServerTimestamp=now(),
+        )
+        await server.write_attribute_value(node.nodeid, dv)
+
+    async def ticker():
+        n = 0
+        while True:
+            await asyncio.sleep(args.interval)
+            n += 1
+            if "Count" in nodes:
+                await write("Count", n)
+            for i in range(args.items):
+                name = f"Item{i}"
+                if name in nodes:
+                    await write(name, float(n * 1000 + i))
+            state["published"] += args.items + 1
+
+    async with server:
+        if args.interval > 0:
+            asyncio.get_running_loop().create_task(ticker())
+        print("ready", flush=True)
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader()
+        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+        while True:
+            line = await reader.readline()
+            if not line:
+                break
+            cmd = json.loads(line)
+            out = "ok"
+            if "set" in cmd:
+                await write(cmd["set"], cmd["value"], cmd.get("status", "Good"))
+            elif "get" in cmd:
+                node, _ = nodes[cmd["get"]]
+                out = json.dumps({"value": await node.read_value()})
+            elif "delete" in cmd:
+                node, _ = nodes.pop(cmd["delete"])
+                await server.delete_nodes([node])
+            elif "add" in cmd:
+                value, vtype = SCALARS[cmd["add"]]
+                await add(cmd["add"], value, vtype)
+            elif "delay" in cmd:
+                state["delay"] = float(cmd["delay"])
+            elif "stats" in cmd:
+                out = json.dumps({"published": state["published"]})
+            print(out, flush=True)
+
+
+asyncio.run(main())
