@@ -1,7 +1,9 @@
 #![doc = include_str!("../README.md")]
 #![forbid(unsafe_code)]
 
+pub mod client;
 pub mod config;
 pub mod convert;
+pub mod watchdog;
 
 pub use config::{BridgeConfig, ConfigError, NodeConfig, ServerConfig};

@@ -1,0 +1,940 @@
+//! One OPC UA server, kept alive: the tokio shell around the
+//! [`Watchdog`](crate::watchdog::Watchdog). [`ServerLink::spawn`] connects
+//! (retrying forever), resolves the configured nodes, subscribes to them
+//! grouped by publishing interval, and sends [`ServerEvent`]s: a birth
+//! with every value when data flows, readings as they change, `Offline`
+//! at once when the server is lost or falls silent, and each node it
+//! cannot bridge, once.
+
+use std::collections::{BTreeMap, HashMap};
+use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use opcua::client::{
+    ClientBuilder, IdentityToken, Session, SessionPollResult, SubscriptionActivity,
+    SubscriptionCallbacks,
+};
+use opcua::crypto::SecurityPolicy as UaPolicy;
+use opcua::types::{
+    AttributeId, BrowseDescription, BrowseDirection, BrowsePath, BrowseResultMask,
+    DataChangeFilter, DataChangeTrigger, DataValue, DeadbandType, EUInformation,
+    EndpointDescription, ExtensionObject, MessageSecurityMode, MonitoredItemCreateRequest,
+    MonitoringMode, MonitoringParameters, NodeId, QualifiedName, Range, ReadValueId,
+    ReferenceTypeId, RelativePath, RelativePathElement, StatusCode, TimestampsToReturn, VariableId,
+    Variant,
+};
+use shopfloor_schemas::{Batch, Quality, Reading, Timestamp, Value};
+use shopfloor_sparkplug::DataType;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::config::{
+    Deadband, Identity, Namespace, NodeConfig, NodeRef, SecurityMode, SecurityPolicy, ServerConfig,
+};
+use crate::convert;
+use crate::watchdog::{Action, Timing, Watchdog};
+
+/// What a metric is, learned from the server at connect.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MetricInfo {
+    /// The metric name.
+    pub name: String,
+    /// Its Sparkplug type.
+    pub datatype: DataType,
+    /// Its engineering unit (EUInformation's display name), if the server has one.
+    pub unit: Option<String>,
+    /// Its EURange, if the server has one.
+    pub range: Option<(f64, f64)>,
+    /// On the write allow-list.
+    pub writable: bool,
+}
+
+/// What a server link tells the application.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ServerEvent {
+    /// Data flows (first time, or after an outage): every bridged metric
+    /// and its current value, read just now. Publish a birth with them.
+    Online {
+        /// The server's name.
+        server: String,
+        /// The metrics, in config order (nodes that could not be bridged left out).
+        metrics: Vec<MetricInfo>,
+        /// Their current values (source = the server's name).
+        values: Batch,
+    },
+    /// Readings that changed (source = the server's name).
+    Data(Batch),
+    /// The server is unreachable or its subscriptions are silent: every
+    /// metric is stale from now (publish a death).
+    Offline {
+        /// The server's name.
+        server: String,
+        /// Why, for the log.
+        reason: String,
+    },
+    /// A node that cannot be bridged now, once per problem: an unknown
+    /// NodeId, a browse path that leads nowhere, a type with no shopfloor
+    /// value. It is tried again at each reconnect.
+    NodeProblem {
+        /// The server's name.
+        server: String,
+        /// The metric.
+        metric: String,
+        /// What is wrong.
+        problem: String,
+    },
+}
+
+/// Counters of one link, shared with its task.
+#[derive(Debug, Default)]
+pub struct LinkStats {
+    /// Values delivered.
+    pub values: AtomicU64,
+    /// Outages noticed (silence or connection loss after data flowed).
+    pub outages: AtomicU64,
+    /// Sessions connected (the first included).
+    pub sessions: AtomicU64,
+    /// The last recovery time in ms (noticed → data again), 0 before any.
+    pub last_recovery_ms: AtomicU64,
+}
+
+/// Settings of the client below the configuration file: timeouts and
+/// retry pacing. The defaults suit a plant network; tests shorten them.
+#[derive(Clone, Debug)]
+pub struct ClientTuning {
+    /// How often the session checks the server (a Read of its state).
+    pub keep_alive_interval: Duration,
+    /// How long a request may take.
+    pub request_timeout: Duration,
+    /// First pause between reconnect attempts of the library.
+    pub retry_initial: Duration,
+    /// Longest pause between reconnect attempts of the library.
+    pub retry_max: Duration,
+}
+
+impl Default for ClientTuning {
+    fn default() -> Self {
+        Self {
+            keep_alive_interval: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(10),
+            retry_initial: Duration::from_millis(500),
+            retry_max: Duration::from_secs(10),
+        }
+    }
+}
+
+/// A running link to one server.
+#[derive(Debug)]
+pub struct ServerLink {
+    task: JoinHandle<()>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    stats: Arc<LinkStats>,
+}
+
+impl ServerLink {
+    /// Starts the link; events go to `events`.
+    pub fn spawn(
+        config: ServerConfig,
+        tuning: ClientTuning,
+        events: mpsc::Sender<ServerEvent>,
+    ) -> Self {
+        let stats = Arc::new(LinkStats::default());
+        let (stop, stopped) = tokio::sync::oneshot::channel();
+        let task = tokio::spawn(run(config, tuning, events, stats.clone(), stopped));
+        Self { task, stop: Some(stop), stats }
+    }
+
+    /// Its counters.
+    pub fn stats(&self) -> &LinkStats {
+        &self.stats
+    }
+
+    /// Stops the link and closes its session.
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let _ = (&mut self.task).await;
+    }
+}
+
+impl Drop for ServerLink {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// What the event loop and the callbacks tell the supervisor.
+enum Signal {
+    /// A publish response (data or keep-alive).
+    Activity,
+    /// A data change of metric `index`.
+    Data(usize, DataValue),
+    /// The connection is gone; the library reconnects.
+    Lost(StatusCode),
+    /// (Re)connected: a session is active.
+    Session,
+    /// A reconnect attempt failed.
+    ReconnectFailed(StatusCode),
+    /// A subscription's status changed (timed out on the server, say).
+    SubscriptionStatus(StatusCode),
+    /// The event loop ended.
+    Ended(StatusCode),
+}
+
+/// The monitored state of one configured node.
+struct Item {
+    config: NodeConfig,
+    node_id: Option<NodeId>,
+    info: Option<MetricInfo>,
+    last: Option<Value>,
+    problem: Option<String>,
+}
+
+async fn run(
+    config: ServerConfig,
+    tuning: ClientTuning,
+    events: mpsc::Sender<ServerEvent>,
+    stats: Arc<LinkStats>,
+    mut stopped: tokio::sync::oneshot::Receiver<()>,
+) {
+    let longest =
+        config.nodes.iter().map(|n| n.publishing_interval).max().unwrap_or(Duration::from_secs(1));
+    let timing = Timing::for_subscriptions(longest, config.keep_alive_count);
+    let mut items: Vec<Item> = config
+        .nodes
+        .iter()
+        .map(|n| Item { config: n.clone(), node_id: None, info: None, last: None, problem: None })
+        .collect();
+    let mut watchdog = Watchdog::new(timing, Instant::now());
+    let mut attempt = 0_u32;
+    let mut online = false;
+    loop {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let session = match connect(&config, &tuning, tx.clone()).await {
+            Ok(s) => s,
+            Err(e) => {
+                attempt += 1;
+                if attempt == 1 || attempt.is_power_of_two() {
+                    tracing::warn!(server = %config.name, "{e} (attempt {attempt}; retrying)");
+                }
+                let pause = (tuning.retry_initial * attempt.min(20)).min(tuning.retry_max);
+                tokio::select! {
+                    _ = tokio::time::sleep(pause) => continue,
+                    _ = &mut stopped => return,
+                }
+            }
+        };
+        attempt = 0;
+        let mut subscriptions: Vec<u32> = Vec::new();
+        let mut problems_reported: HashMap<String, String> = HashMap::new();
+        let mut reconnect = false;
+        while !reconnect {
+            let deadline =
+                watchdog.next_deadline().unwrap_or_else(|| Instant::now() + timing.window);
+            let signal = tokio::select! {
+                s = rx.recv() => s,
+                () = tokio::time::sleep_until(deadline.into()) => {
+                    watchdog.on_timeout(Instant::now());
+                    None
+                }
+                _ = &mut stopped => {
+                    let _ = session.disconnect().await;
+                    return;
+                }
+            };
+            let now = Instant::now();
+            let mut data = Vec::new();
+            let handle = |s: Signal, data: &mut Vec<(usize, DataValue)>, w: &mut Watchdog| match s {
+                Signal::Activity => w.on_activity(now),
+                Signal::Data(i, dv) => {
+                    w.on_activity(now);
+                    data.push((i, dv));
+                }
+                Signal::Lost(status) => {
+                    tracing::warn!(server = %config.name, "connection lost: {status}");
+                    w.on_lost(now);
+                }
+                Signal::Session => {
+                    stats.sessions.fetch_add(1, Relaxed);
+                    w.on_session(now);
+                }
+                Signal::ReconnectFailed(status) => {
+                    tracing::warn!(server = %config.name, "reconnect failed: {}", explain(status, &config));
+                }
+                Signal::SubscriptionStatus(status) => {
+                    tracing::warn!(server = %config.name, "subscription status: {status}");
+                }
+                Signal::Ended(status) => {
+                    tracing::warn!(server = %config.name, "session ended: {status}");
+                    w.on_lost(now);
+                }
+            };
+            let mut ended = false;
+            if let Some(s) = signal {
+                ended |= matches!(s, Signal::Ended(_));
+                handle(s, &mut data, &mut watchdog);
+            }
+            while let Ok(s) = rx.try_recv() {
+                ended |= matches!(s, Signal::Ended(_));
+                handle(s, &mut data, &mut watchdog);
+            }
+            while let Some(action) = watchdog.poll_action() {
+                match action {
+                    Action::Stale => {
+                        online = false;
+                        stats.outages.fetch_add(1, Relaxed);
+                        let reason = "the server is unreachable or its subscriptions are silent";
+                        let _ = events
+                            .send(ServerEvent::Offline {
+                                server: config.name.clone(),
+                                reason: reason.into(),
+                            })
+                            .await;
+                    }
+                    Action::Republish => {
+                        if subscriptions.is_empty() {
+                            match subscribe(&session, &mut items, &config, &tx).await {
+                                Ok(ids) => subscriptions = ids,
+                                Err(e) => tracing::warn!(server = %config.name, "subscribing: {e}"),
+                            }
+                        }
+                        session.trigger_publish_now();
+                    }
+                    Action::Recreate => {
+                        tracing::info!(server = %config.name, "no publish response in time: recreating the subscriptions");
+                        if !subscriptions.is_empty() {
+                            let _ = tokio::time::timeout(
+                                tuning.request_timeout,
+                                session.delete_subscriptions(&subscriptions),
+                            )
+                            .await;
+                        }
+                        subscriptions = match subscribe(&session, &mut items, &config, &tx).await {
+                            Ok(ids) => ids,
+                            Err(e) => {
+                                tracing::warn!(server = %config.name, "recreating subscriptions: {e}");
+                                Vec::new()
+                            }
+                        };
+                        session.trigger_publish_now();
+                    }
+                    Action::Reconnect => {
+                        tracing::info!(server = %config.name, "still silent: a new session");
+                        reconnect = true;
+                    }
+                    Action::Resync => {
+                        if let Some(ms) = watchdog.last_recovery() {
+                            stats.last_recovery_ms.store(ms.as_millis() as u64, Relaxed);
+                        }
+                        match resync(&session, &mut items, &config.name).await {
+                            Ok((metrics, values)) => {
+                                online = true;
+                                stats.values.fetch_add(values.readings.len() as u64, Relaxed);
+                                let _ = events
+                                    .send(ServerEvent::Online {
+                                        server: config.name.clone(),
+                                        metrics,
+                                        values,
+                                    })
+                                    .await;
+                            }
+                            Err(e) => {
+                                // Not really up: let the ladder go on.
+                                tracing::warn!(server = %config.name, "reading the current values: {e}");
+                                watchdog.on_lost(Instant::now());
+                            }
+                        }
+                    }
+                }
+            }
+            for item in &items {
+                if let Some(p) = &item.problem
+                    && problems_reported.get(&item.config.metric) != Some(p)
+                {
+                    problems_reported.insert(item.config.metric.clone(), p.clone());
+                    let _ = events
+                        .send(ServerEvent::NodeProblem {
+                            server: config.name.clone(),
+                            metric: item.config.metric.clone(),
+                            problem: p.clone(),
+                        })
+                        .await;
+                }
+            }
+            if online && !data.is_empty() {
+                let mut batch = Batch::new(config.name.as_str());
+                let now_ts = Timestamp::now();
+                for (i, dv) in data {
+                    let Some(item) = items.get_mut(i) else { continue };
+                    if let Some(r) = reading(item, &dv, now_ts) {
+                        batch.readings.push(r);
+                    }
+                }
+                if !batch.readings.is_empty() {
+                    stats.values.fetch_add(batch.readings.len() as u64, Relaxed);
+                    let _ = events.send(ServerEvent::Data(batch)).await;
+                }
+            }
+            if ended {
+                reconnect = true;
+            }
+        }
+        let _ = tokio::time::timeout(tuning.request_timeout, session.disconnect()).await;
+        for item in &mut items {
+            item.node_id = None;
+        }
+    }
+}
+
+/// A data change as a reading; a bad status with no value repeats the
+/// last value with the bad quality (a reading needs a value).
+fn reading(item: &mut Item, dv: &DataValue, now: Timestamp) -> Option<Reading> {
+    let s = convert::sample(dv, now);
+    if let Some(u) = s.unsupported {
+        item.problem = Some(u.to_string());
+    }
+    let value = match s.value {
+        Some(v) => {
+            item.last = Some(v.clone());
+            v
+        }
+        None => item.last.clone()?,
+    };
+    Some(Reading {
+        metric: item.config.metric.as_str().into(),
+        timestamp: s.timestamp,
+        value,
+        quality: s.quality,
+    })
+}
+
+/// What to tell the user about a connect error.
+fn explain(status: StatusCode, config: &ServerConfig) -> String {
+    let pki = config.pki_dir.display();
+    match status {
+        StatusCode::BadCertificateUntrusted | StatusCode::BadSecurityChecksFailed => format!(
+            "{status}: the server's certificate is not trusted yet. It was saved in {pki}/rejected/; \
+             if it is the server's, move it to {pki}/trusted/ (the bridge picks it up at the next attempt)"
+        ),
+        StatusCode::BadCertificateHostNameInvalid => format!(
+            "{status}: the server's certificate does not name the host in {}; use the host name it carries \
+             (often its own hostname or localhost), not an IP address",
+            config.endpoint
+        ),
+        StatusCode::BadUserAccessDenied
+        | StatusCode::BadIdentityTokenRejected
+        | StatusCode::BadIdentityTokenInvalid => {
+            format!(
+                "{status}: the server refused the user or password; check user and password_env"
+            )
+        }
+        StatusCode::BadSecurityPolicyRejected | StatusCode::BadTcpEndpointUrlInvalid => format!(
+            "{status}: the server has no endpoint with security policy {} and mode {}",
+            config.security_policy,
+            config.security_mode.name()
+        ),
+        other => format!("{other}"),
+    }
+}
+
+fn policy(p: SecurityPolicy) -> UaPolicy {
+    match p {
+        SecurityPolicy::None => UaPolicy::None,
+        SecurityPolicy::Basic256Sha256 => UaPolicy::Basic256Sha256,
+        SecurityPolicy::Aes128Sha256RsaOaep => UaPolicy::Aes128Sha256RsaOaep,
+        SecurityPolicy::Aes256Sha256RsaPss => UaPolicy::Aes256Sha256RsaPss,
+    }
+}
+
+fn mode(m: SecurityMode) -> MessageSecurityMode {
+    match m {
+        SecurityMode::None => MessageSecurityMode::None,
+        SecurityMode::Sign => MessageSecurityMode::Sign,
+        SecurityMode::SignAndEncrypt => MessageSecurityMode::SignAndEncrypt,
+    }
+}
+
+/// Finds the endpoint, makes the session and starts its event loop,
+/// whose results arrive as [`Signal`]s.
+async fn connect(
+    config: &ServerConfig,
+    tuning: &ClientTuning,
+    tx: mpsc::UnboundedSender<Signal>,
+) -> Result<Arc<Session>, String> {
+    let mut client = ClientBuilder::new()
+        .application_name("shopfloor-bridge-opcua")
+        .application_uri("urn:shopfloor:bridge-opcua")
+        .product_uri("urn:shopfloor:bridge-opcua")
+        .pki_dir(&config.pki_dir)
+        .create_sample_keypair(true)
+        .trust_server_certs(false)
+        .session_retry_limit(-1)
+        .session_retry_initial(tuning.retry_initial)
+        .session_retry_max(tuning.retry_max)
+        .keep_alive_interval(tuning.keep_alive_interval)
+        .max_failed_keep_alive_count(2)
+        .request_timeout(tuning.request_timeout)
+        .recreate_subscriptions(true)
+        .session_timeout(60_000)
+        .client()
+        .map_err(|e| format!("the client configuration is invalid: {}", e.join("; ")))?;
+    let endpoints = tokio::time::timeout(
+        tuning.request_timeout,
+        client.get_server_endpoints_from_url(config.endpoint.as_str()),
+    )
+    .await
+    .map_err(|_| format!("{}: no answer to GetEndpoints", config.endpoint))?
+    .map_err(|e| format!("{}: {}", config.endpoint, explain(e.status(), config)))?;
+    let wanted = policy(config.security_policy);
+    let mut endpoint: EndpointDescription = endpoints
+        .iter()
+        .find(|e| {
+            e.security_mode == mode(config.security_mode)
+                && UaPolicy::from_uri(e.security_policy_uri.as_ref()) == wanted
+        })
+        .cloned()
+        .ok_or_else(|| {
+            let offered: Vec<String> = endpoints
+                .iter()
+                .map(|e| {
+                    format!(
+                        "{} {:?}",
+                        e.security_policy_uri.as_ref().rsplit('#').next().unwrap_or(""),
+                        e.security_mode
+                    )
+                })
+                .collect();
+            format!(
+                "{} has no endpoint with security policy {} and mode {}; it offers: {}",
+                config.endpoint,
+                config.security_policy,
+                config.security_mode.name(),
+                offered.join(", ")
+            )
+        })?;
+    // Keep to the configured address: the server may advertise another
+    // host or port (NAT, a proxy, a container).
+    endpoint.endpoint_url = config.endpoint.as_str().into();
+    let identity = match &config.identity {
+        Identity::Anonymous => IdentityToken::Anonymous,
+        Identity::UserName { user, password } => {
+            IdentityToken::new_user_name(user.clone(), password.clone())
+        }
+        Identity::Certificate { certificate, private_key } => {
+            IdentityToken::new_x509_path(certificate, private_key).map_err(|e| {
+                format!(
+                    "the user certificate {} or key {}: {e}",
+                    certificate.display(),
+                    private_key.display()
+                )
+            })?
+        }
+    };
+    let (session, event_loop) = client
+        .connect_to_endpoint_directly(endpoint, identity)
+        .map_err(|e| format!("{}: {e}", config.endpoint))?;
+    let name = config.name.clone();
+    tokio::spawn(async move {
+        let mut stream = std::pin::pin!(event_loop.enter());
+        while let Some(r) = stream.next().await {
+            let signal = match r {
+                Ok(SessionPollResult::Reconnected(_)) => Signal::Session,
+                Ok(SessionPollResult::ConnectionLost(s)) => Signal::Lost(s),
+                Ok(SessionPollResult::ReconnectFailed(s)) => Signal::ReconnectFailed(s),
+                Ok(SessionPollResult::Subscription(SubscriptionActivity::Publish)) => {
+                    Signal::Activity
+                }
+                Ok(_) => continue,
+                Err(s) => {
+                    let _ = tx.send(Signal::Ended(s));
+                    break;
+                }
+            };
+            if tx.send(signal).is_err() {
+                break;
+            }
+        }
+        tracing::debug!(server = %name, "session event loop ended");
+    });
+    Ok(session)
+}
+
+/// The namespace index of `ns` on this server now.
+async fn namespace(
+    session: &Session,
+    ns: &Namespace,
+    cache: &mut Option<Vec<String>>,
+) -> Result<u16, String> {
+    match ns {
+        Namespace::Index(i) => Ok(*i),
+        Namespace::Uri(uri) => {
+            if cache.is_none() {
+                let node: NodeId = VariableId::Server_NamespaceArray.into();
+                let dv = session
+                    .read(&[ReadValueId::from(node)], TimestampsToReturn::Neither, 0.0)
+                    .await
+                    .map_err(|e| format!("reading the namespace array: {e}"))?;
+                let uris = match dv.first().and_then(|d| d.value.as_ref()) {
+                    Some(Variant::Array(a)) => a
+                        .values
+                        .iter()
+                        .map(|v| match v {
+                            Variant::String(s) => s.as_ref().to_owned(),
+                            _ => String::new(),
+                        })
+                        .collect(),
+                    _ => return Err("the server's namespace array is unreadable".into()),
+                };
+                *cache = Some(uris);
+            }
+            let uris = cache.as_ref().map_or(&[][..], Vec::as_slice);
+            uris.iter().position(|u| u == uri).and_then(|i| u16::try_from(i).ok()).ok_or_else(
+                || format!("the server has no namespace {uri:?} (it has {})", uris.join(", ")),
+            )
+        }
+    }
+}
+
+/// Resolves every node not yet resolved: NodeIds by namespace, browse
+/// paths by TranslateBrowsePathsToNodeIds.
+async fn resolve(session: &Session, items: &mut [Item]) -> Result<(), String> {
+    let mut cache = None;
+    for item in items.iter_mut().filter(|i| i.node_id.is_none()) {
+        let resolved = match &item.config.node {
+            NodeRef::Id { namespace: ns, identifier } => {
+                match namespace(session, ns, &mut cache).await {
+                    Ok(i) => NodeId::from_str(&format!("ns={i};{identifier}"))
+                        .map_err(|_| format!("{identifier} is not a NodeId")),
+                    Err(e) => Err(e),
+                }
+            }
+            NodeRef::BrowsePath { elements } => {
+                let mut path = Vec::new();
+                let mut error = None;
+                for (ns, name) in elements {
+                    match namespace(session, ns, &mut cache).await {
+                        Ok(i) => path.push(RelativePathElement {
+                            reference_type_id: ReferenceTypeId::HierarchicalReferences.into(),
+                            is_inverse: false,
+                            include_subtypes: true,
+                            target_name: QualifiedName::new(i, name.as_str()),
+                        }),
+                        Err(e) => error = Some(e),
+                    }
+                }
+                match error {
+                    Some(e) => Err(e),
+                    None => {
+                        let bp = BrowsePath {
+                            starting_node: opcua::types::ObjectId::ObjectsFolder.into(),
+                            relative_path: RelativePath { elements: Some(path) },
+                        };
+                        match session.translate_browse_paths_to_node_ids(&[bp]).await {
+                            Ok(r) => match r.first() {
+                                Some(r) if r.status_code.is_good() => r
+                                    .targets
+                                    .as_ref()
+                                    .and_then(|t| t.first())
+                                    .map(|t| t.target_id.node_id.clone())
+                                    .ok_or_else(|| "the browse path leads nowhere".to_owned()),
+                                Some(r) => Err(format!(
+                                    "the browse path leads nowhere ({})",
+                                    r.status_code
+                                )),
+                                None => Err("no answer for the browse path".into()),
+                            },
+                            Err(e) => return Err(format!("translating browse paths: {e}")),
+                        }
+                    }
+                }
+            }
+        };
+        match resolved {
+            Ok(id) => {
+                item.node_id = Some(id);
+                item.problem = None;
+            }
+            Err(e) => item.problem = Some(format!("{}: {e}", item.config.node)),
+        }
+    }
+    Ok(())
+}
+
+/// Reads what each resolved node is (type, unit, range) where not known yet.
+async fn describe(session: &Session, items: &mut [Item]) -> Result<(), String> {
+    let todo: Vec<usize> = (0..items.len())
+        .filter(|&i| items[i].node_id.is_some() && items[i].info.is_none())
+        .collect();
+    if todo.is_empty() {
+        return Ok(());
+    }
+    let mut reads = Vec::new();
+    for &i in &todo {
+        let id = items[i].node_id.clone().unwrap_or_default();
+        for attribute in [AttributeId::Value, AttributeId::DataType, AttributeId::ValueRank] {
+            reads.push(ReadValueId {
+                node_id: id.clone(),
+                attribute_id: attribute as u32,
+                ..Default::default()
+            });
+        }
+    }
+    let values = read_chunked(session, &reads).await?;
+    // EURange and EngineeringUnits properties, by name in any namespace
+    // (the standard puts them in 0; some servers use their own).
+    let browse: Vec<BrowseDescription> = todo
+        .iter()
+        .map(|&i| BrowseDescription {
+            node_id: items[i].node_id.clone().unwrap_or_default(),
+            browse_direction: BrowseDirection::Forward,
+            reference_type_id: ReferenceTypeId::HasProperty.into(),
+            include_subtypes: true,
+            node_class_mask: 0,
+            result_mask: BrowseResultMask::All as u32,
+        })
+        .collect();
+    let mut property_reads = Vec::new();
+    let mut property_of = Vec::new();
+    for chunk in (0..browse.len()).collect::<Vec<_>>().chunks(500) {
+        let descriptions: Vec<BrowseDescription> =
+            chunk.iter().map(|&k| browse[k].clone()).collect();
+        let Ok(results) = session.browse(&descriptions, 0, None).await else { break };
+        for (&k, r) in chunk.iter().zip(&results) {
+            for reference in r.references.iter().flatten() {
+                let which = match reference.browse_name.name.as_ref() {
+                    "EURange" => 0,
+                    "EngineeringUnits" => 1,
+                    _ => continue,
+                };
+                property_reads.push(ReadValueId::from(reference.node_id.node_id.clone()));
+                property_of.push(2 * k + which);
+            }
+        }
+    }
+    let properties = if property_reads.is_empty() {
+        Vec::new()
+    } else {
+        read_chunked(session, &property_reads).await.unwrap_or_default()
+    };
+    let mut range = HashMap::new();
+    let mut unit = HashMap::new();
+    for (dv, &k) in properties.iter().zip(&property_of) {
+        let (item, which) = (todo[k / 2], k % 2);
+        let Some(Variant::ExtensionObject(ext)) = dv.value.as_ref() else { continue };
+        if which == 0 {
+            if let Some(r) = ext.inner_as::<Range>() {
+                range.insert(item, (r.low, r.high));
+            }
+        } else if let Some(eu) = ext.inner_as::<EUInformation>() {
+            let text = eu.display_name.text.as_ref().to_owned();
+            if !text.is_empty() {
+                unit.insert(item, text);
+            }
+        }
+    }
+    for (n, &i) in todo.iter().enumerate() {
+        let value = &values[3 * n];
+        let data_type = values[3 * n + 1].value.as_ref();
+        let rank = match values[3 * n + 2].value {
+            Some(Variant::Int32(r)) => r,
+            _ => -1,
+        };
+        let from_value = value.value.as_ref().and_then(convert::datatype);
+        let from_type = match data_type {
+            Some(Variant::NodeId(id)) if id.namespace == 0 => match id.identifier {
+                opcua::types::Identifier::Numeric(n) => convert::datatype_of_type_id(n, rank >= 0),
+                _ => None,
+            },
+            _ => None,
+        };
+        let item = &mut items[i];
+        match from_value.or(from_type) {
+            Some(datatype) => {
+                item.info = Some(MetricInfo {
+                    name: item.config.metric.clone(),
+                    datatype,
+                    unit: unit.remove(&i),
+                    range: range.remove(&i),
+                    writable: item.config.writable,
+                });
+            }
+            None if value.status.is_some_and(|s| s == StatusCode::BadNodeIdUnknown) => {
+                item.problem = Some(format!("{}: the server has no such node", item.config.node));
+                item.node_id = None;
+            }
+            None => {
+                let what = value
+                    .value
+                    .as_ref()
+                    .and_then(|v| convert::value(v).err())
+                    .map_or_else(|| "its type is not known".to_owned(), |e| e.to_string());
+                item.problem = Some(format!("{}: {what}", item.config.node));
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn read_chunked(session: &Session, reads: &[ReadValueId]) -> Result<Vec<DataValue>, String> {
+    let mut out = Vec::with_capacity(reads.len());
+    for chunk in reads.chunks(500) {
+        let got = session
+            .read(chunk, TimestampsToReturn::Both, 0.0)
+            .await
+            .map_err(|e| format!("Read: {e}"))?;
+        if got.len() != chunk.len() {
+            return Err(format!("Read: {} results for {} nodes", got.len(), chunk.len()));
+        }
+        out.extend(got);
+    }
+    Ok(out)
+}
+
+/// Creates the subscriptions (one per publishing interval) and their
+/// items, in batches; an item the server refuses only loses that item.
+async fn subscribe(
+    session: &Arc<Session>,
+    items: &mut [Item],
+    config: &ServerConfig,
+    tx: &mpsc::UnboundedSender<Signal>,
+) -> Result<Vec<u32>, String> {
+    resolve(session, items).await?;
+    describe(session, items).await?;
+    let mut groups: BTreeMap<Duration, Vec<usize>> = BTreeMap::new();
+    for (i, item) in items.iter().enumerate() {
+        if item.info.is_some() {
+            groups.entry(item.config.publishing_interval).or_default().push(i);
+        }
+    }
+    let mut ids = Vec::new();
+    for (interval, members) in groups {
+        let data_tx = tx.clone();
+        let status_tx = tx.clone();
+        let callbacks = SubscriptionCallbacks::new(
+            move |status| {
+                let _ = status_tx.send(Signal::SubscriptionStatus(status.status));
+            },
+            move |dv, item| {
+                let i = item.client_handle() as usize;
+                let _ = data_tx.send(Signal::Data(i.wrapping_sub(1), dv));
+            },
+            |_, _| {},
+        );
+        // Lifetime: long enough to outlive an outage the library can bridge
+        // by reactivating the session (10 min at 1 s).
+        let keep_alive = config.keep_alive_count;
+        let lifetime = (600_000 / interval.as_millis().max(1) as u32).max(keep_alive * 3);
+        let id = session
+            .create_subscription(interval, lifetime, keep_alive, 0, 0, true, callbacks)
+            .await
+            .map_err(|e| format!("CreateSubscription: {e}"))?;
+        ids.push(id);
+        for chunk in members.chunks(500) {
+            let requests: Vec<MonitoredItemCreateRequest> = chunk
+                .iter()
+                .map(|&i| {
+                    let c = &items[i].config;
+                    let filter = match c.deadband {
+                        Deadband::None => ExtensionObject::null(),
+                        Deadband::Absolute(v) => ExtensionObject::from_message(DataChangeFilter {
+                            trigger: DataChangeTrigger::StatusValue,
+                            deadband_type: DeadbandType::Absolute as u32,
+                            deadband_value: v,
+                        }),
+                        Deadband::Percent(v) => ExtensionObject::from_message(DataChangeFilter {
+                            trigger: DataChangeTrigger::StatusValue,
+                            deadband_type: DeadbandType::Percent as u32,
+                            deadband_value: v,
+                        }),
+                    };
+                    MonitoredItemCreateRequest {
+                        item_to_monitor: ReadValueId::from(
+                            items[i].node_id.clone().unwrap_or_default(),
+                        ),
+                        monitoring_mode: MonitoringMode::Reporting,
+                        requested_parameters: MonitoringParameters {
+                            client_handle: i as u32 + 1,
+                            sampling_interval: c.sampling_interval.as_secs_f64() * 1000.0,
+                            filter,
+                            queue_size: c.queue_size,
+                            discard_oldest: true,
+                        },
+                    }
+                })
+                .collect();
+            let results = session
+                .create_monitored_items(id, TimestampsToReturn::Both, requests)
+                .await
+                .map_err(|e| format!("CreateMonitoredItems: {e}"))?;
+            for (&i, r) in chunk.iter().zip(&results) {
+                let status = r.result.status_code;
+                if !status.is_good() {
+                    let item = &mut items[i];
+                    item.problem = Some(format!(
+                        "{}: the server refused to monitor it: {status}",
+                        item.config.node
+                    ));
+                    item.info = None;
+                    if status == StatusCode::BadNodeIdUnknown {
+                        item.node_id = None;
+                    }
+                }
+            }
+        }
+    }
+    Ok(ids)
+}
+
+/// Reads every bridged node's current value for the birth.
+async fn resync(
+    session: &Session,
+    items: &mut [Item],
+    server: &str,
+) -> Result<(Vec<MetricInfo>, Batch), String> {
+    let live: Vec<usize> = (0..items.len()).filter(|&i| items[i].info.is_some()).collect();
+    let reads: Vec<ReadValueId> = live
+        .iter()
+        .map(|&i| ReadValueId::from(items[i].node_id.clone().unwrap_or_default()))
+        .collect();
+    let values = if reads.is_empty() { Vec::new() } else { read_chunked(session, &reads).await? };
+    let now = Timestamp::now();
+    let mut metrics = Vec::new();
+    let mut batch = Batch::new(server);
+    for (&i, dv) in live.iter().zip(&values) {
+        let item = &mut items[i];
+        if let Some(info) = &item.info {
+            metrics.push(info.clone());
+        }
+        match reading(item, dv, now) {
+            Some(r) => batch.readings.push(r),
+            None => {
+                // No value yet (bad at the source): a placeholder of the
+                // right type, marked bad, so the birth names the metric.
+                let value =
+                    placeholder(item.info.as_ref().map_or(DataType::Double, |m| m.datatype));
+                batch.readings.push(Reading {
+                    metric: item.config.metric.as_str().into(),
+                    timestamp: now,
+                    value,
+                    quality: Quality::Bad,
+                });
+            }
+        }
+    }
+    Ok((metrics, batch))
+}
+
+fn placeholder(t: DataType) -> Value {
+    match t {
+        DataType::Boolean => Value::Bool(false),
+        DataType::String | DataType::Text => Value::String(String::new()),
+        DataType::Bytes => Value::Bytes(Vec::new().into()),
+        DataType::UInt64 => Value::U64(0),
+        DataType::Float | DataType::Double => Value::F64(0.0),
+        _ => Value::I64(0),
+    }
+}

@@ -1,0 +1,146 @@
+//! The bridge's server link against a real asyncua server: nodes by
+//! namespace URI and by browse path, types, units and ranges learned at
+//! connect, unbridgeable nodes reported once, changes as readings, and the
+//! recovery matrix (each case prints its time to recover).
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{NODES, Server, config, tuning, until};
+use shopfloor_bridge_opcua::client::{MetricInfo, ServerEvent, ServerLink};
+use shopfloor_schemas::{Quality, Value};
+use shopfloor_sparkplug::DataType;
+use tokio::sync::mpsc;
+
+fn value_of(e: &ServerEvent, metric: &str) -> Option<(Value, Quality)> {
+    let b = match e {
+        ServerEvent::Online { values, .. } => values,
+        ServerEvent::Data(b) => b,
+        _ => return None,
+    };
+    b.readings.iter().rev().find(|r| r.metric == metric).map(|r| (r.value.clone(), r.quality))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_are_resolved_described_and_bridged() {
+    let mut server = Server::start(&[]);
+    let pki = tempfile::tempdir().unwrap();
+    let (tx, mut rx) = mpsc::channel(1000);
+    let link = ServerLink::spawn(config(&server.endpoint(), pki.path(), NODES), tuning(), tx);
+
+    let online = until(&mut rx, 30, "the birth", |e| matches!(e, ServerEvent::Online { .. })).await;
+    let ServerEvent::Online { server: name, metrics, values } = &online else { unreachable!() };
+    assert_eq!(name, "m1");
+    let names: Vec<&str> = metrics.iter().map(|m| m.name.as_str()).collect();
+    assert_eq!(names, ["temperature", "count", "running", "profile"], "id and missing left out");
+    assert_eq!(
+        metrics[0],
+        MetricInfo {
+            name: "temperature".into(),
+            datatype: DataType::Double,
+            unit: Some("°C".into()),
+            range: Some((0.0, 200.0)),
+            writable: false
+        }
+    );
+    assert_eq!(
+        (metrics[1].datatype, metrics[2].datatype, metrics[3].datatype),
+        (DataType::Int32, DataType::Boolean, DataType::String)
+    );
+    assert_eq!(values.source, "m1");
+    assert_eq!(value_of(&online, "temperature"), Some((Value::F64(21.0), Quality::Good)));
+    assert_eq!(value_of(&online, "running"), Some((Value::Bool(true), Quality::Good)));
+    assert_eq!(
+        value_of(&online, "profile"),
+        Some((Value::String("[1.0,2.0,3.0]".into()), Quality::Good))
+    );
+    link.shutdown().await;
+
+    // The two problems were told before the birth, once each.
+    let (tx, mut rx) = mpsc::channel(1000);
+    let link = ServerLink::spawn(config(&server.endpoint(), pki.path(), NODES), tuning(), tx);
+    let mut problems = Vec::new();
+    let mut events = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        let Ok(Some(e)) = tokio::time::timeout(Duration::from_millis(500), rx.recv()).await else {
+            if events.iter().any(|e| matches!(e, ServerEvent::Online { .. })) {
+                break;
+            }
+            continue;
+        };
+        if let ServerEvent::NodeProblem { metric, problem, .. } = &e {
+            problems.push((metric.clone(), problem.clone()));
+        }
+        events.push(e);
+    }
+    problems.sort();
+    assert_eq!(problems.len(), 2, "{problems:?}");
+    assert_eq!(problems[0].0, "id");
+    assert!(
+        problems[0].1.contains("NodeId") && problems[0].1.contains("no shopfloor value"),
+        "{}",
+        problems[0].1
+    );
+    assert_eq!(problems[1].0, "missing");
+    assert!(problems[1].1.contains("NoSuchNode"), "{}", problems[1].1);
+
+    // A change is a reading with the source's timestamp; a bad status keeps
+    // the last value, marked bad.
+    server.command(r#"{"set": "Temperature", "value": 99.5}"#);
+    let e = until(&mut rx, 10, "99.5", |e| {
+        value_of(e, "temperature").is_some_and(|v| v.0 == Value::F64(99.5))
+    })
+    .await;
+    assert!(matches!(e, ServerEvent::Data(_)));
+    server.command(r#"{"set": "Temperature", "value": 99.5, "status": "BadSensorFailure"}"#);
+    until(&mut rx, 10, "bad quality", |e| {
+        value_of(e, "temperature") == Some((Value::F64(99.5), Quality::Bad))
+    })
+    .await;
+    link.shutdown().await;
+}
+
+/// Recovery case 3: the server process killed and started again (a new
+/// session, the same nodes). Stale at once, good again after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_and_restarted_server_is_stale_then_good_again() {
+    let mut server = Server::start(&["--interval", "0.2"]);
+    let pki = tempfile::tempdir().unwrap();
+    let (tx, mut rx) = mpsc::channel(10_000);
+    let link = ServerLink::spawn(config(&server.endpoint(), pki.path(), NODES), tuning(), tx);
+    until(&mut rx, 30, "the birth", |e| matches!(e, ServerEvent::Online { .. })).await;
+    until(&mut rx, 10, "counting", |e| matches!(e, ServerEvent::Data(_))).await;
+
+    server.peer.kill();
+    let killed = Instant::now();
+    until(&mut rx, 15, "offline", |e| matches!(e, ServerEvent::Offline { .. })).await;
+    let noticed = killed.elapsed();
+    // Nothing good while it is gone.
+    let restarted_at = {
+        let quiet = Instant::now() + Duration::from_secs(2);
+        while let Ok(Some(e)) = tokio::time::timeout_at(quiet.into(), rx.recv()).await {
+            assert!(
+                !matches!(e, ServerEvent::Data(_) | ServerEvent::Online { .. }),
+                "{e:?} while the server is dead"
+            );
+        }
+        server.restart();
+        Instant::now()
+    };
+    let online = until(&mut rx, 60, "the birth after the restart", |e| {
+        matches!(e, ServerEvent::Online { .. })
+    })
+    .await;
+    let recovered = restarted_at.elapsed();
+    assert_eq!(value_of(&online, "temperature"), Some((Value::F64(21.0), Quality::Good)));
+    until(&mut rx, 10, "counting again", |e| value_of(e, "count").is_some()).await;
+    println!(
+        "server killed: offline after {:.2} s; data again {:.2} s after the restart (sessions {})",
+        noticed.as_secs_f64(),
+        recovered.as_secs_f64(),
+        link.stats().sessions.load(std::sync::atomic::Ordering::Relaxed)
+    );
+    link.shutdown().await;
+}

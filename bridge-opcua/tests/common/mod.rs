@@ -1,0 +1,112 @@
+//! Helpers shared by the OPC UA bridge's integration tests.
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use shopfloor_bridge_opcua::client::{ClientTuning, ServerEvent};
+use shopfloor_bridge_opcua::{BridgeConfig, ServerConfig};
+use shopfloor_testkit::{PythonPeer, free_port, shared_script};
+use tokio::sync::mpsc;
+
+/// The asyncua test server (testkit/python/opcua_server.py) on a free port.
+pub struct Server {
+    pub peer: PythonPeer,
+    pub port: u16,
+    args: Vec<String>,
+}
+
+impl Server {
+    pub fn start(args: &[&str]) -> Self {
+        let port = free_port().expect("a free port");
+        Self::start_on(port, args)
+    }
+
+    pub fn start_on(port: u16, args: &[&str]) -> Self {
+        let mut all = vec![port.to_string()];
+        all.extend(args.iter().map(|a| (*a).to_owned()));
+        let refs: Vec<&str> = all.iter().map(String::as_str).collect();
+        let peer = PythonPeer::spawn(shared_script("opcua_server.py"), &refs)
+            .expect("start the asyncua server (scripts/test makes the .venv with asyncua)");
+        peer.until(Duration::from_secs(30), |l| l == "ready")
+            .unwrap_or_else(|seen| panic!("the asyncua server did not start: {seen:?}"));
+        Self { peer, port, args: args.iter().map(|a| (*a).to_owned()).collect() }
+    }
+
+    /// Kills it (SIGKILL) and starts it again on the same port.
+    pub fn restart(&mut self) {
+        self.peer.kill();
+        let args: Vec<&str> = self.args.iter().map(String::as_str).collect();
+        *self = Self::start_on(self.port, &args);
+    }
+
+    /// Sends a command and waits for its answer.
+    pub fn command(&mut self, json: &str) -> String {
+        self.peer.send(json).expect("the server's stdin");
+        self.peer.line(Duration::from_secs(10)).expect("an answer from the asyncua server")
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("opc.tcp://localhost:{}/", self.port)
+    }
+}
+
+/// A one-server configuration for `endpoint` with these node lines.
+pub fn config(endpoint: &str, pki: &std::path::Path, nodes: &str) -> ServerConfig {
+    let text = format!(
+        "[[server]]\nname = \"m1\"\nendpoint = \"{endpoint}\"\npki_dir = \"{}\"\n\
+         publishing_interval_ms = 100\nsampling_interval_ms = 50\nkeep_alive_count = 5\n{nodes}",
+        pki.display()
+    );
+    BridgeConfig::from_toml(&text).expect("a valid test config").servers.remove(0)
+}
+
+pub const NODES: &str = r#"
+[[server.node]]
+metric = "temperature"
+node_id = "nsu=urn:shopfloor:test;s=Machine1.Temperature"
+[[server.node]]
+metric = "count"
+node_id = "nsu=urn:shopfloor:test;s=Machine1.Count"
+[[server.node]]
+metric = "running"
+browse_path = "Objects/Machine1/Running"
+namespace = "urn:shopfloor:test"
+[[server.node]]
+metric = "profile"
+node_id = "nsu=urn:shopfloor:test;s=Machine1.Profile"
+[[server.node]]
+metric = "id"
+node_id = "nsu=urn:shopfloor:test;s=Machine1.Id"
+[[server.node]]
+metric = "missing"
+node_id = "nsu=urn:shopfloor:test;s=Machine1.NoSuchNode"
+"#;
+
+/// Fast timeouts for tests.
+pub fn tuning() -> ClientTuning {
+    ClientTuning {
+        keep_alive_interval: Duration::from_secs(1),
+        request_timeout: Duration::from_secs(2),
+        retry_initial: Duration::from_millis(200),
+        retry_max: Duration::from_secs(1),
+    }
+}
+
+/// The next event matching `pred` within `secs`, passing over others.
+pub async fn until(
+    rx: &mut mpsc::Receiver<ServerEvent>,
+    secs: u64,
+    what: &str,
+    mut pred: impl FnMut(&ServerEvent) -> bool,
+) -> ServerEvent {
+    tokio::time::timeout(Duration::from_secs(secs), async {
+        loop {
+            let e = rx.recv().await.expect("the link is running");
+            if pred(&e) {
+                return e;
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no {what} within {secs} s"))
+}
