@@ -144,3 +144,86 @@ async fn a_killed_and_restarted_server_is_stale_then_good_again() {
     );
     link.shutdown().await;
 }
+
+/// Waits `secs` and asserts that nothing good arrived meanwhile.
+async fn nothing_good_for(rx: &mut mpsc::Receiver<ServerEvent>, secs: u64) {
+    let quiet = Instant::now() + Duration::from_secs(secs);
+    while let Ok(Some(e)) = tokio::time::timeout_at(quiet.into(), rx.recv()).await {
+        if let ServerEvent::Data(b) | ServerEvent::Online { values: b, .. } = &e {
+            assert!(
+                b.readings.iter().all(|r| r.quality != Quality::Good),
+                "{e:?} while the server is unreachable"
+            );
+        }
+    }
+}
+
+/// Recovery case 1: the network cut for 30 s (connections reset, new ones
+/// refused), then back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_network_cut_of_30_s_is_stale_at_once_and_recovers() {
+    let server = Server::start(&["--interval", "0.2"]);
+    let proxy = shopfloor_testkit::FaultProxy::start(([127, 0, 0, 1], server.port).into()).unwrap();
+    let pki = tempfile::tempdir().unwrap();
+    let endpoint = format!("opc.tcp://127.0.0.1:{}/", proxy.port());
+    let (tx, mut rx) = mpsc::channel(10_000);
+    let link = ServerLink::spawn(config(&endpoint, pki.path(), NODES), tuning(), tx);
+    until(&mut rx, 30, "the birth", |e| matches!(e, ServerEvent::Online { .. })).await;
+    until(&mut rx, 10, "counting", |e| value_of(e, "count").is_some()).await;
+
+    proxy.refuse();
+    proxy.cut();
+    let cut = Instant::now();
+    until(&mut rx, 15, "offline", |e| matches!(e, ServerEvent::Offline { .. })).await;
+    let noticed = cut.elapsed();
+    nothing_good_for(&mut rx, 30_u64.saturating_sub(noticed.as_secs())).await;
+    proxy.resume();
+    let resumed = Instant::now();
+    until(&mut rx, 60, "the birth after the cut", |e| matches!(e, ServerEvent::Online { .. }))
+        .await;
+    let recovered = resumed.elapsed();
+    until(&mut rx, 10, "counting again", |e| value_of(e, "count").is_some()).await;
+    println!(
+        "network cut 30 s: offline after {:.2} s; data again {:.2} s after the network came back",
+        noticed.as_secs_f64(),
+        recovered.as_secs_f64()
+    );
+    link.shutdown().await;
+}
+
+/// Recovery case 2: the network black-holes (no RST, bytes just stop)
+/// until the watchdog notices, then flows again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_black_hole_is_noticed_by_the_watchdog_and_recovers() {
+    let server = Server::start(&["--interval", "0.2"]);
+    let proxy = shopfloor_testkit::FaultProxy::start(([127, 0, 0, 1], server.port).into()).unwrap();
+    let pki = tempfile::tempdir().unwrap();
+    let endpoint = format!("opc.tcp://127.0.0.1:{}/", proxy.port());
+    let (tx, mut rx) = mpsc::channel(10_000);
+    let link = ServerLink::spawn(config(&endpoint, pki.path(), NODES), tuning(), tx);
+    until(&mut rx, 30, "the birth", |e| matches!(e, ServerEvent::Online { .. })).await;
+    until(&mut rx, 10, "counting", |e| value_of(e, "count").is_some()).await;
+
+    proxy.pause();
+    let paused = Instant::now();
+    until(&mut rx, 15, "offline", |e| matches!(e, ServerEvent::Offline { .. })).await;
+    let noticed = paused.elapsed();
+    // Publishing interval 100 ms × (5 + 1) + 1 s = 1.6 s window; the
+    // session's own keep-alive (1 s, 2 failures) may notice first.
+    assert!(noticed < Duration::from_secs(5), "the watchdog took {noticed:?}");
+    nothing_good_for(&mut rx, 3).await;
+    proxy.resume();
+    let resumed = Instant::now();
+    until(&mut rx, 60, "the birth after the black hole", |e| {
+        matches!(e, ServerEvent::Online { .. })
+    })
+    .await;
+    let recovered = resumed.elapsed();
+    until(&mut rx, 10, "counting again", |e| value_of(e, "count").is_some()).await;
+    println!(
+        "black hole: offline after {:.2} s; data again {:.2} s after the network came back",
+        noticed.as_secs_f64(),
+        recovered.as_secs_f64()
+    );
+    link.shutdown().await;
+}

@@ -9,19 +9,19 @@ use shopfloor_testkit::{PythonPeer, free_port, shared_script};
 use tokio::sync::mpsc;
 
 /// The asyncua test server (testkit/python/opcua_server.py) on a free port.
-pub struct Server {
-    pub peer: PythonPeer,
-    pub port: u16,
+pub(crate) struct Server {
+    pub(crate) peer: PythonPeer,
+    pub(crate) port: u16,
     args: Vec<String>,
 }
 
 impl Server {
-    pub fn start(args: &[&str]) -> Self {
+    pub(crate) fn start(args: &[&str]) -> Self {
         let port = free_port().expect("a free port");
         Self::start_on(port, args)
     }
 
-    pub fn start_on(port: u16, args: &[&str]) -> Self {
+    pub(crate) fn start_on(port: u16, args: &[&str]) -> Self {
         let mut all = vec![port.to_string()];
         all.extend(args.iter().map(|a| (*a).to_owned()));
         let refs: Vec<&str> = all.iter().map(String::as_str).collect();
@@ -33,25 +33,25 @@ impl Server {
     }
 
     /// Kills it (SIGKILL) and starts it again on the same port.
-    pub fn restart(&mut self) {
+    pub(crate) fn restart(&mut self) {
         self.peer.kill();
         let args: Vec<&str> = self.args.iter().map(String::as_str).collect();
         *self = Self::start_on(self.port, &args);
     }
 
     /// Sends a command and waits for its answer.
-    pub fn command(&mut self, json: &str) -> String {
+    pub(crate) fn command(&mut self, json: &str) -> String {
         self.peer.send(json).expect("the server's stdin");
         self.peer.line(Duration::from_secs(10)).expect("an answer from the asyncua server")
     }
 
-    pub fn endpoint(&self) -> String {
+    pub(crate) fn endpoint(&self) -> String {
         format!("opc.tcp://localhost:{}/", self.port)
     }
 }
 
 /// A one-server configuration for `endpoint` with these node lines.
-pub fn config(endpoint: &str, pki: &std::path::Path, nodes: &str) -> ServerConfig {
+pub(crate) fn config(endpoint: &str, pki: &std::path::Path, nodes: &str) -> ServerConfig {
     let text = format!(
         "[[server]]\nname = \"m1\"\nendpoint = \"{endpoint}\"\npki_dir = \"{}\"\n\
          publishing_interval_ms = 100\nsampling_interval_ms = 50\nkeep_alive_count = 5\n{nodes}",
@@ -60,7 +60,7 @@ pub fn config(endpoint: &str, pki: &std::path::Path, nodes: &str) -> ServerConfi
     BridgeConfig::from_toml(&text).expect("a valid test config").servers.remove(0)
 }
 
-pub const NODES: &str = r#"
+pub(crate) const NODES: &str = r#"
 [[server.node]]
 metric = "temperature"
 node_id = "nsu=urn:shopfloor:test;s=Machine1.Temperature"
@@ -83,7 +83,7 @@ node_id = "nsu=urn:shopfloor:test;s=Machine1.NoSuchNode"
 "#;
 
 /// Fast timeouts for tests.
-pub fn tuning() -> ClientTuning {
+pub(crate) fn tuning() -> ClientTuning {
     ClientTuning {
         keep_alive_interval: Duration::from_secs(1),
         request_timeout: Duration::from_secs(2),
@@ -93,7 +93,7 @@ pub fn tuning() -> ClientTuning {
 }
 
 /// The next event matching `pred` within `secs`, passing over others.
-pub async fn until(
+pub(crate) async fn until(
     rx: &mut mpsc::Receiver<ServerEvent>,
     secs: u64,
     what: &str,
