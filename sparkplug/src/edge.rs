@@ -827,6 +827,96 @@ impl EdgeNode {
         Ok(())
     }
 
+    /// Defines (or redefines) a device's metrics at run time and births it
+    /// with `values` (readings of its metrics), for devices whose metrics
+    /// are only known once they answer (an OPC UA server's nodes and
+    /// types). A device with the same metric names and types keeps its
+    /// aliases; one with other metrics dies (DDEATH) and is born with new
+    /// aliases (taken after the largest, so they stay unique node-wide); a
+    /// new device is added. Readings of metrics the device no longer has
+    /// are refused from then on. Metrics without a reading in `values` are
+    /// born with their last value, or null.
+    pub fn define_device(
+        &mut self,
+        device: &str,
+        specs: Vec<MetricSpec>,
+        values: &[Reading],
+        now: Now,
+    ) -> Result<(), ConfigError> {
+        let check = EdgeNodeConfig {
+            devices: vec![(device.to_owned(), specs.clone())],
+            ..EdgeNodeConfig::new(self.group_id.clone(), self.edge_node_id.clone())
+        };
+        validate(&check)?;
+        let existing = self.group_index(device);
+        let same = existing.is_some_and(|g| {
+            self.groups[g].metrics.len() == specs.len()
+                && self.groups[g]
+                    .metrics
+                    .iter()
+                    .zip(&specs)
+                    .all(|(m, s)| m.spec.name == s.name && m.spec.datatype == s.datatype)
+        });
+        let g = match existing {
+            Some(g) if same => {
+                for (m, s) in self.groups[g].metrics.iter_mut().zip(specs) {
+                    m.spec = s;
+                }
+                g
+            }
+            Some(g) => {
+                if self.groups[g].alive {
+                    let _ = self.device_death(device, now);
+                }
+                self.replace_metrics(g, specs);
+                g
+            }
+            None => {
+                self.groups.push(Group {
+                    device: Some(device.to_owned()),
+                    alive: false,
+                    metrics: Vec::new(),
+                    types: BirthTypes::new(),
+                });
+                let g = self.groups.len() - 1;
+                self.replace_metrics(g, specs);
+                g
+            }
+        };
+        for r in values {
+            let Some(m) =
+                self.groups[g].metrics.iter_mut().find(|m| m.spec.name == r.metric.as_str())
+            else {
+                continue;
+            };
+            if let Some(v) = to_metric_value(m.spec.datatype, &r.value) {
+                m.current = Some((v, r.quality, r.timestamp.unix_ms()));
+            }
+        }
+        self.groups[g].alive = true;
+        if self.is_online() {
+            self.send_birth(g, now);
+        }
+        Ok(())
+    }
+
+    fn replace_metrics(&mut self, g: usize, specs: Vec<MetricSpec>) {
+        let mut next_alias =
+            self.groups.iter().flat_map(|g| g.metrics.iter().map(|m| m.alias)).max().unwrap_or(0)
+                + 1;
+        let mut types = BirthTypes::new();
+        self.groups[g].metrics = specs
+            .into_iter()
+            .map(|spec| {
+                let alias = next_alias;
+                next_alias += 1;
+                types.insert(&spec.name, Some(alias), spec.datatype);
+                MetricState { spec, alias, current: None, sent: None }
+            })
+            .collect();
+        self.groups[g].types = types;
+    }
+
     /// The next publish for the driver to send, in order.
     pub fn poll_transmit(&mut self) -> Option<Publish> {
         self.transmits.pop_front()

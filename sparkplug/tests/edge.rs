@@ -667,3 +667,55 @@ fn a_batch_out_of_time_order_is_sent_in_time_order() {
     let ts: Vec<u64> = raw(&out[0]).metrics.iter().map(|m| m.timestamp.unwrap()).collect();
     assert_eq!(ts, [10, 30]);
 }
+
+/// A device whose metrics are learned at run time (an OPC UA server):
+/// born with its values and fresh aliases; redefined with other metrics,
+/// it dies and is born again; with the same ones it keeps its aliases.
+#[test]
+fn devices_defined_at_run_time_are_born_with_their_values() {
+    let mut n = online();
+    let specs =
+        vec![MetricSpec::new("t", DataType::Double), MetricSpec::new("on", DataType::Boolean)];
+    let values = [reading("t", 50, 21.5), reading("on", 50, true).with_quality(Quality::Uncertain)];
+    n.define_device("opc-1", specs.clone(), &values, now(60)).unwrap();
+    let out = transmits(&mut n);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].topic, "spBv1.0/G/DBIRTH/E/opc-1");
+    let birth = raw(&out[0]);
+    let aliases: Vec<u64> = birth.metrics.iter().map(|m| m.alias.unwrap()).collect();
+    assert_eq!(aliases, [3, 4], "after the node's 1 and press-1's 2");
+    assert_eq!(birth.metrics[0].value, Some(proto::MetricValue::Double(21.5)));
+    assert_eq!(birth.metrics[0].timestamp, Some(50));
+    assert!(birth.metrics[1].properties.is_some(), "the uncertain quality is in the birth");
+    // Data flows by alias.
+    n.publish(&Batch::new("opc-1").with(reading("t", 70, 22.0)), now(70)).unwrap();
+    let data = transmits(&mut n);
+    assert_eq!(data[0].topic, "spBv1.0/G/DDATA/E/opc-1");
+    assert_eq!(raw(&data[0]).metrics[0].alias, Some(3));
+
+    // Same metrics again (after an outage): no death, same aliases.
+    n.device_death("opc-1", now(80)).unwrap();
+    transmits(&mut n);
+    n.define_device("opc-1", specs, &[reading("t", 90, 23.0)], now(90)).unwrap();
+    let out = transmits(&mut n);
+    assert_eq!(out.len(), 1);
+    let birth = raw(&out[0]);
+    assert_eq!(birth.metrics.iter().map(|m| m.alias.unwrap()).collect::<Vec<_>>(), [3, 4]);
+    assert_eq!(birth.metrics[0].value, Some(proto::MetricValue::Double(23.0)));
+
+    // Other metrics: death, then a birth with new aliases; old metrics refused.
+    let other = vec![MetricSpec::new("t", DataType::Float)];
+    n.define_device("opc-1", other, &[reading("t", 100, 1.5)], now(100)).unwrap();
+    let out = transmits(&mut n);
+    let topics: Vec<&str> = out.iter().map(|p| p.topic.as_str()).collect();
+    assert_eq!(topics, ["spBv1.0/G/DDEATH/E/opc-1", "spBv1.0/G/DBIRTH/E/opc-1"]);
+    assert_eq!(raw(&out[1]).metrics[0].alias, Some(5));
+    assert!(matches!(
+        n.publish(&Batch::new("opc-1").with(reading("on", 110, false)), now(110)),
+        Err(PublishError::UnknownMetric { .. })
+    ));
+    // Bad definitions are refused.
+    assert!(n.define_device("a/b", vec![], &[], now(120)).is_err());
+    let dup = vec![MetricSpec::new("x", DataType::Double), MetricSpec::new("x", DataType::Double)];
+    assert!(n.define_device("opc-2", dup, &[], now(120)).is_err());
+}

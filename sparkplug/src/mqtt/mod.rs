@@ -219,6 +219,20 @@ impl EdgeDriver {
         self.batches.send(Input::DeviceBirth(device.into())).await.map_err(|_| Stopped)
     }
 
+    /// Defines or redefines a device and births it with `values` (see
+    /// [`EdgeNode::define_device`]), in order with the batches before it.
+    pub async fn define_device(
+        &self,
+        device: impl Into<String>,
+        specs: Vec<crate::edge::MetricSpec>,
+        values: Vec<shopfloor_schemas::Reading>,
+    ) -> Result<(), Stopped> {
+        self.batches
+            .send(Input::DefineDevice(device.into(), specs, values))
+            .await
+            .map_err(|_| Stopped)
+    }
+
     /// The next event (writes from hosts, rebirths, dropped readings).
     pub async fn next_event(&mut self) -> Option<EdgeEvent> {
         self.events.recv().await
@@ -449,6 +463,7 @@ enum Input {
     Batch(Batch),
     DeviceDeath(String),
     DeviceBirth(String),
+    DefineDevice(String, Vec<crate::edge::MetricSpec>, Vec<shopfloor_schemas::Reading>),
 }
 
 fn take(node: &mut EdgeNode, input: Input) {
@@ -456,6 +471,12 @@ fn take(node: &mut EdgeNode, input: Input) {
         Input::Batch(b) => node.publish(b, Now::now()),
         Input::DeviceDeath(d) => node.device_death(d, Now::now()),
         Input::DeviceBirth(d) => node.device_birth(d, Now::now()),
+        Input::DefineDevice(d, specs, values) => {
+            if let Err(e) = node.define_device(d, specs.clone(), values, Now::now()) {
+                tracing::warn!("device {d} refused: {e}");
+            }
+            Ok(())
+        }
     };
     if let Err(e) = result {
         tracing::warn!("refused: {e}");
