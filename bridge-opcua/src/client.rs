@@ -24,7 +24,7 @@ use opcua::types::{
     EndpointDescription, ExtensionObject, MessageSecurityMode, MonitoredItemCreateRequest,
     MonitoringMode, MonitoringParameters, NodeId, QualifiedName, Range, ReadValueId,
     ReferenceTypeId, RelativePath, RelativePathElement, StatusCode, TimestampsToReturn, VariableId,
-    Variant,
+    Variant, WriteValue,
 };
 use shopfloor_schemas::{Batch, Quality, Reading, Timestamp, Value};
 use shopfloor_sparkplug::DataType;
@@ -88,6 +88,40 @@ pub enum ServerEvent {
     },
 }
 
+/// Why a write was not done.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum WriteError {
+    /// The metric is not configured on this server.
+    #[error("{0:?} is not a metric of this server")]
+    Unknown(String),
+    /// The metric is not on the write allow-list.
+    #[error("{0:?} is not writable: set writable = true on its node to allow writes")]
+    NotAllowed(String),
+    /// The node is not bridged now (unresolved, or the server is away).
+    #[error("{0:?} cannot be written now: its server is not connected or the node is not resolved")]
+    NotConnected(String),
+    /// The value does not convert to the node's type.
+    #[error("{value} does not fit {metric:?}, a {datatype:?}")]
+    Convert {
+        /// The metric.
+        metric: String,
+        /// Its type.
+        datatype: DataType,
+        /// The value offered.
+        value: String,
+    },
+    /// The server refused it with this status.
+    #[error("the server refused the write: {0}")]
+    Refused(StatusCode),
+    /// The request failed (timeout, connection).
+    #[error("the write failed: {0}")]
+    Failed(String),
+}
+
+/// A write asked of the link.
+type WriteRequest = (String, Value, tokio::sync::oneshot::Sender<Result<(), WriteError>>);
+
 /// Counters of one link, shared with its task.
 #[derive(Debug, Default)]
 pub struct LinkStats {
@@ -130,6 +164,7 @@ impl Default for ClientTuning {
 #[derive(Debug)]
 pub struct ServerLink {
     task: JoinHandle<()>,
+    writes: mpsc::Sender<WriteRequest>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     stats: Arc<LinkStats>,
 }
@@ -143,8 +178,21 @@ impl ServerLink {
     ) -> Self {
         let stats = Arc::new(LinkStats::default());
         let (stop, stopped) = tokio::sync::oneshot::channel();
-        let task = tokio::spawn(run(config, tuning, events, stats.clone(), stopped));
-        Self { task, stop: Some(stop), stats }
+        let (writes, write_rx) = mpsc::channel(64);
+        let task = tokio::spawn(run(config, tuning, events, stats.clone(), stopped, write_rx));
+        Self { task, writes, stop: Some(stop), stats }
+    }
+
+    /// Writes `value` to the node of `metric`, converted to the node's
+    /// type: only metrics on the allow-list (`writable = true`), only
+    /// values that fit. `Ok` once the server answered Good.
+    pub async fn write(&self, metric: &str, value: Value) -> Result<(), WriteError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.writes
+            .send((metric.to_owned(), value, tx))
+            .await
+            .map_err(|_| WriteError::Failed("the link has stopped".into()))?;
+        rx.await.map_err(|_| WriteError::Failed("the link has stopped".into()))?
     }
 
     /// Its counters.
@@ -200,6 +248,7 @@ async fn run(
     events: mpsc::Sender<ServerEvent>,
     stats: Arc<LinkStats>,
     mut stopped: tokio::sync::oneshot::Receiver<()>,
+    mut writes: mpsc::Receiver<WriteRequest>,
 ) {
     let longest =
         config.nodes.iter().map(|n| n.publishing_interval).max().unwrap_or(Duration::from_secs(1));
@@ -222,10 +271,17 @@ async fn run(
                     tracing::warn!(server = %config.name, "{e} (attempt {attempt}; retrying)");
                 }
                 let pause = (tuning.retry_initial * attempt.min(20)).min(tuning.retry_max);
-                tokio::select! {
-                    _ = tokio::time::sleep(pause) => continue,
-                    _ = &mut stopped => return,
+                let until = tokio::time::Instant::now() + pause;
+                loop {
+                    tokio::select! {
+                        () = tokio::time::sleep_until(until) => break,
+                        _ = &mut stopped => return,
+                        Some((metric, _, reply)) = writes.recv() => {
+                            let _ = reply.send(Err(WriteError::NotConnected(metric)));
+                        }
+                    }
                 }
+                continue;
             }
         };
         attempt = 0;
@@ -244,6 +300,10 @@ async fn run(
                 _ = &mut stopped => {
                     let _ = session.disconnect().await;
                     return;
+                }
+                Some((metric, value, reply)) = writes.recv() => {
+                    start_write(&session, &items, &metric, value, reply, online);
+                    continue;
                 }
             };
             let now = Instant::now();
@@ -388,6 +448,56 @@ async fn run(
             item.node_id = None;
         }
     }
+}
+
+/// Checks a write and sends it on its own task (the loop must go on).
+fn start_write(
+    session: &Arc<Session>,
+    items: &[Item],
+    metric: &str,
+    value: Value,
+    reply: tokio::sync::oneshot::Sender<Result<(), WriteError>>,
+    online: bool,
+) {
+    let Some(item) = items.iter().find(|i| i.config.metric == metric) else {
+        let _ = reply.send(Err(WriteError::Unknown(metric.to_owned())));
+        return;
+    };
+    if !item.config.writable {
+        let _ = reply.send(Err(WriteError::NotAllowed(metric.to_owned())));
+        return;
+    }
+    let (Some(node_id), Some(info), true) = (item.node_id.clone(), item.info.as_ref(), online)
+    else {
+        let _ = reply.send(Err(WriteError::NotConnected(metric.to_owned())));
+        return;
+    };
+    let Some(variant) = convert::to_variant(info.datatype, &value) else {
+        let _ = reply.send(Err(WriteError::Convert {
+            metric: metric.to_owned(),
+            datatype: info.datatype,
+            value: format!("{value:?}"),
+        }));
+        return;
+    };
+    let session = Arc::clone(session);
+    tokio::spawn(async move {
+        let write = WriteValue {
+            node_id,
+            attribute_id: AttributeId::Value as u32,
+            index_range: Default::default(),
+            value: DataValue::value_only(variant),
+        };
+        let result = match session.write(&[write]).await {
+            Ok(r) => match r.first() {
+                Some(s) if s.is_good() => Ok(()),
+                Some(s) => Err(WriteError::Refused(*s)),
+                None => Err(WriteError::Failed("no result".into())),
+            },
+            Err(e) => Err(WriteError::Failed(e.to_string())),
+        };
+        let _ = reply.send(result);
+    });
 }
 
 /// A data change as a reading; a bad status with no value repeats the

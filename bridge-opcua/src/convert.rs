@@ -155,6 +155,62 @@ pub fn datatype_of_type_id(id: u32, array: bool) -> Option<DataType> {
     })
 }
 
+/// A value to write to a node whose values have this Sparkplug type:
+/// numbers convert when they fit (an integer into a float type, a whole
+/// float into an integer type), booleans only to booleans, text only to
+/// text. `None` when it does not convert.
+pub fn to_variant(datatype: DataType, v: &Value) -> Option<Variant> {
+    let int = || -> Option<i128> {
+        match v {
+            Value::I64(x) => Some((*x).into()),
+            Value::U64(x) => Some((*x).into()),
+            Value::F64(x) if x.is_finite() && x.fract() == 0.0 && x.abs() < 1.8e19 => {
+                Some(*x as i128)
+            }
+            _ => None,
+        }
+    };
+    let float = || -> Option<f64> {
+        match v {
+            Value::F64(x) => Some(*x),
+            Value::I64(x) => Some(*x as f64),
+            Value::U64(x) => Some(*x as f64),
+            _ => None,
+        }
+    };
+    Some(match datatype {
+        DataType::Boolean => match v {
+            Value::Bool(b) => Variant::Boolean(*b),
+            _ => return None,
+        },
+        DataType::Int8 => Variant::SByte(i8::try_from(int()?).ok()?),
+        DataType::UInt8 => Variant::Byte(u8::try_from(int()?).ok()?),
+        DataType::Int16 => Variant::Int16(i16::try_from(int()?).ok()?),
+        DataType::UInt16 => Variant::UInt16(u16::try_from(int()?).ok()?),
+        DataType::Int32 => Variant::Int32(i32::try_from(int()?).ok()?),
+        DataType::UInt32 => Variant::UInt32(u32::try_from(int()?).ok()?),
+        DataType::Int64 => Variant::Int64(i64::try_from(int()?).ok()?),
+        DataType::UInt64 => Variant::UInt64(u64::try_from(int()?).ok()?),
+        DataType::Float => {
+            let x = float()?;
+            if x.is_finite() && x.abs() > f64::from(f32::MAX) {
+                return None;
+            }
+            Variant::Float(x as f32)
+        }
+        DataType::Double => Variant::Double(float()?),
+        DataType::String | DataType::Text => match v {
+            Value::String(s) => Variant::from(s.as_str()),
+            _ => return None,
+        },
+        DataType::Bytes => match v {
+            Value::Bytes(b) => Variant::ByteString(opcua::types::ByteString::from(b.to_vec())),
+            _ => return None,
+        },
+        _ => return None,
+    })
+}
+
 /// What a data change says: the value (or why there is none), its
 /// quality, and its time (the source timestamp, else the server's, else
 /// `now`).
@@ -295,7 +351,36 @@ mod tests {
         assert!(s.unsupported.is_some());
     }
 
+    #[test]
+    fn writes_convert_when_the_value_fits_the_node() {
+        use DataType as T;
+        assert_eq!(to_variant(T::Double, &Value::F64(1.5)), Some(Variant::Double(1.5)));
+        assert_eq!(to_variant(T::Double, &Value::I64(2)), Some(Variant::Double(2.0)));
+        assert_eq!(to_variant(T::Float, &Value::F64(0.25)), Some(Variant::Float(0.25)));
+        assert_eq!(to_variant(T::Float, &Value::F64(1e300)), None);
+        assert_eq!(to_variant(T::Int16, &Value::F64(300.0)), Some(Variant::Int16(300)));
+        assert_eq!(to_variant(T::Int16, &Value::F64(300.5)), None, "not whole");
+        assert_eq!(to_variant(T::Int16, &Value::I64(40_000)), None, "does not fit");
+        assert_eq!(to_variant(T::UInt32, &Value::I64(-1)), None);
+        assert_eq!(to_variant(T::UInt64, &Value::U64(u64::MAX)), Some(Variant::UInt64(u64::MAX)));
+        assert_eq!(to_variant(T::Boolean, &Value::Bool(true)), Some(Variant::Boolean(true)));
+        assert_eq!(to_variant(T::Boolean, &Value::I64(1)), None);
+        assert_eq!(to_variant(T::String, &Value::String("a".into())), Some(Variant::from("a")));
+        assert_eq!(to_variant(T::String, &Value::F64(1.0)), None);
+        assert_eq!(to_variant(T::Double, &Value::String("1.0".into())), None);
+    }
+
     proptest! {
+        /// An integer written to an integer type either fits exactly or is refused.
+        #[test]
+        fn integer_writes_fit_or_are_refused(x in any::<i64>()) {
+            match to_variant(DataType::Int32, &Value::I64(x)) {
+                Some(Variant::Int32(y)) => prop_assert_eq!(i64::from(y), x),
+                None => prop_assert!(i32::try_from(x).is_err()),
+                other => prop_assert!(false, "{other:?}"),
+            }
+        }
+
         /// Any double and any text convert, and text never keeps a NUL.
         #[test]
         fn any_double_or_text_converts(x in any::<f64>(), t in ".*") {

@@ -227,3 +227,54 @@ async fn a_black_hole_is_noticed_by_the_watchdog_and_recovers() {
     );
     link.shutdown().await;
 }
+
+/// Write-back: only allow-listed metrics, only values that fit, the
+/// server's status reported; the value written comes back as data.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_go_to_allowed_nodes_with_their_type_and_report_the_status() {
+    use shopfloor_bridge_opcua::client::WriteError;
+    let mut server = Server::start(&[]);
+    let pki = tempfile::tempdir().unwrap();
+    let nodes = r#"
+[[server.node]]
+metric = "setpoint"
+node_id = "nsu=urn:shopfloor:test;s=Machine1.Setpoint"
+writable = true
+[[server.node]]
+metric = "temperature"
+node_id = "nsu=urn:shopfloor:test;s=Machine1.Temperature"
+[[server.node]]
+metric = "count"
+node_id = "nsu=urn:shopfloor:test;s=Machine1.Count"
+writable = true
+"#;
+    let (tx, mut rx) = mpsc::channel(1000);
+    let link = ServerLink::spawn(config(&server.endpoint(), pki.path(), nodes), tuning(), tx);
+    until(&mut rx, 30, "the birth", |e| matches!(e, ServerEvent::Online { .. })).await;
+
+    link.write("setpoint", Value::I64(65)).await.expect("an allowed write of a fitting value");
+    assert_eq!(
+        server.command(r#"{"get": "Setpoint"}"#),
+        r#"{"value": 65.0}"#,
+        "written as a Double"
+    );
+    until(&mut rx, 10, "the new setpoint as data", |e| {
+        value_of(e, "setpoint") == Some((Value::F64(65.0), Quality::Good))
+    })
+    .await;
+
+    assert_eq!(
+        link.write("temperature", Value::F64(1.0)).await,
+        Err(WriteError::NotAllowed("temperature".into()))
+    );
+    assert_eq!(link.write("nope", Value::F64(1.0)).await, Err(WriteError::Unknown("nope".into())));
+    let e = link.write("setpoint", Value::String("fast".into())).await.unwrap_err();
+    assert!(matches!(e, WriteError::Convert { .. }), "{e}");
+    assert!(e.to_string().contains("setpoint") && e.to_string().contains("Double"), "{e}");
+    // Allowed here, read-only on the server: its status comes back.
+    let e = link.write("count", Value::I64(3)).await.unwrap_err();
+    let WriteError::Refused(status) = e else { panic!("{e:?}") };
+    assert!(status.is_bad(), "{status}");
+    println!("a write to a read-only node: {status}");
+    link.shutdown().await;
+}
