@@ -147,6 +147,10 @@ pub struct ClientTuning {
     pub retry_initial: Duration,
     /// Longest pause between reconnect attempts of the library.
     pub retry_max: Duration,
+    /// How often the nodes are checked: deleted ones go bad, missing ones
+    /// are tried again (many servers tell a subscription nothing when its
+    /// node is deleted).
+    pub node_check: Duration,
 }
 
 impl Default for ClientTuning {
@@ -156,6 +160,7 @@ impl Default for ClientTuning {
             request_timeout: Duration::from_secs(10),
             retry_initial: Duration::from_millis(500),
             retry_max: Duration::from_secs(10),
+            node_check: Duration::from_secs(10),
         }
     }
 }
@@ -237,6 +242,8 @@ enum Signal {
 struct Item {
     config: NodeConfig,
     node_id: Option<NodeId>,
+    /// Its subscription and monitored item ids, while monitored.
+    monitored: Option<(u32, u32)>,
     info: Option<MetricInfo>,
     last: Option<Value>,
     problem: Option<String>,
@@ -256,7 +263,14 @@ async fn run(
     let mut items: Vec<Item> = config
         .nodes
         .iter()
-        .map(|n| Item { config: n.clone(), node_id: None, info: None, last: None, problem: None })
+        .map(|n| Item {
+            config: n.clone(),
+            node_id: None,
+            monitored: None,
+            info: None,
+            last: None,
+            problem: None,
+        })
         .collect();
     let mut watchdog = Watchdog::new(timing, Instant::now());
     let mut attempt = 0_u32;
@@ -285,7 +299,8 @@ async fn run(
             }
         };
         attempt = 0;
-        let mut subscriptions: Vec<u32> = Vec::new();
+        let mut subscriptions = Subscriptions::new();
+        let mut check_at = tokio::time::Instant::now() + tuning.node_check;
         let mut problems_reported: HashMap<String, String> = HashMap::new();
         let mut reconnect = false;
         while !reconnect {
@@ -304,6 +319,24 @@ async fn run(
                 Some((metric, value, reply)) = writes.recv() => {
                     start_write(&session, &items, &metric, value, reply, online);
                     continue;
+                }
+                () = tokio::time::sleep_until(check_at) => {
+                    check_at = tokio::time::Instant::now() + tuning.node_check;
+                    if online && !subscriptions.is_empty() {
+                        // Never past the watchdog's deadline: a black hole
+                        // must not hold the loop in a Read.
+                        let check = check_nodes(&session, &mut items, &mut subscriptions, &config, &tx);
+                        match tokio::time::timeout_at(deadline.into(), check).await.unwrap_or_else(|_| Err("timed out".into())) {
+                            Ok(gone) if !gone.is_empty() => {
+                                let mut batch = Batch::new(config.name.as_str());
+                                batch.readings = gone;
+                                let _ = events.send(ServerEvent::Data(batch)).await;
+                            }
+                            Ok(_) => {}
+                            Err(e) => tracing::debug!(server = %config.name, "node check: {e}"),
+                        }
+                    }
+                    None
                 }
             };
             let now = Instant::now();
@@ -358,7 +391,7 @@ async fn run(
                     Action::Republish => {
                         if subscriptions.is_empty() {
                             match subscribe(&session, &mut items, &config, &tx).await {
-                                Ok(ids) => subscriptions = ids,
+                                Ok(subs) => subscriptions = subs,
                                 Err(e) => tracing::warn!(server = %config.name, "subscribing: {e}"),
                             }
                         }
@@ -367,17 +400,18 @@ async fn run(
                     Action::Recreate => {
                         tracing::info!(server = %config.name, "no publish response in time: recreating the subscriptions");
                         if !subscriptions.is_empty() {
+                            let ids: Vec<u32> = subscriptions.values().copied().collect();
                             let _ = tokio::time::timeout(
                                 tuning.request_timeout,
-                                session.delete_subscriptions(&subscriptions),
+                                session.delete_subscriptions(&ids),
                             )
                             .await;
                         }
                         subscriptions = match subscribe(&session, &mut items, &config, &tx).await {
-                            Ok(ids) => ids,
+                            Ok(subs) => subs,
                             Err(e) => {
                                 tracing::warn!(server = %config.name, "recreating subscriptions: {e}");
-                                Vec::new()
+                                Subscriptions::new()
                             }
                         };
                         session.trigger_publish_now();
@@ -904,6 +938,9 @@ async fn read_chunked(session: &Session, reads: &[ReadValueId]) -> Result<Vec<Da
     Ok(out)
 }
 
+/// The subscriptions of a session, by publishing interval.
+type Subscriptions = BTreeMap<Duration, u32>;
+
 /// Creates the subscriptions (one per publishing interval) and their
 /// items, in batches; an item the server refuses only loses that item.
 async fn subscribe(
@@ -911,38 +948,62 @@ async fn subscribe(
     items: &mut [Item],
     config: &ServerConfig,
     tx: &mpsc::UnboundedSender<Signal>,
-) -> Result<Vec<u32>, String> {
+) -> Result<Subscriptions, String> {
+    for item in items.iter_mut() {
+        item.monitored = None;
+    }
     resolve(session, items).await?;
     describe(session, items).await?;
+    let mut subs = Subscriptions::new();
+    let all: Vec<usize> = (0..items.len()).filter(|&i| items[i].info.is_some()).collect();
+    monitor(session, items, &mut subs, config, tx, &all).await?;
+    Ok(subs)
+}
+
+/// Creates monitored items for `which`, making their subscriptions first
+/// where needed.
+async fn monitor(
+    session: &Arc<Session>,
+    items: &mut [Item],
+    subs: &mut Subscriptions,
+    config: &ServerConfig,
+    tx: &mpsc::UnboundedSender<Signal>,
+    which: &[usize],
+) -> Result<(), String> {
     let mut groups: BTreeMap<Duration, Vec<usize>> = BTreeMap::new();
-    for (i, item) in items.iter().enumerate() {
-        if item.info.is_some() {
-            groups.entry(item.config.publishing_interval).or_default().push(i);
+    for &i in which {
+        if items[i].info.is_some() && items[i].node_id.is_some() {
+            groups.entry(items[i].config.publishing_interval).or_default().push(i);
         }
     }
-    let mut ids = Vec::new();
     for (interval, members) in groups {
-        let data_tx = tx.clone();
-        let status_tx = tx.clone();
-        let callbacks = SubscriptionCallbacks::new(
-            move |status| {
-                let _ = status_tx.send(Signal::SubscriptionStatus(status.status));
-            },
-            move |dv, item| {
-                let i = item.client_handle() as usize;
-                let _ = data_tx.send(Signal::Data(i.wrapping_sub(1), dv));
-            },
-            |_, _| {},
-        );
-        // Lifetime: long enough to outlive an outage the library can bridge
-        // by reactivating the session (10 min at 1 s).
-        let keep_alive = config.keep_alive_count;
-        let lifetime = (600_000 / interval.as_millis().max(1) as u32).max(keep_alive * 3);
-        let id = session
-            .create_subscription(interval, lifetime, keep_alive, 0, 0, true, callbacks)
-            .await
-            .map_err(|e| format!("CreateSubscription: {e}"))?;
-        ids.push(id);
+        let id = match subs.get(&interval) {
+            Some(&id) => id,
+            None => {
+                let data_tx = tx.clone();
+                let status_tx = tx.clone();
+                let callbacks = SubscriptionCallbacks::new(
+                    move |status| {
+                        let _ = status_tx.send(Signal::SubscriptionStatus(status.status));
+                    },
+                    move |dv, item| {
+                        let i = item.client_handle() as usize;
+                        let _ = data_tx.send(Signal::Data(i.wrapping_sub(1), dv));
+                    },
+                    |_, _| {},
+                );
+                // Lifetime: long enough to outlive an outage the library
+                // can bridge by reactivating the session (10 min at 1 s).
+                let keep_alive = config.keep_alive_count;
+                let lifetime = (600_000 / interval.as_millis().max(1) as u32).max(keep_alive * 3);
+                let id = session
+                    .create_subscription(interval, lifetime, keep_alive, 0, 0, true, callbacks)
+                    .await
+                    .map_err(|e| format!("CreateSubscription: {e}"))?;
+                subs.insert(interval, id);
+                id
+            }
+        };
         for chunk in members.chunks(500) {
             let requests: Vec<MonitoredItemCreateRequest> = chunk
                 .iter()
@@ -982,13 +1043,15 @@ async fn subscribe(
                 .map_err(|e| format!("CreateMonitoredItems: {e}"))?;
             for (&i, r) in chunk.iter().zip(&results) {
                 let status = r.result.status_code;
-                if !status.is_good() {
-                    let item = &mut items[i];
+                let item = &mut items[i];
+                if status.is_good() {
+                    item.monitored = Some((id, r.result.monitored_item_id));
+                    item.problem = None;
+                } else {
                     item.problem = Some(format!(
                         "{}: the server refused to monitor it: {status}",
                         item.config.node
                     ));
-                    item.info = None;
                     if status == StatusCode::BadNodeIdUnknown {
                         item.node_id = None;
                     }
@@ -996,7 +1059,82 @@ async fn subscribe(
             }
         }
     }
-    Ok(ids)
+    Ok(())
+}
+
+/// The periodic node check: monitored nodes the server no longer has
+/// (asyncua, like many servers, says nothing to a subscription whose node
+/// is deleted) go bad at once and their items are deleted; nodes missing
+/// or refused before are tried again, and monitored once they exist.
+/// Returns the readings of the nodes that went away (last value, bad).
+async fn check_nodes(
+    session: &Arc<Session>,
+    items: &mut [Item],
+    subs: &mut Subscriptions,
+    config: &ServerConfig,
+    tx: &mpsc::UnboundedSender<Signal>,
+) -> Result<Vec<Reading>, String> {
+    let watched: Vec<usize> = (0..items.len()).filter(|&i| items[i].monitored.is_some()).collect();
+    let reads: Vec<ReadValueId> = watched
+        .iter()
+        .map(|&i| ReadValueId {
+            node_id: items[i].node_id.clone().unwrap_or_default(),
+            attribute_id: AttributeId::NodeClass as u32,
+            ..Default::default()
+        })
+        .collect();
+    let classes = if reads.is_empty() { Vec::new() } else { read_chunked(session, &reads).await? };
+    let now = Timestamp::now();
+    let mut gone = Vec::new();
+    for (&i, dv) in watched.iter().zip(&classes) {
+        let status = dv.status.unwrap_or(StatusCode::Good);
+        if status != StatusCode::BadNodeIdUnknown && status != StatusCode::BadNodeIdInvalid {
+            continue;
+        }
+        let item = &mut items[i];
+        if let Some((sub, id)) = item.monitored.take() {
+            let _ = session.delete_monitored_items(sub, &[id]).await;
+        }
+        item.problem = Some(format!("{}: the server no longer has this node", item.config.node));
+        item.node_id = None;
+        if let Some(value) = item.last.clone() {
+            gone.push(Reading {
+                metric: item.config.metric.as_str().into(),
+                timestamp: now,
+                value,
+                quality: Quality::Bad,
+            });
+        }
+    }
+    // Missing ones: resolve, check they exist, describe, monitor.
+    let missing: Vec<usize> = (0..items.len()).filter(|&i| items[i].monitored.is_none()).collect();
+    if missing.is_empty() {
+        return Ok(gone);
+    }
+    resolve(session, items).await?;
+    let reads: Vec<ReadValueId> = missing
+        .iter()
+        .filter_map(|&i| items[i].node_id.clone())
+        .map(|node_id| ReadValueId {
+            node_id,
+            attribute_id: AttributeId::NodeClass as u32,
+            ..Default::default()
+        })
+        .collect();
+    let with_id: Vec<usize> =
+        missing.iter().copied().filter(|&i| items[i].node_id.is_some()).collect();
+    let classes = if reads.is_empty() { Vec::new() } else { read_chunked(session, &reads).await? };
+    let mut back = Vec::new();
+    for (&i, dv) in with_id.iter().zip(&classes) {
+        if dv.status.is_none_or(|s| s.is_good()) {
+            back.push(i);
+        } else {
+            items[i].node_id = None;
+        }
+    }
+    describe(session, items).await?;
+    monitor(session, items, subs, config, tx, &back).await?;
+    Ok(gone)
 }
 
 /// Reads every bridged node's current value for the birth.

@@ -278,3 +278,39 @@ writable = true
     println!("a write to a read-only node: {status}");
     link.shutdown().await;
 }
+
+/// Recovery case 5: a node deleted while subscribed is reported bad (not
+/// silently frozen good), and flows again once it is added back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_node_goes_bad_and_flows_again_when_added_back() {
+    let mut server = Server::start(&["--interval", "0.2"]);
+    let pki = tempfile::tempdir().unwrap();
+    let (tx, mut rx) = mpsc::channel(10_000);
+    let link = ServerLink::spawn(config(&server.endpoint(), pki.path(), NODES), tuning(), tx);
+    until(&mut rx, 30, "the birth", |e| matches!(e, ServerEvent::Online { .. })).await;
+
+    server.command(r#"{"delete": "Temperature"}"#);
+    let deleted = Instant::now();
+    let e = until(&mut rx, 30, "temperature bad", |e| {
+        value_of(e, "temperature").is_some_and(|(_, q)| q == Quality::Bad)
+            || matches!(e, ServerEvent::NodeProblem { metric, .. } if metric == "temperature")
+    })
+    .await;
+    let bad_after = deleted.elapsed();
+    if let ServerEvent::Data(b) = &e {
+        assert_eq!(b.readings[0].value, Value::F64(21.0), "the last value, marked bad");
+    }
+    server.command(r#"{"add": "Temperature"}"#);
+    let added = Instant::now();
+    server.command(r#"{"set": "Temperature", "value": 42.0}"#);
+    until(&mut rx, 60, "temperature good again", |e| {
+        value_of(e, "temperature") == Some((Value::F64(42.0), Quality::Good))
+    })
+    .await;
+    println!(
+        "node deleted and added back: bad after {:.2} s, good again {:.2} s after it was added",
+        bad_after.as_secs_f64(),
+        added.elapsed().as_secs_f64()
+    );
+    link.shutdown().await;
+}

@@ -89,6 +89,7 @@ pub(crate) fn tuning() -> ClientTuning {
         request_timeout: Duration::from_secs(2),
         retry_initial: Duration::from_millis(200),
         retry_max: Duration::from_secs(1),
+        node_check: Duration::from_secs(1),
     }
 }
 
