@@ -314,3 +314,42 @@ async fn a_deleted_node_goes_bad_and_flows_again_when_added_back() {
     );
     link.shutdown().await;
 }
+
+/// Recovery case 6: an overloaded server. Slow answers (0.3 s each) still
+/// deliver good data; answers slower than the request timeout make the
+/// metrics stale; a server that recovers is followed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_overloaded_server_is_followed_while_it_answers_and_stale_when_it_does_not() {
+    let mut server = Server::start(&["--interval", "0.2"]);
+    let pki = tempfile::tempdir().unwrap();
+    let (tx, mut rx) = mpsc::channel(10_000);
+    let link = ServerLink::spawn(config(&server.endpoint(), pki.path(), NODES), tuning(), tx);
+    until(&mut rx, 30, "the birth", |e| matches!(e, ServerEvent::Online { .. })).await;
+
+    server.command(r#"{"delay": 0.3}"#);
+    let mut counts = 0;
+    let slow = Instant::now() + Duration::from_secs(5);
+    while let Ok(Some(e)) = tokio::time::timeout_at(slow.into(), rx.recv()).await {
+        assert!(!matches!(e, ServerEvent::Offline { .. }), "slow but answering is not offline");
+        if value_of(&e, "count").is_some_and(|(_, q)| q == Quality::Good) {
+            counts += 1;
+        }
+    }
+    assert!(counts >= 3, "only {counts} changes in 5 s of slow answers");
+
+    server.command(r#"{"delay": 8}"#);
+    let stalled = Instant::now();
+    until(&mut rx, 30, "offline", |e| matches!(e, ServerEvent::Offline { .. })).await;
+    let noticed = stalled.elapsed();
+    server.command(r#"{"delay": 0}"#);
+    let eased = Instant::now();
+    until(&mut rx, 60, "the birth after the overload", |e| matches!(e, ServerEvent::Online { .. }))
+        .await;
+    until(&mut rx, 10, "counting again", |e| value_of(e, "count").is_some()).await;
+    println!(
+        "overloaded server (8 s per answer): offline after {:.2} s; data again {:.2} s after it eased",
+        noticed.as_secs_f64(),
+        eased.elapsed().as_secs_f64()
+    );
+    link.shutdown().await;
+}
