@@ -75,6 +75,16 @@ pub enum ServerEvent {
         /// Why, for the log.
         reason: String,
     },
+    /// The server cannot be reached or refuses the bridge, with what to do
+    /// about it (an untrusted certificate and which file to move where, a
+    /// wrong password, a missing endpoint). Told once per distinct
+    /// problem; the link keeps trying.
+    Problem {
+        /// The server's name.
+        server: String,
+        /// What is wrong and what to do.
+        problem: String,
+    },
     /// A node that cannot be bridged now, once per problem: an unknown
     /// NodeId, a browse path that leads nowhere, a type with no shopfloor
     /// value. It is tried again at each reconnect.
@@ -274,6 +284,9 @@ async fn run(
         .collect();
     let mut watchdog = Watchdog::new(timing, Instant::now());
     let mut attempt = 0_u32;
+    // The last problem told, so that each is told once.
+    let mut told: Option<String> = None;
+    let mut problems_reported: HashMap<String, String> = HashMap::new();
     let mut online = false;
     loop {
         let (tx, mut rx) = mpsc::unbounded_channel();
@@ -281,8 +294,15 @@ async fn run(
             Ok(s) => s,
             Err(e) => {
                 attempt += 1;
-                if attempt == 1 || attempt.is_power_of_two() {
-                    tracing::warn!(server = %config.name, "{e} (attempt {attempt}; retrying)");
+                if told.as_deref() != Some(e.as_str()) {
+                    tracing::warn!(server = %config.name, "{e} (retrying)");
+                    let _ = events
+                        .send(ServerEvent::Problem {
+                            server: config.name.clone(),
+                            problem: e.clone(),
+                        })
+                        .await;
+                    told = Some(e);
                 }
                 let pause = (tuning.retry_initial * attempt.min(20)).min(tuning.retry_max);
                 let until = tokio::time::Instant::now() + pause;
@@ -301,7 +321,6 @@ async fn run(
         attempt = 0;
         let mut subscriptions = Subscriptions::new();
         let mut check_at = tokio::time::Instant::now() + tuning.node_check;
-        let mut problems_reported: HashMap<String, String> = HashMap::new();
         let mut reconnect = false;
         while !reconnect {
             let deadline =
@@ -313,7 +332,8 @@ async fn run(
                     None
                 }
                 _ = &mut stopped => {
-                    let _ = session.disconnect().await;
+                    // A session that never activated may never answer.
+                    let _ = tokio::time::timeout(tuning.request_timeout, session.disconnect()).await;
                     return;
                 }
                 Some((metric, value, reply)) = writes.recv() => {
@@ -341,31 +361,31 @@ async fn run(
             };
             let now = Instant::now();
             let mut data = Vec::new();
-            let handle = |s: Signal, data: &mut Vec<(usize, DataValue)>, w: &mut Watchdog| match s {
-                Signal::Activity => w.on_activity(now),
-                Signal::Data(i, dv) => {
-                    w.on_activity(now);
-                    data.push((i, dv));
-                }
-                Signal::Lost(status) => {
-                    tracing::warn!(server = %config.name, "connection lost: {status}");
-                    w.on_lost(now);
-                }
-                Signal::Session => {
-                    stats.sessions.fetch_add(1, Relaxed);
-                    w.on_session(now);
-                }
-                Signal::ReconnectFailed(status) => {
-                    tracing::warn!(server = %config.name, "reconnect failed: {}", explain(status, &config));
-                }
-                Signal::SubscriptionStatus(status) => {
-                    tracing::warn!(server = %config.name, "subscription status: {status}");
-                }
-                Signal::Ended(status) => {
-                    tracing::warn!(server = %config.name, "session ended: {status}");
-                    w.on_lost(now);
-                }
-            };
+            let mut problems: Vec<String> = Vec::new();
+            let mut handle =
+                |s: Signal, data: &mut Vec<(usize, DataValue)>, w: &mut Watchdog| match s {
+                    Signal::Activity => w.on_activity(now),
+                    Signal::Data(i, dv) => {
+                        w.on_activity(now);
+                        data.push((i, dv));
+                    }
+                    Signal::Lost(status) => {
+                        tracing::warn!(server = %config.name, "connection lost: {status}");
+                        w.on_lost(now);
+                    }
+                    Signal::Session => {
+                        stats.sessions.fetch_add(1, Relaxed);
+                        w.on_session(now);
+                    }
+                    Signal::ReconnectFailed(status) => problems.push(explain(status, &config)),
+                    Signal::SubscriptionStatus(status) => {
+                        tracing::warn!(server = %config.name, "subscription status: {status}");
+                    }
+                    Signal::Ended(status) => {
+                        tracing::warn!(server = %config.name, "session ended: {status}");
+                        w.on_lost(now);
+                    }
+                };
             let mut ended = false;
             if let Some(s) = signal {
                 ended |= matches!(s, Signal::Ended(_));
@@ -374,6 +394,18 @@ async fn run(
             while let Ok(s) = rx.try_recv() {
                 ended |= matches!(s, Signal::Ended(_));
                 handle(s, &mut data, &mut watchdog);
+            }
+            for p in problems {
+                if told.as_deref() != Some(p.as_str()) {
+                    tracing::warn!(server = %config.name, "{p}");
+                    let _ = events
+                        .send(ServerEvent::Problem {
+                            server: config.name.clone(),
+                            problem: p.clone(),
+                        })
+                        .await;
+                    told = Some(p);
+                }
             }
             while let Some(action) = watchdog.poll_action() {
                 match action {
@@ -427,6 +459,7 @@ async fn run(
                         match resync(&session, &mut items, &config.name).await {
                             Ok((metrics, values)) => {
                                 online = true;
+                                told = None;
                                 stats.values.fetch_add(values.readings.len() as u64, Relaxed);
                                 let _ = events
                                     .send(ServerEvent::Online {
@@ -560,10 +593,19 @@ fn reading(item: &mut Item, dv: &DataValue, now: Timestamp) -> Option<Reading> {
 fn explain(status: StatusCode, config: &ServerConfig) -> String {
     let pki = config.pki_dir.display();
     match status {
-        StatusCode::BadCertificateUntrusted | StatusCode::BadSecurityChecksFailed => format!(
-            "{status}: the server's certificate is not trusted yet. It was saved in {pki}/rejected/; \
-             if it is the server's, move it to {pki}/trusted/ (the bridge picks it up at the next attempt)"
-        ),
+        StatusCode::BadCertificateUntrusted | StatusCode::BadSecurityChecksFailed => {
+            let newest = newest_file(&config.pki_dir.join("rejected"));
+            match newest {
+                Some(name) => format!(
+                    "{status}: the server's certificate is not trusted. It was saved as \
+                     {pki}/rejected/{name}; if it is the server's, move it to {pki}/trusted/ \
+                     (mv '{pki}/rejected/{name}' '{pki}/trusted/'): the bridge tries again by itself"
+                ),
+                None => format!(
+                    "{status}: the server's certificate is not trusted; put it in {pki}/trusted/"
+                ),
+            }
+        }
         StatusCode::BadCertificateHostNameInvalid => format!(
             "{status}: the server's certificate does not name the host in {}; use the host name it carries \
              (often its own hostname or localhost), not an IP address",
@@ -583,6 +625,16 @@ fn explain(status: StatusCode, config: &ServerConfig) -> String {
         ),
         other => format!("{other}"),
     }
+}
+
+/// The most recently changed file in `dir`.
+fn newest_file(dir: &std::path::Path) -> Option<String> {
+    std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(Result::ok)
+        .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.file_name())))
+        .max()
+        .map(|(_, name)| name.to_string_lossy().into_owned())
 }
 
 fn policy(p: SecurityPolicy) -> UaPolicy {
@@ -747,6 +799,19 @@ async fn namespace(
 /// paths by TranslateBrowsePathsToNodeIds.
 async fn resolve(session: &Session, items: &mut [Item]) -> Result<(), String> {
     let mut cache = None;
+    // The namespace array first: failing to read it is the session's
+    // problem, not the nodes'.
+    let by_uri = |n: &Namespace| matches!(n, Namespace::Uri(_));
+    let needs_uris = items.iter().filter(|i| i.node_id.is_none()).any(|i| match &i.config.node {
+        NodeRef::Id { namespace, .. } => by_uri(namespace),
+        NodeRef::BrowsePath { elements } => elements.iter().any(|(n, _)| by_uri(n)),
+    });
+    if needs_uris {
+        let _ = namespace(session, &Namespace::Uri(String::new()), &mut cache).await;
+        if cache.is_none() {
+            return Err("cannot read the server's namespace array".into());
+        }
+    }
     for item in items.iter_mut().filter(|i| i.node_id.is_none()) {
         let resolved = match &item.config.node {
             NodeRef::Id { namespace: ns, identifier } => {

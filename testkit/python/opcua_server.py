@@ -2,7 +2,7 @@
 
 Usage:
     opcua_server.py PORT [--items N] [--interval S] [--user NAME:PASSWORD]
-                         [--cert CERT.der --key KEY.pem] [--trust DIR]
+                         [--pki DIR] [--trust DIR]
 
 Serves opc.tcp://localhost:PORT/ with namespace "urn:shopfloor:test" and an
 object "Machine1" (NodeId ns=<that namespace>;s=Machine1) whose variables
@@ -20,9 +20,12 @@ have string NodeIds "Machine1.<Name>":
 
 With --items N, also N Double variables "Machine1.Item<i>" (i from 0), and
 with --interval S every one of them (and Count) changes every S seconds.
---user makes username/password the only identity accepted. --cert/--key
-serve every security policy and mode with that certificate; --trust makes
-the server accept only client certificates found in DIR.
+--user makes username/password the only identity accepted. --pki DIR
+serves every security policy and mode with the certificate in
+DIR/server_cert.der and its key DIR/server_key.pem, made there (for
+localhost, application URI urn:shopfloor:test:server) when absent: delete
+them for a new certificate. --trust makes the server accept only client
+certificates found in DIR.
 
 Commands, one JSON object per line on stdin; each answered with one line:
     {"set": "Temperature", "value": 21.5}           a new value, status Good
@@ -68,21 +71,22 @@ async def main():
     p.add_argument("--items", type=int, default=0)
     p.add_argument("--interval", type=float, default=0.0)
     p.add_argument("--user")
-    p.add_argument("--cert")
-    p.add_argument("--key")
+    p.add_argument("--pki")
     p.add_argument("--trust")
     args = p.parse_args()
 
     user_manager = None
     if args.user:
-        name, password = args.user.split(":", 1)
+        user_name, user_password = args.user.split(":", 1)
 
         class Users:
             def get_user(self, iserver, username=None, password_=None, certificate=None, **kw):
                 from asyncua.crypto.permission_rules import User, UserRole
 
                 given = kw.get("password", password_)
-                if username == name and given == password:
+                if isinstance(given, bytes):
+                    given = given.decode("utf-8", "replace")
+                if username == user_name and given == user_password:
                     return User(role=UserRole.User)
                 return None
 
@@ -91,9 +95,26 @@ async def main():
     await server.init()
     server.set_endpoint(f"opc.tcp://localhost:{args.port}/")
     server.set_server_name("shopfloor test server")
-    if args.cert:
-        await server.load_certificate(args.cert)
-        await server.load_private_key(args.key)
+    if args.pki:
+        from pathlib import Path
+
+        from asyncua.crypto.cert_gen import setup_self_signed_certificate
+        from cryptography.x509.oid import ExtendedKeyUsageOID
+
+        pki = Path(args.pki)
+        pki.mkdir(parents=True, exist_ok=True)
+        cert, key = pki / "server_cert.der", pki / "server_key.pem"
+        await server.set_application_uri("urn:shopfloor:test:server")
+        await setup_self_signed_certificate(
+            key,
+            cert,
+            "urn:shopfloor:test:server",
+            "localhost",
+            [ExtendedKeyUsageOID.CLIENT_AUTH, ExtendedKeyUsageOID.SERVER_AUTH],
+            {"countryName": "DE", "organizationName": "shopfloor", "commonName": "shopfloor test server"},
+        )
+        await server.load_certificate(str(cert))
+        await server.load_private_key(str(key))
         server.set_security_policy(
             [
                 ua.SecurityPolicyType.NoSecurity,

@@ -106,6 +106,10 @@ pub(crate) async fn until(
             if pred(&e) {
                 return e;
             }
+            // Shown when the test fails.
+            if !matches!(e, ServerEvent::Data(_)) {
+                eprintln!("(passed over while waiting for {what}: {e:?})");
+            }
         }
     })
     .await
