@@ -7,3 +7,5 @@ pub mod convert;
 pub mod watchdog;
 
 pub use config::{BridgeConfig, ConfigError, NodeConfig, ServerConfig};
+#[cfg(feature = "mqtt")]
+pub mod gateway;

@@ -484,12 +484,9 @@ impl EdgeNode {
     /// NCMD, DCMD for every device, and the primary host's STATE.
     pub fn subscriptions(&self) -> Vec<String> {
         let mut out = vec![self.topic(MessageType::NCmd, None)];
-        out.extend(
-            self.groups
-                .iter()
-                .filter_map(|g| g.device.as_deref())
-                .map(|d| self.topic(MessageType::DCmd, Some(d))),
-        );
+        // One filter for every device's DCMD, those defined at run time
+        // (define_device) included; commands to unknown devices are ignored.
+        out.push(self.topic(MessageType::DCmd, Some("+")));
         if let Some(h) = &self.primary_host_id {
             out.push(format!("{}/STATE/{h}", crate::topic::NAMESPACE));
         }

@@ -78,7 +78,7 @@ fn will_and_births_follow_the_spec() {
     assert_eq!(w.metrics[0].name.as_deref(), Some("bdSeq"));
     assert_eq!(w.metrics[0].datatype, Some(DataType::Int64.as_u32()));
     assert_eq!(w.metrics[0].value, Some(proto::MetricValue::Long(7)));
-    assert_eq!(n.subscriptions(), ["spBv1.0/G/NCMD/E", "spBv1.0/G/DCMD/E/press-1"]);
+    assert_eq!(n.subscriptions(), ["spBv1.0/G/NCMD/E", "spBv1.0/G/DCMD/E/+"]);
 
     n.handle_connected(now(1000));
     let out = drain(&mut n);
