@@ -759,6 +759,44 @@ async fn connect(
     Ok(session)
 }
 
+/// A session that is connected, for one-off work (browsing): waits up to
+/// `tuning.request_timeout` × 3 for the first activation. The session's
+/// event loop stops when the session is dropped and disconnected.
+pub(crate) async fn open_session(
+    config: &ServerConfig,
+    tuning: &ClientTuning,
+) -> Result<Arc<Session>, String> {
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let session = connect(config, tuning, tx).await?;
+    let wait = tuning.request_timeout * 3;
+    let outcome = tokio::time::timeout(wait, async {
+        while let Some(s) = rx.recv().await {
+            match s {
+                Signal::Session => return Ok(()),
+                Signal::ReconnectFailed(status) | Signal::Ended(status) => {
+                    return Err(explain(status, config));
+                }
+                _ => {}
+            }
+        }
+        Err("the session ended".to_owned())
+    })
+    .await
+    .unwrap_or_else(|_| Err(format!("{}: no session within {wait:?}", config.endpoint)));
+    if let Err(e) = outcome {
+        let _ = tokio::time::timeout(tuning.request_timeout, session.disconnect()).await;
+        return Err(e);
+    }
+    Ok(session)
+}
+
+/// The server's namespace URIs, by index.
+pub(crate) async fn namespace_array(session: &Session) -> Result<Vec<String>, String> {
+    let mut cache = None;
+    let _ = namespace(session, &Namespace::Uri(String::new()), &mut cache).await;
+    cache.ok_or_else(|| "cannot read the server's namespace array".to_owned())
+}
+
 /// The namespace index of `ns` on this server now.
 async fn namespace(
     session: &Session,

@@ -284,6 +284,15 @@ struct FileDe {
     server: Vec<ServerDe>,
 }
 
+/// A deployment file: `[[server]]` beside other programs' sections.
+#[derive(Deserialize)]
+struct DeploymentDe {
+    #[serde(default)]
+    server: Vec<ServerDe>,
+    #[serde(flatten)]
+    _others: std::collections::BTreeMap<String, toml::Value>,
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ServerDe {
@@ -414,12 +423,35 @@ impl BridgeConfig {
         Self::from_toml_with_env(text, |k| std::env::var(k).ok())
     }
 
+    /// Reads the `[[server]]` sections of a deployment file that has
+    /// other programs' sections too (`[mqtt]`, `[sparkplug]`…), which are
+    /// left to them.
+    pub fn from_deployment(path: impl AsRef<Path>) -> Result<Self, ConfigError> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: Some(path.to_owned()),
+            where_: "file".into(),
+            problem: format!("cannot read it: {e}"),
+            fix: None,
+        })?;
+        Self::parse(&text, |k| std::env::var(k).ok(), true)
+            .map_err(|e| ConfigError { file: Some(path.to_owned()), ..e })
+    }
+
     /// As [`from_toml`](Self::from_toml), with `env` for `password_env`.
     pub fn from_toml_with_env(
         text: &str,
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<Self, ConfigError> {
-        let de: FileDe = toml::from_str(text).map_err(|e| {
+        Self::parse(text, env, false)
+    }
+
+    fn parse(
+        text: &str,
+        env: impl Fn(&str) -> Option<String>,
+        deployment: bool,
+    ) -> Result<Self, ConfigError> {
+        let syntax = |e: toml::de::Error| {
             let line = e
                 .span()
                 .map(|s| {
@@ -427,7 +459,13 @@ impl BridgeConfig {
                 })
                 .unwrap_or_else(|| "the file".into());
             ConfigError { file: None, where_: line, problem: e.message().to_owned(), fix: None }
-        })?;
+        };
+        let servers = if deployment {
+            toml::from_str::<DeploymentDe>(text).map_err(syntax)?.server
+        } else {
+            toml::from_str::<FileDe>(text).map_err(syntax)?.server
+        };
+        let de = FileDe { server: servers };
         let err = |where_: String, problem: String, fix: Option<&str>| ConfigError {
             file: None,
             where_,

@@ -353,3 +353,55 @@ async fn an_overloaded_server_is_followed_while_it_answers_and_stale_when_it_doe
     );
     link.shutdown().await;
 }
+
+/// `browse` walks the server and writes a configuration that loads and
+/// bridges: every variable by browse path, NodeIds by namespace URI.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browse_writes_a_config_that_bridges() {
+    use shopfloor_bridge_opcua::BridgeConfig;
+    use shopfloor_bridge_opcua::browse::{BrowseOptions, browse, config_toml};
+    let server = Server::start(&["--items", "30"]);
+    let pki = tempfile::tempdir().unwrap();
+    let target = config(&server.endpoint(), pki.path(), NODES);
+    let mut levels = Vec::new();
+    let walk =
+        browse(&target, &tuning(), &BrowseOptions::default(), |n| levels.push(n)).await.unwrap();
+    assert!(!walk.truncated);
+    let metrics: Vec<&str> = walk.variables.iter().map(|v| v.metric.as_str()).collect();
+    for want in ["Machine1/Temperature", "Machine1/Setpoint", "Machine1/Id", "Machine1/Item29"] {
+        assert!(metrics.contains(&want), "{want} not in {metrics:?}");
+    }
+    assert_eq!(walk.variables.len(), 9 + 30, "no properties, nothing of namespace 0: {metrics:?}");
+    let t = walk.variables.iter().find(|v| v.metric == "Machine1/Temperature").unwrap();
+    assert_eq!(t.node_id, "nsu=urn:shopfloor:test;s=Machine1.Temperature");
+    assert!(levels.last() == Some(&39), "progress per level: {levels:?}");
+
+    // A smaller walk from a start node, cut short.
+    let opts = BrowseOptions {
+        start: Some("nsu=urn:shopfloor:test;s=Machine1".into()),
+        max_depth: 3,
+        max_variables: 5,
+    };
+    let short = browse(&target, &tuning(), &opts, |_| {}).await.unwrap();
+    assert!(short.truncated && short.variables.len() == 5);
+    assert!(
+        short.variables[0].metric.starts_with(|c: char| c.is_ascii_uppercase()),
+        "paths are below the start: {:?}",
+        short.variables[0]
+    );
+
+    // The file loads and bridges.
+    let text = config_toml(&target, &walk);
+    let loaded = BridgeConfig::from_toml(&text).unwrap();
+    let (tx, mut rx) = mpsc::channel(1000);
+    let link = ServerLink::spawn(loaded.servers[0].clone(), tuning(), tx);
+    let online = until(&mut rx, 30, "the birth", |e| matches!(e, ServerEvent::Online { .. })).await;
+    let ServerEvent::Online { metrics, .. } = online else { unreachable!() };
+    assert_eq!(metrics.len(), 38, "all but the NodeId-typed one");
+    link.shutdown().await;
+
+    // An unreachable server says so.
+    let nowhere = config("opc.tcp://localhost:1/", pki.path(), NODES);
+    let e = browse(&nowhere, &tuning(), &BrowseOptions::default(), |_| {}).await.unwrap_err();
+    assert!(e.contains("opc.tcp://localhost:1/"), "{e}");
+}

@@ -8,7 +8,11 @@ pub fn init_logging() {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                // async-opcua warns about an empty endpoint list in its own
+                // config, which the OPC UA gateway never uses.
+                .unwrap_or_else(|_| {
+                    tracing_subscriber::EnvFilter::new("info,opcua_client::config=error")
+                }),
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))

@@ -1,0 +1,307 @@
+//! The OPC UA → Sparkplug gateway: subscribes to the nodes of its servers
+//! and publishes each server as a Sparkplug device of one edge node; its
+//! `browse` command writes a deployment file from a server's address
+//! space. See `--help`.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use serde::Deserialize;
+use shopfloor_bridge_opcua::BridgeConfig;
+use shopfloor_bridge_opcua::browse::{BrowseOptions, browse, config_toml};
+use shopfloor_bridge_opcua::client::ClientTuning;
+use shopfloor_bridge_opcua::config::{ServerConfig, parse_node_id};
+use shopfloor_bridge_opcua::gateway::Gateway;
+use shopfloor_sparkplug::mqtt::{Broker, DriverConfig, Protocol};
+use shopfloor_sparkplug::spool::FileSpool;
+use shopfloor_sparkplug::{EdgeNode, EdgeNodeConfig};
+
+const HELP: &str = "\
+shopfloor-opcua-gateway: OPC UA servers → Sparkplug B over MQTT
+
+USAGE:
+    shopfloor-opcua-gateway --config FILE                 run until Ctrl-C / SIGTERM
+    shopfloor-opcua-gateway --config FILE --check-config  check the file and exit
+    shopfloor-opcua-gateway browse ENDPOINT [OPTIONS]     write a deployment file
+                                                          from a server's variables
+
+OPTIONS:
+    --config FILE     the deployment file (TOML): [mqtt], [sparkplug], [[server]]
+    --check-config    check every section, print what would run, exit (0 = valid)
+    -h, --help        this text
+
+BROWSE OPTIONS:
+    --out FILE            write there (default: standard output)
+    --name NAME           the server's name in the file (default: opcua-1)
+    --start NODEID        start below this node (nsu=URI;s=… or ns=2;i=…);
+                          default: the Objects folder, without namespace 0
+    --max-depth N         levels below the start (default 10)
+    --max-variables N     stop after N variables (default 10000)
+    --policy P --mode M   security (default None): Basic256Sha256,
+                          Aes128_Sha256_RsaOaep, Aes256_Sha256_RsaPss;
+                          Sign or SignAndEncrypt
+    --user USER           user name; the password from OPCUA_PASSWORD
+    --pki DIR             the bridge's certificates (default: pki)
+
+Logs go to stderr, filtered by RUST_LOG (default: info).
+
+THE FILE:
+    [mqtt]
+    host = \"127.0.0.1\"            # the broker
+    port = 1883
+    client_id = \"opcua-gw\"        # default: the edge node id
+    protocol = \"5\"                # or \"3.1.1\"
+    username = \"gateway\"          # optional; the password from
+    password_file = \"/etc/shopfloor/mqtt.pass\"   # a file, or SHOPFLOOR_MQTT_PASSWORD
+
+    [sparkplug]
+    group_id = \"Plant1\"
+    edge_node_id = \"opcua-gw\"
+    primary_host_id = \"scada\"     # optional: birth only while that host is online
+    spool_dir = \"/var/lib/shopfloor/opcua-spool\"   # optional: store and forward on disk
+    spool_mb = 1024
+
+    [[server]]                    # one Sparkplug device per server
+    name = \"press-line\"
+    endpoint = \"opc.tcp://plc-1:4840/\"
+    security_policy = \"Basic256Sha256\"
+    security_mode = \"SignAndEncrypt\"
+    user = \"bridge\"
+    password_env = \"PRESS_LINE_PASSWORD\"
+    [[server.node]]
+    metric = \"Hydraulics/Pressure\"
+    node_id = \"nsu=urn:press-line:plc;s=Press1.Pressure\"
+    deadband = { absolute = 0.5 }
+
+    (every server and node key: the shopfloor-bridge-opcua README)
+
+FIRST CONNECT TO A SECURED SERVER:
+    The server's certificate lands in <pki_dir>/rejected/ and the log says
+    which file to move to <pki_dir>/trusted/; the gateway retries by itself.
+    The server must trust the gateway's own certificate, <pki_dir>/own/cert.der.
+
+EXAMPLES:
+    shopfloor-opcua-gateway browse opc.tcp://localhost:4840/ --out plant.toml
+    shopfloor-opcua-gateway --config plant.toml --check-config
+    RUST_LOG=debug shopfloor-opcua-gateway --config plant.toml
+";
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Mqtt {
+    #[serde(default = "shopfloor_examples::localhost")]
+    host: String,
+    #[serde(default = "shopfloor_examples::mqtt_port")]
+    port: u16,
+    client_id: Option<String>,
+    #[serde(default = "v5")]
+    protocol: String,
+    username: Option<String>,
+    password_file: Option<PathBuf>,
+}
+
+fn v5() -> String {
+    "5".into()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Sparkplug {
+    group_id: String,
+    edge_node_id: String,
+    primary_host_id: Option<String>,
+    spool_dir: Option<PathBuf>,
+    #[serde(default = "spool_mb")]
+    spool_mb: u64,
+}
+
+const fn spool_mb() -> u64 {
+    1024
+}
+
+#[derive(Deserialize)]
+struct Deployment {
+    mqtt: Option<Mqtt>,
+    sparkplug: Option<Sparkplug>,
+    #[serde(flatten)]
+    others: std::collections::BTreeMap<String, toml::Value>,
+}
+
+fn main() -> std::process::ExitCode {
+    shopfloor_examples::exit(real_main())
+}
+
+fn real_main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("browse") {
+        return browse_command(&args[1..]);
+    }
+    let Some(args) = shopfloor_examples::config_args(HELP)? else { return Ok(()) };
+    let bridge = BridgeConfig::from_deployment(&args.config)?;
+    let (mqtt, sp) = sections(&args.config)?;
+    EdgeNode::new(EdgeNodeConfig::new(sp.group_id.clone(), sp.edge_node_id.clone()))
+        .map_err(|e| anyhow::anyhow!("{}: sparkplug: {e}", args.config.display()))?;
+    let nodes: usize = bridge.servers.iter().map(|s| s.nodes.len()).sum();
+    if args.check {
+        println!(
+            "{}: valid: {} servers, {nodes} nodes, edge node {}/{} on {}:{}",
+            args.config.display(),
+            bridge.servers.len(),
+            sp.group_id,
+            sp.edge_node_id,
+            mqtt.host,
+            mqtt.port
+        );
+        return Ok(());
+    }
+    shopfloor_examples::init_logging();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(run(args.config, bridge, mqtt, sp))
+}
+
+/// The sections this binary owns, checked, with the file named in errors.
+fn sections(path: &Path) -> anyhow::Result<(Mqtt, Sparkplug)> {
+    let doc: Deployment = shopfloor_examples::read_toml(path)?;
+    if let Some(k) = doc.others.keys().find(|k| *k != "server") {
+        bail!(
+            "{}: unknown section [{k}]; this file has [mqtt], [sparkplug] and [[server]]",
+            path.display()
+        );
+    }
+    let mqtt = doc.mqtt.with_context(|| {
+        format!("{}: no [mqtt] section; add [mqtt] with host and port", path.display())
+    })?;
+    if !["5", "3.1.1"].contains(&mqtt.protocol.as_str()) {
+        bail!("{}: mqtt.protocol = {:?}; use \"5\" or \"3.1.1\"", path.display(), mqtt.protocol);
+    }
+    let sp = doc.sparkplug.with_context(|| {
+        format!(
+            "{}: no [sparkplug] section; add [sparkplug] with group_id and edge_node_id",
+            path.display()
+        )
+    })?;
+    Ok((mqtt, sp))
+}
+
+async fn run(path: PathBuf, bridge: BridgeConfig, mqtt: Mqtt, sp: Sparkplug) -> anyhow::Result<()> {
+    let mut broker = Broker::new(mqtt.host.clone(), mqtt.port);
+    if let Some(user) = &mqtt.username {
+        let pass = shopfloor_examples::mqtt_password(mqtt.password_file.as_deref(), &path)?
+            .unwrap_or_default();
+        broker.credentials = Some((user.clone(), pass));
+    }
+    let client_id = mqtt.client_id.clone().unwrap_or_else(|| sp.edge_node_id.clone());
+    let mut driver = DriverConfig::new(client_id, broker);
+    if mqtt.protocol == "3.1.1" {
+        driver.protocol = Protocol::V311;
+    }
+    let mut config = EdgeNodeConfig::new(sp.group_id.clone(), sp.edge_node_id.clone());
+    config.primary_host_id = sp.primary_host_id.clone();
+    let node = match &sp.spool_dir {
+        Some(dir) => {
+            let (spool, report) = FileSpool::open(dir, sp.spool_mb << 20)
+                .with_context(|| format!("{}: sparkplug.spool_dir", path.display()))?;
+            tracing::info!(readings = report.readings, "spool {}", dir.display());
+            EdgeNode::with_spool(config, Box::new(spool))?
+        }
+        None => EdgeNode::new(config)?,
+    };
+    tracing::info!(
+        servers = bridge.servers.len(),
+        broker = %format!("{}:{}", mqtt.host, mqtt.port),
+        "gateway {}/{} starting",
+        sp.group_id,
+        sp.edge_node_id
+    );
+    let gateway = Gateway::spawn(&bridge, node, driver, ClientTuning::default());
+    shopfloor_examples::wait_for_stop().await?;
+    tokio::time::timeout(Duration::from_secs(10), gateway.shutdown()).await.ok();
+    Ok(())
+}
+
+fn browse_command(args: &[String]) -> anyhow::Result<()> {
+    let mut it = args.iter();
+    let mut endpoint = None;
+    let (mut out, mut name, mut start) = (None, "opcua-1".to_owned(), None);
+    let (mut depth, mut max) = (10, 10_000);
+    let (mut policy, mut mode, mut user, mut pki) = (None, None, None, PathBuf::from("pki"));
+    let value = |it: &mut std::slice::Iter<'_, String>, flag: &str| -> anyhow::Result<String> {
+        it.next().cloned().with_context(|| format!("{flag} needs a value; see --help"))
+    };
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--out" => out = Some(PathBuf::from(value(&mut it, a)?)),
+            "--name" => name = value(&mut it, a)?,
+            "--start" => {
+                let s = value(&mut it, a)?;
+                parse_node_id(&s).map_err(|e| anyhow::anyhow!("--start: {e}"))?;
+                start = Some(s);
+            }
+            "--max-depth" => depth = value(&mut it, a)?.parse().context("--max-depth: a number")?,
+            "--max-variables" => {
+                max = value(&mut it, a)?.parse().context("--max-variables: a number")?;
+            }
+            "--policy" => policy = Some(value(&mut it, a)?),
+            "--mode" => mode = Some(value(&mut it, a)?),
+            "--user" => user = Some(value(&mut it, a)?),
+            "--pki" => pki = PathBuf::from(value(&mut it, a)?),
+            "-h" | "--help" => {
+                print!("{HELP}");
+                return Ok(());
+            }
+            s if s.starts_with("opc.tcp://") && endpoint.is_none() => endpoint = Some(s.to_owned()),
+            other => bail!("unknown argument {other:?}; see --help"),
+        }
+    }
+    let endpoint = endpoint.context("browse needs the server's endpoint, opc.tcp://host:port/")?;
+    // The same checks as a file gets: build one and parse it.
+    let mut text = format!(
+        "[[server]]\nname = {name:?}\nendpoint = {endpoint:?}\npki_dir = {:?}\n",
+        pki.display().to_string()
+    );
+    if let Some(p) = &policy {
+        text.push_str(&format!("security_policy = {p:?}\n"));
+    }
+    if let Some(m) = &mode {
+        text.push_str(&format!("security_mode = {m:?}\n"));
+    }
+    if let Some(u) = &user {
+        text.push_str(&format!("user = {u:?}\npassword_env = \"OPCUA_PASSWORD\"\n"));
+    }
+    text.push_str("[[server.node]]\nmetric = \"x\"\nnode_id = \"i=2258\"\n");
+    let server: ServerConfig = BridgeConfig::from_toml(&text)
+        .map_err(|e| anyhow::anyhow!("{}", e.to_string().replace("server ", "browse: server ")))?
+        .servers
+        .remove(0);
+    shopfloor_examples::init_logging();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let options = BrowseOptions { start, max_depth: depth, max_variables: max };
+    let walk = runtime.block_on(browse(&server, &ClientTuning::default(), &options, |n| {
+        eprintln!("browse: {n} variables so far");
+    }));
+    let walk = walk.map_err(|e| anyhow::anyhow!("browse {endpoint}: {e}"))?;
+    let mut file = String::from(
+        "# A deployment for shopfloor-opcua-gateway. Check the [mqtt] and [sparkplug]\n\
+         # sections, rename metrics as you like, delete what you do not want.\n\n\
+         [mqtt]\nhost = \"127.0.0.1\"\nport = 1883\n\n[sparkplug]\ngroup_id = \"Plant1\"\nedge_node_id = \"opcua-gw\"\n\n",
+    );
+    file.push_str(&config_toml(&server, &walk));
+    eprintln!(
+        "browse: {} variables{}",
+        walk.variables.len(),
+        if walk.truncated {
+            " (stopped early: raise --max-depth or --max-variables for more)"
+        } else {
+            ""
+        }
+    );
+    match out {
+        Some(path) => {
+            std::fs::write(&path, file).with_context(|| format!("writing {}", path.display()))?;
+            eprintln!("browse: wrote {}", path.display());
+        }
+        None => print!("{file}"),
+    }
+    Ok(())
+}
