@@ -426,6 +426,7 @@ async fn run(
                                 Ok(subs) => subscriptions = subs,
                                 Err(e) => tracing::warn!(server = %config.name, "subscribing: {e}"),
                             }
+                            watchdog.on_step_done(Instant::now());
                         }
                         session.trigger_publish_now();
                     }
@@ -446,6 +447,7 @@ async fn run(
                                 Subscriptions::new()
                             }
                         };
+                        watchdog.on_step_done(Instant::now());
                         session.trigger_publish_now();
                     }
                     Action::Reconnect => {
@@ -675,6 +677,12 @@ async fn connect(
         .max_failed_keep_alive_count(2)
         .request_timeout(tuning.request_timeout)
         .recreate_subscriptions(true)
+        // The library's defaults (arrays of 1 000, messages of 320 kB)
+        // close the connection on the first publish of a 10 000-item
+        // server, or a Read of its values.
+        .max_array_length(1 << 20)
+        .max_message_size(64 << 20)
+        .max_chunk_count(4096)
         .session_timeout(60_000)
         .client()
         .map_err(|e| format!("the client configuration is invalid: {}", e.join("; ")))?;
@@ -1041,6 +1049,10 @@ async fn read_chunked(session: &Session, reads: &[ReadValueId]) -> Result<Vec<Da
     Ok(out)
 }
 
+/// Notifications per publish response: bounded, so that no peer's array
+/// or message limit is met by a big server.
+const MAX_NOTIFICATIONS: u32 = 1000;
+
 /// The subscriptions of a session, by publishing interval.
 type Subscriptions = BTreeMap<Duration, u32>;
 
@@ -1100,7 +1112,15 @@ async fn monitor(
                 let keep_alive = config.keep_alive_count;
                 let lifetime = (600_000 / interval.as_millis().max(1) as u32).max(keep_alive * 3);
                 let id = session
-                    .create_subscription(interval, lifetime, keep_alive, 0, 0, true, callbacks)
+                    .create_subscription(
+                        interval,
+                        lifetime,
+                        keep_alive,
+                        MAX_NOTIFICATIONS,
+                        0,
+                        true,
+                        callbacks,
+                    )
                     .await
                     .map_err(|e| format!("CreateSubscription: {e}"))?;
                 subs.insert(interval, id);

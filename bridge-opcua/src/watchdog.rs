@@ -170,6 +170,15 @@ impl Watchdog {
         self.deadline = Some(now + self.timing.window);
     }
 
+    /// The shell finished a long step (subscribing 10 000 items takes
+    /// longer than a keep-alive window): the wait for a response starts
+    /// now, so the ladder does not undo work that merely took time.
+    pub fn on_step_done(&mut self, now: Instant) {
+        if self.link != Link::Up {
+            self.deadline = Some(now + self.timing.window.max(self.timing.step));
+        }
+    }
+
     /// The time has come (call at [`next_deadline`](Self::next_deadline)
     /// or later).
     pub fn on_timeout(&mut self, now: Instant) {
@@ -301,6 +310,25 @@ mod tests {
         w.on_activity(s(6));
         assert_eq!(drain(&mut w), [Action::Resync]);
         assert_eq!(w.outages(), 1);
+    }
+
+    #[test]
+    fn a_long_step_restarts_the_wait() {
+        let t0 = Instant::now();
+        let s = |n: u64| t0 + Duration::from_secs(n);
+        let mut w = Watchdog::new(timing(), t0);
+        w.on_session(t0);
+        drain(&mut w);
+        // Subscribing took 10 s: the window starts after it.
+        w.on_step_done(s(10));
+        w.on_timeout(s(10));
+        assert_eq!(drain(&mut w), []);
+        assert_eq!(w.next_deadline(), Some(s(13)));
+        w.on_activity(s(11));
+        assert_eq!(drain(&mut w), [Action::Resync]);
+        // Up: a step done changes nothing.
+        w.on_step_done(s(12));
+        assert_eq!(w.next_deadline(), Some(s(14)));
     }
 
     #[test]
