@@ -743,13 +743,7 @@ impl Engine {
                     continue;
                 }
                 let rule = &self.rules.rules[self.alarms[i].rule];
-                let number = match &r.value {
-                    Value::F64(x) => Some(*x),
-                    Value::I64(x) => Some(*x as f64),
-                    Value::U64(x) => Some(*x as f64),
-                    Value::Bool(b) => Some(f64::from(u8::from(*b))),
-                    _ => None,
-                };
+                let number = r.value.as_f64();
                 // Bad input first: it freezes the alarm. (Stale and
                 // bad-quality rules watch the input itself: never frozen.)
                 let numeric = matches!(
@@ -827,13 +821,7 @@ impl Engine {
                     continue;
                 }
                 let rule = &self.rules.rules[a.rule];
-                let number = match &r.value {
-                    Value::F64(x) => Some(*x),
-                    Value::I64(x) => Some(*x as f64),
-                    Value::U64(x) => Some(*x as f64),
-                    Value::Bool(b) => Some(f64::from(u8::from(*b))),
-                    _ => None,
-                };
+                let number = r.value.as_f64();
                 let good = matches!(r.quality, Quality::Good | Quality::Uncertain);
                 let condition = match (&rule.kind, number) {
                     (Kind::BadQuality, _) => (!good).then_some(Condition::On),

@@ -405,16 +405,21 @@ pub fn parse_browse_path(s: &str, namespace: Option<&str>) -> Result<NodeRef, St
     Ok(NodeRef::BrowsePath { elements })
 }
 
+/// A configuration file's text, or an error naming it.
+fn read(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|e| ConfigError {
+        file: Some(path.to_owned()),
+        where_: "file".into(),
+        problem: format!("cannot read it: {e}"),
+        fix: None,
+    })
+}
+
 impl BridgeConfig {
     /// Reads and checks a configuration file.
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self, ConfigError> {
         let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
-            file: Some(path.to_owned()),
-            where_: "file".into(),
-            problem: format!("cannot read it: {e}"),
-            fix: None,
-        })?;
+        let text = read(path)?;
         Self::from_toml(&text).map_err(|e| ConfigError { file: Some(path.to_owned()), ..e })
     }
 
@@ -428,12 +433,7 @@ impl BridgeConfig {
     /// left to them.
     pub fn from_deployment(path: impl AsRef<Path>) -> Result<Self, ConfigError> {
         let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
-            file: Some(path.to_owned()),
-            where_: "file".into(),
-            problem: format!("cannot read it: {e}"),
-            fix: None,
-        })?;
+        let text = read(path)?;
         Self::parse(&text, |k| std::env::var(k).ok(), true)
             .map_err(|e| ConfigError { file: Some(path.to_owned()), ..e })
     }
