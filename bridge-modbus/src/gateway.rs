@@ -12,6 +12,7 @@
 //!   back and publishes the value read; a refused write is logged with the
 //!   reason and the tag keeps its value.
 
+use shopfloor_schemas::WriteResult;
 use shopfloor_sparkplug::edge::{EdgeEvent, EdgeNode, EdgeNodeConfig, MetricSpec};
 use shopfloor_sparkplug::mqtt::{DriverConfig, EdgeDriver, EdgeStats};
 use shopfloor_sparkplug::payload::{PropertySet, PropertyValue};
@@ -128,9 +129,15 @@ async fn run(
 ) {
     let writer = poller.writer();
     let mut dead = std::collections::HashSet::new();
+    let (results_tx, mut results) = tokio::sync::mpsc::channel::<WriteResult>(64);
     loop {
         tokio::select! {
             _ = &mut stop => break,
+            Some(r) = results.recv() => {
+                if edge.report_write(&r).await.is_err() {
+                    break;
+                }
+            }
             o = poller.next() => {
                 let Some((device, output)) = o else { break };
                 let sent = match output {
@@ -152,15 +159,24 @@ async fn run(
                     let writer = writer.clone();
                     // Writes wait for the line; the poller's outputs must
                     // keep flowing meanwhile.
+                    let results = results_tx.clone();
                     tokio::spawn(async move {
-                        let Some(v) = value.to_value() else {
-                            tracing::warn!(device, metric, "write of a value with no reading type refused");
-                            return;
+                        let result = match value.to_value() {
+                            None => WriteResult::refused(&device, &metric, format!("{value:?}"), "a value with no reading type"),
+                            Some(v) => match writer.write(&device, &metric, v.clone()).await {
+                                Ok(read_back) => {
+                                    tracing::info!(device, metric, %read_back, "written");
+                                    WriteResult::done(&device, &metric, v.to_string(), "Good")
+                                }
+                                Err(e) => {
+                                    WriteResult::failed(&device, &metric, v.to_string(), e.status(), e.to_string())
+                                }
+                            },
                         };
-                        match writer.write(&device, &metric, v).await {
-                            Ok(read_back) => tracing::info!(device, metric, ?read_back, "written"),
-                            Err(e) => tracing::warn!(device, metric, "write refused: {e}"),
+                        if !result.ok {
+                            tracing::warn!(device, metric, "write refused: {}", result.message);
                         }
+                        let _ = results.send(result).await;
                     });
                 }
             }
@@ -173,81 +189,41 @@ async fn run(
     edge.shutdown().await;
 }
 
-/// Plain MQTT output: each reading as a one-reading [`Batch`] on its own
-/// topic, encoded with a schemas [`Codec`] and labelled with the MQTT 5
-/// content type; writes come in on the reading's topic plus `/set`.
+/// Plain MQTT output (see [`shopfloor_sparkplug::mqtt::plain`]): each
+/// reading as a one-reading [`Batch`](shopfloor_schemas::Batch) on its own
+/// topic, encoded with a schemas codec and labelled with the MQTT 5 content
+/// type; writes come in on the reading's topic plus `/set`, and each one's
+/// outcome goes out on `shopfloor/writes/{site}/{area}/{device}`.
 ///
 /// Readings go out at QoS 1. There is no store and forward here: while the
 /// broker is away, publishes queue in the MQTT client up to its capacity,
 /// then polling waits (use the Sparkplug gateway with a spool when an outage
 /// must not cost readings).
 pub mod plain {
-    use std::sync::Arc;
-
-    use rumqttc::v5::mqttbytes::QoS;
-    use rumqttc::v5::mqttbytes::v5::{Packet, PublishProperties};
-    use rumqttc::v5::{AsyncClient, Event, MqttOptions};
-    use rumqttc::{TlsConfiguration, Transport};
-    use shopfloor_schemas::{Batch, Codec, TopicTemplate};
     use shopfloor_sparkplug::mqtt::Broker;
-    use tokio::sync::{mpsc, oneshot};
+    pub use shopfloor_sparkplug::mqtt::plain::PlainConfig;
+    use shopfloor_sparkplug::mqtt::plain::PlainPublisher;
+    use tokio::sync::oneshot;
     use tokio::task::JoinHandle;
 
     use crate::config::RegisterMap;
-    use crate::poller::{Poller, Writer};
+    use crate::poller::Poller;
     use crate::session::Output;
 
-    /// Where plain readings go.
-    #[derive(Clone, Debug)]
-    pub struct PlainConfig {
-        /// The `{site}` of the topic template.
-        pub site: String,
-        /// The `{area}`.
-        pub area: String,
-        /// The payload codec.
-        pub codec: Codec,
-        /// The topic template (`{machine}` is the device, `{sensor}` the tag).
-        pub template: TopicTemplate,
-    }
-
-    impl PlainConfig {
-        /// The default template, `shopfloor/{site}/{area}/{machine}/{sensor}`, JSON.
-        pub fn new(site: impl Into<String>, area: impl Into<String>) -> Self {
-            Self {
-                site: site.into(),
-                area: area.into(),
-                codec: Codec::Json,
-                template: TopicTemplate::parse(shopfloor_schemas::topic::defaults::READINGS)
-                    .expect("the default template parses"),
+    /// Every tag's topic renders (tag names become one topic level each,
+    /// so they may not contain `/`, `+` or `#`).
+    pub fn check(config: &PlainConfig, map: &RegisterMap) -> Result<(), String> {
+        for d in &map.devices {
+            for t in &d.tags {
+                config.topic(&d.name, &t.name).map_err(|e| {
+                    format!(
+                        "device {:?}, tag {:?}: {e}; with plain topics a tag name is one topic level (rename it, or use the Sparkplug gateway)",
+                        d.name, t.name
+                    )
+                })?;
             }
         }
-
-        fn topic(&self, machine: &str, sensor: &str) -> Result<String, String> {
-            self.template
-                .render(&[
-                    ("site", &self.site),
-                    ("area", &self.area),
-                    ("machine", machine),
-                    ("sensor", sensor),
-                ])
-                .map_err(|e| e.to_string())
-        }
-
-        /// Every tag's topic renders (tag names become one topic level each,
-        /// so they may not contain `/`, `+` or `#`).
-        pub fn check(&self, map: &RegisterMap) -> Result<(), String> {
-            for d in &map.devices {
-                for t in &d.tags {
-                    self.topic(&d.name, &t.name).map_err(|e| {
-                        format!(
-                            "device {:?}, tag {:?}: {e}; with plain topics a tag name is one topic level (rename it, or use the Sparkplug gateway)",
-                            d.name, t.name
-                        )
-                    })?;
-                }
-            }
-            Ok(())
-        }
+        config.check([])
     }
 
     /// The running plain gateway.
@@ -265,44 +241,7 @@ pub mod plain {
             broker: &Broker,
             client_id: &str,
         ) -> Self {
-            let mut o = MqttOptions::new(client_id, &broker.host, broker.port);
-            o.set_keep_alive(std::time::Duration::from_secs(10));
-            if let Some((user, password)) = &broker.credentials {
-                o.set_credentials(user, password);
-            }
-            if let Some(tls) = &broker.tls {
-                o.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(Arc::clone(
-                    tls,
-                ))));
-            }
-            let (client, mut eventloop) = AsyncClient::new(o, 1024);
-            // Commands from the event loop; it must never wait on us.
-            let (commands, mut incoming) =
-                mpsc::channel::<(String, Option<String>, bytes::Bytes)>(64);
-            let filter = format!("{}/set", config.template.filter());
-            let sub = client.clone();
-            let events = tokio::spawn(async move {
-                loop {
-                    match eventloop.poll().await {
-                        Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                            let (c, f) = (sub.clone(), filter.clone());
-                            tokio::spawn(async move { c.subscribe(f, QoS::AtLeastOnce).await });
-                        }
-                        Ok(Event::Incoming(Packet::Publish(p))) => {
-                            let topic = String::from_utf8_lossy(&p.topic).into_owned();
-                            let ct = p.properties.and_then(|pr| pr.content_type);
-                            if commands.try_send((topic, ct, p.payload)).is_err() {
-                                tracing::warn!("write command dropped: too many waiting");
-                            }
-                        }
-                        Ok(_) => {}
-                        Err(e) => {
-                            tracing::warn!("MQTT: {e}");
-                            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-                        }
-                    }
-                }
-            });
+            let (out, mut commands) = PlainPublisher::spawn(config, broker, client_id);
             let poller = Poller::spawn(map, 1024);
             let (stop, mut stopped) = oneshot::channel();
             let task = tokio::spawn(async move {
@@ -312,21 +251,36 @@ pub mod plain {
                     tokio::select! {
                         _ = &mut stopped => break,
                         o = poller.next() => {
-                            let Some((device, Output::Readings(batch))) = o else {
+                            let Some((_, Output::Readings(batch))) = o else {
                                 if o.is_none() { break }
                                 continue;
                             };
-                            publish(&client, &config, &device, &batch).await;
+                            if out.publish(&batch).await.is_err() {
+                                break;
+                            }
                         }
-                        c = incoming.recv() => {
-                            let Some((topic, ct, payload)) = c else { break };
-                            command(&writer, &config, &topic, ct.as_deref(), &payload);
+                        c = commands.next() => {
+                            let Some(c) = c else { break };
+                            let (writer, reporter) = (writer.clone(), out.reporter());
+                            // Writes wait for the line; polling goes on.
+                            tokio::spawn(async move {
+                                let result = match writer.write(&c.machine, &c.sensor, c.value.clone()).await {
+                                    Ok(v) => {
+                                        tracing::info!(device = c.machine, tag = c.sensor, read_back = %v, "written");
+                                        c.done("Good")
+                                    }
+                                    Err(e) => {
+                                        tracing::warn!(device = c.machine, tag = c.sensor, "write refused: {e}");
+                                        c.failed(&e.status(), e.to_string())
+                                    }
+                                };
+                                let _ = reporter.report_write(&result).await;
+                            });
                         }
                     }
                 }
                 poller.shutdown().await;
-                let _ = client.disconnect().await;
-                events.abort();
+                out.shutdown().await;
             });
             Self { stop, task }
         }
@@ -336,75 +290,5 @@ pub mod plain {
             let _ = self.stop.send(());
             let _ = self.task.await;
         }
-    }
-
-    async fn publish(client: &AsyncClient, config: &PlainConfig, device: &str, batch: &Batch) {
-        for r in &batch.readings {
-            let topic = match config.topic(device, &r.metric) {
-                Ok(t) => t,
-                Err(e) => {
-                    tracing::warn!(device, tag = %r.metric, "not published: {e}");
-                    continue;
-                }
-            };
-            let one = Batch::new(device).with(r.clone());
-            let payload = match config.codec.encode_batch(&one) {
-                Ok(p) => p,
-                Err(e) => {
-                    tracing::warn!(device, tag = %r.metric, "not encodable: {e}");
-                    continue;
-                }
-            };
-            let props = PublishProperties {
-                content_type: Some(config.codec.content_type().into()),
-                ..PublishProperties::default()
-            };
-            if client
-                .publish_with_properties(topic, QoS::AtLeastOnce, false, payload, props)
-                .await
-                .is_err()
-            {
-                return;
-            }
-        }
-    }
-
-    /// A write command: `<reading topic>/set` with a one-reading batch.
-    fn command(
-        writer: &Writer,
-        config: &PlainConfig,
-        topic: &str,
-        ct: Option<&str>,
-        payload: &[u8],
-    ) {
-        let Some(base) = topic.strip_suffix("/set") else { return };
-        let Some(caps) = config.template.matches(base) else { return };
-        let (Some(machine), Some(sensor)) = (caps.get("machine"), caps.get("sensor")) else {
-            return;
-        };
-        if caps.get("site").is_some_and(|s| s != config.site)
-            || caps.get("area").is_some_and(|a| a != config.area)
-        {
-            return;
-        }
-        let codec = match ct.map(Codec::from_content_type).unwrap_or(Ok(Codec::Json)) {
-            Ok(c) => c,
-            Err(e) => return tracing::warn!(topic, "write refused: {e}"),
-        };
-        let value = match codec.decode_batch(payload) {
-            Ok(b) => match b.readings.into_iter().next() {
-                Some(r) => r.value,
-                None => return tracing::warn!(topic, "write refused: the batch has no reading"),
-            },
-            Err(e) => return tracing::warn!(topic, "write refused: {e}"),
-        };
-        let (writer, machine, sensor, topic) =
-            (writer.clone(), machine.to_owned(), sensor.to_owned(), topic.to_owned());
-        tokio::spawn(async move {
-            match writer.write(&machine, &sensor, value).await {
-                Ok(v) => tracing::info!(topic, ?v, "written"),
-                Err(e) => tracing::warn!(topic, "write refused: {e}"),
-            }
-        });
     }
 }

@@ -74,6 +74,27 @@ pub enum WriteFailure {
     Stopped,
 }
 
+impl WriteFailure {
+    /// The status a [`WriteResult`](shopfloor_schemas::WriteResult) carries:
+    /// the exception's name in CamelCase (`IllegalDataAddress`),
+    /// `Unreachable`, or `Refused` when nothing was sent.
+    pub fn status(&self) -> String {
+        match self {
+            Self::Exception { code, .. } => exception_name(*code)
+                .split(' ')
+                .map(|w| {
+                    let mut c = w.chars();
+                    c.next()
+                        .map(|f| f.to_ascii_uppercase().to_string() + c.as_str())
+                        .unwrap_or_default()
+                })
+                .collect(),
+            Self::Unreachable { .. } => "Unreachable".into(),
+            _ => shopfloor_schemas::WriteResult::REFUSED.into(),
+        }
+    }
+}
+
 struct WriteRequest {
     device: usize,
     tag: usize,

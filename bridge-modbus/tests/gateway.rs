@@ -183,16 +183,29 @@ async fn plain_topics_carry_each_reading_and_take_writes() {
     ))
     .unwrap();
     let config = PlainConfig::new("plant1", "tanks");
-    config.check(&map).unwrap();
+    shopfloor_bridge_modbus::gateway::plain::check(&config, &map).unwrap();
     let mut bad = map.clone();
     bad.devices[0].tags[0].name = "Tank/Level".into();
-    assert!(config.check(&bad).unwrap_err().contains("one topic level"));
+    assert!(
+        shopfloor_bridge_modbus::gateway::plain::check(&config, &bad)
+            .unwrap_err()
+            .contains("one topic level")
+    );
 
     let (client, mut events) =
         AsyncClient::new(MqttOptions::new("watcher", broker.host(), broker.port()), 10);
     client.subscribe("shopfloor/plant1/tanks/#", QoS::AtLeastOnce).await.unwrap();
     loop {
         if let Event::Incoming(Packet::SubAck(_)) = events.poll().await.unwrap() {
+            break;
+        }
+    }
+    // Write results, on their own connection.
+    let (results, mut results_events) =
+        AsyncClient::new(MqttOptions::new("results", broker.host(), broker.port()), 10);
+    results.subscribe("shopfloor/writes/#", QoS::AtLeastOnce).await.unwrap();
+    loop {
+        if let Event::Incoming(Packet::SubAck(_)) = results_events.poll().await.unwrap() {
             break;
         }
     }
@@ -216,6 +229,21 @@ async fn plain_topics_carry_each_reading_and_take_writes() {
         .unwrap();
     next(&mut events, "shopfloor/plant1/tanks/tank-1/speed", Value::I64(1234)).await;
     assert_eq!(dev.get("h", 20, 1), [1234]);
+    let result = tokio::time::timeout(WAIT, async {
+        loop {
+            if let Event::Incoming(Packet::Publish(p)) = results_events.poll().await.unwrap() {
+                assert_eq!(p.topic, "shopfloor/writes/plant1/tanks/tank-1");
+                return shopfloor_schemas::WriteResult::from_json(&p.payload).unwrap();
+            }
+        }
+    })
+    .await
+    .expect("a write result within 20 s");
+    assert_eq!(
+        (result.device.as_str(), result.metric.as_str(), result.ok, result.status.as_str()),
+        ("tank-1", "speed", true, "Good"),
+        "{result:?}"
+    );
     gateway.shutdown().await;
 }
 

@@ -129,6 +129,19 @@ pub enum WriteError {
     Failed(String),
 }
 
+impl WriteError {
+    /// The status a [`WriteResult`](shopfloor_schemas::WriteResult) carries:
+    /// the server's status code name (`BadUserAccessDenied`), `Unreachable`
+    /// when the request got no answer, or `Refused` when nothing was sent.
+    pub fn status(&self) -> String {
+        match self {
+            Self::Refused(code) => code.sub_code().to_string(),
+            Self::Failed(_) => "Unreachable".into(),
+            _ => shopfloor_schemas::WriteResult::REFUSED.into(),
+        }
+    }
+}
+
 /// A write asked of the link.
 type WriteRequest = (String, Value, tokio::sync::oneshot::Sender<Result<(), WriteError>>);
 

@@ -6,11 +6,17 @@
 //! moment the server is lost or falls silent, and is born again with
 //! fresh values when data flows. A DCMD to a metric on the write
 //! allow-list is written to its node; the outcome, the server's status
-//! code included, is logged, and a successful write comes back as data.
+//! code included, is logged and published as a
+//! [`WriteResult`](shopfloor_schemas::WriteResult) on
+//! `shopfloor/writes/{group}/{edge}/{server}`, and a successful write comes
+//! back as data.
+//!
+//! [`plain`] is the same with plain topics instead of Sparkplug.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use shopfloor_schemas::{Value, WriteResult};
 use shopfloor_sparkplug::edge::MetricSpec;
 use shopfloor_sparkplug::mqtt::{DriverConfig, EdgeDriver, EdgeStats};
 use shopfloor_sparkplug::payload::{PropertySet, PropertyValue};
@@ -92,9 +98,15 @@ async fn run(
 ) {
     // Devices defined and alive now.
     let mut alive: HashMap<String, bool> = HashMap::new();
+    let (results_tx, mut results) = mpsc::channel::<WriteResult>(64);
     loop {
         tokio::select! {
             _ = &mut stop => break,
+            Some(r) = results.recv() => {
+                if edge.report_write(&r).await.is_err() {
+                    break;
+                }
+            }
             e = events.recv() => {
                 let Some(e) = e else { break };
                 let sent = match e {
@@ -132,17 +144,16 @@ async fn run(
             e = edge.next_event() => {
                 let Some(e) = e else { break };
                 if let EdgeEvent::Write { device: Some(device), metric, value } = e {
-                    let Some(link) = links.get(&device).cloned() else { continue };
+                    let link = links.get(&device).cloned();
+                    let results = results_tx.clone();
                     // Writes wait for the server; data must keep flowing.
                     tokio::spawn(async move {
-                        let Some(v) = value.to_value() else {
-                            tracing::warn!(device, metric, "write of a value with no reading type refused");
-                            return;
+                        let result = match (link, value.to_value()) {
+                            (None, _) => WriteResult::refused(&device, &metric, format!("{value:?}"), "no such server"),
+                            (_, None) => WriteResult::refused(&device, &metric, format!("{value:?}"), "a value with no reading type"),
+                            (Some(link), Some(v)) => write(&link, &device, &metric, v).await,
                         };
-                        match link.write(&metric, v).await {
-                            Ok(()) => tracing::info!(device, metric, "written (Good)"),
-                            Err(e) => tracing::warn!(device, metric, "write refused: {e}"),
-                        }
+                        let _ = results.send(result).await;
                     });
                 }
             }
@@ -151,10 +162,175 @@ async fn run(
             *s = edge.stats();
         }
     }
+    shutdown(links).await;
+    edge.shutdown().await;
+}
+
+/// Writes `value` to `metric` of the server `device`, logs the outcome and
+/// returns it as a result to publish.
+async fn write(link: &ServerLink, device: &str, metric: &str, value: Value) -> WriteResult {
+    match link.write(metric, value.clone()).await {
+        Ok(()) => {
+            tracing::info!(device, metric, %value, "written (Good)");
+            WriteResult::done(device, metric, value.to_string(), "Good")
+        }
+        Err(e) => {
+            tracing::warn!(device, metric, "write refused: {e}");
+            WriteResult::failed(device, metric, value.to_string(), e.status(), e.to_string())
+        }
+    }
+}
+
+async fn shutdown(links: HashMap<String, Arc<ServerLink>>) {
     for (_, link) in links {
         if let Ok(link) = Arc::try_unwrap(link) {
             link.shutdown().await;
         }
     }
-    edge.shutdown().await;
+}
+
+/// Plain MQTT output (see [`shopfloor_sparkplug::mqtt::plain`]): each
+/// reading as a one-reading batch on
+/// `shopfloor/{site}/{area}/{server}/{metric}` (the server's name is the
+/// `{machine}`), encoded with a schemas codec; a server that is lost or
+/// falls silent has every last value published again as `Stale`. Writes
+/// come in on a reading's topic plus `/set`; each outcome goes out on
+/// `shopfloor/writes/{site}/{area}/{server}`.
+///
+/// There is no store and forward here: use the Sparkplug gateway with a
+/// spool when a broker outage must not cost readings.
+pub mod plain {
+    use std::collections::HashMap;
+    use std::sync::Arc;
+
+    use shopfloor_schemas::{Batch, Quality, Reading, Timestamp, WriteResult};
+    use shopfloor_sparkplug::mqtt::Broker;
+    pub use shopfloor_sparkplug::mqtt::plain::PlainConfig;
+    use shopfloor_sparkplug::mqtt::plain::PlainPublisher;
+    use tokio::sync::{mpsc, oneshot};
+    use tokio::task::JoinHandle;
+
+    use crate::BridgeConfig;
+    use crate::client::{ClientTuning, ServerEvent, ServerLink};
+
+    /// Every node's topic renders (server and metric names become one
+    /// topic level each, so they may not contain `/`, `+` or `#`).
+    pub fn check(plain: &PlainConfig, config: &BridgeConfig) -> Result<(), String> {
+        for s in &config.servers {
+            for n in &s.nodes {
+                plain.topic(&s.name, &n.metric).map_err(|e| {
+                    format!(
+                        "server {:?}, metric {:?}: {e}; with plain topics a metric name is one topic level (rename it, or use the Sparkplug gateway)",
+                        s.name, n.metric
+                    )
+                })?;
+            }
+        }
+        plain.check([])
+    }
+
+    /// The running plain gateway.
+    #[derive(Debug)]
+    pub struct PlainGateway {
+        stop: oneshot::Sender<()>,
+        task: JoinHandle<()>,
+    }
+
+    impl PlainGateway {
+        /// Starts a link per server of `config` and publishes to `broker`
+        /// as `client_id`.
+        pub fn spawn(
+            config: &BridgeConfig,
+            plain: PlainConfig,
+            broker: &Broker,
+            client_id: &str,
+            tuning: ClientTuning,
+        ) -> Self {
+            let (tx, mut events) = mpsc::channel(4096);
+            let links: HashMap<String, Arc<ServerLink>> = config
+                .servers
+                .iter()
+                .map(|s| {
+                    let link = ServerLink::spawn(s.clone(), tuning.clone(), tx.clone());
+                    (s.name.clone(), Arc::new(link))
+                })
+                .collect();
+            let (out, mut commands) = PlainPublisher::spawn(plain, broker, client_id);
+            let (stop, mut stopped) = oneshot::channel();
+            let task = tokio::spawn(async move {
+                // Each server's last values, published again as stale when it is lost.
+                let mut last: HashMap<String, HashMap<String, Reading>> = HashMap::new();
+                loop {
+                    tokio::select! {
+                        _ = &mut stopped => break,
+                        e = events.recv() => {
+                            let Some(e) = e else { break };
+                            let batch = match e {
+                                ServerEvent::Online { server, values, .. } => {
+                                    tracing::info!(server, "server online");
+                                    let l = last.entry(server).or_default();
+                                    l.clear();
+                                    remember(l, &values);
+                                    values
+                                }
+                                ServerEvent::Data(batch) => {
+                                    remember(last.entry(batch.source.to_string()).or_default(), &batch);
+                                    batch
+                                }
+                                ServerEvent::Offline { server, reason } => {
+                                    tracing::warn!(server, "server offline ({reason}): its metrics are stale");
+                                    let now = Timestamp::now();
+                                    let mut stale = Batch::new(server.as_str());
+                                    for r in last.get_mut(&server).into_iter().flat_map(|l| l.values_mut()) {
+                                        r.timestamp = now;
+                                        r.quality = Quality::Stale;
+                                        stale.readings.push(r.clone());
+                                    }
+                                    stale
+                                }
+                                ServerEvent::Problem { server, problem } => {
+                                    tracing::warn!(server, "{problem}");
+                                    continue;
+                                }
+                                ServerEvent::NodeProblem { server, metric, problem } => {
+                                    tracing::warn!(server, metric, "not bridged: {problem}");
+                                    continue;
+                                }
+                            };
+                            if out.publish(&batch).await.is_err() {
+                                break;
+                            }
+                        }
+                        c = commands.next() => {
+                            let Some(c) = c else { break };
+                            let link = links.get(&c.machine).cloned();
+                            let reporter = out.reporter();
+                            tokio::spawn(async move {
+                                let result = match link {
+                                    Some(link) => super::write(&link, &c.machine, &c.sensor, c.value).await,
+                                    None => WriteResult::refused(&c.machine, &c.sensor, c.value.to_string(), "no such server"),
+                                };
+                                let _ = reporter.report_write(&result).await;
+                            });
+                        }
+                    }
+                }
+                super::shutdown(links).await;
+                out.shutdown().await;
+            });
+            Self { stop, task }
+        }
+
+        /// Stops the links and disconnects.
+        pub async fn shutdown(self) {
+            let _ = self.stop.send(());
+            let _ = self.task.await;
+        }
+    }
+
+    fn remember(last: &mut HashMap<String, Reading>, batch: &Batch) {
+        for r in &batch.readings {
+            last.insert(r.metric.to_string(), r.clone());
+        }
+    }
 }

@@ -9,10 +9,11 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Server, tuning};
+use common::{Server, next_msg, tuning, watch};
 use serde_json::{Value as Json, json};
 use shopfloor_bridge_opcua::BridgeConfig;
 use shopfloor_bridge_opcua::gateway::Gateway;
+use shopfloor_schemas::WriteResult;
 use shopfloor_sparkplug::mqtt::{Broker, DriverConfig};
 use shopfloor_sparkplug::{EdgeNode, EdgeNodeConfig, EncodeOptions, Metric, MetricValue, Payload};
 use shopfloor_testkit::{Mosquitto, PythonPeer, shared_script};
@@ -65,6 +66,12 @@ namespace = "urn:shopfloor:test"
 metric = "Setpoint"
 node_id = "nsu=urn:shopfloor:test;s=Machine1.Setpoint"
 writable = true
+
+# On the allow-list here, read-only on the server.
+[[server.node]]
+metric = "Count"
+node_id = "nsu=urn:shopfloor:test;s=Machine1.Count"
+writable = true
 "#,
         server.endpoint(),
         pki.path().display()
@@ -95,17 +102,62 @@ writable = true
         psp_value(j, "Temperature") == Some(json!(77.5))
     });
 
-    // A DCMD writes the setpoint (an Int64 into a Double node).
-    let dcmd = Payload {
+    // A DCMD writes the setpoint (an Int64 into a Double node); its
+    // outcome is published, and the new value comes back as data.
+    let mut results = watch(broker.host(), broker.port(), "shopfloor/writes/#").await;
+    let dcmd = |metric: &str, value| Payload {
         timestamp: Some(1),
-        metrics: vec![Metric::new("Setpoint", 1, MetricValue::Int64(64))],
+        metrics: vec![Metric::new(metric, 1, value)],
         ..Payload::default()
     };
-    publish(&broker, &topic("DCMD"), dcmd.encode(EncodeOptions::default())).await;
+    let results_topic = "shopfloor/writes/Plant1/opcua-gw/press-1";
+    let result = |m: &common::Msg| WriteResult::from_json(&m.payload).expect("a write result");
+    publish(
+        &broker,
+        &topic("DCMD"),
+        dcmd("Setpoint", MetricValue::Int64(64)).encode(EncodeOptions::default()),
+    )
+    .await;
     message(&decoder, &topic("DDATA"), "the written setpoint", |j| {
         psp_value(j, "Setpoint") == Some(json!(64.0))
     });
     assert_eq!(server.command(r#"{"get": "Setpoint"}"#), r#"{"value": 64.0}"#);
+    let ok = result(
+        &next_msg(&mut results, 10, "the setpoint's write result", |m| m.topic == results_topic)
+            .await,
+    );
+    assert_eq!(
+        (ok.device.as_str(), ok.metric.as_str(), ok.ok, ok.status.as_str()),
+        ("press-1", "Setpoint", true, "Good")
+    );
+
+    // Not on the allow-list: refused by the gateway, with the fix.
+    publish(
+        &broker,
+        &topic("DCMD"),
+        dcmd("Temperature", MetricValue::Double(1.0)).encode(EncodeOptions::default()),
+    )
+    .await;
+    let refused =
+        result(&next_msg(&mut results, 10, "the refusal", |m| m.topic == results_topic).await);
+    assert_eq!(
+        (refused.metric.as_str(), refused.ok, refused.status.as_str()),
+        ("Temperature", false, "Refused")
+    );
+    assert!(refused.message.contains("writable = true"), "{refused:?}");
+    // Allowed here, read-only on the server: the server's status code comes back.
+    publish(
+        &broker,
+        &topic("DCMD"),
+        dcmd("Count", MetricValue::Int64(3)).encode(EncodeOptions::default()),
+    )
+    .await;
+    let denied = result(
+        &next_msg(&mut results, 10, "the server's refusal", |m| m.topic == results_topic).await,
+    );
+    assert_eq!((denied.metric.as_str(), denied.ok), ("Count", false), "{denied:?}");
+    assert!(denied.status.starts_with("Bad"), "the OPC UA status code name: {denied:?}");
+    println!("a DCMD to a read-only node: {}", denied.status);
 
     // The server dies: DDEATH at once; back: DBIRTH with fresh values.
     server.peer.kill();
@@ -117,6 +169,98 @@ writable = true
         Some(json!(21.0)),
         "the restarted server's value: {again}"
     );
+    gateway.shutdown().await;
+}
+
+/// Plain topics: each value a one-reading JSON batch on
+/// `shopfloor/{site}/{area}/{server}/{metric}`; every last value published
+/// again as stale the moment the server dies, fresh ones when it is back;
+/// a write on the reading's topic plus `/set`, its outcome on
+/// `shopfloor/writes/…`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_topics_carry_values_stale_on_loss_and_take_writes() {
+    use shopfloor_bridge_opcua::gateway::plain::{self, PlainConfig, PlainGateway};
+    use shopfloor_schemas::{Batch, Codec, Quality, Reading, Timestamp, Value};
+
+    let broker = Mosquitto::start().expect("start mosquitto (apt-get install -y mosquitto)");
+    let mut server = Server::start(&[]);
+    let pki = tempfile::tempdir().unwrap();
+    let config = BridgeConfig::from_toml(&format!(
+        r#"
+[[server]]
+name = "press-1"
+endpoint = "{}"
+pki_dir = "{}"
+publishing_interval_ms = 100
+keep_alive_count = 5
+
+[[server.node]]
+metric = "temperature"
+node_id = "nsu=urn:shopfloor:test;s=Machine1.Temperature"
+
+[[server.node]]
+metric = "setpoint"
+node_id = "nsu=urn:shopfloor:test;s=Machine1.Setpoint"
+writable = true
+"#,
+        server.endpoint(),
+        pki.path().display()
+    ))
+    .unwrap();
+    let out = PlainConfig::new("plant1", "presses");
+    plain::check(&out, &config).unwrap();
+    let mut bad = config.clone();
+    bad.servers[0].nodes[0].metric = "Temp/Top".into();
+    assert!(plain::check(&out, &bad).unwrap_err().contains("one topic level"));
+
+    let mut seen = watch(broker.host(), broker.port(), "shopfloor/#").await;
+    let gateway = PlainGateway::spawn(
+        &config,
+        out,
+        &Broker::new(broker.host(), broker.port()),
+        "plain-opcua",
+        tuning(),
+    );
+    let reading = |m: &common::Msg| {
+        let b = Codec::Json.decode_batch(&m.payload).expect("a JSON batch");
+        assert_eq!(b.source, "press-1");
+        b.readings[0].clone()
+    };
+    let temperature = "shopfloor/plant1/presses/press-1/temperature";
+    let first = next_msg(&mut seen, 30, "the first temperature", |m| m.topic == temperature).await;
+    assert_eq!((reading(&first).value, reading(&first).quality), (Value::F64(21.0), Quality::Good));
+
+    // A write on the setpoint's topic plus /set.
+    let cmd = Batch::new("operator").with(Reading::new("setpoint", Timestamp::now(), 61_i64));
+    publish(
+        &broker,
+        "shopfloor/plant1/presses/press-1/setpoint/set",
+        Codec::Json.encode_batch(&cmd).unwrap(),
+    )
+    .await;
+    let results = "shopfloor/writes/plant1/presses/press-1";
+    let r = next_msg(&mut seen, 10, "the write result", |m| m.topic == results).await;
+    let r = WriteResult::from_json(&r.payload).unwrap();
+    assert_eq!((r.metric.as_str(), r.ok, r.status.as_str()), ("setpoint", true, "Good"), "{r:?}");
+    next_msg(&mut seen, 10, "the new setpoint", |m| {
+        m.topic.ends_with("/setpoint") && reading(m).value == Value::F64(61.0)
+    })
+    .await;
+    assert_eq!(server.command(r#"{"get": "Setpoint"}"#), r#"{"value": 61.0}"#);
+    // A malformed command is answered, not dropped silently.
+    publish(&broker, "shopfloor/plant1/presses/press-1/setpoint/set", b"{not json".to_vec()).await;
+    let r = next_msg(&mut seen, 10, "the refusal", |m| m.topic == results).await;
+    let r = WriteResult::from_json(&r.payload).unwrap();
+    assert_eq!((r.ok, r.status.as_str()), (false, "Refused"), "{r:?}");
+
+    // The server dies: its last values again, stale, at once.
+    server.peer.kill();
+    let stale = next_msg(&mut seen, 10, "a stale temperature", |m| m.topic == temperature).await;
+    assert_eq!(reading(&stale).quality, Quality::Stale);
+    server.restart();
+    let back =
+        next_msg(&mut seen, 30, "a good temperature again", |m| m.topic == temperature).await;
+    assert_eq!(reading(&back).quality, Quality::Good);
     gateway.shutdown().await;
 }
 

@@ -2,6 +2,8 @@
 
 use std::process::ExitCode;
 
+pub mod gateway;
+
 /// Logs to stderr through `tracing`, filtered by `RUST_LOG` (default
 /// `info`), in colour only on a terminal.
 pub fn init_logging() {

@@ -66,6 +66,26 @@ async fn browse_check_and_run() {
         "{stderr}"
     );
 
+    // Plain topics instead: browse's metric names (Machine1/Temperature)
+    // are two topic levels, which plain topics cannot carry; said so.
+    let sparkplug = "[sparkplug]\ngroup_id = \"Plant1\"\nedge_node_id = \"opcua-gw\"\n";
+    assert!(text.contains(sparkplug), "{text}");
+    let plain = dir.path().join("plain.toml");
+    for (file, want) in [
+        (
+            text.replace(sparkplug, "[plain]\nsite = \"plant1\"\narea = \"presses\"\n"),
+            "one topic level",
+        ),
+        (format!("{text}\n[plain]\nsite = \"plant1\"\narea = \"presses\"\n"), "choose one output"),
+        (format!("{text}\n[postgres]\nhost = \"db\"\n"), "unknown section [postgres]"),
+    ] {
+        std::fs::write(&plain, file).unwrap();
+        let out =
+            Command::new(BIN).arg("--config").arg(&plain).arg("--check-config").output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && stderr.contains(want), "want {want:?}: {stderr}");
+    }
+
     // A real run: the server's values as a Sparkplug device.
     let mut host = HostDriver::spawn(
         HostApplication::new(HostConfig::new("scada")),

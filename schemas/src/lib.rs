@@ -8,6 +8,7 @@ mod model;
 mod protobuf;
 pub mod topic;
 mod wire;
+mod write;
 
 pub use codec::Codec;
 /// The string type of [`Reading::metric`] (re-exported from `compact_str`).
@@ -17,6 +18,7 @@ pub use error::{
 };
 pub use model::{Batch, Quality, Reading, Timestamp, Value, ValueType};
 pub use topic::{Captures, TopicTemplate};
+pub use write::WriteResult;
 
 /// The Protobuf schema of the [`Codec::Protobuf`] payload
 /// (`shopfloor.v1.Batch`), for peers that generate code from it.

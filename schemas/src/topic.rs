@@ -21,6 +21,14 @@ pub mod defaults {
     pub const ALARM_STATES: &str = "shopfloor/alarms/state/{alarm}";
     /// Operator commands to the alarm engine (acknowledge, shelve, reset…).
     pub const ALARM_COMMANDS: &str = "shopfloor/alarms/command/{alarm}";
+    /// Write commands to a plain-topic gateway: the reading's topic with
+    /// this suffix (`shopfloor/{site}/{area}/{machine}/{sensor}/set`).
+    pub const WRITE_COMMAND_SUFFIX: &str = "/set";
+    /// The outcome of each write command
+    /// ([`WriteResult`](crate::WriteResult) as JSON), not retained. A
+    /// Sparkplug gateway fills in its group, edge node and device; a plain
+    /// gateway its site, area and machine.
+    pub const WRITE_RESULTS: &str = "shopfloor/writes/{group}/{edge}/{device}";
 }
 
 fn check_common(topic: &str) -> Result<(), TopicError> {

@@ -448,6 +448,16 @@ impl EdgeNode {
         }
     }
 
+    /// The Sparkplug group id.
+    pub fn group_id(&self) -> &str {
+        &self.group_id
+    }
+
+    /// The edge node id.
+    pub fn edge_node_id(&self) -> &str {
+        &self.edge_node_id
+    }
+
     /// The `bdSeq` of the current (or next) session. Persist it.
     pub fn bd_seq(&self) -> u8 {
         self.bd_seq

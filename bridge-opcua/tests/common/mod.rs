@@ -115,3 +115,69 @@ pub(crate) async fn until(
     .await
     .unwrap_or_else(|_| panic!("no {what} within {secs} s"))
 }
+
+/// A message a [`watch`] subscriber received.
+#[derive(Debug)]
+pub(crate) struct Msg {
+    pub(crate) topic: String,
+    pub(crate) payload: Vec<u8>,
+}
+
+/// Subscribes to `filter` on the broker at `host:port` and hands every
+/// message over; returns once the broker confirmed the subscription.
+pub(crate) async fn watch(host: &str, port: u16, filter: &str) -> mpsc::UnboundedReceiver<Msg> {
+    use rumqttc::v5::mqttbytes::QoS;
+    use rumqttc::v5::mqttbytes::v5::Packet;
+    use rumqttc::v5::{AsyncClient, Event, MqttOptions};
+    let mut o = MqttOptions::new(format!("watch-{}", free_port().unwrap_or(0)), host, port);
+    o.set_max_packet_size(Some(16 << 20));
+    let (client, mut eventloop) = AsyncClient::new(o, 100);
+    client.subscribe(filter, QoS::AtLeastOnce).await.expect("subscribe");
+    let (tx, rx) = mpsc::unbounded_channel();
+    let (subscribed, acked) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let _client = client;
+        let mut subscribed = Some(subscribed);
+        loop {
+            match eventloop.poll().await {
+                Ok(Event::Incoming(Packet::SubAck(_))) => {
+                    if let Some(s) = subscribed.take() {
+                        let _ = s.send(());
+                    }
+                }
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    let topic = String::from_utf8_lossy(&p.topic).into_owned();
+                    if tx.send(Msg { topic, payload: p.payload.to_vec() }).is_err() {
+                        return;
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => panic!("the watcher lost the broker: {e}"),
+            }
+        }
+    });
+    tokio::time::timeout(Duration::from_secs(10), acked)
+        .await
+        .expect("the broker confirmed the subscription in 10 s")
+        .expect("the watcher runs");
+    rx
+}
+
+/// The next message matching `pred` within `secs`, passing over others.
+pub(crate) async fn next_msg(
+    rx: &mut mpsc::UnboundedReceiver<Msg>,
+    secs: u64,
+    what: &str,
+    mut pred: impl FnMut(&Msg) -> bool,
+) -> Msg {
+    tokio::time::timeout(Duration::from_secs(secs), async {
+        loop {
+            let m = rx.recv().await.expect("the watcher is running");
+            if pred(&m) {
+                return m;
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no {what} within {secs} s"))
+}

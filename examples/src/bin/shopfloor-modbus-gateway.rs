@@ -1,16 +1,14 @@
 //! The Modbus → Sparkplug gateway: polls the devices of a register map and
 //! publishes them as Sparkplug devices of one edge node. See `--help`.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use serde::Deserialize;
+use shopfloor_bridge_modbus::gateway::plain::{self, PlainGateway};
 use shopfloor_bridge_modbus::gateway::{Gateway, edge_node_config};
 use shopfloor_bridge_modbus::{RegisterMap, explain};
-use shopfloor_sparkplug::EdgeNode;
-use shopfloor_sparkplug::mqtt::{Broker, DriverConfig, Protocol};
-use shopfloor_sparkplug::spool::FileSpool;
+use shopfloor_examples::gateway::{self as gw, Mqtt, Output};
 
 const HELP: &str = "\
 shopfloor-modbus-gateway: Modbus TCP/RTU devices → Sparkplug B over MQTT
@@ -69,68 +67,6 @@ EXAMPLES:
     RUST_LOG=debug shopfloor-modbus-gateway --config plant.toml
 ";
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Mqtt {
-    #[serde(default = "shopfloor_examples::localhost")]
-    host: String,
-    #[serde(default = "shopfloor_examples::mqtt_port")]
-    port: u16,
-    client_id: Option<String>,
-    #[serde(default = "v5")]
-    protocol: String,
-    username: Option<String>,
-    password_file: Option<PathBuf>,
-}
-
-fn v5() -> String {
-    "5".into()
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Sparkplug {
-    group_id: String,
-    edge_node_id: String,
-    primary_host_id: Option<String>,
-    spool_dir: Option<PathBuf>,
-    #[serde(default = "spool_mb")]
-    spool_mb: u64,
-}
-
-const fn spool_mb() -> u64 {
-    1024
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Plain {
-    site: String,
-    area: String,
-    #[serde(default = "json")]
-    codec: String,
-    template: Option<String>,
-}
-
-fn json() -> String {
-    "json".into()
-}
-
-/// Where the readings go.
-enum Output {
-    Sparkplug(Sparkplug),
-    Plain(shopfloor_bridge_modbus::gateway::plain::PlainConfig),
-}
-
-#[derive(Deserialize)]
-struct Deployment {
-    mqtt: Option<Mqtt>,
-    sparkplug: Option<Sparkplug>,
-    plain: Option<Plain>,
-    #[serde(flatten)]
-    _others: std::collections::BTreeMap<String, toml::Value>,
-}
-
 struct Args {
     config: PathBuf,
     check: bool,
@@ -159,42 +95,6 @@ fn parse_args() -> anyhow::Result<Args> {
     Ok(Args { config, check, explain })
 }
 
-/// The sections this binary owns, checked, with the file named in errors.
-fn sections(path: &Path) -> anyhow::Result<(Mqtt, Output)> {
-    let doc: Deployment = shopfloor_examples::read_toml(path)?;
-    let mqtt = doc.mqtt.with_context(|| {
-        format!("{}: no [mqtt] section; add [mqtt] with host and port", path.display())
-    })?;
-    if !["5", "3.1.1"].contains(&mqtt.protocol.as_str()) {
-        bail!("{}: mqtt.protocol = {:?}; use \"5\" or \"3.1.1\"", path.display(), mqtt.protocol);
-    }
-    let output = match (doc.sparkplug, doc.plain) {
-        (Some(s), None) => Output::Sparkplug(s),
-        (None, Some(p)) => Output::Plain(plain(p, path)?),
-        (Some(_), Some(_)) => {
-            bail!("{}: both [sparkplug] and [plain]; choose one output", path.display())
-        }
-        (None, None) => bail!(
-            "{}: no [sparkplug] section; add [sparkplug] with group_id and edge_node_id (or [plain] with site and area)",
-            path.display()
-        ),
-    };
-    Ok((mqtt, output))
-}
-
-fn plain(
-    p: Plain,
-    path: &Path,
-) -> anyhow::Result<shopfloor_bridge_modbus::gateway::plain::PlainConfig> {
-    let mut c = shopfloor_bridge_modbus::gateway::plain::PlainConfig::new(p.site, p.area);
-    c.codec = shopfloor_examples::codec(&p.codec, "plain.codec", path)?;
-    if let Some(t) = p.template {
-        c.template = shopfloor_schemas::TopicTemplate::parse(&t)
-            .map_err(|e| anyhow::anyhow!("{}: plain.template: {e}", path.display()))?;
-    }
-    Ok(c)
-}
-
 fn main() -> std::process::ExitCode {
     shopfloor_examples::exit(real_main())
 }
@@ -206,16 +106,17 @@ fn real_main() -> anyhow::Result<()> {
         print!("{}", explain(&map));
         return Ok(());
     }
-    let (mqtt, output) = sections(&args.config)?;
+    let (mqtt, output) = gw::sections(&args.config, &["modbus"], false)?;
     let target = match &output {
         Output::Sparkplug(sp) => {
             Gateway::check(&map, &sp.group_id, &sp.edge_node_id)
                 .map_err(|e| anyhow::anyhow!("{}: sparkplug: {e}", args.config.display()))?;
-            format!("edge node {}/{}", sp.group_id, sp.edge_node_id)
+            output.describe()
         }
         Output::Plain(p) => {
-            p.check(&map).map_err(|e| anyhow::anyhow!("{}: plain: {e}", args.config.display()))?;
-            format!("plain topics {} ({})", p.template.as_str(), p.codec.as_str())
+            plain::check(p, &map)
+                .map_err(|e| anyhow::anyhow!("{}: plain: {e}", args.config.display()))?;
+            output.describe()
         }
     };
     let tags: usize = map.devices.iter().map(|d| d.tags.len()).sum();
@@ -235,54 +136,30 @@ fn real_main() -> anyhow::Result<()> {
 }
 
 async fn run(path: PathBuf, map: RegisterMap, mqtt: Mqtt, output: Output) -> anyhow::Result<()> {
-    let mut broker = Broker::new(mqtt.host.clone(), mqtt.port);
-    if let Some(user) = &mqtt.username {
-        let pass = shopfloor_examples::mqtt_password(mqtt.password_file.as_deref(), &path)?
-            .unwrap_or_default();
-        broker.credentials = Some((user.clone(), pass));
-    }
-    let sp = match output {
-        Output::Sparkplug(sp) => sp,
+    let broker = gw::broker(&mqtt, &path)?;
+    let gateway = match output {
         Output::Plain(config) => {
             let client_id = mqtt.client_id.clone().unwrap_or_else(|| "shopfloor-modbus".into());
             tracing::info!(devices = map.devices.len(), "plain gateway starting");
-            let gateway = shopfloor_bridge_modbus::gateway::plain::PlainGateway::spawn(
-                &map, config, &broker, &client_id,
-            );
+            let gateway = PlainGateway::spawn(&map, config, &broker, &client_id);
             shopfloor_examples::wait_for_stop().await?;
             tokio::time::timeout(Duration::from_secs(10), gateway.shutdown()).await.ok();
             return Ok(());
         }
-    };
-    let client_id = mqtt.client_id.clone().unwrap_or_else(|| sp.edge_node_id.clone());
-    let mut driver = DriverConfig::new(client_id, broker);
-    if mqtt.protocol == "3.1.1" {
-        driver.protocol = Protocol::V311;
-    }
-    let mut config = edge_node_config(&map, &sp.group_id, &sp.edge_node_id);
-    config.primary_host_id = sp.primary_host_id.clone();
-    let node = match &sp.spool_dir {
-        Some(dir) => {
-            let (spool, report) = FileSpool::open(dir, sp.spool_mb << 20)
-                .with_context(|| format!("{}: sparkplug.spool_dir", path.display()))?;
+        Output::Sparkplug(sp) => {
+            let driver = gw::driver(&mqtt, &sp, broker);
+            let node =
+                gw::edge_node(edge_node_config(&map, &sp.group_id, &sp.edge_node_id), &sp, &path)?;
             tracing::info!(
-                readings = report.readings,
-                truncated_bytes = report.truncated_bytes,
-                "spool {}",
-                dir.display()
+                devices = map.devices.len(),
+                broker = %format!("{}:{}", mqtt.host, mqtt.port),
+                "gateway {}/{} starting",
+                sp.group_id,
+                sp.edge_node_id
             );
-            EdgeNode::with_spool(config, Box::new(spool))?
+            Gateway::spawn(&map, node, driver)
         }
-        None => EdgeNode::new(config)?,
     };
-    tracing::info!(
-        devices = map.devices.len(),
-        broker = %format!("{}:{}", mqtt.host, mqtt.port),
-        "gateway {}/{} starting",
-        sp.group_id,
-        sp.edge_node_id
-    );
-    let gateway = Gateway::spawn(&map, node, driver);
     shopfloor_examples::wait_for_stop().await?;
     tokio::time::timeout(Duration::from_secs(10), gateway.shutdown()).await.ok();
     Ok(())

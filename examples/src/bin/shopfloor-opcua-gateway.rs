@@ -3,22 +3,21 @@
 //! `browse` command writes a deployment file from a server's address
 //! space. See `--help`.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use serde::Deserialize;
 use shopfloor_bridge_opcua::BridgeConfig;
 use shopfloor_bridge_opcua::browse::{BrowseOptions, browse, config_toml};
 use shopfloor_bridge_opcua::client::ClientTuning;
 use shopfloor_bridge_opcua::config::{ServerConfig, parse_node_id};
 use shopfloor_bridge_opcua::gateway::Gateway;
-use shopfloor_sparkplug::mqtt::{Broker, DriverConfig, Protocol};
-use shopfloor_sparkplug::spool::FileSpool;
-use shopfloor_sparkplug::{EdgeNode, EdgeNodeConfig};
+use shopfloor_bridge_opcua::gateway::plain::{self, PlainGateway};
+use shopfloor_examples::gateway::{self as gw, Mqtt, Output};
+use shopfloor_sparkplug::EdgeNodeConfig;
 
 const HELP: &str = "\
-shopfloor-opcua-gateway: OPC UA servers → Sparkplug B over MQTT
+shopfloor-opcua-gateway: OPC UA servers → Sparkplug B (or plain topics) over MQTT
 
 USAGE:
     shopfloor-opcua-gateway --config FILE                 run until Ctrl-C / SIGTERM
@@ -27,7 +26,7 @@ USAGE:
                                                           from a server's variables
 
 OPTIONS:
-    --config FILE     the deployment file (TOML): [mqtt], [sparkplug], [[server]]
+    --config FILE     the deployment file (TOML): [mqtt], [sparkplug] or [plain], [[server]]
     --check-config    check every section, print what would run, exit (0 = valid)
     -h, --help        this text
 
@@ -55,12 +54,20 @@ THE FILE:
     username = \"gateway\"          # optional; the password from
     password_file = \"/etc/shopfloor/mqtt.pass\"   # a file, or SHOPFLOOR_MQTT_PASSWORD
 
-    [sparkplug]
+    [sparkplug]                   # Sparkplug B output; or [plain] below
     group_id = \"Plant1\"
     edge_node_id = \"opcua-gw\"
     primary_host_id = \"scada\"     # optional: birth only while that host is online
     spool_dir = \"/var/lib/shopfloor/opcua-spool\"   # optional: store and forward on disk
     spool_mb = 1024
+
+    # [plain]                     # instead of [sparkplug]: one topic per node,
+    # site = \"plant1\"             # shopfloor/{site}/{area}/{server}/{metric},
+    # area = \"press-shop\"         # writes on that topic + /set
+    # codec = \"json\"              # or \"protobuf\", \"cbor\"
+
+    Write outcomes (the server's status code) go to
+    shopfloor/writes/{group}/{edge}/{server} (plain: {site}/{area}/{server}).
 
     [[server]]                    # one Sparkplug device per server
     name = \"press-line\"
@@ -87,47 +94,6 @@ EXAMPLES:
     RUST_LOG=debug shopfloor-opcua-gateway --config plant.toml
 ";
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Mqtt {
-    #[serde(default = "shopfloor_examples::localhost")]
-    host: String,
-    #[serde(default = "shopfloor_examples::mqtt_port")]
-    port: u16,
-    client_id: Option<String>,
-    #[serde(default = "v5")]
-    protocol: String,
-    username: Option<String>,
-    password_file: Option<PathBuf>,
-}
-
-fn v5() -> String {
-    "5".into()
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Sparkplug {
-    group_id: String,
-    edge_node_id: String,
-    primary_host_id: Option<String>,
-    spool_dir: Option<PathBuf>,
-    #[serde(default = "spool_mb")]
-    spool_mb: u64,
-}
-
-const fn spool_mb() -> u64 {
-    1024
-}
-
-#[derive(Deserialize)]
-struct Deployment {
-    mqtt: Option<Mqtt>,
-    sparkplug: Option<Sparkplug>,
-    #[serde(flatten)]
-    others: std::collections::BTreeMap<String, toml::Value>,
-}
-
 fn main() -> std::process::ExitCode {
     shopfloor_examples::exit(real_main())
 }
@@ -139,17 +105,18 @@ fn real_main() -> anyhow::Result<()> {
     }
     let Some(args) = shopfloor_examples::config_args(HELP)? else { return Ok(()) };
     let bridge = BridgeConfig::from_deployment(&args.config)?;
-    let (mqtt, sp) = sections(&args.config)?;
-    EdgeNode::new(EdgeNodeConfig::new(sp.group_id.clone(), sp.edge_node_id.clone()))
-        .map_err(|e| anyhow::anyhow!("{}: sparkplug: {e}", args.config.display()))?;
+    let (mqtt, output) = gw::sections(&args.config, &["server"], true)?;
+    if let Output::Plain(p) = &output {
+        plain::check(p, &bridge)
+            .map_err(|e| anyhow::anyhow!("{}: plain: {e}", args.config.display()))?;
+    }
     let nodes: usize = bridge.servers.iter().map(|s| s.nodes.len()).sum();
     if args.check {
         println!(
-            "{}: valid: {} servers, {nodes} nodes, edge node {}/{} on {}:{}",
+            "{}: valid: {} servers, {nodes} nodes, {} on {}:{}",
             args.config.display(),
             bridge.servers.len(),
-            sp.group_id,
-            sp.edge_node_id,
+            output.describe(),
             mqtt.host,
             mqtt.port
         );
@@ -157,66 +124,39 @@ fn real_main() -> anyhow::Result<()> {
     }
     shopfloor_examples::init_logging();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    runtime.block_on(run(args.config, bridge, mqtt, sp))
+    runtime.block_on(run(args.config, bridge, mqtt, output))
 }
 
-/// The sections this binary owns, checked, with the file named in errors.
-fn sections(path: &Path) -> anyhow::Result<(Mqtt, Sparkplug)> {
-    let doc: Deployment = shopfloor_examples::read_toml(path)?;
-    if let Some(k) = doc.others.keys().find(|k| *k != "server") {
-        bail!(
-            "{}: unknown section [{k}]; this file has [mqtt], [sparkplug] and [[server]]",
-            path.display()
-        );
-    }
-    let mqtt = doc.mqtt.with_context(|| {
-        format!("{}: no [mqtt] section; add [mqtt] with host and port", path.display())
-    })?;
-    if !["5", "3.1.1"].contains(&mqtt.protocol.as_str()) {
-        bail!("{}: mqtt.protocol = {:?}; use \"5\" or \"3.1.1\"", path.display(), mqtt.protocol);
-    }
-    let sp = doc.sparkplug.with_context(|| {
-        format!(
-            "{}: no [sparkplug] section; add [sparkplug] with group_id and edge_node_id",
-            path.display()
-        )
-    })?;
-    Ok((mqtt, sp))
-}
-
-async fn run(path: PathBuf, bridge: BridgeConfig, mqtt: Mqtt, sp: Sparkplug) -> anyhow::Result<()> {
-    let mut broker = Broker::new(mqtt.host.clone(), mqtt.port);
-    if let Some(user) = &mqtt.username {
-        let pass = shopfloor_examples::mqtt_password(mqtt.password_file.as_deref(), &path)?
-            .unwrap_or_default();
-        broker.credentials = Some((user.clone(), pass));
-    }
-    let client_id = mqtt.client_id.clone().unwrap_or_else(|| sp.edge_node_id.clone());
-    let mut driver = DriverConfig::new(client_id, broker);
-    if mqtt.protocol == "3.1.1" {
-        driver.protocol = Protocol::V311;
-    }
-    let mut config = EdgeNodeConfig::new(sp.group_id.clone(), sp.edge_node_id.clone());
-    config.primary_host_id = sp.primary_host_id.clone();
-    let node = match &sp.spool_dir {
-        Some(dir) => {
-            let (spool, report) = FileSpool::open(dir, sp.spool_mb << 20)
-                .with_context(|| format!("{}: sparkplug.spool_dir", path.display()))?;
-            tracing::info!(readings = report.readings, "spool {}", dir.display());
-            EdgeNode::with_spool(config, Box::new(spool))?
-        }
-        None => EdgeNode::new(config)?,
-    };
+async fn run(
+    path: PathBuf,
+    bridge: BridgeConfig,
+    mqtt: Mqtt,
+    output: Output,
+) -> anyhow::Result<()> {
+    let broker = gw::broker(&mqtt, &path)?;
     tracing::info!(
         servers = bridge.servers.len(),
         broker = %format!("{}:{}", mqtt.host, mqtt.port),
-        "gateway {}/{} starting",
-        sp.group_id,
-        sp.edge_node_id
+        "gateway to {} starting",
+        output.describe()
     );
-    let gateway = Gateway::spawn(&bridge, node, driver, ClientTuning::default());
-    shopfloor_examples::wait_for_stop().await?;
-    tokio::time::timeout(Duration::from_secs(10), gateway.shutdown()).await.ok();
+    match output {
+        Output::Plain(config) => {
+            let client_id = mqtt.client_id.clone().unwrap_or_else(|| "shopfloor-opcua".into());
+            let gateway =
+                PlainGateway::spawn(&bridge, config, &broker, &client_id, ClientTuning::default());
+            shopfloor_examples::wait_for_stop().await?;
+            tokio::time::timeout(Duration::from_secs(10), gateway.shutdown()).await.ok();
+        }
+        Output::Sparkplug(sp) => {
+            let driver = gw::driver(&mqtt, &sp, broker);
+            let config = EdgeNodeConfig::new(sp.group_id.clone(), sp.edge_node_id.clone());
+            let node = gw::edge_node(config, &sp, &path)?;
+            let gateway = Gateway::spawn(&bridge, node, driver, ClientTuning::default());
+            shopfloor_examples::wait_for_stop().await?;
+            tokio::time::timeout(Duration::from_secs(10), gateway.shutdown()).await.ok();
+        }
+    }
     Ok(())
 }
 

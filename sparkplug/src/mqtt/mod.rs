@@ -35,6 +35,7 @@
 //! counted ([`EdgeDriver::dropped_events`]).
 
 mod link;
+pub mod plain;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -146,6 +147,8 @@ enum Control {
 /// Runs an [`EdgeNode`] over MQTT.
 #[derive(Debug)]
 pub struct EdgeDriver {
+    /// The node's group and edge node id, for write results.
+    ids: (String, String),
     batches: mpsc::Sender<Input>,
     events: mpsc::Receiver<EdgeEvent>,
     control: mpsc::Sender<Control>,
@@ -196,9 +199,41 @@ impl EdgeDriver {
         let (control_tx, control_rx) = mpsc::channel(1);
         let shared = Arc::new(Shared::default());
         shared.update(&node);
+        let ids = (node.group_id().to_owned(), node.edge_node_id().to_owned());
         let task =
             tokio::spawn(run_edge(node, config, batch_rx, event_tx, control_rx, shared.clone()));
-        Self { batches: batch_tx, events: event_rx, control: control_tx, shared, task }
+        Self { ids, batches: batch_tx, events: event_rx, control: control_tx, shared, task }
+    }
+
+    /// Publishes the outcome of a write command (a DCMD the application
+    /// carried out) as JSON on
+    /// `shopfloor/writes/{group}/{edge}/{device}`
+    /// ([`WRITE_RESULTS`](shopfloor_schemas::topic::defaults::WRITE_RESULTS)),
+    /// QoS 1, not retained, in order with the batches before it. It is not
+    /// Sparkplug, so it is not stored: a result that finds the node offline
+    /// is logged and dropped (whoever asked will not hear of it, as with any
+    /// command sent to an offline node).
+    pub async fn report_write(
+        &self,
+        result: &shopfloor_schemas::WriteResult,
+    ) -> Result<(), Stopped> {
+        let topic = shopfloor_schemas::TopicTemplate::parse(
+            shopfloor_schemas::topic::defaults::WRITE_RESULTS,
+        )
+        .and_then(|t| {
+            t.render(&[("group", &self.ids.0), ("edge", &self.ids.1), ("device", &result.device)])
+        });
+        let Ok(topic) = topic else {
+            tracing::warn!(device = %result.device, "write result not published: the device id is not a topic level");
+            return Ok(());
+        };
+        let p = crate::edge::Publish {
+            topic,
+            qos: 1,
+            retain: false,
+            payload: bytes::Bytes::from(result.to_json()),
+        };
+        self.batches.send(Input::Other(p)).await.map_err(|_| Stopped)
     }
 
     /// Hands a batch to the node (`source`: a device id, or `""` for the
@@ -379,6 +414,11 @@ async fn run_edge(
                     break 'connections;
                 }
                 b = batches.recv() => match b {
+                    Some(Input::Other(p)) if node.is_online() => {
+                        if !link.publish(p).await {
+                            break;
+                        }
+                    }
                     Some(b) => take(&mut node, b),
                     None => {
                         leave(&mut node, &mut link).await;
@@ -464,6 +504,8 @@ enum Input {
     DeviceDeath(String),
     DeviceBirth(String),
     DefineDevice(String, Vec<crate::edge::MetricSpec>, Vec<shopfloor_schemas::Reading>),
+    /// Not Sparkplug: sent when online, dropped otherwise.
+    Other(crate::edge::Publish),
 }
 
 fn take(node: &mut EdgeNode, input: Input) {
@@ -475,6 +517,10 @@ fn take(node: &mut EdgeNode, input: Input) {
             if let Err(e) = node.define_device(d, specs.clone(), values, Now::now()) {
                 tracing::warn!("device {d} refused: {e}");
             }
+            Ok(())
+        }
+        Input::Other(p) => {
+            tracing::warn!(topic = %p.topic, "not published: the node is offline");
             Ok(())
         }
     };

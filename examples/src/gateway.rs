@@ -1,0 +1,191 @@
+//! The sections both gateway binaries read: `[mqtt]`, and the output,
+//! `[sparkplug]` or `[plain]`; and how they become a broker, a driver and
+//! an edge node.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use serde::Deserialize;
+use shopfloor_sparkplug::mqtt::plain::PlainConfig;
+use shopfloor_sparkplug::mqtt::{Broker, DriverConfig, Protocol};
+use shopfloor_sparkplug::spool::FileSpool;
+use shopfloor_sparkplug::{EdgeNode, EdgeNodeConfig};
+
+/// `[mqtt]`: the broker and how to log in.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Mqtt {
+    /// Host name or address.
+    #[serde(default = "crate::localhost")]
+    pub host: String,
+    /// Port.
+    #[serde(default = "crate::mqtt_port")]
+    pub port: u16,
+    /// The client id (default: the binary's choice).
+    pub client_id: Option<String>,
+    /// `"5"` or `"3.1.1"`.
+    #[serde(default = "v5")]
+    pub protocol: String,
+    /// The user name.
+    pub username: Option<String>,
+    /// The password's file (or `SHOPFLOOR_MQTT_PASSWORD`).
+    pub password_file: Option<PathBuf>,
+}
+
+fn v5() -> String {
+    "5".into()
+}
+
+/// `[sparkplug]`: the edge node.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Sparkplug {
+    /// The group id.
+    pub group_id: String,
+    /// The edge node id.
+    pub edge_node_id: String,
+    /// Birth only while this host application is online.
+    pub primary_host_id: Option<String>,
+    /// Store and forward on disk, here.
+    pub spool_dir: Option<PathBuf>,
+    /// The spool's size in MiB.
+    #[serde(default = "spool_mb")]
+    pub spool_mb: u64,
+}
+
+const fn spool_mb() -> u64 {
+    1024
+}
+
+/// `[plain]`: one topic per value instead of Sparkplug.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Plain {
+    site: String,
+    area: String,
+    #[serde(default = "json")]
+    codec: String,
+    template: Option<String>,
+}
+
+fn json() -> String {
+    "json".into()
+}
+
+/// Where a gateway's readings go.
+#[derive(Debug)]
+pub enum Output {
+    /// A Sparkplug edge node.
+    Sparkplug(Sparkplug),
+    /// Plain topics.
+    Plain(PlainConfig),
+}
+
+impl Output {
+    /// What it is, for `--check-config` and the log.
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Sparkplug(sp) => format!("edge node {}/{}", sp.group_id, sp.edge_node_id),
+            Self::Plain(p) => {
+                format!("plain topics {} ({})", p.template.as_str(), p.codec.as_str())
+            }
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct Deployment {
+    mqtt: Option<Mqtt>,
+    sparkplug: Option<Sparkplug>,
+    plain: Option<Plain>,
+    #[serde(flatten)]
+    others: std::collections::BTreeMap<String, toml::Value>,
+}
+
+/// Reads `[mqtt]` and the output section of a deployment file; `own` are
+/// the other sections this binary reads (any further section is an error
+/// when `strict`).
+pub fn sections(path: &Path, own: &[&str], strict: bool) -> anyhow::Result<(Mqtt, Output)> {
+    let doc: Deployment = crate::read_toml(path)?;
+    if strict && let Some(k) = doc.others.keys().find(|k| !own.contains(&k.as_str())) {
+        let mut known: Vec<String> =
+            ["mqtt", "sparkplug", "plain"].iter().map(|s| format!("[{s}]")).collect();
+        known.extend(own.iter().map(|s| format!("[{s}]")));
+        bail!("{}: unknown section [{k}]; this file has {}", path.display(), known.join(", "));
+    }
+    let mqtt = doc.mqtt.with_context(|| {
+        format!("{}: no [mqtt] section; add [mqtt] with host and port", path.display())
+    })?;
+    if !["5", "3.1.1"].contains(&mqtt.protocol.as_str()) {
+        bail!("{}: mqtt.protocol = {:?}; use \"5\" or \"3.1.1\"", path.display(), mqtt.protocol);
+    }
+    let output = match (doc.sparkplug, doc.plain) {
+        (Some(s), None) => {
+            EdgeNode::new(EdgeNodeConfig::new(s.group_id.clone(), s.edge_node_id.clone()))
+                .map_err(|e| anyhow::anyhow!("{}: sparkplug: {e}", path.display()))?;
+            Output::Sparkplug(s)
+        }
+        (None, Some(p)) => Output::Plain(plain(p, path)?),
+        (Some(_), Some(_)) => {
+            bail!("{}: both [sparkplug] and [plain]; choose one output", path.display())
+        }
+        (None, None) => bail!(
+            "{}: no [sparkplug] section; add [sparkplug] with group_id and edge_node_id (or [plain] with site and area)",
+            path.display()
+        ),
+    };
+    Ok((mqtt, output))
+}
+
+fn plain(p: Plain, path: &Path) -> anyhow::Result<PlainConfig> {
+    let mut c = PlainConfig::new(p.site, p.area);
+    c.codec = crate::codec(&p.codec, "plain.codec", path)?;
+    if let Some(t) = p.template {
+        c.template = shopfloor_schemas::TopicTemplate::parse(&t)
+            .map_err(|e| anyhow::anyhow!("{}: plain.template: {e}", path.display()))?;
+    }
+    Ok(c)
+}
+
+/// The broker of `[mqtt]`, with its credentials (`path`: the file, for errors).
+pub fn broker(mqtt: &Mqtt, path: &Path) -> anyhow::Result<Broker> {
+    let mut broker = Broker::new(mqtt.host.clone(), mqtt.port);
+    if let Some(user) = &mqtt.username {
+        let pass = crate::mqtt_password(mqtt.password_file.as_deref(), path)?.unwrap_or_default();
+        broker.credentials = Some((user.clone(), pass));
+    }
+    Ok(broker)
+}
+
+/// The Sparkplug driver's settings (the client id defaults to the edge node id).
+pub fn driver(mqtt: &Mqtt, sp: &Sparkplug, broker: Broker) -> DriverConfig {
+    let client_id = mqtt.client_id.clone().unwrap_or_else(|| sp.edge_node_id.clone());
+    let mut driver = DriverConfig::new(client_id, broker);
+    if mqtt.protocol == "3.1.1" {
+        driver.protocol = Protocol::V311;
+    }
+    driver
+}
+
+/// The edge node of `config` with the primary host and spool of `sp`.
+pub fn edge_node(
+    mut config: EdgeNodeConfig,
+    sp: &Sparkplug,
+    path: &Path,
+) -> anyhow::Result<EdgeNode> {
+    config.primary_host_id = sp.primary_host_id.clone();
+    Ok(match &sp.spool_dir {
+        Some(dir) => {
+            let (spool, report) = FileSpool::open(dir, sp.spool_mb << 20)
+                .with_context(|| format!("{}: sparkplug.spool_dir", path.display()))?;
+            tracing::info!(
+                readings = report.readings,
+                truncated_bytes = report.truncated_bytes,
+                "spool {}",
+                dir.display()
+            );
+            EdgeNode::with_spool(config, Box::new(spool))?
+        }
+        None => EdgeNode::new(config)?,
+    })
+}

@@ -1,0 +1,359 @@
+//! Plain topics, for gateways that publish without Sparkplug: each reading
+//! as a one-reading [`Batch`] on its own topic
+//! (`shopfloor/{site}/{area}/{machine}/{sensor}` by default), encoded with
+//! a schemas [`Codec`] and labelled with the MQTT 5 content type. Write
+//! commands come in on a reading's topic plus `/set` (a one-reading batch
+//! in any codec, JSON when no content type says otherwise); every command's
+//! outcome goes out as a [`WriteResult`] on
+//! `shopfloor/writes/{site}/{area}/{machine}`.
+//!
+//! This lives beside the Sparkplug drivers because it shares their
+//! connection settings ([`Broker`]); the Modbus and OPC UA gateways both use
+//! it, so their plain topics and write commands are the same.
+//!
+//! Readings go out at QoS 1. There is no store and forward: while the
+//! broker is away, publishes queue in the MQTT client up to its capacity,
+//! then [`PlainPublisher::publish`] waits. Use a Sparkplug edge node with a
+//! spool when an outage must not cost readings.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use rumqttc::v5::mqttbytes::QoS;
+use rumqttc::v5::mqttbytes::v5::{Packet, PublishProperties};
+use rumqttc::v5::{AsyncClient, Event, MqttOptions};
+use rumqttc::{TlsConfiguration, Transport};
+use shopfloor_schemas::topic::defaults;
+use shopfloor_schemas::{Batch, Codec, TopicTemplate, Value, WriteResult};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use super::{Broker, Stopped};
+
+/// Where plain readings go.
+#[derive(Clone, Debug)]
+pub struct PlainConfig {
+    /// The `{site}` of the topic template.
+    pub site: String,
+    /// The `{area}`.
+    pub area: String,
+    /// The payload codec.
+    pub codec: Codec,
+    /// The topic template (`{machine}` is the device or server, `{sensor}`
+    /// the tag or node's metric name).
+    pub template: TopicTemplate,
+}
+
+impl PlainConfig {
+    /// The default template, `shopfloor/{site}/{area}/{machine}/{sensor}`, JSON.
+    pub fn new(site: impl Into<String>, area: impl Into<String>) -> Self {
+        Self {
+            site: site.into(),
+            area: area.into(),
+            codec: Codec::Json,
+            #[allow(clippy::expect_used)]
+            template: TopicTemplate::parse(defaults::READINGS)
+                .expect("the default template parses"),
+        }
+    }
+
+    /// The topic of one sensor's readings.
+    pub fn topic(&self, machine: &str, sensor: &str) -> Result<String, String> {
+        self.template
+            .render(&[
+                ("site", &self.site),
+                ("area", &self.area),
+                ("machine", machine),
+                ("sensor", sensor),
+            ])
+            .map_err(|e| e.to_string())
+    }
+
+    /// The topic of one machine's write results.
+    pub fn results_topic(&self, machine: &str) -> Result<String, String> {
+        TopicTemplate::parse(defaults::WRITE_RESULTS)
+            .and_then(|t| {
+                t.render(&[("group", &self.site), ("edge", &self.area), ("device", machine)])
+            })
+            .map_err(|e| e.to_string())
+    }
+
+    /// Checks that every `(machine, sensor)` pair's topic renders: with
+    /// plain topics each name is one topic level, so it may not contain
+    /// `/`, `+` or `#`.
+    pub fn check<'a>(
+        &self,
+        names: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> Result<(), String> {
+        for (machine, sensor) in names {
+            self.topic(machine, sensor).map_err(|e| {
+                format!(
+                    "{machine:?}, {sensor:?}: {e}; with plain topics a name is one topic level (rename it, or use the Sparkplug gateway)"
+                )
+            })?;
+        }
+        self.results_topic("x").map(|_| ())
+    }
+
+    /// The write command a message on `topic` carries, or why it is
+    /// refused. `None` if the topic is not a write command of this
+    /// gateway (another site or area, not a reading topic plus `/set`).
+    pub fn command(
+        &self,
+        topic: &str,
+        content_type: Option<&str>,
+        payload: &[u8],
+    ) -> Option<Result<WriteCommand, WriteResult>> {
+        let base = topic.strip_suffix(defaults::WRITE_COMMAND_SUFFIX)?;
+        let caps = self.template.matches(base)?;
+        let (machine, sensor) = (caps.get("machine")?, caps.get("sensor")?);
+        if caps.get("site").is_some_and(|s| s != self.site)
+            || caps.get("area").is_some_and(|a| a != self.area)
+        {
+            return None;
+        }
+        let refused = |why: String| WriteResult::refused(machine, sensor, "", why);
+        let codec = match content_type.map(Codec::from_content_type).unwrap_or(Ok(Codec::Json)) {
+            Ok(c) => c,
+            Err(e) => return Some(Err(refused(e.to_string()))),
+        };
+        let value = match codec.decode_batch(payload) {
+            Ok(b) => match b.readings.into_iter().next() {
+                Some(r) => r.value,
+                None => return Some(Err(refused("the batch has no reading".into()))),
+            },
+            Err(e) => return Some(Err(refused(e.to_string()))),
+        };
+        Some(Ok(WriteCommand { machine: machine.to_owned(), sensor: sensor.to_owned(), value }))
+    }
+}
+
+/// A write command received on a `…/set` topic.
+#[derive(Clone, Debug, PartialEq)]
+pub struct WriteCommand {
+    /// The `{machine}`: a Modbus device, an OPC UA server.
+    pub machine: String,
+    /// The `{sensor}`: the tag or metric.
+    pub sensor: String,
+    /// The value to write.
+    pub value: Value,
+}
+
+impl WriteCommand {
+    /// The result of this command: done with the device's `status`.
+    pub fn done(&self, status: &str) -> WriteResult {
+        WriteResult::done(&self.machine, &self.sensor, self.value.to_string(), status)
+    }
+
+    /// The result of this command: failed with `status` and why.
+    pub fn failed(&self, status: &str, message: impl Into<String>) -> WriteResult {
+        WriteResult::failed(&self.machine, &self.sensor, self.value.to_string(), status, message)
+    }
+}
+
+/// A plain-topic MQTT connection: publishes readings and write results,
+/// hands out write commands.
+#[derive(Debug)]
+pub struct PlainPublisher {
+    client: AsyncClient,
+    config: PlainConfig,
+    events: JoinHandle<()>,
+}
+
+/// The write commands a [`PlainPublisher`] receives. Malformed ones are
+/// answered (a refused [`WriteResult`]) and not handed out.
+#[derive(Debug)]
+pub struct Commands {
+    incoming: mpsc::Receiver<(String, Option<String>, Bytes)>,
+    client: AsyncClient,
+    config: PlainConfig,
+}
+
+impl Commands {
+    /// The next well-formed write command; `None` once the publisher stopped.
+    pub async fn next(&mut self) -> Option<WriteCommand> {
+        loop {
+            let (topic, ct, payload) = self.incoming.recv().await?;
+            match self.config.command(&topic, ct.as_deref(), &payload) {
+                Some(Ok(c)) => return Some(c),
+                Some(Err(refused)) => {
+                    tracing::warn!(topic, "write refused: {}", refused.message);
+                    let _ = report(&self.client, &self.config, &refused).await;
+                }
+                None => {}
+            }
+        }
+    }
+}
+
+impl PlainPublisher {
+    /// Connects to `broker` as `client_id` (MQTT 5, 10 s keep-alive,
+    /// reconnecting every second while it is away) and subscribes to the
+    /// write commands of `config`'s site and area.
+    pub fn spawn(config: PlainConfig, broker: &Broker, client_id: &str) -> (Self, Commands) {
+        let mut o = MqttOptions::new(client_id, &broker.host, broker.port);
+        o.set_keep_alive(Duration::from_secs(10));
+        if let Some((user, password)) = &broker.credentials {
+            o.set_credentials(user, password);
+        }
+        if let Some(tls) = &broker.tls {
+            o.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(Arc::clone(tls))));
+        }
+        let (client, mut eventloop) = AsyncClient::new(o, 1024);
+        // Commands from the event loop; it must never wait on us.
+        let (tx, incoming) = mpsc::channel(64);
+        let filter = format!("{}{}", config.template.filter(), defaults::WRITE_COMMAND_SUFFIX);
+        let sub = client.clone();
+        let events = tokio::spawn(async move {
+            loop {
+                match eventloop.poll().await {
+                    Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                        let (c, f) = (sub.clone(), filter.clone());
+                        tokio::spawn(async move { c.subscribe(f, QoS::AtLeastOnce).await });
+                    }
+                    Ok(Event::Incoming(Packet::Publish(p))) => {
+                        let topic = String::from_utf8_lossy(&p.topic).into_owned();
+                        let ct = p.properties.and_then(|pr| pr.content_type);
+                        if tx.try_send((topic, ct, p.payload)).is_err() {
+                            tracing::warn!("write command dropped: too many waiting");
+                        }
+                    }
+                    Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) => break,
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!("MQTT: {e}");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                }
+            }
+        });
+        let commands = Commands { incoming, client: client.clone(), config: config.clone() };
+        (Self { client, config, events }, commands)
+    }
+
+    /// Publishes each reading of `batch` (source: the machine) on its topic.
+    /// A reading whose topic does not render or that cannot be encoded is
+    /// logged and skipped.
+    pub async fn publish(&self, batch: &Batch) -> Result<(), Stopped> {
+        for r in &batch.readings {
+            let topic = match self.config.topic(&batch.source, &r.metric) {
+                Ok(t) => t,
+                Err(e) => {
+                    tracing::warn!(source = %batch.source, metric = %r.metric, "not published: {e}");
+                    continue;
+                }
+            };
+            let one = Batch::new(batch.source.clone()).with(r.clone());
+            let payload = match self.config.codec.encode_batch(&one) {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::warn!(source = %batch.source, metric = %r.metric, "not encodable: {e}");
+                    continue;
+                }
+            };
+            let props = PublishProperties {
+                content_type: Some(self.config.codec.content_type().into()),
+                ..PublishProperties::default()
+            };
+            self.client
+                .publish_with_properties(topic, QoS::AtLeastOnce, false, payload, props)
+                .await
+                .map_err(|_| Stopped)?;
+        }
+        Ok(())
+    }
+
+    /// Publishes a write command's outcome (JSON, QoS 1, not retained).
+    pub async fn report_write(&self, result: &WriteResult) -> Result<(), Stopped> {
+        report(&self.client, &self.config, result).await
+    }
+
+    /// A handle that can report write results from another task.
+    pub fn reporter(&self) -> Reporter {
+        Reporter { client: self.client.clone(), config: self.config.clone() }
+    }
+
+    /// Disconnects.
+    pub async fn shutdown(mut self) {
+        let _ = self.client.disconnect().await;
+        // Let the DISCONNECT go out, at most a second.
+        let _ = tokio::time::timeout(Duration::from_secs(1), &mut self.events).await;
+    }
+}
+
+impl Drop for PlainPublisher {
+    fn drop(&mut self) {
+        self.events.abort();
+    }
+}
+
+/// Reports write results for a [`PlainPublisher`] from another task.
+#[derive(Clone, Debug)]
+pub struct Reporter {
+    client: AsyncClient,
+    config: PlainConfig,
+}
+
+impl Reporter {
+    /// Publishes a write command's outcome (JSON, QoS 1, not retained).
+    pub async fn report_write(&self, result: &WriteResult) -> Result<(), Stopped> {
+        report(&self.client, &self.config, result).await
+    }
+}
+
+async fn report(
+    client: &AsyncClient,
+    config: &PlainConfig,
+    result: &WriteResult,
+) -> Result<(), Stopped> {
+    let topic = match config.results_topic(&result.device) {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::warn!(device = %result.device, "write result not published: {e}");
+            return Ok(());
+        }
+    };
+    let props = PublishProperties {
+        content_type: Some("application/json".into()),
+        ..PublishProperties::default()
+    };
+    client
+        .publish_with_properties(topic, QoS::AtLeastOnce, false, result.to_json(), props)
+        .await
+        .map_err(|_| Stopped)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commands_are_parsed_or_refused_with_a_reason() {
+        let c = PlainConfig::new("s", "a");
+        let cmd = Batch::new("op").with(shopfloor_schemas::Reading::new(
+            "temp",
+            shopfloor_schemas::Timestamp::now(),
+            4.5,
+        ));
+        let ok =
+            c.command("shopfloor/s/a/m1/temp/set", None, &Codec::Json.encode_batch(&cmd).unwrap());
+        let cmd = ok.unwrap().unwrap();
+        assert_eq!((cmd.machine.as_str(), cmd.sensor.as_str()), ("m1", "temp"));
+        assert_eq!(cmd.value, Value::F64(4.5));
+        // Not ours: no answer.
+        assert!(c.command("shopfloor/other/a/m1/temp/set", None, b"{}").is_none());
+        assert!(c.command("shopfloor/s/a/m1/temp", None, b"{}").is_none());
+        // Ours but malformed: refused, naming the device and metric.
+        for (ct, payload) in [(None, &b"{"[..]), (Some("text/x-nope"), &b"{}"[..]), (None, b"\xff")]
+        {
+            let r = c.command("shopfloor/s/a/m1/temp/set", ct, payload).unwrap().unwrap_err();
+            assert_eq!((r.device.as_str(), r.metric.as_str(), r.ok), ("m1", "temp", false));
+            assert_eq!(r.status, WriteResult::REFUSED);
+            assert!(!r.message.is_empty());
+        }
+        assert_eq!(c.results_topic("m1").unwrap(), "shopfloor/writes/s/a/m1");
+        assert!(c.check([("m1", "a/b")]).unwrap_err().contains("one topic level"));
+        assert!(c.check([("m1", "ok")]).is_ok());
+    }
+}
