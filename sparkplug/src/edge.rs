@@ -38,7 +38,7 @@
 //! calls [`EdgeNode::commit_replay`]; what was not confirmed when the
 //! connection dropped is sent again after the next birth (at least once).
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -343,7 +343,32 @@ struct Group {
     device: Option<String>,
     alive: bool,
     metrics: Vec<MetricState>,
+    /// Where each metric is in `metrics`, by name: a device of an OPC UA
+    /// server can have 10 000 metrics, and readings must not search them.
+    index: HashMap<String, usize>,
     types: BirthTypes,
+}
+
+impl Group {
+    fn new(
+        device: Option<String>,
+        alive: bool,
+        metrics: Vec<MetricState>,
+        types: BirthTypes,
+    ) -> Self {
+        let mut g = Self { device, alive, metrics, index: HashMap::new(), types };
+        g.reindex();
+        g
+    }
+
+    fn reindex(&mut self) {
+        self.index =
+            self.metrics.iter().enumerate().map(|(i, m)| (m.spec.name.clone(), i)).collect();
+    }
+
+    fn find(&self, metric: &str) -> Option<usize> {
+        self.index.get(metric).copied()
+    }
 }
 
 /// A point in the replay the driver can confirm with
@@ -419,7 +444,7 @@ impl EdgeNode {
                     MetricState { spec, alias, current: None, sent: None }
                 })
                 .collect();
-            Group { device, alive: true, metrics, types }
+            Group::new(device, true, metrics, types)
         };
         let mut groups = vec![group(None, config.metrics)];
         groups[0].types.insert(REBIRTH_METRIC, None, DataType::Boolean);
@@ -634,14 +659,11 @@ impl EdgeNode {
         // Check everything first, so that a refused batch changes nothing.
         let mut updates = Vec::with_capacity(batch.readings.len());
         for r in &batch.readings {
+            let m = self.groups[g].find(&r.metric).ok_or_else(|| PublishError::UnknownMetric {
+                device: batch.source.to_string(),
+                metric: r.metric.to_string(),
+            })?;
             let metrics = &self.groups[g].metrics;
-            let m =
-                metrics.iter().position(|m| m.spec.name == r.metric.as_str()).ok_or_else(|| {
-                    PublishError::UnknownMetric {
-                        device: batch.source.to_string(),
-                        metric: r.metric.to_string(),
-                    }
-                })?;
             let datatype = metrics[m].spec.datatype;
             let value = to_metric_value(datatype, &r.value).ok_or_else(|| PublishError::Type {
                 metric: r.metric.to_string(),
@@ -796,7 +818,7 @@ impl EdgeNode {
     /// its metric and type.
     fn stored_metric(&self, source: &str, r: &Reading) -> Option<(usize, Metric)> {
         let g = if source.is_empty() { 0 } else { self.group_index(source)? };
-        let m = self.groups[g].metrics.iter().find(|m| m.spec.name == r.metric.as_str())?;
+        let m = &self.groups[g].metrics[self.groups[g].find(&r.metric)?];
         let value = to_metric_value(m.spec.datatype, &r.value)?;
         Some((g, data_metric(m.alias, r.timestamp.unix_ms(), value, r.quality, true)))
     }
@@ -879,23 +901,20 @@ impl EdgeNode {
                 g
             }
             None => {
-                self.groups.push(Group {
-                    device: Some(device.to_owned()),
-                    alive: false,
-                    metrics: Vec::new(),
-                    types: BirthTypes::new(),
-                });
+                self.groups.push(Group::new(
+                    Some(device.to_owned()),
+                    false,
+                    Vec::new(),
+                    BirthTypes::new(),
+                ));
                 let g = self.groups.len() - 1;
                 self.replace_metrics(g, specs);
                 g
             }
         };
         for r in values {
-            let Some(m) =
-                self.groups[g].metrics.iter_mut().find(|m| m.spec.name == r.metric.as_str())
-            else {
-                continue;
-            };
+            let Some(i) = self.groups[g].find(&r.metric) else { continue };
+            let m = &mut self.groups[g].metrics[i];
             if let Some(v) = to_metric_value(m.spec.datatype, &r.value) {
                 m.current = Some((v, r.quality, r.timestamp.unix_ms()));
             }
@@ -922,6 +941,7 @@ impl EdgeNode {
             })
             .collect();
         self.groups[g].types = types;
+        self.groups[g].reindex();
     }
 
     /// The next publish for the driver to send, in order.
