@@ -158,6 +158,80 @@ async fn nothing_good_for(rx: &mut mpsc::Receiver<ServerEvent>, secs: u64) {
     }
 }
 
+/// The server's counters: subscriptions created and transferred.
+fn server_stats(server: &mut Server) -> (u64, u64) {
+    let j: serde_json::Value = serde_json::from_str(&server.command(r#"{"stats": true}"#)).unwrap();
+    (j["created"].as_u64().unwrap(), j["transferred"].as_u64().unwrap())
+}
+
+/// The server forgets the session (keeping its subscriptions) and drops
+/// the connection: the library makes a new session and transfers the
+/// subscriptions to it. `fixed`: the server's transfer works (asyncua
+/// 2.1.0 patched by the test server's `--fix-transfer`); otherwise the
+/// transferred subscription stays silent, and the watchdog must recreate.
+/// Returns (subscriptions created, transferred) during the recovery.
+async fn lose_the_session(fixed: bool) -> (u64, u64) {
+    let args: &[&str] =
+        if fixed { &["--interval", "0.2", "--fix-transfer"] } else { &["--interval", "0.2"] };
+    let mut server = Server::start(args);
+    let pki = tempfile::tempdir().unwrap();
+    let (tx, mut rx) = mpsc::channel(10_000);
+    let link = ServerLink::spawn(config(&server.endpoint(), pki.path(), NODES), tuning(), tx);
+    until(&mut rx, 30, "the birth", |e| matches!(e, ServerEvent::Online { .. })).await;
+    until(&mut rx, 10, "counting", |e| value_of(e, "count").is_some()).await;
+    let (created, transferred) = server_stats(&mut server);
+
+    let dropped = server.command(r#"{"drop_sessions": true}"#);
+    assert_eq!(dropped, r#"{"dropped": 1}"#);
+    let lost = Instant::now();
+    until(&mut rx, 15, "offline", |e| matches!(e, ServerEvent::Offline { .. })).await;
+    until(&mut rx, 30, "the birth on the new session", |e| {
+        if let ServerEvent::Data(b) = e {
+            assert!(
+                b.readings.iter().all(|r| r.quality != Quality::Good),
+                "{e:?} before the birth"
+            );
+        }
+        matches!(e, ServerEvent::Online { .. })
+    })
+    .await;
+    let recovered = lost.elapsed();
+    // Data flows on: the subscription is alive, not just the birth's read.
+    let e = until(&mut rx, 10, "counting", |e| value_of(e, "count").is_some()).await;
+    let first = value_of(&e, "count").unwrap().0;
+    until(&mut rx, 10, "counting on", |e| value_of(e, "count").is_some_and(|(v, _)| v != first))
+        .await;
+    let (c, t) = server_stats(&mut server);
+    println!(
+        "session lost ({} transfer): data again after {:.2} s; {} subscriptions transferred, {} created",
+        if fixed { "working" } else { "silent" },
+        recovered.as_secs_f64(),
+        t - transferred,
+        c - created
+    );
+    assert!(link.stats().sessions.load(std::sync::atomic::Ordering::Relaxed) >= 2);
+    link.shutdown().await;
+    (c - created, t - transferred)
+}
+
+/// The ladder's transfer step: a lost session's subscriptions move to the
+/// new one and carry on; nothing is recreated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_session_recovers_by_transferring_its_subscriptions() {
+    let (created, transferred) = lose_the_session(true).await;
+    assert!(transferred >= 1, "the subscription was transferred");
+    assert_eq!(created, 0, "nothing recreated: the transfer carried the data");
+}
+
+/// A transfer the server accepts but that stays silent (asyncua 2.1.0's
+/// bug) is caught by the watchdog, which recreates the subscriptions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_transfer_is_caught_and_the_subscriptions_recreated() {
+    let (created, transferred) = lose_the_session(false).await;
+    assert!(transferred >= 1, "the library tried the transfer first");
+    assert!(created >= 1, "the watchdog recreated the silent subscription");
+}
+
 /// Recovery case 1: the network cut for 30 s (connections reset, new ones
 /// refused), then back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -2,7 +2,7 @@
 
 Usage:
     opcua_server.py PORT [--items N] [--interval S] [--user NAME:PASSWORD]
-                         [--pki DIR] [--trust DIR]
+                         [--pki DIR] [--trust DIR] [--fix-transfer]
 
 Serves opc.tcp://localhost:PORT/ with namespace "urn:shopfloor:test" and an
 object "Machine1" (NodeId ns=<that namespace>;s=Machine1) whose variables
@@ -27,6 +27,12 @@ localhost, application URI urn:shopfloor:test:server) when absent: delete
 them for a new certificate. --trust makes the server accept only client
 certificates found in DIR.
 
+--fix-transfer patches asyncua 2.1.0's TransferSubscriptions: it re-points
+a transferred subscription's publish results to the new session but not
+its publish requests, so the subscription never publishes again (see
+shared/reference/opcua-notes.md). Without the flag the bug stays, which
+tests the bridge's fallback (recreate when a transfer stays silent).
+
 Commands, one JSON object per line on stdin; each answered with one line:
     {"set": "Temperature", "value": 21.5}           a new value, status Good
     {"set": "Temperature", "value": 1, "status": "BadSensorFailure"}
@@ -34,7 +40,14 @@ Commands, one JSON object per line on stdin; each answered with one line:
     {"delete": "Temperature"}                        removes the node
     {"add": "Temperature"}                           adds it back (same NodeId)
     {"delay": 0.5}             answers every request that much later
-    {"stats": true}            prints {"published": n}: data changes sent
+    {"stats": true}            prints {"published": n, "sent": s, "created": c,
+                               "transferred": t}: data changes made, value
+                               notifications sent to clients, subscriptions
+                               created, subscriptions transferred
+    {"drop_sessions": true}    forgets every client session but keeps its
+                               subscriptions, and closes the connections: the
+                               client must make a new session and transfer
+                               them (prints {"dropped": n})
 Prints "ready" once it serves, then "ok" (or the JSON asked for) per command.
 """
 
@@ -73,6 +86,7 @@ async def main():
     p.add_argument("--user")
     p.add_argument("--pki")
     p.add_argument("--trust")
+    p.add_argument("--fix-transfer", action="store_true")
     args = p.parse_args()
 
     user_manager = None
@@ -164,9 +178,43 @@ async def main():
     for i in range(args.items):
         await add(f"Item{i}", 0.0, ua.VariantType.Double)
 
-    state = {"delay": 0.0, "published": 0}
-    # Slow responses: every service request waits first.
     from asyncua.server import uaprocessor
+
+    state = {"delay": 0.0, "published": 0, "sent": 0, "created": 0, "transferred": 0}
+    forward = uaprocessor.UaProcessor.forward_publish_response
+
+    async def counted_forward(self, result, requestdata):
+        for n in result.NotificationMessage.NotificationData or []:
+            state["sent"] += len(getattr(n, "MonitoredItems", None) or [])
+        return await forward(self, result, requestdata)
+
+    uaprocessor.UaProcessor.forward_publish_response = counted_forward
+    from asyncua.server import subscription_service
+
+    service = subscription_service.SubscriptionService
+    create_subscription = service.create_subscription
+    transfer_subscriptions = service.transfer_subscriptions
+
+    async def counted_create(self, *a, **kw):
+        state["created"] += 1
+        return await create_subscription(self, *a, **kw)
+
+    async def counted_transfer(self, params, session_id, callback):
+        results = await transfer_subscriptions(self, params, session_id, callback)
+        for sub_id, r in zip(params.SubscriptionIds, results):
+            sub = self.subscriptions.get(int(sub_id))
+            if sub is None or not r.StatusCode.is_good():
+                continue
+            state["transferred"] += 1
+            if args.fix_transfer:
+                # The missing line: publish requests come from the new
+                # session's processor too.
+                sub.pub_request_callback = callback.__self__.get_publish_request
+        return results
+
+    service.create_subscription = counted_create
+    service.transfer_subscriptions = counted_transfer
+    # Slow responses: every service request waits first.
 
     process = uaprocessor.UaProcessor.process_message
 
@@ -230,7 +278,19 @@ async def main():
             elif "delay" in cmd:
                 state["delay"] = float(cmd["delay"])
             elif "stats" in cmd:
-                out = json.dumps({"published": state["published"]})
+                out = json.dumps(
+                    {k: state[k] for k in ("published", "sent", "created", "transferred")}
+                )
+            elif "drop_sessions" in cmd:
+                dropped = 0
+                for proto in list(server.bserver.clients):
+                    session = proto.processor.session
+                    if session is not None and session.external:
+                        await session.close_session(False)
+                        dropped += 1
+                    if proto.transport is not None:
+                        proto.transport.close()
+                out = json.dumps({"dropped": dropped})
             print(out, flush=True)
 
 
