@@ -3,6 +3,7 @@
 
 mod alertmanager;
 mod error;
+mod fuzz;
 mod mosquitto;
 mod pki;
 mod postgres;
@@ -13,6 +14,7 @@ mod serial;
 
 pub use alertmanager::Alertmanager;
 pub use error::Error;
+pub use fuzz::replay_fuzz_inputs;
 pub use mosquitto::{Mosquitto, MosquittoBuilder};
 pub use pki::Pki;
 pub use postgres::{Postgres, PostgresBuilder};

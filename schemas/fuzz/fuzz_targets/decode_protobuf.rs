@@ -1,7 +1,8 @@
-//! Any bytes into the protobuf decoder: no panic, and whatever decodes re-encodes
-//! and decodes to the same batch.
+//! Fuzz target decode_protobuf: the check is `tests/fuzz_regressions.rs`'s, where
+//! the inputs it once failed on are kept.
 #![no_main]
 
-mod common;
+#[path = "../../tests/fuzz_regressions.rs"]
+mod checks;
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| common::decode_reencode(shopfloor_schemas::Codec::Protobuf, data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| checks::check("decode_protobuf", data));

@@ -1,13 +1,8 @@
-//! Any bytes into the raw protobuf decoder: no panic, and what decodes
-//! re-encodes to bytes that decode to the same message.
+//! Fuzz target decode_raw: the check is `tests/fuzz_regressions.rs`'s, where
+//! the inputs it once failed on are kept.
 #![no_main]
 
-use prost::Message as _;
-use shopfloor_sparkplug::proto::Payload;
+#[path = "../../tests/fuzz_regressions.rs"]
+mod checks;
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| {
-    let Ok(p) = Payload::decode(data) else { return };
-    let bytes = p.encode_to_vec();
-    let again = Payload::decode(&bytes[..]).expect("re-encoded payload decodes");
-    assert_eq!(again.encode_to_vec(), bytes);
-});
+libfuzzer_sys::fuzz_target!(|data: &[u8]| checks::check("decode_raw", data));
