@@ -1,5 +1,5 @@
 //! One OPC UA server, kept alive: the tokio shell around the
-//! [`Watchdog`](crate::watchdog::Watchdog). [`ServerLink::spawn`] connects
+//! [`Watchdog`]. [`ServerLink::spawn`] connects
 //! (retrying forever), resolves the configured nodes, subscribes to them
 //! grouped by publishing interval, and sends [`ServerEvent`]s: a birth
 //! with every value when data flows, readings as they change, `Offline`

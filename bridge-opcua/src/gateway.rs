@@ -7,7 +7,7 @@
 //! fresh values when data flows. A DCMD to a metric on the write
 //! allow-list is written to its node; the outcome, the server's status
 //! code included, is logged and published as a
-//! [`WriteResult`](shopfloor_schemas::WriteResult) on
+//! [`WriteResult`] on
 //! `shopfloor/writes/{group}/{edge}/{server}`, and a successful write comes
 //! back as data.
 //!

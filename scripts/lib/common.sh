@@ -13,6 +13,8 @@ die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 PACKAGES_TEST=(mosquitto postgresql socat prometheus-alertmanager)
 PYTHON_REQUIREMENTS="$ROOT/testkit/python/requirements.txt"
 PACKAGES_DEMO=(mosquitto)
+# The crates published on crates.io, in dependency order.
+PUBLISHED=(shopfloor-schemas shopfloor-sparkplug shopfloor-bridge-modbus shopfloor-bridge-opcua shopfloor-ingest shopfloor-alerting)
 
 missing_packages() {
     local p
