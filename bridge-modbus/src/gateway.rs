@@ -193,7 +193,7 @@ async fn run(
 /// reading as a one-reading [`Batch`](shopfloor_schemas::Batch) on its own
 /// topic, encoded with a schemas codec and labelled with the MQTT 5 content
 /// type; writes come in on the reading's topic plus `/set`, and each one's
-/// outcome goes out on `shopfloor/writes/{site}/{area}/{device}`.
+/// outcome goes out on `shopfloor/writes/{site}/{area}`.
 ///
 /// Readings go out at QoS 1. There is no store and forward here: while the
 /// broker is away, publishes queue in the MQTT client up to its capacity,

@@ -232,7 +232,7 @@ async fn plain_topics_carry_each_reading_and_take_writes() {
     let result = tokio::time::timeout(WAIT, async {
         loop {
             if let Event::Incoming(Packet::Publish(p)) = results_events.poll().await.unwrap() {
-                assert_eq!(p.topic, "shopfloor/writes/plant1/tanks/tank-1");
+                assert_eq!(p.topic, "shopfloor/writes/plant1/tanks");
                 return shopfloor_schemas::WriteResult::from_json(&p.payload).unwrap();
             }
         }

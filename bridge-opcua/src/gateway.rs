@@ -8,7 +8,7 @@
 //! allow-list is written to its node; the outcome, the server's status
 //! code included, is logged and published as a
 //! [`WriteResult`] on
-//! `shopfloor/writes/{group}/{edge}/{server}`, and a successful write comes
+//! `shopfloor/writes/{group}/{edge}`, and a successful write comes
 //! back as data.
 //!
 //! [`plain`] is the same with plain topics instead of Sparkplug.
@@ -195,7 +195,7 @@ async fn shutdown(links: HashMap<String, Arc<ServerLink>>) {
 /// `{machine}`), encoded with a schemas codec; a server that is lost or
 /// falls silent has every last value published again as `Stale`. Writes
 /// come in on a reading's topic plus `/set`; each outcome goes out on
-/// `shopfloor/writes/{site}/{area}/{server}`.
+/// `shopfloor/writes/{site}/{area}`.
 ///
 /// There is no store and forward here: use the Sparkplug gateway with a
 /// spool when a broker outage must not cost readings.

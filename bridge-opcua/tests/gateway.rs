@@ -110,7 +110,7 @@ writable = true
         metrics: vec![Metric::new(metric, 1, value)],
         ..Payload::default()
     };
-    let results_topic = "shopfloor/writes/Plant1/opcua-gw/press-1";
+    let results_topic = "shopfloor/writes/Plant1/opcua-gw";
     let result = |m: &common::Msg| WriteResult::from_json(&m.payload).expect("a write result");
     publish(
         &broker,
@@ -238,7 +238,7 @@ writable = true
         Codec::Json.encode_batch(&cmd).unwrap(),
     )
     .await;
-    let results = "shopfloor/writes/plant1/presses/press-1";
+    let results = "shopfloor/writes/plant1/presses";
     let r = next_msg(&mut seen, 10, "the write result", |m| m.topic == results).await;
     let r = WriteResult::from_json(&r.payload).unwrap();
     assert_eq!((r.metric.as_str(), r.ok, r.status.as_str()), ("setpoint", true, "Good"), "{r:?}");

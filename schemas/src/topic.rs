@@ -25,10 +25,11 @@ pub mod defaults {
     /// this suffix (`shopfloor/{site}/{area}/{machine}/{sensor}/set`).
     pub const WRITE_COMMAND_SUFFIX: &str = "/set";
     /// The outcome of each write command
-    /// ([`WriteResult`](crate::WriteResult) as JSON), not retained. A
-    /// Sparkplug gateway fills in its group, edge node and device; a plain
-    /// gateway its site, area and machine.
-    pub const WRITE_RESULTS: &str = "shopfloor/writes/{group}/{edge}/{device}";
+    /// ([`WriteResult`](crate::WriteResult) as JSON, which names the device
+    /// and metric), not retained. A Sparkplug gateway fills in its group and
+    /// edge node id; a plain gateway its site and area. Four levels, so that
+    /// a subscription to plain readings (five) never receives them.
+    pub const WRITE_RESULTS: &str = "shopfloor/writes/{group}/{edge}";
 }
 
 fn check_common(topic: &str) -> Result<(), TopicError> {

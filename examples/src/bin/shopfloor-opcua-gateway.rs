@@ -67,7 +67,7 @@ THE FILE:
     # codec = \"json\"              # or \"protobuf\", \"cbor\"
 
     Write outcomes (the server's status code) go to
-    shopfloor/writes/{group}/{edge}/{server} (plain: {site}/{area}/{server}).
+    shopfloor/writes/{group}/{edge} (plain: shopfloor/writes/{site}/{area}).
 
     [[server]]                    # one Sparkplug device per server
     name = \"press-line\"

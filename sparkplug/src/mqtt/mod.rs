@@ -36,6 +36,7 @@
 
 mod link;
 pub mod plain;
+mod tls;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -49,6 +50,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 use crate::edge::{EdgeEvent, EdgeNode, Now, ReplayMark};
 use crate::host::{HostApplication, HostConfig, HostEvent};
 use link::{Inbound, Link};
+pub use tls::{TlsError, tls_client_config};
 
 /// Replayed messages between two broker round trips that confirm them.
 pub const BARRIER_EVERY: usize = 16;
@@ -207,7 +209,7 @@ impl EdgeDriver {
 
     /// Publishes the outcome of a write command (a DCMD the application
     /// carried out) as JSON on
-    /// `shopfloor/writes/{group}/{edge}/{device}`
+    /// `shopfloor/writes/{group}/{edge}`
     /// ([`WRITE_RESULTS`](shopfloor_schemas::topic::defaults::WRITE_RESULTS)),
     /// QoS 1, not retained, in order with the batches before it. It is not
     /// Sparkplug, so it is not stored: a result that finds the node offline
@@ -220,11 +222,9 @@ impl EdgeDriver {
         let topic = shopfloor_schemas::TopicTemplate::parse(
             shopfloor_schemas::topic::defaults::WRITE_RESULTS,
         )
-        .and_then(|t| {
-            t.render(&[("group", &self.ids.0), ("edge", &self.ids.1), ("device", &result.device)])
-        });
+        .and_then(|t| t.render(&[("group", &self.ids.0), ("edge", &self.ids.1)]));
         let Ok(topic) = topic else {
-            tracing::warn!(device = %result.device, "write result not published: the device id is not a topic level");
+            tracing::warn!(device = %result.device, "write result not published: group or edge node id is not a topic level");
             return Ok(());
         };
         let p = crate::edge::Publish {

@@ -5,7 +5,7 @@
 //! commands come in on a reading's topic plus `/set` (a one-reading batch
 //! in any codec, JSON when no content type says otherwise); every command's
 //! outcome goes out as a [`WriteResult`] on
-//! `shopfloor/writes/{site}/{area}/{machine}`.
+//! `shopfloor/writes/{site}/{area}`.
 //!
 //! This lives beside the Sparkplug drivers because it shares their
 //! connection settings ([`Broker`]); the Modbus and OPC UA gateways both use
@@ -70,12 +70,10 @@ impl PlainConfig {
             .map_err(|e| e.to_string())
     }
 
-    /// The topic of one machine's write results.
-    pub fn results_topic(&self, machine: &str) -> Result<String, String> {
+    /// The topic of this gateway's write results.
+    pub fn results_topic(&self) -> Result<String, String> {
         TopicTemplate::parse(defaults::WRITE_RESULTS)
-            .and_then(|t| {
-                t.render(&[("group", &self.site), ("edge", &self.area), ("device", machine)])
-            })
+            .and_then(|t| t.render(&[("group", &self.site), ("edge", &self.area)]))
             .map_err(|e| e.to_string())
     }
 
@@ -93,7 +91,7 @@ impl PlainConfig {
                 )
             })?;
         }
-        self.results_topic("x").map(|_| ())
+        self.results_topic().map(|_| ())
     }
 
     /// The write command a message on `topic` carries, or why it is
@@ -307,7 +305,7 @@ async fn report(
     config: &PlainConfig,
     result: &WriteResult,
 ) -> Result<(), Stopped> {
-    let topic = match config.results_topic(&result.device) {
+    let topic = match config.results_topic() {
         Ok(t) => t,
         Err(e) => {
             tracing::warn!(device = %result.device, "write result not published: {e}");
@@ -352,7 +350,7 @@ mod tests {
             assert_eq!(r.status, WriteResult::REFUSED);
             assert!(!r.message.is_empty());
         }
-        assert_eq!(c.results_topic("m1").unwrap(), "shopfloor/writes/s/a/m1");
+        assert_eq!(c.results_topic().unwrap(), "shopfloor/writes/s/a");
         assert!(c.check([("m1", "a/b")]).unwrap_err().contains("one topic level"));
         assert!(c.check([("m1", "ok")]).is_ok());
     }

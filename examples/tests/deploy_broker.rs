@@ -1,0 +1,440 @@
+//! The shipped broker configuration (`examples/deploy/mosquitto/`) as a
+//! plant runs it, with certificates from `examples/deploy/make-certs`:
+//! each ACL rule both ways (an allowed publish is acknowledged, a denied one
+//! refused; an allowed read is delivered, a denied one withheld), anonymous
+//! clients refused, TLS 1.1 refused, a certificate from another CA
+//! refused, and a gateway publishing as another edge node refused.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rumqttc::v5::mqttbytes::QoS;
+use rumqttc::v5::mqttbytes::v5::{ConnectReturnCode, Packet, PubAckReason, SubscribeReasonCode};
+use rumqttc::v5::{AsyncClient, Event, MqttOptions};
+use rumqttc::{TlsConfiguration, Transport};
+use shopfloor_sparkplug::mqtt::tls_client_config;
+use shopfloor_testkit::free_port;
+
+const DEPLOY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy");
+const WAIT: Duration = Duration::from_secs(10);
+
+/// Mosquitto with the shipped configuration, its paths moved to a
+/// temporary folder and its listeners to free loopback ports.
+struct Broker {
+    child: Child,
+    dir: tempfile::TempDir,
+    machines: u16,
+    people: u16,
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn run(cmd: &mut Command) {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl Broker {
+    fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let path = |p: &str| dir.path().join(p);
+        let make_certs = Path::new(DEPLOY).join("make-certs");
+        run(Command::new("bash").arg(&make_certs).arg(path("pki")).args([
+            "modbus-gw",
+            "opcua-gw",
+            "ingest",
+            "alerting",
+        ]));
+        // Another CA's client certificate, named like a real gateway.
+        run(Command::new("bash").arg(&make_certs).arg(path("other")).arg("modbus-gw"));
+        run(Command::new("mosquitto_passwd")
+            .args(["-c", "-b"])
+            .arg(path("mosquitto.passwd"))
+            .args(["operator", "op-secret"]));
+        std::fs::copy(Path::new(DEPLOY).join("mosquitto/mosquitto.acl"), path("mosquitto.acl"))
+            .unwrap();
+        std::fs::create_dir(path("data")).unwrap();
+        let (machines, people) = (free_port().unwrap(), free_port().unwrap());
+        let shipped =
+            std::fs::read_to_string(Path::new(DEPLOY).join("mosquitto/mosquitto.conf")).unwrap();
+        for needle in
+            ["listener 8883\n", "listener 8884\n", "/etc/shopfloor", "/var/lib/mosquitto/"]
+        {
+            assert!(shipped.contains(needle), "the shipped config has {needle:?}");
+        }
+        let mut conf = shipped
+            .replace("listener 8883\n", &format!("listener {machines} 127.0.0.1\n"))
+            .replace("listener 8884\n", &format!("listener {people} 127.0.0.1\n"))
+            .replace("/etc/shopfloor", &dir.path().display().to_string())
+            .replace("/var/lib/mosquitto/", &format!("{}/", path("data").display()));
+        conf.push_str(&format!("log_dest file {}\n", path("mosquitto.log").display()));
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } == 0 {
+            conf.push_str("user root\n");
+        }
+        std::fs::write(path("mosquitto.conf"), conf).unwrap();
+        let child = Command::new("/usr/sbin/mosquitto")
+            .arg("-c")
+            .arg(path("mosquitto.conf"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start mosquitto (apt-get install -y mosquitto)");
+        let broker = Self { child, dir, machines, people };
+        let deadline = Instant::now() + WAIT;
+        for port in [machines, people] {
+            while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+                assert!(Instant::now() < deadline, "mosquitto did not listen: {}", broker.log());
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        broker
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("mosquitto.log")).unwrap_or_default()
+    }
+
+    fn pki(&self, file: &str) -> PathBuf {
+        self.dir.path().join("pki").join(file)
+    }
+
+    /// TLS settings presenting `who`'s certificate (from `pki` or `other`).
+    fn machine_tls(&self, ca_dir: &str, who: &str) -> Arc<rustls::ClientConfig> {
+        let d = self.dir.path().join(ca_dir);
+        tls_client_config(
+            &self.pki("ca.crt"),
+            Some((&d.join(format!("{who}.crt")), &d.join(format!("{who}.key")))),
+        )
+        .unwrap()
+    }
+}
+
+/// (reader, filter, writer, [(topic, delivered)]): see the test.
+type ReadCase<'a> = (&'a str, &'a str, &'a str, &'a [(&'a str, bool)]);
+
+/// How a connection attempt ended.
+#[derive(Debug, PartialEq)]
+enum Login {
+    Accepted,
+    Refused(String),
+}
+
+struct Client {
+    client: AsyncClient,
+    events: rumqttc::v5::EventLoop,
+}
+
+async fn connect(
+    port: u16,
+    tls: Arc<rustls::ClientConfig>,
+    login: Option<(&str, &str)>,
+) -> Result<Client, Login> {
+    let mut o = MqttOptions::new(format!("t{}", free_port().unwrap()), "localhost", port);
+    o.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(tls)));
+    if let Some((u, p)) = login {
+        o.set_credentials(u, p);
+    }
+    let (client, mut events) = AsyncClient::new(o, 10);
+    let outcome = tokio::time::timeout(WAIT, async {
+        loop {
+            match events.poll().await {
+                Ok(Event::Incoming(Packet::ConnAck(a))) if a.code == ConnectReturnCode::Success => {
+                    return Login::Accepted;
+                }
+                Ok(Event::Incoming(Packet::ConnAck(a))) => {
+                    return Login::Refused(format!("{:?}", a.code));
+                }
+                Ok(_) => {}
+                Err(e) => return Login::Refused(e.to_string()),
+            }
+        }
+    })
+    .await
+    .expect("an answer to CONNECT within 10 s");
+    match outcome {
+        Login::Accepted => Ok(Client { client, events }),
+        refused => Err(refused),
+    }
+}
+
+impl Client {
+    /// Publishes at QoS 1: `true` if the broker accepted it.
+    async fn publish(&mut self, topic: &str) -> bool {
+        self.client.publish(topic, QoS::AtLeastOnce, false, "x").await.unwrap();
+        tokio::time::timeout(WAIT, async {
+            loop {
+                match self.events.poll().await {
+                    Ok(Event::Incoming(Packet::PubAck(a))) => {
+                        return matches!(
+                            a.reason,
+                            PubAckReason::Success | PubAckReason::NoMatchingSubscribers
+                        );
+                    }
+                    Ok(_) => {}
+                    Err(e) => panic!("publish to {topic}: {e}"),
+                }
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("no PUBACK for {topic} within 10 s"))
+    }
+
+    /// The topics received up to and including `marker` (within 10 s).
+    async fn received_until(&mut self, marker: &str) -> Vec<String> {
+        let mut got = Vec::new();
+        tokio::time::timeout(WAIT, async {
+            loop {
+                match self.events.poll().await {
+                    Ok(Event::Incoming(Packet::Publish(p))) => {
+                        let topic = String::from_utf8_lossy(&p.topic).into_owned();
+                        let last = topic == marker;
+                        got.push(topic);
+                        if last {
+                            return;
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) => panic!("reading: {e}"),
+                }
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("{marker} did not arrive within 10 s; got {got:?}"));
+        got
+    }
+
+    /// Subscribes at QoS 1: `true` if the broker granted it.
+    async fn subscribe(&mut self, filter: &str) -> bool {
+        self.client.subscribe(filter, QoS::AtLeastOnce).await.unwrap();
+        tokio::time::timeout(WAIT, async {
+            loop {
+                match self.events.poll().await {
+                    Ok(Event::Incoming(Packet::SubAck(a))) => {
+                        return a
+                            .return_codes
+                            .iter()
+                            .all(|c| matches!(c, SubscribeReasonCode::Success(_)));
+                    }
+                    Ok(_) => {}
+                    Err(e) => panic!("subscribe to {filter}: {e}"),
+                }
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("no SUBACK for {filter} within 10 s"))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shipped_acl_holds_both_ways() {
+    let broker = Broker::start();
+    // Publishing, (who, topic, allowed): the broker answers each QoS 1
+    // PUBLISH with success or "not authorized".
+    let matrix: &[(&str, &str, &str, bool)] = &[
+        // A gateway: its own Sparkplug topics, in any group…
+        ("modbus-gw", "pub", "spBv1.0/Plant1/NBIRTH/modbus-gw", true),
+        ("modbus-gw", "pub", "spBv1.0/Plant1/NDATA/modbus-gw", true),
+        ("modbus-gw", "pub", "spBv1.0/Plant1/NDEATH/modbus-gw", true),
+        ("modbus-gw", "pub", "spBv1.0/Plant1/DBIRTH/modbus-gw/press-1", true),
+        ("modbus-gw", "pub", "spBv1.0/Plant1/DDATA/modbus-gw/press-1", true),
+        ("modbus-gw", "pub", "spBv1.0/Plant1/DDEATH/modbus-gw/press-1", true),
+        ("modbus-gw", "pub", "shopfloor/writes/Plant1/modbus-gw", true),
+        // …never another edge node's, nor its commands, nor anything else.
+        ("modbus-gw", "pub", "spBv1.0/Plant1/NBIRTH/opcua-gw", false),
+        ("modbus-gw", "pub", "spBv1.0/Plant1/DDATA/opcua-gw/press-1", false),
+        ("modbus-gw", "pub", "spBv1.0/Plant1/NCMD/opcua-gw", false),
+        ("modbus-gw", "pub", "spBv1.0/Plant1/DCMD/modbus-gw/press-1", false),
+        ("modbus-gw", "pub", "spBv1.0/STATE/shopfloor-ingest", false),
+        ("modbus-gw", "pub", "shopfloor/writes/Plant1/opcua-gw", false),
+        ("modbus-gw", "pub", "shopfloor/alarms/state/x", false),
+        // The ingest reads what it stores, asks for rebirths, owns its STATE.
+        ("ingest", "pub", "spBv1.0/Plant1/NCMD/modbus-gw", true),
+        ("ingest", "pub", "spBv1.0/STATE/shopfloor-ingest", true),
+        ("ingest", "pub", "spBv1.0/Plant1/NDATA/modbus-gw", false),
+        ("ingest", "pub", "spBv1.0/Plant1/DCMD/modbus-gw/press-1", false),
+        ("ingest", "pub", "shopfloor/alarms/events/x", false),
+        // Alerting reads readings, publishes alarms, takes operator commands.
+        ("alerting", "pub", "shopfloor/alarms/events/press-1.temp", true),
+        ("alerting", "pub", "shopfloor/alarms/state/press-1.temp", true),
+        ("alerting", "pub", "shopfloor/alarms/command/press-1.temp", false),
+        ("alerting", "pub", "spBv1.0/Plant1/DDATA/modbus-gw/press-1", false),
+        ("alerting", "pub", "spBv1.0/Plant1/DCMD/modbus-gw/press-1", false),
+        // Operators (password): watch, command alarms, write setpoints.
+        ("operator", "pub", "shopfloor/alarms/command/press-1.temp", true),
+        ("operator", "pub", "spBv1.0/Plant1/DCMD/modbus-gw/press-1", true),
+        ("operator", "pub", "shopfloor/alarms/state/press-1.temp", false),
+        ("operator", "pub", "spBv1.0/Plant1/NBIRTH/modbus-gw", false),
+        ("operator", "pub", "spBv1.0/Plant1/DDATA/modbus-gw/press-1", false),
+    ];
+    let mut wrong = Vec::new();
+    for &(who, _, topic, allowed) in matrix {
+        let mut c = login(&broker, who).await;
+        let done = c.publish(topic).await;
+        println!("{who:>9} pub  {topic:<45} {}", if done { "allowed" } else { "refused" });
+        if done != allowed {
+            wrong.push(format!("{who} publishes {topic}: {done} but should be {allowed}"));
+        }
+    }
+
+    // Reading: Mosquitto 2.0 grants every SUBSCRIBE and applies the read
+    // ACL to each message it delivers. So: `reader` subscribes to `filter`,
+    // `writer` publishes the topics in order, the last one a marker the
+    // reader may read; once the marker arrives, what came before it shows
+    // what the reader was allowed to read (a client's messages reach each
+    // subscriber in the order sent).
+    // (reader, filter, writer, [(topic, delivered)])
+    let reads: &[ReadCase<'_>] = &[
+        (
+            "modbus-gw",
+            "spBv1.0/Plant1/DCMD/+/+",
+            "operator",
+            &[
+                ("spBv1.0/Plant1/DCMD/opcua-gw/press-1", false),
+                ("spBv1.0/Plant1/DCMD/modbus-gw/press-1", true),
+            ],
+        ),
+        (
+            "modbus-gw",
+            "spBv1.0/#",
+            "ingest",
+            &[
+                ("spBv1.0/Plant1/NCMD/opcua-gw", false),
+                ("spBv1.0/STATE/shopfloor-ingest", true),
+                ("spBv1.0/Plant1/NCMD/modbus-gw", true),
+            ],
+        ),
+        (
+            "opcua-gw",
+            "spBv1.0/Plant1/DCMD/+/+",
+            "operator",
+            &[
+                ("spBv1.0/Plant1/DCMD/modbus-gw/press-1", false),
+                ("spBv1.0/Plant1/DCMD/opcua-gw/press-1", true),
+            ],
+        ),
+        (
+            "ingest",
+            "#",
+            "operator",
+            &[
+                ("shopfloor/alarms/command/press-1.temp", false),
+                ("spBv1.0/Plant1/DCMD/modbus-gw/press-1", true),
+            ],
+        ),
+        (
+            "ingest",
+            "#",
+            "modbus-gw",
+            &[
+                ("shopfloor/writes/Plant1/modbus-gw", false),
+                ("spBv1.0/Plant1/DDATA/modbus-gw/press-1", true),
+            ],
+        ),
+        (
+            "alerting",
+            "#",
+            "operator",
+            &[
+                ("shopfloor/alarms/command/press-1.temp", true),
+                ("spBv1.0/Plant1/DCMD/modbus-gw/press-1", true),
+            ],
+        ),
+        (
+            "operator",
+            "#",
+            "modbus-gw",
+            &[
+                ("shopfloor/writes/Plant1/modbus-gw", true),
+                ("spBv1.0/Plant1/DDATA/modbus-gw/press-1", true),
+            ],
+        ),
+    ];
+    for &(reader, filter, writer, topics) in reads {
+        let mut r = login(&broker, reader).await;
+        assert!(r.subscribe(filter).await, "{reader} subscribes to {filter}");
+        let mut w = login(&broker, writer).await;
+        for (topic, _) in topics {
+            assert!(w.publish(topic).await, "{writer} may publish {topic}");
+        }
+        let (marker, _) = topics[topics.len() - 1];
+        let got = r.received_until(marker).await;
+        for &(topic, delivered) in topics {
+            let done = got.iter().any(|t| t == topic);
+            println!(
+                "{reader:>9} read {topic:<45} {}",
+                if done { "delivered" } else { "withheld" }
+            );
+            if done != delivered {
+                wrong.push(format!("{reader} reads {topic}: {done} but should be {delivered}"));
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "the ACL does not hold:\n{}", wrong.join("\n"));
+}
+
+/// `who` logged in: machines with their certificate, the operator with
+/// the password.
+async fn login(broker: &Broker, who: &str) -> Client {
+    if who == "operator" {
+        let tls = tls_client_config(&broker.pki("ca.crt"), None).unwrap();
+        connect(broker.people, tls, Some(("operator", "op-secret"))).await
+    } else {
+        connect(broker.machines, broker.machine_tls("pki", who), None).await
+    }
+    .unwrap_or_else(|e| panic!("{who} could not log in: {e:?}\n{}", broker.log()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strangers_are_refused() {
+    let broker = Broker::start();
+    let ca_only = || tls_client_config(&broker.pki("ca.crt"), None).unwrap();
+    // No certificate on the machines' listener.
+    let e = connect(broker.machines, ca_only(), None).await.err();
+    assert!(matches!(e, Some(Login::Refused(_))), "no certificate: {e:?}");
+    // A certificate from another CA, with a real gateway's name.
+    let e = connect(broker.machines, broker.machine_tls("other", "modbus-gw"), None).await.err();
+    assert!(matches!(e, Some(Login::Refused(_))), "another CA: {e:?}");
+    // Anonymous and wrong passwords on the people's listener.
+    let e = connect(broker.people, ca_only(), None).await.err();
+    assert!(matches!(e, Some(Login::Refused(_))), "anonymous: {e:?}");
+    let e = connect(broker.people, ca_only(), Some(("operator", "guess"))).await.err();
+    assert!(matches!(e, Some(Login::Refused(_))), "a wrong password: {e:?}");
+    // The right ones get in (so the refusals above are about the login).
+    assert!(connect(broker.people, ca_only(), Some(("operator", "op-secret"))).await.is_ok());
+    assert!(connect(broker.machines, broker.machine_tls("pki", "modbus-gw"), None).await.is_ok());
+
+    // TLS 1.1 (and older) is refused on both listeners; 1.2 is taken.
+    for port in [broker.machines, broker.people] {
+        let hello = |version: &str| {
+            let out = Command::new("openssl")
+                .args(["s_client", "-connect", &format!("127.0.0.1:{port}"), version])
+                .args(["-cipher", "DEFAULT:@SECLEVEL=0", "-CAfile"])
+                .arg(broker.pki("ca.crt"))
+                .stdin(Stdio::null())
+                .output()
+                .expect("openssl (apt-get install -y openssl)");
+            String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr)
+        };
+        let old = hello("-tls1_1");
+        assert!(old.contains("Cipher is (NONE)"), "TLS 1.1 on {port} was accepted:\n{old}");
+        let ok = hello("-tls1_2");
+        assert!(
+            ok.contains("Protocol  : TLSv1.2") && !ok.contains("Cipher is (NONE)"),
+            "TLS 1.2 on {port}:\n{ok}"
+        );
+    }
+}
