@@ -81,6 +81,10 @@ pub struct AlertConfig {
     pub client_id: String,
     /// User name and password.
     pub credentials: Option<(String, String)>,
+    /// TLS settings (rustls, ring provider), for instance from
+    /// `shopfloor_sparkplug::mqtt::tls_client_config` with a client
+    /// certificate; `None`: plain TCP.
+    pub tls: Option<std::sync::Arc<rumqttc::tokio_rustls::rustls::ClientConfig>>,
     /// The inputs.
     pub inputs: Vec<Input>,
     /// Topic prefix for events, state and commands.
@@ -107,6 +111,7 @@ impl AlertConfig {
             port,
             client_id: client_id.into(),
             credentials: None,
+            tls: None,
             inputs: Vec::new(),
             prefix: "shopfloor/alarms".into(),
             #[cfg(feature = "postgres")]
@@ -341,6 +346,11 @@ async fn run(mut engine: Engine, config: AlertConfig, mut stop: oneshot::Receive
     o.set_max_packet_size(Some(16 << 20));
     if let Some((u, p)) = &config.credentials {
         o.set_credentials(u, p);
+    }
+    if let Some(tls) = &config.tls {
+        o.set_transport(rumqttc::Transport::tls_with_config(rumqttc::TlsConfiguration::Rustls(
+            std::sync::Arc::clone(tls),
+        )));
     }
     let (client, mut eventloop) = AsyncClient::new(o, 10_000);
     let mut filters: Vec<String> = Vec::new();

@@ -30,6 +30,12 @@ pub struct Mqtt {
     pub username: Option<String>,
     /// The password's file (or `SHOPFLOOR_MQTT_PASSWORD`).
     pub password_file: Option<PathBuf>,
+    /// The CA certificate (PEM) that signed the broker's: TLS.
+    pub ca_file: Option<PathBuf>,
+    /// This client's certificate (PEM), with `key_file`.
+    pub cert_file: Option<PathBuf>,
+    /// This client's private key (PEM).
+    pub key_file: Option<PathBuf>,
 }
 
 fn v5() -> String {
@@ -154,6 +160,12 @@ pub fn broker(mqtt: &Mqtt, path: &Path) -> anyhow::Result<Broker> {
         let pass = crate::mqtt_password(mqtt.password_file.as_deref(), path)?.unwrap_or_default();
         broker.credentials = Some((user.clone(), pass));
     }
+    broker.tls = crate::mqtt_tls(
+        mqtt.ca_file.as_deref(),
+        mqtt.cert_file.as_deref(),
+        mqtt.key_file.as_deref(),
+        path,
+    )?;
     Ok(broker)
 }
 

@@ -136,3 +136,41 @@ pub fn config_args(help: &str) -> anyhow::Result<Option<ConfigArgs>> {
     let config = config.context("--config FILE is required; see --help")?;
     Ok(Some(ConfigArgs { config, check }))
 }
+
+/// TLS settings for the broker from `[mqtt]`'s `ca_file`, `cert_file` and
+/// `key_file` (relative paths are taken from the folder of `config`, the
+/// deployment file): none without `ca_file`; with `cert_file` and
+/// `key_file`, the client certificate whose CN the shipped broker
+/// configuration takes as the user name.
+pub fn mqtt_tls(
+    ca_file: Option<&std::path::Path>,
+    cert_file: Option<&std::path::Path>,
+    key_file: Option<&std::path::Path>,
+    config: &std::path::Path,
+) -> anyhow::Result<Option<std::sync::Arc<rustls::ClientConfig>>> {
+    let dir = config.parent().unwrap_or_else(|| std::path::Path::new("."));
+    let at = |p: &std::path::Path| dir.join(p);
+    let Some(ca) = ca_file else {
+        if cert_file.is_some() || key_file.is_some() {
+            anyhow::bail!(
+                "{}: mqtt.cert_file / key_file without mqtt.ca_file; add ca_file (the CA that signed the broker's certificate)",
+                config.display()
+            );
+        }
+        return Ok(None);
+    };
+    let client = match (cert_file, key_file) {
+        (Some(c), Some(k)) => Some((at(c), at(k))),
+        (None, None) => None,
+        _ => anyhow::bail!(
+            "{}: mqtt.cert_file and mqtt.key_file go together; give both, or neither",
+            config.display()
+        ),
+    };
+    let tls = shopfloor_sparkplug::mqtt::tls_client_config(
+        &at(ca),
+        client.as_ref().map(|(c, k)| (c.as_path(), k.as_path())),
+    )
+    .map_err(|e| anyhow::anyhow!("{}: [mqtt] TLS: {e}", config.display()))?;
+    Ok(Some(tls))
+}

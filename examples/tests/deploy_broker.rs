@@ -438,3 +438,67 @@ async fn strangers_are_refused() {
         );
     }
 }
+
+/// A gateway and a Sparkplug host set up the way the binaries read their
+/// `[mqtt]` section (ca_file, cert_file, key_file), through the shipped
+/// configuration: the gateway's readings reach the host.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn machines_log_in_with_their_certificates_and_data_flows() {
+    use shopfloor_examples::gateway::{self as gw, Output};
+    use shopfloor_schemas::{Batch, Reading, Timestamp, Value};
+    use shopfloor_sparkplug::edge::MetricSpec;
+    use shopfloor_sparkplug::mqtt::{Broker as Server, DriverConfig, EdgeDriver, HostDriver};
+    use shopfloor_sparkplug::{
+        DataType, EdgeNode, EdgeNodeConfig, HostApplication, HostConfig, HostEvent,
+    };
+
+    let broker = Broker::start();
+    let file = broker.dir.path().join("gateway.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[mqtt]\nhost = \"localhost\"\nport = {}\nca_file = \"pki/ca.crt\"\n\
+             cert_file = \"pki/modbus-gw.crt\"\nkey_file = \"pki/modbus-gw.key\"\n\
+             [sparkplug]\ngroup_id = \"Plant1\"\nedge_node_id = \"modbus-gw\"\n",
+            broker.machines
+        ),
+    )
+    .unwrap();
+    let (mqtt, output) = gw::sections(&file, &[], true).unwrap();
+    let Output::Sparkplug(sp) = output else { panic!("a Sparkplug output") };
+    let server = gw::broker(&mqtt, &file).unwrap();
+    assert!(server.tls.is_some(), "ca_file makes a TLS connection");
+    let mut config = EdgeNodeConfig::new("Plant1", "modbus-gw");
+    config.devices = vec![("press-1".into(), vec![MetricSpec::new("temp", DataType::Double)])];
+    let edge = EdgeDriver::spawn(EdgeNode::new(config).unwrap(), gw::driver(&mqtt, &sp, server));
+
+    let mut ingest = Server::new("localhost", broker.machines);
+    ingest.tls = Some(broker.machine_tls("pki", "ingest"));
+    let mut host_config = HostConfig::new("shopfloor-ingest");
+    host_config.publish_state = false;
+    let mut host =
+        HostDriver::spawn(HostApplication::new(host_config), DriverConfig::new("ingest", ingest));
+
+    // Sent live once the node is connected, or stored and replayed as
+    // history after its birth: either way the host gets it.
+    let batch = Batch::new("press-1").with(Reading::new("temp", Timestamp::now(), 71.5));
+    edge.publish(batch).await.unwrap();
+    let seen = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            match host.next_event().await {
+                Some(HostEvent::Data(b) | HostEvent::Historical(b))
+                    if b.source == "Plant1/modbus-gw/press-1"
+                        && b.readings.iter().any(|r| r.value == Value::F64(71.5)) =>
+                {
+                    return;
+                }
+                Some(_) => {}
+                None => panic!("the host driver stopped"),
+            }
+        }
+    })
+    .await;
+    assert!(seen.is_ok(), "no data from the gateway at the host within 30 s:\n{}", broker.log());
+    edge.shutdown().await;
+    host.shutdown().await;
+}

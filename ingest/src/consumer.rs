@@ -71,6 +71,10 @@ pub struct IngestConfig {
     pub client_id: String,
     /// User name and password.
     pub credentials: Option<(String, String)>,
+    /// TLS settings (rustls, ring provider), for instance from
+    /// `shopfloor_sparkplug::mqtt::tls_client_config` with a client
+    /// certificate; `None`: plain TCP.
+    pub tls: Option<Arc<rumqttc::tokio_rustls::rustls::ClientConfig>>,
     /// How long the broker keeps the session while ingest is away.
     pub session_expiry: Duration,
     /// What to subscribe to.
@@ -115,6 +119,7 @@ impl IngestConfig {
             port,
             client_id: client_id.into(),
             credentials: None,
+            tls: None,
             session_expiry: Duration::from_secs(3600),
             inputs: Vec::new(),
             share: None,
@@ -242,6 +247,11 @@ fn spawn_event_loop(
     o.set_max_packet_size(Some(16 << 20));
     if let Some((u, p)) = &config.credentials {
         o.set_credentials(u, p);
+    }
+    if let Some(tls) = &config.tls {
+        o.set_transport(rumqttc::Transport::tls_with_config(rumqttc::TlsConfiguration::Rustls(
+            Arc::clone(tls),
+        )));
     }
     let cap = config.max_pending.max(16);
     let (client, mut eventloop) = AsyncClient::new(o, cap);

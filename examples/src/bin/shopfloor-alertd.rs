@@ -28,6 +28,11 @@ THE FILE:
     client_id = \"alertd\"
     username = \"alertd\"            # optional; the password from
     password_file = \"/etc/shopfloor/mqtt.pass\"   # a file, or SHOPFLOOR_MQTT_PASSWORD
+    # TLS (port 8883 of examples/deploy's broker): the CA, and this
+    # machine's certificate, whose CN is its user name there
+    # ca_file = \"/etc/shopfloor/pki/ca.crt\"
+    # cert_file = \"/etc/shopfloor/pki/NAME.crt\"
+    # key_file = \"/etc/shopfloor/pki/NAME.key\"
 
     [alerting]
     rules = \"rules.toml\"           # relative to this file; the format: the
@@ -61,6 +66,9 @@ struct Mqtt {
     client_id: String,
     username: Option<String>,
     password_file: Option<PathBuf>,
+    ca_file: Option<PathBuf>,
+    cert_file: Option<PathBuf>,
+    key_file: Option<PathBuf>,
 }
 
 #[derive(Deserialize)]
@@ -116,7 +124,14 @@ fn config(path: &Path) -> anyhow::Result<(RuleSet, AlertConfig)> {
     if rules.rules.is_empty() {
         bail!("{}: no [[rule]]: nothing to watch", rules_path.display());
     }
+    let tls = shopfloor_examples::mqtt_tls(
+        mqtt.ca_file.as_deref(),
+        mqtt.cert_file.as_deref(),
+        mqtt.key_file.as_deref(),
+        path,
+    )?;
     let mut c = AlertConfig::new(mqtt.host, mqtt.port, mqtt.client_id);
+    c.tls = tls;
     if let Some(user) = mqtt.username {
         let pass = shopfloor_examples::mqtt_password(mqtt.password_file.as_deref(), path)?
             .unwrap_or_default();

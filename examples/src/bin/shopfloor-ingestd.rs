@@ -27,6 +27,11 @@ THE FILE:
     session_expiry_s = 3600
     username = \"ingest\"           # optional; the password from
     password_file = \"/etc/shopfloor/mqtt.pass\"   # a file, or SHOPFLOOR_MQTT_PASSWORD
+    # TLS (port 8883 of examples/deploy's broker): the CA, and this
+    # machine's certificate, whose CN is its user name there
+    # ca_file = \"/etc/shopfloor/pki/ca.crt\"
+    # cert_file = \"/etc/shopfloor/pki/NAME.crt\"
+    # key_file = \"/etc/shopfloor/pki/NAME.key\"
 
     [postgres]
     connection = \"host=127.0.0.1 user=shopfloor dbname=shopfloor\"
@@ -65,6 +70,9 @@ struct Mqtt {
     session_expiry_s: u64,
     username: Option<String>,
     password_file: Option<PathBuf>,
+    ca_file: Option<PathBuf>,
+    cert_file: Option<PathBuf>,
+    key_file: Option<PathBuf>,
 }
 
 #[derive(Deserialize)]
@@ -132,7 +140,14 @@ fn config(path: &Path) -> anyhow::Result<IngestConfig> {
     if let Ok(p) = std::env::var("SHOPFLOOR_PG_PASSWORD") {
         database.push_str(&format!(" password='{}'", p.replace('\\', "\\\\").replace('\'', "\\'")));
     }
+    let tls = shopfloor_examples::mqtt_tls(
+        mqtt.ca_file.as_deref(),
+        mqtt.cert_file.as_deref(),
+        mqtt.key_file.as_deref(),
+        path,
+    )?;
     let mut c = IngestConfig::new(mqtt.host, mqtt.port, mqtt.client_id, database);
+    c.tls = tls;
     c.session_expiry = Duration::from_secs(mqtt.session_expiry_s);
     if let Some(user) = mqtt.username {
         let pass = shopfloor_examples::mqtt_password(mqtt.password_file.as_deref(), path)?

@@ -53,6 +53,11 @@ THE FILE:
     protocol = \"5\"                # or \"3.1.1\"
     username = \"gateway\"          # optional; the password from
     password_file = \"/etc/shopfloor/mqtt.pass\"   # a file, or SHOPFLOOR_MQTT_PASSWORD
+    # TLS (port 8883 of examples/deploy's broker): the CA, and this
+    # machine's certificate, whose CN is its user name there
+    # ca_file = \"/etc/shopfloor/pki/ca.crt\"
+    # cert_file = \"/etc/shopfloor/pki/NAME.crt\"
+    # key_file = \"/etc/shopfloor/pki/NAME.key\"
 
     [sparkplug]                   # Sparkplug B output; or [plain] below
     group_id = \"Plant1\"
