@@ -14,7 +14,7 @@
 
 use shopfloor_schemas::WriteResult;
 use shopfloor_sparkplug::edge::{EdgeEvent, EdgeNode, EdgeNodeConfig, MetricSpec};
-use shopfloor_sparkplug::mqtt::{DriverConfig, EdgeDriver, EdgeStats};
+use shopfloor_sparkplug::mqtt::{DriverConfig, EdgeDriver, EdgeStats, StatsHandle};
 use shopfloor_sparkplug::payload::{PropertySet, PropertyValue};
 use shopfloor_sparkplug::{ConfigError as SparkplugConfigError, DataType, MetricValue};
 use tokio::sync::oneshot;
@@ -84,7 +84,7 @@ pub fn edge_node_config(
 pub struct Gateway {
     stop: oneshot::Sender<()>,
     task: JoinHandle<()>,
-    stats: std::sync::Arc<std::sync::Mutex<EdgeStats>>,
+    stats: StatsHandle,
 }
 
 impl Gateway {
@@ -95,8 +95,8 @@ impl Gateway {
         let poller = Poller::spawn(map, 1024);
         let edge = EdgeDriver::spawn(node, driver);
         let (stop, stopped) = oneshot::channel();
-        let stats = std::sync::Arc::default();
-        let task = tokio::spawn(run(poller, edge, stopped, std::sync::Arc::clone(&stats)));
+        let stats = edge.stats_handle();
+        let task = tokio::spawn(run(poller, edge, stopped));
         Self { stop, task, stats }
     }
 
@@ -109,9 +109,9 @@ impl Gateway {
         EdgeNode::new(edge_node_config(map, group_id, edge_node_id)).map(|_| ())
     }
 
-    /// The edge driver's counters as of the gateway's last turn.
+    /// The edge driver's counters, as they are now.
     pub fn stats(&self) -> EdgeStats {
-        self.stats.lock().map(|s| *s).unwrap_or_default()
+        self.stats.get()
     }
 
     /// Stops polling, sends NDEATH, disconnects.
@@ -121,12 +121,7 @@ impl Gateway {
     }
 }
 
-async fn run(
-    mut poller: Poller,
-    mut edge: EdgeDriver,
-    mut stop: oneshot::Receiver<()>,
-    stats: std::sync::Arc<std::sync::Mutex<EdgeStats>>,
-) {
+async fn run(mut poller: Poller, mut edge: EdgeDriver, mut stop: oneshot::Receiver<()>) {
     let writer = poller.writer();
     let mut dead = std::collections::HashSet::new();
     let (results_tx, mut results) = tokio::sync::mpsc::channel::<WriteResult>(64);
@@ -180,9 +175,6 @@ async fn run(
                     });
                 }
             }
-        }
-        if let Ok(mut s) = stats.lock() {
-            *s = edge.stats();
         }
     }
     poller.shutdown().await;

@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use shopfloor_schemas::{Value, WriteResult};
 use shopfloor_sparkplug::edge::MetricSpec;
-use shopfloor_sparkplug::mqtt::{DriverConfig, EdgeDriver, EdgeStats};
+use shopfloor_sparkplug::mqtt::{DriverConfig, EdgeDriver, EdgeStats, StatsHandle};
 use shopfloor_sparkplug::payload::{PropertySet, PropertyValue};
 use shopfloor_sparkplug::{EdgeEvent, EdgeNode, MetricValue};
 use tokio::sync::{mpsc, oneshot};
@@ -48,7 +48,7 @@ pub fn metric_spec(info: &MetricInfo) -> MetricSpec {
 pub struct Gateway {
     stop: oneshot::Sender<()>,
     task: JoinHandle<()>,
-    stats: Arc<std::sync::Mutex<EdgeStats>>,
+    stats: StatsHandle,
 }
 
 impl Gateway {
@@ -72,14 +72,14 @@ impl Gateway {
             .collect();
         let edge = EdgeDriver::spawn(node, driver);
         let (stop, stopped) = oneshot::channel();
-        let stats = Arc::default();
-        let task = tokio::spawn(run(links, rx, edge, stopped, Arc::clone(&stats)));
+        let stats = edge.stats_handle();
+        let task = tokio::spawn(run(links, rx, edge, stopped));
         Self { stop, task, stats }
     }
 
-    /// The edge driver's counters as of the gateway's last turn.
+    /// The edge driver's counters, as they are now.
     pub fn stats(&self) -> EdgeStats {
-        self.stats.lock().map(|s| *s).unwrap_or_default()
+        self.stats.get()
     }
 
     /// Stops the links, sends NDEATH, disconnects.
@@ -94,7 +94,6 @@ async fn run(
     mut events: mpsc::Receiver<ServerEvent>,
     mut edge: EdgeDriver,
     mut stop: oneshot::Receiver<()>,
-    stats: Arc<std::sync::Mutex<EdgeStats>>,
 ) {
     // Devices defined and alive now.
     let mut alive: HashMap<String, bool> = HashMap::new();
@@ -157,9 +156,6 @@ async fn run(
                     });
                 }
             }
-        }
-        if let Ok(mut s) = stats.lock() {
-            *s = edge.stats();
         }
     }
     shutdown(links).await;

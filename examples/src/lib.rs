@@ -3,6 +3,7 @@
 use std::process::ExitCode;
 
 pub mod gateway;
+pub mod metrics;
 
 /// Logs to stderr through `tracing`, filtered by `RUST_LOG` (default
 /// `info`), in colour only on a terminal.

@@ -70,10 +70,11 @@ async fn sigkill_mid_stream_then_restart_loses_and_duplicates_nothing() {
     let pg = Postgres::start().expect("start postgresql");
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("ingest.toml");
+    let metrics_port = shopfloor_testkit::free_port().unwrap();
     std::fs::write(
         &config,
         format!(
-            "[mqtt]\nport = {}\nclient_id = \"ingest-k\"\n\n[postgres]\nconnection = \"{}\"\n\n[ingest]\nplain = true\nbatch_readings = 300\nbatch_ms = 50\n",
+            "[mqtt]\nport = {}\nclient_id = \"ingest-k\"\n\n[postgres]\nconnection = \"{}\"\n\n[ingest]\nplain = true\nbatch_readings = 300\nbatch_ms = 50\n\n[metrics]\nlisten = \"127.0.0.1:{metrics_port}\"\n",
             broker.port(),
             pg.connection_string()
         ),
@@ -140,6 +141,16 @@ async fn sigkill_mid_stream_then_restart_loses_and_duplicates_nothing() {
         .expect("every publish acknowledged")
         .unwrap();
     wait_rows(&pg, N as i64).await;
+    // The restarted daemon's /metrics counts what it stored.
+    let (status, page) =
+        shopfloor_testkit::http_get(([127, 0, 0, 1], metrics_port).into(), "/metrics").unwrap();
+    assert_eq!(status, 200, "{page}");
+    let rows_total = page
+        .lines()
+        .find_map(|l| l.strip_prefix("shopfloor_ingest_rows_total "))
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or_else(|| panic!("no shopfloor_ingest_rows_total in {page}"));
+    assert!(rows_total > 0.0 && rows_total <= N as f64, "{page}");
 
     // SIGTERM: exits 0 within 10 s.
     // SAFETY: our own child, not yet reaped.

@@ -20,6 +20,19 @@ fn file(dir: &Path, text: &str) -> std::path::PathBuf {
     path
 }
 
+/// Kills the gateway if the test ends before it stopped (a failed
+/// assertion), so that it does not outlive the test.
+struct Stop(std::process::Child);
+
+impl Drop for Stop {
+    fn drop(&mut self) {
+        if self.0.try_wait().ok().flatten().is_none() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 fn deployment(mqtt_port: u16, modbus_port: u16) -> String {
     format!(
         r#"
@@ -132,14 +145,23 @@ async fn the_gateway_runs_publishes_and_stops_on_sigterm() {
         DriverConfig::new("scada", Broker::new(broker.host(), broker.port())),
     );
     let dir = tempfile::tempdir().unwrap();
-    let path = file(dir.path(), &deployment(broker.port(), modbus_port));
-    let mut gateway = Command::new(BIN)
-        .arg("--config")
-        .arg(&path)
-        .stdin(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start the gateway");
+    let metrics_port = free_port().unwrap();
+    let path = file(
+        dir.path(),
+        &format!(
+            "{}\n[metrics]\nlisten = \"127.0.0.1:{metrics_port}\"\n",
+            deployment(broker.port(), modbus_port)
+        ),
+    );
+    let mut gateway = Stop(
+        Command::new(BIN)
+            .arg("--config")
+            .arg(&path)
+            .stdin(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start the gateway"),
+    );
     let seen = timeout(Duration::from_secs(20), async {
         loop {
             if let Some(HostEvent::Data(b)) = host.next_event().await
@@ -152,15 +174,21 @@ async fn the_gateway_runs_publishes_and_stops_on_sigterm() {
     })
     .await;
     assert!(seen.is_ok(), "no pressure reading from the gateway within 20 s");
+    // Its /metrics says it is online.
+    let (status, page) =
+        shopfloor_testkit::http_get(([127, 0, 0, 1], metrics_port).into(), "/metrics").unwrap();
+    assert_eq!(status, 200, "{page}");
+    assert!(page.contains("shopfloor_edge_online 1\n"), "{page}");
+    assert!(page.contains("# TYPE shopfloor_edge_dropped_readings_total counter"), "{page}");
 
     // SIGTERM: a clean stop (NDEATH, exit 0) within 10 s.
     // SAFETY: the child is ours and not yet reaped.
     unsafe {
-        libc::kill(gateway.id() as libc::pid_t, libc::SIGTERM);
+        libc::kill(gateway.0.id() as libc::pid_t, libc::SIGTERM);
     }
     let deadline = Instant::now() + Duration::from_secs(10);
     let status = loop {
-        if let Some(s) = gateway.try_wait().unwrap() {
+        if let Some(s) = gateway.0.try_wait().unwrap() {
             break s;
         }
         assert!(Instant::now() < deadline, "the gateway did not stop within 10 s of SIGTERM");

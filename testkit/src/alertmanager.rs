@@ -3,11 +3,9 @@
 //! with a route that groups within about a second (`group_wait 1s`), so a
 //! test sees an alert without Alertmanager's default 30 s wait.
 
-use std::io::{Read as _, Write as _};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::Duration;
 
 use tempfile::TempDir;
 
@@ -24,18 +22,6 @@ pub struct Alertmanager {
     process: Option<Proc>,
     // Last: the process stops before its folder goes.
     dir: TempDir,
-}
-
-/// `GET path` on `addr`; the status code and body.
-fn get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(1))?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")?;
-    let mut text = String::new();
-    s.read_to_string(&mut text)?;
-    let status = text.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_owned();
-    Ok((status, body))
 }
 
 impl Alertmanager {
@@ -83,7 +69,7 @@ impl Alertmanager {
                 if let Some(status) = proc.poll_exit() {
                     return Some(Err(status));
                 }
-                matches!(get(addr, "/-/ready"), Ok((200, _))).then_some(Ok(()))
+                matches!(crate::http_get(addr, "/-/ready"), Ok((200, _))).then_some(Ok(()))
             });
             let fail = |reason: String| Error::Start {
                 server: "alertmanager",
@@ -120,8 +106,9 @@ impl Alertmanager {
 
     /// The alerts it holds now (`GET /api/v2/alerts`), as JSON text.
     pub fn alerts(&self) -> Result<String, Error> {
-        let (status, body) = get(SocketAddr::from(([127, 0, 0, 1], self.port)), "/api/v2/alerts")
-            .map_err(Error::io("GET /api/v2/alerts"))?;
+        let (status, body) =
+            crate::http_get(SocketAddr::from(([127, 0, 0, 1], self.port)), "/api/v2/alerts")
+                .map_err(Error::io("GET /api/v2/alerts"))?;
         if status != 200 {
             return Err(Error::Usage("Alertmanager answered GET /api/v2/alerts with an error"));
         }

@@ -27,3 +27,18 @@ pub use serial::SerialPair;
 pub fn free_port() -> Result<u16, Error> {
     process::free_ports::<1>().map(|[p]| p)
 }
+
+/// `GET path` on `addr` over HTTP/1.0 (connect within 1 s, answer within
+/// 5 s): the status code and the body. For the HTTP endpoints of the
+/// servers and binaries under test (Alertmanager's API, `/metrics`).
+pub fn http_get(addr: std::net::SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
+    use std::io::{Read as _, Write as _};
+    let mut s = std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(1))?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(5)))?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")?;
+    let mut text = String::new();
+    s.read_to_string(&mut text)?;
+    let status = text.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_owned();
+    Ok((status, body))
+}

@@ -1,6 +1,7 @@
 //! The ingest daemon: MQTT → PostgreSQL, acknowledging only what is
 //! committed. See `--help`.
 
+use shopfloor_examples::metrics;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -32,6 +33,9 @@ THE FILE:
     # ca_file = \"/etc/shopfloor/pki/ca.crt\"
     # cert_file = \"/etc/shopfloor/pki/NAME.crt\"
     # key_file = \"/etc/shopfloor/pki/NAME.key\"
+
+    [metrics]                     # optional: Prometheus GET /metrics here
+    listen = \"127.0.0.1:9103\"
 
     [postgres]
     connection = \"host=127.0.0.1 user=shopfloor dbname=shopfloor\"
@@ -220,6 +224,7 @@ fn real_main() -> anyhow::Result<()> {
     let Some(args) = shopfloor_examples::config_args(HELP)? else { return Ok(()) };
     let (path, check) = (args.config, args.check);
     let c = config(&path)?;
+    metrics::listen_address(&path)?;
     if check {
         println!(
             "{}: valid: {} inputs, MQTT {}:{} as {}",
@@ -235,10 +240,26 @@ fn real_main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
         tracing::info!(client_id = c.client_id, "ingest starting");
-        let ingest = Ingest::spawn(c);
+        let ingest = std::sync::Arc::new(Ingest::spawn(c));
+        let i = std::sync::Arc::clone(&ingest);
+        let metrics = metrics::serve_configured(
+            &path,
+            std::sync::Arc::new(move || {
+                let mut page = metrics::Exposition::new();
+                metrics::ingest(&mut page, i.stats());
+                page.finish()
+            }),
+        )
+        .await?;
         shopfloor_examples::wait_for_stop().await?;
         tracing::info!("stopping: committing what is pending");
-        tokio::time::timeout(Duration::from_secs(10), ingest.shutdown()).await.ok();
+        if let Some(m) = metrics {
+            m.abort();
+            let _ = m.await;
+        }
+        if let Ok(ingest) = std::sync::Arc::try_unwrap(ingest) {
+            tokio::time::timeout(Duration::from_secs(10), ingest.shutdown()).await.ok();
+        }
         Ok(())
     })
 }

@@ -9,6 +9,7 @@ use shopfloor_bridge_modbus::gateway::plain::{self, PlainGateway};
 use shopfloor_bridge_modbus::gateway::{Gateway, edge_node_config};
 use shopfloor_bridge_modbus::{RegisterMap, explain};
 use shopfloor_examples::gateway::{self as gw, Mqtt, Output};
+use shopfloor_examples::metrics;
 
 const HELP: &str = "\
 shopfloor-modbus-gateway: Modbus TCP/RTU devices → Sparkplug B over MQTT
@@ -38,6 +39,9 @@ THE FILE:
     # ca_file = \"/etc/shopfloor/pki/ca.crt\"
     # cert_file = \"/etc/shopfloor/pki/NAME.crt\"
     # key_file = \"/etc/shopfloor/pki/NAME.key\"
+
+    [metrics]                     # optional: Prometheus GET /metrics here
+    listen = \"127.0.0.1:9101\"
 
     [sparkplug]                   # Sparkplug B output; or [plain] below
     group_id = \"Plant1\"
@@ -111,7 +115,8 @@ fn real_main() -> anyhow::Result<()> {
         print!("{}", explain(&map));
         return Ok(());
     }
-    let (mqtt, output) = gw::sections(&args.config, &["modbus"], false)?;
+    let (mqtt, output) = gw::sections(&args.config, &["modbus", "metrics"], false)?;
+    metrics::listen_address(&args.config)?;
     let target = match &output {
         Output::Sparkplug(sp) => {
             Gateway::check(&map, &sp.group_id, &sp.edge_node_id)
@@ -165,7 +170,24 @@ async fn run(path: PathBuf, map: RegisterMap, mqtt: Mqtt, output: Output) -> any
             Gateway::spawn(&map, node, driver)
         }
     };
+    let gateway = std::sync::Arc::new(gateway);
+    let g = std::sync::Arc::clone(&gateway);
+    let metrics = metrics::serve_configured(
+        &path,
+        std::sync::Arc::new(move || {
+            let mut page = metrics::Exposition::new();
+            metrics::edge(&mut page, &g.stats());
+            page.finish()
+        }),
+    )
+    .await?;
     shopfloor_examples::wait_for_stop().await?;
-    tokio::time::timeout(Duration::from_secs(10), gateway.shutdown()).await.ok();
+    if let Some(m) = metrics {
+        m.abort();
+        let _ = m.await;
+    }
+    if let Ok(gateway) = std::sync::Arc::try_unwrap(gateway) {
+        tokio::time::timeout(Duration::from_secs(10), gateway.shutdown()).await.ok();
+    }
     Ok(())
 }

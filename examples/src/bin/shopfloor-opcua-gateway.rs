@@ -14,6 +14,7 @@ use shopfloor_bridge_opcua::config::{ServerConfig, parse_node_id};
 use shopfloor_bridge_opcua::gateway::Gateway;
 use shopfloor_bridge_opcua::gateway::plain::{self, PlainGateway};
 use shopfloor_examples::gateway::{self as gw, Mqtt, Output};
+use shopfloor_examples::metrics;
 use shopfloor_sparkplug::EdgeNodeConfig;
 
 const HELP: &str = "\
@@ -58,6 +59,9 @@ THE FILE:
     # ca_file = \"/etc/shopfloor/pki/ca.crt\"
     # cert_file = \"/etc/shopfloor/pki/NAME.crt\"
     # key_file = \"/etc/shopfloor/pki/NAME.key\"
+
+    [metrics]                     # optional: Prometheus GET /metrics here
+    listen = \"127.0.0.1:9102\"
 
     [sparkplug]                   # Sparkplug B output; or [plain] below
     group_id = \"Plant1\"
@@ -110,7 +114,8 @@ fn real_main() -> anyhow::Result<()> {
     }
     let Some(args) = shopfloor_examples::config_args(HELP)? else { return Ok(()) };
     let bridge = BridgeConfig::from_deployment(&args.config)?;
-    let (mqtt, output) = gw::sections(&args.config, &["server"], true)?;
+    let (mqtt, output) = gw::sections(&args.config, &["server", "metrics"], true)?;
+    metrics::listen_address(&args.config)?;
     if let Output::Plain(p) = &output {
         plain::check(p, &bridge)
             .map_err(|e| anyhow::anyhow!("{}: plain: {e}", args.config.display()))?;
@@ -157,9 +162,26 @@ async fn run(
             let driver = gw::driver(&mqtt, &sp, broker);
             let config = EdgeNodeConfig::new(sp.group_id.clone(), sp.edge_node_id.clone());
             let node = gw::edge_node(config, &sp, &path)?;
-            let gateway = Gateway::spawn(&bridge, node, driver, ClientTuning::default());
+            let gateway =
+                std::sync::Arc::new(Gateway::spawn(&bridge, node, driver, ClientTuning::default()));
+            let g = std::sync::Arc::clone(&gateway);
+            let metrics = metrics::serve_configured(
+                &path,
+                std::sync::Arc::new(move || {
+                    let mut page = metrics::Exposition::new();
+                    metrics::edge(&mut page, &g.stats());
+                    page.finish()
+                }),
+            )
+            .await?;
             shopfloor_examples::wait_for_stop().await?;
-            tokio::time::timeout(Duration::from_secs(10), gateway.shutdown()).await.ok();
+            if let Some(m) = metrics {
+                m.abort();
+                let _ = m.await;
+            }
+            if let Ok(gateway) = std::sync::Arc::try_unwrap(gateway) {
+                tokio::time::timeout(Duration::from_secs(10), gateway.shutdown()).await.ok();
+            }
         }
     }
     Ok(())

@@ -177,6 +177,24 @@ impl Shared {
     }
 }
 
+/// Reads an edge driver's counters ([`EdgeDriver::stats_handle`]).
+#[derive(Clone, Debug)]
+pub struct StatsHandle(Arc<Shared>);
+
+impl StatsHandle {
+    /// The counters as of the driver's last turn.
+    pub fn get(&self) -> EdgeStats {
+        let s = &self.0;
+        EdgeStats {
+            online: s.online.load(Ordering::Relaxed),
+            stored: s.stored.load(Ordering::Relaxed),
+            stored_bytes: s.stored_bytes.load(Ordering::Relaxed),
+            dropped_readings: s.dropped_readings.load(Ordering::Relaxed),
+            dropped_events: s.dropped_events.load(Ordering::Relaxed),
+        }
+    }
+}
+
 /// An edge driver's counters, for logs and dashboards.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
@@ -280,14 +298,13 @@ impl EdgeDriver {
 
     /// The counters as of the driver's last turn.
     pub fn stats(&self) -> EdgeStats {
-        let s = &self.shared;
-        EdgeStats {
-            online: s.online.load(Ordering::Relaxed),
-            stored: s.stored.load(Ordering::Relaxed),
-            stored_bytes: s.stored_bytes.load(Ordering::Relaxed),
-            dropped_readings: s.dropped_readings.load(Ordering::Relaxed),
-            dropped_events: s.dropped_events.load(Ordering::Relaxed),
-        }
+        self.stats_handle().get()
+    }
+
+    /// A handle on the counters that can be kept and read from anywhere
+    /// (a metrics endpoint, say), for as long as wanted.
+    pub fn stats_handle(&self) -> StatsHandle {
+        StatsHandle(Arc::clone(&self.shared))
     }
 
     /// Takes the batches already handed to [`publish`](Self::publish),

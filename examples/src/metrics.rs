@@ -1,0 +1,234 @@
+//! The Prometheus endpoint of every binary: `GET /metrics` in the text
+//! exposition format, on the address of the deployment file's
+//! `[metrics] listen` (no endpoint without it).
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use serde::Deserialize;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+/// `[metrics]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Section {
+    listen: SocketAddr,
+}
+
+#[derive(Deserialize)]
+struct File {
+    metrics: Option<Section>,
+    #[serde(flatten)]
+    _others: std::collections::BTreeMap<String, toml::Value>,
+}
+
+/// The `[metrics] listen` address of a deployment file, if it has one.
+pub fn listen_address(path: &Path) -> anyhow::Result<Option<SocketAddr>> {
+    let file: File = crate::read_toml(path)?;
+    Ok(file.metrics.map(|m| m.listen))
+}
+
+/// Metrics in the text exposition format, built line by line.
+#[derive(Debug, Default)]
+pub struct Exposition(String);
+
+impl Exposition {
+    /// An empty page.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn metric(&mut self, kind: &str, name: &str, help: &str, value: f64) -> &mut Self {
+        let _ = writeln!(self.0, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
+        self
+    }
+
+    /// A counter (only ever grows; `rate()` makes it a rate).
+    pub fn counter(&mut self, name: &str, help: &str, value: u64) -> &mut Self {
+        // Counters stay exact in f64 up to 2^53.
+        self.metric("counter", name, help, value as f64)
+    }
+
+    /// A gauge (goes up and down).
+    pub fn gauge(&mut self, name: &str, help: &str, value: f64) -> &mut Self {
+        self.metric("gauge", name, help, value)
+    }
+
+    /// The page.
+    pub fn finish(self) -> String {
+        self.0
+    }
+}
+
+/// What renders the page on each scrape.
+pub type Render = Arc<dyn Fn() -> String + Send + Sync>;
+
+/// Serves `GET /metrics` on `listen` until the task is aborted; returns the
+/// task and the address bound (port 0 picks a free one).
+pub async fn serve(
+    listen: SocketAddr,
+    render: Render,
+) -> anyhow::Result<(JoinHandle<()>, SocketAddr)> {
+    let listener = TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("[metrics] listen = {listen}: cannot bind it"))?;
+    let bound = listener.local_addr()?;
+    tracing::info!("metrics on http://{bound}/metrics");
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((mut socket, _)) = listener.accept().await else { continue };
+            let render = Arc::clone(&render);
+            tokio::spawn(async move {
+                // The request head, at most 8 KiB, within 5 s.
+                let mut head = Vec::with_capacity(1024);
+                let mut buf = [0_u8; 1024];
+                let read = tokio::time::timeout(Duration::from_secs(5), async {
+                    while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 8192 {
+                        match socket.read(&mut buf).await {
+                            Ok(0) | Err(_) => return false,
+                            Ok(n) => head.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    true
+                })
+                .await;
+                if !matches!(read, Ok(true)) {
+                    return;
+                }
+                let line = head.split(|b| *b == b'\r').next().unwrap_or_default();
+                let mut parts = line.split(|b| *b == b' ');
+                let (method, target) = (parts.next(), parts.next());
+                let (status, body) = match (method, target) {
+                    (Some(b"GET"), Some(b"/metrics")) => ("200 OK", render()),
+                    (Some(b"GET"), _) => ("404 Not Found", "try /metrics\n".to_owned()),
+                    _ => ("405 Method Not Allowed", "GET /metrics\n".to_owned()),
+                };
+                let response = format!(
+                    "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = socket.write_all(response.as_bytes()).await;
+                let _ = socket.shutdown().await;
+            });
+        }
+    });
+    Ok((task, bound))
+}
+
+/// Serves `render` on the `[metrics]` address of the deployment file at
+/// `path`, if it names one.
+pub async fn serve_configured(
+    path: &Path,
+    render: Render,
+) -> anyhow::Result<Option<JoinHandle<()>>> {
+    match listen_address(path)? {
+        Some(listen) => Ok(Some(serve(listen, render).await?.0)),
+        None => {
+            tracing::info!("no [metrics] listen in {}: no metrics endpoint", path.display());
+            Ok(None)
+        }
+    }
+}
+
+/// A Sparkplug edge node's counters (the gateways).
+pub fn edge(page: &mut Exposition, s: &shopfloor_sparkplug::mqtt::EdgeStats) {
+    page.gauge(
+        "shopfloor_edge_online",
+        "1 while the edge node is born and sends live data, 0 while it stores.",
+        if s.online { 1.0 } else { 0.0 },
+    )
+    .gauge(
+        "shopfloor_edge_stored_readings",
+        "Readings in the store, waiting to be sent.",
+        s.stored as f64,
+    )
+    .gauge("shopfloor_edge_stored_bytes", "Bytes the store holds.", s.stored_bytes as f64)
+    .counter(
+        "shopfloor_edge_dropped_readings_total",
+        "Readings dropped because the store was full.",
+        s.dropped_readings,
+    )
+    .counter(
+        "shopfloor_edge_dropped_events_total",
+        "Driver events dropped because the gateway did not read them in time.",
+        s.dropped_events,
+    );
+}
+
+/// The ingest's counters.
+pub fn ingest(page: &mut Exposition, s: &shopfloor_ingest::consumer::Stats) {
+    use std::sync::atomic::Ordering::Relaxed;
+    page.counter(
+        "shopfloor_ingest_messages_total",
+        "Messages committed and acknowledged.",
+        s.messages.load(Relaxed),
+    )
+    .counter(
+        "shopfloor_ingest_rows_total",
+        "Rows added to shopfloor.readings.",
+        s.rows.load(Relaxed),
+    )
+    .counter(
+        "shopfloor_ingest_duplicate_rows_total",
+        "Rows offered that were stored already (redeliveries).",
+        s.duplicates.load(Relaxed),
+    )
+    .counter(
+        "shopfloor_ingest_dead_letters_total",
+        "Messages that could not be stored, kept in the dead letters.",
+        s.dead_letters.load(Relaxed),
+    )
+    .counter(
+        "shopfloor_ingest_connects_total",
+        "Connections to the broker; more than one means reconnects.",
+        s.connects.load(Relaxed),
+    )
+    .gauge(
+        "shopfloor_ingest_pending_messages",
+        "Messages received and not committed yet (the queue).",
+        s.held.load(Relaxed) as f64,
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn serves_the_page_and_refuses_the_rest() {
+        let mut page = Exposition::new();
+        page.counter("shopfloor_test_total", "A test counter.", 42).gauge(
+            "shopfloor_test_up",
+            "Up.",
+            1.0,
+        );
+        let text = page.finish();
+        assert!(
+            text.contains("# TYPE shopfloor_test_total counter\nshopfloor_test_total 42\n"),
+            "{text}"
+        );
+        let (task, addr) =
+            serve("127.0.0.1:0".parse().unwrap(), Arc::new(move || text.clone())).await.unwrap();
+        let get = |req: &'static str| async move {
+            let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+            s.write_all(req.as_bytes()).await.unwrap();
+            let mut out = String::new();
+            s.read_to_string(&mut out).await.unwrap();
+            out
+        };
+        let ok = get("GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").await;
+        assert!(ok.starts_with("HTTP/1.1 200 OK") && ok.ends_with("shopfloor_test_up 1\n"), "{ok}");
+        assert!(get("GET / HTTP/1.1\r\n\r\n").await.starts_with("HTTP/1.1 404"));
+        assert!(get("POST /metrics HTTP/1.1\r\n\r\n").await.starts_with("HTTP/1.1 405"));
+        // A client that never finishes its request does not stop the others.
+        let _idle = tokio::net::TcpStream::connect(addr).await.unwrap();
+        assert!(get("GET /metrics HTTP/1.0\r\n\r\n").await.contains("shopfloor_test_total 42"));
+        task.abort();
+    }
+}
