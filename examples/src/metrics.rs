@@ -136,6 +136,35 @@ pub async fn serve_configured(
     }
 }
 
+/// Runs a binary's main phase: serves `/metrics`, rendered from `target`
+/// by `page`, as the deployment file at `path` asks, until Ctrl-C or
+/// SIGTERM; then stops serving and hands `target` back for its shutdown.
+pub async fn serve_until_stop<T: Send + 'static>(
+    path: &Path,
+    target: T,
+    page: fn(&T, &mut Exposition),
+) -> anyhow::Result<T> {
+    let slot = Arc::new(std::sync::Mutex::new(Some(target)));
+    let shared = Arc::clone(&slot);
+    let render: Render = Arc::new(move || {
+        let mut p = Exposition::new();
+        if let Ok(guard) = shared.lock()
+            && let Some(t) = guard.as_ref()
+        {
+            page(t, &mut p);
+        }
+        p.finish()
+    });
+    let server = serve_configured(path, render).await?;
+    crate::wait_for_stop().await?;
+    if let Some(s) = server {
+        s.abort();
+    }
+    // Only this function takes it out, once.
+    let target = slot.lock().ok().and_then(|mut g| g.take());
+    target.context("the metrics page still held the state to stop")
+}
+
 /// A Sparkplug edge node's counters (the gateways).
 pub fn edge(page: &mut Exposition, s: &shopfloor_sparkplug::mqtt::EdgeStats) {
     page.gauge(

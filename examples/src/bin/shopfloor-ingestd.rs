@@ -240,26 +240,12 @@ fn real_main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
         tracing::info!(client_id = c.client_id, "ingest starting");
-        let ingest = std::sync::Arc::new(Ingest::spawn(c));
-        let i = std::sync::Arc::clone(&ingest);
-        let metrics = metrics::serve_configured(
-            &path,
-            std::sync::Arc::new(move || {
-                let mut page = metrics::Exposition::new();
-                metrics::ingest(&mut page, i.stats());
-                page.finish()
-            }),
-        )
-        .await?;
-        shopfloor_examples::wait_for_stop().await?;
+        let ingest = Ingest::spawn(c);
+        let ingest =
+            metrics::serve_until_stop(&path, ingest, |i, page| metrics::ingest(page, i.stats()))
+                .await?;
         tracing::info!("stopping: committing what is pending");
-        if let Some(m) = metrics {
-            m.abort();
-            let _ = m.await;
-        }
-        if let Ok(ingest) = std::sync::Arc::try_unwrap(ingest) {
-            tokio::time::timeout(Duration::from_secs(10), ingest.shutdown()).await.ok();
-        }
+        tokio::time::timeout(Duration::from_secs(10), ingest.shutdown()).await.ok();
         Ok(())
     })
 }

@@ -170,24 +170,9 @@ async fn run(path: PathBuf, map: RegisterMap, mqtt: Mqtt, output: Output) -> any
             Gateway::spawn(&map, node, driver)
         }
     };
-    let gateway = std::sync::Arc::new(gateway);
-    let g = std::sync::Arc::clone(&gateway);
-    let metrics = metrics::serve_configured(
-        &path,
-        std::sync::Arc::new(move || {
-            let mut page = metrics::Exposition::new();
-            metrics::edge(&mut page, &g.stats());
-            page.finish()
-        }),
-    )
-    .await?;
-    shopfloor_examples::wait_for_stop().await?;
-    if let Some(m) = metrics {
-        m.abort();
-        let _ = m.await;
-    }
-    if let Ok(gateway) = std::sync::Arc::try_unwrap(gateway) {
-        tokio::time::timeout(Duration::from_secs(10), gateway.shutdown()).await.ok();
-    }
+    let gateway =
+        metrics::serve_until_stop(&path, gateway, |g, page| metrics::edge(page, &g.stats()))
+            .await?;
+    tokio::time::timeout(Duration::from_secs(10), gateway.shutdown()).await.ok();
     Ok(())
 }

@@ -162,26 +162,12 @@ async fn run(
             let driver = gw::driver(&mqtt, &sp, broker);
             let config = EdgeNodeConfig::new(sp.group_id.clone(), sp.edge_node_id.clone());
             let node = gw::edge_node(config, &sp, &path)?;
-            let gateway =
-                std::sync::Arc::new(Gateway::spawn(&bridge, node, driver, ClientTuning::default()));
-            let g = std::sync::Arc::clone(&gateway);
-            let metrics = metrics::serve_configured(
-                &path,
-                std::sync::Arc::new(move || {
-                    let mut page = metrics::Exposition::new();
-                    metrics::edge(&mut page, &g.stats());
-                    page.finish()
-                }),
-            )
+            let gateway = Gateway::spawn(&bridge, node, driver, ClientTuning::default());
+            let gateway = metrics::serve_until_stop(&path, gateway, |g, page| {
+                metrics::edge(page, &g.stats())
+            })
             .await?;
-            shopfloor_examples::wait_for_stop().await?;
-            if let Some(m) = metrics {
-                m.abort();
-                let _ = m.await;
-            }
-            if let Ok(gateway) = std::sync::Arc::try_unwrap(gateway) {
-                tokio::time::timeout(Duration::from_secs(10), gateway.shutdown()).await.ok();
-            }
+            tokio::time::timeout(Duration::from_secs(10), gateway.shutdown()).await.ok();
         }
     }
     Ok(())
