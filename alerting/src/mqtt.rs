@@ -124,19 +124,40 @@ impl AlertConfig {
     }
 }
 
+/// A running driver's counters, for logs and a metrics endpoint.
+#[derive(Debug, Default)]
+pub struct DriverStats {
+    /// Messages taken from the broker (readings and commands).
+    pub messages: std::sync::atomic::AtomicU64,
+    /// Alarm events published.
+    pub events: std::sync::atomic::AtomicU64,
+    /// Connections made to the broker; more than one means reconnects.
+    pub connects: std::sync::atomic::AtomicU64,
+    /// Alarms active now (as `Engine::active` lists them), updated after
+    /// every burst of events.
+    pub active: std::sync::atomic::AtomicU64,
+}
+
 /// A running driver.
 #[derive(Debug)]
 pub struct AlertDriver {
     stop: oneshot::Sender<()>,
     task: JoinHandle<Engine>,
+    stats: std::sync::Arc<DriverStats>,
 }
 
 impl AlertDriver {
     /// Starts the engine on MQTT, on the current tokio runtime.
     pub fn spawn(engine: Engine, config: AlertConfig) -> Self {
         let (stop, stopped) = oneshot::channel();
-        let task = tokio::spawn(run(engine, config, stopped));
-        Self { stop, task }
+        let stats = std::sync::Arc::new(DriverStats::default());
+        let task = tokio::spawn(run(engine, config, stopped, std::sync::Arc::clone(&stats)));
+        Self { stop, task, stats }
+    }
+
+    /// Its counters.
+    pub fn stats(&self) -> &DriverStats {
+        &self.stats
     }
 
     /// Stops and gives the engine back (to persist its state).
@@ -330,7 +351,13 @@ fn start_alertmanager(urls: Vec<String>) -> mpsc::UnboundedSender<serde_json::Va
     tx
 }
 
-async fn run(mut engine: Engine, config: AlertConfig, mut stop: oneshot::Receiver<()>) -> Engine {
+async fn run(
+    mut engine: Engine,
+    config: AlertConfig,
+    mut stop: oneshot::Receiver<()>,
+    stats: std::sync::Arc<DriverStats>,
+) -> Engine {
+    use std::sync::atomic::Ordering::Relaxed;
     #[cfg(feature = "alertmanager")]
     let alertmanager = (!config.alertmanagers.is_empty())
         .then(|| start_alertmanager(config.alertmanagers.clone()));
@@ -456,6 +483,7 @@ async fn run(mut engine: Engine, config: AlertConfig, mut stop: oneshot::Receive
             m = rx.recv() => match m {
                 None => break,
                 Some(In::Connected) => {
+                    stats.connects.fetch_add(1, Relaxed);
                     for (_, host) in &mut decoder.inputs {
                         if let Some(h) = host {
                             h.handle_connected(Now::now());
@@ -463,6 +491,7 @@ async fn run(mut engine: Engine, config: AlertConfig, mut stop: oneshot::Receive
                     }
                 }
                 Some(In::Message(p)) => {
+                    stats.messages.fetch_add(1, Relaxed);
                     let topic = String::from_utf8_lossy(&p.topic);
                     if topic == command_topic {
                         let (reply, correlation) = match p.properties.as_ref() {
@@ -513,8 +542,12 @@ async fn run(mut engine: Engine, config: AlertConfig, mut stop: oneshot::Receive
                     event_json(&e).to_string(),
                 )
                 .await;
+            stats.events.fetch_add(1, Relaxed);
             #[cfg(feature = "postgres")]
             recorded.push(e);
+        }
+        if !changed.is_empty() {
+            stats.active.store(engine.active().len() as u64, Relaxed);
         }
         for key in &changed {
             let Some(s) = engine.state(key) else { continue };

@@ -225,6 +225,27 @@ pub fn ingest(page: &mut Exposition, s: &shopfloor_ingest::consumer::Stats) {
     );
 }
 
+/// The alarm engine's counters.
+pub fn alerting(page: &mut Exposition, s: &shopfloor_alerting::mqtt::DriverStats) {
+    use std::sync::atomic::Ordering::Relaxed;
+    page.counter(
+        "shopfloor_alerting_messages_total",
+        "Messages taken from the broker (readings and commands).",
+        s.messages.load(Relaxed),
+    )
+    .counter("shopfloor_alerting_events_total", "Alarm events published.", s.events.load(Relaxed))
+    .counter(
+        "shopfloor_alerting_connects_total",
+        "Connections to the broker; more than one means reconnects.",
+        s.connects.load(Relaxed),
+    )
+    .gauge(
+        "shopfloor_alerting_active_alarms",
+        "Alarms active now.",
+        s.active.load(Relaxed) as f64,
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

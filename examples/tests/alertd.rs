@@ -56,9 +56,10 @@ async fn a_breach_is_raised_journaled_and_sigterm_stops_cleanly() {
     let broker = Mosquitto::start().expect("start mosquitto (apt-get install -y mosquitto)");
     let pg = Postgres::start().expect("start postgresql (apt-get install -y postgresql)");
     let dir = tempfile::tempdir().unwrap();
+    let metrics_port = shopfloor_testkit::free_port().unwrap();
     let config = format!(
         "[mqtt]\nhost = \"{}\"\nport = {}\n[alerting]\nrules = \"rules.toml\"\nplain = true\n\
-         [journal]\nconnection = \"{}\"\n",
+         [journal]\nconnection = \"{}\"\n[metrics]\nlisten = \"127.0.0.1:{metrics_port}\"\n",
         broker.host(),
         broker.port(),
         pg.connection_string()
@@ -101,6 +102,14 @@ async fn a_breach_is_raised_journaled_and_sigterm_stops_cleanly() {
         (raised["event"].as_str(), raised["condition"].as_str()),
         (Some("raised"), Some("HH"))
     );
+    // Its /metrics counts the event and the active alarm (updated right
+    // after the events go out, so allow it a moment).
+    let page = shopfloor_testkit::scrape_until(
+        ([127, 0, 0, 1], metrics_port).into(),
+        Duration::from_secs(5),
+        |p| p.contains("shopfloor_alerting_active_alarms 1\n"),
+    );
+    assert!(!page.contains("shopfloor_alerting_events_total 0\n"), "{page}");
 
     // SIGTERM: a clean exit, with the journal written.
     // SAFETY: a plain kill(2) on our own child.

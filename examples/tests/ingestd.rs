@@ -142,15 +142,17 @@ async fn sigkill_mid_stream_then_restart_loses_and_duplicates_nothing() {
         .unwrap();
     wait_rows(&pg, N as i64).await;
     // The restarted daemon's /metrics counts what it stored.
-    let (status, page) =
-        shopfloor_testkit::http_get(([127, 0, 0, 1], metrics_port).into(), "/metrics").unwrap();
-    assert_eq!(status, 200, "{page}");
-    let rows_total = page
-        .lines()
-        .find_map(|l| l.strip_prefix("shopfloor_ingest_rows_total "))
-        .and_then(|v| v.parse::<f64>().ok())
-        .unwrap_or_else(|| panic!("no shopfloor_ingest_rows_total in {page}"));
-    assert!(rows_total > 0.0 && rows_total <= N as f64, "{page}");
+    let rows_total = |page: &str| {
+        page.lines()
+            .find_map(|l| l.strip_prefix("shopfloor_ingest_rows_total "))
+            .and_then(|v| v.parse::<f64>().ok())
+    };
+    let page = shopfloor_testkit::scrape_until(
+        ([127, 0, 0, 1], metrics_port).into(),
+        Duration::from_secs(5),
+        |p| rows_total(p).is_some_and(|n| n > 0.0),
+    );
+    assert!(rows_total(&page).is_some_and(|n| n <= N as f64), "{page}");
 
     // SIGTERM: exits 0 within 10 s.
     // SAFETY: our own child, not yet reaped.

@@ -175,10 +175,11 @@ async fn the_gateway_runs_publishes_and_stops_on_sigterm() {
     .await;
     assert!(seen.is_ok(), "no pressure reading from the gateway within 20 s");
     // Its /metrics says it is online.
-    let (status, page) =
-        shopfloor_testkit::http_get(([127, 0, 0, 1], metrics_port).into(), "/metrics").unwrap();
-    assert_eq!(status, 200, "{page}");
-    assert!(page.contains("shopfloor_edge_online 1\n"), "{page}");
+    let page = shopfloor_testkit::scrape_until(
+        ([127, 0, 0, 1], metrics_port).into(),
+        Duration::from_secs(5),
+        |p| p.contains("shopfloor_edge_online 1\n"),
+    );
     assert!(page.contains("# TYPE shopfloor_edge_dropped_readings_total counter"), "{page}");
 
     // SIGTERM: a clean stop (NDEATH, exit 0) within 10 s.

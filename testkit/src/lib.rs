@@ -42,3 +42,30 @@ pub fn http_get(addr: std::net::SocketAddr, path: &str) -> std::io::Result<(u16,
     let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_owned();
     Ok((status, body))
 }
+
+/// Scrapes `GET /metrics` on `addr` until the page satisfies `want`, at
+/// most for `within`; the page, or panics with the last one seen. A
+/// binary updates its counters just after the work they count, so a test
+/// that has seen the work waits for them instead of reading them once.
+pub fn scrape_until(
+    addr: std::net::SocketAddr,
+    within: std::time::Duration,
+    mut want: impl FnMut(&str) -> bool,
+) -> String {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        let page = match http_get(addr, "/metrics") {
+            Ok((200, page)) => page,
+            Ok((status, page)) => panic!("GET http://{addr}/metrics: {status}\n{page}"),
+            Err(e) => panic!("GET http://{addr}/metrics: {e}"),
+        };
+        if want(&page) {
+            return page;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "/metrics on {addr} not as expected within {within:?}:\n{page}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}

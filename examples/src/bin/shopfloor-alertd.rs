@@ -34,6 +34,9 @@ THE FILE:
     # cert_file = \"/etc/shopfloor/pki/NAME.crt\"
     # key_file = \"/etc/shopfloor/pki/NAME.key\"
 
+    [metrics]                     # optional: Prometheus GET /metrics here
+    listen = \"127.0.0.1:9104\"
+
     [alerting]
     rules = \"rules.toml\"           # relative to this file; the format: the
                                    # shopfloor-alerting crate's `rules` module
@@ -193,6 +196,7 @@ fn real_main() -> anyhow::Result<()> {
     let Some(args) = shopfloor_examples::config_args(HELP)? else { return Ok(()) };
     let (path, check) = (args.config, args.check);
     let (rules, c) = config(&path)?;
+    shopfloor_examples::metrics::listen_address(&path)?;
     if check {
         println!(
             "{}: valid: {} rules, {} inputs, MQTT {}:{}, journal {}",
@@ -210,7 +214,10 @@ fn real_main() -> anyhow::Result<()> {
     runtime.block_on(async move {
         tracing::info!(rules = rules.rules.len(), "alerting starting");
         let driver = AlertDriver::spawn(Engine::new(rules), c);
-        shopfloor_examples::wait_for_stop().await?;
+        let driver = shopfloor_examples::metrics::serve_until_stop(&path, driver, |d, page| {
+            shopfloor_examples::metrics::alerting(page, d.stats());
+        })
+        .await?;
         tokio::time::timeout(Duration::from_secs(10), driver.shutdown()).await.ok();
         Ok(())
     })
