@@ -149,8 +149,9 @@ enum Control {
 /// Runs an [`EdgeNode`] over MQTT.
 #[derive(Debug)]
 pub struct EdgeDriver {
-    /// The node's group and edge node id, for write results.
-    ids: (String, String),
+    /// Where write results go (`None`: the ids are no topic levels, which
+    /// `EdgeNode::new` refuses, so never in practice).
+    results_topic: Option<String>,
     batches: mpsc::Sender<Input>,
     events: mpsc::Receiver<EdgeEvent>,
     control: mpsc::Sender<Control>,
@@ -219,10 +220,21 @@ impl EdgeDriver {
         let (control_tx, control_rx) = mpsc::channel(1);
         let shared = Arc::new(Shared::default());
         shared.update(&node);
-        let ids = (node.group_id().to_owned(), node.edge_node_id().to_owned());
+        let results_topic = shopfloor_schemas::TopicTemplate::parse(
+            shopfloor_schemas::topic::defaults::WRITE_RESULTS,
+        )
+        .and_then(|t| t.render(&[("group", node.group_id()), ("edge", node.edge_node_id())]))
+        .ok();
         let task =
             tokio::spawn(run_edge(node, config, batch_rx, event_tx, control_rx, shared.clone()));
-        Self { ids, batches: batch_tx, events: event_rx, control: control_tx, shared, task }
+        Self {
+            results_topic,
+            batches: batch_tx,
+            events: event_rx,
+            control: control_tx,
+            shared,
+            task,
+        }
     }
 
     /// Publishes the outcome of a write command (a DCMD the application
@@ -237,16 +249,9 @@ impl EdgeDriver {
         &self,
         result: &shopfloor_schemas::WriteResult,
     ) -> Result<(), Stopped> {
-        let topic = shopfloor_schemas::TopicTemplate::parse(
-            shopfloor_schemas::topic::defaults::WRITE_RESULTS,
-        )
-        .and_then(|t| t.render(&[("group", &self.ids.0), ("edge", &self.ids.1)]));
-        let Ok(topic) = topic else {
-            tracing::warn!(device = %result.device, "write result not published: group or edge node id is not a topic level");
-            return Ok(());
-        };
+        let Some(topic) = &self.results_topic else { return Ok(()) };
         let p = crate::edge::Publish {
-            topic,
+            topic: topic.clone(),
             qos: 1,
             retain: false,
             payload: bytes::Bytes::from(result.to_json()),

@@ -156,6 +156,7 @@ impl WriteCommand {
 pub struct PlainPublisher {
     client: AsyncClient,
     config: PlainConfig,
+    reporter: Reporter,
     events: JoinHandle<()>,
 }
 
@@ -164,8 +165,8 @@ pub struct PlainPublisher {
 #[derive(Debug)]
 pub struct Commands {
     incoming: mpsc::Receiver<(String, Option<String>, Bytes)>,
-    client: AsyncClient,
     config: PlainConfig,
+    reporter: Reporter,
 }
 
 impl Commands {
@@ -177,7 +178,7 @@ impl Commands {
                 Some(Ok(c)) => return Some(c),
                 Some(Err(refused)) => {
                     tracing::warn!(topic, "write refused: {}", refused.message);
-                    let _ = report(&self.client, &self.config, &refused).await;
+                    let _ = self.reporter.report_write(&refused).await;
                 }
                 None => {}
             }
@@ -226,8 +227,14 @@ impl PlainPublisher {
                 }
             }
         });
-        let commands = Commands { incoming, client: client.clone(), config: config.clone() };
-        (Self { client, config, events }, commands)
+        // The results topic is the same for every result: rendered once.
+        let topic = config
+            .results_topic()
+            .map_err(|e| tracing::warn!("write results will not be published: {e}"))
+            .ok();
+        let reporter = Reporter { client: client.clone(), topic };
+        let commands = Commands { incoming, config: config.clone(), reporter: reporter.clone() };
+        (Self { client, config, reporter, events }, commands)
     }
 
     /// Publishes each reading of `batch` (source: the machine) on its topic.
@@ -264,12 +271,12 @@ impl PlainPublisher {
 
     /// Publishes a write command's outcome (JSON, QoS 1, not retained).
     pub async fn report_write(&self, result: &WriteResult) -> Result<(), Stopped> {
-        report(&self.client, &self.config, result).await
+        self.reporter.report_write(result).await
     }
 
     /// A handle that can report write results from another task.
     pub fn reporter(&self) -> Reporter {
-        Reporter { client: self.client.clone(), config: self.config.clone() }
+        self.reporter.clone()
     }
 
     /// Disconnects.
@@ -290,36 +297,30 @@ impl Drop for PlainPublisher {
 #[derive(Clone, Debug)]
 pub struct Reporter {
     client: AsyncClient,
-    config: PlainConfig,
+    /// `None` when the site or area is no topic level (warned at spawn;
+    /// `PlainConfig::check` refuses such a configuration).
+    topic: Option<String>,
 }
 
 impl Reporter {
     /// Publishes a write command's outcome (JSON, QoS 1, not retained).
     pub async fn report_write(&self, result: &WriteResult) -> Result<(), Stopped> {
-        report(&self.client, &self.config, result).await
+        let Some(topic) = &self.topic else { return Ok(()) };
+        let props = PublishProperties {
+            content_type: Some("application/json".into()),
+            ..PublishProperties::default()
+        };
+        self.client
+            .publish_with_properties(
+                topic.as_str(),
+                QoS::AtLeastOnce,
+                false,
+                result.to_json(),
+                props,
+            )
+            .await
+            .map_err(|_| Stopped)
     }
-}
-
-async fn report(
-    client: &AsyncClient,
-    config: &PlainConfig,
-    result: &WriteResult,
-) -> Result<(), Stopped> {
-    let topic = match config.results_topic() {
-        Ok(t) => t,
-        Err(e) => {
-            tracing::warn!(device = %result.device, "write result not published: {e}");
-            return Ok(());
-        }
-    };
-    let props = PublishProperties {
-        content_type: Some("application/json".into()),
-        ..PublishProperties::default()
-    };
-    client
-        .publish_with_properties(topic, QoS::AtLeastOnce, false, result.to_json(), props)
-        .await
-        .map_err(|_| Stopped)
 }
 
 #[cfg(test)]
