@@ -676,6 +676,12 @@ async fn connect(
     tuning: &ClientTuning,
     tx: mpsc::UnboundedSender<Signal>,
 ) -> Result<Arc<Session>, String> {
+    // Servers sharing a PKI folder connect at once, and each client would
+    // make the keypair if it is missing: all but one failed ("already
+    // exists") and ran without a certificate. One at a time, the first
+    // makes it and the rest load it.
+    static KEYPAIR: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let one_at_a_time = KEYPAIR.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let mut client = ClientBuilder::new()
         .application_name("shopfloor-bridge-opcua")
         .application_uri("urn:shopfloor:bridge-opcua")
@@ -699,6 +705,7 @@ async fn connect(
         .session_timeout(60_000)
         .client()
         .map_err(|e| format!("the client configuration is invalid: {}", e.join("; ")))?;
+    drop(one_at_a_time);
     let endpoints = tokio::time::timeout(
         tuning.request_timeout,
         client.get_server_endpoints_from_url(config.endpoint.as_str()),

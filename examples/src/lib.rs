@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 pub mod gateway;
 pub mod metrics;
+pub mod sim;
 
 /// Logs to stderr through `tracing`, filtered by `RUST_LOG` (default
 /// `info`), in colour only on a terminal.
@@ -12,9 +13,12 @@ pub fn init_logging() {
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 // async-opcua warns about an empty endpoint list in its own
-                // config, which the OPC UA gateway never uses.
+                // config, which the OPC UA gateway never uses; its server
+                // (the simulator's) logs every endpoint at info.
                 .unwrap_or_else(|_| {
-                    tracing_subscriber::EnvFilter::new("info,opcua_client::config=error")
+                    tracing_subscriber::EnvFilter::new(
+                        "info,opcua_client::config=error,opcua_server=warn,opcua_crypto=warn",
+                    )
                 }),
         )
         .with_writer(std::io::stderr)

@@ -1,0 +1,318 @@
+//! The plant simulator: machines served as real Modbus TCP and OPC UA
+//! devices, with scripted faults. See `--help`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use shopfloor_examples::metrics::{self, Exposition};
+use shopfloor_examples::sim::model::Protocol;
+use shopfloor_examples::sim::scenario::{self, Scenario};
+use shopfloor_examples::sim::{self, Sim, configs};
+use tokio::net::TcpListener;
+
+const HELP: &str = "\
+shopfloor-sim: a factory served as real devices — each machine a Modbus TCP
+server or an OPC UA server of its own — with realistic signals and scripted
+faults (over-temperature, pressure spike, frozen sensor, dropout, offline)
+
+USAGE:
+    shopfloor-sim                                 the seed's plant: 30 machines, 120 sensors
+    shopfloor-sim --config FILE                   the scenario in FILE
+    shopfloor-sim --config FILE --check-config    check it, print the plant, exit
+    shopfloor-sim --print-scenario                print the built-in scenario (a start for your own)
+
+OPTIONS:
+    --config FILE          the scenario (TOML); without it, the built-in plant
+    --write-configs DIR    once listening, write DIR/modbus-devices.toml,
+                           DIR/opcua-servers.toml (append them to a gateway's
+                           deployment file) and DIR/rules.toml (alerting rules
+                           for the plant's limits), with the real ports
+    --state DIR            the OPC UA servers' certificate (default: a folder
+                           in the system's temporary directory)
+    --metrics ADDR         Prometheus GET /metrics here (or [metrics] listen in FILE)
+    --check-config         check the scenario and exit (0 = valid)
+    -h, --help             this text
+
+Prints one line on stdout when every device listens:
+    ready start_unix_ms=… machines=30 sensors=120
+Faults count their at_s from that start. Logs go to stderr (RUST_LOG).
+
+THE SCENARIO:
+    [plant]
+    seed = 7                   # noise and phases
+    tick_ms = 1000             # how often OPC UA values change
+
+    [serve]
+    host = \"127.0.0.1\"
+    modbus_base_port = 15020   # machine i of a protocol on base + i; 0 = free ports
+    opcua_base_port = 14840
+
+    [[line]]                   # press-01 … press-10
+    kind = \"press\"             # press | cnc | oven (4 sensors each)
+    count = 10
+    protocol = \"modbus\"        # modbus | opcua
+    area = \"press-shop\"
+
+    [[fault]]
+    machine = \"press-03\"
+    kind = \"over-temperature\"  # over-temperature | pressure-spike | frozen | dropout | offline
+    at_s = 20                  # after the start
+    duration_s = 40
+    every_s = 300              # optional: repeats
+
+    Modbus: sensor j at holding register 100 + 20 × j (0-based), floats
+    as f32 (presses word-swapped, CDAB), CNC temperatures i16 × 0.1,
+    counters u32, states bit 0. OPC UA: nsu=urn:shopfloor:sim;s=MACHINE/METRIC.
+
+EXAMPLES:
+    shopfloor-sim --write-configs /tmp/plant
+    shopfloor-sim --print-scenario > my-plant.toml && shopfloor-sim --config my-plant.toml
+";
+
+struct Args {
+    config: Option<PathBuf>,
+    write_configs: Option<PathBuf>,
+    state: Option<PathBuf>,
+    metrics: Option<SocketAddr>,
+    check: bool,
+}
+
+fn args() -> anyhow::Result<Option<Args>> {
+    let mut a =
+        Args { config: None, write_configs: None, state: None, metrics: None, check: false };
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        let mut value =
+            |what: &str| it.next().with_context(|| format!("{arg} needs {what}; see --help"));
+        match arg.as_str() {
+            "--config" => a.config = Some(value("a file")?.into()),
+            "--write-configs" => a.write_configs = Some(value("a folder")?.into()),
+            "--state" => a.state = Some(value("a folder")?.into()),
+            "--metrics" => {
+                let v = value("an address like 127.0.0.1:9105")?;
+                a.metrics = Some(v.parse().with_context(|| {
+                    format!("--metrics {v:?}: give host:port, like 127.0.0.1:9105")
+                })?);
+            }
+            "--check-config" => a.check = true,
+            "--print-scenario" => {
+                print!("{}", scenario::DEFAULT.trim_start());
+                return Ok(None);
+            }
+            "-h" | "--help" => {
+                print!("{HELP}");
+                return Ok(None);
+            }
+            other => anyhow::bail!("unknown argument {other:?}; see --help"),
+        }
+    }
+    Ok(Some(a))
+}
+
+fn main() -> std::process::ExitCode {
+    shopfloor_examples::exit(run())
+}
+
+fn run() -> anyhow::Result<()> {
+    let Some(args) = args()? else { return Ok(()) };
+    let scenario = match &args.config {
+        Some(path) => Scenario::from_file(path)?,
+        None => Scenario::default_plant(),
+    };
+    if args.check {
+        let p = &scenario.plant;
+        let by = |proto| p.machines.iter().filter(|m| m.protocol == proto).count();
+        println!(
+            "ok: {} machines ({} Modbus, {} OPC UA), {} sensors, {} scripted faults",
+            p.machines.len(),
+            by(Protocol::Modbus),
+            by(Protocol::Opcua),
+            p.sensor_count(),
+            p.faults.len()
+        );
+        for f in &p.faults {
+            let every = f.every_s.map(|e| format!(", every {e} s")).unwrap_or_default();
+            println!("  {} at {} s for {} s{every}", p.describe(f), f.at_s, f.duration_s);
+        }
+        return Ok(());
+    }
+    shopfloor_examples::init_logging();
+    let listen = match (args.metrics, &args.config) {
+        (Some(a), _) => Some(a),
+        (None, Some(path)) => metrics::listen_address(path)?,
+        (None, None) => None,
+    };
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?
+        .block_on(serve(scenario, args.write_configs, args.state, listen))
+}
+
+async fn bind(host: &str, base: u16, i: usize) -> anyhow::Result<TcpListener> {
+    let port =
+        if base == 0 { 0 } else { base.checked_add(i as u16).context("port beyond 65535")? };
+    TcpListener::bind((host, port))
+        .await
+        .with_context(|| format!("cannot listen on {host}:{port}; is another simulator running? (--check-config shows the plan)"))
+}
+
+async fn serve(
+    scenario: Scenario,
+    write_configs: Option<PathBuf>,
+    state: Option<PathBuf>,
+    listen: Option<SocketAddr>,
+) -> anyhow::Result<()> {
+    let pki = state.unwrap_or_else(|| std::env::temp_dir().join("shopfloor-sim")).join("pki");
+    let sim = Sim::start(scenario.plant.clone());
+    let (stopper, stop) = sim::stop_channel();
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut addrs = Vec::new();
+    let (mut n_modbus, mut n_opcua) = (0, 0);
+    for (i, m) in sim.plant.machines.iter().enumerate() {
+        let listener = match m.protocol {
+            Protocol::Modbus => {
+                n_modbus += 1;
+                bind(&scenario.host, scenario.modbus_base_port, n_modbus - 1).await?
+            }
+            Protocol::Opcua => {
+                n_opcua += 1;
+                bind(&scenario.host, scenario.opcua_base_port, n_opcua - 1).await?
+            }
+        };
+        addrs.push(listener.local_addr()?);
+        let (sim, stop) = (sim.clone(), stop.clone());
+        match m.protocol {
+            Protocol::Modbus => {
+                tasks.spawn(sim::modbus::serve(sim, i, listener, stop));
+            }
+            Protocol::Opcua => {
+                // The first server makes the certificate; the rest reuse it.
+                if n_opcua == 1 {
+                    std::fs::create_dir_all(&pki)
+                        .with_context(|| format!("{}: cannot make it", pki.display()))?;
+                    sim::opcua::prepare_pki(&pki)?;
+                }
+                tasks.spawn(sim::opcua::serve(sim, i, listener, pki.clone(), scenario.tick, stop));
+            }
+        }
+    }
+    if let Some(dir) = &write_configs {
+        configs::write_all(&sim.plant, &addrs, dir, &pki.with_file_name("gateway-pki"))?;
+        tracing::info!("gateway devices and alerting rules written to {}", dir.display());
+    }
+    let metrics_task = match listen {
+        Some(l) => {
+            let s = sim.clone();
+            Some(metrics::serve(l, Arc::new(move || page(&s))).await?.0)
+        }
+        None => None,
+    };
+    println!(
+        "ready start_unix_ms={} machines={} sensors={}",
+        (sim.start_s * 1000.0) as u64,
+        sim.plant.machines.len(),
+        sim.plant.sensor_count()
+    );
+    for (m, a) in sim.plant.machines.iter().zip(&addrs) {
+        tracing::debug!(machine = %m.name, "{:?} on {a}", m.protocol);
+    }
+    tracing::info!(
+        "{} machines, {} sensors: {n_modbus} Modbus TCP servers, {n_opcua} OPC UA servers on {}",
+        sim.plant.machines.len(),
+        sim.plant.sensor_count(),
+        scenario.host
+    );
+    let status = status_loop(sim.clone());
+    let result = tokio::select! {
+        r = shopfloor_examples::wait_for_stop() => r,
+        Some(r) = tasks.join_next() => match r {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(e),
+            Err(e) => Err(anyhow::anyhow!("a device task failed: {e}")),
+        },
+        () = status => Ok(()),
+    };
+    stopper.stop();
+    let drained = tokio::time::timeout(Duration::from_secs(10), async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!("some devices took over 10 s to stop");
+    }
+    if let Some(t) = metrics_task {
+        t.abort();
+    }
+    result
+}
+
+/// Logs fault starts and ends as they happen, and a status line a minute.
+async fn status_loop(sim: Arc<Sim>) {
+    let mut active: Vec<String> = Vec::new();
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    let mut last_status = std::time::Instant::now();
+    let mut last_requests = 0;
+    loop {
+        tick.tick().await;
+        let now = sim::now_s();
+        let current = sim.plant.active_faults(sim.start_s, now);
+        for f in current.iter().filter(|f| !active.contains(f)) {
+            tracing::info!("fault started: {f}");
+        }
+        for f in active.iter().filter(|f| !current.contains(f)) {
+            tracing::info!("fault ended: {f}");
+        }
+        active = current;
+        let elapsed = last_status.elapsed();
+        if elapsed >= Duration::from_secs(60) {
+            let requests = sim.stats.modbus_requests.load(Ordering::Relaxed);
+            tracing::info!(
+                "{:.0} Modbus requests/s, {} connections so far, {} OPC UA values set, faults active: {}",
+                (requests - last_requests) as f64 / elapsed.as_secs_f64(),
+                sim.stats.modbus_connections.load(Ordering::Relaxed),
+                sim.stats.opcua_updates.load(Ordering::Relaxed),
+                if active.is_empty() { "none".to_string() } else { active.join(", ") }
+            );
+            last_requests = requests;
+            last_status = std::time::Instant::now();
+        }
+    }
+}
+
+fn page(sim: &Sim) -> String {
+    let s = &sim.stats;
+    let c = |x: &std::sync::atomic::AtomicU64| x.load(Ordering::Relaxed);
+    let mut p = Exposition::new();
+    p.counter(
+        "shopfloor_sim_modbus_requests_total",
+        "Modbus requests answered",
+        c(&s.modbus_requests),
+    )
+    .counter(
+        "shopfloor_sim_modbus_exceptions_total",
+        "Modbus requests answered with an exception",
+        c(&s.modbus_exceptions),
+    )
+    .counter(
+        "shopfloor_sim_modbus_connections_total",
+        "Modbus connections accepted",
+        c(&s.modbus_connections),
+    )
+    .counter("shopfloor_sim_opcua_values_total", "OPC UA values set", c(&s.opcua_updates))
+    .counter(
+        "shopfloor_sim_offline_transitions_total",
+        "machines taken offline by scripted faults",
+        c(&s.offline_transitions),
+    )
+    .gauge(
+        "shopfloor_sim_faults_active",
+        "scripted faults active now",
+        sim.plant.active_faults(sim.start_s, sim::now_s()).len() as f64,
+    );
+    p.finish()
+}
