@@ -264,6 +264,32 @@ impl Decoder {
         }
         Vec::new()
     }
+
+    /// The Sparkplug hosts' rebirth requests to publish (on data before a
+    /// birth, or a `seq` gap that stayed open).
+    fn transmits(&mut self) -> Vec<shopfloor_sparkplug::edge::Publish> {
+        let mut out = Vec::new();
+        for (_, host) in &mut self.inputs {
+            if let Some(h) = host {
+                while let Some(p) = h.poll_transmit() {
+                    out.push(p);
+                }
+            }
+        }
+        out
+    }
+
+    /// Runs the hosts' `seq`-gap deadlines that have passed.
+    fn handle_timeouts(&mut self) {
+        let now = Now::now();
+        for (_, host) in &mut self.inputs {
+            if let Some(h) = host
+                && h.poll_timeout().is_some_and(|t| t <= now.instant)
+            {
+                h.handle_timeout(now);
+            }
+        }
+    }
 }
 
 enum In {
@@ -441,6 +467,10 @@ async fn run(
             })
             .collect(),
     };
+    // The Sparkplug hosts' deadlines (a `seq` gap waits this long at most
+    // for its missing message before a rebirth is asked for).
+    let mut host_tick = tokio::time::interval(Duration::from_millis(500));
+    host_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
         let wake = engine.next_timeout().map(|t| {
             let wait = t.saturating_sub(now_ms());
@@ -465,6 +495,7 @@ async fn run(
         let resend_tick = std::future::pending::<()>();
         tokio::select! {
             _ = &mut stop => break,
+            _ = host_tick.tick() => decoder.handle_timeouts(),
             () = resend_tick => {
                 #[cfg(feature = "alertmanager")]
                 if let Some(tx) = &alertmanager {
@@ -522,6 +553,14 @@ async fn run(
                     }
                 }
             },
+        }
+        // Rebirth requests: without them, an alerting daemon that started
+        // after the edge nodes' births could never name their metrics.
+        for p in decoder.transmits() {
+            let q = if p.qos == 0 { QoS::AtMostOnce } else { QoS::AtLeastOnce };
+            if client.try_publish(p.topic, q, p.retain, p.payload).is_err() {
+                tracing::warn!("a Sparkplug rebirth request was dropped: the MQTT client is busy");
+            }
         }
         #[cfg(feature = "postgres")]
         let mut recorded = Vec::new();

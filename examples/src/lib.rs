@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 pub mod gateway;
 pub mod metrics;
+pub mod plant;
 pub mod sim;
 
 /// Logs to stderr through `tracing`, filtered by `RUST_LOG` (default

@@ -36,7 +36,7 @@ use crate::copy::{pg_micros, stored};
 use crate::error::IngestError;
 use crate::maintain::{Maintenance, Retention};
 use crate::pipeline::{Database, Pipeline, Ticket, db_backoff};
-use crate::writer::{DeadLetter, MetricInfo};
+use crate::writer::{DeadLetter, MetricInfo, Writer};
 
 /// What the ingest subscribes to.
 #[derive(Clone, Debug)]
@@ -472,6 +472,34 @@ fn check(batches: Vec<Batch>, metrics: Vec<MetricInfo>) -> Decoded {
     Decoded::Batches(batches, metrics)
 }
 
+/// Whether a Sparkplug topic is a birth (NBIRTH or DBIRTH).
+fn is_birth(topic: &str) -> bool {
+    topic.starts_with("spBv1.0/") && matches!(topic.split('/').nth(2), Some("NBIRTH" | "DBIRTH"))
+}
+
+/// Gives the Sparkplug hosts the births kept before a restart, so that
+/// DATA queued for this session while ingest was away can be named. Their
+/// values are stored already; only what they say about aliases and types
+/// is wanted. A newer birth in the queue replaces them as it arrives.
+async fn replay_births(db: &Database, decoder: &mut Decoder) {
+    let client = crate::pipeline::connect(db).await;
+    let births = match Writer::births(&client).await {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::warn!("{e}: DATA queued while ingest was away needs a rebirth to be named");
+            return;
+        }
+    };
+    for (topic, payload) in &births {
+        let _ = decoder.decode(topic, None, payload);
+    }
+    // Nothing to send for them: they are history.
+    let _ = decoder.transmits();
+    if !births.is_empty() {
+        tracing::info!(births = births.len(), "Sparkplug births from before the restart replayed");
+    }
+}
+
 /// Keeps the storage up: a connection of its own, a pass every `every`.
 async fn maintain(db: Database, retention: Retention, every: Duration, stats: Arc<Stats>) {
     let mut upkeep = Maintenance::new(retention);
@@ -509,7 +537,7 @@ async fn run(
     let db = Database { url: config.database.clone(), timescaledb: config.timescaledb };
     let mut pipeline = Pipeline::connect(&db, config.connections.clamp(1, 2)).await;
     let _upkeep = AbortOnDrop(tokio::spawn(maintain(
-        db,
+        db.clone(),
         config.retention.clone(),
         config.maintain_every,
         Arc::clone(&stats),
@@ -527,12 +555,16 @@ async fn run(
     // same client id would be taken over, and take over back).
     let events = AbortOnDrop(events);
     let mut decoder = Decoder::new(&config.inputs);
+    if decoder.inputs.iter().any(|(_, h)| h.is_some()) {
+        replay_births(&db, &mut decoder).await;
+    }
     let mut connection = 0_u64;
     let mut pending: Vec<Pending> = Vec::new();
     let mut batches: Vec<Batch> = Vec::new();
     let mut readings = 0;
     let mut dead: Vec<DeadLetter> = Vec::new();
     let mut described: Vec<MetricInfo> = Vec::new();
+    let mut births: Vec<(String, Vec<u8>)> = Vec::new();
     let mut in_flight: VecDeque<InFlight> = VecDeque::new();
     let mut held = 0; // messages in `pending` and `in_flight`
     let mut acks: VecDeque<Box<Publish>> = VecDeque::new();
@@ -578,6 +610,9 @@ async fn run(
                                 readings += b.iter().map(|x| x.readings.len()).sum::<usize>();
                                 batches.extend(b);
                                 described.extend(m);
+                                if is_birth(&topic) {
+                                    births.push((topic.clone().into_owned(), publish.payload.to_vec()));
+                                }
                             }
                             Decoded::Dead(error) => dead.push(DeadLetter {
                                 topic: topic.into_owned(),
@@ -636,10 +671,11 @@ async fn run(
         {
             let n_dead = dead.len() as u64;
             let ticket = pipeline
-                .submit_described(
+                .submit_with_births(
                     std::mem::take(&mut batches),
                     std::mem::take(&mut dead),
                     std::mem::take(&mut described),
+                    std::mem::take(&mut births),
                 )
                 .await;
             in_flight.push_back(InFlight {

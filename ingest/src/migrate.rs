@@ -21,6 +21,7 @@ pub struct Migration {
 pub const MIGRATIONS: &[Migration] = &[
     Migration { version: 1, name: "schema", sql: include_str!("../migrations/0001_schema.sql") },
     Migration { version: 2, name: "rollups", sql: include_str!("../migrations/0002_rollups.sql") },
+    Migration { version: 3, name: "births", sql: include_str!("../migrations/0003_births.sql") },
 ];
 
 /// A fixed key for `pg_advisory_xact_lock`: the migrations of shopfloor.

@@ -76,6 +76,7 @@ struct Job {
     batches: Vec<Batch>,
     dead: Vec<DeadLetter>,
     metrics: Vec<MetricInfo>,
+    births: Vec<(String, Vec<u8>)>,
     done: oneshot::Sender<Written>,
 }
 
@@ -156,12 +157,25 @@ impl Pipeline {
         dead: Vec<DeadLetter>,
         metrics: Vec<MetricInfo>,
     ) -> Ticket {
+        self.submit_with_births(batches, dead, metrics, Vec::new()).await
+    }
+
+    /// [`submit_described`](Self::submit_described), with Sparkplug births
+    /// (topic, payload) to keep before the rows are committed (see
+    /// [`Writer::remember_births`]).
+    pub async fn submit_with_births(
+        &mut self,
+        batches: Vec<Batch>,
+        dead: Vec<DeadLetter>,
+        metrics: Vec<MetricInfo>,
+        births: Vec<(String, Vec<u8>)>,
+    ) -> Ticket {
         let (done, ticket) = oneshot::channel();
         let worker = &self.workers[self.next];
         self.next = (self.next + 1) % self.workers.len();
         // A worker only ends when the pipeline is dropped; if it has, the
         // ticket reports `Stopped`.
-        let _ = worker.send(Job { batches, dead, metrics, done }).await;
+        let _ = worker.send(Job { batches, dead, metrics, births, done }).await;
         Ticket(ticket)
     }
 
@@ -175,8 +189,11 @@ async fn work(mut writer: Writer, db: Database, mut jobs: mpsc::Receiver<Job>) {
     while let Some(job) = jobs.recv().await {
         let mut failures = 0;
         let written = loop {
-            let result = match writer.describe(&job.metrics).await {
-                Ok(()) => writer.write_all(&job.batches, &job.dead).await,
+            let result = match writer.remember_births(&job.births).await {
+                Ok(()) => match writer.describe(&job.metrics).await {
+                    Ok(()) => writer.write_all(&job.batches, &job.dead).await,
+                    Err(e) => Err(e),
+                },
                 Err(e) => Err(e),
             };
             match result {

@@ -417,6 +417,45 @@ impl Writer {
         }
         Ok(())
     }
+    /// Keeps the latest Sparkplug birth (NBIRTH or DBIRTH: its topic and
+    /// payload) of each edge node and device, for [`births`](Self::births)
+    /// after a restart.
+    pub async fn remember_births(
+        &mut self,
+        births: &[(String, Vec<u8>)],
+    ) -> Result<(), IngestError> {
+        if births.is_empty() {
+            return Ok(());
+        }
+        let topics: Vec<&str> = births.iter().map(|(t, _)| t.as_str()).collect();
+        let payloads: Vec<&[u8]> = births.iter().map(|(_, p)| p.as_slice()).collect();
+        self.client
+            .execute(
+                "INSERT INTO shopfloor.sparkplug_births AS b (topic, payload)
+                 SELECT DISTINCT ON (t) t, p
+                 FROM unnest($1::text[], $2::bytea[]) WITH ORDINALITY AS k(t, p, o)
+                 ORDER BY t, o DESC -- the latest birth wins
+                 ON CONFLICT (topic) DO UPDATE SET payload = EXCLUDED.payload, received_at = now()",
+                &[&topics, &payloads],
+            )
+            .await
+            .map_err(IngestError::db("remember Sparkplug births"))?;
+        Ok(())
+    }
+
+    /// The births kept by [`remember_births`](Self::remember_births), edge
+    /// nodes' before devices', oldest first: replay them in this order.
+    pub async fn births(client: &Client) -> Result<Vec<(String, Vec<u8>)>, IngestError> {
+        let rows = client
+            .query(
+                "SELECT topic, payload FROM shopfloor.sparkplug_births
+                 ORDER BY split_part(topic, '/', 3) = 'DBIRTH', received_at, topic",
+                &[],
+            )
+            .await
+            .map_err(IngestError::db("read the kept Sparkplug births"))?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
 
     /// Records what sources say about their metrics (datatype, unit,
     /// properties): new entries are created, known ones updated with what

@@ -32,6 +32,16 @@ impl Alertmanager {
 
     /// Starts one from `binary`.
     pub fn start_with(binary: &Path) -> Result<Self, Error> {
+        Self::start_with_config(
+            binary,
+            "# Written by shopfloor-testkit.\nroute:\n  receiver: 'null'\n  group_by: ['alertname']\n  \
+             group_wait: 1s\n  group_interval: 1s\n  repeat_interval: 1h\nreceivers:\n  - name: 'null'\n",
+        )
+    }
+
+    /// Starts one from `binary` with `config` as its `alertmanager.yml`
+    /// (a deployment's own routes, say).
+    pub fn start_with_config(binary: &Path, config: &str) -> Result<Self, Error> {
         if !binary.is_file() {
             return Err(Error::NotInstalled {
                 name: "prometheus-alertmanager",
@@ -40,13 +50,9 @@ impl Alertmanager {
             });
         }
         let dir = process::instance_dir("alertmanager-")?;
+        let text = config;
         let config = dir.path().join("alertmanager.yml");
-        std::fs::write(
-            &config,
-            "# Written by shopfloor-testkit.\nroute:\n  receiver: 'null'\n  group_by: ['alertname']\n  \
-             group_wait: 1s\n  group_interval: 1s\n  repeat_interval: 1h\nreceivers:\n  - name: 'null'\n",
-        )
-        .map_err(Error::io("writing alertmanager.yml"))?;
+        std::fs::write(&config, text).map_err(Error::io("writing alertmanager.yml"))?;
         let log_path = dir.path().join("alertmanager.log");
         let mut attempt = 0;
         loop {
