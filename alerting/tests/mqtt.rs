@@ -270,3 +270,52 @@ limit = { hh = { limit = 95.0 }, h = { limit = 90.0 } }
     let engine = driver.shutdown().await.expect("the engine back");
     assert!(engine.persisted().is_empty(), "the instance is closed");
 }
+
+/// An alerting daemon started after an edge node's births cannot name the
+/// node's DATA (aliases only): it asks for a rebirth, and the edge node's
+/// answer lets it raise the breach. Before, it stayed blind until the edge
+/// node happened to reconnect.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn started_after_the_births_it_asks_for_a_rebirth_and_raises() {
+    use shopfloor_sparkplug::edge::MetricSpec;
+    use shopfloor_sparkplug::mqtt::{Broker, DriverConfig, EdgeDriver};
+    use shopfloor_sparkplug::{DataType, EdgeNode, EdgeNodeConfig};
+    let broker = Mosquitto::start().expect("start mosquitto (apt-get install -y mosquitto)");
+    let mut node = EdgeNodeConfig::new("Plant1", "gw-early");
+    node.devices = vec![("tank-1".into(), vec![MetricSpec::new("level", DataType::Double)])];
+    let edge = EdgeDriver::spawn(
+        EdgeNode::new(node).unwrap(),
+        DriverConfig::new("gw-early", Broker::new(broker.host(), broker.port())),
+    );
+    let deadline = Instant::now() + std::time::Duration::from_secs(10);
+    while !edge.stats().online {
+        assert!(Instant::now() < deadline, "the edge node did not come online in 10 s");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+
+    let rules = "[[rule]]\nname = \"tank-level\"\nsource = \"Plant1/*\"\nmetric = \"level\"\nlimit = { h = { limit = 90.0 } }\n";
+    let mut config = AlertConfig::new(broker.host(), broker.port(), "alertd-late");
+    config.inputs = vec![Input::Sparkplug { host: HostConfig::new("alertd-late") }];
+    let driver =
+        AlertDriver::spawn(Engine::new(RuleSet::from_toml(rules, "rules.toml").unwrap()), config);
+    let (_op, mut op_events) = operator(&broker, "operator-late").await;
+    // Breaches keep coming; only a rebirth makes them readable.
+    let publisher = tokio::spawn(async move {
+        loop {
+            let b = shopfloor_schemas::Batch::new("tank-1").with(shopfloor_schemas::Reading::new(
+                "level",
+                shopfloor_schemas::Timestamp::now(),
+                97.0,
+            ));
+            if edge.publish(b).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    });
+    let (_, raised) =
+        next(&mut op_events, |t, v| t == "shopfloor/alarms/events" && v["event"] == "raised").await;
+    assert_eq!(raised["source"], "Plant1/gw-early/tank-1");
+    publisher.abort();
+    driver.shutdown().await.expect("the engine back");
+}

@@ -438,3 +438,74 @@ async fn two_instances_share_the_load_with_exact_counts() {
     a.shutdown().await.unwrap();
     b.shutdown().await.unwrap();
 }
+
+/// Sparkplug DATA names metrics by alias only, and is QoS 0. With the
+/// broker queueing QoS 0 for ingest's persistent session (the shipped
+/// `queue_qos0_messages true`), DATA published while ingest was away waits
+/// for it; the births ingest kept let the restarted ingest name it, instead
+/// of dead-lettering it and losing the gap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sparkplug_data_queued_while_ingest_was_away_is_named_after_a_restart() {
+    use shopfloor_sparkplug::edge::MetricSpec;
+    use shopfloor_sparkplug::mqtt::{Broker, DriverConfig, EdgeDriver};
+    use shopfloor_sparkplug::{DataType, EdgeNode, EdgeNodeConfig, HostConfig};
+    let broker = Mosquitto::builder()
+        .persistence(true)
+        .max_queued_messages(100_000)
+        .config_line("queue_qos0_messages true")
+        .start()
+        .expect("start mosquitto");
+    let pg = Postgres::start().expect("postgres");
+    let mut c = config(&broker, &pg);
+    let mut host = HostConfig::new("ingest");
+    host.publish_state = false;
+    c.inputs = vec![Input::Sparkplug { host }];
+    let first = ingest(c.clone()).await;
+    let mut node = EdgeNodeConfig::new("Plant1", "Gateway-9");
+    node.devices = vec![("oven-1".into(), vec![MetricSpec::new("Temperature", DataType::Double)])];
+    let edge = EdgeDriver::spawn(
+        EdgeNode::new(node).unwrap(),
+        DriverConfig::new("gw-9", Broker::new(broker.host(), broker.port())),
+    );
+    let reading = |i: u64| {
+        Batch::new("oven-1").with(Reading::new(
+            "Temperature",
+            Timestamp::from_unix_ms(T0 + i),
+            i as f64,
+        ))
+    };
+    for i in 0..20 {
+        edge.publish(reading(i)).await.unwrap();
+    }
+    expect_rows(&pg, 20, 0).await;
+    first.shutdown().await.unwrap();
+
+    // While ingest is away: 30 more, seen on the broker by a watcher.
+    let (watcher, mut events) =
+        AsyncClient::new(MqttOptions::new("watcher", broker.host(), broker.port()), 100);
+    watcher.subscribe("spBv1.0/Plant1/DDATA/#", QoS::AtMostOnce).await.unwrap();
+    let mut subscribed = false;
+    while !subscribed {
+        if let Event::Incoming(Packet::SubAck(_)) = events.poll().await.unwrap() {
+            subscribed = true;
+        }
+    }
+    for i in 20..50 {
+        edge.publish(reading(i)).await.unwrap();
+    }
+    let seen = timeout(Duration::from_secs(30), async {
+        let mut n = 0;
+        while n < 30 {
+            if let Event::Incoming(Packet::Publish(_)) = events.poll().await.unwrap() {
+                n += 1;
+            }
+        }
+    })
+    .await;
+    assert!(seen.is_ok(), "the 30 DDATA did not reach the broker within 30 s");
+
+    let second = ingest(c).await;
+    expect_rows(&pg, 50, 0).await;
+    second.shutdown().await.unwrap();
+    edge.shutdown().await;
+}
