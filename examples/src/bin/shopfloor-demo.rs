@@ -1,272 +1,267 @@
-//! The small end-to-end pipeline of the foundation: simulated readings,
-//! encoded with each of the three codecs, published to a real Mosquitto,
-//! received, decoded by MQTT 5 content type, and shown as a live table.
-//!
-//! Start a broker first; `scripts/demo` does all of it (installs Mosquitto if
-//! missing, starts it on a free port, runs this, stops it on Ctrl-C):
-//!
-//! ```text
-//! scripts/demo
-//! cargo run -p shopfloor-examples --bin shopfloor-demo -- --port 1883
-//! ```
-//!
-//! Later issues replace this with the full edge-to-dashboard deployment.
+//! The all-in-one: the whole reference deployment on this machine, with
+//! the shipped secure configuration, and a live status until Ctrl-C. See
+//! `--help`; `scripts/demo` builds and runs it.
 
-use std::collections::BTreeMap;
-use std::io::{IsTerminal, Write as _};
+use std::io::{IsTerminal as _, Write as _};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
-use rumqttc::v5::mqttbytes::QoS;
-use rumqttc::v5::mqttbytes::v5::{Packet, PublishProperties};
-use rumqttc::v5::{AsyncClient, Event, MqttOptions};
-use shopfloor_schemas::{Batch, Codec, Quality, Reading, Timestamp, TopicTemplate, topic};
+use anyhow::Context as _;
+use shopfloor_examples::plant::{Options, Plant, metric};
+use tokio_postgres::NoTls;
 
 const HELP: &str = "\
-shopfloor-demo: simulated readings → JSON/Protobuf/CBOR → MQTT → decoded live table
+shopfloor-demo: the whole plant on this machine — simulator → gateways →
+Mosquitto (TLS, client certificates, ACL) → PostgreSQL and alarms →
+Alertmanager — with a live status until Ctrl-C, then everything stops
 
 USAGE:
-    shopfloor-demo [--host HOST] [--port PORT] [--rate HZ] [--duration SECS] [--plain]
+    shopfloor-demo [--state DIR] [--scenario FILE] [--duration SECS] [--plain]
 
 OPTIONS:
-    --host HOST       broker address [default: 127.0.0.1]
-    --port PORT       broker port [default: 1883]
-    --rate HZ         samples per second per sensor [default: 2]
-    --duration SECS   stop after this long (default: run until Ctrl-C); exits
-                      non-zero unless every codec's messages came back decoded
-    --plain           print plain status lines instead of redrawing the screen
+    --state DIR       where certificates, configurations, data and logs go
+                      [default: ./shopfloor-demo] (replaced on each start)
+    --scenario FILE   the simulator's scenario [default: the seed's plant,
+                      30 machines, 120 sensors, a fault of each kind]
+                      (shopfloor-sim --print-scenario shows it)
+    --duration SECS   stop after this long (default: until Ctrl-C); exits
+                      non-zero unless readings reached PostgreSQL
+    --plain           status as lines, not a redrawn screen
     -h, --help        this text
 
+It starts Mosquitto, PostgreSQL and Alertmanager from the system's binaries
+(apt-get install -y mosquitto postgresql prometheus-alertmanager), then
+shopfloor-sim, both gateways, shopfloor-ingestd and shopfloor-alertd from
+the folder of this binary. Each part's log is in DIR/logs/.
+
 EXAMPLES:
-    scripts/demo                                  # starts a broker, then this
-    shopfloor-demo --port 1883 --rate 10
-    shopfloor-demo --port 1883 --duration 5 --plain
+    scripts/demo                                   # builds, then runs this
+    shopfloor-demo --state /tmp/plant --duration 60 --plain
 ";
 
 struct Args {
-    host: String,
-    port: u16,
-    rate: f64,
+    state: PathBuf,
+    scenario: Option<PathBuf>,
     duration: Option<Duration>,
     plain: bool,
 }
 
-fn parse_args() -> anyhow::Result<Args> {
-    let mut a =
-        Args { host: "127.0.0.1".into(), port: 1883, rate: 2.0, duration: None, plain: false };
+fn parse_args() -> anyhow::Result<Option<Args>> {
+    let mut a = Args {
+        state: PathBuf::from("shopfloor-demo"),
+        scenario: None,
+        duration: None,
+        plain: false,
+    };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let mut value = || it.next().with_context(|| format!("{flag} needs a value; see --help"));
         match flag.as_str() {
-            "--host" => a.host = value()?,
-            "--port" => a.port = value()?.parse().context("--port: expected 1..=65535")?,
-            "--rate" => a.rate = value()?.parse().context("--rate: expected a number of Hz")?,
+            "--state" => a.state = value()?.into(),
+            "--scenario" => a.scenario = Some(value()?.into()),
             "--duration" => {
-                a.duration = Some(Duration::from_secs_f64(
-                    value()?.parse().context("--duration: expected seconds")?,
-                ));
+                let v = value()?;
+                let s: f64 =
+                    v.parse().ok().filter(|s: &f64| *s > 0.0 && s.is_finite()).with_context(
+                        || format!("--duration {v:?}: give a number of seconds, like 60"),
+                    )?;
+                a.duration = Some(Duration::from_secs_f64(s));
             }
             "--plain" => a.plain = true,
             "-h" | "--help" => {
                 print!("{HELP}");
-                std::process::exit(0);
+                return Ok(None);
             }
-            other => bail!("unknown argument {other:?}; see --help"),
+            other => anyhow::bail!("unknown argument {other:?}; see --help"),
         }
     }
-    if !(0.1..=1000.0).contains(&a.rate) {
-        bail!("--rate {} is outside 0.1..=1000 Hz", a.rate);
-    }
-    Ok(a)
+    Ok(Some(a))
 }
 
-/// One simulated machine per codec, three sensors each.
-const MACHINES: [(&str, Codec); 3] =
-    [("press-1", Codec::Json), ("press-2", Codec::Protobuf), ("press-3", Codec::Cbor)];
-
-fn simulate(machine: usize, tick: u64, now: Timestamp) -> [(&'static str, Reading); 3] {
-    let t = tick as f64 / 10.0 + machine as f64;
-    let temperature = 60.0 + 8.0 * t.sin() + machine as f64;
-    let pressure = 4.0 + 0.5 * (t * 0.7).cos();
-    // Every 40 ticks press-2's pressure sensor drops out for a while: stale.
-    let quality = if machine == 1 && tick % 40 >= 30 { Quality::Stale } else { Quality::Good };
-    [
-        ("temperature", Reading::new("temperature", now, (temperature * 100.0).round() / 100.0)),
-        (
-            "pressure",
-            Reading::new("pressure", now, (pressure * 1000.0).round() / 1000.0)
-                .with_quality(quality),
-        ),
-        ("cycles", Reading::new("cycles", now, tick * (machine as u64 + 1))),
-    ]
+fn main() -> std::process::ExitCode {
+    shopfloor_examples::exit(run())
 }
 
-#[derive(Default)]
-struct Row {
-    codec: String,
-    value: String,
-    quality: String,
-    count: u64,
-    bytes: usize,
-    last: Option<Instant>,
-}
-
-#[tokio::main(flavor = "current_thread")]
-async fn main() -> anyhow::Result<()> {
-    let args = parse_args()?;
-    let mut opts =
-        MqttOptions::new(format!("shopfloor-demo-{}", std::process::id()), &args.host, args.port);
-    opts.set_keep_alive(Duration::from_secs(5));
-    let (client, mut events) = AsyncClient::new(opts, 256);
-    let template = TopicTemplate::parse(topic::defaults::READINGS)?;
-    let filter = template.filter();
-
-    // Publisher: every tick, each sensor's reading as a one-reading batch on its topic.
-    let publisher = client.clone();
-    let pub_template = template.clone();
-    let period = Duration::from_secs_f64(1.0 / args.rate);
-    tokio::spawn(async move {
-        let mut tick = 0_u64;
-        let mut interval = tokio::time::interval(period);
-        loop {
-            interval.tick().await;
-            let now = Timestamp::now();
-            for (m, (machine, codec)) in MACHINES.iter().enumerate() {
-                for (sensor, reading) in simulate(m, tick, now) {
-                    let levels = [
-                        ("site", "plant1"),
-                        ("area", "press"),
-                        ("machine", *machine),
-                        ("sensor", sensor),
-                    ];
-                    let (Ok(topic), Ok(payload)) = (
-                        pub_template.render(&levels),
-                        codec.encode_batch(&Batch::new(*machine).with(reading)),
-                    ) else {
-                        continue;
-                    };
-                    let props = PublishProperties {
-                        content_type: Some(codec.content_type().into()),
-                        ..Default::default()
-                    };
-                    if publisher
-                        .publish_with_properties(topic, QoS::AtLeastOnce, false, payload, props)
-                        .await
-                        .is_err()
-                    {
-                        return;
-                    }
-                }
-            }
-            tick += 1;
-        }
-    });
-
-    let mut rows: BTreeMap<String, Row> = BTreeMap::new();
-    let mut errors = 0_u64;
-    let mut last_error = String::from("none");
+fn run() -> anyhow::Result<()> {
+    let Some(args) = parse_args()? else { return Ok(()) };
+    let bins = std::env::current_exe()?
+        .parent()
+        .context("cannot tell the folder of this binary")?
+        .to_owned();
+    std::fs::create_dir_all(&args.state)
+        .with_context(|| format!("{}: cannot make it", args.state.display()))?;
+    let dir = args.state.canonicalize()?;
     let started = Instant::now();
-    let mut redraw =
-        tokio::time::interval(Duration::from_millis(if args.plain { 1000 } else { 250 }));
-    let fancy = !args.plain && std::io::stdout().is_terminal();
-    let deadline = args.duration.map(|d| tokio::time::Instant::now() + d);
-    let stop = async {
-        match deadline {
-            Some(d) => tokio::time::sleep_until(d).await,
-            None => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    };
-    tokio::pin!(stop);
+    let plant = Plant::start(
+        &Options { dir: dir.clone(), bins, scenario: args.scenario.clone() },
+        |step| {
+            println!("[{:>5.1} s] starting {step}", started.elapsed().as_secs_f64());
+        },
+    )?;
+    let p = &plant;
+    println!(
+        "\nThe plant runs ({} machines, {} sensors) in {:.1} s. Everything is in {}:\n\
+         \x20 logs            {}/logs/\n\
+         \x20 PostgreSQL      psql \"{}\"  (SELECT * FROM shopfloor.readings ORDER BY time DESC LIMIT 10;)\n\
+         \x20 Alertmanager    {}/#/alerts\n\
+         \x20 MQTT (people)   mosquitto_sub -h localhost -p {} --cafile {}/pki/ca.crt -u operator -P {} -t 'shopfloor/alarms/#' -v\n\
+         \x20 metrics         {}\n",
+        p.scenario.plant.machines.len(),
+        p.scenario.plant.sensor_count(),
+        started.elapsed().as_secs_f64(),
+        dir.display(),
+        dir.display(),
+        p.postgres.connection_string(),
+        p.alertmanager.url(),
+        p.people_port,
+        dir.display(),
+        p.operator_password,
+        p.metrics
+            .iter()
+            .map(|(n, a)| format!("{n} http://{a}/metrics"))
+            .collect::<Vec<_>>()
+            .join(", "),
+    );
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let result = rt.block_on(status(&plant, args.duration, args.plain));
+    println!(
+        "\nstopping: gateways, alerting, ingest, simulator, Mosquitto, Alertmanager, PostgreSQL"
+    );
+    drop(plant);
+    println!("stopped; the logs stay in {}/logs/", dir.display());
+    result
+}
 
+/// What the status line shows, from the daemons' /metrics and the database.
+struct Snapshot {
+    at: Instant,
+    rows: f64,
+    messages: f64,
+}
+
+async fn status(plant: &Plant, duration: Option<Duration>, plain: bool) -> anyhow::Result<()> {
+    let (pg, conn) = tokio_postgres::connect(&plant.postgres.connection_string(), NoTls).await?;
+    tokio::spawn(conn);
+    let redraw = !plain && std::io::stdout().is_terminal();
+    let until = duration.map(|d| Instant::now() + d);
+    let mut last: Option<Snapshot> = None;
+    let mut drawn = 0;
+    let mut total_rows = 0.0;
+    let mut tick = tokio::time::interval(Duration::from_secs(2));
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     loop {
         tokio::select! {
-            _ = &mut stop => break,
-            _ = redraw.tick() => draw(&rows, errors, &last_error, started, fancy),
-            event = events.poll() => match event {
-                Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                    // Subscribe on every (re)connect, from a task so the poll loop never waits on it.
-                    let (c, f) = (client.clone(), filter.clone());
-                    tokio::spawn(async move { c.subscribe(f, QoS::AtLeastOnce).await });
-                    // One deliberately malformed payload shows how bad input is reported.
-                    let c = client.clone();
-                    tokio::spawn(async move {
-                        let props = PublishProperties { content_type: Some("application/json".into()), ..Default::default() };
-                        c.publish_with_properties("shopfloor/plant1/press/press-9/garbage", QoS::AtLeastOnce, false, &b"{\"readings\": [{\"metric\": 1"[..], props).await
-                    });
-                }
-                Ok(Event::Incoming(Packet::Publish(p))) => {
-                    let topic = String::from_utf8_lossy(&p.topic).into_owned();
-                    let ct = p.properties.as_ref().and_then(|pr| pr.content_type.as_deref()).unwrap_or("application/json");
-                    match Codec::from_content_type(ct).map_err(anyhow::Error::from).and_then(|c| Ok((c, c.decode_batch(&p.payload)?))) {
-                        Ok((codec, batch)) => {
-                            for r in batch.readings {
-                                let row = rows.entry(topic.clone()).or_default();
-                                row.codec = codec.to_string();
-                                row.value = r.value.to_string();
-                                row.quality = r.quality.to_string();
-                                row.count += 1;
-                                row.bytes += p.payload.len();
-                                row.last = Some(Instant::now());
-                            }
-                        }
-                        Err(e) => {
-                            errors += 1;
-                            last_error = format!("{topic}: {e:#}");
-                        }
-                    }
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    eprintln!("mqtt: {e}; retrying in 1 s (is the broker at {}:{} up?)", args.host, args.port);
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                }
-            },
+            _ = tick.tick() => {}
+            _ = tokio::signal::ctrl_c() => break,
+            _ = term.recv() => break,
         }
+        if until.is_some_and(|u| Instant::now() >= u) {
+            break;
+        }
+        let ingest = plant.scrape("ingestd");
+        let alerts = plant.scrape("alertd");
+        let rows = metric(&ingest, "shopfloor_ingest_rows_total").unwrap_or(0.0);
+        let messages = metric(&ingest, "shopfloor_ingest_messages_total").unwrap_or(0.0);
+        total_rows = rows;
+        let now = Instant::now();
+        let (row_rate, msg_rate) = match &last {
+            Some(l) => {
+                let s = now.duration_since(l.at).as_secs_f64().max(0.001);
+                ((rows - l.rows) / s, (messages - l.messages) / s)
+            }
+            None => (0.0, 0.0),
+        };
+        last = Some(Snapshot { at: now, rows, messages });
+        let lag = pg
+            .query_one(
+                "SELECT extract(epoch FROM now() - max(time))::float8 FROM shopfloor.readings
+                 WHERE time > now() - interval '1 minute'",
+                &[],
+            )
+            .await
+            .ok()
+            .and_then(|r| r.get::<_, Option<f64>>(0));
+        let alarms: Vec<String> = pg
+            .query(
+                "SELECT source, metric, active FROM shopfloor.alarm_state WHERE active IS NOT NULL ORDER BY source, metric",
+                &[],
+            )
+            .await
+            .map(|rows| {
+                rows.iter()
+                    .map(|r| {
+                        let source: String = r.get(0);
+                        let machine = source.rsplit('/').next().unwrap_or(&source).to_owned();
+                        format!("{machine} {} {}", r.get::<_, String>(1), r.get::<_, String>(2))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let edges: Vec<String> = ["modbus-gw", "opcua-gw"]
+            .iter()
+            .map(|g| {
+                let page = plant.scrape(g);
+                let online = metric(&page, "shopfloor_edge_online") == Some(1.0);
+                let stored = metric(&page, "shopfloor_edge_stored_readings").unwrap_or(0.0);
+                match (online, stored) {
+                    (true, s) if s > 0.0 => format!("{g} online ({s:.0} stored)"),
+                    (true, _) => format!("{g} online"),
+                    (false, _) => format!("{g} OFFLINE"),
+                }
+            })
+            .collect();
+        let faults = {
+            let s = &plant.scenario.plant;
+            let now_s = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64());
+            s.active_faults(plant.sim_start_ms as f64 / 1000.0, now_s)
+        };
+        let lines = [
+            format!(
+                "readings  {row_rate:>6.0}/s into PostgreSQL ({msg_rate:.0} MQTT messages/s), {rows:.0} so far, newest {} old",
+                lag.map_or_else(|| "—".to_owned(), |l| format!("{l:.1} s"))
+            ),
+            format!("gateways  {}", edges.join(", ")),
+            format!(
+                "alarms    {} active{}{}",
+                alarms.len(),
+                if alarms.is_empty() { "" } else { ": " },
+                alarms.join(", ")
+            ),
+            format!(
+                "faults    {}",
+                if faults.is_empty() {
+                    "none now (the simulator scripts them)".to_owned()
+                } else {
+                    faults.join(", ")
+                }
+            ),
+            format!(
+                "(alertd has published {} alarm events)",
+                metric(&alerts, "shopfloor_alerting_events_total").unwrap_or(0.0)
+            ),
+        ];
+        let mut out = std::io::stdout().lock();
+        if redraw {
+            // Back over the previous block and clear it.
+            if drawn > 0 {
+                let _ = write!(out, "\x1b[{drawn}A\x1b[J");
+            }
+            for l in &lines {
+                let _ = writeln!(out, "{l}");
+            }
+            drawn = lines.len();
+        } else {
+            let _ = writeln!(out, "{}", lines.join(" | "));
+        }
+        let _ = out.flush();
     }
-    let _ = client.disconnect().await;
-    draw(&rows, errors, &last_error, started, false);
-    let codecs_seen: std::collections::BTreeSet<&str> =
-        rows.values().map(|r| r.codec.as_str()).collect();
-    println!("stopped: {} topics, codecs decoded: {codecs_seen:?}", rows.len());
-    if args.duration.is_some() && codecs_seen.len() < Codec::ALL.len() {
-        bail!("not every codec's messages came back: saw {codecs_seen:?}");
+    if duration.is_some() && total_rows <= 0.0 {
+        anyhow::bail!(
+            "no reading reached PostgreSQL; see the logs in {}/logs/",
+            plant.dir.display()
+        );
     }
     Ok(())
-}
-
-fn draw(
-    rows: &BTreeMap<String, Row>,
-    errors: u64,
-    last_error: &str,
-    started: Instant,
-    fancy: bool,
-) {
-    let mut out = String::new();
-    if fancy {
-        out.push_str("\x1b[2J\x1b[H");
-    }
-    let total: u64 = rows.values().map(|r| r.count).sum();
-    let secs = started.elapsed().as_secs_f64().max(0.001);
-    out.push_str(&format!(
-        "shopfloor demo: {total} readings decoded ({:.1}/s), {errors} malformed payloads refused; Ctrl-C stops\n",
-        total as f64 / secs
-    ));
-    out.push_str(&format!(
-        "{:<44} {:<9} {:>14} {:<8} {:>6} {:>8} {:>7}\n",
-        "topic", "codec", "value", "quality", "msgs", "avg B", "age ms"
-    ));
-    for (topic, r) in rows {
-        let age = r.last.map_or(0, |t| t.elapsed().as_millis());
-        let avg = r.bytes / r.count.max(1) as usize;
-        out.push_str(&format!(
-            "{topic:<44} {:<9} {:>14} {:<8} {:>6} {avg:>8} {age:>7}\n",
-            r.codec, r.value, r.quality, r.count
-        ));
-    }
-    out.push_str(&format!("last refused payload: {last_error}\n"));
-    let mut stdout = std::io::stdout().lock();
-    let _ = stdout.write_all(out.as_bytes());
-    let _ = stdout.flush();
 }
