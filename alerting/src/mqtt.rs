@@ -301,6 +301,11 @@ enum In {
 #[cfg(feature = "postgres")]
 type JournalTx = mpsc::UnboundedSender<(Vec<crate::engine::Event>, Vec<crate::engine::Persisted>)>;
 
+/// How often the driver looks up the engine's next deadline (on-delays,
+/// stale signals, shelving): a deadline set in between fires at most this
+/// late.
+const TIMER_RECHECK: Duration = Duration::from_millis(100);
+
 /// Connects the journal (retrying), restores the engine from it, and
 /// starts the task that writes to it.
 #[cfg(feature = "postgres")]
@@ -469,19 +474,25 @@ async fn run(
     };
     // The Sparkplug hosts' deadlines (a `seq` gap waits this long at most
     // for its missing message before a rebirth is asked for).
+    let (mut wake, mut wake_checked) = (None::<tokio::time::Instant>, None::<tokio::time::Instant>);
     let mut host_tick = tokio::time::interval(Duration::from_millis(500));
     host_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
-        let wake = engine.next_timeout().map(|t| {
-            let wait = t.saturating_sub(now_ms());
-            tokio::time::Instant::now() + Duration::from_millis(wait)
-        });
-        let timer = async {
-            match wake {
-                Some(at) => tokio::time::sleep_until(at).await,
-                None => std::future::pending().await,
-            }
-        };
+        // The engine's next deadline costs a pass over every alarm: with
+        // 100 000 signals, looking it up after each message took a core.
+        // Looked up every TIMER_RECHECK instead (and after each timeout),
+        // a deadline set in between fires at most that much late.
+        let now_i = tokio::time::Instant::now();
+        if wake_checked.is_none_or(|c| now_i >= c + TIMER_RECHECK) {
+            wake = engine.next_timeout().map(|t| {
+                let wait = t.saturating_sub(now_ms());
+                now_i + Duration::from_millis(wait)
+            });
+            wake_checked = Some(now_i);
+        }
+        let recheck = wake_checked.unwrap_or(now_i) + TIMER_RECHECK;
+        let due = wake;
+        let timer = tokio::time::sleep_until(due.map_or(recheck, |w| w.min(recheck)));
         #[cfg(feature = "alertmanager")]
         let resend_tick = async {
             match &alertmanager {
@@ -510,7 +521,13 @@ async fn run(
                     let _ = tx.send(serde_json::Value::Array(alerts));
                 }
             }
-            () = timer => engine.handle_timeout(now_ms()),
+            () = timer => {
+                if due.is_some_and(|w| w <= tokio::time::Instant::now()) {
+                    engine.handle_timeout(now_ms());
+                }
+                // Look the next deadline up again now.
+                wake_checked = None;
+            }
             m = rx.recv() => match m {
                 None => break,
                 Some(In::Connected) => {

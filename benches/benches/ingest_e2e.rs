@@ -30,6 +30,7 @@ use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::Packet;
 use rumqttc::v5::{AsyncClient, Event, MqttOptions};
 use shopfloor_benches::is_measuring;
+use shopfloor_benches::{peak_mib, pg_ticks, ticks};
 use shopfloor_ingest::{Ingest, IngestConfig, Input};
 use shopfloor_schemas::{Batch, Codec, Reading, Timestamp, TopicTemplate, topic};
 use shopfloor_testkit::{Mosquitto, Postgres};
@@ -151,41 +152,6 @@ impl Drop for IngestProc {
         drop(self.child.stdin.take());
         let _ = self.child.wait();
     }
-}
-
-/// CPU time of a process in clock ticks (USER_HZ, 100 a second), its
-/// reaped children's included when `reaped`.
-fn ticks(pid: u32, reaped: bool) -> u64 {
-    let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return 0 };
-    let Some(end) = s.rfind(')') else { return 0 };
-    // Fields from the 3rd (state): utime is the 14th, stime 15th, cutime
-    // 16th, cstime 17th.
-    let f: Vec<u64> = s[end + 2..].split(' ').map(|x| x.parse().unwrap_or(0)).collect();
-    f[11] + f[12] + if reaped { f[13] + f[14] } else { 0 }
-}
-
-/// CPU ticks of a postmaster and every live backend it forked.
-fn pg_ticks(postmaster: u32) -> u64 {
-    let mut total = ticks(postmaster, true);
-    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
-        let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
-        let Some(end) = s.rfind(')') else { continue };
-        let ppid: u32 = s[end + 2..].split(' ').nth(1).and_then(|x| x.parse().ok()).unwrap_or(0);
-        if ppid == postmaster {
-            total += ticks(pid, false);
-        }
-    }
-    total
-}
-
-/// Peak resident memory (VmHWM) of a process, MiB.
-fn peak_mib(pid: u32) -> f64 {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    s.lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse::<f64>().ok())
-        .map_or(0.0, |kb| kb / 1024.0)
 }
 
 fn unix_ms(t: SystemTime) -> u64 {

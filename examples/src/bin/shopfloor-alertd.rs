@@ -45,6 +45,7 @@ THE FILE:
     # template = \"shopfloor/{site}/{area}/{machine}/{sensor}\"
     # codec = \"json\"               # when a message has no content type
     sparkplug = true               # spBv1.0/#
+    # sparkplug_groups = [\"Hall1\"]  # only these Sparkplug groups (default: all)
 
     [journal]                      # optional: every event, and the state
     connection = \"host=127.0.0.1 user=shopfloor dbname=shopfloor\"   # kept over restarts
@@ -85,6 +86,7 @@ struct Alerting {
     codec: Option<String>,
     #[serde(default)]
     sparkplug: bool,
+    sparkplug_groups: Option<Vec<String>>,
 }
 
 #[derive(Deserialize)]
@@ -160,6 +162,7 @@ fn config(path: &Path) -> anyhow::Result<(RuleSet, AlertConfig)> {
     if a.sparkplug {
         let mut host = HostConfig::new("shopfloor-alertd");
         host.publish_state = false;
+        host.groups = a.sparkplug_groups.clone();
         c.inputs.push(Input::Sparkplug { host });
     }
     if c.inputs.is_empty() {

@@ -46,6 +46,7 @@ THE FILE:
     # template = \"shopfloor/{site}/{area}/{machine}/{sensor}\"
     # codec = \"json\"              # when a message has no content type
     sparkplug = true              # spBv1.0/#
+    # sparkplug_groups = [\"Hall1\"]  # only these Sparkplug groups (default: all)
     # primary_host_id = \"scada\"   # only on the primary host: publishes STATE
     batch_readings = 10000
     batch_ms = 200
@@ -94,6 +95,7 @@ struct IngestSection {
     codec: Option<String>,
     #[serde(default)]
     sparkplug: bool,
+    sparkplug_groups: Option<Vec<String>>,
     primary_host_id: Option<String>,
     batch_readings: Option<usize>,
     batch_ms: Option<u64>,
@@ -174,6 +176,7 @@ fn config(path: &Path) -> anyhow::Result<IngestConfig> {
             ing.primary_host_id.clone().unwrap_or_else(|| "shopfloor-ingest".into()),
         );
         host.publish_state = ing.primary_host_id.is_some();
+        host.groups = ing.sparkplug_groups.clone();
         c.inputs.push(Input::Sparkplug { host });
     }
     if c.inputs.is_empty() {
