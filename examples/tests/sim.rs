@@ -35,7 +35,7 @@ fn help_scenario_and_check_config() {
     );
     assert!(
         plan.contains(
-            "press-03 Hydraulics/Temperature over-temperature at 20 s for 40 s, every 300 s"
+            "press-03 Hydraulics/Temperature over-temperature at 10 s for 40 s, every 300 s"
         ),
         "{plan}"
     );

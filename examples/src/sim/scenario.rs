@@ -61,7 +61,7 @@ area = "paint-shop"
 [[fault]]
 machine = "press-03"
 kind = "over-temperature"
-at_s = 20
+at_s = 10
 duration_s = 40
 every_s = 300
 
