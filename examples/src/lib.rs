@@ -3,6 +3,7 @@
 use std::process::ExitCode;
 
 pub mod gateway;
+pub mod grafana;
 pub mod metrics;
 pub mod plant;
 pub mod sim;
