@@ -172,6 +172,8 @@ pub enum EventKind {
 pub struct Event {
     /// Which alarm.
     pub key: AlarmKey,
+    /// The area of its rule (for the alarm-rate KPIs by area).
+    pub area: String,
     /// Its current instance (0 when it has never been active).
     pub instance: u64,
     /// When (the engine's clock, ms).
@@ -851,6 +853,7 @@ impl Engine {
                     EventKind::Late { condition, value: number, sampled: r.timestamp.unix_ms() };
                 self.events.push_back(Event {
                     key: a.key.clone(),
+                    area: self.rules.rules[a.rule].area.clone(),
                     instance: a.instance,
                     time: now,
                     kind,
@@ -1108,6 +1111,7 @@ impl Engine {
                 let a = &self.alarms[i];
                 self.events.push_back(Event {
                     key: a.key.clone(),
+                    area: self.rules.rules[a.rule].area.clone(),
                     instance: a.instance,
                     time: now,
                     kind,
@@ -1250,6 +1254,7 @@ impl Engine {
         let annunciate = a.shelved.is_none() && !a.out_of_service && !self.suppressed(a);
         self.events.push_back(Event {
             key: a.key.clone(),
+            area: self.rules.rules[a.rule].area.clone(),
             instance: a.instance,
             time,
             kind,

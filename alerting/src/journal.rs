@@ -29,6 +29,7 @@ fn db(what: &'static str) -> impl FnOnce(tokio_postgres::Error) -> JournalError 
 const MIGRATIONS: &[(i32, &str)] = &[
     (1, include_str!("../migrations/0001_journal.sql")),
     (2, include_str!("../migrations/0002_confirm.sql")),
+    (3, include_str!("../migrations/0003_area.sql")),
 ];
 /// `pg_advisory_xact_lock` key: "SHOPALRM".
 const LOCK: i64 = 0x5348_4f50_414c_524d;
@@ -111,7 +112,7 @@ impl Journal {
         if events.is_empty() {
             return Ok(());
         }
-        let mut cols: [Vec<Option<String>>; 7] = Default::default();
+        let mut cols: [Vec<Option<String>>; 8] = Default::default();
         let (mut times, mut instances, mut priorities, mut values, mut annunciate) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
         let mut details = Vec::with_capacity(events.len());
@@ -125,6 +126,7 @@ impl Journal {
             cols[4].push(text("condition"));
             cols[5].push(text("user"));
             cols[6].push(text("comment"));
+            cols[7].push(Some(e.area.clone()));
             times.push(e.time as f64 / 1000.0);
             instances.push(e.instance as i64);
             priorities.push(j.get("priority").and_then(|v| v.as_i64()).map(|p| p as i32));
@@ -143,6 +145,7 @@ impl Journal {
                     "priority",
                     "value",
                     "annunciate",
+                    "area",
                     "user",
                     "comment",
                 ] {
@@ -155,14 +158,14 @@ impl Journal {
             .execute(
                 "INSERT INTO shopfloor.alarm_journal
                    (time, rule, source, metric, instance, event, condition, priority, value,
-                    annunciate, user_name, comment, detail)
-                 SELECT to_timestamp(t), r, s, m, i, e, c, p, v, a, u, co, d::jsonb
+                    annunciate, user_name, comment, detail, area)
+                 SELECT to_timestamp(t), r, s, m, i, e, c, p, v, a, u, co, d::jsonb, ar
                  FROM unnest($1::float8[], $2::text[], $3::text[], $4::text[], $5::int8[], $6::text[],
                              $7::text[], $8::int4[], $9::float8[], $10::bool[], $11::text[], $12::text[],
-                             $13::text[]) AS x(t, r, s, m, i, e, c, p, v, a, u, co, d)",
+                             $13::text[], $14::text[]) AS x(t, r, s, m, i, e, c, p, v, a, u, co, d, ar)",
                 &[
                     &times, &cols[0], &cols[1], &cols[2], &instances, &cols[3], &cols[4], &priorities,
-                    &values, &annunciate, &cols[5], &cols[6], &details,
+                    &values, &annunciate, &cols[5], &cols[6], &details, &cols[7],
                 ],
             )
             .await

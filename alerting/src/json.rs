@@ -7,7 +7,7 @@ use crate::engine::{Condition, Event, EventKind};
 /// The JSON of an event.
 pub fn event_json(e: &Event) -> Json {
     let mut j = json!({
-        "rule": e.key.rule, "source": e.key.source, "metric": e.key.metric,
+        "rule": e.key.rule, "source": e.key.source, "metric": e.key.metric, "area": e.area,
         "instance": e.instance, "time": e.time, "annunciate": e.annunciate,
     });
     let condition = |c: &Condition| match c {

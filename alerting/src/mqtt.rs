@@ -16,7 +16,7 @@
 //!
 //! ```json
 //! {"rule": "press-pressure", "source": "Plant1/Gw-7/press-1", "metric": "Hydraulics/Pressure",
-//!  "instance": 7, "time": 1795737600123, "event": "raised", "condition": "HH",
+//!  "area": "press-shop", "instance": 7, "time": 1795737600123, "event": "raised", "condition": "HH",
 //!  "priority": 900, "value": 185.2, "annunciate": true}
 //! ```
 //!

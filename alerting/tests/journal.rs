@@ -65,6 +65,15 @@ async fn the_journal_records_events_and_acknowledgements_survive_a_restart() {
             ("acknowledged".into(), None, Some("jane".into()), Some("valve closed".into())),
         ]
     );
+    // Each event carries its rule's area (the rules here name none: "plant").
+    let areas: Vec<Option<String>> = client
+        .query("SELECT area FROM shopfloor.alarm_journal ORDER BY id", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(areas, [Some("plant".to_owned()), Some("plant".to_owned())]);
 
     // A new process: the alarm is still active and acknowledged, so the
     // same breach announces nothing, and acknowledging again is refused.

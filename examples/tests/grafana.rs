@@ -273,6 +273,13 @@ fn every_query_runs_on_the_plants_data_and_gives_its_panel_the_right_shape() {
                         assert_eq!(worst.len(), 30, "{file}: a tile per machine: {worst:?}");
                         assert!(worst["press-03"] >= 500, "{file}: press-03 overheated: {worst:?}");
                     }
+                    if title.starts_with("Alarms per 10 min by area") {
+                        let areas: Vec<String> = rows.iter().map(|r| r.get("area")).collect();
+                        assert!(
+                            areas.iter().any(|a| a == "press-shop"),
+                            "{file}: the press shop's alarm: {areas:?}"
+                        );
+                    }
                     if title == "Active alarms" {
                         let hit = rows.iter().any(|r| {
                             r.get::<_, String>("source").ends_with("/press-03")
