@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 pub mod gateway;
 pub mod grafana;
+pub mod live;
 pub mod metrics;
 pub mod plant;
 pub mod sim;

@@ -322,6 +322,7 @@ impl Plant {
             "opcua-gw",
             "ingest",
             "alerting",
+            "live",
         ]))?;
         let operator_password = format!("op-{:x}", std::process::id() ^ 0x5eed);
         run(Command::new("mosquitto_passwd")
@@ -464,6 +465,17 @@ impl Plant {
             scenario,
             sim_start_ms,
         })
+    }
+
+    /// TLS settings with the live page's service certificate (CN `live`)
+    /// for the machine listener ([`Self::broker_port`]).
+    pub fn live_tls(&self) -> anyhow::Result<std::sync::Arc<rustls::ClientConfig>> {
+        let pki = self.dir.join("pki");
+        shopfloor_sparkplug::mqtt::tls_client_config(
+            &pki.join("ca.crt"),
+            Some((&pki.join("live.crt"), &pki.join("live.key"))),
+        )
+        .map_err(|e| anyhow::anyhow!("the live page's certificate: {e}"))
     }
 
     /// The text of a daemon's `/metrics`, or empty when it does not answer.

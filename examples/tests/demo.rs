@@ -67,6 +67,7 @@ fn the_demo_runs_the_plant_and_sigterm_stops_all_of_it() {
     let text = seen.join("\n");
     assert!(text.contains("The plant runs (30 machines, 120 sensors)"), "{text}");
     assert!(text.contains("Alertmanager"), "{text}");
+    assert!(text.contains("live page       http://127.0.0.1:"), "{text}");
     assert!(flowing.contains("gateways  modbus-gw online"), "{flowing}");
     assert!(
         !processes_mentioning(&state.display().to_string()).is_empty(),

@@ -56,6 +56,7 @@ impl Broker {
             "opcua-gw",
             "ingest",
             "alerting",
+            "live",
         ]));
         // Another CA's client certificate, named like a real gateway.
         run(Command::new("bash").arg(&make_certs).arg(path("other")).arg("modbus-gw"));
@@ -272,6 +273,12 @@ async fn the_shipped_acl_holds_both_ways() {
         ("alerting", "pub", "shopfloor/alarms/command/press-1.temp", false),
         ("alerting", "pub", "spBv1.0/Plant1/DDATA/modbus-gw/press-1", false),
         ("alerting", "pub", "spBv1.0/Plant1/DCMD/modbus-gw/press-1", false),
+        // The live page: rebirths and alarm commands, nothing else.
+        ("live", "pub", "spBv1.0/Plant1/NCMD/modbus-gw", true),
+        ("live", "pub", "shopfloor/alarms/command", true),
+        ("live", "pub", "spBv1.0/Plant1/DCMD/modbus-gw/press-1", false),
+        ("live", "pub", "spBv1.0/Plant1/DDATA/modbus-gw/press-1", false),
+        ("live", "pub", "shopfloor/alarms/state/press-1.temp", false),
         // Operators (password): watch, command alarms, write setpoints.
         ("operator", "pub", "shopfloor/alarms/command/press-1.temp", true),
         ("operator", "pub", "spBv1.0/Plant1/DCMD/modbus-gw/press-1", true),
@@ -350,6 +357,24 @@ async fn the_shipped_acl_holds_both_ways() {
             &[
                 ("shopfloor/alarms/command/press-1.temp", true),
                 ("spBv1.0/Plant1/DCMD/modbus-gw/press-1", true),
+            ],
+        ),
+        (
+            "live",
+            "#",
+            "alerting",
+            &[
+                ("shopfloor/alarms/events/press-1.temp", false),
+                ("shopfloor/alarms/state/press-1.temp", true),
+            ],
+        ),
+        (
+            "live",
+            "#",
+            "modbus-gw",
+            &[
+                ("shopfloor/writes/Plant1/modbus-gw", false),
+                ("spBv1.0/Plant1/DDATA/modbus-gw/press-1", true),
             ],
         ),
         (

@@ -16,7 +16,7 @@ Mosquitto (TLS, client certificates, ACL) → PostgreSQL and alarms →
 Alertmanager — with a live status until Ctrl-C, then everything stops
 
 USAGE:
-    shopfloor-demo [--state DIR] [--scenario FILE] [--duration SECS] [--plain]
+    shopfloor-demo [--state DIR] [--scenario FILE] [--live ADDR] [--duration SECS] [--plain]
 
 OPTIONS:
     --state DIR       where certificates, configurations, data and logs go
@@ -24,6 +24,8 @@ OPTIONS:
     --scenario FILE   the simulator's scenario [default: the seed's plant,
                       30 machines, 120 sensors, a fault of each kind]
                       (shopfloor-sim --print-scenario shows it)
+    --live ADDR       the live plant page [default: 127.0.0.1:8088; a free
+                      port when that one is taken]
     --duration SECS   stop after this long (default: until Ctrl-C); exits
                       non-zero unless readings reached PostgreSQL
     --plain           status as lines, not a redrawn screen
@@ -41,6 +43,7 @@ EXAMPLES:
 
 struct Args {
     state: PathBuf,
+    live: std::net::SocketAddr,
     scenario: Option<PathBuf>,
     duration: Option<Duration>,
     plain: bool,
@@ -49,6 +52,7 @@ struct Args {
 fn parse_args() -> anyhow::Result<Option<Args>> {
     let mut a = Args {
         state: PathBuf::from("shopfloor-demo"),
+        live: std::net::SocketAddr::from(([127, 0, 0, 1], 8088)),
         scenario: None,
         duration: None,
         plain: false,
@@ -59,6 +63,12 @@ fn parse_args() -> anyhow::Result<Option<Args>> {
         match flag.as_str() {
             "--state" => a.state = value()?.into(),
             "--scenario" => a.scenario = Some(value()?.into()),
+            "--live" => {
+                let v = value()?;
+                a.live = v.parse().with_context(|| {
+                    format!("--live {v:?}: give host:port, like 127.0.0.1:8088")
+                })?;
+            }
             "--duration" => {
                 let v = value()?;
                 let s: f64 =
@@ -123,13 +133,41 @@ fn run() -> anyhow::Result<()> {
             .join(", "),
     );
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let result = rt.block_on(status(&plant, args.duration, args.plain));
+    let result = rt.block_on(async {
+        let live = live_page(&plant, args.live).await?;
+        println!("  live page       http://{}/\n", live.addr);
+        status(&plant, args.duration, args.plain).await
+    });
     println!(
         "\nstopping: gateways, alerting, ingest, simulator, Mosquitto, Alertmanager, PostgreSQL"
     );
     drop(plant);
     println!("stopped; the logs stay in {}/logs/", dir.display());
     result
+}
+
+/// The live plant page, logged in with its own certificate (the ACL's
+/// `live` role: reads, asks for rebirths, sends alarm commands).
+async fn live_page(
+    plant: &Plant,
+    listen: std::net::SocketAddr,
+) -> anyhow::Result<shopfloor_examples::live::Live> {
+    let tls = plant.live_tls()?;
+    let config = |listen| shopfloor_examples::live::LiveConfig {
+        host: "localhost".into(),
+        port: plant.broker_port,
+        tls: Some(tls.clone()),
+        credentials: None,
+        listen,
+    };
+    match shopfloor_examples::live::start(config(listen)).await {
+        Ok(live) => Ok(live),
+        // Taken (another demo, say): any free port.
+        Err(_) => {
+            shopfloor_examples::live::start(config(std::net::SocketAddr::from(([127, 0, 0, 1], 0))))
+                .await
+        }
+    }
 }
 
 /// What the status line shows, from the daemons' /metrics and the database.

@@ -1,0 +1,386 @@
+//! The live plant page: values per machine with sparkline trends and
+//! their quality, and the active alarms with acknowledge and shelve
+//! buttons, pushed to the browser over server-sent events. Nothing to
+//! install: one HTML file embedded in the binary, no external script or
+//! font, no build step.
+//!
+//! It reads what an operator may read on the broker (`spBv1.0/#`, decoded
+//! by a Sparkplug host application, and the alarms' retained state on
+//! `shopfloor/alarms/state/#`) and sends the alerting daemon's operator
+//! commands on `shopfloor/alarms/command`.
+//!
+//! HTTP: `GET /` the page, `GET /events` the event stream (a snapshot a
+//! second), `GET /snapshot` one snapshot as JSON, `POST /command` an
+//! operator command (`{"command": "acknowledge", "rule", "source",
+//! "metric"}`; the page adds `"user": "live-page"`).
+//!
+//! Past [`DETAIL_LIMIT`] signals the snapshot is aggregated per machine
+//! (counts, worst quality, alarms), so a car plant does not drown the
+//! browser.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use rumqttc::v5::mqttbytes::QoS;
+use rumqttc::v5::mqttbytes::v5::Packet;
+use rumqttc::v5::{AsyncClient, Event, MqttOptions};
+use serde_json::{Value as Json, json};
+use shopfloor_schemas::{Quality, Value};
+use shopfloor_sparkplug::edge::{Message, Now};
+use shopfloor_sparkplug::host::{HostApplication, HostConfig, HostEvent};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::{TcpListener, TcpStream};
+
+/// The page.
+const INDEX: &str = include_str!("live.html");
+/// Points kept per signal for its sparkline.
+pub const HISTORY: usize = 60;
+/// Above this many signals, snapshots are per machine only.
+pub const DETAIL_LIMIT: usize = 5_000;
+
+/// Where to read from and listen.
+#[derive(Clone)]
+pub struct LiveConfig {
+    /// The broker.
+    pub host: String,
+    /// Its port.
+    pub port: u16,
+    /// TLS, if the broker wants it.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
+    /// User name and password (the shipped broker's people listener).
+    pub credentials: Option<(String, String)>,
+    /// The HTTP address (port 0: any free one).
+    pub listen: SocketAddr,
+}
+
+#[derive(Default)]
+struct Signal {
+    last: Option<f64>,
+    text: Option<String>,
+    quality: &'static str,
+    points: VecDeque<f64>,
+}
+
+/// What the page shows, kept up to date from MQTT.
+#[derive(Default)]
+pub struct Board {
+    machines: BTreeMap<String, BTreeMap<String, Signal>>,
+    alarms: BTreeMap<String, Json>,
+    messages: u64,
+}
+
+fn quality(q: Quality) -> &'static str {
+    match q {
+        Quality::Good => "good",
+        Quality::Uncertain => "uncertain",
+        Quality::Bad => "bad",
+        _ => "stale",
+    }
+}
+
+impl Board {
+    fn apply(&mut self, batch: &shopfloor_schemas::Batch) {
+        let machine = self.machines.entry(batch.source.to_string()).or_default();
+        for r in &batch.readings {
+            let s = machine.entry(r.metric.to_string()).or_default();
+            s.quality = quality(r.quality);
+            let number = match &r.value {
+                Value::F64(x) => Some(*x),
+                Value::I64(i) => Some(*i as f64),
+                Value::U64(u) => Some(*u as f64),
+                Value::Bool(b) => Some(f64::from(u8::from(*b))),
+                Value::String(t) => {
+                    s.text = Some(t.clone());
+                    None
+                }
+                _ => None,
+            };
+            if let Some(x) = number.filter(|x| x.is_finite()) {
+                s.last = Some(x);
+                if s.points.len() == HISTORY {
+                    s.points.pop_front();
+                }
+                s.points.push_back(x);
+            }
+        }
+    }
+
+    /// The snapshot the page draws: machines with their signals (or, past
+    /// [`DETAIL_LIMIT`] signals, per-machine counts), and active alarms.
+    pub fn snapshot(&self) -> Json {
+        let signals: usize = self.machines.values().map(BTreeMap::len).sum();
+        let detailed = signals <= DETAIL_LIMIT;
+        let rank = |q: &str| match q {
+            "good" => 0,
+            "uncertain" => 1,
+            "stale" => 2,
+            _ => 3,
+        };
+        let machines: Vec<Json> = self
+            .machines
+            .iter()
+            .map(|(source, sigs)| {
+                let worst = sigs.values().map(|s| s.quality).max_by_key(|q| rank(q)).unwrap_or("good");
+                let mut m = json!({"source": source, "signals": sigs.len(), "quality": worst});
+                if detailed {
+                    m["metrics"] = sigs
+                        .iter()
+                        .map(|(name, s)| {
+                            json!({"metric": name, "value": s.last, "text": s.text, "quality": s.quality,
+                                   "points": s.points.iter().collect::<Vec<_>>()})
+                        })
+                        .collect();
+                }
+                m
+            })
+            .collect();
+        let alarms: Vec<&Json> = self
+            .alarms
+            .values()
+            .filter(|a| !a["active"].is_null() || a["unacknowledged"] == true)
+            .collect();
+        json!({"detailed": detailed, "signals": signals, "messages": self.messages,
+               "machines": machines, "alarms": alarms})
+    }
+}
+
+/// The running page: its address and the shared board.
+pub struct Live {
+    /// Where the page is.
+    pub addr: SocketAddr,
+    /// What it shows.
+    pub board: Arc<Mutex<Board>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// Starts the page: an MQTT reader and the HTTP server.
+pub async fn start(config: LiveConfig) -> anyhow::Result<Live> {
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("live page: cannot listen on {}", config.listen))?;
+    let addr = listener.local_addr()?;
+    let board = Arc::new(Mutex::new(Board::default()));
+    let mut o =
+        MqttOptions::new(format!("live-page-{}", std::process::id()), &config.host, config.port);
+    o.set_max_packet_size(Some(16 << 20));
+    o.set_keep_alive(Duration::from_secs(10));
+    if let Some((u, p)) = &config.credentials {
+        o.set_credentials(u, p);
+    }
+    if let Some(tls) = &config.tls {
+        o.set_transport(rumqttc::Transport::tls_with_config(rumqttc::TlsConfiguration::Rustls(
+            Arc::clone(tls),
+        )));
+    }
+    let (client, mut events) = AsyncClient::new(o, 1000);
+    let reader = {
+        let (board, client) = (Arc::clone(&board), client.clone());
+        tokio::spawn(async move {
+            let mut host_config = HostConfig::new("shopfloor-live");
+            host_config.publish_state = false;
+            let mut host = HostApplication::new(host_config);
+            loop {
+                match events.poll().await {
+                    Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                        host.handle_connected(Now::now());
+                        for f in ["spBv1.0/#", "shopfloor/alarms/state/#"] {
+                            let _ = client.subscribe(f, QoS::AtMostOnce).await;
+                        }
+                    }
+                    Ok(Event::Incoming(Packet::Publish(p))) => {
+                        let topic = String::from_utf8_lossy(&p.topic).into_owned();
+                        let mut b = board.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                        b.messages += 1;
+                        if let Some(key) = topic.strip_prefix("shopfloor/alarms/state/") {
+                            match serde_json::from_slice::<Json>(&p.payload) {
+                                Ok(state) => {
+                                    b.alarms.insert(key.to_owned(), state);
+                                }
+                                Err(_) => {
+                                    b.alarms.remove(key);
+                                }
+                            }
+                        } else {
+                            let msg = Message { topic, payload: p.payload.clone() };
+                            let _ = host.handle_message(&msg, Now::now());
+                            while let Some(e) = host.poll_event() {
+                                if let HostEvent::Data(batch) | HostEvent::Historical(batch) = e {
+                                    b.apply(&batch);
+                                }
+                            }
+                        }
+                        drop(b);
+                        // Rebirth requests, so a page opened late names every metric.
+                        while let Some(t) = host.poll_transmit() {
+                            let q = if t.qos == 0 { QoS::AtMostOnce } else { QoS::AtLeastOnce };
+                            let _ = client.try_publish(t.topic, q, t.retain, t.payload);
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!("live page: MQTT: {e}");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                }
+            }
+        })
+    };
+    let server = {
+        let board = Arc::clone(&board);
+        tokio::spawn(async move {
+            loop {
+                let Ok((socket, _)) = listener.accept().await else { continue };
+                let (board, client) = (Arc::clone(&board), client.clone());
+                tokio::spawn(async move {
+                    let _ = handle(socket, board, client).await;
+                });
+            }
+        })
+    };
+    tracing::info!("live page on http://{addr}/");
+    Ok(Live { addr, board, tasks: vec![reader, server] })
+}
+
+async fn respond(
+    socket: &mut TcpStream,
+    status: &str,
+    kind: &str,
+    body: &str,
+) -> std::io::Result<()> {
+    let head = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    socket.write_all(head.as_bytes()).await?;
+    socket.write_all(body.as_bytes()).await?;
+    socket.shutdown().await
+}
+
+async fn handle(
+    mut socket: TcpStream,
+    board: Arc<Mutex<Board>>,
+    client: AsyncClient,
+) -> std::io::Result<()> {
+    // The request head (at most 16 KiB within 5 s), then a body of at most 16 KiB.
+    let mut buf = Vec::with_capacity(2048);
+    let mut chunk = [0_u8; 2048];
+    let head_end = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                return Ok(i + 4);
+            }
+            if buf.len() > 16 << 10 {
+                return Err(std::io::Error::other("request head too large"));
+            }
+            let n = socket.read(&mut chunk).await?;
+            if n == 0 {
+                return Err(std::io::Error::other("closed"));
+            }
+            buf.extend_from_slice(&chunk[..n]);
+        }
+    })
+    .await
+    .map_err(|_| std::io::Error::other("timeout"))??;
+    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+    let mut line = head.lines().next().unwrap_or_default().split(' ');
+    let (method, path) = (line.next().unwrap_or_default(), line.next().unwrap_or_default());
+    let snapshot =
+        || board.lock().unwrap_or_else(std::sync::PoisonError::into_inner).snapshot().to_string();
+    match (method, path) {
+        ("GET", "/") => respond(&mut socket, "200 OK", "text/html; charset=utf-8", INDEX).await,
+        ("GET", "/snapshot") => {
+            respond(&mut socket, "200 OK", "application/json", &snapshot()).await
+        }
+        ("GET", "/events") => {
+            socket
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-store\r\nConnection: keep-alive\r\n\r\n")
+                .await?;
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                socket.write_all(format!("data: {}\n\n", snapshot()).as_bytes()).await?;
+            }
+        }
+        ("POST", "/command") => {
+            let length: usize = head
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().to_owned())
+                })
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            if length > 16 << 10 {
+                return respond(
+                    &mut socket,
+                    "413 Payload Too Large",
+                    "text/plain",
+                    "at most 16 KiB\n",
+                )
+                .await;
+            }
+            let mut body = buf[head_end..].to_vec();
+            while body.len() < length {
+                let n = tokio::time::timeout(Duration::from_secs(5), socket.read(&mut chunk))
+                    .await
+                    .map_err(|_| std::io::Error::other("timeout"))??;
+                if n == 0 {
+                    break;
+                }
+                body.extend_from_slice(&chunk[..n]);
+            }
+            let command: Json = match serde_json::from_slice(&body[..length.min(body.len())]) {
+                Ok(c @ Json::Object(_)) => c,
+                _ => {
+                    return respond(
+                        &mut socket,
+                        "400 Bad Request",
+                        "text/plain",
+                        "a JSON object, please\n",
+                    )
+                    .await;
+                }
+            };
+            let allowed = ["acknowledge", "shelve", "unshelve"];
+            if !command["command"].as_str().is_some_and(|c| allowed.contains(&c)) {
+                return respond(
+                    &mut socket,
+                    "400 Bad Request",
+                    "text/plain",
+                    "command: acknowledge, shelve or unshelve\n",
+                )
+                .await;
+            }
+            match client
+                .publish("shopfloor/alarms/command", QoS::AtLeastOnce, false, command.to_string())
+                .await
+            {
+                Ok(()) => {
+                    respond(&mut socket, "202 Accepted", "application/json", "{\"sent\": true}")
+                        .await
+                }
+                Err(e) => {
+                    respond(&mut socket, "503 Service Unavailable", "text/plain", &format!("{e}\n"))
+                        .await
+                }
+            }
+        }
+        ("GET", _) => respond(&mut socket, "404 Not Found", "text/plain", "try /\n").await,
+        _ => {
+            respond(&mut socket, "405 Method Not Allowed", "text/plain", "GET or POST /command\n")
+                .await
+        }
+    }
+}
