@@ -268,15 +268,11 @@ impl Decoder {
     /// The Sparkplug hosts' rebirth requests to publish (on data before a
     /// birth, or a `seq` gap that stayed open).
     fn transmits(&mut self) -> Vec<shopfloor_sparkplug::edge::Publish> {
-        let mut out = Vec::new();
-        for (_, host) in &mut self.inputs {
-            if let Some(h) = host {
-                while let Some(p) = h.poll_transmit() {
-                    out.push(p);
-                }
-            }
-        }
-        out
+        self.inputs
+            .iter_mut()
+            .filter_map(|(_, h)| h.as_mut())
+            .flat_map(HostApplication::drain_transmits)
+            .collect()
     }
 
     /// Runs the hosts' `seq`-gap deadlines that have passed.

@@ -222,7 +222,7 @@ pub async fn start(config: LiveConfig) -> anyhow::Result<Live> {
                         }
                         drop(b);
                         // Rebirth requests, so a page opened late names every metric.
-                        while let Some(t) = host.poll_transmit() {
+                        for t in host.drain_transmits() {
                             let q = if t.qos == 0 { QoS::AtMostOnce } else { QoS::AtLeastOnce };
                             let _ = client.try_publish(t.topic, q, t.retain, t.payload);
                         }

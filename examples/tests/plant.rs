@@ -393,8 +393,21 @@ async fn phases(plant: &mut Plant, started: Instant) {
         })
         .await;
         let after = now_ms();
-        // Let the last of the backlog land before measuring.
-        tokio::time::sleep(Duration::from_secs(2)).await;
+        // The backlog landed: nothing left in the gateways' stores (the
+        // spool a broker outage filled) nor held by ingest.
+        within(Duration::from_secs(30), "the backlog committed", || {
+            let plant = &*plant;
+            async move {
+                let held = |name: &str, key: &str| {
+                    shopfloor_examples::plant::metric(&plant.scrape(name), key)
+                };
+                let empty = held("modbus-gw", "shopfloor_edge_stored_readings") == Some(0.0)
+                    && held("opcua-gw", "shopfloor_edge_stored_readings") == Some(0.0)
+                    && held("ingestd", "shopfloor_ingest_pending_messages") == Some(0.0);
+                empty.then_some(())
+            }
+        })
+        .await;
         let holes = gaps(&pg, before - 5000, after).await;
         let (worst_source, worst_metric, worst) = holes.first().cloned().unwrap();
         eprintln!(

@@ -395,15 +395,11 @@ impl Decoder {
 
     /// The hosts' STATE and rebirth requests to publish.
     fn transmits(&mut self) -> Vec<shopfloor_sparkplug::edge::Publish> {
-        let mut out = Vec::new();
-        for (_, host) in &mut self.inputs {
-            if let Some(h) = host {
-                while let Some(p) = h.poll_transmit() {
-                    out.push(p);
-                }
-            }
-        }
-        out
+        self.inputs
+            .iter_mut()
+            .filter_map(|(_, h)| h.as_mut())
+            .flat_map(HostApplication::drain_transmits)
+            .collect()
     }
 }
 

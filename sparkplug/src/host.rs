@@ -327,6 +327,14 @@ impl HostApplication {
         self.transmits.pop_front()
     }
 
+    /// Every publish waiting to be sent, in order: [`poll_transmit`]
+    /// until it gives `None`.
+    ///
+    /// [`poll_transmit`]: Self::poll_transmit
+    pub fn drain_transmits(&mut self) -> impl Iterator<Item = Publish> + '_ {
+        self.transmits.drain(..)
+    }
+
     /// The next event for the application.
     pub fn poll_event(&mut self) -> Option<HostEvent> {
         self.events.pop_front()
