@@ -60,6 +60,19 @@ impl Sim {
         Arc::new(Self { plant, start_s: now_s(), stats: Stats::default() })
     }
 
+    /// A machine's device has stopped for a scripted `offline` fault
+    /// (`what` says how): counts and logs it, then waits until the fault
+    /// ends (`true`) or the simulator stops (`false`).
+    pub async fn sit_out_offline(&self, i: usize, what: &str, stop: &Stop) -> bool {
+        Stats::inc(&self.stats.offline_transitions);
+        let name = &self.plant.machines[i].name;
+        tracing::info!(machine = %name, "offline (scripted fault): {what}");
+        tokio::select! {
+            () = until(|| self.online(i)) => true,
+            () = stop.wait() => false,
+        }
+    }
+
     /// Whether machine `i` answers now.
     pub fn online(&self, i: usize) -> bool {
         self.plant.online(i, self.start_s, now_s())

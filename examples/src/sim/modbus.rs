@@ -159,11 +159,8 @@ pub async fn serve(
             () = stop.wait() => return Ok(()),
         }
         drop(server);
-        Stats::inc(&sim.stats.offline_transitions);
-        tracing::info!(machine = %name, "offline (scripted fault): connections closed, not listening");
-        tokio::select! {
-            () = until(|| sim.online(index)) => {}
-            () = stop.wait() => return Ok(()),
+        if !sim.sit_out_offline(index, "connections closed, not listening", &stop).await {
+            return Ok(());
         }
         tracing::info!(machine = %name, "online again on {addr}");
     }

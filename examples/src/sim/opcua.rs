@@ -20,7 +20,7 @@ use opcua::types::{DataTypeId, DataValue, DateTime, NodeId, QualifiedName, Statu
 use tokio::net::TcpListener;
 
 use super::model::{Signal, Value};
-use super::{Sim, Stats, Stop, now_s, until};
+use super::{Sim, Stop, now_s, until};
 
 /// The namespace of every simulated node.
 pub const NAMESPACE: &str = "urn:shopfloor:sim";
@@ -120,11 +120,8 @@ pub async fn serve(
         if !offline {
             return Ok(());
         }
-        Stats::inc(&sim.stats.offline_transitions);
-        tracing::info!(machine = %name, "offline (scripted fault): OPC UA server stopped");
-        tokio::select! {
-            () = until(|| sim.online(index)) => {}
-            () = stop.wait() => return Ok(()),
+        if !sim.sit_out_offline(index, "OPC UA server stopped", &stop).await {
+            return Ok(());
         }
         tracing::info!(machine = %name, "online again on {addr}");
     }
