@@ -1,19 +1,20 @@
 //! The live plant page against the whole reference deployment, logged in
-//! with its own certificate under the shipped ACL's `live` role: the page is one file
-//! with nothing fetched from elsewhere; the event stream carries every
-//! machine with values that change; the simulator's over-temperature
-//! appears as an unacknowledged alarm; acknowledging it through the page's
-//! command endpoint changes its state on the page and in the journal.
-//! (The same in a real browser is the next step of issue 9.)
+//! with its own certificate under the shipped ACL's `live` role, in a real
+//! headless Chromium: the page is one file with nothing fetched from
+//! elsewhere; it draws every machine with values that change and
+//! sparklines; the simulator's over-temperature appears as an
+//! unacknowledged alarm; clicking Acknowledge, then Shelve, changes the
+//! alarm's state on the page and in the journal. Screenshots of each step
+//! are saved under `artifacts/live-page/` (`$SHOPFLOOR_ARTIFACTS`).
 
-use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
 use shopfloor_examples::live::{LiveConfig, start};
 use shopfloor_examples::plant::{Options, Plant};
+use shopfloor_testkit::{Chromium, artifacts_dir};
 use tokio_postgres::NoTls;
 
 /// One HTTP exchange: (status, body).
@@ -27,30 +28,9 @@ fn http(addr: SocketAddr, method: &str, path: &str, body: &str) -> (u16, String)
     (status, out.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default())
 }
 
-fn snapshot(addr: SocketAddr) -> Value {
-    serde_json::from_str(&http(addr, "GET", "/snapshot", "").1).unwrap()
-}
-
-/// Waits until `check` finds something in the snapshot.
-fn until<T>(
-    addr: SocketAddr,
-    timeout: Duration,
-    what: &str,
-    mut check: impl FnMut(&Value) -> Option<T>,
-) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let s = snapshot(addr);
-        if let Some(v) = check(&s) {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{what}: not within {timeout:?}; last snapshot: {}",
-            s.to_string().chars().take(2000).collect::<String>()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+/// What the page shows, for a failure message.
+fn page_text(browser: &mut Chromium) -> String {
+    browser.eval("document.body.innerText").map(|t| t.to_string()).unwrap_or_else(|e| e.to_string())
 }
 
 #[test]
@@ -82,99 +62,127 @@ fn the_live_page_shows_the_plant_and_acknowledges_an_alarm() {
     }
     assert_eq!(http(addr, "GET", "/nothing", "").0, 404);
 
-    // Every machine, with values.
+    assert_eq!(http(addr, "POST", "/command", "{\"command\": \"delete\"}").0, 400);
+    assert_eq!(http(addr, "POST", "/command", "not json").0, 400);
+
+    // In the browser: every machine, each with values and sparklines.
+    let shots = artifacts_dir("live-page").unwrap();
+    let mut browser = Chromium::start().unwrap_or_else(|e| panic!("{e}"));
+    browser.navigate(&format!("http://{addr}/")).unwrap();
     let names: Vec<String> = plant.scenario.plant.machines.iter().map(|m| m.name.clone()).collect();
-    until(addr, Duration::from_secs(30), "every simulated machine with values", |s| {
-        let with_values: Vec<String> = s["machines"]
-            .as_array()?
-            .iter()
-            .filter(|m| {
-                m["metrics"].as_array().is_some_and(|ms| ms.iter().any(|g| g["value"].is_number()))
-            })
-            .filter_map(|m| Some(m["source"].as_str()?.rsplit('/').next()?.to_owned()))
-            .collect();
-        names.iter().all(|n| with_values.contains(n)).then_some(())
-    });
-    // The stream: two events a second apart, the values moving.
-    let mut stream = TcpStream::connect(addr).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(stream, "GET /events HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
-    let mut lines = BufReader::new(stream).lines();
-    let mut events = Vec::new();
-    while events.len() < 3 {
-        let line = lines.next().expect("the stream ended").unwrap();
-        if let Some(data) = line.strip_prefix("data: ") {
-            events.push(serde_json::from_str::<Value>(data).unwrap());
-        }
+    let names_js = serde_json::to_string(&names).unwrap();
+    let drawn = browser.wait_for(
+        &format!(
+            "(() => {{ const want = {names_js}; \
+               const have = [...document.querySelectorAll('section.machine')].filter((m) => \
+                 [...m.querySelectorAll('.sig .v')].some((v) => /^-?[0-9]/.test(v.textContent))) \
+                 .map((m) => m.dataset.source.split('/').pop()); \
+               return want.every((n) => have.includes(n)) && have.length; }})()"
+        ),
+        Duration::from_secs(30),
+    );
+    let drawn = drawn.unwrap_or_else(|e| panic!("{e}; page: {}", page_text(&mut browser)));
+    assert!(drawn.as_u64().unwrap() >= 30, "{drawn}");
+    // A sparkline needs two values; signals reported by exception (counters,
+    // run states) may have one, so: every machine has at least one.
+    let sparks = "[...document.querySelectorAll('section.machine')].filter((m) => \
+                  !m.querySelector('svg.spark polyline')).map((m) => m.dataset.source)";
+    if let Err(e) = browser.wait_for(&format!("{sparks}.length === 0"), Duration::from_secs(20)) {
+        let _ = browser.screenshot(&shots.join("1-plant.png"));
+        panic!("{e}: machines without a sparkline: {}", browser.eval(sparks).unwrap_or_default());
     }
-    // The longest sparkline of the last event.
-    let value_of = |e: &Value| {
-        e["machines"].as_array().and_then(|ms| {
-            ms.iter()
-                .flat_map(|m| m["metrics"].as_array().cloned().unwrap_or_default())
-                .map(|g| g["points"].as_array().map_or(0, Vec::len))
-                .max()
-        })
-    };
-    assert!(
-        events
-            .iter()
-            .all(|e| e["detailed"] == true && e["machines"].as_array().unwrap().len() >= 30)
-    );
-    assert_ne!(
-        events[0]["machines"][0]["metrics"], events[2]["machines"][0]["metrics"],
-        "the values move"
-    );
-    assert!(value_of(&events[2]).unwrap_or(0) >= 2, "sparklines have points");
+    browser.screenshot(&shots.join("1-plant.png")).unwrap();
+
+    // The values move: the page's numbers now and a few seconds later.
+    let values = "[...document.querySelectorAll('.sig .v')].map((v) => v.textContent).join('|')";
+    let before = browser.eval(values).unwrap();
+    browser
+        .wait_for(&format!("{values} !== {before}"), Duration::from_secs(10))
+        .unwrap_or_else(|e| panic!("the values on the page do not change: {e}"));
 
     // The over-temperature (10 s into the built-in scenario) as an alarm.
-    let alarm = until(addr, Duration::from_secs(60), "press-03's alarm on the page", |s| {
-        s["alarms"]
-            .as_array()?
-            .iter()
-            .find(|a| {
-                a["source"].as_str().is_some_and(|x| x.ends_with("/press-03"))
-                    && a["unacknowledged"] == true
-            })
-            .cloned()
-    });
-    let bad = http(addr, "POST", "/command", "{\"command\": \"delete\"}");
-    assert_eq!(bad.0, 400, "{bad:?}");
-    assert_eq!(http(addr, "POST", "/command", "not json").0, 400);
-    let ack = serde_json::json!({"command": "acknowledge", "rule": alarm["rule"], "source": alarm["source"], "metric": alarm["metric"], "user": "live-page"});
-    let (status, _) = http(addr, "POST", "/command", &ack.to_string());
-    assert_eq!(status, 202);
-    until(addr, Duration::from_secs(10), "the alarm acknowledged on the page", |s| {
-        s["alarms"]
-            .as_array()?
-            .iter()
-            .any(|a| {
-                a["source"] == alarm["source"]
-                    && a["metric"] == alarm["metric"]
-                    && a["unacknowledged"] == false
-            })
-            .then_some(())
-    });
+    let row = "document.querySelector('#alarms tr[data-alarm*=\"/press-03|\"]')";
+    let alarm = browser
+        .wait_for(
+            &format!("{row}?.querySelector('button.ack:not([hidden])') && {row}.dataset.alarm"),
+            Duration::from_secs(60),
+        )
+        .unwrap_or_else(|e| panic!("{e}; page: {}", page_text(&mut browser)));
+    let (source, metric) = alarm.as_str().unwrap().split_once('|').unwrap();
+    let (source, metric) = (source.to_owned(), metric.to_owned());
+    assert!(
+        browser
+            .eval(&format!("{row}.querySelector('.state').textContent"))
+            .unwrap()
+            .as_str()
+            .unwrap()
+            .contains("unacknowledged")
+    );
+    // One look at the DOM: the tile is marked while the alarm is active.
+    let tile = browser
+        .eval(&format!(
+            "[{row}.querySelector('.state').textContent.startsWith('active'), \
+              document.querySelector('section.machine[data-source=\"{source}\"]').classList.contains('alarm')]"
+        ))
+        .unwrap();
+    assert_eq!(
+        tile[0], tile[1],
+        "press-03's tile marked exactly while its alarm is active: {tile}"
+    );
+    browser.screenshot(&shots.join("2-alarm.png")).unwrap();
+
+    // Acknowledge with the mouse.
+    let sel = format!("#alarms tr[data-alarm=\"{source}|{metric}\"] button.ack");
+    browser.click(&sel).unwrap();
+    browser
+        .wait_for(
+            &format!("{row}.querySelector('.state').textContent.includes(', acknowledged') && {row}.querySelector('button.ack').hidden"),
+            Duration::from_secs(10),
+        )
+        .unwrap_or_else(|e| panic!("{e}; page: {}", page_text(&mut browser)));
+    browser.screenshot(&shots.join("3-acknowledged.png")).unwrap();
+
+    // Shelve, then the page says so.
+    browser.click(&format!("#alarms tr[data-alarm=\"{source}|{metric}\"] button.shelve")).unwrap();
+    browser
+        .wait_for(
+            &format!("{row}?.querySelector('.state').textContent.includes('shelved')"),
+            Duration::from_secs(10),
+        )
+        .unwrap_or_else(|e| panic!("{e}; page: {}", page_text(&mut browser)));
+    assert_eq!(
+        browser.eval(&format!("{row}.querySelector('button.shelve').textContent")).unwrap(),
+        "Unshelve"
+    );
+    assert!(browser.exceptions().is_empty(), "the page threw: {:?}", browser.exceptions());
+
+    // Both in the journal, by the page's user.
     rt.block_on(async {
         let (pg, conn) = tokio_postgres::connect(&plant.postgres.connection_string(), NoTls).await.unwrap();
         tokio::spawn(conn);
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            let n: i64 = pg
-                .query_one(
-                    "SELECT count(*) FROM shopfloor.alarm_journal WHERE event = 'acknowledged' AND user_name = 'live-page' AND source = $1",
-                    &[&alarm["source"].as_str().unwrap()],
+            let events: Vec<String> = pg
+                .query(
+                    "SELECT event FROM shopfloor.alarm_journal WHERE user_name = 'live-page' AND source = $1 AND metric = $2 ORDER BY id",
+                    &[&source, &metric],
                 )
                 .await
                 .unwrap()
-                .get(0);
-            if n == 1 {
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+            if events == ["acknowledged", "shelved"] {
                 break;
             }
-            assert!(Instant::now() < deadline, "the acknowledgement is not in the journal");
+            assert!(Instant::now() < deadline, "the journal has {events:?} from the page");
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     });
+    let stats = browser.eval("window.liveStats").unwrap();
+    println!("live page in the browser: {stats}; screenshots in {}", shots.display());
+    assert!(stats["events"].as_u64().unwrap() >= 5, "{stats}");
+    drop(browser);
     drop(live);
     drop(plant);
 }

@@ -71,6 +71,10 @@ pub enum Error {
     /// A method was called that the instance was not configured for.
     #[error("{0}")]
     Usage(&'static str),
+    /// A DevTools call to the test browser failed, or what a test waited
+    /// for in the page did not happen in time.
+    #[error("chromium: {0}")]
+    DevTools(String),
     /// Generating the test certificates failed.
     #[error("generating test certificates: {0}")]
     Certificate(#[from] rcgen::Error),

@@ -2,6 +2,7 @@
 #![deny(missing_docs)]
 
 mod alertmanager;
+mod chromium;
 mod error;
 mod fuzz;
 mod mosquitto;
@@ -13,6 +14,7 @@ mod python;
 mod serial;
 
 pub use alertmanager::Alertmanager;
+pub use chromium::Chromium;
 pub use error::Error;
 pub use fuzz::replay_fuzz_inputs;
 pub use mosquitto::{Mosquitto, MosquittoBuilder};
@@ -21,6 +23,19 @@ pub use postgres::{Postgres, PostgresBuilder};
 pub use proxy::FaultProxy;
 pub use python::{PythonPeer, VENV_INSTALL, python, shared_script};
 pub use serial::SerialPair;
+
+/// The folder where a test leaves what a person should look at afterwards
+/// (screenshots): `$SHOPFLOOR_ARTIFACTS/<name>`, by default
+/// `<workspace>/artifacts/<name>`; created if missing.
+pub fn artifacts_dir(name: &str) -> Result<std::path::PathBuf, Error> {
+    let root = std::env::var_os("SHOPFLOOR_ARTIFACTS").map_or_else(
+        || std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../artifacts"),
+        std::path::PathBuf::from,
+    );
+    let dir = root.join(name);
+    std::fs::create_dir_all(&dir).map_err(Error::io(format!("creating {}", dir.display())))?;
+    Ok(dir)
+}
 
 /// A loopback port that was free a moment ago, for a peer that binds its own
 /// (a server may still lose the race with another process; retry then).
