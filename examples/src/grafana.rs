@@ -189,6 +189,33 @@ pub fn expand(sql: &str, ctx: &Context) -> Result<String, String> {
     macros(&variables(sql, ctx)?, ctx)
 }
 
+/// The page [`preview_page`] fills in.
+const PREVIEW: &str = include_str!("grafana_preview.html");
+
+/// A self-contained HTML page that draws `dashboard` from its panels' query
+/// results, for a screenshot where Grafana cannot run: the panels at their
+/// `gridPos`, time series as lines or bars with their threshold lines, stat
+/// tiles coloured by their thresholds, tables, state timelines with their
+/// value mappings. `frames[i]` holds panel `i`'s results, one per target,
+/// each `{"columns": [{"name", "type"}], "rows": [[…]]}` with `type`
+/// `time` (Unix ms), `number`, `string` or `bool`. `note` is printed under
+/// the title, to say what the picture is (and is not).
+pub fn preview_page(
+    dashboard: &serde_json::Value,
+    frames: &serde_json::Value,
+    ctx: &Context,
+    note: &str,
+) -> String {
+    let vars: BTreeMap<&String, String> = ctx.vars.iter().map(|(k, v)| (k, v.join(","))).collect();
+    let data = serde_json::json!({
+        "dashboard": dashboard, "frames": frames, "vars": vars,
+        "range": [ctx.from_ms, ctx.to_ms], "interval_ms": ctx.interval_ms, "note": note,
+    });
+    // Inside <script>: no "</" may close it early.
+    let data = data.to_string().replace("</", "<\\/");
+    PREVIEW.replacen("/*PREVIEW*/null", &data, 1)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -54,6 +54,8 @@ pub struct LiveConfig {
     pub credentials: Option<(String, String)>,
     /// The HTTP address (port 0: any free one).
     pub listen: SocketAddr,
+    /// The MQTT client id (`None`: `live-page-<pid>`).
+    pub client_id: Option<String>,
 }
 
 #[derive(Default)]
@@ -171,8 +173,9 @@ pub async fn start(config: LiveConfig) -> anyhow::Result<Live> {
         .with_context(|| format!("live page: cannot listen on {}", config.listen))?;
     let addr = listener.local_addr()?;
     let board = Arc::new(Mutex::new(Board::default()));
-    let mut o =
-        MqttOptions::new(format!("live-page-{}", std::process::id()), &config.host, config.port);
+    let id =
+        config.client_id.clone().unwrap_or_else(|| format!("live-page-{}", std::process::id()));
+    let mut o = MqttOptions::new(id, &config.host, config.port);
     o.set_max_packet_size(Some(16 << 20));
     o.set_keep_alive(Duration::from_secs(10));
     if let Some((u, p)) = &config.credentials {

@@ -11,10 +11,11 @@ use std::path::Path;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
-use shopfloor_examples::grafana::{Context, expand};
+use shopfloor_examples::grafana::{Context, expand, preview_page};
 use shopfloor_examples::plant::{Options, Plant};
-use tokio_postgres::NoTls;
-use tokio_postgres::types::Type;
+use shopfloor_testkit::{Chromium, artifacts_dir};
+use tokio_postgres::types::{FromSql, Type};
+use tokio_postgres::{NoTls, Row, Statement};
 
 const DASHBOARDS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/grafana/dashboards");
 const CONTRACT: [&str; 3] = ["readings", "readings_1m", "alarm_journal"];
@@ -142,6 +143,87 @@ fn pg_error(e: &tokio_postgres::Error) -> String {
     e.as_db_error().map_or_else(|| e.to_string(), |d| format!("{}: {}", d.severity(), d.message()))
 }
 
+/// PostgreSQL's NUMERIC (`count(*) * 1000.0 / …`, `extract(epoch …)`) as
+/// a float, from its binary form: digit count, weight, sign, scale, then
+/// base-10000 digits.
+struct Numeric(Option<f64>);
+
+impl<'a> FromSql<'a> for Numeric {
+    fn from_sql(_: &Type, raw: &'a [u8]) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+        let word = |i: usize| -> Result<i16, Box<dyn std::error::Error + Sync + Send>> {
+            let b = raw.get(2 * i..2 * i + 2).ok_or("a short NUMERIC")?;
+            Ok(i16::from_be_bytes([b[0], b[1]]))
+        };
+        let (n, weight, sign) = (word(0)? as usize, word(1)?, word(2)? as u16);
+        if sign == 0xC000 {
+            return Ok(Self(None)); // NaN
+        }
+        let mut x = 0.0;
+        for i in 0..n {
+            x += f64::from(word(4 + i)?) * 10_000_f64.powi(i32::from(weight) - i as i32);
+        }
+        Ok(Self(Some(if sign == 0x4000 { -x } else { x })))
+    }
+    fn accepts(ty: &Type) -> bool {
+        *ty == Type::NUMERIC
+    }
+}
+
+/// Query results as the preview page reads them: typed columns, rows of
+/// JSON values; a numeric `time` column (Grafana's `$__timeGroupAlias`
+/// gives epoch seconds) becomes Unix ms, as Grafana converts it.
+fn frame(stmt: &Statement, rows: &[Row]) -> Value {
+    let columns: Vec<(String, Type)> =
+        stmt.columns().iter().map(|c| (c.name().to_owned(), c.type_().clone())).collect();
+    let kind = |(name, ty): &(String, Type)| match ty {
+        &Type::TIMESTAMPTZ | &Type::TIMESTAMP => "time",
+        _ if name == "time" => "time",
+        &Type::BOOL => "bool",
+        &Type::TEXT | &Type::VARCHAR | &Type::NAME | &Type::BPCHAR => "string",
+        _ => "number",
+    };
+    let rows: Vec<Value> = rows
+        .iter()
+        .map(|r| {
+            columns
+                .iter()
+                .enumerate()
+                .map(|(i, (name, ty))| {
+                    let number: Option<f64> = match ty {
+                        &Type::INT2 => r.get::<_, Option<i16>>(i).map(f64::from),
+                        &Type::INT4 => r.get::<_, Option<i32>>(i).map(f64::from),
+                        &Type::INT8 => r.get::<_, Option<i64>>(i).map(|x| x as f64),
+                        &Type::FLOAT4 => r.get::<_, Option<f32>>(i).map(f64::from),
+                        &Type::FLOAT8 => r.get::<_, Option<f64>>(i),
+                        &Type::NUMERIC => r.get::<_, Numeric>(i).0,
+                        &Type::TIMESTAMPTZ | &Type::TIMESTAMP => {
+                            r.get::<_, Option<SystemTime>>(i).map(|t| {
+                                t.duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_millis() as f64)
+                            })
+                        }
+                        &Type::BOOL => {
+                            return r.get::<_, Option<bool>>(i).map_or(Value::Null, Value::Bool);
+                        }
+                        &Type::TEXT | &Type::VARCHAR | &Type::NAME | &Type::BPCHAR => {
+                            return r
+                                .get::<_, Option<String>>(i)
+                                .map_or(Value::Null, Value::String);
+                        }
+                        other => panic!("the preview cannot show column {name} of type {other}"),
+                    };
+                    // Epoch seconds in a time column: to ms.
+                    let number =
+                        number.map(|x| if name == "time" && x < 1e11 { x * 1000.0 } else { x });
+                    number.map_or(Value::Null, |x| serde_json::json!(x))
+                })
+                .collect()
+        })
+        .collect();
+    let columns: Vec<Value> =
+        columns.iter().map(|c| serde_json::json!({"name": c.0, "type": kind(c)})).collect();
+    serde_json::json!({"columns": columns, "rows": rows})
+}
+
 fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64
 }
@@ -171,7 +253,8 @@ fn every_query_runs_on_the_plants_data_and_gives_its_panel_the_right_shape() {
                 .await
                 .map(|r| r.get(0))
                 .unwrap_or(false);
-            if ready {
+            // And half a minute of the plant, for the previews' trends.
+            if ready && now_ms() >= plant.sim_start_ms as i64 + 30_000 {
                 break;
             }
             assert!(
@@ -196,6 +279,9 @@ fn every_query_runs_on_the_plants_data_and_gives_its_panel_the_right_shape() {
             interval_ms: 60_000,
             ..short.clone()
         };
+        let shots = artifacts_dir("dashboards").unwrap();
+        let mut browser = Chromium::start_with(Path::new("/usr/bin/chromium"), (1440, 900))
+            .unwrap_or_else(|e| panic!("{e}"));
         for (file, d) in dashboards() {
             // Template variables: their own query, and the overheated press.
             let mut vars = BTreeMap::new();
@@ -298,6 +384,45 @@ fn every_query_runs_on_the_plants_data_and_gives_its_panel_the_right_shape() {
                     assert!(rows_somewhere, "{file}: {title}: no rows in either range");
                 }
             }
+            // The preview: every panel drawn from its queries over the
+            // plant's life so far, then a screenshot.
+            let preview = Context {
+                from_ms: plant.sim_start_ms as i64 - 5_000,
+                to_ms: now_ms(),
+                interval_ms: 1000,
+                vars: vars.clone(),
+                ..short.clone()
+            };
+            let mut frames = Vec::new();
+            for p in d["panels"].as_array().unwrap() {
+                let mut panel = Vec::new();
+                for t in p["targets"].as_array().unwrap() {
+                    let sql = expand(t["rawSql"].as_str().unwrap(), &preview).unwrap();
+                    let stmt = pg.prepare(&sql).await.unwrap();
+                    let rows = pg.query(&stmt, &[]).await.unwrap();
+                    panel.push(frame(&stmt, &rows));
+                }
+                frames.push(Value::Array(panel));
+            }
+            let note = format!(
+                "Preview drawn by shopfloor's dashboard test from each panel's real query results \
+                 on the simulated plant (tests/grafana.rs), not by Grafana; Grafana's own look differs. \
+                 Range: the plant's first {} s.",
+                (preview.to_ms - preview.from_ms) / 1000
+            );
+            let html = preview_page(&d, &Value::Array(frames), &preview, &note);
+            let uid = d["uid"].as_str().unwrap();
+            let page = shots.join(format!("{uid}.html"));
+            std::fs::write(&page, html).unwrap();
+            browser.navigate(&format!("file://{}", page.display())).unwrap();
+            browser
+                .wait_for("document.body.dataset.drawn === 'true'", Duration::from_secs(10))
+                .unwrap_or_else(|e| panic!("{file}: the preview: {e}; {:?}", browser.exceptions()));
+            let empty = browser.eval("document.querySelectorAll('.empty').length").unwrap();
+            browser.screenshot(&shots.join(format!("{uid}.png"))).unwrap();
+            assert!(browser.exceptions().is_empty(), "{file}: the preview threw: {:?}", browser.exceptions());
+            // Only the findings panel (none in a fresh plant) may be empty.
+            assert!(empty.as_u64().unwrap() <= 1, "{file}: {empty} panels drew nothing");
         }
     });
     drop(plant);

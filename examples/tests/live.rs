@@ -12,8 +12,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use shopfloor_examples::live::{LiveConfig, start};
-use shopfloor_examples::plant::{Options, Plant};
+use shopfloor_examples::plant::{Daemon, Options, Plant};
 use shopfloor_testkit::{Chromium, artifacts_dir};
 use tokio_postgres::NoTls;
 
@@ -42,16 +41,34 @@ fn the_live_page_shows_the_plant_and_acknowledges_an_alarm() {
             .unwrap_or_else(|e| panic!("{e:#}"));
     let rt =
         tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    let live = rt
-        .block_on(start(LiveConfig {
-            host: "localhost".into(),
-            port: plant.broker_port,
-            tls: Some(plant.live_tls().unwrap()),
-            credentials: None,
-            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-        }))
-        .unwrap();
-    let addr = live.addr;
+    // The page as a deployment runs it: shopfloor-live with the `live`
+    // certificate of the shipped broker's ACL.
+    let pki = dir.path().join("plant/pki");
+    let port = shopfloor_testkit::free_port().unwrap();
+    let config = dir.path().join("live.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[mqtt]\nhost = \"localhost\"\nport = {}\nclient_id = \"live-test\"\n\
+             ca_file = \"{pki}/ca.crt\"\ncert_file = \"{pki}/live.crt\"\nkey_file = \"{pki}/live.key\"\n\
+             [live]\nlisten = \"127.0.0.1:{port}\"\n",
+            plant.broker_port,
+            pki = pki.display()
+        ),
+    )
+    .unwrap();
+    let mut live = Daemon::spawn(
+        "live",
+        env!("CARGO_BIN_EXE_shopfloor-live"),
+        ["--config".to_owned(), config.display().to_string()],
+        dir.path().join("live.log"),
+    )
+    .unwrap();
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    live.wait_until(Duration::from_secs(20), |_| {
+        shopfloor_testkit::http_get(addr, "/snapshot").is_ok_and(|(s, _)| s == 200)
+    })
+    .unwrap_or_else(|e| panic!("{e:#}"));
 
     // The page: one file, nothing from elsewhere.
     let (status, page) = http(addr, "GET", "/", "");
@@ -118,16 +135,18 @@ fn the_live_page_shows_the_plant_and_acknowledges_an_alarm() {
             .unwrap()
             .contains("unacknowledged")
     );
-    // One look at the DOM: the tile is marked while the alarm is active.
+    // One look at the DOM: the tile and the signal are marked while the
+    // alarm is active.
     let tile = browser
         .eval(&format!(
             "[{row}.querySelector('.state').textContent.startsWith('active'), \
-              document.querySelector('section.machine[data-source=\"{source}\"]').classList.contains('alarm')]"
+              document.querySelector('section.machine[data-source=\"{source}\"]').classList.contains('alarm'), \
+              document.querySelector('section.machine[data-source=\"{source}\"] .sig[data-metric=\"{metric}\"]').classList.contains('alarmed')]"
         ))
         .unwrap();
-    assert_eq!(
-        tile[0], tile[1],
-        "press-03's tile marked exactly while its alarm is active: {tile}"
+    assert!(
+        tile[0] == tile[1] && tile[1] == tile[2],
+        "press-03's tile and signal marked exactly while its alarm is active: {tile}"
     );
     browser.screenshot(&shots.join("2-alarm.png")).unwrap();
 
@@ -183,6 +202,45 @@ fn the_live_page_shows_the_plant_and_acknowledges_an_alarm() {
     println!("live page in the browser: {stats}; screenshots in {}", shots.display());
     assert!(stats["events"].as_u64().unwrap() >= 5, "{stats}");
     drop(browser);
-    drop(live);
+    let status = live.terminate(Duration::from_secs(10));
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "shopfloor-live on SIGTERM: {status:?}\n{}",
+        live.log_tail(20)
+    );
     drop(plant);
+}
+
+#[test]
+fn check_config_reports_the_address_and_names_mistakes() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = env!("CARGO_BIN_EXE_shopfloor-live");
+    let run = |text: &str| {
+        let path = dir.path().join("live.toml");
+        std::fs::write(&path, text).unwrap();
+        std::process::Command::new(bin)
+            .arg("--config")
+            .arg(&path)
+            .arg("--check-config")
+            .output()
+            .unwrap()
+    };
+    let ok = run("[mqtt]\nport = 1884\n[live]\nlisten = \"127.0.0.1:9000\"\n");
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    let out = String::from_utf8_lossy(&ok.stdout);
+    assert!(out.contains("MQTT 127.0.0.1:1884") && out.contains("http://127.0.0.1:9000/"), "{out}");
+    for (text, says) in [
+        ("[live]\nlisten = \"127.0.0.1:9000\"\n", "no [mqtt] section"),
+        ("[mqtt]\n[live]\nlisten = \"localhost\"\n", "live.listen = \"localhost\""),
+        ("[mqtt]\nport = 1883\nhots = \"x\"\n", "hots"),
+        ("[mqtt]\ncert_file = \"a.crt\"\n", "without mqtt.ca_file"),
+        ("[mqtt\n", "live.toml"),
+    ] {
+        let out = run(text);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{text}: {err}");
+        assert!(err.contains(says), "{text}: {err}");
+    }
+    let help = std::process::Command::new(bin).arg("--help").output().unwrap();
+    assert!(String::from_utf8_lossy(&help.stdout).contains("POST /command"));
 }

@@ -159,6 +159,7 @@ async fn live_page(
         tls: Some(tls.clone()),
         credentials: None,
         listen,
+        client_id: None,
     };
     match shopfloor_examples::live::start(config(listen)).await {
         Ok(live) => Ok(live),

@@ -1,0 +1,140 @@
+//! The live plant page on its own, for any deployment. See `--help`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use serde::Deserialize;
+use shopfloor_examples::live::{LiveConfig, start};
+
+const HELP: &str = "\
+shopfloor-live: the live plant page: every machine's values with sparklines
+and quality, and the active alarms with Acknowledge and Shelve buttons,
+pushed to the browser once a second (server-sent events). It reads
+Sparkplug B (spBv1.0/#) and shopfloor-alertd's alarm states, and sends
+alertd's operator commands. One page embedded in the binary: nothing to
+install, nothing fetched from the internet.
+
+USAGE:
+    shopfloor-live --config FILE                 run until Ctrl-C / SIGTERM
+    shopfloor-live --config FILE --check-config  check the file and exit
+
+Logs go to stderr, filtered by RUST_LOG (default: info).
+
+THE FILE:
+    [mqtt]
+    host = \"127.0.0.1\"
+    port = 1883
+    client_id = \"live\"              # default: live-page-<pid>
+    username = \"live\"               # optional; the password from
+    password_file = \"/etc/shopfloor/mqtt.pass\"   # a file, or SHOPFLOOR_MQTT_PASSWORD
+    # TLS (port 8883 of examples/deploy's broker, role `live` of its ACL):
+    # ca_file = \"/etc/shopfloor/pki/ca.crt\"
+    # cert_file = \"/etc/shopfloor/pki/live.crt\"
+    # key_file = \"/etc/shopfloor/pki/live.key\"
+
+    [live]
+    listen = \"127.0.0.1:8088\"      # the page: http://127.0.0.1:8088/
+
+The command endpoint (POST /command) has no login of its own: anyone who
+reaches the page can acknowledge and shelve. Keep it on 127.0.0.1 or behind
+a reverse proxy that authenticates.
+
+EXAMPLES:
+    shopfloor-live --config live.toml --check-config
+    shopfloor-live --config live.toml
+";
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Mqtt {
+    #[serde(default = "shopfloor_examples::localhost")]
+    host: String,
+    #[serde(default = "shopfloor_examples::mqtt_port")]
+    port: u16,
+    client_id: Option<String>,
+    username: Option<String>,
+    password_file: Option<PathBuf>,
+    ca_file: Option<PathBuf>,
+    cert_file: Option<PathBuf>,
+    key_file: Option<PathBuf>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Live {
+    listen: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    mqtt: Option<Mqtt>,
+    live: Option<Live>,
+}
+
+fn config(path: &Path) -> anyhow::Result<LiveConfig> {
+    let where_ = path.display();
+    let file: File = shopfloor_examples::read_toml(path)?;
+    let mqtt =
+        file.mqtt.with_context(|| format!("{where_}: no [mqtt] section; add host and port"))?;
+    let listen = file.live.and_then(|l| l.listen).unwrap_or_else(|| "127.0.0.1:8088".into());
+    let listen: SocketAddr = listen.parse().with_context(|| {
+        format!(
+            "{where_}: live.listen = {listen:?}: give an address and port, like \"127.0.0.1:8088\""
+        )
+    })?;
+    let tls = shopfloor_examples::mqtt_tls(
+        mqtt.ca_file.as_deref(),
+        mqtt.cert_file.as_deref(),
+        mqtt.key_file.as_deref(),
+        path,
+    )?;
+    let credentials = match mqtt.username {
+        Some(user) => Some((
+            user,
+            shopfloor_examples::mqtt_password(mqtt.password_file.as_deref(), path)?
+                .unwrap_or_default(),
+        )),
+        None => None,
+    };
+    Ok(LiveConfig {
+        host: mqtt.host,
+        port: mqtt.port,
+        tls,
+        credentials,
+        listen,
+        client_id: mqtt.client_id,
+    })
+}
+
+fn main() -> std::process::ExitCode {
+    shopfloor_examples::exit(real_main())
+}
+
+fn real_main() -> anyhow::Result<()> {
+    let Some(args) = shopfloor_examples::config_args(HELP)? else { return Ok(()) };
+    let c = config(&args.config)?;
+    if args.check {
+        println!(
+            "{}: valid: MQTT {}:{}{}, page on http://{}/",
+            args.config.display(),
+            c.host,
+            c.port,
+            if c.tls.is_some() { " (TLS)" } else { "" },
+            c.listen
+        );
+        return Ok(());
+    }
+    shopfloor_examples::init_logging();
+    let runtime =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    runtime.block_on(async move {
+        let live = start(c).await?;
+        // The address on stdout, for scripts that asked for port 0.
+        println!("live page on http://{}/", live.addr);
+        shopfloor_examples::wait_for_stop().await?;
+        drop(live);
+        Ok(())
+    })
+}
