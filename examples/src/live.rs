@@ -16,7 +16,13 @@
 //!
 //! Past [`DETAIL_LIMIT`] signals the snapshot is aggregated per machine
 //! (counts, worst quality, alarms), so a car plant does not drown the
-//! browser.
+//! browser, and no sparkline history is kept.
+//!
+//! `POST /command` wants `Content-Type: application/json` and, when the
+//! browser names one, the page's own origin: another site's page open in
+//! the operator's browser cannot send commands (cross-site request
+//! forgery). There is no login: keep the page on loopback or behind a
+//! proxy that authenticates.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
@@ -72,6 +78,8 @@ pub struct Board {
     machines: BTreeMap<String, BTreeMap<String, Signal>>,
     alarms: BTreeMap<String, Json>,
     messages: u64,
+    /// Signals in `machines`.
+    signals: usize,
 }
 
 fn quality(q: Quality) -> &'static str {
@@ -85,9 +93,16 @@ fn quality(q: Quality) -> &'static str {
 
 impl Board {
     fn apply(&mut self, batch: &shopfloor_schemas::Batch) {
+        let keep_history = self.signals <= DETAIL_LIMIT;
         let machine = self.machines.entry(batch.source.to_string()).or_default();
         for r in &batch.readings {
-            let s = machine.entry(r.metric.to_string()).or_default();
+            let s = match machine.get_mut(r.metric.as_str()) {
+                Some(s) => s,
+                None => {
+                    self.signals += 1;
+                    machine.entry(r.metric.to_string()).or_default()
+                }
+            };
             s.quality = quality(r.quality);
             let number = match &r.value {
                 Value::F64(x) => Some(*x),
@@ -102,10 +117,17 @@ impl Board {
             };
             if let Some(x) = number.filter(|x| x.is_finite()) {
                 s.last = Some(x);
-                if s.points.len() == HISTORY {
-                    s.points.pop_front();
+                if !keep_history {
+                    // The aggregated view draws no sparkline: free it.
+                    if s.points.capacity() > 0 {
+                        s.points = VecDeque::new();
+                    }
+                } else {
+                    if s.points.len() == HISTORY {
+                        s.points.pop_front();
+                    }
+                    s.points.push_back(x);
                 }
-                s.points.push_back(x);
             }
         }
     }
@@ -113,7 +135,7 @@ impl Board {
     /// The snapshot the page draws: machines with their signals (or, past
     /// [`DETAIL_LIMIT`] signals, per-machine counts), and active alarms.
     pub fn snapshot(&self) -> Json {
-        let signals: usize = self.machines.values().map(BTreeMap::len).sum();
+        let signals = self.signals;
         let detailed = signals <= DETAIL_LIMIT;
         let rank = |q: &str| match q {
             "good" => 0,
@@ -255,6 +277,14 @@ pub async fn start(config: LiveConfig) -> anyhow::Result<Live> {
     Ok(Live { addr, board, tasks: vec![reader, server] })
 }
 
+/// A request header's value, by case-insensitive name.
+fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
+    head.lines().skip(1).find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+    })
+}
+
 async fn respond(
     socket: &mut TcpStream,
     status: &str,
@@ -316,15 +346,39 @@ async fn handle(
             }
         }
         ("POST", "/command") => {
-            let length: usize = head
-                .lines()
-                .find_map(|l| {
-                    l.to_ascii_lowercase()
-                        .strip_prefix("content-length:")
-                        .map(|v| v.trim().to_owned())
-                })
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0);
+            // Cross-site request forgery: another site's page may POST here
+            // from the operator's browser. A form can send text/plain but
+            // not application/json (that needs CORS, which is never
+            // granted), and a browser names the page's origin.
+            let json = header(&head, "content-type")
+                .is_some_and(|t| t.to_ascii_lowercase().starts_with("application/json"));
+            if !json {
+                return respond(
+                    &mut socket,
+                    "415 Unsupported Media Type",
+                    "text/plain",
+                    "Content-Type: application/json, please\n",
+                )
+                .await;
+            }
+            if let Some(origin) = header(&head, "origin") {
+                let host = header(&head, "host").unwrap_or_default();
+                let same = origin
+                    .strip_prefix("http://")
+                    .or_else(|| origin.strip_prefix("https://"))
+                    .is_some_and(|o| o.eq_ignore_ascii_case(host));
+                if !same {
+                    return respond(
+                        &mut socket,
+                        "403 Forbidden",
+                        "text/plain",
+                        "commands come from this page only\n",
+                    )
+                    .await;
+                }
+            }
+            let length: usize =
+                header(&head, "content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
             if length > 16 << 10 {
                 return respond(
                     &mut socket,
@@ -385,5 +439,61 @@ async fn handle(
             respond(&mut socket, "405 Method Not Allowed", "text/plain", "GET or POST /command\n")
                 .await
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shopfloor_schemas::{Batch, Reading, Timestamp};
+
+    fn batch(source: &str, metrics: usize, v: f64) -> Batch {
+        let mut b = Batch::new(source);
+        for m in 0..metrics {
+            b.readings.push(Reading::new(format!("m{m}").as_str(), Timestamp::from_unix_ms(1), v));
+        }
+        b
+    }
+
+    fn points(board: &Board) -> usize {
+        board.machines.values().flat_map(BTreeMap::values).map(|s| s.points.len()).sum()
+    }
+
+    #[test]
+    fn sparklines_are_kept_up_to_the_detail_limit_then_dropped() {
+        let mut board = Board::default();
+        for i in 0..(HISTORY + 5) {
+            board.apply(&batch("Plant/gw/m1", 4, i as f64));
+        }
+        assert_eq!(board.signals, 4);
+        assert_eq!(points(&board), 4 * HISTORY, "each sparkline capped at HISTORY");
+        let snap = board.snapshot();
+        assert_eq!(snap["detailed"], true);
+        assert_eq!(snap["machines"][0]["metrics"][0]["points"].as_array().unwrap().len(), HISTORY);
+
+        // Past the limit: aggregated, and the history goes as signals update.
+        let machines = DETAIL_LIMIT / 100 + 1;
+        for m in 0..machines {
+            board.apply(&batch(&format!("Plant/gw/big{m}"), 100, 1.0));
+        }
+        assert!(board.signals > DETAIL_LIMIT);
+        board.apply(&batch("Plant/gw/m1", 4, 2.0));
+        for m in 0..machines {
+            board.apply(&batch(&format!("Plant/gw/big{m}"), 100, 2.0));
+        }
+        assert_eq!(points(&board), 0);
+        let snap = board.snapshot();
+        assert_eq!(snap["detailed"], false);
+        assert_eq!(snap["signals"], board.signals);
+        assert!(snap["machines"][0].get("metrics").is_none());
+    }
+
+    #[test]
+    fn headers_by_case_insensitive_name() {
+        let head = "POST /command HTTP/1.1\r\nHost: 127.0.0.1:8088\r\ncontent-TYPE:  application/json \r\n\r\n";
+        assert_eq!(header(head, "Content-Type"), Some("application/json"));
+        assert_eq!(header(head, "host"), Some("127.0.0.1:8088"));
+        assert_eq!(header(head, "origin"), None);
+        assert_eq!(header("GET /x: y HTTP/1.1\r\n\r\n", "get /x"), None, "not the request line");
     }
 }

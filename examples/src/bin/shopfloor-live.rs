@@ -38,7 +38,8 @@ THE FILE:
 
 The command endpoint (POST /command) has no login of its own: anyone who
 reaches the page can acknowledge and shelve. Keep it on 127.0.0.1 or behind
-a reverse proxy that authenticates.
+a reverse proxy that authenticates. It takes only JSON from the page's own
+origin, so other web sites open in the operator's browser cannot use it.
 
 EXAMPLES:
     shopfloor-live --config live.toml --check-config
