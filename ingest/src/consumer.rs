@@ -32,11 +32,11 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::copy::{pg_micros, stored};
+use crate::check::TimeWindow;
 use crate::error::IngestError;
 use crate::maintain::{Maintenance, Retention};
 use crate::pipeline::{Database, Pipeline, Ticket, db_backoff};
-use crate::writer::{DeadLetter, MetricInfo, Writer};
+use crate::writer::{DeadLetter, MetricInfo, Submission, Writer};
 
 /// What the ingest subscribes to.
 #[derive(Clone, Debug)]
@@ -102,12 +102,19 @@ pub struct IngestConfig {
     /// How often the rollups are brought up to date (native storage) and
     /// partitions made ahead.
     pub maintain_every: Duration,
+    /// Readings more than this far ahead of the clock are dead letters (so
+    /// are readings older than `retention.samples`, when set).
+    pub max_ahead: Duration,
+    /// A message with more readings than this is a dead letter (a bound on
+    /// what one message can cost).
+    pub max_readings_per_message: usize,
 }
 
 impl IngestConfig {
     /// Defaults: session expiry 1 h, flush at 10 000 readings or 200 ms,
     /// at most 20 000 messages pending, 2 COPY connections, TimescaleDB
-    /// where available, everything kept, rollups every 2 s.
+    /// where available, everything kept, rollups every 2 s, readings at
+    /// most 1 day ahead of the clock, at most 100 000 readings a message.
     pub fn new(
         host: impl Into<String>,
         port: u16,
@@ -131,6 +138,8 @@ impl IngestConfig {
             timescaledb: true,
             retention: Retention::default(),
             maintain_every: Duration::from_secs(2),
+            max_ahead: Duration::from_secs(86_400),
+            max_readings_per_message: 100_000,
         }
     }
 }
@@ -306,8 +315,15 @@ fn spawn_event_loop(
 
 /// What one message decodes to.
 enum Decoded {
-    /// Readings, and what a birth said about its metrics.
-    Batches(Vec<Batch>, Vec<MetricInfo>),
+    /// Readings, and what a birth said about its metrics; `refused`: why
+    /// some of its readings cannot be stored (the message is dead-lettered
+    /// too, the others are written).
+    Batches {
+        batches: Vec<Batch>,
+        metrics: Vec<MetricInfo>,
+        death: bool,
+        refused: Option<String>,
+    },
     Dead(String),
 }
 
@@ -315,16 +331,21 @@ enum Decoded {
 struct InFlight {
     ticket: Ticket,
     messages: Vec<Pending>,
-    dead: u64,
+    /// It holds a death: nothing else is written at the same time.
+    death: bool,
 }
 
 struct Decoder {
     inputs: Vec<(Input, Option<HostApplication>)>,
+    window: TimeWindow,
+    max_readings: usize,
 }
 
 impl Decoder {
-    fn new(inputs: &[Input]) -> Self {
+    fn new(inputs: &[Input], window: TimeWindow, max_readings: usize) -> Self {
         Self {
+            window,
+            max_readings,
             inputs: inputs
                 .iter()
                 .map(|i| {
@@ -338,7 +359,13 @@ impl Decoder {
         }
     }
 
-    fn decode(&mut self, topic: &str, content_type: Option<&str>, payload: &[u8]) -> Decoded {
+    fn decode(
+        &mut self,
+        topic: &str,
+        content_type: Option<&str>,
+        payload: &[u8],
+        now: Now,
+    ) -> Decoded {
         for (input, host) in &mut self.inputs {
             match (input, host) {
                 (Input::Plain { template, codec }, _) => {
@@ -355,7 +382,14 @@ impl Decoder {
                     let source: Vec<&str> =
                         caps.iter().filter(|(n, _)| *n != "sensor").map(|(_, v)| v).collect();
                     batch.source = source.join("/").into();
-                    return check(vec![batch], Vec::new());
+                    return decoded(
+                        &self.window,
+                        self.max_readings,
+                        vec![batch],
+                        Vec::new(),
+                        false,
+                        now.unix_ms,
+                    );
                 }
                 (Input::Sparkplug { .. }, Some(host)) => {
                     if !topic.starts_with("spBv1.0/") {
@@ -365,7 +399,7 @@ impl Decoder {
                         topic: topic.to_owned(),
                         payload: bytes::Bytes::copy_from_slice(payload),
                     };
-                    if let Err(e) = host.handle_message(&msg, Now::now()) {
+                    if let Err(e) = host.handle_message(&msg, now) {
                         return Decoded::Dead(e.to_string());
                     }
                     let mut batches = Vec::new();
@@ -385,7 +419,16 @@ impl Decoder {
                                 .into(),
                         );
                     }
-                    return check(batches, birth_metrics(topic, payload));
+                    let death = matches!(topic.split('/').nth(2), Some("NDEATH" | "DDEATH"));
+                    let metrics = birth_metrics(topic, payload);
+                    return decoded(
+                        &self.window,
+                        self.max_readings,
+                        batches,
+                        metrics,
+                        death,
+                        now.unix_ms,
+                    );
                 }
                 _ => {}
             }
@@ -456,16 +499,28 @@ fn birth_metrics(topic: &str, payload: &[u8]) -> Vec<MetricInfo> {
         .collect()
 }
 
-/// Every reading of the batches fits the table, or the message is dead.
-fn check(batches: Vec<Batch>, metrics: Vec<MetricInfo>) -> Decoded {
-    for b in &batches {
-        for r in &b.readings {
-            if let Err(e) = stored(&r.value).and_then(|_| pg_micros(r.timestamp.unix_ms())) {
-                return Decoded::Dead(format!("{} {}: {e}", b.source, r.metric));
-            }
-        }
+/// The readings that can be stored; a message none of whose readings can
+/// is dead.
+fn decoded(
+    window: &TimeWindow,
+    max_readings: usize,
+    batches: Vec<Batch>,
+    metrics: Vec<MetricInfo>,
+    death: bool,
+    now_ms: u64,
+) -> Decoded {
+    let n: usize = batches.iter().map(|b| b.readings.len()).sum();
+    if n > max_readings {
+        return Decoded::Dead(format!(
+            "{n} readings in one message, more than the {max_readings} allowed (max_readings_per_message)"
+        ));
     }
-    Decoded::Batches(batches, metrics)
+    let had = !batches.is_empty();
+    let (batches, refused) = crate::check::split(batches, window, now_ms);
+    match refused {
+        Some(why) if had && batches.is_empty() && metrics.is_empty() => Decoded::Dead(why),
+        refused => Decoded::Batches { batches, metrics, death, refused },
+    }
 }
 
 /// Whether a Sparkplug topic is a birth (NBIRTH or DBIRTH).
@@ -487,7 +542,7 @@ async fn replay_births(db: &Database, decoder: &mut Decoder) {
         }
     };
     for (topic, payload) in &births {
-        let _ = decoder.decode(topic, None, payload);
+        let _ = decoder.decode(topic, None, payload, Now::now());
     }
     // Nothing to send for them: they are history.
     let _ = decoder.transmits();
@@ -531,7 +586,11 @@ async fn run(
     stats: Arc<Stats>,
 ) -> Result<(), IngestError> {
     let db = Database { url: config.database.clone(), timescaledb: config.timescaledb };
-    let mut pipeline = Pipeline::connect(&db, config.connections.clamp(1, 2)).await;
+    // Stopping works in every state, also while the database is refused.
+    let mut pipeline = tokio::select! {
+        p = Pipeline::connect(&db, config.connections.clamp(1, 2)) => p,
+        _ = &mut stop => return Ok(()),
+    };
     let _upkeep = AbortOnDrop(tokio::spawn(maintain(
         db.clone(),
         config.retention.clone(),
@@ -550,24 +609,33 @@ async fn run(
     // must not leave its MQTT session connected (the next process with the
     // same client id would be taken over, and take over back).
     let events = AbortOnDrop(events);
-    let mut decoder = Decoder::new(&config.inputs);
+    let window = TimeWindow::new(config.max_ahead, config.retention.samples);
+    let mut decoder = Decoder::new(&config.inputs, window, config.max_readings_per_message);
     if decoder.inputs.iter().any(|(_, h)| h.is_some()) {
-        replay_births(&db, &mut decoder).await;
+        tokio::select! {
+            () = replay_births(&db, &mut decoder) => {}
+            _ = &mut stop => return Ok(()),
+        }
     }
     let mut connection = 0_u64;
     let mut pending: Vec<Pending> = Vec::new();
-    let mut batches: Vec<Batch> = Vec::new();
+    // What the next commit holds.
+    let mut work = Submission::default();
     let mut readings = 0;
-    let mut dead: Vec<DeadLetter> = Vec::new();
-    let mut described: Vec<MetricInfo> = Vec::new();
-    let mut births: Vec<(String, Vec<u8>)> = Vec::new();
     let mut in_flight: VecDeque<InFlight> = VecDeque::new();
     let mut held = 0; // messages in `pending` and `in_flight`
     let mut acks: VecDeque<Box<Publish>> = VecDeque::new();
     let mut oldest: Option<Instant> = None;
     let mut stopping = false;
     loop {
-        let can_submit = in_flight.len() < pipeline.connections();
+        // A death is committed alone, after everything before it and before
+        // anything after it: its stale rows go after the latest row there is.
+        let has_death = !work.deaths.is_empty();
+        let can_submit = if has_death {
+            in_flight.is_empty()
+        } else {
+            in_flight.len() < pipeline.connections() && !in_flight.iter().any(|f| f.death)
+        };
         let flush_at = oldest.map(|t| t + config.batch_age);
         let due = async {
             match flush_at {
@@ -575,7 +643,7 @@ async fn run(
                 _ => std::future::pending().await,
             }
         };
-        let full = readings >= config.batch_readings || held >= config.max_pending;
+        let full = readings >= config.batch_readings || held >= config.max_pending || has_death;
         let front = async {
             match in_flight.front_mut() {
                 Some(f) => (&mut f.ticket).await,
@@ -601,20 +669,28 @@ async fn run(
                     {
                         let topic = String::from_utf8_lossy(&publish.topic);
                         let ct = publish.properties.as_ref().and_then(|p| p.content_type.as_deref());
-                        match decoder.decode(&topic, ct, &publish.payload) {
-                            Decoded::Batches(b, m) => {
-                                readings += b.iter().map(|x| x.readings.len()).sum::<usize>();
-                                batches.extend(b);
-                                described.extend(m);
-                                if is_birth(&topic) {
-                                    births.push((topic.clone().into_owned(), publish.payload.to_vec()));
+                        let refused = match decoder.decode(&topic, ct, &publish.payload, Now::now()) {
+                            Decoded::Batches { batches, metrics, death, refused } => {
+                                readings += batches.iter().map(|x| x.readings.len()).sum::<usize>();
+                                if death {
+                                    work.deaths.extend(batches);
+                                } else {
+                                    work.batches.extend(batches);
                                 }
+                                work.metrics.extend(metrics);
+                                if is_birth(&topic) {
+                                    work.births.push((topic.clone().into_owned(), publish.payload.to_vec()));
+                                }
+                                refused
                             }
-                            Decoded::Dead(error) => dead.push(DeadLetter {
+                            Decoded::Dead(error) => Some(error),
+                        };
+                        if let Some(error) = refused {
+                            work.dead.push(DeadLetter {
                                 topic: topic.into_owned(),
                                 payload: publish.payload.to_vec(),
                                 error,
-                            }),
+                            });
                         }
                     }
                     // Only the packet id and QoS are needed to ack: let go of
@@ -640,7 +716,7 @@ async fn run(
                 };
                 stats.rows.fetch_add(written.rows, Ordering::Relaxed);
                 stats.duplicates.fetch_add(written.duplicates, Ordering::Relaxed);
-                stats.dead_letters.fetch_add(f.dead, Ordering::Relaxed);
+                stats.dead_letters.fetch_add(written.dead_letters, Ordering::Relaxed);
                 held -= f.messages.len();
                 stats.held.store(held as u64, Ordering::Relaxed);
                 stats.messages.fetch_add(f.messages.len() as u64, Ordering::Relaxed);
@@ -659,25 +735,20 @@ async fn run(
                 tracing::warn!("a Sparkplug host message was dropped: the MQTT client is busy");
             }
         }
+        let has_death = !work.deaths.is_empty();
+        let can_submit = if has_death {
+            in_flight.is_empty()
+        } else {
+            in_flight.len() < pipeline.connections() && !in_flight.iter().any(|f| f.death)
+        };
         let age_due = flush_at.is_some_and(|at| Instant::now() >= at);
         let full = readings >= config.batch_readings || held >= config.max_pending;
-        if !pending.is_empty()
-            && in_flight.len() < pipeline.connections()
-            && (full || age_due || stopping)
-        {
-            let n_dead = dead.len() as u64;
-            let ticket = pipeline
-                .submit_with_births(
-                    std::mem::take(&mut batches),
-                    std::mem::take(&mut dead),
-                    std::mem::take(&mut described),
-                    std::mem::take(&mut births),
-                )
-                .await;
+        if !pending.is_empty() && can_submit && (full || age_due || stopping || has_death) {
+            let ticket = pipeline.submit_all(std::mem::take(&mut work)).await;
             in_flight.push_back(InFlight {
                 ticket,
                 messages: std::mem::take(&mut pending),
-                dead: n_dead,
+                death: has_death,
             });
             readings = 0;
             oldest = None;

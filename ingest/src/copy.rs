@@ -50,6 +50,34 @@ pub enum RowError {
     /// Outside the range `timestamptz` holds.
     #[error("timestamp {0} ms is outside what PostgreSQL can store")]
     Time(u64),
+    /// A source or metric name with a NUL character.
+    #[error(
+        "the {what} name holds a NUL character at byte {at}, which PostgreSQL text cannot store"
+    )]
+    NulInName {
+        /// `source` or `metric`.
+        what: &'static str,
+        /// The byte offset of the NUL.
+        at: usize,
+    },
+    /// Further ahead of the clock than the ingest accepts.
+    #[error(
+        "timestamp {ms} ms is ahead of the latest accepted ({limit} ms: the clock plus the window)"
+    )]
+    Ahead {
+        /// The reading's time, Unix ms.
+        ms: u64,
+        /// The latest time accepted when it arrived.
+        limit: u64,
+    },
+    /// Older than the ingest accepts (the retention).
+    #[error("timestamp {ms} ms is older than the retention horizon ({horizon} ms)")]
+    Old {
+        /// The reading's time, Unix ms.
+        ms: u64,
+        /// The oldest time accepted when it arrived.
+        horizon: u64,
+    },
 }
 
 /// How a reading's value is stored.
@@ -72,11 +100,18 @@ pub fn stored(value: &Value) -> Result<Stored<'_>, RowError> {
     })
 }
 
-/// Microseconds since PostgreSQL's epoch, for a UTC ms timestamp.
+/// The first Unix ms `timestamptz` cannot hold: 294277-01-01 00:00 UTC.
+const PG_END_MS: u64 = 9_224_318_016_000_000;
+
+/// Microseconds since PostgreSQL's epoch, for a UTC ms timestamp. Refuses
+/// the last day `timestamptz` holds too, so that the day's partition (whose
+/// upper bound is the next midnight) can be made.
 pub fn pg_micros(unix_ms: u64) -> Result<i64, RowError> {
-    // timestamptz reaches 294276 AD; far beyond any u64 ms we accept here.
-    let ms = i64::try_from(unix_ms).map_err(|_| RowError::Time(unix_ms))?;
-    (ms - PG_EPOCH_MS).checked_mul(1000).ok_or(RowError::Time(unix_ms))
+    if unix_ms >= PG_END_MS - 86_400_000 {
+        return Err(RowError::Time(unix_ms));
+    }
+    // Below the bound, so it fits an i64 in µs.
+    Ok((unix_ms as i64 - PG_EPOCH_MS) * 1000)
 }
 
 /// Rows being encoded.

@@ -5,7 +5,7 @@
 #[non_exhaustive]
 pub enum IngestError {
     /// A database operation failed.
-    #[error("PostgreSQL: cannot {what}: {source}")]
+    #[error("PostgreSQL: cannot {what}: {}", pg_message(.source))]
     Database {
         /// What was being done.
         what: String,
@@ -31,4 +31,48 @@ impl IngestError {
             Self::Stopped(_) => None,
         }
     }
+
+    /// Whether the server refused the data itself (SQLSTATE class 22, data
+    /// exception, or 23, integrity constraint violation): writing the same
+    /// rows again fails the same way, so they are isolated and
+    /// dead-lettered instead of retried.
+    pub fn is_data_error(&self) -> bool {
+        self.sqlstate().is_some_and(|s| s.starts_with("22") || s.starts_with("23"))
+    }
+}
+
+/// A PostgreSQL error as a user can act on it: the server's own message,
+/// SQLSTATE, detail and hint (tokio-postgres' `Display` says only
+/// `db error`), or the driver's message with its cause (`connection
+/// refused`…).
+///
+/// ```
+/// # async fn f(client: tokio_postgres::Client) {
+/// if let Err(e) = client.batch_execute("SELECT 1/0").await {
+///     // "division by zero (SQLSTATE 22012)"
+///     eprintln!("{}", shopfloor_ingest::pg_message(&e));
+/// }
+/// # }
+/// ```
+pub fn pg_message(e: &tokio_postgres::Error) -> String {
+    if let Some(db) = e.as_db_error() {
+        let mut s = format!("{} (SQLSTATE {})", db.message(), db.code().code());
+        if let Some(detail) = db.detail() {
+            s.push_str("; detail: ");
+            s.push_str(detail);
+        }
+        if let Some(hint) = db.hint() {
+            s.push_str("; hint: ");
+            s.push_str(hint);
+        }
+        return s;
+    }
+    let mut s = e.to_string();
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cause = c.source();
+    }
+    s
 }

@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod check;
 pub mod consumer;
 pub mod copy;
 mod error;
@@ -10,9 +11,12 @@ pub mod migrate;
 pub mod pipeline;
 pub mod writer;
 
+pub use check::TimeWindow;
 pub use consumer::{Ingest, IngestConfig, Input, Stats};
-pub use error::IngestError;
+pub use error::{IngestError, pg_message};
 pub use maintain::{Maintenance, Retention};
-pub use migrate::{MIGRATIONS, Storage, migrate, migrate_with, storage};
+pub use migrate::{
+    MIGRATIONS, Storage, TimescaleDb, migrate, migrate_with, storage, timescaledb_status,
+};
 pub use pipeline::{Database, Pipeline, Ticket};
-pub use writer::{DeadLetter, MetricInfo, Rejected, Writer, Written};
+pub use writer::{DeadLetter, MetricInfo, Rejected, Submission, Writer, Written};

@@ -37,6 +37,39 @@ pub enum Storage {
     TimescaleDb,
 }
 
+/// Whether a server can run TimescaleDB.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TimescaleDb {
+    /// The extension is not installed on the server.
+    NotInstalled,
+    /// Installed, but not in `shared_preload_libraries`: it cannot be
+    /// created (the server drops the connection that tries).
+    NotPreloaded,
+    /// Installed and preloaded.
+    Available,
+}
+
+/// What the server says of TimescaleDB (see [`TimescaleDb`]).
+pub async fn timescaledb_status(client: &Client) -> Result<TimescaleDb, IngestError> {
+    let row = client
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'),
+                    current_setting('shared_preload_libraries')",
+            &[],
+        )
+        .await
+        .map_err(IngestError::db("look for TimescaleDB"))?;
+    if !row.get::<_, bool>(0) {
+        return Ok(TimescaleDb::NotInstalled);
+    }
+    let preloaded = row.get::<_, &str>(1).split(',').any(|lib| {
+        let lib = lib.trim().trim_matches('"');
+        lib.rsplit('/').next() == Some("timescaledb")
+    });
+    Ok(if preloaded { TimescaleDb::Available } else { TimescaleDb::NotPreloaded })
+}
+
 /// The storage a migrated database uses.
 pub async fn storage(client: &Client) -> Result<Storage, IngestError> {
     let row = client
@@ -60,6 +93,27 @@ pub async fn migrate(client: &mut Client) -> Result<Vec<i32>, IngestError> {
 /// `false`, native partitions even where the extension exists). The choice
 /// is made once, by the first migration; later calls do not change it.
 pub async fn migrate_with(client: &mut Client, timescaledb: bool) -> Result<Vec<i32>, IngestError> {
+    // Without the preload, `CREATE EXTENSION timescaledb` is not an error
+    // the migration can catch: the server answers FATAL and drops the
+    // connection. So look first, and say how to turn it on.
+    let new_schema = client
+        .query_one("SELECT to_regclass('shopfloor.settings') IS NULL", &[])
+        .await
+        .map_err(IngestError::db("look for the shopfloor schema"))?
+        .get::<_, bool>(0);
+    let timescaledb = timescaledb && {
+        let status = timescaledb_status(client).await?;
+        if new_schema && status == TimescaleDb::NotPreloaded {
+            tracing::warn!(
+                "TimescaleDB is installed on this PostgreSQL server but not preloaded, so the \
+                 samples go into native partitions. To use TimescaleDB, add \
+                 `shared_preload_libraries = 'timescaledb'` to postgresql.conf, restart \
+                 PostgreSQL and start with an empty database (the storage is chosen once, \
+                 when the schema is made)"
+            );
+        }
+        status == TimescaleDb::Available
+    };
     client
         .batch_execute(if timescaledb {
             "SET shopfloor.timescaledb = 'on'"

@@ -26,7 +26,7 @@ use tokio_postgres::NoTls;
 
 use crate::error::IngestError;
 use crate::migrate::migrate_with;
-use crate::writer::{DeadLetter, MetricInfo, Writer, Written};
+use crate::writer::{DeadLetter, MetricInfo, Submission, Writer, Written};
 
 /// Where and how to connect.
 #[derive(Clone, Debug)]
@@ -62,7 +62,7 @@ pub async fn try_connect(db: &Database) -> Result<tokio_postgres::Client, Ingest
         tokio_postgres::connect(&db.url, NoTls).await.map_err(IngestError::db("connect"))?;
     tokio::spawn(async move {
         if let Err(e) = conn.await {
-            tracing::warn!("PostgreSQL connection: {e}");
+            tracing::warn!("PostgreSQL connection: {}", crate::error::pg_message(&e));
         }
     });
     let applied = migrate_with(&mut client, db.timescaledb).await?;
@@ -73,10 +73,7 @@ pub async fn try_connect(db: &Database) -> Result<tokio_postgres::Client, Ingest
 }
 
 struct Job {
-    batches: Vec<Batch>,
-    dead: Vec<DeadLetter>,
-    metrics: Vec<MetricInfo>,
-    births: Vec<(String, Vec<u8>)>,
+    work: Submission,
     done: oneshot::Sender<Written>,
 }
 
@@ -170,12 +167,19 @@ impl Pipeline {
         metrics: Vec<MetricInfo>,
         births: Vec<(String, Vec<u8>)>,
     ) -> Ticket {
+        self.submit_all(Submission { births, metrics, batches, deaths: Vec::new(), dead }).await
+    }
+
+    /// Hands a whole [`Submission`] to the next connection (see
+    /// [`Writer::submit`]: data PostgreSQL refuses is isolated and
+    /// dead-lettered, anything else retried until it commits).
+    pub async fn submit_all(&mut self, work: Submission) -> Ticket {
         let (done, ticket) = oneshot::channel();
         let worker = &self.workers[self.next];
         self.next = (self.next + 1) % self.workers.len();
         // A worker only ends when the pipeline is dropped; if it has, the
         // ticket reports `Stopped`.
-        let _ = worker.send(Job { batches, dead, metrics, births, done }).await;
+        let _ = worker.send(Job { work, done }).await;
         Ticket(ticket)
     }
 
@@ -186,18 +190,20 @@ impl Pipeline {
 }
 
 async fn work(mut writer: Writer, db: Database, mut jobs: mpsc::Receiver<Job>) {
-    while let Some(job) = jobs.recv().await {
+    while let Some(mut job) = jobs.recv().await {
         let mut failures = 0;
         let written = loop {
-            let result = match writer.remember_births(&job.births).await {
-                Ok(()) => match writer.describe(&job.metrics).await {
-                    Ok(()) => writer.write_all(&job.batches, &job.dead).await,
-                    Err(e) => Err(e),
-                },
-                Err(e) => Err(e),
-            };
-            match result {
+            match writer.submit(&job.work).await {
                 Ok(w) => break w,
+                // The rows were isolated already: what is left is the
+                // births or metric descriptions, which would fail forever.
+                Err(e) if e.is_data_error() => {
+                    tracing::warn!(
+                        "{e}; the batch's Sparkplug births and metric descriptions are dropped"
+                    );
+                    job.work.births.clear();
+                    job.work.metrics.clear();
+                }
                 Err(e) => {
                     failures += 1;
                     tracing::warn!("{e}; retrying");

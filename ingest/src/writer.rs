@@ -13,6 +13,7 @@ use futures_util::SinkExt as _;
 use shopfloor_schemas::Batch;
 use tokio_postgres::Client;
 
+use crate::check::row_error;
 use crate::copy::{CopyBuffer, RowError, Stored, pg_micros, quality_code, stored};
 use crate::error::IngestError;
 use crate::migrate::Storage;
@@ -43,6 +44,8 @@ pub struct Written {
     pub duplicates: u64,
     /// Readings that cannot be stored (not written; the caller dead-letters them).
     pub rejected: Vec<Rejected>,
+    /// Dead letters written (those given, and readings PostgreSQL refused).
+    pub dead_letters: u64,
 }
 
 /// A message that cannot be used, for `shopfloor.dead_letters`.
@@ -92,7 +95,94 @@ struct Tx<'a> {
     data: Option<bytes::Bytes>,
     /// Native storage: the rows' aggregates for `rollup_delta`.
     deltas: Option<&'a Deltas>,
+    /// The stale rows of deaths: (metric id, death time in Unix ms, last
+    /// value, quality), written after `data` (see [`write_deaths`]).
+    deaths: &'a [(i32, u64, Stored<'a>, i16)],
+    native: bool,
     dead: &'a [DeadLetter],
+}
+
+/// The rows of one write: readings, and the stale readings of deaths.
+struct Rows<'a> {
+    batches: &'a [Batch],
+    deaths: &'a [Batch],
+}
+
+/// Everything one commit of the ingest holds, in the order it is written.
+#[derive(Clone, Debug, Default)]
+#[non_exhaustive]
+pub struct Submission {
+    /// Sparkplug births (topic, payload) to keep (see [`Writer::remember_births`]).
+    pub births: Vec<(String, Vec<u8>)>,
+    /// What sources said about their metrics (see [`Writer::describe`]).
+    pub metrics: Vec<MetricInfo>,
+    /// Readings.
+    pub batches: Vec<Batch>,
+    /// The stale readings of deaths (Sparkplug NDEATH and DDEATH), written
+    /// after `batches` so that each dead metric's latest row is stale:
+    /// at the death's time, or 1 ms after the metric's latest row when that
+    /// is not earlier (a death in the same millisecond as the last DATA);
+    /// nothing when the latest row is stale already (a redelivered death).
+    pub deaths: Vec<Batch>,
+    /// Messages that cannot be used.
+    pub dead: Vec<DeadLetter>,
+}
+
+impl Submission {
+    /// Whether there is nothing to write.
+    pub fn is_empty(&self) -> bool {
+        self.births.is_empty()
+            && self.metrics.is_empty()
+            && self.batches.is_empty()
+            && self.deaths.is_empty()
+            && self.dead.is_empty()
+    }
+}
+
+/// Text cannot hold NUL; a topic, or a reason quoting a hostile name, might.
+fn no_nul(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.contains('\0') { s.replace('\0', "\\0").into() } else { s.into() }
+}
+
+fn count(batches: &[Batch]) -> usize {
+    batches.iter().map(|b| b.readings.len()).sum()
+}
+
+/// The first and the second half (by readings, in order) of rows and deaths.
+type Part = (Vec<Batch>, Vec<Batch>);
+fn halves(rows: Vec<Batch>, deaths: Vec<Batch>) -> (Part, Part) {
+    let mut first = count(&rows).saturating_add(count(&deaths)) / 2;
+    let (mut a, mut b): (Part, Part) = Default::default();
+    for (list, death) in [(rows, false), (deaths, true)] {
+        for batch in list {
+            let n = batch.readings.len();
+            let (to_a, to_b) = if n <= first {
+                (Some(batch), None)
+            } else if first == 0 {
+                (None, Some(batch))
+            } else {
+                let mut head = batch;
+                let tail =
+                    Batch { source: head.source.clone(), readings: head.readings.split_off(first) };
+                (Some(head), Some(tail))
+            };
+            first -= to_a.as_ref().map_or(0, |b| b.readings.len());
+            let (pa, pb) = if death { (&mut a.1, &mut b.1) } else { (&mut a.0, &mut b.0) };
+            pa.extend(to_a);
+            pb.extend(to_b);
+        }
+    }
+    (a, b)
+}
+
+/// The dead letter of one reading PostgreSQL refused: the source as topic,
+/// the reading as a shopfloor JSON batch, PostgreSQL's message.
+fn refused_letter(b: &Batch, death: bool, e: &IngestError) -> DeadLetter {
+    let payload = shopfloor_schemas::Codec::Json
+        .encode_batch(b)
+        .unwrap_or_else(|_| format!("{b:?}").into_bytes());
+    let what = if death { "the stale row of a death" } else { "a reading" };
+    DeadLetter { topic: b.source.to_string(), payload, error: format!("{what} refused: {e}") }
 }
 
 /// The aggregate of a batch's numeric rows of one metric in one minute.
@@ -210,12 +300,101 @@ impl Writer {
         batches: &[Batch],
         dead: &[DeadLetter],
     ) -> Result<Written, IngestError> {
+        self.write_rows(&Rows { batches, deaths: &[] }, dead).await
+    }
+
+    /// Writes a [`Submission`]: the births kept, the metrics described, then
+    /// the rows, the deaths and the dead letters in one transaction.
+    ///
+    /// When PostgreSQL refuses the data itself ([`IngestError::is_data_error`]:
+    /// a value or time it cannot hold, a constraint), writing the same rows
+    /// again would fail forever. The rows are then bisected, each half in a
+    /// transaction of its own and in order, down to the rows at fault, which
+    /// go to the dead letters with PostgreSQL's message; the rest is
+    /// committed. Any other error is returned, for the caller to retry.
+    pub async fn submit(&mut self, s: &Submission) -> Result<Written, IngestError> {
+        self.remember_births(&s.births).await?;
+        self.describe(&s.metrics).await?;
+        let rows = Rows { batches: &s.batches, deaths: &s.deaths };
+        match self.write_rows(&rows, &s.dead).await {
+            Err(e) if e.is_data_error() => {
+                tracing::warn!("{e}: finding the rows at fault");
+                let mut out = Written::default();
+                self.bisect(s.batches.clone(), s.deaths.clone(), &s.dead, &mut out).await?;
+                Ok(out)
+            }
+            other => other,
+        }
+    }
+
+    /// Writes `parts` (readings tagged as rows or deaths, in order) by
+    /// halves until each refused reading stands alone; those become dead
+    /// letters. `dead` goes with the first transaction that commits.
+    async fn bisect(
+        &mut self,
+        rows: Vec<Batch>,
+        deaths: Vec<Batch>,
+        dead: &[DeadLetter],
+        out: &mut Written,
+    ) -> Result<(), IngestError> {
+        // Work list of (rows, deaths) pieces, in order.
+        let mut todo = vec![(rows, deaths)];
+        let mut dead = dead;
+        while let Some((rows, deaths)) = todo.pop() {
+            let n = count(&rows) + count(&deaths);
+            if n == 0 {
+                continue;
+            }
+            match self.write_rows(&Rows { batches: &rows, deaths: &deaths }, dead).await {
+                Ok(w) => {
+                    dead = &[];
+                    out.rows += w.rows;
+                    out.duplicates += w.duplicates;
+                    out.dead_letters += w.dead_letters;
+                    out.rejected.extend(w.rejected);
+                }
+                Err(e) if e.is_data_error() && n == 1 => {
+                    let (b, death) = match rows.into_iter().next() {
+                        Some(b) => (b, false),
+                        None => (deaths.into_iter().next().unwrap_or_default(), true),
+                    };
+                    let letter = refused_letter(&b, death, &e);
+                    tracing::warn!(source = %b.source, "dead-lettered: {}", letter.error);
+                    self.write_rows(
+                        &Rows { batches: &[], deaths: &[] },
+                        std::slice::from_ref(&letter),
+                    )
+                    .await?;
+                    out.dead_letters += 1;
+                }
+                Err(e) if e.is_data_error() => {
+                    // Halves in order: the second pushed first, popped last.
+                    let ((r1, d1), (r2, d2)) = halves(rows, deaths);
+                    todo.push((r2, d2));
+                    todo.push((r1, d1));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        if !dead.is_empty() {
+            self.write_rows(&Rows { batches: &[], deaths: &[] }, dead).await?;
+        }
+        Ok(())
+    }
+
+    /// Writes rows, deaths and dead letters in one transaction.
+    async fn write_rows(
+        &mut self,
+        rows: &Rows<'_>,
+        dead: &[DeadLetter],
+    ) -> Result<Written, IngestError> {
         let mut out = Written::default();
         let mut missing: Vec<(String, String, &'static str)> = Vec::new();
-        for b in batches {
+        for b in rows.batches.iter().chain(rows.deaths) {
             let known = self.ids.get(b.source.as_str());
             for r in &b.readings {
                 if known.is_none_or(|m| !m.contains_key(r.metric.as_str()))
+                    && row_error(&b.source, r).is_none()
                     && !missing
                         .iter()
                         .any(|(s, m, _)| s == b.source.as_str() && m == r.metric.as_str())
@@ -232,18 +411,24 @@ impl Writer {
             self.register(&missing).await?;
         }
         let native = self.storage().await? == Storage::Native;
-        let rows: usize = batches.iter().map(|b| b.readings.len()).sum();
-        let mut copy = CopyBuffer::with_capacity(rows * 40 + 64);
+        let n: usize = rows.batches.iter().map(|b| b.readings.len()).sum();
+        let mut copy = CopyBuffer::with_capacity(n * 40 + 64);
         let mut days = HashSet::new();
         let mut last_day = u64::MAX;
         let mut deltas = std::mem::take(&mut self.deltas);
         deltas.by_key.clear();
-        for b in batches {
+        let mut death_rows = Vec::new();
+        for (b, death) in
+            rows.batches.iter().map(|b| (b, false)).chain(rows.deaths.iter().map(|b| (b, true)))
+        {
             // (A source with no readings was never registered.)
             let Some(ids) = self.ids.get(b.source.as_str()) else { continue };
             for r in &b.readings {
-                let row = stored(&r.value).and_then(|v| Ok((v, pg_micros(r.timestamp.unix_ms())?)));
-                let (value, time) = match row {
+                let row = match row_error(&b.source, r) {
+                    Some(e) => Err(e),
+                    None => stored(&r.value).map(|v| (v, r.timestamp.unix_ms())),
+                };
+                let (value, ms) = match row {
                     Ok(x) => x,
                     Err(error) => {
                         out.rejected.push(Rejected {
@@ -255,7 +440,10 @@ impl Writer {
                     }
                 };
                 let id = ids[r.metric.as_str()];
-                let ms = r.timestamp.unix_ms();
+                if death {
+                    death_rows.push((id, ms, value, quality_code(r.quality)));
+                    continue;
+                }
                 if let (true, Stored::Number(x)) = (native, &value) {
                     deltas.add(id, ms, *x);
                 }
@@ -264,11 +452,13 @@ impl Writer {
                     days.insert(day);
                     last_day = day;
                 }
+                // Checked by `row_error`.
+                let time = pg_micros(ms).unwrap_or_default();
                 copy.push(time, id, &value, quality_code(r.quality));
             }
         }
         let offered = copy.rows() as u64;
-        if offered == 0 && dead.is_empty() {
+        if offered == 0 && dead.is_empty() && death_rows.is_empty() {
             self.deltas = deltas;
             return Ok(out);
         }
@@ -283,17 +473,22 @@ impl Writer {
         let tx = Tx {
             data: (offered > 0).then(|| copy.finish()),
             deltas: (native && offered > 0).then_some(&deltas),
+            deaths: &death_rows,
+            native,
             dead,
         };
         let result = match self.transact(&tx, false).await {
             Ok(rows) => Ok(rows),
-            Err(e) if e.sqlstate() == Some(UNIQUE_VIOLATION) => {
-                self.transact(&tx, true).await.inspect(|&rows| out.duplicates = offered - rows)
-            }
+            Err(e) if e.sqlstate() == Some(UNIQUE_VIOLATION) => self
+                .transact(&tx, true)
+                .await
+                .inspect(|&(copied, _)| out.duplicates = offered - copied),
             Err(e) => Err(e),
         };
         self.deltas = deltas;
-        out.rows = result?;
+        let (copied, stale) = result?;
+        out.rows = copied + stale;
+        out.dead_letters = dead.len() as u64;
         Ok(out)
     }
 
@@ -309,8 +504,9 @@ impl Writer {
 
     /// One transaction: the rows by COPY (straight into the table, or with
     /// `dedup` through a temporary table adding only rows not there yet),
-    /// the rollup deltas, the dead letters. Returns the rows added.
-    async fn transact(&mut self, w: &Tx<'_>, dedup: bool) -> Result<u64, IngestError> {
+    /// the rollup deltas, the stale rows of deaths, the dead letters.
+    /// Returns the rows added by COPY and the stale rows added.
+    async fn transact(&mut self, w: &Tx<'_>, dedup: bool) -> Result<(u64, u64), IngestError> {
         let tx = self.client.transaction().await.map_err(IngestError::db("start a transaction"))?;
         let mut rows = 0;
         if let Some(data) = &w.data {
@@ -368,10 +564,12 @@ impl Writer {
                 insert_deltas(&tx, d).await?;
             }
         }
+        let stale =
+            if w.deaths.is_empty() { 0 } else { write_deaths(&tx, w.deaths, w.native).await? };
         if !w.dead.is_empty() {
-            let topics: Vec<&str> = w.dead.iter().map(|d| d.topic.as_str()).collect();
+            let topics: Vec<_> = w.dead.iter().map(|d| no_nul(&d.topic)).collect();
             let payloads: Vec<&[u8]> = w.dead.iter().map(|d| d.payload.as_slice()).collect();
-            let errors: Vec<&str> = w.dead.iter().map(|d| d.error.as_str()).collect();
+            let errors: Vec<_> = w.dead.iter().map(|d| no_nul(&d.error)).collect();
             tx.execute(
                 "INSERT INTO shopfloor.dead_letters (topic, payload, error)
                  SELECT * FROM unnest($1::text[], $2::bytea[], $3::text[])",
@@ -381,7 +579,7 @@ impl Writer {
             .map_err(IngestError::db("write dead letters"))?;
         }
         tx.commit().await.map_err(IngestError::db("commit"))?;
-        Ok(rows)
+        Ok((rows, stale))
     }
 
     /// Catalogue ids for (source, name, datatype) triples, created where
@@ -496,8 +694,79 @@ impl Writer {
     }
 }
 
+/// Writes the stale rows of deaths after the rows before them (same
+/// transaction; the ingest runs a transaction holding a death alone, so
+/// nothing written later is visible here): per dead metric, at the death's
+/// time or 1 ms after the metric's latest row when that is not earlier,
+/// and nothing when the latest row is stale already (a redelivered death,
+/// or a metric that died before). Returns the rows added.
+async fn write_deaths(
+    tx: &tokio_postgres::Transaction<'_>,
+    deaths: &[(i32, u64, Stored<'_>, i16)],
+    native: bool,
+) -> Result<u64, IngestError> {
+    const STALE: i16 = quality_code(shopfloor_schemas::Quality::Stale);
+    let ids: Vec<i32> = deaths.iter().map(|d| d.0).collect();
+    let latest = tx
+        .query(
+            "SELECT l.time, l.quality
+             FROM unnest($1::int4[]) WITH ORDINALITY AS k(id, i)
+             LEFT JOIN LATERAL (
+               SELECT time, quality FROM shopfloor.samples s
+               WHERE s.metric_id = k.id ORDER BY time DESC LIMIT 1) l ON true
+             ORDER BY k.i",
+            &[&ids],
+        )
+        .await
+        .map_err(IngestError::db("read the latest rows of the metrics of a death"))?;
+    let mut copy = CopyBuffer::with_capacity(deaths.len() * 40 + 64);
+    let mut deltas = Deltas::default();
+    let mut days = HashSet::new();
+    let mut seen = HashSet::new();
+    for ((id, death_ms, value, quality), row) in deaths.iter().zip(&latest) {
+        let (time, q): (Option<std::time::SystemTime>, Option<i16>) = (row.get(0), row.get(1));
+        if q == Some(STALE) || !seen.insert(*id) {
+            continue;
+        }
+        let latest_ms = time
+            .map(|t| t.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64));
+        let ms = match latest_ms {
+            Some(l) if l >= *death_ms => l + 1,
+            _ => *death_ms,
+        };
+        let Ok(micros) = pg_micros(ms) else { continue };
+        if native {
+            days.insert(ms / DAY_MS);
+            if let Stored::Number(x) = value {
+                deltas.add(*id, ms, *x);
+            }
+        }
+        copy.push(micros, *id, value, *quality);
+    }
+    if copy.rows() == 0 {
+        return Ok(0);
+    }
+    for day in days {
+        create_partition(tx, day).await?;
+    }
+    let sink = tx
+        .copy_in(&format!("COPY shopfloor.samples {COLUMNS} FROM STDIN (FORMAT binary)"))
+        .await
+        .map_err(IngestError::db("start COPY of the stale rows of a death"))?;
+    futures_util::pin_mut!(sink);
+    sink.send(copy.finish()).await.map_err(IngestError::db("send COPY data"))?;
+    let rows = sink.finish().await.map_err(IngestError::db("COPY the stale rows of a death"))?;
+    if native && !deltas.by_key.is_empty() {
+        insert_deltas(tx, &deltas).await?;
+    }
+    Ok(rows)
+}
+
 /// The daily partition holding `day` (days since the Unix epoch, UTC).
-pub(crate) async fn create_partition(client: &Client, day: u64) -> Result<(), IngestError> {
+pub(crate) async fn create_partition(
+    client: &impl tokio_postgres::GenericClient,
+    day: u64,
+) -> Result<(), IngestError> {
     let (from, to) = (date(day), date(day + 1));
     let sql = format!(
         "CREATE TABLE IF NOT EXISTS shopfloor.samples_{} PARTITION OF shopfloor.samples

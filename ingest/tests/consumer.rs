@@ -6,11 +6,14 @@ use std::time::Duration;
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::{Packet, PublishProperties};
 use rumqttc::v5::{AsyncClient, Event, MqttOptions};
-use shopfloor_ingest::{Ingest, IngestConfig, Input};
+use shopfloor_ingest::{Ingest, IngestConfig, Input, Storage};
 use shopfloor_schemas::{Batch, Codec, Reading, Timestamp, TopicTemplate, topic};
+use shopfloor_sparkplug::HostConfig;
 use shopfloor_testkit::{Mosquitto, Postgres};
 use tokio::time::{Instant, timeout};
 use tokio_postgres::{Client, NoTls};
+
+mod support;
 
 const T0: u64 = 1_795_737_600_000;
 
@@ -159,18 +162,17 @@ async fn expect_rows(pg: &Postgres, n: i64, dead: i64) {
 
 const N: u64 = 2000;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn steady_state_exactly_n_rows() {
-    let (broker, pg) = (broker(), Postgres::start().expect("postgres"));
+async fn steady_state_exactly_n_rows(storage: Storage) {
+    let (broker, pg) = (broker(), support::postgres(storage));
     let ingest = ingest(config(&broker, &pg)).await;
     publish(&broker, 0..N, 0, || {}).await;
     expect_rows(&pg, N as i64, 0).await;
     ingest.shutdown().await.unwrap();
+    support::assert_storage(&db(&pg).await, storage).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn malformed_messages_go_to_dead_letters_and_nothing_else() {
-    let (broker, pg) = (broker(), Postgres::start().expect("postgres"));
+async fn malformed_messages_go_to_dead_letters_and_nothing_else(storage: Storage) {
+    let (broker, pg) = (broker(), support::postgres(storage));
     let ingest = ingest(config(&broker, &pg)).await;
     // 1 % malformed.
     publish(&broker, 0..N, 100, || {}).await;
@@ -183,11 +185,11 @@ async fn malformed_messages_go_to_dead_letters_and_nothing_else() {
             .all(|r| r.get::<_, String>(1).contains("EOF") || !r.get::<_, String>(1).is_empty())
     );
     ingest.shutdown().await.unwrap();
+    support::assert_storage(&db(&pg).await, storage).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_ingest_crash_and_restart_loses_and_duplicates_nothing() {
-    let (broker, pg) = (broker(), Postgres::start().expect("postgres"));
+async fn an_ingest_crash_and_restart_loses_and_duplicates_nothing(storage: Storage) {
+    let (broker, pg) = (broker(), support::postgres(storage));
     // The first process has seen its subscription once, so the broker keeps
     // the session while it is gone.
     let first = ingest(config(&broker, &pg)).await;
@@ -203,25 +205,25 @@ async fn an_ingest_crash_and_restart_loses_and_duplicates_nothing() {
     let second = Ingest::spawn(config(&broker, &pg));
     expect_rows(&pg, N as i64, 0).await;
     second.shutdown().await.unwrap();
+    support::assert_storage(&db(&pg).await, storage).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_postgres_restart_mid_stream_loses_nothing() {
-    let (broker, mut pg) = (broker(), Postgres::start().expect("postgres"));
+async fn a_postgres_restart_mid_stream_loses_nothing(storage: Storage) {
+    let (broker, mut pg) = (broker(), support::postgres(storage));
     let ingest = ingest(config(&broker, &pg)).await;
     publish(&broker, 0..N, 0, || pg.restart().expect("restart postgres")).await;
     expect_rows(&pg, N as i64, 0).await;
     ingest.shutdown().await.unwrap();
+    support::assert_storage(&db(&pg).await, storage).await;
 }
 
 /// PostgreSQL kept down for 60 s while messages keep coming: nothing is
 /// acked meanwhile, at most `max_pending` messages are held (the broker
 /// keeps the rest), and the first batch commits within 10 s of the
 /// database accepting connections again.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_down_for_60_s_loses_nothing_and_recovers_within_10_s() {
+async fn postgres_down_for_60_s_loses_nothing_and_recovers_within_10_s(storage: Storage) {
     use std::sync::atomic::Ordering::Relaxed;
-    let (broker, mut pg) = (broker(), Postgres::start().expect("postgres"));
+    let (broker, mut pg) = (broker(), support::postgres(storage));
     let mut c = config(&broker, &pg);
     c.max_pending = 300;
     let ingest = ingest(c).await;
@@ -257,11 +259,11 @@ async fn postgres_down_for_60_s_loses_nothing_and_recovers_within_10_s() {
     );
     expect_rows(&pg, N as i64, 0).await;
     ingest.shutdown().await.unwrap();
+    support::assert_storage(&db(&pg).await, storage).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_broker_restart_mid_stream_loses_nothing() {
-    let (mut broker, pg) = (broker(), Postgres::start().expect("postgres"));
+async fn a_broker_restart_mid_stream_loses_nothing(storage: Storage) {
+    let (mut broker, pg) = (broker(), support::postgres(storage));
     let ingest = ingest(config(&broker, &pg)).await;
     publish(&broker, 0..N / 2, 0, || {}).await;
     // Persistence on: the ingest's session, and what it has not acked yet,
@@ -270,11 +272,11 @@ async fn a_broker_restart_mid_stream_loses_nothing() {
     publish(&broker, N / 2..N, 0, || {}).await;
     expect_rows(&pg, N as i64, 0).await;
     ingest.shutdown().await.unwrap();
+    support::assert_storage(&db(&pg).await, storage).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_network_cut_between_ingest_and_broker_loses_nothing() {
-    let (broker, pg) = (broker(), Postgres::start().expect("postgres"));
+async fn a_network_cut_between_ingest_and_broker_loses_nothing(storage: Storage) {
+    let (broker, pg) = (broker(), support::postgres(storage));
     let proxy = shopfloor_testkit::FaultProxy::start(broker.addr()).expect("a fault proxy");
     let mut c = config(&broker, &pg);
     c.port = proxy.port();
@@ -291,14 +293,14 @@ async fn a_network_cut_between_ingest_and_broker_loses_nothing() {
     assert_eq!(cuts, 1);
     expect_rows(&pg, N as i64, 0).await;
     ingest.shutdown().await.unwrap();
+    support::assert_storage(&db(&pg).await, storage).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sparkplug_births_data_and_death_become_rows() {
+async fn sparkplug_births_data_and_death_become_rows(storage: Storage) {
     use shopfloor_sparkplug::edge::MetricSpec;
     use shopfloor_sparkplug::mqtt::{Broker, DriverConfig, EdgeDriver};
     use shopfloor_sparkplug::{DataType, EdgeNode, EdgeNodeConfig, HostConfig};
-    let (broker, pg) = (broker(), Postgres::start().expect("postgres"));
+    let (broker, pg) = (broker(), support::postgres(storage));
     let mut c = config(&broker, &pg);
     let mut host = HostConfig::new("ingest");
     host.publish_state = false;
@@ -418,12 +420,12 @@ async fn sparkplug_births_data_and_death_become_rows() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     ingest.shutdown().await.unwrap();
+    support::assert_storage(&db(&pg).await, storage).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_instances_share_the_load_with_exact_counts() {
+async fn two_instances_share_the_load_with_exact_counts(storage: Storage) {
     use std::sync::atomic::Ordering::Relaxed;
-    let (broker, pg) = (broker(), Postgres::start().expect("postgres"));
+    let (broker, pg) = (broker(), support::postgres(storage));
     let mut a = config(&broker, &pg);
     a.share = Some("ingest".into());
     let mut b = a.clone();
@@ -437,6 +439,7 @@ async fn two_instances_share_the_load_with_exact_counts() {
     assert_eq!(ma + mb, N, "each message to one instance");
     a.shutdown().await.unwrap();
     b.shutdown().await.unwrap();
+    support::assert_storage(&db(&pg).await, storage).await;
 }
 
 /// Sparkplug DATA names metrics by alias only, and is QoS 0. With the
@@ -444,8 +447,7 @@ async fn two_instances_share_the_load_with_exact_counts() {
 /// `queue_qos0_messages true`), DATA published while ingest was away waits
 /// for it; the births ingest kept let the restarted ingest name it, instead
 /// of dead-lettering it and losing the gap.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sparkplug_data_queued_while_ingest_was_away_is_named_after_a_restart() {
+async fn sparkplug_data_queued_while_ingest_was_away_is_named_after_a_restart(storage: Storage) {
     use shopfloor_sparkplug::edge::MetricSpec;
     use shopfloor_sparkplug::mqtt::{Broker, DriverConfig, EdgeDriver};
     use shopfloor_sparkplug::{DataType, EdgeNode, EdgeNodeConfig, HostConfig};
@@ -455,7 +457,7 @@ async fn sparkplug_data_queued_while_ingest_was_away_is_named_after_a_restart() 
         .config_line("queue_qos0_messages true")
         .start()
         .expect("start mosquitto");
-    let pg = Postgres::start().expect("postgres");
+    let pg = support::postgres(storage);
     let mut c = config(&broker, &pg);
     let mut host = HostConfig::new("ingest");
     host.publish_state = false;
@@ -508,4 +510,335 @@ async fn sparkplug_data_queued_while_ingest_was_away_is_named_after_a_restart() 
     expect_rows(&pg, 50, 0).await;
     second.shutdown().await.unwrap();
     edge.shutdown().await;
+    support::assert_storage(&db(&pg).await, storage).await;
 }
+
+/// A Sparkplug payload, encoded as a peer would (prost, the official
+/// message layout): metrics (name, alias, datatype, timestamp, value).
+fn sp_payload(
+    seq: Option<u64>,
+    ts: u64,
+    metrics: Vec<shopfloor_sparkplug::proto::Metric>,
+) -> Vec<u8> {
+    use prost::Message as _;
+    shopfloor_sparkplug::proto::Payload { timestamp: Some(ts), seq, metrics, ..Default::default() }
+        .encode_to_vec()
+}
+
+fn sp_metric(
+    name: Option<&str>,
+    alias: u64,
+    ts: u64,
+    value: f64,
+) -> shopfloor_sparkplug::proto::Metric {
+    shopfloor_sparkplug::proto::Metric {
+        name: name.map(Into::into),
+        alias: Some(alias),
+        timestamp: Some(ts),
+        // Double (10) in births; DATA names by alias only.
+        datatype: name.map(|_| 10),
+        value: Some(shopfloor_sparkplug::proto::MetricValue::Double(value)),
+        ..Default::default()
+    }
+}
+
+fn bd_seq(n: u64) -> shopfloor_sparkplug::proto::Metric {
+    shopfloor_sparkplug::proto::Metric {
+        name: Some("bdSeq".into()),
+        datatype: Some(4), // Int64
+        value: Some(shopfloor_sparkplug::proto::MetricValue::Long(n)),
+        ..Default::default()
+    }
+}
+
+/// A raw MQTT publisher: every message QoS 1 and acknowledged, in order.
+struct Raw {
+    client: AsyncClient,
+    poll: tokio::task::JoinHandle<()>,
+}
+
+impl Raw {
+    fn new(broker: &Mosquitto, id: &str) -> Self {
+        let (client, mut events) =
+            AsyncClient::new(MqttOptions::new(id, broker.host(), broker.port()), 100);
+        let poll = tokio::spawn(async move { while events.poll().await.is_ok() {} });
+        Self { client, poll }
+    }
+
+    async fn send(&self, topic: &str, payload: Vec<u8>) {
+        self.client.publish(topic, QoS::AtLeastOnce, false, payload).await.unwrap();
+    }
+}
+
+impl Drop for Raw {
+    fn drop(&mut self) {
+        self.poll.abort();
+    }
+}
+
+/// Polls `sql` (one bigint) until it is `want`, at most 30 s.
+async fn wait_for(client: &Client, sql: &str, want: i64) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let n: i64 = client.query_one(sql, &[]).await.map(|r| r.get(0)).unwrap_or(-1);
+        if n == want {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{sql}: {n}, expected {want} within 30 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The reproductions of the ingest stall: a birth with a NUL in a metric
+/// name, and a timestamp in the year 294 277. Before, each made the
+/// writer retry its batch forever, and nothing after it was stored.
+async fn no_single_message_stalls_the_ingest(storage: Storage) {
+    let (broker, pg) = (broker(), support::postgres(storage));
+    let mut c = config(&broker, &pg);
+    let mut host = HostConfig::new("ingest");
+    host.publish_state = false;
+    c.inputs.push(Input::Sparkplug { host });
+    let ingest = ingest(c).await;
+    let raw = Raw::new(&broker, "hostile");
+    let now = now_ms();
+    // A birth: one good metric, one whose name holds a NUL.
+    raw.send(
+        "spBv1.0/G/NBIRTH/bad-birth",
+        sp_payload(
+            Some(0),
+            now,
+            vec![
+                bd_seq(0),
+                sp_metric(Some("good"), 1, now, 1.0),
+                sp_metric(Some("ba\0d"), 2, now, 2.0),
+            ],
+        ),
+    )
+    .await;
+    // DATA in the year 294 277.
+    raw.send(
+        "spBv1.0/G/NDATA/bad-birth",
+        sp_payload(Some(1), now, vec![sp_metric(None, 1, 9_224_318_100_000_000, 3.0)]),
+    )
+    .await;
+    // The same on a plain topic.
+    let far = Batch::new("x").with(Reading::new(
+        "s1",
+        Timestamp::from_unix_ms(9_224_318_100_000_000),
+        1.0,
+    ));
+    raw.send("shopfloor/p/a/m/s1", Codec::Json.encode_batch(&far).unwrap()).await;
+    // Two days ahead: a time PostgreSQL holds, outside the window.
+    let ahead = Batch::new("x").with(Reading::new(
+        "s2",
+        Timestamp::from_unix_ms(now + 2 * 86_400_000),
+        1.0,
+    ));
+    raw.send("shopfloor/p/a/m/s2", Codec::Json.encode_batch(&ahead).unwrap()).await;
+    // Births and readings of others after them are stored.
+    raw.send(
+        "spBv1.0/G/NBIRTH/next",
+        sp_payload(Some(0), now, vec![bd_seq(0), sp_metric(Some("t"), 1, now, 5.0)]),
+    )
+    .await;
+    let (t, p) = message(1, false);
+    raw.send(&t, p).await;
+    let client = db(&pg).await;
+    wait_for(
+        &client,
+        "SELECT count(*) FROM shopfloor.readings WHERE (source, metric) IN (('G/bad-birth', 'good'), ('G/next', 't'), ('plant1/press/m1', 's1'))",
+        3,
+    )
+    .await;
+    // The birth is dead-lettered for its bad metric (its good one stored),
+    // and so are both far-future readings; the reasons say what was wrong.
+    let errors: Vec<(String, String)> = client
+        .query("SELECT topic, error FROM shopfloor.dead_letters ORDER BY id", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(errors.len(), 4, "{errors:?}");
+    assert_eq!(errors[0].0, "spBv1.0/G/NBIRTH/bad-birth");
+    assert!(
+        errors[0].1.starts_with("1 of 2 readings cannot be stored") && errors[0].1.contains("NUL"),
+        "{errors:?}"
+    );
+    assert!(errors[1].1.contains("outside what PostgreSQL can store"), "{errors:?}");
+    assert_eq!(errors[2].0, "shopfloor/p/a/m/s1");
+    assert!(errors[2].1.contains("outside what PostgreSQL can store"), "{errors:?}");
+    assert_eq!(errors[3].0, "shopfloor/p/a/m/s2");
+    assert!(errors[3].1.contains("ahead of the latest accepted"), "{errors:?}");
+    // The catalogue holds no name PostgreSQL would refuse, and the ingest
+    // counted what it dead-lettered.
+    assert_eq!(ingest.stats().dead_letters.load(std::sync::atomic::Ordering::Relaxed), 4);
+    ingest.shutdown().await.unwrap();
+    support::assert_storage(&db(&pg).await, storage).await;
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64
+}
+
+/// After any death, the latest row of every metric of the dead device or
+/// node is stale: a death in the same millisecond as the last DATA (which
+/// was dropped as a duplicate of (metric, time)), one later, one whose
+/// time is before the last DATA, and a redelivered death adds nothing.
+async fn a_death_is_never_lost(storage: Storage) {
+    let (broker, pg) = (broker(), support::postgres(storage));
+    let mut c = config(&broker, &pg);
+    let mut host = HostConfig::new("ingest");
+    host.publish_state = false;
+    c.inputs = vec![Input::Sparkplug { host }];
+    let ingest = ingest(c).await;
+    let raw = Raw::new(&broker, "edge");
+    let client = db(&pg).await;
+    let t = now_ms() - 60_000;
+    let latest = |source: &str| {
+        format!(
+            "SELECT count(*) FROM shopfloor.readings r WHERE source = '{source}'
+             AND quality = 'stale' AND time = (SELECT max(time) FROM shopfloor.readings x
+                                               WHERE x.source = r.source AND x.metric = r.metric)"
+        )
+    };
+    let stale_rows = |source: &str| {
+        format!(
+            "SELECT count(*) FROM shopfloor.readings WHERE source = '{source}' AND quality = 'stale'"
+        )
+    };
+    raw.send(
+        "spBv1.0/G/NBIRTH/e",
+        sp_payload(Some(0), t, vec![bd_seq(7), sp_metric(Some("n"), 1, t, 1.0)]),
+    )
+    .await;
+    // DDEATH in the same millisecond as the device's last DATA.
+    raw.send(
+        "spBv1.0/G/DBIRTH/e/d1",
+        sp_payload(
+            Some(1),
+            t,
+            vec![sp_metric(Some("a"), 2, t, 1.0), sp_metric(Some("b"), 3, t, 2.0)],
+        ),
+    )
+    .await;
+    raw.send(
+        "spBv1.0/G/DDATA/e/d1",
+        sp_payload(
+            Some(2),
+            t + 10,
+            vec![sp_metric(None, 2, t + 10, 3.0), sp_metric(None, 3, t + 10, 4.0)],
+        ),
+    )
+    .await;
+    raw.send("spBv1.0/G/DDEATH/e/d1", sp_payload(Some(3), t + 10, vec![])).await;
+    wait_for(&client, &latest("G/e/d1"), 2).await;
+    // A redelivery of the same death: nothing more.
+    raw.send("spBv1.0/G/DDEATH/e/d1", sp_payload(Some(3), t + 10, vec![])).await;
+    // A second device: a death later than its DATA, and a death whose
+    // time is before its last DATA (the edge's clock and the device's).
+    raw.send(
+        "spBv1.0/G/DBIRTH/e/d2",
+        sp_payload(Some(5), t, vec![sp_metric(Some("c"), 4, t, 1.0)]),
+    )
+    .await;
+    raw.send(
+        "spBv1.0/G/DDATA/e/d2",
+        sp_payload(Some(6), t + 20, vec![sp_metric(None, 4, t + 20, 2.0)]),
+    )
+    .await;
+    raw.send("spBv1.0/G/DDEATH/e/d2", sp_payload(Some(7), t + 5, vec![])).await;
+    wait_for(&client, &latest("G/e/d2"), 1).await;
+    raw.send(
+        "spBv1.0/G/DBIRTH/e/d2",
+        sp_payload(Some(8), t + 30, vec![sp_metric(Some("c"), 4, t + 30, 5.0)]),
+    )
+    .await;
+    raw.send("spBv1.0/G/DDEATH/e/d2", sp_payload(Some(9), t + 40, vec![])).await;
+    // The node dies (NDEATH, same bdSeq; the host dates it on arrival)
+    // before the time of its last DATA.
+    let now = now_ms() + 5_000;
+    raw.send("spBv1.0/G/NDATA/e", sp_payload(Some(10), now, vec![sp_metric(None, 1, now, 9.0)]))
+        .await;
+    raw.send("spBv1.0/G/NDEATH/e", sp_payload(None, now, vec![bd_seq(7)])).await;
+    wait_for(&client, &latest("G/e"), 1).await;
+    raw.send("spBv1.0/G/NDEATH/e", sp_payload(None, now, vec![bd_seq(7)])).await;
+    // Settled: every metric's latest row stale; one stale row per death
+    // and metric, the redeliveries none.
+    // A marker: DATA of a node never born is a dead letter, once
+    // everything before it is handled.
+    raw.send("spBv1.0/G/NDATA/ghost", sp_payload(Some(0), now, vec![sp_metric(None, 1, now, 1.0)]))
+        .await;
+    wait_for(&client, "SELECT count(*) FROM shopfloor.dead_letters", 1).await;
+    wait_for(&client, &latest("G/e/d1"), 2).await;
+    wait_for(&client, &stale_rows("G/e/d1"), 2).await;
+    wait_for(&client, &latest("G/e/d2"), 1).await;
+    wait_for(&client, &stale_rows("G/e/d2"), 2).await;
+    wait_for(&client, &latest("G/e"), 1).await;
+    wait_for(&client, &stale_rows("G/e"), 1).await;
+    // Where they landed: 1 ms after the DATA of the same millisecond, or
+    // of a later time; at its own time when later.
+    let times: Vec<(String, i64)> = client
+        .query(
+            "SELECT source || '/' || metric, (extract(epoch from time) * 1000)::int8 FROM shopfloor.readings
+             WHERE quality = 'stale' ORDER BY 1, 2",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let t = t as i64;
+    assert_eq!(
+        times,
+        [
+            ("G/e/d1/a".to_owned(), t + 11),
+            ("G/e/d1/b".to_owned(), t + 11),
+            ("G/e/d2/c".to_owned(), t + 21),
+            ("G/e/d2/c".to_owned(), t + 40),
+            ("G/e/n".to_owned(), now as i64 + 1),
+        ]
+    );
+    ingest.shutdown().await.unwrap();
+    support::assert_storage(&db(&pg).await, storage).await;
+}
+
+/// Stopping works in every state: here while PostgreSQL refuses every
+/// connection (before, the ingest retried its connection forever and
+/// ignored the stop).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopping_works_while_the_database_is_refused() {
+    let broker = broker();
+    // A port nothing listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let c = IngestConfig::new(
+        broker.host(),
+        broker.port(),
+        "ingest-stop",
+        format!("host=127.0.0.1 port={port} user=postgres dbname=postgres connect_timeout=2"),
+    );
+    let ingest = Ingest::spawn(c);
+    tokio::time::sleep(Duration::from_millis(500)).await; // let it fail a few times
+    let t0 = Instant::now();
+    timeout(Duration::from_secs(1), ingest.shutdown())
+        .await
+        .expect("the ingest stops within 1 s while the database is refused")
+        .unwrap();
+    assert!(t0.elapsed() < Duration::from_secs(1));
+}
+
+on_both_storages!(
+    no_single_message_stalls_the_ingest,
+    a_death_is_never_lost,
+    steady_state_exactly_n_rows,
+    malformed_messages_go_to_dead_letters_and_nothing_else,
+    an_ingest_crash_and_restart_loses_and_duplicates_nothing,
+    a_postgres_restart_mid_stream_loses_nothing,
+    postgres_down_for_60_s_loses_nothing_and_recovers_within_10_s,
+    a_broker_restart_mid_stream_loses_nothing,
+    a_network_cut_between_ingest_and_broker_loses_nothing,
+    sparkplug_births_data_and_death_become_rows,
+    two_instances_share_the_load_with_exact_counts,
+    sparkplug_data_queued_while_ingest_was_away_is_named_after_a_restart,
+);

@@ -59,6 +59,96 @@ ensure_venv() {
     echo "$want" > "$stamp"
 }
 
+# The PostgreSQL major the tests use: the highest /usr/lib/postgresql/*/bin
+# with initdb and postgres (as testkit picks it), else pg_config's.
+pg_major() {
+    local initdb
+    initdb=$(printf '%s\n' /usr/lib/postgresql/*/bin/initdb | sort -V | while read -r f; do
+        [ -x "$f" ] && [ -x "${f%/initdb}/postgres" ] && echo "$f"
+    done | tail -n 1)
+    if [ -n "$initdb" ]; then
+        basename "$(dirname "$(dirname "$initdb")")"
+    elif command -v pg_config >/dev/null; then
+        pg_config --version | sed -nE 's/^PostgreSQL ([0-9]+).*/\1/p'
+    fi
+}
+
+# TimescaleDB for the PostgreSQL the tests use. Installed already: returns
+# at once. Else built from the source release that SHOPFLOOR_TIMESCALEDB_SRC
+# names (a tarball, or an unpacked folder; built in a temporary copy, never
+# in place), with SHOPFLOOR_BUILD_JOBS make jobs (default: nproc). Else a
+# loud warning: the TimescaleDB tests will fail, everything else runs.
+ensure_timescaledb() {
+    local major src="${SHOPFLOOR_TIMESCALEDB_SRC:-}"
+    major=$(pg_major)
+    if [ -z "$major" ]; then
+        say "no PostgreSQL found under /usr/lib/postgresql: not installing TimescaleDB"
+        return 0
+    fi
+    local control="/usr/share/postgresql/$major/extension/timescaledb.control"
+    local lib="/usr/lib/postgresql/$major/lib/timescaledb.so"
+    [ -f "$control" ] && [ -f "$lib" ] && return 0
+
+    if [ -z "$src" ] || { [ ! -f "$src" ] && [ ! -f "$src/bootstrap" ]; }; then
+        {
+            printf '\n\033[1;31m'
+            printf '!!! TimescaleDB is NOT installed for PostgreSQL %s (no %s).\n' "$major" "$lib"
+            printf '!!! The TimescaleDB tests will FAIL; everything else runs.\n'
+            if [ -n "$src" ]; then
+                printf '!!! SHOPFLOOR_TIMESCALEDB_SRC=%s is neither a tarball nor a source folder.\n' "$src"
+            fi
+            printf '!!! To fix it, either:\n'
+            printf '!!!   - point SHOPFLOOR_TIMESCALEDB_SRC at its source release and rerun, e.g.\n'
+            printf '!!!       SHOPFLOOR_TIMESCALEDB_SRC=/path/to/timescaledb-2.28.3.tar.gz scripts/test\n'
+            printf '!!!     (TimescaleDB 2.28.x is the last line supporting PostgreSQL 15), or\n'
+            printf "!!!   - install the package timescaledb-2-postgresql-%s from Timescale's apt repository.\n" "$major"
+            printf '\033[0m\n'
+        } >&2
+        return 0
+    fi
+
+    local sudo=""
+    if [ "$(id -u)" -ne 0 ]; then
+        command -v sudo >/dev/null || die "installing TimescaleDB needs root: run as root or with sudo"
+        sudo="sudo"
+    fi
+    # gcc, make and libc6-dev: PostgreSQL's extension build (pg_config --cc).
+    ensure_packages cmake "postgresql-server-dev-$major" libkrb5-dev gcc make libc6-dev || return 1
+
+    local tmp log jobs="${SHOPFLOOR_BUILD_JOBS:-$(nproc)}"
+    tmp=$(mktemp -d "${TMPDIR:-/tmp}/shopfloor-timescaledb.XXXXXX") || return 1
+    log=$(mktemp "${TMPDIR:-/tmp}/shopfloor-timescaledb-build.XXXXXX.log") || { rm -rf "$tmp"; return 1; }
+    say "building TimescaleDB from $src, about 80 s (log: $log)"
+    local rc=0
+    (
+        set -e
+        if [ -f "$src" ]; then
+            tar -xf "$src" -C "$tmp"
+        else
+            cp -a "$src/." "$tmp/"
+        fi
+        # The release tarball has no top folder; a git archive may have one.
+        cd "$tmp"
+        if [ ! -f bootstrap ]; then
+            cd "$(dirname "$(find . -mindepth 2 -maxdepth 2 -name bootstrap -print -quit)")"
+        fi
+        BUILD_FORCE_REMOVE=true ./bootstrap -DPG_CONFIG="/usr/lib/postgresql/$major/bin/pg_config" \
+            -DREGRESS_CHECKS=OFF -DTAP_CHECKS=OFF -DWARNINGS_AS_ERRORS=OFF -DLINTER=OFF </dev/null
+        make -C build -j"$jobs"
+        $sudo make -C build install
+    ) >"$log" 2>&1 || rc=$?
+    rm -rf "$tmp" 2>/dev/null || $sudo rm -rf "$tmp"
+    if [ $rc -ne 0 ]; then
+        printf 'error: building TimescaleDB from %s failed; the build log: %s\n' "$src" "$log" >&2
+        return 1
+    fi
+    if [ ! -f "$control" ] || [ ! -f "$lib" ]; then
+        printf 'error: TimescaleDB built, but %s or %s is missing; the build log: %s\n' "$control" "$lib" "$log" >&2
+        return 1
+    fi
+    rm -f "$log"
+}
+
 ensure_rust() {
     command -v cargo >/dev/null || die "cargo not found: install Rust (https://rustup.rs), version 1.95 or newer"
     cargo fmt --version >/dev/null 2>&1 || die "rustfmt missing: rustup component add rustfmt"

@@ -346,6 +346,11 @@ async fn a_file_spool_carries_an_outage_across_an_edge_crash() {
 
     broker.start_again().expect("restart mosquitto");
     let mut h = host(&broker);
+    // This edge has no primary host to wait for: it births and replays as
+    // soon as it connects, and QoS 0 DATA reaches only subscribers there
+    // are. The host says STATE online once subscribed; wait for that, or a
+    // replay that beats the host's SUBSCRIBE is gone (0 of 12 000 seen).
+    assert!(retained_state(&broker).await.online, "the host is online");
     let (spool, report) = reopen(dir.path()).await;
     assert_eq!((report.readings, report.truncated_bytes), (total, 0));
     let e = plant_edge(spool, &broker);

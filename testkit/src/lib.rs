@@ -19,7 +19,7 @@ pub use error::Error;
 pub use fuzz::replay_fuzz_inputs;
 pub use mosquitto::{Mosquitto, MosquittoBuilder};
 pub use pki::Pki;
-pub use postgres::{Postgres, PostgresBuilder};
+pub use postgres::{Postgres, PostgresBuilder, timescaledb_installed};
 pub use proxy::FaultProxy;
 pub use python::{PythonPeer, VENV_INSTALL, python, shared_script};
 pub use serial::SerialPair;

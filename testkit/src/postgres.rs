@@ -17,6 +17,20 @@ use crate::Error;
 use crate::process::{self, PORT_ATTEMPTS, Proc, RunAs, START_TIMEOUT, STOP_GRACE};
 
 const INSTALL: &str = "apt-get install -y postgresql";
+const INSTALL_TIMESCALEDB: &str = "SHOPFLOOR_TIMESCALEDB_SRC=/path/to/timescaledb-2.28.3.tar.gz scripts/test \
+    (builds and installs it), or the timescaledb-2-postgresql-<version> package from Timescale's apt repository";
+
+/// Where the TimescaleDB extension's control file is for the PostgreSQL of
+/// `bin_dir` (`/usr/lib/postgresql/15/bin` → `/usr/share/postgresql/15/…`).
+fn timescaledb_control(bin_dir: &Path) -> PathBuf {
+    let version = bin_dir.parent().and_then(Path::file_name).unwrap_or_default();
+    Path::new("/usr/share/postgresql").join(version).join("extension/timescaledb.control")
+}
+
+/// Whether TimescaleDB is installed for the newest PostgreSQL here.
+pub fn timescaledb_installed() -> bool {
+    find_bin_dir().is_ok_and(|dir| timescaledb_control(&dir).is_file())
+}
 const VERSIONS_DIR: &str = "/usr/lib/postgresql";
 /// The OS user the server runs as when the tests run as root.
 const OS_USER: &str = "postgres";
@@ -27,6 +41,7 @@ const OS_USER: &str = "postgres";
 pub struct PostgresBuilder {
     bin_dir: Option<PathBuf>,
     settings: Vec<(String, String)>,
+    timescaledb: bool,
 }
 
 impl PostgresBuilder {
@@ -42,6 +57,19 @@ impl PostgresBuilder {
     pub fn setting(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
         self.settings.push((name.into(), value.into()));
         self
+    }
+
+    /// Loads TimescaleDB: `shared_preload_libraries = 'timescaledb'`, with
+    /// its telemetry off. [`start`](Self::start) fails with
+    /// [`Error::NotInstalled`], naming how to install it, when the
+    /// extension is not installed for this PostgreSQL version (Debian has no
+    /// package for it: `scripts/test` builds it from a source tarball named
+    /// by `SHOPFLOOR_TIMESCALEDB_SRC`).
+    pub fn timescaledb(self) -> Self {
+        let mut b = self.setting("shared_preload_libraries", "timescaledb");
+        b.settings.push(("timescaledb.telemetry_level".into(), "off".into()));
+        b.timescaledb = true;
+        b
     }
 
     /// Copies a freshly initialised cluster into a new temporary folder,
@@ -62,6 +90,16 @@ impl PostgresBuilder {
             let path = bin_dir.join(program);
             if !path.is_file() {
                 return Err(Error::NotInstalled { name: "postgresql", path, install: INSTALL });
+            }
+        }
+        if self.timescaledb {
+            let path = timescaledb_control(&bin_dir);
+            if !path.is_file() {
+                return Err(Error::NotInstalled {
+                    name: "timescaledb",
+                    path,
+                    install: INSTALL_TIMESCALEDB,
+                });
             }
         }
         let run_as = if process::is_root() {

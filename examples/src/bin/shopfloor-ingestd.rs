@@ -51,6 +51,8 @@ THE FILE:
     batch_readings = 10000
     batch_ms = 200
     # share = \"ingest\"            # several ingestd share plain topics ($share/ingest/...)
+    # max_ahead_hours = 24        # readings further ahead of the clock are dead letters
+    # max_readings_per_message = 100000   # a message with more is a dead letter
 
     [storage]                     # optional
     timescaledb = true            # use TimescaleDB when the server has it
@@ -100,6 +102,8 @@ struct IngestSection {
     batch_readings: Option<usize>,
     batch_ms: Option<u64>,
     share: Option<String>,
+    max_ahead_hours: Option<u64>,
+    max_readings_per_message: Option<usize>,
 }
 
 #[derive(Deserialize)]
@@ -189,6 +193,12 @@ fn config(path: &Path) -> anyhow::Result<IngestConfig> {
     }
     if let Some(ms) = ing.batch_ms {
         c.batch_age = Duration::from_millis(ms.max(1));
+    }
+    if let Some(h) = ing.max_ahead_hours {
+        c.max_ahead = Duration::from_secs(h * 3600);
+    }
+    if let Some(n) = ing.max_readings_per_message {
+        c.max_readings_per_message = n.max(1);
     }
     if let Some(share) = ing.share {
         if share.is_empty() || share.contains(['/', '+', '#']) {
