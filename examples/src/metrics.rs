@@ -218,6 +218,11 @@ pub fn ingest(page: &mut Exposition, s: &shopfloor_ingest::consumer::Stats) {
         "Connections to the broker; more than one means reconnects.",
         s.connects.load(Relaxed),
     )
+    .counter(
+        "shopfloor_ingest_subscriptions_total",
+        "Subscriptions the broker confirmed (one per topic filter per connection).",
+        s.subscribed.load(Relaxed),
+    )
     .gauge(
         "shopfloor_ingest_pending_messages",
         "Messages received and not committed yet (the queue).",
