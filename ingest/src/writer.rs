@@ -520,13 +520,7 @@ impl Writer {
             } else {
                 "shopfloor.samples"
             };
-            let sink = tx
-                .copy_in(&format!("COPY {target} {COLUMNS} FROM STDIN (FORMAT binary)"))
-                .await
-                .map_err(IngestError::db("start COPY"))?;
-            futures_util::pin_mut!(sink);
-            sink.send(data.clone()).await.map_err(IngestError::db("send COPY data"))?;
-            rows = sink.finish().await.map_err(IngestError::db("COPY into shopfloor.samples"))?;
+            rows = copy_in(&tx, target, data.clone()).await?;
             let columns = COLUMNS.trim_matches(['(', ')']);
             if dedup && w.deltas.is_some() {
                 // Only the rows added count towards the rollups.
@@ -694,6 +688,21 @@ impl Writer {
     }
 }
 
+/// Binary COPY `data` into `target` (the samples' columns); the rows added.
+async fn copy_in(
+    tx: &tokio_postgres::Transaction<'_>,
+    target: &str,
+    data: bytes::Bytes,
+) -> Result<u64, IngestError> {
+    let sink = tx
+        .copy_in(&format!("COPY {target} {COLUMNS} FROM STDIN (FORMAT binary)"))
+        .await
+        .map_err(IngestError::db("start COPY"))?;
+    futures_util::pin_mut!(sink);
+    sink.send(data).await.map_err(IngestError::db("send COPY data"))?;
+    sink.finish().await.map_err(IngestError::db("COPY into shopfloor.samples"))
+}
+
 /// Writes the stale rows of deaths after the rows before them (same
 /// transaction; the ingest runs a transaction holding a death alone, so
 /// nothing written later is visible here): per dead metric, at the death's
@@ -749,13 +758,7 @@ async fn write_deaths(
     for day in days {
         create_partition(tx, day).await?;
     }
-    let sink = tx
-        .copy_in(&format!("COPY shopfloor.samples {COLUMNS} FROM STDIN (FORMAT binary)"))
-        .await
-        .map_err(IngestError::db("start COPY of the stale rows of a death"))?;
-    futures_util::pin_mut!(sink);
-    sink.send(copy.finish()).await.map_err(IngestError::db("send COPY data"))?;
-    let rows = sink.finish().await.map_err(IngestError::db("COPY the stale rows of a death"))?;
+    let rows = copy_in(tx, "shopfloor.samples", copy.finish()).await?;
     if native && !deltas.by_key.is_empty() {
         insert_deltas(tx, &deltas).await?;
     }
