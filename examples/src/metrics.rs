@@ -223,6 +223,11 @@ pub fn ingest(page: &mut Exposition, s: &shopfloor_ingest::consumer::Stats) {
         "Subscriptions the broker confirmed (one per topic filter per connection).",
         s.subscribed.load(Relaxed),
     )
+    .counter(
+        "shopfloor_ingest_skipped_metrics_total",
+        "Sparkplug metrics that carried no reading (null values, nameless template members).",
+        s.skipped_metrics.load(Relaxed),
+    )
     .gauge(
         "shopfloor_ingest_pending_messages",
         "Messages received and not committed yet (the queue).",

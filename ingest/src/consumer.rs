@@ -167,6 +167,9 @@ pub struct Stats {
     /// Messages received and not committed yet (a gauge; at most
     /// `max_pending`).
     pub held: AtomicU64,
+    /// Sparkplug metrics that carried no reading (null values, template
+    /// members without a name).
+    pub skipped_metrics: AtomicU64,
 }
 
 /// A running ingest process.
@@ -447,10 +450,11 @@ impl Decoder {
 }
 
 /// What an NBIRTH or DBIRTH says about its metrics: datatype, `engUnit`,
-/// the other simple properties as JSON. Nothing for other messages.
+/// the other simple properties as JSON. Nothing for other messages. A
+/// template instance is described member by member (`Instance/Member`, as
+/// its readings are named); template definitions are not metrics.
 fn birth_metrics(topic: &str, payload: &[u8]) -> Vec<MetricInfo> {
-    use shopfloor_sparkplug::payload::PropertyValue;
-    use shopfloor_sparkplug::{BirthTypes, MetricValue, Payload};
+    use shopfloor_sparkplug::{BirthTypes, Payload};
     let parts: Vec<&str> = topic.split('/').collect();
     let source = match parts[..] {
         [_, group, "NBIRTH", edge] => format!("{group}/{edge}"),
@@ -459,44 +463,59 @@ fn birth_metrics(topic: &str, payload: &[u8]) -> Vec<MetricInfo> {
     };
     // The host has decoded it already; a failure here was reported there.
     let Ok(p) = Payload::decode(payload, &BirthTypes::new()) else { return Vec::new() };
-    p.metrics
-        .iter()
-        .filter_map(|m| {
-            let name = m.name.as_deref()?;
-            let mut unit = None;
-            let mut props = serde_json::Map::new();
-            for (key, v) in m.properties.iter().flat_map(|p| p.0.iter()) {
-                let PropertyValue::Value(v) = v else { continue };
-                match (key.as_str(), v) {
-                    ("engUnit", MetricValue::String(u)) => unit = Some(u.clone()),
-                    _ => {
-                        let json = match v.to_value() {
-                            Some(shopfloor_schemas::Value::Bool(b)) => serde_json::Value::from(b),
-                            Some(shopfloor_schemas::Value::I64(x)) => serde_json::Value::from(x),
-                            Some(shopfloor_schemas::Value::U64(x)) => serde_json::Value::from(x),
-                            Some(shopfloor_schemas::Value::F64(x)) if x.is_finite() => {
-                                serde_json::Value::from(x)
-                            }
-                            Some(shopfloor_schemas::Value::String(s)) if !s.contains('\0') => {
-                                serde_json::Value::from(s)
-                            }
-                            _ => continue,
-                        };
-                        props.insert(key.clone(), json);
-                    }
+    let mut out = Vec::new();
+    for m in &p.metrics {
+        if let Some(name) = m.name.as_deref() {
+            describe(&source, name, m, &mut out);
+        }
+    }
+    out.retain(|i| !i.name.contains('\0'));
+    out
+}
+
+fn describe(source: &str, name: &str, m: &shopfloor_sparkplug::Metric, out: &mut Vec<MetricInfo>) {
+    use shopfloor_sparkplug::MetricValue;
+    use shopfloor_sparkplug::payload::PropertyValue;
+    if let Some(MetricValue::Template(t)) = &m.value {
+        if !t.is_definition {
+            for member in &t.metrics {
+                if let Some(n) = member.name.as_deref() {
+                    describe(source, &format!("{name}/{n}"), member, out);
                 }
             }
-            Some(MetricInfo {
-                source: source.clone(),
-                name: name.to_owned(),
-                datatype: Some(m.datatype.name().to_owned()),
-                unit: unit.filter(|u| !u.contains('\0')),
-                properties: (!props.is_empty())
-                    .then(|| serde_json::Value::Object(props).to_string()),
-            })
-        })
-        .filter(|i| !i.name.contains('\0'))
-        .collect()
+        }
+        return;
+    }
+    let mut unit = None;
+    let mut props = serde_json::Map::new();
+    for (key, v) in m.properties.iter().flat_map(|p| p.0.iter()) {
+        let PropertyValue::Value(v) = v else { continue };
+        match (key.as_str(), v) {
+            ("engUnit", MetricValue::String(u)) => unit = Some(u.clone()),
+            _ => {
+                let json = match v.to_value() {
+                    Some(shopfloor_schemas::Value::Bool(b)) => serde_json::Value::from(b),
+                    Some(shopfloor_schemas::Value::I64(x)) => serde_json::Value::from(x),
+                    Some(shopfloor_schemas::Value::U64(x)) => serde_json::Value::from(x),
+                    Some(shopfloor_schemas::Value::F64(x)) if x.is_finite() => {
+                        serde_json::Value::from(x)
+                    }
+                    Some(shopfloor_schemas::Value::String(s)) if !s.contains('\0') => {
+                        serde_json::Value::from(s)
+                    }
+                    _ => continue,
+                };
+                props.insert(key.clone(), json);
+            }
+        }
+    }
+    out.push(MetricInfo {
+        source: source.to_owned(),
+        name: name.to_owned(),
+        datatype: Some(m.datatype.name().to_owned()),
+        unit: unit.filter(|u| !u.contains('\0')),
+        properties: (!props.is_empty()).then(|| serde_json::Value::Object(props).to_string()),
+    });
 }
 
 /// The readings that can be stored; a message none of whose readings can
@@ -693,6 +712,8 @@ async fn run(
                             });
                         }
                     }
+                    let skipped = decoder.inputs.iter().filter_map(|(_, h)| h.as_ref()).map(HostApplication::skipped_metrics).sum();
+                    stats.skipped_metrics.store(skipped, Ordering::Relaxed);
                     // Only the packet id and QoS are needed to ack: let go of
                     // the rest, which pins rumqttc's read buffer in memory.
                     publish.topic = bytes::Bytes::new();

@@ -35,6 +35,41 @@ pub enum Stored<'a> {
     Number(f64),
     /// `value_text`.
     Text(std::borrow::Cow<'a, str>),
+    /// An integer a double cannot hold exactly (beyond ±2^53): `value` holds
+    /// the nearest double (for rollups and plots), `value_text` the exact
+    /// decimal.
+    Integer {
+        /// The nearest double.
+        approx: f64,
+        /// The exact decimal.
+        exact: String,
+    },
+}
+
+impl Stored<'_> {
+    /// The number in `value`, if any.
+    pub fn number(&self) -> Option<f64> {
+        match self {
+            Self::Number(x) | Self::Integer { approx: x, .. } => Some(*x),
+            Self::Text(_) => None,
+        }
+    }
+}
+
+/// 2^63 as a double.
+const TWO_63: f64 = 9_223_372_036_854_775_808.0;
+
+/// An integer as stored: a plain number when the double is exact.
+fn integer<'a, T: Copy + PartialEq + std::fmt::Display>(
+    x: T,
+    approx: f64,
+    back: impl Fn(f64) -> Option<T>,
+) -> Stored<'a> {
+    if back(approx) == Some(x) {
+        Stored::Number(approx)
+    } else {
+        Stored::Integer { approx, exact: x.to_string() }
+    }
 }
 
 /// Why a value cannot be stored.
@@ -84,8 +119,11 @@ pub enum RowError {
 pub fn stored(value: &Value) -> Result<Stored<'_>, RowError> {
     Ok(match value {
         Value::F64(x) => Stored::Number(*x),
-        Value::I64(x) => Stored::Number(*x as f64),
-        Value::U64(x) => Stored::Number(*x as f64),
+        // Exact up to 2^53; `as` back saturates, so 2^63 (the nearest
+        // double to i64::MAX) must not pass for i64::MAX: below 2^63 (and
+        // 2^64) only.
+        Value::I64(x) => integer(*x, *x as f64, |f| (f < TWO_63).then_some(f as i64)),
+        Value::U64(x) => integer(*x, *x as f64, |f| (f < 2.0 * TWO_63).then_some(f as u64)),
         Value::Bool(b) => Stored::Number(if *b { 1.0 } else { 0.0 }),
         Value::String(s) => {
             if let Some(i) = memchr::memchr(0, s.as_bytes()) {
@@ -149,6 +187,12 @@ impl CopyBuffer {
                 self.buf.put_i32(8);
                 self.buf.put_f64(*x);
                 self.buf.put_i32(-1);
+            }
+            Stored::Integer { approx, exact } => {
+                self.buf.put_i32(8);
+                self.buf.put_f64(*approx);
+                self.buf.put_i32(i32::try_from(exact.len()).unwrap_or(i32::MAX));
+                self.buf.put_slice(exact.as_bytes());
             }
             Stored::Text(t) => {
                 self.buf.put_i32(-1);

@@ -444,8 +444,8 @@ impl Writer {
                     death_rows.push((id, ms, value, quality_code(r.quality)));
                     continue;
                 }
-                if let (true, Stored::Number(x)) = (native, &value) {
-                    deltas.add(id, ms, *x);
+                if let (true, Some(x)) = (native, value.number()) {
+                    deltas.add(id, ms, x);
                 }
                 let day = ms / DAY_MS;
                 if day != last_day {
@@ -746,8 +746,8 @@ async fn write_deaths(
         let Ok(micros) = pg_micros(ms) else { continue };
         if native {
             days.insert(ms / DAY_MS);
-            if let Stored::Number(x) = value {
-                deltas.add(*id, ms, *x);
+            if let Some(x) = value.number() {
+                deltas.add(*id, ms, x);
             }
         }
         copy.push(micros, *id, value, *quality);

@@ -232,6 +232,7 @@ async fn batches_land_in_the_readings_view_and_redeliveries_add_nothing(storage:
     if storage == Storage::Native {
         assert!(pass.deltas > 0 && pass.buckets_1m > 0 && pass.buckets_1h > 0, "{pass:?}");
     } else {
+        hold_jobs(w.client()).await;
         refresh_aggregates(w.client()).await;
     }
     // Redeliveries (the ON CONFLICT path) counted once.
@@ -548,6 +549,36 @@ async fn deaths_leave_the_latest_row_stale(storage: Storage) {
     assert_eq!(rollup_mismatches(w.client(), "minute").await, 0);
 }
 
+/// TimescaleDB: stops the policies' jobs and waits until none runs. A
+/// refresh in progress may show a real-time aggregate between its two
+/// states; tests compare numbers, so they refresh by hand, alone.
+async fn hold_jobs(client: &Client) {
+    client
+        .batch_execute(
+            "SELECT alter_job(job_id, scheduled => false) FROM timescaledb_information.jobs
+             WHERE hypertable_schema = 'shopfloor'",
+        )
+        .await
+        .expect("unschedule the policies");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let running: i64 = client
+            .query_one(
+                "SELECT count(*) FROM timescaledb_information.job_stats
+                 WHERE hypertable_schema = 'shopfloor' AND job_status = 'Running'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if running == 0 {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "a policy job still running after 30 s");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
 async fn refresh_aggregates(client: &Client) {
     // One statement each: a refresh cannot run inside a transaction block.
     // The policy's job may be refreshing at the same moment (55P03): wait.
@@ -630,7 +661,8 @@ async fn timescaledb_policies_and_rollups() {
             ("policy_retention", "samples"),
         ]
     );
-    // Real-time (nothing materialized yet), then materialized.
+    hold_jobs(&client).await;
+    // Real-time (nothing materialized by hand yet), then materialized.
     assert_eq!(rollup_mismatches(&client, "minute").await, 0);
     assert_eq!(rollup_mismatches(&client, "hour").await, 0);
     refresh_aggregates(&client).await;
@@ -645,7 +677,55 @@ async fn timescaledb_policies_and_rollups() {
     assert_eq!(buckets, 9);
 }
 
+/// Int64 and UInt64 beyond 2^53 do not fit a double exactly: `value` holds
+/// the nearest double, `value_text` the exact decimal.
+async fn big_integers_are_stored_exactly(storage: Storage) {
+    let pg = support::postgres(storage);
+    let mut client = connect(&pg).await;
+    migrate(&mut client).await.unwrap();
+    let mut w = Writer::new(client);
+    let t = Timestamp::from_unix_ms(DAY1);
+    let b = Batch::new("big")
+        .with(Reading::new("max", t, i64::MAX))
+        .with(Reading::new("min", t, i64::MIN))
+        .with(Reading::new("u", t, u64::MAX))
+        .with(Reading::new("odd", t, (1_i64 << 53) + 1))
+        .with(Reading::new("small", t, (1_i64 << 53) - 1));
+    assert_eq!(w.write(&[b]).await.unwrap().rows, 5);
+    let rows: Vec<(String, Option<f64>, Option<String>)> = w
+        .client()
+        .query("SELECT metric, value, value_text FROM shopfloor.readings ORDER BY metric", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            ("max".to_owned(), Some(i64::MAX as f64), Some(i64::MAX.to_string())),
+            ("min".to_owned(), Some(i64::MIN as f64), None),
+            (
+                "odd".to_owned(),
+                Some(((1_i64 << 53) + 1) as f64),
+                Some("9007199254740993".to_owned())
+            ),
+            ("small".to_owned(), Some(((1_i64 << 53) - 1) as f64), None),
+            ("u".to_owned(), Some(u64::MAX as f64), Some(u64::MAX.to_string())),
+        ]
+    );
+    // Exact in SQL: the text as numeric.
+    let exact: String = w
+        .client()
+        .query_one("SELECT coalesce(value_text::numeric, value::numeric)::text FROM shopfloor.readings WHERE metric = 'u'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(exact, "18446744073709551615");
+}
+
 on_both_storages!(
+    big_integers_are_stored_exactly,
     data_postgres_refuses_is_isolated_and_the_rest_committed,
     deaths_leave_the_latest_row_stale,
     migrations_apply_once,

@@ -10,8 +10,14 @@
 //! | String, Text, UUID | `String` |
 //! | Bytes, File | `Bytes` |
 //!
-//! Datasets, templates, arrays and null values have no `Value`: they are
-//! left out of the batch ([`Payload::to_batch`] says how many).
+//! | arrays (Int8Array…DateTimeArray) | `String`: a JSON array (`[1,2,3]`, `["a","b"]`; DateTime as ms) |
+//! | DataSet | `String`: JSON `{"columns":[…],"types":[…],"rows":[[…],…]}` |
+//! | Template instance | one reading per member, named `Instance/Member` (nested: `A/B/C`) |
+//!
+//! The JSON is for queries (`value_text::jsonb` in PostgreSQL); a
+//! non-finite float in it is `null`. Template definitions (NBIRTH) are
+//! descriptions, not readings. Null values have no `Value`: they are left
+//! out of the batch ([`Payload::to_batch`] says how many).
 //! The `Quality` property (Int32: 192 good, 0 bad, 500 stale) becomes the
 //! reading's quality, and back.
 
@@ -28,7 +34,7 @@ pub const QUALITY_PROPERTY: &str = "Quality";
 pub struct ToBatch {
     /// The readings.
     pub batch: Batch,
-    /// Metrics left out: null values, datasets, templates, arrays.
+    /// Metrics left out: null values, and members without a name.
     pub skipped: usize,
 }
 
@@ -41,10 +47,7 @@ impl Payload {
         batch.readings.reserve(self.metrics.len());
         let mut skipped = 0;
         for m in &self.metrics {
-            match reading(m, self.timestamp) {
-                Some(r) => batch.readings.push(r),
-                None => skipped += 1,
-            }
+            skipped += readings(m, self.timestamp, &mut batch.readings);
         }
         ToBatch { batch, skipped }
     }
@@ -84,9 +87,57 @@ impl Payload {
     }
 }
 
-/// The reading of one metric, or `None` if its value has no [`Value`].
+/// The readings of one metric, pushed onto `out`: one, or one per member
+/// of a template instance (recursively, named `Instance/Member`), or none
+/// for a template definition. Returns how many were left out (null values,
+/// members without a name).
+pub fn readings(m: &Metric, payload_timestamp: Option<u64>, out: &mut Vec<Reading>) -> usize {
+    let Some(MetricValue::Template(t)) = &m.value else {
+        return match reading(m, payload_timestamp) {
+            Some(r) => {
+                out.push(r);
+                0
+            }
+            None => 1,
+        };
+    };
+    if t.is_definition {
+        return 0;
+    }
+    let Some(prefix) = name_of(m) else { return 1 };
+    let ts = m.timestamp.or(payload_timestamp);
+    let parent_quality = quality(m);
+    let mut skipped = 0;
+    for member in &t.metrics {
+        if member.name.is_none() {
+            skipped += 1;
+            continue;
+        }
+        let from = out.len();
+        skipped += readings(member, ts, out);
+        // Named after the member (nested ones `Member/Sub` already).
+        for r in &mut out[from..] {
+            r.metric = format!("{prefix}/{}", r.metric).into();
+            if r.quality == Quality::Good {
+                r.quality = parent_quality;
+            }
+        }
+    }
+    skipped
+}
+
+fn name_of(m: &Metric) -> Option<CompactString> {
+    match (&m.name, m.alias) {
+        (Some(n), _) => Some(CompactString::from(&**n)),
+        (None, Some(a)) => Some(format!("alias {a}").into()),
+        (None, None) => None,
+    }
+}
+
+/// The reading of one metric, or `None` if its value has no [`Value`] (a
+/// null value, a template: see [`readings`]).
 pub fn reading(m: &Metric, payload_timestamp: Option<u64>) -> Option<Reading> {
-    let value = m.value.as_ref()?.to_value()?;
+    let value = m.value.as_ref()?.to_stored_value()?;
     let metric: CompactString = match (&m.name, m.alias) {
         (Some(n), _) => CompactString::from(&**n),
         (None, Some(a)) => format!("alias {a}").into(),
@@ -112,6 +163,52 @@ pub fn quality(m: &Metric) -> Quality {
 }
 
 impl MetricValue {
+    /// The value a reading stores: [`to_value`](Self::to_value), and arrays
+    /// and datasets as JSON text (see the [module](self) table). `None` for
+    /// templates (flattened by [`readings`]).
+    pub fn to_stored_value(&self) -> Option<Value> {
+        if let Some(v) = self.to_value() {
+            return Some(v);
+        }
+        let mut j = String::new();
+        match self {
+            Self::Int8Array(v) => json_array(&mut j, v, json_display),
+            Self::Int16Array(v) => json_array(&mut j, v, json_display),
+            Self::Int32Array(v) => json_array(&mut j, v, json_display),
+            Self::Int64Array(v) => json_array(&mut j, v, json_display),
+            Self::UInt8Array(v) => json_array(&mut j, v, json_display),
+            Self::UInt16Array(v) => json_array(&mut j, v, json_display),
+            Self::UInt32Array(v) => json_array(&mut j, v, json_display),
+            Self::UInt64Array(v) | Self::DateTimeArray(v) => {
+                json_array(&mut j, v, json_display);
+            }
+            Self::FloatArray(v) => json_array(&mut j, v, |j, x| json_float(j, f64::from(*x))),
+            Self::DoubleArray(v) => json_array(&mut j, v, |j, x| json_float(j, *x)),
+            Self::BooleanArray(v) => json_array(&mut j, v, json_display),
+            Self::StringArray(v) => json_array(&mut j, v, |j, x| json_string(j, x)),
+            Self::DataSet(d) => {
+                j.push_str("{\"columns\":");
+                json_array(&mut j, &d.columns, |j, (name, _)| json_string(j, name));
+                j.push_str(",\"types\":");
+                json_array(&mut j, &d.columns, |j, (_, t)| json_string(j, t.name()));
+                j.push_str(",\"rows\":");
+                json_array(&mut j, &d.rows, |j, row| {
+                    json_array(j, row, |j, e| match e.as_ref().and_then(Self::to_value) {
+                        Some(Value::Bool(b)) => json_display(j, &b),
+                        Some(Value::I64(x)) => json_display(j, &x),
+                        Some(Value::U64(x)) => json_display(j, &x),
+                        Some(Value::F64(x)) => json_float(j, x),
+                        Some(Value::String(s)) => json_string(j, &s),
+                        _ => j.push_str("null"),
+                    });
+                });
+                j.push('}');
+            }
+            _ => return None,
+        }
+        Some(Value::String(j))
+    }
+
     /// The reading model's value, or `None` for what it has no value for
     /// (datasets, templates, arrays, property sets).
     pub fn to_value(&self) -> Option<Value> {
@@ -132,4 +229,48 @@ impl MetricValue {
             _ => return None,
         })
     }
+}
+
+fn json_array<T>(j: &mut String, items: &[T], mut each: impl FnMut(&mut String, &T)) {
+    j.push('[');
+    for (i, x) in items.iter().enumerate() {
+        if i > 0 {
+            j.push(',');
+        }
+        each(j, x);
+    }
+    j.push(']');
+}
+
+fn json_display(j: &mut String, x: &impl std::fmt::Display) {
+    use std::fmt::Write as _;
+    let _ = write!(j, "{x}");
+}
+
+/// A JSON number, or `null` for NaN and the infinities (JSON has none).
+fn json_float(j: &mut String, x: f64) {
+    if x.is_finite() {
+        // `{:?}` keeps a fraction or exponent, so 1.0 stays a float.
+        json_display(j, &format_args!("{x:?}"));
+    } else {
+        j.push_str("null");
+    }
+}
+
+/// A JSON string: quotes, backslashes and control characters escaped.
+fn json_string(j: &mut String, s: &str) {
+    use std::fmt::Write as _;
+    j.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => j.push_str("\\\""),
+            '\\' => j.push_str("\\\\"),
+            '\n' => j.push_str("\\n"),
+            c if u32::from(c) < 0x20 => {
+                let _ = write!(j, "\\u{:04x}", u32::from(c));
+            }
+            c => j.push(c),
+        }
+    }
+    j.push('"');
 }

@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 
 use shopfloor_schemas::{Batch, Quality, Reading, Timestamp};
 
-use crate::convert::reading;
+use crate::convert::readings;
 use crate::edge::{BDSEQ_METRIC, Message, Now, Publish, REBIRTH_METRIC};
 use crate::payload::{BirthTypes, EncodeOptions, Metric, Payload};
 use crate::topic::{MessageType, StatePayload, Topic};
@@ -226,6 +226,8 @@ pub struct HostApplication {
     nodes: HashMap<(String, String), NodeState>,
     transmits: VecDeque<Publish>,
     events: VecDeque<HostEvent>,
+    /// Metrics with no reading: null values, nameless template members.
+    skipped: u64,
 }
 
 impl HostApplication {
@@ -237,7 +239,15 @@ impl HostApplication {
             nodes: HashMap::new(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
+            skipped: 0,
         }
+    }
+
+    /// Metrics received that became no reading: null values, and template
+    /// members without a name (a counter; template definitions and the
+    /// plumbing, `bdSeq` and `Node Control/*`, are not counted).
+    pub fn skipped_metrics(&self) -> u64 {
+        self.skipped
     }
 
     fn state_topic(&self) -> String {
@@ -527,8 +537,10 @@ impl HostApplication {
             None => &mut node.last,
         };
         let (mut live, mut history) = (Batch::new(source), Batch::new(source));
+        let mut one = Vec::new();
         for m in payload.metrics.iter().filter(|m| !is_plumbing(m)) {
-            if let Some(r) = reading(m, payload.timestamp) {
+            self.skipped += readings(m, payload.timestamp, &mut one) as u64;
+            for r in one.drain(..) {
                 if m.is_historical {
                     history.readings.push(r);
                     continue;

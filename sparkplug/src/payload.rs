@@ -251,6 +251,21 @@ impl BirthTypes {
         for m in &birth.metrics {
             if let Some(name) = &m.name {
                 self.insert_shared(name.clone(), m.alias, m.datatype);
+                self.add_members(name, m);
+            }
+        }
+    }
+
+    /// The members of a template (definition or instance) by path,
+    /// `Name/Member` (nested: `Name/Member/Sub`), for DATA that leaves
+    /// their datatypes out.
+    fn add_members(&mut self, path: &str, m: &Metric) {
+        let Some(MetricValue::Template(t)) = &m.value else { return };
+        for member in &t.metrics {
+            if let Some(name) = &member.name {
+                let sub = format!("{path}/{name}");
+                self.by_name.insert(sub.clone(), member.datatype);
+                self.add_members(&sub, member);
             }
         }
     }
@@ -338,6 +353,16 @@ impl Payload {
             let inner = crate::compression::decompress(&raw)?;
             return Self::from_raw(proto::Payload::decode(&inner[..])?, types);
         }
+        // Without the feature, the envelope must not pass for a payload
+        // (its only metric, `algorithm`, would be taken for a reading).
+        #[cfg(not(feature = "compression"))]
+        if raw.uuid.as_deref() == Some("SPBV1.0_COMPRESSED") {
+            return Err(DecodeError::Compression {
+                reason: "a compressed payload (uuid SPBV1.0_COMPRESSED), and this build has no \
+                         Sparkplug compression (feature `compression` of shopfloor-sparkplug)"
+                    .into(),
+            });
+        }
         Self::from_raw(raw, types)
     }
 
@@ -372,6 +397,17 @@ impl Payload {
 pub(crate) fn metric_from_raw(
     raw: proto::Metric,
     types: &BirthTypes,
+    at: &dyn Fn() -> String,
+) -> Result<Metric, DecodeError> {
+    metric_in(raw, types, None, at)
+}
+
+/// [`metric_from_raw`] for a metric inside a template whose path (from
+/// the top-level metric: `Motor1`, `Motor1/Bearing`) is `parent`.
+fn metric_in(
+    raw: proto::Metric,
+    types: &BirthTypes,
+    parent: Option<&str>,
     at: &dyn Fn() -> String,
 ) -> Result<Metric, DecodeError> {
     let mut name: Option<Arc<str>> = raw.name.map(Arc::from);
@@ -409,7 +445,7 @@ pub(crate) fn metric_from_raw(
         match raw.value {
             None => None,
             Some(v) => Some(
-                value_from_raw(datatype, v, types, &|| id(&name))
+                value_from_raw(datatype, v, types, (parent, name.as_deref()), &|| id(&name))
                     .map_err(|e| e.in_metric(&id(&name)))?,
             ),
         }
@@ -453,6 +489,7 @@ fn value_from_raw(
     datatype: DataType,
     raw: proto::MetricValue,
     types: &BirthTypes,
+    (parent, name): (Option<&str>, Option<&str>),
     at: &dyn Fn() -> String,
 ) -> Result<MetricValue, Nested> {
     use proto::MetricValue as W;
@@ -470,7 +507,13 @@ fn value_from_raw(
             return Ok(MetricValue::DataSet(Box::new(dataset_from_raw(*d)?)));
         }
         Err(W::Template(t)) if datatype == DataType::Template => {
-            return template_from_raw(*t, types, at)
+            // Its path, for members whose datatypes DATA leaves out.
+            let path = match (parent, name) {
+                (Some(p), Some(n)) => Some(format!("{p}/{n}")),
+                (None, n) => n.map(str::to_owned),
+                (Some(_), None) => None,
+            };
+            return template_from_raw(*t, types, path.as_deref(), at)
                 .map(|t| MetricValue::Template(Box::new(t)))
                 .map_err(Nested::Decode);
         }
@@ -542,13 +585,29 @@ fn dataset_scalar(v: proto::DataSetValueValue) -> Result<Scalar, ValueError> {
 fn template_from_raw(
     raw: proto::Template,
     types: &BirthTypes,
+    name: Option<&str>,
     at: &dyn Fn() -> String,
 ) -> Result<Template, DecodeError> {
+    let template_ref = raw.template_ref.as_deref();
     let metrics = raw
         .metrics
         .into_iter()
         .enumerate()
-        .map(|(i, m)| metric_from_raw(m, types, &|| format!("{} member {i}", at())))
+        .map(|(i, mut m)| {
+            // DATA may leave a member's datatype out: the birth's instance
+            // (`Instance/Member`) or its definition (`Definition/Member`)
+            // has it.
+            if m.datatype.is_none()
+                && let Some(member) = m.name.as_deref()
+            {
+                m.datatype = [name, template_ref]
+                    .into_iter()
+                    .flatten()
+                    .find_map(|prefix| types.datatype(&format!("{prefix}/{member}")))
+                    .map(|t| t as u32);
+            }
+            metric_in(m, types, name, &|| format!("{} member {i}", at()))
+        })
         .collect::<Result<_, _>>()?;
     let parameters = raw
         .parameters

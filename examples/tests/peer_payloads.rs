@@ -1,0 +1,205 @@
+//! What Ignition-class peers send, from an independent implementation
+//! (Google's protobuf runtime and the official `sparkplug_b.proto`, in
+//! `testkit/python/sparkplug_rich.py`), through Mosquitto into
+//! `shopfloor-ingestd`, `shopfloor-alertd` and `shopfloor-live`: a template
+//! (UDT) instance flattened into `Motor1/Speed`-style readings, a DataSet
+//! and arrays as JSON text, an Int64 past 2^53 exact, and a compressed
+//! payload unpacked. Nothing is dropped and nothing is a dead letter.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use rumqttc::v5::mqttbytes::QoS;
+use rumqttc::v5::mqttbytes::v5::Packet;
+use rumqttc::v5::{AsyncClient, Event, MqttOptions};
+use shopfloor_examples::plant::Daemon;
+use shopfloor_testkit::{Mosquitto, Postgres, PythonPeer, shared_script};
+use tokio_postgres::NoTls;
+
+const T0: u64 = 1_796_600_000_000; // 2026-12-06 23:33 UTC
+
+const RULES: &str = r#"
+[[rule]]
+name = "motor-speed"
+source = "Rich/ign"
+metric = "Motor1/Speed"
+limit = { hh = { limit = 1700.0 }, h = { limit = 1650.0 } }
+"#;
+
+/// Polls `sql` (one text column, or NULL) until it gives `want`, 30 s at most.
+async fn wait_text(db: &tokio_postgres::Client, sql: &str, want: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let got: Option<String> =
+            db.query_opt(sql, &[]).await.ok().flatten().and_then(|r| r.get(0));
+        if got.as_deref() == Some(want) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{sql}: {got:?}, expected {want:?} within 30 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn send(peer: &mut PythonPeer, command: &str) {
+    peer.send(command).unwrap();
+    let word = command.split_whitespace().next().unwrap();
+    let want = format!("ok {word}");
+    assert!(
+        peer.until(Duration::from_secs(20), |l| l == want).is_ok(),
+        "the Python edge did not confirm {command:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn templates_datasets_arrays_big_integers_and_compression_from_a_peer() {
+    let broker = Mosquitto::start().expect("start mosquitto (apt-get install -y mosquitto)");
+    let pg = Postgres::start().expect("start postgresql (apt-get install -y postgresql)");
+    let dir = tempfile::tempdir().unwrap();
+    let [ingest_port, alert_port, live_port] =
+        std::array::from_fn(|_| shopfloor_testkit::free_port().unwrap());
+    let mqtt = format!("[mqtt]\nhost = \"{}\"\nport = {}\n", broker.host(), broker.port());
+    let write = |name: &str, text: String| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path.display().to_string()
+    };
+    let ingest_toml = write(
+        "ingest.toml",
+        format!(
+            "{mqtt}client_id = \"ingest-r\"\n[postgres]\nconnection = \"{}\"\n\
+             [ingest]\nsparkplug = true\nbatch_ms = 50\n[metrics]\nlisten = \"127.0.0.1:{ingest_port}\"\n",
+            pg.connection_string()
+        ),
+    );
+    write("rules.toml", RULES.to_owned());
+    let alert_toml = write(
+        "alertd.toml",
+        format!(
+            "{mqtt}[alerting]\nrules = \"rules.toml\"\nsparkplug = true\n\
+             [metrics]\nlisten = \"127.0.0.1:{alert_port}\"\n"
+        ),
+    );
+    let live_toml = write(
+        "live.toml",
+        format!("{mqtt}client_id = \"live-r\"\n[live]\nlisten = \"127.0.0.1:{live_port}\"\n"),
+    );
+    let spawn = |name: &str, bin: &str, config: &str| {
+        Daemon::spawn(
+            name,
+            bin,
+            ["--config".to_owned(), config.to_owned()],
+            dir.path().join(format!("{name}.log")),
+        )
+        .unwrap()
+    };
+    let mut ingestd = spawn("ingestd", env!("CARGO_BIN_EXE_shopfloor-ingestd"), &ingest_toml);
+    let mut alertd = spawn("alertd", env!("CARGO_BIN_EXE_shopfloor-alertd"), &alert_toml);
+    let mut live = spawn("live", env!("CARGO_BIN_EXE_shopfloor-live"), &live_toml);
+    let addr = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
+    let get = |port: u16, path: &str| shopfloor_testkit::http_get(addr(port), path);
+    for (d, port, path) in [
+        (&mut ingestd, ingest_port, "/metrics"),
+        (&mut alertd, alert_port, "/metrics"),
+        (&mut live, live_port, "/snapshot"),
+    ] {
+        d.wait_until(Duration::from_secs(30), |_| get(port, path).is_ok_and(|(s, _)| s == 200))
+            .unwrap_or_else(|e| panic!("{e:#}"));
+    }
+    // Ingest subscribed (the Sparkplug namespace and STATE).
+    shopfloor_testkit::scrape_until(addr(ingest_port), Duration::from_secs(20), |p| {
+        p.lines().any(|l| {
+            l.strip_prefix("shopfloor_ingest_subscriptions_total ")
+                .and_then(|v| v.trim().parse::<f64>().ok())
+                .is_some_and(|v| v >= 2.0)
+        })
+    });
+
+    let mut edge = PythonPeer::spawn(
+        shared_script("sparkplug_rich.py"),
+        &[broker.host(), &broker.port().to_string(), "Rich", "ign", &T0.to_string()],
+    )
+    .expect("start the Python edge node (scripts/test makes the .venv)");
+    let (db, conn) = tokio_postgres::connect(&pg.connection_string(), NoTls).await.unwrap();
+    tokio::spawn(conn);
+    let at = |metric: &str, ms: u64| {
+        format!(
+            "SELECT coalesce(value_text, value::text) FROM shopfloor.readings WHERE source = 'Rich/ign' \
+             AND metric = '{metric}' AND time = to_timestamp({ms}::float8 / 1000)"
+        )
+    };
+    send(&mut edge, "birth");
+    // The template instance, member by member, named after the instance.
+    wait_text(&db, &at("Motor1/Speed", T0), "1500").await;
+    wait_text(&db, &at("Motor1/Running", T0), "1").await;
+    // Arrays and the DataSet as JSON text a query can use.
+    wait_text(&db, &at("Temps", T0), "[20.5,21.0,-3.25]").await;
+    wait_text(&db, &at("Offsets", T0), "[-1,0,7]").await;
+    wait_text(
+        &db,
+        "SELECT (value_text::jsonb -> 'rows' -> 1 ->> 1) FROM shopfloor.readings \
+         WHERE source = 'Rich/ign' AND metric = 'Recipe'",
+        "200.0",
+    )
+    .await;
+    // 2^53 + 1, exact.
+    wait_text(&db, &at("Big", T0), "9007199254740993").await;
+    // The catalogue describes the members as the birth did.
+    wait_text(
+        &db,
+        "SELECT datatype FROM shopfloor.metrics WHERE source = 'Rich/ign' AND name = 'Motor1/Speed'",
+        "Float",
+    )
+    .await;
+
+    // Compressed DATA: unpacked, the instance by alias, members typed from
+    // the birth; 2^63 - 1 exact.
+    send(&mut edge, "data");
+    wait_text(&db, &at("Motor1/Speed", T0 + 1000), "1600").await;
+    wait_text(&db, &at("Big", T0 + 1000), "9223372036854775807").await;
+    let nothing: i64 = db
+        .query_one(
+            "SELECT (SELECT count(*) FROM shopfloor.dead_letters)
+                  + (SELECT count(*) FROM shopfloor.readings WHERE metric IN ('algorithm', 'Motor', 'Motor1'))",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(nothing, 0, "no dead letter, no envelope metric, no definition stored");
+    let page = shopfloor_testkit::scrape_until(addr(ingest_port), Duration::from_secs(5), |p| {
+        p.contains("shopfloor_ingest_skipped_metrics_total 0\n")
+    });
+    assert!(page.contains("shopfloor_ingest_dead_letters_total 0\n"), "{page}");
+
+    // alertd raises on a template member; the live page shows it.
+    let (c, mut ev) =
+        AsyncClient::new(MqttOptions::new("watcher", broker.host(), broker.port()), 100);
+    c.subscribe("shopfloor/alarms/events", QoS::AtLeastOnce).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let raised = loop {
+        // A rebirth, then the breach: whichever alertd saw first, it can
+        // name the member now.
+        send(&mut edge, "birth");
+        send(&mut edge, "speed 1800");
+        let got = tokio::time::timeout(Duration::from_millis(700), async {
+            loop {
+                if let Ok(Event::Incoming(Packet::Publish(p))) = ev.poll().await {
+                    return serde_json::from_slice::<serde_json::Value>(&p.payload).unwrap();
+                }
+            }
+        })
+        .await;
+        if let Ok(e) = got {
+            break e;
+        }
+        assert!(Instant::now() < deadline, "alertd raised nothing:\n{}", alertd.log_tail(30));
+    };
+    assert_eq!(raised["event"], "raised");
+    assert_eq!(raised["metric"], "Motor1/Speed", "{raised}");
+    let snapshot = get(live_port, "/snapshot").unwrap().1;
+    assert!(snapshot.contains("Motor1/Speed"), "the live page shows the member: {snapshot}");
+    for d in [&mut ingestd, &mut alertd, &mut live] {
+        assert!(d.is_running(), "{} died:\n{}", d.name, d.log_tail(30));
+        d.terminate(Duration::from_secs(10));
+    }
+}
