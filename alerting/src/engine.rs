@@ -474,6 +474,36 @@ pub struct Engine {
     next_instance: u64,
     kpi: KpiConfig,
     areas: Vec<Area>,
+    /// Signals no rule selects, so that the rules are not matched again
+    /// for each of their readings: bounded, forgotten all at once when full.
+    unselected: HashMap<String, std::collections::HashSet<String>>,
+    unselected_len: usize,
+    /// Metric names some rule's `enabled_when` watches: their signals are
+    /// kept even when no rule selects them (their last state matters).
+    enablers: std::collections::HashSet<String>,
+    limits: EngineLimits,
+    /// Readings of signals refused by [`EngineLimits::max_alarms`].
+    refused: u64,
+}
+
+/// Bounds on what remote input can make the engine hold.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct EngineLimits {
+    /// Alarms at most (one per rule and signal it selects). A new signal
+    /// whose alarms would pass it is refused: its readings are counted
+    /// ([`Engine::refused_readings`]) and otherwise ignored.
+    pub max_alarms: usize,
+    /// Signals no rule selects, remembered at most (to skip matching the
+    /// rules again); past it the memory is cleared and filled again.
+    pub max_unselected: usize,
+}
+
+impl Default for EngineLimits {
+    /// 1 000 000 alarms, 100 000 unselected signals remembered.
+    fn default() -> Self {
+        Self { max_alarms: 1_000_000, max_unselected: 100_000 }
+    }
 }
 
 impl std::fmt::Debug for Engine {
@@ -510,7 +540,19 @@ impl Engine {
             next_instance: 0,
             kpi,
             areas: Vec::new(),
+            unselected: HashMap::new(),
+            unselected_len: 0,
+            enablers: std::collections::HashSet::new(),
+            limits: EngineLimits::default(),
+            refused: 0,
         };
+        engine.enablers = engine
+            .rules
+            .rules
+            .iter()
+            .filter_map(|r| r.enabled_when.as_ref())
+            .map(|e| e.metric.clone())
+            .collect();
         for name in names {
             // A rule no signal can match (names never hold NUL): the flood
             // meta-alarm's definition, so it has the whole lifecycle.
@@ -623,8 +665,9 @@ impl Engine {
             let i = if p.key.rule == FLOOD {
                 self.index.get(&p.key).copied()
             } else {
-                let signal = self.signal(&p.key.source, &p.key.metric);
-                self.signals[signal].0.iter().copied().find(|&i| self.alarms[i].key == p.key)
+                self.signal(&p.key.source, &p.key.metric).and_then(|signal| {
+                    self.signals[signal].0.iter().copied().find(|&i| self.alarms[i].key == p.key)
+                })
             };
             let Some(i) = i else { continue };
             let rule = &self.rules.rules[self.alarms[i].rule];
@@ -730,7 +773,9 @@ impl Engine {
                     self.control(c, on, now);
                 }
             }
-            let signal = self.signal(batch.source.as_str(), r.metric.as_str());
+            let Some(signal) = self.signal(batch.source.as_str(), r.metric.as_str()) else {
+                continue;
+            };
             self.signals[signal].1 = match (&r.value, r.quality) {
                 (_, Quality::Bad | Quality::Stale) => self.signals[signal].1,
                 (Value::Bool(b), _) => Some(*b),
@@ -815,7 +860,9 @@ impl Engine {
     /// node's live data says what is true now.
     pub fn handle_historical(&mut self, batch: &Batch, now: u64) {
         for r in &batch.readings {
-            let signal = self.signal(batch.source.as_str(), r.metric.as_str());
+            let Some(signal) = self.signal(batch.source.as_str(), r.metric.as_str()) else {
+                continue;
+            };
             for j in 0..self.signals[signal].0.len() {
                 let i = self.signals[signal].0[j];
                 let a = &self.alarms[i];
@@ -1000,10 +1047,30 @@ impl Engine {
         Ok(())
     }
 
-    /// The signal's number; its alarms are made on first sight.
-    fn signal(&mut self, source: &str, metric: &str) -> usize {
+    /// The signal's number; its alarms are made on first sight. `None` for
+    /// a signal no rule selects and no rule's `enabled_when` watches (kept
+    /// in a bounded memory of such signals only), and for one refused by
+    /// [`EngineLimits::max_alarms`].
+    fn signal(&mut self, source: &str, metric: &str) -> Option<usize> {
         if let Some(&n) = self.by_signal.get(source).and_then(|m| m.get(metric)) {
-            return n;
+            return Some(n);
+        }
+        if self.unselected.get(source).is_some_and(|m| m.contains(metric)) {
+            return None;
+        }
+        let selecting = self.rules.rules.iter().filter(|rule| rule.selects(source, metric)).count();
+        if selecting == 0 && !self.enablers.contains(metric) {
+            if self.unselected_len >= self.limits.max_unselected {
+                self.unselected.clear();
+                self.unselected_len = 0;
+            }
+            self.unselected.entry(source.to_owned()).or_default().insert(metric.to_owned());
+            self.unselected_len += 1;
+            return None;
+        }
+        if self.alarms.len() + selecting > self.limits.max_alarms {
+            self.refused += 1;
+            return None;
         }
         let mut ids = Vec::new();
         for r in 0..self.rules.rules.len() {
@@ -1022,7 +1089,25 @@ impl Engine {
         let n = self.signals.len();
         self.signals.push((ids, None));
         self.by_signal.entry(source.to_owned()).or_default().insert(metric.to_owned(), n);
-        n
+        Some(n)
+    }
+
+    /// Sets the bounds on what remote input can make the engine hold.
+    pub fn set_limits(&mut self, limits: EngineLimits) {
+        self.limits = limits;
+    }
+
+    /// Readings ignored because their signal would have passed
+    /// [`EngineLimits::max_alarms`].
+    pub fn refused_readings(&self) -> u64 {
+        self.refused
+    }
+
+    /// Signals held: selected by a rule or watched by one's `enabled_when`
+    /// (each with its alarms), and those no rule selects remembered to skip
+    /// matching (at most [`EngineLimits::max_unselected`]).
+    pub fn signal_counts(&self) -> (usize, usize) {
+        (self.signals.len(), self.unselected_len)
     }
 
     /// A new alarm of rule `r`.

@@ -18,7 +18,7 @@ pub mod rules;
 
 pub use delay::Delay;
 pub use engine::{
-    AlarmKey, AlarmState, Command, CommandError, Condition, Engine, Event, EventKind,
+    AlarmKey, AlarmState, Command, CommandError, Condition, Engine, EngineLimits, Event, EventKind,
 };
 pub use limit::{Level, LevelKind, Limits, LimitsError};
 pub use rules::{EnabledWhen, Glob, Kind, Rule, RuleSet, RulesError};

@@ -136,6 +136,18 @@ pub struct DriverStats {
     /// Alarms active now (as `Engine::active` lists them), updated after
     /// every burst of events.
     pub active: std::sync::atomic::AtomicU64,
+    /// Alert lists not queued for an Alertmanager because its queue was
+    /// full (it is slow or away; the next resend carries every active
+    /// alert again).
+    pub alertmanager_dropped: std::sync::atomic::AtomicU64,
+    /// Signals the engine holds with their alarms (a gauge).
+    pub signals: std::sync::atomic::AtomicU64,
+    /// Signals no rule selects, remembered to skip matching (a gauge, at
+    /// most `EngineLimits::max_unselected`).
+    pub unselected_signals: std::sync::atomic::AtomicU64,
+    /// Readings ignored because their signal would pass
+    /// `EngineLimits::max_alarms`.
+    pub refused_readings: std::sync::atomic::AtomicU64,
 }
 
 /// A running driver.
@@ -359,23 +371,60 @@ async fn start_journal(url: &str, engine: &mut Engine) -> (JournalTx, JoinHandle
     (tx, task)
 }
 
-/// Posts alert lists to the Alertmanagers from a blocking thread, in order.
+/// Alert lists waiting for one Alertmanager, at most (each a full post).
 #[cfg(feature = "alertmanager")]
-fn start_alertmanager(urls: Vec<String>) -> mpsc::UnboundedSender<serde_json::Value> {
-    let (tx, mut rx) = mpsc::unbounded_channel::<serde_json::Value>();
-    tokio::spawn(async move {
-        while let Some(alerts) = rx.recv().await {
-            let urls = urls.clone();
-            let errors =
-                tokio::task::spawn_blocking(move || crate::alertmanager::post(&urls, &alerts))
-                    .await
-                    .unwrap_or_default();
-            for e in errors {
-                tracing::warn!("Alertmanager: {e}");
+const ALERTMANAGER_QUEUE: usize = 256;
+
+/// The Alertmanagers, each fed by a task of its own: an HA member that is
+/// slow or black-holed (a 5 s timeout per post) delays neither the others
+/// nor the MQTT events and the journal, which never wait on these queues.
+/// A worker posts what waited for it as one list (Alertmanager keeps the
+/// latest state of each alert); a full queue drops the new list and
+/// counts it (the next resend carries every active alert again).
+#[cfg(feature = "alertmanager")]
+struct Alertmanagers {
+    queues: Vec<mpsc::Sender<Vec<serde_json::Value>>>,
+    stats: std::sync::Arc<DriverStats>,
+}
+
+#[cfg(feature = "alertmanager")]
+impl Alertmanagers {
+    fn start(urls: &[String], stats: std::sync::Arc<DriverStats>) -> Self {
+        let queues = urls
+            .iter()
+            .map(|url| {
+                let (tx, mut rx) = mpsc::channel::<Vec<serde_json::Value>>(ALERTMANAGER_QUEUE);
+                let url = url.clone();
+                tokio::spawn(async move {
+                    while let Some(mut alerts) = rx.recv().await {
+                        while let Ok(more) = rx.try_recv() {
+                            alerts.extend(more);
+                        }
+                        let urls = [url.clone()];
+                        let errors = tokio::task::spawn_blocking(move || {
+                            crate::alertmanager::post(&urls, &serde_json::Value::Array(alerts))
+                        })
+                        .await
+                        .unwrap_or_default();
+                        for e in errors {
+                            tracing::warn!("Alertmanager: {e}");
+                        }
+                    }
+                });
+                tx
+            })
+            .collect();
+        Self { queues, stats }
+    }
+
+    /// Queues `alerts` for every Alertmanager; never waits.
+    fn send(&self, alerts: &[serde_json::Value]) {
+        for q in &self.queues {
+            if q.try_send(alerts.to_vec()).is_err() {
+                self.stats.alertmanager_dropped.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }
         }
-    });
-    tx
+    }
 }
 
 async fn run(
@@ -387,7 +436,7 @@ async fn run(
     use std::sync::atomic::Ordering::Relaxed;
     #[cfg(feature = "alertmanager")]
     let alertmanager = (!config.alertmanagers.is_empty())
-        .then(|| start_alertmanager(config.alertmanagers.clone()));
+        .then(|| Alertmanagers::start(&config.alertmanagers, std::sync::Arc::clone(&stats)));
     #[cfg(feature = "alertmanager")]
     let mut resend = tokio::time::interval(config.resend.max(Duration::from_secs(1)));
     #[cfg(feature = "postgres")]
@@ -514,7 +563,7 @@ async fn run(
                         .map(|v| crate::alertmanager::alert(v, now, config.resend))
                         .collect();
                     alerts.push(crate::alertmanager::watchdog(now, config.resend));
-                    let _ = tx.send(serde_json::Value::Array(alerts));
+                    tx.send(&alerts);
                 }
             }
             () = timer => {
@@ -601,6 +650,10 @@ async fn run(
         if !changed.is_empty() {
             stats.active.store(engine.active().len() as u64, Relaxed);
         }
+        let (signals, unselected) = engine.signal_counts();
+        stats.signals.store(signals as u64, Relaxed);
+        stats.unselected_signals.store(unselected as u64, Relaxed);
+        stats.refused_readings.store(engine.refused_readings(), Relaxed);
         for key in &changed {
             let Some(s) = engine.state(key) else { continue };
             let state = json!({
@@ -627,7 +680,7 @@ async fn run(
                 .filter_map(|k| engine.view(k))
                 .map(|v| crate::alertmanager::alert(&v, now, config.resend))
                 .collect();
-            let _ = tx.send(serde_json::Value::Array(alerts));
+            tx.send(&alerts);
         }
         #[cfg(feature = "postgres")]
         if let (Some((tx, _)), false) = (&journal, recorded.is_empty()) {

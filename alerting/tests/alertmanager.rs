@@ -73,3 +73,57 @@ async fn a_breach_reaches_alertmanager_and_its_return_resolves_it() {
     alerts_until(&am, |a| named(a, "press-pressure").is_none()).await;
     driver.shutdown().await.unwrap();
 }
+
+/// An HA pair where one member is black-holed (it takes connections and
+/// never answers: 5 s per post, the client's timeout). The other gets each
+/// alert at once, not after the black hole's timeout; the MQTT events are
+/// not held up; and a flood of changes does not queue without bound for
+/// the black hole (the lists its full queue refuses are counted).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_black_holed_alertmanager_delays_nothing_and_queues_boundedly() {
+    let broker = Mosquitto::start().expect("start mosquitto (apt-get install -y mosquitto)");
+    let am = Alertmanager::start()
+        .expect("start alertmanager (apt-get install -y prometheus-alertmanager)");
+    let hole = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut config = AlertConfig::new(broker.host(), broker.port(), "alertd-ha");
+    config.inputs = vec![Input::Plain {
+        template: TopicTemplate::parse(topic::defaults::READINGS).unwrap(),
+        codec: Codec::Json,
+    }];
+    config.alertmanagers = vec![format!("http://{}", hole.local_addr().unwrap()), am.url()];
+    config.resend = Duration::from_secs(60);
+    let driver =
+        AlertDriver::spawn(Engine::new(RuleSet::from_toml(RULES, "rules.toml").unwrap()), config);
+    let (_op, mut op_events) = operator(&broker, "operator").await;
+    let feed = gateway(&broker, "gateway");
+    let t = "shopfloor/plant1/press/m1/pressure";
+    let sent = Instant::now();
+    feed.publish(t, QoS::AtLeastOnce, false, reading(185.0)).await.unwrap();
+    next(&mut op_events, |t, v| t == "shopfloor/alarms/events" && v["event"] == "raised").await;
+    alerts_until(&am, |a| named(a, "press-pressure").is_some()).await;
+    let took = sent.elapsed();
+    assert!(
+        took < Duration::from_secs(5),
+        "the live member got the alert after {took:?}: it waited for the black hole's 5 s timeout"
+    );
+    // A flood of changes on many machines: the events keep coming, the
+    // black hole's queue stays bounded.
+    for i in 0..600 {
+        let t = format!("shopfloor/plant1/press/m{}/pressure", 2 + i % 300);
+        let v = if (i / 300) % 2 == 0 { 185.0 } else { 100.0 };
+        feed.publish(t, QoS::AtLeastOnce, false, reading(v)).await.unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while driver.stats().events.load(std::sync::atomic::Ordering::Relaxed) < 600 {
+        assert!(Instant::now() < deadline, "the events stalled behind the black hole");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let dropped = driver.stats().alertmanager_dropped.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        dropped > 0,
+        "600 changes within the black hole's first timeout must overflow its queue"
+    );
+    println!("{dropped} alert lists refused by the black hole's full queue");
+    driver.shutdown().await.unwrap();
+    drop(hole);
+}

@@ -214,6 +214,16 @@ pub fn ingest(page: &mut Exposition, s: &shopfloor_ingest::consumer::Stats) {
         s.dead_letters.load(Relaxed),
     )
     .counter(
+        "shopfloor_ingest_untracked_readings_total",
+        "Sparkplug readings not remembered for a death's stale values (max_tracked_metrics reached).",
+        s.untracked_readings.load(Relaxed),
+    )
+    .counter(
+        "shopfloor_ingest_dead_letters_deleted_total",
+        "Dead letters deleted by their retention or cap.",
+        s.dead_letters_deleted.load(Relaxed),
+    )
+    .counter(
         "shopfloor_ingest_connects_total",
         "Connections to the broker; more than one means reconnects.",
         s.connects.load(Relaxed),
@@ -248,6 +258,26 @@ pub fn alerting(page: &mut Exposition, s: &shopfloor_alerting::mqtt::DriverStats
         "shopfloor_alerting_connects_total",
         "Connections to the broker; more than one means reconnects.",
         s.connects.load(Relaxed),
+    )
+    .counter(
+        "shopfloor_alerting_alertmanager_dropped_total",
+        "Alert lists an Alertmanager's full queue refused (it is slow or away).",
+        s.alertmanager_dropped.load(Relaxed),
+    )
+    .gauge(
+        "shopfloor_alerting_signals",
+        "Signals held with their alarms (selected by a rule, or watched by enabled_when).",
+        s.signals.load(Relaxed) as f64,
+    )
+    .gauge(
+        "shopfloor_alerting_unselected_signals",
+        "Signals no rule selects, remembered to skip matching (bounded).",
+        s.unselected_signals.load(Relaxed) as f64,
+    )
+    .counter(
+        "shopfloor_alerting_refused_readings_total",
+        "Readings ignored: their signal would pass the max_alarms limit.",
+        s.refused_readings.load(Relaxed),
     )
     .gauge(
         "shopfloor_alerting_active_alarms",

@@ -108,13 +108,21 @@ pub struct IngestConfig {
     /// A message with more readings than this is a dead letter (a bound on
     /// what one message can cost).
     pub max_readings_per_message: usize,
+    /// Readings older than this are dead letters when `retention.samples`
+    /// is not set (with it, the retention is the horizon). Native storage
+    /// makes a partition per day written: this bounds them too.
+    pub max_age: Duration,
+    /// A dead letter keeps at most this much of its payload (the reason
+    /// says how long it was).
+    pub dead_letter_payload: usize,
 }
 
 impl IngestConfig {
     /// Defaults: session expiry 1 h, flush at 10 000 readings or 200 ms,
     /// at most 20 000 messages pending, 2 COPY connections, TimescaleDB
     /// where available, everything kept, rollups every 2 s, readings at
-    /// most 1 day ahead of the clock, at most 100 000 readings a message.
+    /// most 1 day ahead of the clock and 10 years back, at most 100 000
+    /// readings a message, dead letters keeping 64 KiB of their payload.
     pub fn new(
         host: impl Into<String>,
         port: u16,
@@ -140,6 +148,8 @@ impl IngestConfig {
             maintain_every: Duration::from_secs(2),
             max_ahead: Duration::from_secs(86_400),
             max_readings_per_message: 100_000,
+            max_age: Duration::from_secs(3650 * 86_400),
+            dead_letter_payload: 64 << 10,
         }
     }
 }
@@ -170,6 +180,11 @@ pub struct Stats {
     /// Sparkplug metrics that carried no reading (null values, template
     /// members without a name).
     pub skipped_metrics: AtomicU64,
+    /// Dead letters deleted by their retention or cap.
+    pub dead_letters_deleted: AtomicU64,
+    /// Sparkplug readings stored but not remembered for a death's stale
+    /// values (the host's `max_tracked_metrics` was reached).
+    pub untracked_readings: AtomicU64,
 }
 
 /// A running ingest process.
@@ -585,6 +600,7 @@ async fn maintain(db: Database, retention: Retention, every: Duration, stats: Ar
                 if pass.deltas > 0 {
                     stats.rollup_passes.fetch_add(1, Ordering::Relaxed);
                 }
+                stats.dead_letters_deleted.fetch_add(pass.dead_letters_deleted, Ordering::Relaxed);
                 tokio::time::sleep(every).await;
             }
             Err(e) => {
@@ -628,7 +644,8 @@ async fn run(
     // must not leave its MQTT session connected (the next process with the
     // same client id would be taken over, and take over back).
     let events = AbortOnDrop(events);
-    let window = TimeWindow::new(config.max_ahead, config.retention.samples);
+    let window =
+        TimeWindow::new(config.max_ahead, Some(config.retention.samples.unwrap_or(config.max_age)));
     let mut decoder = Decoder::new(&config.inputs, window, config.max_readings_per_message);
     if decoder.inputs.iter().any(|(_, h)| h.is_some()) {
         tokio::select! {
@@ -704,16 +721,22 @@ async fn run(
                             }
                             Decoded::Dead(error) => Some(error),
                         };
-                        if let Some(error) = refused {
+                        if let Some(mut error) = refused {
+                            let n = publish.payload.len();
+                            let keep = n.min(config.dead_letter_payload);
+                            if keep < n {
+                                error.push_str(&format!(" (payload of {n} bytes, the first {keep} kept)"));
+                            }
                             work.dead.push(DeadLetter {
                                 topic: topic.into_owned(),
-                                payload: publish.payload.to_vec(),
+                                payload: publish.payload[..keep].to_vec(),
                                 error,
                             });
                         }
                     }
-                    let skipped = decoder.inputs.iter().filter_map(|(_, h)| h.as_ref()).map(HostApplication::skipped_metrics).sum();
-                    stats.skipped_metrics.store(skipped, Ordering::Relaxed);
+                    let hosts = || decoder.inputs.iter().filter_map(|(_, h)| h.as_ref());
+                    stats.skipped_metrics.store(hosts().map(HostApplication::skipped_metrics).sum(), Ordering::Relaxed);
+                    stats.untracked_readings.store(hosts().map(HostApplication::untracked_readings).sum(), Ordering::Relaxed);
                     // Only the packet id and QoS are needed to ack: let go of
                     // the rest, which pins rumqttc's read buffer in memory.
                     publish.topic = bytes::Bytes::new();

@@ -37,16 +37,23 @@ pub struct Retention {
     pub compress_after: Option<Duration>,
     /// Native: daily partitions made ahead of today.
     pub days_ahead: u32,
+    /// Dead letters older than this are deleted; `None` keeps them.
+    pub dead_letters: Option<Duration>,
+    /// Dead letters kept at most; the oldest go first.
+    pub dead_letters_max: u64,
 }
 
 impl Default for Retention {
-    /// Keep everything, one-day chunks, compress after 7 days, 2 days ahead.
+    /// Keep every sample, one-day chunks, compress after 7 days, 2 days
+    /// ahead; dead letters for 30 days, at most 1 000 000.
     fn default() -> Self {
         Self {
             samples: None,
             chunk_interval: Duration::from_secs(86_400),
             compress_after: Some(Duration::from_secs(7 * 86_400)),
             days_ahead: 2,
+            dead_letters: Some(Duration::from_secs(30 * 86_400)),
+            dead_letters_max: 1_000_000,
         }
     }
 }
@@ -62,6 +69,8 @@ pub struct Pass {
     pub buckets_1h: u64,
     /// Partitions dropped by the retention.
     pub dropped: Vec<String>,
+    /// Dead letters deleted (too old, or past the cap).
+    pub dead_letters_deleted: u64,
 }
 
 /// The upkeep of one database.
@@ -81,6 +90,46 @@ impl Maintenance {
 
     /// One pass at wall-clock time `now` (Unix ms).
     pub async fn run(&mut self, client: &mut Client, now_ms: u64) -> Result<Pass, IngestError> {
+        let mut pass = self.storage_pass(client, now_ms).await?;
+        pass.dead_letters_deleted = self.trim_dead_letters(client, now_ms).await?;
+        Ok(pass)
+    }
+
+    /// Deletes dead letters past the retention or the cap. Both walk the
+    /// primary key from the oldest (ids grow with arrival), so the cost is
+    /// the rows deleted, not the table.
+    async fn trim_dead_letters(&self, client: &Client, now_ms: u64) -> Result<u64, IngestError> {
+        let r = &self.retention;
+        let mut deleted = client
+            .execute(
+                "DELETE FROM shopfloor.dead_letters
+                 WHERE id <= (SELECT max(id) FROM shopfloor.dead_letters) - $1",
+                &[&i64::try_from(r.dead_letters_max).unwrap_or(i64::MAX)],
+            )
+            .await
+            .map_err(IngestError::db("delete dead letters past the cap"))?;
+        if let Some(keep) = r.dead_letters {
+            let cutoff = std::time::UNIX_EPOCH
+                + Duration::from_millis(now_ms.saturating_sub(keep.as_millis() as u64));
+            deleted += client
+                .execute(
+                    "DELETE FROM shopfloor.dead_letters
+                     WHERE id < coalesce((SELECT id FROM shopfloor.dead_letters
+                                          WHERE received_at >= $1 ORDER BY id LIMIT 1),
+                                         (SELECT max(id) + 1 FROM shopfloor.dead_letters))",
+                    &[&cutoff],
+                )
+                .await
+                .map_err(IngestError::db("delete dead letters past their retention"))?;
+        }
+        Ok(deleted)
+    }
+
+    async fn storage_pass(
+        &mut self,
+        client: &mut Client,
+        now_ms: u64,
+    ) -> Result<Pass, IngestError> {
         let storage = match self.storage {
             Some(s) => s,
             None => *self.storage.insert(storage(client).await?),
@@ -146,7 +195,7 @@ impl Maintenance {
             .map_err(IngestError::db("fold shopfloor.rollup_delta into the rollups"))?;
         tx.commit().await.map_err(IngestError::db("commit a rollup pass"))?;
         let n = |i: usize| row.get::<_, i64>(i) as u64;
-        Ok(Pass { deltas: n(0), buckets_1m: n(1), buckets_1h: n(2), dropped: Vec::new() })
+        Ok(Pass { deltas: n(0), buckets_1m: n(1), buckets_1h: n(2), ..Pass::default() })
     }
 
     /// Drops the daily partitions wholly older than `keep`.

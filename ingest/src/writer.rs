@@ -268,7 +268,15 @@ pub struct Writer {
     storage: Option<Storage>,
     /// Reused from batch to batch.
     deltas: Deltas,
+    /// Ids in `ids`; past `max_cached` the cache starts again at the
+    /// next write (ids are read back from the catalogue), so hostile names
+    /// cannot grow it.
+    cached: usize,
+    max_cached: usize,
 }
+
+/// Catalogue ids a writer keeps in memory by default (about 100 bytes each).
+pub const MAX_CACHED_IDS: usize = 500_000;
 
 impl Writer {
     /// A writer on a connection whose schema is migrated.
@@ -279,12 +287,25 @@ impl Writer {
             days: HashSet::new(),
             storage: None,
             deltas: Deltas::default(),
+            cached: 0,
+            max_cached: MAX_CACHED_IDS,
         }
     }
 
     /// The connection.
     pub fn client(&self) -> &Client {
         &self.client
+    }
+
+    /// Catalogue ids kept in memory at most (default [`MAX_CACHED_IDS`]);
+    /// past it the cache starts again at the next write.
+    pub fn set_max_cached_ids(&mut self, n: usize) {
+        self.max_cached = n;
+    }
+
+    /// Catalogue ids in memory now.
+    pub fn cached_ids(&self) -> usize {
+        self.cached
     }
 
     /// Writes every reading of `batches` in one transaction.
@@ -389,6 +410,12 @@ impl Writer {
         dead: &[DeadLetter],
     ) -> Result<Written, IngestError> {
         let mut out = Written::default();
+        // Past the bound, the cache starts again (before this write, so
+        // every id it needs is there until it ends).
+        if self.cached > self.max_cached {
+            self.ids.clear();
+            self.cached = 0;
+        }
         let mut missing: Vec<(String, String, &'static str)> = Vec::new();
         for b in rows.batches.iter().chain(rows.deaths) {
             let known = self.ids.get(b.source.as_str());
@@ -439,7 +466,16 @@ impl Writer {
                         continue;
                     }
                 };
-                let id = ids[r.metric.as_str()];
+                // Registered above; a catalogue that lost the entry
+                // meanwhile (a DBA's DELETE) is not worth a panic.
+                let Some(&id) = ids.get(r.metric.as_str()) else {
+                    out.rejected.push(Rejected {
+                        source: b.source.to_string(),
+                        metric: r.metric.to_string(),
+                        error: RowError::Unsupported("no catalogue entry".into()),
+                    });
+                    continue;
+                };
                 if death {
                     death_rows.push((id, ms, value, quality_code(r.quality)));
                     continue;
@@ -604,11 +640,18 @@ impl Writer {
             )
             .await
             .map_err(IngestError::db("read catalogue ids"))?;
-        for row in rows {
-            self.ids.entry(row.get(1)).or_default().insert(row.get(2), row.get(0));
-        }
+        self.cache_ids(&rows);
         Ok(())
     }
+    /// Keeps catalogue ids (rows of id, source, name).
+    fn cache_ids(&mut self, rows: &[tokio_postgres::Row]) {
+        for row in rows {
+            let fresh =
+                self.ids.entry(row.get(1)).or_default().insert(row.get(2), row.get(0)).is_none();
+            self.cached += usize::from(fresh);
+        }
+    }
+
     /// Keeps the latest Sparkplug birth (NBIRTH or DBIRTH: its topic and
     /// payload) of each edge node and device, for [`births`](Self::births)
     /// after a restart.
@@ -681,9 +724,7 @@ impl Writer {
             )
             .await
             .map_err(IngestError::db("describe metrics in the catalogue"))?;
-        for row in rows {
-            self.ids.entry(row.get(1)).or_default().insert(row.get(2), row.get(0));
-        }
+        self.cache_ids(&rows);
         Ok(())
     }
 }

@@ -635,6 +635,8 @@ async fn no_single_message_stalls_the_ingest(storage: Storage) {
         1.0,
     ));
     raw.send("shopfloor/p/a/m/s2", Codec::Json.encode_batch(&ahead).unwrap()).await;
+    // 200 KiB of junk: a dead letter keeping the first 64 KiB.
+    raw.send("shopfloor/p/a/m/junk", vec![b'x'; 200 << 10]).await;
     // Births and readings of others after them are stored.
     raw.send(
         "spBv1.0/G/NBIRTH/next",
@@ -650,6 +652,7 @@ async fn no_single_message_stalls_the_ingest(storage: Storage) {
         3,
     )
     .await;
+    wait_for(&client, "SELECT count(*) FROM shopfloor.dead_letters", 5).await;
     // The birth is dead-lettered for its bad metric (its good one stored),
     // and so are both far-future readings; the reasons say what was wrong.
     let errors: Vec<(String, String)> = client
@@ -659,6 +662,18 @@ async fn no_single_message_stalls_the_ingest(storage: Storage) {
         .iter()
         .map(|r| (r.get(0), r.get(1)))
         .collect();
+    let row = client
+        .query_one(
+            "SELECT length(payload), error FROM shopfloor.dead_letters WHERE topic = 'shopfloor/p/a/m/junk'",
+            &[],
+        )
+        .await
+        .unwrap();
+    let junk: (i32, String) = (row.get(0), row.get(1));
+    assert_eq!(junk.0, 64 << 10);
+    assert!(junk.1.contains("payload of 204800 bytes, the first 65536 kept"), "{}", junk.1);
+    let errors: Vec<(String, String)> =
+        errors.into_iter().filter(|e| e.0 != "shopfloor/p/a/m/junk").collect();
     assert_eq!(errors.len(), 4, "{errors:?}");
     assert_eq!(errors[0].0, "spBv1.0/G/NBIRTH/bad-birth");
     assert!(
@@ -672,7 +687,7 @@ async fn no_single_message_stalls_the_ingest(storage: Storage) {
     assert!(errors[3].1.contains("ahead of the latest accepted"), "{errors:?}");
     // The catalogue holds no name PostgreSQL would refuse, and the ingest
     // counted what it dead-lettered.
-    assert_eq!(ingest.stats().dead_letters.load(std::sync::atomic::Ordering::Relaxed), 4);
+    assert_eq!(ingest.stats().dead_letters.load(std::sync::atomic::Ordering::Relaxed), 5);
     ingest.shutdown().await.unwrap();
     support::assert_storage(&db(&pg).await, storage).await;
 }

@@ -724,7 +724,79 @@ async fn big_integers_are_stored_exactly(storage: Storage) {
     assert_eq!(exact, "18446744073709551615");
 }
 
+/// Dead letters do not pile up: past their retention or their cap, the
+/// oldest go.
+async fn dead_letters_are_kept_boundedly(storage: Storage) {
+    let pg = support::postgres(storage);
+    let mut client = connect(&pg).await;
+    migrate(&mut client).await.unwrap();
+    // 30 from 40 days ago, then 50 of today.
+    client
+        .batch_execute(
+            "INSERT INTO shopfloor.dead_letters (received_at, topic, payload, error)
+             SELECT now() - interval '40 days', 'old', 'x'::bytea, 'x' FROM generate_series(1, 30);
+             INSERT INTO shopfloor.dead_letters (topic, payload, error)
+             SELECT 'new', 'x'::bytea, 'x' FROM generate_series(1, 50);",
+        )
+        .await
+        .unwrap();
+    let now =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis()
+            as u64;
+    let mut upkeep = Maintenance::new(Retention { dead_letters_max: 40, ..Retention::default() });
+    let pass = upkeep.run(&mut client, now).await.unwrap();
+    assert_eq!(pass.dead_letters_deleted, 40, "30 past 30 days, and 10 more past the cap of 40");
+    let left: Vec<(String, i64)> = client
+        .query("SELECT topic, count(*) FROM shopfloor.dead_letters GROUP BY 1", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(left, [("new".to_owned(), 40)]);
+    assert_eq!(upkeep.run(&mut client, now).await.unwrap().dead_letters_deleted, 0);
+}
+
+/// Hostile names cannot grow a writer's id cache without bound: past its
+/// limit it starts again, and the rows are still right.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_id_cache_is_bounded() {
+    let pg = Postgres::start().expect("start postgresql");
+    let mut client = connect(&pg).await;
+    migrate(&mut client).await.unwrap();
+    let mut w = Writer::new(client);
+    w.set_max_cached_ids(100);
+    let mut most = 0;
+    for k in 0..10_u64 {
+        let mut b = Batch::new("hostile");
+        for i in 0..60 {
+            b.readings.push(Reading::new(
+                format!("m{k}-{i}"),
+                Timestamp::from_unix_ms(DAY1 + k),
+                1.0,
+            ));
+        }
+        // Half of them known already: the first metric of each batch again.
+        b.readings.push(Reading::new("m0-0", Timestamp::from_unix_ms(DAY1 + 100 + k), 2.0));
+        assert_eq!(w.write(&[b]).await.unwrap().rows, 61);
+        most = most.max(w.cached_ids());
+    }
+    assert!(most <= 100 + 61, "the cache held {most} ids, its bound 100 plus one write");
+    assert_eq!(count(w.client()).await, 610);
+    let ids: i64 = w
+        .client()
+        .query_one(
+            "SELECT count(DISTINCT metric) FROM shopfloor.readings WHERE metric = 'm0-0'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(ids, 1, "one catalogue entry, whatever the cache forgot");
+}
+
 on_both_storages!(
+    dead_letters_are_kept_boundedly,
     big_integers_are_stored_exactly,
     data_postgres_refuses_is_isolated_and_the_rest_committed,
     deaths_leave_the_latest_row_stale,

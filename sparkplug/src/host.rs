@@ -53,10 +53,16 @@ pub struct HostConfig {
     pub rebirth_cooldown: Duration,
     /// The groups to follow (`None`: all of them).
     pub groups: Option<Vec<String>>,
+    /// Last values kept at most, over all nodes and devices (for the stale
+    /// readings of a death). Past it, new metrics' readings still flow but
+    /// are not remembered ([`HostApplication::untracked_readings`] counts
+    /// them): remote input cannot grow the host without bound.
+    pub max_tracked_metrics: usize,
 }
 
 impl HostConfig {
-    /// A primary host: STATE on, 2 s reorder timeout, 5 s rebirth cooldown.
+    /// A primary host: STATE on, 2 s reorder timeout, 5 s rebirth cooldown,
+    /// 2 000 000 last values kept.
     pub fn new(host_id: impl Into<String>) -> Self {
         Self {
             host_id: host_id.into(),
@@ -64,6 +70,7 @@ impl HostConfig {
             reorder_timeout: Duration::from_secs(2),
             rebirth_cooldown: Duration::from_secs(5),
             groups: None,
+            max_tracked_metrics: 2_000_000,
         }
     }
 }
@@ -228,6 +235,10 @@ pub struct HostApplication {
     events: VecDeque<HostEvent>,
     /// Metrics with no reading: null values, nameless template members.
     skipped: u64,
+    /// Last values kept, over all nodes and devices.
+    tracked: usize,
+    /// Readings not remembered: `max_tracked_metrics` was reached.
+    untracked: u64,
 }
 
 impl HostApplication {
@@ -240,7 +251,15 @@ impl HostApplication {
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             skipped: 0,
+            tracked: 0,
+            untracked: 0,
         }
+    }
+
+    /// Readings passed on but not remembered for a death's stale values,
+    /// because [`HostConfig::max_tracked_metrics`] was reached (a counter).
+    pub fn untracked_readings(&self) -> u64 {
+        self.untracked
     }
 
     /// Metrics received that became no reading: null values, and template
@@ -417,6 +436,7 @@ impl HostApplication {
                         node.types.add_birth(&payload);
                         let dev = node.devices.entry(d.clone()).or_default();
                         dev.online = true;
+                        self.tracked -= dev.last.len();
                         dev.last.clear();
                         self.events.push_back(HostEvent::DeviceOnline {
                             group,
@@ -483,6 +503,7 @@ impl HostApplication {
         node.missing.clear();
         node.reorder_deadline = None;
         node.types = BirthTypes::from_birth(&payload);
+        self.tracked -= node.last.len();
         node.last.clear();
         for d in node.devices.values_mut() {
             // Devices must birth again after their node.
@@ -545,10 +566,14 @@ impl HostApplication {
                     history.readings.push(r);
                     continue;
                 }
-                let newer =
-                    last.get(r.metric.as_str()).is_none_or(|old| r.timestamp >= old.timestamp);
-                if newer {
-                    last.insert(r.metric.to_string(), r.clone());
+                match last.get_mut(r.metric.as_str()) {
+                    Some(old) if r.timestamp >= old.timestamp => *old = r.clone(),
+                    Some(_) => {}
+                    None if self.tracked < self.config.max_tracked_metrics => {
+                        last.insert(r.metric.to_string(), r.clone());
+                        self.tracked += 1;
+                    }
+                    None => self.untracked += 1,
                 }
                 live.readings.push(r);
             }

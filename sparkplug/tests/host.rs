@@ -518,3 +518,46 @@ fn subscribes_before_its_state_and_dies_with_the_time_of_leaving() {
         StatePayload { online: false, timestamp: 7_500 }
     );
 }
+
+/// A node naming new metrics in every DATA cannot grow the host without
+/// bound: past `max_tracked_metrics` the readings still flow, are counted,
+/// and are not remembered for the death's stale values.
+#[test]
+fn last_values_kept_are_bounded() {
+    let mut config = HostConfig::new("scada");
+    config.publish_state = false;
+    config.max_tracked_metrics = 100;
+    let mut host = HostApplication::new(config);
+    let now = Now { instant: Instant::now(), unix_ms: 1_000 };
+    host.handle_connected(now);
+    let msg = |kind: &str, p: Payload| Message {
+        topic: format!("spBv1.0/G/{kind}/E"),
+        payload: p.encode(EncodeOptions::default()).into(),
+    };
+    let mut birth = Payload { timestamp: Some(1_000), seq: Some(0), ..Default::default() };
+    birth.metrics.push(Metric::new("bdSeq", 1_000, MetricValue::Int64(0)));
+    host.handle_message(&msg("NBIRTH", birth), now).unwrap();
+    let mut data = Payload { timestamp: Some(2_000), seq: Some(1), ..Default::default() };
+    for i in 0..1_000 {
+        data.metrics.push(Metric::new(format!("m{i}"), 2_000, MetricValue::Double(1.0)));
+    }
+    host.handle_message(&msg("NDATA", data), now).unwrap();
+    let mut readings = 0;
+    while let Some(e) = host.poll_event() {
+        if let HostEvent::Data(b) = e {
+            readings += b.readings.len();
+        }
+    }
+    assert_eq!(readings, 1_000, "every reading flows");
+    assert_eq!(host.untracked_readings(), 900);
+    let mut death = Payload { timestamp: Some(3_000), ..Default::default() };
+    death.metrics.push(Metric::new("bdSeq", 3_000, MetricValue::Int64(0)));
+    host.handle_message(&msg("NDEATH", death), now).unwrap();
+    let stale: usize = std::iter::from_fn(|| host.poll_event())
+        .filter_map(|e| match e {
+            HostEvent::Data(b) => Some(b.readings.len()),
+            _ => None,
+        })
+        .sum();
+    assert_eq!(stale, 100, "the death makes stale what was kept");
+}

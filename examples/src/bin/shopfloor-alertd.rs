@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use serde::Deserialize;
 use shopfloor_alerting::mqtt::{AlertConfig, AlertDriver, Input};
-use shopfloor_alerting::{Engine, RuleSet};
+use shopfloor_alerting::{Engine, EngineLimits, RuleSet};
 use shopfloor_schemas::{TopicTemplate, topic};
 use shopfloor_sparkplug::HostConfig;
 
@@ -46,6 +46,7 @@ THE FILE:
     # codec = \"json\"               # when a message has no content type
     sparkplug = true               # spBv1.0/#
     # sparkplug_groups = [\"Hall1\"]  # only these Sparkplug groups (default: all)
+    # max_alarms = 1000000         # new signals past it are refused (and counted)
 
     [journal]                      # optional: every event, and the state
     connection = \"host=127.0.0.1 user=shopfloor dbname=shopfloor\"   # kept over restarts
@@ -87,6 +88,7 @@ struct Alerting {
     #[serde(default)]
     sparkplug: bool,
     sparkplug_groups: Option<Vec<String>>,
+    max_alarms: Option<usize>,
 }
 
 #[derive(Deserialize)]
@@ -116,7 +118,7 @@ struct File {
     _others: std::collections::BTreeMap<String, toml::Value>,
 }
 
-fn config(path: &Path) -> anyhow::Result<(RuleSet, AlertConfig)> {
+fn config(path: &Path) -> anyhow::Result<(RuleSet, AlertConfig, EngineLimits)> {
     let where_ = path.display();
     let file: File = shopfloor_examples::read_toml(path)?;
     let mqtt =
@@ -188,7 +190,11 @@ fn config(path: &Path) -> anyhow::Result<(RuleSet, AlertConfig)> {
         c.alertmanagers = am.urls;
         c.resend = Duration::from_secs(am.resend_s.unwrap_or(60).max(1));
     }
-    Ok((rules, c))
+    let mut limits = EngineLimits::default();
+    if let Some(n) = a.max_alarms {
+        limits.max_alarms = n;
+    }
+    Ok((rules, c, limits))
 }
 
 fn main() -> std::process::ExitCode {
@@ -198,7 +204,7 @@ fn main() -> std::process::ExitCode {
 fn real_main() -> anyhow::Result<()> {
     let Some(args) = shopfloor_examples::config_args(HELP)? else { return Ok(()) };
     let (path, check) = (args.config, args.check);
-    let (rules, c) = config(&path)?;
+    let (rules, c, limits) = config(&path)?;
     shopfloor_examples::metrics::listen_address(&path)?;
     if check {
         println!(
@@ -216,7 +222,9 @@ fn real_main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
         tracing::info!(rules = rules.rules.len(), "alerting starting");
-        let driver = AlertDriver::spawn(Engine::new(rules), c);
+        let mut engine = Engine::new(rules);
+        engine.set_limits(limits);
+        let driver = AlertDriver::spawn(engine, c);
         let driver = shopfloor_examples::metrics::serve_until_stop(&path, driver, |d, page| {
             shopfloor_examples::metrics::alerting(page, d.stats());
         })

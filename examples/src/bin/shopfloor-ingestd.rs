@@ -57,6 +57,9 @@ THE FILE:
     [storage]                     # optional
     timescaledb = true            # use TimescaleDB when the server has it
     # retention_days = 90         # drop older samples (rollups are kept)
+    # max_age_days = 3650         # without a retention: older readings are dead letters
+    # dead_letter_days = 30       # dead letters kept this long (0: for ever)
+    # dead_letters_max = 1000000  # and at most this many, the oldest going first
     compress_after_days = 7       # TimescaleDB only
     chunk_hours = 24              # TimescaleDB only
 
@@ -112,6 +115,9 @@ struct StorageSection {
     #[serde(default = "yes")]
     timescaledb: bool,
     retention_days: Option<u64>,
+    max_age_days: Option<u64>,
+    dead_letter_days: Option<u64>,
+    dead_letters_max: Option<u64>,
     compress_after_days: Option<u64>,
     chunk_hours: Option<u64>,
 }
@@ -218,6 +224,15 @@ fn config(path: &Path) -> anyhow::Result<IngestConfig> {
                 );
             }
             c.retention.samples = Some(Duration::from_secs(d * DAY));
+        }
+        if let Some(d) = st.max_age_days {
+            c.max_age = Duration::from_secs(d.max(1) * DAY);
+        }
+        if let Some(d) = st.dead_letter_days {
+            c.retention.dead_letters = (d > 0).then(|| Duration::from_secs(d * DAY));
+        }
+        if let Some(n) = st.dead_letters_max {
+            c.retention.dead_letters_max = n;
         }
         if let Some(d) = st.compress_after_days {
             c.retention.compress_after = (d > 0).then(|| Duration::from_secs(d * DAY));
