@@ -82,7 +82,7 @@ pub struct AlertConfig {
     /// User name and password.
     pub credentials: Option<(String, String)>,
     /// TLS settings (rustls, ring provider), for instance from
-    /// `shopfloor_sparkplug::mqtt::tls_client_config` with a client
+    /// `shopfloor_mqtt::tls_client_config` with a client
     /// certificate; `None`: plain TCP.
     pub tls: Option<std::sync::Arc<rumqttc::tokio_rustls::rustls::ClientConfig>>,
     /// The inputs.

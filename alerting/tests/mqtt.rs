@@ -277,8 +277,8 @@ limit = { hh = { limit = 95.0 }, h = { limit = 90.0 } }
 /// node happened to reconnect.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn started_after_the_births_it_asks_for_a_rebirth_and_raises() {
+    use shopfloor_mqtt::{Broker, DriverConfig, EdgeDriver};
     use shopfloor_sparkplug::edge::MetricSpec;
-    use shopfloor_sparkplug::mqtt::{Broker, DriverConfig, EdgeDriver};
     use shopfloor_sparkplug::{DataType, EdgeNode, EdgeNodeConfig};
     let broker = Mosquitto::start().expect("start mosquitto (apt-get install -y mosquitto)");
     let mut node = EdgeNodeConfig::new("Plant1", "gw-early");

@@ -25,9 +25,9 @@ use std::time::{Duration, Instant};
 
 use shopfloor_benches::{is_measuring, peak_mib, rss_mib, ticks};
 use shopfloor_examples::plant::Daemon;
+use shopfloor_mqtt::{Broker, DriverConfig, EdgeDriver};
 use shopfloor_schemas::{Batch, Reading, Timestamp};
 use shopfloor_sparkplug::edge::MetricSpec;
-use shopfloor_sparkplug::mqtt::{Broker, DriverConfig, EdgeDriver};
 use shopfloor_sparkplug::{DataType, EdgeNode, EdgeNodeConfig};
 use shopfloor_testkit::{Chromium, Mosquitto, free_port};
 

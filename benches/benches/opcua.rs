@@ -23,7 +23,7 @@ use shopfloor_benches::is_measuring;
 use shopfloor_bridge_opcua::BridgeConfig;
 use shopfloor_bridge_opcua::client::ClientTuning;
 use shopfloor_bridge_opcua::gateway::Gateway;
-use shopfloor_sparkplug::mqtt::{Broker, DriverConfig};
+use shopfloor_mqtt::{Broker, DriverConfig};
 use shopfloor_sparkplug::{EdgeNode, EdgeNodeConfig};
 use shopfloor_testkit::{Mosquitto, PythonPeer, free_port, shared_script};
 

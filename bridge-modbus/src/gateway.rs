@@ -12,9 +12,9 @@
 //!   back and publishes the value read; a refused write is logged with the
 //!   reason and the tag keeps its value.
 
+use shopfloor_mqtt::{DriverConfig, EdgeDriver, EdgeStats, StatsHandle};
 use shopfloor_schemas::WriteResult;
 use shopfloor_sparkplug::edge::{EdgeEvent, EdgeNode, EdgeNodeConfig, MetricSpec};
-use shopfloor_sparkplug::mqtt::{DriverConfig, EdgeDriver, EdgeStats, StatsHandle};
 use shopfloor_sparkplug::payload::{PropertySet, PropertyValue};
 use shopfloor_sparkplug::{ConfigError as SparkplugConfigError, DataType, MetricValue};
 use tokio::sync::oneshot;
@@ -181,7 +181,7 @@ async fn run(mut poller: Poller, mut edge: EdgeDriver, mut stop: oneshot::Receiv
     edge.shutdown().await;
 }
 
-/// Plain MQTT output (see [`shopfloor_sparkplug::mqtt::plain`]): each
+/// Plain MQTT output (see [`shopfloor_mqtt::plain`]): each
 /// reading as a one-reading [`Batch`](shopfloor_schemas::Batch) on its own
 /// topic, encoded with a schemas codec and labelled with the MQTT 5 content
 /// type; writes come in on the reading's topic plus `/set`, and each one's
@@ -192,9 +192,9 @@ async fn run(mut poller: Poller, mut edge: EdgeDriver, mut stop: oneshot::Receiv
 /// then polling waits (use the Sparkplug gateway with a spool when an outage
 /// must not cost readings).
 pub mod plain {
-    use shopfloor_sparkplug::mqtt::Broker;
-    pub use shopfloor_sparkplug::mqtt::plain::PlainConfig;
-    use shopfloor_sparkplug::mqtt::plain::PlainPublisher;
+    use shopfloor_mqtt::Broker;
+    pub use shopfloor_mqtt::plain::PlainConfig;
+    use shopfloor_mqtt::plain::PlainPublisher;
     use tokio::sync::oneshot;
     use tokio::task::JoinHandle;
 

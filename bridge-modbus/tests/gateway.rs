@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde_json::Value as Json;
 use shopfloor_bridge_modbus::RegisterMap;
 use shopfloor_bridge_modbus::gateway::{Gateway, edge_node_config};
-use shopfloor_sparkplug::mqtt::{Broker, DriverConfig};
+use shopfloor_mqtt::{Broker, DriverConfig};
 use shopfloor_sparkplug::{EdgeNode, EncodeOptions, Metric, MetricValue, Payload};
 use shopfloor_testkit::{Mosquitto, PythonPeer, shared_script};
 

@@ -16,9 +16,9 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use shopfloor_mqtt::{DriverConfig, EdgeDriver, EdgeStats, StatsHandle};
 use shopfloor_schemas::{Value, WriteResult};
 use shopfloor_sparkplug::edge::MetricSpec;
-use shopfloor_sparkplug::mqtt::{DriverConfig, EdgeDriver, EdgeStats, StatsHandle};
 use shopfloor_sparkplug::payload::{PropertySet, PropertyValue};
 use shopfloor_sparkplug::{EdgeEvent, EdgeNode, MetricValue};
 use tokio::sync::{mpsc, oneshot};
@@ -185,7 +185,7 @@ async fn shutdown(links: HashMap<String, Arc<ServerLink>>) {
     }
 }
 
-/// Plain MQTT output (see [`shopfloor_sparkplug::mqtt::plain`]): each
+/// Plain MQTT output (see [`shopfloor_mqtt::plain`]): each
 /// reading as a one-reading batch on
 /// `shopfloor/{site}/{area}/{server}/{metric}` (the server's name is the
 /// `{machine}`), encoded with a schemas codec; a server that is lost or
@@ -199,10 +199,10 @@ pub mod plain {
     use std::collections::HashMap;
     use std::sync::Arc;
 
+    use shopfloor_mqtt::Broker;
+    pub use shopfloor_mqtt::plain::PlainConfig;
+    use shopfloor_mqtt::plain::PlainPublisher;
     use shopfloor_schemas::{Batch, Quality, Reading, Timestamp, WriteResult};
-    use shopfloor_sparkplug::mqtt::Broker;
-    pub use shopfloor_sparkplug::mqtt::plain::PlainConfig;
-    use shopfloor_sparkplug::mqtt::plain::PlainPublisher;
     use tokio::sync::{mpsc, oneshot};
     use tokio::task::JoinHandle;
 

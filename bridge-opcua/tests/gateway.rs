@@ -13,8 +13,8 @@ use common::{Server, next_msg, tuning, watch};
 use serde_json::{Value as Json, json};
 use shopfloor_bridge_opcua::BridgeConfig;
 use shopfloor_bridge_opcua::gateway::Gateway;
+use shopfloor_mqtt::{Broker, DriverConfig};
 use shopfloor_schemas::WriteResult;
-use shopfloor_sparkplug::mqtt::{Broker, DriverConfig};
 use shopfloor_sparkplug::{EdgeNode, EdgeNodeConfig, EncodeOptions, Metric, MetricValue, Payload};
 use shopfloor_testkit::{Mosquitto, PythonPeer, shared_script};
 

@@ -175,7 +175,7 @@ pub fn mqtt_tls(
             config.display()
         ),
     };
-    let tls = shopfloor_sparkplug::mqtt::tls_client_config(
+    let tls = shopfloor_mqtt::tls_client_config(
         &at(ca),
         client.as_ref().map(|(c, k)| (c.as_path(), k.as_path())),
     )

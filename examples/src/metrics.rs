@@ -166,7 +166,7 @@ pub async fn serve_until_stop<T: Send + 'static>(
 }
 
 /// A Sparkplug edge node's counters (the gateways).
-pub fn edge(page: &mut Exposition, s: &shopfloor_sparkplug::mqtt::EdgeStats) {
+pub fn edge(page: &mut Exposition, s: &shopfloor_mqtt::EdgeStats) {
     page.gauge(
         "shopfloor_edge_online",
         "1 while the edge node is born and sends live data, 0 while it stores.",

@@ -471,7 +471,7 @@ impl Plant {
     /// for the machine listener ([`Self::broker_port`]).
     pub fn live_tls(&self) -> anyhow::Result<std::sync::Arc<rustls::ClientConfig>> {
         let pki = self.dir.join("pki");
-        shopfloor_sparkplug::mqtt::tls_client_config(
+        shopfloor_mqtt::tls_client_config(
             &pki.join("ca.crt"),
             Some((&pki.join("live.crt"), &pki.join("live.key"))),
         )

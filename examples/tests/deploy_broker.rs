@@ -14,7 +14,7 @@ use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::{ConnectReturnCode, Packet, PubAckReason, SubscribeReasonCode};
 use rumqttc::v5::{AsyncClient, Event, MqttOptions};
 use rumqttc::{TlsConfiguration, Transport};
-use shopfloor_sparkplug::mqtt::tls_client_config;
+use shopfloor_mqtt::tls_client_config;
 use shopfloor_testkit::free_port;
 
 const DEPLOY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy");
@@ -470,9 +470,9 @@ async fn strangers_are_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn machines_log_in_with_their_certificates_and_data_flows() {
     use shopfloor_examples::gateway::{self as gw, Output};
+    use shopfloor_mqtt::{Broker as Server, DriverConfig, EdgeDriver, HostDriver};
     use shopfloor_schemas::{Batch, Reading, Timestamp, Value};
     use shopfloor_sparkplug::edge::MetricSpec;
-    use shopfloor_sparkplug::mqtt::{Broker as Server, DriverConfig, EdgeDriver, HostDriver};
     use shopfloor_sparkplug::{
         DataType, EdgeNode, EdgeNodeConfig, HostApplication, HostConfig, HostEvent,
     };

@@ -6,8 +6,8 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use shopfloor_mqtt::{Broker, DriverConfig, HostDriver};
 use shopfloor_schemas::Value;
-use shopfloor_sparkplug::mqtt::{Broker, DriverConfig, HostDriver};
 use shopfloor_sparkplug::{HostApplication, HostConfig, HostEvent};
 use shopfloor_testkit::{Mosquitto, PythonPeer, free_port, shared_script};
 use tokio::time::timeout;

@@ -121,8 +121,7 @@ type Events = Arc<Mutex<Vec<(u64, serde_json::Value)>>>;
 /// An operator on the people listener (TLS, password), reading alarm
 /// events as they come, with the time each arrived.
 async fn operator(plant: &Plant) -> Events {
-    let tls =
-        shopfloor_sparkplug::mqtt::tls_client_config(&plant.dir.join("pki/ca.crt"), None).unwrap();
+    let tls = shopfloor_mqtt::tls_client_config(&plant.dir.join("pki/ca.crt"), None).unwrap();
     let mut o = MqttOptions::new("operator-test", "localhost", plant.people_port);
     o.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(tls)));
     o.set_credentials("operator", plant.operator_password.clone());

@@ -72,7 +72,7 @@ pub struct IngestConfig {
     /// User name and password.
     pub credentials: Option<(String, String)>,
     /// TLS settings (rustls, ring provider), for instance from
-    /// `shopfloor_sparkplug::mqtt::tls_client_config` with a client
+    /// `shopfloor_mqtt::tls_client_config` with a client
     /// certificate; `None`: plain TCP.
     pub tls: Option<Arc<rumqttc::tokio_rustls::rustls::ClientConfig>>,
     /// How long the broker keeps the session while ingest is away.

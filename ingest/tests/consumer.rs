@@ -297,8 +297,8 @@ async fn a_network_cut_between_ingest_and_broker_loses_nothing(storage: Storage)
 }
 
 async fn sparkplug_births_data_and_death_become_rows(storage: Storage) {
+    use shopfloor_mqtt::{Broker, DriverConfig, EdgeDriver};
     use shopfloor_sparkplug::edge::MetricSpec;
-    use shopfloor_sparkplug::mqtt::{Broker, DriverConfig, EdgeDriver};
     use shopfloor_sparkplug::{DataType, EdgeNode, EdgeNodeConfig, HostConfig};
     let (broker, pg) = (broker(), support::postgres(storage));
     let mut c = config(&broker, &pg);
@@ -448,8 +448,8 @@ async fn two_instances_share_the_load_with_exact_counts(storage: Storage) {
 /// for it; the births ingest kept let the restarted ingest name it, instead
 /// of dead-lettering it and losing the gap.
 async fn sparkplug_data_queued_while_ingest_was_away_is_named_after_a_restart(storage: Storage) {
+    use shopfloor_mqtt::{Broker, DriverConfig, EdgeDriver};
     use shopfloor_sparkplug::edge::MetricSpec;
-    use shopfloor_sparkplug::mqtt::{Broker, DriverConfig, EdgeDriver};
     use shopfloor_sparkplug::{DataType, EdgeNode, EdgeNodeConfig, HostConfig};
     let broker = Mosquitto::builder()
         .persistence(true)

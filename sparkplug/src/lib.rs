@@ -11,8 +11,6 @@ mod direct;
 pub mod edge;
 mod error;
 pub mod host;
-#[cfg(feature = "mqtt")]
-pub mod mqtt;
 pub mod payload;
 pub mod proto;
 pub mod spool;

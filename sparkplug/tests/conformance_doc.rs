@@ -51,7 +51,11 @@ fn cited_tests_exist() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut cited = 0;
     for (id, _, evidence) in rows() {
-        for part in evidence.split(';').map(str::trim).filter(|p| p.starts_with("tests/")) {
+        for part in evidence
+            .split(';')
+            .map(str::trim)
+            .filter(|p| p.starts_with("tests/") || p.starts_with("../mqtt/tests/"))
+        {
             let (file, names) = part.split_once(' ').unwrap_or((part, ""));
             let source = std::fs::read_to_string(dir.join(file))
                 .unwrap_or_else(|_| panic!("{id}: no {file}"));

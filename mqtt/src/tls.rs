@@ -38,7 +38,7 @@ fn file_error(path: &Path, reason: impl std::fmt::Display) -> TlsError {
 /// ```no_run
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// use std::path::Path;
-/// use shopfloor_sparkplug::mqtt::{Broker, tls_client_config};
+/// use shopfloor_mqtt::{Broker, tls_client_config};
 /// let mut broker = Broker::new("mqtt.plant.local", 8883);
 /// broker.tls = Some(tls_client_config(
 ///     Path::new("/etc/shopfloor/pki/ca.crt"),

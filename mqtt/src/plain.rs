@@ -29,7 +29,7 @@ use shopfloor_schemas::{Batch, Codec, TopicTemplate, Value, WriteResult};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use super::{Broker, Stopped};
+use crate::{Broker, Stopped};
 
 /// Where plain readings go.
 #[derive(Clone, Debug)]

@@ -12,8 +12,8 @@ use rumqttc::{TlsConfiguration, Transport};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use super::{Broker, DriverConfig, Protocol};
-use crate::edge::{Message, Publish};
+use crate::{Broker, DriverConfig, Protocol};
+use shopfloor_sparkplug::edge::{Message, Publish};
 
 /// What the drivers act on from the broker.
 #[derive(Debug)]

@@ -2,16 +2,15 @@
 //! Mosquitto: pysparkplug as an edge node in front of our host, and our edge
 //! node in front of two Python decoders (Google's protobuf runtime with the
 //! official schema, and pysparkplug's typed decoding).
-#![cfg(feature = "mqtt")]
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use serde_json::Value as Json;
+use shopfloor_mqtt::{Broker, DriverConfig, EdgeDriver, HostDriver};
 use shopfloor_schemas::{Batch, Quality, Reading, Timestamp, Value};
 use shopfloor_sparkplug::edge::MetricSpec;
 use shopfloor_sparkplug::host::RebirthReason;
-use shopfloor_sparkplug::mqtt::{Broker, DriverConfig, EdgeDriver, HostDriver};
 use shopfloor_sparkplug::{
     DataType, EdgeNode, EdgeNodeConfig, HostApplication, HostConfig, HostEvent, SignedEncoding,
 };

@@ -1,5 +1,10 @@
-//! tokio + rumqttc drivers for [`EdgeNode`] and [`HostApplication`]
-//! (feature `mqtt`).
+#![doc = include_str!("../README.md")]
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+//!
+//! # The drivers
+//!
+//! tokio + rumqttc drivers for [`EdgeNode`] and [`HostApplication`].
 //!
 //! Each driver owns a task that runs the sans-IO core: it connects (MQTT 5
 //! with clean start and session expiry 0, or MQTT 3.1.1 with a clean
@@ -27,7 +32,7 @@
 //! repeated subscription delivers nothing). What is unconfirmed
 //! when the connection drops is replayed again. A file spool is synced
 //! every [`SYNC_EVERY`]. Dropped readings and store failures are logged
-//! (`tracing`, target `shopfloor_sparkplug::mqtt`) and surface as events.
+//! (`tracing`, target `shopfloor_mqtt`) and surface as events.
 //!
 //! Queues are bounded. Batches: [`EdgeDriver::publish`] waits while the
 //! queue is full (back-pressure to the application). Events: when the
@@ -47,9 +52,9 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior};
 
-use crate::edge::{EdgeEvent, EdgeNode, Now, ReplayMark};
-use crate::host::{HostApplication, HostConfig, HostEvent};
 use link::{Inbound, Link};
+use shopfloor_sparkplug::edge::{EdgeEvent, EdgeNode, Now, ReplayMark};
+use shopfloor_sparkplug::host::{HostApplication, HostConfig, HostEvent};
 pub use tls::{TlsError, tls_client_config};
 
 /// Replayed messages between two broker round trips that confirm them.
@@ -250,7 +255,7 @@ impl EdgeDriver {
         result: &shopfloor_schemas::WriteResult,
     ) -> Result<(), Stopped> {
         let Some(topic) = &self.results_topic else { return Ok(()) };
-        let p = crate::edge::Publish {
+        let p = shopfloor_sparkplug::edge::Publish {
             topic: topic.clone(),
             qos: 1,
             retain: false,
@@ -282,7 +287,7 @@ impl EdgeDriver {
     pub async fn define_device(
         &self,
         device: impl Into<String>,
-        specs: Vec<crate::edge::MetricSpec>,
+        specs: Vec<shopfloor_sparkplug::edge::MetricSpec>,
         values: Vec<shopfloor_schemas::Reading>,
     ) -> Result<(), Stopped> {
         self.batches
@@ -525,9 +530,13 @@ enum Input {
     Batch(Batch),
     DeviceDeath(String),
     DeviceBirth(String),
-    DefineDevice(String, Vec<crate::edge::MetricSpec>, Vec<shopfloor_schemas::Reading>),
+    DefineDevice(
+        String,
+        Vec<shopfloor_sparkplug::edge::MetricSpec>,
+        Vec<shopfloor_schemas::Reading>,
+    ),
     /// Not Sparkplug: sent when online, dropped otherwise.
-    Other(crate::edge::Publish),
+    Other(shopfloor_sparkplug::edge::Publish),
 }
 
 fn take(node: &mut EdgeNode, input: Input) {

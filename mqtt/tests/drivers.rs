@@ -1,15 +1,12 @@
 //! The MQTT drivers against a real Mosquitto from testkit: an edge node and
 //! a host application talk through it, survive a broker kill -9, and replay
 //! what was taken during the outage.
-#![cfg(feature = "mqtt")]
 
 use std::time::Duration;
 
+use shopfloor_mqtt::{Broker, DriverConfig, EdgeDriver, EdgeStats, HostDriver, Protocol};
 use shopfloor_schemas::{Batch, Quality, Reading, Timestamp, Value};
 use shopfloor_sparkplug::edge::MetricSpec;
-use shopfloor_sparkplug::mqtt::{
-    Broker, DriverConfig, EdgeDriver, EdgeStats, HostDriver, Protocol,
-};
 use shopfloor_sparkplug::spool::{FileSpool, OpenReport, SpoolError};
 use shopfloor_sparkplug::{
     DataType, EdgeEvent, EdgeNode, EdgeNodeConfig, HostApplication, HostConfig, HostEvent,
