@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use serde::Deserialize;
-use shopfloor_sparkplug::mqtt::plain::PlainConfig;
-use shopfloor_sparkplug::mqtt::{Broker, DriverConfig, Protocol};
+use shopfloor_mqtt::plain::PlainConfig;
+use shopfloor_mqtt::{Broker, DriverConfig, Protocol};
 use shopfloor_sparkplug::spool::FileSpool;
 use shopfloor_sparkplug::{EdgeNode, EdgeNodeConfig};
 
@@ -188,7 +188,10 @@ pub fn edge_node(
     config.primary_host_id = sp.primary_host_id.clone();
     Ok(match &sp.spool_dir {
         Some(dir) => {
-            let (spool, report) = FileSpool::open(dir, sp.spool_mb << 20)
+            // Relative to the configuration file, not to wherever the
+            // process was started.
+            let dir = path.parent().unwrap_or_else(|| Path::new(".")).join(dir);
+            let (spool, report) = FileSpool::open(&dir, sp.spool_mb << 20)
                 .with_context(|| format!("{}: sparkplug.spool_dir", path.display()))?;
             tracing::info!(
                 readings = report.readings,
