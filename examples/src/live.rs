@@ -209,47 +209,30 @@ pub async fn start(config: LiveConfig) -> anyhow::Result<Live> {
         )));
     }
     let (client, mut events) = AsyncClient::new(o, 1000);
-    let reader = {
-        let (board, client) = (Arc::clone(&board), client.clone());
+    // rumqttc's event loop in a plain loop of its own (never raced in a
+    // `select!`, never waiting on a request): it forwards what the page
+    // needs and subscribes again on each CONNACK from a task of its own.
+    let (tx, mut rx) =
+        tokio::sync::mpsc::channel::<Option<rumqttc::v5::mqttbytes::v5::Publish>>(1000);
+    let poller = {
+        let client = client.clone();
         tokio::spawn(async move {
-            let mut host_config = HostConfig::new("shopfloor-live");
-            host_config.publish_state = false;
-            let mut host = HostApplication::new(host_config);
             loop {
                 match events.poll().await {
                     Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                        host.handle_connected(Now::now());
-                        for f in ["spBv1.0/#", "shopfloor/alarms/state/#"] {
-                            let _ = client.subscribe(f, QoS::AtMostOnce).await;
+                        let c = client.clone();
+                        tokio::spawn(async move {
+                            for f in ["spBv1.0/#", "shopfloor/alarms/state/#"] {
+                                let _ = c.subscribe(f, QoS::AtMostOnce).await;
+                            }
+                        });
+                        if tx.send(None).await.is_err() {
+                            return;
                         }
                     }
                     Ok(Event::Incoming(Packet::Publish(p))) => {
-                        let topic = String::from_utf8_lossy(&p.topic).into_owned();
-                        let mut b = board.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-                        b.messages += 1;
-                        if let Some(key) = topic.strip_prefix("shopfloor/alarms/state/") {
-                            match serde_json::from_slice::<Json>(&p.payload) {
-                                Ok(state) => {
-                                    b.alarms.insert(key.to_owned(), state);
-                                }
-                                Err(_) => {
-                                    b.alarms.remove(key);
-                                }
-                            }
-                        } else {
-                            let msg = Message { topic, payload: p.payload.clone() };
-                            let _ = host.handle_message(&msg, Now::now());
-                            while let Some(e) = host.poll_event() {
-                                if let HostEvent::Data(batch) | HostEvent::Historical(batch) = e {
-                                    b.apply(&batch);
-                                }
-                            }
-                        }
-                        drop(b);
-                        // Rebirth requests, so a page opened late names every metric.
-                        for t in host.drain_transmits() {
-                            let q = if t.qos == 0 { QoS::AtMostOnce } else { QoS::AtLeastOnce };
-                            let _ = client.try_publish(t.topic, q, t.retain, t.payload);
+                        if tx.send(Some(p)).await.is_err() {
+                            return;
                         }
                     }
                     Ok(_) => {}
@@ -257,6 +240,62 @@ pub async fn start(config: LiveConfig) -> anyhow::Result<Live> {
                         tracing::warn!("live page: MQTT: {e}");
                         tokio::time::sleep(Duration::from_secs(1)).await;
                     }
+                }
+            }
+        })
+    };
+    let reader = {
+        let (board, client) = (Arc::clone(&board), client.clone());
+        tokio::spawn(async move {
+            let mut host_config = HostConfig::new("shopfloor-live");
+            host_config.publish_state = false;
+            let mut host = HostApplication::new(host_config);
+            loop {
+                let deadline = host.poll_timeout().map(tokio::time::Instant::from_std);
+                let timer = async {
+                    match deadline {
+                        Some(at) => tokio::time::sleep_until(at).await,
+                        None => std::future::pending().await,
+                    }
+                };
+                tokio::select! {
+                    m = rx.recv() => match m {
+                        None => return,
+                        // Connected (again).
+                        Some(None) => host.handle_connected(Now::now()),
+                        Some(Some(p)) => {
+                            let topic = String::from_utf8_lossy(&p.topic).into_owned();
+                            let mut b = board.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                            b.messages += 1;
+                            if let Some(key) = topic.strip_prefix("shopfloor/alarms/state/") {
+                                match serde_json::from_slice::<Json>(&p.payload) {
+                                    Ok(state) => {
+                                        b.alarms.insert(key.to_owned(), state);
+                                    }
+                                    Err(_) => {
+                                        b.alarms.remove(key);
+                                    }
+                                }
+                            } else {
+                                let msg = Message { topic, payload: p.payload.clone() };
+                                let _ = host.handle_message(&msg, Now::now());
+                            }
+                        }
+                    },
+                    // A seq gap not filled in time: a rebirth request.
+                    () = timer => host.handle_timeout(Now::now()),
+                }
+                let mut b = board.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                while let Some(e) = host.poll_event() {
+                    if let HostEvent::Data(batch) | HostEvent::Historical(batch) = e {
+                        b.apply(&batch);
+                    }
+                }
+                drop(b);
+                // Rebirth requests, so a page opened late names every metric.
+                for t in host.drain_transmits() {
+                    let q = if t.qos == 0 { QoS::AtMostOnce } else { QoS::AtLeastOnce };
+                    let _ = client.try_publish(t.topic, q, t.retain, t.payload);
                 }
             }
         })
@@ -274,7 +313,7 @@ pub async fn start(config: LiveConfig) -> anyhow::Result<Live> {
         })
     };
     tracing::info!("live page on http://{addr}/");
-    Ok(Live { addr, board, tasks: vec![reader, server] })
+    Ok(Live { addr, board, tasks: vec![poller, reader, server] })
 }
 
 /// A request header's value, by case-insensitive name.
