@@ -229,10 +229,11 @@ const MAX_SERIAL_WAIT: Duration = Duration::from_secs(10);
 fn backoff(failures: u32) -> Duration {
     let base = Duration::from_millis(100).saturating_mul(1 << failures.saturating_sub(1).min(7));
     let base = base.min(Duration::from_secs(10));
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
-    base.mul_f64(0.75 + f64::from(nanos % 1000) / 2000.0)
+    // A per-process random hash of the attempt: `subsec_nanos() % 1000` was
+    // always 0 on a microsecond clock, and every poller waited the same.
+    use std::hash::BuildHasher as _;
+    let r = std::collections::hash_map::RandomState::new().hash_one(failures);
+    base.mul_f64(0.75 + (r >> 11) as f64 / (1_u64 << 53) as f64 * 0.5)
 }
 
 async fn connect(endpoint: &Endpoint, device: &Device) -> Result<Context, String> {

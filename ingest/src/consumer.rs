@@ -286,13 +286,16 @@ fn spawn_event_loop(
     let sub = client.clone();
     let task = tokio::spawn(async move {
         let mut connection = 0_u64;
-        let mut failures = 0_u32;
+        // Jittered: ingest processes sharing a broker do not come back in
+        // lockstep after it restarts.
+        let mut backoff =
+            shopfloor_mqtt::Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
         loop {
             match eventloop.poll().await {
                 Ok(Event::Incoming(Packet::ConnAck(_))) => {
                     connection += 1;
                     stats.connects.fetch_add(1, Ordering::Relaxed);
-                    failures = 0;
+                    backoff.reset();
                     let (c, f) = (sub.clone(), filters.clone());
                     // Subscribe again on every CONNACK, from a task of its own.
                     tokio::spawn(async move {
@@ -318,12 +321,8 @@ fn spawn_event_loop(
                 }
                 Ok(_) => {}
                 Err(e) => {
-                    failures += 1;
                     tracing::warn!("MQTT: {e}");
-                    let wait = Duration::from_millis(100)
-                        .saturating_mul(1 << failures.min(7))
-                        .min(Duration::from_secs(5));
-                    tokio::time::sleep(wait).await;
+                    tokio::time::sleep(backoff.next_delay()).await;
                 }
             }
         }
@@ -597,6 +596,10 @@ async fn replay_births(db: &Database, decoder: &mut Decoder) {
     };
     for (topic, payload) in &births {
         let _ = decoder.decode(topic, None, payload, Now::now());
+    }
+    // The queued DATA continues sequences these births know nothing of.
+    for h in decoder.inputs.iter_mut().filter_map(|(_, h)| h.as_mut()) {
+        h.resync_seq();
     }
     // Nothing to send for them: they are history.
     let _ = decoder.transmits();

@@ -39,6 +39,7 @@
 //! application does not read them fast enough, new ones are dropped and
 //! counted ([`EdgeDriver::dropped_events`]).
 
+mod backoff;
 mod link;
 pub mod plain;
 mod tls;
@@ -52,6 +53,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior};
 
+pub use backoff::Backoff;
 use link::{Inbound, Link};
 use shopfloor_sparkplug::edge::{EdgeEvent, EdgeNode, Now, ReplayMark};
 use shopfloor_sparkplug::host::{HostApplication, HostConfig, HostEvent};
@@ -133,19 +135,6 @@ impl DriverConfig {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("the Sparkplug driver has stopped")]
 pub struct Stopped;
-
-/// The retry delay after `failures` consecutive failures: doubling from
-/// `min`, capped at `max`, with ±25 % jitter so that a plant's gateways do
-/// not reconnect in lockstep after a broker restart.
-fn backoff(config: &DriverConfig, failures: u32) -> Duration {
-    let base = config.backoff_min.saturating_mul(1_u32 << failures.min(16)).min(config.backoff_max);
-    // Jitter from the clock's nanoseconds: no RNG needed for this.
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
-    let factor = 0.75 + f64::from(nanos % 1000) / 2000.0;
-    base.mul_f64(factor)
-}
 
 enum Control {
     Shutdown(oneshot::Sender<()>),
@@ -384,7 +373,7 @@ async fn run_edge(
     let mut sync = tokio::time::interval(SYNC_EVERY);
     sync.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut broker = 0;
-    let mut failures: u32 = 0;
+    let mut backoff = Backoff::new(config.backoff_min, config.backoff_max);
     let mut done: Option<oneshot::Sender<()>> = None;
     'connections: loop {
         let Some(b) = config.brokers.get(broker % config.brokers.len().max(1)) else { return };
@@ -406,7 +395,7 @@ async fn run_edge(
                     }
                     Some(Ok(Inbound::SubAck)) if !acked => {
                         acked = true;
-                        failures = 0;
+                        backoff.reset();
                         tracing::info!(broker = %format!("{}:{}", b.host, b.port), "connected");
                         node.handle_connected(Now::now());
                     }
@@ -492,10 +481,9 @@ async fn run_edge(
         shared.update(&node);
         if !acked || next_broker {
             broker += 1;
-            failures += 1;
         }
         // Wait before the next attempt, still taking batches into the store.
-        let until = Instant::now() + backoff(&config, failures.saturating_sub(1));
+        let until = Instant::now() + backoff.next_delay();
         loop {
             tokio::select! {
                 () = tokio::time::sleep_until(until) => continue 'connections,
@@ -694,7 +682,7 @@ async fn run_host(
     dropped: Arc<AtomicU64>,
 ) {
     let mut broker = 0;
-    let mut failures: u32 = 0;
+    let mut backoff = Backoff::new(config.backoff_min, config.backoff_max);
     let mut done: Option<oneshot::Sender<()>> = None;
     'connections: loop {
         let Some(b) = config.brokers.get(broker % config.brokers.len().max(1)) else { return };
@@ -710,7 +698,7 @@ async fn run_host(
                     }
                     Some(Ok(Inbound::SubAck)) if !acked => {
                         acked = true;
-                        failures = 0;
+                        backoff.reset();
                         tracing::info!(broker = %format!("{}:{}", b.host, b.port), "connected");
                         host.handle_connected(Now::now());
                     }
@@ -757,9 +745,8 @@ async fn run_host(
         }
         if !acked {
             broker += 1;
-            failures += 1;
         }
-        let until = Instant::now() + backoff(&config, failures.saturating_sub(1));
+        let until = Instant::now() + backoff.next_delay();
         tokio::select! {
             () = tokio::time::sleep_until(until) => {}
             c = control.recv() => { if let Some(Control::Shutdown(tx)) = c { done = Some(tx); } break 'connections; }

@@ -58,11 +58,14 @@ pub struct HostConfig {
     /// are not remembered ([`HostApplication::untracked_readings`] counts
     /// them): remote input cannot grow the host without bound.
     pub max_tracked_metrics: usize,
+    /// A payload with more metrics is refused ([`InboundError::TooManyMetrics`]):
+    /// what one message can cost downstream is bounded.
+    pub max_metrics_per_payload: usize,
 }
 
 impl HostConfig {
     /// A primary host: STATE on, 2 s reorder timeout, 5 s rebirth cooldown,
-    /// 2 000 000 last values kept.
+    /// 2 000 000 last values kept, 100 000 metrics a payload at most.
     pub fn new(host_id: impl Into<String>) -> Self {
         Self {
             host_id: host_id.into(),
@@ -71,6 +74,7 @@ impl HostConfig {
             rebirth_cooldown: Duration::from_secs(5),
             groups: None,
             max_tracked_metrics: 2_000_000,
+            max_metrics_per_payload: 100_000,
         }
     }
 }
@@ -183,6 +187,16 @@ pub enum InboundError {
         /// What is missing.
         reason: &'static str,
     },
+    /// More metrics in one payload than [`HostConfig::max_metrics_per_payload`].
+    #[error("{topic}: {metrics} metrics in one payload, more than the {limit} allowed")]
+    TooManyMetrics {
+        /// The topic.
+        topic: String,
+        /// Metrics in the payload.
+        metrics: usize,
+        /// The limit.
+        limit: usize,
+    },
 }
 
 #[derive(Debug, Default)]
@@ -195,8 +209,9 @@ struct DeviceState {
 struct NodeState {
     online: bool,
     bd_seq: Option<u64>,
-    /// The `seq` expected next.
-    expected: u8,
+    /// The `seq` expected next; `None` when unknown (births replayed from
+    /// a store: the next message's `seq` is taken as it comes).
+    expected: Option<u8>,
     missing: BTreeSet<u8>,
     reorder_deadline: Option<Instant>,
     last_rebirth_request: Option<Instant>,
@@ -210,7 +225,7 @@ impl NodeState {
         Self {
             online: false,
             bd_seq: None,
-            expected: 0,
+            expected: None,
             missing: BTreeSet::new(),
             reorder_deadline: None,
             last_rebirth_request: None,
@@ -253,6 +268,26 @@ impl HostApplication {
             skipped: 0,
             tracked: 0,
             untracked: 0,
+        }
+    }
+
+    fn check_size(&self, msg: &Message, payload: &Payload) -> Result<(), InboundError> {
+        let (metrics, limit) = (payload.metrics.len(), self.config.max_metrics_per_payload);
+        if metrics > limit {
+            return Err(InboundError::TooManyMetrics { topic: msg.topic.clone(), metrics, limit });
+        }
+        Ok(())
+    }
+
+    /// Forgets where every node's `seq` stands: the next message of each
+    /// sets it. For a host that replays births from a store after a restart
+    /// (ingest): the queued DATA that follows continues a sequence the
+    /// stored birth knows nothing of, and is no gap.
+    pub fn resync_seq(&mut self) {
+        for node in self.nodes.values_mut() {
+            node.expected = None;
+            node.missing.clear();
+            node.reorder_deadline = None;
         }
     }
 
@@ -390,6 +425,7 @@ impl HostApplication {
             MessageType::NDeath => {
                 let payload = Payload::decode(&msg.payload, &BirthTypes::new())
                     .map_err(|source| InboundError::Payload { topic: msg.topic.clone(), source })?;
+                self.check_size(msg, &payload)?;
                 let bd_seq = bd_seq_of(&payload);
                 let current = self.nodes.get(&key).filter(|n| n.online).and_then(|n| n.bd_seq);
                 if let (Some(current), Some(bd)) = (current, bd_seq)
@@ -425,6 +461,7 @@ impl HostApplication {
                         return Err(InboundError::Payload { topic: msg.topic.clone(), source });
                     }
                 };
+                self.check_size(msg, &payload)?;
                 self.check_seq(&key, payload.seq, now);
                 let source = match &device {
                     Some(d) => format!("{group}/{edge}/{d}"),
@@ -483,6 +520,7 @@ impl HostApplication {
     fn handle_nbirth(&mut self, msg: &Message, key: (String, String)) -> Result<(), InboundError> {
         let payload = Payload::decode(&msg.payload, &BirthTypes::new())
             .map_err(|source| InboundError::Payload { topic: msg.topic.clone(), source })?;
+        self.check_size(msg, &payload)?;
         let Some(bd_seq) = bd_seq_of(&payload) else {
             return Err(InboundError::Birth {
                 topic: msg.topic.clone(),
@@ -499,7 +537,7 @@ impl HostApplication {
         let node = self.nodes.entry(key.clone()).or_insert_with(NodeState::new);
         node.online = true;
         node.bd_seq = Some(bd_seq);
-        node.expected = (seq as u8).wrapping_add(1);
+        node.expected = Some((seq as u8).wrapping_add(1));
         node.missing.clear();
         node.reorder_deadline = None;
         node.types = BirthTypes::from_birth(&payload);
@@ -524,16 +562,20 @@ impl HostApplication {
     fn check_seq(&mut self, key: &(String, String), seq: Option<u64>, now: Now) {
         let Some(node) = self.nodes.get_mut(key) else { return };
         let Some(seq) = seq.and_then(|s| u8::try_from(s).ok()) else { return };
-        let ahead = seq.wrapping_sub(node.expected);
+        let Some(expected) = node.expected else {
+            node.expected = Some(seq.wrapping_add(1));
+            return;
+        };
+        let ahead = seq.wrapping_sub(expected);
         if ahead == 0 {
-            node.expected = seq.wrapping_add(1);
+            node.expected = Some(seq.wrapping_add(1));
         } else if node.missing.remove(&seq) {
             // A late message filled its place.
         } else if ahead < 128 {
             for i in 0..ahead {
-                node.missing.insert(node.expected.wrapping_add(i));
+                node.missing.insert(expected.wrapping_add(i));
             }
-            node.expected = seq.wrapping_add(1);
+            node.expected = Some(seq.wrapping_add(1));
         }
         if node.missing.is_empty() {
             node.reorder_deadline = None;

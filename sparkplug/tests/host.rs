@@ -561,3 +561,67 @@ fn last_values_kept_are_bounded() {
         .sum();
     assert_eq!(stale, 100, "the death makes stale what was kept");
 }
+
+/// A payload with more metrics than `max_metrics_per_payload` is refused
+/// whole, births and DATA alike; smaller ones pass.
+#[test]
+fn payloads_past_the_metric_limit_are_refused() {
+    let mut config = HostConfig::new("scada");
+    config.publish_state = false;
+    config.max_metrics_per_payload = 10;
+    let mut host = HostApplication::new(config);
+    let now = Now { instant: Instant::now(), unix_ms: 1_000 };
+    host.handle_connected(now);
+    let msg = |kind: &str, p: Payload| Message {
+        topic: format!("spBv1.0/G/{kind}/E"),
+        payload: p.encode(EncodeOptions::default()).into(),
+    };
+    let payload = |seq: u64, n: usize| {
+        let mut p = Payload { timestamp: Some(1_000), seq: Some(seq), ..Default::default() };
+        p.metrics.push(Metric::new("bdSeq", 1_000, MetricValue::Int64(0)));
+        for i in 1..n {
+            p.metrics.push(Metric::new(format!("m{i}"), 1_000, MetricValue::Double(1.0)));
+        }
+        p
+    };
+    let e = host.handle_message(&msg("NBIRTH", payload(0, 11)), now).unwrap_err();
+    assert!(e.to_string().contains("11 metrics in one payload, more than the 10 allowed"), "{e}");
+    assert!(host.handle_message(&msg("NBIRTH", payload(0, 10)), now).is_ok());
+    let e = host.handle_message(&msg("NDATA", payload(1, 11)), now).unwrap_err();
+    assert!(matches!(
+        e,
+        shopfloor_sparkplug::host::InboundError::TooManyMetrics { metrics: 11, .. }
+    ));
+}
+
+/// A host that replays a stored birth (ingest after a restart) and then
+/// reads queued DATA: the DATA continues a sequence the birth knows nothing
+/// of. After `resync_seq` that is no gap; a gap after it still is.
+#[test]
+fn resync_takes_the_next_seq_as_it_comes() {
+    let mut config = HostConfig::new("scada");
+    config.publish_state = false;
+    let mut host = HostApplication::new(config);
+    let now = Now { instant: Instant::now(), unix_ms: 1_000 };
+    host.handle_connected(now);
+    let msg = |kind: &str, p: Payload| Message {
+        topic: format!("spBv1.0/G/{kind}/E"),
+        payload: p.encode(EncodeOptions::default()).into(),
+    };
+    let payload = |seq: u64, name: Option<&str>| {
+        let mut p = Payload { timestamp: Some(1_000), seq: Some(seq), ..Default::default() };
+        if name.is_some() {
+            p.metrics.push(Metric::new("bdSeq", 1_000, MetricValue::Int64(0)));
+        }
+        p.metrics.push(Metric::new(name.unwrap_or("x"), 1_000, MetricValue::Double(1.0)));
+        p
+    };
+    host.handle_message(&msg("NBIRTH", payload(0, Some("x"))), now).unwrap();
+    host.resync_seq();
+    host.handle_message(&msg("NDATA", payload(57, None)), now).unwrap();
+    assert_eq!(host.poll_timeout(), None, "the first DATA after a resync is no gap");
+    host.handle_message(&msg("NDATA", payload(58, None)), now).unwrap();
+    assert_eq!(host.poll_timeout(), None);
+    host.handle_message(&msg("NDATA", payload(60, None)), now).unwrap();
+    assert!(host.poll_timeout().is_some(), "59 is missing: the reorder timer runs");
+}
