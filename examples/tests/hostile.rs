@@ -5,15 +5,16 @@
 //! publish, every bad message is one dead letter (counted exactly), and all
 //! three daemons are still running and answering at the end.
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::Packet;
 use rumqttc::v5::{AsyncClient, Event, MqttOptions};
-use shopfloor_examples::plant::Daemon;
 use shopfloor_testkit::{Hostile, Mosquitto, Postgres};
+use support::{Configs, Stack, answers};
 use tokio_postgres::NoTls;
+
+mod support;
 
 /// Messages published; half of them bad.
 const MESSAGES: u64 = 2_400;
@@ -46,72 +47,26 @@ async fn a_hostile_publisher_stalls_nothing_and_every_bad_message_is_a_dead_lett
         .start()
         .expect("start mosquitto (apt-get install -y mosquitto)");
     let pg = Postgres::start().expect("start postgresql (apt-get install -y postgresql)");
-    let dir = tempfile::tempdir().unwrap();
-    let [ingest_port, alert_port, live_port] =
-        std::array::from_fn(|_| shopfloor_testkit::free_port().unwrap());
-    let mqtt = format!("[mqtt]\nhost = \"{}\"\nport = {}\n", broker.host(), broker.port());
-    let write = |name: &str, text: String| {
-        let path = dir.path().join(name);
-        std::fs::write(&path, text).unwrap();
-        path.display().to_string()
-    };
-    let ingest_toml = write(
-        "ingest.toml",
-        format!(
-            "{mqtt}client_id = \"ingest-h\"\n[postgres]\nconnection = \"{}\"\n\
-             [ingest]\nplain = true\nsparkplug = true\nbatch_ms = 100\nmax_readings_per_message = 10000\n\
-             [metrics]\nlisten = \"127.0.0.1:{ingest_port}\"\n",
-            pg.connection_string()
-        ),
+    let pg_url = pg.connection_string();
+    let ingest = format!(
+        "client_id = \"ingest-h\"\n[postgres]\nconnection = \"{pg_url}\"\n\
+         [ingest]\nplain = true\nsparkplug = true\nbatch_ms = 100\nmax_readings_per_message = 10000\n"
     );
-    write("rules.toml", RULES.to_owned());
-    let alert_toml = write(
-        "alertd.toml",
-        format!(
-            "{mqtt}[alerting]\nrules = \"rules.toml\"\nplain = true\nsparkplug = true\n\
-             [journal]\nconnection = \"{}\"\n[metrics]\nlisten = \"127.0.0.1:{alert_port}\"\n",
-            pg.connection_string()
-        ),
+    let alertd = format!(
+        "[alerting]\nrules = \"rules.toml\"\nplain = true\nsparkplug = true\n\
+         [journal]\nconnection = \"{pg_url}\"\n"
     );
-    let live_toml = write(
-        "live.toml",
-        format!("{mqtt}client_id = \"live-h\"\n[live]\nlisten = \"127.0.0.1:{live_port}\"\n"),
+    let mut stack = Stack::start(
+        &broker,
+        &Configs {
+            ingest: &ingest,
+            alertd: &alertd,
+            rules: RULES,
+            live: "client_id = \"live-h\"",
+            // The plain filter, and Sparkplug's two (its namespace and STATE).
+            ingest_subscriptions: 3,
+        },
     );
-    let spawn = |name: &str, bin: &str, config: &str| {
-        Daemon::spawn(
-            name,
-            bin,
-            ["--config".to_owned(), config.to_owned()],
-            dir.path().join(format!("{name}.log")),
-        )
-        .unwrap()
-    };
-    let mut ingestd = spawn("ingestd", env!("CARGO_BIN_EXE_shopfloor-ingestd"), &ingest_toml);
-    let mut alertd = spawn("alertd", env!("CARGO_BIN_EXE_shopfloor-alertd"), &alert_toml);
-    let mut live = spawn("live", env!("CARGO_BIN_EXE_shopfloor-live"), &live_toml);
-    let addr = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
-    let answers = |port: u16, path: &str| {
-        shopfloor_testkit::http_get(addr(port), path).is_ok_and(|(status, _)| status == 200)
-    };
-    // Up and subscribed: each one's metrics page or snapshot answers, and
-    // ingestd's schema is there.
-    for (d, port, path) in [
-        (&mut ingestd, ingest_port, "/metrics"),
-        (&mut alertd, alert_port, "/metrics"),
-        (&mut live, live_port, "/snapshot"),
-    ] {
-        d.wait_until(Duration::from_secs(30), |_| answers(port, path))
-            .unwrap_or_else(|e| panic!("{e:#}"));
-    }
-    shopfloor_testkit::scrape_until(addr(ingest_port), Duration::from_secs(20), |p| {
-        // The plain filter, and Sparkplug's two (its namespace and STATE).
-        p.lines().any(|l| {
-            l.strip_prefix("shopfloor_ingest_subscriptions_total ")
-                .and_then(|v| v.trim().parse::<f64>().ok())
-                .is_some_and(|v| v >= 3.0)
-        })
-    });
-
     let (db, conn) = tokio_postgres::connect(&pg.connection_string(), NoTls).await.unwrap();
     tokio::spawn(conn);
     const GOOD: &str = "SELECT count(*) FROM shopfloor.readings WHERE source LIKE 'hostile/%' OR source = 'H/good'";
@@ -187,13 +142,11 @@ async fn a_hostile_publisher_stalls_nothing_and_every_bad_message_is_a_dead_lett
     assert_eq!(distinct, count(&db, "SELECT count(*) FROM shopfloor.readings").await);
 
     // All three alive and answering, and alertd still raises alarms.
-    for d in [&mut ingestd, &mut alertd, &mut live] {
-        assert!(d.is_running(), "{} died:\n{}", d.name, d.log_tail(30));
-    }
+    stack.assert_running();
     assert!(
-        answers(ingest_port, "/metrics")
-            && answers(alert_port, "/metrics")
-            && answers(live_port, "/snapshot")
+        answers(stack.ingest_port, "/metrics")
+            && answers(stack.alert_port, "/metrics")
+            && answers(stack.live_port, "/snapshot")
     );
     let (c, mut ev) =
         AsyncClient::new(MqttOptions::new("watcher", broker.host(), broker.port()), 100);
@@ -223,10 +176,8 @@ async fn a_hostile_publisher_stalls_nothing_and_every_bad_message_is_a_dead_lett
         assert!(
             Instant::now() < deadline,
             "alertd raised nothing within 20 s after the flood:\n{}",
-            alertd.log_tail(30)
+            stack.alertd.log_tail(30)
         );
     }
-    for d in [&mut ingestd, &mut alertd, &mut live] {
-        d.terminate(Duration::from_secs(10));
-    }
+    stack.stop();
 }

@@ -6,15 +6,16 @@
 //! and arrays as JSON text, an Int64 past 2^53 exact, and a compressed
 //! payload unpacked. Nothing is dropped and nothing is a dead letter.
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::Packet;
 use rumqttc::v5::{AsyncClient, Event, MqttOptions};
-use shopfloor_examples::plant::Daemon;
 use shopfloor_testkit::{Mosquitto, Postgres, PythonPeer, shared_script};
+use support::{Configs, Stack, addr};
 use tokio_postgres::NoTls;
+
+mod support;
 
 const T0: u64 = 1_796_600_000_000; // 2026-12-06 23:33 UTC
 
@@ -54,66 +55,21 @@ fn send(peer: &mut PythonPeer, command: &str) {
 async fn templates_datasets_arrays_big_integers_and_compression_from_a_peer() {
     let broker = Mosquitto::start().expect("start mosquitto (apt-get install -y mosquitto)");
     let pg = Postgres::start().expect("start postgresql (apt-get install -y postgresql)");
-    let dir = tempfile::tempdir().unwrap();
-    let [ingest_port, alert_port, live_port] =
-        std::array::from_fn(|_| shopfloor_testkit::free_port().unwrap());
-    let mqtt = format!("[mqtt]\nhost = \"{}\"\nport = {}\n", broker.host(), broker.port());
-    let write = |name: &str, text: String| {
-        let path = dir.path().join(name);
-        std::fs::write(&path, text).unwrap();
-        path.display().to_string()
-    };
-    let ingest_toml = write(
-        "ingest.toml",
-        format!(
-            "{mqtt}client_id = \"ingest-r\"\n[postgres]\nconnection = \"{}\"\n\
-             [ingest]\nsparkplug = true\nbatch_ms = 50\n[metrics]\nlisten = \"127.0.0.1:{ingest_port}\"\n",
-            pg.connection_string()
-        ),
+    let ingest = format!(
+        "client_id = \"ingest-r\"\n[postgres]\nconnection = \"{}\"\n[ingest]\nsparkplug = true\nbatch_ms = 50\n",
+        pg.connection_string()
     );
-    write("rules.toml", RULES.to_owned());
-    let alert_toml = write(
-        "alertd.toml",
-        format!(
-            "{mqtt}[alerting]\nrules = \"rules.toml\"\nsparkplug = true\n\
-             [metrics]\nlisten = \"127.0.0.1:{alert_port}\"\n"
-        ),
+    let mut stack = Stack::start(
+        &broker,
+        &Configs {
+            ingest: &ingest,
+            alertd: "[alerting]\nrules = \"rules.toml\"\nsparkplug = true\n",
+            rules: RULES,
+            live: "client_id = \"live-r\"",
+            // The Sparkplug namespace and STATE.
+            ingest_subscriptions: 2,
+        },
     );
-    let live_toml = write(
-        "live.toml",
-        format!("{mqtt}client_id = \"live-r\"\n[live]\nlisten = \"127.0.0.1:{live_port}\"\n"),
-    );
-    let spawn = |name: &str, bin: &str, config: &str| {
-        Daemon::spawn(
-            name,
-            bin,
-            ["--config".to_owned(), config.to_owned()],
-            dir.path().join(format!("{name}.log")),
-        )
-        .unwrap()
-    };
-    let mut ingestd = spawn("ingestd", env!("CARGO_BIN_EXE_shopfloor-ingestd"), &ingest_toml);
-    let mut alertd = spawn("alertd", env!("CARGO_BIN_EXE_shopfloor-alertd"), &alert_toml);
-    let mut live = spawn("live", env!("CARGO_BIN_EXE_shopfloor-live"), &live_toml);
-    let addr = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
-    let get = |port: u16, path: &str| shopfloor_testkit::http_get(addr(port), path);
-    for (d, port, path) in [
-        (&mut ingestd, ingest_port, "/metrics"),
-        (&mut alertd, alert_port, "/metrics"),
-        (&mut live, live_port, "/snapshot"),
-    ] {
-        d.wait_until(Duration::from_secs(30), |_| get(port, path).is_ok_and(|(s, _)| s == 200))
-            .unwrap_or_else(|e| panic!("{e:#}"));
-    }
-    // Ingest subscribed (the Sparkplug namespace and STATE).
-    shopfloor_testkit::scrape_until(addr(ingest_port), Duration::from_secs(20), |p| {
-        p.lines().any(|l| {
-            l.strip_prefix("shopfloor_ingest_subscriptions_total ")
-                .and_then(|v| v.trim().parse::<f64>().ok())
-                .is_some_and(|v| v >= 2.0)
-        })
-    });
-
     let mut edge = PythonPeer::spawn(
         shared_script("sparkplug_rich.py"),
         &[broker.host(), &broker.port().to_string(), "Rich", "ign", &T0.to_string()],
@@ -166,9 +122,10 @@ async fn templates_datasets_arrays_big_integers_and_compression_from_a_peer() {
         .unwrap()
         .get(0);
     assert_eq!(nothing, 0, "no dead letter, no envelope metric, no definition stored");
-    let page = shopfloor_testkit::scrape_until(addr(ingest_port), Duration::from_secs(5), |p| {
-        p.contains("shopfloor_ingest_skipped_metrics_total 0\n")
-    });
+    let page =
+        shopfloor_testkit::scrape_until(addr(stack.ingest_port), Duration::from_secs(5), |p| {
+            p.contains("shopfloor_ingest_skipped_metrics_total 0\n")
+        });
     assert!(page.contains("shopfloor_ingest_dead_letters_total 0\n"), "{page}");
 
     // alertd raises on a template member; the live page shows it.
@@ -192,14 +149,12 @@ async fn templates_datasets_arrays_big_integers_and_compression_from_a_peer() {
         if let Ok(e) = got {
             break e;
         }
-        assert!(Instant::now() < deadline, "alertd raised nothing:\n{}", alertd.log_tail(30));
+        assert!(Instant::now() < deadline, "alertd raised nothing:\n{}", stack.alertd.log_tail(30));
     };
     assert_eq!(raised["event"], "raised");
     assert_eq!(raised["metric"], "Motor1/Speed", "{raised}");
-    let snapshot = get(live_port, "/snapshot").unwrap().1;
+    let snapshot = shopfloor_testkit::http_get(addr(stack.live_port), "/snapshot").unwrap().1;
     assert!(snapshot.contains("Motor1/Speed"), "the live page shows the member: {snapshot}");
-    for d in [&mut ingestd, &mut alertd, &mut live] {
-        assert!(d.is_running(), "{} died:\n{}", d.name, d.log_tail(30));
-        d.terminate(Duration::from_secs(10));
-    }
+    stack.assert_running();
+    stack.stop();
 }

@@ -524,24 +524,15 @@ fn subscribes_before_its_state_and_dies_with_the_time_of_leaving() {
 /// and are not remembered for the death's stale values.
 #[test]
 fn last_values_kept_are_bounded() {
-    let mut config = HostConfig::new("scada");
-    config.publish_state = false;
-    config.max_tracked_metrics = 100;
-    let mut host = HostApplication::new(config);
-    let now = Now { instant: Instant::now(), unix_ms: 1_000 };
-    host.handle_connected(now);
-    let msg = |kind: &str, p: Payload| Message {
-        topic: format!("spBv1.0/G/{kind}/E"),
-        payload: p.encode(EncodeOptions::default()).into(),
-    };
+    let (mut host, now) = bare_host(|c| c.max_tracked_metrics = 100);
     let mut birth = Payload { timestamp: Some(1_000), seq: Some(0), ..Default::default() };
     birth.metrics.push(Metric::new("bdSeq", 1_000, MetricValue::Int64(0)));
-    host.handle_message(&msg("NBIRTH", birth), now).unwrap();
+    host.handle_message(&node_message("NBIRTH", birth), now).unwrap();
     let mut data = Payload { timestamp: Some(2_000), seq: Some(1), ..Default::default() };
     for i in 0..1_000 {
         data.metrics.push(Metric::new(format!("m{i}"), 2_000, MetricValue::Double(1.0)));
     }
-    host.handle_message(&msg("NDATA", data), now).unwrap();
+    host.handle_message(&node_message("NDATA", data), now).unwrap();
     let mut readings = 0;
     while let Some(e) = host.poll_event() {
         if let HostEvent::Data(b) = e {
@@ -552,7 +543,7 @@ fn last_values_kept_are_bounded() {
     assert_eq!(host.untracked_readings(), 900);
     let mut death = Payload { timestamp: Some(3_000), ..Default::default() };
     death.metrics.push(Metric::new("bdSeq", 3_000, MetricValue::Int64(0)));
-    host.handle_message(&msg("NDEATH", death), now).unwrap();
+    host.handle_message(&node_message("NDEATH", death), now).unwrap();
     let stale: usize = std::iter::from_fn(|| host.poll_event())
         .filter_map(|e| match e {
             HostEvent::Data(b) => Some(b.readings.len()),
@@ -566,16 +557,7 @@ fn last_values_kept_are_bounded() {
 /// whole, births and DATA alike; smaller ones pass.
 #[test]
 fn payloads_past_the_metric_limit_are_refused() {
-    let mut config = HostConfig::new("scada");
-    config.publish_state = false;
-    config.max_metrics_per_payload = 10;
-    let mut host = HostApplication::new(config);
-    let now = Now { instant: Instant::now(), unix_ms: 1_000 };
-    host.handle_connected(now);
-    let msg = |kind: &str, p: Payload| Message {
-        topic: format!("spBv1.0/G/{kind}/E"),
-        payload: p.encode(EncodeOptions::default()).into(),
-    };
+    let (mut host, now) = bare_host(|c| c.max_metrics_per_payload = 10);
     let payload = |seq: u64, n: usize| {
         let mut p = Payload { timestamp: Some(1_000), seq: Some(seq), ..Default::default() };
         p.metrics.push(Metric::new("bdSeq", 1_000, MetricValue::Int64(0)));
@@ -584,10 +566,10 @@ fn payloads_past_the_metric_limit_are_refused() {
         }
         p
     };
-    let e = host.handle_message(&msg("NBIRTH", payload(0, 11)), now).unwrap_err();
+    let e = host.handle_message(&node_message("NBIRTH", payload(0, 11)), now).unwrap_err();
     assert!(e.to_string().contains("11 metrics in one payload, more than the 10 allowed"), "{e}");
-    assert!(host.handle_message(&msg("NBIRTH", payload(0, 10)), now).is_ok());
-    let e = host.handle_message(&msg("NDATA", payload(1, 11)), now).unwrap_err();
+    assert!(host.handle_message(&node_message("NBIRTH", payload(0, 10)), now).is_ok());
+    let e = host.handle_message(&node_message("NDATA", payload(1, 11)), now).unwrap_err();
     assert!(matches!(
         e,
         shopfloor_sparkplug::host::InboundError::TooManyMetrics { metrics: 11, .. }
@@ -599,15 +581,7 @@ fn payloads_past_the_metric_limit_are_refused() {
 /// of. After `resync_seq` that is no gap; a gap after it still is.
 #[test]
 fn resync_takes_the_next_seq_as_it_comes() {
-    let mut config = HostConfig::new("scada");
-    config.publish_state = false;
-    let mut host = HostApplication::new(config);
-    let now = Now { instant: Instant::now(), unix_ms: 1_000 };
-    host.handle_connected(now);
-    let msg = |kind: &str, p: Payload| Message {
-        topic: format!("spBv1.0/G/{kind}/E"),
-        payload: p.encode(EncodeOptions::default()).into(),
-    };
+    let (mut host, now) = bare_host(|_| {});
     let payload = |seq: u64, name: Option<&str>| {
         let mut p = Payload { timestamp: Some(1_000), seq: Some(seq), ..Default::default() };
         if name.is_some() {
@@ -616,12 +590,32 @@ fn resync_takes_the_next_seq_as_it_comes() {
         p.metrics.push(Metric::new(name.unwrap_or("x"), 1_000, MetricValue::Double(1.0)));
         p
     };
-    host.handle_message(&msg("NBIRTH", payload(0, Some("x"))), now).unwrap();
+    host.handle_message(&node_message("NBIRTH", payload(0, Some("x"))), now).unwrap();
     host.resync_seq();
-    host.handle_message(&msg("NDATA", payload(57, None)), now).unwrap();
+    host.handle_message(&node_message("NDATA", payload(57, None)), now).unwrap();
     assert_eq!(host.poll_timeout(), None, "the first DATA after a resync is no gap");
-    host.handle_message(&msg("NDATA", payload(58, None)), now).unwrap();
+    host.handle_message(&node_message("NDATA", payload(58, None)), now).unwrap();
     assert_eq!(host.poll_timeout(), None);
-    host.handle_message(&msg("NDATA", payload(60, None)), now).unwrap();
+    host.handle_message(&node_message("NDATA", payload(60, None)), now).unwrap();
     assert!(host.poll_timeout().is_some(), "59 is missing: the reorder timer runs");
+}
+
+/// A host without STATE, connected at 1 s, for tests that feed it raw
+/// messages of node `G/E`; `tune` adjusts its configuration.
+fn bare_host(tune: impl FnOnce(&mut HostConfig)) -> (HostApplication, Now) {
+    let mut config = HostConfig::new("scada");
+    config.publish_state = false;
+    tune(&mut config);
+    let mut host = HostApplication::new(config);
+    let now = Now { instant: Instant::now(), unix_ms: 1_000 };
+    host.handle_connected(now);
+    (host, now)
+}
+
+/// A message of node `G/E` of type `kind`.
+fn node_message(kind: &str, p: Payload) -> Message {
+    Message {
+        topic: format!("spBv1.0/G/{kind}/E"),
+        payload: p.encode(EncodeOptions::default()).into(),
+    }
 }

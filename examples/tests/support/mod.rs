@@ -1,0 +1,116 @@
+//! The consuming side of a deployment as processes, for the tests that
+//! feed it through a real broker: `shopfloor-ingestd`, `shopfloor-alertd`
+//! and `shopfloor-live`, each with its config in a temporary folder and its
+//! HTTP endpoint answering before [`Stack::start`] returns.
+
+#![allow(dead_code, unreachable_pub)] // Each test file uses a part.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use shopfloor_examples::plant::Daemon;
+use shopfloor_testkit::Mosquitto;
+
+/// The three daemons and where they answer.
+pub struct Stack {
+    pub ingestd: Daemon,
+    pub alertd: Daemon,
+    pub live: Daemon,
+    pub ingest_port: u16,
+    pub alert_port: u16,
+    pub live_port: u16,
+    _dir: tempfile::TempDir,
+}
+
+/// What differs between tests: each daemon's own sections (after `[mqtt]`
+/// with the broker), and the alarm rules.
+pub struct Configs<'a> {
+    /// `client_id = …`, `[postgres]`, `[ingest]`.
+    pub ingest: &'a str,
+    /// `[alerting]` (its rules are in `rules.toml`), `[journal]`.
+    pub alertd: &'a str,
+    pub rules: &'a str,
+    /// `client_id = …`.
+    pub live: &'a str,
+    /// Subscriptions ingestd must have confirmed before the test publishes.
+    pub ingest_subscriptions: u32,
+}
+
+pub fn addr(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+/// `GET path` answers 200.
+pub fn answers(port: u16, path: &str) -> bool {
+    shopfloor_testkit::http_get(addr(port), path).is_ok_and(|(status, _)| status == 200)
+}
+
+impl Stack {
+    pub fn start(broker: &Mosquitto, c: &Configs<'_>) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let [ingest_port, alert_port, live_port] =
+            std::array::from_fn(|_| shopfloor_testkit::free_port().unwrap());
+        let mqtt = format!("[mqtt]\nhost = \"{}\"\nport = {}\n", broker.host(), broker.port());
+        let write = |name: &str, text: String| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, text).unwrap();
+            path.display().to_string()
+        };
+        let metrics = |port: u16| format!("\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n");
+        let ingest = write("ingest.toml", format!("{mqtt}{}{}", c.ingest, metrics(ingest_port)));
+        write("rules.toml", c.rules.to_owned());
+        let alert = write("alertd.toml", format!("{mqtt}{}{}", c.alertd, metrics(alert_port)));
+        let live = write(
+            "live.toml",
+            format!("{mqtt}{}\n[live]\nlisten = \"127.0.0.1:{live_port}\"\n", c.live),
+        );
+        let spawn = |name: &str, bin: &str, config: &str| {
+            Daemon::spawn(
+                name,
+                bin,
+                ["--config".to_owned(), config.to_owned()],
+                dir.path().join(format!("{name}.log")),
+            )
+            .unwrap()
+        };
+        let mut s = Self {
+            ingestd: spawn("ingestd", env!("CARGO_BIN_EXE_shopfloor-ingestd"), &ingest),
+            alertd: spawn("alertd", env!("CARGO_BIN_EXE_shopfloor-alertd"), &alert),
+            live: spawn("live", env!("CARGO_BIN_EXE_shopfloor-live"), &live),
+            ingest_port,
+            alert_port,
+            live_port,
+            _dir: dir,
+        };
+        for (d, port, path) in [
+            (&mut s.ingestd, ingest_port, "/metrics"),
+            (&mut s.alertd, alert_port, "/metrics"),
+            (&mut s.live, live_port, "/snapshot"),
+        ] {
+            d.wait_until(Duration::from_secs(30), |_| answers(port, path))
+                .unwrap_or_else(|e| panic!("{e:#}"));
+        }
+        let want = f64::from(c.ingest_subscriptions);
+        shopfloor_testkit::scrape_until(addr(ingest_port), Duration::from_secs(20), |p| {
+            p.lines().any(|l| {
+                l.strip_prefix("shopfloor_ingest_subscriptions_total ")
+                    .and_then(|v| v.trim().parse::<f64>().ok())
+                    .is_some_and(|v| v >= want)
+            })
+        });
+        s
+    }
+
+    /// All three still running (with the log tail of one that is not).
+    pub fn assert_running(&mut self) {
+        for d in [&mut self.ingestd, &mut self.alertd, &mut self.live] {
+            assert!(d.is_running(), "{} died:\n{}", d.name, d.log_tail(30));
+        }
+    }
+
+    pub fn stop(mut self) {
+        for d in [&mut self.ingestd, &mut self.alertd, &mut self.live] {
+            d.terminate(Duration::from_secs(10));
+        }
+    }
+}
