@@ -194,6 +194,14 @@ pub enum WriteError {
         /// The value offered.
         value: String,
     },
+    /// NaN or an infinity: no setpoint, whatever the tag's type.
+    #[error("tag {tag:?}: {value} is not a finite number")]
+    NotFinite {
+        /// The tag.
+        tag: String,
+        /// The value.
+        value: f64,
+    },
     /// Outside the tag's engineering range.
     #[error("tag {tag:?}: {value} is outside its range {min}..={max}")]
     OutOfRange {
@@ -281,7 +289,11 @@ pub fn encode(tag: &Tag, value: &Value) -> Result<Write, WriteError> {
     }
     let v = numeric(value).ok_or_else(type_error)?;
     let (min, max) = (tag.min.unwrap_or(f64::NEG_INFINITY), tag.max.unwrap_or(f64::INFINITY));
-    if !v.is_finite() && !matches!(tag.kind, TagType::F32 | TagType::F64) || v < min || v > max {
+    // A NaN passes every comparison with min and max: refuse it first.
+    if !v.is_finite() {
+        return Err(WriteError::NotFinite { tag: tag.name.clone(), value: v });
+    }
+    if v < min || v > max {
         return Err(WriteError::OutOfRange { tag: tag.name.clone(), value: v, min, max });
     }
     let raw = if tag.is_scaled() { (v - tag.offset) / tag.scale } else { v };

@@ -122,10 +122,19 @@ fn writes_that_cannot_be_are_refused_with_the_reason() {
         encode(&tag(TagType::Bool, "ABCD"), &Value::I64(2)),
         Err(WriteError::Type { .. })
     ));
-    assert!(matches!(
-        encode(&tag(TagType::U32, "ABCD"), &Value::F64(f64::NAN)),
-        Err(WriteError::OutOfRange { .. })
-    ));
+    // NaN and the infinities, for integer and float tags alike (a NaN
+    // passed the min/max check of float tags).
+    for kind in [TagType::U32, TagType::F32, TagType::F64] {
+        for bad in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
+            let mut t = tag(kind, "ABCD");
+            t.min = Some(0.0);
+            t.max = Some(100.0);
+            assert!(
+                matches!(encode(&t, &Value::F64(bad)), Err(WriteError::NotFinite { .. })),
+                "{kind:?} {bad}"
+            );
+        }
+    }
     assert!(matches!(
         encode(&tag(TagType::String(1), "ABCD"), &Value::String("abc".into())),
         Err(WriteError::Overflow { .. })

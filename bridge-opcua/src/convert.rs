@@ -170,9 +170,10 @@ pub fn to_variant(datatype: DataType, v: &Value) -> Option<Variant> {
             _ => None,
         }
     };
+    // NaN and the infinities are no setpoint: refused for every type.
     let float = || -> Option<f64> {
         match v {
-            Value::F64(x) => Some(*x),
+            Value::F64(x) if x.is_finite() => Some(*x),
             Value::I64(x) => Some(*x as f64),
             Value::U64(x) => Some(*x as f64),
             _ => None,
@@ -193,7 +194,7 @@ pub fn to_variant(datatype: DataType, v: &Value) -> Option<Variant> {
         DataType::UInt64 => Variant::UInt64(u64::try_from(int()?).ok()?),
         DataType::Float => {
             let x = float()?;
-            if x.is_finite() && x.abs() > f64::from(f32::MAX) {
+            if x.abs() > f64::from(f32::MAX) {
                 return None;
             }
             Variant::Float(x as f32)
@@ -358,6 +359,11 @@ mod tests {
         assert_eq!(to_variant(T::Double, &Value::I64(2)), Some(Variant::Double(2.0)));
         assert_eq!(to_variant(T::Float, &Value::F64(0.25)), Some(Variant::Float(0.25)));
         assert_eq!(to_variant(T::Float, &Value::F64(1e300)), None);
+        for bad in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
+            assert_eq!(to_variant(T::Double, &Value::F64(bad)), None, "{bad}");
+            assert_eq!(to_variant(T::Float, &Value::F64(bad)), None, "{bad}");
+            assert_eq!(to_variant(T::Int32, &Value::F64(bad)), None, "{bad}");
+        }
         assert_eq!(to_variant(T::Int16, &Value::F64(300.0)), Some(Variant::Int16(300)));
         assert_eq!(to_variant(T::Int16, &Value::F64(300.5)), None, "not whole");
         assert_eq!(to_variant(T::Int16, &Value::I64(40_000)), None, "does not fit");
