@@ -1058,8 +1058,11 @@ impl Engine {
         if self.unselected.get(source).is_some_and(|m| m.contains(metric)) {
             return None;
         }
-        let selecting = self.rules.rules.iter().filter(|rule| rule.selects(source, metric)).count();
-        if selecting == 0 && !self.enablers.contains(metric) {
+        // The rules are matched once per new signal.
+        let selecting: Vec<usize> = (0..self.rules.rules.len())
+            .filter(|&r| self.rules.rules[r].selects(source, metric))
+            .collect();
+        if selecting.is_empty() && !self.enablers.contains(metric) {
             if self.unselected_len >= self.limits.max_unselected {
                 self.unselected.clear();
                 self.unselected_len = 0;
@@ -1068,18 +1071,14 @@ impl Engine {
             self.unselected_len += 1;
             return None;
         }
-        if self.alarms.len() + selecting > self.limits.max_alarms {
+        if self.alarms.len() + selecting.len() > self.limits.max_alarms {
             self.refused += 1;
             return None;
         }
         let mut ids = Vec::new();
-        for r in 0..self.rules.rules.len() {
-            let rule = &self.rules.rules[r];
-            if !rule.selects(source, metric) {
-                continue;
-            }
+        for r in selecting {
             let k = AlarmKey {
-                rule: rule.name.clone(),
+                rule: self.rules.rules[r].name.clone(),
                 source: source.to_owned(),
                 metric: metric.to_owned(),
             };

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use shopfloor_schemas::{Batch, Reading};
 
-use crate::copy::{RowError, pg_micros, stored};
+use crate::copy::{RowError, pg_micros, value_error};
 
 /// The timestamps the ingest accepts, relative to the wall clock when a
 /// message arrives. Readings outside go to the dead letters with the reason
@@ -56,15 +56,20 @@ impl TimeWindow {
 
 /// Why `reading` of `source` cannot be stored, if it cannot: a NUL in a
 /// name or text, a value of a kind the table has no column for, a time
-/// PostgreSQL cannot hold.
+/// PostgreSQL cannot hold. Allocates nothing.
 pub fn row_error(source: &str, reading: &Reading) -> Option<RowError> {
+    name_error(source, reading)
+        .or_else(|| value_error(&reading.value))
+        .or_else(|| pg_micros(reading.timestamp.unix_ms()).err())
+}
+
+/// A NUL in the source or metric name, which PostgreSQL text cannot hold.
+pub fn name_error(source: &str, reading: &Reading) -> Option<RowError> {
     if let Some(at) = memchr::memchr(0, source.as_bytes()) {
         return Some(RowError::NulInName { what: "source", at });
     }
-    if let Some(at) = memchr::memchr(0, reading.metric.as_bytes()) {
-        return Some(RowError::NulInName { what: "metric", at });
-    }
-    stored(&reading.value).and_then(|_| pg_micros(reading.timestamp.unix_ms())).err()
+    let at = memchr::memchr(0, reading.metric.as_bytes())?;
+    Some(RowError::NulInName { what: "metric", at })
 }
 
 /// The readings of `batches` that can be stored, and for the dead letters

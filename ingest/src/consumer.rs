@@ -638,6 +638,25 @@ async fn maintain(db: Database, retention: Retention, every: Duration, stats: Ar
     }
 }
 
+/// Whether `work` may go to the pipeline now. A death is committed alone,
+/// after everything before it and before anything after it: its stale
+/// rows go after the latest row there is.
+fn can_submit(work: &Submission, in_flight: &VecDeque<InFlight>, pipeline: &Pipeline) -> bool {
+    if work.deaths.is_empty() {
+        in_flight.len() < pipeline.connections() && !in_flight.iter().any(|f| f.death)
+    } else {
+        in_flight.is_empty()
+    }
+}
+
+/// Sleeps until `at`; never wakes for `None`.
+async fn sleep_until_opt(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
 async fn run(
     config: IngestConfig,
     mut stop: oneshot::Receiver<()>,
@@ -687,21 +706,9 @@ async fn run(
     let mut oldest: Option<Instant> = None;
     let mut stopping = false;
     loop {
-        // A death is committed alone, after everything before it and before
-        // anything after it: its stale rows go after the latest row there is.
         let has_death = !work.deaths.is_empty();
-        let can_submit = if has_death {
-            in_flight.is_empty()
-        } else {
-            in_flight.len() < pipeline.connections() && !in_flight.iter().any(|f| f.death)
-        };
         let flush_at = oldest.map(|t| t + config.batch_age);
-        let due = async {
-            match flush_at {
-                Some(at) if can_submit => tokio::time::sleep_until(at).await,
-                _ => std::future::pending().await,
-            }
-        };
+        let due = sleep_until_opt(flush_at.filter(|_| can_submit(&work, &in_flight, &pipeline)));
         let full = readings >= config.batch_readings || held >= config.max_pending || has_death;
         let front = async {
             match in_flight.front_mut() {
@@ -709,13 +716,7 @@ async fn run(
                 None => std::future::pending().await,
             }
         };
-        let host_timer = decoder.poll_timeout();
-        let host_due = async {
-            match host_timer {
-                Some(at) => tokio::time::sleep_until(at).await,
-                None => std::future::pending().await,
-            }
-        };
+        let host_due = sleep_until_opt(decoder.poll_timeout());
         tokio::select! {
             _ = &mut stop, if !stopping => stopping = true,
             m = rx.recv(), if !full && !stopping => match m {
@@ -811,14 +812,12 @@ async fn run(
             }
         }
         let has_death = !work.deaths.is_empty();
-        let can_submit = if has_death {
-            in_flight.is_empty()
-        } else {
-            in_flight.len() < pipeline.connections() && !in_flight.iter().any(|f| f.death)
-        };
         let age_due = flush_at.is_some_and(|at| Instant::now() >= at);
         let full = readings >= config.batch_readings || held >= config.max_pending;
-        if !pending.is_empty() && can_submit && (full || age_due || stopping || has_death) {
+        if !pending.is_empty()
+            && can_submit(&work, &in_flight, &pipeline)
+            && (full || age_due || stopping || has_death)
+        {
             let ticket = pipeline.submit_all(std::mem::take(&mut work)).await;
             in_flight.push_back(InFlight {
                 ticket,

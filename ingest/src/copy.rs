@@ -115,8 +115,21 @@ pub enum RowError {
     },
 }
 
+/// Why `value` cannot be stored, if it cannot (what [`stored`] refuses),
+/// without encoding it.
+pub fn value_error(value: &Value) -> Option<RowError> {
+    match value {
+        Value::F64(_) | Value::I64(_) | Value::U64(_) | Value::Bool(_) | Value::Bytes(_) => None,
+        Value::String(s) => memchr::memchr(0, s.as_bytes()).map(RowError::Nul),
+        other => Some(RowError::Unsupported(format!("{other:?}"))),
+    }
+}
+
 /// How a reading's value is stored.
 pub fn stored(value: &Value) -> Result<Stored<'_>, RowError> {
+    if let Some(e) = value_error(value) {
+        return Err(e);
+    }
     Ok(match value {
         Value::F64(x) => Stored::Number(*x),
         // Exact up to 2^53; `as` back saturates, so 2^63 (the nearest
@@ -125,12 +138,7 @@ pub fn stored(value: &Value) -> Result<Stored<'_>, RowError> {
         Value::I64(x) => integer(*x, *x as f64, |f| (f < TWO_63).then_some(f as i64)),
         Value::U64(x) => integer(*x, *x as f64, |f| (f < 2.0 * TWO_63).then_some(f as u64)),
         Value::Bool(b) => Stored::Number(if *b { 1.0 } else { 0.0 }),
-        Value::String(s) => {
-            if let Some(i) = memchr::memchr(0, s.as_bytes()) {
-                return Err(RowError::Nul(i));
-            }
-            Stored::Text(std::borrow::Cow::Borrowed(s.as_str()))
-        }
+        Value::String(s) => Stored::Text(std::borrow::Cow::Borrowed(s.as_str())),
         Value::Bytes(b) => Stored::Text(std::borrow::Cow::Owned(
             base64::engine::general_purpose::STANDARD.encode(b),
         )),

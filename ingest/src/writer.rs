@@ -13,7 +13,7 @@ use futures_util::SinkExt as _;
 use shopfloor_schemas::Batch;
 use tokio_postgres::Client;
 
-use crate::check::row_error;
+use crate::check::{name_error, row_error};
 use crate::copy::{CopyBuffer, RowError, Stored, pg_micros, quality_code, stored};
 use crate::error::IngestError;
 use crate::migrate::Storage;
@@ -126,17 +126,6 @@ pub struct Submission {
     pub deaths: Vec<Batch>,
     /// Messages that cannot be used.
     pub dead: Vec<DeadLetter>,
-}
-
-impl Submission {
-    /// Whether there is nothing to write.
-    pub fn is_empty(&self) -> bool {
-        self.births.is_empty()
-            && self.metrics.is_empty()
-            && self.batches.is_empty()
-            && self.deaths.is_empty()
-            && self.dead.is_empty()
-    }
 }
 
 /// Text cannot hold NUL; a topic, or a reason quoting a hostile name, might.
@@ -451,11 +440,13 @@ impl Writer {
             // (A source with no readings was never registered.)
             let Some(ids) = self.ids.get(b.source.as_str()) else { continue };
             for r in &b.readings {
-                let row = match row_error(&b.source, r) {
+                let ms = r.timestamp.unix_ms();
+                // `stored` once per reading: it encodes bytes as base64.
+                let row = match name_error(&b.source, r) {
                     Some(e) => Err(e),
-                    None => stored(&r.value).map(|v| (v, r.timestamp.unix_ms())),
+                    None => stored(&r.value).and_then(|v| Ok((v, pg_micros(ms)?))),
                 };
-                let (value, ms) = match row {
+                let (value, time) = match row {
                     Ok(x) => x,
                     Err(error) => {
                         out.rejected.push(Rejected {
@@ -488,8 +479,6 @@ impl Writer {
                     days.insert(day);
                     last_day = day;
                 }
-                // Checked by `row_error`.
-                let time = pg_micros(ms).unwrap_or_default();
                 copy.push(time, id, &value, quality_code(r.quality));
             }
         }
