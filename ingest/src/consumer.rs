@@ -453,26 +453,6 @@ impl Decoder {
         Decoded::Dead(format!("no input is configured for topic {topic:?}"))
     }
 
-    /// The earliest deadline of the hosts' timers (a `seq` gap waiting to
-    /// be filled before a rebirth is requested).
-    fn poll_timeout(&self) -> Option<Instant> {
-        self.inputs
-            .iter()
-            .filter_map(|(_, h)| h.as_ref()?.poll_timeout())
-            .min()
-            .map(Instant::from_std)
-    }
-
-    /// Runs the hosts' timers that are due: a gap not filled in time asks
-    /// for a rebirth (in [`transmits`](Self::transmits)).
-    fn handle_timeout(&mut self) {
-        for h in self.inputs.iter_mut().filter_map(|(_, h)| h.as_mut()) {
-            h.handle_timeout(Now::now());
-            // Lifecycle events only (a rebirth requested): no readings.
-            while h.poll_event().is_some() {}
-        }
-    }
-
     /// The hosts' STATE and rebirth requests to publish.
     fn transmits(&mut self) -> Vec<shopfloor_sparkplug::edge::Publish> {
         self.inputs
@@ -716,7 +696,6 @@ async fn run(
                 None => std::future::pending().await,
             }
         };
-        let host_due = sleep_until_opt(decoder.poll_timeout());
         tokio::select! {
             _ = &mut stop, if !stopping => stopping = true,
             m = rx.recv(), if !full && !stopping => match m {
@@ -781,7 +760,6 @@ async fn run(
                 None => return Ok(()),
             },
             () = due => {}
-            () = host_due => decoder.handle_timeout(),
             done = front => {
                 // This branch only completes when `front` had a ticket.
                 let f = in_flight.pop_front().expect("a ticket resolved");

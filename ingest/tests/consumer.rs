@@ -843,67 +843,6 @@ async fn stopping_works_while_the_database_is_refused() {
     assert!(t0.elapsed() < Duration::from_secs(1));
 }
 
-/// A `seq` gap that is not filled within the reorder timeout ends in a
-/// rebirth request from the ingest's host (before, only alertd ran the
-/// host's timer: a gap seen by ingest was never answered).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_seq_gap_not_filled_in_time_asks_for_a_rebirth() {
-    let (broker, pg) = (broker(), Postgres::start().expect("postgres"));
-    let mut c = config(&broker, &pg);
-    let mut host = HostConfig::new("ingest");
-    host.publish_state = false;
-    host.reorder_timeout = Duration::from_millis(500);
-    c.inputs = vec![Input::Sparkplug { host }];
-    let ingest = ingest(c).await;
-    let (watcher, mut events) =
-        AsyncClient::new(MqttOptions::new("watcher", broker.host(), broker.port()), 10);
-    watcher.subscribe("spBv1.0/G/NCMD/gappy", QoS::AtLeastOnce).await.unwrap();
-    timeout(Duration::from_secs(10), async {
-        while !matches!(events.poll().await, Ok(Event::Incoming(Packet::SubAck(_)))) {}
-    })
-    .await
-    .expect("subscribed");
-    let raw = Raw::new(&broker, "gappy-edge");
-    let t = now_ms();
-    raw.send(
-        "spBv1.0/G/NBIRTH/gappy",
-        sp_payload(Some(0), t, vec![bd_seq(0), sp_metric(Some("x"), 1, t, 1.0)]),
-    )
-    .await;
-    raw.send(
-        "spBv1.0/G/NDATA/gappy",
-        sp_payload(Some(1), t + 1, vec![sp_metric(None, 1, t + 1, 2.0)]),
-    )
-    .await;
-    // seq 2 never comes.
-    raw.send(
-        "spBv1.0/G/NDATA/gappy",
-        sp_payload(Some(3), t + 3, vec![sp_metric(None, 1, t + 3, 4.0)]),
-    )
-    .await;
-    let sent = Instant::now();
-    let rebirth = timeout(Duration::from_secs(10), async {
-        loop {
-            if let Ok(Event::Incoming(Packet::Publish(p))) = events.poll().await {
-                return p;
-            }
-        }
-    })
-    .await
-    .expect("a rebirth request within 10 s of the gap");
-    let payload = shopfloor_sparkplug::Payload::decode(
-        &rebirth.payload,
-        &shopfloor_sparkplug::BirthTypes::new(),
-    )
-    .unwrap();
-    assert_eq!(payload.metrics[0].name.as_deref(), Some("Node Control/Rebirth"));
-    assert!(sent.elapsed() >= Duration::from_millis(400), "not before the reorder timeout");
-    // The data on both sides of the gap is stored all the same.
-    let client = db(&pg).await;
-    wait_for(&client, "SELECT count(*) FROM shopfloor.readings WHERE source = 'G/gappy'", 3).await;
-    ingest.shutdown().await.unwrap();
-}
-
 on_both_storages!(
     no_single_message_stalls_the_ingest,
     a_death_is_never_lost,
