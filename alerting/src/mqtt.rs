@@ -38,53 +38,36 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use rumqttc::v5::mqttbytes::QoS;
-use rumqttc::v5::mqttbytes::v5::{Packet, PublishProperties};
-use rumqttc::v5::{AsyncClient, Event as MqttEvent, MqttOptions};
 use serde::Deserialize;
 use serde_json::json;
-use shopfloor_schemas::{Codec, TopicTemplate};
-use shopfloor_sparkplug::edge::{Message, Now};
-use shopfloor_sparkplug::host::{HostApplication, HostConfig, HostEvent};
-use tokio::sync::{mpsc, oneshot};
+use shopfloor_mqtt::consumer::{LinkCounters, Outgoing};
+use shopfloor_mqtt::{Broker, Consumer, ConsumerConfig, ConsumerEvent, Inputs, Protocol};
+use shopfloor_sparkplug::edge::Now;
+#[cfg(any(feature = "postgres", feature = "alertmanager"))]
+use tokio::sync::mpsc;
+use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::engine::{AlarmKey, Command, Condition, Engine};
 pub use crate::json::event_json;
 
-/// What the driver subscribes to.
-#[derive(Clone, Debug)]
-pub enum Input {
-    /// Plain readings on a topic template; the source is the topic's
-    /// placeholders but `{sensor}`, joined by `/`.
-    Plain {
-        /// The template.
-        template: TopicTemplate,
-        /// The codec when a message has no MQTT 5 content type.
-        codec: Codec,
-    },
-    /// Sparkplug B, through a host application that never publishes STATE.
-    Sparkplug {
-        /// The host's configuration.
-        host: HostConfig,
-    },
-}
+/// What the driver subscribes to: plain readings on a topic template
+/// (the source is the topic's placeholders but `{sensor}`, joined by `/`)
+/// or Sparkplug B, through a host application that never publishes STATE.
+pub use shopfloor_mqtt::Input;
 
 /// How the driver connects and where it publishes.
 #[derive(Clone, Debug)]
 pub struct AlertConfig {
-    /// Broker host.
-    pub host: String,
-    /// Broker port.
-    pub port: u16,
+    /// The broker, with its credentials and TLS.
+    pub broker: Broker,
+    /// MQTT 5 (default) or 3.1.1 (then command replies go to
+    /// `<prefix>/reply`, without correlation data).
+    pub protocol: Protocol,
+    /// MQTT keep-alive.
+    pub keep_alive: Duration,
     /// MQTT client id.
     pub client_id: String,
-    /// User name and password.
-    pub credentials: Option<(String, String)>,
-    /// TLS settings (rustls, ring provider), for instance from
-    /// `shopfloor_mqtt::tls_client_config` with a client
-    /// certificate; `None`: plain TCP.
-    pub tls: Option<std::sync::Arc<rumqttc::tokio_rustls::rustls::ClientConfig>>,
     /// The inputs.
     pub inputs: Vec<Input>,
     /// Topic prefix for events, state and commands.
@@ -107,11 +90,10 @@ impl AlertConfig {
     /// Defaults: prefix `shopfloor/alarms`, no inputs.
     pub fn new(host: impl Into<String>, port: u16, client_id: impl Into<String>) -> Self {
         Self {
-            host: host.into(),
-            port,
+            broker: Broker::new(host, port),
+            protocol: Protocol::V5,
+            keep_alive: Duration::from_secs(10),
             client_id: client_id.into(),
-            credentials: None,
-            tls: None,
             inputs: Vec::new(),
             prefix: "shopfloor/alarms".into(),
             #[cfg(feature = "postgres")]
@@ -131,8 +113,12 @@ pub struct DriverStats {
     pub messages: std::sync::atomic::AtomicU64,
     /// Alarm events published.
     pub events: std::sync::atomic::AtomicU64,
-    /// Connections made to the broker; more than one means reconnects.
-    pub connects: std::sync::atomic::AtomicU64,
+    /// The MQTT connection's counters: connects (more than one means
+    /// reconnects), subscriptions confirmed, failures.
+    pub link: std::sync::Arc<LinkCounters>,
+    /// Messages that carried no usable reading (not a batch, DATA before
+    /// any birth, no input for the topic): alerting keeps no dead letters.
+    pub unusable: std::sync::atomic::AtomicU64,
     /// Alarms active now (as `Engine::active` lists them), updated after
     /// every burst of events.
     pub active: std::sync::atomic::AtomicU64,
@@ -223,86 +209,6 @@ pub fn parse_command(payload: &[u8]) -> Result<Command, String> {
         "in_service" => Command::InService { key, user },
         other => return Err(format!("unknown command {other:?}")),
     })
-}
-
-/// Decodes a message into batches for the engine.
-struct Decoder {
-    inputs: Vec<(Input, Option<HostApplication>)>,
-}
-
-impl Decoder {
-    fn batches(
-        &mut self,
-        topic: &str,
-        content_type: Option<&str>,
-        payload: &[u8],
-    ) -> Vec<(shopfloor_schemas::Batch, bool)> {
-        for (input, host) in &mut self.inputs {
-            match (input, host) {
-                (Input::Plain { template, codec }, _) => {
-                    let Some(caps) = template.matches(topic) else { continue };
-                    let codec = match content_type.map(Codec::from_content_type) {
-                        Some(Ok(c)) => c,
-                        Some(Err(_)) => return Vec::new(),
-                        None => *codec,
-                    };
-                    let Ok(mut batch) = codec.decode_batch(payload) else {
-                        tracing::debug!(topic, "not a batch; ignored");
-                        return Vec::new();
-                    };
-                    let source: Vec<&str> =
-                        caps.iter().filter(|(n, _)| *n != "sensor").map(|(_, v)| v).collect();
-                    batch.source = source.join("/").into();
-                    return vec![(batch, false)];
-                }
-                (Input::Sparkplug { .. }, Some(host)) if topic.starts_with("spBv1.0/") => {
-                    let msg = Message {
-                        topic: topic.to_owned(),
-                        payload: bytes::Bytes::copy_from_slice(payload),
-                    };
-                    let _ = host.handle_message(&msg, Now::now());
-                    let mut out = Vec::new();
-                    while let Some(e) = host.poll_event() {
-                        match e {
-                            HostEvent::Data(b) => out.push((b, false)),
-                            HostEvent::Historical(b) => out.push((b, true)),
-                            _ => {}
-                        }
-                    }
-                    return out;
-                }
-                _ => {}
-            }
-        }
-        Vec::new()
-    }
-
-    /// The Sparkplug hosts' rebirth requests to publish (on data before a
-    /// birth, or a `seq` gap that stayed open).
-    fn transmits(&mut self) -> Vec<shopfloor_sparkplug::edge::Publish> {
-        self.inputs
-            .iter_mut()
-            .filter_map(|(_, h)| h.as_mut())
-            .flat_map(HostApplication::drain_transmits)
-            .collect()
-    }
-
-    /// Runs the hosts' `seq`-gap deadlines that have passed.
-    fn handle_timeouts(&mut self) {
-        let now = Now::now();
-        for (_, host) in &mut self.inputs {
-            if let Some(h) = host
-                && h.poll_timeout().is_some_and(|t| t <= now.instant)
-            {
-                h.handle_timeout(now);
-            }
-        }
-    }
-}
-
-enum In {
-    Connected,
-    Message(Box<rumqttc::v5::mqttbytes::v5::Publish>),
 }
 
 /// Journal batches: events and the state after them.
@@ -444,84 +350,38 @@ async fn run(
         Some(url) => Some(start_journal(url, &mut engine).await),
         None => None,
     };
-    let mut o = MqttOptions::new(&config.client_id, &config.host, config.port);
-    o.set_keep_alive(Duration::from_secs(10));
-    o.set_max_packet_size(Some(16 << 20));
-    if let Some((u, p)) = &config.credentials {
-        o.set_credentials(u, p);
-    }
-    if let Some(tls) = &config.tls {
-        o.set_transport(rumqttc::Transport::tls_with_config(rumqttc::TlsConfiguration::Rustls(
-            std::sync::Arc::clone(tls),
-        )));
-    }
-    let (client, mut eventloop) = AsyncClient::new(o, 10_000);
-    let mut filters: Vec<String> = Vec::new();
-    for i in &config.inputs {
-        match i {
-            Input::Plain { template, .. } => filters.push(template.filter()),
-            Input::Sparkplug { host } => {
-                filters.extend(HostApplication::new(host.clone()).subscriptions())
-            }
-        }
-    }
-    let command_topic = format!("{}/command", config.prefix);
-    filters.push(command_topic.clone());
-    let (tx, mut rx) = mpsc::channel::<In>(100_000);
-    let sub = client.clone();
-    let events_task = tokio::spawn(async move {
-        let mut failures = 0_u32;
-        loop {
-            match eventloop.poll().await {
-                Ok(MqttEvent::Incoming(Packet::ConnAck(_))) => {
-                    failures = 0;
-                    let (c, f) = (sub.clone(), filters.clone());
-                    tokio::spawn(async move {
-                        for filter in f {
-                            let _ = c.subscribe(filter, QoS::AtLeastOnce).await;
-                        }
-                    });
-                    if tx.send(In::Connected).await.is_err() {
-                        return;
-                    }
-                }
-                Ok(MqttEvent::Incoming(Packet::Publish(p))) => {
-                    if tx.send(In::Message(Box::new(p))).await.is_err() {
-                        return;
-                    }
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    failures += 1;
-                    tracing::warn!("MQTT: {e}");
-                    tokio::time::sleep(Duration::from_millis(100 * u64::from(failures.min(20))))
-                        .await;
-                }
-            }
-        }
-    });
-    let mut decoder = Decoder {
-        inputs: config
+    let mut inputs = Inputs::new(
+        &config
             .inputs
             .iter()
-            .map(|i| {
-                let host = match i {
-                    Input::Sparkplug { host } => {
-                        let mut h = host.clone();
-                        h.publish_state = false;
-                        Some(HostApplication::new(h))
-                    }
-                    Input::Plain { .. } => None,
-                };
-                (i.clone(), host)
+            .map(|i| match i {
+                // Never a primary host: ingest (or nobody) publishes STATE.
+                Input::Sparkplug { host } => {
+                    let mut h = host.clone();
+                    h.publish_state = false;
+                    Input::sparkplug(h)
+                }
+                other => other.clone(),
             })
-            .collect(),
+            .collect::<Vec<_>>(),
+    );
+    let command_topic = format!("{}/command", config.prefix);
+    let mut filters = inputs.filters(None);
+    filters.push(command_topic.clone());
+    let mut c = ConsumerConfig::new(config.client_id.clone(), config.broker.clone());
+    c.protocol = config.protocol;
+    c.keep_alive = config.keep_alive;
+    c.filters = filters;
+    c.queue = 100_000;
+    let mut consumer = Consumer::connect(c, std::sync::Arc::clone(&stats.link));
+    let client = consumer.client().clone();
+    let publish = |topic: String, body: String, retain: bool| {
+        let client = client.clone();
+        async move {
+            let _ = client.publish(Outgoing::new(topic, body, 1, retain)).await;
+        }
     };
-    // The Sparkplug hosts' deadlines (a `seq` gap waits this long at most
-    // for its missing message before a rebirth is asked for).
     let (mut wake, mut wake_checked) = (None::<tokio::time::Instant>, None::<tokio::time::Instant>);
-    let mut host_tick = tokio::time::interval(Duration::from_millis(500));
-    host_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
         // The engine's next deadline costs a pass over every alarm: with
         // 100 000 signals, looking it up after each message took a core.
@@ -538,6 +398,14 @@ async fn run(
         let recheck = wake_checked.unwrap_or(now_i) + TIMER_RECHECK;
         let due = wake;
         let timer = tokio::time::sleep_until(due.map_or(recheck, |w| w.min(recheck)));
+        // A Sparkplug `seq` gap still open at its deadline: a rebirth request.
+        let gap_at = inputs.poll_timeout().map(tokio::time::Instant::from_std);
+        let gap = async {
+            match gap_at {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
         #[cfg(feature = "alertmanager")]
         let resend_tick = async {
             match &alertmanager {
@@ -551,7 +419,7 @@ async fn run(
         let resend_tick = std::future::pending::<()>();
         tokio::select! {
             _ = &mut stop => break,
-            _ = host_tick.tick() => decoder.handle_timeouts(),
+            () = gap => inputs.handle_timeout(Now::now()),
             () = resend_tick => {
                 #[cfg(feature = "alertmanager")]
                 if let Some(tx) = &alertmanager {
@@ -573,54 +441,48 @@ async fn run(
                 // Look the next deadline up again now.
                 wake_checked = None;
             }
-            m = rx.recv() => match m {
+            m = consumer.recv() => match m {
                 None => break,
-                Some(In::Connected) => {
-                    stats.connects.fetch_add(1, Relaxed);
-                    for (_, host) in &mut decoder.inputs {
-                        if let Some(h) = host {
-                            h.handle_connected(Now::now());
-                        }
-                    }
-                }
-                Some(In::Message(p)) => {
+                Some(ConsumerEvent::Connected { .. }) => inputs.handle_connected(Now::now()),
+                Some(ConsumerEvent::Message(m)) => {
                     stats.messages.fetch_add(1, Relaxed);
-                    let topic = String::from_utf8_lossy(&p.topic);
-                    if topic == command_topic {
-                        let (reply, correlation) = match p.properties.as_ref() {
-                            Some(pr) => (pr.response_topic.clone(), pr.correlation_data.clone()),
-                            None => (None, None),
-                        };
-                        let result = parse_command(&p.payload)
+                    if m.topic == command_topic {
+                        let result = parse_command(&m.payload)
                             .and_then(|c| engine.handle_command(c, now_ms()).map_err(|e| e.to_string()));
                         let body = match &result {
                             Ok(()) => json!({"ok": true}),
                             Err(e) => json!({"ok": false, "error": e}),
                         };
-                        let props = PublishProperties { correlation_data: correlation, ..Default::default() };
-                        let to = reply.unwrap_or_else(|| format!("{}/reply", config.prefix));
-                        let _ = client
-                            .publish_with_properties(to, QoS::AtLeastOnce, false, body.to_string(), props)
-                            .await;
+                        let to = m.response_topic.clone().unwrap_or_else(|| format!("{}/reply", config.prefix));
+                        let mut reply = Outgoing::new(to, body.to_string(), 1, false);
+                        reply.correlation_data = m.correlation_data.clone();
+                        let _ = client.publish(reply).await;
                     } else {
-                        let ct = p.properties.as_ref().and_then(|x| x.content_type.as_deref());
                         let now = now_ms();
-                        for (b, historical) in decoder.batches(&topic, ct, &p.payload) {
-                            if historical {
-                                engine.handle_historical(&b, now);
-                                continue;
+                        match inputs.decode(&m.topic, m.content_type.as_deref(), &m.payload, Now::now()) {
+                            shopfloor_mqtt::Decoded::Readings { readings, .. } => {
+                                for b in &readings.live {
+                                    engine.handle_batch(b, now);
+                                }
+                                for b in &readings.historical {
+                                    engine.handle_historical(b, now);
+                                }
                             }
-                            engine.handle_batch(&b, now);
+                            shopfloor_mqtt::Decoded::Dead(why) => {
+                                stats.unusable.fetch_add(1, Relaxed);
+                                tracing::debug!(topic = %m.topic, "ignored: {why}");
+                            }
+                            _ => {}
                         }
                     }
                 }
+                Some(_) => {}
             },
         }
         // Rebirth requests: without them, an alerting daemon that started
         // after the edge nodes' births could never name their metrics.
-        for p in decoder.transmits() {
-            let q = if p.qos == 0 { QoS::AtMostOnce } else { QoS::AtLeastOnce };
-            if client.try_publish(p.topic, q, p.retain, p.payload).is_err() {
+        for p in inputs.transmits() {
+            if client.try_publish(Outgoing::from(p)).is_err() {
                 tracing::warn!("a Sparkplug rebirth request was dropped: the MQTT client is busy");
             }
         }
@@ -635,14 +497,7 @@ async fn run(
             if !late && !changed.contains(&e.key) {
                 changed.push(e.key.clone());
             }
-            let _ = client
-                .publish(
-                    format!("{}/events", config.prefix),
-                    QoS::AtLeastOnce,
-                    false,
-                    event_json(&e).to_string(),
-                )
-                .await;
+            publish(format!("{}/events", config.prefix), event_json(&e).to_string(), false).await;
             stats.events.fetch_add(1, Relaxed);
             #[cfg(feature = "postgres")]
             recorded.push(e);
@@ -670,7 +525,7 @@ async fn run(
             });
             let topic =
                 format!("{}/state/{}/{}/{}", config.prefix, key.rule, key.source, key.metric);
-            let _ = client.publish(topic, QoS::AtLeastOnce, true, state.to_string()).await;
+            publish(topic, state.to_string(), true).await;
         }
         #[cfg(feature = "alertmanager")]
         if let (Some(tx), false) = (&alertmanager, changed.is_empty()) {
@@ -687,7 +542,7 @@ async fn run(
             let _ = tx.send((recorded, engine.persisted()));
         }
     }
-    events_task.abort();
+    drop(consumer);
     #[cfg(feature = "postgres")]
     if let Some((tx, task)) = journal {
         // What is queued is written before the engine is handed back.

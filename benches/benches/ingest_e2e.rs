@@ -88,7 +88,7 @@ fn ingest_process(args: &str) {
             // reconnect are committed again but add no row.
             let line = format!(
                 "{} {} {}\n",
-                s.subscribed.load(Relaxed),
+                s.link.subscribed.load(Relaxed),
                 s.rows.load(Relaxed),
                 s.held.load(Relaxed)
             );

@@ -7,40 +7,12 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use serde::Deserialize;
 use shopfloor_mqtt::plain::PlainConfig;
-use shopfloor_mqtt::{Broker, DriverConfig, Protocol};
+use shopfloor_mqtt::{Broker, DriverConfig};
 use shopfloor_sparkplug::spool::FileSpool;
 use shopfloor_sparkplug::{EdgeNode, EdgeNodeConfig};
 
 /// `[mqtt]`: the broker and how to log in.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Mqtt {
-    /// Host name or address.
-    #[serde(default = "crate::localhost")]
-    pub host: String,
-    /// Port.
-    #[serde(default = "crate::mqtt_port")]
-    pub port: u16,
-    /// The client id (default: the binary's choice).
-    pub client_id: Option<String>,
-    /// `"5"` or `"3.1.1"`.
-    #[serde(default = "v5")]
-    pub protocol: String,
-    /// The user name.
-    pub username: Option<String>,
-    /// The password's file (or `SHOPFLOOR_MQTT_PASSWORD`).
-    pub password_file: Option<PathBuf>,
-    /// The CA certificate (PEM) that signed the broker's: TLS.
-    pub ca_file: Option<PathBuf>,
-    /// This client's certificate (PEM), with `key_file`.
-    pub cert_file: Option<PathBuf>,
-    /// This client's private key (PEM).
-    pub key_file: Option<PathBuf>,
-}
-
-fn v5() -> String {
-    "5".into()
-}
+pub use shopfloor_mqtt::MqttSection as Mqtt;
 
 /// `[sparkplug]`: the edge node.
 #[derive(Debug, Deserialize)]
@@ -122,16 +94,17 @@ pub fn sections(path: &Path, own: &[&str], strict: bool) -> anyhow::Result<(Mqtt
     let mqtt = doc.mqtt.with_context(|| {
         format!("{}: no [mqtt] section; add [mqtt] with host and port", path.display())
     })?;
-    if !["5", "3.1.1"].contains(&mqtt.protocol.as_str()) {
-        bail!("{}: mqtt.protocol = {:?}; use \"5\" or \"3.1.1\"", path.display(), mqtt.protocol);
-    }
     let output = match (doc.sparkplug, doc.plain) {
         (Some(s), None) => {
             EdgeNode::new(EdgeNodeConfig::new(s.group_id.clone(), s.edge_node_id.clone()))
                 .map_err(|e| anyhow::anyhow!("{}: sparkplug: {e}", path.display()))?;
             Output::Sparkplug(s)
         }
-        (None, Some(p)) => Output::Plain(plain(p, path)?),
+        (None, Some(p)) => {
+            let mut p = plain(p, path)?;
+            p.protocol = mqtt.protocol;
+            Output::Plain(p)
+        }
         (Some(_), Some(_)) => {
             bail!("{}: both [sparkplug] and [plain]; choose one output", path.display())
         }
@@ -155,27 +128,14 @@ fn plain(p: Plain, path: &Path) -> anyhow::Result<PlainConfig> {
 
 /// The broker of `[mqtt]`, with its credentials (`path`: the file, for errors).
 pub fn broker(mqtt: &Mqtt, path: &Path) -> anyhow::Result<Broker> {
-    let mut broker = Broker::new(mqtt.host.clone(), mqtt.port);
-    if let Some(user) = &mqtt.username {
-        let pass = crate::mqtt_password(mqtt.password_file.as_deref(), path)?.unwrap_or_default();
-        broker.credentials = Some((user.clone(), pass));
-    }
-    broker.tls = crate::mqtt_tls(
-        mqtt.ca_file.as_deref(),
-        mqtt.cert_file.as_deref(),
-        mqtt.key_file.as_deref(),
-        path,
-    )?;
-    Ok(broker)
+    Ok(mqtt.broker(path)?)
 }
 
 /// The Sparkplug driver's settings (the client id defaults to the edge node id).
 pub fn driver(mqtt: &Mqtt, sp: &Sparkplug, broker: Broker) -> DriverConfig {
-    let client_id = mqtt.client_id.clone().unwrap_or_else(|| sp.edge_node_id.clone());
-    let mut driver = DriverConfig::new(client_id, broker);
-    if mqtt.protocol == "3.1.1" {
-        driver.protocol = Protocol::V311;
-    }
+    let mut driver = DriverConfig::new(mqtt.client_id_or(&sp.edge_node_id), broker);
+    driver.protocol = mqtt.protocol;
+    driver.keep_alive = mqtt.keep_alive();
     driver
 }
 

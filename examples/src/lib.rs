@@ -64,24 +64,6 @@ pub fn read_toml<T: serde::de::DeserializeOwned>(path: &std::path::Path) -> anyh
     })
 }
 
-/// The MQTT password: `SHOPFLOOR_MQTT_PASSWORD`, else the first line of
-/// `password_file` (named by `mqtt.password_file` in errors about `config`),
-/// else none. Never from the command line.
-pub fn mqtt_password(
-    password_file: Option<&std::path::Path>,
-    config: &std::path::Path,
-) -> anyhow::Result<Option<String>> {
-    use anyhow::Context as _;
-    if let Ok(p) = std::env::var("SHOPFLOOR_MQTT_PASSWORD") {
-        return Ok(Some(p));
-    }
-    let Some(f) = password_file else { return Ok(None) };
-    let p = std::fs::read_to_string(f).with_context(|| {
-        format!("{}: mqtt.password_file {}: cannot read it", config.display(), f.display())
-    })?;
-    Ok(Some(p.trim_end_matches(['\r', '\n']).to_owned()))
-}
-
 /// A payload codec by its configuration name; `key` names the setting in
 /// the error.
 pub fn codec(
@@ -99,16 +81,6 @@ pub fn codec(
             config.display()
         ),
     })
-}
-
-/// serde default for an MQTT host: `127.0.0.1`.
-pub fn localhost() -> String {
-    "127.0.0.1".into()
-}
-
-/// serde default for an MQTT port: 1883.
-pub const fn mqtt_port() -> u16 {
-    1883
 }
 
 /// What `--config FILE [--check-config]` asked for.
@@ -143,42 +115,4 @@ pub fn config_args(help: &str) -> anyhow::Result<Option<ConfigArgs>> {
     }
     let config = config.context("--config FILE is required; see --help")?;
     Ok(Some(ConfigArgs { config, check }))
-}
-
-/// TLS settings for the broker from `[mqtt]`'s `ca_file`, `cert_file` and
-/// `key_file` (relative paths are taken from the folder of `config`, the
-/// deployment file): none without `ca_file`; with `cert_file` and
-/// `key_file`, the client certificate whose CN the shipped broker
-/// configuration takes as the user name.
-pub fn mqtt_tls(
-    ca_file: Option<&std::path::Path>,
-    cert_file: Option<&std::path::Path>,
-    key_file: Option<&std::path::Path>,
-    config: &std::path::Path,
-) -> anyhow::Result<Option<std::sync::Arc<rustls::ClientConfig>>> {
-    let dir = config.parent().unwrap_or_else(|| std::path::Path::new("."));
-    let at = |p: &std::path::Path| dir.join(p);
-    let Some(ca) = ca_file else {
-        if cert_file.is_some() || key_file.is_some() {
-            anyhow::bail!(
-                "{}: mqtt.cert_file / key_file without mqtt.ca_file; add ca_file (the CA that signed the broker's certificate)",
-                config.display()
-            );
-        }
-        return Ok(None);
-    };
-    let client = match (cert_file, key_file) {
-        (Some(c), Some(k)) => Some((at(c), at(k))),
-        (None, None) => None,
-        _ => anyhow::bail!(
-            "{}: mqtt.cert_file and mqtt.key_file go together; give both, or neither",
-            config.display()
-        ),
-    };
-    let tls = shopfloor_mqtt::tls_client_config(
-        &at(ca),
-        client.as_ref().map(|(c, k)| (c.as_path(), k.as_path())),
-    )
-    .map_err(|e| anyhow::anyhow!("{}: [mqtt] TLS: {e}", config.display()))?;
-    Ok(Some(tls))
 }

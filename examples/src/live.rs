@@ -30,13 +30,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use rumqttc::v5::mqttbytes::QoS;
-use rumqttc::v5::mqttbytes::v5::Packet;
-use rumqttc::v5::{AsyncClient, Event, MqttOptions};
 use serde_json::{Value as Json, json};
+use shopfloor_mqtt::consumer::{ClientHandle, LinkCounters, Outgoing};
+use shopfloor_mqtt::{
+    Broker, Consumer, ConsumerConfig, ConsumerEvent, Decoded, Input, Inputs, Protocol,
+};
 use shopfloor_schemas::{Quality, Value};
-use shopfloor_sparkplug::edge::{Message, Now};
-use shopfloor_sparkplug::host::{HostApplication, HostConfig, HostEvent};
+use shopfloor_sparkplug::edge::Now;
+use shopfloor_sparkplug::host::HostConfig;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -46,18 +47,17 @@ const INDEX: &str = include_str!("live.html");
 pub const HISTORY: usize = 60;
 /// Above this many signals, snapshots are per machine only.
 pub const DETAIL_LIMIT: usize = 5_000;
+/// Where alertd keeps each alarm's state (retained).
+const ALARM_STATE: &str = "shopfloor/alarms/state/";
 
 /// Where to read from and listen.
 #[derive(Clone)]
 pub struct LiveConfig {
-    /// The broker.
-    pub host: String,
-    /// Its port.
-    pub port: u16,
-    /// TLS, if the broker wants it.
-    pub tls: Option<Arc<rustls::ClientConfig>>,
-    /// User name and password (the shipped broker's people listener).
-    pub credentials: Option<(String, String)>,
+    /// The broker, with TLS and credentials if it wants them (the shipped
+    /// broker's people listener).
+    pub broker: Broker,
+    /// MQTT 5 or 3.1.1.
+    pub protocol: Protocol,
     /// The HTTP address (port 0: any free one).
     pub listen: SocketAddr,
     /// The MQTT client id (`None`: `live-page-<pid>`).
@@ -197,61 +197,20 @@ pub async fn start(config: LiveConfig) -> anyhow::Result<Live> {
     let board = Arc::new(Mutex::new(Board::default()));
     let id =
         config.client_id.clone().unwrap_or_else(|| format!("live-page-{}", std::process::id()));
-    let mut o = MqttOptions::new(id, &config.host, config.port);
-    o.set_max_packet_size(Some(16 << 20));
-    o.set_keep_alive(Duration::from_secs(10));
-    if let Some((u, p)) = &config.credentials {
-        o.set_credentials(u, p);
-    }
-    if let Some(tls) = &config.tls {
-        o.set_transport(rumqttc::Transport::tls_with_config(rumqttc::TlsConfiguration::Rustls(
-            Arc::clone(tls),
-        )));
-    }
-    let (client, mut events) = AsyncClient::new(o, 1000);
-    // rumqttc's event loop in a plain loop of its own (never raced in a
-    // `select!`, never waiting on a request): it forwards what the page
-    // needs and subscribes again on each CONNACK from a task of its own.
-    let (tx, mut rx) =
-        tokio::sync::mpsc::channel::<Option<rumqttc::v5::mqttbytes::v5::Publish>>(1000);
-    let poller = {
-        let client = client.clone();
-        tokio::spawn(async move {
-            loop {
-                match events.poll().await {
-                    Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                        let c = client.clone();
-                        tokio::spawn(async move {
-                            for f in ["spBv1.0/#", "shopfloor/alarms/state/#"] {
-                                let _ = c.subscribe(f, QoS::AtMostOnce).await;
-                            }
-                        });
-                        if tx.send(None).await.is_err() {
-                            return;
-                        }
-                    }
-                    Ok(Event::Incoming(Packet::Publish(p))) => {
-                        if tx.send(Some(p)).await.is_err() {
-                            return;
-                        }
-                    }
-                    Ok(_) => {}
-                    Err(e) => {
-                        tracing::warn!("live page: MQTT: {e}");
-                        tokio::time::sleep(Duration::from_secs(1)).await;
-                    }
-                }
-            }
-        })
-    };
+    let mut host_config = HostConfig::new("shopfloor-live");
+    host_config.publish_state = false;
+    let mut inputs = Inputs::new(&[Input::sparkplug(host_config)]);
+    let mut c = ConsumerConfig::new(id, config.broker.clone());
+    c.protocol = config.protocol;
+    c.filters = inputs.filters(None);
+    c.filters.push(format!("{ALARM_STATE}#"));
+    let mut consumer = Consumer::connect(c, Arc::new(LinkCounters::default()));
+    let client = consumer.client().clone();
     let reader = {
         let (board, client) = (Arc::clone(&board), client.clone());
         tokio::spawn(async move {
-            let mut host_config = HostConfig::new("shopfloor-live");
-            host_config.publish_state = false;
-            let mut host = HostApplication::new(host_config);
             loop {
-                let deadline = host.poll_timeout().map(tokio::time::Instant::from_std);
+                let deadline = inputs.poll_timeout().map(tokio::time::Instant::from_std);
                 let timer = async {
                     match deadline {
                         Some(at) => tokio::time::sleep_until(at).await,
@@ -259,16 +218,14 @@ pub async fn start(config: LiveConfig) -> anyhow::Result<Live> {
                     }
                 };
                 tokio::select! {
-                    m = rx.recv() => match m {
+                    m = consumer.recv() => match m {
                         None => return,
-                        // Connected (again).
-                        Some(None) => host.handle_connected(Now::now()),
-                        Some(Some(p)) => {
-                            let topic = String::from_utf8_lossy(&p.topic).into_owned();
+                        Some(ConsumerEvent::Connected { .. }) => inputs.handle_connected(Now::now()),
+                        Some(ConsumerEvent::Message(m)) => {
                             let mut b = board.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
                             b.messages += 1;
-                            if let Some(key) = topic.strip_prefix("shopfloor/alarms/state/") {
-                                match serde_json::from_slice::<Json>(&p.payload) {
+                            if let Some(key) = m.topic.strip_prefix(ALARM_STATE) {
+                                match serde_json::from_slice::<Json>(&m.payload) {
                                     Ok(state) => {
                                         b.alarms.insert(key.to_owned(), state);
                                     }
@@ -276,26 +233,22 @@ pub async fn start(config: LiveConfig) -> anyhow::Result<Live> {
                                         b.alarms.remove(key);
                                     }
                                 }
-                            } else {
-                                let msg = Message { topic, payload: p.payload.clone() };
-                                let _ = host.handle_message(&msg, Now::now());
+                            } else if let Decoded::Readings { readings, .. } =
+                                inputs.decode(&m.topic, None, &m.payload, Now::now())
+                            {
+                                for batch in readings.into_batches() {
+                                    b.apply(&batch);
+                                }
                             }
                         }
+                        Some(_) => {}
                     },
                     // A seq gap not filled in time: a rebirth request.
-                    () = timer => host.handle_timeout(Now::now()),
+                    () = timer => inputs.handle_timeout(Now::now()),
                 }
-                let mut b = board.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-                while let Some(e) = host.poll_event() {
-                    if let HostEvent::Data(batch) | HostEvent::Historical(batch) = e {
-                        b.apply(&batch);
-                    }
-                }
-                drop(b);
                 // Rebirth requests, so a page opened late names every metric.
-                for t in host.drain_transmits() {
-                    let q = if t.qos == 0 { QoS::AtMostOnce } else { QoS::AtLeastOnce };
-                    let _ = client.try_publish(t.topic, q, t.retain, t.payload);
+                for t in inputs.transmits() {
+                    let _ = client.try_publish(Outgoing::from(t));
                 }
             }
         })
@@ -313,7 +266,7 @@ pub async fn start(config: LiveConfig) -> anyhow::Result<Live> {
         })
     };
     tracing::info!("live page on http://{addr}/");
-    Ok(Live { addr, board, tasks: vec![poller, reader, server] })
+    Ok(Live { addr, board, tasks: vec![reader, server] })
 }
 
 /// A request header's value, by case-insensitive name.
@@ -342,7 +295,7 @@ async fn respond(
 async fn handle(
     mut socket: TcpStream,
     board: Arc<Mutex<Board>>,
-    client: AsyncClient,
+    client: ClientHandle,
 ) -> std::io::Result<()> {
     // The request head (at most 16 KiB within 5 s), then a body of at most 16 KiB.
     let mut buf = Vec::with_capacity(2048);
@@ -460,7 +413,7 @@ async fn handle(
                 .await;
             }
             match client
-                .publish("shopfloor/alarms/command", QoS::AtLeastOnce, false, command.to_string())
+                .publish(Outgoing::new("shopfloor/alarms/command", command.to_string(), 1, false))
                 .await
             {
                 Ok(()) => {

@@ -226,12 +226,22 @@ pub fn ingest(page: &mut Exposition, s: &shopfloor_ingest::consumer::Stats) {
     .counter(
         "shopfloor_ingest_connects_total",
         "Connections to the broker; more than one means reconnects.",
-        s.connects.load(Relaxed),
+        s.link.connects.load(Relaxed),
+    )
+    .counter(
+        "shopfloor_ingest_connection_failures_total",
+        "Failed connections and connection attempts to the broker.",
+        s.link.failures.load(Relaxed),
+    )
+    .counter(
+        "shopfloor_ingest_stale_acks_total",
+        "Acks dropped because their connection had gone (the broker redelivers those messages).",
+        s.link.stale_acks.load(Relaxed),
     )
     .counter(
         "shopfloor_ingest_subscriptions_total",
         "Subscriptions the broker confirmed (one per topic filter per connection).",
-        s.subscribed.load(Relaxed),
+        s.link.subscribed.load(Relaxed),
     )
     .counter(
         "shopfloor_ingest_skipped_metrics_total",
@@ -257,7 +267,17 @@ pub fn alerting(page: &mut Exposition, s: &shopfloor_alerting::mqtt::DriverStats
     .counter(
         "shopfloor_alerting_connects_total",
         "Connections to the broker; more than one means reconnects.",
-        s.connects.load(Relaxed),
+        s.link.connects.load(Relaxed),
+    )
+    .counter(
+        "shopfloor_alerting_connection_failures_total",
+        "Failed connections and connection attempts to the broker.",
+        s.link.failures.load(Relaxed),
+    )
+    .counter(
+        "shopfloor_alerting_unusable_messages_total",
+        "Messages with no usable reading (not a batch, DATA before any birth, no input for the topic).",
+        s.unusable.load(Relaxed),
     )
     .counter(
         "shopfloor_alerting_alertmanager_dropped_total",

@@ -261,12 +261,19 @@ fn check_config_reports_the_address_and_names_mistakes() {
     let ok = run("[mqtt]\nport = 1884\n[live]\nlisten = \"127.0.0.1:9000\"\n");
     assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
     let out = String::from_utf8_lossy(&ok.stdout);
-    assert!(out.contains("MQTT 127.0.0.1:1884") && out.contains("http://127.0.0.1:9000/"), "{out}");
+    assert!(
+        out.contains("MQTT 5 127.0.0.1:1884") && out.contains("http://127.0.0.1:9000/"),
+        "{out}"
+    );
+    let v311 = run("[mqtt]\nprotocol = \"3.1.1\"\n");
+    let out = String::from_utf8_lossy(&v311.stdout);
+    assert!(out.contains("MQTT 3.1.1 127.0.0.1:1883"), "{out}");
     for (text, says) in [
         ("[live]\nlisten = \"127.0.0.1:9000\"\n", "no [mqtt] section"),
         ("[mqtt]\n[live]\nlisten = \"localhost\"\n", "live.listen = \"localhost\""),
         ("[mqtt]\nport = 1883\nhots = \"x\"\n", "hots"),
         ("[mqtt]\ncert_file = \"a.crt\"\n", "without mqtt.ca_file"),
+        ("[mqtt]\nprotocol = \"3.1\"\n", "use \"5\" or \"3.1.1\""),
         ("[mqtt\n", "live.toml"),
     ] {
         let out = run(text);

@@ -1,7 +1,8 @@
 //! MQTT in, committed rows out: the ingest process.
 //!
 //! The delivery contract (see the crate README):
-//! - MQTT 5, a stable client id, `clean_start = false` with a session expiry,
+//! - a stable client id and a persistent session (MQTT 5: `clean_start =
+//!   false` with a session expiry; MQTT 3.1.1: `clean_session = false`),
 //!   manual acks: a message is acknowledged only after the transaction
 //!   holding its rows has committed, in arrival order;
 //! - every received message carries the number of the connection it came
@@ -11,24 +12,24 @@
 //! - PostgreSQL down: the batch is retried with a capped backoff, nothing
 //!   more is read (a bounded queue; the broker holds the rest).
 //!
-//! The MQTT event loop is polled in a plain loop of its own (never raced in
-//! `select!`); it hands messages over a bounded channel and never waits on
-//! the ingest loop otherwise. Acks go out with `try_ack`, with a retry queue
-//! that keeps their order, so nothing here can wait on the event loop while
-//! the event loop waits on it.
+//! The connection is a [`shopfloor_mqtt::Consumer`]: its event loop is
+//! polled in a task of its own and hands messages over a bounded channel.
+//! Acks go out with `try_ack`, with a retry queue that keeps their order,
+//! so nothing here can wait on the event loop while the event loop waits
+//! on it. The readings come from [`shopfloor_mqtt::Inputs`], whose
+//! Sparkplug hosts' `seq`-gap timer this loop drives.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use rumqttc::v5::mqttbytes::QoS;
-use rumqttc::v5::mqttbytes::v5::{Packet, Publish};
-use rumqttc::v5::{AsyncClient, Event, MqttOptions};
-use shopfloor_schemas::{Batch, Codec, TopicTemplate};
-use shopfloor_sparkplug::edge::{Message, Now};
-use shopfloor_sparkplug::host::{HostApplication, HostConfig, HostEvent};
-use tokio::sync::{mpsc, oneshot};
+use shopfloor_mqtt::consumer::{AckToken, Acked, ClientHandle, LinkCounters, Outgoing};
+use shopfloor_mqtt::input::{Kind, Readings};
+use shopfloor_mqtt::{Broker, Consumer, ConsumerConfig, ConsumerEvent, Inputs, Protocol, Session};
+use shopfloor_schemas::Batch;
+use shopfloor_sparkplug::edge::Now;
+use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
@@ -38,48 +39,31 @@ use crate::maintain::{Maintenance, Retention};
 use crate::pipeline::{Database, Pipeline, Ticket, db_backoff};
 use crate::writer::{DeadLetter, MetricInfo, Submission, Writer};
 
-/// What the ingest subscribes to.
-#[derive(Clone, Debug)]
-pub enum Input {
-    /// Plain readings: each message a [`Batch`] on a topic of `template`.
-    /// The source is the topic's placeholders but `{sensor}`, joined by `/`;
-    /// the metric is each reading's own. The codec comes from the MQTT 5
-    /// content type, else `codec`.
-    Plain {
-        /// The topic template.
-        template: TopicTemplate,
-        /// The codec when a message carries no content type.
-        codec: Codec,
-    },
-    /// Sparkplug B, decoded by a [`HostApplication`] (births define names
-    /// and types, deaths write `stale`, gaps ask for rebirths).
-    Sparkplug {
-        /// The host's configuration (`publish_state` only on the primary).
-        host: HostConfig,
-    },
-}
+/// What the ingest subscribes to: plain topics (the source is the topic's
+/// placeholders but `{sensor}`, joined by `/`; the codec from the MQTT 5
+/// content type, else the input's) or Sparkplug B, decoded by a host
+/// application (births define names and types, deaths write `stale`,
+/// gaps ask for rebirths).
+pub use shopfloor_mqtt::Input;
 
 /// How an ingest process runs.
 #[derive(Clone, Debug)]
 pub struct IngestConfig {
-    /// MQTT broker host.
-    pub host: String,
-    /// MQTT broker port.
-    pub port: u16,
+    /// The MQTT broker, with its credentials and TLS.
+    pub broker: Broker,
+    /// MQTT 5 (default) or 3.1.1.
+    pub protocol: Protocol,
+    /// MQTT keep-alive.
+    pub keep_alive: Duration,
     /// The MQTT client id: stable across restarts, so the broker keeps the
     /// session and redelivers what was not acked.
     pub client_id: String,
-    /// User name and password.
-    pub credentials: Option<(String, String)>,
-    /// TLS settings (rustls, ring provider), for instance from
-    /// `shopfloor_mqtt::tls_client_config` with a client
-    /// certificate; `None`: plain TCP.
-    pub tls: Option<Arc<rumqttc::tokio_rustls::rustls::ClientConfig>>,
-    /// How long the broker keeps the session while ingest is away.
+    /// How long the broker keeps the session while ingest is away (MQTT
+    /// 5; with 3.1.1 the broker's own setting decides).
     pub session_expiry: Duration,
     /// What to subscribe to.
     pub inputs: Vec<Input>,
-    /// Share the plain inputs with other ingest processes through an MQTT 5
+    /// Share the plain inputs with other ingest processes through a
     /// shared subscription (`$share/<name>/<filter>`): the broker gives each
     /// message to one of them. Sparkplug inputs are never shared (a host
     /// must see a node's whole session): split those by `HostConfig::groups`.
@@ -130,11 +114,10 @@ impl IngestConfig {
         database: impl Into<String>,
     ) -> Self {
         Self {
-            host: host.into(),
-            port,
+            broker: Broker::new(host, port),
+            protocol: Protocol::V5,
+            keep_alive: Duration::from_secs(10),
             client_id: client_id.into(),
-            credentials: None,
-            tls: None,
             session_expiry: Duration::from_secs(3600),
             inputs: Vec::new(),
             share: None,
@@ -165,13 +148,10 @@ pub struct Stats {
     pub duplicates: AtomicU64,
     /// Messages sent to the dead letters.
     pub dead_letters: AtomicU64,
-    /// Acks dropped because their connection had gone.
-    pub stale_acks: AtomicU64,
-    /// Subscriptions the broker has confirmed (one per filter per connection).
-    pub subscribed: AtomicU64,
-    /// Connections made to the broker (CONNACKs); more than one means
-    /// reconnects.
-    pub connects: AtomicU64,
+    /// The MQTT connection's counters: connects (more than one means
+    /// reconnects), subscriptions confirmed, failures, acks dropped
+    /// because their connection had gone.
+    pub link: Arc<LinkCounters>,
     /// Rollup passes that found work (native storage).
     pub rollup_passes: AtomicU64,
     /// Messages received and not committed yet (a gauge; at most
@@ -231,104 +211,9 @@ impl<T> Drop for AbortOnDrop<T> {
     }
 }
 
-/// From the event loop to the ingest loop.
-enum FromBroker {
-    Connected { connection: u64 },
-    Message { connection: u64, publish: Box<Publish> },
-}
-
-/// A message held until its rows are committed.
-struct Pending {
-    connection: u64,
-    publish: Box<Publish>,
-}
-
-fn filters(inputs: &[Input], share: Option<&str>) -> Vec<String> {
-    inputs
-        .iter()
-        .flat_map(|i| match i {
-            Input::Plain { template, .. } => match share {
-                Some(group) => vec![format!("$share/{group}/{}", template.filter())],
-                None => vec![template.filter()],
-            },
-            Input::Sparkplug { host } => HostApplication::new(host.clone()).subscriptions(),
-        })
-        .collect()
-}
-
-fn spawn_event_loop(
-    config: &IngestConfig,
-    tx: mpsc::Sender<FromBroker>,
-    stats: Arc<Stats>,
-) -> (AsyncClient, JoinHandle<()>) {
-    let mut o = MqttOptions::new(&config.client_id, &config.host, config.port);
-    o.set_clean_start(false);
-    o.set_session_expiry_interval(Some(
-        u32::try_from(config.session_expiry.as_secs()).unwrap_or(u32::MAX),
-    ));
-    o.set_manual_acks(true);
-    o.set_keep_alive(Duration::from_secs(10));
-    // The broker's send window must be larger than a batch (else a batch
-    // waiting to fill never does) and is a memory bound too.
-    o.set_receive_maximum(Some(u16::try_from(config.max_pending).unwrap_or(u16::MAX).max(20)));
-    o.set_max_packet_size(Some(16 << 20));
-    if let Some((u, p)) = &config.credentials {
-        o.set_credentials(u, p);
-    }
-    if let Some(tls) = &config.tls {
-        o.set_transport(rumqttc::Transport::tls_with_config(rumqttc::TlsConfiguration::Rustls(
-            Arc::clone(tls),
-        )));
-    }
-    let cap = config.max_pending.max(16);
-    let (client, mut eventloop) = AsyncClient::new(o, cap);
-    let filters = filters(&config.inputs, config.share.as_deref());
-    let sub = client.clone();
-    let task = tokio::spawn(async move {
-        let mut connection = 0_u64;
-        // Jittered: ingest processes sharing a broker do not come back in
-        // lockstep after it restarts.
-        let mut backoff =
-            shopfloor_mqtt::Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
-        loop {
-            match eventloop.poll().await {
-                Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                    connection += 1;
-                    stats.connects.fetch_add(1, Ordering::Relaxed);
-                    backoff.reset();
-                    let (c, f) = (sub.clone(), filters.clone());
-                    // Subscribe again on every CONNACK, from a task of its own.
-                    tokio::spawn(async move {
-                        for filter in f {
-                            let _ = c.subscribe(filter, QoS::AtLeastOnce).await;
-                        }
-                    });
-                    if tx.send(FromBroker::Connected { connection }).await.is_err() {
-                        return;
-                    }
-                }
-                Ok(Event::Incoming(Packet::Publish(p))) => {
-                    if tx
-                        .send(FromBroker::Message { connection, publish: Box::new(p) })
-                        .await
-                        .is_err()
-                    {
-                        return;
-                    }
-                }
-                Ok(Event::Incoming(Packet::SubAck(_))) => {
-                    stats.subscribed.fetch_add(1, Ordering::Relaxed);
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    tracing::warn!("MQTT: {e}");
-                    tokio::time::sleep(backoff.next_delay()).await;
-                }
-            }
-        }
-    });
-    (client, task)
-}
+/// A message held until its rows are committed: what acks it (nothing for
+/// QoS 0).
+struct Pending(Option<AckToken>);
 
 /// What one message decodes to.
 enum Decoded {
@@ -338,7 +223,7 @@ enum Decoded {
     Batches {
         batches: Vec<Batch>,
         metrics: Vec<MetricInfo>,
-        death: bool,
+        kind: Kind,
         refused: Option<String>,
     },
     Dead(String),
@@ -352,114 +237,38 @@ struct InFlight {
     death: bool,
 }
 
+/// The shared reading input, with what ingest checks on top: the time
+/// window, the readings a message may hold, what births say of their
+/// metrics.
 struct Decoder {
-    inputs: Vec<(Input, Option<HostApplication>)>,
+    inputs: Inputs,
     window: TimeWindow,
     max_readings: usize,
 }
 
 impl Decoder {
     fn new(inputs: &[Input], window: TimeWindow, max_readings: usize) -> Self {
-        Self {
-            window,
-            max_readings,
-            inputs: inputs
-                .iter()
-                .map(|i| {
-                    let host = match i {
-                        Input::Sparkplug { host } => Some(HostApplication::new(host.clone())),
-                        Input::Plain { .. } => None,
-                    };
-                    (i.clone(), host)
-                })
-                .collect(),
-        }
+        Self { inputs: Inputs::new(inputs), window, max_readings }
     }
 
     fn decode(
         &mut self,
         topic: &str,
         content_type: Option<&str>,
-        payload: &[u8],
+        payload: &bytes::Bytes,
         now: Now,
     ) -> Decoded {
-        for (input, host) in &mut self.inputs {
-            match (input, host) {
-                (Input::Plain { template, codec }, _) => {
-                    let Some(caps) = template.matches(topic) else { continue };
-                    let codec = match content_type.map(Codec::from_content_type) {
-                        Some(Ok(c)) => c,
-                        Some(Err(e)) => return Decoded::Dead(e.to_string()),
-                        None => *codec,
-                    };
-                    let mut batch = match codec.decode_batch(payload) {
-                        Ok(b) => b,
-                        Err(e) => return Decoded::Dead(e.to_string()),
-                    };
-                    let source: Vec<&str> =
-                        caps.iter().filter(|(n, _)| *n != "sensor").map(|(_, v)| v).collect();
-                    batch.source = source.join("/").into();
-                    return decoded(
-                        &self.window,
-                        self.max_readings,
-                        vec![batch],
-                        Vec::new(),
-                        false,
-                        now.unix_ms,
-                    );
-                }
-                (Input::Sparkplug { .. }, Some(host)) => {
-                    if !topic.starts_with("spBv1.0/") {
-                        continue;
-                    }
-                    let msg = Message {
-                        topic: topic.to_owned(),
-                        payload: bytes::Bytes::copy_from_slice(payload),
-                    };
-                    if let Err(e) = host.handle_message(&msg, now) {
-                        return Decoded::Dead(e.to_string());
-                    }
-                    let mut batches = Vec::new();
-                    while let Some(e) = host.poll_event() {
-                        // Replayed history is stored like live data.
-                        if let HostEvent::Data(b) | HostEvent::Historical(b) = e {
-                            batches.push(b);
-                        }
-                    }
-                    // DATA the host could not name (no birth seen from its
-                    // node or device) is kept, not silently dropped.
-                    let data = matches!(topic.split('/').nth(2), Some("NDATA" | "DDATA"));
-                    if data && batches.is_empty() {
-                        return Decoded::Dead(
-                            "Sparkplug DATA with no birth seen from its edge node or device: \
-                             its metrics cannot be named (a rebirth was requested)"
-                                .into(),
-                        );
-                    }
-                    let death = matches!(topic.split('/').nth(2), Some("NDEATH" | "DDEATH"));
-                    let metrics = birth_metrics(topic, payload);
-                    return decoded(
-                        &self.window,
-                        self.max_readings,
-                        batches,
-                        metrics,
-                        death,
-                        now.unix_ms,
-                    );
-                }
-                _ => {}
+        match self.inputs.decode(topic, content_type, payload, now) {
+            shopfloor_mqtt::Decoded::Dead(why) => Decoded::Dead(why),
+            shopfloor_mqtt::Decoded::Readings { readings, kind } => {
+                let metrics =
+                    if kind == Kind::Birth { birth_metrics(topic, payload) } else { Vec::new() };
+                // Replayed history is stored like live data.
+                let batches = Readings::into_batches(readings);
+                decoded(&self.window, self.max_readings, batches, metrics, kind, now.unix_ms)
             }
+            _ => Decoded::Dead("not a message this version can use".into()),
         }
-        Decoded::Dead(format!("no input is configured for topic {topic:?}"))
-    }
-
-    /// The hosts' STATE and rebirth requests to publish.
-    fn transmits(&mut self) -> Vec<shopfloor_sparkplug::edge::Publish> {
-        self.inputs
-            .iter_mut()
-            .filter_map(|(_, h)| h.as_mut())
-            .flat_map(HostApplication::drain_transmits)
-            .collect()
     }
 }
 
@@ -539,7 +348,7 @@ fn decoded(
     max_readings: usize,
     batches: Vec<Batch>,
     metrics: Vec<MetricInfo>,
-    death: bool,
+    kind: Kind,
     now_ms: u64,
 ) -> Decoded {
     let n: usize = batches.iter().map(|b| b.readings.len()).sum();
@@ -552,13 +361,8 @@ fn decoded(
     let (batches, refused) = crate::check::split(batches, window, now_ms);
     match refused {
         Some(why) if had && batches.is_empty() && metrics.is_empty() => Decoded::Dead(why),
-        refused => Decoded::Batches { batches, metrics, death, refused },
+        refused => Decoded::Batches { batches, metrics, kind, refused },
     }
-}
-
-/// Whether a Sparkplug topic is a birth (NBIRTH or DBIRTH).
-fn is_birth(topic: &str) -> bool {
-    topic.starts_with("spBv1.0/") && matches!(topic.split('/').nth(2), Some("NBIRTH" | "DBIRTH"))
 }
 
 /// Gives the Sparkplug hosts the births kept before a restart, so that
@@ -574,17 +378,16 @@ async fn replay_births(db: &Database, decoder: &mut Decoder) {
             return;
         }
     };
-    for (topic, payload) in &births {
-        let _ = decoder.decode(topic, None, payload, Now::now());
+    let n = births.len();
+    for (topic, payload) in births {
+        let _ = decoder.decode(&topic, None, &payload.into(), Now::now());
     }
     // The queued DATA continues sequences these births know nothing of.
-    for h in decoder.inputs.iter_mut().filter_map(|(_, h)| h.as_mut()) {
-        h.resync_seq();
-    }
+    decoder.inputs.resync_seq();
     // Nothing to send for them: they are history.
-    let _ = decoder.transmits();
-    if !births.is_empty() {
-        tracing::info!(births = births.len(), "Sparkplug births from before the restart replayed");
+    let _ = decoder.inputs.transmits();
+    if n > 0 {
+        tracing::info!(births = n, "Sparkplug births from before the restart replayed");
     }
 }
 
@@ -637,6 +440,46 @@ async fn sleep_until_opt(at: Option<Instant>) {
     }
 }
 
+/// The consumer ingest reads through: a persistent session with manual
+/// acks.
+fn consumer(config: &IngestConfig, filters: Vec<String>, counters: Arc<LinkCounters>) -> Consumer {
+    let mut c = ConsumerConfig::new(config.client_id.clone(), config.broker.clone());
+    c.protocol = config.protocol;
+    c.keep_alive = config.keep_alive;
+    c.session = Session::Persistent { expiry: config.session_expiry };
+    c.filters = filters;
+    c.manual_acks = true;
+    // The broker's send window must be larger than a batch (else a batch
+    // waiting to fill never does) and is a memory bound too. (MQTT 3.1.1
+    // has none: the broker's in-flight limit applies, and a batch is
+    // flushed by its age.)
+    c.receive_maximum = Some(u16::try_from(config.max_pending).unwrap_or(u16::MAX).max(20));
+    // The event loop must never wait on this channel for long: while it
+    // waits it sends no PINGREQ, and after 1.5 keep-alives the broker drops
+    // the connection and redelivers everything in flight. The broker sends
+    // at most `max_pending` unacked messages (the receive maximum; Mosquitto
+    // 2.0.11 overruns it once acks flow), so four times that is room enough
+    // and still a bound.
+    c.queue = config.max_pending.max(16).saturating_mul(4);
+    // Jittered: ingest processes sharing a broker do not come back in
+    // lockstep after it restarts.
+    c.backoff_min = Duration::from_millis(100);
+    c.backoff_max = Duration::from_secs(5);
+    Consumer::connect(c, counters)
+}
+
+/// Acks in arrival order; what the client cannot take now waits.
+fn send_acks(client: &ClientHandle, acks: &mut VecDeque<AckToken>) {
+    while let Some(t) = acks.front() {
+        match client.try_ack(t) {
+            Ok(Acked::Sent | Acked::Stale) => {
+                acks.pop_front();
+            }
+            Err(_) => break,
+        }
+    }
+}
+
 async fn run(
     config: IngestConfig,
     mut stop: oneshot::Receiver<()>,
@@ -654,35 +497,28 @@ async fn run(
         config.maintain_every,
         Arc::clone(&stats),
     )));
-    // The event loop must never wait on this channel for long: while it
-    // waits it sends no PINGREQ, and after 1.5 keep-alives the broker drops
-    // the connection and redelivers everything in flight. The broker sends
-    // at most `max_pending` unacked messages (the receive maximum; Mosquitto
-    // 2.0.11 overruns it once acks flow), so four times that is room enough
-    // and still a bound.
-    let (tx, mut rx) = mpsc::channel(config.max_pending.max(16).saturating_mul(4));
-    let (client, events) = spawn_event_loop(&config, tx, Arc::clone(&stats));
-    // The event loop ends with this task, however it ends: a crashed ingest
-    // must not leave its MQTT session connected (the next process with the
-    // same client id would be taken over, and take over back).
-    let events = AbortOnDrop(events);
     let window =
         TimeWindow::new(config.max_ahead, Some(config.retention.samples.unwrap_or(config.max_age)));
     let mut decoder = Decoder::new(&config.inputs, window, config.max_readings_per_message);
-    if decoder.inputs.iter().any(|(_, h)| h.is_some()) {
+    let filters = decoder.inputs.filters(config.share.as_deref());
+    // The connection ends with this task, however it ends: a crashed
+    // ingest must not leave its MQTT session connected (the next process
+    // with the same client id would be taken over, and take over back).
+    let mut consumer = consumer(&config, filters, Arc::clone(&stats.link));
+    let client = consumer.client().clone();
+    if decoder.inputs.has_sparkplug() {
         tokio::select! {
             () = replay_births(&db, &mut decoder) => {}
             _ = &mut stop => return Ok(()),
         }
     }
-    let mut connection = 0_u64;
     let mut pending: Vec<Pending> = Vec::new();
     // What the next commit holds.
     let mut work = Submission::default();
     let mut readings = 0;
     let mut in_flight: VecDeque<InFlight> = VecDeque::new();
     let mut held = 0; // messages in `pending` and `in_flight`
-    let mut acks: VecDeque<Box<Publish>> = VecDeque::new();
+    let mut acks: VecDeque<AckToken> = VecDeque::new();
     let mut oldest: Option<Instant> = None;
     let mut stopping = false;
     loop {
@@ -696,67 +532,54 @@ async fn run(
                 None => std::future::pending().await,
             }
         };
+        // A Sparkplug `seq` gap still open at its deadline: a rebirth request.
+        let gap = sleep_until_opt(decoder.inputs.poll_timeout().map(Instant::from_std));
         tokio::select! {
             _ = &mut stop, if !stopping => stopping = true,
-            m = rx.recv(), if !full && !stopping => match m {
-                Some(FromBroker::Connected { connection: c }) => {
-                    connection = c;
+            () = gap => decoder.inputs.handle_timeout(Now::now()),
+            m = consumer.recv(), if !full && !stopping => match m {
+                Some(ConsumerEvent::Connected { .. }) => {
                     // Acks waiting from the old connection are stale.
-                    let stale = acks.len() as u64;
-                    acks.clear();
-                    stats.stale_acks.fetch_add(stale, Ordering::Relaxed);
-                    for (_, host) in &mut decoder.inputs {
-                        if let Some(h) = host {
-                            h.handle_connected(Now::now());
-                        }
-                    }
+                    send_acks(&client, &mut acks);
+                    decoder.inputs.handle_connected(Now::now());
                 }
-                Some(FromBroker::Message { connection: c, mut publish }) => {
-                    {
-                        let topic = String::from_utf8_lossy(&publish.topic);
-                        let ct = publish.properties.as_ref().and_then(|p| p.content_type.as_deref());
-                        let refused = match decoder.decode(&topic, ct, &publish.payload, Now::now()) {
-                            Decoded::Batches { batches, metrics, death, refused } => {
-                                readings += batches.iter().map(|x| x.readings.len()).sum::<usize>();
-                                if death {
-                                    work.deaths.extend(batches);
-                                } else {
-                                    work.batches.extend(batches);
-                                }
-                                work.metrics.extend(metrics);
-                                if is_birth(&topic) {
-                                    work.births.push((topic.clone().into_owned(), publish.payload.to_vec()));
-                                }
-                                refused
+                Some(ConsumerEvent::Message(mut m)) => {
+                    let refused = match decoder.decode(&m.topic, m.content_type.as_deref(), &m.payload, Now::now()) {
+                        Decoded::Batches { batches, metrics, kind, refused } => {
+                            readings += batches.iter().map(|x| x.readings.len()).sum::<usize>();
+                            if kind == Kind::Death {
+                                work.deaths.extend(batches);
+                            } else {
+                                work.batches.extend(batches);
                             }
-                            Decoded::Dead(error) => Some(error),
-                        };
-                        if let Some(mut error) = refused {
-                            let n = publish.payload.len();
-                            let keep = n.min(config.dead_letter_payload);
-                            if keep < n {
-                                error.push_str(&format!(" (payload of {n} bytes, the first {keep} kept)"));
+                            work.metrics.extend(metrics);
+                            if kind == Kind::Birth {
+                                work.births.push((m.topic.clone(), m.payload.to_vec()));
                             }
-                            work.dead.push(DeadLetter {
-                                topic: topic.into_owned(),
-                                payload: publish.payload[..keep].to_vec(),
-                                error,
-                            });
+                            refused
                         }
+                        Decoded::Dead(error) => Some(error),
+                    };
+                    if let Some(mut error) = refused {
+                        let n = m.payload.len();
+                        let keep = n.min(config.dead_letter_payload);
+                        if keep < n {
+                            error.push_str(&format!(" (payload of {n} bytes, the first {keep} kept)"));
+                        }
+                        work.dead.push(DeadLetter {
+                            topic: std::mem::take(&mut m.topic),
+                            payload: m.payload[..keep].to_vec(),
+                            error,
+                        });
                     }
-                    let hosts = || decoder.inputs.iter().filter_map(|(_, h)| h.as_ref());
-                    stats.skipped_metrics.store(hosts().map(HostApplication::skipped_metrics).sum(), Ordering::Relaxed);
-                    stats.untracked_readings.store(hosts().map(HostApplication::untracked_readings).sum(), Ordering::Relaxed);
-                    // Only the packet id and QoS are needed to ack: let go of
-                    // the rest, which pins rumqttc's read buffer in memory.
-                    publish.topic = bytes::Bytes::new();
-                    publish.payload = bytes::Bytes::new();
-                    publish.properties = None;
+                    stats.skipped_metrics.store(decoder.inputs.skipped_metrics(), Ordering::Relaxed);
+                    stats.untracked_readings.store(decoder.inputs.untracked_readings(), Ordering::Relaxed);
                     oldest.get_or_insert_with(Instant::now);
-                    pending.push(Pending { connection: c, publish });
+                    pending.push(Pending(m.take_ack()));
                     held += 1;
                     stats.held.store(held as u64, Ordering::Relaxed);
                 }
+                Some(_) => {}
                 None => return Ok(()),
             },
             () = due => {}
@@ -774,18 +597,11 @@ async fn run(
                 held -= f.messages.len();
                 stats.held.store(held as u64, Ordering::Relaxed);
                 stats.messages.fetch_add(f.messages.len() as u64, Ordering::Relaxed);
-                for p in f.messages {
-                    if p.connection == connection {
-                        acks.push_back(p.publish);
-                    } else {
-                        stats.stale_acks.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
+                acks.extend(f.messages.into_iter().filter_map(|p| p.0));
             }
         }
-        for p in decoder.transmits() {
-            let q = if p.qos == 0 { QoS::AtMostOnce } else { QoS::AtLeastOnce };
-            if client.try_publish(p.topic, q, p.retain, p.payload).is_err() {
+        for p in decoder.inputs.transmits() {
+            if client.try_publish(Outgoing::from(p)).is_err() {
                 tracing::warn!("a Sparkplug host message was dropped: the MQTT client is busy");
             }
         }
@@ -805,28 +621,17 @@ async fn run(
             readings = 0;
             oldest = None;
         }
-        // Acks in arrival order; what the client cannot take now waits.
-        while let Some(p) = acks.front() {
-            if client.try_ack(p).is_err() {
-                break;
-            }
-            acks.pop_front();
-        }
+        send_acks(&client, &mut acks);
         if stopping && pending.is_empty() && in_flight.is_empty() {
             // Let the event loop send the last acks.
             let deadline = Instant::now() + Duration::from_secs(2);
             while !acks.is_empty() && Instant::now() < deadline {
                 tokio::time::sleep(Duration::from_millis(10)).await;
-                while let Some(p) = acks.front() {
-                    if client.try_ack(p).is_err() {
-                        break;
-                    }
-                    acks.pop_front();
-                }
+                send_acks(&client, &mut acks);
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
-            let _ = client.disconnect().await;
-            drop(events);
+            client.disconnect().await;
+            drop(consumer);
             return Ok(());
         }
     }

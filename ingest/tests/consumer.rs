@@ -110,7 +110,7 @@ async fn publish(
 async fn ingest(config: IngestConfig) -> Ingest {
     let i = Ingest::spawn(config);
     let deadline = Instant::now() + Duration::from_secs(20);
-    while i.stats().subscribed.load(std::sync::atomic::Ordering::Relaxed) == 0 {
+    while i.stats().link.subscribed.load(std::sync::atomic::Ordering::Relaxed) == 0 {
         assert!(Instant::now() < deadline, "the ingest did not subscribe within 20 s");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -242,7 +242,7 @@ async fn postgres_down_for_60_s_loses_nothing_and_recovers_within_10_s(storage: 
     assert!(most_held > 0 && most_held <= 300, "held {most_held} messages (max_pending 300)");
     // The event loop kept polling (and pinging) while nothing committed:
     // the broker never dropped the connection.
-    assert_eq!(ingest.stats().connects.load(Relaxed), 1, "no reconnect during the outage");
+    assert_eq!(ingest.stats().link.connects.load(Relaxed), 1, "no reconnect during the outage");
     pg.start_again().expect("start postgres again");
     let up = Instant::now();
     while ingest.stats().messages.load(Relaxed) == committed {
@@ -279,7 +279,7 @@ async fn a_network_cut_between_ingest_and_broker_loses_nothing(storage: Storage)
     let (broker, pg) = (broker(), support::postgres(storage));
     let proxy = shopfloor_testkit::FaultProxy::start(broker.addr()).expect("a fault proxy");
     let mut c = config(&broker, &pg);
-    c.port = proxy.port();
+    c.broker.port = proxy.port();
     let ingest = ingest(c).await;
     // Cut twice while messages flow: acks queued for a dead connection are
     // dropped, the broker redelivers, the write absorbs the duplicates.

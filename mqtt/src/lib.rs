@@ -40,8 +40,12 @@
 //! counted ([`EdgeDriver::dropped_events`]).
 
 mod backoff;
+pub mod consumer;
+mod failure;
+pub mod input;
 mod link;
 pub mod plain;
+pub mod section;
 mod tls;
 
 use std::sync::Arc;
@@ -54,7 +58,11 @@ use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior};
 
 pub use backoff::Backoff;
+pub use consumer::{Consumer, ConsumerConfig, ConsumerEvent, Received, Session};
+use failure::FailureLog;
+pub use input::{Decoded, Input, Inputs};
 use link::{Inbound, Link};
+pub use section::MqttSection;
 use shopfloor_sparkplug::edge::{EdgeEvent, EdgeNode, Now, ReplayMark};
 use shopfloor_sparkplug::host::{HostApplication, HostConfig, HostEvent};
 pub use tls::{TlsError, tls_client_config};
@@ -146,7 +154,7 @@ pub struct EdgeDriver {
     /// Where write results go (`None`: the ids are no topic levels, which
     /// `EdgeNode::new` refuses, so never in practice).
     results_topic: Option<String>,
-    batches: mpsc::Sender<Input>,
+    batches: mpsc::Sender<EdgeInput>,
     events: mpsc::Receiver<EdgeEvent>,
     control: mpsc::Sender<Control>,
     shared: Arc<Shared>,
@@ -250,25 +258,25 @@ impl EdgeDriver {
             retain: false,
             payload: bytes::Bytes::from(result.to_json()),
         };
-        self.batches.send(Input::Other(p)).await.map_err(|_| Stopped)
+        self.batches.send(EdgeInput::Other(p)).await.map_err(|_| Stopped)
     }
 
     /// Hands a batch to the node (`source`: a device id, or `""` for the
     /// node). Waits while the queue is full.
     pub async fn publish(&self, batch: Batch) -> Result<(), Stopped> {
-        self.batches.send(Input::Batch(batch)).await.map_err(|_| Stopped)
+        self.batches.send(EdgeInput::Batch(batch)).await.map_err(|_| Stopped)
     }
 
     /// A device stopped answering: DDEATH (see [`EdgeNode::device_death`]),
     /// in order with the batches before it.
     pub async fn device_death(&self, device: impl Into<String>) -> Result<(), Stopped> {
-        self.batches.send(Input::DeviceDeath(device.into())).await.map_err(|_| Stopped)
+        self.batches.send(EdgeInput::DeviceDeath(device.into())).await.map_err(|_| Stopped)
     }
 
     /// A device answers again: DBIRTH with its current values (see
     /// [`EdgeNode::device_birth`]), in order with the batches before it.
     pub async fn device_birth(&self, device: impl Into<String>) -> Result<(), Stopped> {
-        self.batches.send(Input::DeviceBirth(device.into())).await.map_err(|_| Stopped)
+        self.batches.send(EdgeInput::DeviceBirth(device.into())).await.map_err(|_| Stopped)
     }
 
     /// Defines or redefines a device and births it with `values` (see
@@ -280,7 +288,7 @@ impl EdgeDriver {
         values: Vec<shopfloor_schemas::Reading>,
     ) -> Result<(), Stopped> {
         self.batches
-            .send(Input::DefineDevice(device.into(), specs, values))
+            .send(EdgeInput::DefineDevice(device.into(), specs, values))
             .await
             .map_err(|_| Stopped)
     }
@@ -360,7 +368,7 @@ fn sync_store(node: &mut EdgeNode) {
 async fn run_edge(
     mut node: EdgeNode,
     config: DriverConfig,
-    mut batches: mpsc::Receiver<Input>,
+    mut batches: mpsc::Receiver<EdgeInput>,
     events: mpsc::Sender<EdgeEvent>,
     mut control: mpsc::Receiver<Control>,
     shared: Arc<Shared>,
@@ -374,6 +382,7 @@ async fn run_edge(
     sync.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut broker = 0;
     let mut backoff = Backoff::new(config.backoff_min, config.backoff_max);
+    let mut failures = FailureLog::default();
     let mut done: Option<oneshot::Sender<()>> = None;
     'connections: loop {
         let Some(b) = config.brokers.get(broker % config.brokers.len().max(1)) else { return };
@@ -397,6 +406,7 @@ async fn run_edge(
                         acked = true;
                         backoff.reset();
                         tracing::info!(broker = %format!("{}:{}", b.host, b.port), "connected");
+                        failures.connected();
                         node.handle_connected(Now::now());
                     }
                     Some(Ok(Inbound::SubAck)) => {
@@ -412,7 +422,7 @@ async fn run_edge(
                     }
                     Some(Ok(_)) => {}
                     Some(Err(e)) => {
-                        tracing::warn!(broker = %format!("{}:{}", b.host, b.port), "connection lost: {e}");
+                        failures.log(&format!("{}:{}", b.host, b.port), e);
                         break;
                     }
                     None => break,
@@ -430,7 +440,7 @@ async fn run_edge(
                     break 'connections;
                 }
                 b = batches.recv() => match b {
-                    Some(Input::Other(p)) if node.is_online() => {
+                    Some(EdgeInput::Other(p)) if node.is_online() => {
                         if !link.publish(p).await {
                             break;
                         }
@@ -514,7 +524,7 @@ async fn run_edge(
 
 /// What the application hands an edge driver, in order.
 #[derive(Debug)]
-enum Input {
+enum EdgeInput {
     Batch(Batch),
     DeviceDeath(String),
     DeviceBirth(String),
@@ -527,18 +537,18 @@ enum Input {
     Other(shopfloor_sparkplug::edge::Publish),
 }
 
-fn take(node: &mut EdgeNode, input: Input) {
+fn take(node: &mut EdgeNode, input: EdgeInput) {
     let result = match &input {
-        Input::Batch(b) => node.publish(b, Now::now()),
-        Input::DeviceDeath(d) => node.device_death(d, Now::now()),
-        Input::DeviceBirth(d) => node.device_birth(d, Now::now()),
-        Input::DefineDevice(d, specs, values) => {
+        EdgeInput::Batch(b) => node.publish(b, Now::now()),
+        EdgeInput::DeviceDeath(d) => node.device_death(d, Now::now()),
+        EdgeInput::DeviceBirth(d) => node.device_birth(d, Now::now()),
+        EdgeInput::DefineDevice(d, specs, values) => {
             if let Err(e) = node.define_device(d, specs.clone(), values, Now::now()) {
                 tracing::warn!("device {d} refused: {e}");
             }
             Ok(())
         }
-        Input::Other(p) => {
+        EdgeInput::Other(p) => {
             tracing::warn!(topic = %p.topic, "not published: the node is offline");
             Ok(())
         }
@@ -549,7 +559,7 @@ fn take(node: &mut EdgeNode, input: Input) {
 }
 
 /// Takes the batches queued before a shutdown: sent if online, else stored.
-fn take_queued(node: &mut EdgeNode, batches: &mut mpsc::Receiver<Input>) {
+fn take_queued(node: &mut EdgeNode, batches: &mut mpsc::Receiver<EdgeInput>) {
     while let Ok(b) = batches.try_recv() {
         take(node, b);
     }
@@ -683,6 +693,7 @@ async fn run_host(
 ) {
     let mut broker = 0;
     let mut backoff = Backoff::new(config.backoff_min, config.backoff_max);
+    let mut failures = FailureLog::default();
     let mut done: Option<oneshot::Sender<()>> = None;
     'connections: loop {
         let Some(b) = config.brokers.get(broker % config.brokers.len().max(1)) else { return };
@@ -700,6 +711,7 @@ async fn run_host(
                         acked = true;
                         backoff.reset();
                         tracing::info!(broker = %format!("{}:{}", b.host, b.port), "connected");
+                        failures.connected();
                         host.handle_connected(Now::now());
                     }
                     Some(Ok(Inbound::Publish(msg))) => {
@@ -709,7 +721,7 @@ async fn run_host(
                     }
                     Some(Ok(_)) => {}
                     Some(Err(e)) => {
-                        tracing::warn!(broker = %format!("{}:{}", b.host, b.port), "connection lost: {e}");
+                        failures.log(&format!("{}:{}", b.host, b.port), e);
                         break;
                     }
                     None => break,

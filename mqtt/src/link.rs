@@ -12,6 +12,7 @@ use rumqttc::{TlsConfiguration, Transport};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use crate::failure::Failure;
 use crate::{Broker, DriverConfig, Protocol};
 use shopfloor_sparkplug::edge::{Message, Publish};
 
@@ -24,8 +25,8 @@ pub(super) enum Inbound {
     Publish(Message),
 }
 
-/// The connection failed; the message says why.
-pub(super) type Received = Result<Inbound, String>;
+/// The connection failed; the failure says why.
+pub(super) type Received = Result<Inbound, Failure>;
 
 enum Client {
     V5(rumqttc::v5::AsyncClient),
@@ -41,14 +42,18 @@ enum Request {
 /// The event loop's task, for either protocol version (its `Event` and
 /// `Packet` in scope where it is used): forwards what the drivers act on,
 /// stops after the first error. `topic` turns the version's topic type into
-/// a `String`.
+/// a `String`; `failure` classifies an error (`Failure::v5` or `v311`).
 macro_rules! forward_events {
-    ($eventloop:ident, $tx:ident, $topic:expr) => {
+    ($eventloop:ident, $tx:ident, $topic:expr, $failure:expr) => {
         tokio::spawn(async move {
+            let mut connected = false;
             loop {
                 let r = match $eventloop.poll().await {
                     Ok(Event::Incoming(p)) => match p {
-                        Packet::ConnAck(_) => Ok(Inbound::ConnAck),
+                        Packet::ConnAck(_) => {
+                            connected = true;
+                            Ok(Inbound::ConnAck)
+                        }
                         Packet::SubAck(_) => Ok(Inbound::SubAck),
                         Packet::PubAck(_) => Ok(Inbound::PubAck),
                         Packet::Publish(p) => Ok(Inbound::Publish(Message {
@@ -58,7 +63,7 @@ macro_rules! forward_events {
                         _ => continue,
                     },
                     Ok(Event::Outgoing(_)) => continue,
-                    Err(e) => Err(e.to_string()),
+                    Err(e) => Err(($failure)(&e, connected)),
                 };
                 let failed = r.is_err();
                 if $tx.send(r).await.is_err() || failed {
@@ -134,9 +139,12 @@ impl Link {
                     o.set_transport(t);
                 }
                 let (client, mut eventloop) = AsyncClient::new(o, cap);
-                let task = forward_events!(eventloop, tx, |t: bytes::Bytes| {
-                    String::from_utf8_lossy(&t).into_owned()
-                });
+                let task = forward_events!(
+                    eventloop,
+                    tx,
+                    |t: bytes::Bytes| String::from_utf8_lossy(&t).into_owned(),
+                    Failure::v5
+                );
                 (Client::V5(client), task)
             }
             Protocol::V311 => {
@@ -160,7 +168,7 @@ impl Link {
                     o.set_transport(t);
                 }
                 let (client, mut eventloop) = AsyncClient::new(o, cap);
-                let task = forward_events!(eventloop, tx, |t: String| t);
+                let task = forward_events!(eventloop, tx, |t: String| t, Failure::v311);
                 (Client::V311(client), task)
             }
         };

@@ -20,16 +20,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use rumqttc::v5::mqttbytes::QoS;
-use rumqttc::v5::mqttbytes::v5::{Packet, PublishProperties};
-use rumqttc::v5::{AsyncClient, Event, MqttOptions};
-use rumqttc::{TlsConfiguration, Transport};
 use shopfloor_schemas::topic::defaults;
 use shopfloor_schemas::{Batch, Codec, TopicTemplate, Value, WriteResult};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::{Broker, Stopped};
+use crate::consumer::{ClientHandle, LinkCounters, Outgoing};
+use crate::{Broker, Consumer, ConsumerConfig, ConsumerEvent, Protocol, Stopped};
 
 /// Where plain readings go.
 #[derive(Clone, Debug)]
@@ -43,6 +40,9 @@ pub struct PlainConfig {
     /// The topic template (`{machine}` is the device or server, `{sensor}`
     /// the tag or node's metric name).
     pub template: TopicTemplate,
+    /// MQTT 5 (default: the content type goes with every message) or
+    /// 3.1.1 (readings are then in `codec`, and commands in JSON).
+    pub protocol: Protocol,
 }
 
 impl PlainConfig {
@@ -52,6 +52,7 @@ impl PlainConfig {
             site: site.into(),
             area: area.into(),
             codec: Codec::Json,
+            protocol: Protocol::V5,
             #[allow(clippy::expect_used)]
             template: TopicTemplate::parse(defaults::READINGS)
                 .expect("the default template parses"),
@@ -154,7 +155,7 @@ impl WriteCommand {
 /// hands out write commands.
 #[derive(Debug)]
 pub struct PlainPublisher {
-    client: AsyncClient,
+    client: ClientHandle,
     config: PlainConfig,
     reporter: Reporter,
     events: JoinHandle<()>,
@@ -187,43 +188,25 @@ impl Commands {
 }
 
 impl PlainPublisher {
-    /// Connects to `broker` as `client_id` (MQTT 5, 10 s keep-alive,
-    /// reconnecting every second while it is away) and subscribes to the
-    /// write commands of `config`'s site and area.
+    /// Connects to `broker` as `client_id` (`config.protocol`, 10 s
+    /// keep-alive, reconnecting with a jittered backoff up to 5 s while it
+    /// is away) and subscribes to the write commands of `config`'s site and
+    /// area.
     pub fn spawn(config: PlainConfig, broker: &Broker, client_id: &str) -> (Self, Commands) {
-        let mut o = MqttOptions::new(client_id, &broker.host, broker.port);
-        o.set_keep_alive(Duration::from_secs(10));
-        if let Some((user, password)) = &broker.credentials {
-            o.set_credentials(user, password);
-        }
-        if let Some(tls) = &broker.tls {
-            o.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(Arc::clone(tls))));
-        }
-        let (client, mut eventloop) = AsyncClient::new(o, 1024);
-        // Commands from the event loop; it must never wait on us.
+        let mut c = ConsumerConfig::new(client_id, broker.clone());
+        c.protocol = config.protocol;
+        c.filters = vec![format!("{}{}", config.template.filter(), defaults::WRITE_COMMAND_SUFFIX)];
+        c.queue = 64;
+        let mut consumer = Consumer::connect(c, Arc::new(LinkCounters::default()));
+        let client = consumer.client().clone();
+        // Commands from the connection; it must never wait on us.
         let (tx, incoming) = mpsc::channel(64);
-        let filter = format!("{}{}", config.template.filter(), defaults::WRITE_COMMAND_SUFFIX);
-        let sub = client.clone();
         let events = tokio::spawn(async move {
-            loop {
-                match eventloop.poll().await {
-                    Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                        let (c, f) = (sub.clone(), filter.clone());
-                        tokio::spawn(async move { c.subscribe(f, QoS::AtLeastOnce).await });
-                    }
-                    Ok(Event::Incoming(Packet::Publish(p))) => {
-                        let topic = String::from_utf8_lossy(&p.topic).into_owned();
-                        let ct = p.properties.and_then(|pr| pr.content_type);
-                        if tx.try_send((topic, ct, p.payload)).is_err() {
-                            tracing::warn!("write command dropped: too many waiting");
-                        }
-                    }
-                    Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) => break,
-                    Ok(_) => {}
-                    Err(e) => {
-                        tracing::warn!("MQTT: {e}");
-                        tokio::time::sleep(Duration::from_secs(1)).await;
-                    }
+            while let Some(e) = consumer.recv().await {
+                if let ConsumerEvent::Message(m) = e
+                    && tx.try_send((m.topic, m.content_type, m.payload)).is_err()
+                {
+                    tracing::warn!("write command dropped: too many waiting");
                 }
             }
         });
@@ -257,14 +240,9 @@ impl PlainPublisher {
                     continue;
                 }
             };
-            let props = PublishProperties {
-                content_type: Some(self.config.codec.content_type().into()),
-                ..PublishProperties::default()
-            };
-            self.client
-                .publish_with_properties(topic, QoS::AtLeastOnce, false, payload, props)
-                .await
-                .map_err(|_| Stopped)?;
+            let mut out = Outgoing::new(topic, payload, 1, false);
+            out.content_type = Some(self.config.codec.content_type().into());
+            self.client.publish(out).await.map_err(|_| Stopped)?;
         }
         Ok(())
     }
@@ -281,7 +259,7 @@ impl PlainPublisher {
 
     /// Disconnects.
     pub async fn shutdown(mut self) {
-        let _ = self.client.disconnect().await;
+        self.client.disconnect().await;
         // Let the DISCONNECT go out, at most a second.
         let _ = tokio::time::timeout(Duration::from_secs(1), &mut self.events).await;
     }
@@ -296,7 +274,7 @@ impl Drop for PlainPublisher {
 /// Reports write results for a [`PlainPublisher`] from another task.
 #[derive(Clone, Debug)]
 pub struct Reporter {
-    client: AsyncClient,
+    client: ClientHandle,
     /// `None` when the site or area is no topic level (warned at spawn;
     /// `PlainConfig::check` refuses such a configuration).
     topic: Option<String>,
@@ -306,20 +284,9 @@ impl Reporter {
     /// Publishes a write command's outcome (JSON, QoS 1, not retained).
     pub async fn report_write(&self, result: &WriteResult) -> Result<(), Stopped> {
         let Some(topic) = &self.topic else { return Ok(()) };
-        let props = PublishProperties {
-            content_type: Some("application/json".into()),
-            ..PublishProperties::default()
-        };
-        self.client
-            .publish_with_properties(
-                topic.as_str(),
-                QoS::AtLeastOnce,
-                false,
-                result.to_json(),
-                props,
-            )
-            .await
-            .map_err(|_| Stopped)
+        let mut out = Outgoing::new(topic.as_str(), result.to_json(), 1, false);
+        out.content_type = Some("application/json".into());
+        self.client.publish(out).await.map_err(|_| Stopped)
     }
 }
 

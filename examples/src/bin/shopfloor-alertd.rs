@@ -8,6 +8,7 @@ use anyhow::{Context, bail};
 use serde::Deserialize;
 use shopfloor_alerting::mqtt::{AlertConfig, AlertDriver, Input};
 use shopfloor_alerting::{Engine, EngineLimits, RuleSet};
+use shopfloor_mqtt::MqttSection;
 use shopfloor_schemas::{TopicTemplate, topic};
 use shopfloor_sparkplug::HostConfig;
 
@@ -25,7 +26,8 @@ THE FILE:
     [mqtt]
     host = \"127.0.0.1\"
     port = 1883
-    client_id = \"alertd\"
+    client_id = \"alertd\"           # default
+    # protocol = \"5\"              # or \"3.1.1\" for a broker that speaks only that
     username = \"alertd\"            # optional; the password from
     password_file = \"/etc/shopfloor/mqtt.pass\"   # a file, or SHOPFLOOR_MQTT_PASSWORD
     # TLS (port 8883 of examples/deploy's broker): the CA, and this
@@ -62,22 +64,6 @@ EXAMPLES:
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Mqtt {
-    #[serde(default = "shopfloor_examples::localhost")]
-    host: String,
-    #[serde(default = "shopfloor_examples::mqtt_port")]
-    port: u16,
-    #[serde(default = "alertd")]
-    client_id: String,
-    username: Option<String>,
-    password_file: Option<PathBuf>,
-    ca_file: Option<PathBuf>,
-    cert_file: Option<PathBuf>,
-    key_file: Option<PathBuf>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct Alerting {
     rules: PathBuf,
     prefix: Option<String>,
@@ -104,13 +90,9 @@ struct Alertmanager {
     resend_s: Option<u64>,
 }
 
-fn alertd() -> String {
-    "alertd".into()
-}
-
 #[derive(Deserialize)]
 struct File {
-    mqtt: Option<Mqtt>,
+    mqtt: Option<MqttSection>,
     alerting: Option<Alerting>,
     journal: Option<Journal>,
     alertmanager: Option<Alertmanager>,
@@ -131,19 +113,10 @@ fn config(path: &Path) -> anyhow::Result<(RuleSet, AlertConfig, EngineLimits)> {
     if rules.rules.is_empty() {
         bail!("{}: no [[rule]]: nothing to watch", rules_path.display());
     }
-    let tls = shopfloor_examples::mqtt_tls(
-        mqtt.ca_file.as_deref(),
-        mqtt.cert_file.as_deref(),
-        mqtt.key_file.as_deref(),
-        path,
-    )?;
-    let mut c = AlertConfig::new(mqtt.host, mqtt.port, mqtt.client_id);
-    c.tls = tls;
-    if let Some(user) = mqtt.username {
-        let pass = shopfloor_examples::mqtt_password(mqtt.password_file.as_deref(), path)?
-            .unwrap_or_default();
-        c.credentials = Some((user, pass));
-    }
+    let mut c = AlertConfig::new(mqtt.host.clone(), mqtt.port, mqtt.client_id_or("alertd"));
+    c.broker = mqtt.broker(path)?;
+    c.protocol = mqtt.protocol;
+    c.keep_alive = mqtt.keep_alive();
     if let Some(p) = a.prefix {
         if p.is_empty() || p.contains(['+', '#']) || p.ends_with('/') {
             bail!("{where_}: alerting.prefix = {p:?}: a topic prefix without + # or a trailing /");
@@ -208,12 +181,13 @@ fn real_main() -> anyhow::Result<()> {
     shopfloor_examples::metrics::listen_address(&path)?;
     if check {
         println!(
-            "{}: valid: {} rules, {} inputs, MQTT {}:{}, journal {}",
+            "{}: valid: {} rules, {} inputs, {} {}:{}, journal {}",
             path.display(),
             rules.rules.len(),
             c.inputs.len(),
-            c.host,
-            c.port,
+            c.protocol,
+            c.broker.host,
+            c.broker.port,
             if c.journal.is_some() { "on" } else { "off" }
         );
         return Ok(());

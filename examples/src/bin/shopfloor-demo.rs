@@ -154,10 +154,11 @@ async fn live_page(
 ) -> anyhow::Result<shopfloor_examples::live::Live> {
     let tls = plant.live_tls()?;
     let config = |listen| shopfloor_examples::live::LiveConfig {
-        host: "localhost".into(),
-        port: plant.broker_port,
-        tls: Some(tls.clone()),
-        credentials: None,
+        broker: shopfloor_mqtt::Broker {
+            tls: Some(tls.clone()),
+            ..shopfloor_mqtt::Broker::new("localhost", plant.broker_port)
+        },
+        protocol: shopfloor_mqtt::Protocol::V5,
         listen,
         client_id: None,
     };

@@ -2,12 +2,13 @@
 //! committed. See `--help`.
 
 use shopfloor_examples::metrics;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use serde::Deserialize;
 use shopfloor_ingest::{Ingest, IngestConfig, Input};
+use shopfloor_mqtt::MqttSection;
 use shopfloor_schemas::{TopicTemplate, topic};
 use shopfloor_sparkplug::HostConfig;
 
@@ -25,7 +26,8 @@ THE FILE:
     host = \"127.0.0.1\"
     port = 1883
     client_id = \"ingest-1\"        # stable: the broker keeps its session
-    session_expiry_s = 3600
+    # protocol = \"5\"              # or \"3.1.1\" for a broker that speaks only that
+    session_expiry_s = 3600       # MQTT 5; with 3.1.1 the broker decides
     username = \"ingest\"           # optional; the password from
     password_file = \"/etc/shopfloor/mqtt.pass\"   # a file, or SHOPFLOOR_MQTT_PASSWORD
     # TLS (port 8883 of examples/deploy's broker): the CA, and this
@@ -70,23 +72,6 @@ EXAMPLES:
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Mqtt {
-    #[serde(default = "shopfloor_examples::localhost")]
-    host: String,
-    #[serde(default = "shopfloor_examples::mqtt_port")]
-    port: u16,
-    client_id: String,
-    #[serde(default = "hour")]
-    session_expiry_s: u64,
-    username: Option<String>,
-    password_file: Option<PathBuf>,
-    ca_file: Option<PathBuf>,
-    cert_file: Option<PathBuf>,
-    key_file: Option<PathBuf>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct Pg {
     connection: String,
 }
@@ -126,13 +111,9 @@ const fn yes() -> bool {
     true
 }
 
-const fn hour() -> u64 {
-    3600
-}
-
 #[derive(Deserialize)]
 struct File {
-    mqtt: Option<Mqtt>,
+    mqtt: Option<MqttSection>,
     postgres: Option<Pg>,
     ingest: Option<IngestSection>,
     storage: Option<StorageSection>,
@@ -156,20 +137,14 @@ fn config(path: &Path) -> anyhow::Result<IngestConfig> {
     if let Ok(p) = std::env::var("SHOPFLOOR_PG_PASSWORD") {
         database.push_str(&format!(" password='{}'", p.replace('\\', "\\\\").replace('\'', "\\'")));
     }
-    let tls = shopfloor_examples::mqtt_tls(
-        mqtt.ca_file.as_deref(),
-        mqtt.cert_file.as_deref(),
-        mqtt.key_file.as_deref(),
-        path,
-    )?;
-    let mut c = IngestConfig::new(mqtt.host, mqtt.port, mqtt.client_id, database);
-    c.tls = tls;
-    c.session_expiry = Duration::from_secs(mqtt.session_expiry_s);
-    if let Some(user) = mqtt.username {
-        let pass = shopfloor_examples::mqtt_password(mqtt.password_file.as_deref(), path)?
-            .unwrap_or_default();
-        c.credentials = Some((user, pass));
-    }
+    let client_id = mqtt.client_id.clone().with_context(|| {
+        format!("{where_}: [mqtt] has no client_id; give one that stays the same across restarts (the broker keeps the session by it)")
+    })?;
+    let mut c = IngestConfig::new(mqtt.host.clone(), mqtt.port, client_id, database);
+    c.broker = mqtt.broker(path)?;
+    c.protocol = mqtt.protocol;
+    c.keep_alive = mqtt.keep_alive();
+    c.session_expiry = Duration::from_secs(mqtt.session_expiry_s.unwrap_or(3600));
     if ing.plain {
         let template = ing.template.as_deref().unwrap_or(topic::defaults::READINGS);
         let template = TopicTemplate::parse(template)
@@ -255,11 +230,12 @@ fn real_main() -> anyhow::Result<()> {
     metrics::listen_address(&path)?;
     if check {
         println!(
-            "{}: valid: {} inputs, MQTT {}:{} as {}",
+            "{}: valid: {} inputs, {} {}:{} as {}",
             path.display(),
             c.inputs.len(),
-            c.host,
-            c.port,
+            c.protocol,
+            c.broker.host,
+            c.broker.port,
             c.client_id
         );
         return Ok(());

@@ -1,11 +1,12 @@
 //! The live plant page on its own, for any deployment. See `--help`.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::Context as _;
 use serde::Deserialize;
 use shopfloor_examples::live::{LiveConfig, start};
+use shopfloor_mqtt::MqttSection;
 
 const HELP: &str = "\
 shopfloor-live: the live plant page: every machine's values with sparklines
@@ -26,6 +27,7 @@ THE FILE:
     host = \"127.0.0.1\"
     port = 1883
     client_id = \"live\"              # default: live-page-<pid>
+    # protocol = \"5\"                # or \"3.1.1\" for a broker that speaks only that
     username = \"live\"               # optional; the password from
     password_file = \"/etc/shopfloor/mqtt.pass\"   # a file, or SHOPFLOOR_MQTT_PASSWORD
     # TLS (port 8883 of examples/deploy's broker, role `live` of its ACL):
@@ -48,21 +50,6 @@ EXAMPLES:
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Mqtt {
-    #[serde(default = "shopfloor_examples::localhost")]
-    host: String,
-    #[serde(default = "shopfloor_examples::mqtt_port")]
-    port: u16,
-    client_id: Option<String>,
-    username: Option<String>,
-    password_file: Option<PathBuf>,
-    ca_file: Option<PathBuf>,
-    cert_file: Option<PathBuf>,
-    key_file: Option<PathBuf>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct Live {
     listen: Option<String>,
 }
@@ -70,7 +57,7 @@ struct Live {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct File {
-    mqtt: Option<Mqtt>,
+    mqtt: Option<MqttSection>,
     live: Option<Live>,
 }
 
@@ -85,25 +72,9 @@ fn config(path: &Path) -> anyhow::Result<LiveConfig> {
             "{where_}: live.listen = {listen:?}: give an address and port, like \"127.0.0.1:8088\""
         )
     })?;
-    let tls = shopfloor_examples::mqtt_tls(
-        mqtt.ca_file.as_deref(),
-        mqtt.cert_file.as_deref(),
-        mqtt.key_file.as_deref(),
-        path,
-    )?;
-    let credentials = match mqtt.username {
-        Some(user) => Some((
-            user,
-            shopfloor_examples::mqtt_password(mqtt.password_file.as_deref(), path)?
-                .unwrap_or_default(),
-        )),
-        None => None,
-    };
     Ok(LiveConfig {
-        host: mqtt.host,
-        port: mqtt.port,
-        tls,
-        credentials,
+        broker: mqtt.broker(path)?,
+        protocol: mqtt.protocol,
         listen,
         client_id: mqtt.client_id,
     })
@@ -118,11 +89,12 @@ fn real_main() -> anyhow::Result<()> {
     let c = config(&args.config)?;
     if args.check {
         println!(
-            "{}: valid: MQTT {}:{}{}, page on http://{}/",
+            "{}: valid: {} {}:{}{}, page on http://{}/",
             args.config.display(),
-            c.host,
-            c.port,
-            if c.tls.is_some() { " (TLS)" } else { "" },
+            c.protocol,
+            c.broker.host,
+            c.broker.port,
+            if c.broker.tls.is_some() { " (TLS)" } else { "" },
             c.listen
         );
         return Ok(());

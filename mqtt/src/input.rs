@@ -1,0 +1,285 @@
+//! Readings in: plain topics and Sparkplug B, decoded the one way that
+//! ingest, alerting and the live page share (sans-IO: messages and the
+//! time in, readings, dead letters and messages to publish out).
+//!
+//! - A plain topic matches a [`TopicTemplate`]; its payload is a
+//!   [`Batch`] in the codec the MQTT 5 content type names, else the
+//!   input's. The source is the topic's placeholders but `{sensor}`,
+//!   joined by `/`.
+//! - Sparkplug goes through a [`HostApplication`]: births name metrics and
+//!   give their types, deaths make every metric of the node or device
+//!   stale, a `seq` gap that stays open past the host's reorder timeout
+//!   ends in a rebirth request, and so does DATA before any birth. The
+//!   owner drives the timer: [`Inputs::poll_timeout`] and
+//!   [`Inputs::handle_timeout`].
+//!
+//! A message that yields nothing usable is [`Decoded::Dead`] with the
+//! reason, for a dead-letter table or a counter; never silently dropped.
+
+use std::time::Instant;
+
+use shopfloor_schemas::{Batch, Codec, TopicTemplate};
+use shopfloor_sparkplug::edge::{Message, Now, Publish};
+use shopfloor_sparkplug::host::{HostApplication, HostConfig, HostEvent};
+
+/// What to read.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub enum Input {
+    /// Plain readings: each message a [`Batch`] on a topic of `template`.
+    Plain {
+        /// The topic template.
+        template: TopicTemplate,
+        /// The codec when a message carries no MQTT 5 content type.
+        codec: Codec,
+    },
+    /// Sparkplug B, decoded by a [`HostApplication`] with this
+    /// configuration (`publish_state` only on a primary host).
+    Sparkplug {
+        /// The host's configuration.
+        host: HostConfig,
+    },
+}
+
+impl Input {
+    /// A plain input.
+    pub fn plain(template: TopicTemplate, codec: Codec) -> Self {
+        Self::Plain { template, codec }
+    }
+
+    /// A Sparkplug input.
+    pub fn sparkplug(host: HostConfig) -> Self {
+        Self::Sparkplug { host }
+    }
+}
+
+/// What a Sparkplug message was, when it was one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Kind {
+    /// A plain message, or Sparkplug DATA.
+    Data,
+    /// NBIRTH or DBIRTH.
+    Birth,
+    /// NDEATH or DDEATH: the readings are the stale values it implies.
+    Death,
+    /// Anything else that decoded (STATE, commands).
+    Other,
+}
+
+/// The readings of one message.
+#[derive(Debug, Default)]
+#[non_exhaustive]
+pub struct Readings {
+    /// Live readings (DATA, a birth's values, a death's stale values).
+    pub live: Vec<Batch>,
+    /// Sparkplug `is_historical` readings: what an edge node stored while
+    /// offline and replays after its birth.
+    pub historical: Vec<Batch>,
+}
+
+impl Readings {
+    /// How many readings.
+    pub fn len(&self) -> usize {
+        self.live.iter().chain(&self.historical).map(|b| b.readings.len()).sum()
+    }
+
+    /// No readings.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Every batch, live then historical.
+    pub fn into_batches(self) -> Vec<Batch> {
+        let mut all = self.live;
+        all.extend(self.historical);
+        all
+    }
+}
+
+/// What one message decodes to.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Decoded {
+    /// Readings (maybe none: a STATE message, a birth of a node without
+    /// metrics).
+    Readings {
+        /// The readings.
+        readings: Readings,
+        /// What the message was.
+        kind: Kind,
+    },
+    /// Nothing usable; why, for a dead letter.
+    Dead(String),
+}
+
+/// The inputs of one process, with a Sparkplug host per Sparkplug input.
+#[derive(Debug)]
+pub struct Inputs {
+    inputs: Vec<(Input, Option<HostApplication>)>,
+}
+
+/// The Sparkplug message type of a topic (`NBIRTH`, `DDATA`, …).
+fn sparkplug_type(topic: &str) -> Option<&str> {
+    topic.strip_prefix("spBv1.0/")?.split('/').nth(1)
+}
+
+impl Inputs {
+    /// The inputs; a Sparkplug input gets its host application.
+    pub fn new(inputs: &[Input]) -> Self {
+        Self {
+            inputs: inputs
+                .iter()
+                .map(|i| {
+                    let host = match i {
+                        Input::Sparkplug { host } => Some(HostApplication::new(host.clone())),
+                        Input::Plain { .. } => None,
+                    };
+                    (i.clone(), host)
+                })
+                .collect(),
+        }
+    }
+
+    /// The topic filters to subscribe to; `share`: plain inputs through an
+    /// MQTT 5 shared subscription of that group (Sparkplug inputs are never
+    /// shared: a host must see a node's whole session).
+    pub fn filters(&self, share: Option<&str>) -> Vec<String> {
+        let mut out = Vec::new();
+        for (input, host) in &self.inputs {
+            match (input, host) {
+                (Input::Plain { template, .. }, _) => out.push(match share {
+                    Some(group) => format!("$share/{group}/{}", template.filter()),
+                    None => template.filter(),
+                }),
+                (Input::Sparkplug { .. }, Some(h)) => out.extend(h.subscriptions()),
+                (Input::Sparkplug { .. }, None) => {}
+            }
+        }
+        out
+    }
+
+    /// Whether any input is Sparkplug.
+    pub fn has_sparkplug(&self) -> bool {
+        self.hosts().next().is_some()
+    }
+
+    /// The Sparkplug hosts.
+    pub fn hosts(&self) -> impl Iterator<Item = &HostApplication> {
+        self.inputs.iter().filter_map(|(_, h)| h.as_ref())
+    }
+
+    fn hosts_mut(&mut self) -> impl Iterator<Item = &mut HostApplication> {
+        self.inputs.iter_mut().filter_map(|(_, h)| h.as_mut())
+    }
+
+    /// The connection is up (again): the hosts publish their STATE.
+    pub fn handle_connected(&mut self, now: Now) {
+        self.hosts_mut().for_each(|h| h.handle_connected(now));
+    }
+
+    /// The earliest deadline of the hosts (a `seq` gap's reorder timeout).
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.hosts().filter_map(HostApplication::poll_timeout).min()
+    }
+
+    /// Runs the deadlines that have passed.
+    pub fn handle_timeout(&mut self, now: Now) {
+        for h in self.hosts_mut() {
+            if h.poll_timeout().is_some_and(|t| t <= now.instant) {
+                h.handle_timeout(now);
+            }
+        }
+    }
+
+    /// What the hosts want published (STATE, rebirth requests).
+    pub fn transmits(&mut self) -> Vec<Publish> {
+        self.hosts_mut().flat_map(HostApplication::drain_transmits).collect()
+    }
+
+    /// Forgets the `seq` each node was at (after replaying births from
+    /// before a restart: what follows continues sequences they do not
+    /// know).
+    pub fn resync_seq(&mut self) {
+        self.hosts_mut().for_each(HostApplication::resync_seq);
+    }
+
+    /// Sparkplug metrics that carried no reading (null values, template
+    /// members without a name), over all hosts.
+    pub fn skipped_metrics(&self) -> u64 {
+        self.hosts().map(HostApplication::skipped_metrics).sum()
+    }
+
+    /// Readings not remembered for a death's stale values (the hosts'
+    /// `max_tracked_metrics` was reached), over all hosts.
+    pub fn untracked_readings(&self) -> u64 {
+        self.hosts().map(HostApplication::untracked_readings).sum()
+    }
+
+    /// Decodes one message received at `now`.
+    pub fn decode(
+        &mut self,
+        topic: &str,
+        content_type: Option<&str>,
+        payload: &bytes::Bytes,
+        now: Now,
+    ) -> Decoded {
+        for (input, host) in &mut self.inputs {
+            match (input, host) {
+                (Input::Plain { template, codec }, _) => {
+                    let Some(caps) = template.matches(topic) else { continue };
+                    let codec = match content_type.map(Codec::from_content_type) {
+                        Some(Ok(c)) => c,
+                        Some(Err(e)) => return Decoded::Dead(e.to_string()),
+                        None => *codec,
+                    };
+                    let mut batch = match codec.decode_batch(payload) {
+                        Ok(b) => b,
+                        Err(e) => return Decoded::Dead(e.to_string()),
+                    };
+                    let source: Vec<&str> =
+                        caps.iter().filter(|(n, _)| *n != "sensor").map(|(_, v)| v).collect();
+                    batch.source = source.join("/").into();
+                    let readings = Readings { live: vec![batch], historical: Vec::new() };
+                    return Decoded::Readings { readings, kind: Kind::Data };
+                }
+                (Input::Sparkplug { .. }, Some(host)) => {
+                    let Some(kind) = sparkplug_type(topic) else { continue };
+                    let msg = Message { topic: topic.to_owned(), payload: payload.clone() };
+                    if let Err(e) = host.handle_message(&msg, now) {
+                        return Decoded::Dead(e.to_string());
+                    }
+                    let mut readings = Readings::default();
+                    while let Some(e) = host.poll_event() {
+                        match e {
+                            HostEvent::Data(b) => readings.live.push(b),
+                            HostEvent::Historical(b) => readings.historical.push(b),
+                            _ => {}
+                        }
+                    }
+                    let kind = match kind {
+                        "NBIRTH" | "DBIRTH" => Kind::Birth,
+                        "NDEATH" | "DDEATH" => Kind::Death,
+                        "NDATA" | "DDATA" => Kind::Data,
+                        _ => Kind::Other,
+                    };
+                    // DATA the host could not name (no birth seen from its
+                    // node or device) is kept, not silently dropped.
+                    if kind == Kind::Data
+                        && readings.live.is_empty()
+                        && readings.historical.is_empty()
+                    {
+                        return Decoded::Dead(
+                            "Sparkplug DATA with no birth seen from its edge node or device: \
+                             its metrics cannot be named (a rebirth was requested)"
+                                .into(),
+                        );
+                    }
+                    return Decoded::Readings { readings, kind };
+                }
+                (Input::Sparkplug { .. }, None) => {}
+            }
+        }
+        Decoded::Dead(format!("no input is configured for topic {topic:?}"))
+    }
+}

@@ -1,0 +1,103 @@
+"""An amqtt MQTT 3.1.1-only broker: a second, independent broker for the tests.
+
+Usage: mqtt311_broker.py PORT
+
+Listens on 127.0.0.1:PORT only (plain TCP, no websocket listener), accepts
+every client (no authentication), publishes no $SYS topics and writes no
+files. A CONNECT of protocol level 5 (or any level but 4) with name "MQTT" is
+answered with the 3.1.1 CONNACK "unacceptable protocol version", 20 02 00 01,
+and the connection closed; an MQTT 3.1 CONNECT ("MQIsdp") is closed unanswered.
+
+amqtt 0.12.1 faults worked around here:
+- It reads an MQTT 5 CONNECT's properties as the client id's length and
+  waits for bytes that never come (no CONNACK until the client gives up):
+  SkipOtherLevels skips the payload of a CONNECT that is not level 4.
+- Its AnonymousAuthPlugin marks every session anonymous, and amqtt drops an
+  anonymous session once it disconnects and queues nothing for it, so
+  clean_session=0 would mean nothing: AcceptAll accepts without that mark.
+- On every CONNECT it sends the client (QoS 0, retain 1, before any
+  SUBSCRIBE) each retained message that matches a filter any session holds,
+  and sends the messages queued for a persistent session with retain 1:
+  Broker311 sends retained messages only on SUBSCRIBE, queued ones retain 0.
+
+Prints "ready" once it accepts connections, then runs until stdin is closed
+or it gets SIGTERM (or SIGINT), and exits cleanly.
+"""
+
+import asyncio
+import logging
+import signal
+import sys
+
+from amqtt.broker import Broker
+from amqtt.mqtt.connect import ConnectPacket, ConnectPayload
+from amqtt.plugins.base import BaseAuthPlugin
+
+
+class SkipOtherLevels(ConnectPayload):
+    @classmethod
+    async def from_stream(cls, reader, fixed_header, variable_header):
+        if variable_header is None or variable_header.proto_level == 4:
+            return await super().from_stream(reader, fixed_header, variable_header)
+        # Consume the rest of the packet; amqtt then sends CONNACK 0x01.
+        await reader.read(fixed_header.remaining_length - 6 - len(variable_header.proto_name.encode()))
+        return cls(client_id="", will_topic="", will_message=b"")
+
+
+ConnectPacket.PAYLOAD = SkipOtherLevels
+
+
+class AcceptAll(BaseAuthPlugin):
+    async def authenticate(self, *, session):
+        return True
+
+
+class Broker311(Broker):
+    async def _publish_session_retained_messages(self, session):
+        # Called on CONNECT, right before the loop over every session's filters.
+        session.connecting = True
+        handler = self._get_handler(session)
+        queued = []
+        while handler and not session.retained_messages.empty():
+            queued.append(session.retained_messages.get_nowait())
+        await asyncio.gather(*(handler.mqtt_publish(m.topic, m.data, m.qos, retain=False) for m in queued))
+
+    async def _publish_retained_messages_for_subscription(self, subscription, session):
+        if not getattr(session, "connecting", False):
+            await super()._publish_retained_messages_for_subscription(subscription, session)
+
+    async def _client_message_loop(self, session, handler):
+        session.connecting = False
+        await super()._client_message_loop(session, handler)
+
+
+async def main():
+    broker = Broker311(
+        {
+            "listeners": {"default": {"type": "tcp", "bind": f"127.0.0.1:{int(sys.argv[1])}"}},
+            # Only this plugin: no packet/event loggers, no $SYS (BrokerSysPlugin).
+            "plugins": {f"{__name__}.AcceptAll": {}},
+        }
+    )
+    await broker.start()
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    stdin = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(stdin), sys.stdin)
+
+    async def until_eof():
+        while await stdin.read(4096):
+            pass
+        stop.set()
+
+    eof = loop.create_task(until_eof())
+    print("ready", flush=True)
+    await stop.wait()
+    eof.cancel()
+    await broker.shutdown()
+
+
+logging.basicConfig(level=logging.WARNING, format="mqtt311_broker: %(name)s: %(message)s")
+asyncio.run(main())
