@@ -43,7 +43,7 @@ use serde_json::json;
 use shopfloor_mqtt::consumer::{LinkCounters, Outgoing};
 use shopfloor_mqtt::{Broker, Consumer, ConsumerConfig, ConsumerEvent, Inputs, Protocol};
 use shopfloor_sparkplug::edge::Now;
-#[cfg(any(feature = "postgres", feature = "alertmanager"))]
+#[cfg(feature = "alertmanager")]
 use tokio::sync::mpsc;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -134,6 +134,9 @@ pub struct DriverStats {
     /// Readings ignored because their signal would pass
     /// `EngineLimits::max_alarms`.
     pub refused_readings: std::sync::atomic::AtomicU64,
+    /// Events the journal never got: more than `JOURNAL_BACKLOG` waited
+    /// (the database was away under a flood) and the oldest went.
+    pub journal_dropped: std::sync::atomic::AtomicU64,
 }
 
 /// A running driver.
@@ -211,9 +214,86 @@ pub fn parse_command(payload: &[u8]) -> Result<Command, String> {
     })
 }
 
-/// Journal batches: events and the state after them.
+/// Events waiting for the journal, at most: beyond it (the database is
+/// away for long under an alarm flood) the oldest are dropped and counted.
 #[cfg(feature = "postgres")]
-type JournalTx = mpsc::UnboundedSender<(Vec<crate::engine::Event>, Vec<crate::engine::Persisted>)>;
+pub const JOURNAL_BACKLOG: usize = 100_000;
+
+/// What waits for the journal writer: events in order and the latest
+/// state. The driver never waits on it; the writer takes all of it at
+/// once.
+#[cfg(feature = "postgres")]
+struct JournalBacklog<E, S> {
+    events: std::collections::VecDeque<E>,
+    state: Option<Vec<S>>,
+    closed: bool,
+}
+
+#[cfg(feature = "postgres")]
+struct JournalTx<E = crate::engine::Event, S = crate::engine::Persisted> {
+    backlog: std::sync::Arc<std::sync::Mutex<JournalBacklog<E, S>>>,
+    wake: std::sync::Arc<tokio::sync::Notify>,
+}
+
+#[cfg(feature = "postgres")]
+impl<E, S> Clone for JournalTx<E, S> {
+    fn clone(&self) -> Self {
+        Self {
+            backlog: std::sync::Arc::clone(&self.backlog),
+            wake: std::sync::Arc::clone(&self.wake),
+        }
+    }
+}
+
+#[cfg(feature = "postgres")]
+impl<E, S> JournalTx<E, S> {
+    fn new() -> Self {
+        let backlog = JournalBacklog { events: Default::default(), state: None, closed: false };
+        Self {
+            backlog: std::sync::Arc::new(std::sync::Mutex::new(backlog)),
+            wake: Default::default(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, JournalBacklog<E, S>> {
+        self.backlog.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Queues events and the state after them; gives how many old events
+    /// were dropped to stay within [`JOURNAL_BACKLOG`].
+    fn send(&self, events: Vec<E>, state: Vec<S>) -> u64 {
+        let mut b = self.lock();
+        b.events.extend(events);
+        let over = b.events.len().saturating_sub(JOURNAL_BACKLOG);
+        b.events.drain(..over);
+        b.state = Some(state);
+        drop(b);
+        self.wake.notify_one();
+        over as u64
+    }
+
+    /// No more events: the writer stops once the backlog is written.
+    fn close(&self) {
+        self.lock().closed = true;
+        self.wake.notify_one();
+    }
+
+    /// Everything waiting; `None` once closed and empty.
+    async fn take(&self) -> Option<(Vec<E>, Option<Vec<S>>)> {
+        loop {
+            {
+                let mut b = self.lock();
+                if !b.events.is_empty() || b.state.is_some() {
+                    return Some((b.events.drain(..).collect(), b.state.take()));
+                }
+                if b.closed {
+                    return None;
+                }
+            }
+            self.wake.notified().await;
+        }
+    }
+}
 
 /// How often the driver looks up the engine's next deadline (on-delays,
 /// stale signals, shelving): a deadline set in between fires at most this
@@ -251,14 +331,17 @@ async fn start_journal(url: &str, engine: &mut Engine) -> (JournalTx, JoinHandle
             }
         }
     }
-    let (tx, mut rx) =
-        mpsc::unbounded_channel::<(Vec<crate::engine::Event>, Vec<crate::engine::Persisted>)>();
+    let tx = JournalTx::new();
+    let rx = tx.clone();
     let url = url.to_owned();
     let task = tokio::spawn(async move {
-        while let Some((events, state)) = rx.recv().await {
+        while let Some((events, state)) = rx.take().await {
             loop {
                 let result = match journal.record(&events).await {
-                    Ok(()) => journal.save_state(&state).await,
+                    Ok(()) => match &state {
+                        Some(state) => journal.save_state(state).await,
+                        None => Ok(()),
+                    },
                     Err(e) => Err(e),
                 };
                 match result {
@@ -539,15 +622,36 @@ async fn run(
         }
         #[cfg(feature = "postgres")]
         if let (Some((tx, _)), false) = (&journal, recorded.is_empty()) {
-            let _ = tx.send((recorded, engine.persisted()));
+            let dropped = tx.send(recorded, engine.persisted());
+            stats.journal_dropped.fetch_add(dropped, Relaxed);
         }
     }
     drop(consumer);
     #[cfg(feature = "postgres")]
     if let Some((tx, task)) = journal {
         // What is queued is written before the engine is handed back.
-        drop(tx);
+        tx.close();
         let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
     }
     engine
+}
+
+#[cfg(all(test, feature = "postgres"))]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_journal_backlog_is_bounded_and_keeps_the_newest() {
+        let tx: JournalTx<usize, u8> = JournalTx::new();
+        let n = JOURNAL_BACKLOG + 1234;
+        let mut dropped = tx.send((0..n / 2).collect(), vec![1]);
+        dropped += tx.send((n / 2..n).collect(), vec![2]);
+        assert_eq!(dropped, 1234);
+        let (events, state) = tx.take().await.unwrap();
+        assert_eq!(events.len(), JOURNAL_BACKLOG);
+        assert_eq!((events[0], events[JOURNAL_BACKLOG - 1]), (1234, n - 1));
+        assert_eq!(state, Some(vec![2]), "only the latest state is kept");
+        tx.close();
+        assert!(tx.take().await.is_none(), "closed and written: the writer stops");
+    }
 }

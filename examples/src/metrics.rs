@@ -275,6 +275,11 @@ pub fn alerting(page: &mut Exposition, s: &shopfloor_alerting::mqtt::DriverStats
         s.link.failures.load(Relaxed),
     )
     .counter(
+        "shopfloor_alerting_journal_dropped_total",
+        "Events the journal never got: its backlog (100 000) was full while the database was away.",
+        s.journal_dropped.load(Relaxed),
+    )
+    .counter(
         "shopfloor_alerting_unusable_messages_total",
         "Messages with no usable reading (not a batch, DATA before any birth, no input for the topic).",
         s.unusable.load(Relaxed),
