@@ -19,6 +19,12 @@ amqtt 0.12.1 faults worked around here:
   SUBSCRIBE) each retained message that matches a filter any session holds,
   and sends the messages queued for a persistent session with retain 1:
   Broker311 sends retained messages only on SUBSCRIBE, queued ones retain 0.
+- It never drops a client that stays silent past its keep-alive, so such a
+  client's will is never sent: Broker311 waits 1.5 times the keep-alive
+  [MQTT-3.1.2-24], then ends the connection as if the client had closed it.
+
+Left as amqtt does it: a message is delivered at the subscription's QoS even
+when published at a lower one, once per matching filter of a client.
 
 Prints "ready" once it accepts connections, then runs until stdin is closed
 or it gets SIGTERM (or SIGINT), and exits cleanly.
@@ -31,6 +37,7 @@ import sys
 
 from amqtt.broker import Broker
 from amqtt.mqtt.connect import ConnectPacket, ConnectPayload
+from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
 from amqtt.plugins.base import BaseAuthPlugin
 
 
@@ -45,6 +52,8 @@ class SkipOtherLevels(ConnectPayload):
 
 
 ConnectPacket.PAYLOAD = SkipOtherLevels
+# Called when no packet came within the keep-alive (amqtt's does nothing).
+BrokerProtocolHandler.handle_read_timeout = lambda self: self.reader.feed_eof()
 
 
 class AcceptAll(BaseAuthPlugin):
@@ -53,6 +62,11 @@ class AcceptAll(BaseAuthPlugin):
 
 
 class Broker311(Broker):
+    async def _initialize_client_session(self, *args):
+        handler, session = await super()._initialize_client_session(*args)
+        session.keep_alive = (session.keep_alive * 3 + 1) // 2
+        return handler, session
+
     async def _publish_session_retained_messages(self, session):
         # Called on CONNECT, right before the loop over every session's filters.
         session.connecting = True

@@ -2,6 +2,7 @@
 #![deny(missing_docs)]
 
 mod alertmanager;
+mod amqtt;
 mod chromium;
 mod error;
 mod fuzz;
@@ -15,6 +16,7 @@ mod python;
 mod serial;
 
 pub use alertmanager::Alertmanager;
+pub use amqtt::Amqtt;
 pub use chromium::Chromium;
 pub use error::Error;
 pub use fuzz::replay_fuzz_inputs;

@@ -47,10 +47,15 @@ pub fn answers(port: u16, path: &str) -> bool {
 
 impl Stack {
     pub fn start(broker: &Mosquitto, c: &Configs<'_>) -> Self {
+        Self::start_at(broker.host(), broker.port(), c)
+    }
+
+    /// On the broker at `host:port` (any broker, not only Mosquitto).
+    pub fn start_at(host: &str, port: u16, c: &Configs<'_>) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let [ingest_port, alert_port, live_port] =
             std::array::from_fn(|_| shopfloor_testkit::free_port().unwrap());
-        let mqtt = format!("[mqtt]\nhost = \"{}\"\nport = {}\n", broker.host(), broker.port());
+        let mqtt = format!("[mqtt]\nhost = \"{host}\"\nport = {port}\n");
         let write = |name: &str, text: String| {
             let path = dir.path().join(name);
             std::fs::write(&path, text).unwrap();
