@@ -2,9 +2,9 @@
 //! Mosquitto (amqtt, from PyPI), fed by an independent Sparkplug edge node
 //! that speaks 3.1.1 too (Google's protobuf runtime and paho-mqtt, in
 //! `testkit/python/sparkplug_rich.py`):
-//! - on the default protocol (MQTT 5), each daemon says once, in one log
-//!   line, that the broker did not accept MQTT 5 and how to switch, and
-//!   does not repeat it on every retry;
+//! - on the default protocol (MQTT 5), each daemon (and a gateway) says
+//!   once, in one log line, that the broker did not accept MQTT 5 and how
+//!   to switch, and does not repeat it on every retry;
 //! - with `protocol = "3.1.1"`, ingestd stores, alertd raises and the live
 //!   page shows what the edge node sends, and plain readings without a
 //!   content type are read with the configured codec.
@@ -72,6 +72,19 @@ fn a_refused_mqtt_5_is_one_line_that_says_how_to_switch() {
             "live",
             env!("CARGO_BIN_EXE_shopfloor-live"),
             format!("{mqtt}[live]\nlisten = \"127.0.0.1:{live_port}\"\n"),
+            None,
+        ),
+        // A gateway said `connection lost` on every retry, though it had
+        // never connected. (Its device is nowhere: the broker is the point.)
+        (
+            "modbus-gateway",
+            env!("CARGO_BIN_EXE_shopfloor-modbus-gateway"),
+            format!(
+                "{mqtt}[sparkplug]\ngroup_id = \"G\"\nedge_node_id = \"gw\"\n\
+                 [[modbus.device]]\nname = \"d1\"\nhost = \"127.0.0.1\"\nport = {}\n\
+                 [[modbus.device.tag]]\nname = \"t\"\nregister = \"40001\"\ntype = \"u16\"\n",
+                shopfloor_testkit::free_port().unwrap()
+            ),
             None,
         ),
     ];
