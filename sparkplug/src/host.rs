@@ -61,11 +61,24 @@ pub struct HostConfig {
     /// A payload with more metrics is refused ([`InboundError::TooManyMetrics`]):
     /// what one message can cost downstream is bounded.
     pub max_metrics_per_payload: usize,
+    /// Edge nodes followed at most: the NBIRTH of one more is refused
+    /// ([`InboundError::TooManyNodes`]), and DATA from an unknown node past
+    /// it asks for no rebirth (that would track it).
+    pub max_nodes: usize,
+    /// Devices per edge node at most: the DBIRTH of one more is refused
+    /// ([`InboundError::TooManyDevices`]).
+    pub max_devices_per_node: usize,
+    /// Distinct metric names an edge node's births may define, its
+    /// devices' included: a birth past it is refused
+    /// ([`InboundError::TooManyNodeMetrics`]).
+    pub max_metrics_per_node: usize,
 }
 
 impl HostConfig {
     /// A primary host: STATE on, 2 s reorder timeout, 5 s rebirth cooldown,
-    /// 2 000 000 last values kept, 100 000 metrics a payload at most.
+    /// 2 000 000 last values kept, 100 000 metrics a payload at most,
+    /// 100 000 edge nodes, 10 000 devices and 200 000 metric names an edge
+    /// node.
     pub fn new(host_id: impl Into<String>) -> Self {
         Self {
             host_id: host_id.into(),
@@ -75,6 +88,9 @@ impl HostConfig {
             groups: None,
             max_tracked_metrics: 2_000_000,
             max_metrics_per_payload: 100_000,
+            max_nodes: 100_000,
+            max_devices_per_node: 10_000,
+            max_metrics_per_node: 200_000,
         }
     }
 }
@@ -193,6 +209,35 @@ pub enum InboundError {
         /// The topic.
         topic: String,
         /// Metrics in the payload.
+        metrics: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// The birth of an edge node past [`HostConfig::max_nodes`].
+    #[error("{topic}: this host follows {limit} edge nodes already (max_nodes)")]
+    TooManyNodes {
+        /// The topic.
+        topic: String,
+        /// The limit.
+        limit: usize,
+    },
+    /// The birth of a device past [`HostConfig::max_devices_per_node`].
+    #[error("{topic}: its edge node has {limit} devices already (max_devices_per_node)")]
+    TooManyDevices {
+        /// The topic.
+        topic: String,
+        /// The limit.
+        limit: usize,
+    },
+    /// A birth that would give its edge node more metric names than
+    /// [`HostConfig::max_metrics_per_node`].
+    #[error(
+        "{topic}: this birth would give its edge node {metrics} metric names, more than the {limit} allowed (max_metrics_per_node)"
+    )]
+    TooManyNodeMetrics {
+        /// The topic.
+        topic: String,
+        /// The names the node would have.
         metrics: usize,
         /// The limit.
         limit: usize,
@@ -470,6 +515,28 @@ impl HostApplication {
                 let Some(node) = self.nodes.get_mut(&key) else { return Ok(()) };
                 match (message_type, device) {
                     (MessageType::DBirth, Some(d)) => {
+                        let limit = self.config.max_devices_per_node;
+                        if !node.devices.contains_key(&d) && node.devices.len() >= limit {
+                            return Err(InboundError::TooManyDevices {
+                                topic: msg.topic.clone(),
+                                limit,
+                            });
+                        }
+                        let new = payload
+                            .metrics
+                            .iter()
+                            .filter_map(|m| m.name.as_deref())
+                            .filter(|n| !node.types.contains(n))
+                            .count();
+                        let (metrics, limit) =
+                            (node.types.len() + new, self.config.max_metrics_per_node);
+                        if metrics > limit {
+                            return Err(InboundError::TooManyNodeMetrics {
+                                topic: msg.topic.clone(),
+                                metrics,
+                                limit,
+                            });
+                        }
                         node.types.add_birth(&payload);
                         let dev = node.devices.entry(d.clone()).or_default();
                         dev.online = true;
@@ -484,9 +551,15 @@ impl HostApplication {
                     }
                     (MessageType::DDeath, Some(d)) => {
                         let ts = payload.timestamp.unwrap_or(now.unix_ms);
-                        let dev = node.devices.entry(d.clone()).or_default();
-                        dev.online = false;
-                        let stale = stale_batch(&source, &dev.last, ts);
+                        // A device never seen has no values to make stale
+                        // (and is not tracked for a death).
+                        let stale = match node.devices.get_mut(&d) {
+                            Some(dev) => {
+                                dev.online = false;
+                                stale_batch(&source, &dev.last, ts)
+                            }
+                            None => Batch::new(source.as_str()),
+                        };
                         self.events.push_back(HostEvent::DeviceOffline {
                             group,
                             edge_node: edge,
@@ -533,6 +606,20 @@ impl HostApplication {
                 reason: "NBIRTH without seq",
             });
         };
+        if !self.nodes.contains_key(&key) && self.nodes.len() >= self.config.max_nodes {
+            return Err(InboundError::TooManyNodes {
+                topic: msg.topic.clone(),
+                limit: self.config.max_nodes,
+            });
+        }
+        let types = BirthTypes::from_birth(&payload);
+        if types.len() > self.config.max_metrics_per_node {
+            return Err(InboundError::TooManyNodeMetrics {
+                topic: msg.topic.clone(),
+                metrics: types.len(),
+                limit: self.config.max_metrics_per_node,
+            });
+        }
         let (group, edge) = key.clone();
         let node = self.nodes.entry(key.clone()).or_insert_with(NodeState::new);
         node.online = true;
@@ -540,7 +627,7 @@ impl HostApplication {
         node.expected = Some((seq as u8).wrapping_add(1));
         node.missing.clear();
         node.reorder_deadline = None;
-        node.types = BirthTypes::from_birth(&payload);
+        node.types = types;
         self.tracked -= node.last.len();
         node.last.clear();
         for d in node.devices.values_mut() {
@@ -595,9 +682,16 @@ impl HostApplication {
         source: &str,
     ) {
         let Some(node) = self.nodes.get_mut(key) else { return };
-        let last = match device {
-            Some(d) => &mut node.devices.entry(d.to_owned()).or_default().last,
-            None => &mut node.last,
+        // DATA of a device without a birth is tracked while the node has
+        // room for one more device.
+        let room = node.devices.len() < self.config.max_devices_per_node;
+        let mut nowhere = HashMap::new();
+        let (last, track) = match device {
+            Some(d) if room || node.devices.contains_key(d) => {
+                (&mut node.devices.entry(d.to_owned()).or_default().last, true)
+            }
+            Some(_) => (&mut nowhere, false),
+            None => (&mut node.last, true),
         };
         let (mut live, mut history) = (Batch::new(source), Batch::new(source));
         let mut one = Vec::new();
@@ -611,7 +705,7 @@ impl HostApplication {
                 match last.get_mut(r.metric.as_str()) {
                     Some(old) if r.timestamp >= old.timestamp => *old = r.clone(),
                     Some(_) => {}
-                    None if self.tracked < self.config.max_tracked_metrics => {
+                    None if track && self.tracked < self.config.max_tracked_metrics => {
                         last.insert(r.metric.to_string(), r.clone());
                         self.tracked += 1;
                     }
@@ -662,8 +756,11 @@ impl HostApplication {
     }
 
     fn request_rebirth(&mut self, group: &str, edge: &str, reason: RebirthReason, now: Now) {
-        let node =
-            self.nodes.entry((group.to_owned(), edge.to_owned())).or_insert_with(NodeState::new);
+        let key = (group.to_owned(), edge.to_owned());
+        if !self.nodes.contains_key(&key) && self.nodes.len() >= self.config.max_nodes {
+            return;
+        }
+        let node = self.nodes.entry(key).or_insert_with(NodeState::new);
         let cooldown = self.config.rebirth_cooldown;
         if node.last_rebirth_request.is_some_and(|t| now.instant < t + cooldown) {
             return;

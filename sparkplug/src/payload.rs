@@ -238,6 +238,16 @@ impl BirthTypes {
         Self::default()
     }
 
+    /// Metric names known (template members by their path included).
+    pub fn len(&self) -> usize {
+        self.by_name.len()
+    }
+
+    /// Whether `name` is known.
+    pub fn contains(&self, name: &str) -> bool {
+        self.by_name.contains_key(name)
+    }
+
     /// The table of a decoded birth.
     pub fn from_birth(birth: &Payload) -> Self {
         let mut t = Self::new();

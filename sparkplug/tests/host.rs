@@ -576,6 +576,59 @@ fn payloads_past_the_metric_limit_are_refused() {
     ));
 }
 
+/// Remote input cannot make the host follow unbounded nodes, devices or
+/// metric names: the birth past each limit is refused with its reason,
+/// rebirths of what is followed still pass, and DATA from a node the host
+/// has no room for asks for no rebirth.
+#[test]
+fn nodes_devices_and_names_per_node_are_bounded() {
+    use shopfloor_sparkplug::host::InboundError;
+    let (mut host, now) = bare_host(|c| {
+        c.max_nodes = 2;
+        c.max_devices_per_node = 2;
+        c.max_metrics_per_node = 5;
+    });
+    let msg = |topic: &str, seq: u64, names: &[&str]| {
+        let mut p = Payload { timestamp: Some(1_000), seq: Some(seq), ..Default::default() };
+        if topic.contains("NBIRTH") {
+            p.metrics.push(Metric::new("bdSeq", 1_000, MetricValue::Int64(0)));
+        }
+        for n in names {
+            p.metrics.push(Metric::new(*n, 1_000, MetricValue::Double(1.0)));
+        }
+        Message { topic: topic.into(), payload: p.encode(EncodeOptions::default()).into() }
+    };
+    host.handle_message(&msg("spBv1.0/G/NBIRTH/E", 0, &["m1"]), now).unwrap();
+    host.handle_message(&msg("spBv1.0/G/NBIRTH/E2", 0, &[]), now).unwrap();
+    let e = host.handle_message(&msg("spBv1.0/G/NBIRTH/E3", 0, &[]), now).unwrap_err();
+    assert!(matches!(e, InboundError::TooManyNodes { limit: 2, .. }), "{e}");
+    assert!(e.to_string().contains("max_nodes"), "{e}");
+    // A rebirth of a node followed already passes.
+    host.handle_message(&msg("spBv1.0/G/NBIRTH/E", 0, &["m1"]), now).unwrap();
+    let _ = host.drain_transmits().count();
+    while host.poll_event().is_some() {}
+    // DATA of a node there is no room for: nothing named, no rebirth asked.
+    let _ = host.handle_message(&msg("spBv1.0/G/NDATA/X", 1, &["m"]), now);
+    assert_eq!(host.drain_transmits().count(), 0, "no state, no rebirth request for G/X");
+    assert!(std::iter::from_fn(|| host.poll_event()).all(|e| !matches!(e, HostEvent::Data(_))));
+
+    // Names per node: bdSeq and m1 are 2; a and b make 4.
+    host.handle_message(&msg("spBv1.0/G/DBIRTH/E/D1", 1, &["a", "b"]), now).unwrap();
+    // A device rebirth names nothing new.
+    host.handle_message(&msg("spBv1.0/G/DBIRTH/E/D1", 2, &["a", "b"]), now).unwrap();
+    let e = host.handle_message(&msg("spBv1.0/G/DBIRTH/E/D2", 3, &["c", "d"]), now).unwrap_err();
+    assert!(matches!(e, InboundError::TooManyNodeMetrics { metrics: 6, limit: 5, .. }), "{e}");
+    host.handle_message(&msg("spBv1.0/G/DBIRTH/E/D2", 4, &["c"]), now).unwrap();
+    // Devices per node.
+    let e = host.handle_message(&msg("spBv1.0/G/DBIRTH/E/D3", 5, &[]), now).unwrap_err();
+    assert!(matches!(e, InboundError::TooManyDevices { limit: 2, .. }), "{e}");
+    // An NBIRTH alone past the names limit is refused too.
+    let e = host
+        .handle_message(&msg("spBv1.0/G/NBIRTH/E2", 0, &["1", "2", "3", "4", "5"]), now)
+        .unwrap_err();
+    assert!(matches!(e, InboundError::TooManyNodeMetrics { metrics: 6, .. }), "{e}");
+}
+
 /// A host that replays a stored birth (ingest after a restart) and then
 /// reads queued DATA: the DATA continues a sequence the birth knows nothing
 /// of. After `resync_seq` that is no gap; a gap after it still is.
