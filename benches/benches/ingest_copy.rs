@@ -114,7 +114,7 @@ async fn main() {
     drop(writer);
     // What the ingest runs: the pipeline on two connections, at most one
     // batch in flight per connection, tickets awaited in order.
-    let db = Database { url: pg.connection_string(), timescaledb: false };
+    let db = Database { timescaledb: false, ..Database::new(pg.connection_string()) };
     let mut pipeline = Pipeline::connect(&db, 2).await;
     let mut writer_time = Duration::MAX;
     for _ in 0..3 {

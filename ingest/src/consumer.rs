@@ -99,6 +99,10 @@ pub struct IngestConfig {
     /// A dead letter keeps at most this much of its payload (the reason
     /// says how long it was).
     pub dead_letter_payload: usize,
+    /// Metrics (source and name) the catalogue may hold: readings of a new
+    /// metric past it are dead letters, so remote names cannot grow it
+    /// without bound.
+    pub max_catalogue_metrics: u64,
 }
 
 impl IngestConfig {
@@ -106,7 +110,8 @@ impl IngestConfig {
     /// at most 20 000 messages pending, 2 COPY connections, TimescaleDB
     /// where available, everything kept, rollups every 2 s, readings at
     /// most 1 day ahead of the clock and 10 years back, at most 100 000
-    /// readings a message, dead letters keeping 64 KiB of their payload.
+    /// readings a message, dead letters keeping 64 KiB of their payload,
+    /// a catalogue of at most 1 000 000 metrics.
     pub fn new(
         host: impl Into<String>,
         port: u16,
@@ -133,6 +138,7 @@ impl IngestConfig {
             max_readings_per_message: 100_000,
             max_age: Duration::from_secs(3650 * 86_400),
             dead_letter_payload: 64 << 10,
+            max_catalogue_metrics: crate::writer::MAX_CATALOGUE,
         }
     }
 }
@@ -485,7 +491,11 @@ async fn run(
     mut stop: oneshot::Receiver<()>,
     stats: Arc<Stats>,
 ) -> Result<(), IngestError> {
-    let db = Database { url: config.database.clone(), timescaledb: config.timescaledb };
+    let db = Database {
+        url: config.database.clone(),
+        timescaledb: config.timescaledb,
+        max_catalogue: config.max_catalogue_metrics,
+    };
     // Stopping works in every state, also while the database is refused.
     let mut pipeline = tokio::select! {
         p = Pipeline::connect(&db, config.connections.clamp(1, 2)) => p,

@@ -113,6 +113,14 @@ pub enum RowError {
         /// The oldest time accepted when it arrived.
         horizon: u64,
     },
+    /// A metric new to the catalogue, which holds its limit already.
+    #[error(
+        "a new metric, and the catalogue holds {limit} metrics already (max_catalogue_metrics)"
+    )]
+    CatalogueFull {
+        /// The limit.
+        limit: u64,
+    },
 }
 
 /// Why `value` cannot be stored, if it cannot (what [`stored`] refuses),

@@ -35,6 +35,24 @@ pub struct Database {
     pub url: String,
     /// Whether a new schema may use TimescaleDB (see [`migrate_with`]).
     pub timescaledb: bool,
+    /// Metrics the catalogue may hold at most (see
+    /// [`Writer::set_max_catalogue`]).
+    pub max_catalogue: u64,
+}
+
+impl Database {
+    /// `url`, TimescaleDB where available, a catalogue of at most
+    /// [`MAX_CATALOGUE`](crate::writer::MAX_CATALOGUE) metrics.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self { url: url.into(), timescaledb: true, max_catalogue: crate::writer::MAX_CATALOGUE }
+    }
+
+    /// A writer on `client`, with this database's limits.
+    pub(crate) fn writer(&self, client: tokio_postgres::Client) -> Writer {
+        let mut w = Writer::new(client);
+        w.set_max_catalogue(self.max_catalogue);
+        w
+    }
 }
 
 /// Retry delays for the database: from 100 ms, doubling, at most 2 s, so a
@@ -128,7 +146,7 @@ impl Pipeline {
             let client = connect(db).await;
             // One job waiting per connection besides the one it writes.
             let (tx, rx) = mpsc::channel(1);
-            tasks.push(AbortOnDrop(tokio::spawn(work(Writer::new(client), db.clone(), rx))));
+            tasks.push(AbortOnDrop(tokio::spawn(work(db.writer(client), db.clone(), rx))));
             workers.push(tx);
         }
         Self { workers, tasks, next: 0 }
@@ -209,7 +227,7 @@ async fn work(mut writer: Writer, db: Database, mut jobs: mpsc::Receiver<Job>) {
                     tracing::warn!("{e}; retrying");
                     tokio::time::sleep(db_backoff(failures)).await;
                     if writer.client().is_closed() {
-                        writer = Writer::new(connect(&db).await);
+                        writer = db.writer(connect(&db).await);
                     }
                 }
             }

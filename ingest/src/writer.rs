@@ -262,10 +262,19 @@ pub struct Writer {
     /// cannot grow it.
     cached: usize,
     max_cached: usize,
+    /// Entries the catalogue holds, as last counted plus what this writer
+    /// added since (`None`: not counted yet).
+    catalogue: Option<u64>,
+    max_catalogue: u64,
+    /// Metrics of the write under way refused for a full catalogue.
+    refused: HashSet<(String, String)>,
 }
 
 /// Catalogue ids a writer keeps in memory by default (about 100 bytes each).
 pub const MAX_CACHED_IDS: usize = 500_000;
+
+/// Metrics the catalogue holds at most by default.
+pub const MAX_CATALOGUE: u64 = 1_000_000;
 
 impl Writer {
     /// A writer on a connection whose schema is migrated.
@@ -278,7 +287,19 @@ impl Writer {
             deltas: Deltas::default(),
             cached: 0,
             max_cached: MAX_CACHED_IDS,
+            catalogue: None,
+            max_catalogue: MAX_CATALOGUE,
+            refused: HashSet::new(),
         }
+    }
+
+    /// Metrics (source and name) the catalogue may hold (default
+    /// [`MAX_CATALOGUE`]): readings of a new metric past it are refused
+    /// ([`RowError::CatalogueFull`], a dead letter), births' descriptions
+    /// of new metrics past it are left out. Other writers on the same
+    /// database count too (the catalogue is counted again near the limit).
+    pub fn set_max_catalogue(&mut self, n: u64) {
+        self.max_catalogue = n;
     }
 
     /// The connection.
@@ -405,6 +426,7 @@ impl Writer {
             self.ids.clear();
             self.cached = 0;
         }
+        self.refused.clear();
         let mut missing: Vec<(String, String, &'static str)> = Vec::new();
         for b in rows.batches.iter().chain(rows.deaths) {
             let known = self.ids.get(b.source.as_str());
@@ -437,8 +459,10 @@ impl Writer {
         for (b, death) in
             rows.batches.iter().map(|b| (b, false)).chain(rows.deaths.iter().map(|b| (b, true)))
         {
-            // (A source with no readings was never registered.)
-            let Some(ids) = self.ids.get(b.source.as_str()) else { continue };
+            // (A source with no readings was never registered; one refused
+            // for a full catalogue has an empty map.)
+            let empty = HashMap::new();
+            let ids = self.ids.get(b.source.as_str()).unwrap_or(&empty);
             for r in &b.readings {
                 let ms = r.timestamp.unix_ms();
                 // `stored` once per reading: it encodes bytes as base64.
@@ -460,11 +484,13 @@ impl Writer {
                 // Registered above; a catalogue that lost the entry
                 // meanwhile (a DBA's DELETE) is not worth a panic.
                 let Some(&id) = ids.get(r.metric.as_str()) else {
-                    out.rejected.push(Rejected {
-                        source: b.source.to_string(),
-                        metric: r.metric.to_string(),
-                        error: RowError::Unsupported("no catalogue entry".into()),
-                    });
+                    let key = (b.source.to_string(), r.metric.to_string());
+                    let error = if self.refused.contains(&key) {
+                        RowError::CatalogueFull { limit: self.max_catalogue }
+                    } else {
+                        RowError::Unsupported("no catalogue entry".into())
+                    };
+                    out.rejected.push(Rejected { source: key.0, metric: key.1, error });
                     continue;
                 };
                 if death {
@@ -607,10 +633,23 @@ impl Writer {
         &mut self,
         keys: &[(String, String, &'static str)],
     ) -> Result<(), IngestError> {
-        let sources: Vec<&str> = keys.iter().map(|k| k.0.as_str()).collect();
-        let names: Vec<&str> = keys.iter().map(|k| k.1.as_str()).collect();
-        let types: Vec<&str> = keys.iter().map(|k| k.2).collect();
-        self.client
+        let admitted = self.admit(keys.iter().map(|k| (k.0.as_str(), k.1.as_str()))).await?;
+        let mut keep = Vec::with_capacity(keys.len());
+        for (k, ok) in keys.iter().zip(admitted) {
+            if ok {
+                keep.push(k);
+            } else {
+                self.refused.insert((k.0.clone(), k.1.clone()));
+            }
+        }
+        if keep.is_empty() {
+            return Ok(());
+        }
+        let sources: Vec<&str> = keep.iter().map(|k| k.0.as_str()).collect();
+        let names: Vec<&str> = keep.iter().map(|k| k.1.as_str()).collect();
+        let types: Vec<&str> = keep.iter().map(|k| k.2).collect();
+        let added = self
+            .client
             .execute(
                 "INSERT INTO shopfloor.metrics (source, name, datatype)
                  SELECT * FROM unnest($1::text[], $2::text[], $3::text[])
@@ -619,6 +658,7 @@ impl Writer {
             )
             .await
             .map_err(IngestError::db("add metrics to the catalogue"))?;
+        self.catalogue = self.catalogue.map(|n| n + added);
         let rows = self
             .client
             .query(
@@ -632,6 +672,65 @@ impl Writer {
         self.cache_ids(&rows);
         Ok(())
     }
+    /// Counts the catalogue.
+    async fn count_catalogue(&mut self) -> Result<u64, IngestError> {
+        let n: i64 = self
+            .client
+            .query_one("SELECT count(*) FROM shopfloor.metrics", &[])
+            .await
+            .map_err(IngestError::db("count the catalogue"))?
+            .get(0);
+        let n = u64::try_from(n).unwrap_or(0);
+        self.catalogue = Some(n);
+        Ok(n)
+    }
+
+    /// Which of `keys` (source, name) may be in the catalogue: those there
+    /// already, and new ones while it holds fewer than the limit.
+    async fn admit<'k>(
+        &mut self,
+        keys: impl ExactSizeIterator<Item = (&'k str, &'k str)>,
+    ) -> Result<Vec<bool>, IngestError> {
+        let n = keys.len() as u64;
+        let have = match self.catalogue {
+            Some(c) => c,
+            None => self.count_catalogue().await?,
+        };
+        // Room for every one even if all are new: nothing to look up.
+        if have + n <= self.max_catalogue {
+            return Ok(vec![true; keys.len()]);
+        }
+        // Near the limit: count again (other writers add too), and find
+        // which are there already.
+        let have = self.count_catalogue().await?;
+        let (sources, names): (Vec<&str>, Vec<&str>) = keys.unzip();
+        let there: HashSet<i64> = self
+            .client
+            .query(
+                "SELECT k.o FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS k(source, name, o)
+                 JOIN shopfloor.metrics m ON m.source = k.source AND m.name = k.name",
+                &[&sources, &names],
+            )
+            .await
+            .map_err(IngestError::db("look up catalogue entries"))?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let mut room = self.max_catalogue.saturating_sub(have);
+        Ok((1..=sources.len() as i64)
+            .map(|o| {
+                if there.contains(&o) {
+                    true
+                } else if room > 0 {
+                    room -= 1;
+                    true
+                } else {
+                    false
+                }
+            })
+            .collect())
+    }
+
     /// Keeps catalogue ids (rows of id, source, name).
     fn cache_ids(&mut self, rows: &[tokio_postgres::Row]) {
         for row in rows {
@@ -688,6 +787,19 @@ impl Writer {
         if infos.is_empty() {
             return Ok(());
         }
+        let admitted =
+            self.admit(infos.iter().map(|i| (i.source.as_str(), i.name.as_str()))).await?;
+        let kept: Vec<MetricInfo>;
+        let infos = if admitted.iter().all(|&ok| ok) {
+            infos
+        } else {
+            kept =
+                infos.iter().zip(admitted).filter(|(_, ok)| *ok).map(|(i, _)| i.clone()).collect();
+            &kept
+        };
+        if infos.is_empty() {
+            return Ok(());
+        }
         let col = |f: fn(&MetricInfo) -> Option<&str>| -> Vec<Option<&str>> {
             infos.iter().map(f).collect()
         };
@@ -708,11 +820,13 @@ impl Writer {
                    datatype = coalesce(EXCLUDED.datatype, m.datatype),
                    unit = coalesce(EXCLUDED.unit, m.unit),
                    properties = coalesce(EXCLUDED.properties, m.properties)
-                 RETURNING id, source, name",
+                 RETURNING id, source, name, xmax = 0",
                 &[&sources, &names, &types, &units, &props],
             )
             .await
             .map_err(IngestError::db("describe metrics in the catalogue"))?;
+        let added = rows.iter().filter(|r| r.get::<_, bool>(3)).count() as u64;
+        self.catalogue = self.catalogue.map(|n| n + added);
         self.cache_ids(&rows);
         Ok(())
     }

@@ -570,6 +570,37 @@ async fn deaths_leave_the_latest_row_stale(storage: Storage) {
     assert_eq!(rollup_mismatches(w.client(), "minute").await, 0);
 }
 
+/// Stops the continuous aggregates' policy jobs from starting, and waits
+/// until none is running (30 s at most).
+async fn pause_refresh_jobs(client: &Client) {
+    client
+        .batch_execute(
+            "SELECT alter_job(job_id, scheduled => false) FROM timescaledb_information.jobs
+             WHERE proc_name = 'policy_refresh_continuous_aggregate'",
+        )
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let running: i64 = client
+            .query_one(
+                "SELECT count(*) FROM timescaledb_information.job_stats s
+                 JOIN timescaledb_information.jobs j USING (job_id)
+                 WHERE j.proc_name = 'policy_refresh_continuous_aggregate'
+                   AND s.job_status = 'Running'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if running == 0 {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "a refresh job still runs after 30 s");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
 async fn refresh_aggregates(client: &Client) {
     // One statement each: a refresh cannot run inside a transaction block.
     // The policy's job may be refreshing at the same moment (55P03): wait.
@@ -625,9 +656,11 @@ async fn timescaledb_policies_and_rollups() {
         .await
         .unwrap();
     }
-    // The rollups first, with no policy job that could refresh under the
-    // comparison (a refresh in progress shows a real-time aggregate between
-    // two states: TimescaleDB moves the watermark batch by batch).
+    // The rollups first, with the migration's refresh policies paused (a
+    // refresh in progress shows a real-time aggregate between two states:
+    // TimescaleDB moves the watermark batch by batch, and the policy's
+    // first run may fall in the middle of a comparison).
+    pause_refresh_jobs(&client).await;
     // Real-time (nothing materialized), then materialized.
     assert_eq!(rollup_mismatches(&client, "minute").await, 0);
     assert_eq!(rollup_mismatches(&client, "hour").await, 0);
@@ -794,6 +827,59 @@ async fn the_id_cache_is_bounded() {
         .unwrap()
         .get(0);
     assert_eq!(ids, 1, "one catalogue entry, whatever the cache forgot");
+}
+
+/// Hostile names cannot grow the catalogue on disk without bound: past
+/// `max_catalogue` a new metric's readings are refused with the reason (a
+/// dead letter), a birth's description of a new metric is left out, and
+/// metrics already there are written and described as ever. A second
+/// writer on the same database counts what the first added.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_catalogue_is_bounded() {
+    let pg = Postgres::start().expect("start postgresql");
+    let mut client = connect(&pg).await;
+    migrate(&mut client).await.unwrap();
+    let mut w = Writer::new(client);
+    w.set_max_catalogue(5);
+    let batch = |names: &[&str], t: u64| {
+        let mut b = Batch::new("hostile");
+        for n in names {
+            b.readings.push(Reading::new(*n, Timestamp::from_unix_ms(DAY1 + t), 1.0));
+        }
+        b
+    };
+    let out = w.write(&[batch(&["a", "b", "c"], 0)]).await.unwrap();
+    assert_eq!((out.rows, out.rejected.len()), (3, 0));
+    // A birth describes d (new, room for it) and a (known).
+    let info = |name: &str| MetricInfo {
+        source: "hostile".into(),
+        name: name.into(),
+        unit: Some("bar".into()),
+        ..MetricInfo::default()
+    };
+    w.describe(&[info("d"), info("a")]).await.unwrap();
+    // One place left: e gets it, f and g do not; a and d are written.
+    let out = w.write(&[batch(&["a", "d", "e", "f", "g"], 1)]).await.unwrap();
+    assert_eq!(out.rows, 3);
+    let refused: Vec<&str> = out.rejected.iter().map(|r| r.metric.as_str()).collect();
+    assert_eq!(refused, ["f", "g"]);
+    assert!(out.rejected.iter().all(|r| r.error == RowError::CatalogueFull { limit: 5 }));
+    assert!(out.rejected[0].error.to_string().contains("max_catalogue_metrics"));
+    // Full: a description of a new metric is left out, a known one updated.
+    w.describe(&[info("h"), MetricInfo { unit: Some("psi".into()), ..info("b") }]).await.unwrap();
+    let rows = w
+        .client()
+        .query("SELECT name, coalesce(unit, '') FROM shopfloor.metrics ORDER BY name", &[])
+        .await
+        .unwrap();
+    let got: Vec<(String, String)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    let want = [("a", "bar"), ("b", "psi"), ("c", ""), ("d", "bar"), ("e", "")];
+    assert_eq!(got, want.map(|(n, u)| (n.to_owned(), u.to_owned())));
+    // Another writer starts from the catalogue as it is.
+    let mut other = Writer::new(connect(&pg).await);
+    other.set_max_catalogue(5);
+    let out = other.write(&[batch(&["x", "a"], 2)]).await.unwrap();
+    assert_eq!((out.rows, out.rejected.len()), (1, 1), "x refused, a written");
 }
 
 on_both_storages!(

@@ -62,6 +62,8 @@ THE FILE:
     # max_age_days = 3650         # without a retention: older readings are dead letters
     # dead_letter_days = 30       # dead letters kept this long (0: for ever)
     # dead_letters_max = 1000000  # and at most this many, the oldest going first
+    # max_catalogue_metrics = 1000000   # metrics (source and name) at most; readings
+    #                             # of a new one past it are dead letters
     compress_after_days = 7       # TimescaleDB only
     chunk_hours = 24              # TimescaleDB only
 
@@ -103,6 +105,7 @@ struct StorageSection {
     max_age_days: Option<u64>,
     dead_letter_days: Option<u64>,
     dead_letters_max: Option<u64>,
+    max_catalogue_metrics: Option<u64>,
     compress_after_days: Option<u64>,
     chunk_hours: Option<u64>,
 }
@@ -208,6 +211,9 @@ fn config(path: &Path) -> anyhow::Result<IngestConfig> {
         }
         if let Some(n) = st.dead_letters_max {
             c.retention.dead_letters_max = n;
+        }
+        if let Some(n) = st.max_catalogue_metrics {
+            c.max_catalogue_metrics = n;
         }
         if let Some(d) = st.compress_after_days {
             c.retention.compress_after = (d > 0).then(|| Duration::from_secs(d * DAY));
