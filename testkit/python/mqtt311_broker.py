@@ -22,6 +22,11 @@ amqtt 0.12.1 faults worked around here:
 - It never drops a client that stays silent past its keep-alive, so such a
   client's will is never sent: Broker311 waits 1.5 times the keep-alive
   [MQTT-3.1.2-24], then ends the connection as if the client had closed it.
+- It forgets an outgoing QoS 1 message once it stops waiting for its PUBACK
+  (after 5 s, or when the connection closes), so a persistent session never
+  gets the unacknowledged ones again [MQTT-4.4.0-1]: Handler311 keeps each
+  in the session until its PUBACK and on every connection re-sends them
+  (DUP 1), in order, before those queued while offline, without waiting.
 
 Left as amqtt does it: a message is delivered at the subscription's QoS even
 when published at a lower one, once per matching filter of a client.
@@ -37,8 +42,10 @@ import sys
 
 from amqtt.broker import Broker
 from amqtt.mqtt.connect import ConnectPacket, ConnectPayload
+from amqtt.mqtt.constants import QOS_1
 from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
 from amqtt.plugins.base import BaseAuthPlugin
+from amqtt.session import INCOMING, OutgoingApplicationMessage
 
 
 class SkipOtherLevels(ConnectPayload):
@@ -56,6 +63,45 @@ ConnectPacket.PAYLOAD = SkipOtherLevels
 BrokerProtocolHandler.handle_read_timeout = lambda self: self.reader.feed_eof()
 
 
+class Handler311(BrokerProtocolHandler):
+    """Keeps each outgoing QoS 1 message in session.inflight_out, in order,
+    until its PUBACK; `sent` holds those this connection has written."""
+
+    def attach(self, session, reader, writer):
+        # Called once the session is marked connected: from now on the broker
+        # hands new messages to this handler, so those queued while offline
+        # join the unacknowledged ones now, as new messages with retain 0.
+        super().attach(session, reader, writer)
+        self.sent, self.send_lock = {}, asyncio.Lock()
+        while not session.retained_messages.empty():
+            m = session.retained_messages.get_nowait()
+            pid = session.next_packet_id
+            session.inflight_out[pid] = OutgoingApplicationMessage(pid, m.topic, m.qos, m.data, False)
+
+    async def send_inflight(self):
+        async with self.send_lock:
+            for m in list(self.session.inflight_out.values()):
+                if m.qos == QOS_1 and self.sent.get(m.packet_id) is not m and self.session.inflight_out.get(m.packet_id) is m:
+                    m.publish_packet = m.build_publish_packet(dup=m.publish_packet is not None)
+                    await self._send_packet(m.publish_packet)
+                    self.sent[m.packet_id] = m
+
+    async def _retry_deliveries(self):  # called by start(), after CONNACK
+        await self.send_inflight()
+        await super()._retry_deliveries()  # QoS 2 as amqtt does it
+
+    async def _handle_qos1_message_flow(self, message):
+        if message.direction == INCOMING:
+            return await super()._handle_qos1_message_flow(message)
+        self.session.inflight_out.setdefault(message.packet_id, message)
+        await self.send_inflight()
+
+    async def handle_puback(self, puback):
+        m = self.session.inflight_out.get(puback.variable_header.packet_id)
+        if m and m.qos == QOS_1:
+            del self.session.inflight_out[m.packet_id]
+
+
 class AcceptAll(BaseAuthPlugin):
     async def authenticate(self, *, session):
         return True
@@ -64,17 +110,14 @@ class AcceptAll(BaseAuthPlugin):
 class Broker311(Broker):
     async def _initialize_client_session(self, *args):
         handler, session = await super()._initialize_client_session(*args)
+        handler.__class__ = Handler311  # amqtt makes a BrokerProtocolHandler
         session.keep_alive = (session.keep_alive * 3 + 1) // 2
         return handler, session
 
     async def _publish_session_retained_messages(self, session):
-        # Called on CONNECT, right before the loop over every session's filters.
+        # Called on CONNECT, right before the loop over every session's filters;
+        # the handler's start() has already sent the queued messages.
         session.connecting = True
-        handler = self._get_handler(session)
-        queued = []
-        while handler and not session.retained_messages.empty():
-            queued.append(session.retained_messages.get_nowait())
-        await asyncio.gather(*(handler.mqtt_publish(m.topic, m.data, m.qos, retain=False) for m in queued))
 
     async def _publish_retained_messages_for_subscription(self, subscription, session):
         if not getattr(session, "connecting", False):
