@@ -28,20 +28,12 @@ pub struct Context {
 /// RFC 3339 with nanoseconds where there are any, UTC, as Go's
 /// `time.RFC3339Nano` prints it.
 fn rfc3339(ms: i64) -> String {
-    let secs = ms.div_euclid(1000);
-    let milli = ms.rem_euclid(1000);
-    let days = secs.div_euclid(86_400);
-    let sod = secs.rem_euclid(86_400);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
+    // Before 1970 is no dashboard's range: clamped to the epoch.
+    let ms = ms.max(0);
+    let secs = ms / 1000;
+    let milli = ms % 1000;
+    let sod = secs % 86_400;
+    let (y, m, d) = shopfloor_schemas::Timestamp::from_unix_ms(ms as u64).utc_date();
     let mut s =
         format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}", sod / 3600, sod % 3600 / 60, sod % 60);
     if milli != 0 {

@@ -12,7 +12,7 @@ use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::Packet;
 use rumqttc::v5::{AsyncClient, Event, MqttOptions};
 use shopfloor_testkit::{Mosquitto, Postgres, PythonPeer, shared_script};
-use support::{Configs, Stack, addr};
+use support::{Configs, Stack, addr, send, wait_text};
 use tokio_postgres::NoTls;
 
 mod support;
@@ -26,30 +26,6 @@ source = "Rich/ign"
 metric = "Motor1/Speed"
 limit = { hh = { limit = 1700.0 }, h = { limit = 1650.0 } }
 "#;
-
-/// Polls `sql` (one text column, or NULL) until it gives `want`, 30 s at most.
-async fn wait_text(db: &tokio_postgres::Client, sql: &str, want: &str) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let got: Option<String> =
-            db.query_opt(sql, &[]).await.ok().flatten().and_then(|r| r.get(0));
-        if got.as_deref() == Some(want) {
-            return;
-        }
-        assert!(Instant::now() < deadline, "{sql}: {got:?}, expected {want:?} within 30 s");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-fn send(peer: &mut PythonPeer, command: &str) {
-    peer.send(command).unwrap();
-    let word = command.split_whitespace().next().unwrap();
-    let want = format!("ok {word}");
-    assert!(
-        peer.until(Duration::from_secs(20), |l| l == want).is_ok(),
-        "the Python edge did not confirm {command:?}"
-    );
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn templates_datasets_arrays_big_integers_and_compression_from_a_peer() {

@@ -21,12 +21,12 @@ use std::time::Duration;
 
 use shopfloor_schemas::Batch;
 use tokio::sync::{mpsc, oneshot};
-use tokio::task::JoinHandle;
 use tokio_postgres::NoTls;
 
 use crate::error::IngestError;
 use crate::migrate::migrate_with;
 use crate::writer::{DeadLetter, MetricInfo, Submission, Writer, Written};
+use shopfloor_mqtt::AbortOnDrop;
 
 /// Where and how to connect.
 #[derive(Clone, Debug)]
@@ -95,15 +95,6 @@ struct Job {
     done: oneshot::Sender<Written>,
 }
 
-/// Aborts a task when dropped.
-struct AbortOnDrop(JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
 /// A commit to come: resolves to what the write did, or to an error if
 /// the pipeline was dropped first.
 #[derive(Debug)]
@@ -128,12 +119,6 @@ pub struct Pipeline {
     workers: Vec<mpsc::Sender<Job>>,
     tasks: Vec<AbortOnDrop>,
     next: usize,
-}
-
-impl std::fmt::Debug for AbortOnDrop {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("AbortOnDrop")
-    }
 }
 
 impl Pipeline {

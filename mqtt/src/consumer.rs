@@ -18,9 +18,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 
 use crate::failure::{Failure, FailureLog};
+use crate::task::AbortOnDrop;
 use crate::{Backoff, Broker, Protocol};
 
 /// What the broker keeps of the session between connections.
@@ -232,12 +232,12 @@ pub struct ClientHandle {
     counters: Arc<LinkCounters>,
 }
 
-const fn qos5(q: u8) -> rumqttc::v5::mqttbytes::QoS {
+pub(crate) const fn qos5(q: u8) -> rumqttc::v5::mqttbytes::QoS {
     use rumqttc::v5::mqttbytes::QoS;
     if q == 0 { QoS::AtMostOnce } else { QoS::AtLeastOnce }
 }
 
-const fn qos4(q: u8) -> rumqttc::QoS {
+pub(crate) const fn qos4(q: u8) -> rumqttc::QoS {
     if q == 0 { rumqttc::QoS::AtMostOnce } else { rumqttc::QoS::AtLeastOnce }
 }
 
@@ -318,17 +318,6 @@ impl ClientHandle {
     }
 }
 
-/// Aborts a task when dropped: the connection must not outlive its
-/// consumer (the broker would take the session for still in use).
-#[derive(Debug)]
-struct AbortOnDrop(JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
 /// A consuming connection; dropping it closes the connection.
 #[derive(Debug)]
 pub struct Consumer {
@@ -343,25 +332,28 @@ pub struct Consumer {
 /// and on an error logs why and waits a jittered backoff (rumqttc
 /// reconnects on the next poll).
 macro_rules! poll_loop {
-    ($config:ident, $eventloop:ident, $client:ident, $tx:ident, $counters:ident,
-     $failure:expr, $message:expr, $subscribe:expr) => {
-        tokio::spawn(async move {
+    ($config:ident, $options:ident, $cap:expr, $tx:ident, $counters:ident,
+     $failure:expr, $message:expr, $qos:expr) => {{
+        let (client, mut eventloop) = AsyncClient::new($options, $cap);
+        let sub = client.clone();
+        let counters = Arc::clone(&$counters);
+        let task = tokio::spawn(async move {
             let broker = format!("{}:{}", $config.broker.host, $config.broker.port);
             let mut backoff = Backoff::new($config.backoff_min, $config.backoff_max);
             let mut log = FailureLog::default();
             let mut connected = false;
             loop {
-                match $eventloop.poll().await {
+                match eventloop.poll().await {
                     Ok(Event::Incoming(Packet::ConnAck(ack))) => {
                         connected = true;
                         backoff.reset();
                         log.connected();
-                        let connection = $counters.connects.fetch_add(1, Ordering::AcqRel) + 1;
+                        let connection = counters.connects.fetch_add(1, Ordering::AcqRel) + 1;
                         tracing::info!(broker, protocol = %$config.protocol, connection, "MQTT connected");
-                        let (c, filters) = ($client.clone(), $config.filters.clone());
+                        let (c, filters) = (sub.clone(), $config.filters.clone());
                         tokio::spawn(async move {
                             for f in filters {
-                                if ($subscribe)(&c, f).await.is_err() {
+                                if c.subscribe(f, $qos(1)).await.is_err() {
                                     return;
                                 }
                             }
@@ -375,10 +367,10 @@ macro_rules! poll_loop {
                         }
                     }
                     Ok(Event::Incoming(Packet::SubAck(_))) => {
-                        $counters.subscribed.fetch_add(1, Ordering::Relaxed);
+                        counters.subscribed.fetch_add(1, Ordering::Relaxed);
                     }
                     Ok(Event::Incoming(Packet::Publish(p))) => {
-                        let connection = $counters.connects.load(Ordering::Acquire);
+                        let connection = counters.connects.load(Ordering::Acquire);
                         let m = ($message)(p, connection, $config.manual_acks);
                         if $tx.send(ConsumerEvent::Message(m)).await.is_err() {
                             return;
@@ -388,18 +380,32 @@ macro_rules! poll_loop {
                     Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) => return,
                     Ok(_) => {}
                     Err(e) => {
-                        $counters.failures.fetch_add(1, Ordering::Relaxed);
+                        counters.failures.fetch_add(1, Ordering::Relaxed);
                         log.log(&broker, ($failure)(&e, connected));
                         connected = false;
                         tokio::time::sleep(backoff.next_delay()).await;
                     }
                 }
             }
-        })
-    };
+        });
+        (client, task)
+    }};
 }
 
-fn transport(broker: &Broker) -> Option<rumqttc::Transport> {
+/// The broker's credentials and TLS on either version's `MqttOptions`.
+macro_rules! login {
+    ($options:ident, $broker:expr) => {
+        if let Some((user, password)) = &$broker.credentials {
+            $options.set_credentials(user, password);
+        }
+        if let Some(t) = $crate::consumer::transport(&$broker) {
+            $options.set_transport(t);
+        }
+    };
+}
+pub(crate) use login;
+
+pub(crate) fn transport(broker: &Broker) -> Option<rumqttc::Transport> {
     broker.tls.as_ref().map(|tls| {
         rumqttc::Transport::tls_with_config(rumqttc::TlsConfiguration::Rustls(Arc::clone(tls)))
     })
@@ -479,28 +485,9 @@ impl Consumer {
                 if let Some(n) = config.receive_maximum {
                     o.set_receive_maximum(Some(n.max(1)));
                 }
-                if let Some((u, p)) = &config.broker.credentials {
-                    o.set_credentials(u, p);
-                }
-                if let Some(t) = transport(&config.broker) {
-                    o.set_transport(t);
-                }
-                let (client, mut eventloop) = AsyncClient::new(o, cap);
-                let sub = client.clone();
-                let c = Arc::clone(&counters);
-                let task = poll_loop!(
-                    config,
-                    eventloop,
-                    sub,
-                    tx,
-                    c,
-                    Failure::v5,
-                    message5,
-                    |c: &AsyncClient, f: String| {
-                        let c = c.clone();
-                        async move { c.subscribe(f, qos5(1)).await }
-                    }
-                );
+                login!(o, config.broker);
+                let (client, task) =
+                    poll_loop!(config, o, cap, tx, counters, Failure::v5, message5, qos5);
                 (Client::V5(client), task)
             }
             Protocol::V311 => {
@@ -511,28 +498,9 @@ impl Consumer {
                 o.set_max_packet_size(16 << 20, 16 << 20);
                 o.set_manual_acks(config.manual_acks);
                 o.set_clean_session(matches!(config.session, Session::Clean));
-                if let Some((u, p)) = &config.broker.credentials {
-                    o.set_credentials(u, p);
-                }
-                if let Some(t) = transport(&config.broker) {
-                    o.set_transport(t);
-                }
-                let (client, mut eventloop) = AsyncClient::new(o, cap);
-                let sub = client.clone();
-                let c = Arc::clone(&counters);
-                let task = poll_loop!(
-                    config,
-                    eventloop,
-                    sub,
-                    tx,
-                    c,
-                    Failure::v311,
-                    message4,
-                    |c: &AsyncClient, f: String| {
-                        let c = c.clone();
-                        async move { c.subscribe(f, qos4(1)).await }
-                    }
-                );
+                login!(o, config.broker);
+                let (client, task) =
+                    poll_loop!(config, o, cap, tx, counters, Failure::v311, message4, qos4);
                 (Client::V311(client), task)
             }
         };

@@ -46,6 +46,7 @@ pub mod input;
 mod link;
 pub mod plain;
 pub mod section;
+mod task;
 mod tls;
 
 use std::sync::Arc;
@@ -65,6 +66,7 @@ use link::{Inbound, Link};
 pub use section::MqttSection;
 use shopfloor_sparkplug::edge::{EdgeEvent, EdgeNode, Now, ReplayMark};
 use shopfloor_sparkplug::host::{HostApplication, HostConfig, HostEvent};
+pub use task::AbortOnDrop;
 pub use tls::{TlsError, tls_client_config};
 
 /// Replayed messages between two broker round trips that confirm them.

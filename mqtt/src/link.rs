@@ -6,13 +6,12 @@
 //! full request channel and a full event channel would wait on each other.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
 
-use rumqttc::{TlsConfiguration, Transport};
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 
+use crate::consumer::{qos4, qos5};
 use crate::failure::Failure;
+use crate::task::AbortOnDrop;
 use crate::{Broker, DriverConfig, Protocol};
 use shopfloor_sparkplug::edge::{Message, Publish};
 
@@ -74,38 +73,11 @@ macro_rules! forward_events {
     };
 }
 
-/// Aborts a task when dropped: the poller must not outlive its driver (an
-/// aborted or dropped driver would otherwise leave the connection open until
-/// the next keep-alive, and the broker would publish the Will only then).
-struct AbortOnDrop(JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
 pub(super) struct Link {
     client: Client,
     incoming: mpsc::Receiver<Received>,
     backlog: VecDeque<Received>,
     poller: AbortOnDrop,
-}
-
-const fn qos5(q: u8) -> rumqttc::v5::mqttbytes::QoS {
-    use rumqttc::v5::mqttbytes::QoS;
-    if q == 0 { QoS::AtMostOnce } else { QoS::AtLeastOnce }
-}
-
-const fn qos4(q: u8) -> rumqttc::QoS {
-    if q == 0 { rumqttc::QoS::AtMostOnce } else { rumqttc::QoS::AtLeastOnce }
-}
-
-fn transport(broker: &Broker) -> Option<Transport> {
-    broker
-        .tls
-        .as_ref()
-        .map(|tls| Transport::tls_with_config(TlsConfiguration::Rustls(Arc::clone(tls))))
 }
 
 impl Link {
@@ -132,12 +104,7 @@ impl Link {
                         None,
                     ));
                 }
-                if let Some((user, password)) = &broker.credentials {
-                    o.set_credentials(user, password);
-                }
-                if let Some(t) = transport(broker) {
-                    o.set_transport(t);
-                }
+                crate::consumer::login!(o, broker);
                 let (client, mut eventloop) = AsyncClient::new(o, cap);
                 let task = forward_events!(
                     eventloop,
@@ -161,12 +128,7 @@ impl Link {
                         w.retain,
                     ));
                 }
-                if let Some((user, password)) = &broker.credentials {
-                    o.set_credentials(user, password);
-                }
-                if let Some(t) = transport(broker) {
-                    o.set_transport(t);
-                }
+                crate::consumer::login!(o, broker);
                 let (client, mut eventloop) = AsyncClient::new(o, cap);
                 let task = forward_events!(eventloop, tx, |t: String| t, Failure::v311);
                 (Client::V311(client), task)
@@ -199,7 +161,7 @@ impl Link {
 
     /// Stops the poller: the socket closes without DISCONNECT.
     pub(super) fn abort(&self) {
-        self.poller.0.abort();
+        self.poller.abort();
     }
 
     /// Sends a request, draining events meanwhile. `false` when the event

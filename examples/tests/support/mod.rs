@@ -119,3 +119,32 @@ impl Stack {
         }
     }
 }
+
+/// Polls `sql` (one text column, or NULL) until it gives `want`, 30 s at most.
+pub async fn wait_text(db: &tokio_postgres::Client, sql: &str, want: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let got: Option<String> =
+            db.query_opt(sql, &[]).await.ok().flatten().and_then(|r| r.get(0));
+        if got.as_deref() == Some(want) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{sql}: {got:?}, expected {want:?} within 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Sends a command to a Python peer and waits (20 s at most) for its
+/// `ok <command>`.
+pub fn send(peer: &mut shopfloor_testkit::PythonPeer, command: &str) {
+    peer.send(command).unwrap();
+    let word = command.split_whitespace().next().unwrap();
+    let want = format!("ok {word}");
+    assert!(
+        peer.until(Duration::from_secs(20), |l| l == want).is_ok(),
+        "the Python edge did not confirm {command:?}"
+    );
+}
