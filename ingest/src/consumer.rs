@@ -35,9 +35,11 @@ use tokio::time::Instant;
 
 use crate::check::TimeWindow;
 use crate::error::IngestError;
+use crate::gate::{Gate, GateConfig};
 use crate::maintain::{Maintenance, Retention};
 use crate::pipeline::{Database, Pipeline, Ticket, db_backoff};
 use crate::writer::{DeadLetter, MetricInfo, Submission, Writer};
+use shopfloor_mqtt::AbortOnDrop;
 
 /// What the ingest subscribes to: plain topics (the source is the topic's
 /// placeholders but `{sensor}`, joined by `/`; the codec from the MQTT 5
@@ -208,19 +210,6 @@ impl Ingest {
     }
 }
 
-/// Aborts a task when dropped.
-struct AbortOnDrop<T = ()>(JoinHandle<T>);
-
-impl<T> Drop for AbortOnDrop<T> {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
-/// A message held until its rows are committed: what acks it (nothing for
-/// QoS 0).
-struct Pending(Option<AckToken>);
-
 /// What one message decodes to.
 enum Decoded {
     /// Readings, and what a birth said about its metrics; `refused`: why
@@ -233,14 +222,6 @@ enum Decoded {
         refused: Option<String>,
     },
     Dead(String),
-}
-
-/// A batch being committed, and the messages it holds.
-struct InFlight {
-    ticket: Ticket,
-    messages: Vec<Pending>,
-    /// It holds a death: nothing else is written at the same time.
-    death: bool,
 }
 
 /// The shared reading input, with what ingest checks on top: the time
@@ -427,17 +408,6 @@ async fn maintain(db: Database, retention: Retention, every: Duration, stats: Ar
     }
 }
 
-/// Whether `work` may go to the pipeline now. A death is committed alone,
-/// after everything before it and before anything after it: its stale
-/// rows go after the latest row there is.
-fn can_submit(work: &Submission, in_flight: &VecDeque<InFlight>, pipeline: &Pipeline) -> bool {
-    if work.deaths.is_empty() {
-        in_flight.len() < pipeline.connections() && !in_flight.iter().any(|f| f.death)
-    } else {
-        in_flight.is_empty()
-    }
-}
-
 /// Sleeps until `at`; never wakes for `None`.
 async fn sleep_until_opt(at: Option<Instant>) {
     match at {
@@ -522,42 +492,44 @@ async fn run(
             _ = &mut stop => return Ok(()),
         }
     }
-    let mut pending: Vec<Pending> = Vec::new();
-    // What the next commit holds.
+    // When batches go and messages are acked: the gate's policy.
+    let mut gate: Gate<Option<AckToken>> = Gate::new(GateConfig {
+        batch_readings: config.batch_readings,
+        batch_age: config.batch_age,
+        max_pending: config.max_pending,
+        connections: pipeline.connections(),
+    });
+    // What the gathered batch holds, and the tickets of those in flight.
     let mut work = Submission::default();
-    let mut readings = 0;
-    let mut in_flight: VecDeque<InFlight> = VecDeque::new();
-    let mut held = 0; // messages in `pending` and `in_flight`
+    let mut tickets: VecDeque<Ticket> = VecDeque::new();
     let mut acks: VecDeque<AckToken> = VecDeque::new();
-    let mut oldest: Option<Instant> = None;
-    let mut stopping = false;
     loop {
-        let has_death = !work.deaths.is_empty();
-        let flush_at = oldest.map(|t| t + config.batch_age);
-        let due = sleep_until_opt(flush_at.filter(|_| can_submit(&work, &in_flight, &pipeline)));
-        let full = readings >= config.batch_readings || held >= config.max_pending || has_death;
+        let due = sleep_until_opt(gate.poll_timeout().map(Instant::from_std));
         let front = async {
-            match in_flight.front_mut() {
-                Some(f) => (&mut f.ticket).await,
+            match tickets.front_mut() {
+                Some(t) => t.await,
                 None => std::future::pending().await,
             }
         };
         // A Sparkplug `seq` gap still open at its deadline: a rebirth request.
         let gap = sleep_until_opt(decoder.inputs.poll_timeout().map(Instant::from_std));
         tokio::select! {
-            _ = &mut stop, if !stopping => stopping = true,
+            _ = &mut stop, if !gate.is_stopping() => gate.stop(),
             () = gap => decoder.inputs.handle_timeout(Now::now()),
-            m = consumer.recv(), if !full && !stopping => match m {
+            m = consumer.recv(), if gate.wants_input() => match m {
                 Some(ConsumerEvent::Connected { .. }) => {
                     // Acks waiting from the old connection are stale.
                     send_acks(&client, &mut acks);
                     decoder.inputs.handle_connected(Now::now());
                 }
                 Some(ConsumerEvent::Message(mut m)) => {
+                    let mut readings = 0;
+                    let mut death = false;
                     let refused = match decoder.decode(&m.topic, m.content_type.as_deref(), &m.payload, Now::now()) {
                         Decoded::Batches { batches, metrics, kind, refused } => {
-                            readings += batches.iter().map(|x| x.readings.len()).sum::<usize>();
-                            if kind == Kind::Death {
+                            readings = batches.iter().map(|x| x.readings.len()).sum::<usize>();
+                            death = kind == Kind::Death;
+                            if death {
                                 work.deaths.extend(batches);
                             } else {
                                 work.batches.extend(batches);
@@ -584,18 +556,16 @@ async fn run(
                     }
                     stats.skipped_metrics.store(decoder.inputs.skipped_metrics(), Ordering::Relaxed);
                     stats.untracked_readings.store(decoder.inputs.untracked_readings(), Ordering::Relaxed);
-                    oldest.get_or_insert_with(Instant::now);
-                    pending.push(Pending(m.take_ack()));
-                    held += 1;
-                    stats.held.store(held as u64, Ordering::Relaxed);
+                    gate.received(m.take_ack(), readings, death, std::time::Instant::now());
+                    stats.held.store(gate.held() as u64, Ordering::Relaxed);
                 }
                 Some(_) => {}
                 None => return Ok(()),
             },
             () = due => {}
             done = front => {
-                // This branch only completes when `front` had a ticket.
-                let f = in_flight.pop_front().expect("a ticket resolved");
+                // This branch only completes when there was a ticket.
+                tickets.pop_front();
                 let written = match done {
                     Ok(w) => w,
                     // The pipeline only stops with this task.
@@ -604,10 +574,10 @@ async fn run(
                 stats.rows.fetch_add(written.rows, Ordering::Relaxed);
                 stats.duplicates.fetch_add(written.duplicates, Ordering::Relaxed);
                 stats.dead_letters.fetch_add(written.dead_letters, Ordering::Relaxed);
-                held -= f.messages.len();
-                stats.held.store(held as u64, Ordering::Relaxed);
-                stats.messages.fetch_add(f.messages.len() as u64, Ordering::Relaxed);
-                acks.extend(f.messages.into_iter().filter_map(|p| p.0));
+                let messages = gate.committed().unwrap_or_default();
+                stats.held.store(gate.held() as u64, Ordering::Relaxed);
+                stats.messages.fetch_add(messages.len() as u64, Ordering::Relaxed);
+                acks.extend(messages.into_iter().flatten());
             }
         }
         for p in decoder.inputs.transmits() {
@@ -615,24 +585,11 @@ async fn run(
                 tracing::warn!("a Sparkplug host message was dropped: the MQTT client is busy");
             }
         }
-        let has_death = !work.deaths.is_empty();
-        let age_due = flush_at.is_some_and(|at| Instant::now() >= at);
-        let full = readings >= config.batch_readings || held >= config.max_pending;
-        if !pending.is_empty()
-            && can_submit(&work, &in_flight, &pipeline)
-            && (full || age_due || stopping || has_death)
-        {
-            let ticket = pipeline.submit_all(std::mem::take(&mut work)).await;
-            in_flight.push_back(InFlight {
-                ticket,
-                messages: std::mem::take(&mut pending),
-                death: has_death,
-            });
-            readings = 0;
-            oldest = None;
+        if gate.poll_submit(std::time::Instant::now()) {
+            tickets.push_back(pipeline.submit_all(std::mem::take(&mut work)).await);
         }
         send_acks(&client, &mut acks);
-        if stopping && pending.is_empty() && in_flight.is_empty() {
+        if gate.is_drained() {
             // Let the event loop send the last acks.
             let deadline = Instant::now() + Duration::from_secs(2);
             while !acks.is_empty() && Instant::now() < deadline {

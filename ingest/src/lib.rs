@@ -6,6 +6,7 @@ pub mod check;
 pub mod consumer;
 pub mod copy;
 mod error;
+pub mod gate;
 pub mod maintain;
 pub mod migrate;
 pub mod pipeline;
