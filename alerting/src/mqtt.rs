@@ -184,12 +184,29 @@ struct CommandDe {
     duration_s: Option<f64>,
 }
 
+/// Why an operator command's JSON is refused (the reply's `error`).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CommandError {
+    /// Not the JSON of a command.
+    #[error("not a command: {0}")]
+    Json(#[from] serde_json::Error),
+    /// No `user`.
+    #[error("a command needs the operator's user name")]
+    NoUser,
+    /// `duration_s` is no positive number of seconds.
+    #[error("duration_s {0} is not a number of seconds above 0")]
+    Duration(f64),
+    /// A `command` this engine does not know.
+    #[error("unknown command {0:?}")]
+    Unknown(String),
+}
+
 /// A command from its JSON.
-pub fn parse_command(payload: &[u8]) -> Result<Command, String> {
-    let c: CommandDe =
-        serde_json::from_slice(payload).map_err(|e| format!("not a command: {e}"))?;
+pub fn parse_command(payload: &[u8]) -> Result<Command, CommandError> {
+    let c: CommandDe = serde_json::from_slice(payload)?;
     if c.user.trim().is_empty() {
-        return Err("a command needs the operator's user name".into());
+        return Err(CommandError::NoUser);
     }
     let key = AlarmKey { rule: c.rule, source: c.source, metric: c.metric };
     let user = c.user;
@@ -200,9 +217,7 @@ pub fn parse_command(payload: &[u8]) -> Result<Command, String> {
             let duration = match c.duration_s {
                 None => None,
                 Some(s) if s.is_finite() && s > 0.0 && s < 1e9 => Some(Duration::from_secs_f64(s)),
-                Some(s) => {
-                    return Err(format!("duration_s {s} is not a number of seconds above 0"));
-                }
+                Some(s) => return Err(CommandError::Duration(s)),
             };
             Command::Shelve { key, user, comment: c.comment, duration }
         }
@@ -210,7 +225,7 @@ pub fn parse_command(payload: &[u8]) -> Result<Command, String> {
         "reset_latch" => Command::ResetLatch { key, user },
         "out_of_service" => Command::OutOfService { key, user, comment: c.comment },
         "in_service" => Command::InService { key, user },
-        other => return Err(format!("unknown command {other:?}")),
+        other => return Err(CommandError::Unknown(other.to_owned())),
     })
 }
 
@@ -531,6 +546,7 @@ async fn run(
                     stats.messages.fetch_add(1, Relaxed);
                     if m.topic == command_topic {
                         let result = parse_command(&m.payload)
+                            .map_err(|e| e.to_string())
                             .and_then(|c| engine.handle_command(c, now_ms()).map_err(|e| e.to_string()));
                         let body = match &result {
                             Ok(()) => json!({"ok": true}),

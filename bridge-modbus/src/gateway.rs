@@ -204,18 +204,12 @@ pub mod plain {
 
     /// Every tag's topic renders (tag names become one topic level each,
     /// so they may not contain `/`, `+` or `#`).
-    pub fn check(config: &PlainConfig, map: &RegisterMap) -> Result<(), String> {
-        for d in &map.devices {
-            for t in &d.tags {
-                config.topic(&d.name, &t.name).map_err(|e| {
-                    format!(
-                        "device {:?}, tag {:?}: {e}; with plain topics a tag name is one topic level (rename it, or use the Sparkplug gateway)",
-                        d.name, t.name
-                    )
-                })?;
-            }
-        }
-        config.check([])
+    pub fn check(
+        config: &PlainConfig,
+        map: &RegisterMap,
+    ) -> Result<(), shopfloor_mqtt::plain::PlainTopicError> {
+        let names = map.devices.iter().flat_map(|d| d.tags.iter().map(|t| (&*d.name, &*t.name)));
+        config.check_as(("device", "tag"), names)
     }
 
     /// The running plain gateway.

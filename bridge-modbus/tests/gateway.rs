@@ -189,6 +189,7 @@ async fn plain_topics_carry_each_reading_and_take_writes() {
     assert!(
         shopfloor_bridge_modbus::gateway::plain::check(&config, &bad)
             .unwrap_err()
+            .to_string()
             .contains("one topic level")
     );
 

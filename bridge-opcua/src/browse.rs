@@ -66,7 +66,7 @@ pub async fn browse(
         let start: NodeId = match &options.start {
             None => opcua::types::ObjectId::ObjectsFolder.into(),
             Some(s) => {
-                let r = crate::config::parse_node_id(s)?;
+                let r = crate::config::parse_node_id(s).map_err(|e| e.to_string())?;
                 let crate::config::NodeRef::Id { namespace, identifier } = r else {
                     return Err(format!("{s:?} is not a NodeId"));
                 };

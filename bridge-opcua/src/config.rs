@@ -336,25 +336,56 @@ struct DeadbandDe {
     percent: Option<f64>,
 }
 
+/// Why a NodeId string is refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum NodeIdError {
+    /// `nsu=` or `ns=` without the `;` before the identifier.
+    #[error("{text:?}: {prefix}=<namespace> must be followed by ;")]
+    NoSemicolon {
+        /// The NodeId as given.
+        text: String,
+        /// `nsu` or `ns`.
+        prefix: &'static str,
+    },
+    /// `nsu=;…`.
+    #[error("{0:?}: the namespace URI is empty")]
+    EmptyUri(String),
+    /// `ns=` with no number from 0 to 65535.
+    #[error("{text:?}: namespace index {index:?} is not 0–65535")]
+    Index {
+        /// The NodeId as given.
+        text: String,
+        /// The index as given.
+        index: String,
+    },
+    /// No `i=`, `s=`, `g=` or `b=` identifier.
+    #[error(
+        "{0:?} is not a NodeId: want i=<number>, s=<string>, g=<guid> or b=<base64>, \
+         after an optional nsu=<namespace URI>; or ns=<index>;"
+    )]
+    Identifier(String),
+}
+
 /// Parses a NodeId string: `nsu=<uri>;s=…`, `ns=<index>;i=…`, or an
 /// identifier alone (namespace 0).
-pub fn parse_node_id(s: &str) -> Result<NodeRef, String> {
+pub fn parse_node_id(s: &str) -> Result<NodeRef, NodeIdError> {
     let s = s.trim();
     let (namespace, rest) = if let Some(rest) = s.strip_prefix("nsu=") {
         let (uri, id) = rest
             .split_once(';')
-            .ok_or_else(|| format!("{s:?}: nsu=<namespace URI> must be followed by ;"))?;
+            .ok_or_else(|| NodeIdError::NoSemicolon { text: s.to_owned(), prefix: "nsu" })?;
         if uri.is_empty() {
-            return Err(format!("{s:?}: the namespace URI is empty"));
+            return Err(NodeIdError::EmptyUri(s.to_owned()));
         }
         (Namespace::Uri(uri.to_owned()), id)
     } else if let Some(rest) = s.strip_prefix("ns=") {
         let (index, id) = rest
             .split_once(';')
-            .ok_or_else(|| format!("{s:?}: ns=<index> must be followed by ;"))?;
+            .ok_or_else(|| NodeIdError::NoSemicolon { text: s.to_owned(), prefix: "ns" })?;
         let index = index
             .parse()
-            .map_err(|_| format!("{s:?}: namespace index {index:?} is not 0–65535"))?;
+            .map_err(|_| NodeIdError::Index { text: s.to_owned(), index: index.to_owned() })?;
         (Namespace::Index(index), id)
     } else {
         (Namespace::Index(0), s)
@@ -367,10 +398,7 @@ pub fn parse_node_id(s: &str) -> Result<NodeRef, String> {
         _ => false,
     };
     if !ok {
-        return Err(format!(
-            "{s:?} is not a NodeId: want i=<number>, s=<string>, g=<guid> or b=<base64>, \
-             after an optional nsu=<namespace URI>; or ns=<index>;"
-        ));
+        return Err(NodeIdError::Identifier(s.to_owned()));
     }
     Ok(NodeRef::Id { namespace, identifier: rest.to_owned() })
 }
@@ -635,7 +663,7 @@ impl BridgeConfig {
                                 None,
                             ));
                         }
-                        parse_node_id(&id).map_err(|p| err(at.clone(), p, None))?
+                        parse_node_id(&id).map_err(|p| err(at.clone(), p.to_string(), None))?
                     }
                     (None, Some(path)) => parse_browse_path(&path, n.namespace.as_deref())
                         .map_err(|p| err(at.clone(), p, None))?,

@@ -211,18 +211,13 @@ pub mod plain {
 
     /// Every node's topic renders (server and metric names become one
     /// topic level each, so they may not contain `/`, `+` or `#`).
-    pub fn check(plain: &PlainConfig, config: &BridgeConfig) -> Result<(), String> {
-        for s in &config.servers {
-            for n in &s.nodes {
-                plain.topic(&s.name, &n.metric).map_err(|e| {
-                    format!(
-                        "server {:?}, metric {:?}: {e}; with plain topics a metric name is one topic level (rename it, or use the Sparkplug gateway)",
-                        s.name, n.metric
-                    )
-                })?;
-            }
-        }
-        plain.check([])
+    pub fn check(
+        plain: &PlainConfig,
+        config: &BridgeConfig,
+    ) -> Result<(), shopfloor_mqtt::plain::PlainTopicError> {
+        let names =
+            config.servers.iter().flat_map(|s| s.nodes.iter().map(|n| (&*s.name, &*n.metric)));
+        plain.check_as(("server", "metric"), names)
     }
 
     /// The running plain gateway.

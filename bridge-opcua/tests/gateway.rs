@@ -211,7 +211,7 @@ writable = true
     plain::check(&out, &config).unwrap();
     let mut bad = config.clone();
     bad.servers[0].nodes[0].metric = "Temp/Top".into();
-    assert!(plain::check(&out, &bad).unwrap_err().contains("one topic level"));
+    assert!(plain::check(&out, &bad).unwrap_err().to_string().contains("one topic level"));
 
     let mut seen = watch(broker.host(), broker.port(), "shopfloor/#").await;
     let gateway = PlainGateway::spawn(

@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use shopfloor_schemas::topic::defaults;
-use shopfloor_schemas::{Batch, Codec, TopicTemplate, Value, WriteResult};
+use shopfloor_schemas::{Batch, Codec, TopicError, TopicTemplate, Value, WriteResult};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
@@ -60,22 +60,19 @@ impl PlainConfig {
     }
 
     /// The topic of one sensor's readings.
-    pub fn topic(&self, machine: &str, sensor: &str) -> Result<String, String> {
-        self.template
-            .render(&[
-                ("site", &self.site),
-                ("area", &self.area),
-                ("machine", machine),
-                ("sensor", sensor),
-            ])
-            .map_err(|e| e.to_string())
+    pub fn topic(&self, machine: &str, sensor: &str) -> Result<String, TopicError> {
+        self.template.render(&[
+            ("site", &self.site),
+            ("area", &self.area),
+            ("machine", machine),
+            ("sensor", sensor),
+        ])
     }
 
     /// The topic of this gateway's write results.
-    pub fn results_topic(&self) -> Result<String, String> {
+    pub fn results_topic(&self) -> Result<String, TopicError> {
         TopicTemplate::parse(defaults::WRITE_RESULTS)
             .and_then(|t| t.render(&[("group", &self.site), ("edge", &self.area)]))
-            .map_err(|e| e.to_string())
     }
 
     /// Checks that every `(machine, sensor)` pair's topic renders: with
@@ -84,15 +81,26 @@ impl PlainConfig {
     pub fn check<'a>(
         &self,
         names: impl IntoIterator<Item = (&'a str, &'a str)>,
-    ) -> Result<(), String> {
+    ) -> Result<(), PlainTopicError> {
+        self.check_as(("machine", "sensor"), names)
+    }
+
+    /// [`check`](Self::check), naming the machine and the sensor as the
+    /// caller knows them in errors (`("device", "tag")`).
+    pub fn check_as<'a>(
+        &self,
+        labels: (&'static str, &'static str),
+        names: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> Result<(), PlainTopicError> {
         for (machine, sensor) in names {
-            self.topic(machine, sensor).map_err(|e| {
-                format!(
-                    "{machine:?}, {sensor:?}: {e}; with plain topics a name is one topic level (rename it, or use the Sparkplug gateway)"
-                )
+            self.topic(machine, sensor).map_err(|source| PlainTopicError::Name {
+                labels,
+                machine: machine.to_owned(),
+                sensor: sensor.to_owned(),
+                source: Box::new(source),
             })?;
         }
-        self.results_topic().map(|_| ())
+        self.results_topic().map(|_| ()).map_err(|e| PlainTopicError::Results(Box::new(e)))
     }
 
     /// The write command a message on `topic` carries, or why it is
@@ -126,6 +134,32 @@ impl PlainConfig {
         };
         Some(Ok(WriteCommand { machine: machine.to_owned(), sensor: sensor.to_owned(), value }))
     }
+}
+
+/// A name that cannot be a plain topic level.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PlainTopicError {
+    /// A machine's or sensor's name.
+    #[error(
+        "{} {machine:?}, {} {sensor:?}: {source}; with plain topics a name is one topic level (rename it, or use the Sparkplug gateway)",
+        labels.0,
+        labels.1
+    )]
+    Name {
+        /// What the machine and the sensor are to the caller (`device`,
+        /// `tag`).
+        labels: (&'static str, &'static str),
+        /// The machine (a device, a server).
+        machine: String,
+        /// The sensor (a tag, a metric).
+        sensor: String,
+        /// Why the topic does not render.
+        source: Box<TopicError>,
+    },
+    /// The site or area (the write results' topic does not render).
+    #[error("the site or area: {0}")]
+    Results(Box<TopicError>),
 }
 
 /// A write command received on a `…/set` topic.
@@ -319,7 +353,7 @@ mod tests {
             assert!(!r.message.is_empty());
         }
         assert_eq!(c.results_topic().unwrap(), "shopfloor/writes/s/a");
-        assert!(c.check([("m1", "a/b")]).unwrap_err().contains("one topic level"));
+        assert!(c.check([("m1", "a/b")]).unwrap_err().to_string().contains("one topic level"));
         assert!(c.check([("m1", "ok")]).is_ok());
     }
 }
