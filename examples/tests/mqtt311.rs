@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use shopfloor_examples::plant::Daemon;
 use shopfloor_testkit::{Amqtt, Postgres, PythonPeer, shared_script};
-use support::{Configs, Stack, addr, send, wait_text};
+use support::{Configs, MOTOR_RULES, Stack, addr, send, wait_text};
 use tokio_postgres::NoTls;
 
 mod support;
@@ -114,14 +114,6 @@ fn a_refused_mqtt_5_is_one_line_that_says_how_to_switch() {
     }
 }
 
-const RULES: &str = r#"
-[[rule]]
-name = "motor-speed"
-source = "Rich/ign"
-metric = "Motor1/Speed"
-limit = { hh = { limit = 1700.0 }, h = { limit = 1650.0 } }
-"#;
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ingestd_alertd_and_the_live_page_work_on_a_3_1_1_broker() {
     let broker = amqtt();
@@ -137,7 +129,7 @@ async fn ingestd_alertd_and_the_live_page_work_on_a_3_1_1_broker() {
         &Configs {
             ingest: &ingest,
             alertd: "protocol = \"3.1.1\"\n[alerting]\nrules = \"rules.toml\"\nsparkplug = true\n",
-            rules: RULES,
+            rules: MOTOR_RULES,
             live: "protocol = \"3.1.1\"\nclient_id = \"live-311\"",
             // Plain topics, the Sparkplug namespace and STATE.
             ingest_subscriptions: 3,

@@ -12,20 +12,12 @@ use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::Packet;
 use rumqttc::v5::{AsyncClient, Event, MqttOptions};
 use shopfloor_testkit::{Mosquitto, Postgres, PythonPeer, shared_script};
-use support::{Configs, Stack, addr, send, wait_text};
+use support::{Configs, MOTOR_RULES, Stack, addr, send, wait_text};
 use tokio_postgres::NoTls;
 
 mod support;
 
 const T0: u64 = 1_796_600_000_000; // 2026-12-06 23:33 UTC
-
-const RULES: &str = r#"
-[[rule]]
-name = "motor-speed"
-source = "Rich/ign"
-metric = "Motor1/Speed"
-limit = { hh = { limit = 1700.0 }, h = { limit = 1650.0 } }
-"#;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn templates_datasets_arrays_big_integers_and_compression_from_a_peer() {
@@ -40,7 +32,7 @@ async fn templates_datasets_arrays_big_integers_and_compression_from_a_peer() {
         &Configs {
             ingest: &ingest,
             alertd: "[alerting]\nrules = \"rules.toml\"\nsparkplug = true\n",
-            rules: RULES,
+            rules: MOTOR_RULES,
             live: "client_id = \"live-r\"",
             // The Sparkplug namespace and STATE.
             ingest_subscriptions: 2,

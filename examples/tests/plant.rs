@@ -439,30 +439,24 @@ async fn phases(plant: &mut Plant, started: Instant) {
                 // while it was away was queued for its session, and is
                 // stored: every signal has samples from inside the
                 // downtime.
-                let rows = pg
-                    .query(
-                        "SELECT source || ' ' || metric FROM shopfloor.readings
-                         WHERE metric IN ('Hydraulics/Pressure', 'Spindle/Vibration', 'Zone/Temperature')
-                           AND time BETWEEN to_timestamp($1::float8 / 1000) AND to_timestamp($2::float8 / 1000)
-                         GROUP BY 1",
-                        &[&((before - 5000) as f64), &(after as f64)],
-                    )
-                    .await
-                    .unwrap();
-                let signals: BTreeSet<String> =
-                    rows.iter().map(|r| r.get(0)).collect();
-                let inside = pg
-                    .query(
-                        "SELECT source || ' ' || metric FROM shopfloor.readings
-                         WHERE metric IN ('Hydraulics/Pressure', 'Spindle/Vibration', 'Zone/Temperature')
-                           AND time BETWEEN to_timestamp($1::float8 / 1000) AND to_timestamp($2::float8 / 1000)
-                         GROUP BY 1",
-                        &[&((before + 1000) as f64), &((restarted - 500) as f64)],
-                    )
-                    .await
-                    .unwrap();
-                let inside: BTreeSet<String> =
-                    inside.iter().map(|r| r.get(0)).collect();
+                let signals_between = |from: u64, to: u64| {
+                    let pg = &pg;
+                    async move {
+                        let rows = pg
+                            .query(
+                                "SELECT source || ' ' || metric FROM shopfloor.readings
+                                 WHERE metric IN ('Hydraulics/Pressure', 'Spindle/Vibration', 'Zone/Temperature')
+                                   AND time BETWEEN to_timestamp($1::float8 / 1000) AND to_timestamp($2::float8 / 1000)
+                                 GROUP BY 1",
+                                &[&(from as f64), &(to as f64)],
+                            )
+                            .await
+                            .unwrap();
+                        rows.iter().map(|r| r.get(0)).collect::<BTreeSet<String>>()
+                    }
+                };
+                let signals = signals_between(before - 5000, after).await;
+                let inside = signals_between(before + 1000, restarted - 500).await;
                 let missing: Vec<&String> = signals.difference(&inside).collect();
                 assert!(
                     missing.is_empty(),

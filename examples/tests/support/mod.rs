@@ -120,6 +120,16 @@ impl Stack {
     }
 }
 
+/// An alarm rule on the member `Motor1/Speed` of the template instance
+/// that `testkit/python/sparkplug_rich.py` (edge node `Rich/ign`) sends.
+pub const MOTOR_RULES: &str = r#"
+[[rule]]
+name = "motor-speed"
+source = "Rich/ign"
+metric = "Motor1/Speed"
+limit = { hh = { limit = 1700.0 }, h = { limit = 1650.0 } }
+"#;
+
 /// Polls `sql` (one text column, or NULL) until it gives `want`, 30 s at most.
 pub async fn wait_text(db: &tokio_postgres::Client, sql: &str, want: &str) {
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
