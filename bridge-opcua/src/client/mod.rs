@@ -1,0 +1,581 @@
+//! One OPC UA server, kept alive: the tokio shell around the
+//! [`Watchdog`]. [`ServerLink::spawn`] connects
+//! (retrying forever), resolves the configured nodes, subscribes to them
+//! grouped by publishing interval, and sends [`ServerEvent`]s: a birth
+//! with every value when data flows, readings as they change, `Offline`
+//! at once when the server is lost or falls silent, and each node it
+//! cannot bridge, once.
+
+use std::collections::{BTreeMap, HashMap};
+use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use opcua::client::{
+    ClientBuilder, IdentityToken, Session, SessionPollResult, SubscriptionActivity,
+    SubscriptionCallbacks,
+};
+use opcua::crypto::SecurityPolicy as UaPolicy;
+use opcua::types::{
+    AttributeId, BrowseDescription, BrowseDirection, BrowsePath, BrowseResultMask,
+    DataChangeFilter, DataChangeTrigger, DataValue, DeadbandType, EUInformation,
+    EndpointDescription, ExtensionObject, MessageSecurityMode, MonitoredItemCreateRequest,
+    MonitoringMode, MonitoringParameters, NodeId, QualifiedName, Range, ReadValueId,
+    ReferenceTypeId, RelativePath, RelativePathElement, StatusCode, TimestampsToReturn, VariableId,
+    Variant, WriteValue,
+};
+use shopfloor_schemas::{Batch, Quality, Reading, Timestamp, Value};
+use shopfloor_sparkplug::DataType;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::config::{
+    Deadband, Identity, Namespace, NodeConfig, NodeRef, SecurityMode, SecurityPolicy, ServerConfig,
+};
+use crate::convert;
+use crate::watchdog::{Action, Timing, Watchdog};
+
+mod connect;
+mod resolve;
+mod subscribe;
+mod write;
+
+use connect::*;
+use resolve::*;
+use subscribe::*;
+use write::*;
+
+/// What a metric is, learned from the server at connect.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MetricInfo {
+    /// The metric name.
+    pub name: String,
+    /// Its Sparkplug type.
+    pub datatype: DataType,
+    /// Its engineering unit (EUInformation's display name), if the server has one.
+    pub unit: Option<String>,
+    /// Its EURange, if the server has one.
+    pub range: Option<(f64, f64)>,
+    /// On the write allow-list.
+    pub writable: bool,
+}
+
+/// What a server link tells the application.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ServerEvent {
+    /// Data flows (first time, or after an outage): every bridged metric
+    /// and its current value, read just now. Publish a birth with them.
+    Online {
+        /// The server's name.
+        server: String,
+        /// The metrics, in config order (nodes that could not be bridged left out).
+        metrics: Vec<MetricInfo>,
+        /// Their current values (source = the server's name).
+        values: Batch,
+    },
+    /// Readings that changed (source = the server's name).
+    Data(Batch),
+    /// The server is unreachable or its subscriptions are silent: every
+    /// metric is stale from now (publish a death).
+    Offline {
+        /// The server's name.
+        server: String,
+        /// Why, for the log.
+        reason: String,
+    },
+    /// The server cannot be reached or refuses the bridge, with what to do
+    /// about it (an untrusted certificate and which file to move where, a
+    /// wrong password, a missing endpoint). Told once per distinct
+    /// problem; the link keeps trying.
+    Problem {
+        /// The server's name.
+        server: String,
+        /// What is wrong and what to do.
+        problem: String,
+    },
+    /// A node that cannot be bridged now, once per problem: an unknown
+    /// NodeId, a browse path that leads nowhere, a type with no shopfloor
+    /// value. It is tried again at each reconnect.
+    NodeProblem {
+        /// The server's name.
+        server: String,
+        /// The metric.
+        metric: String,
+        /// What is wrong.
+        problem: String,
+    },
+}
+
+/// Why a write was not done.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum WriteError {
+    /// The metric is not configured on this server.
+    #[error("{0:?} is not a metric of this server")]
+    Unknown(String),
+    /// The metric is not on the write allow-list.
+    #[error("{0:?} is not writable: set writable = true on its node to allow writes")]
+    NotAllowed(String),
+    /// The node is not bridged now (unresolved, or the server is away).
+    #[error("{0:?} cannot be written now: its server is not connected or the node is not resolved")]
+    NotConnected(String),
+    /// The value does not convert to the node's type.
+    #[error("{value} does not fit {metric:?}, a {datatype:?}")]
+    Convert {
+        /// The metric.
+        metric: String,
+        /// Its type.
+        datatype: DataType,
+        /// The value offered.
+        value: String,
+    },
+    /// The server refused it with this status.
+    #[error("the server refused the write: {0}")]
+    Refused(StatusCode),
+    /// The request failed (timeout, connection).
+    #[error("the write failed: {0}")]
+    Failed(String),
+}
+
+impl WriteError {
+    /// The status a [`WriteResult`](shopfloor_schemas::WriteResult) carries:
+    /// the server's status code name (`BadUserAccessDenied`), `Unreachable`
+    /// when the request got no answer, or `Refused` when nothing was sent.
+    pub fn status(&self) -> String {
+        match self {
+            Self::Refused(code) => code.sub_code().to_string(),
+            Self::Failed(_) => "Unreachable".into(),
+            _ => shopfloor_schemas::WriteResult::REFUSED.into(),
+        }
+    }
+}
+
+/// A write asked of the link.
+type WriteRequest = (String, Value, tokio::sync::oneshot::Sender<Result<(), WriteError>>);
+
+/// Counters of one link, shared with its task.
+#[derive(Debug, Default)]
+pub struct LinkStats {
+    /// Values delivered.
+    pub values: AtomicU64,
+    /// Outages noticed (silence or connection loss after data flowed).
+    pub outages: AtomicU64,
+    /// Sessions connected (the first included).
+    pub sessions: AtomicU64,
+    /// The last recovery time in ms (noticed → data again), 0 before any.
+    pub last_recovery_ms: AtomicU64,
+}
+
+/// Settings of the client below the configuration file: timeouts and
+/// retry pacing. The defaults suit a plant network; tests shorten them.
+#[derive(Clone, Debug)]
+pub struct ClientTuning {
+    /// How often the session checks the server (a Read of its state).
+    pub keep_alive_interval: Duration,
+    /// How long a request may take.
+    pub request_timeout: Duration,
+    /// First pause between reconnect attempts of the library.
+    pub retry_initial: Duration,
+    /// Longest pause between reconnect attempts of the library.
+    pub retry_max: Duration,
+    /// How often the nodes are checked: deleted ones go bad, missing ones
+    /// are tried again (many servers tell a subscription nothing when its
+    /// node is deleted).
+    pub node_check: Duration,
+}
+
+impl Default for ClientTuning {
+    fn default() -> Self {
+        Self {
+            keep_alive_interval: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(10),
+            retry_initial: Duration::from_millis(500),
+            retry_max: Duration::from_secs(10),
+            node_check: Duration::from_secs(10),
+        }
+    }
+}
+
+/// A running link to one server.
+#[derive(Debug)]
+pub struct ServerLink {
+    task: JoinHandle<()>,
+    writes: mpsc::Sender<WriteRequest>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    stats: Arc<LinkStats>,
+}
+
+impl ServerLink {
+    /// Starts the link; events go to `events`.
+    pub fn spawn(
+        config: ServerConfig,
+        tuning: ClientTuning,
+        events: mpsc::Sender<ServerEvent>,
+    ) -> Self {
+        let stats = Arc::new(LinkStats::default());
+        let (stop, stopped) = tokio::sync::oneshot::channel();
+        let (writes, write_rx) = mpsc::channel(64);
+        let task = tokio::spawn(run(config, tuning, events, stats.clone(), stopped, write_rx));
+        Self { task, writes, stop: Some(stop), stats }
+    }
+
+    /// Writes `value` to the node of `metric`, converted to the node's
+    /// type: only metrics on the allow-list (`writable = true`), only
+    /// values that fit. `Ok` once the server answered Good.
+    pub async fn write(&self, metric: &str, value: Value) -> Result<(), WriteError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.writes
+            .send((metric.to_owned(), value, tx))
+            .await
+            .map_err(|_| WriteError::Failed("the link has stopped".into()))?;
+        rx.await.map_err(|_| WriteError::Failed("the link has stopped".into()))?
+    }
+
+    /// Its counters.
+    pub fn stats(&self) -> &LinkStats {
+        &self.stats
+    }
+
+    /// Stops the link and closes its session.
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let _ = (&mut self.task).await;
+    }
+}
+
+impl Drop for ServerLink {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// What the event loop and the callbacks tell the supervisor.
+enum Signal {
+    /// A publish response (data or keep-alive).
+    Activity,
+    /// A data change of metric `index`.
+    Data(usize, DataValue),
+    /// The connection is gone; the library reconnects.
+    Lost(StatusCode),
+    /// (Re)connected: a session is active.
+    Session,
+    /// A reconnect attempt failed.
+    ReconnectFailed(StatusCode),
+    /// A subscription's status changed (timed out on the server, say).
+    SubscriptionStatus(StatusCode),
+    /// The event loop ended.
+    Ended(StatusCode),
+}
+
+/// The monitored state of one configured node.
+struct Item {
+    config: NodeConfig,
+    node_id: Option<NodeId>,
+    /// Its subscription and monitored item ids, while monitored.
+    monitored: Option<(u32, u32)>,
+    info: Option<MetricInfo>,
+    last: Option<Value>,
+    problem: Option<String>,
+}
+
+async fn run(
+    config: ServerConfig,
+    tuning: ClientTuning,
+    events: mpsc::Sender<ServerEvent>,
+    stats: Arc<LinkStats>,
+    mut stopped: tokio::sync::oneshot::Receiver<()>,
+    mut writes: mpsc::Receiver<WriteRequest>,
+) {
+    let longest =
+        config.nodes.iter().map(|n| n.publishing_interval).max().unwrap_or(Duration::from_secs(1));
+    let timing = Timing::for_subscriptions(longest, config.keep_alive_count);
+    let mut items: Vec<Item> = config
+        .nodes
+        .iter()
+        .map(|n| Item {
+            config: n.clone(),
+            node_id: None,
+            monitored: None,
+            info: None,
+            last: None,
+            problem: None,
+        })
+        .collect();
+    let mut watchdog = Watchdog::new(timing, Instant::now());
+    let mut attempt = 0_u32;
+    // The last problem told, so that each is told once.
+    let mut told: Option<String> = None;
+    let mut problems_reported: HashMap<String, String> = HashMap::new();
+    let mut online = false;
+    loop {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let session = match connect(&config, &tuning, tx.clone()).await {
+            Ok(s) => s,
+            Err(e) => {
+                attempt += 1;
+                if told.as_deref() != Some(e.as_str()) {
+                    tracing::warn!(server = %config.name, "{e} (retrying)");
+                    let _ = events
+                        .send(ServerEvent::Problem {
+                            server: config.name.clone(),
+                            problem: e.clone(),
+                        })
+                        .await;
+                    told = Some(e);
+                }
+                let pause = (tuning.retry_initial * attempt.min(20)).min(tuning.retry_max);
+                let until = tokio::time::Instant::now() + pause;
+                loop {
+                    tokio::select! {
+                        () = tokio::time::sleep_until(until) => break,
+                        _ = &mut stopped => return,
+                        Some((metric, _, reply)) = writes.recv() => {
+                            let _ = reply.send(Err(WriteError::NotConnected(metric)));
+                        }
+                    }
+                }
+                continue;
+            }
+        };
+        attempt = 0;
+        let mut subscriptions = Subscriptions::new();
+        let mut check_at = tokio::time::Instant::now() + tuning.node_check;
+        let mut reconnect = false;
+        while !reconnect {
+            let deadline =
+                watchdog.next_deadline().unwrap_or_else(|| Instant::now() + timing.window);
+            let signal = tokio::select! {
+                s = rx.recv() => s,
+                () = tokio::time::sleep_until(deadline.into()) => {
+                    watchdog.on_timeout(Instant::now());
+                    None
+                }
+                _ = &mut stopped => {
+                    // A session that never activated may never answer.
+                    let _ = tokio::time::timeout(tuning.request_timeout, session.disconnect()).await;
+                    return;
+                }
+                Some((metric, value, reply)) = writes.recv() => {
+                    start_write(&session, &items, &metric, value, reply, online);
+                    continue;
+                }
+                () = tokio::time::sleep_until(check_at) => {
+                    check_at = tokio::time::Instant::now() + tuning.node_check;
+                    if online && !subscriptions.is_empty() {
+                        // Never past the watchdog's deadline: a black hole
+                        // must not hold the loop in a Read.
+                        let check = check_nodes(&session, &mut items, &mut subscriptions, &config, &tx);
+                        match tokio::time::timeout_at(deadline.into(), check).await.unwrap_or_else(|_| Err("timed out".into())) {
+                            Ok(gone) if !gone.is_empty() => {
+                                let mut batch = Batch::new(config.name.as_str());
+                                batch.readings = gone;
+                                let _ = events.send(ServerEvent::Data(batch)).await;
+                            }
+                            Ok(_) => {}
+                            Err(e) => tracing::debug!(server = %config.name, "node check: {e}"),
+                        }
+                    }
+                    None
+                }
+            };
+            let now = Instant::now();
+            let mut data = Vec::new();
+            let mut problems: Vec<String> = Vec::new();
+            let mut handle =
+                |s: Signal, data: &mut Vec<(usize, DataValue)>, w: &mut Watchdog| match s {
+                    Signal::Activity => w.on_activity(now),
+                    Signal::Data(i, dv) => {
+                        w.on_activity(now);
+                        data.push((i, dv));
+                    }
+                    Signal::Lost(status) => {
+                        tracing::warn!(server = %config.name, "connection lost: {status}");
+                        w.on_lost(now);
+                    }
+                    Signal::Session => {
+                        stats.sessions.fetch_add(1, Relaxed);
+                        w.on_session(now);
+                    }
+                    Signal::ReconnectFailed(status) => problems.push(explain(status, &config)),
+                    Signal::SubscriptionStatus(status) => {
+                        tracing::warn!(server = %config.name, "subscription status: {status}");
+                    }
+                    Signal::Ended(status) => {
+                        tracing::warn!(server = %config.name, "session ended: {status}");
+                        w.on_lost(now);
+                    }
+                };
+            let mut ended = false;
+            if let Some(s) = signal {
+                ended |= matches!(s, Signal::Ended(_));
+                handle(s, &mut data, &mut watchdog);
+            }
+            while let Ok(s) = rx.try_recv() {
+                ended |= matches!(s, Signal::Ended(_));
+                handle(s, &mut data, &mut watchdog);
+            }
+            for p in problems {
+                if told.as_deref() != Some(p.as_str()) {
+                    tracing::warn!(server = %config.name, "{p}");
+                    let _ = events
+                        .send(ServerEvent::Problem {
+                            server: config.name.clone(),
+                            problem: p.clone(),
+                        })
+                        .await;
+                    told = Some(p);
+                }
+            }
+            while let Some(action) = watchdog.poll_action() {
+                match action {
+                    Action::Stale => {
+                        online = false;
+                        stats.outages.fetch_add(1, Relaxed);
+                        let reason = "the server is unreachable or its subscriptions are silent";
+                        let _ = events
+                            .send(ServerEvent::Offline {
+                                server: config.name.clone(),
+                                reason: reason.into(),
+                            })
+                            .await;
+                    }
+                    Action::Republish => {
+                        if subscriptions.is_empty() {
+                            match subscribe(&session, &mut items, &config, &tx).await {
+                                Ok(subs) => subscriptions = subs,
+                                Err(e) => tracing::warn!(server = %config.name, "subscribing: {e}"),
+                            }
+                            watchdog.on_step_done(Instant::now());
+                        }
+                        session.trigger_publish_now();
+                    }
+                    Action::Recreate => {
+                        tracing::info!(server = %config.name, "no publish response in time: recreating the subscriptions");
+                        if !subscriptions.is_empty() {
+                            let ids: Vec<u32> = subscriptions.values().copied().collect();
+                            let _ = tokio::time::timeout(
+                                tuning.request_timeout,
+                                session.delete_subscriptions(&ids),
+                            )
+                            .await;
+                        }
+                        subscriptions = match subscribe(&session, &mut items, &config, &tx).await {
+                            Ok(subs) => subs,
+                            Err(e) => {
+                                tracing::warn!(server = %config.name, "recreating subscriptions: {e}");
+                                Subscriptions::new()
+                            }
+                        };
+                        watchdog.on_step_done(Instant::now());
+                        session.trigger_publish_now();
+                    }
+                    Action::Reconnect => {
+                        tracing::info!(server = %config.name, "still silent: a new session");
+                        reconnect = true;
+                    }
+                    Action::Resync => {
+                        if let Some(ms) = watchdog.last_recovery() {
+                            stats.last_recovery_ms.store(ms.as_millis() as u64, Relaxed);
+                        }
+                        match resync(&session, &mut items, &config.name).await {
+                            Ok((metrics, values)) => {
+                                online = true;
+                                told = None;
+                                stats.values.fetch_add(values.readings.len() as u64, Relaxed);
+                                let _ = events
+                                    .send(ServerEvent::Online {
+                                        server: config.name.clone(),
+                                        metrics,
+                                        values,
+                                    })
+                                    .await;
+                            }
+                            Err(e) => {
+                                // Not really up: let the ladder go on.
+                                tracing::warn!(server = %config.name, "reading the current values: {e}");
+                                watchdog.on_lost(Instant::now());
+                            }
+                        }
+                    }
+                }
+            }
+            for item in &items {
+                if let Some(p) = &item.problem
+                    && problems_reported.get(&item.config.metric) != Some(p)
+                {
+                    problems_reported.insert(item.config.metric.clone(), p.clone());
+                    let _ = events
+                        .send(ServerEvent::NodeProblem {
+                            server: config.name.clone(),
+                            metric: item.config.metric.clone(),
+                            problem: p.clone(),
+                        })
+                        .await;
+                }
+            }
+            if online && !data.is_empty() {
+                let mut batch = Batch::new(config.name.as_str());
+                let now_ts = Timestamp::now();
+                for (i, dv) in data {
+                    let Some(item) = items.get_mut(i) else { continue };
+                    if let Some(r) = reading(item, &dv, now_ts) {
+                        batch.readings.push(r);
+                    }
+                }
+                if !batch.readings.is_empty() {
+                    stats.values.fetch_add(batch.readings.len() as u64, Relaxed);
+                    let _ = events.send(ServerEvent::Data(batch)).await;
+                }
+            }
+            if ended {
+                reconnect = true;
+            }
+        }
+        let _ = tokio::time::timeout(tuning.request_timeout, session.disconnect()).await;
+        for item in &mut items {
+            item.node_id = None;
+        }
+    }
+}
+
+/// A session that is connected, for one-off work (browsing): waits up to
+/// `tuning.request_timeout` × 3 for the first activation. The session's
+/// event loop stops when the session is dropped and disconnected.
+pub(crate) async fn open_session(
+    config: &ServerConfig,
+    tuning: &ClientTuning,
+) -> Result<Arc<Session>, String> {
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let session = connect(config, tuning, tx).await?;
+    let wait = tuning.request_timeout * 3;
+    let outcome = tokio::time::timeout(wait, async {
+        while let Some(s) = rx.recv().await {
+            match s {
+                Signal::Session => return Ok(()),
+                Signal::ReconnectFailed(status) | Signal::Ended(status) => {
+                    return Err(explain(status, config));
+                }
+                _ => {}
+            }
+        }
+        Err("the session ended".to_owned())
+    })
+    .await
+    .unwrap_or_else(|_| Err(format!("{}: no session within {wait:?}", config.endpoint)));
+    if let Err(e) = outcome {
+        let _ = tokio::time::timeout(tuning.request_timeout, session.disconnect()).await;
+        return Err(e);
+    }
+    Ok(session)
+}
+
+/// The server's namespace URIs, by index.
+pub(crate) async fn namespace_array(session: &Session) -> Result<Vec<String>, String> {
+    let mut cache = None;
+    let _ = namespace(session, &Namespace::Uri(String::new()), &mut cache).await;
+    cache.ok_or_else(|| "cannot read the server's namespace array".to_owned())
+}
