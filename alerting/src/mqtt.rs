@@ -61,6 +61,9 @@ pub use shopfloor_mqtt::Input;
 pub struct AlertConfig {
     /// The broker, with its credentials and TLS.
     pub broker: Broker,
+    /// Brokers tried in turn when a connection fails (see
+    /// `shopfloor_mqtt::ConsumerConfig::fallback`).
+    pub fallback: Vec<Broker>,
     /// MQTT 5 (default) or 3.1.1 (then command replies go to
     /// `<prefix>/reply`, without correlation data).
     pub protocol: Protocol,
@@ -72,17 +75,16 @@ pub struct AlertConfig {
     pub inputs: Vec<Input>,
     /// Topic prefix for events, state and commands.
     pub prefix: String,
-    /// The alarm journal's PostgreSQL connection string (feature
-    /// `postgres`): every event is recorded, and the state saved there is
-    /// restored at start, before any reading.
-    #[cfg(feature = "postgres")]
+    /// The alarm journal's PostgreSQL connection string: every event is
+    /// recorded, and the state saved there is restored at start, before
+    /// any reading. Needs the feature `postgres` (without it, a journal
+    /// given here is a logged error and no journal).
     pub journal: Option<String>,
-    /// Alertmanager base URLs (feature `alertmanager`; an HA list gets
-    /// every alert): `http://127.0.0.1:9093`.
-    #[cfg(feature = "alertmanager")]
+    /// Alertmanager base URLs (an HA list gets every alert):
+    /// `http://127.0.0.1:9093`. Needs the feature `alertmanager` (without
+    /// it, URLs given here are a logged error and nothing is posted).
     pub alertmanagers: Vec<String>,
     /// How often firing alerts are sent again (with `endsAt` 4 × later).
-    #[cfg(feature = "alertmanager")]
     pub resend: Duration,
 }
 
@@ -91,16 +93,14 @@ impl AlertConfig {
     pub fn new(host: impl Into<String>, port: u16, client_id: impl Into<String>) -> Self {
         Self {
             broker: Broker::new(host, port),
+            fallback: Vec::new(),
             protocol: Protocol::V5,
             keep_alive: Duration::from_secs(10),
             client_id: client_id.into(),
             inputs: Vec::new(),
             prefix: "shopfloor/alarms".into(),
-            #[cfg(feature = "postgres")]
             journal: None,
-            #[cfg(feature = "alertmanager")]
             alertmanagers: Vec::new(),
-            #[cfg(feature = "alertmanager")]
             resend: Duration::from_secs(60),
         }
     }
@@ -438,6 +438,20 @@ async fn run(
     stats: std::sync::Arc<DriverStats>,
 ) -> Engine {
     use std::sync::atomic::Ordering::Relaxed;
+    #[cfg(not(feature = "postgres"))]
+    if config.journal.is_some() {
+        tracing::error!(
+            "an alarm journal is configured, but shopfloor-alerting was built without its \
+             `postgres` feature: no journal"
+        );
+    }
+    #[cfg(not(feature = "alertmanager"))]
+    if !config.alertmanagers.is_empty() {
+        tracing::error!(
+            "Alertmanagers are configured, but shopfloor-alerting was built without its \
+             `alertmanager` feature: nothing is posted"
+        );
+    }
     #[cfg(feature = "alertmanager")]
     let alertmanager = (!config.alertmanagers.is_empty())
         .then(|| Alertmanagers::start(&config.alertmanagers, std::sync::Arc::clone(&stats)));
@@ -467,6 +481,7 @@ async fn run(
     let mut filters = inputs.filters(None);
     filters.push(command_topic.clone());
     let mut c = ConsumerConfig::new(config.client_id.clone(), config.broker.clone());
+    c.fallback = config.fallback.clone();
     c.protocol = config.protocol;
     c.keep_alive = config.keep_alive;
     c.filters = filters;

@@ -131,12 +131,19 @@ pub fn broker(mqtt: &Mqtt, path: &Path) -> anyhow::Result<Broker> {
     Ok(mqtt.broker(path)?)
 }
 
-/// The Sparkplug driver's settings (the client id defaults to the edge node id).
-pub fn driver(mqtt: &Mqtt, sp: &Sparkplug, broker: Broker) -> DriverConfig {
+/// The Sparkplug driver's settings (the client id defaults to the edge
+/// node id; `[mqtt] fallback` brokers follow `broker` in its list).
+pub fn driver(
+    mqtt: &Mqtt,
+    sp: &Sparkplug,
+    broker: Broker,
+    path: &Path,
+) -> anyhow::Result<DriverConfig> {
     let mut driver = DriverConfig::new(mqtt.client_id_or(&sp.edge_node_id), broker);
+    driver.brokers.extend(mqtt.fallbacks(path)?);
     driver.protocol = mqtt.protocol;
     driver.keep_alive = mqtt.keep_alive();
-    driver
+    Ok(driver)
 }
 
 /// The edge node of `config` with the primary host and spool of `sp`.

@@ -56,6 +56,8 @@ pub struct LiveConfig {
     /// The broker, with TLS and credentials if it wants them (the shipped
     /// broker's people listener).
     pub broker: Broker,
+    /// Brokers tried in turn when a connection fails.
+    pub fallback: Vec<Broker>,
     /// MQTT 5 or 3.1.1.
     pub protocol: Protocol,
     /// The HTTP address (port 0: any free one).
@@ -201,6 +203,7 @@ pub async fn start(config: LiveConfig) -> anyhow::Result<Live> {
     host_config.publish_state = false;
     let mut inputs = Inputs::new(&[Input::sparkplug(host_config)]);
     let mut c = ConsumerConfig::new(id, config.broker.clone());
+    c.fallback = config.fallback.clone();
     c.protocol = config.protocol;
     c.filters = inputs.filters(None);
     c.filters.push(format!("{ALARM_STATE}#"));

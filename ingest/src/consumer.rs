@@ -53,6 +53,9 @@ pub use shopfloor_mqtt::Input;
 pub struct IngestConfig {
     /// The MQTT broker, with its credentials and TLS.
     pub broker: Broker,
+    /// Brokers tried in turn when a connection fails (see
+    /// `shopfloor_mqtt::ConsumerConfig::fallback`).
+    pub fallback: Vec<Broker>,
     /// MQTT 5 (default) or 3.1.1.
     pub protocol: Protocol,
     /// MQTT keep-alive.
@@ -122,6 +125,7 @@ impl IngestConfig {
     ) -> Self {
         Self {
             broker: Broker::new(host, port),
+            fallback: Vec::new(),
             protocol: Protocol::V5,
             keep_alive: Duration::from_secs(10),
             client_id: client_id.into(),
@@ -420,6 +424,7 @@ async fn sleep_until_opt(at: Option<Instant>) {
 /// acks.
 fn consumer(config: &IngestConfig, filters: Vec<String>, counters: Arc<LinkCounters>) -> Consumer {
     let mut c = ConsumerConfig::new(config.client_id.clone(), config.broker.clone());
+    c.fallback = config.fallback.clone();
     c.protocol = config.protocol;
     c.keep_alive = config.keep_alive;
     c.session = Session::Persistent { expiry: config.session_expiry };

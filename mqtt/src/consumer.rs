@@ -45,6 +45,12 @@ pub struct ConsumerConfig {
     pub client_id: String,
     /// The broker.
     pub broker: Broker,
+    /// Brokers tried in turn after `broker`: a failed connection or
+    /// connection attempt moves to the next of the list (round the list,
+    /// back to `broker` after the last). A persistent session lives on one
+    /// broker: after a move, the new one starts the session afresh unless
+    /// the brokers share sessions (a cluster).
+    pub fallback: Vec<Broker>,
     /// MQTT 5 by default.
     pub protocol: Protocol,
     /// MQTT keep-alive.
@@ -69,12 +75,18 @@ pub struct ConsumerConfig {
 }
 
 impl ConsumerConfig {
+    /// `broker`, then the fallbacks.
+    pub fn brokers(&self) -> impl Iterator<Item = &Broker> {
+        std::iter::once(&self.broker).chain(&self.fallback)
+    }
+
     /// MQTT 5, clean start, 10 s keep-alive, automatic acks, queues of
     /// 1 000, retries from 100 ms up to 5 s.
     pub fn new(client_id: impl Into<String>, broker: Broker) -> Self {
         Self {
             client_id: client_id.into(),
             broker,
+            fallback: Vec::new(),
             protocol: Protocol::V5,
             keep_alive: Duration::from_secs(10),
             session: Session::Clean,
@@ -332,13 +344,14 @@ pub struct Consumer {
 /// and on an error logs why and waits a jittered backoff (rumqttc
 /// reconnects on the next poll).
 macro_rules! poll_loop {
-    ($config:ident, $options:ident, $cap:expr, $tx:ident, $counters:ident,
+    ($config:ident, $options:ident, $field:ident, $cap:expr, $tx:ident, $counters:ident,
      $failure:expr, $message:expr, $qos:expr) => {{
-        let (client, mut eventloop) = AsyncClient::new($options, $cap);
+        let (client, mut eventloop) = AsyncClient::new($options[0].1.clone(), $cap);
         let sub = client.clone();
         let counters = Arc::clone(&$counters);
         let task = tokio::spawn(async move {
-            let broker = format!("{}:{}", $config.broker.host, $config.broker.port);
+            let mut at = 0;
+            let mut broker = $options[0].0.clone();
             let mut backoff = Backoff::new($config.backoff_min, $config.backoff_max);
             let mut log = FailureLog::default();
             let mut connected = false;
@@ -383,6 +396,13 @@ macro_rules! poll_loop {
                         counters.failures.fetch_add(1, Ordering::Relaxed);
                         log.log(&broker, ($failure)(&e, connected));
                         connected = false;
+                        if $options.len() > 1 {
+                            // The next broker of the list, for the next attempt.
+                            at = (at + 1) % $options.len();
+                            eventloop.$field = $options[at].1.clone();
+                            broker = $options[at].0.clone();
+                            tracing::info!(broker, "MQTT: trying the next broker of the list");
+                        }
                         tokio::time::sleep(backoff.next_delay()).await;
                     }
                 }
@@ -466,41 +486,65 @@ impl Consumer {
             Protocol::V5 => {
                 use rumqttc::v5::mqttbytes::v5::Packet;
                 use rumqttc::v5::{AsyncClient, Event, MqttOptions};
-                let mut o =
-                    MqttOptions::new(&config.client_id, &config.broker.host, config.broker.port);
-                o.set_keep_alive(config.keep_alive);
-                o.set_max_packet_size(Some(16 << 20));
-                o.set_manual_acks(config.manual_acks);
-                match config.session {
-                    Session::Clean => {
-                        o.set_clean_start(true);
-                        o.set_session_expiry_interval(Some(0));
+                let options = |b: &Broker| {
+                    let mut o = MqttOptions::new(&config.client_id, &b.host, b.port);
+                    o.set_keep_alive(config.keep_alive);
+                    o.set_max_packet_size(Some(16 << 20));
+                    o.set_manual_acks(config.manual_acks);
+                    match config.session {
+                        Session::Clean => {
+                            o.set_clean_start(true);
+                            o.set_session_expiry_interval(Some(0));
+                        }
+                        Session::Persistent { expiry } => {
+                            o.set_clean_start(false);
+                            let secs = u32::try_from(expiry.as_secs()).unwrap_or(u32::MAX);
+                            o.set_session_expiry_interval(Some(secs));
+                        }
                     }
-                    Session::Persistent { expiry } => {
-                        o.set_clean_start(false);
-                        let secs = u32::try_from(expiry.as_secs()).unwrap_or(u32::MAX);
-                        o.set_session_expiry_interval(Some(secs));
+                    if let Some(n) = config.receive_maximum {
+                        o.set_receive_maximum(Some(n.max(1)));
                     }
-                }
-                if let Some(n) = config.receive_maximum {
-                    o.set_receive_maximum(Some(n.max(1)));
-                }
-                login!(o, config.broker);
-                let (client, task) =
-                    poll_loop!(config, o, cap, tx, counters, Failure::v5, message5, qos5);
+                    login!(o, b);
+                    o
+                };
+                let all = config.brokers().map(|b| (b.address(), options(b))).collect::<Vec<_>>();
+                let (client, task) = poll_loop!(
+                    config,
+                    all,
+                    options,
+                    cap,
+                    tx,
+                    counters,
+                    Failure::v5,
+                    message5,
+                    qos5
+                );
                 (Client::V5(client), task)
             }
             Protocol::V311 => {
                 use rumqttc::{AsyncClient, Event, MqttOptions, Packet};
-                let mut o =
-                    MqttOptions::new(&config.client_id, &config.broker.host, config.broker.port);
-                o.set_keep_alive(config.keep_alive);
-                o.set_max_packet_size(16 << 20, 16 << 20);
-                o.set_manual_acks(config.manual_acks);
-                o.set_clean_session(matches!(config.session, Session::Clean));
-                login!(o, config.broker);
-                let (client, task) =
-                    poll_loop!(config, o, cap, tx, counters, Failure::v311, message4, qos4);
+                let options = |b: &Broker| {
+                    let mut o = MqttOptions::new(&config.client_id, &b.host, b.port);
+                    o.set_keep_alive(config.keep_alive);
+                    o.set_max_packet_size(16 << 20, 16 << 20);
+                    o.set_manual_acks(config.manual_acks);
+                    o.set_clean_session(matches!(config.session, Session::Clean));
+                    login!(o, b);
+                    o
+                };
+                let all = config.brokers().map(|b| (b.address(), options(b))).collect::<Vec<_>>();
+                let (client, task) = poll_loop!(
+                    config,
+                    all,
+                    mqtt_options,
+                    cap,
+                    tx,
+                    counters,
+                    Failure::v311,
+                    message4,
+                    qos4
+                );
                 (Client::V311(client), task)
             }
         };

@@ -104,6 +104,11 @@ impl Broker {
     pub fn new(host: impl Into<String>, port: u16) -> Self {
         Self { host: host.into(), port, tls: None, credentials: None }
     }
+
+    /// `host:port`, for logs.
+    pub fn address(&self) -> String {
+        format!("{}:{}", self.host, self.port)
+    }
 }
 
 /// How a driver connects.

@@ -13,6 +13,7 @@
 //! key_file = "pki/ingest.key"
 //! keep_alive_s = 10           # default
 //! session_expiry_s = 3600     # persistent sessions (ingest) only
+//! fallback = ["mqtt-b:1883"]  # tried in turn when a connection fails
 //! ```
 //!
 //! Relative paths are taken from the folder of the file the section was
@@ -63,6 +64,10 @@ pub struct MqttSection {
     /// away, in seconds (MQTT 5; with 3.1.1 the broker's own setting
     /// decides). Only binaries with persistent sessions read it.
     pub session_expiry_s: Option<u64>,
+    /// More brokers, `host:port` (or `host`: this section's port), with
+    /// the same login and TLS: a failed connection moves to the next.
+    #[serde(default)]
+    pub fallback: Vec<String>,
 }
 
 fn localhost() -> String {
@@ -87,6 +92,7 @@ impl Default for MqttSection {
             key_file: None,
             keep_alive_s: None,
             session_expiry_s: None,
+            fallback: Vec::new(),
         }
     }
 }
@@ -113,6 +119,14 @@ pub enum SectionError {
     /// One of `cert_file` and `key_file` without the other.
     #[error("{0}: mqtt.cert_file and mqtt.key_file go together; give both, or neither")]
     HalfPair(PathBuf),
+    /// A `fallback` entry that is no `host:port`.
+    #[error("{file}: mqtt.fallback {entry:?}: give host:port, like \"mqtt-b:1883\"")]
+    Fallback {
+        /// The deployment file.
+        file: PathBuf,
+        /// The entry.
+        entry: String,
+    },
     /// The PEM files cannot be used.
     #[error("{file}: [mqtt] TLS: {source}")]
     Tls {
@@ -149,6 +163,28 @@ impl MqttSection {
         }
         broker.tls = self.tls(file)?;
         Ok(broker)
+    }
+
+    /// The `fallback` brokers, each with this section's login and TLS.
+    pub fn fallbacks(&self, file: &Path) -> Result<Vec<Broker>, SectionError> {
+        if self.fallback.is_empty() {
+            return Ok(Vec::new());
+        }
+        let primary = self.broker(file)?;
+        self.fallback
+            .iter()
+            .map(|entry| {
+                let bad = || SectionError::Fallback { file: file.to_owned(), entry: entry.clone() };
+                let (host, port) = match entry.rsplit_once(':') {
+                    Some((h, p)) => (h, p.parse().map_err(|_| bad())?),
+                    None => (entry.as_str(), self.port),
+                };
+                if host.is_empty() || host.contains(char::is_whitespace) {
+                    return Err(bad());
+                }
+                Ok(Broker { host: host.to_owned(), port, ..primary.clone() })
+            })
+            .collect()
     }
 
     /// The password: [`PASSWORD_ENV`], else the first line of
@@ -280,6 +316,21 @@ mod tests {
         for bad in ["3.1", "6", "", "mqtt"] {
             assert!(bad.parse::<Protocol>().is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn fallbacks_share_the_login_and_name_a_bad_entry() {
+        let s = MqttSection {
+            port: 8883,
+            fallback: vec!["b:1884".into(), "c".into()],
+            ..MqttSection::default()
+        };
+        let f = s.fallbacks(Path::new("x.toml")).unwrap();
+        let got: Vec<(String, u16)> = f.iter().map(|b| (b.host.clone(), b.port)).collect();
+        assert_eq!(got, [("b".to_owned(), 1884), ("c".to_owned(), 8883)]);
+        let s = MqttSection { fallback: vec!["b:port".into()], ..MqttSection::default() };
+        let e = s.fallbacks(Path::new("x.toml")).unwrap_err().to_string();
+        assert!(e.contains("mqtt.fallback \"b:port\"") && e.contains("host:port"), "{e}");
     }
 
     #[test]

@@ -115,6 +115,7 @@ fn config(path: &Path) -> anyhow::Result<(RuleSet, AlertConfig, EngineLimits)> {
     }
     let mut c = AlertConfig::new(mqtt.host.clone(), mqtt.port, mqtt.client_id_or("alertd"));
     c.broker = mqtt.broker(path)?;
+    c.fallback = mqtt.fallbacks(path)?;
     c.protocol = mqtt.protocol;
     c.keep_alive = mqtt.keep_alive();
     if let Some(p) = a.prefix {

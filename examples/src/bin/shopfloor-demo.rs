@@ -158,6 +158,7 @@ async fn live_page(
             tls: Some(tls.clone()),
             ..shopfloor_mqtt::Broker::new("localhost", plant.broker_port)
         },
+        fallback: Vec::new(),
         protocol: shopfloor_mqtt::Protocol::V5,
         listen,
         client_id: None,

@@ -145,6 +145,7 @@ fn config(path: &Path) -> anyhow::Result<IngestConfig> {
     })?;
     let mut c = IngestConfig::new(mqtt.host.clone(), mqtt.port, client_id, database);
     c.broker = mqtt.broker(path)?;
+    c.fallback = mqtt.fallbacks(path)?;
     c.protocol = mqtt.protocol;
     c.keep_alive = mqtt.keep_alive();
     c.session_expiry = Duration::from_secs(mqtt.session_expiry_s.unwrap_or(3600));

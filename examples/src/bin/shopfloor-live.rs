@@ -74,6 +74,7 @@ fn config(path: &Path) -> anyhow::Result<LiveConfig> {
     })?;
     Ok(LiveConfig {
         broker: mqtt.broker(path)?,
+        fallback: mqtt.fallbacks(path)?,
         protocol: mqtt.protocol,
         listen,
         client_id: mqtt.client_id,

@@ -160,7 +160,7 @@ async fn run(
             tokio::time::timeout(Duration::from_secs(10), gateway.shutdown()).await.ok();
         }
         Output::Sparkplug(sp) => {
-            let driver = gw::driver(&mqtt, &sp, broker);
+            let driver = gw::driver(&mqtt, &sp, broker, &path)?;
             let config = EdgeNodeConfig::new(sp.group_id.clone(), sp.edge_node_id.clone());
             let node = gw::edge_node(config, &sp, &path)?;
             let gateway = Gateway::spawn(&bridge, node, driver, ClientTuning::default());
