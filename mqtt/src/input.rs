@@ -283,3 +283,126 @@ impl Inputs {
         Decoded::Dead(format!("no input is configured for topic {topic:?}"))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shopfloor_schemas::{Reading, Timestamp};
+    use shopfloor_sparkplug::{EncodeOptions, Metric, MetricValue, Payload};
+    use std::time::Duration;
+
+    fn inputs() -> Inputs {
+        let mut host = HostConfig::new("h");
+        host.publish_state = false;
+        Inputs::new(&[
+            Input::plain(TopicTemplate::parse("plant/{machine}/{sensor}").unwrap(), Codec::Json),
+            Input::sparkplug(host),
+        ])
+    }
+
+    fn now(ms: u64) -> Now {
+        Now { instant: Instant::now(), unix_ms: ms }
+    }
+
+    fn sparkplug(seq: u64, birth: bool, value: f64) -> bytes::Bytes {
+        let mut p = Payload { timestamp: Some(1_000), seq: Some(seq), ..Default::default() };
+        if birth {
+            p.metrics.push(Metric::new("bdSeq", 1_000, MetricValue::Int64(0)));
+        }
+        p.metrics.push(Metric::new("t", 1_000 + seq, MetricValue::Double(value)));
+        p.encode(EncodeOptions::default()).into()
+    }
+
+    #[test]
+    fn filters_share_plain_topics_only() {
+        let f = inputs().filters(Some("g"));
+        assert_eq!(f[0], "$share/g/plant/+/+");
+        assert!(f[1..].iter().all(|f| !f.starts_with("$share")), "{f:?}");
+        assert!(f.iter().any(|f| f == "spBv1.0/+/#"), "{f:?}");
+    }
+
+    #[test]
+    fn plain_readings_take_their_source_from_the_topic_and_their_codec_from_the_content_type() {
+        let mut i = inputs();
+        let b = Batch::new("ignored").with(Reading::new("t", Timestamp::from_unix_ms(5), 1.5));
+        let json: bytes::Bytes = Codec::Json.encode_batch(&b).unwrap().into();
+        let Decoded::Readings { readings, kind } = i.decode("plant/m1/t", None, &json, now(0))
+        else {
+            panic!("readings")
+        };
+        assert_eq!(kind, Kind::Data);
+        assert_eq!(readings.live[0].source.as_str(), "m1");
+        let cbor: bytes::Bytes = Codec::Cbor.encode_batch(&b).unwrap().into();
+        let ct = Codec::Cbor.content_type();
+        assert!(matches!(
+            i.decode("plant/m1/t", Some(ct), &cbor, now(0)),
+            Decoded::Readings { .. }
+        ));
+        // Wrong codec, unknown content type, no input: dead letters with a reason.
+        for (topic, ct, payload) in [
+            ("plant/m1/t", None, &cbor),
+            ("plant/m1/t", Some("text/x-nope"), &json),
+            ("elsewhere/t", None, &json),
+        ] {
+            match i.decode(topic, ct, payload, now(0)) {
+                Decoded::Dead(why) => assert!(!why.is_empty()),
+                other => panic!("{topic} {ct:?}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn sparkplug_births_data_deaths_and_data_without_a_birth() {
+        let mut i = inputs();
+        // DATA before any birth: a dead letter, and a rebirth request.
+        let data = sparkplug(1, false, 2.0);
+        match i.decode("spBv1.0/G/NDATA/E", None, &data, now(1)) {
+            Decoded::Dead(why) => assert!(why.contains("no birth"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+        let sent = i.transmits();
+        assert!(sent.iter().any(|p| p.topic == "spBv1.0/G/NCMD/E"), "{sent:?}");
+        let birth = sparkplug(0, true, 1.0);
+        let Decoded::Readings { readings, kind } =
+            i.decode("spBv1.0/G/NBIRTH/E", None, &birth, now(2))
+        else {
+            panic!("a birth's values")
+        };
+        assert_eq!((kind, readings.len()), (Kind::Birth, 1));
+        let Decoded::Readings { kind, .. } = i.decode("spBv1.0/G/NDATA/E", None, &data, now(3))
+        else {
+            panic!("named now")
+        };
+        assert_eq!(kind, Kind::Data);
+        let mut death = Payload { timestamp: Some(9_000), ..Default::default() };
+        death.metrics.push(Metric::new("bdSeq", 9_000, MetricValue::Int64(0)));
+        let death: bytes::Bytes = death.encode(EncodeOptions::default()).into();
+        let Decoded::Readings { readings, kind } =
+            i.decode("spBv1.0/G/NDEATH/E", None, &death, now(4))
+        else {
+            panic!("the stale values")
+        };
+        assert_eq!(kind, Kind::Death);
+        assert!(
+            readings.live[0].readings.iter().all(|r| r.quality != shopfloor_schemas::Quality::Good)
+        );
+    }
+
+    #[test]
+    fn a_seq_gap_left_open_ends_in_a_rebirth_request_driven_by_the_owner() {
+        let mut i = inputs();
+        i.decode("spBv1.0/G/NBIRTH/E", None, &sparkplug(0, true, 1.0), now(1));
+        let _ = i.transmits();
+        assert_eq!(i.poll_timeout(), None);
+        // seq 1 and 2 never come.
+        i.decode("spBv1.0/G/NDATA/E", None, &sparkplug(3, false, 2.0), now(2));
+        let due = i.poll_timeout().expect("a gap opens a deadline");
+        // Not yet: nothing sent.
+        i.handle_timeout(Now { instant: due - Duration::from_millis(1), unix_ms: 3 });
+        assert!(i.transmits().is_empty());
+        i.handle_timeout(Now { instant: due, unix_ms: 4 });
+        let sent = i.transmits();
+        assert!(sent.iter().any(|p| p.topic == "spBv1.0/G/NCMD/E"), "{sent:?}");
+        assert_eq!(i.poll_timeout(), None);
+    }
+}
