@@ -3,33 +3,11 @@
 //! signals past `max_alarms` are refused and counted. Measured with a
 //! counting allocator: the live heap, beside the limit.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicIsize, Ordering};
-
 use shopfloor_alerting::{Engine, EngineLimits, RuleSet};
 use shopfloor_schemas::{Batch, Reading, Timestamp};
 
-struct Counting;
-
-static LIVE: AtomicIsize = AtomicIsize::new(0);
-
-// SAFETY: forwards to the system allocator, only counting.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        LIVE.fetch_add(layout.size() as isize, Ordering::Relaxed);
-        // SAFETY: the caller's contract, passed on.
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        LIVE.fetch_sub(layout.size() as isize, Ordering::Relaxed);
-        // SAFETY: the caller's contract, passed on.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
-
 #[global_allocator]
-static ALLOCATOR: Counting = Counting;
+static ALLOCATOR: shopfloor_testkit::Counting = shopfloor_testkit::Counting;
 
 const RULES: &str = r#"
 [[rule]]
@@ -52,11 +30,11 @@ fn unselected_signals_and_alarms_are_bounded() {
     engine.set_limits(limits);
     // Warm up, then measure: 200 000 distinct signals no rule selects.
     engine.handle_batch(&reading("hostile/x", "warm", 1.0), 1);
-    let before = LIVE.load(Ordering::Relaxed);
+    let before = shopfloor_testkit::live_heap();
     for i in 0..200_000 {
         engine.handle_batch(&reading(&format!("hostile/{}", i % 977), &format!("m{i}"), 1.0), 2);
     }
-    let grown = LIVE.load(Ordering::Relaxed) - before;
+    let grown = shopfloor_testkit::live_heap() - before;
     let (held, unselected) = engine.signal_counts();
     println!(
         "200 000 unselected signals: heap +{:.2} MiB, {unselected} remembered now (limit {}), {held} held",

@@ -5,35 +5,14 @@
 //! `max_metrics_per_node`. Measured with a counting allocator: the live
 //! heap, beside the limits.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicIsize, Ordering};
 use std::time::Instant;
 
 use shopfloor_sparkplug::edge::{Message, Now};
 use shopfloor_sparkplug::payload::EncodeOptions;
 use shopfloor_sparkplug::{HostApplication, HostConfig, Metric, MetricValue, Payload};
 
-struct Counting;
-
-static LIVE: AtomicIsize = AtomicIsize::new(0);
-
-// SAFETY: forwards to the system allocator, only counting.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        LIVE.fetch_add(layout.size() as isize, Ordering::Relaxed);
-        // SAFETY: the caller's contract, passed on.
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        LIVE.fetch_sub(layout.size() as isize, Ordering::Relaxed);
-        // SAFETY: the caller's contract, passed on.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
-
 #[global_allocator]
-static ALLOCATOR: Counting = Counting;
+static ALLOCATOR: shopfloor_testkit::Counting = shopfloor_testkit::Counting;
 
 fn message(topic: String, seq: u64, names: impl IntoIterator<Item = String>) -> Message {
     let mut p = Payload { timestamp: Some(1_000), seq: Some(seq), ..Default::default() };
@@ -89,12 +68,12 @@ fn a_flood_of_nodes_devices_and_names_is_bounded() {
     // The first round fills the host to its limits; later rounds of new
     // names must not grow it.
     flood(&mut host, 0);
-    let filled = LIVE.load(Ordering::Relaxed);
+    let filled = shopfloor_testkit::live_heap();
     let mut refused = 0;
     for round in 1..=10 {
         refused += flood(&mut host, round);
     }
-    let grown = LIVE.load(Ordering::Relaxed) - filled;
+    let grown = shopfloor_testkit::live_heap() - filled;
     println!(
         "10 more rounds of 300 node births, 600 messages from nodes never born and 200 device \
          births of 20 new names: heap {:+.1} KiB after the host was full (limits: {} nodes, \

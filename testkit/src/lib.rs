@@ -2,6 +2,7 @@
 #![deny(missing_docs)]
 
 mod alertmanager;
+mod alloc;
 mod amqtt;
 mod chromium;
 mod error;
@@ -16,6 +17,7 @@ mod python;
 mod serial;
 
 pub use alertmanager::Alertmanager;
+pub use alloc::{Counting, live_heap};
 pub use amqtt::Amqtt;
 pub use chromium::Chromium;
 pub use error::Error;
