@@ -210,14 +210,43 @@ async fn plain_topics_carry_each_reading_and_take_writes() {
             break;
         }
     }
-    let gateway =
-        PlainGateway::spawn(&map, config, &Broker::new(broker.host(), broker.port()), "plain-gw");
-    next(&mut events, "shopfloor/plant1/tanks/tank-1/level", Value::F64(3.5)).await;
-    let cmd = Batch::new("operator").with(Reading::new("speed", Timestamp::now(), 1234_i64));
     let props = PublishProperties {
         content_type: Some("application/json".into()),
         ..PublishProperties::default()
     };
+    // A retained write command, left on the broker before the gateway
+    // starts: refused with a write result, never written.
+    let stale = Batch::new("operator").with(Reading::new("speed", Timestamp::now(), 999_i64));
+    client
+        .publish_with_properties(
+            "shopfloor/plant1/tanks/tank-1/speed/set",
+            QoS::AtLeastOnce,
+            true,
+            Codec::Json.encode_batch(&stale).unwrap(),
+            props.clone(),
+        )
+        .await
+        .unwrap();
+    let gateway =
+        PlainGateway::spawn(&map, config, &Broker::new(broker.host(), broker.port()), "plain-gw");
+    next(&mut events, "shopfloor/plant1/tanks/tank-1/level", Value::F64(3.5)).await;
+    let refused = tokio::time::timeout(WAIT, async {
+        loop {
+            if let Event::Incoming(Packet::Publish(p)) = results_events.poll().await.unwrap() {
+                return shopfloor_schemas::WriteResult::from_json(&p.payload).unwrap();
+            }
+        }
+    })
+    .await
+    .expect("a write result for the retained command within 20 s");
+    assert_eq!(
+        (refused.metric.as_str(), refused.ok, refused.status.as_str()),
+        ("speed", false, shopfloor_schemas::WriteResult::REFUSED),
+        "{refused:?}"
+    );
+    assert!(refused.message.contains("retained"), "{refused:?}");
+    assert_ne!(dev.get("h", 20, 1), [999], "a retained command is never written");
+    let cmd = Batch::new("operator").with(Reading::new("speed", Timestamp::now(), 1234_i64));
     client
         .publish_with_properties(
             "shopfloor/plant1/tanks/tank-1/speed/set",

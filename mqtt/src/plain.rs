@@ -196,10 +196,13 @@ pub struct PlainPublisher {
 }
 
 /// The write commands a [`PlainPublisher`] receives. Malformed ones are
-/// answered (a refused [`WriteResult`]) and not handed out.
+/// answered (a refused [`WriteResult`]) and not handed out; so are
+/// retained ones: a retained command would be written again at every
+/// reconnect, possibly hours after it was meant.
 #[derive(Debug)]
 pub struct Commands {
-    incoming: mpsc::Receiver<(String, Option<String>, Bytes)>,
+    /// Topic, content type, payload, retained.
+    incoming: mpsc::Receiver<(String, Option<String>, Bytes, bool)>,
     config: PlainConfig,
     reporter: Reporter,
 }
@@ -208,8 +211,19 @@ impl Commands {
     /// The next well-formed write command; `None` once the publisher stopped.
     pub async fn next(&mut self) -> Option<WriteCommand> {
         loop {
-            let (topic, ct, payload) = self.incoming.recv().await?;
+            let (topic, ct, payload, retained) = self.incoming.recv().await?;
             match self.config.command(&topic, ct.as_deref(), &payload) {
+                Some(Ok(c)) if retained => {
+                    let refused = WriteResult::refused(
+                        &c.machine,
+                        &c.sensor,
+                        c.value.to_string(),
+                        "a retained write command is refused: it would be written again at \
+                         every reconnect (publish write commands with retain off)",
+                    );
+                    tracing::warn!(topic, "write refused: {}", refused.message);
+                    let _ = self.reporter.report_write(&refused).await;
+                }
                 Some(Ok(c)) => return Some(c),
                 Some(Err(refused)) => {
                     tracing::warn!(topic, "write refused: {}", refused.message);
@@ -238,7 +252,7 @@ impl PlainPublisher {
         let events = tokio::spawn(async move {
             while let Some(e) = consumer.recv().await {
                 if let ConsumerEvent::Message(m) = e
-                    && tx.try_send((m.topic, m.content_type, m.payload)).is_err()
+                    && tx.try_send((m.topic, m.content_type, m.payload, m.retain)).is_err()
                 {
                     tracing::warn!("write command dropped: too many waiting");
                 }
