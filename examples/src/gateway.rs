@@ -126,11 +126,6 @@ fn plain(p: Plain, path: &Path) -> anyhow::Result<PlainConfig> {
     Ok(c)
 }
 
-/// The broker of `[mqtt]`, with its credentials (`path`: the file, for errors).
-pub fn broker(mqtt: &Mqtt, path: &Path) -> anyhow::Result<Broker> {
-    Ok(mqtt.broker(path)?)
-}
-
 /// The Sparkplug driver's settings (the client id defaults to the edge
 /// node id; `[mqtt] fallback` brokers follow `broker` in its list).
 pub fn driver(

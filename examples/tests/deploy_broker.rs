@@ -491,7 +491,7 @@ async fn machines_log_in_with_their_certificates_and_data_flows() {
     .unwrap();
     let (mqtt, output) = gw::sections(&file, &[], true).unwrap();
     let Output::Sparkplug(sp) = output else { panic!("a Sparkplug output") };
-    let server = gw::broker(&mqtt, &file).unwrap();
+    let server = mqtt.broker(&file).unwrap();
     assert!(server.tls.is_some(), "ca_file makes a TLS connection");
     let mut config = EdgeNodeConfig::new("Plant1", "modbus-gw");
     config.devices = vec![("press-1".into(), vec![MetricSpec::new("temp", DataType::Double)])];

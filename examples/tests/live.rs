@@ -12,9 +12,11 @@ use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use shopfloor_examples::plant::{Daemon, Options, Plant};
+use shopfloor_examples::plant::{Options, Plant};
 use shopfloor_testkit::{Chromium, artifacts_dir};
 use tokio_postgres::NoTls;
+
+mod support;
 
 /// One HTTP exchange: (status, body).
 fn http(addr: SocketAddr, method: &str, path: &str, body: &str) -> (u16, String) {
@@ -73,18 +75,7 @@ fn the_live_page_shows_the_plant_and_acknowledges_an_alarm() {
         ),
     )
     .unwrap();
-    let mut live = Daemon::spawn(
-        "live",
-        env!("CARGO_BIN_EXE_shopfloor-live"),
-        ["--config".to_owned(), config.display().to_string()],
-        dir.path().join("live.log"),
-    )
-    .unwrap();
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    live.wait_until(Duration::from_secs(20), |_| {
-        shopfloor_testkit::http_get(addr, "/snapshot").is_ok_and(|(s, _)| s == 200)
-    })
-    .unwrap_or_else(|e| panic!("{e:#}"));
+    let (mut live, addr) = support::start_live(&config, port);
 
     // The page: one file, nothing from elsewhere.
     let (status, page) = http(addr, "GET", "/", "");

@@ -2,16 +2,16 @@
 //! not filled within the reorder timeout ends in a rebirth request (before,
 //! only alertd ran it, and a gap seen by the page was never answered).
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use prost::Message as _;
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::Packet;
 use rumqttc::v5::{AsyncClient, Event, MqttOptions};
-use shopfloor_examples::plant::Daemon;
 use shopfloor_sparkplug::proto;
 use shopfloor_testkit::Mosquitto;
+
+mod support;
 
 fn payload(seq: u64, ms: u64, metrics: Vec<proto::Metric>) -> Vec<u8> {
     proto::Payload { timestamp: Some(ms), seq: Some(seq), metrics, ..Default::default() }
@@ -44,18 +44,7 @@ async fn a_seq_gap_seen_by_the_live_page_asks_for_a_rebirth() {
         ),
     )
     .unwrap();
-    let mut live = Daemon::spawn(
-        "live",
-        env!("CARGO_BIN_EXE_shopfloor-live"),
-        ["--config".to_owned(), config.display().to_string()],
-        dir.path().join("live.log"),
-    )
-    .unwrap();
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    live.wait_until(Duration::from_secs(20), |_| {
-        shopfloor_testkit::http_get(addr, "/snapshot").is_ok_and(|(s, _)| s == 200)
-    })
-    .unwrap_or_else(|e| panic!("{e:#}"));
+    let (mut live, addr) = support::start_live(&config, port);
     let (c, mut events) =
         AsyncClient::new(MqttOptions::new("edge-gap", broker.host(), broker.port()), 100);
     c.subscribe("spBv1.0/G/NCMD/gap", QoS::AtLeastOnce).await.unwrap();

@@ -183,13 +183,10 @@ impl Inputs {
         self.hosts().filter_map(HostApplication::poll_timeout).min()
     }
 
-    /// Runs the deadlines that have passed.
+    /// Runs the deadlines that have passed (each host acts only on its
+    /// own expired ones).
     pub fn handle_timeout(&mut self, now: Now) {
-        for h in self.hosts_mut() {
-            if h.poll_timeout().is_some_and(|t| t <= now.instant) {
-                h.handle_timeout(now);
-            }
-        }
+        self.hosts_mut().for_each(|h| h.handle_timeout(now));
     }
 
     /// What the hosts want published (STATE, rebirth requests).

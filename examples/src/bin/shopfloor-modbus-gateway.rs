@@ -147,7 +147,7 @@ fn real_main() -> anyhow::Result<()> {
 }
 
 async fn run(path: PathBuf, map: RegisterMap, mqtt: Mqtt, output: Output) -> anyhow::Result<()> {
-    let broker = gw::broker(&mqtt, &path)?;
+    let broker = mqtt.broker(&path)?;
     let gateway = match output {
         Output::Plain(config) => {
             let client_id = mqtt.client_id.clone().unwrap_or_else(|| "shopfloor-modbus".into());

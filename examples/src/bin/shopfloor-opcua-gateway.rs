@@ -144,7 +144,7 @@ async fn run(
     mqtt: Mqtt,
     output: Output,
 ) -> anyhow::Result<()> {
-    let broker = gw::broker(&mqtt, &path)?;
+    let broker = mqtt.broker(&path)?;
     tracing::info!(
         servers = bridge.servers.len(),
         broker = %format!("{}:{}", mqtt.host, mqtt.port),

@@ -11,6 +11,21 @@ use std::time::Duration;
 use shopfloor_examples::plant::Daemon;
 use shopfloor_testkit::Mosquitto;
 
+/// Starts `shopfloor-live` with `config` (its log beside it) and waits
+/// until its page answers on `port`, at most 20 s.
+pub fn start_live(config: &std::path::Path, port: u16) -> (Daemon, SocketAddr) {
+    let mut live = Daemon::spawn(
+        "live",
+        env!("CARGO_BIN_EXE_shopfloor-live"),
+        ["--config".to_owned(), config.display().to_string()],
+        config.with_file_name("live.log"),
+    )
+    .unwrap();
+    live.wait_until(Duration::from_secs(20), |_| answers(port, "/snapshot"))
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    (live, addr(port))
+}
+
 /// The three daemons and where they answer.
 pub struct Stack {
     pub ingestd: Daemon,
