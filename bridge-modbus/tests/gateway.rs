@@ -227,6 +227,17 @@ async fn plain_topics_carry_each_reading_and_take_writes() {
         )
         .await
         .unwrap();
+    // Retained at the broker before the gateway subscribes: otherwise it
+    // reaches the gateway as a live (not retained) message.
+    tokio::time::timeout(WAIT, async {
+        loop {
+            if let Event::Incoming(Packet::PubAck(_)) = events.poll().await.unwrap() {
+                return;
+            }
+        }
+    })
+    .await
+    .expect("the broker took the retained command within 20 s");
     let gateway =
         PlainGateway::spawn(&map, config, &Broker::new(broker.host(), broker.port()), "plain-gw");
     next(&mut events, "shopfloor/plant1/tanks/tank-1/level", Value::F64(3.5)).await;
