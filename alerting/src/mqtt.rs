@@ -575,6 +575,9 @@ async fn run(
                         let now = now_ms();
                         match inputs.decode(&m.topic, m.content_type.as_deref(), &m.payload, Now::now()) {
                             shopfloor_mqtt::Decoded::Readings { readings, .. } => {
+                                if let Some(why) = &readings.refused {
+                                    tracing::debug!(topic = %m.topic, "partly ignored: {why}");
+                                }
                                 for b in &readings.live {
                                     engine.handle_batch(b, now);
                                 }

@@ -83,6 +83,121 @@ pub fn codec(
     })
 }
 
+/// The `[[mapping]]` sections of the file at `path`, compiled (a
+/// `proto_file` is read from the file's folder), as inputs.
+pub fn mappings(
+    specs: &[shopfloor_mqtt::mapping::MappingSpec],
+    path: &std::path::Path,
+) -> anyhow::Result<Vec<shopfloor_mqtt::Input>> {
+    let base = path.parent().unwrap_or_else(|| std::path::Path::new("."));
+    let compiled = shopfloor_mqtt::mapping::compile_all(specs, base)
+        .map_err(|e| anyhow::anyhow!("{}: [[mapping]]: {e}", path.display()))?;
+    Ok(compiled.into_iter().map(shopfloor_mqtt::Input::mapped).collect())
+}
+
+/// `mapping test --topic T --payload FILE`: prints what the file's
+/// mappings make of a payload, as ingest would store it. Fails when no
+/// mapping takes the topic or a part of the payload cannot be read.
+pub fn mapping_test(
+    specs: &[shopfloor_mqtt::mapping::MappingSpec],
+    config: &std::path::Path,
+    topic: &str,
+    payload: &std::path::Path,
+) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    let base = config.parent().unwrap_or_else(|| std::path::Path::new("."));
+    let compiled = shopfloor_mqtt::mapping::compile_all(specs, base)
+        .map_err(|e| anyhow::anyhow!("{}: [[mapping]]: {e}", config.display()))?;
+    let bytes = std::fs::read(payload)
+        .with_context(|| format!("{}: cannot read the payload", payload.display()))?;
+    let now = shopfloor_schemas::Timestamp::now();
+    let Some((m, mapped)) = compiled.iter().find_map(|m| Some((m, m.decode(topic, &bytes, now)?)))
+    else {
+        let filters: Vec<String> = compiled.iter().map(|m| m.filter()).collect();
+        anyhow::bail!(
+            "no [[mapping]] in {} takes topic {topic:?} (their filters: {})",
+            config.display(),
+            if filters.is_empty() { "none".into() } else { filters.join(", ") }
+        );
+    };
+    println!(
+        "mapping {:?}: {} readings from {} bytes on {topic}",
+        m.name(),
+        mapped.len(),
+        bytes.len()
+    );
+    for b in &mapped.batches {
+        for r in &b.readings {
+            let time = if r.timestamp == now {
+                "(receive time)".to_owned()
+            } else {
+                r.timestamp.to_rfc3339()
+            };
+            println!(
+                "  {}  {}  {time}  {} ({})  {}",
+                b.source,
+                r.metric,
+                r.value,
+                r.value.value_type(),
+                r.quality
+            );
+        }
+    }
+    for u in &mapped.units {
+        println!("  unit: {} {} = {}", u.source, u.metric, u.unit);
+    }
+    if mapped.failures.is_empty() {
+        return Ok(());
+    }
+    for f in &mapped.failures {
+        println!("  not read: {f}");
+    }
+    match mapped.failures.len() {
+        1 => anyhow::bail!("a part of the payload could not be read (above)"),
+        n => anyhow::bail!("{n} parts of the payload could not be read (above)"),
+    }
+}
+
+/// `mapping test --topic T --payload FILE` with `--config FILE`, when the
+/// command line asks for it.
+#[derive(Debug)]
+pub struct MappingTestArgs {
+    /// The configuration file with the `[[mapping]]` sections.
+    pub config: std::path::PathBuf,
+    /// The topic the payload arrives on.
+    pub topic: String,
+    /// The file holding the payload.
+    pub payload: std::path::PathBuf,
+}
+
+/// Parses `--config FILE mapping test --topic T --payload FILE` (in any
+/// order); `None` when the first words are not `mapping test`.
+pub fn mapping_test_args() -> anyhow::Result<Option<MappingTestArgs>> {
+    use anyhow::Context as _;
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let Some(at) = args.iter().position(|a| a == "mapping") else { return Ok(None) };
+    if args.get(at + 1).map(String::as_str) != Some("test") {
+        anyhow::bail!("mapping: the subcommand is `mapping test --topic T --payload FILE`");
+    }
+    let (mut config, mut topic, mut payload) = (None, None, None);
+    let mut it = args.iter().enumerate().filter(|(i, _)| *i != at && *i != at + 1).map(|(_, a)| a);
+    while let Some(a) = it.next() {
+        let mut value =
+            |what: &str| it.next().cloned().with_context(|| format!("{a} needs {what}"));
+        match a.as_str() {
+            "--config" => config = Some(value("a file")?.into()),
+            "--topic" => topic = Some(value("a topic")?),
+            "--payload" => payload = Some(value("a file")?.into()),
+            other => anyhow::bail!("mapping test: unknown argument {other:?}; see --help"),
+        }
+    }
+    Ok(Some(MappingTestArgs {
+        config: config.context("mapping test: --config FILE is required")?,
+        topic: topic.context("mapping test: --topic T is required")?,
+        payload: payload.context("mapping test: --payload FILE is required")?,
+    }))
+}
+
 /// What `--config FILE [--check-config]` asked for.
 #[derive(Debug)]
 pub struct ConfigArgs {

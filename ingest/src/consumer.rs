@@ -19,13 +19,14 @@
 //! on it. The readings come from [`shopfloor_mqtt::Inputs`], whose
 //! Sparkplug hosts' `seq`-gap timer this loop drives.
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use shopfloor_mqtt::consumer::{AckToken, Acked, ClientHandle, LinkCounters, Outgoing};
 use shopfloor_mqtt::input::{Kind, Readings};
+use shopfloor_mqtt::mapping::MetricUnit;
 use shopfloor_mqtt::{Broker, Consumer, ConsumerConfig, ConsumerEvent, Inputs, Protocol, Session};
 use shopfloor_schemas::Batch;
 use shopfloor_sparkplug::edge::Now;
@@ -235,11 +236,40 @@ struct Decoder {
     inputs: Inputs,
     window: TimeWindow,
     max_readings: usize,
+    /// Units mapped payloads gave that are in the catalogue already
+    /// (bounded: past the bound it starts again, and a unit is written
+    /// once more).
+    units: HashSet<MetricUnit>,
 }
+
+/// Units remembered as written, at most.
+const MAX_KNOWN_UNITS: usize = 100_000;
 
 impl Decoder {
     fn new(inputs: &[Input], window: TimeWindow, max_readings: usize) -> Self {
-        Self { inputs: Inputs::new(inputs), window, max_readings }
+        Self { inputs: Inputs::new(inputs), window, max_readings, units: HashSet::new() }
+    }
+
+    /// What mapped payloads say of their units, once per metric and unit.
+    fn unit_metrics(&mut self, units: Vec<MetricUnit>) -> Vec<MetricInfo> {
+        let mut out = Vec::new();
+        for u in units {
+            if self.units.contains(&u) {
+                continue;
+            }
+            if self.units.len() >= MAX_KNOWN_UNITS {
+                self.units.clear();
+            }
+            out.push(MetricInfo {
+                source: u.source.clone(),
+                name: u.metric.clone(),
+                datatype: None,
+                unit: Some(u.unit.clone()),
+                properties: None,
+            });
+            self.units.insert(u);
+        }
+        out
     }
 
     fn decode(
@@ -251,12 +281,24 @@ impl Decoder {
     ) -> Decoded {
         match self.inputs.decode(topic, content_type, payload, now) {
             shopfloor_mqtt::Decoded::Dead(why) => Decoded::Dead(why),
-            shopfloor_mqtt::Decoded::Readings { readings, kind } => {
-                let metrics =
+            shopfloor_mqtt::Decoded::Readings { mut readings, kind } => {
+                let mut metrics =
                     if kind == Kind::Birth { birth_metrics(topic, payload) } else { Vec::new() };
+                metrics.extend(self.unit_metrics(std::mem::take(&mut readings.units)));
+                let mapping_refused = readings.refused.take();
                 // Replayed history is stored like live data.
                 let batches = Readings::into_batches(readings);
-                decoded(&self.window, self.max_readings, batches, metrics, kind, now.unix_ms)
+                let mut d =
+                    decoded(&self.window, self.max_readings, batches, metrics, kind, now.unix_ms);
+                if let Some(why) = mapping_refused {
+                    match &mut d {
+                        Decoded::Batches { refused: r @ None, .. } => *r = Some(why),
+                        Decoded::Batches { refused: Some(r), .. } | Decoded::Dead(r) => {
+                            *r = format!("{why}; {r}");
+                        }
+                    }
+                }
+                d
             }
             _ => Decoded::Dead("not a message this version can use".into()),
         }

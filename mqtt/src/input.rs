@@ -13,12 +13,21 @@
 //!   owner drives the timer: [`Inputs::poll_timeout`] and
 //!   [`Inputs::handle_timeout`].
 //!
+//! - A mapped topic matches a [`Mapping`]'s filter: the payload is read
+//!   the way the mapping says (devices' own JSON, CBOR, Protobuf, CSV,
+//!   bare values). Mappings are tried in order, before plain topics.
+//!
 //! A message that yields nothing usable is [`Decoded::Dead`] with the
 //! reason, for a dead-letter table or a counter; never silently dropped.
+//! One that yields some readings and not others carries the reason in
+//! [`Readings::refused`].
 
+use std::sync::Arc;
 use std::time::Instant;
 
-use shopfloor_schemas::{Batch, Codec, TopicTemplate};
+use shopfloor_mapping::{Mapping, MetricUnit};
+
+use shopfloor_schemas::{Batch, Codec, Timestamp, TopicTemplate};
 use shopfloor_sparkplug::edge::{Message, Now, Publish};
 use shopfloor_sparkplug::host::{HostApplication, HostConfig, HostEvent};
 
@@ -39,6 +48,8 @@ pub enum Input {
         /// The host's configuration.
         host: HostConfig,
     },
+    /// A payload mapping: the topics of its filter, read as it says.
+    Mapped(Arc<Mapping>),
 }
 
 impl Input {
@@ -50,6 +61,11 @@ impl Input {
     /// A Sparkplug input.
     pub fn sparkplug(host: HostConfig) -> Self {
         Self::Sparkplug { host }
+    }
+
+    /// A mapped input.
+    pub fn mapped(mapping: Mapping) -> Self {
+        Self::Mapped(Arc::new(mapping))
     }
 }
 
@@ -76,6 +92,12 @@ pub struct Readings {
     /// Sparkplug `is_historical` readings: what an edge node stored while
     /// offline and replays after its birth.
     pub historical: Vec<Batch>,
+    /// Units a mapped payload gave for its metrics.
+    pub units: Vec<MetricUnit>,
+    /// Why some parts of the message gave no reading (a mapped payload's
+    /// failures: which mapping, the path, what was found there); the
+    /// message is otherwise used.
+    pub refused: Option<String>,
 }
 
 impl Readings {
@@ -133,7 +155,7 @@ impl Inputs {
                 .map(|i| {
                     let host = match i {
                         Input::Sparkplug { host } => Some(HostApplication::new(host.clone())),
-                        Input::Plain { .. } => None,
+                        Input::Plain { .. } | Input::Mapped(_) => None,
                     };
                     (i.clone(), host)
                 })
@@ -141,7 +163,7 @@ impl Inputs {
         }
     }
 
-    /// The topic filters to subscribe to; `share`: plain inputs through an
+    /// The topic filters to subscribe to; `share`: plain and mapped inputs through an
     /// MQTT 5 shared subscription of that group (Sparkplug inputs are never
     /// shared: a host must see a node's whole session).
     pub fn filters(&self, share: Option<&str>) -> Vec<String> {
@@ -151,6 +173,10 @@ impl Inputs {
                 (Input::Plain { template, .. }, _) => out.push(match share {
                     Some(group) => format!("$share/{group}/{}", template.filter()),
                     None => template.filter(),
+                }),
+                (Input::Mapped(m), _) => out.push(match share {
+                    Some(group) => format!("$share/{group}/{}", m.filter()),
+                    None => m.filter(),
                 }),
                 (Input::Sparkplug { .. }, Some(h)) => out.extend(h.subscriptions()),
                 (Input::Sparkplug { .. }, None) => {}
@@ -223,6 +249,14 @@ impl Inputs {
     ) -> Decoded {
         for (input, host) in &mut self.inputs {
             match (input, host) {
+                (Input::Mapped(m), _) => {
+                    let Some(mapped) =
+                        m.decode(topic, payload, Timestamp::from_unix_ms(now.unix_ms))
+                    else {
+                        continue;
+                    };
+                    return mapped_readings(mapped);
+                }
                 (Input::Plain { template, codec }, _) => {
                     let Some(caps) = template.matches(topic) else { continue };
                     let codec = match content_type.map(Codec::from_content_type) {
@@ -237,7 +271,7 @@ impl Inputs {
                     let source: Vec<&str> =
                         caps.iter().filter(|(n, _)| *n != "sensor").map(|(_, v)| v).collect();
                     batch.source = source.join("/").into();
-                    let readings = Readings { live: vec![batch], historical: Vec::new() };
+                    let readings = Readings { live: vec![batch], ..Readings::default() };
                     return Decoded::Readings { readings, kind: Kind::Data };
                 }
                 (Input::Sparkplug { .. }, Some(host)) => {
@@ -279,6 +313,24 @@ impl Inputs {
         }
         Decoded::Dead(format!("no input is configured for topic {topic:?}"))
     }
+}
+
+/// What a mapping made of a message: its readings, and its failures as
+/// the reason the rest was refused (or the message dead, without any).
+fn mapped_readings(mapped: shopfloor_mapping::Mapped) -> Decoded {
+    let refused = match mapped.failures.as_slice() {
+        [] => None,
+        [one] => Some(one.to_string()),
+        [first, rest @ ..] => Some(format!("{first} (and {} more)", rest.len())),
+    };
+    if mapped.is_empty()
+        && let Some(why) = refused
+    {
+        return Decoded::Dead(why);
+    }
+    let readings =
+        Readings { live: mapped.batches, historical: Vec::new(), units: mapped.units, refused };
+    Decoded::Readings { readings, kind: Kind::Data }
 }
 
 #[cfg(test)]
@@ -401,5 +453,35 @@ mod tests {
         let sent = i.transmits();
         assert!(sent.iter().any(|p| p.topic == "spBv1.0/G/NCMD/E"), "{sent:?}");
         assert_eq!(i.poll_timeout(), None);
+    }
+
+    #[test]
+    fn mappings_come_first_share_like_plain_topics_and_refuse_only_what_they_cannot_read() {
+        let spec: shopfloor_mapping::MappingSpec = serde_json::from_value(serde_json::json!({
+            "name": "m", "topic": "plant/{machine}/json", "fields": "", "timestamp": "/ts",
+        }))
+        .unwrap();
+        let mapping = spec.compile(std::path::Path::new(".")).unwrap();
+        let mut i = Inputs::new(&[
+            Input::mapped(mapping),
+            Input::plain(TopicTemplate::parse("plant/{machine}/{sensor}").unwrap(), Codec::Json),
+        ]);
+        assert_eq!(i.filters(Some("g")), ["$share/g/plant/+/json", "$share/g/plant/+/+"]);
+        let payload = bytes::Bytes::from_static(br#"{"a": 1.5, "b": "x\u0000", "ts": 1000}"#);
+        let Decoded::Readings { readings, kind } =
+            i.decode("plant/m1/json", None, &payload, now(0))
+        else {
+            panic!("readings")
+        };
+        assert_eq!(kind, Kind::Data);
+        assert_eq!(readings.len(), 1, "the mapping read it, not the plain input");
+        assert_eq!(readings.live[0].source, "m1");
+        let why = readings.refused.expect("b was refused");
+        assert!(why.starts_with("mapping \"m\": /b: the text contains NUL"), "{why}");
+        let bad = bytes::Bytes::from_static(b"[1");
+        let Decoded::Dead(why) = i.decode("plant/m1/json", None, &bad, now(0)) else {
+            panic!("dead")
+        };
+        assert!(why.starts_with("mapping \"m\": payload: not JSON"), "{why}");
     }
 }

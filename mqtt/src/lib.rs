@@ -64,6 +64,8 @@ use failure::FailureLog;
 pub use input::{Decoded, Input, Inputs};
 use link::{Inbound, Link};
 pub use section::MqttSection;
+/// Payload mappings ([`Input::Mapped`]): the `shopfloor-mapping` crate.
+pub use shopfloor_mapping as mapping;
 use shopfloor_sparkplug::edge::{EdgeEvent, EdgeNode, Now, ReplayMark};
 use shopfloor_sparkplug::host::{HostApplication, HostConfig, HostEvent};
 pub use task::AbortOnDrop;

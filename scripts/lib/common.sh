@@ -14,7 +14,7 @@ PACKAGES_TEST=(mosquitto postgresql socat prometheus-alertmanager openssl chromi
 PYTHON_REQUIREMENTS="$ROOT/testkit/python/requirements.txt"
 PACKAGES_DEMO=(mosquitto postgresql prometheus-alertmanager openssl)
 # The crates published on crates.io, in dependency order.
-PUBLISHED=(shopfloor-schemas shopfloor-sparkplug shopfloor-mqtt shopfloor-bridge-modbus shopfloor-bridge-opcua shopfloor-ingest shopfloor-alerting)
+PUBLISHED=(shopfloor-schemas shopfloor-sparkplug shopfloor-mapping shopfloor-mqtt shopfloor-bridge-modbus shopfloor-bridge-opcua shopfloor-ingest shopfloor-alerting)
 
 missing_packages() {
     local p

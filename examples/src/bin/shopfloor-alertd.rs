@@ -9,6 +9,7 @@ use serde::Deserialize;
 use shopfloor_alerting::mqtt::{AlertConfig, AlertDriver, Input};
 use shopfloor_alerting::{Engine, EngineLimits, RuleSet};
 use shopfloor_mqtt::MqttSection;
+use shopfloor_mqtt::mapping::MappingSpec;
 use shopfloor_schemas::{TopicTemplate, topic};
 use shopfloor_sparkplug::HostConfig;
 
@@ -49,6 +50,12 @@ THE FILE:
     sparkplug = true               # spBv1.0/#
     # sparkplug_groups = [\"Hall1\"]  # only these Sparkplug groups (default: all)
     # max_alarms = 1000000         # new signals past it are refused (and counted)
+
+    [[mapping]]                    # optional, any number: devices' own payloads,
+    name = \"flat\"                  # as ingestd reads them (the keys: the
+    topic = \"acme/{machine}/json\"  # shopfloor-mapping crate's README)
+    fields = \"\"
+    timestamp = \"/ts\"
 
     [journal]                      # optional: every event, and the state
     connection = \"host=127.0.0.1 user=shopfloor dbname=shopfloor\"   # kept over restarts
@@ -92,6 +99,8 @@ struct Alertmanager {
 
 #[derive(Deserialize)]
 struct File {
+    #[serde(default)]
+    mapping: Vec<MappingSpec>,
     mqtt: Option<MqttSection>,
     alerting: Option<Alerting>,
     journal: Option<Journal>,
@@ -114,6 +123,8 @@ fn config(path: &Path) -> anyhow::Result<(RuleSet, AlertConfig, EngineLimits)> {
         bail!("{}: no [[rule]]: nothing to watch", rules_path.display());
     }
     let mut c = AlertConfig::new(mqtt.host.clone(), mqtt.port, mqtt.client_id_or("alertd"));
+    // Mappings first: a device's own topic is more specific than a template.
+    c.inputs = shopfloor_examples::mappings(&file.mapping, path)?;
     c.broker = mqtt.broker(path)?;
     c.fallback = mqtt.fallbacks(path)?;
     c.protocol = mqtt.protocol;
@@ -143,7 +154,7 @@ fn config(path: &Path) -> anyhow::Result<(RuleSet, AlertConfig, EngineLimits)> {
     }
     if c.inputs.is_empty() {
         bail!(
-            "{where_}: [alerting] has neither plain = true nor sparkplug = true: nothing to read"
+            "{where_}: [alerting] has neither plain = true nor sparkplug = true, and there is no [[mapping]]: nothing to read"
         );
     }
     if let Some(j) = file.journal {

@@ -9,6 +9,7 @@ use anyhow::{Context, bail};
 use serde::Deserialize;
 use shopfloor_ingest::{Ingest, IngestConfig, Input};
 use shopfloor_mqtt::MqttSection;
+use shopfloor_mqtt::mapping::MappingSpec;
 use shopfloor_schemas::{TopicTemplate, topic};
 use shopfloor_sparkplug::HostConfig;
 
@@ -18,6 +19,9 @@ shopfloor-ingestd: MQTT (plain topics and Sparkplug B) → PostgreSQL
 USAGE:
     shopfloor-ingestd --config FILE                 run until Ctrl-C / SIGTERM
     shopfloor-ingestd --config FILE --check-config  check the file and exit
+    shopfloor-ingestd --config FILE mapping test --topic T --payload FILE
+                                                    print the readings the file's
+                                                    [[mapping]]s make of a payload
 
 Logs go to stderr, filtered by RUST_LOG (default: info).
 
@@ -56,6 +60,17 @@ THE FILE:
     # max_ahead_hours = 24        # readings further ahead of the clock are dead letters
     # max_readings_per_message = 100000   # a message with more is a dead letter
 
+    [[mapping]]                   # optional, any number: devices' own payloads
+    name = \"kepware\"              # (JSON, CBOR, Protobuf, CSV, bare values);
+    topic = \"iotgateway/{agent}\"  # tried in order, before plain topics. The
+    each = \"/values\"              # keys: the shopfloor-mapping crate's README
+    source = \"kepware/{agent}\"
+    metric = \"{/id}\"
+    value = \"/v\"
+    timestamp = \"/t\"
+    time_format = \"unix_ms\"
+    quality = \"/q\"
+
     [storage]                     # optional
     timescaledb = true            # use TimescaleDB when the server has it
     # retention_days = 90         # drop older samples (rollups are kept)
@@ -69,6 +84,7 @@ THE FILE:
 
 EXAMPLES:
     shopfloor-ingestd --config ingest.toml --check-config
+    shopfloor-ingestd --config ingest.toml mapping test --topic iotgateway/a1 --payload sample.json
     RUST_LOG=debug shopfloor-ingestd --config ingest.toml
 ";
 
@@ -78,7 +94,7 @@ struct Pg {
     connection: String,
 }
 
-#[derive(Deserialize)]
+#[derive(Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct IngestSection {
     #[serde(default)]
@@ -116,6 +132,8 @@ const fn yes() -> bool {
 
 #[derive(Deserialize)]
 struct File {
+    #[serde(default)]
+    mapping: Vec<MappingSpec>,
     mqtt: Option<MqttSection>,
     postgres: Option<Pg>,
     ingest: Option<IngestSection>,
@@ -133,9 +151,14 @@ fn config(path: &Path) -> anyhow::Result<IngestConfig> {
     let pg = file.postgres.with_context(|| {
         format!("{where_}: no [postgres] section; add connection = \"host=… dbname=…\"")
     })?;
-    let ing = file.ingest.with_context(|| {
-        format!("{where_}: no [ingest] section; add plain = true and/or sparkplug = true")
-    })?;
+    // With mappings alone, [ingest] may be left out (its defaults).
+    let ing = match file.ingest {
+        Some(i) => i,
+        None if !file.mapping.is_empty() => IngestSection::default(),
+        None => bail!(
+            "{where_}: no [ingest] section; add plain = true and/or sparkplug = true, or a [[mapping]]"
+        ),
+    };
     let mut database = pg.connection;
     if let Ok(p) = std::env::var("SHOPFLOOR_PG_PASSWORD") {
         database.push_str(&format!(" password='{}'", p.replace('\\', "\\\\").replace('\'', "\\'")));
@@ -144,6 +167,8 @@ fn config(path: &Path) -> anyhow::Result<IngestConfig> {
         format!("{where_}: [mqtt] has no client_id; give one that stays the same across restarts (the broker keeps the session by it)")
     })?;
     let mut c = IngestConfig::new(mqtt.host.clone(), mqtt.port, client_id, database);
+    // Mappings first: a device's own topic is more specific than a template.
+    c.inputs = shopfloor_examples::mappings(&file.mapping, path)?;
     c.broker = mqtt.broker(path)?;
     c.fallback = mqtt.fallbacks(path)?;
     c.protocol = mqtt.protocol;
@@ -170,7 +195,7 @@ fn config(path: &Path) -> anyhow::Result<IngestConfig> {
     }
     if c.inputs.is_empty() {
         bail!(
-            "{where_}: [ingest] has neither plain = true nor sparkplug = true: nothing to ingest"
+            "{where_}: [ingest] has neither plain = true nor sparkplug = true, and there is no [[mapping]]: nothing to ingest"
         );
     }
     if let Some(n) = ing.batch_readings {
@@ -231,6 +256,10 @@ fn main() -> std::process::ExitCode {
 }
 
 fn real_main() -> anyhow::Result<()> {
+    if let Some(t) = shopfloor_examples::mapping_test_args()? {
+        let file: File = shopfloor_examples::read_toml(&t.config)?;
+        return shopfloor_examples::mapping_test(&file.mapping, &t.config, &t.topic, &t.payload);
+    }
     let Some(args) = shopfloor_examples::config_args(HELP)? else { return Ok(()) };
     let (path, check) = (args.config, args.check);
     let c = config(&path)?;
