@@ -4,6 +4,7 @@ use std::borrow::Cow;
 use std::collections::HashSet;
 use std::path::Path;
 
+use bumpalo::Bump;
 use compact_str::CompactString;
 use shopfloor_schemas::{Batch, Quality, Reading, Timestamp, Value, ValueType};
 
@@ -328,14 +329,24 @@ impl Mapping {
     pub fn decode(&self, topic: &str, payload: &[u8], received: Timestamp) -> Option<Mapped> {
         let levels = self.topic.matches(topic)?;
         let mut out = Mapped::default();
-        let root = match self.parse(payload) {
+        // The payload's tree, in an arena of the message's own.
+        let bump = Bump::with_capacity(payload.len().saturating_mul(2).min(1 << 20));
+        let root = match self.parse(payload, &bump) {
             Ok(root) => root,
             Err(problem) => {
                 out.failures.push(self.error("payload".into(), problem));
                 return Some(out);
             }
         };
-        let mut ctx = Ctx { topic, levels: &levels, root: &root, received, units: HashSet::new() };
+        let mut ctx = Ctx {
+            topic,
+            levels: &levels,
+            root: &root,
+            received,
+            units: HashSet::new(),
+            source: String::new(),
+            metric: String::new(),
+        };
         match &self.each {
             None => self.record(&mut ctx, &root, None, &mut out),
             Some(each) => match each.find(&root, &root) {
@@ -353,17 +364,17 @@ impl Mapping {
         Some(out)
     }
 
-    fn parse<'p>(&self, payload: &'p [u8]) -> Result<Node<'p>, String> {
+    fn parse<'b>(&self, payload: &'b [u8], bump: &'b Bump) -> Result<Node<'b>, String> {
         let text = || std::str::from_utf8(payload).map_err(|e| format!("not UTF-8 text: {e}"));
         match &self.parser {
-            Parser::Json => serde_json::from_slice(payload).map_err(|e| format!("not JSON: {e}")),
-            Parser::Cbor => crate::node::cbor(payload),
+            Parser::Json => crate::node::json(payload, bump).map_err(|e| format!("not JSON: {e}")),
+            Parser::Cbor => crate::node::cbor(payload, bump),
             Parser::Text => Ok(crate::node::scalar(text()?)),
             Parser::Csv { delimiter, columns } => {
-                crate::node::csv(text()?, *delimiter, columns.as_deref())
+                crate::node::csv(text()?, *delimiter, columns.as_deref(), bump)
             }
             #[cfg(feature = "protobuf")]
-            Parser::Protobuf(desc) => crate::protobuf::decode(desc, payload),
+            Parser::Protobuf(desc) => crate::protobuf::decode(desc, payload, bump),
         }
     }
 
@@ -439,16 +450,20 @@ impl Mapping {
                 None => {}
             }
         }
-        let mut source = String::new();
+        // The buffers are the message's, reused record after record.
+        let mut source = std::mem::take(&mut ctx.source);
+        source.clear();
         match &self.source {
             None => source.push_str(ctx.topic),
             Some(t) => {
                 if let Err((p, e)) = self.render(t, ctx, rec, None, &mut source) {
+                    ctx.source = source;
                     return out.failures.push(fail(&p, format!("source: {e}")));
                 }
             }
         }
         if source.contains('\0') {
+            ctx.source = source;
             return out.failures.push(self.error(
                 self.at(&Pointer::parse("").expect("empty"), index, None),
                 "source: contains NUL".into(),
@@ -465,7 +480,7 @@ impl Mapping {
             }
             Select::Fields { at, value, skip } => match at.find(rec, root) {
                 Some(Node::Object(members)) => {
-                    for (key, member) in members {
+                    for (key, member) in members.iter() {
                         if skip.iter().any(|s| s == key) || self.reads_elsewhere(at, key) {
                             continue;
                         }
@@ -480,6 +495,7 @@ impl Mapping {
         if guessed_time {
             out.receive_time += out.len() - start;
         }
+        ctx.source = source;
     }
 
     /// Whether the member `key` of the `fields` object is read as
@@ -516,16 +532,42 @@ impl Mapping {
         {
             return out.failures.push(fail(p, "the text contains NUL".into()));
         }
-        let mut metric = String::new();
-        if let Err((q, e)) = self.render(&self.metric, ctx, rec, key.map(|(k, _)| k), &mut metric) {
-            return out
-                .failures
-                .push(self.error(self.at(&q, at.index, None), format!("metric: {e}")));
+        let mut metric = std::mem::take(&mut ctx.metric);
+        metric.clear();
+        let named = self.render(&self.metric, ctx, rec, key.map(|(k, _)| k), &mut metric);
+        let reading = self.finish(ctx, item, &metric, named, p, member, value, at, out);
+        ctx.metric = metric;
+        if let Some(r) = reading {
+            match out.batches.last_mut() {
+                Some(b) if b.source == at.source => b.readings.push(r),
+                _ => out.batches.push(Batch { source: at.source.into(), readings: vec![r] }),
+            }
+        }
+    }
+
+    /// The reading named `metric`, once the name is checked and its unit
+    /// noted.
+    #[allow(clippy::too_many_arguments)]
+    fn finish<'a>(
+        &self,
+        ctx: &mut Ctx<'_, 'a>,
+        item: &Node<'a>,
+        metric: &str,
+        named: Result<(), (Pointer, String)>,
+        p: &Pointer,
+        member: Option<(&Pointer, &str)>,
+        value: Value,
+        at: &Item<'_>,
+        out: &mut Mapped,
+    ) -> Option<Reading> {
+        let fail = |p: &Pointer, problem: String| self.error(self.at(p, at.index, member), problem);
+        if let Err((q, e)) = named {
+            out.failures.push(self.error(self.at(&q, at.index, None), format!("metric: {e}")));
+            return None;
         }
         if metric.is_empty() || metric.contains('\0') {
-            return out
-                .failures
-                .push(fail(p, format!("metric name {metric:?} is empty or contains NUL")));
+            out.failures.push(fail(p, format!("metric name {metric:?} is empty or contains NUL")));
+            return None;
         }
         if let Some(unit) = &self.unit {
             let u = match unit {
@@ -533,25 +575,21 @@ impl Mapping {
                 Unit::Field(q) => q.find(item, ctx.root).and_then(Node::as_text),
             };
             if let Some(u) = u.filter(|u| !u.is_empty() && !u.contains('\0'))
-                && ctx.units.insert((at.source.to_owned(), metric.clone()))
+                && ctx.units.insert((at.source.to_owned(), metric.to_owned()))
             {
                 out.units.push(MetricUnit {
                     source: at.source.to_owned(),
-                    metric: metric.clone(),
+                    metric: metric.to_owned(),
                     unit: u.into_owned(),
                 });
             }
         }
-        let reading = Reading {
+        Some(Reading {
             metric: CompactString::from(metric),
             timestamp: at.timestamp,
             value,
             quality: at.quality,
-        };
-        match out.batches.last_mut() {
-            Some(b) if b.source == at.source => b.readings.push(reading),
-            _ => out.batches.push(Batch { source: at.source.into(), readings: vec![reading] }),
-        }
+        })
     }
 
     /// Renders a name template into `buf`; on failure, the path and why.
@@ -586,9 +624,11 @@ impl Mapping {
     }
 
     fn quality_of(&self, n: &Node<'_>) -> Result<Quality, String> {
-        let text = n.as_text().ok_or("expected text, a number or a boolean")?;
-        if let Some((_, q)) = self.quality_map.iter().find(|(k, _)| *k == text) {
-            return Ok(*q);
+        if !self.quality_map.is_empty() {
+            let text = n.as_text().ok_or("expected text, a number or a boolean")?;
+            if let Some((_, q)) = self.quality_map.iter().find(|(k, _)| *k == text) {
+                return Ok(*q);
+            }
         }
         let number = |n: &Node<'_>| match *n {
             Node::I64(v) => Some(v),
@@ -597,13 +637,10 @@ impl Mapping {
         };
         match (n, self.quality_codes) {
             (Node::Bool(b), _) => Ok(if *b { Quality::Good } else { Quality::Bad }),
-            (Node::Str(s), _) => match s.to_ascii_lowercase().as_str() {
-                "good" => Ok(Quality::Good),
-                "uncertain" => Ok(Quality::Uncertain),
-                "bad" => Ok(Quality::Bad),
-                "stale" => Ok(Quality::Stale),
-                _ => Err("not good, uncertain, bad or stale, and not in quality_map".into()),
-            },
+            (Node::Str(s), _) => Quality::ALL
+                .into_iter()
+                .find(|q| s.eq_ignore_ascii_case(q.as_str()))
+                .ok_or_else(|| "not good, uncertain, bad or stale, and not in quality_map".into()),
             (n, Some(QualityCodes::Opcua)) => number(n)
                 .and_then(|v| u32::try_from(v).ok())
                 .map(Quality::from_opcua_status)
@@ -644,6 +681,9 @@ struct Ctx<'t, 'a> {
     received: Timestamp,
     /// (source, metric) whose unit is out already.
     units: HashSet<(String, String)>,
+    /// Buffers for a record's source and a reading's metric name.
+    source: String,
+    metric: String,
 }
 
 /// A node as a value of type `ty` (as found when `None`).
@@ -655,7 +695,7 @@ fn coerce(n: &Node<'_>, ty: Option<ValueType>) -> Result<Value, String> {
         (None, Node::I64(v)) => Ok(Value::I64(*v)),
         (None, Node::U64(v)) => Ok(Value::U64(*v)),
         (None, Node::F64(v)) => Ok(Value::F64(*v)),
-        (None, Node::Str(s)) => Ok(Value::String(s.clone().into_owned())),
+        (None, Node::Str(s)) => Ok(Value::String((*s).to_owned())),
         (None | Some(ValueType::Bytes), Node::Bytes(b)) => Ok(Value::Bytes(b.to_vec().into())),
         (_, Node::Array(_) | Node::Object(_)) => {
             expected("a single value (a path to it: value = \"/...\")")

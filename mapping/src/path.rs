@@ -270,7 +270,8 @@ mod tests {
 
     #[test]
     fn pointers_follow_rfc_6901() {
-        let doc: Node<'_> = serde_json::from_str(r#"{"a/b":{"m~n":[10,20]},"t":1}"#).unwrap();
+        let bump = bumpalo::Bump::new();
+        let doc = crate::node::json(br#"{"a/b":{"m~n":[10,20]},"t":1}"#, &bump).unwrap();
         let p = Pointer::parse("/a~1b/m~0n/1").unwrap();
         assert_eq!(p.find(&doc, &doc), Some(&Node::I64(20)));
         assert_eq!(Pointer::parse("").unwrap().find(&doc, &doc), Some(&doc));

@@ -3,6 +3,8 @@
 
 use std::path::{Path, PathBuf};
 
+use bumpalo::Bump;
+use bumpalo::collections::Vec as BumpVec;
 use prost_reflect::{DynamicMessage, MapKey, MessageDescriptor, ReflectMessage, Value};
 
 use crate::node::Node;
@@ -42,52 +44,56 @@ pub(crate) fn descriptor(
 /// proto3 scalars that were not sent as their defaults (as the encoding
 /// means them), unset message and `optional` fields absent, enums by
 /// name, `google.protobuf.Timestamp` as RFC 3339 text.
-pub(crate) fn decode(desc: &MessageDescriptor, payload: &[u8]) -> Result<Node<'static>, String> {
+pub(crate) fn decode<'b>(
+    desc: &MessageDescriptor,
+    payload: &[u8],
+    bump: &'b Bump,
+) -> Result<Node<'b>, String> {
     let msg = DynamicMessage::decode(desc.clone(), payload)
         .map_err(|e| format!("not a {} message: {e}", desc.full_name()))?;
-    Ok(message(&msg))
+    Ok(message(&msg, bump))
 }
 
-fn message(msg: &DynamicMessage) -> Node<'static> {
+fn message<'b>(msg: &DynamicMessage, bump: &'b Bump) -> Node<'b> {
     let desc = msg.descriptor();
     if desc.full_name() == "google.protobuf.Timestamp" {
         let field = |n| desc.get_field_by_name(n).map(|f| msg.get_field(&f).into_owned());
         if let (Some(Value::I64(s)), Some(Value::I32(ns))) = (field("seconds"), field("nanos"))
             && let Ok(t) = jiff::Timestamp::new(s, ns)
         {
-            return Node::str(t.to_string());
+            return Node::Str(bump.alloc_str(&t.to_string()));
         }
     }
-    let mut members = Vec::new();
+    let mut members = BumpVec::new_in(bump);
     for f in desc.fields() {
         if f.supports_presence() && !msg.has_field(&f) {
             continue;
         }
         let v = msg.get_field(&f);
-        let node = match (&*v, f.kind().as_enum()) {
-            (Value::EnumNumber(n), Some(e)) => match e.get_value(*n) {
-                Some(ev) => Node::str(ev.name()),
-                None => Node::I64(i64::from(*n)),
-            },
-            (Value::List(items), Some(e)) => Node::Array(
-                items
-                    .iter()
-                    .map(|i| match i {
-                        Value::EnumNumber(n) => e
-                            .get_value(*n)
-                            .map_or_else(|| Node::I64(i64::from(*n)), |ev| Node::str(ev.name())),
-                        other => value(other),
-                    })
-                    .collect(),
-            ),
-            (v, _) => value(v),
+        let enum_name = |n: i32| match f.kind().as_enum().and_then(|e| e.get_value(n)) {
+            Some(ev) => Node::Str(bump.alloc_str(ev.name())),
+            None => Node::I64(i64::from(n)),
         };
-        members.push((f.name().to_owned().into(), node));
+        let node = match &*v {
+            Value::EnumNumber(n) => enum_name(*n),
+            Value::List(items) if f.kind().as_enum().is_some() => {
+                let mut out = BumpVec::with_capacity_in(items.len(), bump);
+                for i in items {
+                    out.push(match i {
+                        Value::EnumNumber(n) => enum_name(*n),
+                        other => value(other, bump),
+                    });
+                }
+                Node::Array(out.into_bump_slice())
+            }
+            v => value(v, bump),
+        };
+        members.push((&*bump.alloc_str(f.name()), node));
     }
-    Node::Object(members)
+    Node::Object(members.into_bump_slice())
 }
 
-fn value(v: &Value) -> Node<'static> {
+fn value<'b>(v: &Value, bump: &'b Bump) -> Node<'b> {
     match v {
         Value::Bool(b) => Node::Bool(*b),
         Value::I32(x) => Node::I64(i64::from(*x)),
@@ -96,13 +102,15 @@ fn value(v: &Value) -> Node<'static> {
         Value::U64(x) => i64::try_from(*x).map_or(Node::U64(*x), Node::I64),
         Value::F32(x) => Node::F64(f64::from(*x)),
         Value::F64(x) => Node::F64(*x),
-        Value::String(s) => Node::str(s.clone()),
-        Value::Bytes(b) => Node::Bytes(b.to_vec().into()),
+        Value::String(s) => Node::Str(bump.alloc_str(s)),
+        Value::Bytes(b) => Node::Bytes(bump.alloc_slice_copy(b)),
         Value::EnumNumber(n) => Node::I64(i64::from(*n)),
-        Value::Message(m) => message(m),
-        Value::List(items) => Node::Array(items.iter().map(value).collect()),
+        Value::Message(m) => message(m, bump),
+        Value::List(items) => {
+            Node::Array(bump.alloc_slice_fill_iter(items.iter().map(|i| value(i, bump))))
+        }
         Value::Map(m) => {
-            let mut members: Vec<_> = m
+            let mut members: Vec<(&str, Node<'b>)> = m
                 .iter()
                 .map(|(k, v)| {
                     let key = match k {
@@ -113,13 +121,13 @@ fn value(v: &Value) -> Node<'static> {
                         MapKey::U64(x) => x.to_string(),
                         MapKey::String(s) => s.clone(),
                     };
-                    (key.into(), value(v))
+                    (&*bump.alloc_str(&key), value(v, bump))
                 })
                 .collect();
             // A map's order on the wire carries no meaning: sorted, so that
             // `fields` mode reads it the same way every time.
-            members.sort_by(|a: &(std::borrow::Cow<'static, str>, _), b| a.0.cmp(&b.0));
-            Node::Object(members)
+            members.sort_by(|a, b| a.0.cmp(b.0));
+            Node::Object(bump.alloc_slice_copy(&members))
         }
     }
 }
