@@ -322,6 +322,96 @@ async fn hostile_payloads_on_mapped_topics_are_dead_letters_and_stall_nothing() 
     stack.stop();
 }
 
+/// `mapping test` prints what a payload becomes and fails on what it
+/// cannot read; `--check-config` refuses a bad mapping with its name and
+/// what to change. No servers: the file alone.
+#[test]
+fn mapping_test_prints_readings_and_check_config_refuses_bad_mappings() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("ingest.toml");
+    let head = "[mqtt]\nclient_id = \"i\"\n[postgres]\nconnection = \"host=127.0.0.1\"\n\n";
+    let mappings = std::fs::read_to_string(fixtures().join("mappings.toml")).unwrap();
+    std::fs::write(&config, format!("{head}{mappings}")).unwrap();
+    std::fs::copy(fixtures().join("telemetry.proto"), dir.path().join("telemetry.proto")).unwrap();
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_shopfloor-ingestd"))
+            .args(args)
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), text)
+    };
+    let cfg = config.to_str().unwrap();
+    let pb = fixtures().join("telemetry.pb");
+    let (ok, text) = run(&[
+        "--config",
+        cfg,
+        "mapping",
+        "test",
+        "--topic",
+        "acme/pb/oven",
+        "--payload",
+        pb.to_str().unwrap(),
+    ]);
+    assert!(ok, "{text}");
+    assert!(text.starts_with("mapping \"protobuf\": 2 readings"), "{text}");
+    assert!(
+        text.contains("acme/oven-2  temperature  2026-12-07T10:00:00.250Z  180.5 (f64)  good"),
+        "{text}"
+    );
+    assert!(text.contains("unit: acme/oven-2 temperature = °C"), "{text}");
+    let bad = dir.path().join("bad.json");
+    std::fs::write(&bad, r#"{"values": [{"id": "x", "v": "n/a", "t": 1}]}"#).unwrap();
+    let (ok, text) = run(&[
+        "mapping",
+        "test",
+        "--config",
+        cfg,
+        "--topic",
+        "iotgateway/a",
+        "--payload",
+        bad.to_str().unwrap(),
+    ]);
+    assert!(!ok);
+    assert!(
+        text.contains(
+            "not read: mapping \"kepware\": /values/0/v: expected a number, found \"n/a\""
+        ),
+        "{text}"
+    );
+    let (ok, text) = run(&[
+        "--config",
+        cfg,
+        "mapping",
+        "test",
+        "--topic",
+        "nowhere",
+        "--payload",
+        bad.to_str().unwrap(),
+    ]);
+    assert!(!ok && text.contains("no [[mapping]]") && text.contains("iotgateway/+"), "{text}");
+    // Mappings alone are enough for ingestd (no [ingest] section).
+    let (ok, text) = run(&["--config", cfg, "--check-config"]);
+    assert!(ok && text.contains("valid: 9 inputs"), "{text}");
+    std::fs::write(
+        &config,
+        format!(
+            "{head}[[mapping]]\nname = \"m\"\ntopic = \"a/{{x}}\"\nvalue = \"v\"\nmetric = \"t\"\n"
+        ),
+    )
+    .unwrap();
+    let (ok, text) = run(&["--config", cfg, "--check-config"]);
+    assert!(!ok, "{text}");
+    assert!(
+        text.contains("[[mapping]]: mapping \"m\": value: \"v\" is not a JSON Pointer"),
+        "{text}"
+    );
+}
+
 /// Reads alarm events until `until`, keeping what was raised.
 async fn take_raised(
     events: &mut rumqttc::v5::EventLoop,
