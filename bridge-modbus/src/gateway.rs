@@ -11,9 +11,13 @@
 //! - A DCMD writes the tag (type, byte order, inverse scaling), reads it
 //!   back and publishes the value read; a refused write is logged with the
 //!   reason and the tag keeps its value.
+//! - Writes to one device are applied in the order they arrived, through a
+//!   bounded queue per device ([`shopfloor_mqtt::writes`]): a write that
+//!   finds the queue full is refused with a write result.
 
+use shopfloor_mqtt::writes::{DEFAULT_CAPACITY, WriteQueues};
 use shopfloor_mqtt::{DriverConfig, EdgeDriver, EdgeStats, StatsHandle};
-use shopfloor_schemas::WriteResult;
+use shopfloor_schemas::{Value, WriteResult};
 use shopfloor_sparkplug::edge::{EdgeEvent, EdgeNode, EdgeNodeConfig, MetricSpec};
 use shopfloor_sparkplug::payload::{PropertySet, PropertyValue};
 use shopfloor_sparkplug::{ConfigError as SparkplugConfigError, DataType, MetricValue};
@@ -94,9 +98,10 @@ impl Gateway {
     pub fn spawn(map: &RegisterMap, node: EdgeNode, driver: DriverConfig) -> Self {
         let poller = Poller::spawn(map, 1024);
         let edge = EdgeDriver::spawn(node, driver);
+        let devices: Vec<String> = map.devices.iter().map(|d| d.name.clone()).collect();
         let (stop, stopped) = oneshot::channel();
         let stats = edge.stats_handle();
-        let task = tokio::spawn(run(poller, edge, stopped));
+        let task = tokio::spawn(run(poller, edge, devices, stopped));
         Self { stop, task, stats }
     }
 
@@ -121,10 +126,28 @@ impl Gateway {
     }
 }
 
-async fn run(mut poller: Poller, mut edge: EdgeDriver, mut stop: oneshot::Receiver<()>) {
+async fn run(
+    mut poller: Poller,
+    mut edge: EdgeDriver,
+    devices: Vec<String>,
+    mut stop: oneshot::Receiver<()>,
+) {
     let writer = poller.writer();
     let mut dead = std::collections::HashSet::new();
     let (results_tx, mut results) = tokio::sync::mpsc::channel::<WriteResult>(64);
+    // Writes wait for the line (polling goes on meanwhile), one device's
+    // in the order they came.
+    let queues = WriteQueues::new(
+        devices,
+        DEFAULT_CAPACITY,
+        move |(device, metric, value): (String, String, Value)| {
+            let (writer, results) = (writer.clone(), results_tx.clone());
+            async move {
+                let result = write(&writer, &device, &metric, value).await;
+                let _ = results.send(result).await;
+            }
+        },
+    );
     loop {
         tokio::select! {
             _ = &mut stop => break,
@@ -151,34 +174,48 @@ async fn run(mut poller: Poller, mut edge: EdgeDriver, mut stop: oneshot::Receiv
             e = edge.next_event() => {
                 let Some(e) = e else { break };
                 if let EdgeEvent::Write { device: Some(device), metric, value } = e {
-                    let writer = writer.clone();
-                    // Writes wait for the line; the poller's outputs must
-                    // keep flowing meanwhile.
-                    let results = results_tx.clone();
-                    tokio::spawn(async move {
-                        let result = match value.to_value() {
-                            None => WriteResult::refused(&device, &metric, format!("{value:?}"), "a value with no reading type"),
-                            Some(v) => match writer.write(&device, &metric, v.clone()).await {
-                                Ok(read_back) => {
-                                    tracing::info!(device, metric, %read_back, "written");
-                                    WriteResult::done(&device, &metric, v.to_string(), "Good")
-                                }
-                                Err(e) => {
-                                    WriteResult::failed(&device, &metric, v.to_string(), e.status(), e.to_string())
-                                }
-                            },
-                        };
-                        if !result.ok {
-                            tracing::warn!(device, metric, "write refused: {}", result.message);
+                    let result = match value.to_value() {
+                        None => Some(WriteResult::refused(&device, &metric, format!("{value:?}"), "a value with no reading type")),
+                        Some(v) => queues.submit(&device.clone(), (device, metric, v)).err().map(|r| {
+                            let message = r.to_string();
+                            let (device, metric, v) = r.into_job();
+                            WriteResult::refused(device, metric, v.to_string(), message)
+                        }),
+                    };
+                    if let Some(r) = result {
+                        tracing::warn!(device = r.device, metric = r.metric, "write refused: {}", r.message);
+                        if edge.report_write(&r).await.is_err() {
+                            break;
                         }
-                        let _ = results.send(result).await;
-                    });
+                    }
                 }
             }
         }
     }
+    queues.shutdown().await;
     poller.shutdown().await;
     edge.shutdown().await;
+}
+
+/// Writes `value` to `metric` of `device`, logs the outcome and returns it
+/// as a write result.
+async fn write(
+    writer: &crate::poller::Writer,
+    device: &str,
+    metric: &str,
+    value: Value,
+) -> WriteResult {
+    let result = match writer.write(device, metric, value.clone()).await {
+        Ok(read_back) => {
+            tracing::info!(device, metric, %read_back, "written");
+            WriteResult::done(device, metric, value.to_string(), "Good")
+        }
+        Err(e) => WriteResult::failed(device, metric, value.to_string(), e.status(), e.to_string()),
+    };
+    if !result.ok {
+        tracing::warn!(device, metric, "write refused: {}", result.message);
+    }
+    result
 }
 
 /// Plain MQTT output (see [`shopfloor_mqtt::plain`]): each
@@ -194,7 +231,9 @@ async fn run(mut poller: Poller, mut edge: EdgeDriver, mut stop: oneshot::Receiv
 pub mod plain {
     use shopfloor_mqtt::Broker;
     pub use shopfloor_mqtt::plain::PlainConfig;
-    use shopfloor_mqtt::plain::PlainPublisher;
+    use shopfloor_mqtt::plain::{PlainPublisher, WriteCommand};
+    use shopfloor_mqtt::writes::{DEFAULT_CAPACITY, WriteQueues};
+    use shopfloor_schemas::WriteResult;
     use tokio::sync::oneshot;
     use tokio::task::JoinHandle;
 
@@ -230,9 +269,36 @@ pub mod plain {
             let (out, mut commands) = PlainPublisher::spawn(config, broker, client_id);
             let poller = Poller::spawn(map, 1024);
             let (stop, mut stopped) = oneshot::channel();
+            let devices: Vec<String> = map.devices.iter().map(|d| d.name.clone()).collect();
             let task = tokio::spawn(async move {
                 let writer = poller.writer();
                 let mut poller = poller;
+                // Writes wait for the line (polling goes on meanwhile), one
+                // device's in the order they came.
+                let reporter = out.reporter();
+                let queues = WriteQueues::new(devices, DEFAULT_CAPACITY, move |c: WriteCommand| {
+                    let (writer, reporter) = (writer.clone(), reporter.clone());
+                    async move {
+                        let result = match writer
+                            .write(&c.machine, &c.sensor, c.value.clone())
+                            .await
+                        {
+                            Ok(v) => {
+                                tracing::info!(device = c.machine, tag = c.sensor, read_back = %v, "written");
+                                c.done("Good")
+                            }
+                            Err(e) => {
+                                tracing::warn!(
+                                    device = c.machine,
+                                    tag = c.sensor,
+                                    "write refused: {e}"
+                                );
+                                c.failed(&e.status(), e.to_string())
+                            }
+                        };
+                        let _ = reporter.report_write(&result).await;
+                    }
+                });
                 loop {
                     tokio::select! {
                         _ = &mut stopped => break,
@@ -247,24 +313,16 @@ pub mod plain {
                         }
                         c = commands.next() => {
                             let Some(c) = c else { break };
-                            let (writer, reporter) = (writer.clone(), out.reporter());
-                            // Writes wait for the line; polling goes on.
-                            tokio::spawn(async move {
-                                let result = match writer.write(&c.machine, &c.sensor, c.value.clone()).await {
-                                    Ok(v) => {
-                                        tracing::info!(device = c.machine, tag = c.sensor, read_back = %v, "written");
-                                        c.done("Good")
-                                    }
-                                    Err(e) => {
-                                        tracing::warn!(device = c.machine, tag = c.sensor, "write refused: {e}");
-                                        c.failed(&e.status(), e.to_string())
-                                    }
-                                };
-                                let _ = reporter.report_write(&result).await;
-                            });
+                            if let Err(r) = queues.submit(&c.machine.clone(), c) {
+                                let message = r.to_string();
+                                let c = r.into_job();
+                                tracing::warn!(device = c.machine, tag = c.sensor, "write refused: {message}");
+                                let _ = out.reporter().report_write(&c.failed(WriteResult::REFUSED, message)).await;
+                            }
                         }
                     }
                 }
+                queues.shutdown().await;
                 poller.shutdown().await;
                 out.shutdown().await;
             });

@@ -143,6 +143,97 @@ async fn modbus_values_reach_sparkplug_decoders_and_dcmd_writes_back() {
     gateway.shutdown().await;
 }
 
+/// 260 DCMDs to one register, 5 ms apart: the device applies every write
+/// in the order the host sent it (a task per command let a few in a few
+/// hundred overtake each other), and each gets its write result.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dcmd_writes_reach_the_device_in_the_order_sent() {
+    use rumqttc::v5::mqttbytes::QoS;
+    use rumqttc::v5::mqttbytes::v5::Packet;
+    use rumqttc::v5::{AsyncClient, Event, MqttOptions};
+    const N: i32 = 260;
+    let broker = Mosquitto::start().expect("start mosquitto");
+    let mut dev = Device::start();
+    let map = RegisterMap::from_toml(&format!(
+        "[groups]\ndefault = 100\n[[device]]\nname = \"press-1\"\nhost = \"127.0.0.1\"\nport = {}\ntimeout_ms = 500\n\
+         [[device.tag]]\nname = \"Setpoint\"\narea = \"holding_register\"\naddress = 30\ntype = \"i16\"\nwritable = true\n",
+        dev.port
+    ))
+    .unwrap();
+    let (host, mut events) =
+        AsyncClient::new(MqttOptions::new("order-host", broker.host(), broker.port()), 1000);
+    host.subscribe("shopfloor/writes/Plant1/modbus-gw", QoS::AtLeastOnce).await.unwrap();
+    let node = EdgeNode::new(edge_node_config(&map, "Plant1", "modbus-gw")).unwrap();
+    let gateway = Gateway::spawn(
+        &map,
+        node,
+        DriverConfig::new("modbus-gw", Broker::new(broker.host(), broker.port())),
+    );
+    // The device is born (its DBIRTH) before the host writes.
+    host.subscribe("spBv1.0/Plant1/DBIRTH/modbus-gw/press-1", QoS::AtLeastOnce).await.unwrap();
+    tokio::time::timeout(WAIT, async {
+        loop {
+            if let Event::Incoming(Packet::Publish(p)) = events.poll().await.unwrap()
+                && p.topic.ends_with(b"DBIRTH/modbus-gw/press-1")
+            {
+                return;
+            }
+        }
+    })
+    .await
+    .expect("a DBIRTH");
+    let sender = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(5));
+        for k in 0..N {
+            tick.tick().await;
+            let dcmd = Payload {
+                timestamp: Some(1),
+                metrics: vec![Metric::new("Setpoint", 1, MetricValue::Int16(k as i16))],
+                ..Payload::default()
+            };
+            host.publish(
+                "spBv1.0/Plant1/DCMD/modbus-gw/press-1",
+                QoS::AtLeastOnce,
+                false,
+                dcmd.encode(EncodeOptions::default()),
+            )
+            .await
+            .unwrap();
+        }
+        host
+    });
+    // Every write answered: done, or refused for a full queue.
+    let mut done = Vec::new();
+    let mut refused = 0;
+    tokio::time::timeout(Duration::from_secs(60), async {
+        while done.len() + refused < N as usize {
+            if let Event::Incoming(Packet::Publish(p)) = events.poll().await.unwrap()
+                && p.topic.starts_with(b"shopfloor/writes/")
+            {
+                let r = shopfloor_schemas::WriteResult::from_json(&p.payload).unwrap();
+                if r.ok {
+                    done.push(r.value.parse::<i64>().unwrap());
+                } else {
+                    assert_eq!(r.status, "Refused", "{r:?}");
+                    refused += 1;
+                }
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("{} done and {refused} refused of {N} within 60 s", done.len()));
+    let _host = sender.await.unwrap();
+    let applied: Vec<i64> = serde_json::from_str(&dev.cmd(r#"{"writes": 30}"#)).unwrap();
+    assert_eq!(applied.len(), done.len(), "one device write per done result");
+    let mut sorted = applied.clone();
+    sorted.sort_unstable();
+    let overtaken = applied.windows(2).filter(|w| w[0] > w[1]).count();
+    assert_eq!(applied, sorted, "{overtaken} writes overtook an earlier one: {applied:?}");
+    assert_eq!(applied.last(), Some(&i64::from(N - 1)), "the last setpoint sent is the one held");
+    assert_eq!(dev.get("h", 30, 1), [i64::from(N - 1)]);
+    gateway.shutdown().await;
+}
+
 /// Publishes one QoS 1 message with a plain MQTT client.
 async fn publish(broker: &Mosquitto, topic: &str, payload: Vec<u8>) {
     use rumqttc::v5::mqttbytes::QoS;

@@ -16,6 +16,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use shopfloor_mqtt::writes::{DEFAULT_CAPACITY, Refusal, WriteQueues};
 use shopfloor_mqtt::{DriverConfig, EdgeDriver, EdgeStats, StatsHandle};
 use shopfloor_schemas::{Value, WriteResult};
 use shopfloor_sparkplug::edge::MetricSpec;
@@ -98,6 +99,30 @@ async fn run(
     // Devices defined and alive now.
     let mut alive: HashMap<String, bool> = HashMap::new();
     let (results_tx, mut results) = mpsc::channel::<WriteResult>(64);
+    // Writes wait for the server (data keeps flowing meanwhile), one
+    // server's in the order they came.
+    let queues = {
+        let links = links.clone();
+        WriteQueues::new(
+            links.keys().cloned().collect::<Vec<_>>(),
+            DEFAULT_CAPACITY,
+            move |(device, metric, value): (String, String, Value)| {
+                let (link, results) = (links.get(&device).cloned(), results_tx.clone());
+                async move {
+                    let result = match link {
+                        Some(link) => write(&link, &device, &metric, value).await,
+                        None => WriteResult::refused(
+                            &device,
+                            &metric,
+                            value.to_string(),
+                            "no such server",
+                        ),
+                    };
+                    let _ = results.send(result).await;
+                }
+            },
+        )
+    };
     loop {
         tokio::select! {
             _ = &mut stop => break,
@@ -143,21 +168,28 @@ async fn run(
             e = edge.next_event() => {
                 let Some(e) = e else { break };
                 if let EdgeEvent::Write { device: Some(device), metric, value } = e {
-                    let link = links.get(&device).cloned();
-                    let results = results_tx.clone();
-                    // Writes wait for the server; data must keep flowing.
-                    tokio::spawn(async move {
-                        let result = match (link, value.to_value()) {
-                            (None, _) => WriteResult::refused(&device, &metric, format!("{value:?}"), "no such server"),
-                            (_, None) => WriteResult::refused(&device, &metric, format!("{value:?}"), "a value with no reading type"),
-                            (Some(link), Some(v)) => write(&link, &device, &metric, v).await,
-                        };
-                        let _ = results.send(result).await;
-                    });
+                    let refused = match value.to_value() {
+                        None => Some(WriteResult::refused(&device, &metric, format!("{value:?}"), "a value with no reading type")),
+                        Some(v) => queues.submit(&device.clone(), (device, metric, v)).err().map(|r| {
+                            let message = match r {
+                                Refusal::UnknownDevice(_) => "no such server".to_owned(),
+                                ref r => r.to_string(),
+                            };
+                            let (device, metric, v) = r.into_job();
+                            WriteResult::refused(device, metric, v.to_string(), message)
+                        }),
+                    };
+                    if let Some(r) = refused {
+                        tracing::warn!(device = r.device, metric = r.metric, "write refused: {}", r.message);
+                        if edge.report_write(&r).await.is_err() {
+                            break;
+                        }
+                    }
                 }
             }
         }
     }
+    queues.shutdown().await;
     shutdown(links).await;
     edge.shutdown().await;
 }
@@ -201,7 +233,8 @@ pub mod plain {
 
     use shopfloor_mqtt::Broker;
     pub use shopfloor_mqtt::plain::PlainConfig;
-    use shopfloor_mqtt::plain::PlainPublisher;
+    use shopfloor_mqtt::plain::{PlainPublisher, WriteCommand};
+    use shopfloor_mqtt::writes::{DEFAULT_CAPACITY, Refusal, WriteQueues};
     use shopfloor_schemas::{Batch, Quality, Reading, Timestamp, WriteResult};
     use tokio::sync::{mpsc, oneshot};
     use tokio::task::JoinHandle;
@@ -248,6 +281,32 @@ pub mod plain {
                 .collect();
             let (out, mut commands) = PlainPublisher::spawn(plain, broker, client_id);
             let (stop, mut stopped) = oneshot::channel();
+            // Writes wait for the server (data keeps flowing meanwhile),
+            // one server's in the order they came.
+            let queues = {
+                let (links, reporter) = (links.clone(), out.reporter());
+                WriteQueues::new(
+                    links.keys().cloned().collect::<Vec<_>>(),
+                    DEFAULT_CAPACITY,
+                    move |c: WriteCommand| {
+                        let (link, reporter) = (links.get(&c.machine).cloned(), reporter.clone());
+                        async move {
+                            let result = match link {
+                                Some(link) => {
+                                    super::write(&link, &c.machine, &c.sensor, c.value).await
+                                }
+                                None => WriteResult::refused(
+                                    &c.machine,
+                                    &c.sensor,
+                                    c.value.to_string(),
+                                    "no such server",
+                                ),
+                            };
+                            let _ = reporter.report_write(&result).await;
+                        }
+                    },
+                )
+            };
             let task = tokio::spawn(async move {
                 // Each server's last values, published again as stale when it is lost.
                 let mut last: HashMap<String, HashMap<String, Reading>> = HashMap::new();
@@ -294,18 +353,19 @@ pub mod plain {
                         }
                         c = commands.next() => {
                             let Some(c) = c else { break };
-                            let link = links.get(&c.machine).cloned();
-                            let reporter = out.reporter();
-                            tokio::spawn(async move {
-                                let result = match link {
-                                    Some(link) => super::write(&link, &c.machine, &c.sensor, c.value).await,
-                                    None => WriteResult::refused(&c.machine, &c.sensor, c.value.to_string(), "no such server"),
+                            if let Err(r) = queues.submit(&c.machine.clone(), c) {
+                                let message = match r {
+                                    Refusal::UnknownDevice(_) => "no such server".to_owned(),
+                                    ref r => r.to_string(),
                                 };
-                                let _ = reporter.report_write(&result).await;
-                            });
+                                let c = r.into_job();
+                                tracing::warn!(server = c.machine, metric = c.sensor, "write refused: {message}");
+                                let _ = out.reporter().report_write(&c.failed(WriteResult::REFUSED, message)).await;
+                            }
                         }
                     }
                 }
+                queues.shutdown().await;
                 super::shutdown(links).await;
                 out.shutdown().await;
             });

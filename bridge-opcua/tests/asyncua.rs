@@ -321,6 +321,10 @@ node_id = "nsu=urn:shopfloor:test;s=Machine1.Temperature"
 metric = "count"
 node_id = "nsu=urn:shopfloor:test;s=Machine1.Count"
 writable = true
+[[server.node]]
+metric = "limited"
+node_id = "nsu=urn:shopfloor:test;s=Machine1.Temperature"
+writable = true
 "#;
     let (tx, mut rx) = mpsc::channel(1000);
     let link = ServerLink::spawn(config(&server.endpoint(), pki.path(), nodes), tuning(), tx);
@@ -350,6 +354,19 @@ writable = true
     let WriteError::Refused(status) = e else { panic!("{e:?}") };
     assert!(status.is_bad(), "{status}");
     println!("a write to a read-only node: {status}");
+    // Outside the node's EURange (0..200): refused before it is sent, and
+    // NaN for every type; inside it, sent (and refused by this read-only
+    // node, which shows it went out).
+    let e = link.write("limited", Value::F64(250.0)).await.unwrap_err();
+    assert_eq!(
+        e,
+        WriteError::OutOfRange { metric: "limited".into(), value: 250.0, low: 0.0, high: 200.0 }
+    );
+    assert_eq!(e.status(), "Refused");
+    let e = link.write("limited", Value::F64(f64::NAN)).await.unwrap_err();
+    assert!(matches!(e, WriteError::Convert { .. }), "{e}");
+    let e = link.write("limited", Value::I64(150)).await.unwrap_err();
+    assert!(matches!(e, WriteError::Refused(_)), "in range, so sent: {e}");
     link.shutdown().await;
 }
 

@@ -265,6 +265,75 @@ writable = true
 }
 
 /// Publishes one QoS 1 message with a plain MQTT client.
+/// 200 DCMDs to one node, 5 ms apart, to a server whose answers take
+/// 0–20 ms: the server takes every write in the order the host sent it,
+/// and each gets its write result.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dcmd_writes_reach_the_server_in_the_order_sent() {
+    use rumqttc::v5::mqttbytes::QoS;
+    use rumqttc::v5::{AsyncClient, MqttOptions};
+    const N: i64 = 200;
+    let broker = Mosquitto::start().expect("start mosquitto (apt-get install -y mosquitto)");
+    let mut server = Server::start(&[]);
+    let pki = tempfile::tempdir().unwrap();
+    let config = BridgeConfig::from_toml(&format!(
+        "[[server]]\nname = \"press-1\"\nendpoint = \"{}\"\npki_dir = \"{}\"\n\
+         [[server.node]]\nmetric = \"Setpoint\"\nnode_id = \"nsu=urn:shopfloor:test;s=Machine1.Setpoint\"\nwritable = true\n",
+        server.endpoint(),
+        pki.path().display()
+    ))
+    .unwrap();
+    let mut watched = watch(broker.host(), broker.port(), "#").await;
+    let node = EdgeNode::new(EdgeNodeConfig::new("Plant1", "opcua-gw")).unwrap();
+    let driver = DriverConfig::new("opcua-gw", Broker::new(broker.host(), broker.port()));
+    let gateway = Gateway::spawn(&config, node, driver, tuning());
+    next_msg(&mut watched, 30, "the DBIRTH", |m| {
+        m.topic == "spBv1.0/Plant1/DBIRTH/opcua-gw/press-1"
+    })
+    .await;
+    // A server whose answers take 0–20 ms: writes in flight together
+    // would land in any order.
+    assert_eq!(server.command(r#"{"jitter": 0.02}"#), "ok");
+    let (host, mut events) =
+        AsyncClient::new(MqttOptions::new("order-host", broker.host(), broker.port()), 1000);
+    tokio::spawn(async move { while events.poll().await.is_ok() {} });
+    let mut tick = tokio::time::interval(Duration::from_millis(5));
+    for k in 0..N {
+        tick.tick().await;
+        let dcmd = Payload {
+            timestamp: Some(1),
+            metrics: vec![Metric::new("Setpoint", 1, MetricValue::Double(k as f64))],
+            ..Payload::default()
+        };
+        let payload = dcmd.encode(EncodeOptions::default());
+        host.publish("spBv1.0/Plant1/DCMD/opcua-gw/press-1", QoS::AtLeastOnce, false, payload)
+            .await
+            .unwrap();
+    }
+    let (mut done, mut refused) = (Vec::new(), 0);
+    while done.len() + refused < N as usize {
+        let m = next_msg(&mut watched, 60, "every write result", |m| {
+            m.topic.starts_with("shopfloor/writes/")
+        })
+        .await;
+        let r = WriteResult::from_json(&m.payload).unwrap();
+        if r.ok {
+            done.push(r.value.parse::<f64>().unwrap());
+        } else {
+            assert_eq!(r.status, "Refused", "{r:?}");
+            refused += 1;
+        }
+    }
+    let applied: Vec<f64> =
+        serde_json::from_str(&server.command(r#"{"writes": "Setpoint"}"#)).unwrap();
+    assert_eq!(applied.len(), done.len(), "one server write per done result");
+    let overtaken = applied.windows(2).filter(|w| w[0] > w[1]).count();
+    assert_eq!(overtaken, 0, "writes overtook earlier ones: {applied:?}");
+    assert_eq!(applied.last(), Some(&((N - 1) as f64)));
+    drop(host);
+    gateway.shutdown().await;
+}
+
 async fn publish(broker: &Mosquitto, topic: &str, payload: Vec<u8>) {
     use rumqttc::v5::mqttbytes::QoS;
     use rumqttc::v5::mqttbytes::v5::Packet;

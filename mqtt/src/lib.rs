@@ -48,6 +48,7 @@ pub mod plain;
 pub mod section;
 mod task;
 mod tls;
+pub mod writes;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

@@ -16,6 +16,8 @@ Commands, one JSON object per line on stdin; each answered with one line:
     {"set": "h", "address": 10, "registers": [1, 2]}       raw registers
     {"get": "h", "address": 10, "count": 2}                prints the values
     {"delay": 0.5}     answer every request that much later (a slow device)
+    {"writes": 20}     prints the first register of every write to holding
+                       register 20 so far, in the order the device applied them
 Prints "ready" once it serves, then "ok" (or the JSON values for get) per
 command.
 """
@@ -53,9 +55,15 @@ def to_registers(typ, value, order, length):
     return regs
 
 
+# (address, first value) of every register write, in the order applied.
+writes = []
+
+
 async def action(func_code, start_address, address, count, registers, set_values):
     if delay:
         await asyncio.sleep(delay)
+    if func_code in (6, 16) and set_values:
+        writes.append((address, int(set_values[0])))
     return None
 
 
@@ -108,6 +116,8 @@ async def main():
                 values = [bool(v) for v in values]
             await server.async_setValues(unit, FC_SET[area], cmd["address"], values)
             print("ok", flush=True)
+        elif "writes" in cmd:
+            print(json.dumps([v for a, v in writes if a == cmd["writes"]]), flush=True)
         elif "get" in cmd:
             values = await server.async_getValues(unit, FC_GET[cmd["get"]], cmd["address"], cmd["count"])
             print(json.dumps([int(v) for v in values]), flush=True)

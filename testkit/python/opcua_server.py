@@ -39,7 +39,11 @@ Commands, one JSON object per line on stdin; each answered with one line:
     {"get": "Setpoint"}                              prints {"value": ...}
     {"delete": "Temperature"}                        removes the node
     {"add": "Temperature"}                           adds it back (same NodeId)
+    {"writes": "Setpoint"}     prints the values written to that variable so
+                               far, in the order the server applied them
     {"delay": 0.5}             answers every request that much later
+    {"jitter": 0.02}           and each a random 0..0.02 s later still (a
+                               server whose answers take varying time)
     {"stats": true}            prints {"published": n, "sent": s, "created": c,
                                "transferred": t}: data changes made, value
                                notifications sent to clients, subscriptions
@@ -56,6 +60,7 @@ import asyncio
 import datetime
 import json
 import logging
+import random
 import sys
 
 from asyncua import Server, ua
@@ -175,12 +180,24 @@ async def main():
 
     for name, (value, vtype) in SCALARS.items():
         await add(name, value, vtype)
+
+    # Every value written, by node name, in the order the server took them.
+    written = {}
+    from asyncua.common.callback import CallbackType
+
+    def record_write(event, _dispatcher):
+        for w in event.request_params.NodesToWrite:
+            name = w.NodeId.Identifier.removeprefix("Machine1.") if isinstance(w.NodeId.Identifier, str) else None
+            if name is not None and w.Value.Value is not None:
+                written.setdefault(name, []).append(w.Value.Value.Value)
+
+    server.subscribe_server_callback(CallbackType.PreWrite, record_write)
     for i in range(args.items):
         await add(f"Item{i}", 0.0, ua.VariantType.Double)
 
     from asyncua.server import uaprocessor
 
-    state = {"delay": 0.0, "published": 0, "sent": 0, "created": 0, "transferred": 0}
+    state = {"delay": 0.0, "jitter": 0.0, "published": 0, "sent": 0, "created": 0, "transferred": 0}
     forward = uaprocessor.UaProcessor.forward_publish_response
 
     async def counted_forward(self, result, requestdata):
@@ -219,8 +236,8 @@ async def main():
     process = uaprocessor.UaProcessor.process_message
 
     async def slow(self, *a, **kw):
-        if state["delay"]:
-            await asyncio.sleep(state["delay"])
+        if state["delay"] or state["jitter"]:
+            await asyncio.sleep(state["delay"] + random.uniform(0, state["jitter"]))
         return await process(self, *a, **kw)
 
     uaprocessor.UaProcessor.process_message = slow
@@ -266,6 +283,8 @@ async def main():
             out = "ok"
             if "set" in cmd:
                 await write(cmd["set"], cmd["value"], cmd.get("status", "Good"))
+            elif "writes" in cmd:
+                out = json.dumps(written.get(cmd["writes"], []))
             elif "get" in cmd:
                 node, _ = nodes[cmd["get"]]
                 out = json.dumps({"value": await node.read_value()})
@@ -277,6 +296,8 @@ async def main():
                 await add(cmd["add"], value, vtype)
             elif "delay" in cmd:
                 state["delay"] = float(cmd["delay"])
+            elif "jitter" in cmd:
+                state["jitter"] = float(cmd["jitter"])
             elif "stats" in cmd:
                 out = json.dumps(
                     {k: state[k] for k in ("published", "sent", "created", "transferred")}

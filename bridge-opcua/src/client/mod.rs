@@ -109,7 +109,7 @@ pub enum ServerEvent {
 }
 
 /// Why a write was not done.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
 #[non_exhaustive]
 pub enum WriteError {
     /// The metric is not configured on this server.
@@ -130,6 +130,19 @@ pub enum WriteError {
         datatype: DataType,
         /// The value offered.
         value: String,
+    },
+    /// Outside the node's EURange (checked before sending: a setpoint the
+    /// instrument cannot mean is refused, whatever the server would do).
+    #[error("{value} is outside {metric:?}'s EURange {low}..={high}")]
+    OutOfRange {
+        /// The metric.
+        metric: String,
+        /// The value offered.
+        value: f64,
+        /// The range's low end.
+        low: f64,
+        /// The range's high end.
+        high: f64,
     },
     /// The server refused it with this status.
     #[error("the server refused the write: {0}")]

@@ -32,6 +32,19 @@ pub(super) fn start_write(
         }));
         return;
     };
+    if let (Some((low, high)), Some(x)) = (info.range, value.as_f64())
+        && !matches!(value, Value::Bool(_))
+        && low <= high
+        && !(low..=high).contains(&x)
+    {
+        let _ = reply.send(Err(WriteError::OutOfRange {
+            metric: metric.to_owned(),
+            value: x,
+            low,
+            high,
+        }));
+        return;
+    }
     let session = Arc::clone(session);
     tokio::spawn(async move {
         let write = WriteValue {
