@@ -9,6 +9,7 @@
 //! security_mode = "SignAndEncrypt"       # None (default with None), Sign, SignAndEncrypt
 //! user = "bridge"                        # identity: anonymous unless user or certificate
 //! password_env = "PRESS_LINE_PASSWORD"   # or password = "…" (prefer the environment)
+//! # allow_password_without_security = true   # needed for a password with policy None
 //! # user_certificate = "pki/user/cert.der"
 //! # user_private_key = "pki/user/key.pem"
 //! pki_dir = "pki"                        # own/, trusted/, rejected/ (made if absent)
@@ -305,6 +306,8 @@ struct ServerDe {
     password_env: Option<String>,
     user_certificate: Option<PathBuf>,
     user_private_key: Option<PathBuf>,
+    #[serde(default)]
+    allow_password_without_security: bool,
     pki_dir: Option<PathBuf>,
     publishing_interval_ms: Option<u64>,
     sampling_interval_ms: Option<u64>,
@@ -585,6 +588,16 @@ impl BridgeConfig {
                         })?,
                         _ => return Err(err(at, format!("user {user:?} needs exactly one of password and password_env"), Some("prefer password_env: the password stays out of the file"))),
                     };
+                    // With policy None the password can cross the network as
+                    // it is (unless the server's token policy encrypts it,
+                    // which is the server's choice, not ours).
+                    if policy == SecurityPolicy::None && !s.allow_password_without_security {
+                        return Err(err(
+                            at,
+                            format!("user {user:?} with security_policy None: the password could cross the network unencrypted"),
+                            Some("use security_policy Basic256Sha256 with security_mode SignAndEncrypt; or, on a network you trust, set allow_password_without_security = true"),
+                        ));
+                    }
                     Identity::UserName { user, password }
                 }
                 (None, None, None, Some(certificate), Some(private_key)) => Identity::Certificate { certificate, private_key },

@@ -330,6 +330,13 @@ writable = true
     let link = ServerLink::spawn(config(&server.endpoint(), pki.path(), nodes), tuning(), tx);
     until(&mut rx, 30, "the birth", |e| matches!(e, ServerEvent::Online { .. })).await;
 
+    // The keypair the client made: its key readable by its owner only.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&pki.path().join("private")), 0o700);
+        assert_eq!(mode(&pki.path().join("private/private.pem")), 0o600);
+    }
     link.write("setpoint", Value::I64(65)).await.expect("an allowed write of a fitting value");
     assert_eq!(
         server.command(r#"{"get": "Setpoint"}"#),

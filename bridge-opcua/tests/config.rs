@@ -158,6 +158,23 @@ fn policies_are_read_in_every_spelling_peers_use() {
 
 /// Each mistake, the words its message must carry.
 #[test]
+fn a_password_without_security_is_allowed_only_when_the_file_says_so() {
+    let none = EXAMPLE.replace(
+        "security_policy = \"Basic256Sha256\"\nsecurity_mode = \"SignAndEncrypt\"",
+        "security_policy = \"None\"",
+    );
+    assert!(load(&none).is_err());
+    let allowed = none
+        .replace("user = \"bridge\"", "user = \"bridge\"\nallow_password_without_security = true");
+    let c = load(&allowed).unwrap();
+    assert_eq!(c.servers[0].security_policy, SecurityPolicy::None);
+    assert_eq!(
+        c.servers[0].identity,
+        Identity::UserName { user: "bridge".into(), password: "s3cret".into() }
+    );
+}
+
+#[test]
 fn mistakes_name_the_place_and_the_fix() {
     let cases: &[(&str, &str, &[&str])] = &[
         ("name = \"press-line\"", "name = \"a/b\"", &["server \"a/b\"", "without /"]),
@@ -179,6 +196,15 @@ fn mistakes_name_the_place_and_the_fix() {
             &["UNSET_VAR", "not set", "export"],
         ),
         ("password_env = \"PRESS_LINE_PASSWORD\"", "", &["exactly one of password"]),
+        (
+            "security_policy = \"Basic256Sha256\"\nsecurity_mode = \"SignAndEncrypt\"",
+            "security_policy = \"None\"",
+            &[
+                "press-line",
+                "user \"bridge\" with security_policy None",
+                "allow_password_without_security = true",
+            ],
+        ),
         ("user = \"bridge\"", "user_certificate = \"c.der\"", &["user_private_key"]),
         (
             "node_id = \"nsu=urn:press-line:plc;s=Press1.Pressure\"",

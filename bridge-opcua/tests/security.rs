@@ -19,9 +19,11 @@ fn config(endpoint: &str, pki: &Path, policy: &str, mode: &str, password: &str) 
     let text = format!(
         "[[server]]\nname = \"m1\"\nendpoint = \"{endpoint}\"\npki_dir = \"{}\"\n\
          security_policy = \"{policy}\"\nsecurity_mode = \"{mode}\"\nuser = \"op\"\npassword = \"{password}\"\n\
+         allow_password_without_security = {}\n\
          publishing_interval_ms = 100\nkeep_alive_count = 5\n\
          [[server.node]]\nmetric = \"temperature\"\nnode_id = \"nsu=urn:shopfloor:test;s=Machine1.Temperature\"\n",
-        pki.display()
+        pki.display(),
+        policy == "None"
     );
     BridgeConfig::from_toml(&text).expect("a valid test config").servers.remove(0)
 }

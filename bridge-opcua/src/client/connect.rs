@@ -59,6 +59,35 @@ pub(super) fn policy(p: SecurityPolicy) -> UaPolicy {
     }
 }
 
+/// Makes `pki/private` a folder only its owner can enter (0700) and,
+/// once `written`, the key in it readable only by its owner (0600); a key
+/// left readable by an older version is tightened too.
+fn guard_private_key(pki: &std::path::Path, written: bool) -> Result<(), String> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    let dir = pki.join("private");
+    let fail = |what: &std::path::Path, e: std::io::Error| {
+        format!(
+            "{}: {e}; the client's private key must be private (check the folder's owner)",
+            what.display()
+        )
+    };
+    if !dir.is_dir() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)
+            .map_err(|e| fail(&dir, e))?;
+    }
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
+        .map_err(|e| fail(&dir, e))?;
+    let key = dir.join("private.pem");
+    if written || key.exists() {
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| fail(&key, e))?;
+    }
+    Ok(())
+}
+
 pub(super) fn mode(m: SecurityMode) -> MessageSecurityMode {
     match m {
         SecurityMode::None => MessageSecurityMode::None,
@@ -80,6 +109,10 @@ pub(super) async fn connect(
     // makes it and the rest load it.
     static KEYPAIR: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let one_at_a_time = KEYPAIR.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    // The library writes the private key with the umask's mode (0644 as a
+    // rule): its folder is made 0700 first, so no other user can read the
+    // key even for a moment, and the key itself 0600 once it is there.
+    guard_private_key(&config.pki_dir, false)?;
     let mut client = ClientBuilder::new()
         .application_name("shopfloor-bridge-opcua")
         .application_uri("urn:shopfloor:bridge-opcua")
@@ -103,6 +136,7 @@ pub(super) async fn connect(
         .session_timeout(60_000)
         .client()
         .map_err(|e| format!("the client configuration is invalid: {}", e.join("; ")))?;
+    guard_private_key(&config.pki_dir, true)?;
     drop(one_at_a_time);
     let endpoints = tokio::time::timeout(
         tuning.request_timeout,

@@ -42,6 +42,8 @@ BROWSE OPTIONS:
                           Aes128_Sha256_RsaOaep, Aes256_Sha256_RsaPss;
                           Sign or SignAndEncrypt
     --user USER           user name; the password from OPCUA_PASSWORD
+    --allow-password-without-security
+                          send the password with policy None (a trusted network)
     --pki DIR             the bridge's certificates (default: pki)
 
 Logs go to stderr, filtered by RUST_LOG (default: info).
@@ -180,6 +182,7 @@ fn browse_command(args: &[String]) -> anyhow::Result<()> {
     let (mut out, mut name, mut start) = (None, "opcua-1".to_owned(), None);
     let (mut depth, mut max) = (10, 10_000);
     let (mut policy, mut mode, mut user, mut pki) = (None, None, None, PathBuf::from("pki"));
+    let mut plain_password = false;
     let value = |it: &mut std::slice::Iter<'_, String>, flag: &str| -> anyhow::Result<String> {
         it.next().cloned().with_context(|| format!("{flag} needs a value; see --help"))
     };
@@ -199,6 +202,7 @@ fn browse_command(args: &[String]) -> anyhow::Result<()> {
             "--policy" => policy = Some(value(&mut it, a)?),
             "--mode" => mode = Some(value(&mut it, a)?),
             "--user" => user = Some(value(&mut it, a)?),
+            "--allow-password-without-security" => plain_password = true,
             "--pki" => pki = PathBuf::from(value(&mut it, a)?),
             "-h" | "--help" => {
                 print!("{HELP}");
@@ -222,10 +226,22 @@ fn browse_command(args: &[String]) -> anyhow::Result<()> {
     }
     if let Some(u) = &user {
         text.push_str(&format!("user = {u:?}\npassword_env = \"OPCUA_PASSWORD\"\n"));
+        if plain_password {
+            text.push_str("allow_password_without_security = true\n");
+        }
     }
     text.push_str("[[server.node]]\nmetric = \"x\"\nnode_id = \"i=2258\"\n");
     let server: ServerConfig = BridgeConfig::from_toml(&text)
-        .map_err(|e| anyhow::anyhow!("{}", e.to_string().replace("server ", "browse: server ")))?
+        .map_err(|e| {
+            let e = e.to_string().replace("server ", "browse: server ");
+            anyhow::anyhow!(
+                "{}",
+                e.replace(
+                    "set allow_password_without_security = true",
+                    "pass --allow-password-without-security"
+                )
+            )
+        })?
         .servers
         .remove(0);
     shopfloor_examples::init_logging();
