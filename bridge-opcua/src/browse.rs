@@ -220,6 +220,10 @@ pub fn config_toml(server: &ServerConfig, walk: &Walk) -> String {
     }
     if let crate::config::Identity::UserName { user, .. } = &server.identity {
         let _ = writeln!(out, "user = {}\npassword_env = \"OPCUA_PASSWORD\"", q(user));
+        // Loaded, so the password without security was allowed already.
+        if server.security_policy == crate::config::SecurityPolicy::None {
+            let _ = writeln!(out, "allow_password_without_security = true");
+        }
     }
     let _ = writeln!(out, "pki_dir = {}", q(&server.pki_dir.display().to_string()));
     for v in &walk.variables {
@@ -257,6 +261,7 @@ mod tests {
     fn the_written_config_loads_back_with_every_variable() {
         let server = crate::BridgeConfig::from_toml(
             "[[server]]\nname = \"m1\"\nendpoint = \"opc.tcp://h:4840/\"\nuser = \"op\"\npassword = \"x\"\n\
+             allow_password_without_security = true\n\
              [[server.node]]\nmetric = \"a\"\nnode_id = \"i=1\"\n",
         )
         .unwrap()

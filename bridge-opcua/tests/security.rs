@@ -180,3 +180,62 @@ async fn a_server_with_a_new_certificate_is_refused_until_trusted() {
     );
     link.shutdown().await;
 }
+
+/// node-opcua lists a certificate's DNS name first (`DNS:host, IP:…,
+/// URI:…`); async-opcua 0.19's own check skips the first entry, so no host
+/// validated against such a certificate. The bridge checks every entry:
+/// the DNS name and the IP address both connect, and a certificate that
+/// does not name the host is refused with the names it does carry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_listing_its_dns_name_first_is_accepted_for_that_host_only() {
+    let server_pki = tempfile::tempdir().unwrap();
+    let names = "DNS:localhost,IP:127.0.0.1,URI:urn:shopfloor:test:server";
+    let server =
+        Server::start(&["--pki", server_pki.path().to_str().unwrap(), "--cert-names", names]);
+    let pki = tempfile::tempdir().unwrap();
+    let anonymous = |endpoint: &str| {
+        let text = format!(
+            "[[server]]\nname = \"m1\"\nendpoint = \"{endpoint}\"\npki_dir = \"{}\"\n\
+             security_policy = \"Basic256Sha256\"\nsecurity_mode = \"SignAndEncrypt\"\n\
+             publishing_interval_ms = 100\nkeep_alive_count = 5\n\
+             [[server.node]]\nmetric = \"temperature\"\nnode_id = \"nsu=urn:shopfloor:test;s=Machine1.Temperature\"\n",
+            pki.path().display()
+        );
+        BridgeConfig::from_toml(&text).unwrap().servers.remove(0)
+    };
+    let connect = |endpoint: String| {
+        let (tx, rx) = mpsc::channel(100);
+        (ServerLink::spawn(anonymous(&endpoint), tuning(), tx), rx)
+    };
+    let outcome = |e: &ServerEvent| matches!(e, ServerEvent::Online { .. }) || problem(e).is_some();
+    // First contact: not trusted yet (the library's check, kept).
+    let (link, mut rx) = connect(server.endpoint());
+    until(&mut rx, 30, "the untrusted-certificate problem", |e| problem(e).is_some()).await;
+    link.shutdown().await;
+    assert_eq!(trust_rejected(pki.path()).len(), 1);
+    for endpoint in [server.endpoint(), server.endpoint().replace("localhost", "127.0.0.1")] {
+        let (link, mut rx) = connect(endpoint.clone());
+        let e = until(&mut rx, 30, &format!("the birth at {endpoint}"), outcome).await;
+        assert!(matches!(e, ServerEvent::Online { .. }), "{endpoint}: {e:?}");
+        link.shutdown().await;
+    }
+    // A certificate that does not name the host (another server's, say):
+    // refused before any session, with the names it does carry.
+    let other_pki = tempfile::tempdir().unwrap();
+    let other = Server::start(&[
+        "--pki",
+        other_pki.path().to_str().unwrap(),
+        "--cert-names",
+        "DNS:plc-7.example,IP:10.1.2.3,URI:urn:shopfloor:test:server",
+    ]);
+    let (link, mut rx) = connect(other.endpoint());
+    let e = until(&mut rx, 30, "the host-name problem", outcome).await;
+    let text = problem(&e).unwrap_or_else(|| panic!("connected to an unnamed host: {e:?}"));
+    assert!(text.contains("BadCertificateHostNameInvalid"), "{text}");
+    assert!(text.contains("does not name localhost"), "{text}");
+    assert!(
+        text.contains("DNS:plc-7.example, IP:10.1.2.3, URI:urn:shopfloor:test:server"),
+        "{text}"
+    );
+    link.shutdown().await;
+}

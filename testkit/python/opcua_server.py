@@ -2,7 +2,7 @@
 
 Usage:
     opcua_server.py PORT [--items N] [--interval S] [--user NAME:PASSWORD]
-                         [--pki DIR] [--trust DIR] [--fix-transfer]
+                         [--pki DIR [--cert-names NAMES]] [--trust DIR] [--fix-transfer]
 
 Serves opc.tcp://localhost:PORT/ with namespace "urn:shopfloor:test" and an
 object "Machine1" (NodeId ns=<that namespace>;s=Machine1) whose variables
@@ -24,7 +24,10 @@ with --interval S every one of them (and Count) changes every S seconds.
 serves every security policy and mode with the certificate in
 DIR/server_cert.der and its key DIR/server_key.pem, made there (for
 localhost, application URI urn:shopfloor:test:server) when absent: delete
-them for a new certificate. --trust makes the server accept only client
+them for a new certificate. --cert-names makes that certificate (RSA 2048,
+by Python's cryptography) with exactly these SubjectAltName entries in this
+order, e.g. "DNS:myhost,IP:127.0.0.1,URI:urn:shopfloor:test:server" (how
+node-opcua orders them: a DNS name first). --trust makes the server accept only client
 certificates found in DIR.
 
 --fix-transfer patches asyncua 2.1.0's TransferSubscriptions: it re-points
@@ -83,6 +86,63 @@ SCALARS = {
 }
 
 
+def make_certificate(cert_path, key_path, names):
+    """A self-signed server certificate whose SubjectAltName lists `names`
+    (DNS:…, IP:…, URI:…) in the order given."""
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    alt = []
+    for n in names:
+        kind, _, value = n.partition(":")
+        alt.append(
+            {
+                "DNS": lambda v: x509.DNSName(v),
+                "IP": lambda v: x509.IPAddress(ipaddress.ip_address(v)),
+                "URI": lambda v: x509.UniformResourceIdentifier(v),
+            }[kind](value)
+        )
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "shopfloor test server")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=365))
+        .add_extension(x509.SubjectAlternativeName(alt), critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True, content_commitment=True, key_encipherment=True,
+                data_encipherment=True, key_agreement=False, key_cert_sign=False,
+                crl_sign=False, encipher_only=False, decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(
+            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
+            critical=False,
+        )
+        .sign(key, hashes.SHA256())
+    )
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.DER))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.TraditionalOpenSSL,
+            serialization.NoEncryption(),
+        )
+    )
+
+
 async def main():
     p = argparse.ArgumentParser()
     p.add_argument("port", type=int)
@@ -91,6 +151,7 @@ async def main():
     p.add_argument("--user")
     p.add_argument("--pki")
     p.add_argument("--trust")
+    p.add_argument("--cert-names")
     p.add_argument("--fix-transfer", action="store_true")
     args = p.parse_args()
 
@@ -124,14 +185,19 @@ async def main():
         pki.mkdir(parents=True, exist_ok=True)
         cert, key = pki / "server_cert.der", pki / "server_key.pem"
         await server.set_application_uri("urn:shopfloor:test:server")
-        await setup_self_signed_certificate(
-            key,
-            cert,
-            "urn:shopfloor:test:server",
-            "localhost",
-            [ExtendedKeyUsageOID.CLIENT_AUTH, ExtendedKeyUsageOID.SERVER_AUTH],
-            {"countryName": "DE", "organizationName": "shopfloor", "commonName": "shopfloor test server"},
-        )
+        if args.cert_names:
+            # asyncua's helper would replace a certificate it did not make.
+            if not cert.exists():
+                make_certificate(cert, key, args.cert_names.split(","))
+        else:
+            await setup_self_signed_certificate(
+                key,
+                cert,
+                "urn:shopfloor:test:server",
+                "localhost",
+                [ExtendedKeyUsageOID.CLIENT_AUTH, ExtendedKeyUsageOID.SERVER_AUTH],
+                {"countryName": "DE", "organizationName": "shopfloor", "commonName": "shopfloor test server"},
+            )
         await server.load_certificate(str(cert))
         await server.load_private_key(str(key))
         server.set_security_policy(

@@ -88,6 +88,126 @@ fn guard_private_key(pki: &std::path::Path, written: bool) -> Result<(), String>
     Ok(())
 }
 
+/// One entry of a certificate's SubjectAltName.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) enum AltName {
+    Dns(String),
+    Ip(std::net::IpAddr),
+    Uri(String),
+}
+
+impl std::fmt::Display for AltName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Dns(n) => write!(f, "DNS:{n}"),
+            Self::Ip(a) => write!(f, "IP:{a}"),
+            Self::Uri(u) => write!(f, "URI:{u}"),
+        }
+    }
+}
+
+/// A DER certificate's validity (not before, not after) and its
+/// SubjectAltName entries in order (other kinds of names left out).
+pub(super) fn certificate_names(
+    der: &[u8],
+) -> Result<((std::time::SystemTime, std::time::SystemTime), Vec<AltName>), String> {
+    use x509_cert::der::Decode;
+    use x509_cert::ext::pkix::SubjectAltName;
+    use x509_cert::ext::pkix::name::GeneralName;
+    let cert = x509_cert::Certificate::from_der(der)
+        .map_err(|e| format!("the server's certificate cannot be read: {e}"))?;
+    let validity = &cert.tbs_certificate.validity;
+    let times = (validity.not_before.to_system_time(), validity.not_after.to_system_time());
+    let san: Option<(bool, SubjectAltName)> = cert
+        .tbs_certificate
+        .get()
+        .map_err(|e| format!("the server's certificate has an unreadable SubjectAltName: {e}"))?;
+    let mut names = Vec::new();
+    for n in san.map(|(_, s)| s.0).unwrap_or_default() {
+        names.push(match n {
+            GeneralName::DnsName(d) => AltName::Dns(d.to_string()),
+            GeneralName::UniformResourceIdentifier(u) => AltName::Uri(u.to_string()),
+            GeneralName::IpAddress(ip) => match ip.as_bytes() {
+                b if b.len() == 4 => {
+                    AltName::Ip(std::net::Ipv4Addr::new(b[0], b[1], b[2], b[3]).into())
+                }
+                b if b.len() == 16 => {
+                    let mut a = [0_u8; 16];
+                    a.copy_from_slice(b);
+                    AltName::Ip(std::net::Ipv6Addr::from(a).into())
+                }
+                _ => continue,
+            },
+            _ => continue,
+        });
+    }
+    Ok((times, names))
+}
+
+/// The checks async-opcua is told to skip, done right: the certificate is
+/// valid now, names the host of the configured endpoint among all of its
+/// alternative names (a DNS name, case-insensitive, or an IP address;
+/// no wildcards), and names the server's application URI.
+pub(super) fn check_server_certificate(
+    endpoint: &EndpointDescription,
+    config: &ServerConfig,
+    now: std::time::SystemTime,
+) -> Result<(), String> {
+    let der = endpoint.server_certificate.value.as_deref().unwrap_or_default();
+    let ((not_before, not_after), names) = certificate_names(der)?;
+    if now < not_before || now > not_after {
+        return Err(format!(
+            "{}: the server's certificate is not valid now (from {} to {}); the server needs a new one, or this machine's clock is wrong",
+            StatusCode::BadCertificateTimeInvalid,
+            utc_date(not_before),
+            utc_date(not_after)
+        ));
+    }
+    let listed = || names.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
+    let host = url_host(config.endpoint.as_str())
+        .ok_or_else(|| format!("{}: no host name in the endpoint", config.endpoint))?;
+    let named = match host.parse::<std::net::IpAddr>() {
+        Ok(ip) => names.contains(&AltName::Ip(ip)),
+        Err(_) => {
+            names.iter().any(|n| matches!(n, AltName::Dns(d) if d.eq_ignore_ascii_case(&host)))
+        }
+    };
+    if !named {
+        return Err(format!(
+            "{}: the server's certificate does not name {host}, the host in {}; it names {}: use one of those in the endpoint",
+            StatusCode::BadCertificateHostNameInvalid,
+            config.endpoint,
+            if names.is_empty() { "nothing (no SubjectAltName)".to_owned() } else { listed() }
+        ));
+    }
+    let uri = endpoint.server.application_uri.as_ref();
+    if !uri.is_empty() && !names.contains(&AltName::Uri(uri.to_owned())) {
+        return Err(format!(
+            "{}: the server's certificate does not carry its application URI {uri}; it names {}",
+            StatusCode::BadCertificateUriInvalid,
+            listed()
+        ));
+    }
+    Ok(())
+}
+
+/// The host of an `opc.tcp://host:port/path` URL (IPv6 in brackets).
+fn url_host(url: &str) -> Option<String> {
+    let rest = url.split_once("://")?.1;
+    let authority = rest.split('/').next()?;
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next()?,
+        None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
+    };
+    (!host.is_empty()).then(|| host.to_owned())
+}
+
+/// A time as `YYYY-MM-DD` (UTC) for a message.
+fn utc_date(t: std::time::SystemTime) -> String {
+    let ms = t.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
+    Timestamp::from_unix_ms(u64::try_from(ms).unwrap_or(u64::MAX)).to_rfc3339()[..10].to_owned()
+}
+
 pub(super) fn mode(m: SecurityMode) -> MessageSecurityMode {
     match m {
         SecurityMode::None => MessageSecurityMode::None,
@@ -120,6 +240,12 @@ pub(super) async fn connect(
         .pki_dir(&config.pki_dir)
         .create_sample_keypair(true)
         .trust_server_certs(false)
+        // Trust (trusted/, rejected/) and key length stay the library's;
+        // validity, host name and application URI are checked here:
+        // async-opcua 0.19 reads the first alternative name as the
+        // application URI and never as a host name, so a certificate that
+        // lists its DNS name first (node-opcua's) could never be used.
+        .verify_server_certs(false)
         .session_retry_limit(-1)
         .session_retry_initial(tuning.retry_initial)
         .session_retry_max(tuning.retry_max)
@@ -172,6 +298,9 @@ pub(super) async fn connect(
                 offered.join(", ")
             )
         })?;
+    if config.security_policy != SecurityPolicy::None {
+        check_server_certificate(&endpoint, config, std::time::SystemTime::now())?;
+    }
     // Keep to the configured address: the server may advertise another
     // host or port (NAT, a proxy, a container).
     endpoint.endpoint_url = config.endpoint.as_str().into();
