@@ -173,6 +173,13 @@ async fn run(
             }
             e = edge.next_event() => {
                 let Some(e) = e else { break };
+                if let EdgeEvent::WriteRefused { device: Some(device), metric, value, reason } = &e {
+                    let r = WriteResult::refused(device, metric, format!("{value:?}"), reason);
+                    if edge.report_write(&r).await.is_err() {
+                        break;
+                    }
+                    continue;
+                }
                 if let EdgeEvent::Write { device: Some(device), metric, value } = e {
                     let result = match value.to_value() {
                         None => Some(WriteResult::refused(&device, &metric, format!("{value:?}"), "a value with no reading type")),

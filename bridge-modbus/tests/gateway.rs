@@ -234,6 +234,67 @@ async fn dcmd_writes_reach_the_device_in_the_order_sent() {
     gateway.shutdown().await;
 }
 
+/// A DCMD left retained on the broker (a host that published with the
+/// retain flag, hours ago) reaches the gateway when it subscribes: it is
+/// refused with a write result and the register keeps its value; the
+/// same command sent live is written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retained_dcmd_is_refused_and_never_written() {
+    use rumqttc::v5::mqttbytes::QoS;
+    use rumqttc::v5::mqttbytes::v5::Packet;
+    use rumqttc::v5::{AsyncClient, Event, MqttOptions};
+    let broker = Mosquitto::start().expect("start mosquitto");
+    let mut dev = Device::start();
+    dev.set("h", 30, "i16", "AB", "11");
+    let map = RegisterMap::from_toml(&format!(
+        "[groups]\ndefault = 100\n[[device]]\nname = \"press-1\"\nhost = \"127.0.0.1\"\nport = {}\n\
+         [[device.tag]]\nname = \"Setpoint\"\narea = \"holding_register\"\naddress = 30\ntype = \"i16\"\nwritable = true\n",
+        dev.port
+    ))
+    .unwrap();
+    let dcmd = |v: i16| {
+        Payload {
+            timestamp: Some(1),
+            metrics: vec![Metric::new("Setpoint", 1, MetricValue::Int16(v))],
+            ..Payload::default()
+        }
+        .encode(EncodeOptions::default())
+    };
+    let topic = "spBv1.0/Plant1/DCMD/modbus-gw/press-1";
+    let (host, mut events) =
+        AsyncClient::new(MqttOptions::new("retain-host", broker.host(), broker.port()), 100);
+    host.subscribe("shopfloor/writes/#", QoS::AtLeastOnce).await.unwrap();
+    host.publish(topic, QoS::AtLeastOnce, true, dcmd(77)).await.unwrap();
+    let mut next_result = async || {
+        tokio::time::timeout(WAIT, async {
+            loop {
+                if let Event::Incoming(Packet::Publish(p)) = events.poll().await.unwrap()
+                    && p.topic.starts_with(b"shopfloor/writes/")
+                {
+                    return shopfloor_schemas::WriteResult::from_json(&p.payload).unwrap();
+                }
+            }
+        })
+        .await
+        .expect("a write result")
+    };
+    let node = EdgeNode::new(edge_node_config(&map, "Plant1", "modbus-gw")).unwrap();
+    let gateway = Gateway::spawn(
+        &map,
+        node,
+        DriverConfig::new("modbus-gw", Broker::new(broker.host(), broker.port())),
+    );
+    let refused = next_result().await;
+    assert!(!refused.ok && refused.status == "Refused", "{refused:?}");
+    assert!(refused.message.contains("retained"), "{refused:?}");
+    assert_eq!(dev.get("h", 30, 1), [11], "the retained setpoint was not written");
+    host.publish(topic, QoS::AtLeastOnce, false, dcmd(5)).await.unwrap();
+    let done = next_result().await;
+    assert!(done.ok, "{done:?}");
+    assert_eq!(dev.get("h", 30, 1), [5]);
+    gateway.shutdown().await;
+}
+
 /// Publishes one QoS 1 message with a plain MQTT client.
 async fn publish(broker: &Mosquitto, topic: &str, payload: Vec<u8>) {
     use rumqttc::v5::mqttbytes::QoS;

@@ -276,7 +276,11 @@ impl Inputs {
                 }
                 (Input::Sparkplug { .. }, Some(host)) => {
                     let Some(kind) = sparkplug_type(topic) else { continue };
-                    let msg = Message { topic: topic.to_owned(), payload: payload.clone() };
+                    let msg = Message {
+                        retain: false,
+                        topic: topic.to_owned(),
+                        payload: payload.clone(),
+                    };
                     if let Err(e) = host.handle_message(&msg, now) {
                         return Decoded::Dead(e.to_string());
                     }

@@ -362,6 +362,9 @@ fn emit_edge(node: &mut EdgeNode, events: &mpsc::Sender<EdgeEvent>, dropped: &At
                 "store full: dropped the oldest stored readings"
             ),
             EdgeEvent::StoreFailed { message } => tracing::error!("{message}"),
+            EdgeEvent::WriteRefused { device, metric, reason, .. } => {
+                tracing::warn!(device, metric, "write refused: {reason}");
+            }
             _ => {}
         }
         emit(events, dropped, e);

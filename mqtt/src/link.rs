@@ -58,6 +58,7 @@ macro_rules! forward_events {
                         Packet::Publish(p) => Ok(Inbound::Publish(Message {
                             topic: ($topic)(p.topic),
                             payload: p.payload,
+                            retain: p.retain,
                         })),
                         _ => continue,
                     },

@@ -22,7 +22,7 @@ fn message(topic: String, seq: u64, names: impl IntoIterator<Item = String>) -> 
     for n in names {
         p.metrics.push(Metric::new(n, 1_000, MetricValue::Double(1.0)));
     }
-    Message { topic, payload: p.encode(EncodeOptions::default()).into() }
+    Message { topic, payload: p.encode(EncodeOptions::default()).into(), retain: false }
 }
 
 #[test]

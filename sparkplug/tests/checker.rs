@@ -80,7 +80,7 @@ fn our_edge_node_and_host_break_no_rule() {
             };
             found.extend(observe(&mut c, &p));
             edge.handle_message(
-                &Message { topic: p.topic.clone(), payload: p.payload.clone() },
+                &Message { retain: false, topic: p.topic.clone(), payload: p.payload.clone() },
                 now(ms),
             )
             .unwrap();
@@ -88,7 +88,7 @@ fn our_edge_node_and_host_break_no_rule() {
         while let Some(p) = edge.poll_transmit() {
             found.extend(observe(&mut c, &p));
             let _ = host.handle_message(
-                &Message { topic: p.topic.clone(), payload: p.payload.clone() },
+                &Message { retain: false, topic: p.topic.clone(), payload: p.payload.clone() },
                 now(ms),
             );
         }

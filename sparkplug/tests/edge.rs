@@ -170,7 +170,11 @@ fn rebirth_on_request_keeps_bdseq_and_resets_seq() {
         ..Default::default()
     };
     n.handle_message(
-        &Message { topic: NCMD.into(), payload: request.encode(EncodeOptions::default()).into() },
+        &Message {
+            retain: false,
+            topic: NCMD.into(),
+            payload: request.encode(EncodeOptions::default()).into(),
+        },
         now(20),
     )
     .unwrap();
@@ -201,12 +205,17 @@ fn commands_surface_as_typed_writes() {
             .encode(EncodeOptions { datatypes: false, ..Default::default() })
     };
     n.handle_message(
-        &Message { topic: NCMD.into(), payload: by_alias(1, MetricValue::Double(5.0)).into() },
+        &Message {
+            retain: false,
+            topic: NCMD.into(),
+            payload: by_alias(1, MetricValue::Double(5.0)).into(),
+        },
         now(5),
     )
     .unwrap();
     n.handle_message(
         &Message {
+            retain: false,
             topic: "spBv1.0/G/DCMD/E/press-1".into(),
             payload: by_alias(2, MetricValue::Int32(-9)).into(),
         },
@@ -215,7 +224,11 @@ fn commands_surface_as_typed_writes() {
     .unwrap();
     // Commands for other nodes are not ours.
     n.handle_message(
-        &Message { topic: "spBv1.0/G/NCMD/other".into(), payload: Bytes::from_static(b"\xff") },
+        &Message {
+            retain: false,
+            topic: "spBv1.0/G/NCMD/other".into(),
+            payload: Bytes::from_static(b"\xff"),
+        },
         now(7),
     )
     .unwrap();
@@ -237,7 +250,11 @@ fn commands_surface_as_typed_writes() {
     // A malformed command is an error and changes nothing.
     let err = n
         .handle_message(
-            &Message { topic: NCMD.into(), payload: Bytes::from_static(b"\x12\x05") },
+            &Message {
+                retain: false,
+                topic: NCMD.into(),
+                payload: Bytes::from_static(b"\x12\x05"),
+            },
             now(8),
         )
         .unwrap_err();
@@ -245,8 +262,50 @@ fn commands_surface_as_typed_writes() {
     assert!(events(&mut n).is_empty() && drain(&mut n).is_empty());
 }
 
+/// A retained NCMD or DCMD is old news the broker kept: its writes are
+/// refused with the reason (for a write result), and a retained rebirth
+/// request births nothing.
+#[test]
+fn retained_commands_are_refused_never_written() {
+    let mut n = online();
+    let cmd = |name: &str, value| {
+        Payload {
+            timestamp: Some(5),
+            metrics: vec![Metric::new(name, 5, value)],
+            ..Default::default()
+        }
+        .encode(EncodeOptions::default())
+    };
+    let dcmd = Message {
+        retain: true,
+        topic: "spBv1.0/G/DCMD/E/press-1".into(),
+        payload: cmd("count", MetricValue::Int32(3)).into(),
+    };
+    n.handle_message(&dcmd, now(5)).unwrap();
+    let rebirth = Message {
+        retain: true,
+        topic: NCMD.into(),
+        payload: cmd("Node Control/Rebirth", MetricValue::Boolean(true)).into(),
+    };
+    n.handle_message(&rebirth, now(6)).unwrap();
+    let e = events(&mut n);
+    let [EdgeEvent::WriteRefused { device, metric, value, reason }] = &e[..] else {
+        panic!("one refusal: {e:?}")
+    };
+    assert_eq!(
+        (device.as_deref(), metric.as_str(), value),
+        (Some("press-1"), "count", &MetricValue::Int32(3))
+    );
+    assert!(reason.contains("retained"), "{reason}");
+    assert!(transmits(&mut n).is_empty(), "no rebirth");
+    // The same command live is a write.
+    n.handle_message(&Message { retain: false, ..dcmd }, now(7)).unwrap();
+    assert!(matches!(&events(&mut n)[..], [EdgeEvent::Write { .. }]));
+}
+
 fn state(online: bool, ts: u64) -> Message {
     Message {
+        retain: false,
         topic: "spBv1.0/STATE/scada".into(),
         payload: StatePayload { online, timestamp: ts }.to_json().into(),
     }
@@ -264,6 +323,7 @@ fn waits_for_the_primary_host_and_leaves_with_it() {
     // Another host's STATE changes nothing.
     n.handle_message(
         &Message {
+            retain: false,
             topic: "spBv1.0/STATE/other".into(),
             payload: StatePayload { online: true, timestamp: 60 }.to_json().into(),
         },
@@ -287,6 +347,7 @@ fn waits_for_the_primary_host_and_leaves_with_it() {
     assert!(
         n.handle_message(
             &Message {
+                retain: false,
                 topic: "spBv1.0/STATE/scada".into(),
                 payload: Bytes::from_static(b"ONLINE")
             },
@@ -452,6 +513,7 @@ fn host_offline_during_replay_rewinds_it() {
     store_offline(&mut n, 1..=3);
     n.handle_connected(now(10));
     let state = |online: bool, ts: u64| Message {
+        retain: false,
         topic: "spBv1.0/STATE/scada".into(),
         payload: StatePayload { online, timestamp: ts }.to_json().into(),
     };
@@ -479,7 +541,7 @@ fn a_rebirth_during_replay_starts_it_over_after_the_births() {
         ..Payload::default()
     };
     let payload = rebirth.encode(EncodeOptions::default()).into();
-    n.handle_message(&Message { topic: NCMD.into(), payload }, now(12)).unwrap();
+    n.handle_message(&Message { retain: false, topic: NCMD.into(), payload }, now(12)).unwrap();
     let out = drain(&mut n);
     assert_eq!(out[0].topic, "spBv1.0/G/NBIRTH/E");
     assert_eq!(raw(&out[0]).seq, Some(0));

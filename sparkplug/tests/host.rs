@@ -85,8 +85,10 @@ impl Harness {
                 moved = true;
                 let now = self.now();
                 // STATE is for other edge nodes; commands go to ours.
-                let _ =
-                    self.edge.handle_message(&Message { topic: p.topic, payload: p.payload }, now);
+                let _ = self.edge.handle_message(
+                    &Message { retain: false, topic: p.topic, payload: p.payload },
+                    now,
+                );
             }
             while self.edge.poll_event().is_some() {}
             while let Some(e) = self.host.poll_event() {
@@ -100,9 +102,10 @@ impl Harness {
 
     fn deliver_to_host(&mut self, p: &Publish) {
         let now = self.now();
-        let _ = self
-            .host
-            .handle_message(&Message { topic: p.topic.clone(), payload: p.payload.clone() }, now);
+        let _ = self.host.handle_message(
+            &Message { retain: false, topic: p.topic.clone(), payload: p.payload.clone() },
+            now,
+        );
     }
 
     fn release_held(&mut self) {
@@ -376,6 +379,7 @@ fn data_before_birth_and_unknown_aliases_ask_for_rebirth_once_per_cooldown() {
         ..Default::default()
     };
     let msg = Message {
+        retain: false,
         topic: "spBv1.0/G/NDATA/E".into(),
         payload: data.encode(EncodeOptions::default()).into(),
     };
@@ -405,6 +409,7 @@ fn data_before_birth_and_unknown_aliases_ask_for_rebirth_once_per_cooldown() {
         Payload { timestamp: Some(t.ms), seq: Some(2), metrics: vec![m], ..Default::default() };
     let err = t.host.handle_message(
         &Message {
+            retain: false,
             topic: "spBv1.0/G/NDATA/E".into(),
             payload: bad.encode(EncodeOptions { datatypes: false, ..Default::default() }).into(),
         },
@@ -427,7 +432,10 @@ fn own_stale_offline_state_is_answered_with_online() {
     while t.host.poll_transmit().is_some() {}
     // The broker replays our own stale Will (same T): say online again.
     t.host
-        .handle_message(&Message { topic: will.topic.clone(), payload: will.payload.clone() }, now)
+        .handle_message(
+            &Message { retain: false, topic: will.topic.clone(), payload: will.payload.clone() },
+            now,
+        )
         .unwrap();
     let again = t.host.poll_transmit().unwrap();
     assert_eq!(
@@ -436,7 +444,9 @@ fn own_stale_offline_state_is_answered_with_online() {
     );
     // An offline with another timestamp is not ours to answer.
     let other = StatePayload { online: false, timestamp: 5 }.to_json();
-    t.host.handle_message(&Message { topic: will.topic, payload: other.into() }, now).unwrap();
+    t.host
+        .handle_message(&Message { retain: false, topic: will.topic, payload: other.into() }, now)
+        .unwrap();
     assert!(t.host.poll_transmit().is_none());
     // A standby host publishes no STATE at all.
     let mut standby =
@@ -596,7 +606,11 @@ fn nodes_devices_and_names_per_node_are_bounded() {
         for n in names {
             p.metrics.push(Metric::new(*n, 1_000, MetricValue::Double(1.0)));
         }
-        Message { topic: topic.into(), payload: p.encode(EncodeOptions::default()).into() }
+        Message {
+            retain: false,
+            topic: topic.into(),
+            payload: p.encode(EncodeOptions::default()).into(),
+        }
     };
     host.handle_message(&msg("spBv1.0/G/NBIRTH/E", 0, &["m1"]), now).unwrap();
     host.handle_message(&msg("spBv1.0/G/NBIRTH/E2", 0, &[]), now).unwrap();
@@ -668,6 +682,7 @@ fn bare_host(tune: impl FnOnce(&mut HostConfig)) -> (HostApplication, Now) {
 /// A message of node `G/E` of type `kind`.
 fn node_message(kind: &str, p: Payload) -> Message {
     Message {
+        retain: false,
         topic: format!("spBv1.0/G/{kind}/E"),
         payload: p.encode(EncodeOptions::default()).into(),
     }

@@ -340,6 +340,21 @@ impl EdgeNode {
                     .map_err(|source| InboundError::Payload { topic: msg.topic.clone(), source })?;
                 for m in payload.metrics {
                     let (Some(name), Some(value)) = (m.name, m.value) else { continue };
+                    // A retained command is old news the broker kept: never
+                    // acted on (a rebirth request included), writes refused.
+                    if msg.retain {
+                        if !(group == 0 && &*name == REBIRTH_METRIC) {
+                            self.events.push_back(EdgeEvent::WriteRefused {
+                                device: device_id.clone(),
+                                metric: name.to_string(),
+                                value,
+                                reason: "the command was retained (stored by the broker, maybe long ago): \
+                                         commands must be sent with retain = false"
+                                    .into(),
+                            });
+                        }
+                        continue;
+                    }
                     if group == 0 && &*name == REBIRTH_METRIC {
                         if value == MetricValue::Boolean(true) && self.is_online() {
                             self.birth(now);

@@ -40,6 +40,16 @@ pub struct Message {
     pub topic: String,
     /// The payload.
     pub payload: Bytes,
+    /// The broker delivered it as a retained message (it was stored and
+    /// may be old): an edge node refuses retained NCMD and DCMD.
+    pub retain: bool,
+}
+
+impl Message {
+    /// A message delivered live (not retained).
+    pub fn new(topic: impl Into<String>, payload: impl Into<Bytes>) -> Self {
+        Self { topic: topic.into(), payload: payload.into(), retain: false }
+    }
 }
 
 /// When a changed value is worth sending (report by exception).
@@ -132,6 +142,19 @@ pub enum EdgeEvent {
         metric: String,
         /// The value written.
         value: MetricValue,
+    },
+    /// A write that was not done: the command came retained (stored by
+    /// the broker, so possibly hours old: a setpoint would be written
+    /// again at every reconnect). Report it as a refused write result.
+    WriteRefused {
+        /// The device, or `None` for the node.
+        device: Option<String>,
+        /// The metric's name.
+        metric: String,
+        /// The value the command carried.
+        value: MetricValue,
+        /// Why.
+        reason: String,
     },
     /// A rebirth was published because a host asked for it.
     Rebirth,
