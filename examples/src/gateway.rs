@@ -26,6 +26,9 @@ pub struct Sparkplug {
     pub primary_host_id: Option<String>,
     /// Store and forward on disk, here.
     pub spool_dir: Option<PathBuf>,
+    /// Where the node keeps its `bdSeq` across restarts (default: the
+    /// spool folder).
+    pub state_dir: Option<PathBuf>,
     /// The spool's size in MiB.
     #[serde(default = "spool_mb")]
     pub spool_mb: u64,
@@ -135,19 +138,42 @@ pub fn driver(
     path: &Path,
 ) -> anyhow::Result<DriverConfig> {
     let mut driver = DriverConfig::new(mqtt.client_id_or(&sp.edge_node_id), broker);
+    driver.bd_seq_file = state_dir(sp, path)?.map(|d| d.join(shopfloor_mqtt::bdseq::FILE_NAME));
     driver.brokers.extend(mqtt.fallbacks(path)?);
     driver.protocol = mqtt.protocol;
     driver.keep_alive = mqtt.keep_alive();
     Ok(driver)
 }
 
-/// The edge node of `config` with the primary host and spool of `sp`.
+/// The folder that keeps the node's state (`bdSeq`): `state_dir`, else
+/// `spool_dir`, relative to the configuration file; made if missing.
+/// `None` (with a warning) when neither is set.
+fn state_dir(sp: &Sparkplug, path: &Path) -> anyhow::Result<Option<PathBuf>> {
+    let Some(dir) = sp.state_dir.as_ref().or(sp.spool_dir.as_ref()) else {
+        return Ok(None);
+    };
+    let dir = path.parent().unwrap_or_else(|| Path::new(".")).join(dir);
+    std::fs::create_dir_all(&dir)
+        .with_context(|| format!("{}: sparkplug.state_dir {}", path.display(), dir.display()))?;
+    Ok(Some(dir))
+}
+
+/// The edge node of `config` with the primary host and spool of `sp`,
+/// its `bdSeq` continuing from the last session's.
 pub fn edge_node(
     mut config: EdgeNodeConfig,
     sp: &Sparkplug,
     path: &Path,
 ) -> anyhow::Result<EdgeNode> {
     config.primary_host_id = sp.primary_host_id.clone();
+    match state_dir(sp, path)? {
+        Some(dir) => config.bd_seq = shopfloor_mqtt::bdseq::next(&dir),
+        None => tracing::warn!(
+            "{}: no sparkplug.spool_dir or state_dir: bdSeq starts again at 0 after a restart \
+             (Sparkplug hosts match deaths to births by it)",
+            path.display()
+        ),
+    }
     Ok(match &sp.spool_dir {
         Some(dir) => {
             // Relative to the configuration file, not to wherever the

@@ -150,30 +150,47 @@ async fn the_gateway_runs_publishes_and_stops_on_sigterm() {
         dir.path(),
         &format!(
             "{}\n[metrics]\nlisten = \"127.0.0.1:{metrics_port}\"\n",
-            deployment(broker.port(), modbus_port)
+            // A spool folder (relative to the file) keeps bdSeq too.
+            deployment(broker.port(), modbus_port).replace(
+                "edge_node_id = \"modbus-gw\"",
+                "edge_node_id = \"modbus-gw\"\nspool_dir = \"spool\""
+            )
         ),
     );
-    let mut gateway = Stop(
-        Command::new(BIN)
-            .arg("--config")
-            .arg(&path)
-            .stdin(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start the gateway"),
-    );
+    let start = || {
+        Stop(
+            Command::new(BIN)
+                .arg("--config")
+                .arg(&path)
+                .stdin(Stdio::null())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .expect("start the gateway"),
+        )
+    };
+    let mut gateway = start();
+    let mut bd_seq = None;
     let seen = timeout(Duration::from_secs(20), async {
         loop {
-            if let Some(HostEvent::Data(b)) = host.next_event().await
-                && b.source == "Plant1/modbus-gw/press-1"
-                && b.readings.iter().any(|r| r.value == Value::F64(87.5))
-            {
-                return;
+            match host.next_event().await {
+                Some(HostEvent::NodeOnline { edge_node, bd_seq: b, .. })
+                    if edge_node == "modbus-gw" =>
+                {
+                    bd_seq = Some(b);
+                }
+                Some(HostEvent::Data(b))
+                    if b.source == "Plant1/modbus-gw/press-1"
+                        && b.readings.iter().any(|r| r.value == Value::F64(87.5)) =>
+                {
+                    return;
+                }
+                _ => {}
             }
         }
     })
     .await;
     assert!(seen.is_ok(), "no pressure reading from the gateway within 20 s");
+    let bd_seq = bd_seq.expect("an NBIRTH before the data");
     // Its /metrics says it is online.
     let page = shopfloor_testkit::scrape_until(
         ([127, 0, 0, 1], metrics_port).into(),
@@ -207,5 +224,24 @@ async fn the_gateway_runs_publishes_and_stops_on_sigterm() {
     })
     .await;
     assert!(offline.is_ok(), "the host did not see the gateway's NDEATH");
+    // Started again: its bdSeq continues (Sparkplug: one more per CONNECT).
+    let mut again = start();
+    let next = timeout(Duration::from_secs(20), async {
+        loop {
+            if let Some(HostEvent::NodeOnline { edge_node, bd_seq, .. }) = host.next_event().await
+                && edge_node == "modbus-gw"
+            {
+                return bd_seq;
+            }
+        }
+    })
+    .await
+    .expect("an NBIRTH after the restart");
+    assert_eq!(next, (bd_seq + 1) % 256, "bdSeq after a restart");
+    // SAFETY: the child is ours and not yet reaped.
+    unsafe {
+        libc::kill(again.0.id() as libc::pid_t, libc::SIGTERM);
+    }
+    let _ = again.0.wait();
     host.shutdown().await;
 }

@@ -40,6 +40,7 @@
 //! counted ([`EdgeDriver::dropped_events`]).
 
 mod backoff;
+pub mod bdseq;
 pub mod consumer;
 mod failure;
 pub mod input;
@@ -131,6 +132,11 @@ pub struct DriverConfig {
     pub queue: usize,
     /// MQTT 5 by default.
     pub protocol: Protocol,
+    /// An edge node's `bdSeq` is written here before every CONNECT
+    /// ([`bdseq::store`]); start the node with [`bdseq::next`] of its
+    /// folder so that it keeps incrementing across restarts. `None`: not
+    /// kept (it starts again at the node's configured value).
+    pub bd_seq_file: Option<std::path::PathBuf>,
 }
 
 impl DriverConfig {
@@ -145,6 +151,7 @@ impl DriverConfig {
             backoff_max: Duration::from_secs(30),
             queue: 1024,
             protocol: Protocol::V5,
+            bd_seq_file: None,
         }
     }
 }
@@ -399,6 +406,12 @@ async fn run_edge(
     let mut done: Option<oneshot::Sender<()>> = None;
     'connections: loop {
         let Some(b) = config.brokers.get(broker % config.brokers.len().max(1)) else { return };
+        // The bdSeq this CONNECT's Will carries, kept before it is used.
+        if let Some(path) = &config.bd_seq_file
+            && let Err(e) = bdseq::store(path, node.bd_seq())
+        {
+            tracing::warn!("{}: {e}; bdSeq will start again at 0 after a restart", path.display());
+        }
         let mut link = Link::connect(&config, b, Some(node.will()));
         let mut acked = false;
         let mut next_broker = false;

@@ -48,6 +48,7 @@ THE FILE:
     edge_node_id = \"modbus-gw\"
     primary_host_id = \"scada\"     # optional: birth only while that host is online
     spool_dir = \"/var/lib/shopfloor/modbus-spool\"   # optional: store and forward on disk
+    # state_dir = \"/var/lib/shopfloor/modbus-state\"  # bdSeq across restarts (default: spool_dir)
                                    # (a relative path: from this file's folder)
     spool_mb = 1024
 

@@ -70,6 +70,7 @@ THE FILE:
     edge_node_id = \"opcua-gw\"
     primary_host_id = \"scada\"     # optional: birth only while that host is online
     spool_dir = \"/var/lib/shopfloor/opcua-spool\"   # optional: store and forward on disk
+    # state_dir = \"/var/lib/shopfloor/opcua-state\"  # bdSeq across restarts (default: spool_dir)
                                    # (a relative path: from this file's folder)
     spool_mb = 1024
 
