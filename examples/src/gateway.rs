@@ -29,6 +29,10 @@ pub struct Sparkplug {
     /// Where the node keeps its `bdSeq` across restarts (default: the
     /// spool folder).
     pub state_dir: Option<PathBuf>,
+    /// Send each metric's datatype in DATA too (for hosts that need it,
+    /// such as Eclipse Tahu's JavaScript decoder).
+    #[serde(default)]
+    pub datatypes_in_data: bool,
     /// The spool's size in MiB.
     #[serde(default = "spool_mb")]
     pub spool_mb: u64,
@@ -166,6 +170,7 @@ pub fn edge_node(
     path: &Path,
 ) -> anyhow::Result<EdgeNode> {
     config.primary_host_id = sp.primary_host_id.clone();
+    config.datatypes_in_data = sp.datatypes_in_data;
     match state_dir(sp, path)? {
         Some(dir) => config.bd_seq = shopfloor_mqtt::bdseq::next(&dir),
         None => tracing::warn!(

@@ -160,6 +160,21 @@ fn data_goes_by_exception_by_alias_with_seq() {
     assert_eq!(raw(&out[0]).metrics[0].value, Some(proto::MetricValue::Int(-4_i32 as u32)));
 }
 
+/// For hosts that cannot type an alias from the birth (Tahu JS): DATA
+/// carries each metric's datatype when the node is told to.
+#[test]
+fn datatypes_in_data_on_request() {
+    let mut n = EdgeNode::new(EdgeNodeConfig { datatypes_in_data: true, ..config() }).unwrap();
+    n.handle_connected(now(1));
+    drain(&mut n);
+    n.publish(&node_batch(reading("temp", 10, 20.0)), now(10)).unwrap();
+    n.publish(&Batch::new("press-1").with(reading("count", 11, 3_i64)), now(11)).unwrap();
+    let out = drain(&mut n);
+    let types: Vec<_> = out.iter().map(|p| raw(p).metrics[0].datatype).collect();
+    assert_eq!(types, [Some(DataType::Double.as_u32()), Some(DataType::Int32.as_u32())]);
+    assert_eq!(raw(&out[0]).metrics[0].alias, Some(1), "still by alias");
+}
+
 #[test]
 fn rebirth_on_request_keeps_bdseq_and_resets_seq() {
     let mut n = online();

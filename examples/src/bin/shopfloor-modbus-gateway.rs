@@ -49,6 +49,7 @@ THE FILE:
     primary_host_id = \"scada\"     # optional: birth only while that host is online
     spool_dir = \"/var/lib/shopfloor/modbus-spool\"   # optional: store and forward on disk
     # state_dir = \"/var/lib/shopfloor/modbus-state\"  # bdSeq across restarts (default: spool_dir)
+    # datatypes_in_data = true     # datatype in DATA too (Tahu JS sparkplug-payload needs it)
                                    # (a relative path: from this file's folder)
     spool_mb = 1024
 

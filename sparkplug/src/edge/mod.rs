@@ -147,6 +147,7 @@ pub struct EdgeNode {
     epoch: u64,
     dropped: u64,
     signed: SignedEncoding,
+    datatypes_in_data: bool,
     transmits: VecDeque<Publish>,
     events: VecDeque<EdgeEvent>,
 }
@@ -206,6 +207,7 @@ impl EdgeNode {
             epoch: 0,
             dropped: 0,
             signed: config.signed,
+            datatypes_in_data: config.datatypes_in_data,
             transmits: VecDeque::new(),
             events: VecDeque::new(),
         }
@@ -466,7 +468,12 @@ impl EdgeNode {
             topic: self.topic(t, device),
             qos: t.qos(),
             retain: t.retain(),
-            payload: p.encode(EncodeOptions { signed: self.signed, datatypes }).into(),
+            payload: p
+                .encode(EncodeOptions {
+                    signed: self.signed,
+                    datatypes: datatypes || self.datatypes_in_data,
+                })
+                .into(),
         }
     }
 }

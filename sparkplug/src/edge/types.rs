@@ -110,6 +110,13 @@ pub struct EdgeNodeConfig {
     pub replay_chunk: usize,
     /// How signed integers are encoded.
     pub signed: SignedEncoding,
+    /// Send each metric's datatype in NDATA/DDATA too (births always carry
+    /// it). Off by default: the specification says DATA SHOULD NOT
+    /// (`tck-id-payloads-metric-datatype-not-req`), and every host decodes
+    /// an alias with the birth's type. Turn it on for a host that cannot:
+    /// Eclipse Tahu's JavaScript decoder (`sparkplug-payload` 1.0.3) reads
+    /// no value from a metric that has an alias and no datatype.
+    pub datatypes_in_data: bool,
 }
 
 impl EdgeNodeConfig {
@@ -126,6 +133,7 @@ impl EdgeNodeConfig {
             store_bytes: 64 << 20,
             replay_chunk: 4096,
             signed: SignedEncoding::SignExtend,
+            datatypes_in_data: false,
         }
     }
 }
