@@ -334,6 +334,74 @@ async fn dcmd_writes_reach_the_server_in_the_order_sent() {
     gateway.shutdown().await;
 }
 
+/// A server whose values change every 200 ms, restarted, and a host
+/// asking for rebirths: per metric, the timestamps the gateway publishes never go
+/// back (a birth reads current values, and the subscription's first
+/// notifications, sampled earlier, came after it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn published_timestamps_never_go_back() {
+    use shopfloor_mqtt::HostDriver;
+    use shopfloor_sparkplug::{HostApplication, HostConfig, HostEvent};
+    use std::collections::HashMap;
+    let broker = Mosquitto::start().expect("start mosquitto (apt-get install -y mosquitto)");
+    let mut server = Server::start(&["--items", "4", "--interval", "0.2"]);
+    let pki = tempfile::tempdir().unwrap();
+    let mut nodes = String::new();
+    for i in 0..4 {
+        nodes.push_str(&format!(
+            "[[server.node]]\nmetric = \"Item{i}\"\nnode_id = \"nsu=urn:shopfloor:test;s=Machine1.Item{i}\"\nsampling_interval_ms = 100\n"
+        ));
+    }
+    let config = BridgeConfig::from_toml(&format!(
+        "[[server]]\nname = \"press-1\"\nendpoint = \"{}\"\npki_dir = \"{}\"\npublishing_interval_ms = 100\n{nodes}",
+        server.endpoint(),
+        pki.path().display()
+    ))
+    .unwrap();
+    let mut host = HostDriver::spawn(
+        HostApplication::new(HostConfig::new("scada")),
+        DriverConfig::new("scada", Broker::new(broker.host(), broker.port())),
+    );
+    let node = EdgeNode::new(EdgeNodeConfig::new("Plant1", "opcua-gw")).unwrap();
+    let driver = DriverConfig::new("opcua-gw", Broker::new(broker.host(), broker.port()));
+    let gateway = Gateway::spawn(&config, node, driver, tuning());
+    let rebirth = Payload {
+        timestamp: Some(1),
+        metrics: vec![Metric::new("Node Control/Rebirth", 1, MetricValue::Boolean(true))],
+        ..Payload::default()
+    };
+    let mut last: HashMap<String, u64> = HashMap::new();
+    let (mut births, mut readings, mut back) = (0, 0, Vec::new());
+    for _ in 0..4 {
+        let until = tokio::time::Instant::now() + Duration::from_millis(1500);
+        while let Ok(Some(e)) = tokio::time::timeout_at(until, host.next_event()).await {
+            match e {
+                HostEvent::DeviceOnline { .. } => births += 1,
+                HostEvent::Data(b) if b.source == "Plant1/opcua-gw/press-1" => {
+                    for r in &b.readings {
+                        readings += 1;
+                        let t = r.timestamp.unix_ms();
+                        let prev = last.insert(r.metric.to_string(), t);
+                        if prev.is_some_and(|p| t < p) {
+                            back.push((r.metric.to_string(), prev, t));
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        // A rebirth from the host (the values the node holds), and a
+        // server restart (a Read of its values, then the subscription's).
+        publish(&broker, "spBv1.0/Plant1/NCMD/opcua-gw", rebirth.encode(EncodeOptions::default()))
+            .await;
+        server.restart();
+    }
+    assert!(births >= 6 && readings >= 40, "{births} births, {readings} readings");
+    assert!(back.is_empty(), "timestamps went back ({} times): {back:?}", back.len());
+    host.shutdown().await;
+    gateway.shutdown().await;
+}
+
 async fn publish(broker: &Mosquitto, topic: &str, payload: Vec<u8>) {
     use rumqttc::v5::mqttbytes::QoS;
     use rumqttc::v5::mqttbytes::v5::Packet;

@@ -160,6 +160,38 @@ fn data_goes_by_exception_by_alias_with_seq() {
     assert_eq!(raw(&out[0]).metrics[0].value, Some(proto::MetricValue::Int(-4_i32 as u32)));
 }
 
+/// Within a session a metric's timestamps never go back: a live reading
+/// older than what was published (in the birth or in DATA) is superseded
+/// and not sent; the same time again is. A new session starts afresh.
+#[test]
+fn published_timestamps_never_decrease_within_a_session() {
+    let mut n = EdgeNode::new(config()).unwrap();
+    // A value read before the birth (an OPC UA Read at connect, say).
+    n.publish(&node_batch(reading("temp", 1_000, 20.0)), now(1)).unwrap();
+    n.handle_connected(now(2));
+    let birth = drain(&mut n);
+    let temp = raw(&birth[0]).metrics.iter().find(|m| m.name.as_deref() == Some("temp")).cloned();
+    assert_eq!(temp.unwrap().timestamp, Some(1_000));
+    // The subscription's first notification: sampled earlier, sent later.
+    n.publish(&node_batch(reading("temp", 800, 25.0)), now(3)).unwrap();
+    assert!(drain(&mut n).is_empty(), "older than the birth's value: not sent");
+    n.publish(&node_batch(reading("temp", 1_000, 26.0)), now(4)).unwrap();
+    n.publish(&node_batch(reading("temp", 1_200, 30.0)), now(5)).unwrap();
+    n.publish(&node_batch(reading("temp", 1_100, 35.0)), now(6)).unwrap();
+    let sent: Vec<_> = drain(&mut n).iter().map(|p| raw(p).metrics[0].timestamp.unwrap()).collect();
+    assert_eq!(sent, [1_000, 1_200], "the same time again is sent, an older one is not");
+    // Offline readings are history, replayed after the next birth whatever
+    // their time; the new session's live data starts afresh.
+    n.handle_disconnected();
+    n.publish(&node_batch(reading("temp", 900, 40.0)), now(7)).unwrap();
+    n.handle_connected(now(8));
+    let out = drain(&mut n);
+    assert!(
+        out.iter().any(|p| raw(p).metrics.iter().any(|m| m.timestamp == Some(900))),
+        "replayed"
+    );
+}
+
 /// For hosts that cannot type an alias from the birth (Tahu JS): DATA
 /// carries each metric's datatype when the node is told to.
 #[test]

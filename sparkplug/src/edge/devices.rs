@@ -117,7 +117,7 @@ impl EdgeNode {
                 let alias = next_alias;
                 next_alias += 1;
                 types.insert(&spec.name, Some(alias), spec.datatype);
-                MetricState { spec, alias, current: None, sent: None }
+                MetricState { spec, alias, current: None, sent: None, sent_at: None }
             })
             .collect();
         self.groups[g].types = types;
@@ -158,6 +158,7 @@ impl EdgeNode {
                 None => (None, Quality::Good, now.unix_ms),
             };
             m.sent = value.clone().map(|v| (v, quality));
+            m.sent_at = value.as_ref().map(|_| ts);
             let mut properties = m.spec.properties.clone();
             if quality != Quality::Good {
                 properties.get_or_insert_with(PropertySet::default).set(

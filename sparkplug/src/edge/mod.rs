@@ -83,6 +83,10 @@ struct MetricState {
     alias: u64,
     current: Option<(MetricValue, Quality, u64)>,
     sent: Option<(MetricValue, Quality)>,
+    /// The newest timestamp published for it in this session (birth or
+    /// DATA): a live reading older than that is superseded and not sent,
+    /// so that a metric's timestamps never go back within a session.
+    sent_at: Option<u64>,
 }
 
 #[derive(Clone, Debug)]
@@ -180,7 +184,7 @@ impl EdgeNode {
                     let alias = next_alias;
                     next_alias += 1;
                     types.insert(&spec.name, Some(alias), spec.datatype);
-                    MetricState { spec, alias, current: None, sent: None }
+                    MetricState { spec, alias, current: None, sent: None, sent_at: None }
                 })
                 .collect();
             Group::new(device, true, metrics, types)
@@ -291,6 +295,7 @@ impl EdgeNode {
         for g in &mut self.groups {
             for m in &mut g.metrics {
                 m.sent = None;
+                m.sent_at = None;
             }
         }
     }

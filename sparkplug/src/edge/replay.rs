@@ -28,7 +28,7 @@ impl EdgeNode {
         }
         // Check everything first, so that a refused batch changes nothing.
         let mut updates = Vec::with_capacity(batch.readings.len());
-        for r in &batch.readings {
+        for (i, r) in batch.readings.iter().enumerate() {
             let m = self.groups[g].find(&r.metric).ok_or_else(|| PublishError::UnknownMetric {
                 device: batch.source.to_string(),
                 metric: r.metric.to_string(),
@@ -40,23 +40,33 @@ impl EdgeNode {
                 datatype,
                 value: format!("{:?}", r.value),
             })?;
-            updates.push((m, value, r.quality, r.timestamp.unix_ms()));
+            updates.push((i, m, value, r.quality, r.timestamp.unix_ms()));
         }
+        // In time order (stable): a batch out of order is sent in order,
+        // and no reading is taken for older than one after it in the batch.
+        updates.sort_by_key(|u| u.4);
         let online = self.is_online();
         let mut out = Vec::new();
         let mut offline = Batch::new(batch.source.clone());
-        for (i, (m, value, quality, ts)) in updates.into_iter().enumerate() {
+        for (i, m, value, quality, ts) in updates {
             let state = &mut self.groups[g].metrics[m];
             // The birth reports the newest value by time, whatever order
             // readings arrive in.
             if state.current.as_ref().is_none_or(|(_, _, t)| ts >= *t) {
                 state.current = Some((value.clone(), quality, ts));
             }
+            // Older than what this session published already (an OPC UA
+            // subscription's first notification after a birth read, say):
+            // superseded, never sent back in time.
+            if online && state.sent_at.is_some_and(|t| ts < t) {
+                continue;
+            }
             if !changed(state.spec.deadband, state.sent.as_ref(), &value, quality) {
                 continue;
             }
             state.sent = Some((value.clone(), quality));
             if online {
+                state.sent_at = Some(state.sent_at.map_or(ts, |t| t.max(ts)));
                 out.push(data_metric(state.alias, ts, value, quality, false));
             } else {
                 offline.readings.push(batch.readings[i].clone());
