@@ -216,12 +216,12 @@ async fn write(link: &ServerLink, device: &str, metric: &str, value: Value) -> W
     }
 }
 
+/// Stops every link at once (each says goodbye to its server within half
+/// a second; one after the other, many servers would add up).
 async fn shutdown(links: HashMap<String, Arc<ServerLink>>) {
-    for (_, link) in links {
-        if let Ok(link) = Arc::try_unwrap(link) {
-            link.shutdown().await;
-        }
-    }
+    let stops =
+        links.into_values().filter_map(|l| Arc::try_unwrap(l).ok()).map(ServerLink::shutdown);
+    futures_util::future::join_all(stops).await;
 }
 
 /// Plain MQTT output (see [`shopfloor_mqtt::plain`]): each

@@ -326,7 +326,13 @@ async fn run(
     let mut online = false;
     loop {
         let (tx, mut rx) = mpsc::unbounded_channel();
-        let session = match connect(&config, &tuning, tx.clone()).await {
+        // Stopping never waits for a connection attempt (a refused or
+        // silent server can hold one for the request timeout).
+        let attempt_result = tokio::select! {
+            r = connect(&config, &tuning, tx.clone()) => r,
+            _ = &mut stopped => return,
+        };
+        let session = match attempt_result {
             Ok(s) => s,
             Err(e) => {
                 attempt += 1;
@@ -368,8 +374,10 @@ async fn run(
                     None
                 }
                 _ = &mut stopped => {
-                    // A session that never activated may never answer.
-                    let _ = tokio::time::timeout(tuning.request_timeout, session.disconnect()).await;
+                    // A session that never activated may never answer:
+                    // a polite goodbye, but never more than half a second.
+                    let bye = tuning.request_timeout.min(Duration::from_millis(500));
+                    let _ = tokio::time::timeout(bye, session.disconnect()).await;
                     return;
                 }
                 Some((metric, value, reply)) = writes.recv() => {
