@@ -152,10 +152,8 @@ async fn run(
                             Ok(())
                         }
                     }
-                    ServerEvent::Problem { server, problem } => {
-                        tracing::warn!(server, "{problem}");
-                        Ok(())
-                    }
+                    // The link logged it already, once: one line a problem.
+                    ServerEvent::Problem { .. } => Ok(()),
                     ServerEvent::NodeProblem { server, metric, problem } => {
                         tracing::warn!(server, metric, "not bridged: {problem}");
                         Ok(())
@@ -345,10 +343,8 @@ pub mod plain {
                                     }
                                     stale
                                 }
-                                ServerEvent::Problem { server, problem } => {
-                                    tracing::warn!(server, "{problem}");
-                                    continue;
-                                }
+                                // The link logged it already, once.
+                                ServerEvent::Problem { .. } => continue,
                                 ServerEvent::NodeProblem { server, metric, problem } => {
                                     tracing::warn!(server, metric, "not bridged: {problem}");
                                     continue;

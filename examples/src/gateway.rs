@@ -173,7 +173,7 @@ pub fn edge_node(
     config.datatypes_in_data = sp.datatypes_in_data;
     match state_dir(sp, path)? {
         Some(dir) => config.bd_seq = shopfloor_mqtt::bdseq::next(&dir),
-        None => tracing::warn!(
+        None => tracing::info!(
             "{}: no sparkplug.spool_dir or state_dir: bdSeq starts again at 0 after a restart \
              (Sparkplug hosts match deaths to births by it)",
             path.display()

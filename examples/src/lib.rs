@@ -15,12 +15,15 @@ pub fn init_logging() {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                // async-opcua warns about an empty endpoint list in its own
-                // config, which the OPC UA gateway never uses; its server
-                // (the simulator's) logs every endpoint at info.
+                // async-opcua's client logs every retry, disconnect and
+                // fault in its own words (dozens of lines a minute against
+                // a refused or faulty server); the OPC UA bridge reports
+                // each problem once, in one line of its own. Its server
+                // (the simulator's) logs every endpoint at info. RUST_LOG
+                // shows everything again.
                 .unwrap_or_else(|_| {
                     tracing_subscriber::EnvFilter::new(
-                        "info,opcua_client::config=error,opcua_server=warn,opcua_crypto=warn",
+                        "info,opcua_client=off,opcua_core=off,opcua_crypto=off,opcua_types=off,opcua_server=warn",
                     )
                 }),
         )

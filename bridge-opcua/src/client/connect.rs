@@ -191,6 +191,35 @@ pub(super) fn check_server_certificate(
     Ok(())
 }
 
+/// Opens (and closes) a TCP connection to the endpoint's address.
+async fn probe(config: &ServerConfig, timeout: Duration) -> Result<(), String> {
+    let Some(host) = url_host(config.endpoint.as_str()) else { return Ok(()) };
+    let port = url_port(config.endpoint.as_str()).unwrap_or(4840);
+    match tokio::time::timeout(timeout, tokio::net::TcpStream::connect((host.as_str(), port))).await
+    {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(format!(
+            "{}: {e} at {host}:{port}; is the server running, and is this its address?",
+            config.endpoint
+        )),
+        Err(_) => Err(format!(
+            "{}: no TCP connection to {host}:{port} within {} s (a firewall, or the wrong address)",
+            config.endpoint,
+            timeout.as_secs()
+        )),
+    }
+}
+
+/// The port of an `opc.tcp://host:port/path` URL, when it has one.
+fn url_port(url: &str) -> Option<u16> {
+    let authority = url.split_once("://")?.1.split('/').next()?;
+    let port = match authority.strip_prefix('[') {
+        Some(v6) => v6.split_once("]:")?.1,
+        None => authority.rsplit_once(':')?.1,
+    };
+    port.parse().ok()
+}
+
 /// The host of an `opc.tcp://host:port/path` URL (IPv6 in brackets).
 fn url_host(url: &str) -> Option<String> {
     let rest = url.split_once("://")?.1;
@@ -264,6 +293,9 @@ pub(super) async fn connect(
         .map_err(|e| format!("the client configuration is invalid: {}", e.join("; ")))?;
     guard_private_key(&config.pki_dir, true)?;
     drop(one_at_a_time);
+    // A refused or unreachable address, said at once in one line: the
+    // library's GetEndpoints would retry it silently until the timeout.
+    probe(config, tuning.request_timeout).await?;
     let endpoints = tokio::time::timeout(
         tuning.request_timeout,
         client.get_server_endpoints_from_url(config.endpoint.as_str()),
@@ -380,6 +412,25 @@ pub(super) async fn namespace(
             uris.iter().position(|u| u == uri).and_then(|i| u16::try_from(i).ok()).ok_or_else(
                 || format!("the server has no namespace {uri:?} (it has {})", uris.join(", ")),
             )
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{url_host, url_port};
+
+    #[test]
+    fn endpoint_urls_give_their_host_and_port() {
+        let cases = [
+            ("opc.tcp://plc-1:4840/", Some("plc-1"), Some(4840)),
+            ("opc.tcp://127.0.0.1:48400", Some("127.0.0.1"), Some(48400)),
+            ("opc.tcp://[::1]:4841/UA/Server", Some("::1"), Some(4841)),
+            ("opc.tcp://plc-2/", Some("plc-2"), None),
+            ("opc.tcp://", None, None),
+        ];
+        for (url, host, port) in cases {
+            assert_eq!((url_host(url).as_deref(), url_port(url)), (host, port), "{url}");
         }
     }
 }
