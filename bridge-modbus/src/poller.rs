@@ -159,6 +159,8 @@ impl Drop for Poller {
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Endpoint {
     Tcp(String, u16),
+    /// RTU frames over TCP (a serial-to-Ethernet converter).
+    RtuTcp(String, u16),
     Serial(std::path::PathBuf),
 }
 
@@ -172,6 +174,7 @@ impl Poller {
         for d in &map.devices {
             let endpoint = match &d.transport {
                 Transport::Tcp { host, port } => Endpoint::Tcp(host.clone(), *port),
+                Transport::RtuOverTcp { host, port } => Endpoint::RtuTcp(host.clone(), *port),
                 Transport::Rtu { path, .. } => Endpoint::Serial(path.clone()),
             };
             lines.entry(endpoint).or_default().push(d.clone());
@@ -238,7 +241,7 @@ fn backoff(failures: u32) -> Duration {
 
 async fn connect(endpoint: &Endpoint, device: &Device) -> Result<Context, String> {
     match endpoint {
-        Endpoint::Tcp(host, port) => {
+        Endpoint::Tcp(host, port) | Endpoint::RtuTcp(host, port) => {
             let addr = (host.as_str(), *port)
                 .to_socket_addrs()
                 .map_err(|e| format!("cannot resolve {host}:{port}: {e}"))?
@@ -247,7 +250,10 @@ async fn connect(endpoint: &Endpoint, device: &Device) -> Result<Context, String
             match tokio::time::timeout(device.timeout, tokio::net::TcpStream::connect(addr)).await {
                 Ok(Ok(stream)) => {
                     let _ = stream.set_nodelay(true);
-                    Ok(tokio_modbus::client::tcp::attach(stream))
+                    Ok(match endpoint {
+                        Endpoint::RtuTcp(..) => tokio_modbus::client::rtu::attach(stream),
+                        _ => tokio_modbus::client::tcp::attach(stream),
+                    })
                 }
                 Ok(Err(e)) => Err(format!("cannot connect to {addr}: {e}")),
                 Err(_) => Err(format!(

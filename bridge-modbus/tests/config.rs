@@ -120,6 +120,30 @@ fn a_full_map_loads_with_defaults_filled_in() {
     assert_eq!(meter.tags[0].order, Order { swap_bytes: false, swap_words: true });
 }
 
+/// A serial-to-Ethernet converter: RTU frames over TCP, on a TCP device
+/// only.
+#[test]
+fn rtu_over_tcp_is_a_framing_of_a_tcp_device() {
+    let toml = |link: &str| {
+        format!(
+            "[[device]]\nname = \"d\"\n{link}\n[[device.tag]]\nname = \"t\"\nregister = \"40001\"\n"
+        )
+    };
+    let map = RegisterMap::from_toml(&toml("host = \"10.0.0.9\"\nport = 4001\nframing = \"rtu\""))
+        .unwrap();
+    assert_eq!(
+        map.devices[0].transport,
+        Transport::RtuOverTcp { host: "10.0.0.9".into(), port: 4001 }
+    );
+    let map = RegisterMap::from_toml(&toml("host = \"10.0.0.9\"\nframing = \"tcp\"")).unwrap();
+    assert_eq!(map.devices[0].transport, Transport::Tcp { host: "10.0.0.9".into(), port: 502 });
+    let e =
+        RegisterMap::from_toml(&toml("serial = \"/dev/ttyUSB0\"\nframing = \"rtu\"")).unwrap_err();
+    assert!(e.to_string().contains("framing on a serial device"), "{e}");
+    let e = RegisterMap::from_toml(&toml("host = \"h\"\nframing = \"ascii\"")).unwrap_err();
+    assert!(e.to_string().contains("ascii"), "{e}");
+}
+
 #[test]
 fn modicon_numbers_name_area_and_zero_based_address() {
     assert_eq!(parse_modicon("40001"), Ok((Area::HoldingRegister, 0)));

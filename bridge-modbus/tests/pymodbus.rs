@@ -180,6 +180,14 @@ async fn every_type_and_order_reads_what_pymodbus_stored_rtu() {
     every_type_and_order(Device::start_rtu()).await;
 }
 
+/// Modbus RTU over TCP: the RTU device behind a serial-to-Ethernet
+/// converter (socat, transparent), the bridge framing RTU on the TCP
+/// connection (`framing = "rtu"`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_type_and_order_reads_what_pymodbus_stored_rtu_over_tcp() {
+    every_type_and_order(Device::start_rtu_over_tcp()).await;
+}
+
 async fn every_type_and_order(mut dev: Device) {
     let cases = cases();
     for c in &cases {

@@ -28,7 +28,7 @@ pub use pki::Pki;
 pub use postgres::{Postgres, PostgresBuilder, timescaledb_installed};
 pub use proxy::FaultProxy;
 pub use python::{PythonPeer, VENV_INSTALL, python, shared_script};
-pub use serial::SerialPair;
+pub use serial::{SerialPair, SerialServer};
 
 /// The folder where a test leaves what a person should look at afterwards
 /// (screenshots): `$SHOPFLOOR_ARTIFACTS/<name>`, by default

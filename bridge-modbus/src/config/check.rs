@@ -11,12 +11,24 @@ pub(super) struct RawMap {
     devices: Vec<RawDevice>,
 }
 
+/// How requests are framed on a TCP connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(super) enum Framing {
+    /// Modbus TCP (MBAP header), the default.
+    Tcp,
+    /// RTU frames (address, PDU, CRC), as a serial-to-Ethernet converter
+    /// passes them through.
+    Rtu,
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawDevice {
     name: String,
     host: Option<String>,
     port: Option<u16>,
+    framing: Option<Framing>,
     serial: Option<PathBuf>,
     baud: Option<u32>,
     parity: Option<Parity>,
@@ -175,11 +187,22 @@ pub(super) fn check_device(
                     "remove baud/parity/data_bits/stop_bits, or use serial = \"/dev/tty…\" instead of host",
                 ));
             }
-            Transport::Tcp { host: host.clone(), port: d.port.unwrap_or(502) }
+            let port = d.port.unwrap_or(502);
+            match d.framing {
+                None | Some(Framing::Tcp) => Transport::Tcp { host: host.clone(), port },
+                Some(Framing::Rtu) => Transport::RtuOverTcp { host: host.clone(), port },
+            }
         }
         (None, Some(path)) => {
             if d.port.is_some() {
                 return Err(err(here, "a port on a serial device", "remove port"));
+            }
+            if d.framing.is_some() {
+                return Err(err(
+                    here,
+                    "framing on a serial device",
+                    "a serial line is always RTU: remove framing (it is for RTU over TCP: host, port, framing = \"rtu\")",
+                ));
             }
             let data_bits = d.data_bits.unwrap_or(8);
             let stop_bits = d.stop_bits.unwrap_or(1);

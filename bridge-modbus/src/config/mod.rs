@@ -7,6 +7,7 @@
 //! [[device]]
 //! name = "press-1"         # the Sparkplug device id, and the batch source
 //! host = "10.0.4.21"       # Modbus TCP (port 502 by default) …
+//! # framing = "rtu"        # … RTU frames over TCP (a serial-to-Ethernet converter) …
 //! # serial = "/dev/ttyUSB0"  … or RTU: baud, parity, data_bits, stop_bits
 //! unit = 1
 //! max_registers = 125      # per read (the defaults shown)
@@ -222,6 +223,15 @@ pub enum Transport {
         /// Host name or address.
         host: String,
         /// Port (502).
+        port: u16,
+    },
+    /// Modbus RTU frames over a TCP connection: a serial-to-Ethernet
+    /// converter in transparent mode (devices behind one converter share
+    /// its connection, as they share a serial line).
+    RtuOverTcp {
+        /// Host name or address of the converter.
+        host: String,
+        /// Its port.
         port: u16,
     },
     /// Modbus RTU on a serial line.

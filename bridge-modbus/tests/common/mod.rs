@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use shopfloor_testkit::{PythonPeer, SerialPair, free_port};
+use shopfloor_testkit::{PythonPeer, SerialPair, SerialServer, free_port};
 
 /// A pymodbus device on a free loopback port, or on one end of a serial
 /// pair (the bridge gets the other end).
@@ -13,6 +13,8 @@ pub(crate) struct Device {
     pub(crate) peer: PythonPeer,
     pub(crate) port: u16,
     pub(crate) serial: Option<SerialPair>,
+    /// A serial-to-Ethernet converter in front of the serial line.
+    pub(crate) converter: Option<SerialServer>,
 }
 
 pub(crate) fn script() -> PathBuf {
@@ -29,7 +31,7 @@ impl Device {
             .expect("start the pymodbus device");
         peer.until(Duration::from_secs(20), |l| l == "ready")
             .unwrap_or_else(|seen| panic!("pymodbus did not start: {seen:?}"));
-        Self { peer, port, serial: None }
+        Self { peer, port, serial: None, converter: None }
     }
 
     pub(crate) fn start_rtu() -> Self {
@@ -38,14 +40,25 @@ impl Device {
             .expect("start the pymodbus device");
         peer.until(Duration::from_secs(20), |l| l == "ready")
             .unwrap_or_else(|seen| panic!("pymodbus did not start: {seen:?}"));
-        Self { peer, port: 0, serial: Some(pair) }
+        Self { peer, port: 0, serial: Some(pair), converter: None }
+    }
+
+    /// An RTU device on a serial line behind a serial-to-Ethernet
+    /// converter (socat): the bridge speaks RTU frames over TCP.
+    pub(crate) fn start_rtu_over_tcp() -> Self {
+        let mut dev = Self::start_rtu();
+        let pair = dev.serial.as_ref().expect("a serial line");
+        dev.converter =
+            Some(SerialServer::start(&pair.a()).expect("a socat TCP-to-serial converter"));
+        dev
     }
 
     /// The `[[device]]` lines that reach it.
     pub(crate) fn link(&self) -> String {
-        match &self.serial {
-            Some(pair) => format!("serial = \"{}\"\nbaud = 115200", pair.a().display()),
-            None => format!("host = \"127.0.0.1\"\nport = {}", self.port),
+        match (&self.converter, &self.serial) {
+            (Some(c), _) => format!("host = \"127.0.0.1\"\nport = {}\nframing = \"rtu\"", c.port()),
+            (None, Some(pair)) => format!("serial = \"{}\"\nbaud = 115200", pair.a().display()),
+            (None, None) => format!("host = \"127.0.0.1\"\nport = {}", self.port),
         }
     }
 
