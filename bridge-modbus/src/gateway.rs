@@ -6,8 +6,11 @@
 //!   `engHigh`).
 //! - DDATA carries what the poller publishes: report by exception with each
 //!   tag's deadband, `Bad` quality after an exception answer.
-//! - A device that stops answering gets a DDEATH (its metrics go stale at
-//!   every host); the first answer after that, a DBIRTH.
+//! - A device's DBIRTH waits for its first complete read (every tag read,
+//!   or refused by the device), so that it carries each tag's current
+//!   value, never nulls; so does the DBIRTH of a device that answers
+//!   again. A device that stops answering gets a DDEATH (its metrics go
+//!   stale at every host).
 //! - A DCMD writes the tag (type, byte order, inverse scaling), reads it
 //!   back and publishes the value read; a refused write is logged with the
 //!   reason and the tag keeps its value.
@@ -17,7 +20,9 @@
 
 use shopfloor_mqtt::writes::{DEFAULT_CAPACITY, WriteQueues};
 use shopfloor_mqtt::{DriverConfig, EdgeDriver, EdgeStats, StatsHandle};
-use shopfloor_schemas::{Value, WriteResult};
+use std::collections::{HashMap, HashSet};
+
+use shopfloor_schemas::{Quality, Reading, Value, WriteResult};
 use shopfloor_sparkplug::edge::{EdgeEvent, EdgeNode, EdgeNodeConfig, MetricSpec};
 use shopfloor_sparkplug::payload::{PropertySet, PropertyValue};
 use shopfloor_sparkplug::{ConfigError as SparkplugConfigError, DataType, MetricValue};
@@ -68,19 +73,20 @@ pub fn metric_spec(tag: &Tag) -> MetricSpec {
     }
 }
 
-/// An edge node configuration with one Sparkplug device per Modbus device.
+/// Each Modbus device as a Sparkplug device: its name and metrics.
+pub fn device_specs(map: &RegisterMap) -> Vec<(String, Vec<MetricSpec>)> {
+    map.devices.iter().map(|d| (d.name.clone(), d.tags.iter().map(metric_spec).collect())).collect()
+}
+
+/// The edge node's configuration. Its devices are not in it: the
+/// [`Gateway`] defines each one ([`device_specs`]) when its first
+/// complete read is in, so that the DBIRTH carries values.
 pub fn edge_node_config(
-    map: &RegisterMap,
+    _map: &RegisterMap,
     group_id: impl Into<String>,
     edge_node_id: impl Into<String>,
 ) -> EdgeNodeConfig {
-    let mut c = EdgeNodeConfig::new(group_id, edge_node_id);
-    c.devices = map
-        .devices
-        .iter()
-        .map(|d| (d.name.clone(), d.tags.iter().map(metric_spec).collect()))
-        .collect();
-    c
+    EdgeNodeConfig::new(group_id, edge_node_id)
 }
 
 /// The running gateway.
@@ -98,10 +104,9 @@ impl Gateway {
     pub fn spawn(map: &RegisterMap, node: EdgeNode, driver: DriverConfig) -> Self {
         let poller = Poller::spawn(map, 1024);
         let edge = EdgeDriver::spawn(node, driver);
-        let devices: Vec<String> = map.devices.iter().map(|d| d.name.clone()).collect();
         let (stop, stopped) = oneshot::channel();
         let stats = edge.stats_handle();
-        let task = tokio::spawn(run(poller, edge, devices, stopped));
+        let task = tokio::spawn(run(poller, edge, device_specs(map), stopped));
         Self { stop, task, stats }
     }
 
@@ -111,7 +116,9 @@ impl Gateway {
         group_id: &str,
         edge_node_id: &str,
     ) -> Result<(), SparkplugConfigError> {
-        EdgeNode::new(edge_node_config(map, group_id, edge_node_id)).map(|_| ())
+        let mut c = edge_node_config(map, group_id, edge_node_id);
+        c.devices = device_specs(map);
+        EdgeNode::new(c).map(|_| ())
     }
 
     /// The edge driver's counters, as they are now.
@@ -126,14 +133,34 @@ impl Gateway {
     }
 }
 
+/// Where a device is in its Sparkplug life.
+enum Life {
+    /// Not born (yet, or again): what its first complete read has so far.
+    Unborn {
+        values: HashMap<String, Reading>,
+        answered: HashSet<String>,
+    },
+    Alive,
+    Dead,
+}
+
+impl Life {
+    fn unborn() -> Self {
+        Self::Unborn { values: HashMap::new(), answered: HashSet::new() }
+    }
+}
+
 async fn run(
     mut poller: Poller,
     mut edge: EdgeDriver,
-    devices: Vec<String>,
+    specs: Vec<(String, Vec<MetricSpec>)>,
     mut stop: oneshot::Receiver<()>,
 ) {
     let writer = poller.writer();
-    let mut dead = std::collections::HashSet::new();
+    let devices: Vec<String> = specs.iter().map(|(d, _)| d.clone()).collect();
+    let specs: HashMap<String, Vec<MetricSpec>> = specs.into_iter().collect();
+    let mut life: HashMap<String, Life> =
+        devices.iter().map(|d| (d.clone(), Life::unborn())).collect();
     let (results_tx, mut results) = tokio::sync::mpsc::channel::<WriteResult>(64);
     // Writes wait for the line (polling goes on meanwhile), one device's
     // in the order they came.
@@ -158,13 +185,31 @@ async fn run(
             }
             o = poller.next() => {
                 let Some((device, output)) = o else { break };
-                let sent = match output {
-                    Output::Readings(batch) if !dead.contains(&device) => edge.publish(batch).await,
-                    Output::Unreachable { .. } => {
-                        dead.insert(device.clone());
+                let Some(state) = life.get_mut(&device) else { continue };
+                let sent = match (state, output) {
+                    (Life::Alive, Output::Readings(batch)) => edge.publish(batch).await,
+                    (Life::Unborn { values, answered }, Output::Readings(batch)) => {
+                        // Stale readings are the last values of a device
+                        // that stopped answering: no birth from them.
+                        for r in batch.readings.into_iter().filter(|r| r.quality != Quality::Stale) {
+                            answered.insert(r.metric.to_string());
+                            values.insert(r.metric.to_string(), r);
+                        }
+                        born(&mut life, &device, &specs, &edge).await
+                    }
+                    (Life::Unborn { answered, .. }, Output::TagError { tag, .. }) => {
+                        answered.insert(tag);
+                        born(&mut life, &device, &specs, &edge).await
+                    }
+                    (state @ Life::Alive, Output::Unreachable { .. }) => {
+                        *state = Life::Dead;
                         edge.device_death(device).await
                     }
-                    Output::Reachable if dead.remove(&device) => edge.device_birth(device).await,
+                    (state @ Life::Dead, Output::Reachable) => {
+                        // Born again once its values are in.
+                        *state = Life::unborn();
+                        Ok(())
+                    }
                     _ => Ok(()),
                 };
                 if sent.is_err() {
@@ -202,6 +247,27 @@ async fn run(
     queues.shutdown().await;
     poller.shutdown().await;
     edge.shutdown().await;
+}
+
+/// Births `device` (DBIRTH with its values) once every tag of its first
+/// complete read has answered, a value or a refusal.
+async fn born(
+    life: &mut HashMap<String, Life>,
+    device: &str,
+    specs: &HashMap<String, Vec<MetricSpec>>,
+    edge: &EdgeDriver,
+) -> Result<(), shopfloor_mqtt::Stopped> {
+    let (Some(Life::Unborn { values, answered }), Some(specs)) =
+        (life.get_mut(device), specs.get(device))
+    else {
+        return Ok(());
+    };
+    if !specs.iter().all(|s| answered.contains(s.name.as_str())) {
+        return Ok(());
+    }
+    let values = std::mem::take(values).into_values().collect();
+    life.insert(device.to_owned(), Life::Alive);
+    edge.define_device(device, specs.clone(), values).await
 }
 
 /// Writes `value` to `metric` of `device`, logs the outcome and returns it

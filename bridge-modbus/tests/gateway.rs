@@ -79,6 +79,9 @@ async fn modbus_values_reach_sparkplug_decoders_and_dcmd_writes_back() {
     dev.set("h", 10, "f32", "CDAB", "7.25");
     dev.set("c", 3, "bool", "AB", "true");
     dev.set("h", 20, "i16", "AB", "3000");
+    // A device slower than the broker: its first read completes well after
+    // the edge node is connected (a birth at connect would carry nulls).
+    assert_eq!(dev.cmd(r#"{"delay": 0.15}"#), "ok");
     let map = RegisterMap::from_toml(&format!(
         "[groups]\ndefault = 100\n[[device]]\nname = \"tank-1\"\nhost = \"127.0.0.1\"\nport = {port}\ntimeout_ms = 300\n{}",
         tags()
@@ -107,15 +110,14 @@ async fn modbus_values_reach_sparkplug_decoders_and_dcmd_writes_back() {
         .find(|m| m["name"] == "Pump/Speed")
         .unwrap();
     assert_eq!(speed["datatype"], 10, "scaled, so Double: {birth}");
+    // The birth waited for the first complete read: current values, no nulls.
+    assert_eq!(psp_value(&birth, "Tank/Level"), Some(serde_json::json!(7.25)), "{birth}");
+    assert_eq!(psp_value(&birth, "Pump/Running"), Some(serde_json::json!(true)), "{birth}");
+    assert_eq!(psp_value(&birth, "Pump/Speed"), Some(serde_json::json!(1500.0)), "{birth}");
 
-    // DDATA: the values pymodbus holds, as pysparkplug decodes them.
-    let data =
-        message(&decoder, "spBv1.0/Plant1/DDATA/modbus-gw/tank-1", "all three values", |j| {
-            psp_value(j, "Tank/Level").is_some()
-        });
-    assert_eq!(psp_value(&data, "Tank/Level"), Some(serde_json::json!(7.25)), "{data}");
-    assert_eq!(psp_value(&data, "Pump/Running"), Some(serde_json::json!(true)), "{data}");
-    assert_eq!(psp_value(&data, "Pump/Speed"), Some(serde_json::json!(1500.0)), "{data}");
+    assert_eq!(dev.cmd(r#"{"delay": 0}"#), "ok");
+    // (The values pymodbus holds were in the birth: nothing changed, so
+    // no DDATA follows until something does.)
 
     // A DCMD from a host writes the pump speed (1000 rpm is raw 2000).
     let dcmd = Payload {
@@ -135,10 +137,18 @@ async fn modbus_values_reach_sparkplug_decoders_and_dcmd_writes_back() {
     message(&decoder, "spBv1.0/Plant1/DDEATH/modbus-gw/tank-1", "DDEATH", |_| true);
     let mut dev = Device::on(port);
     dev.set("h", 10, "f32", "CDAB", "8.5");
-    message(&decoder, "spBv1.0/Plant1/DBIRTH/modbus-gw/tank-1", "DBIRTH again", |_| true);
-    message(&decoder, "spBv1.0/Plant1/DDATA/modbus-gw/tank-1", "the new level", |j| {
-        psp_value(j, "Tank/Level") == Some(serde_json::json!(8.5))
-    });
+    // Born again with values read after its return, none null.
+    let again =
+        message(&decoder, "spBv1.0/Plant1/DBIRTH/modbus-gw/tank-1", "DBIRTH again", |_| true);
+    for name in ["Tank/Level", "Pump/Running", "Pump/Speed"] {
+        assert!(psp_value(&again, name).is_some_and(|v| !v.is_null()), "{name}: {again}");
+    }
+    // The level set after its return: in that birth, or in DATA after it.
+    if psp_value(&again, "Tank/Level") != Some(serde_json::json!(8.5)) {
+        message(&decoder, "spBv1.0/Plant1/DDATA/modbus-gw/tank-1", "the new level", |j| {
+            psp_value(j, "Tank/Level") == Some(serde_json::json!(8.5))
+        });
+    }
     drop(dev);
     gateway.shutdown().await;
 }
