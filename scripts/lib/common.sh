@@ -59,6 +59,24 @@ ensure_venv() {
     echo "$want" > "$stamp"
 }
 
+# The Node.js peers (Eclipse Tahu's JavaScript Sparkplug codec) in .node/,
+# from testkit/node's lock file. Rebuilt only when the lock file changes.
+ensure_node_peers() {
+    local dir="$ROOT/.node" stamp want
+    want=$(sha256sum "$ROOT/testkit/node/package-lock.json" | cut -d' ' -f1)
+    stamp="$dir/.lock.sha256"
+    if [ -d "$dir/node_modules/sparkplug-payload" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]; then
+        return 0
+    fi
+    command -v npm >/dev/null || die "npm not found: apt-get install -y nodejs npm"
+    say "installing the Node.js test peers into .node (npm ci)"
+    rm -rf "$dir"
+    mkdir -p "$dir"
+    cp "$ROOT/testkit/node/package.json" "$ROOT/testkit/node/package-lock.json" "$dir/"
+    npm ci --prefix "$dir" --silent --no-audit --no-fund || die "npm ci of the Node.js test peers failed"
+    echo "$want" > "$stamp"
+}
+
 # The PostgreSQL major the tests use: the highest /usr/lib/postgresql/*/bin
 # with initdb and postgres (as testkit picks it), else pg_config's.
 pg_major() {
