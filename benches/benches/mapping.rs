@@ -14,37 +14,13 @@ use std::path::Path;
 use std::time::Duration;
 
 use criterion::{Criterion, Throughput};
-use shopfloor_benches::{criterion_dir, is_measuring, ns_per_iter};
+use shopfloor_benches::{criterion_dir, is_measuring, ns_per_iter, plant_batch};
 use shopfloor_mqtt::mapping::{Mapping, MappingSpec};
-use shopfloor_schemas::{Batch, Codec, Quality, Reading, Timestamp, Value};
+use shopfloor_schemas::{Codec, Quality, Timestamp};
 
 /// Readings a message.
 const N: usize = 100;
 const T0: u64 = 1_796_637_600_000;
-
-/// The codecs bench's plant batch: floats, counters and states.
-fn batch() -> Batch {
-    let readings = (0..N)
-        .map(|i| {
-            let machine = i / 4;
-            let (metric, value) = match i % 4 {
-                0 => {
-                    (format!("press-{machine:02}/temperature"), Value::F64(60.0 + i as f64 * 0.37))
-                }
-                1 => (format!("press-{machine:02}/pressure"), Value::F64(4.2 + i as f64 * 0.011)),
-                2 => (format!("press-{machine:02}/cycles"), Value::I64(184_467 + i as i64)),
-                _ => (format!("press-{machine:02}/running"), Value::Bool(i % 8 == 3)),
-            };
-            Reading {
-                metric: metric.into(),
-                timestamp: Timestamp::from_unix_ms(T0 + i as u64 * 1000),
-                value,
-                quality: if i % 17 == 0 { Quality::Uncertain } else { Quality::Good },
-            }
-        })
-        .collect();
-    Batch { source: "plant1/stamping".into(), readings }
-}
 
 fn mapping(toml: &str) -> Mapping {
     let spec: MappingSpec = toml::from_str(toml).unwrap();
@@ -53,7 +29,7 @@ fn mapping(toml: &str) -> Mapping {
 
 /// (name, mapping, topic, payload)
 fn shapes() -> Vec<(&'static str, Mapping, &'static str, Vec<u8>)> {
-    let b = batch();
+    let b = plant_batch(N);
     let own = Codec::Json.encode_batch(&b).unwrap();
     let own_cbor = Codec::Cbor.encode_batch(&b).unwrap();
     let own_mapping = r#"

@@ -99,3 +99,30 @@ pub fn rss_mib(pid: u32) -> f64 {
         .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse::<f64>().ok())
         .map_or(0.0, |kb| kb / 1024.0)
 }
+
+/// Readings shaped like the plant's: mostly floats, some counters and states,
+/// names like `press-07/temperature-3`, one timestamp per second.
+pub fn plant_batch(n: usize) -> shopfloor_schemas::Batch {
+    use shopfloor_schemas::{Batch, Quality, Reading, Timestamp, Value};
+    let t0 = 1_700_000_000_000;
+    let readings = (0..n)
+        .map(|i| {
+            let machine = i / 4;
+            let (metric, value) = match i % 4 {
+                0 => {
+                    (format!("press-{machine:02}/temperature"), Value::F64(60.0 + i as f64 * 0.37))
+                }
+                1 => (format!("press-{machine:02}/pressure"), Value::F64(4.2 + i as f64 * 0.011)),
+                2 => (format!("press-{machine:02}/cycles"), Value::I64(184_467 + i as i64)),
+                _ => (format!("press-{machine:02}/running"), Value::Bool(i % 8 == 3)),
+            };
+            Reading {
+                metric: metric.into(),
+                timestamp: Timestamp::from_unix_ms(t0 + i as u64 * 1000),
+                value,
+                quality: if i % 17 == 0 { Quality::Uncertain } else { Quality::Good },
+            }
+        })
+        .collect();
+    Batch { source: "plant1/stamping".into(), readings }
+}

@@ -18,12 +18,12 @@
 //!   bounded queue per device ([`shopfloor_mqtt::writes`]): a write that
 //!   finds the queue full is refused with a write result.
 
-use shopfloor_mqtt::writes::{DEFAULT_CAPACITY, WriteQueues};
+use shopfloor_mqtt::writes::{DEFAULT_CAPACITY, WriteQueues, edge_write};
 use shopfloor_mqtt::{DriverConfig, EdgeDriver, EdgeStats, StatsHandle};
 use std::collections::{HashMap, HashSet};
 
 use shopfloor_schemas::{Quality, Reading, Value, WriteResult};
-use shopfloor_sparkplug::edge::{EdgeEvent, EdgeNode, EdgeNodeConfig, MetricSpec};
+use shopfloor_sparkplug::edge::{EdgeNode, EdgeNodeConfig, MetricSpec};
 use shopfloor_sparkplug::payload::{PropertySet, PropertyValue};
 use shopfloor_sparkplug::{ConfigError as SparkplugConfigError, DataType, MetricValue};
 use tokio::sync::oneshot;
@@ -218,27 +218,10 @@ async fn run(
             }
             e = edge.next_event() => {
                 let Some(e) = e else { break };
-                if let EdgeEvent::WriteRefused { device: Some(device), metric, value, reason } = &e {
-                    let r = WriteResult::refused(device, metric, format!("{value:?}"), reason);
+                if let Some(r) = edge_write(&queues, e, "no such device in this gateway") {
+                    tracing::warn!(device = r.device, metric = r.metric, "write refused: {}", r.message);
                     if edge.report_write(&r).await.is_err() {
                         break;
-                    }
-                    continue;
-                }
-                if let EdgeEvent::Write { device: Some(device), metric, value } = e {
-                    let result = match value.to_value() {
-                        None => Some(WriteResult::refused(&device, &metric, format!("{value:?}"), "a value with no reading type")),
-                        Some(v) => queues.submit(&device.clone(), (device, metric, v)).err().map(|r| {
-                            let message = r.to_string();
-                            let (device, metric, v) = r.into_job();
-                            WriteResult::refused(device, metric, v.to_string(), message)
-                        }),
-                    };
-                    if let Some(r) = result {
-                        tracing::warn!(device = r.device, metric = r.metric, "write refused: {}", r.message);
-                        if edge.report_write(&r).await.is_err() {
-                            break;
-                        }
                     }
                 }
             }

@@ -16,12 +16,12 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use shopfloor_mqtt::writes::{DEFAULT_CAPACITY, Refusal, WriteQueues};
+use shopfloor_mqtt::writes::{DEFAULT_CAPACITY, WriteQueues, edge_write};
 use shopfloor_mqtt::{DriverConfig, EdgeDriver, EdgeStats, StatsHandle};
 use shopfloor_schemas::{Value, WriteResult};
 use shopfloor_sparkplug::edge::MetricSpec;
 use shopfloor_sparkplug::payload::{PropertySet, PropertyValue};
-use shopfloor_sparkplug::{EdgeEvent, EdgeNode, MetricValue};
+use shopfloor_sparkplug::{EdgeNode, MetricValue};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
@@ -165,30 +165,10 @@ async fn run(
             }
             e = edge.next_event() => {
                 let Some(e) = e else { break };
-                if let EdgeEvent::WriteRefused { device: Some(device), metric, value, reason } = &e {
-                    let r = WriteResult::refused(device, metric, format!("{value:?}"), reason);
+                if let Some(r) = edge_write(&queues, e, "no such server") {
+                    tracing::warn!(device = r.device, metric = r.metric, "write refused: {}", r.message);
                     if edge.report_write(&r).await.is_err() {
                         break;
-                    }
-                    continue;
-                }
-                if let EdgeEvent::Write { device: Some(device), metric, value } = e {
-                    let refused = match value.to_value() {
-                        None => Some(WriteResult::refused(&device, &metric, format!("{value:?}"), "a value with no reading type")),
-                        Some(v) => queues.submit(&device.clone(), (device, metric, v)).err().map(|r| {
-                            let message = match r {
-                                Refusal::UnknownDevice(_) => "no such server".to_owned(),
-                                ref r => r.to_string(),
-                            };
-                            let (device, metric, v) = r.into_job();
-                            WriteResult::refused(device, metric, v.to_string(), message)
-                        }),
-                    };
-                    if let Some(r) = refused {
-                        tracing::warn!(device = r.device, metric = r.metric, "write refused: {}", r.message);
-                        if edge.report_write(&r).await.is_err() {
-                            break;
-                        }
                     }
                 }
             }

@@ -24,6 +24,15 @@ fn fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../mapping/tests/fixtures")
 }
 
+/// The fixtures' mappings as a user writes them; the `.proto` named by
+/// its place in the source tree (read, never written).
+fn fixture_mappings() -> String {
+    let proto = fixtures().join("telemetry.proto");
+    std::fs::read_to_string(fixtures().join("mappings.toml"))
+        .unwrap()
+        .replace("\"telemetry.proto\"", &format!("{:?}", proto.display().to_string()))
+}
+
 #[derive(Deserialize)]
 struct Expected {
     shape: Vec<Shape>,
@@ -60,12 +69,7 @@ const LIMIT: f64 = 1.1;
 async fn every_payload_shape_is_stored_and_alarmed_on_from_configuration_alone() {
     let broker = Mosquitto::start().expect("start mosquitto (apt-get install -y mosquitto)");
     let pg = Postgres::start().expect("start postgresql (apt-get install -y postgresql)");
-    // The fixtures' mappings as a user writes them; the `.proto` named by
-    // its place in the source tree (read, never written).
-    let proto = fixtures().join("telemetry.proto");
-    let mappings = std::fs::read_to_string(fixtures().join("mappings.toml"))
-        .unwrap()
-        .replace("\"telemetry.proto\"", &format!("{:?}", proto.display().to_string()));
+    let mappings = fixture_mappings();
     let expected: Expected =
         toml::from_str(&std::fs::read_to_string(fixtures().join("expected.toml")).unwrap())
             .unwrap();
@@ -215,10 +219,7 @@ async fn every_payload_shape_is_stored_and_alarmed_on_from_configuration_alone()
 async fn hostile_payloads_on_mapped_topics_are_dead_letters_and_stall_nothing() {
     let broker = Mosquitto::start().expect("start mosquitto (apt-get install -y mosquitto)");
     let pg = Postgres::start().expect("start postgresql (apt-get install -y postgresql)");
-    let proto = fixtures().join("telemetry.proto");
-    let mappings = std::fs::read_to_string(fixtures().join("mappings.toml"))
-        .unwrap()
-        .replace("\"telemetry.proto\"", &format!("{:?}", proto.display().to_string()));
+    let mappings = fixture_mappings();
     let ingest = format!(
         "client_id = \"ingest-maph\"\n[postgres]\nconnection = \"{}\"\n[ingest]\nbatch_ms = 50\nmax_readings_per_message = 1000\n\n{mappings}",
         pg.connection_string()

@@ -128,6 +128,43 @@ impl<J: Send + 'static> WriteQueues<J> {
     }
 }
 
+/// A Sparkplug gateway's share of the edge node's events: a write
+/// (NCMD/DCMD) goes into its device's queue; what cannot go (no reading
+/// type for the value, a full queue, an unknown device: `unknown` says how
+/// the gateway calls it) or was refused by the node (a retained command)
+/// comes back as the refused write result to publish. `None`: queued, or
+/// not a write.
+pub fn edge_write(
+    queues: &WriteQueues<(String, String, shopfloor_schemas::Value)>,
+    event: shopfloor_sparkplug::EdgeEvent,
+    unknown: &str,
+) -> Option<shopfloor_schemas::WriteResult> {
+    use shopfloor_schemas::WriteResult;
+    use shopfloor_sparkplug::EdgeEvent;
+    match event {
+        EdgeEvent::WriteRefused { device: Some(device), metric, value, reason } => {
+            Some(WriteResult::refused(device, metric, format!("{value:?}"), reason))
+        }
+        EdgeEvent::Write { device: Some(device), metric, value } => match value.to_value() {
+            None => Some(WriteResult::refused(
+                device,
+                metric,
+                format!("{value:?}"),
+                "a value with no reading type",
+            )),
+            Some(v) => queues.submit(&device.clone(), (device, metric, v)).err().map(|r| {
+                let message = match r {
+                    Refusal::UnknownDevice(_) => unknown.to_owned(),
+                    ref r => r.to_string(),
+                };
+                let (device, metric, v) = r.into_job();
+                WriteResult::refused(device, metric, v.to_string(), message)
+            }),
+        },
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -23,15 +23,7 @@ pub struct SerialPair {
 impl SerialPair {
     /// Starts `socat` with two raw pseudo-terminals and waits until both exist.
     pub fn start() -> Result<Self, Error> {
-        let socat = ["/usr/bin/socat", "/bin/socat"]
-            .iter()
-            .map(PathBuf::from)
-            .find(|p| p.is_file())
-            .ok_or(Error::NotInstalled {
-                name: "socat",
-                path: "/usr/bin/socat".into(),
-                install: INSTALL,
-            })?;
+        let socat = socat()?;
         let dir = instance_dir("serial-")?;
         let (a, b) = (dir.path().join("a"), dir.path().join("b"));
         let mut cmd = Command::new(&socat);
