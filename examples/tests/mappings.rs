@@ -13,7 +13,6 @@ use std::time::{Duration, Instant};
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::Packet;
 use rumqttc::v5::{AsyncClient, Event, MqttOptions};
-use serde::Deserialize;
 use shopfloor_testkit::{Mosquitto, Postgres};
 use support::{Configs, Stack};
 use tokio_postgres::NoTls;
@@ -21,7 +20,7 @@ use tokio_postgres::NoTls;
 mod support;
 
 fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../mapping/tests/fixtures")
+    shopfloor_testkit::mapping_fixtures()
 }
 
 /// The fixtures' mappings as a user writes them; the `.proto` named by
@@ -33,35 +32,6 @@ fn fixture_mappings() -> String {
         .replace("\"telemetry.proto\"", &format!("{:?}", proto.display().to_string()))
 }
 
-#[derive(Deserialize)]
-struct Expected {
-    shape: Vec<Shape>,
-}
-
-#[derive(Deserialize)]
-struct Shape {
-    mapping: String,
-    payload: String,
-    topic: String,
-    readings: Vec<Row>,
-    #[serde(default)]
-    units: Vec<[String; 3]>,
-}
-
-#[derive(Deserialize)]
-struct Row {
-    source: String,
-    metric: String,
-    time: String,
-    value: f64,
-    #[serde(default = "good")]
-    quality: String,
-}
-
-fn good() -> String {
-    "good".into()
-}
-
 /// Every reading above this raises the catch-all rule's alarm.
 const LIMIT: f64 = 1.1;
 
@@ -70,9 +40,7 @@ async fn every_payload_shape_is_stored_and_alarmed_on_from_configuration_alone()
     let broker = Mosquitto::start().expect("start mosquitto (apt-get install -y mosquitto)");
     let pg = Postgres::start().expect("start postgresql (apt-get install -y postgresql)");
     let mappings = fixture_mappings();
-    let expected: Expected =
-        toml::from_str(&std::fs::read_to_string(fixtures().join("expected.toml")).unwrap())
-            .unwrap();
+    let shapes = shopfloor_testkit::mapping_shapes();
     let ingest = format!(
         "client_id = \"ingest-map\"\n[postgres]\nconnection = \"{}\"\n[ingest]\nbatch_ms = 50\n\n{mappings}",
         pg.connection_string()
@@ -88,7 +56,7 @@ async fn every_payload_shape_is_stored_and_alarmed_on_from_configuration_alone()
             alertd: &alertd,
             rules: &rules,
             live: "client_id = \"live-map\"",
-            ingest_subscriptions: u32::try_from(expected.shape.len()).unwrap(),
+            ingest_subscriptions: u32::try_from(shapes.len()).unwrap(),
         },
     );
     let (db, conn) = tokio_postgres::connect(&pg.connection_string(), NoTls).await.unwrap();
@@ -97,8 +65,7 @@ async fn every_payload_shape_is_stored_and_alarmed_on_from_configuration_alone()
     let (client, mut events) =
         AsyncClient::new(MqttOptions::new("map-sender", broker.host(), broker.port()), 100);
     client.subscribe("shopfloor/alarms/events", QoS::AtLeastOnce).await.unwrap();
-    let payloads: Vec<(String, Vec<u8>)> = expected
-        .shape
+    let payloads: Vec<(String, Vec<u8>)> = shapes
         .iter()
         .map(|s| (s.topic.clone(), std::fs::read(fixtures().join(&s.payload)).unwrap()))
         .collect();
@@ -110,7 +77,7 @@ async fn every_payload_shape_is_stored_and_alarmed_on_from_configuration_alone()
 
     // PostgreSQL: exactly the expected rows (the bare number's at the time
     // it was received), and nothing else.
-    let total: usize = expected.shape.iter().map(|s| s.readings.len()).sum();
+    let total: usize = shapes.iter().map(|s| s.readings.len()).sum();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let (rows, dead): (i64, i64) = db
@@ -133,7 +100,7 @@ async fn every_payload_shape_is_stored_and_alarmed_on_from_configuration_alone()
             stack.ingestd.log_tail(30)
         );
     }
-    for shape in &expected.shape {
+    for shape in &shapes {
         for r in &shape.readings {
             let at = if r.time == "received" {
                 "time BETWEEN $3::text::timestamptz - interval '1 s' AND now()"
@@ -179,8 +146,7 @@ async fn every_payload_shape_is_stored_and_alarmed_on_from_configuration_alone()
     // alertd: an alarm on every good reading above the limit. alertd's
     // subscriptions are not counted anywhere, so the payloads go again
     // until it has seen them (ingest's rows are checked already).
-    let want: BTreeSet<(String, String)> = expected
-        .shape
+    let want: BTreeSet<(String, String)> = shapes
         .iter()
         .flat_map(|s| &s.readings)
         .filter(|r| r.value > LIMIT && r.quality == "good")
@@ -199,8 +165,7 @@ async fn every_payload_shape_is_stored_and_alarmed_on_from_configuration_alone()
         );
     }
     // (alertd's own KPI signals match the catch-all rule too.)
-    let fixtures: BTreeSet<(String, String)> = expected
-        .shape
+    let fixtures: BTreeSet<(String, String)> = shapes
         .iter()
         .flat_map(|s| &s.readings)
         .map(|r| (r.source.clone(), r.metric.clone()))

@@ -2,7 +2,7 @@
 //! `fixtures/expected.toml` lists; what cannot be read says which mapping,
 //! where and what was found; no input panics.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use proptest::prelude::*;
 use serde::Deserialize;
@@ -10,37 +10,12 @@ use shopfloor_mapping::{Mapping, MappingSpec, compile_all};
 use shopfloor_schemas::{Quality, Timestamp, Value};
 
 fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+    shopfloor_testkit::mapping_fixtures()
 }
 
 #[derive(Deserialize)]
 struct Specs {
     mapping: Vec<MappingSpec>,
-}
-
-#[derive(Deserialize)]
-struct Expected {
-    shape: Vec<Shape>,
-}
-
-#[derive(Deserialize)]
-struct Shape {
-    mapping: String,
-    payload: String,
-    topic: String,
-    readings: Vec<Row>,
-    #[serde(default)]
-    units: Vec<[String; 3]>,
-}
-
-#[derive(Deserialize)]
-struct Row {
-    source: String,
-    metric: String,
-    time: String,
-    value: f64,
-    #[serde(default)]
-    quality: Quality,
 }
 
 fn mappings() -> Vec<Mapping> {
@@ -59,18 +34,16 @@ const RECEIVED: Timestamp = Timestamp::from_unix_ms(1_800_000_000_000);
 #[test]
 fn every_fixture_becomes_the_expected_readings() {
     let mappings = mappings();
-    let expected: Expected =
-        toml::from_str(&std::fs::read_to_string(fixtures().join("expected.toml")).unwrap())
-            .unwrap();
-    assert_eq!(expected.shape.len(), mappings.len(), "a shape per mapping");
-    for shape in &expected.shape {
+    let shapes = shopfloor_testkit::mapping_shapes();
+    assert_eq!(shapes.len(), mappings.len(), "a shape per mapping");
+    for shape in &shapes {
         let payload = std::fs::read(fixtures().join(&shape.payload)).unwrap();
         // The first mapping whose topic matches reads it, as ingest does.
         let m = mappings.iter().find(|m| m.matches(&shape.topic)).unwrap();
         assert_eq!(m.name(), shape.mapping, "{} is read by its own mapping", shape.topic);
         let mapped = m.decode(&shape.topic, &payload, RECEIVED).unwrap();
         assert!(mapped.failures.is_empty(), "{}: {:?}", shape.mapping, mapped.failures);
-        let got: Vec<(String, String, String, f64, Quality)> = mapped
+        let got: Vec<(String, String, String, f64, &str)> = mapped
             .batches
             .iter()
             .flat_map(|b| {
@@ -85,7 +58,7 @@ fn every_fixture_becomes_the_expected_readings() {
                         r.metric.to_string(),
                         time,
                         r.value.as_f64().unwrap(),
-                        r.quality,
+                        r.quality.as_str(),
                     )
                 })
             })
@@ -93,7 +66,9 @@ fn every_fixture_becomes_the_expected_readings() {
         let want: Vec<_> = shape
             .readings
             .iter()
-            .map(|r| (r.source.clone(), r.metric.clone(), r.time.clone(), r.value, r.quality))
+            .map(|r| {
+                (r.source.clone(), r.metric.clone(), r.time.clone(), r.value, r.quality.as_str())
+            })
             .collect();
         assert_eq!(got, want, "{}", shape.mapping);
         let units: Vec<[String; 3]> = mapped
