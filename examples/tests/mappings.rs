@@ -80,14 +80,7 @@ async fn every_payload_shape_is_stored_and_alarmed_on_from_configuration_alone()
     let total: usize = shapes.iter().map(|s| s.readings.len()).sum();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let (rows, dead): (i64, i64) = db
-            .query_one(
-                "SELECT (SELECT count(*) FROM shopfloor.readings), (SELECT count(*) FROM shopfloor.dead_letters)",
-                &[],
-            )
-            .await
-            .map(|r| (r.get(0), r.get(1)))
-            .unwrap_or((0, 0));
+        let (rows, dead) = counts(&db).await;
         assert_eq!(dead, 0, "dead letters: {:?}", dead_letters(&db).await);
         if rows == i64::try_from(total).unwrap() {
             break;
@@ -248,14 +241,7 @@ async fn hostile_payloads_on_mapped_topics_are_dead_letters_and_stall_nothing() 
     let mut raised = BTreeSet::new();
     let deadline = Instant::now() + Duration::from_secs(30);
     let dead = loop {
-        let (rows, dead): (i64, i64) = db
-            .query_one(
-                "SELECT (SELECT count(*) FROM shopfloor.readings), (SELECT count(*) FROM shopfloor.dead_letters)",
-                &[],
-            )
-            .await
-            .map(|r| (r.get(0), r.get(1)))
-            .unwrap_or((0, 0));
+        let (rows, dead) = counts(&db).await;
         if rows == good && dead == i64::try_from(bad.len()).unwrap() {
             break dead_letters(&db).await;
         }
@@ -393,6 +379,18 @@ async fn take_raised(
             }
         }
     }
+}
+
+/// Rows in `shopfloor.readings` and dead letters (0, 0 while the schema
+/// is not there yet).
+async fn counts(db: &tokio_postgres::Client) -> (i64, i64) {
+    db.query_one(
+        "SELECT (SELECT count(*) FROM shopfloor.readings), (SELECT count(*) FROM shopfloor.dead_letters)",
+        &[],
+    )
+    .await
+    .map(|r| (r.get(0), r.get(1)))
+    .unwrap_or((0, 0))
 }
 
 async fn dead_letters(db: &tokio_postgres::Client) -> Vec<String> {
