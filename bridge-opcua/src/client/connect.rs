@@ -164,7 +164,7 @@ pub(super) fn check_server_certificate(
         ));
     }
     let listed = || names.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
-    let host = url_host(config.endpoint.as_str())
+    let (host, _) = endpoint_address(config.endpoint.as_str())
         .ok_or_else(|| format!("{}: no host name in the endpoint", config.endpoint))?;
     let named = match host.parse::<std::net::IpAddr>() {
         Ok(ip) => names.contains(&AltName::Ip(ip)),
@@ -193,8 +193,7 @@ pub(super) fn check_server_certificate(
 
 /// Opens (and closes) a TCP connection to the endpoint's address.
 async fn probe(config: &ServerConfig, timeout: Duration) -> Result<(), String> {
-    let Some(host) = url_host(config.endpoint.as_str()) else { return Ok(()) };
-    let port = url_port(config.endpoint.as_str()).unwrap_or(4840);
+    let Some((host, port)) = endpoint_address(config.endpoint.as_str()) else { return Ok(()) };
     match tokio::time::timeout(timeout, tokio::net::TcpStream::connect((host.as_str(), port))).await
     {
         Ok(Ok(_)) => Ok(()),
@@ -210,25 +209,15 @@ async fn probe(config: &ServerConfig, timeout: Duration) -> Result<(), String> {
     }
 }
 
-/// The port of an `opc.tcp://host:port/path` URL, when it has one.
-fn url_port(url: &str) -> Option<u16> {
-    let authority = url.split_once("://")?.1.split('/').next()?;
-    let port = match authority.strip_prefix('[') {
-        Some(v6) => v6.split_once("]:")?.1,
-        None => authority.rsplit_once(':')?.1,
+/// The host (an IPv6 address without its brackets) and port (4840 when
+/// none is given) of an `opc.tcp://` endpoint URL, as async-opcua reads it.
+fn endpoint_address(url: &str) -> Option<(String, u16)> {
+    let (host, port) = opcua::core::comms::url::hostname_port_from_url(url, 4840).ok()?;
+    let host = match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        Some(v6) => v6.to_owned(),
+        None => host,
     };
-    port.parse().ok()
-}
-
-/// The host of an `opc.tcp://host:port/path` URL (IPv6 in brackets).
-fn url_host(url: &str) -> Option<String> {
-    let rest = url.split_once("://")?.1;
-    let authority = rest.split('/').next()?;
-    let host = match authority.strip_prefix('[') {
-        Some(v6) => v6.split(']').next()?,
-        None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
-    };
-    (!host.is_empty()).then(|| host.to_owned())
+    Some((host, port))
 }
 
 /// A time as `YYYY-MM-DD` (UTC) for a message.
@@ -418,19 +407,20 @@ pub(super) async fn namespace(
 
 #[cfg(test)]
 mod tests {
-    use super::{url_host, url_port};
+    use super::endpoint_address;
 
     #[test]
     fn endpoint_urls_give_their_host_and_port() {
         let cases = [
-            ("opc.tcp://plc-1:4840/", Some("plc-1"), Some(4840)),
-            ("opc.tcp://127.0.0.1:48400", Some("127.0.0.1"), Some(48400)),
-            ("opc.tcp://[::1]:4841/UA/Server", Some("::1"), Some(4841)),
-            ("opc.tcp://plc-2/", Some("plc-2"), None),
-            ("opc.tcp://", None, None),
+            ("opc.tcp://plc-1:4840/", Some(("plc-1", 4840))),
+            ("opc.tcp://127.0.0.1:48400", Some(("127.0.0.1", 48400))),
+            ("opc.tcp://[::1]:4841/UA/Server", Some(("::1", 4841))),
+            ("opc.tcp://plc-2/", Some(("plc-2", 4840))),
+            ("opc.tcp://", None),
         ];
-        for (url, host, port) in cases {
-            assert_eq!((url_host(url).as_deref(), url_port(url)), (host, port), "{url}");
+        for (url, want) in cases {
+            let got = endpoint_address(url);
+            assert_eq!(got.as_ref().map(|(h, p)| (h.as_str(), *p)), want, "{url}");
         }
     }
 }
