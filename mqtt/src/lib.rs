@@ -369,6 +369,15 @@ fn emit_edge(node: &mut EdgeNode, events: &mpsc::Sender<EdgeEvent>, dropped: &At
                 "store full: dropped the oldest stored readings"
             ),
             EdgeEvent::StoreFailed { message } => tracing::error!("{message}"),
+            EdgeEvent::ReplayStarted { stored, watched: true } => {
+                tracing::info!(stored, "replaying stored readings as history");
+            }
+            EdgeEvent::ReplayStarted { stored, watched: false } => tracing::warn!(
+                stored,
+                "replaying stored readings as history with no primary host configured: \
+                 a host application that is not subscribed yet misses them \
+                 (set primary_host_id for store and forward)"
+            ),
             EdgeEvent::WriteRefused { device, metric, reason, .. } => {
                 tracing::warn!(device, metric, "write refused: {reason}");
             }

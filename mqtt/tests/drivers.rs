@@ -350,7 +350,7 @@ async fn a_file_spool_carries_an_outage_across_an_edge_crash() {
     assert!(retained_state(&broker).await.online, "the host is online");
     let (spool, report) = reopen(dir.path()).await;
     assert_eq!((report.readings, report.truncated_bytes), (total, 0));
-    let e = plant_edge(spool, &broker);
+    let mut e = plant_edge(spool, &broker);
     let mut seen = std::collections::HashSet::new();
     timeout(Duration::from_secs(60), async {
         while (seen.len() as u64) < total {
@@ -368,6 +368,17 @@ async fn a_file_spool_carries_an_outage_across_an_edge_crash() {
     })
     .await
     .unwrap_or_else(|_| panic!("only {} of {total} readings replayed within 60 s", seen.len()));
+    // This edge has no primary host: the driver says its replay was unwatched.
+    let started = timeout(Duration::from_secs(10), async {
+        loop {
+            if let EdgeEvent::ReplayStarted { stored, watched } =
+                e.next_event().await.expect("edge driver alive")
+            {
+                return (stored, watched);
+            }
+        }
+    });
+    assert_eq!(started.await.expect("a ReplayStarted event"), (total, false));
     stats_until(&e, "the replay confirmed and forgotten", |s| s.stored == 0).await;
     assert_eq!(e.stats().dropped_readings, 0);
     e.shutdown().await;

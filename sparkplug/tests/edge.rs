@@ -575,6 +575,65 @@ fn host_offline_during_replay_rewinds_it() {
     assert_eq!(history(&out), [1, 2, 3]);
 }
 
+fn state_msg(online: bool, ts: u64) -> Message {
+    Message {
+        retain: false,
+        topic: "spBv1.0/STATE/scada".into(),
+        payload: StatePayload { online, timestamp: ts }.to_json().into(),
+    }
+}
+
+/// Store and forward reaches a host only if the host is subscribed when the
+/// history goes out (Sparkplug DATA is QoS 0). With a primary host, nothing
+/// goes (no birth, no history) until its STATE says online, whatever the
+/// driver polls meanwhile; the history follows the births, and the event
+/// says a host was watching.
+#[test]
+fn with_a_primary_host_history_waits_for_its_state_online() {
+    let mut c = config();
+    c.primary_host_id = Some("scada".into());
+    let mut n = EdgeNode::new(c).unwrap();
+    store_offline(&mut n, 1..=3);
+    n.handle_connected(now(10));
+    for ms in 11..20 {
+        assert!(!n.replay_pending());
+        assert_eq!(n.poll_replay(now(ms)), None, "history before the host is online");
+        assert!(transmits(&mut n).is_empty(), "a birth before the host is online");
+    }
+    // The host's offline STATE (retained from its last session) changes nothing.
+    n.handle_message(&state_msg(false, 5), now(20)).unwrap();
+    assert!(drain(&mut n).is_empty());
+    n.handle_message(&state_msg(true, 21), now(21)).unwrap();
+    let out = drain(&mut n);
+    let topics: Vec<_> = out.iter().map(|p| p.topic.as_str()).collect();
+    assert_eq!(topics[..2], ["spBv1.0/G/NBIRTH/E", "spBv1.0/G/DBIRTH/E/press-1"]);
+    assert_eq!(history(&out), [1, 2, 3]);
+    assert_eq!(
+        events(&mut n),
+        [EdgeEvent::ReplayStarted { stored: 3, watched: true }, EdgeEvent::HostOnline]
+    );
+}
+
+/// Without a primary host the node births and replays as soon as it is
+/// connected: nothing tells it a host is listening, so the event says the
+/// replay is unwatched (the driver logs a warning naming `primary_host_id`).
+/// The store-and-forward test once lost all 12 000 readings this way: its
+/// host subscribed after the replay had gone.
+#[test]
+fn without_a_primary_host_history_goes_at_once_and_says_it_is_unwatched() {
+    let mut n = EdgeNode::new(config()).unwrap();
+    store_offline(&mut n, 1..=2);
+    n.handle_connected(now(10));
+    assert!(n.replay_pending());
+    assert_eq!(history(&drain(&mut n)), [1, 2]);
+    assert_eq!(events(&mut n), [EdgeEvent::ReplayStarted { stored: 2, watched: false }]);
+    // An empty store starts no replay and says nothing.
+    let mut n = EdgeNode::new(config()).unwrap();
+    n.handle_connected(now(10));
+    drain(&mut n);
+    assert_eq!(events(&mut n), []);
+}
+
 #[test]
 fn a_rebirth_during_replay_starts_it_over_after_the_births() {
     let mut n = EdgeNode::new(EdgeNodeConfig { replay_chunk: 1, ..config() }).unwrap();
@@ -611,7 +670,10 @@ fn stored_readings_of_a_metric_no_longer_configured_are_dropped_and_counted() {
     n.handle_connected(now(10));
     let out = drain(&mut n);
     assert_eq!(history(&out), [1]);
-    assert_eq!(events(&mut n), [EdgeEvent::Dropped { total: 6 }]);
+    assert_eq!(
+        events(&mut n),
+        [EdgeEvent::ReplayStarted { stored: 7, watched: false }, EdgeEvent::Dropped { total: 6 }]
+    );
 }
 
 #[test]

@@ -139,6 +139,13 @@ impl EdgeNode {
             }
         }
         self.replaying = true;
+        let stored = self.stored();
+        if stored > 0 {
+            self.events.push_back(EdgeEvent::ReplayStarted {
+                stored,
+                watched: self.primary_host_id.is_some(),
+            });
+        }
     }
 
     pub(super) fn send_birth(&mut self, g: usize, now: Now) {

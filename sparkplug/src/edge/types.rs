@@ -186,6 +186,17 @@ pub enum EdgeEvent {
         /// What happened, with the file.
         message: String,
     },
+    /// A birth went out with stored readings waiting: they follow as
+    /// historical DATA. Without a primary host (`watched == false`) nothing
+    /// told the node that a host application is subscribed, and Sparkplug
+    /// DATA is QoS 0: a host that subscribes later never sees them. Store
+    /// and forward is only sure with `primary_host_id` set.
+    ReplayStarted {
+        /// Readings in the store at the birth.
+        stored: u64,
+        /// Whether a primary host said it is online before the birth.
+        watched: bool,
+    },
 }
 
 /// Why [`EdgeNode::publish`] refused a batch. Nothing of it was taken,
