@@ -169,3 +169,89 @@ async fn sigkill_mid_stream_then_restart_loses_and_duplicates_nothing() {
     };
     assert!(status.success(), "{status:?}");
 }
+
+/// The daemon pointed at InfluxDB by its file alone: `[influxdb]` instead
+/// of `[postgres]`. `--check-config` names the store and refuses what
+/// cannot work; the readings of a real run land as points.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_writes_to_influxdb_from_its_config() {
+    let broker = Mosquitto::start().expect("start mosquitto");
+    let influx = shopfloor_testkit::InfluxDb::start().expect("start influxdb");
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, store: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(
+            &path,
+            format!(
+                "[mqtt]\nport = {}\nclient_id = \"ingest-i\"\n\n{store}\n[ingest]\nplain = true\nbatch_ms = 50\n",
+                broker.port()
+            ),
+        )
+        .unwrap();
+        path
+    };
+    let check = |path: &Path| {
+        let out =
+            Command::new(BIN).arg("--config").arg(path).arg("--check-config").output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    let both = write(
+        "both.toml",
+        &format!(
+            "[postgres]\nconnection = \"host=x\"\n[influxdb]\nurl = \"{}\"\ndatabase = \"d\"\n",
+            influx.url()
+        ),
+    );
+    let (ok, text) = check(&both);
+    assert!(!ok && text.contains("both [postgres] and [influxdb]"), "{text}");
+    let no_token = write(
+        "v2.toml",
+        &format!("[influxdb]\nurl = \"{}\"\norg = \"o\"\nbucket = \"b\"\n", influx.url()),
+    );
+    let (ok, text) = check(&no_token);
+    assert!(!ok && text.contains("token_file"), "{text}");
+    let tls = write("tls.toml", "[influxdb]\nurl = \"https://127.0.0.1:8086\"\ndatabase = \"d\"\n");
+    let (ok, text) = check(&tls);
+    assert!(!ok && text.contains("https is not supported"), "{text}");
+
+    let config = write(
+        "ingest.toml",
+        &format!("[influxdb]\nurl = \"{}\"\ndatabase = \"plant\"\n", influx.url()),
+    );
+    let (ok, text) = check(&config);
+    assert!(ok && text.contains(&format!("into InfluxDB at {}", influx.url())), "{text}");
+    let _daemon = start(&config);
+    let (client, mut events) =
+        AsyncClient::new(MqttOptions::new("publisher-i", broker.host(), broker.port()), 100);
+    let poll = tokio::spawn(async move { while events.poll().await.is_ok() {} });
+    let count = || {
+        let body = influx.query("plant", "SELECT count(value) FROM readings").unwrap_or_default();
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        v["results"][0]["series"][0]["values"][0][1].as_i64().unwrap_or(0)
+    };
+    // Until the daemon has subscribed, nothing reaches it: publish the same
+    // ten readings (idempotent points) until all ten are there.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while count() < 10 {
+        assert!(Instant::now() < deadline, "{} of 10 points within 30 s", count());
+        for i in 0..10_u64 {
+            let b = Batch::new("x").with(Reading::new(
+                format!("s{i}"),
+                Timestamp::from_unix_ms(1_795_737_600_000 + i),
+                i as f64,
+            ));
+            let topic = format!("shopfloor/p/a/m1/s{i}");
+            client
+                .publish(topic, QoS::AtLeastOnce, false, Codec::Json.encode_batch(&b).unwrap())
+                .await
+                .unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert_eq!(count(), 10);
+    poll.abort();
+}

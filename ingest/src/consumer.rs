@@ -37,9 +37,11 @@ use tokio::time::Instant;
 use crate::check::TimeWindow;
 use crate::error::IngestError;
 use crate::gate::{Gate, GateConfig};
+use crate::influx::InfluxSink;
 use crate::maintain::{Maintenance, Retention};
 use crate::pipeline::{Database, Pipeline, Ticket, db_backoff};
-use crate::writer::{DeadLetter, MetricInfo, Submission, Writer};
+use crate::sink::{Sink, Store};
+use crate::writer::{DeadLetter, MetricInfo, Submission};
 use shopfloor_mqtt::AbortOnDrop;
 
 /// What the ingest subscribes to: plain topics (the source is the topic's
@@ -74,8 +76,13 @@ pub struct IngestConfig {
     /// message to one of them. Sparkplug inputs are never shared (a host
     /// must see a node's whole session): split those by `HostConfig::groups`.
     pub share: Option<String>,
-    /// PostgreSQL connection string.
+    /// PostgreSQL connection string (for [`Store::Postgres`]).
     pub database: String,
+    /// Where readings go: PostgreSQL/TimescaleDB at `database` (the
+    /// default), or InfluxDB. The storage options below (`timescaledb`,
+    /// `retention`, `maintain_every`, `max_catalogue_metrics`) are
+    /// PostgreSQL's.
+    pub store: Store,
     /// Flush when this many readings are waiting…
     pub batch_readings: usize,
     /// …or when the oldest has waited this long.
@@ -134,6 +141,7 @@ impl IngestConfig {
             inputs: Vec::new(),
             share: None,
             database: database.into(),
+            store: Store::Postgres,
             batch_readings: 10_000,
             batch_age: Duration::from_millis(200),
             max_pending: 20_000,
@@ -402,15 +410,8 @@ fn decoded(
 /// DATA queued for this session while ingest was away can be named. Their
 /// values are stored already; only what they say about aliases and types
 /// is wanted. A newer birth in the queue replaces them as it arrives.
-async fn replay_births(db: &Database, decoder: &mut Decoder) {
-    let client = crate::pipeline::connect(db).await;
-    let births = match Writer::births(&client).await {
-        Ok(b) => b,
-        Err(e) => {
-            tracing::warn!("{e}: DATA queued while ingest was away needs a rebirth to be named");
-            return;
-        }
-    };
+async fn replay_births<S: Sink>(sink: &S, decoder: &mut Decoder) {
+    let births = crate::sink::births(sink).await;
     let n = births.len();
     for (topic, payload) in births {
         let _ = decoder.decode(&topic, None, &payload.into(), Now::now());
@@ -505,25 +506,44 @@ fn send_acks(client: &ClientHandle, acks: &mut VecDeque<AckToken>) {
 
 async fn run(
     config: IngestConfig,
+    stop: oneshot::Receiver<()>,
+    stats: Arc<Stats>,
+) -> Result<(), IngestError> {
+    match config.store.clone() {
+        Store::Postgres => {
+            let db = Database {
+                url: config.database.clone(),
+                timescaledb: config.timescaledb,
+                max_catalogue: config.max_catalogue_metrics,
+            };
+            let upkeep = maintain(
+                db.clone(),
+                config.retention.clone(),
+                config.maintain_every,
+                Arc::clone(&stats),
+            );
+            run_with(config, db, Some(upkeep), stop, stats).await
+        }
+        Store::InfluxDb(c) => {
+            run_with(config, InfluxSink::new(c), None::<std::future::Pending<()>>, stop, stats)
+                .await
+        }
+    }
+}
+
+async fn run_with<S: Sink>(
+    config: IngestConfig,
+    sink: S,
+    upkeep: Option<impl Future<Output = ()> + Send + 'static>,
     mut stop: oneshot::Receiver<()>,
     stats: Arc<Stats>,
 ) -> Result<(), IngestError> {
-    let db = Database {
-        url: config.database.clone(),
-        timescaledb: config.timescaledb,
-        max_catalogue: config.max_catalogue_metrics,
-    };
-    // Stopping works in every state, also while the database is refused.
+    // Stopping works in every state, also while the store is refused.
     let mut pipeline = tokio::select! {
-        p = Pipeline::connect(&db, config.connections.clamp(1, 2)) => p,
+        p = Pipeline::connect(&sink, config.connections.clamp(1, 2)) => p,
         _ = &mut stop => return Ok(()),
     };
-    let _upkeep = AbortOnDrop(tokio::spawn(maintain(
-        db.clone(),
-        config.retention.clone(),
-        config.maintain_every,
-        Arc::clone(&stats),
-    )));
+    let _upkeep = upkeep.map(|u| AbortOnDrop(tokio::spawn(u)));
     let window =
         TimeWindow::new(config.max_ahead, Some(config.retention.samples.unwrap_or(config.max_age)));
     let mut decoder = Decoder::new(&config.inputs, window, config.max_readings_per_message);
@@ -535,7 +555,7 @@ async fn run(
     let client = consumer.client().clone();
     if decoder.inputs.has_sparkplug() {
         tokio::select! {
-            () = replay_births(&db, &mut decoder) => {}
+            () = replay_births(&sink, &mut decoder) => {}
             _ = &mut stop => return Ok(()),
         }
     }

@@ -121,6 +121,14 @@ pub enum RowError {
         /// The limit.
         limit: u64,
     },
+    /// A store other than PostgreSQL cannot hold it, or refused it.
+    #[error("{store}: {reason}")]
+    Refused {
+        /// The store (`InfluxDB`, `ClickHouse`).
+        store: &'static str,
+        /// Why, in the store's words where it said.
+        reason: String,
+    },
 }
 
 /// Why `value` cannot be stored, if it cannot (what [`stored`] refuses),

@@ -16,6 +16,19 @@ pub enum IngestError {
     /// The ingest's writers stopped before it did (a bug: they stop with it).
     #[error("the ingest stopped: {0}")]
     Stopped(String),
+    /// A store spoken to over HTTP (InfluxDB, ClickHouse) failed.
+    #[error("{store}: cannot {what}: {message}")]
+    Http {
+        /// The store (`InfluxDB`, `ClickHouse`).
+        store: &'static str,
+        /// What was being done.
+        what: String,
+        /// The HTTP status, or `None` when no answer came (refused,
+        /// timed out, cut).
+        status: Option<u16>,
+        /// The server's own message, or the transport's.
+        message: String,
+    },
 }
 
 impl IngestError {
@@ -28,16 +41,30 @@ impl IngestError {
     pub fn sqlstate(&self) -> Option<&str> {
         match self {
             Self::Database { source, .. } => source.code().map(|c| c.code()),
-            Self::Stopped(_) => None,
+            _ => None,
+        }
+    }
+
+    /// Whether the store could not be reached or said it is unavailable
+    /// (no server message; HTTP 502, 503, 504): wait and try again.
+    pub fn is_unreachable(&self) -> bool {
+        match self {
+            Self::Database { source, .. } => source.as_db_error().is_none(),
+            Self::Http { status, .. } => matches!(status, None | Some(502..=504)),
+            Self::Stopped(_) => false,
         }
     }
 
     /// Whether the server refused the data itself (SQLSTATE class 22, data
     /// exception, or 23, integrity constraint violation): writing the same
     /// rows again fails the same way, so they are isolated and
-    /// dead-lettered instead of retried.
+    /// dead-lettered instead of retried. For an HTTP store: 400 Bad
+    /// Request.
     pub fn is_data_error(&self) -> bool {
-        self.sqlstate().is_some_and(|s| s.starts_with("22") || s.starts_with("23"))
+        match self {
+            Self::Http { status, .. } => *status == Some(400),
+            _ => self.sqlstate().is_some_and(|s| s.starts_with("22") || s.starts_with("23")),
+        }
     }
 }
 

@@ -1,16 +1,17 @@
-//! Writes on two connections in turn, so one batch streams its COPY while
-//! the one before waits for its commit to reach the disk: a commit's flush
-//! is the largest cost of a batch that is not COPY itself.
+//! Writes on two connections in turn, so one batch streams its write
+//! while the one before waits for its commit: for PostgreSQL a commit's
+//! flush is the largest cost of a batch that is not COPY itself.
 //!
 //! Batches go to the connections round-robin and each comes back as a
 //! [`Ticket`]; the caller awaits tickets in the order it submitted them,
 //! so what it does after a commit (acknowledge MQTT messages) keeps the
 //! order of arrival. A failed write is retried on its connection with a
-//! capped backoff (reconnecting and migrating when the connection has
-//! gone) until it commits: a ticket only ever reports a commit.
+//! capped backoff (reconnecting when the connection has gone) until it
+//! commits: a ticket only ever reports a commit. Any [`Sink`] works; the
+//! PostgreSQL one is [`Database`].
 //!
 //! Two batches in flight can hold the same (metric, time) only after a
-//! redelivery; then one waits for the other and takes the
+//! redelivery; in PostgreSQL one then waits for the other and takes the
 //! `ON CONFLICT` path, or PostgreSQL breaks a deadlock by failing one,
 //! which is retried.
 
@@ -25,6 +26,7 @@ use tokio_postgres::NoTls;
 
 use crate::error::IngestError;
 use crate::migrate::migrate_with;
+use crate::sink::{Sink, SinkWriter};
 use crate::writer::{DeadLetter, MetricInfo, Submission, Writer, Written};
 use shopfloor_mqtt::AbortOnDrop;
 
@@ -58,7 +60,7 @@ impl Database {
 /// Retry delays for the database: from 100 ms, doubling, at most 2 s, so a
 /// database back up is used within a few seconds.
 pub fn db_backoff(failures: u32) -> Duration {
-    Duration::from_millis(100).saturating_mul(1 << failures.min(5)).min(Duration::from_secs(2))
+    crate::sink::backoff(failures)
 }
 
 /// Connects and migrates, retrying with [`db_backoff`] until it works.
@@ -71,6 +73,34 @@ pub async fn connect(db: &Database) -> tokio_postgres::Client {
         }
         failures += 1;
         tokio::time::sleep(db_backoff(failures)).await;
+    }
+}
+
+/// PostgreSQL or TimescaleDB: one transaction per submission, committed
+/// before the ticket reports it.
+impl Sink for Database {
+    type Writer = Writer;
+
+    fn kind(&self) -> &'static str {
+        "PostgreSQL"
+    }
+
+    async fn connect(&self) -> Result<Writer, IngestError> {
+        Ok(self.writer(try_connect(self).await?))
+    }
+
+    async fn births(&self) -> Result<Vec<(String, Vec<u8>)>, IngestError> {
+        Writer::births(&try_connect(self).await?).await
+    }
+}
+
+impl SinkWriter for Writer {
+    async fn submit(&mut self, work: &Submission) -> Result<Written, IngestError> {
+        Self::submit(self, work).await
+    }
+
+    fn is_closed(&self) -> bool {
+        self.client().is_closed()
     }
 }
 
@@ -122,16 +152,16 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
-    /// Connects `connections` writers (at least one), migrating the schema
-    /// first; retries until the database answers.
-    pub async fn connect(db: &Database, connections: usize) -> Self {
+    /// Connects `connections` writers (at least one) to `sink`, making its
+    /// schema ready first; retries until the store answers.
+    pub async fn connect<S: Sink>(sink: &S, connections: usize) -> Self {
         let mut workers = Vec::new();
         let mut tasks = Vec::new();
         for _ in 0..connections.max(1) {
-            let client = connect(db).await;
+            let writer = crate::sink::connect(sink).await;
             // One job waiting per connection besides the one it writes.
             let (tx, rx) = mpsc::channel(1);
-            tasks.push(AbortOnDrop(tokio::spawn(work(db.writer(client), db.clone(), rx))));
+            tasks.push(AbortOnDrop(tokio::spawn(work(writer, sink.clone(), rx))));
             workers.push(tx);
         }
         Self { workers, tasks, next: 0 }
@@ -192,7 +222,7 @@ impl Pipeline {
     }
 }
 
-async fn work(mut writer: Writer, db: Database, mut jobs: mpsc::Receiver<Job>) {
+async fn work<S: Sink>(mut writer: S::Writer, sink: S, mut jobs: mpsc::Receiver<Job>) {
     while let Some(mut job) = jobs.recv().await {
         let mut failures = 0;
         let written = loop {
@@ -211,8 +241,8 @@ async fn work(mut writer: Writer, db: Database, mut jobs: mpsc::Receiver<Job>) {
                     failures += 1;
                     tracing::warn!("{e}; retrying");
                     tokio::time::sleep(db_backoff(failures)).await;
-                    if writer.client().is_closed() {
-                        writer = db.writer(connect(&db).await);
+                    if writer.is_closed() {
+                        writer = crate::sink::connect(&sink).await;
                     }
                 }
             }

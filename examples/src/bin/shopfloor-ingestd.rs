@@ -7,14 +7,14 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use serde::Deserialize;
-use shopfloor_ingest::{Ingest, IngestConfig, Input};
+use shopfloor_ingest::{InfluxApi, InfluxConfig, Ingest, IngestConfig, Input, Store};
 use shopfloor_mqtt::MqttSection;
 use shopfloor_mqtt::mapping::MappingSpec;
 use shopfloor_schemas::{TopicTemplate, topic};
 use shopfloor_sparkplug::HostConfig;
 
 const HELP: &str = "\
-shopfloor-ingestd: MQTT (plain topics and Sparkplug B) → PostgreSQL
+shopfloor-ingestd: MQTT (plain topics and Sparkplug B) → PostgreSQL or InfluxDB
 
 USAGE:
     shopfloor-ingestd --config FILE                 run until Ctrl-C / SIGTERM
@@ -46,6 +46,18 @@ THE FILE:
     [postgres]
     connection = \"host=127.0.0.1 user=shopfloor dbname=shopfloor\"
     # the password: PGPASSWORD-style in the string, or SHOPFLOOR_PG_PASSWORD
+
+    # …or, instead of [postgres], InfluxDB (line protocol over HTTP):
+    # [influxdb]
+    # url = \"http://127.0.0.1:8086\"
+    # database = \"shopfloor\"      # the 1.x /write API (2.x and 3.x keep it);
+    # retention_policy = \"autogen\" # made at start if missing
+    # username = \"ingest\"         # optional; the password from
+    # password_file = \"influx.pass\"  # a file, or SHOPFLOOR_INFLUX_PASSWORD
+    # org = \"plant\"               # …or the 2.x /api/v2/write API: org,
+    # bucket = \"shopfloor\"        # bucket and a token from token_file
+    # token_file = \"influx.token\" # or SHOPFLOOR_INFLUX_TOKEN
+    # measurement = \"readings\"
 
     [ingest]
     plain = true                  # shopfloor/{site}/{area}/{machine}/{sensor}
@@ -94,6 +106,78 @@ struct Pg {
     connection: String,
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Influx {
+    url: String,
+    database: Option<String>,
+    retention_policy: Option<String>,
+    username: Option<String>,
+    password_file: Option<std::path::PathBuf>,
+    org: Option<String>,
+    bucket: Option<String>,
+    token_file: Option<std::path::PathBuf>,
+    measurement: Option<String>,
+}
+
+/// A secret: the environment variable `env`, else the first line of
+/// `file` (relative to the config file's folder).
+fn secret(
+    path: &Path,
+    env: &str,
+    file: Option<&Path>,
+    key: &str,
+) -> anyhow::Result<Option<String>> {
+    if let Ok(v) = std::env::var(env) {
+        return Ok(Some(v));
+    }
+    let Some(f) = file else { return Ok(None) };
+    let p = shopfloor_mqtt::section::relative_to(path, f);
+    let text = std::fs::read_to_string(&p).with_context(|| {
+        format!("{}: influxdb.{key} {}: cannot read it", path.display(), p.display())
+    })?;
+    Ok(Some(text.lines().next().unwrap_or_default().to_owned()))
+}
+
+fn influx(path: &Path, i: Influx) -> anyhow::Result<InfluxConfig> {
+    let where_ = path.display();
+    let mut c = match (&i.database, &i.org, &i.bucket) {
+        (Some(db), None, None) => {
+            let mut c = InfluxConfig::v1(&i.url, db);
+            let password = secret(
+                path,
+                "SHOPFLOOR_INFLUX_PASSWORD",
+                i.password_file.as_deref(),
+                "password_file",
+            )?;
+            if let InfluxApi::V1 { retention_policy, credentials, .. } = &mut c.api {
+                retention_policy.clone_from(&i.retention_policy);
+                *credentials = match (i.username, password) {
+                    (Some(u), Some(p)) => Some((u, p)),
+                    (Some(u), None) => bail!(
+                        "{where_}: influxdb.username = {u:?} needs password_file (or SHOPFLOOR_INFLUX_PASSWORD)"
+                    ),
+                    (None, _) => None,
+                };
+            }
+            c
+        }
+        (None, Some(org), Some(bucket)) => {
+            let token = secret(path, "SHOPFLOOR_INFLUX_TOKEN", i.token_file.as_deref(), "token_file")?
+                .with_context(|| format!("{where_}: influxdb: the v2 API (org, bucket) needs token_file or SHOPFLOOR_INFLUX_TOKEN"))?;
+            InfluxConfig::v2(&i.url, org, bucket, token)
+        }
+        _ => bail!(
+            "{where_}: [influxdb] needs either database = \"…\" (the 1.x /write API) or org and bucket (the 2.x API), not both"
+        ),
+    };
+    if let Some(m) = i.measurement {
+        c.measurement = m;
+    }
+    c.check().map_err(|e| anyhow::anyhow!("{where_}: influxdb.{e}"))?;
+    Ok(c)
+}
+
 #[derive(Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct IngestSection {
@@ -136,6 +220,7 @@ struct File {
     mapping: Vec<MappingSpec>,
     mqtt: Option<MqttSection>,
     postgres: Option<Pg>,
+    influxdb: Option<Influx>,
     ingest: Option<IngestSection>,
     storage: Option<StorageSection>,
     #[serde(flatten)]
@@ -148,9 +233,16 @@ fn config(path: &Path) -> anyhow::Result<IngestConfig> {
     let mqtt = file
         .mqtt
         .with_context(|| format!("{where_}: no [mqtt] section; add host, port and client_id"))?;
-    let pg = file.postgres.with_context(|| {
-        format!("{where_}: no [postgres] section; add connection = \"host=… dbname=…\"")
-    })?;
+    let (pg, store) = match (file.postgres, file.influxdb) {
+        (Some(pg), None) => (pg, Store::Postgres),
+        (None, Some(i)) => (Pg { connection: String::new() }, Store::InfluxDb(influx(path, i)?)),
+        (Some(_), Some(_)) => bail!(
+            "{where_}: both [postgres] and [influxdb]: one ingest writes to one store (run one ingestd per store)"
+        ),
+        (None, None) => bail!(
+            "{where_}: no store: add [postgres] with connection = \"host=… dbname=…\" (or [influxdb])"
+        ),
+    };
     // With mappings alone, [ingest] may be left out (its defaults).
     let ing = match file.ingest {
         Some(i) => i,
@@ -167,6 +259,7 @@ fn config(path: &Path) -> anyhow::Result<IngestConfig> {
         format!("{where_}: [mqtt] has no client_id; give one that stays the same across restarts (the broker keeps the session by it)")
     })?;
     let mut c = IngestConfig::new(mqtt.host.clone(), mqtt.port, client_id, database);
+    c.store = store;
     // Mappings first: a device's own topic is more specific than a template.
     c.inputs = shopfloor_examples::mappings(&file.mapping, path)?;
     c.broker = mqtt.broker(path)?;
@@ -265,8 +358,12 @@ fn real_main() -> anyhow::Result<()> {
     let c = config(&path)?;
     metrics::listen_address(&path)?;
     if check {
+        let store = match &c.store {
+            Store::InfluxDb(i) => format!("InfluxDB at {}", i.url),
+            _ => "PostgreSQL".to_owned(),
+        };
         println!(
-            "{}: valid: {} inputs, {} {}:{} as {}",
+            "{}: valid: {} inputs, {} {}:{} as {}, into {store}",
             path.display(),
             c.inputs.len(),
             c.protocol,

@@ -56,7 +56,7 @@ pub struct Written {
 }
 
 /// A message that cannot be used, for `shopfloor.dead_letters`.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct DeadLetter {
     /// The MQTT topic.
     pub topic: String,
@@ -143,11 +143,16 @@ fn halves(rows: Vec<Batch>, deaths: Vec<Batch>) -> (Part, Part) {
 /// The dead letter of one reading PostgreSQL refused: the source as topic,
 /// the reading as a shopfloor JSON batch, PostgreSQL's message.
 fn refused_letter(b: &Batch, death: bool, e: &IngestError) -> DeadLetter {
+    refused_letter_for(b, death, &e.to_string())
+}
+
+/// The dead letter of readings a store refused for `reason`.
+pub(crate) fn refused_letter_for(b: &Batch, death: bool, reason: &str) -> DeadLetter {
     let payload = shopfloor_schemas::Codec::Json
         .encode_batch(b)
         .unwrap_or_else(|_| format!("{b:?}").into_bytes());
     let what = if death { "the stale row of a death" } else { "a reading" };
-    DeadLetter { topic: b.source.to_string(), payload, error: format!("{what} refused: {e}") }
+    DeadLetter { topic: b.source.to_string(), payload, error: format!("{what} refused: {reason}") }
 }
 
 /// Writes batches over one connection. Keeps the catalogue ids and the

@@ -5,8 +5,15 @@
 
 #![allow(dead_code, unreachable_pub)] // Each test file uses a part.
 
-use shopfloor_ingest::Storage;
-use shopfloor_testkit::Postgres;
+use std::time::Duration;
+
+use rumqttc::v5::mqttbytes::QoS;
+use rumqttc::v5::mqttbytes::v5::{Packet, PublishProperties};
+use rumqttc::v5::{AsyncClient, Event, MqttOptions};
+use shopfloor_ingest::{Ingest, IngestConfig, Storage};
+use shopfloor_schemas::{Batch, Codec, Reading, Timestamp};
+use shopfloor_testkit::{Mosquitto, Postgres};
+use tokio::time::{Instant, timeout};
 use tokio_postgres::Client;
 
 /// A server for `storage`; TimescaleDB is preloaded for
@@ -56,4 +63,96 @@ macro_rules! on_both_storages {
             )*
         }
     };
+}
+
+/// The first reading's time: 2026-11-27 00:00 UTC.
+pub const T0: u64 = 1_795_737_600_000;
+
+/// Persistence on, and room to queue every message for an absent ingest
+/// (Mosquitto's default drops QoS 1 messages past 1000 per offline client:
+/// a broker setting a deployment must raise, not an ingest loss).
+pub fn broker() -> Mosquitto {
+    Mosquitto::builder()
+        .persistence(true)
+        .autosave_interval(1)
+        .max_queued_messages(100_000)
+        .start()
+        .expect("start mosquitto")
+}
+
+/// Message `i`: one reading of sensor `s{i % 10}` at its own time, or (when
+/// `bad`) a payload that is no JSON batch.
+pub fn message(i: u64, bad: bool) -> (String, Vec<u8>) {
+    let topic = format!("shopfloor/plant1/press/m{}/s{}", i % 3, i % 10);
+    if bad {
+        return (topic, b"{\"readings\": [{\"metric\": 1".to_vec());
+    }
+    let b = Batch::new("ignored").with(Reading::new(
+        format!("s{}", i % 10),
+        Timestamp::from_unix_ms(T0 + i),
+        i as f64,
+    ));
+    (topic, Codec::Json.encode_batch(&b).unwrap())
+}
+
+/// Publishes messages `range` at QoS 1 and waits for every PUBACK; calls
+/// `midway` once, halfway.
+pub async fn publish(
+    broker: &Mosquitto,
+    range: std::ops::Range<u64>,
+    bad_every: u64,
+    mut midway: impl FnMut(),
+) {
+    let mut o =
+        MqttOptions::new(format!("publisher-{}", range.start), broker.host(), broker.port());
+    o.set_clean_start(false);
+    o.set_session_expiry_interval(Some(3600));
+    let (client, mut events) = AsyncClient::new(o, 100);
+    let range_start = range.start;
+    let half = range.start + (range.end - range.start) / 2;
+    let total = range.end - range.start;
+    let c = client.clone();
+    let sender = tokio::spawn(async move {
+        for i in range {
+            let (t, p) = message(i, bad_every > 0 && i % bad_every == 0);
+            let props = PublishProperties {
+                content_type: Some("application/json".into()),
+                ..Default::default()
+            };
+            c.publish_with_properties(t, QoS::AtLeastOnce, false, p, props).await.unwrap();
+        }
+    });
+    let mut acked = 0;
+    let mut called = false;
+    let done = timeout(Duration::from_secs(60), async {
+        while acked < total {
+            match events.poll().await {
+                Ok(Event::Incoming(Packet::PubAck(_))) => {
+                    acked += 1;
+                    if !called && acked >= half - range_start {
+                        called = true;
+                        midway();
+                    }
+                }
+                Ok(_) => {}
+                // The broker restarting: rumqttc resends unacked publishes.
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    })
+    .await;
+    assert!(done.is_ok(), "only {acked} of {total} publishes acknowledged within 60 s");
+    sender.await.unwrap();
+}
+
+/// Starts an ingest and waits until the broker confirmed its subscription
+/// (a session that does not exist yet holds nothing published before).
+pub async fn ingest(config: IngestConfig) -> Ingest {
+    let i = Ingest::spawn(config);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while i.stats().link.subscribed.load(std::sync::atomic::Ordering::Relaxed) == 0 {
+        assert!(Instant::now() < deadline, "the ingest did not subscribe within 20 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    i
 }
