@@ -170,6 +170,54 @@ async fn sigkill_mid_stream_then_restart_loses_and_duplicates_nothing() {
     assert!(status.success(), "{status:?}");
 }
 
+/// A file for `broker` with `store` as its store section.
+fn store_file(dir: &Path, name: &str, broker: &Mosquitto, store: &str) -> std::path::PathBuf {
+    let path = dir.join(name);
+    let text = format!(
+        "[mqtt]\nport = {}\nclient_id = \"ingest-{name}\"\n\n{store}\n[ingest]\nplain = true\nbatch_ms = 50\n",
+        broker.port()
+    );
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// `--check-config` on `path`: whether it passed, and what it printed.
+fn check(path: &Path) -> (bool, String) {
+    let out = Command::new(BIN).arg("--config").arg(path).arg("--check-config").output().unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), text)
+}
+
+/// Runs the daemon on `config` (which `--check-config` says goes `into`)
+/// and publishes the same ten readings (idempotent) until `count` says all
+/// ten are stored: until the daemon has subscribed, nothing reaches it.
+async fn daemon_stores_ten(broker: &Mosquitto, config: &Path, into: &str, count: impl Fn() -> i64) {
+    let (ok, text) = check(config);
+    assert!(ok && text.contains(into), "{text}");
+    let _daemon = start(config);
+    let (client, mut events) =
+        AsyncClient::new(MqttOptions::new("publisher-ten", broker.host(), broker.port()), 100);
+    let poll = tokio::spawn(async move { while events.poll().await.is_ok() {} });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while count() < 10 {
+        assert!(Instant::now() < deadline, "{} of 10 readings within 30 s", count());
+        for i in 0..10_u64 {
+            let b = Batch::new("x").with(Reading::new(
+                format!("s{i}"),
+                Timestamp::from_unix_ms(1_795_737_600_000 + i),
+                i as f64,
+            ));
+            let topic = format!("shopfloor/p/a/m1/s{i}");
+            let payload = Codec::Json.encode_batch(&b).unwrap();
+            client.publish(topic, QoS::AtLeastOnce, false, payload).await.unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert_eq!(count(), 10);
+    poll.abort();
+}
+
 /// The daemon pointed at InfluxDB by its file alone: `[influxdb]` instead
 /// of `[postgres]`. `--check-config` names the store and refuses what
 /// cannot work; the readings of a real run land as points.
@@ -178,80 +226,64 @@ async fn the_daemon_writes_to_influxdb_from_its_config() {
     let broker = Mosquitto::start().expect("start mosquitto");
     let influx = shopfloor_testkit::InfluxDb::start().expect("start influxdb");
     let dir = tempfile::tempdir().unwrap();
-    let write = |name: &str, store: &str| {
-        let path = dir.path().join(name);
-        std::fs::write(
-            &path,
-            format!(
-                "[mqtt]\nport = {}\nclient_id = \"ingest-i\"\n\n{store}\n[ingest]\nplain = true\nbatch_ms = 50\n",
-                broker.port()
-            ),
-        )
-        .unwrap();
-        path
-    };
-    let check = |path: &Path| {
-        let out =
-            Command::new(BIN).arg("--config").arg(path).arg("--check-config").output().unwrap();
+    let url = influx.url();
+    let refused = [
         (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into_owned()
-                + &String::from_utf8_lossy(&out.stderr),
-        )
-    };
-    let both = write(
-        "both.toml",
-        &format!(
-            "[postgres]\nconnection = \"host=x\"\n[influxdb]\nurl = \"{}\"\ndatabase = \"d\"\n",
-            influx.url()
+            format!(
+                "[postgres]\nconnection = \"host=x\"\n[influxdb]\nurl = \"{url}\"\ndatabase = \"d\"\n"
+            ),
+            "more than one of [postgres], [influxdb]",
         ),
-    );
-    let (ok, text) = check(&both);
-    assert!(!ok && text.contains("both [postgres] and [influxdb]"), "{text}");
-    let no_token = write(
-        "v2.toml",
-        &format!("[influxdb]\nurl = \"{}\"\norg = \"o\"\nbucket = \"b\"\n", influx.url()),
-    );
-    let (ok, text) = check(&no_token);
-    assert!(!ok && text.contains("token_file"), "{text}");
-    let tls = write("tls.toml", "[influxdb]\nurl = \"https://127.0.0.1:8086\"\ndatabase = \"d\"\n");
-    let (ok, text) = check(&tls);
-    assert!(!ok && text.contains("https is not supported"), "{text}");
-
-    let config = write(
+        (format!("[influxdb]\nurl = \"{url}\"\norg = \"o\"\nbucket = \"b\"\n"), "token_file"),
+        (
+            "[influxdb]\nurl = \"https://127.0.0.1:8086\"\ndatabase = \"d\"\n".into(),
+            "https is not supported",
+        ),
+        (format!("[influxdb]\nurl = \"{url}\"\n"), "needs either database"),
+    ];
+    for (k, (section, says)) in refused.iter().enumerate() {
+        let (ok, text) = check(&store_file(dir.path(), &format!("bad{k}.toml"), &broker, section));
+        assert!(!ok && text.contains(says), "{section}: {text}");
+    }
+    let config = store_file(
+        dir.path(),
         "ingest.toml",
-        &format!("[influxdb]\nurl = \"{}\"\ndatabase = \"plant\"\n", influx.url()),
+        &broker,
+        &format!("[influxdb]\nurl = \"{url}\"\ndatabase = \"plant\"\n"),
     );
-    let (ok, text) = check(&config);
-    assert!(ok && text.contains(&format!("into InfluxDB at {}", influx.url())), "{text}");
-    let _daemon = start(&config);
-    let (client, mut events) =
-        AsyncClient::new(MqttOptions::new("publisher-i", broker.host(), broker.port()), 100);
-    let poll = tokio::spawn(async move { while events.poll().await.is_ok() {} });
-    let count = || {
+    daemon_stores_ten(&broker, &config, &format!("into InfluxDB at {url}"), || {
         let body = influx.query("plant", "SELECT count(value) FROM readings").unwrap_or_default();
         let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
         v["results"][0]["series"][0]["values"][0][1].as_i64().unwrap_or(0)
-    };
-    // Until the daemon has subscribed, nothing reaches it: publish the same
-    // ten readings (idempotent points) until all ten are there.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while count() < 10 {
-        assert!(Instant::now() < deadline, "{} of 10 points within 30 s", count());
-        for i in 0..10_u64 {
-            let b = Batch::new("x").with(Reading::new(
-                format!("s{i}"),
-                Timestamp::from_unix_ms(1_795_737_600_000 + i),
-                i as f64,
-            ));
-            let topic = format!("shopfloor/p/a/m1/s{i}");
-            client
-                .publish(topic, QoS::AtLeastOnce, false, Codec::Json.encode_batch(&b).unwrap())
-                .await
-                .unwrap();
-        }
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
-    assert_eq!(count(), 10);
-    poll.abort();
+    })
+    .await;
+}
+
+/// The same with `[clickhouse]`: the schema is made at start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_writes_to_clickhouse_from_its_config() {
+    let broker = Mosquitto::start().expect("start mosquitto");
+    let ch = shopfloor_testkit::ClickHouse::start().expect("start clickhouse");
+    let dir = tempfile::tempdir().unwrap();
+    let url = ch.url();
+    let (ok, text) = check(&store_file(
+        dir.path(),
+        "bad.toml",
+        &broker,
+        &format!("[clickhouse]\nurl = \"{url}\"\ndatabase = \"a-b\"\n"),
+    ));
+    assert!(!ok && text.contains("letters, digits and _"), "{text}");
+    let config = store_file(
+        dir.path(),
+        "ingest.toml",
+        &broker,
+        &format!("[clickhouse]\nurl = \"{url}\"\ndatabase = \"plant\"\n"),
+    );
+    daemon_stores_ten(&broker, &config, &format!("into ClickHouse at {url}"), || {
+        ch.query("SELECT count() FROM plant.readings FINAL")
+            .ok()
+            .and_then(|t| t.trim().parse().ok())
+            .unwrap_or(0)
+    })
+    .await;
 }

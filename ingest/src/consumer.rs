@@ -35,6 +35,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::check::TimeWindow;
+use crate::clickhouse::ClickHouseSink;
 use crate::error::IngestError;
 use crate::gate::{Gate, GateConfig};
 use crate::influx::InfluxSink;
@@ -79,7 +80,7 @@ pub struct IngestConfig {
     /// PostgreSQL connection string (for [`Store::Postgres`]).
     pub database: String,
     /// Where readings go: PostgreSQL/TimescaleDB at `database` (the
-    /// default), or InfluxDB. The storage options below (`timescaledb`,
+    /// default), InfluxDB or ClickHouse. The storage options below (`timescaledb`,
     /// `retention`, `maintain_every`, `max_catalogue_metrics`) are
     /// PostgreSQL's.
     pub store: Store,
@@ -527,6 +528,10 @@ async fn run(
         Store::InfluxDb(c) => {
             run_with(config, InfluxSink::new(c), None::<std::future::Pending<()>>, stop, stats)
                 .await
+        }
+        Store::ClickHouse(c) => {
+            let sink = ClickHouseSink::new(c);
+            run_with(config, sink, None::<std::future::Pending<()>>, stop, stats).await
         }
     }
 }

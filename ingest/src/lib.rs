@@ -3,10 +3,12 @@
 #![deny(missing_docs)]
 
 pub mod check;
+pub mod clickhouse;
 pub mod consumer;
 pub mod copy;
 mod error;
 pub mod gate;
+pub mod http;
 pub mod influx;
 pub mod maintain;
 pub mod migrate;
@@ -15,6 +17,7 @@ pub mod sink;
 pub mod writer;
 
 pub use check::TimeWindow;
+pub use clickhouse::{ClickHouseConfig, ClickHouseSink};
 pub use consumer::{Ingest, IngestConfig, Input, Stats};
 pub use error::{IngestError, pg_message};
 pub use influx::{InfluxApi, InfluxConfig, InfluxSink};

@@ -26,7 +26,8 @@ use crate::writer::{Submission, Written};
 
 /// A store the ingest can write to: PostgreSQL/TimescaleDB
 /// ([`Database`](crate::Database)), InfluxDB ([`InfluxSink`](crate::influx::InfluxSink)),
-/// ClickHouse. Cloned into each writing task.
+/// ClickHouse ([`ClickHouseSink`](crate::clickhouse::ClickHouseSink)). Cloned into each
+/// writing task.
 pub trait Sink: Clone + Send + Sync + 'static {
     /// One connection's writer.
     type Writer: SinkWriter;
@@ -107,4 +108,6 @@ pub enum Store {
     Postgres,
     /// InfluxDB over HTTP ([`InfluxSink`](crate::influx::InfluxSink)).
     InfluxDb(crate::influx::InfluxConfig),
+    /// ClickHouse over HTTP ([`ClickHouseSink`](crate::clickhouse::ClickHouseSink)).
+    ClickHouse(crate::clickhouse::ClickHouseConfig),
 }

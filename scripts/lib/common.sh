@@ -10,7 +10,7 @@ die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 # Debian packages each script needs. `postgresql` brings initdb and postgres
 # under /usr/lib/postgresql/<version>/bin; `mosquitto` the broker and
 # mosquitto_passwd; `openssl` makes the certificates (examples/deploy/make-certs).
-PACKAGES_TEST=(mosquitto postgresql socat prometheus-alertmanager openssl chromium influxdb)
+PACKAGES_TEST=(mosquitto postgresql socat prometheus-alertmanager openssl chromium influxdb clickhouse-server)
 PYTHON_REQUIREMENTS="$ROOT/testkit/python/requirements.txt"
 PACKAGES_DEMO=(mosquitto postgresql prometheus-alertmanager openssl)
 # The crates published on crates.io, in dependency order.

@@ -129,7 +129,8 @@ impl InfluxDb {
     /// Runs an InfluxQL query on `database` (`GET /query`, times as Unix
     /// ms); the JSON answer as text.
     pub fn query(&self, database: &str, q: &str) -> Result<String, Error> {
-        let path = format!("/query?epoch=ms&db={}&q={}", percent(database), percent(q));
+        let path =
+            format!("/query?epoch=ms&db={}&q={}", crate::percent(database), crate::percent(q));
         let (status, body) = crate::http_get(SocketAddr::from(([127, 0, 0, 1], self.port)), &path)
             .map_err(Error::io("GET /query"))?;
         if status != 200 {
@@ -163,19 +164,6 @@ impl InfluxDb {
     pub fn log(&self) -> String {
         process::log_since(&self.log_path, 0)
     }
-}
-
-/// Percent-encodes everything but unreserved characters.
-fn percent(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() * 3);
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 impl Drop for InfluxDb {

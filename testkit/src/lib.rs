@@ -5,6 +5,7 @@ mod alertmanager;
 mod alloc;
 mod amqtt;
 mod chromium;
+mod clickhouse;
 mod error;
 mod fixtures;
 mod fuzz;
@@ -23,6 +24,7 @@ pub use alertmanager::Alertmanager;
 pub use alloc::{Counting, live_heap};
 pub use amqtt::Amqtt;
 pub use chromium::Chromium;
+pub use clickhouse::ClickHouse;
 pub use error::Error;
 pub use fixtures::{ExpectedReading, MappingShape, mapping_fixtures, mapping_shapes};
 pub use fuzz::replay_fuzz_inputs;
@@ -68,6 +70,20 @@ pub fn http_get(addr: std::net::SocketAddr, path: &str) -> std::io::Result<(u16,
     let status = text.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
     let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_owned();
     Ok((status, body))
+}
+
+/// Percent-encodes everything but unreserved characters (a query
+/// string's value).
+pub(crate) fn percent(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() * 3);
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 /// Scrapes `GET /metrics` on `addr` until the page satisfies `want`, at

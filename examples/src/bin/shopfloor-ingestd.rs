@@ -7,14 +7,16 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use serde::Deserialize;
-use shopfloor_ingest::{InfluxApi, InfluxConfig, Ingest, IngestConfig, Input, Store};
+use shopfloor_ingest::{
+    ClickHouseConfig, InfluxApi, InfluxConfig, Ingest, IngestConfig, Input, Store,
+};
 use shopfloor_mqtt::MqttSection;
 use shopfloor_mqtt::mapping::MappingSpec;
 use shopfloor_schemas::{TopicTemplate, topic};
 use shopfloor_sparkplug::HostConfig;
 
 const HELP: &str = "\
-shopfloor-ingestd: MQTT (plain topics and Sparkplug B) → PostgreSQL or InfluxDB
+shopfloor-ingestd: MQTT (plain topics and Sparkplug B) → PostgreSQL, InfluxDB or ClickHouse
 
 USAGE:
     shopfloor-ingestd --config FILE                 run until Ctrl-C / SIGTERM
@@ -58,6 +60,13 @@ THE FILE:
     # bucket = \"shopfloor\"        # bucket and a token from token_file
     # token_file = \"influx.token\" # or SHOPFLOOR_INFLUX_TOKEN
     # measurement = \"readings\"
+
+    # …or ClickHouse (its HTTP interface; the schema is made at start):
+    # [clickhouse]
+    # url = \"http://127.0.0.1:8123\"
+    # database = \"shopfloor\"
+    # username = \"ingest\"         # optional; the password from
+    # password_file = \"ch.pass\"   # a file, or SHOPFLOOR_CLICKHOUSE_PASSWORD
 
     [ingest]
     plain = true                  # shopfloor/{site}/{area}/{machine}/{sensor}
@@ -163,7 +172,7 @@ fn influx(path: &Path, i: Influx) -> anyhow::Result<InfluxConfig> {
             c
         }
         (None, Some(org), Some(bucket)) => {
-            let token = secret(path, "SHOPFLOOR_INFLUX_TOKEN", i.token_file.as_deref(), "token_file")?
+            let token = secret(path, "SHOPFLOOR_INFLUX_TOKEN", i.token_file.as_deref(), "influxdb.token_file")?
                 .with_context(|| format!("{where_}: influxdb: the v2 API (org, bucket) needs token_file or SHOPFLOOR_INFLUX_TOKEN"))?;
             InfluxConfig::v2(&i.url, org, bucket, token)
         }
@@ -175,6 +184,33 @@ fn influx(path: &Path, i: Influx) -> anyhow::Result<InfluxConfig> {
         c.measurement = m;
     }
     c.check().map_err(|e| anyhow::anyhow!("{where_}: influxdb.{e}"))?;
+    Ok(c)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClickHouse {
+    url: String,
+    database: Option<String>,
+    username: Option<String>,
+    password_file: Option<std::path::PathBuf>,
+}
+
+fn clickhouse(path: &Path, ch: ClickHouse) -> anyhow::Result<ClickHouseConfig> {
+    let where_ = path.display();
+    let mut c = ClickHouseConfig::new(ch.url, ch.database.unwrap_or_else(|| "shopfloor".into()));
+    let password = secret(
+        path,
+        "SHOPFLOOR_CLICKHOUSE_PASSWORD",
+        ch.password_file.as_deref(),
+        "clickhouse.password_file",
+    )?;
+    c.credentials = match (ch.username, password) {
+        (Some(u), p) => Some((u, p.unwrap_or_default())),
+        (None, Some(_)) => bail!("{where_}: clickhouse: a password without username"),
+        (None, None) => None,
+    };
+    c.check().map_err(|e| anyhow::anyhow!("{where_}: clickhouse.{e}"))?;
     Ok(c)
 }
 
@@ -221,6 +257,7 @@ struct File {
     mqtt: Option<MqttSection>,
     postgres: Option<Pg>,
     influxdb: Option<Influx>,
+    clickhouse: Option<ClickHouse>,
     ingest: Option<IngestSection>,
     storage: Option<StorageSection>,
     #[serde(flatten)]
@@ -233,14 +270,20 @@ fn config(path: &Path) -> anyhow::Result<IngestConfig> {
     let mqtt = file
         .mqtt
         .with_context(|| format!("{where_}: no [mqtt] section; add host, port and client_id"))?;
-    let (pg, store) = match (file.postgres, file.influxdb) {
-        (Some(pg), None) => (pg, Store::Postgres),
-        (None, Some(i)) => (Pg { connection: String::new() }, Store::InfluxDb(influx(path, i)?)),
-        (Some(_), Some(_)) => bail!(
-            "{where_}: both [postgres] and [influxdb]: one ingest writes to one store (run one ingestd per store)"
-        ),
-        (None, None) => bail!(
-            "{where_}: no store: add [postgres] with connection = \"host=… dbname=…\" (or [influxdb])"
+    let stores = [file.postgres.is_some(), file.influxdb.is_some(), file.clickhouse.is_some()];
+    if stores.iter().filter(|s| **s).count() > 1 {
+        bail!(
+            "{where_}: more than one of [postgres], [influxdb] and [clickhouse]: one ingest writes to one store (run one ingestd per store)"
+        );
+    }
+    let (pg, store) = match (file.postgres, file.influxdb, file.clickhouse) {
+        (Some(pg), ..) => (pg, Store::Postgres),
+        (_, Some(i), _) => (Pg { connection: String::new() }, Store::InfluxDb(influx(path, i)?)),
+        (.., Some(c)) => {
+            (Pg { connection: String::new() }, Store::ClickHouse(clickhouse(path, c)?))
+        }
+        _ => bail!(
+            "{where_}: no store: add [postgres] with connection = \"host=… dbname=…\" (or [influxdb], or [clickhouse])"
         ),
     };
     // With mappings alone, [ingest] may be left out (its defaults).
@@ -360,6 +403,7 @@ fn real_main() -> anyhow::Result<()> {
     if check {
         let store = match &c.store {
             Store::InfluxDb(i) => format!("InfluxDB at {}", i.url),
+            Store::ClickHouse(c) => format!("ClickHouse at {}", c.url),
             _ => "PostgreSQL".to_owned(),
         };
         println!(

@@ -1,4 +1,4 @@
-//! InfluxDB line protocol, sans-IO: a [`Submission`] in, request bodies
+//! InfluxDB line protocol, sans-IO: a [`Submission`](crate::Submission) in, request bodies
 //! out, each line remembering what it came from so that a line the server
 //! refuses can be dead-lettered alone.
 //!
@@ -23,6 +23,7 @@ use base64::Engine as _;
 use shopfloor_schemas::{Batch, Reading};
 
 use crate::copy::{RowError, Stored, quality_code, stored};
+pub use crate::http::{Lines, Origin};
 use crate::writer::{DeadLetter, MetricInfo};
 
 /// Longest string field sent: InfluxDB 1.8 and later refuse longer ones.
@@ -34,69 +35,6 @@ pub const MAX_MS: u64 = 9_223_372_036_854;
 
 /// Raw payload bytes a dead letter keeps: its base64 fits [`MAX_STRING`].
 pub const DEAD_LETTER_PAYLOAD: usize = MAX_STRING / 4 * 3;
-
-/// What a line was made from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Origin {
-    /// `batches[batch].readings[reading]`, or of `deaths` when `death`.
-    Reading {
-        /// Index of the batch.
-        batch: usize,
-        /// Index of the reading in it.
-        reading: usize,
-        /// From the deaths' stale rows.
-        death: bool,
-    },
-    /// Part of a Sparkplug birth.
-    Birth,
-    /// A catalogue entry.
-    Metric,
-    /// A dead letter.
-    DeadLetter,
-}
-
-/// Lines, and where each ends and comes from.
-#[derive(Debug, Default)]
-pub struct Lines {
-    buf: Vec<u8>,
-    lines: Vec<(usize, Origin)>,
-}
-
-impl Lines {
-    /// Number of lines.
-    pub fn len(&self) -> usize {
-        self.lines.len()
-    }
-
-    /// Whether there are none.
-    pub fn is_empty(&self) -> bool {
-        self.lines.is_empty()
-    }
-
-    /// The body of lines `range` (each ends with `\n`).
-    pub fn body(&self, range: std::ops::Range<usize>) -> &[u8] {
-        if range.is_empty() {
-            return &[];
-        }
-        let start = if range.start == 0 { 0 } else { self.lines[range.start - 1].0 };
-        &self.buf[start..self.lines[range.end - 1].0]
-    }
-
-    /// What line `i` came from.
-    pub fn origin(&self, i: usize) -> Origin {
-        self.lines[i].1
-    }
-
-    /// Lines counted by origin: readings.
-    pub fn readings(&self) -> u64 {
-        self.lines.iter().filter(|(_, o)| matches!(o, Origin::Reading { .. })).count() as u64
-    }
-
-    fn end(&mut self, origin: Origin) {
-        self.buf.push(b'\n');
-        self.lines.push((self.buf.len(), origin));
-    }
-}
 
 /// Why a name cannot be a tag value, if it cannot.
 pub fn tag_error(what: &'static str, name: &str) -> Option<RowError> {
@@ -334,18 +272,6 @@ pub fn encode_dead_letters(lines: &mut Lines, dead: &[DeadLetter], first_ns: u64
         out.extend_from_slice(first_ns.saturating_add(k as u64).to_string().as_bytes());
         lines.end(Origin::DeadLetter);
     }
-}
-
-/// A reading of `batches` (or `deaths`) by its [`Origin`].
-pub fn reading_at<'a>(
-    batches: &'a [Batch],
-    deaths: &'a [Batch],
-    batch: usize,
-    reading: usize,
-    death: bool,
-) -> Option<(&'a Batch, &'a Reading)> {
-    let b = if death { deaths.get(batch)? } else { batches.get(batch)? };
-    Some((b, b.readings.get(reading)?))
 }
 
 #[cfg(test)]

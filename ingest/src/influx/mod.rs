@@ -8,7 +8,7 @@
 //! - [`InfluxApi::V2`]: `POST /api/v2/write?org=…&bucket=…&precision=ms`
 //!   with `Authorization: Token …` (2.x, 3.x). The bucket must exist.
 //!
-//! The schema is in [`line`]. Delivery, in the terms of
+//! The schema is in [`mod@line`]. Delivery, in the terms of
 //! [`crate::sink`]: a write is acknowledged once InfluxDB answered 204,
 //! after its WAL took the points. A point is keyed by measurement, tags
 //! (source, metric) and time, so a redelivered reading writes the same
@@ -29,16 +29,15 @@
 
 pub mod line;
 
-use std::hash::{Hash as _, Hasher as _};
 use std::sync::Arc;
 use std::time::Duration;
 
 use http::{Method, Request};
 
 use crate::error::IngestError;
-use crate::sink::{Sink, SinkWriter};
-use crate::writer::{DeadLetter, Rejected, Submission, Written};
-use line::{Lines, Origin};
+use crate::http::{Answer, Dialect, Encoded, HttpStore, HttpWriter, Lines, Origin};
+use crate::sink::Sink;
+use crate::writer::{DeadLetter, Submission};
 
 const STORE: &str = "InfluxDB";
 
@@ -232,24 +231,6 @@ impl InfluxConfig {
     }
 }
 
-/// What an answer means for the lines sent.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Answer {
-    /// Written (204, or 200).
-    Written,
-    /// 400: some line is refused, with the server's message.
-    Refused(String),
-    /// 413: the body is too large; send less at once.
-    TooLarge,
-    /// Anything else: retry later.
-    Failed {
-        /// The status.
-        status: u16,
-        /// The server's message, with a hint where one helps.
-        message: String,
-    },
-}
-
 /// The server's own message in an error body: 1.x `{"error": …}`, 2.x
 /// `{"code": …, "message": …}`, else the text itself.
 pub fn server_message(body: &str) -> String {
@@ -342,63 +323,83 @@ pub fn parse_births(body: &str) -> Result<Vec<(String, Vec<u8>)>, String> {
 /// The query [`parse_births`] reads.
 pub const BIRTHS_QUERY: &str = "SELECT last(payload) AS payload, last(parts) AS parts, last(received) AS received FROM sparkplug_births GROUP BY topic, part";
 
-/// Writes to InfluxDB. Cheap to clone (one HTTP agent, its connections
-/// pooled).
-#[derive(Clone)]
-pub struct InfluxSink {
-    config: Arc<InfluxConfig>,
-    agent: ureq::Agent,
+/// The two kinds of write: readings, births and descriptions at ms
+/// precision; dead letters at ns, so that each has a time of its own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Precision {
+    /// Milliseconds.
+    Ms,
+    /// Nanoseconds.
+    Ns,
 }
 
-impl std::fmt::Debug for InfluxSink {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("InfluxSink").field("url", &self.config.url).finish_non_exhaustive()
+impl Dialect for InfluxConfig {
+    type Table = Precision;
+    const STORE: &'static str = STORE;
+
+    fn encode(&self, work: &Submission, now_ms: u64) -> Encoded<Precision> {
+        let mut lines = Lines::default();
+        line::encode_births(&mut lines, &work.births, now_ms);
+        line::encode_metrics(&mut lines, &work.metrics);
+        let mut refused = Vec::new();
+        for (batches, death) in [(&work.batches, false), (&work.deaths, true)] {
+            for (batch, reading, e) in
+                line::encode_readings(&mut lines, &self.measurement, batches, death)
+            {
+                refused.push((Origin::Reading { batch, reading, death }, e));
+            }
+        }
+        Encoded { parts: vec![(Precision::Ms, lines)], refused }
+    }
+
+    fn dead_letters(&self, dead: &[DeadLetter], first_ns: u64) -> (Precision, Lines) {
+        let mut lines = Lines::default();
+        line::encode_dead_letters(&mut lines, dead, first_ns);
+        (Precision::Ns, lines)
+    }
+
+    fn write_request(&self, table: Precision, body: Vec<u8>) -> Result<Request<Vec<u8>>, String> {
+        let precision = match table {
+            Precision::Ms => "ms",
+            Precision::Ns => "ns",
+        };
+        Self::write_request(self, precision, body)
+    }
+
+    fn answer(&self, status: u16, body: &str) -> Answer {
+        answer(status, body)
+    }
+
+    fn database(&self) -> &str {
+        Self::database(self)
+    }
+
+    fn max_body(&self) -> usize {
+        self.max_body
     }
 }
+
+/// Writes to InfluxDB. Cheap to clone (one HTTP agent, its connections
+/// pooled).
+#[derive(Clone, Debug)]
+pub struct InfluxSink {
+    config: Arc<InfluxConfig>,
+    http: HttpStore,
+}
+
+/// One writer of an [`InfluxSink`].
+pub type InfluxWriter = HttpWriter<InfluxConfig>;
 
 impl InfluxSink {
     /// A sink for `config` (nothing is sent until [`Sink::connect`]).
     pub fn new(config: InfluxConfig) -> Self {
-        let agent = ureq::Agent::config_builder()
-            .timeout_global(Some(config.timeout))
-            .http_status_as_error(false)
-            .build()
-            .into();
-        Self { config: Arc::new(config), agent }
+        let http = HttpStore::new(STORE, &config.url, config.timeout);
+        Self { config: Arc::new(config), http }
     }
 
     /// The configuration.
     pub fn config(&self) -> &InfluxConfig {
         &self.config
-    }
-
-    /// Sends `request`; the status and body of the answer.
-    async fn run(
-        &self,
-        request: Result<Request<Vec<u8>>, String>,
-        what: &str,
-    ) -> Result<(u16, String), IngestError> {
-        let fail = |status, message| IngestError::Http {
-            store: STORE,
-            what: what.to_owned(),
-            status,
-            message,
-        };
-        let request = request.map_err(|e| fail(None, e))?;
-        let agent = self.agent.clone();
-        let done = tokio::task::spawn_blocking(move || -> Result<(u16, String), ureq::Error> {
-            let mut r = agent.run(request)?;
-            let status = r.status().as_u16();
-            let body =
-                r.body_mut().with_config().limit(1 << 20).read_to_string().unwrap_or_default();
-            Ok((status, body))
-        })
-        .await;
-        match done {
-            Ok(Ok(answer)) => Ok(answer),
-            Ok(Err(e)) => Err(fail(None, format!("{} ({})", e, self.config.url))),
-            Err(e) => Err(fail(None, e.to_string())),
-        }
     }
 }
 
@@ -410,17 +411,10 @@ impl Sink for InfluxSink {
     }
 
     async fn connect(&self) -> Result<InfluxWriter, IngestError> {
-        let (status, body) = self.run(self.config.ping_request(), "reach the server").await?;
-        if !(200..300).contains(&status) {
-            return Err(IngestError::Http {
-                store: STORE,
-                what: format!("reach the server at {}", self.config.url),
-                status: Some(status),
-                message: server_message(&body),
-            });
-        }
+        let what = format!("reach the server at {}", self.config.url);
+        self.http.run_ok(self.config.ping_request(), &what, server_message).await?;
         if let Some(create) = self.config.create_request() {
-            let (status, body) = self.run(create, "create the database").await?;
+            let (status, body) = self.http.run(create, "create the database").await?;
             if !(200..300).contains(&status) || body.contains("\"error\"") {
                 tracing::warn!(
                     database = self.config.database(),
@@ -429,188 +423,19 @@ impl Sink for InfluxSink {
                 );
             }
         }
-        Ok(InfluxWriter { sink: self.clone(), closed: false, dead_stamp: None })
+        Ok(HttpWriter::new(Arc::clone(&self.config), self.http.clone()))
     }
 
     async fn births(&self) -> Result<Vec<(String, Vec<u8>)>, IngestError> {
-        let (status, body) = self
-            .run(self.config.query_request(BIRTHS_QUERY), "read the kept Sparkplug births")
-            .await?;
-        let fail = |message| IngestError::Http {
+        let what = "read the kept Sparkplug births";
+        let body =
+            self.http.run_ok(self.config.query_request(BIRTHS_QUERY), what, server_message).await?;
+        parse_births(&body).map_err(|message| IngestError::Http {
             store: STORE,
-            what: "read the kept Sparkplug births".into(),
-            status: Some(status),
+            what: what.into(),
+            status: Some(200),
             message,
-        };
-        if !(200..300).contains(&status) {
-            return Err(fail(server_message(&body)));
-        }
-        parse_births(&body).map_err(fail)
-    }
-}
-
-/// One writer of an [`InfluxSink`].
-#[derive(Debug)]
-pub struct InfluxWriter {
-    sink: InfluxSink,
-    closed: bool,
-    /// The dead letters last written (a fingerprint) and their first time:
-    /// a retried submission writes them at the same times, so none doubles.
-    dead_stamp: Option<(u64, u64)>,
-}
-
-fn now_ns() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
-}
-
-fn fingerprint(dead: &[DeadLetter]) -> u64 {
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    dead.hash(&mut h);
-    h.finish()
-}
-
-impl InfluxWriter {
-    /// Sends `lines` at `precision` in requests of at most `max_body`
-    /// bytes; a request refused with 400 is halved down to the lines at
-    /// fault. Returns those lines with the server's message.
-    async fn send(
-        &mut self,
-        lines: &Lines,
-        precision: &str,
-    ) -> Result<Vec<(usize, String)>, IngestError> {
-        let max = self.sink.config.max_body.max(1);
-        let mut refused = Vec::new();
-        // Ranges to send, last first.
-        let mut todo: Vec<std::ops::Range<usize>> = Vec::new();
-        let (mut start, mut bytes) = (0, 0);
-        for i in 0..lines.len() {
-            let n = lines.body(i..i + 1).len();
-            if i > start && bytes + n > max {
-                todo.push(start..i);
-                (start, bytes) = (i, 0);
-            }
-            bytes += n;
-        }
-        if start < lines.len() {
-            todo.push(start..lines.len());
-        }
-        todo.reverse();
-        while let Some(range) = todo.pop() {
-            let body = lines.body(range.clone()).to_vec();
-            let (status, text) = self
-                .sink
-                .run(self.sink.config.write_request(precision, body), "write")
-                .await
-                .inspect_err(|_| {
-                    self.closed = true;
-                })?;
-            match answer(status, &text) {
-                Answer::Written => {}
-                Answer::Refused(m) if range.len() == 1 => refused.push((range.start, m)),
-                Answer::TooLarge if range.len() == 1 => refused.push((
-                    range.start,
-                    "the line alone is larger than the server takes (413 Request Entity Too Large)"
-                        .into(),
-                )),
-                Answer::Refused(_) | Answer::TooLarge => {
-                    let mid = range.start + range.len() / 2;
-                    todo.push(mid..range.end);
-                    todo.push(range.start..mid);
-                }
-                Answer::Failed { status, message } => {
-                    // A missing database is made again at the next connect.
-                    self.closed |= status == 404;
-                    return Err(IngestError::Http {
-                        store: STORE,
-                        what: format!("write to {}", self.sink.config.database()),
-                        status: Some(status),
-                        message,
-                    });
-                }
-            }
-        }
-        Ok(refused)
-    }
-}
-
-impl SinkWriter for InfluxWriter {
-    async fn submit(&mut self, work: &Submission) -> Result<Written, IngestError> {
-        let now = now_ns();
-        let config = Arc::clone(&self.sink.config);
-        let mut lines = Lines::default();
-        line::encode_births(&mut lines, &work.births, now / 1_000_000);
-        line::encode_metrics(&mut lines, &work.metrics);
-        let mut rejected = Vec::new();
-        let mut reject =
-            |b: &shopfloor_schemas::Batch, r: &shopfloor_schemas::Reading, death: bool, error| {
-                rejected.push((
-                    Rejected { source: b.source.to_string(), metric: r.metric.to_string(), error },
-                    b.source.to_string(),
-                    r.clone(),
-                    death,
-                ));
-            };
-        for death in [false, true] {
-            let batches = if death { &work.deaths } else { &work.batches };
-            for (bi, ri, e) in
-                line::encode_readings(&mut lines, &config.measurement, batches, death)
-            {
-                reject(&batches[bi], &batches[bi].readings[ri], death, e);
-            }
-        }
-        let mut rows = lines.readings();
-        for (i, message) in self.send(&lines, "ms").await? {
-            match lines.origin(i) {
-                Origin::Reading { batch, reading, death } => {
-                    if let Some((b, r)) =
-                        line::reading_at(&work.batches, &work.deaths, batch, reading, death)
-                    {
-                        rows -= 1;
-                        reject(
-                            b,
-                            r,
-                            death,
-                            crate::copy::RowError::Refused { store: STORE, reason: message },
-                        );
-                    }
-                }
-                other => tracing::warn!("InfluxDB refused a line ({other:?}): {message}"),
-            }
-        }
-        let mut dead = work.dead.clone();
-        for (r, source, reading, death) in &rejected {
-            let b = shopfloor_schemas::Batch::new(source.as_str()).with(reading.clone());
-            dead.push(crate::writer::refused_letter_for(&b, *death, &r.error.to_string()));
-        }
-        let mut written = Written {
-            rows,
-            duplicates: 0,
-            rejected: rejected.into_iter().map(|r| r.0).collect(),
-            dead_letters: 0,
-        };
-        if !dead.is_empty() {
-            let fp = fingerprint(&dead);
-            let first = match self.dead_stamp {
-                Some((f, t)) if f == fp => t,
-                Some((_, t)) => now.max(t.saturating_add(dead.len() as u64 + 1)),
-                None => now,
-            };
-            self.dead_stamp = Some((fp, first));
-            let mut letters = Lines::default();
-            line::encode_dead_letters(&mut letters, &dead, first);
-            let lost = self.send(&letters, "ns").await?;
-            for (_, m) in &lost {
-                tracing::warn!("InfluxDB refused a dead letter: {m}");
-            }
-            written.dead_letters = (dead.len() - lost.len()) as u64;
-        }
-        Ok(written)
-    }
-
-    fn is_closed(&self) -> bool {
-        self.closed
+        })
     }
 }
 

@@ -156,3 +156,15 @@ pub async fn ingest(config: IngestConfig) -> Ingest {
     }
     i
 }
+
+/// Publishes one message at QoS 1 and waits for its PUBACK.
+pub async fn publish_one(broker: &Mosquitto, topic: &str, payload: Vec<u8>) {
+    let (client, mut events) =
+        AsyncClient::new(MqttOptions::new("one-publisher", broker.host(), broker.port()), 10);
+    client.publish(topic, QoS::AtLeastOnce, false, payload).await.unwrap();
+    timeout(Duration::from_secs(20), async {
+        while !matches!(events.poll().await, Ok(Event::Incoming(Packet::PubAck(_)))) {}
+    })
+    .await
+    .expect("a PUBACK within 20 s");
+}
