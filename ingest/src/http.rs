@@ -251,6 +251,23 @@ fn now_ns() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }
 
+/// The last dead-letter stamp handed out in this process.
+static LAST_STAMP: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// `n` consecutive nanosecond stamps from `now` on, after every stamp
+/// handed out before in this process: the pipeline's writers submit at
+/// the same moment, and two dead letters with one stamp would be one
+/// (InfluxDB overwrites the point, ClickHouse merges the rows).
+fn reserve_stamps(now: u64, n: u64) -> u64 {
+    use std::sync::atomic::Ordering::Relaxed;
+    let mut first = now;
+    let _ = LAST_STAMP.fetch_update(Relaxed, Relaxed, |last| {
+        first = now.max(last.saturating_add(1));
+        Some(first.saturating_add(n.saturating_sub(1)))
+    });
+    first
+}
+
 fn fingerprint(dead: &[DeadLetter]) -> u64 {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     dead.hash(&mut h);
@@ -263,8 +280,9 @@ pub struct HttpWriter<D> {
     dialect: Arc<D>,
     http: HttpStore,
     closed: bool,
-    /// The dead letters last written (a fingerprint) and their first time:
-    /// a retried submission writes them at the same times, so none doubles.
+    /// The dead letters of a submission that failed (a fingerprint) and
+    /// their first time: its retry on this writer writes them at the same
+    /// times, so none doubles.
     dead_stamp: Option<(u64, u64)>,
 }
 
@@ -357,8 +375,7 @@ impl<D: Dialect> SinkWriter for HttpWriter<D> {
             let fp = fingerprint(&dead);
             let first = match self.dead_stamp {
                 Some((f, t)) if f == fp => t,
-                Some((_, t)) => now.max(t.saturating_add(dead.len() as u64 + 1)),
-                None => now,
+                _ => reserve_stamps(now, dead.len() as u64),
             };
             self.dead_stamp = Some((fp, first));
             let (table, letters) = self.dialect.dead_letters(&dead, first);
@@ -368,10 +385,42 @@ impl<D: Dialect> SinkWriter for HttpWriter<D> {
             }
             written.dead_letters = (dead.len() - lost.len()) as u64;
         }
+        // Written: the next submission's dead letters are new ones, even
+        // when they are equal to these (the same malformed message again).
+        self.dead_stamp = None;
         Ok(written)
     }
 
     fn is_closed(&self) -> bool {
         self.closed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunks_hold_whole_rows_up_to_the_limit() {
+        let mut l = Lines::default();
+        for row in ["aaaa", "bb", "cccccccc", "d"] {
+            l.buf.extend_from_slice(row.as_bytes());
+            l.end(Origin::Metric);
+        }
+        // Rows of 5, 3, 9 and 2 bytes.
+        assert_eq!(l.chunks(8), [0..2, 2..3, 3..4]);
+        assert_eq!(l.chunks(100), [0..4]);
+        assert_eq!(l.chunks(1), [0..1, 1..2, 2..3, 3..4]);
+        assert!(Lines::default().chunks(10).is_empty());
+    }
+
+    #[test]
+    fn stamps_never_repeat_in_a_process() {
+        let a = reserve_stamps(1_000, 3);
+        let b = reserve_stamps(1_000, 2);
+        let c = reserve_stamps(0, 1);
+        assert!(b >= a + 3 && c >= b + 2, "{a} {b} {c}");
+        let far = reserve_stamps(u64::MAX / 2, 1);
+        assert_eq!(far, u64::MAX / 2);
     }
 }

@@ -22,6 +22,11 @@ pub const MIGRATIONS: &[Migration] = &[
     Migration { version: 1, name: "schema", sql: include_str!("../migrations/0001_schema.sql") },
     Migration { version: 2, name: "rollups", sql: include_str!("../migrations/0002_rollups.sql") },
     Migration { version: 3, name: "births", sql: include_str!("../migrations/0003_births.sql") },
+    Migration {
+        version: 4,
+        name: "time_weighted",
+        sql: include_str!("../migrations/0004_time_weighted.sql"),
+    },
 ];
 
 /// A fixed key for `pg_advisory_xact_lock`: the migrations of shopfloor.

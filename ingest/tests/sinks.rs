@@ -359,6 +359,30 @@ async fn submit(store: &Store, work: &Submission) -> Written {
     .unwrap()
 }
 
+/// Two messages can be dead letters equal in every byte (the same
+/// malformed payload on the same topic): each is kept, also when one
+/// writer writes both, one after the other.
+async fn equal_dead_letters_are_each_kept<S: Server>() {
+    async fn twice<K: Sink>(sink: K, work: &Submission) {
+        let mut w = sink.connect().await.unwrap();
+        assert_eq!(w.submit(work).await.unwrap().dead_letters, 1);
+        assert_eq!(w.submit(work).await.unwrap().dead_letters, 1);
+    }
+    let db = S::start();
+    let mut work = Submission::default();
+    work.dead = vec![shopfloor_ingest::DeadLetter {
+        topic: "shopfloor/p/a/m/s".into(),
+        payload: b"{\"readings\": [".to_vec(),
+        error: "EOF while parsing".into(),
+    }];
+    match db.store() {
+        Store::InfluxDb(c) => twice(InfluxSink::new(c), &work).await,
+        Store::ClickHouse(c) => twice(ClickHouseSink::new(c), &work).await,
+        other => panic!("not an HTTP store: {other:?}"),
+    }
+    assert_eq!(db.counts(), Some((0, 2)));
+}
+
 /// Births are kept, whole (a large one too) and in replay order, and a
 /// newer birth of the same topic replaces the older.
 async fn sparkplug_births_are_kept_for_a_restart<S: Server>() {
@@ -416,6 +440,7 @@ for_each_store!(
     the_server_down_for_60_s_loses_nothing_and_recovers_within_10_s,
     bad_input_goes_to_dead_letters_and_the_rest_is_stored,
     a_server_refusal_is_isolated_to_its_readings,
+    equal_dead_letters_are_each_kept,
     sparkplug_births_are_kept_for_a_restart,
 );
 

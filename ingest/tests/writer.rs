@@ -101,6 +101,7 @@ async fn the_query_contract_has_its_documented_columns(storage: Storage) {
         "max double precision",
         "avg double precision",
         "last double precision",
+        "twa double precision",
     ];
     assert_eq!(columns("readings_1m").await, rollup);
     assert_eq!(columns("readings_1h").await, rollup);
@@ -570,6 +571,96 @@ async fn deaths_leave_the_latest_row_stale(storage: Storage) {
     assert_eq!(rollup_mismatches(w.client(), "minute").await, 0);
 }
 
+/// Readings by exception: the time-weighted average weighs each value by
+/// how long it held (a value from before the bucket carried in, a stale
+/// row ending what was known), and `locf` carries the last value forward
+/// on a grid. Every figure below is computed by hand.
+async fn time_weighted_averages_and_locf_match_hand_computed_values(storage: Storage) {
+    let pg = support::postgres(storage);
+    let mut client = connect(&pg).await;
+    migrate(&mut client).await.unwrap();
+    let mut w = Writer::new(client);
+    let at = |s: i64, v: f64, q: Quality| {
+        let ms = (DAY1 as i64 + s * 1000) as u64;
+        Reading::new("p", Timestamp::from_unix_ms(ms), v).with_quality(q)
+    };
+    let g = Quality::Good;
+    let mut b = Batch::new("m/1");
+    b.readings = vec![
+        at(-30, 5.0, g),
+        at(0, 10.0, g),
+        at(20, 20.0, g),
+        at(50, 40.0, g),
+        at(55, 40.0, Quality::Stale), // a death: unknown from here
+        at(90, 8.0, g),
+    ];
+    w.write(&[b]).await.unwrap();
+    if storage == Storage::Native {
+        Maintenance::new(Retention::default()).run(&mut connect(&pg).await, DAY1).await.unwrap();
+    } else {
+        refresh_aggregates(w.client()).await;
+    }
+    let twa = |view: &'static str| {
+        let client = w.client();
+        async move {
+            client
+                .query(
+                    &format!(
+                        "SELECT (extract(epoch FROM bucket) * 1000)::int8 - {DAY1}, avg, twa
+                         FROM shopfloor.{view} WHERE source = 'm/1' AND metric = 'p' ORDER BY bucket"
+                    ),
+                    &[],
+                )
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| (r.get::<_, i64>(0) / 1000, r.get::<_, f64>(1), r.get::<_, f64>(2)))
+                .collect::<Vec<_>>()
+        }
+    };
+    let close = |a: f64, b: f64| (a - b).abs() < 1e-9;
+    let minutes = twa("readings_1m").await;
+    assert_eq!(minutes.len(), 3, "{minutes:?}");
+    // [-60 s, 0): only 5 from -30 s (nothing before to carry in).
+    assert!(minutes[0].0 == -60 && close(minutes[0].2, 5.0), "{minutes:?}");
+    // [0, 60): 10 for 20 s, 20 for 30 s, 40 for 5 s, then stale:
+    // 1000 / 55. The plain mean of the four rows is 27.5.
+    assert!(close(minutes[1].2, 1000.0 / 55.0) && close(minutes[1].1, 27.5), "{minutes:?}");
+    // [60, 120): stale carried in until 90 s (not counted), then 8.
+    assert!(minutes[2].0 == 60 && close(minutes[2].2, 8.0), "{minutes:?}");
+    let hours = twa("readings_1h").await;
+    // [0, 1 h): the minute above, then 8 from 90 s to the hour's end.
+    let want = (1000.0 + 8.0 * 3510.0) / (55.0 + 3510.0);
+    assert!(hours.len() == 2 && close(hours[1].2, want), "{hours:?}, want {want}");
+    // The trend every 30 s from -60 s to 120 s.
+    let time = |ms: u64| std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms);
+    let (from, to) = (time(DAY1 - 60_000), time(DAY1 + 120_000));
+    let locf: Vec<(Option<f64>, Option<String>)> = w
+        .client()
+        .query(
+            "SELECT value, quality FROM shopfloor.locf('m/1', 'p', $1, $2, INTERVAL '30 seconds')",
+            &[&from, &to],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let good = |v: f64| (Some(v), Some("good".to_owned()));
+    assert_eq!(
+        locf,
+        [
+            (None, None),
+            good(5.0),
+            good(10.0),
+            good(20.0),
+            (Some(40.0), Some("stale".to_owned())),
+            good(8.0),
+            good(8.0),
+        ]
+    );
+}
+
 /// Stops the continuous aggregates' policy jobs from starting, and waits
 /// until none is running (30 s at most).
 async fn pause_refresh_jobs(client: &Client) {
@@ -883,6 +974,7 @@ async fn the_catalogue_is_bounded() {
 }
 
 on_both_storages!(
+    time_weighted_averages_and_locf_match_hand_computed_values,
     dead_letters_are_kept_boundedly,
     big_integers_are_stored_exactly,
     data_postgres_refuses_is_isolated_and_the_rest_committed,

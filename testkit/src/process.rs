@@ -289,15 +289,57 @@ pub(crate) fn poll_until<T>(timeout: Duration, mut check: impl FnMut() -> Option
 /// `N` distinct loopback ports that were free a moment ago. Servers bound to
 /// them may still lose a race with another process; callers retry.
 pub(crate) fn free_ports<const N: usize>() -> Result<[u16; N], Error> {
-    let listeners = (0..N)
-        .map(|_| TcpListener::bind((Ipv4Addr::LOCALHOST, 0)))
-        .collect::<io::Result<Vec<_>>>()
-        .map_err(Error::io("binding 127.0.0.1:0 to find a free port"))?;
     let mut ports = [0; N];
-    for (port, listener) in ports.iter_mut().zip(&listeners) {
-        *port = listener.local_addr().map_err(Error::io("reading a bound port"))?.port();
+    for port in &mut ports {
+        *port = free_port_below_ephemeral()?;
     }
     Ok(ports)
+}
+
+/// Ports handed out by this process: never twice.
+static HANDED_OUT: Mutex<Vec<u16>> = Mutex::new(Vec::new());
+
+/// A port below the kernel's ephemeral range (`ip_local_port_range`), free
+/// when tried and not handed out before by this process.
+///
+/// `bind(127.0.0.1:0)` picks from the ephemeral range, which is also where
+/// every outgoing connection takes its local port: a port found that way
+/// and handed to a server to bind a moment later was taken by a client
+/// connection in between, now and then (`[metrics] listen =
+/// 127.0.0.1:43721: Address already in use` on a fresh machine). Below the
+/// range only a listener can take it, and listeners here get their ports
+/// from this function.
+fn free_port_below_ephemeral() -> Result<u16, Error> {
+    let low = fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next().and_then(|p| p.parse::<u16>().ok()))
+        .unwrap_or(32_768);
+    let (from, to) = if low > 12_000 { (10_000, low) } else { (1_024, low.max(1_025)) };
+    let mut handed = HANDED_OUT.lock().unwrap_or_else(PoisonError::into_inner);
+    // A different start in every process and call: xorshift from the
+    // clock, the pid and what was handed out.
+    let mut x = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |d| d.as_nanos() as u64)
+        ^ (u64::from(std::process::id()) << 32)
+        ^ handed.len() as u64;
+    for _ in 0..1000 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let port = from + (x % u64::from(to - from)) as u16;
+        if handed.contains(&port) {
+            continue;
+        }
+        if TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok() {
+            handed.push(port);
+            return Ok(port);
+        }
+    }
+    Err(Error::io("finding a free port below the ephemeral range")(io::Error::new(
+        io::ErrorKind::AddrInUse,
+        format!("1000 tries in {from}..{to}"),
+    )))
 }
 
 /// The current length of a log file, where this start attempt's lines begin.
