@@ -409,7 +409,7 @@ mod tests {
         }
         // Rows of 5, 3, 9 and 2 bytes.
         assert_eq!(l.chunks(8), [0..2, 2..3, 3..4]);
-        assert_eq!(l.chunks(100), [0..4]);
+        assert_eq!(l.chunks(100), vec![0..4]);
         assert_eq!(l.chunks(1), [0..1, 1..2, 2..3, 3..4]);
         assert!(Lines::default().chunks(10).is_empty());
     }

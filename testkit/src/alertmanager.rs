@@ -5,12 +5,12 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use tempfile::TempDir;
 
 use crate::Error;
-use crate::process::{self, PORT_ATTEMPTS, Proc, START_TIMEOUT, STOP_GRACE};
+use crate::process::{self, PORT_ATTEMPTS, Proc, STOP_GRACE};
 
 const INSTALL: &str = "apt-get install -y prometheus-alertmanager";
 
@@ -58,44 +58,24 @@ impl Alertmanager {
         loop {
             attempt += 1;
             let [port] = process::free_ports::<1>()?;
-            let offset = process::log_len(&log_path);
-            let (stdout, stderr) = process::open_log(&log_path)?;
             let mut cmd = Command::new(binary);
             cmd.arg(format!("--config.file={}", config.display()))
                 .arg(format!("--storage.path={}", dir.path().join("data").display()))
                 .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-                .arg("--cluster.listen-address=")
-                .stdin(Stdio::null())
-                .stdout(stdout)
-                .stderr(stderr);
-            let mut proc = Proc::spawn(cmd, None, false)
-                .map_err(Error::io(format!("spawning {}", binary.display())))?;
+                .arg("--cluster.listen-address=");
             let addr = SocketAddr::from(([127, 0, 0, 1], port));
-            let ready = process::poll_until(START_TIMEOUT, || {
-                if let Some(status) = proc.poll_exit() {
-                    return Some(Err(status));
-                }
-                matches!(crate::http_get(addr, "/-/ready"), Ok((200, _))).then_some(Ok(()))
-            });
-            let fail = |reason: String| Error::Start {
-                server: "alertmanager",
-                reason,
-                log_tail: process::tail(&process::log_since(&log_path, offset), 20),
-                log: log_path.clone(),
-            };
-            match ready {
-                Some(Ok(())) => {
-                    return Ok(Self { port, log_path, process: Some(proc), dir });
-                }
-                Some(Err(_))
-                    if attempt < PORT_ATTEMPTS
-                        && process::log_since(&log_path, offset)
-                            .contains("address already in use") => {}
-                Some(Err(status)) => return Err(fail(format!("it exited ({status})"))),
-                None => {
-                    proc.kill();
-                    return Err(fail(format!("not ready after {START_TIMEOUT:?}")));
-                }
+            let ready = || matches!(crate::http_get(addr, "/-/ready"), Ok((200, _)));
+            let retry = attempt < PORT_ATTEMPTS;
+            let started = process::start_server(
+                "alertmanager",
+                cmd,
+                &log_path,
+                ready,
+                "address already in use",
+                retry,
+            )?;
+            if let Some(p) = started {
+                return Ok(Self { port, log_path, process: Some(p), dir });
             }
         }
     }

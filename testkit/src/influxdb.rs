@@ -5,12 +5,12 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use tempfile::TempDir;
 
 use crate::Error;
-use crate::process::{self, PORT_ATTEMPTS, Proc, START_TIMEOUT, STOP_GRACE};
+use crate::process::{self, PORT_ATTEMPTS, Proc, STOP_GRACE};
 
 const INSTALL: &str = "apt-get install -y influxdb";
 
@@ -78,40 +78,22 @@ impl InfluxDb {
                 [self.port, self.rpc_port] = process::free_ports::<2>()?;
             }
             let config = self.write_config()?;
-            let offset = process::log_len(&self.log_path);
-            let (stdout, stderr) = process::open_log(&self.log_path)?;
             let mut cmd = Command::new(&self.binary);
-            cmd.arg("-config").arg(&config).stdin(Stdio::null()).stdout(stdout).stderr(stderr);
-            let mut proc = Proc::spawn(cmd, None, false)
-                .map_err(Error::io(format!("spawning {}", self.binary.display())))?;
+            cmd.arg("-config").arg(&config);
             let addr = SocketAddr::from(([127, 0, 0, 1], self.port));
-            let ready = process::poll_until(START_TIMEOUT, || {
-                if let Some(status) = proc.poll_exit() {
-                    return Some(Err(status));
-                }
-                matches!(crate::http_get(addr, "/ping"), Ok((204, _))).then_some(Ok(()))
-            });
-            let fail = |reason: String| Error::Start {
-                server: "influxdb",
-                reason,
-                log_tail: process::tail(&process::log_since(&self.log_path, offset), 20),
-                log: self.log_path.clone(),
-            };
-            match ready {
-                Some(Ok(())) => {
-                    self.process = Some(proc);
-                    return Ok(());
-                }
-                Some(Err(_))
-                    if attempt < PORT_ATTEMPTS
-                        && fresh_ports
-                        && process::log_since(&self.log_path, offset)
-                            .contains("address already in use") => {}
-                Some(Err(status)) => return Err(fail(format!("it exited ({status})"))),
-                None => {
-                    proc.kill();
-                    return Err(fail(format!("not ready after {START_TIMEOUT:?}")));
-                }
+            let ready = || matches!(crate::http_get(addr, "/ping"), Ok((204, _)));
+            let retry = fresh_ports && attempt < PORT_ATTEMPTS;
+            let started = process::start_server(
+                "influxdb",
+                cmd,
+                &self.log_path,
+                ready,
+                "address already in use",
+                retry,
+            )?;
+            if let Some(p) = started {
+                self.process = Some(p);
+                return Ok(());
             }
         }
     }
