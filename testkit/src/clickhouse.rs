@@ -114,6 +114,11 @@ impl ClickHouse {
         self.port
     }
 
+    /// The server's process id while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.process.as_ref().map(Proc::pid)
+    }
+
     /// Runs `q` (a `SELECT`) through `GET /?query=`; the answer as text
     /// (TabSeparated unless the query says otherwise).
     pub fn query(&self, q: &str) -> Result<String, Error> {

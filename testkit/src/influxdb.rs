@@ -108,6 +108,11 @@ impl InfluxDb {
         self.port
     }
 
+    /// The server's process id while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.process.as_ref().map(Proc::pid)
+    }
+
     /// Runs an InfluxQL query on `database` (`GET /query`, times as Unix
     /// ms); the JSON answer as text.
     pub fn query(&self, database: &str, q: &str) -> Result<String, Error> {

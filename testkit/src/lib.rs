@@ -73,8 +73,8 @@ pub fn http_get(addr: std::net::SocketAddr, path: &str) -> std::io::Result<(u16,
 }
 
 /// Percent-encodes everything but unreserved characters (a query
-/// string's value).
-pub(crate) fn percent(s: &str) -> String {
+/// string's value, for [`http_get`]).
+pub fn percent(s: &str) -> String {
     let mut out = String::with_capacity(s.len() * 3);
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
