@@ -240,6 +240,12 @@ async fn the_daemon_writes_to_influxdb_from_its_config() {
             "https is not supported",
         ),
         (format!("[influxdb]\nurl = \"{url}\"\n"), "needs either database"),
+        (
+            format!(
+                "[influxdb]\nurl = \"{url}\"\norg = \"o\"\nbucket = \"b\"\ntoken_file = \"gone.token\"\n"
+            ),
+            ": influxdb.token_file ",
+        ),
     ];
     for (k, (section, says)) in refused.iter().enumerate() {
         let (ok, text) = check(&store_file(dir.path(), &format!("bad{k}.toml"), &broker, section));

@@ -202,13 +202,11 @@ impl MqttSection {
             return Ok(Some(p));
         }
         let Some(f) = &self.password_file else { return Ok(None) };
-        let path = relative_to(file, f);
-        let p = std::fs::read_to_string(&path).map_err(|source| SectionError::Password {
+        read_secret(file, f).map(Some).map_err(|(path, source)| SectionError::Password {
             file: file.to_owned(),
             path,
             source,
-        })?;
-        Ok(Some(p.lines().next().unwrap_or_default().to_owned()))
+        })
     }
 
     /// TLS settings from `ca_file`, `cert_file` and `key_file`: none
@@ -232,6 +230,17 @@ impl MqttSection {
         )
         .map(Some)
         .map_err(|source| SectionError::Tls { file: file.to_owned(), source })
+    }
+}
+
+/// The first line of the secret file `path` (a password, a token), from
+/// the folder of the configuration `file`; on error, the resolved path
+/// with the error.
+pub fn read_secret(file: &Path, path: &Path) -> Result<String, (PathBuf, std::io::Error)> {
+    let path = relative_to(file, path);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => Ok(text.lines().next().unwrap_or_default().to_owned()),
+        Err(e) => Err((path, e)),
     }
 }
 

@@ -130,7 +130,8 @@ struct Influx {
 }
 
 /// A secret: the environment variable `env`, else the first line of
-/// `file` (relative to the config file's folder).
+/// `file` (relative to the config file's folder); `key` names `file` in
+/// an error.
 fn secret(
     path: &Path,
     env: &str,
@@ -141,11 +142,9 @@ fn secret(
         return Ok(Some(v));
     }
     let Some(f) = file else { return Ok(None) };
-    let p = shopfloor_mqtt::section::relative_to(path, f);
-    let text = std::fs::read_to_string(&p).with_context(|| {
-        format!("{}: influxdb.{key} {}: cannot read it", path.display(), p.display())
-    })?;
-    Ok(Some(text.lines().next().unwrap_or_default().to_owned()))
+    shopfloor_mqtt::section::read_secret(path, f).map(Some).map_err(|(p, e)| {
+        anyhow::anyhow!("{}: {key} {}: cannot read it: {e}", path.display(), p.display())
+    })
 }
 
 fn influx(path: &Path, i: Influx) -> anyhow::Result<InfluxConfig> {
