@@ -25,6 +25,16 @@ impl Drop for Daemon {
     }
 }
 
+/// A broker that keeps sessions and what they hold across a restart.
+fn broker() -> Mosquitto {
+    Mosquitto::builder()
+        .persistence(true)
+        .autosave_interval(1)
+        .max_queued_messages(100_000)
+        .start()
+        .expect("start mosquitto")
+}
+
 fn start(config: &Path) -> Daemon {
     Daemon(
         Command::new(BIN)
@@ -61,12 +71,7 @@ async fn wait_rows(pg: &Postgres, n: i64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_mid_stream_then_restart_loses_and_duplicates_nothing() {
-    let broker = Mosquitto::builder()
-        .persistence(true)
-        .autosave_interval(1)
-        .max_queued_messages(100_000)
-        .start()
-        .expect("start mosquitto");
+    let broker = broker();
     let pg = Postgres::start().expect("start postgresql");
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("ingest.toml");
@@ -171,6 +176,153 @@ async fn sigkill_mid_stream_then_restart_loses_and_duplicates_nothing() {
 }
 
 /// A file for `broker` with `store` as its store section.
+/// A counter from a daemon's `/metrics` page.
+fn counter(page: &str, name: &str) -> Option<f64> {
+    page.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+}
+
+/// Node `G/E`'s Sparkplug payloads, as a peer encodes them.
+fn sparkplug(
+    seq: Option<u64>,
+    ts: u64,
+    metrics: Vec<(Option<&str>, u64, f64)>,
+    bd_seq: bool,
+) -> Vec<u8> {
+    use prost::Message as _;
+    use shopfloor_sparkplug::proto::{Metric, MetricValue, Payload};
+    let mut out: Vec<Metric> = metrics
+        .into_iter()
+        .map(|(name, alias, value)| Metric {
+            name: name.map(Into::into),
+            alias: Some(alias),
+            timestamp: Some(ts),
+            datatype: name.map(|_| 10), // Double, in births
+            value: Some(MetricValue::Double(value)),
+            ..Default::default()
+        })
+        .collect();
+    if bd_seq {
+        out.push(Metric {
+            name: Some("bdSeq".into()),
+            datatype: Some(4),
+            value: Some(MetricValue::Long(0)),
+            ..Default::default()
+        });
+    }
+    Payload { timestamp: Some(ts), seq, metrics: out, ..Default::default() }.encode_to_vec()
+}
+
+/// Two daemons share Sparkplug (`share = "ingest"`): DATA through
+/// `$share/ingest/…`, births and deaths to both. One is killed with
+/// SIGKILL mid-stream and started again: every reading is stored exactly
+/// once and named (no dead letters), and the death's stale rows carry the
+/// latest values.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_daemons_share_sparkplug_and_one_killed_mid_stream_loses_nothing() {
+    let broker = broker();
+    let pg = Postgres::start().expect("start postgresql");
+    let dir = tempfile::tempdir().unwrap();
+    let ports = [shopfloor_testkit::free_port().unwrap(), shopfloor_testkit::free_port().unwrap()];
+    let configs: Vec<std::path::PathBuf> = ["a", "b"]
+        .iter()
+        .zip(&ports)
+        .map(|(name, port)| {
+            let path = dir.path().join(format!("ingest-{name}.toml"));
+            std::fs::write(
+                &path,
+                format!(
+                    "[mqtt]\nport = {}\nclient_id = \"ingest-{name}\"\n\n[postgres]\nconnection = \"{}\"\n\n[ingest]\nsparkplug = true\nshare = \"ingest\"\nbatch_readings = 300\nbatch_ms = 50\n\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n",
+                    broker.port(),
+                    pg.connection_string()
+                ),
+            )
+            .unwrap();
+            path
+        })
+        .collect();
+    let a = start(&configs[0]);
+    let mut b = start(&configs[1]);
+    let metrics = |i: usize| std::net::SocketAddr::from(([127, 0, 0, 1], ports[i]));
+    for i in 0..2 {
+        shopfloor_testkit::scrape_until(metrics(i), Duration::from_secs(30), |p| {
+            counter(p, "shopfloor_ingest_subscriptions_total").is_some_and(|n| n > 0.0)
+        });
+    }
+
+    let (edge, mut events) =
+        AsyncClient::new(MqttOptions::new("edge", broker.host(), broker.port()), 100);
+    // PUBACKs counted until the test ends.
+    let acked = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counted = std::sync::Arc::clone(&acked);
+    let poller = tokio::spawn(async move {
+        loop {
+            if let Ok(Event::Incoming(Packet::PubAck(_))) = events.poll().await {
+                counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+    });
+    let all_acked = |n: u64| {
+        let acked = std::sync::Arc::clone(&acked);
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while acked.load(std::sync::atomic::Ordering::Relaxed) < n {
+                assert!(Instant::now() < deadline, "{n} publishes not acknowledged within 60 s");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    const T0: u64 = 1_795_737_600_000;
+    let names = ["m0", "m1", "m2", "m3"];
+    let birth = names.iter().enumerate().map(|(k, n)| (Some(*n), k as u64 + 1, -1.0)).collect();
+    edge.publish(
+        "spBv1.0/G/NBIRTH/E",
+        QoS::AtLeastOnce,
+        false,
+        sparkplug(Some(0), T0, birth, true),
+    )
+    .await
+    .unwrap();
+    wait_rows(&pg, 4).await;
+    for i in 0..N {
+        if i == N / 2 {
+            // SIGKILL: B holds DATA it has neither committed nor acked.
+            b.0.kill().unwrap();
+            b.0.wait().unwrap();
+            b = start(&configs[1]);
+        }
+        let data =
+            sparkplug(Some((1 + i) % 256), T0 + 1 + i, vec![(None, i % 4 + 1, i as f64)], false);
+        edge.publish("spBv1.0/G/NDATA/E", QoS::AtLeastOnce, false, data).await.unwrap();
+    }
+    all_acked(N + 1).await;
+    wait_rows(&pg, N as i64 + 4).await;
+    let (client, conn) = tokio_postgres::connect(&pg.connection_string(), NoTls).await.unwrap();
+    tokio::spawn(conn);
+    let count = |sql: &'static str| {
+        let client = &client;
+        async move { client.query_one(sql, &[]).await.unwrap().get::<_, i64>(0) }
+    };
+    assert_eq!(count("SELECT count(*) FROM shopfloor.dead_letters").await, 0, "unnamed DATA");
+    // A took part, and did not take everything.
+    let page = shopfloor_testkit::scrape_until(metrics(0), Duration::from_secs(5), |_| true);
+    let took = counter(&page, "shopfloor_ingest_messages_total").unwrap_or(0.0);
+    assert!(took > 1.0 && took < (N + 1) as f64, "A took {took} of {} messages", N + 1);
+
+    // The death, to both: one stale row a metric, with its latest value.
+    let death = sparkplug(None, T0 + N + 10, Vec::new(), true);
+    edge.publish("spBv1.0/G/NDEATH/E", QoS::AtLeastOnce, false, death).await.unwrap();
+    wait_rows(&pg, N as i64 + 8).await;
+    let wrong = count(
+        "SELECT count(*) FROM shopfloor.readings s WHERE s.quality = 'stale' AND s.value IS DISTINCT FROM
+           (SELECT g.value FROM shopfloor.readings g WHERE g.metric = s.metric AND g.quality = 'good'
+            ORDER BY g.time DESC LIMIT 1)",
+    )
+    .await;
+    assert_eq!(wrong, 0, "a stale row without its metric's latest value");
+    poller.abort();
+    drop((a, b));
+}
+
 fn store_file(dir: &Path, name: &str, broker: &Mosquitto, store: &str) -> std::path::PathBuf {
     let path = dir.join(name);
     let text = format!(

@@ -72,10 +72,12 @@ pub struct IngestConfig {
     pub session_expiry: Duration,
     /// What to subscribe to.
     pub inputs: Vec<Input>,
-    /// Share the plain inputs with other ingest processes through a
-    /// shared subscription (`$share/<name>/<filter>`): the broker gives each
-    /// message to one of them. Sparkplug inputs are never shared (a host
-    /// must see a node's whole session): split those by `HostConfig::groups`.
+    /// Share the inputs with other ingest processes through a shared
+    /// subscription (`$share/<name>/<filter>`): the broker gives each
+    /// message to one of them. For Sparkplug, DATA is shared (unless the
+    /// host's own `HostConfig::share` names another group) while births
+    /// and deaths go to every process: each names the DATA it gets, marks
+    /// a dead node stale, and loads from the store a birth it missed.
     pub share: Option<String>,
     /// PostgreSQL connection string (for [`Store::Postgres`]).
     pub database: String,
@@ -426,6 +428,63 @@ async fn replay_births<S: Sink>(sink: &S, decoder: &mut Decoder) {
     }
 }
 
+/// The inputs, with Sparkplug hosts sharing their DATA through `share`
+/// (a host that names its own share group keeps it).
+fn shared_inputs(inputs: &[Input], share: Option<&str>) -> Vec<Input> {
+    let mut inputs = inputs.to_vec();
+    if let Some(share) = share {
+        for i in &mut inputs {
+            if let Input::Sparkplug { host } = i {
+                host.share.get_or_insert_with(|| share.to_owned());
+            }
+        }
+    }
+    inputs
+}
+
+/// How often at most the store is asked for births this process missed.
+const BIRTH_LOOKUP_EVERY: Duration = Duration::from_secs(1);
+
+/// DATA is shared with other ingest processes and came from a node whose
+/// birth this one never saw (it was away, the broker dropped the birth):
+/// loads the births of such nodes that another process kept. Their values
+/// are stored already; only their aliases and types are wanted.
+async fn load_missed_births<S: Sink>(sink: &S, decoder: &mut Decoder) {
+    let births = match sink.births().await {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::warn!(
+                "{e}: Sparkplug DATA of a node whose birth this process missed cannot be named"
+            );
+            return;
+        }
+    };
+    // The nodes missed, before any of their births is replayed (a node's
+    // DBIRTHs follow its NBIRTH).
+    let node = |topic: &str| -> Option<(String, String)> {
+        let mut parts = topic.split('/');
+        let (_, group, _, edge) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+        Some((group.to_owned(), edge.to_owned()))
+    };
+    let missed: HashSet<(String, String)> = births
+        .iter()
+        .filter_map(|(t, _)| node(t))
+        .filter(|(g, e)| decoder.inputs.missed_birth(&format!("spBv1.0/{g}/NDATA/{e}")))
+        .collect();
+    let mut n = 0;
+    for (topic, payload) in births {
+        if node(&topic).is_some_and(|k| missed.contains(&k)) {
+            let _ = decoder.decode(&topic, None, &payload.into(), Now::now());
+            n += 1;
+        }
+    }
+    // Nothing to send for them: they are history.
+    let _ = decoder.inputs.transmits();
+    if n > 0 {
+        tracing::info!(births = n, "Sparkplug births this process missed loaded from the store");
+    }
+}
+
 /// Keeps the storage up: a connection of its own, a pass every `every`.
 async fn maintain(db: Database, retention: Retention, every: Duration, stats: Arc<Stats>) {
     let mut upkeep = Maintenance::new(retention);
@@ -551,7 +610,11 @@ async fn run_with<S: Sink>(
     let _upkeep = upkeep.map(|u| AbortOnDrop(tokio::spawn(u)));
     let window =
         TimeWindow::new(config.max_ahead, Some(config.retention.samples.unwrap_or(config.max_age)));
-    let mut decoder = Decoder::new(&config.inputs, window, config.max_readings_per_message);
+    let inputs = shared_inputs(&config.inputs, config.share.as_deref());
+    let sharing =
+        inputs.iter().any(|i| matches!(i, Input::Sparkplug { host } if host.share.is_some()));
+    let mut decoder = Decoder::new(&inputs, window, config.max_readings_per_message);
+    let mut last_lookup: Option<Instant> = None;
     let filters = decoder.inputs.filters(config.share.as_deref());
     // The connection ends with this task, however it ends: a crashed
     // ingest must not leave its MQTT session connected (the next process
@@ -595,6 +658,13 @@ async fn run_with<S: Sink>(
                     decoder.inputs.handle_connected(Now::now());
                 }
                 Some(ConsumerEvent::Message(mut m)) => {
+                    if sharing
+                        && decoder.inputs.missed_birth(&m.topic)
+                        && last_lookup.is_none_or(|t| t.elapsed() >= BIRTH_LOOKUP_EVERY)
+                    {
+                        last_lookup = Some(Instant::now());
+                        load_missed_births(&sink, &mut decoder).await;
+                    }
                     let mut readings = 0;
                     let mut death = false;
                     let refused = match decoder.decode(&m.topic, m.content_type.as_deref(), &m.payload, Now::now()) {

@@ -478,12 +478,92 @@ impl Raw {
     async fn send(&self, topic: &str, payload: Vec<u8>) {
         self.client.publish(topic, QoS::AtLeastOnce, false, payload).await.unwrap();
     }
+
+    /// QoS 0, as Sparkplug publishes: a subscriber away misses it.
+    async fn send_qos0(&self, topic: &str, payload: Vec<u8>) {
+        self.client.publish(topic, QoS::AtMostOnce, false, payload).await.unwrap();
+    }
 }
 
 impl Drop for Raw {
     fn drop(&mut self) {
         self.poll.abort();
     }
+}
+
+/// Sparkplug shared by two processes: DATA through `$share`, births and
+/// deaths to both. B was away (its connection cut and refused) while the
+/// node was born, QoS 0, so it never got the birth: it loads the one A
+/// kept when the node's DATA reaches it. Every reading is stored once and
+/// named, none is a dead letter, and the death's stale rows carry each
+/// metric's latest value whichever process wrote them.
+async fn sparkplug_data_shared_by_two_instances_is_named_by_both(storage: Storage) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let (broker, pg) = (broker(), support::postgres(storage));
+    let proxy = shopfloor_testkit::FaultProxy::start(broker.addr()).expect("a fault proxy");
+    let mut host = HostConfig::new("ingest");
+    host.publish_state = false;
+    let mut a = config(&broker, &pg);
+    a.inputs = vec![Input::Sparkplug { host }];
+    a.share = Some("ingest".into());
+    let mut b = a.clone();
+    b.client_id = "ingest-2".into();
+    b.broker.port = proxy.port();
+    let (a, b) = (ingest(a).await, ingest(b).await);
+    let subscribed = b.stats().link.subscribed.load(Relaxed);
+
+    // B away; the node is born meanwhile.
+    proxy.refuse();
+    proxy.cut();
+    let edge = Raw::new(&broker, "edge");
+    let nbirth = sp_payload(Some(0), T0, vec![bd_seq(0), sp_metric(Some("uptime"), 1, T0, 0.0)]);
+    edge.send_qos0("spBv1.0/G/NBIRTH/E", nbirth).await;
+    let dbirth = sp_payload(Some(1), T0, vec![sp_metric(Some("t"), 2, T0, -1.0)]);
+    edge.send_qos0("spBv1.0/G/DBIRTH/E/d", dbirth).await;
+    let client = db(&pg).await;
+    wait_for(&client, "SELECT count(*) FROM shopfloor.sparkplug_births", 2).await;
+    proxy.resume();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while b.stats().link.subscribed.load(Relaxed) < 2 * subscribed {
+        assert!(Instant::now() < deadline, "B did not subscribe again within 30 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // DATA by alias only, shared: both name theirs.
+    for i in 0..N {
+        let data = sp_payload(
+            Some((2 + i) % 256),
+            T0 + 1 + i,
+            vec![sp_metric(None, 2, T0 + 1 + i, i as f64)],
+        );
+        edge.send("spBv1.0/G/DDATA/E/d", data).await;
+    }
+    expect_rows(&pg, N as i64 + 2, 0).await;
+    let (ma, mb) = (a.stats().messages.load(Relaxed), b.stats().messages.load(Relaxed));
+    assert!(ma > 2 && mb > 0, "one instance did all the DATA: {ma} and {mb}");
+    assert_eq!(ma + mb, N + 2, "each DATA to one instance, the births to A only");
+
+    // The death reaches both; one writes each stale row, with the latest value.
+    edge.send("spBv1.0/G/NDEATH/E", sp_payload(None, T0 + N + 10, vec![bd_seq(0)])).await;
+    expect_rows(&pg, N as i64 + 4, 0).await;
+    let stale: Vec<(String, f64)> = pairs(
+        &client,
+        "SELECT metric, value FROM shopfloor.readings WHERE quality = 'stale' ORDER BY metric",
+    )
+    .await;
+    assert_eq!(stale, [("t".to_owned(), (N - 1) as f64), ("uptime".to_owned(), 0.0)]);
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+    support::assert_storage(&db(&pg).await, storage).await;
+}
+
+/// The rows of `sql`, two columns each.
+async fn pairs<A, B>(client: &Client, sql: &str) -> Vec<(A, B)>
+where
+    A: for<'a> tokio_postgres::types::FromSql<'a>,
+    B: for<'a> tokio_postgres::types::FromSql<'a>,
+{
+    client.query(sql, &[]).await.unwrap().iter().map(|r| (r.get(0), r.get(1))).collect()
 }
 
 /// Polls `sql` (one bigint) until it is `want`, at most 30 s.
@@ -703,17 +783,12 @@ async fn a_death_is_never_lost(storage: Storage) {
     wait_for(&client, &stale_rows("G/e"), 1).await;
     // Where they landed: 1 ms after the DATA of the same millisecond, or
     // of a later time; at its own time when later.
-    let times: Vec<(String, i64)> = client
-        .query(
-            "SELECT source || '/' || metric, (extract(epoch from time) * 1000)::int8 FROM shopfloor.readings
-             WHERE quality = 'stale' ORDER BY 1, 2",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect();
+    let times: Vec<(String, i64)> = pairs(
+        &client,
+        "SELECT source || '/' || metric, (extract(epoch from time) * 1000)::int8 FROM shopfloor.readings
+         WHERE quality = 'stale' ORDER BY 1, 2",
+    )
+    .await;
     let t = t as i64;
     assert_eq!(
         times,
@@ -766,4 +841,5 @@ on_both_storages!(
     sparkplug_births_data_and_death_become_rows,
     two_instances_share_the_load_with_exact_counts,
     sparkplug_data_queued_while_ingest_was_away_is_named_after_a_restart,
+    sparkplug_data_shared_by_two_instances_is_named_by_both,
 );

@@ -164,8 +164,9 @@ impl Inputs {
     }
 
     /// The topic filters to subscribe to; `share`: plain and mapped inputs through an
-    /// MQTT 5 shared subscription of that group (Sparkplug inputs are never
-    /// shared: a host must see a node's whole session).
+    /// MQTT 5 shared subscription of that group. A Sparkplug input shares
+    /// its DATA only when its host is set up to (`HostConfig::share`):
+    /// births and deaths must reach every host.
     pub fn filters(&self, share: Option<&str>) -> Vec<String> {
         let mut out = Vec::new();
         for (input, host) in &self.inputs {
@@ -218,6 +219,12 @@ impl Inputs {
     /// What the hosts want published (STATE, rebirth requests).
     pub fn transmits(&mut self) -> Vec<Publish> {
         self.hosts_mut().flat_map(HostApplication::drain_transmits).collect()
+    }
+
+    /// Whether a Sparkplug host has never seen the birth that DATA on
+    /// `topic` needs (see `HostApplication::missed_birth`).
+    pub fn missed_birth(&self, topic: &str) -> bool {
+        self.hosts().any(|h| h.missed_birth(topic))
     }
 
     /// Forgets the `seq` each node was at (after replaying births from

@@ -19,6 +19,10 @@
 //! - checks `seq`: a gap starts the reorder timer; if the missing messages do
 //!   not arrive in time, it asks for a rebirth. Out-of-order data is passed on
 //!   as it arrives (a historian stores it; ingest is idempotent);
+//! - shares DATA with other hosts when [`HostConfig::share`] is set: DATA
+//!   through an MQTT shared subscription, births and deaths to every host,
+//!   no `seq` check; [`HostApplication::missed_birth`] tells the driver
+//!   when DATA needs a birth another host kept;
 //! - correlates NDEATH by `bdSeq`: a late Will from an older session does not
 //!   kill the new one (a newer `bdSeq` does: a later session died);
 //! - on NDEATH, DDEATH or loss of its own connection, re-emits every last
@@ -53,6 +57,13 @@ pub struct HostConfig {
     pub rebirth_cooldown: Duration,
     /// The groups to follow (`None`: all of them).
     pub groups: Option<Vec<String>>,
+    /// Share DATA with other hosts through the MQTT shared subscription
+    /// of this name (`$share/{name}/…`): each NDATA and DDATA goes to one
+    /// of them, while births, deaths and STATE still come to every one, so
+    /// each can name the DATA it gets and mark a dead node stale. `seq` is
+    /// not checked (each host sees only part of a node's sequence), so no
+    /// gap asks for a rebirth. `None` (the default): every message.
+    pub share: Option<String>,
     /// Last values kept at most, over all nodes and devices (for the stale
     /// readings of a death). Past it, new metrics' readings still flow but
     /// are not remembered ([`HostApplication::untracked_readings`] counts
@@ -86,6 +97,7 @@ impl HostConfig {
             reorder_timeout: Duration::from_secs(2),
             rebirth_cooldown: Duration::from_secs(5),
             groups: None,
+            share: None,
             max_tracked_metrics: 2_000_000,
             max_metrics_per_payload: 100_000,
             max_nodes: 100_000,
@@ -374,15 +386,48 @@ impl HostApplication {
     }
 
     /// The filters to subscribe to (QoS 1): every followed group's messages,
-    /// and this host's own STATE.
+    /// and this host's own STATE. With [`HostConfig::share`], the groups'
+    /// births and deaths, and their DATA through the shared subscription.
     pub fn subscriptions(&self) -> Vec<String> {
         let ns = crate::topic::NAMESPACE;
-        let mut out = match &self.config.groups {
-            None => vec![format!("{ns}/+/#")],
-            Some(groups) => groups.iter().map(|g| format!("{ns}/{g}/#")).collect(),
+        let groups: Vec<&str> = match &self.config.groups {
+            None => vec!["+"],
+            Some(groups) => groups.iter().map(String::as_str).collect(),
         };
+        let mut out = Vec::new();
+        for g in groups {
+            match &self.config.share {
+                None => out.push(format!("{ns}/{g}/#")),
+                Some(share) => {
+                    for t in ["NBIRTH", "DBIRTH", "NDEATH", "DDEATH"] {
+                        out.push(format!("{ns}/{g}/{t}/#"));
+                    }
+                    for t in ["NDATA", "DDATA"] {
+                        out.push(format!("$share/{share}/{ns}/{g}/{t}/#"));
+                    }
+                }
+            }
+        }
         out.push(self.state_topic());
         out
+    }
+
+    /// Whether `topic` is DATA, a DBIRTH or a DDEATH of an edge node in a
+    /// followed group whose birth this host has never seen: a host sharing
+    /// DATA ([`HostConfig::share`]) that missed it (it was away, the broker
+    /// dropped it) asks this before handling a message, and loads the
+    /// birth another host kept. A node seen born and then dead is not
+    /// missed: its DATA waits for its next birth.
+    pub fn missed_birth(&self, topic: &str) -> bool {
+        let Ok(Topic::Edge { group_id, message_type, edge_node_id, .. }) = Topic::parse(topic)
+        else {
+            return false;
+        };
+        matches!(
+            message_type,
+            MessageType::NData | MessageType::DData | MessageType::DBirth | MessageType::DDeath
+        ) && self.config.groups.as_ref().is_none_or(|g| g.contains(&group_id))
+            && self.nodes.get(&(group_id, edge_node_id)).is_none_or(|n| n.bd_seq.is_none())
     }
 
     /// The connection is up and subscribed: publish the STATE birth.
@@ -647,6 +692,9 @@ impl HostApplication {
     /// Tracks `seq`: a jump ahead opens a gap and starts the reorder timer; a
     /// late message fills its place; a closed gap stops the timer.
     fn check_seq(&mut self, key: &(String, String), seq: Option<u64>, now: Now) {
+        if self.config.share.is_some() {
+            return;
+        }
         let Some(node) = self.nodes.get_mut(key) else { return };
         let Some(seq) = seq.and_then(|s| u8::try_from(s).ok()) else { return };
         let Some(expected) = node.expected else {

@@ -667,6 +667,70 @@ fn resync_takes_the_next_seq_as_it_comes() {
     assert!(host.poll_timeout().is_some(), "59 is missing: the reorder timer runs");
 }
 
+/// Hosts sharing DATA: births, deaths and STATE come to each, DATA
+/// through the shared subscription; each sees part of a node's `seq`, so
+/// a skipped number is no gap. `missed_birth` says when DATA needs a
+/// birth another host kept.
+#[test]
+fn a_host_sharing_data_subscribes_births_apart_and_takes_no_gap_for_a_rebirth() {
+    let (mut host, now) = bare_host(|c| {
+        c.share = Some("ingest".into());
+        c.groups = Some(vec!["G".into()]);
+    });
+    assert_eq!(
+        host.subscriptions(),
+        [
+            "spBv1.0/G/NBIRTH/#",
+            "spBv1.0/G/DBIRTH/#",
+            "spBv1.0/G/NDEATH/#",
+            "spBv1.0/G/DDEATH/#",
+            "$share/ingest/spBv1.0/G/NDATA/#",
+            "$share/ingest/spBv1.0/G/DDATA/#",
+            "spBv1.0/STATE/scada",
+        ]
+    );
+    let (plain, _) = bare_host(|_| {});
+    assert_eq!(plain.subscriptions(), ["spBv1.0/+/#", "spBv1.0/STATE/scada"]);
+
+    let payload = |seq: u64, birth: bool| {
+        let mut p = Payload { timestamp: Some(1_000 + seq), seq: Some(seq), ..Default::default() };
+        if birth {
+            p.metrics.push(Metric::new("bdSeq", 1_000, MetricValue::Int64(3)));
+        }
+        p.metrics.push(Metric::new("x", 1_000 + seq, MetricValue::Double(seq as f64)));
+        p
+    };
+    assert!(host.missed_birth("spBv1.0/G/NDATA/E"), "no birth yet");
+    assert!(host.missed_birth("spBv1.0/G/DDATA/E/d"));
+    assert!(host.missed_birth("spBv1.0/G/DBIRTH/E/d"));
+    assert!(!host.missed_birth("spBv1.0/G/NBIRTH/E"), "a birth names itself");
+    assert!(!host.missed_birth("spBv1.0/H/NDATA/E"), "a group not followed is not ours");
+    assert!(!host.missed_birth("plant/x"), "not Sparkplug");
+    // DATA before a birth asks for one, and is still missing it.
+    let _ = host.handle_message(&node_message("NDATA", payload(1, false)), now);
+    assert!(host.missed_birth("spBv1.0/G/NDATA/E"));
+    assert_eq!(host.drain_transmits().count(), 1, "a rebirth request");
+    host.handle_message(&node_message("NBIRTH", payload(0, true)), now).unwrap();
+    assert!(!host.missed_birth("spBv1.0/G/NDATA/E"));
+    // The other hosts took 1 to 4 and 6 to 9.
+    for seq in [5, 10, 12] {
+        host.handle_message(&node_message("NDATA", payload(seq, false)), now).unwrap();
+    }
+    assert_eq!(host.poll_timeout(), None, "no reorder timer: a skipped seq is another host's");
+    assert!(host.drain_transmits().next().is_none(), "no rebirth request");
+    let values: Vec<f64> = std::iter::from_fn(|| host.poll_event())
+        .filter_map(|e| if let HostEvent::Data(b) = e { Some(b) } else { None })
+        .flat_map(|b| b.readings)
+        .filter_map(|r| r.value.as_f64())
+        .collect();
+    assert_eq!(values, [0.0, 5.0, 10.0, 12.0]);
+    // Dead is not missed: its DATA waits for the next birth.
+    let mut death = Payload { timestamp: Some(2_000), ..Default::default() };
+    death.metrics.push(Metric::new("bdSeq", 2_000, MetricValue::Int64(3)));
+    host.handle_message(&node_message("NDEATH", death), now).unwrap();
+    assert!(!host.missed_birth("spBv1.0/G/NDATA/E"));
+}
+
 /// A host without STATE, connected at 1 s, for tests that feed it raw
 /// messages of node `G/E`; `tune` adjusts its configuration.
 fn bare_host(tune: impl FnOnce(&mut HostConfig)) -> (HostApplication, Now) {

@@ -90,6 +90,8 @@ pub fn percent(s: &str) -> String {
 /// most for `within`; the page, or panics with the last one seen. A
 /// binary updates its counters just after the work they count, so a test
 /// that has seen the work waits for them instead of reading them once.
+/// A refused connection (a binary still starting) is tried again until
+/// the deadline too.
 pub fn scrape_until(
     addr: std::net::SocketAddr,
     within: std::time::Duration,
@@ -100,6 +102,13 @@ pub fn scrape_until(
         let page = match http_get(addr, "/metrics") {
             Ok((200, page)) => page,
             Ok((status, page)) => panic!("GET http://{addr}/metrics: {status}\n{page}"),
+            Err(e)
+                if e.kind() == std::io::ErrorKind::ConnectionRefused
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+                continue;
+            }
             Err(e) => panic!("GET http://{addr}/metrics: {e}"),
         };
         if want(&page) {

@@ -77,7 +77,8 @@ THE FILE:
     # primary_host_id = \"scada\"   # only on the primary host: publishes STATE
     batch_readings = 10000
     batch_ms = 200
-    # share = \"ingest\"            # several ingestd share plain topics ($share/ingest/...)
+    # share = \"ingest\"            # several ingestd share the load ($share/ingest/...):
+    #                             # plain topics, mappings and Sparkplug DATA
     # max_ahead_hours = 24        # readings further ahead of the clock are dead letters
     # max_readings_per_message = 100000   # a message with more is a dead letter
 

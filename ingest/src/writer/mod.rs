@@ -99,6 +99,9 @@ pub struct Submission {
     /// at the death's time, or 1 ms after the metric's latest row when that
     /// is not earlier (a death in the same millisecond as the last DATA);
     /// nothing when the latest row is stale already (a redelivered death).
+    /// PostgreSQL writes the value of the metric's latest row (the one
+    /// given when there is none): processes sharing a node's DATA each
+    /// saw only part of it.
     pub deaths: Vec<Batch>,
     /// Messages that cannot be used.
     pub dead: Vec<DeadLetter>,
@@ -559,6 +562,9 @@ async fn copy_in(
 /// time or 1 ms after the metric's latest row when that is not earlier,
 /// and nothing when the latest row is stale already (a redelivered death,
 /// or a metric that died before). Returns the rows added.
+/// The advisory lock deaths are written under.
+const DEATHS_LOCK: i64 = i64::from_be_bytes(*b"shopdead");
+
 async fn write_deaths(
     tx: &tokio_postgres::Transaction<'_>,
     deaths: &[(i32, u64, Stored<'_>, i16)],
@@ -566,12 +572,19 @@ async fn write_deaths(
 ) -> Result<u64, IngestError> {
     const STALE: i16 = quality_code(shopfloor_schemas::Quality::Stale);
     let ids: Vec<i32> = deaths.iter().map(|d| d.0).collect();
+    // Ingest processes sharing a node's DATA each get its death, at their
+    // own receive time: one at a time, the second finds the latest rows
+    // stale and writes nothing (a lock held until this commit; writes
+    // without deaths never take it).
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&DEATHS_LOCK])
+        .await
+        .map_err(IngestError::db("wait for other ingest processes writing a death"))?;
     let latest = tx
         .query(
-            "SELECT l.time, l.quality
+            "SELECT l.time, l.quality, l.value, l.value_text
              FROM unnest($1::int4[]) WITH ORDINALITY AS k(id, i)
              LEFT JOIN LATERAL (
-               SELECT time, quality FROM shopfloor.samples s
+               SELECT time, quality, value, value_text FROM shopfloor.samples s
                WHERE s.metric_id = k.id ORDER BY time DESC LIMIT 1) l ON true
              ORDER BY k.i",
             &[&ids],
@@ -594,6 +607,16 @@ async fn write_deaths(
             _ => *death_ms,
         };
         let Ok(micros) = pg_micros(ms) else { continue };
+        // The stored latest value: what the host remembers may be older
+        // when other ingest processes share the node's DATA.
+        let value = match (time, row.get::<_, Option<f64>>(2), row.get::<_, Option<String>>(3)) {
+            (None, ..) => value.clone(),
+            (Some(_), Some(approx), Some(exact)) => Stored::Integer { approx, exact },
+            (Some(_), None, Some(text)) => Stored::Text(text.into()),
+            (Some(_), Some(x), None) => Stored::Number(x),
+            (Some(_), None, None) => value.clone(),
+        };
+        let value = &value;
         if native {
             days.insert(ms / DAY_MS);
             if let Some(x) = value.number() {
