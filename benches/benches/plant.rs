@@ -46,11 +46,10 @@ fn main() {
 
     let dir = tempfile::tempdir().unwrap();
     let started = Instant::now();
-    let plant =
-        Plant::start(&Options { dir: dir.path().to_owned(), bins, scenario: None }, |step| {
-            eprintln!("[{:>5.1} s] starting {step}", started.elapsed().as_secs_f64());
-        })
-        .unwrap_or_else(|e| panic!("{e:#}"));
+    let plant = Plant::start(&Options::new(dir.path(), bins), |step| {
+        eprintln!("[{:>5.1} s] starting {step}", started.elapsed().as_secs_f64());
+    })
+    .unwrap_or_else(|e| panic!("{e:#}"));
     eprintln!(
         "warming up {warmup:?} (births, the first scripted faults), then measuring {window:?}"
     );

@@ -16,7 +16,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
-use shopfloor_testkit::{Alertmanager, Postgres, free_port};
+use shopfloor_testkit::{Alertmanager, ClickHouse, InfluxDb, Postgres, free_port};
 
 use crate::sim::scenario::Scenario;
 
@@ -211,6 +211,117 @@ pub struct Options {
     pub bins: PathBuf,
     /// The simulator's scenario (default: the seed's plant).
     pub scenario: Option<PathBuf>,
+    /// Where ingest writes the readings.
+    pub store: StoreKind,
+}
+
+impl Options {
+    /// The seed's plant in `dir`, with the binaries in `bins`, into
+    /// PostgreSQL.
+    pub fn new(dir: impl Into<PathBuf>, bins: impl Into<PathBuf>) -> Self {
+        Self { dir: dir.into(), bins: bins.into(), scenario: None, store: StoreKind::Postgres }
+    }
+}
+
+/// The store the plant's ingest writes to (PostgreSQL runs in every case:
+/// alerting keeps its journal there).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum StoreKind {
+    /// PostgreSQL (TimescaleDB where the server has it).
+    #[default]
+    Postgres,
+    /// InfluxDB 1.x (Debian's `influxdb`).
+    InfluxDb,
+    /// ClickHouse (Debian's `clickhouse-server`).
+    ClickHouse,
+}
+
+impl StoreKind {
+    /// `postgres`, `influxdb` or `clickhouse`.
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "postgres" | "postgresql" => Some(Self::Postgres),
+            "influxdb" => Some(Self::InfluxDb),
+            "clickhouse" => Some(Self::ClickHouse),
+            _ => None,
+        }
+    }
+
+    /// Its name for people.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Postgres => "PostgreSQL",
+            Self::InfluxDb => "InfluxDB",
+            Self::ClickHouse => "ClickHouse",
+        }
+    }
+}
+
+/// The store server the plant started for its ingest, beside PostgreSQL.
+#[derive(Debug)]
+pub enum StoreServer {
+    /// Ingest writes to the plant's PostgreSQL.
+    Postgres,
+    /// InfluxDB, database `shopfloor`.
+    InfluxDb(InfluxDb),
+    /// ClickHouse, database `shopfloor`.
+    ClickHouse(ClickHouse),
+}
+
+impl StoreServer {
+    /// Which store it is.
+    pub fn kind(&self) -> StoreKind {
+        match self {
+            Self::Postgres => StoreKind::Postgres,
+            Self::InfluxDb(_) => StoreKind::InfluxDb,
+            Self::ClickHouse(_) => StoreKind::ClickHouse,
+        }
+    }
+
+    /// A command that shows the newest readings (`None` for PostgreSQL).
+    pub fn how_to_query(&self) -> Option<String> {
+        match self {
+            Self::Postgres => None,
+            Self::InfluxDb(db) => Some(format!(
+                "InfluxDB        curl -G {}/query --data-urlencode db=shopfloor --data-urlencode 'q=SELECT * FROM readings ORDER BY time DESC LIMIT 10'",
+                db.url()
+            )),
+            Self::ClickHouse(ch) => Some(format!(
+                "ClickHouse      curl {}/ --data 'SELECT * FROM shopfloor.readings ORDER BY time DESC LIMIT 10'",
+                ch.url()
+            )),
+        }
+    }
+
+    /// How old the newest reading of the last minute is, in seconds
+    /// (`None` when there is none, or for PostgreSQL: ask it).
+    pub fn newest_age_s(&self) -> Option<f64> {
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        match self {
+            Self::Postgres => None,
+            Self::InfluxDb(db) => {
+                let body = db
+                    .query("shopfloor", "SELECT last(value) FROM readings WHERE time > now() - 1m")
+                    .ok()?;
+                let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+                let ms = v.pointer("/results/0/series/0/values/0/0")?.as_u64()?;
+                Some(now_ms.saturating_sub(ms) as f64 / 1000.0)
+            }
+            Self::ClickHouse(ch) => {
+                let body = ch
+                    .query(
+                        "SELECT count(), toUInt32(max(time)) FROM shopfloor.readings WHERE time > now() - 60",
+                    )
+                    .ok()?;
+                let mut cols = body.trim().split('\t');
+                let n: u64 = cols.next()?.parse().ok()?;
+                let s: u64 = cols.next()?.parse().ok()?;
+                (n > 0).then(|| (now_ms / 1000).saturating_sub(s) as f64)
+            }
+        }
+    }
 }
 
 /// The running plant. Dropping it stops everything, gateways first.
@@ -231,6 +342,8 @@ pub struct Plant {
     pub broker: Daemon,
     /// Alertmanager with the shipped route.
     pub alertmanager: Alertmanager,
+    /// Where ingest writes (InfluxDB or ClickHouse run here).
+    pub store: StoreServer,
     /// PostgreSQL.
     pub postgres: Postgres,
     /// The folder.
@@ -334,6 +447,22 @@ impl Plant {
 
         say("PostgreSQL");
         let postgres = Postgres::start().context("PostgreSQL: apt-get install -y postgresql")?;
+        let store = match opts.store {
+            StoreKind::Postgres => StoreServer::Postgres,
+            StoreKind::InfluxDb => {
+                say("InfluxDB");
+                StoreServer::InfluxDb(
+                    InfluxDb::start().context("InfluxDB: apt-get install -y influxdb")?,
+                )
+            }
+            StoreKind::ClickHouse => {
+                say("ClickHouse");
+                StoreServer::ClickHouse(
+                    ClickHouse::start()
+                        .context("ClickHouse: apt-get install -y clickhouse-server")?,
+                )
+            }
+        };
         say("Alertmanager (shipped route)");
         let alertmanager = Alertmanager::start_with_config(
             Path::new("/usr/bin/prometheus-alertmanager"),
@@ -410,10 +539,19 @@ impl Plant {
             &gateway("opcua-gw", listen("opcua-gw")?, &fragment("opcua-servers.toml")?),
         )?;
         let pg = postgres.connection_string();
+        let store_section = match &store {
+            StoreServer::Postgres => format!("[postgres]\nconnection = \"{pg}\"\n"),
+            StoreServer::InfluxDb(db) => {
+                format!("[influxdb]\nurl = \"{}\"\ndatabase = \"shopfloor\"\n", db.url())
+            }
+            StoreServer::ClickHouse(ch) => {
+                format!("[clickhouse]\nurl = \"{}\"\ndatabase = \"shopfloor\"\n", ch.url())
+            }
+        };
         write(
             &dir.join("ingestd.toml"),
             &format!(
-                "# Written by shopfloor-demo.\n{}[metrics]\nlisten = \"{}\"\n\n[postgres]\nconnection = \"{pg}\"\n\n[ingest]\nplain = false\nsparkplug = true\nbatch_ms = 200\n",
+                "# Written by shopfloor-demo.\n{}[metrics]\nlisten = \"{}\"\n\n{store_section}\n[ingest]\nplain = false\nsparkplug = true\nbatch_ms = 200\n",
                 mqtt_section("ingest-1", "ingest", broker_port),
                 listen("ingestd")?
             ),
@@ -456,6 +594,7 @@ impl Plant {
             sim,
             broker,
             alertmanager,
+            store,
             postgres,
             dir: dir.clone(),
             broker_port,

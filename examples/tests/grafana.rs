@@ -232,9 +232,8 @@ fn now_ms() -> i64 {
 fn every_query_runs_on_the_plants_data_and_gives_its_panel_the_right_shape() {
     let dir = tempfile::tempdir().unwrap();
     let bins = Path::new(env!("CARGO_BIN_EXE_shopfloor-sim")).parent().unwrap().to_owned();
-    let plant =
-        Plant::start(&Options { dir: dir.path().join("plant"), bins, scenario: None }, |_| {})
-            .unwrap_or_else(|e| panic!("{e:#}"));
+    let plant = Plant::start(&Options::new(dir.path().join("plant"), bins), |_| {})
+        .unwrap_or_else(|e| panic!("{e:#}"));
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async {
         let (pg, conn) =

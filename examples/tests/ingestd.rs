@@ -445,3 +445,47 @@ async fn the_daemon_writes_to_clickhouse_from_its_config() {
     })
     .await;
 }
+
+/// The plant demo pointed at InfluxDB, then ClickHouse (`--store`): the
+/// whole pipeline, through the shipped TLS broker, lands readings there,
+/// and the demo's freshness reading finds them.
+#[test]
+fn the_plant_demo_writes_to_influxdb_and_clickhouse() {
+    use shopfloor_examples::plant::{Options, Plant, StoreKind, StoreServer};
+    let bins = Path::new(BIN).parent().unwrap().to_owned();
+    for store in [StoreKind::InfluxDb, StoreKind::ClickHouse] {
+        let dir = tempfile::tempdir().unwrap();
+        let plant = Plant::start(&Options { store, ..Options::new(dir.path(), &bins) }, |_| {})
+            .unwrap_or_else(|e| panic!("{}: {e:#}", store.name()));
+        assert_eq!(plant.store.kind(), store);
+        let count = || -> u64 {
+            match &plant.store {
+                StoreServer::InfluxDb(db) => db
+                    .query("shopfloor", "SELECT count(value) FROM readings")
+                    .ok()
+                    .and_then(|b| serde_json::from_str::<serde_json::Value>(&b).ok())
+                    .and_then(|v| v.pointer("/results/0/series/0/values/0/1")?.as_u64())
+                    .unwrap_or(0),
+                StoreServer::ClickHouse(ch) => ch
+                    .query("SELECT count() FROM shopfloor.readings")
+                    .ok()
+                    .and_then(|b| b.trim().parse().ok())
+                    .unwrap_or(0),
+                StoreServer::Postgres => unreachable!("not asked for"),
+            }
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while count() < 100 {
+            assert!(
+                Instant::now() < deadline,
+                "{}: {} readings within 60 s",
+                store.name(),
+                count()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let age = plant.store.newest_age_s();
+        assert!(age.is_some_and(|a| a < 30.0), "{}: newest reading {age:?} s old", store.name());
+        drop(plant);
+    }
+}

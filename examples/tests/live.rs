@@ -54,9 +54,8 @@ fn page_text(browser: &mut Chromium) -> String {
 fn the_live_page_shows_the_plant_and_acknowledges_an_alarm() {
     let dir = tempfile::tempdir().unwrap();
     let bins = Path::new(env!("CARGO_BIN_EXE_shopfloor-sim")).parent().unwrap().to_owned();
-    let plant =
-        Plant::start(&Options { dir: dir.path().join("plant"), bins, scenario: None }, |_| {})
-            .unwrap_or_else(|e| panic!("{e:#}"));
+    let plant = Plant::start(&Options::new(dir.path().join("plant"), bins), |_| {})
+        .unwrap_or_else(|e| panic!("{e:#}"));
     let rt =
         tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     // The page as a deployment runs it: shopfloor-live with the `live`

@@ -192,7 +192,7 @@ fn the_plant_end_to_end() {
         std::path::Path::new(env!("CARGO_BIN_EXE_shopfloor-sim")).parent().unwrap().to_owned();
     let started = Instant::now();
     let mut plant = Plant::start(
-        &Options { dir: root.join("plant"), bins, scenario: Some(scenario) },
+        &Options { scenario: Some(scenario), ..Options::new(root.join("plant"), bins) },
         |step| eprintln!("[{:>5.1} s] starting {step}", started.elapsed().as_secs_f64()),
     )
     .unwrap_or_else(|e| panic!("{e:#}"));

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use shopfloor_examples::plant::{Options, Plant, metric};
+use shopfloor_examples::plant::{Options, Plant, StoreKind, StoreServer, metric};
 use tokio_postgres::NoTls;
 
 const HELP: &str = "\
@@ -16,7 +16,8 @@ Mosquitto (TLS, client certificates, ACL) → PostgreSQL and alarms →
 Alertmanager — with a live status until Ctrl-C, then everything stops
 
 USAGE:
-    shopfloor-demo [--state DIR] [--scenario FILE] [--live ADDR] [--duration SECS] [--plain]
+    shopfloor-demo [--state DIR] [--scenario FILE] [--store STORE] [--live ADDR]
+                   [--duration SECS] [--plain]
 
 OPTIONS:
     --state DIR       where certificates, configurations, data and logs go
@@ -24,10 +25,14 @@ OPTIONS:
     --scenario FILE   the simulator's scenario [default: the seed's plant,
                       30 machines, 120 sensors, a fault of each kind]
                       (shopfloor-sim --print-scenario shows it)
+    --store STORE     where ingest writes the readings: postgres (default),
+                      influxdb or clickhouse (started here too: apt-get
+                      install -y influxdb / clickhouse-server); the alarm
+                      journal stays in PostgreSQL
     --live ADDR       the live plant page [default: 127.0.0.1:8088; a free
                       port when that one is taken]
     --duration SECS   stop after this long (default: until Ctrl-C); exits
-                      non-zero unless readings reached PostgreSQL
+                      non-zero unless readings reached the store
     --plain           status as lines, not a redrawn screen
     -h, --help        this text
 
@@ -39,12 +44,14 @@ the folder of this binary. Each part's log is in DIR/logs/.
 EXAMPLES:
     scripts/demo                                   # builds, then runs this
     shopfloor-demo --state /tmp/plant --duration 60 --plain
+    scripts/demo --store clickhouse
 ";
 
 struct Args {
     state: PathBuf,
     live: std::net::SocketAddr,
     scenario: Option<PathBuf>,
+    store: StoreKind,
     duration: Option<Duration>,
     plain: bool,
 }
@@ -54,6 +61,7 @@ fn parse_args() -> anyhow::Result<Option<Args>> {
         state: PathBuf::from("shopfloor-demo"),
         live: std::net::SocketAddr::from(([127, 0, 0, 1], 8088)),
         scenario: None,
+        store: StoreKind::Postgres,
         duration: None,
         plain: false,
     };
@@ -63,6 +71,12 @@ fn parse_args() -> anyhow::Result<Option<Args>> {
         match flag.as_str() {
             "--state" => a.state = value()?.into(),
             "--scenario" => a.scenario = Some(value()?.into()),
+            "--store" => {
+                let v = value()?;
+                a.store = StoreKind::parse(&v).with_context(|| {
+                    format!("--store {v:?}: give postgres, influxdb or clickhouse")
+                })?;
+            }
             "--live" => {
                 let v = value()?;
                 a.live = v.parse().with_context(|| {
@@ -103,7 +117,7 @@ fn run() -> anyhow::Result<()> {
     let dir = args.state.canonicalize()?;
     let started = Instant::now();
     let plant = Plant::start(
-        &Options { dir: dir.clone(), bins, scenario: args.scenario.clone() },
+        &Options { scenario: args.scenario.clone(), store: args.store, ..Options::new(&dir, bins) },
         |step| {
             println!("[{:>5.1} s] starting {step}", started.elapsed().as_secs_f64());
         },
@@ -113,6 +127,7 @@ fn run() -> anyhow::Result<()> {
         "\nThe plant runs ({} machines, {} sensors) in {:.1} s. Everything is in {}:\n\
          \x20 logs            {}/logs/\n\
          \x20 PostgreSQL      psql \"{}\"  (SELECT * FROM shopfloor.readings ORDER BY time DESC LIMIT 10;)\n\
+         {}\
          \x20 Alertmanager    {}/#/alerts\n\
          \x20 MQTT (people)   mosquitto_sub -h localhost -p {} --cafile {}/pki/ca.crt -u operator -P {} -t 'shopfloor/alarms/#' -v\n\
          \x20 metrics         {}\n",
@@ -122,6 +137,7 @@ fn run() -> anyhow::Result<()> {
         dir.display(),
         dir.display(),
         p.postgres.connection_string(),
+        p.store.how_to_query().map(|q| format!("  {q}\n")).unwrap_or_default(),
         p.alertmanager.url(),
         p.people_port,
         dir.display(),
@@ -138,8 +154,12 @@ fn run() -> anyhow::Result<()> {
         println!("  live page       http://{}/\n", live.addr);
         status(&plant, args.duration, args.plain).await
     });
+    let store = match plant.store.kind() {
+        StoreKind::Postgres => String::new(),
+        other => format!(", {}", other.name()),
+    };
     println!(
-        "\nstopping: gateways, alerting, ingest, simulator, Mosquitto, Alertmanager, PostgreSQL"
+        "\nstopping: gateways, alerting, ingest, simulator, Mosquitto, Alertmanager{store}, PostgreSQL"
     );
     drop(plant);
     println!("stopped; the logs stay in {}/logs/", dir.display());
@@ -190,6 +210,7 @@ async fn status(plant: &Plant, duration: Option<Duration>, plain: bool) -> anyho
     let mut total_rows = 0.0;
     let mut tick = tokio::time::interval(Duration::from_secs(2));
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let store = plant.store.kind().name();
     loop {
         tokio::select! {
             _ = tick.tick() => {}
@@ -213,15 +234,18 @@ async fn status(plant: &Plant, duration: Option<Duration>, plain: bool) -> anyho
             None => (0.0, 0.0),
         };
         last = Some(Snapshot { at: now, rows, messages });
-        let lag = pg
-            .query_one(
-                "SELECT extract(epoch FROM now() - max(time))::float8 FROM shopfloor.readings
+        let lag = match &plant.store {
+            StoreServer::Postgres => pg
+                .query_one(
+                    "SELECT extract(epoch FROM now() - max(time))::float8 FROM shopfloor.readings
                  WHERE time > now() - interval '1 minute'",
-                &[],
-            )
-            .await
-            .ok()
-            .and_then(|r| r.get::<_, Option<f64>>(0));
+                    &[],
+                )
+                .await
+                .ok()
+                .and_then(|r| r.get::<_, Option<f64>>(0)),
+            other => other.newest_age_s(),
+        };
         let alarms: Vec<String> = pg
             .query(
                 "SELECT source, metric, active FROM shopfloor.alarm_state WHERE active IS NOT NULL ORDER BY source, metric",
@@ -260,7 +284,7 @@ async fn status(plant: &Plant, duration: Option<Duration>, plain: bool) -> anyho
         };
         let lines = [
             format!(
-                "readings  {row_rate:>6.0}/s into PostgreSQL ({msg_rate:.0} MQTT messages/s), {rows:.0} so far, newest {} old",
+                "readings  {row_rate:>6.0}/s into {store} ({msg_rate:.0} MQTT messages/s), {rows:.0} so far, newest {} old",
                 lag.map_or_else(|| "—".to_owned(), |l| format!("{l:.1} s"))
             ),
             format!("gateways  {}", edges.join(", ")),
@@ -299,10 +323,7 @@ async fn status(plant: &Plant, duration: Option<Duration>, plain: bool) -> anyho
         let _ = out.flush();
     }
     if duration.is_some() && total_rows <= 0.0 {
-        anyhow::bail!(
-            "no reading reached PostgreSQL; see the logs in {}/logs/",
-            plant.dir.display()
-        );
+        anyhow::bail!("no reading reached {store}; see the logs in {}/logs/", plant.dir.display());
     }
     Ok(())
 }
