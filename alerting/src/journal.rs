@@ -8,18 +8,26 @@
 //! `shopfloor.alarm_migrations`), so the ingest and the alerting daemon can
 //! share a database without knowing each other.
 
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 
 use crate::engine::{AlarmKey, Condition, Event, Persisted};
 use crate::limit::LevelKind;
 
-/// A database error with what was being done.
+/// A database error with what was being done, and the driver's error
+/// with its causes (the server's message, or why TLS failed).
 #[derive(Debug, thiserror::Error)]
-#[error("PostgreSQL: cannot {what}: {source}")]
+#[error("PostgreSQL: cannot {what}: {}", chain(source))]
 pub struct JournalError {
     what: &'static str,
     #[source]
     source: tokio_postgres::Error,
+}
+
+/// An error and its causes, `: `-joined (tokio-postgres says only `db
+/// error` or `error performing TLS handshake`; the causes say what).
+fn chain(e: &tokio_postgres::Error) -> String {
+    let causes = std::iter::successors(Some(e as &dyn std::error::Error), |e| e.source());
+    causes.map(ToString::to_string).collect::<Vec<_>>().join(": ")
 }
 
 fn db(what: &'static str) -> impl FnOnce(tokio_postgres::Error) -> JournalError {
@@ -59,10 +67,32 @@ fn parse_condition(s: &str) -> Option<Condition> {
 }
 
 impl Journal {
-    /// Connects and applies the journal's migrations.
+    /// Connects and applies the journal's migrations: TLS as `url`'s
+    /// `sslmode` asks (`disable`, `prefer`, the default, or `require`),
+    /// encrypting without checking the server's certificate (see
+    /// [`connect_with`](Self::connect_with)).
     pub async fn connect(url: &str) -> Result<Self, JournalError> {
-        let (mut client, conn) =
-            tokio_postgres::connect(url, NoTls).await.map_err(db("connect"))?;
+        Self::connect_with(url, None, None).await
+    }
+
+    /// [`connect`](Self::connect) with the password apart from `url` (set
+    /// through the driver) and TLS settings: from
+    /// `shopfloor_mqtt::tls_client_config` with the server's CA, the
+    /// server's certificate and host name are checked (libpq's
+    /// `verify-full`); `None` encrypts without that check (libpq's
+    /// `sslmode=require`).
+    pub async fn connect_with(
+        url: &str,
+        password: Option<&str>,
+        tls: Option<&std::sync::Arc<rustls::ClientConfig>>,
+    ) -> Result<Self, JournalError> {
+        let mut config: tokio_postgres::Config = url.parse().map_err(db("connect"))?;
+        if let Some(p) = password {
+            config.password(p);
+        }
+        let tls = tls.map_or_else(shopfloor_mqtt::tls_unverified_config, std::sync::Arc::clone);
+        let tls = tokio_postgres_rustls::MakeRustlsConnect::new((*tls).clone());
+        let (mut client, conn) = config.connect(tls).await.map_err(db("connect"))?;
         tokio::spawn(async move {
             if let Err(e) = conn.await {
                 tracing::warn!("PostgreSQL connection (alarm journal): {e}");

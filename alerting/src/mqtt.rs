@@ -80,6 +80,11 @@ pub struct AlertConfig {
     /// any reading. Needs the feature `postgres` (without it, a journal
     /// given here is a logged error and no journal).
     pub journal: Option<String>,
+    /// The journal's password, when not in `journal`.
+    pub journal_password: Option<String>,
+    /// The journal's TLS settings (see `Journal::connect_with`; `None`:
+    /// encrypt without checking the server's certificate).
+    pub journal_tls: Option<std::sync::Arc<rustls::ClientConfig>>,
     /// Alertmanager base URLs (an HA list gets every alert):
     /// `http://127.0.0.1:9093`. Needs the feature `alertmanager` (without
     /// it, URLs given here are a logged error and nothing is posted).
@@ -100,6 +105,8 @@ impl AlertConfig {
             inputs: Vec::new(),
             prefix: "shopfloor/alarms".into(),
             journal: None,
+            journal_password: None,
+            journal_tls: None,
             alertmanagers: Vec::new(),
             resend: Duration::from_secs(60),
         }
@@ -318,17 +325,22 @@ const TIMER_RECHECK: Duration = Duration::from_millis(100);
 /// Connects the journal (retrying), restores the engine from it, and
 /// starts the task that writes to it.
 #[cfg(feature = "postgres")]
-async fn start_journal(url: &str, engine: &mut Engine) -> (JournalTx, JoinHandle<()>) {
+async fn start_journal(config: &AlertConfig, engine: &mut Engine) -> (JournalTx, JoinHandle<()>) {
     use crate::journal::Journal;
-    let connect = |url: String| async move {
-        let mut failures = 0_u32;
-        loop {
-            match Journal::connect(&url).await {
-                Ok(j) => return j,
-                Err(e) => tracing::warn!("alarm journal: {e}; retrying"),
+    let url = config.journal.as_deref().unwrap_or_default();
+    let (password, tls) = (config.journal_password.clone(), config.journal_tls.clone());
+    let connect = move |url: String| {
+        let (password, tls) = (password.clone(), tls.clone());
+        async move {
+            let mut failures = 0_u32;
+            loop {
+                match Journal::connect_with(&url, password.as_deref(), tls.as_ref()).await {
+                    Ok(j) => return j,
+                    Err(e) => tracing::warn!("alarm journal: {e}; retrying"),
+                }
+                failures += 1;
+                tokio::time::sleep(Duration::from_millis(200 * u64::from(failures.min(10)))).await;
             }
-            failures += 1;
-            tokio::time::sleep(Duration::from_millis(200 * u64::from(failures.min(10)))).await;
         }
     };
     let mut journal = connect(url.to_owned()).await;
@@ -459,7 +471,7 @@ async fn run(
     let mut resend = tokio::time::interval(config.resend.max(Duration::from_secs(1)));
     #[cfg(feature = "postgres")]
     let journal = match &config.journal {
-        Some(url) => Some(start_journal(url, &mut engine).await),
+        Some(_) => Some(start_journal(&config, &mut engine).await),
         None => None,
     };
     let mut inputs = Inputs::new(

@@ -134,3 +134,22 @@ async fn the_saved_state_round_trips() {
     journal.save_state(std::slice::from_ref(&a)).await.unwrap();
     assert_eq!(journal.load_state().await.unwrap(), [a]);
 }
+
+/// The journal over TLS: `sslmode=require` with the server's CA checks
+/// its certificate and name; a wrong CA is refused, saying why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_journal_connects_over_checked_tls() {
+    use shopfloor_alerting::journal::Journal;
+    let pg = Postgres::builder().tls().start().expect("start postgresql with TLS");
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, other) = pg.ca_files(dir.path()).unwrap();
+    let checked = shopfloor_mqtt::tls_client_config(&ca, None).unwrap();
+    let wrong = shopfloor_mqtt::tls_client_config(&other, None).unwrap();
+    let url = format!("{} sslmode=require", pg.connection_string());
+    let journal = Journal::connect_with(&url, Some("unused 'quoted'"), Some(&checked))
+        .await
+        .expect("the journal over checked TLS");
+    assert!(journal.load_state().await.unwrap().is_empty());
+    let e = Journal::connect_with(&url, None, Some(&wrong)).await.unwrap_err().to_string();
+    assert!(e.contains("certificate"), "{e}");
+}

@@ -234,3 +234,63 @@ pub fn config_args(help: &str) -> anyhow::Result<Option<ConfigArgs>> {
     let config = config.context("--config FILE is required; see --help")?;
     Ok(Some(ConfigArgs { config, check }))
 }
+
+/// A PostgreSQL section (`[postgres]` of ingestd, `[journal]` of alertd):
+/// the connection string, and apart from it the password and the TLS
+/// check.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PgSection {
+    /// `host=… user=… dbname=…` or a URL; its `sslmode` (`disable`,
+    /// `prefer`, the default, or `require`) decides whether TLS is used.
+    pub connection: String,
+    /// The password's file (first line; relative to the config file's
+    /// folder); `SHOPFLOOR_PG_PASSWORD` wins over it.
+    pub password_file: Option<std::path::PathBuf>,
+    /// The CA certificate (PEM) that signed the server's: with it the
+    /// server's certificate and host name are checked (libpq's
+    /// `verify-full`); without, TLS encrypts without that check (libpq's
+    /// `sslmode=require`).
+    pub ca_file: Option<std::path::PathBuf>,
+}
+
+/// What a [`PgSection`] resolves to: the connection string, the password
+/// and the TLS settings (`None`: encrypt without a check).
+pub type PgTarget = (String, Option<String>, Option<std::sync::Arc<rustls::ClientConfig>>);
+
+impl PgSection {
+    /// Resolves the secrets and files, relative to the config `file`;
+    /// checks that the connection string parses.
+    pub fn resolve(self, file: &std::path::Path, section: &str) -> anyhow::Result<PgTarget> {
+        use anyhow::Context as _;
+        let where_ = file.display();
+        self.connection.parse::<tokio_postgres::Config>().map_err(|e| {
+            anyhow::anyhow!("{where_}: [{section}] connection: {e} (give host=… user=… dbname=…, or a postgresql:// URL; sslmode is disable, prefer or require)")
+        })?;
+        let password = match std::env::var("SHOPFLOOR_PG_PASSWORD") {
+            Ok(p) => Some(p),
+            Err(_) => match &self.password_file {
+                Some(f) => {
+                    Some(shopfloor_mqtt::section::read_secret(file, f).map_err(|(p, e)| {
+                        anyhow::anyhow!(
+                            "{where_}: [{section}] password_file {}: cannot read it: {e}",
+                            p.display()
+                        )
+                    })?)
+                }
+                None => None,
+            },
+        };
+        let tls = match &self.ca_file {
+            Some(ca) => Some(
+                shopfloor_mqtt::tls_client_config(
+                    &shopfloor_mqtt::section::relative_to(file, ca),
+                    None,
+                )
+                .with_context(|| format!("{where_}: [{section}] ca_file"))?,
+            ),
+            None => None,
+        };
+        Ok((self.connection, password, tls))
+    }
+}

@@ -344,10 +344,15 @@ fn check(path: &Path) -> (bool, String) {
 /// Runs the daemon on `config` (which `--check-config` says goes `into`)
 /// and publishes the same ten readings (idempotent) until `count` says all
 /// ten are stored: until the daemon has subscribed, nothing reaches it.
-async fn daemon_stores_ten(broker: &Mosquitto, config: &Path, into: &str, count: impl Fn() -> i64) {
+async fn daemon_stores_ten(
+    broker: &Mosquitto,
+    config: &Path,
+    into: &str,
+    count: impl Fn() -> i64,
+) -> Daemon {
     let (ok, text) = check(config);
     assert!(ok && text.contains(into), "{text}");
-    let _daemon = start(config);
+    let daemon = start(config);
     let (client, mut events) =
         AsyncClient::new(MqttOptions::new("publisher-ten", broker.host(), broker.port()), 100);
     let poll = tokio::spawn(async move { while events.poll().await.is_ok() {} });
@@ -368,6 +373,7 @@ async fn daemon_stores_ten(broker: &Mosquitto, config: &Path, into: &str, count:
     }
     assert_eq!(count(), 10);
     poll.abort();
+    daemon
 }
 
 /// The daemon pointed at InfluxDB by its file alone: `[influxdb]` instead
@@ -444,6 +450,62 @@ async fn the_daemon_writes_to_clickhouse_from_its_config() {
             .unwrap_or(0)
     })
     .await;
+}
+
+/// `[postgres]` over TLS from the file alone: `sslmode=require` in the
+/// string, `ca_file` (relative to the file) to check the server, the
+/// password from `password_file`. Every connection of the daemon is
+/// encrypted; a CA file that is not there is a configuration error that
+/// names the key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_writes_to_postgres_over_checked_tls() {
+    let broker = broker();
+    let pg = Postgres::builder().tls().start().expect("start postgresql with TLS");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("pg-ca.crt"), pg.ca_cert_pem().unwrap()).unwrap();
+    std::fs::write(dir.path().join("pg.pass"), "it's \\ quoted\n").unwrap();
+    let write = |name: &str, ca: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(
+            &path,
+            format!(
+                "[mqtt]\nport = {}\nclient_id = \"ingest-tls\"\n\n[postgres]\nconnection = \"host=localhost port={} user=postgres dbname=postgres sslmode=require application_name=ingestd-tls\"\nca_file = \"{ca}\"\npassword_file = \"pg.pass\"\n\n[ingest]\nplain = true\n",
+                broker.port(),
+                pg.port()
+            ),
+        )
+        .unwrap();
+        path
+    };
+    let (ok, text) = check(&write("missing.toml", "nowhere.crt"));
+    assert!(!ok && text.contains("[postgres] ca_file") && text.contains("nowhere.crt"), "{text}");
+
+    let config = write("ingest.toml", "pg-ca.crt");
+    let (client, conn) = tokio_postgres::connect(&pg.connection_string(), NoTls).await.unwrap();
+    tokio::spawn(conn);
+    // A count from a thread of its own (the helper asks synchronously).
+    let count = || {
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let rt =
+                    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+                rt.block_on(rows(&pg)).0
+            })
+            .join()
+            .unwrap()
+        })
+    };
+    let _daemon = daemon_stores_ten(&broker, &config, "into PostgreSQL", count).await;
+    let (all, tls): (i64, i64) = client
+        .query_one(
+            "SELECT count(*), count(*) FILTER (WHERE s.ssl) FROM pg_stat_ssl s
+             JOIN pg_stat_activity a USING (pid) WHERE a.application_name = 'ingestd-tls'",
+            &[],
+        )
+        .await
+        .map(|r| (r.get(0), r.get(1)))
+        .unwrap();
+    assert!(all > 0 && tls == all, "{tls} of the daemon's {all} connections over TLS");
 }
 
 /// The plant demo pointed at InfluxDB, then ClickHouse (`--store`): the

@@ -79,8 +79,14 @@ pub struct IngestConfig {
     /// and deaths go to every process: each names the DATA it gets, marks
     /// a dead node stale, and loads from the store a birth it missed.
     pub share: Option<String>,
-    /// PostgreSQL connection string (for [`Store::Postgres`]).
+    /// PostgreSQL connection string (for [`Store::Postgres`]); its
+    /// `sslmode` decides TLS (see [`Database::tls`]).
     pub database: String,
+    /// The PostgreSQL password, when not in `database`.
+    pub database_password: Option<String>,
+    /// PostgreSQL TLS settings (see [`Database::tls`]; `None`: encrypt
+    /// without checking the server's certificate).
+    pub database_tls: Option<Arc<rustls::ClientConfig>>,
     /// Where readings go: PostgreSQL/TimescaleDB at `database` (the
     /// default), InfluxDB or ClickHouse. The storage options below (`timescaledb`,
     /// `retention`, `maintain_every`, `max_catalogue_metrics`) are
@@ -144,6 +150,8 @@ impl IngestConfig {
             inputs: Vec::new(),
             share: None,
             database: database.into(),
+            database_password: None,
+            database_tls: None,
             store: Store::Postgres,
             batch_readings: 10_000,
             batch_age: Duration::from_millis(200),
@@ -573,6 +581,8 @@ async fn run(
         Store::Postgres => {
             let db = Database {
                 url: config.database.clone(),
+                password: config.database_password.clone(),
+                tls: config.database_tls.clone(),
                 timescaledb: config.timescaledb,
                 max_catalogue: config.max_catalogue_metrics,
             };

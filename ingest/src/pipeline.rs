@@ -17,12 +17,12 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use shopfloor_schemas::Batch;
 use tokio::sync::{mpsc, oneshot};
-use tokio_postgres::NoTls;
 
 use crate::error::IngestError;
 use crate::migrate::migrate_with;
@@ -33,8 +33,18 @@ use shopfloor_mqtt::AbortOnDrop;
 /// Where and how to connect.
 #[derive(Clone, Debug)]
 pub struct Database {
-    /// The connection string (`host=… user=… dbname=…` or a URL).
+    /// The connection string (`host=… user=… dbname=…` or a URL). Its
+    /// `sslmode` decides TLS: `disable`, `prefer` (the default: TLS when
+    /// the server offers it) or `require`.
     pub url: String,
+    /// The password, when not in `url` (set through the driver, so no
+    /// quoting of the string is involved).
+    pub password: Option<String>,
+    /// TLS settings: `None` encrypts without checking the server's
+    /// certificate, as libpq's `sslmode=require` does; settings from
+    /// `shopfloor_mqtt::tls_client_config` with the server's CA check its
+    /// certificate and host name (libpq's `verify-full`).
+    pub tls: Option<Arc<rustls::ClientConfig>>,
     /// Whether a new schema may use TimescaleDB (see [`migrate_with`]).
     pub timescaledb: bool,
     /// Metrics the catalogue may hold at most (see
@@ -46,7 +56,13 @@ impl Database {
     /// `url`, TimescaleDB where available, a catalogue of at most
     /// [`MAX_CATALOGUE`](crate::writer::MAX_CATALOGUE) metrics.
     pub fn new(url: impl Into<String>) -> Self {
-        Self { url: url.into(), timescaledb: true, max_catalogue: crate::writer::MAX_CATALOGUE }
+        Self {
+            url: url.into(),
+            password: None,
+            tls: None,
+            timescaledb: true,
+            max_catalogue: crate::writer::MAX_CATALOGUE,
+        }
     }
 
     /// A writer on `client`, with this database's limits.
@@ -104,15 +120,34 @@ impl SinkWriter for Writer {
     }
 }
 
-/// Connects and migrates, once.
-pub async fn try_connect(db: &Database) -> Result<tokio_postgres::Client, IngestError> {
-    let (mut client, conn) =
-        tokio_postgres::connect(&db.url, NoTls).await.map_err(IngestError::db("connect"))?;
+/// Opens a connection: `url` with `password` set apart, over TLS as its
+/// `sslmode` asks (see [`Database::tls`]). The connection is driven by a
+/// task of its own, which logs how it ended when that was an error.
+pub async fn open(
+    url: &str,
+    password: Option<&str>,
+    tls: Option<&Arc<rustls::ClientConfig>>,
+) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+    let mut config: tokio_postgres::Config = url.parse()?;
+    if let Some(p) = password {
+        config.password(p);
+    }
+    let tls = tls.map_or_else(shopfloor_mqtt::tls_unverified_config, Arc::clone);
+    let tls = tokio_postgres_rustls::MakeRustlsConnect::new((*tls).clone());
+    let (client, conn) = config.connect(tls).await?;
     tokio::spawn(async move {
         if let Err(e) = conn.await {
             tracing::warn!("PostgreSQL connection: {}", crate::error::pg_message(&e));
         }
     });
+    Ok(client)
+}
+
+/// Connects and migrates, once.
+pub async fn try_connect(db: &Database) -> Result<tokio_postgres::Client, IngestError> {
+    let mut client = open(&db.url, db.password.as_deref(), db.tls.as_ref())
+        .await
+        .map_err(IngestError::db("connect"))?;
     let applied = migrate_with(&mut client, db.timescaledb).await?;
     if !applied.is_empty() {
         tracing::info!(?applied, "migrations applied");

@@ -828,6 +828,57 @@ async fn stopping_works_while_the_database_is_refused() {
     assert!(t0.elapsed() < Duration::from_secs(1));
 }
 
+/// PostgreSQL over TLS, as the connection string's `sslmode` asks:
+/// `require` encrypts without checking the certificate (libpq's meaning),
+/// a CA checks the server's certificate and name, a wrong CA is refused
+/// with the reason, `disable` stays plain; a password given apart needs
+/// no quoting. The ingest itself writes over checked TLS.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_over_tls_as_sslmode_asks() {
+    use shopfloor_ingest::pipeline::open;
+    let pg = Postgres::builder().tls().start().expect("start postgresql with TLS");
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, other) = pg.ca_files(dir.path()).unwrap();
+    let checked = shopfloor_mqtt::tls_client_config(&ca, None).unwrap();
+    let wrong = shopfloor_mqtt::tls_client_config(&other, None).unwrap();
+    let url = |mode: &str| {
+        format!("host=localhost port={} user=postgres dbname=postgres sslmode={mode}", pg.port())
+    };
+    let ssl = |c: Client| async move {
+        c.query_one("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()", &[])
+            .await
+            .unwrap()
+            .get::<_, bool>(0)
+    };
+    assert!(ssl(open(&url("require"), None, None).await.unwrap()).await, "require");
+    let quoted = Some("it's a \\ 'password'");
+    assert!(ssl(open(&url("prefer"), quoted, Some(&checked)).await.unwrap()).await, "checked");
+    assert!(!ssl(open(&url("disable"), None, None).await.unwrap()).await, "disable");
+    let e = open(&url("require"), None, Some(&wrong)).await.unwrap_err();
+    let why = shopfloor_ingest::pg_message(&e);
+    assert!(why.contains("certificate"), "{why}");
+
+    let broker = broker();
+    let mut c = config(&broker, &pg);
+    c.database = format!("{} sslmode=require application_name=ingest-tls", pg.connection_string());
+    c.database_tls = Some(checked);
+    let ingest = ingest(c).await;
+    publish(&broker, 0..100, 0, || {}).await;
+    expect_rows(&pg, 100, 0).await;
+    let (all, tls): (i64, i64) = db(&pg)
+        .await
+        .query_one(
+            "SELECT count(*), count(*) FILTER (WHERE s.ssl) FROM pg_stat_ssl s
+             JOIN pg_stat_activity a USING (pid) WHERE a.application_name = 'ingest-tls'",
+            &[],
+        )
+        .await
+        .map(|r| (r.get(0), r.get(1)))
+        .unwrap();
+    assert!(all > 0 && tls == all, "{tls} of the ingest's {all} connections over TLS");
+    ingest.shutdown().await.unwrap();
+}
+
 on_both_storages!(
     no_single_message_stalls_the_ingest,
     a_death_is_never_lost,

@@ -71,7 +71,7 @@ pub use shopfloor_mapping as mapping;
 use shopfloor_sparkplug::edge::{EdgeEvent, EdgeNode, Now, ReplayMark};
 use shopfloor_sparkplug::host::{HostApplication, HostConfig, HostEvent};
 pub use task::AbortOnDrop;
-pub use tls::{TlsError, tls_client_config};
+pub use tls::{TlsError, tls_client_config, tls_unverified_config};
 
 /// Replayed messages between two broker round trips that confirm them.
 pub const BARRIER_EVERY: usize = 16;

@@ -14,6 +14,7 @@ use std::{mem, ptr};
 use tempfile::TempDir;
 
 use crate::Error;
+use crate::pki::Pki;
 use crate::process::{self, PORT_ATTEMPTS, Proc, RunAs, START_TIMEOUT, STOP_GRACE};
 
 const INSTALL: &str = "apt-get install -y postgresql";
@@ -42,6 +43,7 @@ pub struct PostgresBuilder {
     bin_dir: Option<PathBuf>,
     settings: Vec<(String, String)>,
     timescaledb: bool,
+    tls: bool,
 }
 
 impl PostgresBuilder {
@@ -70,6 +72,14 @@ impl PostgresBuilder {
         b.settings.push(("timescaledb.telemetry_level".into(), "off".into()));
         b.timescaledb = true;
         b
+    }
+
+    /// TLS on: a new CA signs the server's certificate (for `localhost`
+    /// and `127.0.0.1`; [`Postgres::ca_cert_pem`]). Clients without TLS are
+    /// still accepted; `pg_stat_ssl` tells a session's.
+    pub fn tls(mut self) -> Self {
+        self.tls = true;
+        self
     }
 
     /// Copies a freshly initialised cluster into a new temporary folder,
@@ -123,7 +133,29 @@ impl PostgresBuilder {
         if let Some(user) = run_as {
             user.chown(&socket_dir)?;
         }
+        let mut options = self;
+        let ca_cert_pem = if options.tls {
+            let pki = Pki::generate()?;
+            for (name, pem) in
+                [("server.crt", pki.server_cert_pem()), ("server.key", pki.server_key_pem())]
+            {
+                let path = data_dir.join(name);
+                fs::write(&path, pem)
+                    .and_then(|()| fs::set_permissions(&path, fs::Permissions::from_mode(0o600)))
+                    .map_err(Error::io(format!("writing {}", path.display())))?;
+                if let Some(user) = run_as {
+                    user.chown(&path)?;
+                }
+            }
+            options.settings.push(("ssl".into(), "on".into()));
+            options.settings.push(("ssl_cert_file".into(), "server.crt".into()));
+            options.settings.push(("ssl_key_file".into(), "server.key".into()));
+            Some(pki.ca_cert_pem().to_owned())
+        } else {
+            None
+        };
         let mut cluster = Postgres {
+            ca_cert_pem,
             bin_dir,
             run_as,
             log_path: dir.path().join("postgres.log"),
@@ -131,7 +163,7 @@ impl PostgresBuilder {
             socket_dir,
             port: 0,
             process: None,
-            options: self,
+            options,
             dir,
         };
         cluster.launch(true)?;
@@ -174,11 +206,32 @@ pub struct Postgres {
     log_path: PathBuf,
     port: u16,
     process: Option<Proc>,
+    /// The CA certificate (PEM), with [`PostgresBuilder::tls`].
+    ca_cert_pem: Option<String>,
     // Last, so that the server stops before its folder is removed.
     dir: TempDir,
 }
 
 impl Postgres {
+    /// The CA certificate (PEM) that signed the server's, with
+    /// [`PostgresBuilder::tls`].
+    pub fn ca_cert_pem(&self) -> Option<&str> {
+        self.ca_cert_pem.as_deref()
+    }
+
+    /// For tests of a TLS client, with [`PostgresBuilder::tls`]: the
+    /// server's CA certificate and another CA's, written as `ca.crt` and
+    /// `other-ca.crt` into `dir`.
+    pub fn ca_files(&self, dir: &Path) -> Result<(PathBuf, PathBuf), Error> {
+        let ours = self.ca_cert_pem().ok_or(Error::Usage("ca_files needs PostgresBuilder::tls"))?;
+        let other = Pki::generate()?;
+        let files = (dir.join("ca.crt"), dir.join("other-ca.crt"));
+        for (path, pem) in [(&files.0, ours), (&files.1, other.ca_cert_pem())] {
+            fs::write(path, pem).map_err(Error::io(format!("writing {}", path.display())))?;
+        }
+        Ok(files)
+    }
+
     /// Options for a new cluster.
     pub fn builder() -> PostgresBuilder {
         PostgresBuilder::default()

@@ -59,6 +59,8 @@ THE FILE:
 
     [journal]                      # optional: every event, and the state
     connection = \"host=127.0.0.1 user=shopfloor dbname=shopfloor\"   # kept over restarts
+    # password_file = \"pg.pass\"     # or SHOPFLOOR_PG_PASSWORD; sslmode in the
+    # ca_file = \"pg-ca.crt\"         # string, ca_file to check the server's name
 
     [alertmanager]                 # optional: firing alarms as alerts (API v2)
     urls = [\"http://127.0.0.1:9093\"]   # an HA list gets every alert
@@ -86,12 +88,6 @@ struct Alerting {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Journal {
-    connection: String,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct Alertmanager {
     urls: Vec<String>,
     resend_s: Option<u64>,
@@ -103,7 +99,7 @@ struct File {
     mapping: Vec<MappingSpec>,
     mqtt: Option<MqttSection>,
     alerting: Option<Alerting>,
-    journal: Option<Journal>,
+    journal: Option<shopfloor_examples::PgSection>,
     alertmanager: Option<Alertmanager>,
     #[serde(flatten)]
     _others: std::collections::BTreeMap<String, toml::Value>,
@@ -158,11 +154,10 @@ fn config(path: &Path) -> anyhow::Result<(RuleSet, AlertConfig, EngineLimits)> {
         );
     }
     if let Some(j) = file.journal {
-        let mut url = j.connection;
-        if let Ok(p) = std::env::var("SHOPFLOOR_PG_PASSWORD") {
-            url.push_str(&format!(" password='{}'", p.replace('\\', "\\\\").replace('\'', "\\'")));
-        }
+        let (url, password, tls) = j.resolve(path, "journal")?;
         c.journal = Some(url);
+        c.journal_password = password;
+        c.journal_tls = tls;
     }
     if let Some(am) = file.alertmanager {
         for url in &am.urls {

@@ -47,7 +47,10 @@ THE FILE:
 
     [postgres]
     connection = \"host=127.0.0.1 user=shopfloor dbname=shopfloor\"
-    # the password: PGPASSWORD-style in the string, or SHOPFLOOR_PG_PASSWORD
+    # sslmode=require in it: TLS always (prefer, the default: when offered)
+    # password_file = \"pg.pass\"    # or SHOPFLOOR_PG_PASSWORD
+    # ca_file = \"/etc/shopfloor/pki/pg-ca.crt\"   # check the server's
+    #                             # certificate and name (else: encrypt only)
 
     # …or, instead of [postgres], InfluxDB (line protocol over HTTP):
     # [influxdb]
@@ -109,12 +112,6 @@ EXAMPLES:
     shopfloor-ingestd --config ingest.toml mapping test --topic iotgateway/a1 --payload sample.json
     RUST_LOG=debug shopfloor-ingestd --config ingest.toml
 ";
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Pg {
-    connection: String,
-}
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -255,7 +252,7 @@ struct File {
     #[serde(default)]
     mapping: Vec<MappingSpec>,
     mqtt: Option<MqttSection>,
-    postgres: Option<Pg>,
+    postgres: Option<shopfloor_examples::PgSection>,
     influxdb: Option<Influx>,
     clickhouse: Option<ClickHouse>,
     ingest: Option<IngestSection>,
@@ -277,11 +274,9 @@ fn config(path: &Path) -> anyhow::Result<IngestConfig> {
         );
     }
     let (pg, store) = match (file.postgres, file.influxdb, file.clickhouse) {
-        (Some(pg), ..) => (pg, Store::Postgres),
-        (_, Some(i), _) => (Pg { connection: String::new() }, Store::InfluxDb(influx(path, i)?)),
-        (.., Some(c)) => {
-            (Pg { connection: String::new() }, Store::ClickHouse(clickhouse(path, c)?))
-        }
+        (Some(pg), ..) => (Some(pg), Store::Postgres),
+        (_, Some(i), _) => (None, Store::InfluxDb(influx(path, i)?)),
+        (.., Some(c)) => (None, Store::ClickHouse(clickhouse(path, c)?)),
         _ => bail!(
             "{where_}: no store: add [postgres] with connection = \"host=… dbname=…\" (or [influxdb], or [clickhouse])"
         ),
@@ -294,14 +289,16 @@ fn config(path: &Path) -> anyhow::Result<IngestConfig> {
             "{where_}: no [ingest] section; add plain = true and/or sparkplug = true, or a [[mapping]]"
         ),
     };
-    let mut database = pg.connection;
-    if let Ok(p) = std::env::var("SHOPFLOOR_PG_PASSWORD") {
-        database.push_str(&format!(" password='{}'", p.replace('\\', "\\\\").replace('\'', "\\'")));
-    }
+    let (database, database_password, database_tls) = match pg {
+        Some(pg) => pg.resolve(path, "postgres")?,
+        None => (String::new(), None, None),
+    };
     let client_id = mqtt.client_id.clone().with_context(|| {
         format!("{where_}: [mqtt] has no client_id; give one that stays the same across restarts (the broker keeps the session by it)")
     })?;
     let mut c = IngestConfig::new(mqtt.host.clone(), mqtt.port, client_id, database);
+    c.database_password = database_password;
+    c.database_tls = database_tls;
     c.store = store;
     // Mappings first: a device's own topic is more specific than a template.
     c.inputs = shopfloor_examples::mappings(&file.mapping, path)?;
@@ -404,6 +401,7 @@ fn real_main() -> anyhow::Result<()> {
         let store = match &c.store {
             Store::InfluxDb(i) => format!("InfluxDB at {}", i.url),
             Store::ClickHouse(c) => format!("ClickHouse at {}", c.url),
+            _ if c.database_tls.is_some() => "PostgreSQL (TLS, the server checked)".to_owned(),
             _ => "PostgreSQL".to_owned(),
         };
         println!(
