@@ -2,6 +2,7 @@
 
 use std::process::ExitCode;
 
+pub mod cli;
 pub mod gateway;
 pub mod grafana;
 pub mod live;
@@ -10,37 +11,32 @@ pub mod plant;
 pub mod sim;
 
 /// Logs to stderr through `tracing`, filtered by `RUST_LOG` (default
-/// `info`), in colour only on a terminal.
-pub fn init_logging() {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                // async-opcua's client logs every retry, disconnect and
-                // fault in its own words (dozens of lines a minute against
-                // a refused or faulty server); the OPC UA bridge reports
-                // each problem once, in one line of its own. Its server
-                // (the simulator's) logs every endpoint at info. RUST_LOG
-                // shows everything again.
-                .unwrap_or_else(|_| {
-                    tracing_subscriber::EnvFilter::new(
-                        "info,opcua_client=off,opcua_core=off,opcua_crypto=off,opcua_types=off,opcua_server=warn",
-                    )
-                }),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
-}
-
-/// `main`'s exit: 0, or 1 after `error: …` (with its causes) on stderr.
-pub fn exit(result: anyhow::Result<()>) -> ExitCode {
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
+/// `info`): text (in colour only on a terminal) or one JSON object a line.
+pub fn init_logging(format: cli::LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        // async-opcua's client logs every retry, disconnect and fault in
+        // its own words (dozens of lines a minute against a refused or
+        // faulty server); the OPC UA bridge reports each problem once, in
+        // one line of its own. Its server (the simulator's) logs every
+        // endpoint at info. RUST_LOG shows everything again.
+        .unwrap_or_else(|_| {
+            tracing_subscriber::EnvFilter::new(
+                "info,opcua_client=off,opcua_core=off,opcua_crypto=off,opcua_types=off,opcua_server=warn",
+            )
+        });
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        cli::LogFormat::Json => builder.json().init(),
+        cli::LogFormat::Text => {
+            builder.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).init();
         }
     }
+}
+
+/// `main`'s exit (see [`cli::exit`]): 0; 78 after a configuration error;
+/// 1 after any other.
+pub fn exit(result: anyhow::Result<()>) -> ExitCode {
+    cli::exit(result)
 }
 
 /// Until Ctrl-C or SIGTERM.
@@ -159,80 +155,6 @@ pub fn mapping_test(
         1 => anyhow::bail!("a part of the payload could not be read (above)"),
         n => anyhow::bail!("{n} parts of the payload could not be read (above)"),
     }
-}
-
-/// `mapping test --topic T --payload FILE` with `--config FILE`, when the
-/// command line asks for it.
-#[derive(Debug)]
-pub struct MappingTestArgs {
-    /// The configuration file with the `[[mapping]]` sections.
-    pub config: std::path::PathBuf,
-    /// The topic the payload arrives on.
-    pub topic: String,
-    /// The file holding the payload.
-    pub payload: std::path::PathBuf,
-}
-
-/// Parses `--config FILE mapping test --topic T --payload FILE` (in any
-/// order); `None` when the first words are not `mapping test`.
-pub fn mapping_test_args() -> anyhow::Result<Option<MappingTestArgs>> {
-    use anyhow::Context as _;
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let Some(at) = args.iter().position(|a| a == "mapping") else { return Ok(None) };
-    if args.get(at + 1).map(String::as_str) != Some("test") {
-        anyhow::bail!("mapping: the subcommand is `mapping test --topic T --payload FILE`");
-    }
-    let (mut config, mut topic, mut payload) = (None, None, None);
-    let mut it = args.iter().enumerate().filter(|(i, _)| *i != at && *i != at + 1).map(|(_, a)| a);
-    while let Some(a) = it.next() {
-        let mut value =
-            |what: &str| it.next().cloned().with_context(|| format!("{a} needs {what}"));
-        match a.as_str() {
-            "--config" => config = Some(value("a file")?.into()),
-            "--topic" => topic = Some(value("a topic")?),
-            "--payload" => payload = Some(value("a file")?.into()),
-            other => anyhow::bail!("mapping test: unknown argument {other:?}; see --help"),
-        }
-    }
-    Ok(Some(MappingTestArgs {
-        config: config.context("mapping test: --config FILE is required")?,
-        topic: topic.context("mapping test: --topic T is required")?,
-        payload: payload.context("mapping test: --payload FILE is required")?,
-    }))
-}
-
-/// What `--config FILE [--check-config]` asked for.
-#[derive(Debug)]
-pub struct ConfigArgs {
-    /// The file.
-    pub config: std::path::PathBuf,
-    /// Check it and exit.
-    pub check: bool,
-}
-
-/// Parses `--config FILE`, `--check-config` and `--help` (which prints
-/// `help` and gives `None`); anything else is an error naming it.
-pub fn config_args(help: &str) -> anyhow::Result<Option<ConfigArgs>> {
-    use anyhow::Context as _;
-    let (mut config, mut check) = (None, false);
-    let mut args = std::env::args().skip(1);
-    while let Some(a) = args.next() {
-        match a.as_str() {
-            "--config" => {
-                config = Some(std::path::PathBuf::from(
-                    args.next().context("--config needs a file; see --help")?,
-                ));
-            }
-            "--check-config" => check = true,
-            "-h" | "--help" => {
-                print!("{help}");
-                return Ok(None);
-            }
-            other => anyhow::bail!("unknown argument {other:?}; see --help"),
-        }
-    }
-    let config = config.context("--config FILE is required; see --help")?;
-    Ok(Some(ConfigArgs { config, check }))
 }
 
 /// A PostgreSQL section (`[postgres]` of ingestd, `[journal]` of alertd):

@@ -41,7 +41,7 @@ fn check_config_names_the_rule_file_the_rule_and_the_key() {
     let broken = RULES.replace("hh = { limit = 180.0 }", "hh = { limit = 150.0 }");
     let path = write(dir.path(), config, &broken);
     let out = Command::new(BIN).arg("--config").arg(&path).arg("--check-config").output().unwrap();
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(78), "a configuration error is EX_CONFIG");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("rules.toml: rule \"press-pressure\": limit: HH (150) must be above H (160)"),
@@ -49,6 +49,65 @@ fn check_config_names_the_rule_file_the_rule_and_the_key() {
     );
     let out = Command::new(BIN).arg("--help").output().unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains("--check-config"));
+}
+
+/// Every binary: `--version`, a usage error is exit 2 with clap's
+/// message, a configuration file that is not there is exit 78 (sysexits'
+/// EX_CONFIG, which a unit file keeps from restarting), and the shell
+/// completions and man page come from the same definition.
+#[test]
+fn every_binary_has_version_usage_errors_config_errors_and_generated_docs() {
+    let bins = [
+        ("shopfloor-ingestd", env!("CARGO_BIN_EXE_shopfloor-ingestd")),
+        ("shopfloor-alertd", env!("CARGO_BIN_EXE_shopfloor-alertd")),
+        ("shopfloor-live", env!("CARGO_BIN_EXE_shopfloor-live")),
+        ("shopfloor-modbus-gateway", env!("CARGO_BIN_EXE_shopfloor-modbus-gateway")),
+        ("shopfloor-opcua-gateway", env!("CARGO_BIN_EXE_shopfloor-opcua-gateway")),
+        ("shopfloor-sim", env!("CARGO_BIN_EXE_shopfloor-sim")),
+        ("shopfloor-demo", env!("CARGO_BIN_EXE_shopfloor-demo")),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing.toml");
+    for (name, bin) in bins {
+        let run = |args: &[&str]| {
+            Command::new(bin).args(args).env_remove("SHOPFLOOR_CONFIG").output().unwrap()
+        };
+        let out = run(&["--version"]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success()
+                && text.starts_with(&format!("{name} {}", env!("CARGO_PKG_VERSION"))),
+            "{name}: {text}"
+        );
+        let out = run(&["--no-such-flag"]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{name}: {err}");
+        assert!(err.contains("unexpected argument '--no-such-flag'"), "{name}: {err}");
+        let out = run(&["completions", "bash"]);
+        assert!(
+            out.status.success() && String::from_utf8_lossy(&out.stdout).contains("complete -F"),
+            "{name}: {out:?}"
+        );
+        let out = run(&["man"]);
+        let page = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success()
+                && page.contains(".TH")
+                && page.contains(&name.replace('-', "\\-")),
+            "{name}: {page}"
+        );
+        if name != "shopfloor-demo" {
+            let out = run(&["--config", missing.to_str().unwrap(), "--check-config"]);
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(78), "{name}: {err}");
+            assert!(err.contains("missing.toml"), "{name}: {err}");
+        }
+    }
+    // Without --config, the file in /etc/shopfloor/ (here: not there).
+    let out = Command::new(BIN).arg("check").env_remove("SHOPFLOOR_CONFIG").output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(78), "{err}");
+    assert!(err.contains("/etc/shopfloor/alertd.toml"), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -268,7 +268,7 @@ fn check_config_reports_the_address_and_names_mistakes() {
     ] {
         let out = run(text);
         let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(1), "{text}: {err}");
+        assert_eq!(out.status.code(), Some(78), "{text}: {err}");
         assert!(err.contains(says), "{text}: {err}");
     }
     let help = std::process::Command::new(bin).arg("--help").output().unwrap();

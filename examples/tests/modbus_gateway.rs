@@ -115,12 +115,14 @@ fn check_config_names_the_file_and_the_fix() {
         let out =
             Command::new(BIN).arg("--config").arg(&path).arg("--check-config").output().unwrap();
         let err = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success(), "{broken}");
+        assert_eq!(out.status.code(), Some(78), "{broken}");
         assert!(err.starts_with(&format!("error: {}", path.display())), "{err}");
         assert!(err.contains(want), "{err}\nshould contain {want:?}");
     }
-    let out = Command::new(BIN).output().unwrap();
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--config FILE is required"));
+    // Without --config: the file in /etc/shopfloor/, named when missing.
+    let out = Command::new(BIN).env_remove("SHOPFLOOR_CONFIG").output().unwrap();
+    assert_eq!(out.status.code(), Some(78));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/etc/shopfloor/modbus-gateway.toml"));
     let out = Command::new(BIN).arg("--help").output().unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains("EXAMPLES:"));
 }

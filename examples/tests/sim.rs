@@ -43,10 +43,10 @@ fn help_scenario_and_check_config() {
     std::fs::write(&path, scenario.replace("machine = \"press-03\"", "machine = \"press-99\""))
         .unwrap();
     let (code, _, err) = run(&["--config", path.to_str().unwrap(), "--check-config"]);
-    assert_eq!(code, Some(1));
+    assert_eq!(code, Some(78), "a configuration error is EX_CONFIG");
     assert!(err.contains("plant.toml: fault #1 (press-99): no machine \"press-99\""), "{err}");
 
     let (code, _, err) = run(&["--frobnicate"]);
-    assert_eq!(code, Some(1));
-    assert!(err.contains("unknown argument \"--frobnicate\""), "{err}");
+    assert_eq!(code, Some(2), "a usage error");
+    assert!(err.contains("unexpected argument '--frobnicate'"), "{err}");
 }

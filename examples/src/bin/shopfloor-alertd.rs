@@ -8,21 +8,13 @@ use anyhow::{Context, bail};
 use serde::Deserialize;
 use shopfloor_alerting::mqtt::{AlertConfig, AlertDriver, Input};
 use shopfloor_alerting::{Engine, EngineLimits, RuleSet};
+use shopfloor_examples::cli::{ConfigContext as _, Daemon, Generate};
 use shopfloor_mqtt::MqttSection;
 use shopfloor_mqtt::mapping::MappingSpec;
 use shopfloor_schemas::{TopicTemplate, topic};
 use shopfloor_sparkplug::HostConfig;
 
 const HELP: &str = "\
-shopfloor-alertd: alarms from MQTT readings (plain topics and Sparkplug B),
-with the ISA-18.2 lifecycle, to MQTT and an alarm journal in PostgreSQL
-
-USAGE:
-    shopfloor-alertd --config FILE                 run until Ctrl-C / SIGTERM
-    shopfloor-alertd --config FILE --check-config  check the file and its rules, and exit
-
-Logs go to stderr, filtered by RUST_LOG (default: info).
-
 THE FILE:
     [mqtt]
     host = \"127.0.0.1\"
@@ -177,15 +169,20 @@ fn config(path: &Path) -> anyhow::Result<(RuleSet, AlertConfig, EngineLimits)> {
     Ok((rules, c, limits))
 }
 
+const ABOUT: &str = "Alarms from MQTT readings (plain topics and Sparkplug B), with the ISA-18.2 lifecycle, to MQTT and an alarm journal in PostgreSQL";
+
 fn main() -> std::process::ExitCode {
     shopfloor_examples::exit(real_main())
 }
 
 fn real_main() -> anyhow::Result<()> {
-    let Some(args) = shopfloor_examples::config_args(HELP)? else { return Ok(()) };
-    let (path, check) = (args.config, args.check);
-    let (rules, c, limits) = config(&path)?;
-    shopfloor_examples::metrics::listen_address(&path)?;
+    let Some(cli) = Daemon::<Generate>::parse_as("shopfloor-alertd", ABOUT, HELP)? else {
+        return Ok(());
+    };
+    let check = cli.check_only();
+    let path = cli.opts.path("alertd");
+    let (rules, c, limits) = config(&path).bad_config()?;
+    shopfloor_examples::metrics::listen_address(&path).bad_config()?;
     if check {
         println!(
             "{}: valid: {} rules, {} inputs, {} {}:{}, journal {}",
@@ -199,7 +196,7 @@ fn real_main() -> anyhow::Result<()> {
         );
         return Ok(());
     }
-    shopfloor_examples::init_logging();
+    shopfloor_examples::init_logging(cli.opts.log_format);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
         tracing::info!(rules = rules.rules.len(), "alerting starting");

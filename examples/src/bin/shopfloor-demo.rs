@@ -7,35 +7,11 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
+use shopfloor_examples::cli::Generate;
 use shopfloor_examples::plant::{Options, Plant, StoreKind, StoreServer, metric};
 use tokio_postgres::NoTls;
 
 const HELP: &str = "\
-shopfloor-demo: the whole plant on this machine — simulator → gateways →
-Mosquitto (TLS, client certificates, ACL) → PostgreSQL and alarms →
-Alertmanager — with a live status until Ctrl-C, then everything stops
-
-USAGE:
-    shopfloor-demo [--state DIR] [--scenario FILE] [--store STORE] [--live ADDR]
-                   [--duration SECS] [--plain]
-
-OPTIONS:
-    --state DIR       where certificates, configurations, data and logs go
-                      [default: ./shopfloor-demo] (replaced on each start)
-    --scenario FILE   the simulator's scenario [default: the seed's plant,
-                      30 machines, 120 sensors, a fault of each kind]
-                      (shopfloor-sim --print-scenario shows it)
-    --store STORE     where ingest writes the readings: postgres (default),
-                      influxdb or clickhouse (started here too: apt-get
-                      install -y influxdb / clickhouse-server); the alarm
-                      journal stays in PostgreSQL
-    --live ADDR       the live plant page [default: 127.0.0.1:8088; a free
-                      port when that one is taken]
-    --duration SECS   stop after this long (default: until Ctrl-C); exits
-                      non-zero unless readings reached the store
-    --plain           status as lines, not a redrawn screen
-    -h, --help        this text
-
 It starts Mosquitto, PostgreSQL and Alertmanager from the system's binaries
 (apt-get install -y mosquitto postgresql prometheus-alertmanager), then
 shopfloor-sim, both gateways, shopfloor-ingestd and shopfloor-alertd from
@@ -47,59 +23,60 @@ EXAMPLES:
     scripts/demo --store clickhouse
 ";
 
+/// The whole plant on this machine — simulator → gateways → Mosquitto
+/// (TLS, client certificates, ACL) → PostgreSQL and alarms →
+/// Alertmanager — with a live status until Ctrl-C, then everything stops
+#[derive(clap::Parser)]
+#[command(name = "shopfloor-demo", version, after_long_help = HELP)]
 struct Args {
+    /// Where certificates, configurations, data and logs go (replaced on
+    /// each start)
+    #[arg(long, value_name = "DIR", default_value = "shopfloor-demo")]
     state: PathBuf,
-    live: std::net::SocketAddr,
+    /// The simulator's scenario [default: the seed's plant, 30 machines,
+    /// 120 sensors, a fault of each kind] (shopfloor-sim --print-scenario
+    /// shows it)
+    #[arg(long, value_name = "FILE")]
     scenario: Option<PathBuf>,
+    /// Where ingest writes the readings: postgres, influxdb or clickhouse
+    /// (started here too: apt-get install -y influxdb / clickhouse-server);
+    /// the alarm journal stays in PostgreSQL
+    #[arg(long, value_name = "STORE", default_value = "postgres", value_parser = parse_store)]
     store: StoreKind,
+    /// The live plant page [a free port when that one is taken]
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8088")]
+    live: std::net::SocketAddr,
+    /// Stop after this long [default: until Ctrl-C]; exits non-zero unless
+    /// readings reached the store
+    #[arg(long, value_name = "SECS", value_parser = parse_secs)]
     duration: Option<Duration>,
+    /// Status as lines, not a redrawn screen
+    #[arg(long)]
     plain: bool,
+    #[command(subcommand)]
+    command: Option<Generate>,
+}
+
+fn parse_store(v: &str) -> Result<StoreKind, String> {
+    StoreKind::parse(v).ok_or_else(|| "give postgres, influxdb or clickhouse".to_owned())
+}
+
+fn parse_secs(v: &str) -> Result<Duration, String> {
+    v.parse()
+        .ok()
+        .filter(|s: &f64| *s > 0.0 && s.is_finite())
+        .map(Duration::from_secs_f64)
+        .ok_or_else(|| "give a number of seconds, like 60".to_owned())
 }
 
 fn parse_args() -> anyhow::Result<Option<Args>> {
-    let mut a = Args {
-        state: PathBuf::from("shopfloor-demo"),
-        live: std::net::SocketAddr::from(([127, 0, 0, 1], 8088)),
-        scenario: None,
-        store: StoreKind::Postgres,
-        duration: None,
-        plain: false,
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let mut value = || it.next().with_context(|| format!("{flag} needs a value; see --help"));
-        match flag.as_str() {
-            "--state" => a.state = value()?.into(),
-            "--scenario" => a.scenario = Some(value()?.into()),
-            "--store" => {
-                let v = value()?;
-                a.store = StoreKind::parse(&v).with_context(|| {
-                    format!("--store {v:?}: give postgres, influxdb or clickhouse")
-                })?;
-            }
-            "--live" => {
-                let v = value()?;
-                a.live = v.parse().with_context(|| {
-                    format!("--live {v:?}: give host:port, like 127.0.0.1:8088")
-                })?;
-            }
-            "--duration" => {
-                let v = value()?;
-                let s: f64 =
-                    v.parse().ok().filter(|s: &f64| *s > 0.0 && s.is_finite()).with_context(
-                        || format!("--duration {v:?}: give a number of seconds, like 60"),
-                    )?;
-                a.duration = Some(Duration::from_secs_f64(s));
-            }
-            "--plain" => a.plain = true,
-            "-h" | "--help" => {
-                print!("{HELP}");
-                return Ok(None);
-            }
-            other => anyhow::bail!("unknown argument {other:?}; see --help"),
-        }
+    let args = <Args as clap::Parser>::parse();
+    if let Some(g) = &args.command
+        && g.print::<Args>()?
+    {
+        return Ok(None);
     }
-    Ok(Some(a))
+    Ok(Some(args))
 }
 
 fn main() -> std::process::ExitCode {

@@ -1,6 +1,7 @@
 //! The ingest daemon: MQTT → PostgreSQL, acknowledging only what is
 //! committed. See `--help`.
 
+use shopfloor_examples::cli::{ConfigContext as _, Daemon, Generate, Modes};
 use shopfloor_examples::metrics;
 use std::path::Path;
 use std::time::Duration;
@@ -16,17 +17,6 @@ use shopfloor_schemas::{TopicTemplate, topic};
 use shopfloor_sparkplug::HostConfig;
 
 const HELP: &str = "\
-shopfloor-ingestd: MQTT (plain topics and Sparkplug B) → PostgreSQL, InfluxDB or ClickHouse
-
-USAGE:
-    shopfloor-ingestd --config FILE                 run until Ctrl-C / SIGTERM
-    shopfloor-ingestd --config FILE --check-config  check the file and exit
-    shopfloor-ingestd --config FILE mapping test --topic T --payload FILE
-                                                    print the readings the file's
-                                                    [[mapping]]s make of a payload
-
-Logs go to stderr, filtered by RUST_LOG (default: info).
-
 THE FILE:
     [mqtt]
     host = \"127.0.0.1\"
@@ -384,19 +374,53 @@ fn config(path: &Path) -> anyhow::Result<IngestConfig> {
     Ok(c)
 }
 
+const ABOUT: &str = "MQTT (plain topics, payload mappings and Sparkplug B) → PostgreSQL, InfluxDB or ClickHouse, acknowledging only what is stored";
+
+#[derive(clap::Subcommand)]
+enum Command {
+    #[command(flatten)]
+    Generate(Generate),
+    /// The file's payload mappings
+    #[command(subcommand)]
+    Mapping(MappingCommand),
+}
+
+impl Modes for Command {
+    fn generate(&self) -> Option<&Generate> {
+        if let Self::Generate(g) = self { Some(g) } else { None }
+    }
+}
+
+#[derive(clap::Subcommand)]
+enum MappingCommand {
+    /// Print the readings the file's payload mappings make of a payload, its
+    /// units and what could not be read (no broker, no database)
+    Test {
+        /// The topic the payload arrives on
+        #[arg(long)]
+        topic: String,
+        /// The file holding the payload
+        #[arg(long, value_name = "FILE")]
+        payload: std::path::PathBuf,
+    },
+}
+
 fn main() -> std::process::ExitCode {
     shopfloor_examples::exit(real_main())
 }
 
 fn real_main() -> anyhow::Result<()> {
-    if let Some(t) = shopfloor_examples::mapping_test_args()? {
-        let file: File = shopfloor_examples::read_toml(&t.config)?;
-        return shopfloor_examples::mapping_test(&file.mapping, &t.config, &t.topic, &t.payload);
+    let Some(cli) = Daemon::<Command>::parse_as("shopfloor-ingestd", ABOUT, HELP)? else {
+        return Ok(());
+    };
+    let path = cli.opts.path("ingestd");
+    if let Some(Command::Mapping(MappingCommand::Test { topic, payload })) = &cli.command {
+        let file: File = shopfloor_examples::read_toml(&path).bad_config()?;
+        return shopfloor_examples::mapping_test(&file.mapping, &path, topic, payload);
     }
-    let Some(args) = shopfloor_examples::config_args(HELP)? else { return Ok(()) };
-    let (path, check) = (args.config, args.check);
-    let c = config(&path)?;
-    metrics::listen_address(&path)?;
+    let check = cli.check_only();
+    let c = config(&path).bad_config()?;
+    metrics::listen_address(&path).bad_config()?;
     if check {
         let store = match &c.store {
             Store::InfluxDb(i) => format!("InfluxDB at {}", i.url),
@@ -415,7 +439,7 @@ fn real_main() -> anyhow::Result<()> {
         );
         return Ok(());
     }
-    shopfloor_examples::init_logging();
+    shopfloor_examples::init_logging(cli.opts.log_format);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
         tracing::info!(client_id = c.client_id, "ingest starting");

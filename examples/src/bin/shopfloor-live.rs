@@ -5,23 +5,11 @@ use std::path::Path;
 
 use anyhow::Context as _;
 use serde::Deserialize;
+use shopfloor_examples::cli::{ConfigContext as _, Daemon, Generate};
 use shopfloor_examples::live::{LiveConfig, start};
 use shopfloor_mqtt::MqttSection;
 
 const HELP: &str = "\
-shopfloor-live: the live plant page: every machine's values with sparklines
-and quality, and the active alarms with Acknowledge and Shelve buttons,
-pushed to the browser once a second (server-sent events). It reads
-Sparkplug B (spBv1.0/#) and shopfloor-alertd's alarm states, and sends
-alertd's operator commands. One page embedded in the binary: nothing to
-install, nothing fetched from the internet.
-
-USAGE:
-    shopfloor-live --config FILE                 run until Ctrl-C / SIGTERM
-    shopfloor-live --config FILE --check-config  check the file and exit
-
-Logs go to stderr, filtered by RUST_LOG (default: info).
-
 THE FILE:
     [mqtt]
     host = \"127.0.0.1\"
@@ -81,17 +69,23 @@ fn config(path: &Path) -> anyhow::Result<LiveConfig> {
     })
 }
 
+const ABOUT: &str = "The live plant page: every machine's values with sparklines and quality, and the active alarms with Acknowledge and Shelve buttons, pushed to the browser once a second (server-sent events)\n\nIt reads Sparkplug B (spBv1.0/#) and shopfloor-alertd's alarm states, and sends alertd's operator commands. One page embedded in the binary: nothing to install, nothing fetched from the internet.";
+
 fn main() -> std::process::ExitCode {
     shopfloor_examples::exit(real_main())
 }
 
 fn real_main() -> anyhow::Result<()> {
-    let Some(args) = shopfloor_examples::config_args(HELP)? else { return Ok(()) };
-    let c = config(&args.config)?;
-    if args.check {
+    let Some(cli) = Daemon::<Generate>::parse_as("shopfloor-live", ABOUT, HELP)? else {
+        return Ok(());
+    };
+    let check = cli.check_only();
+    let path = cli.opts.path("live");
+    let c = config(&path).bad_config()?;
+    if check {
         println!(
             "{}: valid: {} {}:{}{}, page on http://{}/",
-            args.config.display(),
+            path.display(),
             c.protocol,
             c.broker.host,
             c.broker.port,
@@ -100,7 +94,7 @@ fn real_main() -> anyhow::Result<()> {
         );
         return Ok(());
     }
-    shopfloor_examples::init_logging();
+    shopfloor_examples::init_logging(cli.opts.log_format);
     let runtime =
         tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     runtime.block_on(async move {

@@ -4,28 +4,14 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{Context, bail};
 use shopfloor_bridge_modbus::gateway::plain::{self, PlainGateway};
 use shopfloor_bridge_modbus::gateway::{Gateway, edge_node_config};
 use shopfloor_bridge_modbus::{RegisterMap, explain};
+use shopfloor_examples::cli::{ConfigContext as _, Daemon, Generate, Modes};
 use shopfloor_examples::gateway::{self as gw, Mqtt, Output};
 use shopfloor_examples::metrics;
 
 const HELP: &str = "\
-shopfloor-modbus-gateway: Modbus TCP/RTU devices → Sparkplug B over MQTT
-
-USAGE:
-    shopfloor-modbus-gateway --config FILE                 run until Ctrl-C / SIGTERM
-    shopfloor-modbus-gateway --config FILE --check-config  check the file and exit
-    shopfloor-modbus-gateway explain --config FILE         print the read plan and exit
-
-OPTIONS:
-    --config FILE     the deployment file (TOML): [mqtt], [sparkplug], [modbus]
-    --check-config    check every section, print what would run, exit (0 = valid)
-    -h, --help        this text
-
-Logs go to stderr, filtered by RUST_LOG (default: info).
-
 THE FILE:
     [mqtt]
     host = \"127.0.0.1\"            # the broker
@@ -85,26 +71,20 @@ struct Args {
     explain: bool,
 }
 
-fn parse_args() -> anyhow::Result<Args> {
-    let (mut config, mut check, mut explain) = (None, false, false);
-    let mut it = std::env::args().skip(1);
-    while let Some(arg) = it.next() {
-        match arg.as_str() {
-            "--config" => {
-                config =
-                    Some(PathBuf::from(it.next().context("--config needs a file; see --help")?))
-            }
-            "--check-config" => check = true,
-            "explain" => explain = true,
-            "-h" | "--help" => {
-                print!("{HELP}");
-                std::process::exit(0);
-            }
-            other => bail!("unknown argument {other:?}; see --help"),
-        }
+const ABOUT: &str = "Modbus TCP/RTU devices → Sparkplug B (or plain topics) over MQTT";
+
+#[derive(clap::Subcommand)]
+enum Command {
+    #[command(flatten)]
+    Generate(Generate),
+    /// Print the read plan (which requests poll which registers) and exit
+    Explain,
+}
+
+impl Modes for Command {
+    fn generate(&self) -> Option<&Generate> {
+        if let Self::Generate(g) = self { Some(g) } else { None }
     }
-    let config = config.context("--config FILE is required; see --help")?;
-    Ok(Args { config, check, explain })
 }
 
 fn main() -> std::process::ExitCode {
@@ -112,23 +92,29 @@ fn main() -> std::process::ExitCode {
 }
 
 fn real_main() -> anyhow::Result<()> {
-    let args = parse_args()?;
-    let map = RegisterMap::load_deployment(&args.config)?;
+    let Some(cli) = Daemon::<Command>::parse_as("shopfloor-modbus-gateway", ABOUT, HELP)? else {
+        return Ok(());
+    };
+    let (check, explain_only) = (cli.check_only(), matches!(cli.command, Some(Command::Explain)));
+    let args = Args { config: cli.opts.path("modbus-gateway"), check, explain: explain_only };
+    let map = RegisterMap::load_deployment(&args.config).bad_config()?;
     if args.explain {
         print!("{}", explain(&map));
         return Ok(());
     }
-    let (mqtt, output) = gw::sections(&args.config, &["modbus", "metrics"], false)?;
-    metrics::listen_address(&args.config)?;
+    let (mqtt, output) = gw::sections(&args.config, &["modbus", "metrics"], false).bad_config()?;
+    metrics::listen_address(&args.config).bad_config()?;
     let target = match &output {
         Output::Sparkplug(sp) => {
             Gateway::check(&map, &sp.group_id, &sp.edge_node_id)
-                .map_err(|e| anyhow::anyhow!("{}: sparkplug: {e}", args.config.display()))?;
+                .map_err(|e| anyhow::anyhow!("{}: sparkplug: {e}", args.config.display()))
+                .bad_config()?;
             output.describe()
         }
         Output::Plain(p) => {
             plain::check(p, &map)
-                .map_err(|e| anyhow::anyhow!("{}: plain: {e}", args.config.display()))?;
+                .map_err(|e| anyhow::anyhow!("{}: plain: {e}", args.config.display()))
+                .bad_config()?;
             output.describe()
         }
     };
@@ -143,7 +129,7 @@ fn real_main() -> anyhow::Result<()> {
         );
         return Ok(());
     }
-    shopfloor_examples::init_logging();
+    shopfloor_examples::init_logging(cli.opts.log_format);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(run(args.config, map, mqtt, output))
 }

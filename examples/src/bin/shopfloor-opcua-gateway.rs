@@ -13,41 +13,12 @@ use shopfloor_bridge_opcua::client::ClientTuning;
 use shopfloor_bridge_opcua::config::{ServerConfig, parse_node_id};
 use shopfloor_bridge_opcua::gateway::Gateway;
 use shopfloor_bridge_opcua::gateway::plain::{self, PlainGateway};
+use shopfloor_examples::cli::{ConfigContext as _, Daemon, Generate, LogFormat, Modes};
 use shopfloor_examples::gateway::{self as gw, Mqtt, Output};
 use shopfloor_examples::metrics;
 use shopfloor_sparkplug::EdgeNodeConfig;
 
 const HELP: &str = "\
-shopfloor-opcua-gateway: OPC UA servers → Sparkplug B (or plain topics) over MQTT
-
-USAGE:
-    shopfloor-opcua-gateway --config FILE                 run until Ctrl-C / SIGTERM
-    shopfloor-opcua-gateway --config FILE --check-config  check the file and exit
-    shopfloor-opcua-gateway browse ENDPOINT [OPTIONS]     write a deployment file
-                                                          from a server's variables
-
-OPTIONS:
-    --config FILE     the deployment file (TOML): [mqtt], [sparkplug] or [plain], [[server]]
-    --check-config    check every section, print what would run, exit (0 = valid)
-    -h, --help        this text
-
-BROWSE OPTIONS:
-    --out FILE            write there (default: standard output)
-    --name NAME           the server's name in the file (default: opcua-1)
-    --start NODEID        start below this node (nsu=URI;s=… or ns=2;i=…);
-                          default: the Objects folder, without namespace 0
-    --max-depth N         levels below the start (default 10)
-    --max-variables N     stop after N variables (default 10000)
-    --policy P --mode M   security (default None): Basic256Sha256,
-                          Aes128_Sha256_RsaOaep, Aes256_Sha256_RsaPss;
-                          Sign or SignAndEncrypt
-    --user USER           user name; the password from OPCUA_PASSWORD
-    --allow-password-without-security
-                          send the password with policy None (a trusted network)
-    --pki DIR             the bridge's certificates (default: pki)
-
-Logs go to stderr, filtered by RUST_LOG (default: info).
-
 THE FILE:
     [mqtt]
     host = \"127.0.0.1\"            # the broker
@@ -108,28 +79,86 @@ EXAMPLES:
     RUST_LOG=debug shopfloor-opcua-gateway --config plant.toml
 ";
 
+const ABOUT: &str = "OPC UA servers → Sparkplug B (or plain topics) over MQTT";
+
+#[derive(clap::Subcommand)]
+enum Command {
+    #[command(flatten)]
+    Generate(Generate),
+    /// Write a deployment file from a server's variables
+    Browse(Box<BrowseArgs>),
+}
+
+impl Modes for Command {
+    fn generate(&self) -> Option<&Generate> {
+        if let Self::Generate(g) = self { Some(g) } else { None }
+    }
+}
+
+#[derive(clap::Args)]
+struct BrowseArgs {
+    /// The server's endpoint, opc.tcp://host:port/
+    endpoint: String,
+    /// Write there (default: standard output)
+    #[arg(long, value_name = "FILE")]
+    out: Option<PathBuf>,
+    /// The server's name in the file
+    #[arg(long, default_value = "opcua-1")]
+    name: String,
+    /// Start below this node (nsu=URI;s=… or ns=2;i=…) [default: the
+    /// Objects folder, without namespace 0]
+    #[arg(long, value_name = "NODEID")]
+    start: Option<String>,
+    /// Levels below the start
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    max_depth: usize,
+    /// Stop after N variables
+    #[arg(long, value_name = "N", default_value_t = 10_000)]
+    max_variables: usize,
+    /// Security policy: Basic256Sha256, Aes128_Sha256_RsaOaep,
+    /// Aes256_Sha256_RsaPss [default: None]
+    #[arg(long, value_name = "P")]
+    policy: Option<String>,
+    /// Security mode: Sign or SignAndEncrypt
+    #[arg(long, value_name = "M")]
+    mode: Option<String>,
+    /// User name; the password from OPCUA_PASSWORD
+    #[arg(long)]
+    user: Option<String>,
+    /// Send the password with policy None (a trusted network)
+    #[arg(long)]
+    allow_password_without_security: bool,
+    /// The bridge's certificates
+    #[arg(long, value_name = "DIR", default_value = "pki")]
+    pki: PathBuf,
+}
+
 fn main() -> std::process::ExitCode {
     shopfloor_examples::exit(real_main())
 }
 
 fn real_main() -> anyhow::Result<()> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.first().map(String::as_str) == Some("browse") {
-        return browse_command(&args[1..]);
+    let Some(cli) = Daemon::<Command>::parse_as("shopfloor-opcua-gateway", ABOUT, HELP)? else {
+        return Ok(());
+    };
+    if let Some(Command::Browse(b)) = &cli.command {
+        return browse_command(b, cli.opts.log_format);
     }
-    let Some(args) = shopfloor_examples::config_args(HELP)? else { return Ok(()) };
-    let bridge = BridgeConfig::from_deployment(&args.config)?;
-    let (mqtt, output) = gw::sections(&args.config, &["server", "metrics"], true)?;
-    metrics::listen_address(&args.config)?;
+    let check = cli.check_only();
+    let path = cli.opts.path("opcua-gateway");
+    let bridge = BridgeConfig::from_deployment(&path).bad_config()?;
+    let (mqtt, output) = gw::sections(&path, &["server", "metrics"], true).bad_config()?;
+    metrics::listen_address(&path).bad_config()?;
     if let Output::Plain(p) = &output {
         plain::check(p, &bridge)
-            .map_err(|e| anyhow::anyhow!("{}: plain: {e}", args.config.display()))?;
+            .map_err(|e| anyhow::anyhow!("{}: plain: {e}", path.display()))
+            .bad_config()?;
     }
     let nodes: usize = bridge.servers.iter().map(|s| s.nodes.len()).sum();
-    if args.check {
+    if check {
         println!(
             "{}: valid: {} servers, {nodes} nodes, {} on {}:{}",
-            args.config.display(),
+            path.display(),
             bridge.servers.len(),
             output.describe(),
             mqtt.host,
@@ -137,9 +166,9 @@ fn real_main() -> anyhow::Result<()> {
         );
         return Ok(());
     }
-    shopfloor_examples::init_logging();
+    shopfloor_examples::init_logging(cli.opts.log_format);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    runtime.block_on(run(args.config, bridge, mqtt, output))
+    runtime.block_on(run(path, bridge, mqtt, output))
 }
 
 async fn run(
@@ -178,43 +207,17 @@ async fn run(
     Ok(())
 }
 
-fn browse_command(args: &[String]) -> anyhow::Result<()> {
-    let mut it = args.iter();
-    let mut endpoint = None;
-    let (mut out, mut name, mut start) = (None, "opcua-1".to_owned(), None);
-    let (mut depth, mut max) = (10, 10_000);
-    let (mut policy, mut mode, mut user, mut pki) = (None, None, None, PathBuf::from("pki"));
-    let mut plain_password = false;
-    let value = |it: &mut std::slice::Iter<'_, String>, flag: &str| -> anyhow::Result<String> {
-        it.next().cloned().with_context(|| format!("{flag} needs a value; see --help"))
-    };
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "--out" => out = Some(PathBuf::from(value(&mut it, a)?)),
-            "--name" => name = value(&mut it, a)?,
-            "--start" => {
-                let s = value(&mut it, a)?;
-                parse_node_id(&s).map_err(|e| anyhow::anyhow!("--start: {e}"))?;
-                start = Some(s);
-            }
-            "--max-depth" => depth = value(&mut it, a)?.parse().context("--max-depth: a number")?,
-            "--max-variables" => {
-                max = value(&mut it, a)?.parse().context("--max-variables: a number")?;
-            }
-            "--policy" => policy = Some(value(&mut it, a)?),
-            "--mode" => mode = Some(value(&mut it, a)?),
-            "--user" => user = Some(value(&mut it, a)?),
-            "--allow-password-without-security" => plain_password = true,
-            "--pki" => pki = PathBuf::from(value(&mut it, a)?),
-            "-h" | "--help" => {
-                print!("{HELP}");
-                return Ok(());
-            }
-            s if s.starts_with("opc.tcp://") && endpoint.is_none() => endpoint = Some(s.to_owned()),
-            other => bail!("unknown argument {other:?}; see --help"),
-        }
+fn browse_command(b: &BrowseArgs, log_format: LogFormat) -> anyhow::Result<()> {
+    let (endpoint, name, pki) = (&b.endpoint, &b.name, &b.pki);
+    let (policy, mode, user, plain_password) =
+        (&b.policy, &b.mode, &b.user, b.allow_password_without_security);
+    if !endpoint.starts_with("opc.tcp://") {
+        bail!("browse {endpoint:?}: give the server's endpoint, opc.tcp://host:port/");
     }
-    let endpoint = endpoint.context("browse needs the server's endpoint, opc.tcp://host:port/")?;
+    if let Some(s) = &b.start {
+        parse_node_id(s).map_err(|e| anyhow::anyhow!("--start: {e}"))?;
+    }
+    let (start, depth, max, out) = (b.start.clone(), b.max_depth, b.max_variables, b.out.clone());
     // The same checks as a file gets: build one and parse it.
     let mut text = format!(
         "[[server]]\nname = {name:?}\nendpoint = {endpoint:?}\npki_dir = {:?}\n",
@@ -246,7 +249,7 @@ fn browse_command(args: &[String]) -> anyhow::Result<()> {
         })?
         .servers
         .remove(0);
-    shopfloor_examples::init_logging();
+    shopfloor_examples::init_logging(log_format);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let options = BrowseOptions { start, max_depth: depth, max_variables: max };
     let walk = runtime.block_on(browse(&server, &ClientTuning::default(), &options, |n| {

@@ -8,6 +8,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use shopfloor_examples::cli::{ConfigContext as _, Generate, LogFormat};
 use shopfloor_examples::metrics::{self, Exposition};
 use shopfloor_examples::sim::model::Protocol;
 use shopfloor_examples::sim::scenario::{self, Scenario};
@@ -15,28 +16,6 @@ use shopfloor_examples::sim::{self, Sim, configs};
 use tokio::net::TcpListener;
 
 const HELP: &str = "\
-shopfloor-sim: a factory served as real devices — each machine a Modbus TCP
-server or an OPC UA server of its own — with realistic signals and scripted
-faults (over-temperature, pressure spike, frozen sensor, dropout, offline)
-
-USAGE:
-    shopfloor-sim                                 the seed's plant: 30 machines, 120 sensors
-    shopfloor-sim --config FILE                   the scenario in FILE
-    shopfloor-sim --config FILE --check-config    check it, print the plant, exit
-    shopfloor-sim --print-scenario                print the built-in scenario (a start for your own)
-
-OPTIONS:
-    --config FILE          the scenario (TOML); without it, the built-in plant
-    --write-configs DIR    once listening, write DIR/modbus-devices.toml,
-                           DIR/opcua-servers.toml (append them to a gateway's
-                           deployment file) and DIR/rules.toml (alerting rules
-                           for the plant's limits), with the real ports
-    --state DIR            the OPC UA servers' certificate (default: a folder
-                           in the system's temporary directory)
-    --metrics ADDR         Prometheus GET /metrics here (or [metrics] listen in FILE)
-    --check-config         check the scenario and exit (0 = valid)
-    -h, --help             this text
-
 Prints one line on stdout when every device listens:
     ready start_unix_ms=… machines=30 sensors=120
 Faults count their at_s from that start. Logs go to stderr (RUST_LOG).
@@ -73,44 +52,41 @@ EXAMPLES:
     shopfloor-sim --print-scenario > my-plant.toml && shopfloor-sim --config my-plant.toml
 ";
 
+/// A factory served as real devices — each machine a Modbus TCP server
+/// or an OPC UA server of its own — with realistic signals and scripted
+/// faults (over-temperature, pressure spike, frozen sensor, dropout,
+/// offline)
+///
+/// Without --config: the seed's plant, 30 machines and 120 sensors.
+#[derive(clap::Parser)]
+#[command(name = "shopfloor-sim", version, after_long_help = HELP)]
 struct Args {
+    /// The scenario (TOML) [default: the built-in plant]
+    #[arg(short, long, value_name = "FILE")]
     config: Option<PathBuf>,
+    /// Once listening, write DIR/modbus-devices.toml, DIR/opcua-servers.toml
+    /// (append them to a gateway's deployment file) and DIR/rules.toml
+    /// (alerting rules for the plant's limits), with the real ports
+    #[arg(long, value_name = "DIR")]
     write_configs: Option<PathBuf>,
+    /// The OPC UA servers' certificate [default: a folder in the system's
+    /// temporary directory]
+    #[arg(long, value_name = "DIR")]
     state: Option<PathBuf>,
+    /// Prometheus GET /metrics here (or [metrics] listen in FILE)
+    #[arg(long, value_name = "ADDR")]
     metrics: Option<SocketAddr>,
-    check: bool,
-}
-
-fn args() -> anyhow::Result<Option<Args>> {
-    let mut a =
-        Args { config: None, write_configs: None, state: None, metrics: None, check: false };
-    let mut it = std::env::args().skip(1);
-    while let Some(arg) = it.next() {
-        let mut value =
-            |what: &str| it.next().with_context(|| format!("{arg} needs {what}; see --help"));
-        match arg.as_str() {
-            "--config" => a.config = Some(value("a file")?.into()),
-            "--write-configs" => a.write_configs = Some(value("a folder")?.into()),
-            "--state" => a.state = Some(value("a folder")?.into()),
-            "--metrics" => {
-                let v = value("an address like 127.0.0.1:9105")?;
-                a.metrics = Some(v.parse().with_context(|| {
-                    format!("--metrics {v:?}: give host:port, like 127.0.0.1:9105")
-                })?);
-            }
-            "--check-config" => a.check = true,
-            "--print-scenario" => {
-                print!("{}", scenario::DEFAULT.trim_start());
-                return Ok(None);
-            }
-            "-h" | "--help" => {
-                print!("{HELP}");
-                return Ok(None);
-            }
-            other => anyhow::bail!("unknown argument {other:?}; see --help"),
-        }
-    }
-    Ok(Some(a))
+    /// Check the scenario, print the plant, and exit (0: valid, 78: not)
+    #[arg(long)]
+    check_config: bool,
+    /// Print the built-in scenario (a start for your own) and exit
+    #[arg(long)]
+    print_scenario: bool,
+    /// How logs are written to stderr (filtered by RUST_LOG, default info)
+    #[arg(long, value_enum, default_value_t, env = "SHOPFLOOR_LOG_FORMAT")]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Option<Generate>,
 }
 
 fn main() -> std::process::ExitCode {
@@ -118,12 +94,21 @@ fn main() -> std::process::ExitCode {
 }
 
 fn run() -> anyhow::Result<()> {
-    let Some(args) = args()? else { return Ok(()) };
+    let mut args = <Args as clap::Parser>::parse();
+    if args.print_scenario {
+        print!("{}", scenario::DEFAULT.trim_start());
+        return Ok(());
+    }
+    match &args.command {
+        Some(g) if g.print::<Args>()? => return Ok(()),
+        Some(_) => args.check_config = true,
+        None => {}
+    }
     let scenario = match &args.config {
-        Some(path) => Scenario::from_file(path)?,
+        Some(path) => Scenario::from_file(path).bad_config()?,
         None => Scenario::default_plant(),
     };
-    if args.check {
+    if args.check_config {
         let p = &scenario.plant;
         let by = |proto| p.machines.iter().filter(|m| m.protocol == proto).count();
         println!(
@@ -140,7 +125,7 @@ fn run() -> anyhow::Result<()> {
         }
         return Ok(());
     }
-    shopfloor_examples::init_logging();
+    shopfloor_examples::init_logging(args.log_format);
     let listen = match (args.metrics, &args.config) {
         (Some(a), _) => Some(a),
         (None, Some(path)) => metrics::listen_address(path)?,
