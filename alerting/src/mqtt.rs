@@ -48,6 +48,7 @@ use tokio::sync::mpsc;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+use crate::RuleSet;
 use crate::engine::{AlarmKey, Command, Condition, Engine};
 pub use crate::json::event_json;
 
@@ -152,20 +153,47 @@ pub struct AlertDriver {
     stop: oneshot::Sender<()>,
     task: JoinHandle<Engine>,
     stats: std::sync::Arc<DriverStats>,
+    reloads: Reloader,
+}
+
+/// A reload asked of the driver: the rules, and where the number of
+/// alarms carried over goes.
+type Reload = (RuleSet, oneshot::Sender<usize>);
+
+/// Gives a running driver new rules (see [`Engine::reload`]); cheap to
+/// clone, for a signal handler.
+#[derive(Clone, Debug)]
+pub struct Reloader(mpsc::Sender<Reload>);
+
+impl Reloader {
+    /// Replaces the rules between two messages; the alarms carried over,
+    /// or `None` when the driver has stopped.
+    pub async fn reload(&self, rules: RuleSet) -> Option<usize> {
+        let (done, carried) = oneshot::channel();
+        self.0.send((rules, done)).await.ok()?;
+        carried.await.ok()
+    }
 }
 
 impl AlertDriver {
     /// Starts the engine on MQTT, on the current tokio runtime.
     pub fn spawn(engine: Engine, config: AlertConfig) -> Self {
         let (stop, stopped) = oneshot::channel();
+        let (reloads, reload_rx) = mpsc::channel(1);
         let stats = std::sync::Arc::new(DriverStats::default());
-        let task = tokio::spawn(run(engine, config, stopped, std::sync::Arc::clone(&stats)));
-        Self { stop, task, stats }
+        let task =
+            tokio::spawn(run(engine, config, stopped, reload_rx, std::sync::Arc::clone(&stats)));
+        Self { stop, task, stats, reloads: Reloader(reloads) }
     }
 
     /// Its counters.
     pub fn stats(&self) -> &DriverStats {
         &self.stats
+    }
+
+    /// What gives it new rules while it runs.
+    pub fn reloader(&self) -> Reloader {
+        self.reloads.clone()
     }
 
     /// Stops and gives the engine back (to persist its state).
@@ -447,6 +475,7 @@ async fn run(
     mut engine: Engine,
     config: AlertConfig,
     mut stop: oneshot::Receiver<()>,
+    mut reloads: mpsc::Receiver<Reload>,
     stats: std::sync::Arc<DriverStats>,
 ) -> Engine {
     use std::sync::atomic::Ordering::Relaxed;
@@ -544,6 +573,11 @@ async fn run(
         let resend_tick = std::future::pending::<()>();
         tokio::select! {
             _ = &mut stop => break,
+            Some((rules, done)) = reloads.recv() => {
+                let _ = done.send(engine.reload(rules));
+                stats.active.store(engine.active().len() as u64, Relaxed);
+                wake_checked = None;
+            }
             () = gap => inputs.handle_timeout(Now::now()),
             () = resend_tick => {
                 #[cfg(feature = "alertmanager")]

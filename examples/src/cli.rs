@@ -176,6 +176,7 @@ impl<C: Modes> Daemon<C> {
                 .after_long_help(help)
         };
         let cli = Self::from_arg_matches(&cmd().get_matches()).unwrap_or_else(|e| e.exit());
+        ignore_hangup();
         match cli.command.as_ref().and_then(Modes::generate) {
             Some(g) if g.print_for(cmd())? => Ok(None),
             _ => Ok(Some(cli)),
@@ -186,5 +187,14 @@ impl<C: Modes> Daemon<C> {
     pub fn check_only(&self) -> bool {
         self.opts.check_config
             || matches!(self.command.as_ref().and_then(Modes::generate), Some(Generate::Check))
+    }
+}
+
+/// SIGHUP's default is to end the process: until a daemon waits for its
+/// signals (`wait_for_stop`, which handles SIGHUP), one is ignored.
+pub fn ignore_hangup() {
+    // SAFETY: SIG_IGN is a valid disposition; no handler code runs.
+    unsafe {
+        libc::signal(libc::SIGHUP, libc::SIG_IGN);
     }
 }

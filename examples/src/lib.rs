@@ -39,12 +39,33 @@ pub fn exit(result: anyhow::Result<()>) -> ExitCode {
     cli::exit(result)
 }
 
-/// Until Ctrl-C or SIGTERM.
+/// What SIGHUP does in this process (see [`on_hangup`]).
+static HANGUP: std::sync::OnceLock<Box<dyn Fn() + Send + Sync>> = std::sync::OnceLock::new();
+
+/// Makes SIGHUP call `reload` (from [`wait_for_stop`]'s task) instead of
+/// logging that there is nothing to reload. Once per process.
+pub fn on_hangup(reload: impl Fn() + Send + Sync + 'static) {
+    let _ = HANGUP.set(Box::new(reload));
+}
+
+/// Until Ctrl-C or SIGTERM. SIGHUP (a service manager's reload) stops
+/// nothing: it runs what [`on_hangup`] set, else logs that a changed file
+/// applies at the next restart.
 pub async fn wait_for_stop() -> anyhow::Result<()> {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut hangup = signal(SignalKind::hangup())?;
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => break,
+            _ = term.recv() => break,
+            _ = hangup.recv() => match HANGUP.get() {
+                Some(reload) => reload(),
+                None => tracing::info!(
+                    "SIGHUP: nothing to reload; a changed configuration applies at the next restart"
+                ),
+            },
+        }
     }
     tracing::info!("stopping");
     Ok(())

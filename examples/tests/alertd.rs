@@ -171,6 +171,117 @@ async fn a_breach_is_raised_journaled_and_sigterm_stops_cleanly() {
     assert!(!page.contains("shopfloor_alerting_events_total 0\n"), "{page}");
 
     // SIGTERM: a clean exit, with the journal written.
+    stops_cleanly_on_sigterm(&mut daemon).await;
+    let (client, conn) = tokio_postgres::connect(&pg.connection_string(), NoTls).await.unwrap();
+    tokio::spawn(conn);
+    let n: i64 = client
+        .query_one("SELECT count(*) FROM shopfloor.alarm_journal WHERE event = 'raised'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 1);
+}
+
+/// Publishes `value` as press m1's pressure until an alarm event named
+/// `want` arrives (the daemon may not have subscribed yet); the event.
+async fn publish_until_event(
+    c: &AsyncClient,
+    events: &mut rumqttc::v5::EventLoop,
+    value: f64,
+    want: &str,
+) -> serde_json::Value {
+    let payload = Codec::Json
+        .encode_batch(&Batch::new("x").with(Reading::new("pressure", Timestamp::now(), value)))
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        c.publish("shopfloor/plant1/press/m1/pressure", QoS::AtLeastOnce, false, payload.clone())
+            .await
+            .unwrap();
+        let got = tokio::time::timeout(Duration::from_millis(300), async {
+            loop {
+                if let Ok(Event::Incoming(Packet::Publish(p))) = events.poll().await {
+                    let ev: serde_json::Value = serde_json::from_slice(&p.payload).unwrap();
+                    if ev["event"] == want {
+                        return ev;
+                    }
+                }
+            }
+        })
+        .await;
+        if let Ok(ev) = got {
+            return ev;
+        }
+        assert!(Instant::now() < deadline, "no {want:?} event for {value} within 30 s");
+    }
+}
+
+/// Waits until the daemon's log holds `line`, at most 15 s.
+async fn wait_for_log(log: &std::path::Path, line: &str) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        if text.contains(line) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{line:?} not logged within 15 s:\n{text}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// SIGHUP reloads the rules: a file that does not load is refused, logged,
+/// and the rules in use stay; a good one replaces them, the active alarm
+/// carried over and judged by the new limits at its next reading. Neither
+/// stops the daemon.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_the_rules_and_keeps_them_when_the_file_is_bad() {
+    let broker = Mosquitto::start().expect("start mosquitto (apt-get install -y mosquitto)");
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        "[mqtt]\nhost = \"{}\"\nport = {}\n[alerting]\nrules = \"rules.toml\"\nplain = true\n",
+        broker.host(),
+        broker.port()
+    );
+    let path = write(dir.path(), &config, RULES);
+    let log = dir.path().join("alertd.log");
+    let mut daemon = Command::new(BIN)
+        .arg("--config")
+        .arg(&path)
+        .stdin(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("start shopfloor-alertd");
+    let hangup = |daemon: &std::process::Child| {
+        // SAFETY: a plain kill(2) on our own child.
+        unsafe { libc::kill(daemon.id() as libc::pid_t, libc::SIGHUP) };
+    };
+    let (c, mut events) =
+        AsyncClient::new(MqttOptions::new("watcher", broker.host(), broker.port()), 100);
+    c.subscribe("shopfloor/alarms/events", QoS::AtLeastOnce).await.unwrap();
+    let raised = publish_until_event(&c, &mut events, 170.0, "raised").await;
+    assert_eq!(raised["condition"], "H");
+
+    // A rule file that does not load: refused, the old rules go on (HH 180).
+    std::fs::write(dir.path().join("rules.toml"), RULES.replace("180.0", "\"high\"")).unwrap();
+    hangup(&daemon);
+    wait_for_log(&log, "the rules in use stay").await;
+    let changed = publish_until_event(&c, &mut events, 185.0, "changed").await;
+    assert_eq!(changed["condition"], "HH", "the old limits");
+
+    // A good one: H 175, HH 190. 170 is back to normal, same alarm.
+    let new = RULES.replace("180.0", "190.0").replace("160.0", "175.0");
+    std::fs::write(dir.path().join("rules.toml"), new).unwrap();
+    hangup(&daemon);
+    wait_for_log(&log, "rules reloaded").await;
+    let back = publish_until_event(&c, &mut events, 170.0, "returned_to_normal").await;
+    assert_eq!(back["instance"], raised["instance"], "the alarm was carried over");
+    assert!(daemon.try_wait().unwrap().is_none(), "SIGHUP stopped the daemon");
+
+    stops_cleanly_on_sigterm(&mut daemon).await;
+}
+
+/// SIGTERM: exit 0 within 15 s.
+async fn stops_cleanly_on_sigterm(daemon: &mut std::process::Child) {
     // SAFETY: a plain kill(2) on our own child.
     unsafe { libc::kill(daemon.id() as libc::pid_t, libc::SIGTERM) };
     let deadline = Instant::now() + Duration::from_secs(15);
@@ -182,12 +293,4 @@ async fn a_breach_is_raised_journaled_and_sigterm_stops_cleanly() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert!(status.success(), "{status}");
-    let (client, conn) = tokio_postgres::connect(&pg.connection_string(), NoTls).await.unwrap();
-    tokio::spawn(conn);
-    let n: i64 = client
-        .query_one("SELECT count(*) FROM shopfloor.alarm_journal WHERE event = 'raised'", &[])
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(n, 1);
 }

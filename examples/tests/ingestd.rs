@@ -1,5 +1,6 @@
 //! `shopfloor-ingestd` as a process: killed with SIGKILL mid-stream and
-//! started again, it loses and duplicates nothing; SIGTERM stops it cleanly.
+//! started again, it loses and duplicates nothing; SIGHUP is logged and
+//! stops nothing; SIGTERM stops it cleanly.
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -36,12 +37,16 @@ fn broker() -> Mosquitto {
 }
 
 fn start(config: &Path) -> Daemon {
+    start_logging(config, Stdio::inherit())
+}
+
+fn start_logging(config: &Path, stderr: impl Into<Stdio>) -> Daemon {
     Daemon(
         Command::new(BIN)
             .arg("--config")
             .arg(config)
             .stdin(Stdio::null())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .expect("start shopfloor-ingestd"),
     )
@@ -75,6 +80,7 @@ async fn sigkill_mid_stream_then_restart_loses_and_duplicates_nothing() {
     let pg = Postgres::start().expect("start postgresql");
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("ingest.toml");
+    let log = dir.path().join("ingestd.log");
     let metrics_port = shopfloor_testkit::free_port().unwrap();
     std::fs::write(
         &config,
@@ -136,7 +142,7 @@ async fn sigkill_mid_stream_then_restart_loses_and_duplicates_nothing() {
             // SIGKILL: no chance to commit or ack what it holds.
             daemon.0.kill().unwrap();
             daemon.0.wait().unwrap();
-            daemon = start(&config);
+            daemon = start_logging(&config, std::fs::File::create(&log).unwrap());
         }
         let (t, p, props) = publish(i);
         client.publish_with_properties(t, QoS::AtLeastOnce, false, p, props).await.unwrap();
@@ -158,6 +164,18 @@ async fn sigkill_mid_stream_then_restart_loses_and_duplicates_nothing() {
         |p| rows_total(p).is_some_and(|n| n > 0.0),
     );
     assert!(rows_total(&page).is_some_and(|n| n <= N as f64), "{page}");
+
+    // SIGHUP: logged, and nothing stops.
+    // SAFETY: our own child, not yet reaped.
+    unsafe {
+        libc::kill(daemon.0.id() as libc::pid_t, libc::SIGHUP);
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !std::fs::read_to_string(&log).unwrap_or_default().contains("SIGHUP: nothing to reload") {
+        assert!(daemon.0.try_wait().unwrap().is_none(), "SIGHUP stopped the daemon");
+        assert!(Instant::now() < deadline, "SIGHUP not logged within 10 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 
     // SIGTERM: exits 0 within 10 s.
     // SAFETY: our own child, not yet reaped.

@@ -502,6 +502,25 @@ impl Engine {
         self.limits = limits;
     }
 
+    /// Takes new rules (a reload), keeping the limits and KPI settings.
+    /// Each alarm whose rule is still there (same rule name, source and
+    /// metric) keeps what must survive a restart: its condition, whether
+    /// it waits for an acknowledgement, shelving, out of service, latch
+    /// (as [`persisted`](Self::persisted) and [`restore`](Self::restore)
+    /// carry it). The alarms of rules that are gone are dropped without
+    /// an event; the signals' last values and the KPI counts start again,
+    /// so each signal is judged by the new limits at its next reading.
+    /// Returns how many alarms were carried over.
+    pub fn reload(&mut self, rules: RuleSet) -> usize {
+        let saved = self.persisted();
+        let mut next = Self::with_kpis(rules, self.kpi.clone());
+        next.limits = self.limits;
+        next.next_instance = self.next_instance;
+        let carried = next.restore(&saved);
+        *self = next;
+        carried
+    }
+
     /// Readings ignored because their signal would have passed
     /// [`EngineLimits::max_alarms`].
     pub fn refused_readings(&self) -> u64 {

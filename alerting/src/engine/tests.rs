@@ -604,3 +604,38 @@ proptest! {
         }
     }
 }
+
+/// A reload keeps what the alarms of remaining rules must remember (an
+/// active, unacknowledged alarm stays so, with its instance) and judges
+/// the next reading by the new limits; the alarms of a removed rule go.
+#[test]
+fn a_reload_carries_alarms_over_and_applies_the_new_limits() {
+    let mut e = engine();
+    let k = key("pressure", "pressure");
+    send(&mut e, "pressure", 170.0, Quality::Good, 0);
+    send(&mut e, "door", 1.0, Quality::Good, 0);
+    let raised = events(&mut e);
+    let instance = raised.iter().find(|(r, ..)| r == "pressure").map(|(_, i, _)| *i).unwrap();
+    assert!(e.state(&k).unwrap().active.is_some());
+
+    // H moves from 160 to 175; the door rule is gone.
+    let rules = RULES
+        .replace("h = { limit = 160.0, deadband = 2.0 }", "h = { limit = 175.0, deadband = 2.0 }")
+        .replace("name = \"door\"", "name = \"gate\"");
+    let carried = e.reload(RuleSet::from_toml(&rules, "test.toml").unwrap());
+    assert_eq!(carried, 1, "the pressure alarm; the door rule is gone");
+    assert!(events(&mut e).is_empty(), "a reload itself says nothing");
+    let state = e.state(&k).unwrap();
+    assert!(state.active.is_some() && state.unacknowledged, "carried over");
+    assert!(e.state(&key("door", "door")).is_none());
+
+    // 170 is below the new H: back to normal, same instance.
+    send(&mut e, "pressure", 170.0, Quality::Good, 10);
+    let ev = events(&mut e);
+    assert!(
+        ev.iter().any(|(r, i, kind)| r == "pressure"
+            && *i == instance
+            && matches!(kind, EventKind::ReturnedToNormal { .. })),
+        "{ev:?}"
+    );
+}

@@ -203,6 +203,29 @@ fn real_main() -> anyhow::Result<()> {
         let mut engine = Engine::new(rules);
         engine.set_limits(limits);
         let driver = AlertDriver::spawn(engine, c);
+        // SIGHUP: the rules again from the file; a file that does not
+        // load changes nothing.
+        let reloader = driver.reloader();
+        let file = path.clone();
+        shopfloor_examples::on_hangup(move || {
+            let (reloader, file) = (reloader.clone(), file.clone());
+            tokio::spawn(async move {
+                match config(&file) {
+                    Ok((rules, ..)) => {
+                        let n = rules.rules.len();
+                        match reloader.reload(rules).await {
+                            Some(carried) => tracing::info!(
+                                rules = n,
+                                carried,
+                                "SIGHUP: rules reloaded (other changes of the file apply at the next restart)"
+                            ),
+                            None => tracing::warn!("SIGHUP: the driver has stopped"),
+                        }
+                    }
+                    Err(e) => tracing::error!("SIGHUP: {e:#}; the rules in use stay"),
+                }
+            });
+        });
         let driver = shopfloor_examples::metrics::serve_until_stop(&path, driver, |d, page| {
             shopfloor_examples::metrics::alerting(page, d.stats());
         })
