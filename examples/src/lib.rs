@@ -71,6 +71,21 @@ pub async fn wait_for_stop() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// How long a daemon's stop (after SIGTERM) may take.
+pub const STOP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Waits for `stop` at most [`STOP_TIMEOUT`]; when it takes longer, an
+/// error naming `what` it waited for, so the process exits 1 and a
+/// service manager sees a stop that did not complete.
+pub async fn stop_within<T>(what: &str, stop: impl Future<Output = T>) -> anyhow::Result<T> {
+    tokio::time::timeout(STOP_TIMEOUT, stop).await.map_err(|_| {
+        anyhow::anyhow!(
+            "stopping: {what} did not finish within {} s; exiting without it",
+            STOP_TIMEOUT.as_secs()
+        )
+    })
+}
+
 /// Reads a deployment file and deserializes it; errors name the file and,
 /// for TOML mistakes, the line.
 pub fn read_toml<T: serde::de::DeserializeOwned>(path: &std::path::Path) -> anyhow::Result<T> {

@@ -61,6 +61,19 @@ async fn rows(pg: &Postgres) -> (i64, i64) {
     client.query_one(q, &[]).await.map(|r| (r.get(0), r.get(1))).unwrap_or((0, 0))
 }
 
+/// The readings' row count, asked from a thread of its own (for the
+/// helpers that ask synchronously).
+fn rows_now(pg: &Postgres) -> i64 {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(rows(pg)).0
+        })
+        .join()
+        .unwrap()
+    })
+}
+
 async fn wait_rows(pg: &Postgres, n: i64) {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
@@ -368,9 +381,20 @@ async fn daemon_stores_ten(
     into: &str,
     count: impl Fn() -> i64,
 ) -> Daemon {
+    daemon_stores_ten_logging(broker, config, into, count, Stdio::inherit()).await
+}
+
+/// [`daemon_stores_ten`] with the daemon's stderr to `log`.
+async fn daemon_stores_ten_logging(
+    broker: &Mosquitto,
+    config: &Path,
+    into: &str,
+    count: impl Fn() -> i64,
+    log: impl Into<Stdio>,
+) -> Daemon {
     let (ok, text) = check(config);
     assert!(ok && text.contains(into), "{text}");
-    let daemon = start(config);
+    let daemon = start_logging(config, log);
     let (client, mut events) =
         AsyncClient::new(MqttOptions::new("publisher-ten", broker.host(), broker.port()), 100);
     let poll = tokio::spawn(async move { while events.poll().await.is_ok() {} });
@@ -501,18 +525,7 @@ async fn the_daemon_writes_to_postgres_over_checked_tls() {
     let config = write("ingest.toml", "pg-ca.crt");
     let (client, conn) = tokio_postgres::connect(&pg.connection_string(), NoTls).await.unwrap();
     tokio::spawn(conn);
-    // A count from a thread of its own (the helper asks synchronously).
-    let count = || {
-        std::thread::scope(|s| {
-            s.spawn(|| {
-                let rt =
-                    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-                rt.block_on(rows(&pg)).0
-            })
-            .join()
-            .unwrap()
-        })
-    };
+    let count = || rows_now(&pg);
     let _daemon = daemon_stores_ten(&broker, &config, "into PostgreSQL", count).await;
     let (all, tls): (i64, i64) = client
         .query_one(
@@ -524,6 +537,71 @@ async fn the_daemon_writes_to_postgres_over_checked_tls() {
         .map(|r| (r.get(0), r.get(1)))
         .unwrap();
     assert!(all > 0 && tls == all, "{tls} of the daemon's {all} connections over TLS");
+}
+
+/// A stop that cannot complete (PostgreSQL gone with a message held):
+/// after its 10 s the daemon exits 1 and says what it waited for, so a
+/// service manager sees a failed stop instead of a clean one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_that_cannot_commit_exits_1_and_says_what_it_waited_for() {
+    let broker = broker();
+    let mut pg = Postgres::start().expect("start postgresql");
+    let dir = tempfile::tempdir().unwrap();
+    let metrics_port = shopfloor_testkit::free_port().unwrap();
+    let store = format!(
+        "[postgres]\nconnection = \"{}\"\n[metrics]\nlisten = \"127.0.0.1:{metrics_port}\"\n",
+        pg.connection_string()
+    );
+    let config = store_file(dir.path(), "ingest.toml", &broker, &store);
+    let log = dir.path().join("ingestd.log");
+    let count = || rows_now(&pg);
+    let stderr = std::fs::File::create(&log).unwrap();
+    let mut daemon =
+        daemon_stores_ten_logging(&broker, &config, "into PostgreSQL", count, stderr).await;
+    pg.stop();
+    let b =
+        Batch::new("x").with(Reading::new("late", Timestamp::from_unix_ms(1_795_737_700_000), 1.0));
+    let (client, mut events) =
+        AsyncClient::new(MqttOptions::new("publisher-late", broker.host(), broker.port()), 10);
+    let poll = tokio::spawn(async move { while events.poll().await.is_ok() {} });
+    client
+        .publish(
+            "shopfloor/p/a/m1/late",
+            QoS::AtLeastOnce,
+            false,
+            Codec::Json.encode_batch(&b).unwrap(),
+        )
+        .await
+        .unwrap();
+    shopfloor_testkit::scrape_until(
+        ([127, 0, 0, 1], metrics_port).into(),
+        Duration::from_secs(30),
+        |p| {
+            p.lines()
+                .any(|l| l.starts_with("shopfloor_ingest_pending_messages ") && !l.ends_with(" 0"))
+        },
+    );
+    poll.abort();
+
+    let t0 = Instant::now();
+    // SAFETY: our own child, not yet reaped.
+    unsafe {
+        libc::kill(daemon.0.id() as libc::pid_t, libc::SIGTERM);
+    }
+    let status = loop {
+        if let Some(s) = daemon.0.try_wait().unwrap() {
+            break s;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(30), "no exit within 30 s of SIGTERM");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(status.code(), Some(1), "{text}");
+    assert!(t0.elapsed() >= Duration::from_secs(9), "gave up after {:?}", t0.elapsed());
+    assert!(
+        text.contains("stopping: the last commit and its acks did not finish within 10 s"),
+        "{text}"
+    );
 }
 
 /// The plant demo pointed at InfluxDB, then ClickHouse (`--store`): the

@@ -230,7 +230,8 @@ fn real_main() -> anyhow::Result<()> {
             shopfloor_examples::metrics::alerting(page, d.stats());
         })
         .await?;
-        tokio::time::timeout(Duration::from_secs(10), driver.shutdown()).await.ok();
+        shopfloor_examples::stop_within("the alarm driver (its last events to MQTT and the journal)", driver.shutdown())
+            .await?;
         Ok(())
     })
 }

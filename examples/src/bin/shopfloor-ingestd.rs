@@ -448,7 +448,8 @@ fn real_main() -> anyhow::Result<()> {
             metrics::serve_until_stop(&path, ingest, |i, page| metrics::ingest(page, i.stats()))
                 .await?;
         tracing::info!("stopping: committing what is pending");
-        tokio::time::timeout(Duration::from_secs(10), ingest.shutdown()).await.ok();
+        shopfloor_examples::stop_within("the last commit and its acks", ingest.shutdown())
+            .await??;
         Ok(())
     })
 }

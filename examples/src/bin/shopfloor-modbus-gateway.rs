@@ -2,7 +2,6 @@
 //! publishes them as Sparkplug devices of one edge node. See `--help`.
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 use shopfloor_bridge_modbus::gateway::plain::{self, PlainGateway};
 use shopfloor_bridge_modbus::gateway::{Gateway, edge_node_config};
@@ -142,7 +141,7 @@ async fn run(path: PathBuf, map: RegisterMap, mqtt: Mqtt, output: Output) -> any
             tracing::info!(devices = map.devices.len(), "plain gateway starting");
             let gateway = PlainGateway::spawn(&map, config, &broker, &client_id);
             shopfloor_examples::wait_for_stop().await?;
-            tokio::time::timeout(Duration::from_secs(10), gateway.shutdown()).await.ok();
+            shopfloor_examples::stop_within("the gateway's disconnect", gateway.shutdown()).await?;
             return Ok(());
         }
         Output::Sparkplug(sp) => {
@@ -162,6 +161,7 @@ async fn run(path: PathBuf, map: RegisterMap, mqtt: Mqtt, output: Output) -> any
     let gateway =
         metrics::serve_until_stop(&path, gateway, |g, page| metrics::edge(page, &g.stats()))
             .await?;
-    tokio::time::timeout(Duration::from_secs(10), gateway.shutdown()).await.ok();
+    shopfloor_examples::stop_within("the edge node's death and disconnect", gateway.shutdown())
+        .await?;
     Ok(())
 }

@@ -4,7 +4,6 @@
 //! space. See `--help`.
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 use anyhow::{Context, bail};
 use shopfloor_bridge_opcua::BridgeConfig;
@@ -190,7 +189,7 @@ async fn run(
             let gateway =
                 PlainGateway::spawn(&bridge, config, &broker, &client_id, ClientTuning::default());
             shopfloor_examples::wait_for_stop().await?;
-            tokio::time::timeout(Duration::from_secs(10), gateway.shutdown()).await.ok();
+            shopfloor_examples::stop_within("the gateway's disconnect", gateway.shutdown()).await?;
         }
         Output::Sparkplug(sp) => {
             let driver = gw::driver(&mqtt, &sp, broker, &path)?;
@@ -201,7 +200,11 @@ async fn run(
                 metrics::edge(page, &g.stats())
             })
             .await?;
-            tokio::time::timeout(Duration::from_secs(10), gateway.shutdown()).await.ok();
+            shopfloor_examples::stop_within(
+                "the edge node's death and disconnect",
+                gateway.shutdown(),
+            )
+            .await?;
         }
     }
     Ok(())
