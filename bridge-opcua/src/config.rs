@@ -461,12 +461,23 @@ impl BridgeConfig {
 
     /// Reads the `[[server]]` sections of a deployment file that has
     /// other programs' sections too (`[mqtt]`, `[sparkplug]`…), which are
-    /// left to them.
+    /// left to them. Relative paths in it (`pki_dir`, `user_certificate`,
+    /// `user_private_key`) are taken from the file's folder, wherever the
+    /// program was started.
     pub fn from_deployment(path: impl AsRef<Path>) -> Result<Self, ConfigError> {
         let path = path.as_ref();
         let text = read(path)?;
-        Self::parse(&text, |k| std::env::var(k).ok(), true)
-            .map_err(|e| ConfigError { file: Some(path.to_owned()), ..e })
+        let mut config = Self::parse(&text, |k| std::env::var(k).ok(), true)
+            .map_err(|e| ConfigError { file: Some(path.to_owned()), ..e })?;
+        let folder = path.parent().unwrap_or_else(|| Path::new("."));
+        for s in &mut config.servers {
+            s.pki_dir = folder.join(&s.pki_dir);
+            if let Identity::Certificate { certificate, private_key } = &mut s.identity {
+                *certificate = folder.join(&*certificate);
+                *private_key = folder.join(&*private_key);
+            }
+        }
+        Ok(config)
     }
 
     /// As [`from_toml`](Self::from_toml), with `env` for `password_env`.

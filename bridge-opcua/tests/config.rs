@@ -269,3 +269,31 @@ proptest! {
         let _ = parse_browse_path(&text, Some(&junk));
     }
 }
+
+/// A deployment file's relative paths are its folder's, not the working
+/// directory's: a service started from `/` finds its PKI next to its file.
+#[test]
+fn relative_paths_in_a_deployment_are_the_files_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gw.toml");
+    std::fs::write(
+        &path,
+        "[mqtt]\nport = 1883\n\n[[server]]\nname = \"a\"\nendpoint = \"opc.tcp://localhost:4840/\"\n\
+         security_policy = \"Basic256Sha256\"\nsecurity_mode = \"SignAndEncrypt\"\n\
+         user_certificate = \"pki/user/cert.der\"\nuser_private_key = \"pki/user/key.pem\"\n\
+         [[server.node]]\nmetric = \"x\"\nnode_id = \"i=2258\"\n\n\
+         [[server]]\nname = \"b\"\nendpoint = \"opc.tcp://localhost:4841/\"\npki_dir = \"/var/lib/gw/pki\"\n\
+         [[server.node]]\nmetric = \"x\"\nnode_id = \"i=2258\"\n",
+    )
+    .unwrap();
+    let c = BridgeConfig::from_deployment(&path).unwrap();
+    assert_eq!(c.servers[0].pki_dir, dir.path().join("pki"));
+    match &c.servers[0].identity {
+        Identity::Certificate { certificate, private_key } => {
+            assert_eq!(certificate, &dir.path().join("pki/user/cert.der"));
+            assert_eq!(private_key, &dir.path().join("pki/user/key.pem"));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(c.servers[1].pki_dir, std::path::Path::new("/var/lib/gw/pki"), "absolute stays");
+}

@@ -604,6 +604,39 @@ async fn a_stop_that_cannot_commit_exits_1_and_says_what_it_waited_for() {
     );
 }
 
+/// `migrate`: the schema made once and then found up to date, exit 0;
+/// against a server that is not there, exit 1 with the driver's reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_makes_the_schema_once_and_says_so() {
+    let broker = broker();
+    let mut pg = Postgres::start().expect("start postgresql");
+    let dir = tempfile::tempdir().unwrap();
+    let store = format!("[postgres]\nconnection = \"{}\"\n", pg.connection_string());
+    let config = store_file(dir.path(), "ingest.toml", &broker, &store);
+    let migrate =
+        || Command::new(BIN).arg("--config").arg(&config).arg("migrate").output().unwrap();
+    let first = migrate();
+    let said = String::from_utf8_lossy(&first.stdout);
+    assert!(first.status.success() && said.contains("migrations [1"), "{first:?}");
+    let again = migrate();
+    let said = String::from_utf8_lossy(&again.stdout);
+    assert!(again.status.success() && said.contains("up to date"), "{again:?}");
+    let (client, conn) = tokio_postgres::connect(&pg.connection_string(), NoTls).await.unwrap();
+    tokio::spawn(conn);
+    let there: bool = client
+        .query_one("SELECT to_regclass('shopfloor.readings') IS NOT NULL", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(there, "no shopfloor.readings after migrate");
+    drop(client);
+    pg.stop();
+    let down = migrate();
+    let err = String::from_utf8_lossy(&down.stderr);
+    assert_eq!(down.status.code(), Some(1), "{err}");
+    assert!(err.contains("PostgreSQL") && err.contains("connect"), "{err}");
+}
+
 /// The plant demo pointed at InfluxDB, then ClickHouse (`--store`): the
 /// whole pipeline, through the shipped TLS broker, lands readings there,
 /// and the demo's freshness reading finds them.

@@ -383,6 +383,10 @@ enum Command {
     /// The file's payload mappings
     #[command(subcommand)]
     Mapping(MappingCommand),
+    /// Make or update the store's schema (PostgreSQL: apply the
+    /// migrations; InfluxDB: the retention policy; ClickHouse: the
+    /// tables), say what was done, and exit
+    Migrate,
 }
 
 impl Modes for Command {
@@ -405,6 +409,36 @@ enum MappingCommand {
     },
 }
 
+/// `migrate`: the store's schema made or brought up to date, once.
+async fn migrate(c: &IngestConfig) -> anyhow::Result<()> {
+    use shopfloor_ingest::Sink as _;
+    match &c.store {
+        Store::InfluxDb(i) => {
+            shopfloor_ingest::InfluxSink::new(i.clone()).connect().await?;
+            println!("InfluxDB at {}: ready", i.url);
+        }
+        Store::ClickHouse(ch) => {
+            shopfloor_ingest::ClickHouseSink::new(ch.clone()).connect().await?;
+            println!("ClickHouse at {}: the shopfloor tables are ready", ch.url);
+        }
+        _ => {
+            let mut client = shopfloor_ingest::pipeline::open(
+                &c.database,
+                c.database_password.as_deref(),
+                c.database_tls.as_ref(),
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!("PostgreSQL: {}", shopfloor_ingest::pg_message(&e)))?;
+            let applied = shopfloor_ingest::migrate_with(&mut client, c.timescaledb).await?;
+            match applied.as_slice() {
+                [] => println!("PostgreSQL: the schema is up to date"),
+                done => println!("PostgreSQL: migrations {done:?} applied"),
+            }
+        }
+    }
+    Ok(())
+}
+
 fn main() -> std::process::ExitCode {
     shopfloor_examples::exit(real_main())
 }
@@ -419,6 +453,11 @@ fn real_main() -> anyhow::Result<()> {
         return shopfloor_examples::mapping_test(&file.mapping, &path, topic, payload);
     }
     let check = cli.check_only();
+    if let Some(Command::Migrate) = &cli.command {
+        let c = config(&path).bad_config()?;
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        return runtime.block_on(migrate(&c));
+    }
     let c = config(&path).bad_config()?;
     metrics::listen_address(&path).bad_config()?;
     if check {
