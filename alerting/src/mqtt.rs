@@ -43,7 +43,6 @@ use serde_json::json;
 use shopfloor_mqtt::consumer::{LinkCounters, Outgoing};
 use shopfloor_mqtt::{Broker, Consumer, ConsumerConfig, ConsumerEvent, Inputs, Protocol};
 use shopfloor_sparkplug::edge::Now;
-#[cfg(feature = "alertmanager")]
 use tokio::sync::mpsc;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;

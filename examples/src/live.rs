@@ -260,7 +260,18 @@ pub async fn start(config: LiveConfig) -> anyhow::Result<Live> {
         let board = Arc::clone(&board);
         tokio::spawn(async move {
             loop {
-                let Ok((socket, _)) = listener.accept().await else { continue };
+                let socket = match listener.accept().await {
+                    Ok((socket, _)) => socket,
+                    Err(e) => {
+                        // Out of file descriptors (EMFILE), say: retrying
+                        // at once would spin a core.
+                        tracing::warn!(
+                            "live page: cannot accept a connection: {e}; retrying in 100 ms"
+                        );
+                        tokio::time::sleep(crate::metrics::ACCEPT_BACKOFF).await;
+                        continue;
+                    }
+                };
                 let (board, client) = (Arc::clone(&board), client.clone());
                 tokio::spawn(async move {
                     let _ = handle(socket, board, client).await;

@@ -60,6 +60,78 @@ impl Exposition {
         self.metric("gauge", name, help, value)
     }
 
+    /// A gauge with labels (`name{k="v",…} value`; values escaped as the
+    /// format asks).
+    pub fn labelled(
+        &mut self,
+        name: &str,
+        help: &str,
+        labels: &[(&str, &str)],
+        value: f64,
+    ) -> &mut Self {
+        let labels: Vec<String> = labels
+            .iter()
+            .map(|(k, v)| {
+                let v = v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n");
+                format!("{k}=\"{v}\"")
+            })
+            .collect();
+        let _ = writeln!(
+            self.0,
+            "# HELP {name} {help}\n# TYPE {name} gauge\n{name}{{{}}} {value}",
+            labels.join(",")
+        );
+        self
+    }
+
+    /// What every page starts with: `shopfloor_build_info` (the binary and
+    /// its version as labels, value 1) and the process's CPU time, memory
+    /// and open files (`process_*`, as Prometheus' client libraries name
+    /// them), read from `/proc/self`.
+    pub fn process(&mut self) -> &mut Self {
+        let binary = std::env::args()
+            .next()
+            .and_then(|a| Path::new(&a).file_name().map(|f| f.to_string_lossy().into_owned()))
+            .unwrap_or_default();
+        self.labelled(
+            "shopfloor_build_info",
+            "The binary and its version (always 1).",
+            &[("binary", &binary), ("version", env!("CARGO_PKG_VERSION"))],
+            1.0,
+        );
+        // SAFETY: sysconf with a valid name only reads a constant.
+        let (tick, page) =
+            unsafe { (libc::sysconf(libc::_SC_CLK_TCK), libc::sysconf(libc::_SC_PAGESIZE)) };
+        let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+        // The fields after the command name, which is in parentheses.
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .map(|(_, rest)| rest.split_whitespace().collect())
+            .unwrap_or_default();
+        let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
+        // utime and stime: fields 14 and 15 of stat, 12 and 13 after `)`.
+        if tick > 0 {
+            self.metric(
+                "counter",
+                "process_cpu_seconds_total",
+                "User and system CPU time, seconds.",
+                (ticks(11) + ticks(12)) / tick as f64,
+            );
+        }
+        let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+        if let Some(rss) = statm.split_whitespace().nth(1).and_then(|v| v.parse::<f64>().ok()) {
+            self.gauge(
+                "process_resident_memory_bytes",
+                "Resident memory, bytes.",
+                rss * page as f64,
+            );
+        }
+        if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {
+            self.gauge("process_open_fds", "Open file descriptors.", fds.count() as f64);
+        }
+        self
+    }
+
     /// The page.
     pub fn finish(self) -> String {
         self.0
@@ -68,6 +140,10 @@ impl Exposition {
 
 /// What renders the page on each scrape.
 pub type Render = Arc<dyn Fn() -> String + Send + Sync>;
+
+/// How long a listener waits after `accept()` failed (out of file
+/// descriptors, say) before it tries again.
+pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// Serves `GET /metrics` on `listen` until the task is aborted; returns the
 /// task and the address bound (port 0 picks a free one).
@@ -82,7 +158,16 @@ pub async fn serve(
     tracing::info!("metrics on http://{bound}/metrics");
     let task = tokio::spawn(async move {
         loop {
-            let Ok((mut socket, _)) = listener.accept().await else { continue };
+            let mut socket = match listener.accept().await {
+                Ok((socket, _)) => socket,
+                Err(e) => {
+                    // Out of file descriptors (EMFILE), say: retrying at
+                    // once would spin a core until one is freed.
+                    tracing::warn!("metrics: cannot accept a connection: {e}; retrying in 100 ms");
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                    continue;
+                }
+            };
             let render = Arc::clone(&render);
             tokio::spawn(async move {
                 // The request head, at most 8 KiB, within 5 s.
@@ -148,6 +233,7 @@ pub async fn serve_until_stop<T: Send + 'static>(
     let shared = Arc::clone(&slot);
     let render: Render = Arc::new(move || {
         let mut p = Exposition::new();
+        p.process();
         if let Ok(guard) = shared.lock()
             && let Some(t) = guard.as_ref()
         {

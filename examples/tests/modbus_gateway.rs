@@ -33,6 +33,19 @@ impl Drop for Stop {
     }
 }
 
+/// The gateway on `path`, its log on this test's stderr.
+fn run(path: &Path) -> Stop {
+    Stop(
+        Command::new(BIN)
+            .arg("--config")
+            .arg(path)
+            .stdin(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start the gateway"),
+    )
+}
+
 fn deployment(mqtt_port: u16, modbus_port: u16) -> String {
     format!(
         r#"
@@ -159,17 +172,7 @@ async fn the_gateway_runs_publishes_and_stops_on_sigterm() {
             )
         ),
     );
-    let start = || {
-        Stop(
-            Command::new(BIN)
-                .arg("--config")
-                .arg(&path)
-                .stdin(Stdio::null())
-                .stderr(Stdio::inherit())
-                .spawn()
-                .expect("start the gateway"),
-        )
-    };
+    let start = || run(&path);
     let mut gateway = start();
     let mut bd_seq = None;
     let seen = timeout(Duration::from_secs(20), async {
@@ -246,4 +249,44 @@ async fn the_gateway_runs_publishes_and_stops_on_sigterm() {
     }
     let _ = again.0.wait();
     host.shutdown().await;
+}
+
+/// A plain-mode gateway serves `/metrics` too (it accepted `[metrics]
+/// listen` and never served it): the build and the process's figures.
+#[test]
+fn a_plain_gateway_serves_its_metrics() {
+    let broker = Mosquitto::start().expect("start mosquitto");
+    let dir = tempfile::tempdir().unwrap();
+    let metrics_port = free_port().unwrap();
+    let text = deployment(broker.port(), free_port().unwrap())
+        .replace(
+            "[sparkplug]\ngroup_id = \"Plant1\"\nedge_node_id = \"modbus-gw\"",
+            "[plain]\nsite = \"s\"\narea = \"a\"",
+        )
+        // A plain topic level holds no '/'.
+        .replace("Hydraulics/Pressure", "pressure");
+    let path =
+        file(dir.path(), &format!("{text}\n[metrics]\nlisten = \"127.0.0.1:{metrics_port}\"\n"));
+    let mut gateway = run(&path);
+    let page = shopfloor_testkit::scrape_until(
+        ([127, 0, 0, 1], metrics_port).into(),
+        Duration::from_secs(20),
+        |p| p.contains("process_cpu_seconds_total"),
+    );
+    let version = env!("CARGO_PKG_VERSION");
+    assert!(
+        page.contains(&format!(
+            "shopfloor_build_info{{binary=\"shopfloor-modbus-gateway\",version=\"{version}\"}} 1"
+        )),
+        "{page}"
+    );
+    assert!(page.contains("process_resident_memory_bytes") && page.contains("process_open_fds"));
+    // SAFETY: a plain kill(2) on our own child.
+    unsafe { libc::kill(gateway.0.id() as libc::pid_t, libc::SIGTERM) };
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while gateway.0.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "no exit within 15 s of SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(gateway.0.try_wait().unwrap().is_some_and(|s| s.success()));
 }

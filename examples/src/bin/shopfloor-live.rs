@@ -26,6 +26,9 @@ THE FILE:
     [live]
     listen = \"127.0.0.1:8088\"      # the page: http://127.0.0.1:8088/
 
+    [metrics]                       # optional: Prometheus GET /metrics here
+    listen = \"127.0.0.1:9107\"
+
 The command endpoint (POST /command) has no login of its own: anyone who
 reaches the page can acknowledge and shelve. Keep it on 127.0.0.1 or behind
 a reverse proxy that authenticates. It takes only JSON from the page's own
@@ -47,6 +50,9 @@ struct Live {
 struct File {
     mqtt: Option<MqttSection>,
     live: Option<Live>,
+    /// Read by `shopfloor_examples::metrics`.
+    #[allow(dead_code)]
+    metrics: Option<toml::Value>,
 }
 
 fn config(path: &Path) -> anyhow::Result<LiveConfig> {
@@ -82,6 +88,7 @@ fn real_main() -> anyhow::Result<()> {
     let check = cli.check_only();
     let path = cli.opts.path("live");
     let c = config(&path).bad_config()?;
+    shopfloor_examples::metrics::listen_address(&path).bad_config()?;
     if check {
         println!(
             "{}: valid: {} {}:{}{}, page on http://{}/",
@@ -101,7 +108,8 @@ fn real_main() -> anyhow::Result<()> {
         let live = start(c).await?;
         // The address on stdout, for scripts that asked for port 0.
         println!("live page on http://{}/", live.addr);
-        shopfloor_examples::wait_for_stop().await?;
+        // The page's own process figures on [metrics] listen, if set.
+        let live = shopfloor_examples::metrics::serve_until_stop(&path, live, |_, _| {}).await?;
         drop(live);
         Ok(())
     })

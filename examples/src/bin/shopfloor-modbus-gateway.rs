@@ -140,7 +140,8 @@ async fn run(path: PathBuf, map: RegisterMap, mqtt: Mqtt, output: Output) -> any
             let client_id = mqtt.client_id.clone().unwrap_or_else(|| "shopfloor-modbus".into());
             tracing::info!(devices = map.devices.len(), "plain gateway starting");
             let gateway = PlainGateway::spawn(&map, config, &broker, &client_id);
-            shopfloor_examples::wait_for_stop().await?;
+            // No edge node counters in plain mode: the process's own.
+            let gateway = metrics::serve_until_stop(&path, gateway, |_, _| {}).await?;
             shopfloor_examples::stop_within("the gateway's disconnect", gateway.shutdown()).await?;
             return Ok(());
         }

@@ -188,7 +188,8 @@ async fn run(
             let client_id = mqtt.client_id.clone().unwrap_or_else(|| "shopfloor-opcua".into());
             let gateway =
                 PlainGateway::spawn(&bridge, config, &broker, &client_id, ClientTuning::default());
-            shopfloor_examples::wait_for_stop().await?;
+            // No edge node counters in plain mode: the process's own.
+            let gateway = metrics::serve_until_stop(&path, gateway, |_, _| {}).await?;
             shopfloor_examples::stop_within("the gateway's disconnect", gateway.shutdown()).await?;
         }
         Output::Sparkplug(sp) => {

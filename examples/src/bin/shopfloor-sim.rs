@@ -273,31 +273,32 @@ fn page(sim: &Sim) -> String {
     let s = &sim.stats;
     let c = |x: &std::sync::atomic::AtomicU64| x.load(Ordering::Relaxed);
     let mut p = Exposition::new();
-    p.counter(
-        "shopfloor_sim_modbus_requests_total",
-        "Modbus requests answered",
-        c(&s.modbus_requests),
-    )
-    .counter(
-        "shopfloor_sim_modbus_exceptions_total",
-        "Modbus requests answered with an exception",
-        c(&s.modbus_exceptions),
-    )
-    .counter(
-        "shopfloor_sim_modbus_connections_total",
-        "Modbus connections accepted",
-        c(&s.modbus_connections),
-    )
-    .counter("shopfloor_sim_opcua_values_total", "OPC UA values set", c(&s.opcua_updates))
-    .counter(
-        "shopfloor_sim_offline_transitions_total",
-        "machines taken offline by scripted faults",
-        c(&s.offline_transitions),
-    )
-    .gauge(
-        "shopfloor_sim_faults_active",
-        "scripted faults active now",
-        sim.plant.active_faults(sim.start_s, sim::now_s()).len() as f64,
-    );
+    p.process()
+        .counter(
+            "shopfloor_sim_modbus_requests_total",
+            "Modbus requests answered",
+            c(&s.modbus_requests),
+        )
+        .counter(
+            "shopfloor_sim_modbus_exceptions_total",
+            "Modbus requests answered with an exception",
+            c(&s.modbus_exceptions),
+        )
+        .counter(
+            "shopfloor_sim_modbus_connections_total",
+            "Modbus connections accepted",
+            c(&s.modbus_connections),
+        )
+        .counter("shopfloor_sim_opcua_values_total", "OPC UA values set", c(&s.opcua_updates))
+        .counter(
+            "shopfloor_sim_offline_transitions_total",
+            "machines taken offline by scripted faults",
+            c(&s.offline_transitions),
+        )
+        .gauge(
+            "shopfloor_sim_faults_active",
+            "scripted faults active now",
+            sim.plant.active_faults(sim.start_s, sim::now_s()).len() as f64,
+        );
     p.finish()
 }
