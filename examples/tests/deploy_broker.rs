@@ -528,3 +528,52 @@ async fn machines_log_in_with_their_certificates_and_data_flows() {
     edge.shutdown().await;
     host.shutdown().await;
 }
+
+/// `make-certs` keeps the CA's private key out of the folder that is
+/// deployed (in `DIR-ca`, mode 700), reuses the CA for new clients and
+/// moves a `ca.key` of the older layout out; `compose.yaml` publishes
+/// every port on 127.0.0.1 only and mounts no private key but the
+/// broker's.
+#[test]
+fn make_certs_keeps_the_ca_key_apart_and_compose_mounts_only_what_the_broker_needs() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let (pki, ca) = (dir.path().join("pki"), dir.path().join("pki-ca"));
+    let make_certs = Path::new(DEPLOY).join("make-certs");
+    run(Command::new("bash").arg(&make_certs).arg(&pki).arg("ingest"));
+    assert!(!pki.join("ca.key").exists(), "the CA key in the deployed folder");
+    assert!(ca.join("ca.key").is_file());
+    assert_eq!(std::fs::metadata(&ca).unwrap().permissions().mode() & 0o777, 0o700);
+    let ca_crt = std::fs::read(pki.join("ca.crt")).unwrap();
+    run(Command::new("bash").arg(&make_certs).arg(&pki).arg("live"));
+    assert_eq!(std::fs::read(pki.join("ca.crt")).unwrap(), ca_crt, "the same CA");
+    run(Command::new("openssl")
+        .arg("verify")
+        .arg("-CAfile")
+        .arg(pki.join("ca.crt"))
+        .arg(pki.join("live.crt")));
+    // The older layout: ca.key beside the certificates is moved out.
+    std::fs::rename(ca.join("ca.key"), pki.join("ca.key")).unwrap();
+    run(Command::new("bash").arg(&make_certs).arg(&pki).arg("opcua-gw"));
+    assert!(!pki.join("ca.key").exists() && ca.join("ca.key").is_file());
+    assert_eq!(std::fs::read(pki.join("ca.crt")).unwrap(), ca_crt);
+
+    let compose = std::fs::read_to_string(Path::new(DEPLOY).join("compose.yaml")).unwrap();
+    let mut ports = 0;
+    for line in compose.lines().map(str::trim).filter(|l| l.starts_with("ports:")) {
+        let list = line.trim_start_matches("ports:").trim().trim_matches(['[', ']']);
+        for p in list.split(',').map(|p| p.trim().trim_matches('"')) {
+            ports += 1;
+            assert!(p.starts_with("127.0.0.1:"), "published beyond loopback: {p}");
+        }
+    }
+    assert!(ports >= 5, "{ports} ports found");
+    let mounts: Vec<&str> =
+        compose.lines().map(str::trim).filter(|l| l.starts_with("- ./")).collect();
+    assert!(mounts.iter().any(|m| m.starts_with("- ./pki/broker.key:")), "{mounts:?}");
+    for m in &mounts {
+        let source = m.trim_start_matches("- ").split(':').next().unwrap();
+        assert!(source != "./pki" && !source.starts_with("./pki-ca"), "mounts {source}");
+        assert!(!source.ends_with(".key") || source == "./pki/broker.key", "mounts {source}");
+    }
+}
