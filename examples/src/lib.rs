@@ -193,6 +193,24 @@ pub fn mapping_test(
     }
 }
 
+/// A secret: the environment variable `env`, else the first line of
+/// `file` (relative to the config file `path`'s folder); `key` names
+/// `file` in an error.
+pub fn secret(
+    path: &std::path::Path,
+    env: &str,
+    file: Option<&std::path::Path>,
+    key: &str,
+) -> anyhow::Result<Option<String>> {
+    if let Ok(v) = std::env::var(env) {
+        return Ok(Some(v));
+    }
+    let Some(f) = file else { return Ok(None) };
+    shopfloor_mqtt::section::read_secret(path, f).map(Some).map_err(|(p, e)| {
+        anyhow::anyhow!("{}: {key} {}: cannot read it: {e}", path.display(), p.display())
+    })
+}
+
 /// A PostgreSQL section (`[postgres]` of ingestd, `[journal]` of alertd):
 /// the connection string, and apart from it the password and the TLS
 /// check.
@@ -225,20 +243,12 @@ impl PgSection {
         self.connection.parse::<tokio_postgres::Config>().map_err(|e| {
             anyhow::anyhow!("{where_}: [{section}] connection: {e} (give host=… user=… dbname=…, or a postgresql:// URL; sslmode is disable, prefer or require)")
         })?;
-        let password = match std::env::var("SHOPFLOOR_PG_PASSWORD") {
-            Ok(p) => Some(p),
-            Err(_) => match &self.password_file {
-                Some(f) => {
-                    Some(shopfloor_mqtt::section::read_secret(file, f).map_err(|(p, e)| {
-                        anyhow::anyhow!(
-                            "{where_}: [{section}] password_file {}: cannot read it: {e}",
-                            p.display()
-                        )
-                    })?)
-                }
-                None => None,
-            },
-        };
+        let password = secret(
+            file,
+            "SHOPFLOOR_PG_PASSWORD",
+            self.password_file.as_deref(),
+            &format!("[{section}] password_file"),
+        )?;
         let tls = match &self.ca_file {
             Some(ca) => Some(
                 shopfloor_mqtt::tls_client_config(

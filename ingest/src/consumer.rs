@@ -469,10 +469,11 @@ async fn load_missed_births<S: Sink>(sink: &S, decoder: &mut Decoder) {
     };
     // The nodes missed, before any of their births is replayed (a node's
     // DBIRTHs follow its NBIRTH).
-    let node = |topic: &str| -> Option<(String, String)> {
-        let mut parts = topic.split('/');
-        let (_, group, _, edge) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
-        Some((group.to_owned(), edge.to_owned()))
+    let node = |topic: &str| match shopfloor_sparkplug::Topic::parse(topic) {
+        Ok(shopfloor_sparkplug::Topic::Edge { group_id, edge_node_id, .. }) => {
+            Some((group_id, edge_node_id))
+        }
+        _ => None,
     };
     let missed: HashSet<(String, String)> = births
         .iter()

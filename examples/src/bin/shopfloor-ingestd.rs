@@ -117,30 +117,12 @@ struct Influx {
     measurement: Option<String>,
 }
 
-/// A secret: the environment variable `env`, else the first line of
-/// `file` (relative to the config file's folder); `key` names `file` in
-/// an error.
-fn secret(
-    path: &Path,
-    env: &str,
-    file: Option<&Path>,
-    key: &str,
-) -> anyhow::Result<Option<String>> {
-    if let Ok(v) = std::env::var(env) {
-        return Ok(Some(v));
-    }
-    let Some(f) = file else { return Ok(None) };
-    shopfloor_mqtt::section::read_secret(path, f).map(Some).map_err(|(p, e)| {
-        anyhow::anyhow!("{}: {key} {}: cannot read it: {e}", path.display(), p.display())
-    })
-}
-
 fn influx(path: &Path, i: Influx) -> anyhow::Result<InfluxConfig> {
     let where_ = path.display();
     let mut c = match (&i.database, &i.org, &i.bucket) {
         (Some(db), None, None) => {
             let mut c = InfluxConfig::v1(&i.url, db);
-            let password = secret(
+            let password = shopfloor_examples::secret(
                 path,
                 "SHOPFLOOR_INFLUX_PASSWORD",
                 i.password_file.as_deref(),
@@ -159,7 +141,7 @@ fn influx(path: &Path, i: Influx) -> anyhow::Result<InfluxConfig> {
             c
         }
         (None, Some(org), Some(bucket)) => {
-            let token = secret(path, "SHOPFLOOR_INFLUX_TOKEN", i.token_file.as_deref(), "influxdb.token_file")?
+            let token = shopfloor_examples::secret(path, "SHOPFLOOR_INFLUX_TOKEN", i.token_file.as_deref(), "influxdb.token_file")?
                 .with_context(|| format!("{where_}: influxdb: the v2 API (org, bucket) needs token_file or SHOPFLOOR_INFLUX_TOKEN"))?;
             InfluxConfig::v2(&i.url, org, bucket, token)
         }
@@ -186,7 +168,7 @@ struct ClickHouse {
 fn clickhouse(path: &Path, ch: ClickHouse) -> anyhow::Result<ClickHouseConfig> {
     let where_ = path.display();
     let mut c = ClickHouseConfig::new(ch.url, ch.database.unwrap_or_else(|| "shopfloor".into()));
-    let password = secret(
+    let password = shopfloor_examples::secret(
         path,
         "SHOPFLOOR_CLICKHOUSE_PASSWORD",
         ch.password_file.as_deref(),
