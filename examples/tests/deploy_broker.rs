@@ -129,7 +129,6 @@ type ReadCase<'a> = (&'a str, &'a str, &'a str, &'a [(&'a str, bool)]);
 /// How a connection attempt ended.
 #[derive(Debug, PartialEq)]
 enum Login {
-    Accepted,
     Refused(String),
 }
 
@@ -143,8 +142,24 @@ async fn connect(
     tls: Arc<rustls::ClientConfig>,
     login: Option<(&str, &str)>,
 ) -> Result<Client, Login> {
-    let mut o = MqttOptions::new(format!("t{}", free_port().unwrap()), "localhost", port);
+    let id = format!("t{}", free_port().unwrap());
+    connect_as(port, tls, login, &id).await.map(|(c, _)| c)
+}
+
+/// Connects with client id `id` and a persistent session (an hour), or a
+/// clean one that ends with the connection if `id` is empty: the client
+/// and whether the broker resumed a session.
+async fn connect_as(
+    port: u16,
+    tls: Arc<rustls::ClientConfig>,
+    login: Option<(&str, &str)>,
+    id: &str,
+) -> Result<(Client, bool), Login> {
+    let mut o = MqttOptions::new(id, "localhost", port);
     o.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(tls)));
+    if !id.is_empty() {
+        o.set_clean_start(false).set_session_expiry_interval(Some(3600));
+    }
     if let Some((u, p)) = login {
         o.set_credentials(u, p);
     }
@@ -153,22 +168,19 @@ async fn connect(
         loop {
             match events.poll().await {
                 Ok(Event::Incoming(Packet::ConnAck(a))) if a.code == ConnectReturnCode::Success => {
-                    return Login::Accepted;
+                    return Ok(a.session_present);
                 }
                 Ok(Event::Incoming(Packet::ConnAck(a))) => {
-                    return Login::Refused(format!("{:?}", a.code));
+                    return Err(Login::Refused(format!("{:?}", a.code)));
                 }
                 Ok(_) => {}
-                Err(e) => return Login::Refused(e.to_string()),
+                Err(e) => return Err(Login::Refused(e.to_string())),
             }
         }
     })
     .await
     .expect("an answer to CONNECT within 10 s");
-    match outcome {
-        Login::Accepted => Ok(Client { client, events }),
-        refused => Err(refused),
-    }
+    outcome.map(|resumed| (Client { client, events }, resumed))
 }
 
 impl Client {
@@ -285,6 +297,17 @@ async fn the_shipped_acl_holds_both_ways() {
         ("operator", "pub", "shopfloor/alarms/state/press-1.temp", false),
         ("operator", "pub", "spBv1.0/Plant1/NBIRTH/modbus-gw", false),
         ("operator", "pub", "spBv1.0/Plant1/DDATA/modbus-gw/press-1", false),
+        // No role is an edge node, not even one named after itself (the
+        // gateway patterns apply to every client).
+        ("operator", "pub", "spBv1.0/Plant1/NBIRTH/operator", false),
+        ("operator", "pub", "spBv1.0/Plant1/DDATA/operator/press-1", false),
+        ("operator", "pub", "shopfloor/writes/Plant1/operator", false),
+        ("ingest", "pub", "spBv1.0/Plant1/NDATA/ingest", false),
+        ("ingest", "pub", "spBv1.0/Plant1/DBIRTH/ingest/press-1", false),
+        ("alerting", "pub", "spBv1.0/Plant1/NBIRTH/alerting", false),
+        ("alerting", "pub", "spBv1.0/Plant1/DDEATH/alerting/press-1", false),
+        ("live", "pub", "spBv1.0/Plant1/NDEATH/live", false),
+        ("live", "pub", "shopfloor/writes/Plant1/live", false),
     ];
     let mut wrong = Vec::new();
     for &(who, _, topic, allowed) in matrix {
@@ -413,13 +436,63 @@ async fn the_shipped_acl_holds_both_ways() {
 /// `who` logged in: machines with their certificate, the operator with
 /// the password.
 async fn login(broker: &Broker, who: &str) -> Client {
+    login_as(broker, who, &format!("t{}", free_port().unwrap())).await.0
+}
+
+/// `who` logged in asking for client id `id`, with a persistent session;
+/// and whether the broker resumed one.
+async fn login_as(broker: &Broker, who: &str, id: &str) -> (Client, bool) {
     if who == "operator" {
         let tls = tls_client_config(&broker.pki("ca.crt"), None).unwrap();
-        connect(broker.people, tls, Some(("operator", "op-secret"))).await
+        connect_as(broker.people, tls, Some(("operator", "op-secret")), id).await
     } else {
-        connect(broker.machines, broker.machine_tls("pki", who), None).await
+        connect_as(broker.machines, broker.machine_tls("pki", who), None, id).await
     }
     .unwrap_or_else(|e| panic!("{who} could not log in: {e:?}\n{}", broker.log()))
+}
+
+/// Client ids are bound to identities (`use_username_as_clientid`): a
+/// client that asks for another's id, or for its name, neither closes that
+/// client's connection nor resumes its persistent session. Both ways
+/// between the listeners (an operator's password onto the ingest's id, the
+/// ingest's certificate onto an operator's console) and between machines.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_client_takes_over_another_ones_id() {
+    let broker = Broker::start();
+    // (victim, the id it asks for, attacker, what the victim reads, who
+    // writes it).
+    let data = "spBv1.0/Plant1/NDATA/modbus-gw";
+    let command = "spBv1.0/Plant1/DCMD/modbus-gw/press-1";
+    let cases = [
+        ("ingest", "shopfloor-ingest-1", "operator", data, "modbus-gw"),
+        ("operator", "op-console", "ingest", data, "modbus-gw"),
+        ("ingest", "shopfloor-ingest-1", "opcua-gw", data, "modbus-gw"),
+        ("modbus-gw", "modbus-gw", "operator", command, "operator"),
+    ];
+    for (victim, id, attacker, topic, writer) in cases {
+        let (mut v, _) = login_as(&broker, victim, id).await;
+        assert!(v.subscribe(topic).await, "{victim} subscribes to {topic}");
+        for stolen in [id, victim] {
+            // A clean session first: the attacker's own persistent session
+            // (from the last round) is gone, so a resumed session can only
+            // be the victim's.
+            drop(login_as(&broker, attacker, "").await);
+            let (_attacker, resumed) = login_as(&broker, attacker, stolen).await;
+            assert!(
+                !resumed,
+                "{attacker} asking for id {stolen:?} resumed {victim}'s session\n{}",
+                broker.log()
+            );
+            // Taken over, the victim's connection would have been closed
+            // before the CONNACK above: it reads on, on the same connection
+            // (`received_until` fails on a closed one).
+            let mut w = login(&broker, writer).await;
+            assert!(w.publish(topic).await, "{writer} publishes {topic}");
+            let got = v.received_until(topic).await;
+            assert_eq!(got.last().map(String::as_str), Some(topic));
+            println!("{attacker:>9} as {stolen:<20} {victim} kept its connection and session");
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -575,5 +648,33 @@ fn make_certs_keeps_the_ca_key_apart_and_compose_mounts_only_what_the_broker_nee
         let source = m.trim_start_matches("- ").split(':').next().unwrap();
         assert!(source != "./pki" && !source.starts_with("./pki-ca"), "mounts {source}");
         assert!(!source.ends_with(".key") || source == "./pki/broker.key", "mounts {source}");
+    }
+}
+
+/// Every account in the shipped ACL that is not a gateway takes back the
+/// edge-node rights the gateway patterns give every client: the three
+/// `deny` lines with its own name.
+#[test]
+fn every_role_in_the_acl_denies_itself_the_edge_node_topics() {
+    let acl = std::fs::read_to_string(Path::new(DEPLOY).join("mosquitto/mosquitto.acl")).unwrap();
+    let mut users = Vec::new();
+    let mut blocks: Vec<(String, Vec<String>)> = Vec::new();
+    for line in acl.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
+        if let Some(user) = line.strip_prefix("user ") {
+            users.push(user.to_string());
+            blocks.push((user.to_string(), Vec::new()));
+        } else if let Some((_, rules)) = blocks.last_mut() {
+            rules.push(line.to_string());
+        }
+    }
+    assert_eq!(users, ["ingest", "alerting", "live", "operator"], "the roles of the shipped ACL");
+    for (user, rules) in &blocks {
+        for deny in [
+            format!("topic deny spBv1.0/+/+/{user}"),
+            format!("topic deny spBv1.0/+/+/{user}/+"),
+            format!("topic deny shopfloor/writes/+/{user}"),
+        ] {
+            assert!(rules.contains(&deny), "user {user} lacks {deny:?}");
+        }
     }
 }
