@@ -7,7 +7,9 @@ pub mod gateway;
 pub mod grafana;
 pub mod live;
 pub mod metrics;
+#[cfg(feature = "demo")]
 pub mod plant;
+pub mod process;
 pub mod sim;
 
 /// Logs to stderr through `tracing`, filtered by `RUST_LOG` (default
@@ -87,16 +89,107 @@ pub async fn stop_within<T>(what: &str, stop: impl Future<Output = T>) -> anyhow
 }
 
 /// Reads a deployment file and deserializes it; errors name the file and,
-/// for TOML mistakes, the line.
+/// for TOML mistakes, the line. Environment variables
+/// `SHOPFLOOR_<SECTION>__<KEY>` override keys of the file first (see
+/// [`env_overrides`]).
 pub fn read_toml<T: serde::de::DeserializeOwned>(path: &std::path::Path) -> anyhow::Result<T> {
     use anyhow::Context as _;
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("{}: cannot read it", path.display()))?;
-    toml::from_str(&text).map_err(|e| {
+    let syntax = |e: toml::de::Error| {
         let line =
             e.span().map_or(0, |s| text[..s.start.min(text.len())].matches('\n').count() + 1);
         anyhow::anyhow!("{}: line {line}: {}", path.display(), e.message())
+    };
+    let overrides = env_overrides(std::env::vars_os());
+    if overrides.is_empty() {
+        return toml::from_str(&text).map_err(syntax);
+    }
+    let mut table: toml::Table = toml::from_str(&text).map_err(syntax)?;
+    let names = apply_overrides(&mut table, &overrides)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    toml::Value::Table(table).try_into().map_err(|e: toml::de::Error| {
+        anyhow::anyhow!("{}: {} (with {names} from the environment)", path.display(), e.message())
     })
+}
+
+/// The prefix of the environment variables that override a file's keys.
+pub const ENV_PREFIX: &str = "SHOPFLOOR_";
+
+/// One key of a file set from the environment: `SHOPFLOOR_MQTT__HOST=broker`
+/// sets `host` in `[mqtt]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EnvOverride {
+    /// The variable's name.
+    pub var: String,
+    /// The section (a top-level table), lower case.
+    pub section: String,
+    /// The key in it, lower case.
+    pub key: String,
+    /// The variable's value, as written.
+    pub value: String,
+}
+
+/// The overrides among `vars`: names `SHOPFLOOR_<SECTION>__<KEY>` (two
+/// underscores between section and key, so no other `SHOPFLOOR_` variable
+/// is taken for one), section and key of letters, digits and single
+/// underscores. What a container needs without a file of its own:
+/// `SHOPFLOOR_MQTT__HOST`, `SHOPFLOOR_POSTGRES__CONNECTION`,
+/// `SHOPFLOOR_LIVE__LISTEN`, `SHOPFLOOR_METRICS__LISTEN`. Secrets keep
+/// their own variables (`SHOPFLOOR_MQTT_PASSWORD`, …), never a key.
+pub fn env_overrides(
+    vars: impl IntoIterator<Item = (std::ffi::OsString, std::ffi::OsString)>,
+) -> Vec<EnvOverride> {
+    let word = |w: &str| {
+        !w.is_empty()
+            && !w.contains("__")
+            && w.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+    };
+    let mut found: Vec<EnvOverride> = vars
+        .into_iter()
+        .filter_map(|(name, value)| {
+            let (name, value) = (name.into_string().ok()?, value.into_string().ok()?);
+            let (section, key) = name.strip_prefix(ENV_PREFIX)?.split_once("__")?;
+            (word(section) && word(key)).then(|| EnvOverride {
+                section: section.to_ascii_lowercase(),
+                key: key.to_ascii_lowercase(),
+                var: name.clone(),
+                value,
+            })
+        })
+        .collect();
+    found.sort_by(|a, b| a.var.cmp(&b.var));
+    found
+}
+
+/// Applies `overrides` to a parsed file: a key the file has as a string
+/// stays a string; otherwise the value is read as TOML (`1883`, `true`,
+/// `["a", "b"]`) and else taken as a string. A missing section is made.
+/// Returns the variables applied, for error messages.
+pub fn apply_overrides(
+    table: &mut toml::Table,
+    overrides: &[EnvOverride],
+) -> anyhow::Result<String> {
+    for o in overrides {
+        let section = table
+            .entry(o.section.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        let Some(section) = section.as_table_mut() else {
+            anyhow::bail!("{}: [{}] is not a section of this file", o.var, o.section);
+        };
+        let value = match section.get(&o.key) {
+            Some(toml::Value::String(_)) => toml::Value::String(o.value.clone()),
+            _ => toml_value(&o.value).unwrap_or_else(|| toml::Value::String(o.value.clone())),
+        };
+        section.insert(o.key.clone(), value);
+    }
+    Ok(overrides.iter().map(|o| o.var.as_str()).collect::<Vec<_>>().join(", "))
+}
+
+/// `raw` read as one TOML value, if it is one.
+fn toml_value(raw: &str) -> Option<toml::Value> {
+    let mut doc: toml::Table = toml::from_str(&format!("v = {raw}")).ok()?;
+    (doc.len() == 1).then(|| doc.remove("v")).flatten()
 }
 
 /// A payload codec by its configuration name; `key` names the setting in
@@ -260,5 +353,67 @@ impl PgSection {
             None => None,
         };
         Ok((self.connection, password, tls))
+    }
+}
+
+#[cfg(test)]
+mod env_tests {
+    use super::*;
+
+    fn vars(pairs: &[(&str, &str)]) -> Vec<(std::ffi::OsString, std::ffi::OsString)> {
+        pairs.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect()
+    }
+
+    #[test]
+    fn only_section_double_underscore_key_names_are_overrides() {
+        let found = env_overrides(vars(&[
+            ("SHOPFLOOR_MQTT__CLIENT_ID", "a"),
+            ("SHOPFLOOR_MQTT_PASSWORD", "secret"),
+            ("SHOPFLOOR_CONFIG", "/x.toml"),
+            ("SHOPFLOOR_LIVE__", "x"),
+            ("SHOPFLOOR___X", "x"),
+            ("SHOPFLOOR_A__B__C", "x"),
+            ("SHOPFLOOR_A-B__C", "x"),
+            ("OTHER_MQTT__HOST", "x"),
+            ("SHOPFLOOR_METRICS__LISTEN", "0.0.0.0:9100"),
+        ]));
+        let names: Vec<_> = found.iter().map(|o| (o.section.as_str(), o.key.as_str())).collect();
+        assert_eq!(names, [("metrics", "listen"), ("mqtt", "client_id")]);
+    }
+
+    #[test]
+    fn values_take_the_type_of_the_key_they_replace() {
+        let mut table: toml::Table =
+            toml::from_str("[mqtt]\nclient_id = \"x\"\nport = 1\n[live]\nlisten = \"a:1\"\n")
+                .unwrap();
+        let o = |section: &str, key: &str, value: &str| EnvOverride {
+            var: format!("SHOPFLOOR_{section}__{key}"),
+            section: section.into(),
+            key: key.into(),
+            value: value.into(),
+        };
+        apply_overrides(
+            &mut table,
+            &[
+                o("mqtt", "client_id", "1234"),
+                o("mqtt", "port", "8883"),
+                o("mqtt", "clean", "true"),
+                o("mqtt", "host", "broker"),
+                o("metrics", "listen", "0.0.0.0:9100"),
+                o("ingest", "sparkplug_groups", "[\"A\", \"B\"]"),
+            ],
+        )
+        .unwrap();
+        let mqtt = table["mqtt"].as_table().unwrap();
+        assert_eq!(mqtt["client_id"].as_str(), Some("1234"));
+        assert_eq!(mqtt["port"].as_integer(), Some(8883));
+        assert_eq!(mqtt["clean"].as_bool(), Some(true));
+        assert_eq!(mqtt["host"].as_str(), Some("broker"));
+        assert_eq!(table["metrics"]["listen"].as_str(), Some("0.0.0.0:9100"));
+        assert_eq!(table["ingest"]["sparkplug_groups"].as_array().map(Vec::len), Some(2));
+        // Not a section: refused, naming the variable.
+        let mut t: toml::Table = toml::from_str("mqtt = 1\n").unwrap();
+        let e = apply_overrides(&mut t, &[o("mqtt", "host", "x")]).unwrap_err();
+        assert!(e.to_string().contains("SHOPFLOOR_mqtt__host"), "{e}");
     }
 }

@@ -604,11 +604,9 @@ async fn machines_log_in_with_their_certificates_and_data_flows() {
 
 /// `make-certs` keeps the CA's private key out of the folder that is
 /// deployed (in `DIR-ca`, mode 700), reuses the CA for new clients and
-/// moves a `ca.key` of the older layout out; `compose.yaml` publishes
-/// every port on 127.0.0.1 only and mounts no private key but the
-/// broker's.
+/// moves a `ca.key` of the older layout out.
 #[test]
-fn make_certs_keeps_the_ca_key_apart_and_compose_mounts_only_what_the_broker_needs() {
+fn make_certs_keeps_the_ca_key_apart() {
     use std::os::unix::fs::PermissionsExt as _;
     let dir = tempfile::tempdir().unwrap();
     let (pki, ca) = (dir.path().join("pki"), dir.path().join("pki-ca"));
@@ -630,24 +628,133 @@ fn make_certs_keeps_the_ca_key_apart_and_compose_mounts_only_what_the_broker_nee
     run(Command::new("bash").arg(&make_certs).arg(&pki).arg("opcua-gw"));
     assert!(!pki.join("ca.key").exists() && ca.join("ca.key").is_file());
     assert_eq!(std::fs::read(pki.join("ca.crt")).unwrap(), ca_crt);
+}
 
+/// One service of `compose.yaml`, read line by line (the file keeps to
+/// one layout: two-space indents, flow lists for ports).
+#[derive(Default, Debug)]
+struct Service {
+    name: String,
+    image: String,
+    command: String,
+    ports: Vec<String>,
+    env: Vec<(String, String)>,
+    mounts: Vec<(String, String)>,
+}
+
+fn compose_services() -> Vec<Service> {
     let compose = std::fs::read_to_string(Path::new(DEPLOY).join("compose.yaml")).unwrap();
-    let mut ports = 0;
-    for line in compose.lines().map(str::trim).filter(|l| l.starts_with("ports:")) {
-        let list = line.trim_start_matches("ports:").trim().trim_matches(['[', ']']);
-        for p in list.split(',').map(|p| p.trim().trim_matches('"')) {
-            ports += 1;
-            assert!(p.starts_with("127.0.0.1:"), "published beyond loopback: {p}");
+    let mut services: Vec<Service> = Vec::new();
+    let mut in_services = false;
+    let mut list = "";
+    for line in compose.lines().filter(|l| !l.trim_start().starts_with('#') && !l.trim().is_empty())
+    {
+        let indent = line.len() - line.trim_start().len();
+        let text = line.trim();
+        if indent == 0 {
+            in_services = text == "services:";
+            continue;
+        }
+        if !in_services {
+            continue;
+        }
+        if indent == 2 {
+            services
+                .push(Service { name: text.trim_end_matches(':').into(), ..Service::default() });
+            continue;
+        }
+        let s = services.last_mut().unwrap();
+        if indent == 4 {
+            let (key, value) = text.split_once(':').unwrap();
+            list = if value.trim().is_empty() { key } else { "" };
+            let value = value.trim();
+            match key {
+                "image" => s.image = value.into(),
+                "command" => s.command = value.into(),
+                "ports" => {
+                    let items = value.trim_matches(['[', ']']).split(',');
+                    s.ports = items.map(|p| p.trim().trim_matches('"').to_string()).collect();
+                }
+                _ => {}
+            }
+        } else if list == "environment" {
+            let (k, v) = text.split_once(':').unwrap();
+            s.env.push((k.into(), v.trim().trim_matches(['"', '\'']).into()));
+        } else if list == "volumes" {
+            let m = text.trim_start_matches("- ");
+            let (from, to) = m.split_once(':').unwrap();
+            s.mounts.push((from.into(), to.trim_end_matches(":ro").into()));
         }
     }
-    assert!(ports >= 5, "{ports} ports found");
-    let mounts: Vec<&str> =
-        compose.lines().map(str::trim).filter(|l| l.starts_with("- ./")).collect();
-    assert!(mounts.iter().any(|m| m.starts_with("- ./pki/broker.key:")), "{mounts:?}");
-    for m in &mounts {
-        let source = m.trim_start_matches("- ").split(':').next().unwrap();
-        assert!(source != "./pki" && !source.starts_with("./pki-ca"), "mounts {source}");
-        assert!(!source.ends_with(".key") || source == "./pki/broker.key", "mounts {source}");
+    services
+}
+
+/// `compose.yaml`: every port on 127.0.0.1 only; the broker gets only its
+/// certificate and key and the CA certificate, each shopfloor service the
+/// CA certificate and its own certificate and key, nothing the CA's key;
+/// and each shopfloor service's variables, applied to the default file the
+/// image carries (the Debian package's), pass its `--check-config`.
+#[test]
+fn compose_publishes_on_loopback_mounts_only_own_keys_and_its_variables_fit_the_files() {
+    let services = compose_services();
+    let names: Vec<&str> = services.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(
+        names,
+        ["mosquitto", "timescaledb", "grafana", "alertmanager", "ingestd", "alertd", "live"]
+    );
+    for s in &services {
+        for p in &s.ports {
+            assert!(p.starts_with("127.0.0.1:"), "{}: published beyond loopback: {p}", s.name);
+        }
+        for (from, _) in &s.mounts {
+            assert!(from != "./pki" && !from.starts_with("./pki-ca"), "{}: mounts {from}", s.name);
+        }
+        let keys: Vec<&str> =
+            s.mounts.iter().map(|(f, _)| f.as_str()).filter(|f| f.ends_with(".key")).collect();
+        let own = match s.name.as_str() {
+            "mosquitto" => vec!["./pki/broker.key"],
+            "ingestd" => vec!["./pki/ingest.key"],
+            "alertd" => vec!["./pki/alerting.key"],
+            "live" => vec!["./pki/live.key"],
+            _ => vec![],
+        };
+        assert_eq!(keys, own, "{}: the private keys it mounts", s.name);
+    }
+
+    // The shopfloor services: the image of ./Containerfile, their binary,
+    // their variables on the default file.
+    let containerfile = std::fs::read_to_string(Path::new(DEPLOY).join("Containerfile")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let pki = dir.path().join("pki");
+    run(Command::new("bash")
+        .arg(Path::new(DEPLOY).join("make-certs"))
+        .arg(&pki)
+        .args(["ingest", "alerting", "live"]));
+    let bins = [
+        ("ingestd", env!("CARGO_BIN_EXE_shopfloor-ingestd")),
+        ("alertd", env!("CARGO_BIN_EXE_shopfloor-alertd")),
+        ("live", env!("CARGO_BIN_EXE_shopfloor-live")),
+    ];
+    for (name, bin) in bins {
+        let s = services.iter().find(|s| s.name == name).unwrap();
+        assert_eq!(s.image, "shopfloor:0.1.0", "{name}");
+        assert_eq!(s.command, format!("[\"shopfloor-{name}\"]"), "{name}");
+        assert!(containerfile.contains(&format!("shopfloor-{name} ")), "the image lacks {name}");
+        let file = Path::new(DEPLOY).join(format!("package/etc/{name}.toml"));
+        let mut cmd = Command::new(bin);
+        cmd.arg("--config").arg(&file).arg("--check-config");
+        for (k, v) in &s.env {
+            // The certificates made above stand for the mounted ones.
+            let v = v.replace("/etc/shopfloor/pki/", &format!("{}/", pki.display()));
+            let v = v.replace("${POSTGRES_PASSWORD}", "secret");
+            cmd.env(k, v);
+        }
+        let out = cmd.output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{name} with the compose variables: {text}");
+        assert!(text.contains("mosquitto:8883"), "{name}: {text}");
+        println!("{name}: {}", text.trim());
     }
 }
 

@@ -274,3 +274,53 @@ fn check_config_reports_the_address_and_names_mistakes() {
     let help = std::process::Command::new(bin).arg("--help").output().unwrap();
     assert!(String::from_utf8_lossy(&help.stdout).contains("POST /command"));
 }
+
+/// `SHOPFLOOR_<SECTION>__<KEY>` overrides a key of the file (what a
+/// container sets instead of writing a file): typed like the key it
+/// replaces, a missing section made, a mistake named with the variable.
+#[test]
+fn environment_variables_override_keys_of_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("live.toml");
+    std::fs::write(&path, "[mqtt]\nhost = \"127.0.0.1\"\nport = 1884\n").unwrap();
+    let check = |vars: &[(&str, &str)]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_shopfloor-live"))
+            .arg("--config")
+            .arg(&path)
+            .arg("--check-config")
+            .envs(vars.iter().copied())
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        (out.status.code(), text)
+    };
+    let (code, out) = check(&[]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains("MQTT 5 127.0.0.1:1884") && out.contains("http://127.0.0.1:8088/"),
+        "{out}"
+    );
+    let (code, out) = check(&[
+        ("SHOPFLOOR_MQTT__HOST", "broker.plant"),
+        ("SHOPFLOOR_MQTT__PORT", "8883"),
+        ("SHOPFLOOR_LIVE__LISTEN", "0.0.0.0:9000"),
+        // Not overrides: one underscore (a secret's or a test's variable).
+        ("SHOPFLOOR_LIVE_SECS", "5"),
+    ]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains("MQTT 5 broker.plant:8883") && out.contains("http://0.0.0.0:9000/"),
+        "{out}"
+    );
+    // A wrong value or key is a configuration error naming the variable.
+    for (var, value, says) in [
+        ("SHOPFLOOR_MQTT__PORT", "many", "SHOPFLOOR_MQTT__PORT"),
+        ("SHOPFLOOR_MQTT__HOTS", "x", "hots"),
+        ("SHOPFLOOR_NOPE__X", "1", "SHOPFLOOR_NOPE__X"),
+    ] {
+        let (code, out) = check(&[(var, value)]);
+        assert_eq!(code, Some(78), "{var}={value}: {out}");
+        assert!(out.contains(says), "{var}={value}: {out}");
+    }
+}

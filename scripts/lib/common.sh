@@ -10,11 +10,13 @@ die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 # Debian packages each script needs. `postgresql` brings initdb and postgres
 # under /usr/lib/postgresql/<version>/bin; `mosquitto` the broker and
 # mosquitto_passwd; `openssl` makes the certificates (examples/deploy/make-certs).
-PACKAGES_TEST=(mosquitto postgresql socat prometheus-alertmanager openssl chromium influxdb clickhouse-server)
+# `systemd` (systemd-analyze), `adduser` and `binutils` (strip, objdump):
+# scripts/check-package builds, installs and verifies the Debian package.
+PACKAGES_TEST=(mosquitto postgresql socat prometheus-alertmanager openssl chromium influxdb clickhouse-server systemd adduser binutils)
 PYTHON_REQUIREMENTS="$ROOT/testkit/python/requirements.txt"
 PACKAGES_DEMO=(mosquitto postgresql prometheus-alertmanager openssl)
 # The crates published on crates.io, in dependency order.
-PUBLISHED=(shopfloor-schemas shopfloor-sparkplug shopfloor-mapping shopfloor-mqtt shopfloor-bridge-modbus shopfloor-bridge-opcua shopfloor-ingest shopfloor-alerting)
+PUBLISHED=(shopfloor-schemas shopfloor-sparkplug shopfloor-mapping shopfloor-mqtt shopfloor-bridge-modbus shopfloor-bridge-opcua shopfloor-ingest shopfloor-alerting shopfloor-testkit shopfloor-examples)
 
 missing_packages() {
     local p

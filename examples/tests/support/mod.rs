@@ -8,7 +8,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use shopfloor_examples::plant::Daemon;
+use shopfloor_examples::process::Daemon;
 use shopfloor_testkit::Mosquitto;
 
 /// Starts `shopfloor-live` with `config` (its log beside it) and waits
