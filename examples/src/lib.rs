@@ -5,6 +5,7 @@ use std::process::ExitCode;
 pub mod cli;
 pub mod gateway;
 pub mod grafana;
+pub mod http;
 pub mod live;
 pub mod metrics;
 #[cfg(feature = "demo")]

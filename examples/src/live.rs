@@ -9,20 +9,25 @@
 //! `shopfloor/alarms/state/#`) and sends the alerting daemon's operator
 //! commands on `shopfloor/alarms/command`.
 //!
-//! HTTP: `GET /` the page, `GET /events` the event stream (a snapshot a
-//! second), `GET /snapshot` one snapshot as JSON, `POST /command` an
-//! operator command (`{"command": "acknowledge", "rule", "source",
-//! "metric"}`; the page adds `"user": "live-page"`).
+//! HTTP (axum): `GET /` the page, `GET /events` the event stream (a
+//! snapshot a second), `GET /snapshot` one snapshot as JSON, `POST
+//! /command` an operator command (`{"command": "acknowledge", "rule",
+//! "source", "metric"}`). Every URL in the page is relative, so it works
+//! behind a reverse proxy on a sub-path (`/plant/`).
 //!
-//! Past [`DETAIL_LIMIT`] signals the snapshot is aggregated per machine
-//! (counts, worst quality, alarms), so a car plant does not drown the
-//! browser, and no sparkline history is kept.
-//!
-//! `POST /command` wants `Content-Type: application/json` and, when the
-//! browser names one, the page's own origin: another site's page open in
-//! the operator's browser cannot send commands (cross-site request
-//! forgery). There is no login: keep the page on loopback or behind a
-//! proxy that authenticates.
+//! Safe to open ([`Security`]):
+//! - **Hosts.** A request must name the page by an IP address, `localhost`
+//!   or a name of `allowed_hosts`: a web site that rebinds its own name to
+//!   this address (DNS rebinding) is refused.
+//! - **Logins.** [`Auth`]: none (loopback only, by default), built-in users
+//!   (HTTP Basic, Argon2id hashes in a file), or a trusted reverse proxy
+//!   that names the user in `X-Forwarded-User`. The `user` of a command is
+//!   set by the server from that identity, never taken from the browser.
+//! - **Forgery and framing.** `POST /command` wants `Content-Type:
+//!   application/json` and, when the browser names one, an origin the page
+//!   answers to; every response forbids framing (`frame-ancestors 'none'`).
+//! - **Streams.** At most `max_streams` event streams at once (503 past
+//!   it); a client that reads nothing for 10 s is dropped.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
@@ -30,6 +35,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context as _;
+use axum::Extension;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse as _, Response};
 use serde_json::{Value as Json, json};
 use shopfloor_mqtt::consumer::{ClientHandle, LinkCounters, Outgoing};
 use shopfloor_mqtt::{
@@ -38,8 +48,6 @@ use shopfloor_mqtt::{
 use shopfloor_schemas::{Quality, Value};
 use shopfloor_sparkplug::edge::Now;
 use shopfloor_sparkplug::host::HostConfig;
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use tokio::net::{TcpListener, TcpStream};
 
 /// The page.
 const INDEX: &str = include_str!("live.html");
@@ -64,6 +72,8 @@ pub struct LiveConfig {
     pub listen: SocketAddr,
     /// The MQTT client id (`None`: `live-page-<pid>`).
     pub client_id: Option<String>,
+    /// The names it answers to, who may use it, how many streams.
+    pub security: Security,
 }
 
 #[derive(Default)]
@@ -173,13 +183,161 @@ impl Board {
     }
 }
 
+/// Who may use the page.
+#[derive(Clone, Debug, Default)]
+pub enum Auth {
+    /// No login: whoever reaches the page. Commands are journaled as
+    /// `live-page`.
+    #[default]
+    None,
+    /// Built-in logins over HTTP Basic, checked against Argon2id hashes.
+    Users(Arc<Users>),
+    /// A reverse proxy authenticates and names the user in `header`;
+    /// requests from any address but `proxies` are refused.
+    Proxy {
+        /// The proxies' addresses.
+        proxies: Vec<std::net::IpAddr>,
+        /// The header naming the user (`X-Forwarded-User`).
+        header: String,
+    },
+}
+
+/// The built-in logins: names and their Argon2 password hashes (PHC
+/// strings, `$argon2id$…`, as `shopfloor-live hash-password` prints them).
+#[derive(Debug, Default)]
+pub struct Users {
+    hashes: BTreeMap<String, String>,
+    /// `Authorization` values already verified (the hash is slow on
+    /// purpose: the page's requests would pay it each time), bounded.
+    verified: Mutex<BTreeMap<String, String>>,
+}
+
+/// Verified `Authorization` values kept, at most.
+const VERIFIED_CACHE: usize = 256;
+
+impl Users {
+    /// Reads `name:hash` lines (blank lines and `#` comments skipped).
+    pub fn parse(text: &str) -> anyhow::Result<Self> {
+        let mut hashes = BTreeMap::new();
+        for (i, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let (name, hash) = line
+                .split_once(':')
+                .with_context(|| format!("line {}: want name:$argon2id$…", i + 1))?;
+            argon2::PasswordHash::new(hash).map_err(|e| {
+                anyhow::anyhow!(
+                    "line {}: {name}'s hash: {e} (make one with `shopfloor-live hash-password`)",
+                    i + 1
+                )
+            })?;
+            hashes.insert(name.to_owned(), hash.to_owned());
+        }
+        anyhow::ensure!(!hashes.is_empty(), "no users in it");
+        Ok(Self { hashes, verified: Mutex::default() })
+    }
+
+    /// The users' names.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.hashes.keys().map(String::as_str)
+    }
+
+    /// The user an `Authorization: Basic …` value logs in, if it does.
+    fn check(&self, authorization: &str) -> Option<String> {
+        use argon2::PasswordVerifier as _;
+        use base64::Engine as _;
+        let lock = || self.verified.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(user) = lock().get(authorization) {
+            return Some(user.clone());
+        }
+        let (scheme, encoded) = authorization.split_once(' ')?;
+        if !scheme.eq_ignore_ascii_case("basic") {
+            return None;
+        }
+        let decoded = base64::engine::general_purpose::STANDARD.decode(encoded.trim()).ok()?;
+        let (name, password) = std::str::from_utf8(&decoded).ok()?.split_once(':')?;
+        let hash = self.hashes.get(name)?;
+        let hash = argon2::PasswordHash::new(hash).ok()?;
+        argon2::Argon2::default().verify_password(password.as_bytes(), &hash).ok()?;
+        let mut verified = lock();
+        if verified.len() >= VERIFIED_CACHE {
+            verified.clear();
+        }
+        verified.insert(authorization.to_owned(), name.to_owned());
+        Some(name.to_owned())
+    }
+}
+
+/// An Argon2id hash (PHC string) of `password`, with a random salt, for a
+/// users file.
+pub fn hash_password(password: &str) -> anyhow::Result<String> {
+    use argon2::PasswordHasher as _;
+    let mut salt = [0_u8; 16];
+    // SAFETY: getrandom writes at most `salt.len()` bytes into `salt`.
+    let n = unsafe { libc::getrandom(salt.as_mut_ptr().cast(), salt.len(), 0) };
+    anyhow::ensure!(n == salt.len() as isize, "no random bytes for the salt");
+    let salt = argon2::password_hash::SaltString::encode_b64(&salt)
+        .map_err(|e| anyhow::anyhow!("the salt: {e}"))?;
+    Ok(argon2::Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map_err(|e| anyhow::anyhow!("hashing: {e}"))?
+        .to_string())
+}
+
+/// What makes the page safe to open: the names it answers to and who may
+/// use it.
+#[derive(Clone, Debug, Default)]
+pub struct Security {
+    /// Host names the page answers to besides IP addresses and
+    /// `localhost` (the name in the browser's address bar).
+    pub allowed_hosts: Vec<String>,
+    /// Who may use it.
+    pub auth: Auth,
+    /// Event streams open at once, at most (0: [`MAX_STREAMS`]).
+    pub max_streams: usize,
+}
+
+/// Event streams open at once by default.
+pub const MAX_STREAMS: usize = 64;
+
+/// The host part of a `Host` header (`name`, `name:port`, `[v6]:port`).
+fn host_name(host: &str) -> &str {
+    if let Some(rest) = host.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or(rest);
+    }
+    match host.rsplit_once(':') {
+        Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
+        _ => host,
+    }
+}
+
+impl Security {
+    /// Whether `host` (a `Host` header or an origin's host) names the page.
+    pub fn host_allowed(&self, host: &str) -> bool {
+        let name = host_name(host);
+        name.parse::<std::net::IpAddr>().is_ok()
+            || name.eq_ignore_ascii_case("localhost")
+            || self.allowed_hosts.iter().any(|h| h.eq_ignore_ascii_case(name))
+    }
+}
+
 /// The running page: its address and the shared board.
 pub struct Live {
     /// Where the page is.
     pub addr: SocketAddr,
     /// What it shows.
     pub board: Arc<Mutex<Board>>,
+    link: Arc<LinkCounters>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Live {
+    /// Ready (for `/ready`) while connected to the broker.
+    pub fn ready(&self) -> Result<(), String> {
+        crate::metrics::mqtt_ready(&self.link)
+    }
 }
 
 impl Drop for Live {
@@ -190,12 +348,29 @@ impl Drop for Live {
     }
 }
 
+/// What every request handler shares.
+#[derive(Clone)]
+struct App {
+    board: Arc<Mutex<Board>>,
+    client: ClientHandle,
+    security: Arc<Security>,
+    streams: Arc<tokio::sync::Semaphore>,
+}
+
+impl App {
+    fn snapshot(&self) -> String {
+        self.board.lock().unwrap_or_else(std::sync::PoisonError::into_inner).snapshot().to_string()
+    }
+}
+
+/// The identity a request was let in with.
+#[derive(Clone)]
+struct User(String);
+
 /// Starts the page: an MQTT reader and the HTTP server.
 pub async fn start(config: LiveConfig) -> anyhow::Result<Live> {
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("live page: cannot listen on {}", config.listen))?;
-    let addr = listener.local_addr()?;
+    let listener = crate::http::Listener::bind(config.listen, "live page").await?;
+    let addr = axum::serve::Listener::local_addr(&listener)?;
     let board = Arc::new(Mutex::new(Board::default()));
     let id =
         config.client_id.clone().unwrap_or_else(|| format!("live-page-{}", std::process::id()));
@@ -207,7 +382,8 @@ pub async fn start(config: LiveConfig) -> anyhow::Result<Live> {
     c.protocol = config.protocol;
     c.filters = inputs.filters(None);
     c.filters.push(format!("{ALARM_STATE}#"));
-    let mut consumer = Consumer::connect(c, Arc::new(LinkCounters::default()));
+    let link = Arc::new(LinkCounters::default());
+    let mut consumer = Consumer::connect(c, Arc::clone(&link));
     let client = consumer.client().clone();
     let reader = {
         let (board, client) = (Arc::clone(&board), client.clone());
@@ -256,195 +432,184 @@ pub async fn start(config: LiveConfig) -> anyhow::Result<Live> {
             }
         })
     };
-    let server = {
-        let board = Arc::clone(&board);
-        tokio::spawn(async move {
-            loop {
-                let socket = match listener.accept().await {
-                    Ok((socket, _)) => socket,
-                    Err(e) => {
-                        // Out of file descriptors (EMFILE), say: retrying
-                        // at once would spin a core.
-                        tracing::warn!(
-                            "live page: cannot accept a connection: {e}; retrying in 100 ms"
-                        );
-                        tokio::time::sleep(crate::metrics::ACCEPT_BACKOFF).await;
-                        continue;
-                    }
-                };
-                let (board, client) = (Arc::clone(&board), client.clone());
-                tokio::spawn(async move {
-                    let _ = handle(socket, board, client).await;
-                });
-            }
-        })
+    let max_streams =
+        if config.security.max_streams == 0 { MAX_STREAMS } else { config.security.max_streams };
+    let app = App {
+        board: Arc::clone(&board),
+        client,
+        security: Arc::new(config.security),
+        streams: Arc::new(tokio::sync::Semaphore::new(max_streams)),
     };
+    let server = crate::http::spawn(listener, router(app));
     tracing::info!("live page on http://{addr}/");
-    Ok(Live { addr, board, tasks: vec![reader, server] })
+    Ok(Live { addr, board, link, tasks: vec![reader, server] })
 }
 
-/// A request header's value, by case-insensitive name.
-fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
-    head.lines().skip(1).find_map(|l| {
-        let (k, v) = l.split_once(':')?;
-        k.trim().eq_ignore_ascii_case(name).then(|| v.trim())
-    })
+fn router(app: App) -> axum::Router {
+    use axum::routing::{get, post};
+    axum::Router::new()
+        .route("/", get(|| async { axum::response::Html(INDEX) }))
+        .route("/snapshot", get(snapshot))
+        .route("/events", get(events))
+        .route("/command", post(command))
+        .fallback(|| async { (StatusCode::NOT_FOUND, "try /\n") })
+        .layer(axum::middleware::from_fn_with_state(app.clone(), guard))
+        .with_state(app)
 }
 
-async fn respond(
-    socket: &mut TcpStream,
-    status: &str,
-    kind: &str,
-    body: &str,
-) -> std::io::Result<()> {
-    let head = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n",
-        body.len()
+fn text(status: StatusCode, body: &str) -> Response {
+    (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body.to_owned()).into_response()
+}
+
+/// Every request: the host it names, who it is from, and the headers
+/// that keep the page out of frames and caches.
+async fn guard(
+    State(app): State<App>,
+    ConnectInfo(crate::http::Peer(peer)): ConnectInfo<crate::http::Peer>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let headers = request.headers();
+    let value = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let from_proxy = match &app.security.auth {
+        Auth::Proxy { proxies, .. } => proxies.contains(&peer.ip()),
+        _ => false,
+    };
+    // A trusted proxy checked the name the browser used.
+    if !from_proxy && let Some(host) = value("host").filter(|h| !app.security.host_allowed(h)) {
+        tracing::warn!(peer = %peer, host, "live page: refused a request naming an unknown host");
+        return text(
+            StatusCode::MISDIRECTED_REQUEST,
+            &format!(
+                "this page does not answer to {host:?}: add its name to [live] allowed_hosts\n"
+            ),
+        );
+    }
+    let user = match &app.security.auth {
+        Auth::None => "live-page".to_owned(),
+        Auth::Users(users) => match value("authorization").and_then(|a| users.check(a)) {
+            Some(user) => user,
+            None => {
+                let mut r = text(StatusCode::UNAUTHORIZED, "log in, please\n");
+                r.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Basic realm=\"shopfloor live\", charset=\"UTF-8\""),
+                );
+                return r;
+            }
+        },
+        Auth::Proxy { header, .. } => {
+            if !from_proxy {
+                return text(
+                    StatusCode::FORBIDDEN,
+                    "this page is reached through its proxy only\n",
+                );
+            }
+            match value(header).map(str::trim).filter(|u| !u.is_empty()) {
+                Some(user) => user.to_owned(),
+                None => {
+                    return text(
+                        StatusCode::UNAUTHORIZED,
+                        &format!("the proxy named no user ({header})\n"),
+                    );
+                }
+            }
+        }
+    };
+    request.extensions_mut().insert(User(user));
+    let mut response = next.run(request).await;
+    let h = response.headers_mut();
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("frame-ancestors 'none'; base-uri 'none'; form-action 'none'"),
     );
-    socket.write_all(head.as_bytes()).await?;
-    socket.write_all(body.as_bytes()).await?;
-    socket.shutdown().await
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    h.entry(header::CACHE_CONTROL).or_insert(HeaderValue::from_static("no-store"));
+    response
 }
 
-async fn handle(
-    mut socket: TcpStream,
-    board: Arc<Mutex<Board>>,
-    client: ClientHandle,
-) -> std::io::Result<()> {
-    // The request head (at most 16 KiB within 5 s), then a body of at most 16 KiB.
-    let mut buf = Vec::with_capacity(2048);
-    let mut chunk = [0_u8; 2048];
-    let head_end = tokio::time::timeout(Duration::from_secs(5), async {
-        loop {
-            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                return Ok(i + 4);
-            }
-            if buf.len() > 16 << 10 {
-                return Err(std::io::Error::other("request head too large"));
-            }
-            let n = socket.read(&mut chunk).await?;
-            if n == 0 {
-                return Err(std::io::Error::other("closed"));
-            }
-            buf.extend_from_slice(&chunk[..n]);
+async fn snapshot(State(app): State<App>) -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], app.snapshot()).into_response()
+}
+
+/// The event stream: a snapshot a second, while a place is free.
+async fn events(State(app): State<App>) -> Response {
+    use axum::response::sse::{Event, Sse};
+    let Ok(permit) = Arc::clone(&app.streams).try_acquire_owned() else {
+        return text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many live pages open: close one, or raise [live] max_streams\n",
+        );
+    };
+    let tick = tokio::time::interval(Duration::from_secs(1));
+    let stream =
+        futures_util::stream::unfold((app, permit, tick), |(app, permit, mut tick)| async move {
+            tick.tick().await;
+            let event = Event::default().data(app.snapshot());
+            Some((Ok::<_, std::convert::Infallible>(event), (app, permit, tick)))
+        });
+    // nginx and others: pass each event on, do not buffer the stream.
+    ([(HeaderName::from_static("x-accel-buffering"), "no")], Sse::new(stream)).into_response()
+}
+
+async fn command(
+    State(app): State<App>,
+    Extension(User(user)): Extension<User>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let value = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    // Cross-site request forgery: another site's page may POST here from
+    // the operator's browser. A form can send text/plain but not
+    // application/json (that needs CORS, which is never granted), and a
+    // browser names the page's origin.
+    let json = value("content-type")
+        .is_some_and(|t| t.to_ascii_lowercase().starts_with("application/json"));
+    if !json {
+        return text(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "Content-Type: application/json, please\n",
+        );
+    }
+    if let Some(origin) = value("origin") {
+        let origin_host = origin
+            .strip_prefix("http://")
+            .or_else(|| origin.strip_prefix("https://"))
+            .unwrap_or("\u{0}");
+        let same = |h: Option<&str>| h.is_some_and(|h| h.eq_ignore_ascii_case(origin_host));
+        let proxied = matches!(app.security.auth, Auth::Proxy { .. });
+        let ok = same(value("host"))
+            || (proxied && same(value("x-forwarded-host")))
+            || app.security.host_allowed(origin_host);
+        if !ok {
+            return text(StatusCode::FORBIDDEN, "commands come from this page only\n");
         }
-    })
-    .await
-    .map_err(|_| std::io::Error::other("timeout"))??;
-    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
-    let mut line = head.lines().next().unwrap_or_default().split(' ');
-    let (method, path) = (line.next().unwrap_or_default(), line.next().unwrap_or_default());
-    let snapshot =
-        || board.lock().unwrap_or_else(std::sync::PoisonError::into_inner).snapshot().to_string();
-    match (method, path) {
-        ("GET", "/") => respond(&mut socket, "200 OK", "text/html; charset=utf-8", INDEX).await,
-        ("GET", "/snapshot") => {
-            respond(&mut socket, "200 OK", "application/json", &snapshot()).await
+    }
+    if body.len() > 16 << 10 {
+        return text(StatusCode::PAYLOAD_TOO_LARGE, "at most 16 KiB\n");
+    }
+    let mut command: Json = match serde_json::from_slice(&body) {
+        Ok(c @ Json::Object(_)) => c,
+        _ => return text(StatusCode::BAD_REQUEST, "a JSON object, please\n"),
+    };
+    let allowed = ["acknowledge", "shelve", "unshelve"];
+    if !command["command"].as_str().is_some_and(|c| allowed.contains(&c)) {
+        return text(StatusCode::BAD_REQUEST, "command: acknowledge, shelve or unshelve\n");
+    }
+    // Who did it is who logged in, whatever the browser says.
+    command["user"] = Json::String(user);
+    match app
+        .client
+        .publish(Outgoing::new("shopfloor/alarms/command", command.to_string(), 1, false))
+        .await
+    {
+        Ok(()) => {
+            (StatusCode::ACCEPTED, [(header::CONTENT_TYPE, "application/json")], "{\"sent\": true}")
+                .into_response()
         }
-        ("GET", "/events") => {
-            socket
-                .write_all(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-store\r\nConnection: keep-alive\r\n\r\n")
-                .await?;
-            let mut tick = tokio::time::interval(Duration::from_secs(1));
-            loop {
-                tick.tick().await;
-                socket.write_all(format!("data: {}\n\n", snapshot()).as_bytes()).await?;
-            }
-        }
-        ("POST", "/command") => {
-            // Cross-site request forgery: another site's page may POST here
-            // from the operator's browser. A form can send text/plain but
-            // not application/json (that needs CORS, which is never
-            // granted), and a browser names the page's origin.
-            let json = header(&head, "content-type")
-                .is_some_and(|t| t.to_ascii_lowercase().starts_with("application/json"));
-            if !json {
-                return respond(
-                    &mut socket,
-                    "415 Unsupported Media Type",
-                    "text/plain",
-                    "Content-Type: application/json, please\n",
-                )
-                .await;
-            }
-            if let Some(origin) = header(&head, "origin") {
-                let host = header(&head, "host").unwrap_or_default();
-                let same = origin
-                    .strip_prefix("http://")
-                    .or_else(|| origin.strip_prefix("https://"))
-                    .is_some_and(|o| o.eq_ignore_ascii_case(host));
-                if !same {
-                    return respond(
-                        &mut socket,
-                        "403 Forbidden",
-                        "text/plain",
-                        "commands come from this page only\n",
-                    )
-                    .await;
-                }
-            }
-            let length: usize =
-                header(&head, "content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
-            if length > 16 << 10 {
-                return respond(
-                    &mut socket,
-                    "413 Payload Too Large",
-                    "text/plain",
-                    "at most 16 KiB\n",
-                )
-                .await;
-            }
-            let mut body = buf[head_end..].to_vec();
-            while body.len() < length {
-                let n = tokio::time::timeout(Duration::from_secs(5), socket.read(&mut chunk))
-                    .await
-                    .map_err(|_| std::io::Error::other("timeout"))??;
-                if n == 0 {
-                    break;
-                }
-                body.extend_from_slice(&chunk[..n]);
-            }
-            let command: Json = match serde_json::from_slice(&body[..length.min(body.len())]) {
-                Ok(c @ Json::Object(_)) => c,
-                _ => {
-                    return respond(
-                        &mut socket,
-                        "400 Bad Request",
-                        "text/plain",
-                        "a JSON object, please\n",
-                    )
-                    .await;
-                }
-            };
-            let allowed = ["acknowledge", "shelve", "unshelve"];
-            if !command["command"].as_str().is_some_and(|c| allowed.contains(&c)) {
-                return respond(
-                    &mut socket,
-                    "400 Bad Request",
-                    "text/plain",
-                    "command: acknowledge, shelve or unshelve\n",
-                )
-                .await;
-            }
-            match client
-                .publish(Outgoing::new("shopfloor/alarms/command", command.to_string(), 1, false))
-                .await
-            {
-                Ok(()) => {
-                    respond(&mut socket, "202 Accepted", "application/json", "{\"sent\": true}")
-                        .await
-                }
-                Err(e) => {
-                    respond(&mut socket, "503 Service Unavailable", "text/plain", &format!("{e}\n"))
-                        .await
-                }
-            }
-        }
-        ("GET", _) => respond(&mut socket, "404 Not Found", "text/plain", "try /\n").await,
-        _ => {
-            respond(&mut socket, "405 Method Not Allowed", "text/plain", "GET or POST /command\n")
-                .await
-        }
+        Err(e) => text(StatusCode::SERVICE_UNAVAILABLE, &format!("{e}\n")),
     }
 }
 
@@ -495,11 +660,54 @@ mod tests {
     }
 
     #[test]
-    fn headers_by_case_insensitive_name() {
-        let head = "POST /command HTTP/1.1\r\nHost: 127.0.0.1:8088\r\ncontent-TYPE:  application/json \r\n\r\n";
-        assert_eq!(header(head, "Content-Type"), Some("application/json"));
-        assert_eq!(header(head, "host"), Some("127.0.0.1:8088"));
-        assert_eq!(header(head, "origin"), None);
-        assert_eq!(header("GET /x: y HTTP/1.1\r\n\r\n", "get /x"), None, "not the request line");
+    fn hosts_the_page_answers_to() {
+        let s = Security { allowed_hosts: vec!["Plant.Example".into()], ..Security::default() };
+        for ok in [
+            "127.0.0.1:8088",
+            "127.0.0.1",
+            "[::1]:8088",
+            "localhost:8088",
+            "LOCALHOST",
+            "plant.example",
+            "plant.example:443",
+            "10.0.0.5:80",
+        ] {
+            assert!(s.host_allowed(ok), "{ok}");
+        }
+        for refused in [
+            "evil.example:8088",
+            "evil.example",
+            "127.0.0.1.evil.example",
+            "plant.example.evil",
+            "",
+            "localhost.evil:8088",
+        ] {
+            assert!(!s.host_allowed(refused), "{refused}");
+        }
+    }
+
+    #[test]
+    fn users_files_and_basic_logins() {
+        use base64::Engine as _;
+        let hash = hash_password("s3cret").unwrap();
+        assert!(hash.starts_with("$argon2id$"), "{hash}");
+        let users = Users::parse(&format!("# operators\nalice:{hash}\n\n")).unwrap();
+        assert_eq!(users.names().collect::<Vec<_>>(), ["alice"]);
+        let basic = |u: &str, p: &str| {
+            format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}"))
+            )
+        };
+        assert_eq!(users.check(&basic("alice", "s3cret")).as_deref(), Some("alice"));
+        // Again, from the cache.
+        assert_eq!(users.check(&basic("alice", "s3cret")).as_deref(), Some("alice"));
+        assert_eq!(users.check(&basic("alice", "guess")), None);
+        assert_eq!(users.check(&basic("bob", "s3cret")), None);
+        assert_eq!(users.check("Bearer x"), None);
+        assert_eq!(users.check("Basic !!!"), None);
+        for bad in ["alice", "alice:plain-text", ""] {
+            assert!(Users::parse(bad).is_err(), "{bad:?}");
+        }
     }
 }

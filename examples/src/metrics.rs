@@ -6,12 +6,9 @@ use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context as _;
 use serde::Deserialize;
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 /// `[metrics]`.
@@ -138,82 +135,41 @@ impl Exposition {
     }
 }
 
-/// What renders the page on each scrape.
-pub type Render = Arc<dyn Fn() -> String + Send + Sync>;
+pub use crate::http::{ACCEPT_BACKOFF, Ready, Render};
 
-/// How long a listener waits after `accept()` failed (out of file
-/// descriptors, say) before it tries again.
-pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
-
-/// Serves `GET /metrics` on `listen` until the task is aborted; returns the
-/// task and the address bound (port 0 picks a free one).
+/// Serves `GET /metrics`, `/healthz` and `/ready` (always ready) on
+/// `listen` until the task is aborted; returns the task and the address
+/// bound (port 0 picks a free one).
 pub async fn serve(
     listen: SocketAddr,
     render: Render,
 ) -> anyhow::Result<(JoinHandle<()>, SocketAddr)> {
-    let listener = TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("[metrics] listen = {listen}: cannot bind it"))?;
-    let bound = listener.local_addr()?;
-    tracing::info!("metrics on http://{bound}/metrics");
-    let task = tokio::spawn(async move {
-        loop {
-            let mut socket = match listener.accept().await {
-                Ok((socket, _)) => socket,
-                Err(e) => {
-                    // Out of file descriptors (EMFILE), say: retrying at
-                    // once would spin a core until one is freed.
-                    tracing::warn!("metrics: cannot accept a connection: {e}; retrying in 100 ms");
-                    tokio::time::sleep(ACCEPT_BACKOFF).await;
-                    continue;
-                }
-            };
-            let render = Arc::clone(&render);
-            tokio::spawn(async move {
-                // The request head, at most 8 KiB, within 5 s.
-                let mut head = Vec::with_capacity(1024);
-                let mut buf = [0_u8; 1024];
-                let read = tokio::time::timeout(Duration::from_secs(5), async {
-                    while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 8192 {
-                        match socket.read(&mut buf).await {
-                            Ok(0) | Err(_) => return false,
-                            Ok(n) => head.extend_from_slice(&buf[..n]),
-                        }
-                    }
-                    true
-                })
-                .await;
-                if !matches!(read, Ok(true)) {
-                    return;
-                }
-                let line = head.split(|b| *b == b'\r').next().unwrap_or_default();
-                let mut parts = line.split(|b| *b == b' ');
-                let (method, target) = (parts.next(), parts.next());
-                let (status, body) = match (method, target) {
-                    (Some(b"GET"), Some(b"/metrics")) => ("200 OK", render()),
-                    (Some(b"GET"), _) => ("404 Not Found", "try /metrics\n".to_owned()),
-                    _ => ("405 Method Not Allowed", "GET /metrics\n".to_owned()),
-                };
-                let response = format!(
-                    "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-                let _ = socket.write_all(response.as_bytes()).await;
-                let _ = socket.shutdown().await;
-            });
-        }
-    });
-    Ok((task, bound))
+    serve_with(listen, render, Arc::new(|| Ok(()))).await
 }
 
-/// Serves `render` on the `[metrics]` address of the deployment file at
-/// `path`, if it names one.
+/// [`serve`], with `/ready` answered by `ready`.
+pub async fn serve_with(
+    listen: SocketAddr,
+    render: Render,
+    ready: Ready,
+) -> anyhow::Result<(JoinHandle<()>, SocketAddr)> {
+    let listener = crate::http::Listener::bind(listen, "metrics")
+        .await
+        .with_context(|| format!("[metrics] listen = {listen}: cannot bind it"))?;
+    let bound = axum::serve::Listener::local_addr(&listener)?;
+    tracing::info!("metrics on http://{bound}/metrics (and /healthz, /ready)");
+    Ok((crate::http::spawn(listener, crate::http::metrics_router(render, ready)), bound))
+}
+
+/// Serves `render` and `ready` on the `[metrics]` address of the
+/// deployment file at `path`, if it names one.
 pub async fn serve_configured(
     path: &Path,
     render: Render,
+    ready: Ready,
 ) -> anyhow::Result<Option<JoinHandle<()>>> {
     match listen_address(path)? {
-        Some(listen) => Ok(Some(serve(listen, render).await?.0)),
+        Some(listen) => Ok(Some(serve_with(listen, render, ready).await?.0)),
         None => {
             tracing::info!("no [metrics] listen in {}: no metrics endpoint", path.display());
             Ok(None)
@@ -222,12 +178,14 @@ pub async fn serve_configured(
 }
 
 /// Runs a binary's main phase: serves `/metrics`, rendered from `target`
-/// by `page`, as the deployment file at `path` asks, until Ctrl-C or
-/// SIGTERM; then stops serving and hands `target` back for its shutdown.
+/// by `page`, and `/ready`, answered by `ready`, as the deployment file at
+/// `path` asks, until Ctrl-C or SIGTERM; then stops serving and hands
+/// `target` back for its shutdown.
 pub async fn serve_until_stop<T: Send + 'static>(
     path: &Path,
     target: T,
     page: fn(&T, &mut Exposition),
+    ready: fn(&T) -> Result<(), String>,
 ) -> anyhow::Result<T> {
     let slot = Arc::new(std::sync::Mutex::new(Some(target)));
     let shared = Arc::clone(&slot);
@@ -241,7 +199,12 @@ pub async fn serve_until_stop<T: Send + 'static>(
         }
         p.finish()
     });
-    let server = serve_configured(path, render).await?;
+    let shared = Arc::clone(&slot);
+    let ready: Ready = Arc::new(move || match shared.lock() {
+        Ok(guard) => guard.as_ref().map_or_else(|| Err("stopping".to_owned()), ready),
+        Err(_) => Err("a thread panicked".to_owned()),
+    });
+    let server = serve_configured(path, render, ready).await?;
     crate::wait_for_stop().await?;
     if let Some(s) = server {
         s.abort();
@@ -249,6 +212,25 @@ pub async fn serve_until_stop<T: Send + 'static>(
     // Only this function takes it out, once.
     let target = slot.lock().ok().and_then(|mut g| g.take());
     target.context("the metrics page still held the state to stop")
+}
+
+/// Ready when the edge node is born and sends live data.
+pub fn edge_ready(s: &shopfloor_mqtt::EdgeStats) -> Result<(), String> {
+    if s.online {
+        Ok(())
+    } else {
+        Err("the edge node is not online (no broker, or its primary host is away): storing"
+            .to_owned())
+    }
+}
+
+/// Ready when an MQTT consumer with these counters is connected.
+pub fn mqtt_ready(link: &shopfloor_mqtt::consumer::LinkCounters) -> Result<(), String> {
+    if link.connected.load(std::sync::atomic::Ordering::Acquire) {
+        Ok(())
+    } else {
+        Err("not connected to the MQTT broker".to_owned())
+    }
 }
 
 /// A Sparkplug edge node's counters (the gateways).
@@ -417,16 +399,27 @@ mod tests {
         let (task, addr) =
             serve("127.0.0.1:0".parse().unwrap(), Arc::new(move || text.clone())).await.unwrap();
         let get = |req: &'static str| async move {
+            use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
             let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
             s.write_all(req.as_bytes()).await.unwrap();
             let mut out = String::new();
             s.read_to_string(&mut out).await.unwrap();
             out
         };
-        let ok = get("GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").await;
+        let ok = get("GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await;
         assert!(ok.starts_with("HTTP/1.1 200 OK") && ok.ends_with("shopfloor_test_up 1\n"), "{ok}");
-        assert!(get("GET / HTTP/1.1\r\n\r\n").await.starts_with("HTTP/1.1 404"));
-        assert!(get("POST /metrics HTTP/1.1\r\n\r\n").await.starts_with("HTTP/1.1 405"));
+        assert!(
+            get("GET / HTTP/1.1\r\nConnection: close\r\n\r\n").await.starts_with("HTTP/1.1 404")
+        );
+        assert!(
+            get("POST /metrics HTTP/1.1\r\nConnection: close\r\n\r\n")
+                .await
+                .starts_with("HTTP/1.1 405")
+        );
+        let health = get("GET /healthz HTTP/1.1\r\nConnection: close\r\n\r\n").await;
+        assert!(health.starts_with("HTTP/1.1 200") && health.ends_with("ok\n"), "{health}");
+        let ready = get("GET /ready HTTP/1.1\r\nConnection: close\r\n\r\n").await;
+        assert!(ready.starts_with("HTTP/1.1 200"), "{ready}");
         // A client that never finishes its request does not stop the others.
         let _idle = tokio::net::TcpStream::connect(addr).await.unwrap();
         assert!(get("GET /metrics HTTP/1.0\r\n\r\n").await.contains("shopfloor_test_total 42"));

@@ -35,7 +35,7 @@ fn http_with(
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     write!(
         s,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{headers}Content-Length: {}\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{headers}Content-Length: {}\r\n\r\n{body}",
         body.len()
     )
     .unwrap();
@@ -79,7 +79,7 @@ fn the_live_page_shows_the_plant_and_acknowledges_an_alarm() {
     // The page: one file, nothing from elsewhere.
     let (status, page) = http(addr, "GET", "/", "");
     assert_eq!(status, 200);
-    assert!(page.contains("EventSource(\"/events\")"), "the page listens to the stream");
+    assert!(page.contains("EventSource(\"events\")"), "the page listens to the stream");
     for external in ["http://", "https://", "//cdn", "<link", "src=\""] {
         assert!(!page.contains(external), "the page fetches something from elsewhere: {external}");
     }
@@ -305,6 +305,7 @@ fn environment_variables_override_keys_of_the_file() {
         ("SHOPFLOOR_MQTT__HOST", "broker.plant"),
         ("SHOPFLOOR_MQTT__PORT", "8883"),
         ("SHOPFLOOR_LIVE__LISTEN", "0.0.0.0:9000"),
+        ("SHOPFLOOR_LIVE__AUTH", "none"),
         // Not overrides: one underscore (a secret's or a test's variable).
         ("SHOPFLOOR_LIVE_SECS", "5"),
     ]);

@@ -229,6 +229,8 @@ pub struct LinkCounters {
     pub failures: AtomicU64,
     /// Acks dropped because their connection had gone.
     pub stale_acks: AtomicU64,
+    /// Whether the consumer is connected now (a readiness probe's answer).
+    pub connected: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Clone, Debug)]
@@ -359,6 +361,7 @@ macro_rules! poll_loop {
                 match eventloop.poll().await {
                     Ok(Event::Incoming(Packet::ConnAck(ack))) => {
                         connected = true;
+                        counters.connected.store(true, Ordering::Release);
                         backoff.reset();
                         log.connected();
                         let connection = counters.connects.fetch_add(1, Ordering::AcqRel) + 1;
@@ -394,6 +397,7 @@ macro_rules! poll_loop {
                     Ok(_) => {}
                     Err(e) => {
                         counters.failures.fetch_add(1, Ordering::Relaxed);
+                        counters.connected.store(false, Ordering::Release);
                         log.log(&broker, ($failure)(&e, connected));
                         connected = false;
                         if $options.len() > 1 {

@@ -12,7 +12,8 @@ die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 # mosquitto_passwd; `openssl` makes the certificates (examples/deploy/make-certs).
 # `systemd` (systemd-analyze), `adduser` and `binutils` (strip, objdump):
 # scripts/check-package builds, installs and verifies the Debian package.
-PACKAGES_TEST=(mosquitto postgresql socat prometheus-alertmanager openssl chromium influxdb clickhouse-server systemd adduser binutils)
+# `nginx`: the live page is tested behind a real reverse proxy.
+PACKAGES_TEST=(mosquitto postgresql socat prometheus-alertmanager openssl chromium influxdb clickhouse-server systemd adduser binutils nginx)
 PYTHON_REQUIREMENTS="$ROOT/testkit/python/requirements.txt"
 PACKAGES_DEMO=(mosquitto postgresql prometheus-alertmanager openssl)
 # The crates published on crates.io, in dependency order.

@@ -226,9 +226,12 @@ fn real_main() -> anyhow::Result<()> {
                 }
             });
         });
-        let driver = shopfloor_examples::metrics::serve_until_stop(&path, driver, |d, page| {
-            shopfloor_examples::metrics::alerting(page, d.stats());
-        })
+        let driver = shopfloor_examples::metrics::serve_until_stop(
+            &path,
+            driver,
+            |d, page| shopfloor_examples::metrics::alerting(page, d.stats()),
+            |d| shopfloor_examples::metrics::mqtt_ready(&d.stats().link),
+        )
         .await?;
         shopfloor_examples::stop_within("the alarm driver (its last events to MQTT and the journal)", driver.shutdown())
             .await?;

@@ -159,6 +159,8 @@ async fn live_page(
         protocol: shopfloor_mqtt::Protocol::V5,
         listen,
         client_id: None,
+        // On loopback, for the person at this machine: no login.
+        security: shopfloor_examples::live::Security::default(),
     };
     match shopfloor_examples::live::start(config(listen)).await {
         Ok(live) => Ok(live),

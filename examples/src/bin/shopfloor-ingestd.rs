@@ -465,9 +465,13 @@ fn real_main() -> anyhow::Result<()> {
     runtime.block_on(async move {
         tracing::info!(client_id = c.client_id, "ingest starting");
         let ingest = Ingest::spawn(c);
-        let ingest =
-            metrics::serve_until_stop(&path, ingest, |i, page| metrics::ingest(page, i.stats()))
-                .await?;
+        let ingest = metrics::serve_until_stop(
+            &path,
+            ingest,
+            |i, page| metrics::ingest(page, i.stats()),
+            |i| metrics::mqtt_ready(&i.stats().link),
+        )
+        .await?;
         tracing::info!("stopping: committing what is pending");
         shopfloor_examples::stop_within("the last commit and its acks", ingest.shutdown())
             .await??;

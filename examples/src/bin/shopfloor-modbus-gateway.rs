@@ -140,8 +140,9 @@ async fn run(path: PathBuf, map: RegisterMap, mqtt: Mqtt, output: Output) -> any
             let client_id = mqtt.client_id.clone().unwrap_or_else(|| "shopfloor-modbus".into());
             tracing::info!(devices = map.devices.len(), "plain gateway starting");
             let gateway = PlainGateway::spawn(&map, config, &broker, &client_id);
-            // No edge node counters in plain mode: the process's own.
-            let gateway = metrics::serve_until_stop(&path, gateway, |_, _| {}).await?;
+            // No edge node counters in plain mode: the process's own; and
+            // no connection state to be ready on: ready once running.
+            let gateway = metrics::serve_until_stop(&path, gateway, |_, _| {}, |_| Ok(())).await?;
             shopfloor_examples::stop_within("the gateway's disconnect", gateway.shutdown()).await?;
             return Ok(());
         }
@@ -159,9 +160,13 @@ async fn run(path: PathBuf, map: RegisterMap, mqtt: Mqtt, output: Output) -> any
             Gateway::spawn(&map, node, driver)
         }
     };
-    let gateway =
-        metrics::serve_until_stop(&path, gateway, |g, page| metrics::edge(page, &g.stats()))
-            .await?;
+    let gateway = metrics::serve_until_stop(
+        &path,
+        gateway,
+        |g, page| metrics::edge(page, &g.stats()),
+        |g| metrics::edge_ready(&g.stats()),
+    )
+    .await?;
     shopfloor_examples::stop_within("the edge node's death and disconnect", gateway.shutdown())
         .await?;
     Ok(())

@@ -188,8 +188,9 @@ async fn run(
             let client_id = mqtt.client_id.clone().unwrap_or_else(|| "shopfloor-opcua".into());
             let gateway =
                 PlainGateway::spawn(&bridge, config, &broker, &client_id, ClientTuning::default());
-            // No edge node counters in plain mode: the process's own.
-            let gateway = metrics::serve_until_stop(&path, gateway, |_, _| {}).await?;
+            // No edge node counters in plain mode: the process's own; and
+            // no connection state to be ready on: ready once running.
+            let gateway = metrics::serve_until_stop(&path, gateway, |_, _| {}, |_| Ok(())).await?;
             shopfloor_examples::stop_within("the gateway's disconnect", gateway.shutdown()).await?;
         }
         Output::Sparkplug(sp) => {
@@ -197,9 +198,12 @@ async fn run(
             let config = EdgeNodeConfig::new(sp.group_id.clone(), sp.edge_node_id.clone());
             let node = gw::edge_node(config, &sp, &path)?;
             let gateway = Gateway::spawn(&bridge, node, driver, ClientTuning::default());
-            let gateway = metrics::serve_until_stop(&path, gateway, |g, page| {
-                metrics::edge(page, &g.stats())
-            })
+            let gateway = metrics::serve_until_stop(
+                &path,
+                gateway,
+                |g, page| metrics::edge(page, &g.stats()),
+                |g| metrics::edge_ready(&g.stats()),
+            )
             .await?;
             shopfloor_examples::stop_within(
                 "the edge node's death and disconnect",
