@@ -126,6 +126,11 @@ impl Gateway {
         self.stats.get()
     }
 
+    /// Each device and whether it is online now (for labelled metrics).
+    pub fn devices(&self) -> Vec<(String, bool)> {
+        self.stats.devices()
+    }
+
     /// Stops polling, sends NDEATH, disconnects.
     pub async fn shutdown(self) {
         let _ = self.stop.send(());

@@ -31,6 +31,12 @@ pub fn listen_address(path: &Path) -> anyhow::Result<Option<SocketAddr>> {
     Ok(file.metrics.map(|m| m.listen))
 }
 
+/// A label value as the text format wants it (backslash, quote, newline
+/// escaped).
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
 /// Metrics in the text exposition format, built line by line.
 #[derive(Debug, Default)]
 pub struct Exposition(String);
@@ -66,18 +72,32 @@ impl Exposition {
         labels: &[(&str, &str)],
         value: f64,
     ) -> &mut Self {
-        let labels: Vec<String> = labels
-            .iter()
-            .map(|(k, v)| {
-                let v = v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n");
-                format!("{k}=\"{v}\"")
-            })
-            .collect();
+        let labels: Vec<String> =
+            labels.iter().map(|(k, v)| format!("{k}=\"{}\"", escape(v))).collect();
         let _ = writeln!(
             self.0,
             "# HELP {name} {help}\n# TYPE {name} gauge\n{name}{{{}}} {value}",
             labels.join(",")
         );
+        self
+    }
+
+    /// One gauge per value of `label` (`name{label="…"} value`), under one
+    /// `# HELP` and `# TYPE`; nothing when `series` is empty.
+    pub fn gauges_by(
+        &mut self,
+        name: &str,
+        help: &str,
+        label: &str,
+        series: &[(String, f64)],
+    ) -> &mut Self {
+        if series.is_empty() {
+            return self;
+        }
+        let _ = writeln!(self.0, "# HELP {name} {help}\n# TYPE {name} gauge");
+        for (value_of_label, value) in series {
+            let _ = writeln!(self.0, "{name}{{{label}=\"{}\"}} {value}", escape(value_of_label));
+        }
         self
     }
 
@@ -212,6 +232,19 @@ pub async fn serve_until_stop<T: Send + 'static>(
     // Only this function takes it out, once.
     let target = slot.lock().ok().and_then(|mut g| g.take());
     target.context("the metrics page still held the state to stop")
+}
+
+/// Each device of a gateway (a Modbus device, an OPC UA server): 1 while
+/// it is online (born, answering), 0 while dead.
+pub fn devices(page: &mut Exposition, devices: &[(String, bool)]) {
+    let series: Vec<(String, f64)> =
+        devices.iter().map(|(d, up)| (d.clone(), if *up { 1.0 } else { 0.0 })).collect();
+    page.gauges_by(
+        "shopfloor_edge_device_online",
+        "1 while the device (a Modbus device, an OPC UA server) is born and answers, 0 while dead.",
+        "device",
+        &series,
+    );
 }
 
 /// Ready when the edge node is born and sends live data.
@@ -391,9 +424,23 @@ mod tests {
             "Up.",
             1.0,
         );
+        page.gauges_by(
+            "shopfloor_test_device_up",
+            "Per device.",
+            "device",
+            &[("press-1".into(), 1.0), ("a \"quoted\\ name\n".into(), 0.0)],
+        );
         let text = page.finish();
         assert!(
             text.contains("# TYPE shopfloor_test_total counter\nshopfloor_test_total 42\n"),
+            "{text}"
+        );
+        assert_eq!(text.matches("# HELP shopfloor_test_device_up ").count(), 1, "{text}");
+        assert!(
+            text.contains(
+                "shopfloor_test_device_up{device=\"press-1\"} 1\n\
+                 shopfloor_test_device_up{device=\"a \\\"quoted\\\\ name\\n\"} 0\n"
+            ),
             "{text}"
         );
         let (task, addr) =
@@ -407,7 +454,10 @@ mod tests {
             out
         };
         let ok = get("GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await;
-        assert!(ok.starts_with("HTTP/1.1 200 OK") && ok.ends_with("shopfloor_test_up 1\n"), "{ok}");
+        assert!(
+            ok.starts_with("HTTP/1.1 200 OK") && ok.contains("\nshopfloor_test_up 1\n"),
+            "{ok}"
+        );
         assert!(
             get("GET / HTTP/1.1\r\nConnection: close\r\n\r\n").await.starts_with("HTTP/1.1 404")
         );

@@ -200,9 +200,13 @@ async fn the_gateway_runs_publishes_and_stops_on_sigterm() {
     let page = shopfloor_testkit::scrape_until(
         ([127, 0, 0, 1], metrics_port).into(),
         Duration::from_secs(5),
-        |p| p.contains("shopfloor_edge_online 1\n"),
+        |p| {
+            p.contains("shopfloor_edge_online 1\n")
+                && p.contains("shopfloor_edge_device_online{device=\"press-1\"} 1\n")
+        },
     );
     assert!(page.contains("# TYPE shopfloor_edge_dropped_readings_total counter"), "{page}");
+    assert!(page.contains("shopfloor_edge_device_online{device=\"press-1\"} 1\n"), "{page}");
 
     // SIGTERM: a clean stop (NDEATH, exit 0) within 10 s.
     // SAFETY: the child is ours and not yet reaped.

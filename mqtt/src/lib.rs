@@ -186,11 +186,29 @@ struct Shared {
     stored: AtomicU64,
     stored_bytes: AtomicU64,
     dropped_readings: AtomicU64,
+    /// Each device, and whether it is online (the node too, and the
+    /// device alive).
+    devices: std::sync::Mutex<Vec<(String, bool)>>,
 }
 
 impl Shared {
     fn update(&self, node: &EdgeNode) {
-        self.online.store(node.is_online(), Ordering::Relaxed);
+        let online = node.is_online();
+        {
+            let mut devices =
+                self.devices.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            // Rebuilt only when something changed: this runs every turn.
+            let same = devices.len() == node.devices().count()
+                && devices
+                    .iter()
+                    .zip(node.devices())
+                    .all(|((a, up), (b, alive))| a == b && *up == (online && alive));
+            if !same {
+                *devices =
+                    node.devices().map(|(d, alive)| (d.to_owned(), online && alive)).collect();
+            }
+        }
+        self.online.store(online, Ordering::Relaxed);
         self.stored.store(node.stored(), Ordering::Relaxed);
         self.stored_bytes.store(node.stored_bytes(), Ordering::Relaxed);
         self.dropped_readings.store(node.dropped(), Ordering::Relaxed);
@@ -202,6 +220,12 @@ impl Shared {
 pub struct StatsHandle(Arc<Shared>);
 
 impl StatsHandle {
+    /// Each device of the node, and whether it is online (born, the node
+    /// online too), as of the driver's last turn.
+    pub fn devices(&self) -> Vec<(String, bool)> {
+        self.0.devices.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
     /// The counters as of the driver's last turn.
     pub fn get(&self) -> EdgeStats {
         let s = &self.0;

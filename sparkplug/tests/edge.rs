@@ -890,3 +890,17 @@ fn devices_defined_at_run_time_are_born_with_their_values() {
     let dup = vec![MetricSpec::new("x", DataType::Double), MetricSpec::new("x", DataType::Double)];
     assert!(n.define_device("opc-2", dup, &[], now(120)).is_err());
 }
+
+/// `devices()` lists each device with whether it is alive: what a
+/// gateway's per-device metric shows.
+#[test]
+fn devices_are_listed_alive_until_their_death_and_again_after_birth() {
+    let mut node = EdgeNode::new(config()).unwrap();
+    assert_eq!(node.devices().collect::<Vec<_>>(), [("press-1", true)]);
+    node.handle_connected(now(0));
+    drain(&mut node);
+    node.device_death("press-1", now(10)).unwrap();
+    assert_eq!(node.devices().collect::<Vec<_>>(), [("press-1", false)]);
+    node.device_birth("press-1", now(20)).unwrap();
+    assert_eq!(node.devices().collect::<Vec<_>>(), [("press-1", true)]);
+}

@@ -163,7 +163,10 @@ async fn run(path: PathBuf, map: RegisterMap, mqtt: Mqtt, output: Output) -> any
     let gateway = metrics::serve_until_stop(
         &path,
         gateway,
-        |g, page| metrics::edge(page, &g.stats()),
+        |g, page| {
+            metrics::edge(page, &g.stats());
+            metrics::devices(page, &g.devices());
+        },
         |g| metrics::edge_ready(&g.stats()),
     )
     .await?;

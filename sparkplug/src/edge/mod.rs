@@ -232,6 +232,12 @@ impl EdgeNode {
         self.bd_seq
     }
 
+    /// The node's devices, in the order configured, and whether each is
+    /// alive (born, and not dead since).
+    pub fn devices(&self) -> impl Iterator<Item = (&str, bool)> + '_ {
+        self.groups.iter().filter_map(|g| g.device.as_deref().map(|d| (d, g.alive)))
+    }
+
     /// Whether the node has birthed and publishes DATA.
     pub fn is_online(&self) -> bool {
         matches!(self.session, Session::Online { .. })
