@@ -144,6 +144,8 @@ pub struct DriverStats {
     /// Events the journal never got: more than `JOURNAL_BACKLOG` waited
     /// (the database was away under a flood) and the oldest went.
     pub journal_dropped: std::sync::atomic::AtomicU64,
+    /// What each input took (messages decoded, unusable), by input.
+    pub inputs: std::sync::Mutex<std::sync::Arc<[shopfloor_mqtt::InputCount]>>,
 }
 
 /// A running driver.
@@ -517,6 +519,7 @@ async fn run(
             })
             .collect::<Vec<_>>(),
     );
+    *stats.inputs.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = inputs.counts();
     let command_topic = format!("{}/command", config.prefix);
     let mut filters = inputs.filters(None);
     filters.push(command_topic.clone());

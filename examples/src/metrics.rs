@@ -37,6 +37,15 @@ fn escape(v: &str) -> String {
     v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
 
+/// What a labelled family is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// Goes up and down.
+    Gauge,
+    /// Only ever grows.
+    Counter,
+}
+
 /// Metrics in the text exposition format, built line by line.
 #[derive(Debug, Default)]
 pub struct Exposition(String);
@@ -82,10 +91,11 @@ impl Exposition {
         self
     }
 
-    /// One gauge per value of `label` (`name{label="…"} value`), under one
-    /// `# HELP` and `# TYPE`; nothing when `series` is empty.
-    pub fn gauges_by(
+    /// One series per value of `label` (`name{label="…"} value`), under
+    /// one `# HELP` and `# TYPE`; nothing when `series` is empty.
+    pub fn family(
         &mut self,
+        kind: Kind,
         name: &str,
         help: &str,
         label: &str,
@@ -94,7 +104,11 @@ impl Exposition {
         if series.is_empty() {
             return self;
         }
-        let _ = writeln!(self.0, "# HELP {name} {help}\n# TYPE {name} gauge");
+        let kind = match kind {
+            Kind::Gauge => "gauge",
+            Kind::Counter => "counter",
+        };
+        let _ = writeln!(self.0, "# HELP {name} {help}\n# TYPE {name} {kind}");
         for (value_of_label, value) in series {
             let _ = writeln!(self.0, "{name}{{{label}=\"{}\"}} {value}", escape(value_of_label));
         }
@@ -234,12 +248,36 @@ pub async fn serve_until_stop<T: Send + 'static>(
     target.context("the metrics page still held the state to stop")
 }
 
+/// What each input (`plain`, `sparkplug`, `mapping NAME`) took:
+/// `PREFIX_input_messages_total{input}` and `PREFIX_input_dead_total{input}`.
+pub fn inputs(page: &mut Exposition, prefix: &str, counts: &[shopfloor_mqtt::InputCount]) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let series = |f: fn(&shopfloor_mqtt::InputCount) -> u64| -> Vec<(String, f64)> {
+        counts.iter().map(|c| (c.name.clone(), f(c) as f64)).collect()
+    };
+    page.family(
+        Kind::Counter,
+        &format!("{prefix}_input_messages_total"),
+        "Messages each input decoded.",
+        "input",
+        &series(|c| c.messages.load(Relaxed)),
+    )
+    .family(
+        Kind::Counter,
+        &format!("{prefix}_input_dead_total"),
+        "Messages each input took and could not use.",
+        "input",
+        &series(|c| c.dead.load(Relaxed)),
+    );
+}
+
 /// Each device of a gateway (a Modbus device, an OPC UA server): 1 while
 /// it is online (born, answering), 0 while dead.
 pub fn devices(page: &mut Exposition, devices: &[(String, bool)]) {
     let series: Vec<(String, f64)> =
         devices.iter().map(|(d, up)| (d.clone(), if *up { 1.0 } else { 0.0 })).collect();
-    page.gauges_by(
+    page.family(
+        Kind::Gauge,
         "shopfloor_edge_device_online",
         "1 while the device (a Modbus device, an OPC UA server) is born and answers, 0 while dead.",
         "device",
@@ -354,6 +392,8 @@ pub fn ingest(page: &mut Exposition, s: &shopfloor_ingest::consumer::Stats) {
         "Messages received and not committed yet (the queue).",
         s.held.load(Relaxed) as f64,
     );
+    let counts = s.inputs.lock().map(|c| Arc::clone(&c)).unwrap_or_default();
+    inputs(page, "shopfloor_ingest", &counts)
 }
 
 /// The alarm engine's counters.
@@ -410,6 +450,8 @@ pub fn alerting(page: &mut Exposition, s: &shopfloor_alerting::mqtt::DriverStats
         "Alarms active now.",
         s.active.load(Relaxed) as f64,
     );
+    let counts = s.inputs.lock().map(|c| Arc::clone(&c)).unwrap_or_default();
+    inputs(page, "shopfloor_alerting", &counts)
 }
 
 #[cfg(test)]
@@ -424,7 +466,8 @@ mod tests {
             "Up.",
             1.0,
         );
-        page.gauges_by(
+        page.family(
+            Kind::Gauge,
             "shopfloor_test_device_up",
             "Per device.",
             "device",

@@ -169,6 +169,13 @@ async fn a_breach_is_raised_journaled_and_sigterm_stops_cleanly() {
         |p| p.contains("shopfloor_alerting_active_alarms 1\n"),
     );
     assert!(!page.contains("shopfloor_alerting_events_total 0\n"), "{page}");
+    // Labelled per input: the breach came on a plain topic.
+    assert!(
+        page.contains("# TYPE shopfloor_alerting_input_messages_total counter\n")
+            && !page.contains("shopfloor_alerting_input_messages_total{input=\"plain\"} 0\n")
+            && page.contains("shopfloor_alerting_input_messages_total{input=\"plain\"} "),
+        "{page}"
+    );
 
     // SIGTERM: a clean exit, with the journal written.
     stops_cleanly_on_sigterm(&mut daemon).await;

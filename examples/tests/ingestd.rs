@@ -177,6 +177,10 @@ async fn sigkill_mid_stream_then_restart_loses_and_duplicates_nothing() {
         |p| rows_total(p).is_some_and(|n| n > 0.0),
     );
     assert!(rows_total(&page).is_some_and(|n| n <= N as f64), "{page}");
+    assert!(page.contains("# TYPE shopfloor_ingest_input_messages_total counter\n"), "{page}");
+    assert!(page.contains("shopfloor_ingest_input_messages_total{input=\"plain\"} "), "{page}");
+    assert!(!page.contains("shopfloor_ingest_input_messages_total{input=\"plain\"} 0\n"), "{page}");
+    assert!(page.contains("shopfloor_ingest_input_dead_total{input=\"plain\"} 0\n"), "{page}");
 
     // SIGHUP: logged, and nothing stops.
     // SAFETY: our own child, not yet reaped.

@@ -118,3 +118,40 @@ impl Drop for Kill {
         let _ = self.0.wait();
     }
 }
+
+/// `--write-configs DIR --no-serve`: the gateways' files for a scenario
+/// with fixed ports, written without serving (what the Debian package
+/// ships); refused when the ports are left to chance.
+#[test]
+fn no_serve_writes_the_configs_for_fixed_ports_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, scenario, _) = run(&["--print-scenario"]);
+    assert_eq!(code, Some(0));
+    let fixed = dir.path().join("fixed.toml");
+    std::fs::write(
+        &fixed,
+        format!("{scenario}\n[serve]\nhost = \"127.0.0.1\"\nmodbus_base_port = 15020\nopcua_base_port = 14840\n"),
+    )
+    .unwrap();
+    let out = dir.path().join("out");
+    let (code, stdout, stderr) = run(&[
+        "--config",
+        fixed.to_str().unwrap(),
+        "--write-configs",
+        out.to_str().unwrap(),
+        "--no-serve",
+    ]);
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    let modbus = std::fs::read_to_string(out.join("modbus-devices.toml")).unwrap();
+    let opcua = std::fs::read_to_string(out.join("opcua-servers.toml")).unwrap();
+    assert_eq!(modbus.matches("[[modbus.device]]").count(), 22);
+    assert!(modbus.contains("port = 15020\n") && modbus.contains("port = 15041\n"), "{modbus}");
+    assert_eq!(opcua.matches("[[server]]").count(), 8);
+    assert!(opcua.contains("opc.tcp://127.0.0.1:14847/"), "{opcua}");
+    assert!(std::fs::read_to_string(out.join("rules.toml")).unwrap().contains("[[rule]]"));
+    // Ports 0 (the built-in plant's): nothing to write without serving.
+    let (code, _, stderr) =
+        run(&["--write-configs", dir.path().join("x").to_str().unwrap(), "--no-serve"]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("fixed base ports"), "{stderr}");
+}

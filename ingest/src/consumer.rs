@@ -197,6 +197,8 @@ pub struct Stats {
     /// Sparkplug readings stored but not remembered for a death's stale
     /// values (the host's `max_tracked_metrics` was reached).
     pub untracked_readings: AtomicU64,
+    /// What each input took (messages decoded, dead), by input.
+    pub inputs: std::sync::Mutex<Arc<[shopfloor_mqtt::InputCount]>>,
 }
 
 /// A running ingest process.
@@ -625,6 +627,8 @@ async fn run_with<S: Sink>(
     let sharing =
         inputs.iter().any(|i| matches!(i, Input::Sparkplug { host } if host.share.is_some()));
     let mut decoder = Decoder::new(&inputs, window, config.max_readings_per_message);
+    *stats.inputs.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
+        decoder.inputs.counts();
     let mut last_lookup: Option<Instant> = None;
     let filters = decoder.inputs.filters(config.share.as_deref());
     // The connection ends with this task, however it ends: a crashed

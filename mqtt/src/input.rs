@@ -67,6 +67,15 @@ impl Input {
     pub fn mapped(mapping: Mapping) -> Self {
         Self::Mapped(Arc::new(mapping))
     }
+
+    /// Its name in metrics: `plain`, `sparkplug` or `mapping NAME`.
+    pub fn name(&self) -> String {
+        match self {
+            Self::Plain { .. } => "plain".to_owned(),
+            Self::Sparkplug { .. } => "sparkplug".to_owned(),
+            Self::Mapped(m) => format!("mapping {}", m.name()),
+        }
+    }
 }
 
 /// What a Sparkplug message was, when it was one.
@@ -135,10 +144,33 @@ pub enum Decoded {
     Dead(String),
 }
 
+/// What one input took, by the input's name: for labelled metrics.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct InputCount {
+    /// `plain`, `sparkplug` or `mapping NAME`.
+    pub name: String,
+    /// Messages it decoded.
+    pub messages: std::sync::atomic::AtomicU64,
+    /// Messages it took and could not use (dead letters in ingest).
+    pub dead: std::sync::atomic::AtomicU64,
+}
+
+/// Counts `decoded` against the input that took it.
+fn counted(count: &InputCount, decoded: Decoded) -> Decoded {
+    use std::sync::atomic::Ordering::Relaxed;
+    match &decoded {
+        Decoded::Dead(_) => count.dead.fetch_add(1, Relaxed),
+        Decoded::Readings { .. } => count.messages.fetch_add(1, Relaxed),
+    };
+    decoded
+}
+
 /// The inputs of one process, with a Sparkplug host per Sparkplug input.
 #[derive(Debug)]
 pub struct Inputs {
     inputs: Vec<(Input, Option<HostApplication>)>,
+    counts: Arc<[InputCount]>,
 }
 
 /// The Sparkplug message type of a topic (`NBIRTH`, `DDATA`, …).
@@ -149,7 +181,16 @@ fn sparkplug_type(topic: &str) -> Option<&str> {
 impl Inputs {
     /// The inputs; a Sparkplug input gets its host application.
     pub fn new(inputs: &[Input]) -> Self {
+        let counts = inputs
+            .iter()
+            .map(|i| InputCount {
+                name: i.name(),
+                messages: std::sync::atomic::AtomicU64::new(0),
+                dead: std::sync::atomic::AtomicU64::new(0),
+            })
+            .collect();
         Self {
+            counts,
             inputs: inputs
                 .iter()
                 .map(|i| {
@@ -184,6 +225,12 @@ impl Inputs {
             }
         }
         out
+    }
+
+    /// What each input took so far, in the order given; shared, so a
+    /// metrics page reads it while the inputs decode.
+    pub fn counts(&self) -> Arc<[InputCount]> {
+        Arc::clone(&self.counts)
     }
 
     /// Whether any input is Sparkplug.
@@ -254,7 +301,8 @@ impl Inputs {
         payload: &bytes::Bytes,
         now: Now,
     ) -> Decoded {
-        for (input, host) in &mut self.inputs {
+        for (i, (input, host)) in self.inputs.iter_mut().enumerate() {
+            let count = &self.counts[i];
             match (input, host) {
                 (Input::Mapped(m), _) => {
                     let Some(mapped) =
@@ -262,24 +310,24 @@ impl Inputs {
                     else {
                         continue;
                     };
-                    return mapped_readings(mapped);
+                    return counted(count, mapped_readings(mapped));
                 }
                 (Input::Plain { template, codec }, _) => {
                     let Some(caps) = template.matches(topic) else { continue };
                     let codec = match content_type.map(Codec::from_content_type) {
                         Some(Ok(c)) => c,
-                        Some(Err(e)) => return Decoded::Dead(e.to_string()),
+                        Some(Err(e)) => return counted(count, Decoded::Dead(e.to_string())),
                         None => *codec,
                     };
                     let mut batch = match codec.decode_batch(payload) {
                         Ok(b) => b,
-                        Err(e) => return Decoded::Dead(e.to_string()),
+                        Err(e) => return counted(count, Decoded::Dead(e.to_string())),
                     };
                     let source: Vec<&str> =
                         caps.iter().filter(|(n, _)| *n != "sensor").map(|(_, v)| v).collect();
                     batch.source = source.join("/").into();
                     let readings = Readings { live: vec![batch], ..Readings::default() };
-                    return Decoded::Readings { readings, kind: Kind::Data };
+                    return counted(count, Decoded::Readings { readings, kind: Kind::Data });
                 }
                 (Input::Sparkplug { .. }, Some(host)) => {
                     let Some(kind) = sparkplug_type(topic) else { continue };
@@ -289,7 +337,7 @@ impl Inputs {
                         payload: payload.clone(),
                     };
                     if let Err(e) = host.handle_message(&msg, now) {
-                        return Decoded::Dead(e.to_string());
+                        return counted(count, Decoded::Dead(e.to_string()));
                     }
                     let mut readings = Readings::default();
                     while let Some(e) = host.poll_event() {
@@ -311,13 +359,16 @@ impl Inputs {
                         && readings.live.is_empty()
                         && readings.historical.is_empty()
                     {
-                        return Decoded::Dead(
-                            "Sparkplug DATA with no birth seen from its edge node or device: \
-                             its metrics cannot be named (a rebirth was requested)"
-                                .into(),
+                        return counted(
+                            count,
+                            Decoded::Dead(
+                                "Sparkplug DATA with no birth seen from its edge node or device: \
+                                 its metrics cannot be named (a rebirth was requested)"
+                                    .into(),
+                            ),
                         );
                     }
-                    return Decoded::Readings { readings, kind };
+                    return counted(count, Decoded::Readings { readings, kind });
                 }
                 (Input::Sparkplug { .. }, None) => {}
             }
@@ -371,6 +422,27 @@ mod tests {
         }
         p.metrics.push(Metric::new("t", 1_000 + seq, MetricValue::Double(value)));
         p.encode(EncodeOptions::default()).into()
+    }
+
+    #[test]
+    fn each_input_counts_what_it_took_and_what_it_could_not_use() {
+        use std::sync::atomic::Ordering::Relaxed;
+        let mut i = inputs();
+        let counts = i.counts();
+        let b = Batch::new("x").with(Reading::new("t", Timestamp::from_unix_ms(5), 1.5));
+        let json: bytes::Bytes = Codec::Json.encode_batch(&b).unwrap().into();
+        i.decode("plant/m1/t", None, &json, now(0));
+        i.decode("plant/m1/t", None, &bytes::Bytes::from_static(b"{nope"), now(0));
+        // DATA before any birth: Sparkplug's, dead.
+        i.decode("spBv1.0/G/NDATA/E", None, &sparkplug(1, false, 2.0), now(0));
+        i.decode("spBv1.0/G/NBIRTH/E", None, &sparkplug(0, true, 1.0), now(0));
+        // No input's topic: counted against none.
+        i.decode("elsewhere/t", None, &json, now(0));
+        let got: Vec<(&str, u64, u64)> = counts
+            .iter()
+            .map(|c| (c.name.as_str(), c.messages.load(Relaxed), c.dead.load(Relaxed)))
+            .collect();
+        assert_eq!(got, [("plain", 1, 1), ("sparkplug", 1, 1)]);
     }
 
     #[test]

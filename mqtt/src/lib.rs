@@ -63,7 +63,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 pub use backoff::Backoff;
 pub use consumer::{Consumer, ConsumerConfig, ConsumerEvent, Received, Session};
 use failure::FailureLog;
-pub use input::{Decoded, Input, Inputs};
+pub use input::{Decoded, Input, InputCount, Inputs};
 use link::{Inbound, Link};
 pub use section::MqttSection;
 /// Payload mappings ([`Input::Mapped`]): the `shopfloor-mapping` crate.

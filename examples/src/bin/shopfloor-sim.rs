@@ -82,6 +82,10 @@ struct Args {
     /// Print the built-in scenario (a start for your own) and exit
     #[arg(long)]
     print_scenario: bool,
+    /// With --write-configs: write them for the scenario's fixed ports and
+    /// exit, serving nothing (a package's files for the simulated plant)
+    #[arg(long, requires = "write_configs")]
+    no_serve: bool,
     /// How logs are written to stderr (filtered by RUST_LOG, default info)
     #[arg(long, value_enum, default_value_t, env = "SHOPFLOOR_LOG_FORMAT")]
     log_format: LogFormat,
@@ -125,6 +129,19 @@ fn run() -> anyhow::Result<()> {
         }
         return Ok(());
     }
+    if args.no_serve
+        && let Some(dir) = &args.write_configs
+    {
+        let addrs = fixed_addresses(&scenario)?;
+        configs::write_all(
+            &scenario.plant,
+            &addrs,
+            dir,
+            &pki_dir(args.state).with_file_name("gateway-pki"),
+        )?;
+        println!("wrote the gateways' devices and the rules to {}", dir.display());
+        return Ok(());
+    }
     shopfloor_examples::init_logging(args.log_format);
     let listen = match (args.metrics, &args.config) {
         (Some(a), _) => Some(a),
@@ -136,6 +153,35 @@ fn run() -> anyhow::Result<()> {
         .enable_all()
         .build()?
         .block_on(serve(scenario, args.write_configs, args.state, listen))
+}
+
+/// Where the OPC UA servers keep their certificate (`--state`, or a folder
+/// in the system's temporary directory), `pki` in it.
+fn pki_dir(state: Option<PathBuf>) -> PathBuf {
+    state.unwrap_or_else(|| std::env::temp_dir().join("shopfloor-sim")).join("pki")
+}
+
+/// Each machine's address when the scenario's base ports are fixed (not 0).
+fn fixed_addresses(scenario: &Scenario) -> anyhow::Result<Vec<SocketAddr>> {
+    let ip: std::net::IpAddr = scenario.host.parse().with_context(|| {
+        format!("serve.host = {:?}: --no-serve needs an IP address", scenario.host)
+    })?;
+    let (mut modbus, mut opcua) = (0_u16, 0_u16);
+    scenario
+        .plant
+        .machines
+        .iter()
+        .map(|m| {
+            let (base, n) = match m.protocol {
+                Protocol::Modbus => (scenario.modbus_base_port, &mut modbus),
+                Protocol::Opcua => (scenario.opcua_base_port, &mut opcua),
+            };
+            anyhow::ensure!(base != 0, "--no-serve needs fixed base ports (0: any free one)");
+            let port = base.checked_add(*n).context("port beyond 65535")?;
+            *n += 1;
+            Ok(SocketAddr::new(ip, port))
+        })
+        .collect()
 }
 
 async fn bind(host: &str, base: u16, i: usize) -> anyhow::Result<TcpListener> {
@@ -152,7 +198,7 @@ async fn serve(
     state: Option<PathBuf>,
     listen: Option<SocketAddr>,
 ) -> anyhow::Result<()> {
-    let pki = state.unwrap_or_else(|| std::env::temp_dir().join("shopfloor-sim")).join("pki");
+    let pki = pki_dir(state);
     let sim = Sim::start(scenario.plant.clone());
     let (stopper, stop) = sim::stop_channel();
     let mut tasks = tokio::task::JoinSet::new();
