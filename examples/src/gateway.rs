@@ -197,3 +197,49 @@ pub fn edge_node(
         None => EdgeNode::new(config)?,
     })
 }
+
+/// A running Sparkplug gateway (Modbus or OPC UA), as the binaries serve
+/// and stop it.
+pub trait EdgeGateway: Send + 'static {
+    /// The edge driver's counters now.
+    fn stats(&self) -> shopfloor_mqtt::EdgeStats;
+    /// Each device and whether it is online now.
+    fn devices(&self) -> Vec<(String, bool)>;
+    /// Stops it: NDEATH, disconnect.
+    fn shutdown(self) -> impl Future<Output = ()> + Send;
+}
+
+/// Both bridges' gateways have the same methods: the trait forwards to them.
+macro_rules! edge_gateway {
+    ($gateway:ty) => {
+        impl EdgeGateway for $gateway {
+            fn stats(&self) -> shopfloor_mqtt::EdgeStats {
+                self.stats()
+            }
+            fn devices(&self) -> Vec<(String, bool)> {
+                self.devices()
+            }
+            fn shutdown(self) -> impl Future<Output = ()> + Send {
+                self.shutdown()
+            }
+        }
+    };
+}
+edge_gateway!(shopfloor_bridge_modbus::gateway::Gateway);
+edge_gateway!(shopfloor_bridge_opcua::gateway::Gateway);
+
+/// Runs a Sparkplug gateway until Ctrl-C or SIGTERM: `/metrics` with the
+/// edge node's counters and each device, `/ready` while it is born, as the
+/// file at `path` asks; then its stop (NDEATH, disconnect) within
+/// [`crate::STOP_TIMEOUT`].
+pub async fn run_until_stop<G: EdgeGateway>(path: &Path, gateway: G) -> anyhow::Result<()> {
+    fn page<G: EdgeGateway>(g: &G, page: &mut crate::metrics::Exposition) {
+        crate::metrics::edge(page, &g.stats());
+        crate::metrics::devices(page, &g.devices());
+    }
+    fn ready<G: EdgeGateway>(g: &G) -> Result<(), String> {
+        crate::metrics::edge_ready(&g.stats())
+    }
+    let gateway = crate::metrics::serve_until_stop(path, gateway, page::<G>, ready::<G>).await?;
+    crate::stop_within("the edge node's death and disconnect", gateway.shutdown()).await
+}

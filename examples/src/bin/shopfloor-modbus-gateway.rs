@@ -160,17 +160,5 @@ async fn run(path: PathBuf, map: RegisterMap, mqtt: Mqtt, output: Output) -> any
             Gateway::spawn(&map, node, driver)
         }
     };
-    let gateway = metrics::serve_until_stop(
-        &path,
-        gateway,
-        |g, page| {
-            metrics::edge(page, &g.stats());
-            metrics::devices(page, &g.devices());
-        },
-        |g| metrics::edge_ready(&g.stats()),
-    )
-    .await?;
-    shopfloor_examples::stop_within("the edge node's death and disconnect", gateway.shutdown())
-        .await?;
-    Ok(())
+    gw::run_until_stop(&path, gateway).await
 }

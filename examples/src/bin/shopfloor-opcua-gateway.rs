@@ -198,21 +198,7 @@ async fn run(
             let config = EdgeNodeConfig::new(sp.group_id.clone(), sp.edge_node_id.clone());
             let node = gw::edge_node(config, &sp, &path)?;
             let gateway = Gateway::spawn(&bridge, node, driver, ClientTuning::default());
-            let gateway = metrics::serve_until_stop(
-                &path,
-                gateway,
-                |g, page| {
-                    metrics::edge(page, &g.stats());
-                    metrics::devices(page, &g.devices());
-                },
-                |g| metrics::edge_ready(&g.stats()),
-            )
-            .await?;
-            shopfloor_examples::stop_within(
-                "the edge node's death and disconnect",
-                gateway.shutdown(),
-            )
-            .await?;
+            gw::run_until_stop(&path, gateway).await?;
         }
     }
     Ok(())
