@@ -156,6 +156,19 @@ impl Modes for Generate {
     }
 }
 
+/// Implements [`Modes`] for a binary's subcommand enum whose shared
+/// subcommands are the flattened variant `Generate(Generate)`.
+#[macro_export]
+macro_rules! impl_modes {
+    ($command:ty) => {
+        impl $crate::cli::Modes for $command {
+            fn generate(&self) -> Option<&$crate::cli::Generate> {
+                if let Self::Generate(g) = self { Some(g) } else { None }
+            }
+        }
+    };
+}
+
 impl<C: Modes> Daemon<C> {
     /// Parses the process's arguments as `name` (`shopfloor-…`), described
     /// by `about` (first line: `-h`; all: `--help`) with `help` (the

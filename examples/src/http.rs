@@ -34,7 +34,6 @@ pub const STALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// A TCP listener for axum that never spins and drops stalled clients.
 pub struct Listener {
     inner: TcpListener,
-    stall: Duration,
     what: &'static str,
 }
 
@@ -44,13 +43,7 @@ impl Listener {
         let inner = TcpListener::bind(listen)
             .await
             .with_context(|| format!("{what}: cannot listen on {listen}"))?;
-        Ok(Self { inner, stall: STALL_TIMEOUT, what })
-    }
-
-    /// The same, with `stall` instead of [`STALL_TIMEOUT`].
-    pub fn with_stall_timeout(mut self, stall: Duration) -> Self {
-        self.stall = stall;
-        self
+        Ok(Self { inner, what })
     }
 }
 
@@ -63,7 +56,7 @@ impl axum::serve::Listener for Listener {
             match self.inner.accept().await {
                 Ok((socket, peer)) => {
                     let _ = socket.set_nodelay(true);
-                    return (Stalling::new(socket, self.stall), peer);
+                    return (Stalling::new(socket, STALL_TIMEOUT), peer);
                 }
                 Err(e) => {
                     // Out of file descriptors (EMFILE), say: retrying at

@@ -169,7 +169,7 @@ impl Exposition {
     }
 }
 
-pub use crate::http::{ACCEPT_BACKOFF, Ready, Render};
+pub use crate::http::{Ready, Render};
 
 /// Serves `GET /metrics`, `/healthz` and `/ready` (always ready) on
 /// `listen` until the task is aborted; returns the task and the address

@@ -1,7 +1,7 @@
 //! The ingest daemon: MQTT → PostgreSQL, acknowledging only what is
 //! committed. See `--help`.
 
-use shopfloor_examples::cli::{ConfigContext as _, Daemon, Generate, Modes};
+use shopfloor_examples::cli::{ConfigContext as _, Daemon, Generate};
 use shopfloor_examples::metrics;
 use std::path::Path;
 use std::time::Duration;
@@ -371,11 +371,7 @@ enum Command {
     Migrate,
 }
 
-impl Modes for Command {
-    fn generate(&self) -> Option<&Generate> {
-        if let Self::Generate(g) = self { Some(g) } else { None }
-    }
-}
+shopfloor_examples::impl_modes!(Command);
 
 #[derive(clap::Subcommand)]
 enum MappingCommand {

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use anyhow::Context as _;
 use serde::Deserialize;
-use shopfloor_examples::cli::{ConfigContext as _, Daemon, Generate, Modes};
+use shopfloor_examples::cli::{ConfigContext as _, Daemon, Generate};
 use shopfloor_examples::live::{Auth, LiveConfig, MAX_STREAMS, Security, Users, start};
 use shopfloor_mqtt::MqttSection;
 
@@ -172,11 +172,7 @@ enum Command {
     HashPassword,
 }
 
-impl Modes for Command {
-    fn generate(&self) -> Option<&Generate> {
-        if let Self::Generate(g) = self { Some(g) } else { None }
-    }
-}
+shopfloor_examples::impl_modes!(Command);
 
 fn real_main() -> anyhow::Result<()> {
     let Some(cli) = Daemon::<Command>::parse_as("shopfloor-live", ABOUT, HELP)? else {

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use shopfloor_bridge_modbus::gateway::plain::{self, PlainGateway};
 use shopfloor_bridge_modbus::gateway::{Gateway, edge_node_config};
 use shopfloor_bridge_modbus::{RegisterMap, explain};
-use shopfloor_examples::cli::{ConfigContext as _, Daemon, Generate, Modes};
+use shopfloor_examples::cli::{ConfigContext as _, Daemon, Generate};
 use shopfloor_examples::gateway::{self as gw, Mqtt, Output};
 use shopfloor_examples::metrics;
 
@@ -80,11 +80,7 @@ enum Command {
     Explain,
 }
 
-impl Modes for Command {
-    fn generate(&self) -> Option<&Generate> {
-        if let Self::Generate(g) = self { Some(g) } else { None }
-    }
-}
+shopfloor_examples::impl_modes!(Command);
 
 fn main() -> std::process::ExitCode {
     shopfloor_examples::exit(real_main())

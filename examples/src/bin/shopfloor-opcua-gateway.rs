@@ -12,7 +12,7 @@ use shopfloor_bridge_opcua::client::ClientTuning;
 use shopfloor_bridge_opcua::config::{ServerConfig, parse_node_id};
 use shopfloor_bridge_opcua::gateway::Gateway;
 use shopfloor_bridge_opcua::gateway::plain::{self, PlainGateway};
-use shopfloor_examples::cli::{ConfigContext as _, Daemon, Generate, LogFormat, Modes};
+use shopfloor_examples::cli::{ConfigContext as _, Daemon, Generate, LogFormat};
 use shopfloor_examples::gateway::{self as gw, Mqtt, Output};
 use shopfloor_examples::metrics;
 use shopfloor_sparkplug::EdgeNodeConfig;
@@ -88,11 +88,7 @@ enum Command {
     Browse(Box<BrowseArgs>),
 }
 
-impl Modes for Command {
-    fn generate(&self) -> Option<&Generate> {
-        if let Self::Generate(g) = self { Some(g) } else { None }
-    }
-}
+shopfloor_examples::impl_modes!(Command);
 
 #[derive(clap::Args)]
 struct BrowseArgs {
