@@ -42,15 +42,19 @@ ensure_packages() {
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends $missing >/dev/null
 }
 
+sha256() { sha256sum "$1" | cut -d' ' -f1; }
+
+# Whether what was installed from a lock file is still current: PROBE (a
+# file or folder the install makes) exists and STAMP holds WANT, the hash
+# of the lock file it was installed from.
+stamp_current() { [ -e "$3" ] && [ "$(cat "$1" 2>/dev/null)" = "$2" ]; }
+
 # The project-local venv with the pinned Python peers (.venv). Rebuilt only
 # when testkit/python/requirements.txt changes.
 ensure_venv() {
-    local venv="$ROOT/.venv" stamp want
-    want=$(sha256sum "$PYTHON_REQUIREMENTS" | cut -d' ' -f1)
-    stamp="$venv/.requirements.sha256"
-    if [ -x "$venv/bin/python" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]; then
-        return 0
-    fi
+    local venv="$ROOT/.venv" stamp="$ROOT/.venv/.requirements.sha256" want
+    want=$(sha256 "$PYTHON_REQUIREMENTS")
+    stamp_current "$stamp" "$want" "$venv/bin/python" && return 0
     command -v python3 >/dev/null || die "python3 not found: apt-get install -y python3"
     if ! python3 -m venv --help >/dev/null 2>&1 || ! python3 -c 'import ensurepip' >/dev/null 2>&1; then
         ensure_packages python3-venv
@@ -65,12 +69,9 @@ ensure_venv() {
 # The Node.js peers (Eclipse Tahu's JavaScript Sparkplug codec) in .node/,
 # from testkit/node's lock file. Rebuilt only when the lock file changes.
 ensure_node_peers() {
-    local dir="$ROOT/.node" stamp want
-    want=$(sha256sum "$ROOT/testkit/node/package-lock.json" | cut -d' ' -f1)
-    stamp="$dir/.lock.sha256"
-    if [ -d "$dir/node_modules/sparkplug-payload" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]; then
-        return 0
-    fi
+    local dir="$ROOT/.node" stamp="$ROOT/.node/.lock.sha256" want
+    want=$(sha256 "$ROOT/testkit/node/package-lock.json")
+    stamp_current "$stamp" "$want" "$dir/node_modules/sparkplug-payload" && return 0
     command -v npm >/dev/null || die "npm not found: apt-get install -y nodejs npm"
     say "installing the Node.js test peers into .node (npm ci)"
     rm -rf "$dir"
