@@ -124,6 +124,21 @@ impl Lines {
     }
 }
 
+/// The readings and the deaths of `work` as `encode` (a store's
+/// `encode_readings`) writes them; those it refuses, by [`Origin`].
+pub(crate) fn encode_readings_and_deaths(
+    work: &Submission,
+    mut encode: impl FnMut(&[Batch], bool) -> Vec<(usize, usize, RowError)>,
+) -> Vec<(Origin, RowError)> {
+    let mut refused = Vec::new();
+    for (batches, death) in [(&work.batches, false), (&work.deaths, true)] {
+        for (batch, reading, e) in encode(batches, death) {
+            refused.push((Origin::Reading { batch, reading, death }, e));
+        }
+    }
+    refused
+}
+
 /// A reading of `batches` (or `deaths`) by its [`Origin`].
 pub fn reading_at<'a>(
     batches: &'a [Batch],

@@ -34,7 +34,8 @@ use http::{Method, Request};
 
 use crate::error::IngestError;
 use crate::http::{
-    Answer, Dialect, Encoded, HttpConfig, HttpSink, HttpStore, HttpWriter, Lines, Origin,
+    Answer, Dialect, Encoded, HttpConfig, HttpSink, HttpStore, HttpWriter, Lines,
+    encode_readings_and_deaths,
 };
 use crate::sink::Sink;
 use crate::writer::{DeadLetter, Submission};
@@ -301,14 +302,9 @@ impl Dialect for ClickHouseDialect {
         let mut metrics = Lines::default();
         tsv::encode_metrics(&mut metrics, &work.metrics, now_ms);
         let mut readings = Lines::default();
-        let mut refused = Vec::new();
-        for (batches, death) in [(&work.batches, false), (&work.deaths, true)] {
-            for (batch, reading, e) in
-                tsv::encode_readings(&mut readings, self.schema, batches, death)
-            {
-                refused.push((Origin::Reading { batch, reading, death }, e));
-            }
-        }
+        let refused = encode_readings_and_deaths(work, |batches, death| {
+            tsv::encode_readings(&mut readings, self.schema, batches, death)
+        });
         let parts =
             [(Table::Births, births), (Table::Metrics, metrics), (Table::Readings, readings)]
                 .into_iter()

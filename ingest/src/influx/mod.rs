@@ -36,7 +36,8 @@ use http::{Method, Request};
 
 use crate::error::IngestError;
 use crate::http::{
-    Answer, Dialect, Encoded, HttpConfig, HttpSink, HttpStore, HttpWriter, Lines, Origin,
+    Answer, Dialect, Encoded, HttpConfig, HttpSink, HttpStore, HttpWriter, Lines,
+    encode_readings_and_deaths,
 };
 use crate::sink::Sink;
 use crate::writer::{DeadLetter, Submission};
@@ -343,14 +344,9 @@ impl Dialect for InfluxConfig {
         let mut lines = Lines::default();
         line::encode_births(&mut lines, &work.births, now_ms);
         line::encode_metrics(&mut lines, &work.metrics);
-        let mut refused = Vec::new();
-        for (batches, death) in [(&work.batches, false), (&work.deaths, true)] {
-            for (batch, reading, e) in
-                line::encode_readings(&mut lines, &self.measurement, batches, death)
-            {
-                refused.push((Origin::Reading { batch, reading, death }, e));
-            }
-        }
+        let refused = encode_readings_and_deaths(work, |batches, death| {
+            line::encode_readings(&mut lines, &self.measurement, batches, death)
+        });
         Encoded { parts: vec![(Precision::Ms, lines)], refused }
     }
 
