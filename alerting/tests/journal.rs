@@ -4,19 +4,13 @@
 
 mod common;
 
-use common::{RULES, command, gateway, next, operator, reading};
+use common::{RULES, broker, command, gateway, next, operator, plain, reading, spawn};
 use rumqttc::v5::mqttbytes::QoS;
-use shopfloor_alerting::mqtt::{AlertConfig, AlertDriver, Input};
-use shopfloor_alerting::{Engine, RuleSet};
-use shopfloor_schemas::{Codec, TopicTemplate, topic};
+use shopfloor_alerting::mqtt::AlertConfig;
 use shopfloor_testkit::{Mosquitto, Postgres};
 
 fn config(broker: &Mosquitto, pg: &Postgres) -> AlertConfig {
-    let mut c = AlertConfig::new(broker.host(), broker.port(), "alertd");
-    c.inputs = vec![Input::Plain {
-        template: TopicTemplate::parse(topic::defaults::READINGS).unwrap(),
-        codec: Codec::Json,
-    }];
+    let mut c = plain(broker, "alertd");
     c.journal = Some(pg.connection_string());
     c
 }
@@ -24,15 +18,11 @@ fn config(broker: &Mosquitto, pg: &Postgres) -> AlertConfig {
 /// event, condition, user, comment.
 type JournalRow = (String, Option<String>, Option<String>, Option<String>);
 
-fn engine() -> Engine {
-    Engine::new(RuleSet::from_toml(RULES, "rules.toml").unwrap())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_journal_records_events_and_acknowledgements_survive_a_restart() {
-    let broker = Mosquitto::start().expect("start mosquitto (apt-get install -y mosquitto)");
+    let broker = broker();
     let pg = Postgres::start().expect("start postgresql (apt-get install -y postgresql)");
-    let driver = AlertDriver::spawn(engine(), config(&broker, &pg));
+    let driver = spawn(RULES, config(&broker, &pg));
     let (op, mut op_events) = operator(&broker, "operator").await;
     let feed = gateway(&broker, "gateway");
     let topic = "shopfloor/plant1/press/m1/pressure";
@@ -77,7 +67,7 @@ async fn the_journal_records_events_and_acknowledgements_survive_a_restart() {
 
     // A new process: the alarm is still active and acknowledged, so the
     // same breach announces nothing, and acknowledging again is refused.
-    let driver = AlertDriver::spawn(engine(), config(&broker, &pg));
+    let driver = spawn(RULES, config(&broker, &pg));
     let (op, mut op_events) = operator(&broker, "operator-2").await;
     feed.publish(topic, QoS::AtLeastOnce, false, reading(171.0)).await.unwrap();
     command(&op, ack).await;

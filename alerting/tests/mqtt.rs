@@ -5,24 +5,18 @@
 
 mod common;
 
-use common::{RULES, command, gateway, next, operator, reading};
+use common::{
+    Plant, RULES, broker, command, gateway, next, operator, plant, reading, sparkplug, spawn,
+};
 use rumqttc::v5::mqttbytes::QoS;
-use shopfloor_alerting::mqtt::{AlertConfig, AlertDriver, Input};
-use shopfloor_alerting::{Engine, RuleSet};
-use shopfloor_schemas::{Codec, TopicTemplate, topic};
-use shopfloor_sparkplug::{EncodeOptions, HostConfig, Metric, MetricValue, Payload};
-use shopfloor_testkit::Mosquitto;
+use shopfloor_sparkplug::{EncodeOptions, Metric, MetricValue, Payload};
 use tokio::time::Instant;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_breach_becomes_an_event_state_and_an_acknowledgement() {
-    let broker = Mosquitto::start().expect("start mosquitto (apt-get install -y mosquitto)");
-    let driver = driver(&broker, RULES, "alertd");
-
-    let (op, mut op_events) = operator(&broker, "operator").await;
+    let Plant { broker, driver, op, mut op_events, feed } = plant(RULES, "alertd", "gateway").await;
 
     // A breach: raised HH, as an event and as retained state.
-    let feed = gateway(&broker, "gateway");
     feed.publish("shopfloor/plant1/press/m1/pressure", QoS::AtLeastOnce, false, reading(100.0))
         .await
         .unwrap();
@@ -91,21 +85,10 @@ metric = "level"
 limit = { h = { limit = 90.0 } }
 "#;
 
-fn driver(broker: &Mosquitto, rules: &str, id: &str) -> AlertDriver {
-    let mut config = AlertConfig::new(broker.host(), broker.port(), id);
-    config.inputs = vec![Input::Plain {
-        template: TopicTemplate::parse(topic::defaults::READINGS).unwrap(),
-        codec: Codec::Json,
-    }];
-    AlertDriver::spawn(Engine::new(RuleSet::from_toml(rules, "rules.toml").unwrap()), config)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_sensor_raises_stale_in_time_and_stays_raised() {
-    let broker = Mosquitto::start().expect("start mosquitto (apt-get install -y mosquitto)");
-    let d = driver(&broker, SILENCE_AND_FLOOD, "alertd-stale");
-    let (_op, mut op_events) = operator(&broker, "operator").await;
-    let feed = gateway(&broker, "oven");
+    let Plant { broker: _broker, driver: d, op: _op, mut op_events, feed } =
+        plant(SILENCE_AND_FLOOD, "alertd-stale", "oven").await;
     let last = Instant::now();
     feed.publish(
         "shopfloor/plant1/oven/o1/temp",
@@ -151,10 +134,8 @@ async fn a_silent_sensor_raises_stale_in_time_and_stays_raised() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_raises_the_meta_alarm() {
-    let broker = Mosquitto::start().expect("start mosquitto (apt-get install -y mosquitto)");
-    let d = driver(&broker, SILENCE_AND_FLOOD, "alertd-flood");
-    let (_op, mut op_events) = operator(&broker, "operator").await;
-    let feed = gateway(&broker, "tanks");
+    let Plant { broker: _broker, driver: d, op: _op, mut op_events, feed } =
+        plant(SILENCE_AND_FLOOD, "alertd-flood", "tanks").await;
     // Eleven tanks overflow: more than 10 activations in 10 min.
     for tank in 0..11 {
         feed.publish(
@@ -182,7 +163,7 @@ async fn a_flood_raises_the_meta_alarm() {
 /// Confirmation, where the rule asks for it, closes the instance.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sparkplug_history_is_late_not_live_and_confirm_closes() {
-    let broker = Mosquitto::start().expect("start mosquitto (apt-get install -y mosquitto)");
+    let broker = broker();
     let rules = r#"
 [[rule]]
 name = "tank-level"
@@ -191,10 +172,7 @@ metric = "level"
 confirm = true
 limit = { hh = { limit = 95.0 }, h = { limit = 90.0 } }
 "#;
-    let mut config = AlertConfig::new(broker.host(), broker.port(), "alertd-sp");
-    config.inputs = vec![Input::Sparkplug { host: HostConfig::new("alertd-sp") }];
-    let driver =
-        AlertDriver::spawn(Engine::new(RuleSet::from_toml(rules, "rules.toml").unwrap()), config);
+    let driver = spawn(rules, sparkplug(&broker, "alertd-sp"));
     let (op, mut op_events) = operator(&broker, "operator-sp").await;
 
     let now = shopfloor_schemas::Timestamp::now().unix_ms();
@@ -280,7 +258,7 @@ async fn started_after_the_births_it_asks_for_a_rebirth_and_raises() {
     use shopfloor_mqtt::{Broker, DriverConfig, EdgeDriver};
     use shopfloor_sparkplug::edge::MetricSpec;
     use shopfloor_sparkplug::{DataType, EdgeNode, EdgeNodeConfig};
-    let broker = Mosquitto::start().expect("start mosquitto (apt-get install -y mosquitto)");
+    let broker = broker();
     let mut node = EdgeNodeConfig::new("Plant1", "gw-early");
     node.devices = vec![("tank-1".into(), vec![MetricSpec::new("level", DataType::Double)])];
     let edge = EdgeDriver::spawn(
@@ -294,10 +272,7 @@ async fn started_after_the_births_it_asks_for_a_rebirth_and_raises() {
     }
 
     let rules = "[[rule]]\nname = \"tank-level\"\nsource = \"Plant1/*\"\nmetric = \"level\"\nlimit = { h = { limit = 90.0 } }\n";
-    let mut config = AlertConfig::new(broker.host(), broker.port(), "alertd-late");
-    config.inputs = vec![Input::Sparkplug { host: HostConfig::new("alertd-late") }];
-    let driver =
-        AlertDriver::spawn(Engine::new(RuleSet::from_toml(rules, "rules.toml").unwrap()), config);
+    let driver = spawn(rules, sparkplug(&broker, "alertd-late"));
     let (_op, mut op_events) = operator(&broker, "operator-late").await;
     // Breaches keep coming; only a rebirth makes them readable.
     let publisher = tokio::spawn(async move {
