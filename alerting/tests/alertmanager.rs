@@ -6,9 +6,8 @@ mod common;
 
 use std::time::Duration;
 
-use common::{RULES, broker, gateway, next, operator, plain, reading, spawn};
+use common::{RULES, broker, gateway, next, operator, plain, reading, send, spawn};
 use rumqttc::v5::AsyncClient;
-use rumqttc::v5::mqttbytes::QoS;
 use serde_json::Value;
 use shopfloor_alerting::mqtt::AlertDriver;
 use shopfloor_testkit::{Alertmanager, Mosquitto};
@@ -44,7 +43,7 @@ async fn breach(
     let (_op, mut op_events) = operator(broker, "operator").await;
     let feed = gateway(broker, "gateway");
     let sent = Instant::now();
-    feed.publish(M1, QoS::AtLeastOnce, false, reading(185.0)).await.unwrap();
+    send(&feed, M1, reading(185.0)).await;
     next(&mut op_events, |t, v| t == "shopfloor/alarms/events" && v["event"] == "raised").await;
     (driver, feed, sent)
 }
@@ -79,7 +78,7 @@ async fn a_breach_reaches_alertmanager_and_its_return_resolves_it() {
     alerts_until(&am, |a| named(a, "Watchdog").is_some()).await;
 
     // Back to normal: resolved (gone from the active list).
-    feed.publish(M1, QoS::AtLeastOnce, false, reading(100.0)).await.unwrap();
+    send(&feed, M1, reading(100.0)).await;
     alerts_until(&am, |a| named(a, "press-pressure").is_none()).await;
     driver.shutdown().await.unwrap();
 }
@@ -108,7 +107,7 @@ async fn a_black_holed_alertmanager_delays_nothing_and_queues_boundedly() {
     for i in 0..600 {
         let t = format!("shopfloor/plant1/press/m{}/pressure", 2 + i % 300);
         let v = if (i / 300) % 2 == 0 { 185.0 } else { 100.0 };
-        feed.publish(t, QoS::AtLeastOnce, false, reading(v)).await.unwrap();
+        send(&feed, t, reading(v)).await;
     }
     let deadline = Instant::now() + Duration::from_secs(20);
     while driver.stats().events.load(std::sync::atomic::Ordering::Relaxed) < 600 {

@@ -4,8 +4,7 @@
 
 mod common;
 
-use common::{RULES, broker, command, gateway, next, operator, plain, reading, spawn};
-use rumqttc::v5::mqttbytes::QoS;
+use common::{RULES, broker, command, gateway, next, operator, plain, reading, send, spawn};
 use shopfloor_alerting::mqtt::AlertConfig;
 use shopfloor_testkit::{Mosquitto, Postgres};
 
@@ -26,7 +25,7 @@ async fn the_journal_records_events_and_acknowledgements_survive_a_restart() {
     let (op, mut op_events) = operator(&broker, "operator").await;
     let feed = gateway(&broker, "gateway");
     let topic = "shopfloor/plant1/press/m1/pressure";
-    feed.publish(topic, QoS::AtLeastOnce, false, reading(170.0)).await.unwrap();
+    send(&feed, topic, reading(170.0)).await;
     next(&mut op_events, |t, v| t == "shopfloor/alarms/events" && v["event"] == "raised").await;
     let ack = r#"{"command":"acknowledge","rule":"press-pressure","source":"plant1/press/m1","metric":"pressure","user":"jane","comment":"valve closed"}"#;
     command(&op, ack).await;
@@ -69,13 +68,13 @@ async fn the_journal_records_events_and_acknowledgements_survive_a_restart() {
     // same breach announces nothing, and acknowledging again is refused.
     let driver = spawn(RULES, config(&broker, &pg));
     let (op, mut op_events) = operator(&broker, "operator-2").await;
-    feed.publish(topic, QoS::AtLeastOnce, false, reading(171.0)).await.unwrap();
+    send(&feed, topic, reading(171.0)).await;
     command(&op, ack).await;
     let (_, refused) = next(&mut op_events, |t, _| t == "operator/reply").await;
     assert_eq!(refused["ok"], false, "{refused}");
     assert!(refused["error"].as_str().unwrap().contains("not unacknowledged"), "{refused}");
     // Back to normal: the restored instance closes (it was acknowledged).
-    feed.publish(topic, QoS::AtLeastOnce, false, reading(100.0)).await.unwrap();
+    send(&feed, topic, reading(100.0)).await;
     let (_, rtn) =
         next(&mut op_events, |t, v| t == "shopfloor/alarms/events" && v["event"] != "acknowledged")
             .await;

@@ -6,7 +6,7 @@
 mod common;
 
 use common::{
-    Plant, RULES, broker, command, gateway, next, operator, plant, reading, sparkplug, spawn,
+    Plant, RULES, broker, command, gateway, next, operator, plant, reading, send, sparkplug, spawn,
 };
 use rumqttc::v5::mqttbytes::QoS;
 use shopfloor_sparkplug::{EncodeOptions, Metric, MetricValue, Payload};
@@ -17,13 +17,9 @@ async fn a_breach_becomes_an_event_state_and_an_acknowledgement() {
     let Plant { broker, driver, op, mut op_events, feed } = plant(RULES, "alertd", "gateway").await;
 
     // A breach: raised HH, as an event and as retained state.
-    feed.publish("shopfloor/plant1/press/m1/pressure", QoS::AtLeastOnce, false, reading(100.0))
-        .await
-        .unwrap();
+    send(&feed, "shopfloor/plant1/press/m1/pressure", reading(100.0)).await;
     let sent = Instant::now();
-    feed.publish("shopfloor/plant1/press/m1/pressure", QoS::AtLeastOnce, false, reading(185.0))
-        .await
-        .unwrap();
+    send(&feed, "shopfloor/plant1/press/m1/pressure", reading(185.0)).await;
     let (_, raised) =
         next(&mut op_events, |t, v| t == "shopfloor/alarms/events" && v["event"] == "raised").await;
     println!("publish → alarm event received: {:.1} ms", sent.elapsed().as_secs_f64() * 1000.0);
@@ -90,14 +86,7 @@ async fn a_silent_sensor_raises_stale_in_time_and_stays_raised() {
     let Plant { broker: _broker, driver: d, op: _op, mut op_events, feed } =
         plant(SILENCE_AND_FLOOD, "alertd-stale", "oven").await;
     let last = Instant::now();
-    feed.publish(
-        "shopfloor/plant1/oven/o1/temp",
-        QoS::AtLeastOnce,
-        false,
-        common::reading_of("temp", 210.0),
-    )
-    .await
-    .unwrap();
+    send(&feed, "shopfloor/plant1/oven/o1/temp", common::reading_of("temp", 210.0)).await;
     let (_, stale) = next(&mut op_events, |t, v| {
         t == "shopfloor/alarms/events" && v["rule"] == "temp-silent" && v["event"] == "raised"
     })
@@ -117,14 +106,7 @@ async fn a_silent_sensor_raises_stale_in_time_and_stays_raised() {
     )
     .await;
     assert!(more.is_err(), "an event while silent: {more:?}");
-    feed.publish(
-        "shopfloor/plant1/oven/o1/temp",
-        QoS::AtLeastOnce,
-        false,
-        common::reading_of("temp", 211.0),
-    )
-    .await
-    .unwrap();
+    send(&feed, "shopfloor/plant1/oven/o1/temp", common::reading_of("temp", 211.0)).await;
     let (_, back) =
         next(&mut op_events, |t, v| t == "shopfloor/alarms/events" && v["rule"] == "temp-silent")
             .await;
@@ -138,14 +120,12 @@ async fn a_flood_raises_the_meta_alarm() {
         plant(SILENCE_AND_FLOOD, "alertd-flood", "tanks").await;
     // Eleven tanks overflow: more than 10 activations in 10 min.
     for tank in 0..11 {
-        feed.publish(
+        send(
+            &feed,
             format!("shopfloor/plant1/tank/t{tank}/level"),
-            QoS::AtLeastOnce,
-            false,
             common::reading_of("level", 95.0),
         )
-        .await
-        .unwrap();
+        .await;
     }
     let (_, flood) =
         next(&mut op_events, |t, v| t == "shopfloor/alarms/events" && v["rule"] == "alarm-flood")
@@ -188,14 +168,14 @@ limit = { hh = { limit = 95.0 }, h = { limit = 90.0 } }
             Metric::new("level", now, MetricValue::Double(50.0)),
         ],
     );
-    edge.publish("spBv1.0/Plant1/NBIRTH/tank-1", QoS::AtLeastOnce, false, birth).await.unwrap();
+    send(&edge, "spBv1.0/Plant1/NBIRTH/tank-1", birth).await;
     // Stored while offline: HH an hour ago, then normal; live: still normal.
     let mut old = Metric::new("level", now - 3_600_000, MetricValue::Double(97.0));
     old.is_historical = true;
     let mut back = Metric::new("level", now - 3_500_000, MetricValue::Double(60.0));
     back.is_historical = true;
     let data = encode(1, vec![old, back, Metric::new("level", now, MetricValue::Double(55.0))]);
-    edge.publish("spBv1.0/Plant1/NDATA/tank-1", QoS::AtLeastOnce, false, data).await.unwrap();
+    send(&edge, "spBv1.0/Plant1/NDATA/tank-1", data).await;
     let (_, late) = next(&mut op_events, |t, v| {
         t == "shopfloor/alarms/events" && v["event"] != "returned_to_normal"
     })
@@ -212,7 +192,7 @@ limit = { hh = { limit = 95.0 }, h = { limit = 90.0 } }
 
     // A live breach is raised; acknowledged, it still waits for confirmation.
     let live = encode(2, vec![Metric::new("level", now + 1, MetricValue::Double(92.0))]);
-    edge.publish("spBv1.0/Plant1/NDATA/tank-1", QoS::AtLeastOnce, false, live).await.unwrap();
+    send(&edge, "spBv1.0/Plant1/NDATA/tank-1", live).await;
     let (_, raised) = next(&mut op_events, |t, _| t == "shopfloor/alarms/events").await;
     assert_eq!(
         (raised["event"].as_str(), raised["condition"].as_str()),
@@ -230,7 +210,7 @@ limit = { hh = { limit = 95.0 }, h = { limit = 90.0 } }
     .await;
     assert_eq!(state["unconfirmed"], true);
     let normal = encode(3, vec![Metric::new("level", now + 2, MetricValue::Double(50.0))]);
-    edge.publish("spBv1.0/Plant1/NDATA/tank-1", QoS::AtLeastOnce, false, normal).await.unwrap();
+    send(&edge, "spBv1.0/Plant1/NDATA/tank-1", normal).await;
     let (_, rtn) = next(&mut op_events, |t, v| {
         t == "shopfloor/alarms/events" && v["event"] == "returned_to_normal"
     })

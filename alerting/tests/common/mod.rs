@@ -104,6 +104,11 @@ pub(crate) fn reading(value: f64) -> Vec<u8> {
     reading_of("pressure", value)
 }
 
+/// Publishes `payload` on `topic` at QoS 1, not retained.
+pub(crate) async fn send(client: &AsyncClient, topic: impl Into<String>, payload: Vec<u8>) {
+    client.publish(topic, QoS::AtLeastOnce, false, payload).await.unwrap();
+}
+
 /// Sends `body` as a command with `operator/reply` as its response topic.
 pub(crate) async fn command(op: &AsyncClient, body: &str) {
     let props = PublishProperties {
