@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{RULES, broker, gateway, next, operator, plain, reading, send, spawn};
+use common::{RULES, broker, event, gateway, operator, plain, reading, send, spawn};
 use rumqttc::v5::AsyncClient;
 use serde_json::Value;
 use shopfloor_alerting::mqtt::AlertDriver;
@@ -44,7 +44,7 @@ async fn breach(
     let feed = gateway(broker, "gateway");
     let sent = Instant::now();
     send(&feed, M1, reading(185.0)).await;
-    next(&mut op_events, |t, v| t == "shopfloor/alarms/events" && v["event"] == "raised").await;
+    event(&mut op_events, |v| v["event"] == "raised").await;
     (driver, feed, sent)
 }
 

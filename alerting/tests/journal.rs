@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{RULES, broker, command, gateway, next, operator, plain, reading, send, spawn};
+use common::{RULES, broker, command, event, gateway, next, operator, plain, reading, send, spawn};
 use shopfloor_alerting::mqtt::AlertConfig;
 use shopfloor_testkit::{Mosquitto, Postgres};
 
@@ -26,7 +26,7 @@ async fn the_journal_records_events_and_acknowledgements_survive_a_restart() {
     let feed = gateway(&broker, "gateway");
     let topic = "shopfloor/plant1/press/m1/pressure";
     send(&feed, topic, reading(170.0)).await;
-    next(&mut op_events, |t, v| t == "shopfloor/alarms/events" && v["event"] == "raised").await;
+    event(&mut op_events, |v| v["event"] == "raised").await;
     let ack = r#"{"command":"acknowledge","rule":"press-pressure","source":"plant1/press/m1","metric":"pressure","user":"jane","comment":"valve closed"}"#;
     command(&op, ack).await;
     let (_, reply) = next(&mut op_events, |t, _| t == "operator/reply").await;
@@ -75,9 +75,7 @@ async fn the_journal_records_events_and_acknowledgements_survive_a_restart() {
     assert!(refused["error"].as_str().unwrap().contains("not unacknowledged"), "{refused}");
     // Back to normal: the restored instance closes (it was acknowledged).
     send(&feed, topic, reading(100.0)).await;
-    let (_, rtn) =
-        next(&mut op_events, |t, v| t == "shopfloor/alarms/events" && v["event"] != "acknowledged")
-            .await;
+    let rtn = event(&mut op_events, |v| v["event"] != "acknowledged").await;
     assert_eq!(
         (rtn["event"].as_str(), rtn["closed"].as_bool()),
         (Some("returned_to_normal"), Some(true))

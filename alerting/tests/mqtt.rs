@@ -6,7 +6,8 @@
 mod common;
 
 use common::{
-    Plant, RULES, broker, command, gateway, next, operator, plant, reading, send, sparkplug, spawn,
+    Plant, RULES, broker, command, event, gateway, next, operator, plant, reading, send, sparkplug,
+    spawn,
 };
 use rumqttc::v5::mqttbytes::QoS;
 use shopfloor_sparkplug::{EncodeOptions, Metric, MetricValue, Payload};
@@ -20,8 +21,7 @@ async fn a_breach_becomes_an_event_state_and_an_acknowledgement() {
     send(&feed, "shopfloor/plant1/press/m1/pressure", reading(100.0)).await;
     let sent = Instant::now();
     send(&feed, "shopfloor/plant1/press/m1/pressure", reading(185.0)).await;
-    let (_, raised) =
-        next(&mut op_events, |t, v| t == "shopfloor/alarms/events" && v["event"] == "raised").await;
+    let raised = event(&mut op_events, |v| v["event"] == "raised").await;
     println!("publish → alarm event received: {:.1} ms", sent.elapsed().as_secs_f64() * 1000.0);
     assert_eq!(raised["rule"], "press-pressure");
     assert_eq!(raised["source"], "plant1/press/m1");
@@ -49,9 +49,7 @@ async fn a_breach_becomes_an_event_state_and_an_acknowledgement() {
     command(&op, ack).await;
     let (_, reply) = next(&mut op_events, |t, _| t == "operator/reply").await;
     assert_eq!(reply, serde_json::json!({"ok": true}));
-    let (_, acked) =
-        next(&mut op_events, |t, v| t == "shopfloor/alarms/events" && v["event"] == "acknowledged")
-            .await;
+    let acked = event(&mut op_events, |v| v["event"] == "acknowledged").await;
     assert_eq!(
         (acked["user"].as_str(), acked["comment"].as_str()),
         (Some("jane"), Some("valve closed"))
@@ -87,10 +85,8 @@ async fn a_silent_sensor_raises_stale_in_time_and_stays_raised() {
         plant(SILENCE_AND_FLOOD, "alertd-stale", "oven").await;
     let last = Instant::now();
     send(&feed, "shopfloor/plant1/oven/o1/temp", common::reading_of("temp", 210.0)).await;
-    let (_, stale) = next(&mut op_events, |t, v| {
-        t == "shopfloor/alarms/events" && v["rule"] == "temp-silent" && v["event"] == "raised"
-    })
-    .await;
+    let stale =
+        event(&mut op_events, |v| v["rule"] == "temp-silent" && v["event"] == "raised").await;
     let after = last.elapsed();
     println!(
         "stale raised {:.2} s after the last sample (limit 3 × 0.3 s + 1 s)",
@@ -102,14 +98,12 @@ async fn a_silent_sensor_raises_stale_in_time_and_stays_raised() {
     // until a sample comes.
     let more = tokio::time::timeout(
         std::time::Duration::from_secs(2),
-        next(&mut op_events, |t, v| t == "shopfloor/alarms/events" && v["rule"] == "temp-silent"),
+        event(&mut op_events, |v| v["rule"] == "temp-silent"),
     )
     .await;
     assert!(more.is_err(), "an event while silent: {more:?}");
     send(&feed, "shopfloor/plant1/oven/o1/temp", common::reading_of("temp", 211.0)).await;
-    let (_, back) =
-        next(&mut op_events, |t, v| t == "shopfloor/alarms/events" && v["rule"] == "temp-silent")
-            .await;
+    let back = event(&mut op_events, |v| v["rule"] == "temp-silent").await;
     assert_eq!(back["event"], "returned_to_normal");
     d.shutdown().await.unwrap();
 }
@@ -127,9 +121,7 @@ async fn a_flood_raises_the_meta_alarm() {
         )
         .await;
     }
-    let (_, flood) =
-        next(&mut op_events, |t, v| t == "shopfloor/alarms/events" && v["rule"] == "alarm-flood")
-            .await;
+    let flood = event(&mut op_events, |v| v["rule"] == "alarm-flood").await;
     assert_eq!(
         (flood["event"].as_str(), flood["source"].as_str()),
         (Some("raised"), Some("plant"))
@@ -176,10 +168,7 @@ limit = { hh = { limit = 95.0 }, h = { limit = 90.0 } }
     back.is_historical = true;
     let data = encode(1, vec![old, back, Metric::new("level", now, MetricValue::Double(55.0))]);
     send(&edge, "spBv1.0/Plant1/NDATA/tank-1", data).await;
-    let (_, late) = next(&mut op_events, |t, v| {
-        t == "shopfloor/alarms/events" && v["event"] != "returned_to_normal"
-    })
-    .await;
+    let late = event(&mut op_events, |v| v["event"] != "returned_to_normal").await;
     assert_eq!(late["event"], "late", "history first, and never raised: {late}");
     assert_eq!(
         (late["condition"].as_str(), late["annunciate"].as_bool()),
@@ -187,22 +176,20 @@ limit = { hh = { limit = 95.0 }, h = { limit = 90.0 } }
     );
     assert_eq!(late["sampled"], now - 3_600_000);
     assert_eq!(late["source"], "Plant1/tank-1");
-    let (_, normal) = next(&mut op_events, |t, _| t == "shopfloor/alarms/events").await;
+    let normal = event(&mut op_events, |_| true).await;
     assert_eq!((normal["event"].as_str(), normal["condition"].as_str()), (Some("late"), None));
 
     // A live breach is raised; acknowledged, it still waits for confirmation.
     let live = encode(2, vec![Metric::new("level", now + 1, MetricValue::Double(92.0))]);
     send(&edge, "spBv1.0/Plant1/NDATA/tank-1", live).await;
-    let (_, raised) = next(&mut op_events, |t, _| t == "shopfloor/alarms/events").await;
+    let raised = event(&mut op_events, |_| true).await;
     assert_eq!(
         (raised["event"].as_str(), raised["condition"].as_str()),
         (Some("raised"), Some("H"))
     );
     let alarm = r#""rule":"tank-level","source":"Plant1/tank-1","metric":"level","user":"jane""#;
     command(&op, &format!(r#"{{"command":"acknowledge",{alarm}}}"#)).await;
-    let (_, acked) =
-        next(&mut op_events, |t, v| t == "shopfloor/alarms/events" && v["event"] == "acknowledged")
-            .await;
+    let acked = event(&mut op_events, |v| v["event"] == "acknowledged").await;
     assert_eq!(acked["closed"], false);
     let (_, state) = next(&mut op_events, |t, v| {
         t.starts_with("shopfloor/alarms/state/") && v["unacknowledged"] == false
@@ -211,15 +198,10 @@ limit = { hh = { limit = 95.0 }, h = { limit = 90.0 } }
     assert_eq!(state["unconfirmed"], true);
     let normal = encode(3, vec![Metric::new("level", now + 2, MetricValue::Double(50.0))]);
     send(&edge, "spBv1.0/Plant1/NDATA/tank-1", normal).await;
-    let (_, rtn) = next(&mut op_events, |t, v| {
-        t == "shopfloor/alarms/events" && v["event"] == "returned_to_normal"
-    })
-    .await;
+    let rtn = event(&mut op_events, |v| v["event"] == "returned_to_normal").await;
     assert_eq!(rtn["closed"], false, "not confirmed yet");
     command(&op, &format!(r#"{{"command":"confirm",{alarm},"comment":"pump reset"}}"#)).await;
-    let (_, confirmed) =
-        next(&mut op_events, |t, v| t == "shopfloor/alarms/events" && v["event"] == "confirmed")
-            .await;
+    let confirmed = event(&mut op_events, |v| v["event"] == "confirmed").await;
     assert_eq!(
         (confirmed["closed"].as_bool(), confirmed["comment"].as_str()),
         (Some(true), Some("pump reset"))
@@ -268,8 +250,7 @@ async fn started_after_the_births_it_asks_for_a_rebirth_and_raises() {
             tokio::time::sleep(std::time::Duration::from_millis(200)).await;
         }
     });
-    let (_, raised) =
-        next(&mut op_events, |t, v| t == "shopfloor/alarms/events" && v["event"] == "raised").await;
+    let raised = event(&mut op_events, |v| v["event"] == "raised").await;
     assert_eq!(raised["source"], "Plant1/gw-early/tank-1");
     publisher.abort();
     driver.shutdown().await.expect("the engine back");

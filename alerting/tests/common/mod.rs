@@ -93,6 +93,11 @@ pub(crate) async fn next(
     .expect("the expected message within 10 s")
 }
 
+/// The next alarm event on `events` matching `pred`, within 10 s.
+pub(crate) async fn event(events: &mut EventLoop, pred: impl Fn(&Value) -> bool) -> Value {
+    next(events, |t, v| t == "shopfloor/alarms/events" && pred(v)).await.1
+}
+
 /// A JSON batch of one reading of `metric`, timestamped now.
 pub(crate) fn reading_of(metric: &str, value: f64) -> Vec<u8> {
     Codec::Json
