@@ -6,12 +6,10 @@ mod common;
 
 use std::time::Duration;
 
-use common::{RULES, gateway, next, operator, reading};
-use rumqttc::v5::mqttbytes::QoS;
+use common::{RULES, broker, event, gateway, operator, plain, reading, send, spawn};
+use rumqttc::v5::AsyncClient;
 use serde_json::Value;
-use shopfloor_alerting::mqtt::{AlertConfig, AlertDriver, Input};
-use shopfloor_alerting::{Engine, RuleSet};
-use shopfloor_schemas::{Codec, TopicTemplate, topic};
+use shopfloor_alerting::mqtt::AlertDriver;
 use shopfloor_testkit::{Alertmanager, Mosquitto};
 use tokio::time::Instant;
 
@@ -29,30 +27,41 @@ async fn alerts_until(am: &Alertmanager, pred: impl Fn(&[Value]) -> bool) -> Vec
     }
 }
 
+/// A driver of `RULES` posting to `alertmanagers` (resending every
+/// `resend`), once it has raised a breach of press m1: the driver, the
+/// gateway that published the breach, and when it did.
+async fn breach(
+    broker: &Mosquitto,
+    id: &str,
+    alertmanagers: Vec<String>,
+    resend: Duration,
+) -> (AlertDriver, AsyncClient, Instant) {
+    let mut config = plain(broker, id);
+    config.alertmanagers = alertmanagers;
+    config.resend = resend;
+    let driver = spawn(RULES, config);
+    let (_op, mut op_events) = operator(broker, "operator").await;
+    let feed = gateway(broker, "gateway");
+    let sent = Instant::now();
+    send(&feed, M1, reading(185.0)).await;
+    event(&mut op_events, |v| v["event"] == "raised").await;
+    (driver, feed, sent)
+}
+
+/// Press m1's pressure.
+const M1: &str = "shopfloor/plant1/press/m1/pressure";
+
 fn named<'a>(alerts: &'a [Value], name: &str) -> Option<&'a Value> {
     alerts.iter().find(|a| a["labels"]["alertname"] == name)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_breach_reaches_alertmanager_and_its_return_resolves_it() {
-    let broker = Mosquitto::start().expect("start mosquitto (apt-get install -y mosquitto)");
+    let broker = broker();
     let am = Alertmanager::start()
         .expect("start alertmanager (apt-get install -y prometheus-alertmanager)");
-    let mut config = AlertConfig::new(broker.host(), broker.port(), "alertd");
-    config.inputs = vec![Input::Plain {
-        template: TopicTemplate::parse(topic::defaults::READINGS).unwrap(),
-        codec: Codec::Json,
-    }];
-    config.alertmanagers = vec![am.url()];
-    config.resend = Duration::from_secs(2);
-    let driver =
-        AlertDriver::spawn(Engine::new(RuleSet::from_toml(RULES, "rules.toml").unwrap()), config);
-    let (_op, mut op_events) = operator(&broker, "operator").await;
-    let feed = gateway(&broker, "gateway");
-    let t = "shopfloor/plant1/press/m1/pressure";
-    let sent = Instant::now();
-    feed.publish(t, QoS::AtLeastOnce, false, reading(185.0)).await.unwrap();
-    next(&mut op_events, |t, v| t == "shopfloor/alarms/events" && v["event"] == "raised").await;
+    let (driver, feed, sent) =
+        breach(&broker, "alertd", vec![am.url()], Duration::from_secs(2)).await;
     let alerts = alerts_until(&am, |a| {
         named(a, "press-pressure").is_some_and(|x| x["status"]["state"] == "active")
     })
@@ -69,7 +78,7 @@ async fn a_breach_reaches_alertmanager_and_its_return_resolves_it() {
     alerts_until(&am, |a| named(a, "Watchdog").is_some()).await;
 
     // Back to normal: resolved (gone from the active list).
-    feed.publish(t, QoS::AtLeastOnce, false, reading(100.0)).await.unwrap();
+    send(&feed, M1, reading(100.0)).await;
     alerts_until(&am, |a| named(a, "press-pressure").is_none()).await;
     driver.shutdown().await.unwrap();
 }
@@ -81,25 +90,12 @@ async fn a_breach_reaches_alertmanager_and_its_return_resolves_it() {
 /// the black hole (the lists its full queue refuses are counted).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_black_holed_alertmanager_delays_nothing_and_queues_boundedly() {
-    let broker = Mosquitto::start().expect("start mosquitto (apt-get install -y mosquitto)");
+    let broker = broker();
     let am = Alertmanager::start()
         .expect("start alertmanager (apt-get install -y prometheus-alertmanager)");
     let hole = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let mut config = AlertConfig::new(broker.host(), broker.port(), "alertd-ha");
-    config.inputs = vec![Input::Plain {
-        template: TopicTemplate::parse(topic::defaults::READINGS).unwrap(),
-        codec: Codec::Json,
-    }];
-    config.alertmanagers = vec![format!("http://{}", hole.local_addr().unwrap()), am.url()];
-    config.resend = Duration::from_secs(60);
-    let driver =
-        AlertDriver::spawn(Engine::new(RuleSet::from_toml(RULES, "rules.toml").unwrap()), config);
-    let (_op, mut op_events) = operator(&broker, "operator").await;
-    let feed = gateway(&broker, "gateway");
-    let t = "shopfloor/plant1/press/m1/pressure";
-    let sent = Instant::now();
-    feed.publish(t, QoS::AtLeastOnce, false, reading(185.0)).await.unwrap();
-    next(&mut op_events, |t, v| t == "shopfloor/alarms/events" && v["event"] == "raised").await;
+    let members = vec![format!("http://{}", hole.local_addr().unwrap()), am.url()];
+    let (driver, feed, sent) = breach(&broker, "alertd-ha", members, Duration::from_secs(60)).await;
     alerts_until(&am, |a| named(a, "press-pressure").is_some()).await;
     let took = sent.elapsed();
     assert!(
@@ -111,7 +107,7 @@ async fn a_black_holed_alertmanager_delays_nothing_and_queues_boundedly() {
     for i in 0..600 {
         let t = format!("shopfloor/plant1/press/m{}/pressure", 2 + i % 300);
         let v = if (i / 300) % 2 == 0 { 185.0 } else { 100.0 };
-        feed.publish(t, QoS::AtLeastOnce, false, reading(v)).await.unwrap();
+        send(&feed, t, reading(v)).await;
     }
     let deadline = Instant::now() + Duration::from_secs(20);
     while driver.stats().events.load(std::sync::atomic::Ordering::Relaxed) < 600 {

@@ -4,19 +4,12 @@
 
 mod common;
 
-use common::{RULES, command, gateway, next, operator, reading};
-use rumqttc::v5::mqttbytes::QoS;
-use shopfloor_alerting::mqtt::{AlertConfig, AlertDriver, Input};
-use shopfloor_alerting::{Engine, RuleSet};
-use shopfloor_schemas::{Codec, TopicTemplate, topic};
+use common::{RULES, broker, command, event, gateway, next, operator, plain, reading, send, spawn};
+use shopfloor_alerting::mqtt::AlertConfig;
 use shopfloor_testkit::{Mosquitto, Postgres};
 
 fn config(broker: &Mosquitto, pg: &Postgres) -> AlertConfig {
-    let mut c = AlertConfig::new(broker.host(), broker.port(), "alertd");
-    c.inputs = vec![Input::Plain {
-        template: TopicTemplate::parse(topic::defaults::READINGS).unwrap(),
-        codec: Codec::Json,
-    }];
+    let mut c = plain(broker, "alertd");
     c.journal = Some(pg.connection_string());
     c
 }
@@ -24,20 +17,16 @@ fn config(broker: &Mosquitto, pg: &Postgres) -> AlertConfig {
 /// event, condition, user, comment.
 type JournalRow = (String, Option<String>, Option<String>, Option<String>);
 
-fn engine() -> Engine {
-    Engine::new(RuleSet::from_toml(RULES, "rules.toml").unwrap())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_journal_records_events_and_acknowledgements_survive_a_restart() {
-    let broker = Mosquitto::start().expect("start mosquitto (apt-get install -y mosquitto)");
+    let broker = broker();
     let pg = Postgres::start().expect("start postgresql (apt-get install -y postgresql)");
-    let driver = AlertDriver::spawn(engine(), config(&broker, &pg));
+    let driver = spawn(RULES, config(&broker, &pg));
     let (op, mut op_events) = operator(&broker, "operator").await;
     let feed = gateway(&broker, "gateway");
     let topic = "shopfloor/plant1/press/m1/pressure";
-    feed.publish(topic, QoS::AtLeastOnce, false, reading(170.0)).await.unwrap();
-    next(&mut op_events, |t, v| t == "shopfloor/alarms/events" && v["event"] == "raised").await;
+    send(&feed, topic, reading(170.0)).await;
+    event(&mut op_events, |v| v["event"] == "raised").await;
     let ack = r#"{"command":"acknowledge","rule":"press-pressure","source":"plant1/press/m1","metric":"pressure","user":"jane","comment":"valve closed"}"#;
     command(&op, ack).await;
     let (_, reply) = next(&mut op_events, |t, _| t == "operator/reply").await;
@@ -77,18 +66,16 @@ async fn the_journal_records_events_and_acknowledgements_survive_a_restart() {
 
     // A new process: the alarm is still active and acknowledged, so the
     // same breach announces nothing, and acknowledging again is refused.
-    let driver = AlertDriver::spawn(engine(), config(&broker, &pg));
+    let driver = spawn(RULES, config(&broker, &pg));
     let (op, mut op_events) = operator(&broker, "operator-2").await;
-    feed.publish(topic, QoS::AtLeastOnce, false, reading(171.0)).await.unwrap();
+    send(&feed, topic, reading(171.0)).await;
     command(&op, ack).await;
     let (_, refused) = next(&mut op_events, |t, _| t == "operator/reply").await;
     assert_eq!(refused["ok"], false, "{refused}");
     assert!(refused["error"].as_str().unwrap().contains("not unacknowledged"), "{refused}");
     // Back to normal: the restored instance closes (it was acknowledged).
-    feed.publish(topic, QoS::AtLeastOnce, false, reading(100.0)).await.unwrap();
-    let (_, rtn) =
-        next(&mut op_events, |t, v| t == "shopfloor/alarms/events" && v["event"] != "acknowledged")
-            .await;
+    send(&feed, topic, reading(100.0)).await;
+    let rtn = event(&mut op_events, |v| v["event"] != "acknowledged").await;
     assert_eq!(
         (rtn["event"].as_str(), rtn["closed"].as_bool()),
         (Some("returned_to_normal"), Some(true))

@@ -5,33 +5,23 @@
 
 mod common;
 
-use common::{RULES, command, gateway, next, operator, reading};
+use common::{
+    Plant, RULES, broker, command, event, gateway, next, operator, plant, reading, send, sparkplug,
+    spawn,
+};
 use rumqttc::v5::mqttbytes::QoS;
-use shopfloor_alerting::mqtt::{AlertConfig, AlertDriver, Input};
-use shopfloor_alerting::{Engine, RuleSet};
-use shopfloor_schemas::{Codec, TopicTemplate, topic};
-use shopfloor_sparkplug::{EncodeOptions, HostConfig, Metric, MetricValue, Payload};
-use shopfloor_testkit::Mosquitto;
+use shopfloor_sparkplug::{EncodeOptions, Metric, MetricValue, Payload};
 use tokio::time::Instant;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_breach_becomes_an_event_state_and_an_acknowledgement() {
-    let broker = Mosquitto::start().expect("start mosquitto (apt-get install -y mosquitto)");
-    let driver = driver(&broker, RULES, "alertd");
-
-    let (op, mut op_events) = operator(&broker, "operator").await;
+    let Plant { broker, driver, op, mut op_events, feed } = plant(RULES, "alertd", "gateway").await;
 
     // A breach: raised HH, as an event and as retained state.
-    let feed = gateway(&broker, "gateway");
-    feed.publish("shopfloor/plant1/press/m1/pressure", QoS::AtLeastOnce, false, reading(100.0))
-        .await
-        .unwrap();
+    send(&feed, "shopfloor/plant1/press/m1/pressure", reading(100.0)).await;
     let sent = Instant::now();
-    feed.publish("shopfloor/plant1/press/m1/pressure", QoS::AtLeastOnce, false, reading(185.0))
-        .await
-        .unwrap();
-    let (_, raised) =
-        next(&mut op_events, |t, v| t == "shopfloor/alarms/events" && v["event"] == "raised").await;
+    send(&feed, "shopfloor/plant1/press/m1/pressure", reading(185.0)).await;
+    let raised = event(&mut op_events, |v| v["event"] == "raised").await;
     println!("publish → alarm event received: {:.1} ms", sent.elapsed().as_secs_f64() * 1000.0);
     assert_eq!(raised["rule"], "press-pressure");
     assert_eq!(raised["source"], "plant1/press/m1");
@@ -59,9 +49,7 @@ async fn a_breach_becomes_an_event_state_and_an_acknowledgement() {
     command(&op, ack).await;
     let (_, reply) = next(&mut op_events, |t, _| t == "operator/reply").await;
     assert_eq!(reply, serde_json::json!({"ok": true}));
-    let (_, acked) =
-        next(&mut op_events, |t, v| t == "shopfloor/alarms/events" && v["event"] == "acknowledged")
-            .await;
+    let acked = event(&mut op_events, |v| v["event"] == "acknowledged").await;
     assert_eq!(
         (acked["user"].as_str(), acked["comment"].as_str()),
         (Some("jane"), Some("valve closed"))
@@ -91,34 +79,14 @@ metric = "level"
 limit = { h = { limit = 90.0 } }
 "#;
 
-fn driver(broker: &Mosquitto, rules: &str, id: &str) -> AlertDriver {
-    let mut config = AlertConfig::new(broker.host(), broker.port(), id);
-    config.inputs = vec![Input::Plain {
-        template: TopicTemplate::parse(topic::defaults::READINGS).unwrap(),
-        codec: Codec::Json,
-    }];
-    AlertDriver::spawn(Engine::new(RuleSet::from_toml(rules, "rules.toml").unwrap()), config)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_sensor_raises_stale_in_time_and_stays_raised() {
-    let broker = Mosquitto::start().expect("start mosquitto (apt-get install -y mosquitto)");
-    let d = driver(&broker, SILENCE_AND_FLOOD, "alertd-stale");
-    let (_op, mut op_events) = operator(&broker, "operator").await;
-    let feed = gateway(&broker, "oven");
+    let Plant { broker: _broker, driver: d, op: _op, mut op_events, feed } =
+        plant(SILENCE_AND_FLOOD, "alertd-stale", "oven").await;
     let last = Instant::now();
-    feed.publish(
-        "shopfloor/plant1/oven/o1/temp",
-        QoS::AtLeastOnce,
-        false,
-        common::reading_of("temp", 210.0),
-    )
-    .await
-    .unwrap();
-    let (_, stale) = next(&mut op_events, |t, v| {
-        t == "shopfloor/alarms/events" && v["rule"] == "temp-silent" && v["event"] == "raised"
-    })
-    .await;
+    send(&feed, "shopfloor/plant1/oven/o1/temp", common::reading_of("temp", 210.0)).await;
+    let stale =
+        event(&mut op_events, |v| v["rule"] == "temp-silent" && v["event"] == "raised").await;
     let after = last.elapsed();
     println!(
         "stale raised {:.2} s after the last sample (limit 3 × 0.3 s + 1 s)",
@@ -130,45 +98,30 @@ async fn a_silent_sensor_raises_stale_in_time_and_stays_raised() {
     // until a sample comes.
     let more = tokio::time::timeout(
         std::time::Duration::from_secs(2),
-        next(&mut op_events, |t, v| t == "shopfloor/alarms/events" && v["rule"] == "temp-silent"),
+        event(&mut op_events, |v| v["rule"] == "temp-silent"),
     )
     .await;
     assert!(more.is_err(), "an event while silent: {more:?}");
-    feed.publish(
-        "shopfloor/plant1/oven/o1/temp",
-        QoS::AtLeastOnce,
-        false,
-        common::reading_of("temp", 211.0),
-    )
-    .await
-    .unwrap();
-    let (_, back) =
-        next(&mut op_events, |t, v| t == "shopfloor/alarms/events" && v["rule"] == "temp-silent")
-            .await;
+    send(&feed, "shopfloor/plant1/oven/o1/temp", common::reading_of("temp", 211.0)).await;
+    let back = event(&mut op_events, |v| v["rule"] == "temp-silent").await;
     assert_eq!(back["event"], "returned_to_normal");
     d.shutdown().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_raises_the_meta_alarm() {
-    let broker = Mosquitto::start().expect("start mosquitto (apt-get install -y mosquitto)");
-    let d = driver(&broker, SILENCE_AND_FLOOD, "alertd-flood");
-    let (_op, mut op_events) = operator(&broker, "operator").await;
-    let feed = gateway(&broker, "tanks");
+    let Plant { broker: _broker, driver: d, op: _op, mut op_events, feed } =
+        plant(SILENCE_AND_FLOOD, "alertd-flood", "tanks").await;
     // Eleven tanks overflow: more than 10 activations in 10 min.
     for tank in 0..11 {
-        feed.publish(
+        send(
+            &feed,
             format!("shopfloor/plant1/tank/t{tank}/level"),
-            QoS::AtLeastOnce,
-            false,
             common::reading_of("level", 95.0),
         )
-        .await
-        .unwrap();
+        .await;
     }
-    let (_, flood) =
-        next(&mut op_events, |t, v| t == "shopfloor/alarms/events" && v["rule"] == "alarm-flood")
-            .await;
+    let flood = event(&mut op_events, |v| v["rule"] == "alarm-flood").await;
     assert_eq!(
         (flood["event"].as_str(), flood["source"].as_str()),
         (Some("raised"), Some("plant"))
@@ -182,7 +135,7 @@ async fn a_flood_raises_the_meta_alarm() {
 /// Confirmation, where the rule asks for it, closes the instance.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sparkplug_history_is_late_not_live_and_confirm_closes() {
-    let broker = Mosquitto::start().expect("start mosquitto (apt-get install -y mosquitto)");
+    let broker = broker();
     let rules = r#"
 [[rule]]
 name = "tank-level"
@@ -191,10 +144,7 @@ metric = "level"
 confirm = true
 limit = { hh = { limit = 95.0 }, h = { limit = 90.0 } }
 "#;
-    let mut config = AlertConfig::new(broker.host(), broker.port(), "alertd-sp");
-    config.inputs = vec![Input::Sparkplug { host: HostConfig::new("alertd-sp") }];
-    let driver =
-        AlertDriver::spawn(Engine::new(RuleSet::from_toml(rules, "rules.toml").unwrap()), config);
+    let driver = spawn(rules, sparkplug(&broker, "alertd-sp"));
     let (op, mut op_events) = operator(&broker, "operator-sp").await;
 
     let now = shopfloor_schemas::Timestamp::now().unix_ms();
@@ -210,18 +160,15 @@ limit = { hh = { limit = 95.0 }, h = { limit = 90.0 } }
             Metric::new("level", now, MetricValue::Double(50.0)),
         ],
     );
-    edge.publish("spBv1.0/Plant1/NBIRTH/tank-1", QoS::AtLeastOnce, false, birth).await.unwrap();
+    send(&edge, "spBv1.0/Plant1/NBIRTH/tank-1", birth).await;
     // Stored while offline: HH an hour ago, then normal; live: still normal.
     let mut old = Metric::new("level", now - 3_600_000, MetricValue::Double(97.0));
     old.is_historical = true;
     let mut back = Metric::new("level", now - 3_500_000, MetricValue::Double(60.0));
     back.is_historical = true;
     let data = encode(1, vec![old, back, Metric::new("level", now, MetricValue::Double(55.0))]);
-    edge.publish("spBv1.0/Plant1/NDATA/tank-1", QoS::AtLeastOnce, false, data).await.unwrap();
-    let (_, late) = next(&mut op_events, |t, v| {
-        t == "shopfloor/alarms/events" && v["event"] != "returned_to_normal"
-    })
-    .await;
+    send(&edge, "spBv1.0/Plant1/NDATA/tank-1", data).await;
+    let late = event(&mut op_events, |v| v["event"] != "returned_to_normal").await;
     assert_eq!(late["event"], "late", "history first, and never raised: {late}");
     assert_eq!(
         (late["condition"].as_str(), late["annunciate"].as_bool()),
@@ -229,22 +176,20 @@ limit = { hh = { limit = 95.0 }, h = { limit = 90.0 } }
     );
     assert_eq!(late["sampled"], now - 3_600_000);
     assert_eq!(late["source"], "Plant1/tank-1");
-    let (_, normal) = next(&mut op_events, |t, _| t == "shopfloor/alarms/events").await;
+    let normal = event(&mut op_events, |_| true).await;
     assert_eq!((normal["event"].as_str(), normal["condition"].as_str()), (Some("late"), None));
 
     // A live breach is raised; acknowledged, it still waits for confirmation.
     let live = encode(2, vec![Metric::new("level", now + 1, MetricValue::Double(92.0))]);
-    edge.publish("spBv1.0/Plant1/NDATA/tank-1", QoS::AtLeastOnce, false, live).await.unwrap();
-    let (_, raised) = next(&mut op_events, |t, _| t == "shopfloor/alarms/events").await;
+    send(&edge, "spBv1.0/Plant1/NDATA/tank-1", live).await;
+    let raised = event(&mut op_events, |_| true).await;
     assert_eq!(
         (raised["event"].as_str(), raised["condition"].as_str()),
         (Some("raised"), Some("H"))
     );
     let alarm = r#""rule":"tank-level","source":"Plant1/tank-1","metric":"level","user":"jane""#;
     command(&op, &format!(r#"{{"command":"acknowledge",{alarm}}}"#)).await;
-    let (_, acked) =
-        next(&mut op_events, |t, v| t == "shopfloor/alarms/events" && v["event"] == "acknowledged")
-            .await;
+    let acked = event(&mut op_events, |v| v["event"] == "acknowledged").await;
     assert_eq!(acked["closed"], false);
     let (_, state) = next(&mut op_events, |t, v| {
         t.starts_with("shopfloor/alarms/state/") && v["unacknowledged"] == false
@@ -252,16 +197,11 @@ limit = { hh = { limit = 95.0 }, h = { limit = 90.0 } }
     .await;
     assert_eq!(state["unconfirmed"], true);
     let normal = encode(3, vec![Metric::new("level", now + 2, MetricValue::Double(50.0))]);
-    edge.publish("spBv1.0/Plant1/NDATA/tank-1", QoS::AtLeastOnce, false, normal).await.unwrap();
-    let (_, rtn) = next(&mut op_events, |t, v| {
-        t == "shopfloor/alarms/events" && v["event"] == "returned_to_normal"
-    })
-    .await;
+    send(&edge, "spBv1.0/Plant1/NDATA/tank-1", normal).await;
+    let rtn = event(&mut op_events, |v| v["event"] == "returned_to_normal").await;
     assert_eq!(rtn["closed"], false, "not confirmed yet");
     command(&op, &format!(r#"{{"command":"confirm",{alarm},"comment":"pump reset"}}"#)).await;
-    let (_, confirmed) =
-        next(&mut op_events, |t, v| t == "shopfloor/alarms/events" && v["event"] == "confirmed")
-            .await;
+    let confirmed = event(&mut op_events, |v| v["event"] == "confirmed").await;
     assert_eq!(
         (confirmed["closed"].as_bool(), confirmed["comment"].as_str()),
         (Some(true), Some("pump reset"))
@@ -280,7 +220,7 @@ async fn started_after_the_births_it_asks_for_a_rebirth_and_raises() {
     use shopfloor_mqtt::{Broker, DriverConfig, EdgeDriver};
     use shopfloor_sparkplug::edge::MetricSpec;
     use shopfloor_sparkplug::{DataType, EdgeNode, EdgeNodeConfig};
-    let broker = Mosquitto::start().expect("start mosquitto (apt-get install -y mosquitto)");
+    let broker = broker();
     let mut node = EdgeNodeConfig::new("Plant1", "gw-early");
     node.devices = vec![("tank-1".into(), vec![MetricSpec::new("level", DataType::Double)])];
     let edge = EdgeDriver::spawn(
@@ -294,10 +234,7 @@ async fn started_after_the_births_it_asks_for_a_rebirth_and_raises() {
     }
 
     let rules = "[[rule]]\nname = \"tank-level\"\nsource = \"Plant1/*\"\nmetric = \"level\"\nlimit = { h = { limit = 90.0 } }\n";
-    let mut config = AlertConfig::new(broker.host(), broker.port(), "alertd-late");
-    config.inputs = vec![Input::Sparkplug { host: HostConfig::new("alertd-late") }];
-    let driver =
-        AlertDriver::spawn(Engine::new(RuleSet::from_toml(rules, "rules.toml").unwrap()), config);
+    let driver = spawn(rules, sparkplug(&broker, "alertd-late"));
     let (_op, mut op_events) = operator(&broker, "operator-late").await;
     // Breaches keep coming; only a rebirth makes them readable.
     let publisher = tokio::spawn(async move {
@@ -313,8 +250,7 @@ async fn started_after_the_births_it_asks_for_a_rebirth_and_raises() {
             tokio::time::sleep(std::time::Duration::from_millis(200)).await;
         }
     });
-    let (_, raised) =
-        next(&mut op_events, |t, v| t == "shopfloor/alarms/events" && v["event"] == "raised").await;
+    let raised = event(&mut op_events, |v| v["event"] == "raised").await;
     assert_eq!(raised["source"], "Plant1/gw-early/tank-1");
     publisher.abort();
     driver.shutdown().await.expect("the engine back");

@@ -84,6 +84,27 @@ impl Lines {
         self.lines.push((self.buf.len(), origin));
     }
 
+    /// A row for each reading of `batches` (or deaths, when `death`), which
+    /// `row` writes into the buffer without its `\n`, or refuses before
+    /// writing anything; the readings refused, by (batch, reading).
+    pub(crate) fn write_readings(
+        &mut self,
+        batches: &[Batch],
+        death: bool,
+        mut row: impl FnMut(&mut Vec<u8>, &Batch, &Reading) -> Result<(), RowError>,
+    ) -> Vec<(usize, usize, RowError)> {
+        let mut refused = Vec::new();
+        for (bi, b) in batches.iter().enumerate() {
+            for (ri, r) in b.readings.iter().enumerate() {
+                match row(&mut self.buf, b, r) {
+                    Ok(()) => self.end(Origin::Reading { batch: bi, reading: ri, death }),
+                    Err(e) => refused.push((bi, ri, e)),
+                }
+            }
+        }
+        refused
+    }
+
     /// Ranges of whole rows of at most `max` bytes each (a longer row alone).
     pub fn chunks(&self, max: usize) -> Vec<std::ops::Range<usize>> {
         let mut out = Vec::new();
@@ -101,6 +122,21 @@ impl Lines {
         }
         out
     }
+}
+
+/// The readings and the deaths of `work` as `encode` (a store's
+/// `encode_readings`) writes them; those it refuses, by [`Origin`].
+pub(crate) fn encode_readings_and_deaths(
+    work: &Submission,
+    mut encode: impl FnMut(&[Batch], bool) -> Vec<(usize, usize, RowError)>,
+) -> Vec<(Origin, RowError)> {
+    let mut refused = Vec::new();
+    for (batches, death) in [(&work.batches, false), (&work.deaths, true)] {
+        for (batch, reading, e) in encode(batches, death) {
+            refused.push((Origin::Reading { batch, reading, death }, e));
+        }
+    }
+    refused
 }
 
 /// A reading of `batches` (or `deaths`) by its [`Origin`].
@@ -168,6 +204,56 @@ pub trait Dialect: Send + Sync + 'static {
 
     /// Bytes per request at most.
     fn max_body(&self) -> usize;
+}
+
+/// The configuration of a store spoken to over HTTP.
+pub trait HttpConfig: Send + Sync + 'static {
+    /// An agent for the store's server.
+    fn agent(&self) -> HttpStore;
+}
+
+/// Writes to the store `C` configures ([`InfluxSink`](crate::InfluxSink),
+/// [`ClickHouseSink`](crate::ClickHouseSink)). Cheap to clone (one HTTP
+/// agent, its connections pooled).
+#[derive(Debug)]
+pub struct HttpSink<C> {
+    pub(crate) config: Arc<C>,
+    pub(crate) http: HttpStore,
+}
+
+impl<C> Clone for HttpSink<C> {
+    fn clone(&self) -> Self {
+        Self { config: Arc::clone(&self.config), http: self.http.clone() }
+    }
+}
+
+impl<C: HttpConfig> HttpSink<C> {
+    /// A sink for `config` (nothing is sent until
+    /// [`Sink::connect`](crate::Sink::connect)).
+    pub fn new(config: C) -> Self {
+        Self { http: config.agent(), config: Arc::new(config) }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &C {
+        &self.config
+    }
+
+    /// The births `parse` finds in `body`, the answer to reading them
+    /// (`what`); an error with the parser's words if it finds none.
+    pub(crate) fn births_in(
+        &self,
+        body: &str,
+        what: &str,
+        parse: impl FnOnce(&str) -> Result<Vec<(String, Vec<u8>)>, String>,
+    ) -> Result<Vec<(String, Vec<u8>)>, IngestError> {
+        parse(body).map_err(|message| IngestError::Http {
+            store: self.http.store,
+            what: what.into(),
+            status: Some(200),
+            message,
+        })
+    }
 }
 
 /// An HTTP agent for one store: connections pooled, each request run on a

@@ -8,13 +8,12 @@ use rumqttc::v5::mqttbytes::v5::Packet;
 use rumqttc::v5::{AsyncClient, Event, MqttOptions};
 use shopfloor_ingest::{Ingest, IngestConfig, Input, Storage};
 use shopfloor_schemas::{Batch, Codec, Reading, Timestamp, TopicTemplate, topic};
-use shopfloor_sparkplug::HostConfig;
 use shopfloor_testkit::{Mosquitto, Postgres};
 use tokio::time::{Instant, timeout};
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 
 mod support;
-use support::{T0, broker, ingest, message, publish};
+use support::{T0, broker, column, connect, ingest, message, pairs, publish, sparkplug, value};
 
 fn config(broker: &Mosquitto, pg: &Postgres) -> IngestConfig {
     let mut c = IngestConfig::new(broker.host(), broker.port(), "ingest-1", pg.connection_string());
@@ -27,39 +26,27 @@ fn config(broker: &Mosquitto, pg: &Postgres) -> IngestConfig {
     c
 }
 
-async fn db(pg: &Postgres) -> Client {
-    let (client, conn) = tokio_postgres::connect(&pg.connection_string(), NoTls).await.unwrap();
-    tokio::spawn(conn);
-    client
-}
-
 /// Waits until the readings view holds `n` rows (and checks no metric and
 /// time appears twice), at most 60 s.
 async fn expect_rows(pg: &Postgres, n: i64, dead: i64) {
     let deadline = Instant::now() + Duration::from_secs(60);
     let (mut rows, mut letters) = (0, 0);
     while Instant::now() < deadline {
-        if let Ok(client) = timeout(Duration::from_secs(2), db(pg)).await {
+        if let Ok(client) = timeout(Duration::from_secs(2), connect(pg)).await {
             let q = "SELECT (SELECT count(*) FROM shopfloor.readings), (SELECT count(*) FROM shopfloor.dead_letters)";
             if let Ok(row) = client.query_one(q, &[]).await {
                 (rows, letters) = (row.get(0), row.get(1));
                 if rows == n && letters == dead {
-                    let distinct: i64 = client
-                        .query_one(
-                            "SELECT count(DISTINCT (source, metric, time)) FROM shopfloor.readings",
-                            &[],
-                        )
-                        .await
-                        .unwrap()
-                        .get(0);
+                    let distinct: i64 = value(
+                        &client,
+                        "SELECT count(DISTINCT (source, metric, time)) FROM shopfloor.readings",
+                    )
+                    .await;
                     assert_eq!(distinct, n);
                     // And nothing more arrives.
                     tokio::time::sleep(Duration::from_millis(500)).await;
-                    let again: i64 = client
-                        .query_one("SELECT count(*) FROM shopfloor.readings", &[])
-                        .await
-                        .unwrap()
-                        .get(0);
+                    let again: i64 =
+                        value(&client, "SELECT count(*) FROM shopfloor.readings").await;
                     assert_eq!(again, n, "rows kept coming");
                     return;
                 }
@@ -78,7 +65,7 @@ async fn steady_state_exactly_n_rows(storage: Storage) {
     publish(&broker, 0..N, 0, || {}).await;
     expect_rows(&pg, N as i64, 0).await;
     ingest.shutdown().await.unwrap();
-    support::assert_storage(&db(&pg).await, storage).await;
+    support::assert_storage(&connect(&pg).await, storage).await;
 }
 
 async fn malformed_messages_go_to_dead_letters_and_nothing_else(storage: Storage) {
@@ -87,15 +74,18 @@ async fn malformed_messages_go_to_dead_letters_and_nothing_else(storage: Storage
     // 1 % malformed.
     publish(&broker, 0..N, 100, || {}).await;
     expect_rows(&pg, (N - N / 100) as i64, (N / 100) as i64).await;
-    let letters =
-        db(&pg).await.query("SELECT topic, error FROM shopfloor.dead_letters", &[]).await.unwrap();
+    let letters = connect(&pg)
+        .await
+        .query("SELECT topic, error FROM shopfloor.dead_letters", &[])
+        .await
+        .unwrap();
     assert!(
         letters
             .iter()
             .all(|r| r.get::<_, String>(1).contains("EOF") || !r.get::<_, String>(1).is_empty())
     );
     ingest.shutdown().await.unwrap();
-    support::assert_storage(&db(&pg).await, storage).await;
+    support::assert_storage(&connect(&pg).await, storage).await;
 }
 
 async fn an_ingest_crash_and_restart_loses_and_duplicates_nothing(storage: Storage) {
@@ -105,17 +95,11 @@ async fn an_ingest_crash_and_restart_loses_and_duplicates_nothing(storage: Stora
     let first = ingest(config(&broker, &pg)).await;
     publish(&broker, 0..10, 0, || {}).await;
     expect_rows(&pg, 10, 0).await;
-    let mut first = Some(first);
-    publish(&broker, 10..N, 0, || {
-        if let Some(i) = first.take() {
-            i.abort();
-        }
-    })
-    .await;
+    support::publish_aborting(&broker, 10..N, first).await;
     let second = Ingest::spawn(config(&broker, &pg));
     expect_rows(&pg, N as i64, 0).await;
     second.shutdown().await.unwrap();
-    support::assert_storage(&db(&pg).await, storage).await;
+    support::assert_storage(&connect(&pg).await, storage).await;
 }
 
 async fn a_postgres_restart_mid_stream_loses_nothing(storage: Storage) {
@@ -124,7 +108,7 @@ async fn a_postgres_restart_mid_stream_loses_nothing(storage: Storage) {
     publish(&broker, 0..N, 0, || pg.restart().expect("restart postgres")).await;
     expect_rows(&pg, N as i64, 0).await;
     ingest.shutdown().await.unwrap();
-    support::assert_storage(&db(&pg).await, storage).await;
+    support::assert_storage(&connect(&pg).await, storage).await;
 }
 
 /// PostgreSQL kept down for 60 s while messages keep coming: nothing is
@@ -132,44 +116,16 @@ async fn a_postgres_restart_mid_stream_loses_nothing(storage: Storage) {
 /// keeps the rest), and the first batch commits within 10 s of the
 /// database accepting connections again.
 async fn postgres_down_for_60_s_loses_nothing_and_recovers_within_10_s(storage: Storage) {
-    use std::sync::atomic::Ordering::Relaxed;
     let (broker, mut pg) = (broker(), support::postgres(storage));
     let mut c = config(&broker, &pg);
     c.max_pending = 300;
     let ingest = ingest(c).await;
     publish(&broker, 0..N / 4, 0, || {}).await;
     expect_rows(&pg, (N / 4) as i64, 0).await;
-    let down = Instant::now();
-    pg.stop();
-    let committed = ingest.stats().messages.load(Relaxed);
-    publish(&broker, N / 4..N, 0, || {}).await;
-    let mut most_held = 0;
-    while down.elapsed() < Duration::from_secs(60) {
-        most_held = most_held.max(ingest.stats().held.load(Relaxed));
-        assert_eq!(ingest.stats().messages.load(Relaxed), committed, "nothing commits while down");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(most_held > 0 && most_held <= 300, "held {most_held} messages (max_pending 300)");
-    // The event loop kept polling (and pinging) while nothing committed:
-    // the broker never dropped the connection.
-    assert_eq!(ingest.stats().link.connects.load(Relaxed), 1, "no reconnect during the outage");
-    pg.start_again().expect("start postgres again");
-    let up = Instant::now();
-    while ingest.stats().messages.load(Relaxed) == committed {
-        assert!(
-            up.elapsed() < Duration::from_secs(10),
-            "no commit within 10 s of PostgreSQL's return"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    println!(
-        "PostgreSQL down {:.0} s; first commit {:.2} s after it accepted connections again (limit 10 s); at most {most_held} messages held",
-        up.duration_since(down).as_secs_f64(),
-        up.elapsed().as_secs_f64()
-    );
+    support::outage_of_60_s(&broker, &ingest, &mut pg, "PostgreSQL", N / 4..N, 300).await;
     expect_rows(&pg, N as i64, 0).await;
     ingest.shutdown().await.unwrap();
-    support::assert_storage(&db(&pg).await, storage).await;
+    support::assert_storage(&connect(&pg).await, storage).await;
 }
 
 async fn a_broker_restart_mid_stream_loses_nothing(storage: Storage) {
@@ -182,7 +138,7 @@ async fn a_broker_restart_mid_stream_loses_nothing(storage: Storage) {
     publish(&broker, N / 2..N, 0, || {}).await;
     expect_rows(&pg, N as i64, 0).await;
     ingest.shutdown().await.unwrap();
-    support::assert_storage(&db(&pg).await, storage).await;
+    support::assert_storage(&connect(&pg).await, storage).await;
 }
 
 async fn a_network_cut_between_ingest_and_broker_loses_nothing(storage: Storage) {
@@ -203,18 +159,16 @@ async fn a_network_cut_between_ingest_and_broker_loses_nothing(storage: Storage)
     assert_eq!(cuts, 1);
     expect_rows(&pg, N as i64, 0).await;
     ingest.shutdown().await.unwrap();
-    support::assert_storage(&db(&pg).await, storage).await;
+    support::assert_storage(&connect(&pg).await, storage).await;
 }
 
 async fn sparkplug_births_data_and_death_become_rows(storage: Storage) {
     use shopfloor_mqtt::{Broker, DriverConfig, EdgeDriver};
     use shopfloor_sparkplug::edge::MetricSpec;
-    use shopfloor_sparkplug::{DataType, EdgeNode, EdgeNodeConfig, HostConfig};
+    use shopfloor_sparkplug::{DataType, EdgeNode, EdgeNodeConfig};
     let (broker, pg) = (broker(), support::postgres(storage));
     let mut c = config(&broker, &pg);
-    let mut host = HostConfig::new("ingest");
-    host.publish_state = false;
-    c.inputs = vec![Input::Sparkplug { host }];
+    c.inputs = vec![sparkplug()];
     let ingest = ingest(c).await;
     let mut node = EdgeNodeConfig::new("Plant1", "Gateway-7");
     let mut pressure = MetricSpec::new("Pressure", DataType::Double);
@@ -239,23 +193,14 @@ async fn sparkplug_births_data_and_death_become_rows(storage: Storage) {
         ));
         edge.publish(b).await.unwrap();
     }
-    let client = db(&pg).await;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let n: i64 = client
-            .query_one(
-                "SELECT count(*) FROM shopfloor.readings WHERE source = 'Plant1/Gateway-7/press-1' AND metric = 'Pressure' AND quality = 'good'",
-                &[],
-            )
-            .await
-            .map(|r| r.get(0))
-            .unwrap_or(0);
-        if n >= 50 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "{n} of 50 Sparkplug readings within 30 s");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let client = connect(&pg).await;
+    wait_until(
+        &client,
+        "SELECT count(*) FROM shopfloor.readings WHERE source = 'Plant1/Gateway-7/press-1' AND metric = 'Pressure' AND quality = 'good'",
+        "all 50 Sparkplug readings",
+        |n| n >= 50,
+    )
+    .await;
     // The catalogue holds what the birth said: datatype, unit, range.
     let row = client
         .query_one(
@@ -295,13 +240,8 @@ async fn sparkplug_births_data_and_death_become_rows(storage: Storage) {
     }
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let topics: Vec<String> = client
-            .query("SELECT topic FROM shopfloor.dead_letters ORDER BY id", &[])
-            .await
-            .unwrap()
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
+        let topics: Vec<String> =
+            column(&client, "SELECT topic FROM shopfloor.dead_letters ORDER BY id").await;
         if topics.len() == 2 {
             assert_eq!(
                 topics,
@@ -316,21 +256,15 @@ async fn sparkplug_births_data_and_death_become_rows(storage: Storage) {
 
     // The node dies: its last values are written again, stale.
     edge.shutdown().await;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let n: i64 = client
-            .query_one("SELECT count(*) FROM shopfloor.readings WHERE quality = 'stale' AND metric = 'Pressure'", &[])
-            .await
-            .map(|r| r.get(0))
-            .unwrap_or(0);
-        if n >= 1 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "no stale reading after the NDEATH within 30 s");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_until(
+        &client,
+        "SELECT count(*) FROM shopfloor.readings WHERE quality = 'stale' AND metric = 'Pressure'",
+        "a stale reading after the NDEATH",
+        |n| n >= 1,
+    )
+    .await;
     ingest.shutdown().await.unwrap();
-    support::assert_storage(&db(&pg).await, storage).await;
+    support::assert_storage(&connect(&pg).await, storage).await;
 }
 
 async fn two_instances_share_the_load_with_exact_counts(storage: Storage) {
@@ -349,7 +283,7 @@ async fn two_instances_share_the_load_with_exact_counts(storage: Storage) {
     assert_eq!(ma + mb, N, "each message to one instance");
     a.shutdown().await.unwrap();
     b.shutdown().await.unwrap();
-    support::assert_storage(&db(&pg).await, storage).await;
+    support::assert_storage(&connect(&pg).await, storage).await;
 }
 
 /// Sparkplug DATA names metrics by alias only, and is QoS 0. With the
@@ -360,7 +294,7 @@ async fn two_instances_share_the_load_with_exact_counts(storage: Storage) {
 async fn sparkplug_data_queued_while_ingest_was_away_is_named_after_a_restart(storage: Storage) {
     use shopfloor_mqtt::{Broker, DriverConfig, EdgeDriver};
     use shopfloor_sparkplug::edge::MetricSpec;
-    use shopfloor_sparkplug::{DataType, EdgeNode, EdgeNodeConfig, HostConfig};
+    use shopfloor_sparkplug::{DataType, EdgeNode, EdgeNodeConfig};
     let broker = Mosquitto::builder()
         .persistence(true)
         .max_queued_messages(100_000)
@@ -369,9 +303,7 @@ async fn sparkplug_data_queued_while_ingest_was_away_is_named_after_a_restart(st
         .expect("start mosquitto");
     let pg = support::postgres(storage);
     let mut c = config(&broker, &pg);
-    let mut host = HostConfig::new("ingest");
-    host.publish_state = false;
-    c.inputs = vec![Input::Sparkplug { host }];
+    c.inputs = vec![sparkplug()];
     let first = ingest(c.clone()).await;
     let mut node = EdgeNodeConfig::new("Plant1", "Gateway-9");
     node.devices = vec![("oven-1".into(), vec![MetricSpec::new("Temperature", DataType::Double)])];
@@ -420,7 +352,7 @@ async fn sparkplug_data_queued_while_ingest_was_away_is_named_after_a_restart(st
     expect_rows(&pg, 50, 0).await;
     second.shutdown().await.unwrap();
     edge.shutdown().await;
-    support::assert_storage(&db(&pg).await, storage).await;
+    support::assert_storage(&connect(&pg).await, storage).await;
 }
 
 /// A Sparkplug payload, encoded as a peer would (prost, the official
@@ -501,10 +433,8 @@ async fn sparkplug_data_shared_by_two_instances_is_named_by_both(storage: Storag
     use std::sync::atomic::Ordering::Relaxed;
     let (broker, pg) = (broker(), support::postgres(storage));
     let proxy = shopfloor_testkit::FaultProxy::start(broker.addr()).expect("a fault proxy");
-    let mut host = HostConfig::new("ingest");
-    host.publish_state = false;
     let mut a = config(&broker, &pg);
-    a.inputs = vec![Input::Sparkplug { host }];
+    a.inputs = vec![sparkplug()];
     a.share = Some("ingest".into());
     let mut b = a.clone();
     b.client_id = "ingest-2".into();
@@ -520,7 +450,7 @@ async fn sparkplug_data_shared_by_two_instances_is_named_by_both(storage: Storag
     edge.send_qos0("spBv1.0/G/NBIRTH/E", nbirth).await;
     let dbirth = sp_payload(Some(1), T0, vec![sp_metric(Some("t"), 2, T0, -1.0)]);
     edge.send_qos0("spBv1.0/G/DBIRTH/E/d", dbirth).await;
-    let client = db(&pg).await;
+    let client = connect(&pg).await;
     wait_for(&client, "SELECT count(*) FROM shopfloor.sparkplug_births", 2).await;
     proxy.resume();
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -554,27 +484,24 @@ async fn sparkplug_data_shared_by_two_instances_is_named_by_both(storage: Storag
     assert_eq!(stale, [("t".to_owned(), (N - 1) as f64), ("uptime".to_owned(), 0.0)]);
     a.shutdown().await.unwrap();
     b.shutdown().await.unwrap();
-    support::assert_storage(&db(&pg).await, storage).await;
-}
-
-/// The rows of `sql`, two columns each.
-async fn pairs<A, B>(client: &Client, sql: &str) -> Vec<(A, B)>
-where
-    A: for<'a> tokio_postgres::types::FromSql<'a>,
-    B: for<'a> tokio_postgres::types::FromSql<'a>,
-{
-    client.query(sql, &[]).await.unwrap().iter().map(|r| (r.get(0), r.get(1))).collect()
+    support::assert_storage(&connect(&pg).await, storage).await;
 }
 
 /// Polls `sql` (one bigint) until it is `want`, at most 30 s.
 async fn wait_for(client: &Client, sql: &str, want: i64) {
+    wait_until(client, sql, &want.to_string(), |n| n == want).await;
+}
+
+/// Polls `sql` (one bigint) until `done` holds for it (it is `expected`),
+/// at most 30 s.
+async fn wait_until(client: &Client, sql: &str, expected: &str, done: impl Fn(i64) -> bool) {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let n: i64 = client.query_one(sql, &[]).await.map(|r| r.get(0)).unwrap_or(-1);
-        if n == want {
+        if done(n) {
             return;
         }
-        assert!(Instant::now() < deadline, "{sql}: {n}, expected {want} within 30 s");
+        assert!(Instant::now() < deadline, "{sql}: {n}, expected {expected} within 30 s");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -585,9 +512,7 @@ async fn wait_for(client: &Client, sql: &str, want: i64) {
 async fn no_single_message_stalls_the_ingest(storage: Storage) {
     let (broker, pg) = (broker(), support::postgres(storage));
     let mut c = config(&broker, &pg);
-    let mut host = HostConfig::new("ingest");
-    host.publish_state = false;
-    c.inputs.push(Input::Sparkplug { host });
+    c.inputs.push(sparkplug());
     let ingest = ingest(c).await;
     let raw = Raw::new(&broker, "hostile");
     let now = now_ms();
@@ -635,7 +560,7 @@ async fn no_single_message_stalls_the_ingest(storage: Storage) {
     .await;
     let (t, p) = message(1, false);
     raw.send(&t, p).await;
-    let client = db(&pg).await;
+    let client = connect(&pg).await;
     wait_for(
         &client,
         "SELECT count(*) FROM shopfloor.readings WHERE (source, metric) IN (('G/bad-birth', 'good'), ('G/next', 't'), ('plant1/press/m1', 's1'))",
@@ -645,13 +570,8 @@ async fn no_single_message_stalls_the_ingest(storage: Storage) {
     wait_for(&client, "SELECT count(*) FROM shopfloor.dead_letters", 5).await;
     // The birth is dead-lettered for its bad metric (its good one stored),
     // and so are both far-future readings; the reasons say what was wrong.
-    let errors: Vec<(String, String)> = client
-        .query("SELECT topic, error FROM shopfloor.dead_letters ORDER BY id", &[])
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect();
+    let errors: Vec<(String, String)> =
+        pairs(&client, "SELECT topic, error FROM shopfloor.dead_letters ORDER BY id").await;
     let row = client
         .query_one(
             "SELECT length(payload), error FROM shopfloor.dead_letters WHERE topic = 'shopfloor/p/a/m/junk'",
@@ -679,7 +599,7 @@ async fn no_single_message_stalls_the_ingest(storage: Storage) {
     // counted what it dead-lettered.
     assert_eq!(ingest.stats().dead_letters.load(std::sync::atomic::Ordering::Relaxed), 5);
     ingest.shutdown().await.unwrap();
-    support::assert_storage(&db(&pg).await, storage).await;
+    support::assert_storage(&connect(&pg).await, storage).await;
 }
 
 fn now_ms() -> u64 {
@@ -693,12 +613,10 @@ fn now_ms() -> u64 {
 async fn a_death_is_never_lost(storage: Storage) {
     let (broker, pg) = (broker(), support::postgres(storage));
     let mut c = config(&broker, &pg);
-    let mut host = HostConfig::new("ingest");
-    host.publish_state = false;
-    c.inputs = vec![Input::Sparkplug { host }];
+    c.inputs = vec![sparkplug()];
     let ingest = ingest(c).await;
     let raw = Raw::new(&broker, "edge");
-    let client = db(&pg).await;
+    let client = connect(&pg).await;
     let t = now_ms() - 60_000;
     let latest = |source: &str| {
         format!(
@@ -801,7 +719,7 @@ async fn a_death_is_never_lost(storage: Storage) {
         ]
     );
     ingest.shutdown().await.unwrap();
-    support::assert_storage(&db(&pg).await, storage).await;
+    support::assert_storage(&connect(&pg).await, storage).await;
 }
 
 /// Stopping works in every state: here while PostgreSQL refuses every
@@ -865,7 +783,7 @@ async fn postgres_over_tls_as_sslmode_asks() {
     let ingest = ingest(c).await;
     publish(&broker, 0..100, 0, || {}).await;
     expect_rows(&pg, 100, 0).await;
-    let (all, tls): (i64, i64) = db(&pg)
+    let (all, tls): (i64, i64) = connect(&pg)
         .await
         .query_one(
             "SELECT count(*), count(*) FILTER (WHERE s.ssl) FROM pg_stat_ssl s

@@ -6,7 +6,6 @@
 //! for a restart. Each test runs once per store (`influxdb::…`,
 //! `clickhouse::…`).
 
-use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use shopfloor_ingest::influx::line::MAX_STRING;
@@ -19,13 +18,13 @@ use shopfloor_testkit::{ClickHouse, InfluxDb, Mosquitto};
 use tokio::time::Instant;
 
 mod support;
-use support::{T0, broker, ingest, publish};
+use support::{Outage, T0, broker, ingest, publish};
 
 const DB: &str = "shopfloor";
 const N: u64 = 2000;
 
 /// A store's server as the tests drive it.
-trait Server: Sized {
+trait Server: Sized + Outage {
     fn start() -> Self;
     /// The store in `database`, for `IngestConfig::store`.
     fn store_in(&self, database: &str) -> Store;
@@ -42,8 +41,6 @@ trait Server: Sized {
     /// Readings only this store cannot hold, with what their dead letters say.
     fn unstorable(&self) -> Vec<(Reading, &'static str)>;
     fn kill9(&mut self);
-    fn stop(&mut self);
-    fn start_again(&mut self);
 
     fn store(&self) -> Store {
         self.store_in(DB)
@@ -109,6 +106,9 @@ impl Server for InfluxDb {
     fn kill9(&mut self) {
         Self::kill9(self);
     }
+}
+
+impl Outage for InfluxDb {
     fn stop(&mut self) {
         Self::stop(self);
     }
@@ -158,6 +158,9 @@ impl Server for ClickHouse {
     fn kill9(&mut self) {
         Self::kill9(self);
     }
+}
+
+impl Outage for ClickHouse {
     fn stop(&mut self) {
         Self::stop(self);
     }
@@ -216,13 +219,7 @@ async fn an_ingest_crash_and_redelivery_store_each_reading_once<S: Server>() {
     let first = ingest(config(&broker, db.store())).await;
     publish(&broker, 0..10, 0, || {}).await;
     expect_counts(&db, 10, 0).await;
-    let mut first = Some(first);
-    publish(&broker, 10..N, 0, || {
-        if let Some(i) = first.take() {
-            i.abort();
-        }
-    })
-    .await;
+    support::publish_aborting(&broker, 10..N, first).await;
     let second = ingest(config(&broker, db.store())).await;
     expect_counts(&db, N as i64, 0).await;
     second.shutdown().await.unwrap();
@@ -250,36 +247,7 @@ async fn the_server_down_for_60_s_loses_nothing_and_recovers_within_10_s<S: Serv
     let ingest = ingest(c).await;
     publish(&broker, 0..N / 4, 0, || {}).await;
     expect_counts(&db, (N / 4) as i64, 0).await;
-    let down = Instant::now();
-    db.stop();
-    let committed = ingest.stats().messages.load(Relaxed);
-    publish(&broker, N / 4..N, 0, || {}).await;
-    let mut most_held = 0;
-    while down.elapsed() < Duration::from_secs(60) {
-        most_held = most_held.max(ingest.stats().held.load(Relaxed));
-        assert_eq!(ingest.stats().messages.load(Relaxed), committed, "nothing commits while down");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(most_held > 0 && most_held <= 300, "held {most_held} messages (max_pending 300)");
-    assert_eq!(
-        ingest.stats().link.connects.load(Relaxed),
-        1,
-        "no MQTT reconnect during the outage"
-    );
-    db.start_again();
-    let up = Instant::now();
-    while ingest.stats().messages.load(Relaxed) == committed {
-        assert!(
-            up.elapsed() < Duration::from_secs(10),
-            "no write within 10 s of the server's return"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    println!(
-        "server down {:.0} s; first write {:.2} s after it came back (limit 10 s); at most {most_held} messages held",
-        up.duration_since(down).as_secs_f64(),
-        up.elapsed().as_secs_f64()
-    );
+    support::outage_of_60_s(&broker, &ingest, &mut db, "the server", N / 4..N, 300).await;
     expect_counts(&db, N as i64, 0).await;
     ingest.shutdown().await.unwrap();
 }

@@ -3,6 +3,7 @@
 //! partitions made on demand, and writes idempotent on (metric, time).
 
 use shopfloor_ingest::copy::{CopyBuffer, RowError, Stored, pg_micros};
+use shopfloor_ingest::maintain::Pass;
 use shopfloor_ingest::writer::date;
 use shopfloor_ingest::{
     DeadLetter, MIGRATIONS, Maintenance, MetricInfo, Retention, Storage, Submission, Writer,
@@ -13,12 +14,36 @@ use shopfloor_testkit::Postgres;
 use tokio_postgres::{Client, NoTls};
 
 mod support;
+use support::{column, connect, pairs, triples, value};
 
-async fn connect(pg: &Postgres) -> Client {
-    let (client, conn) =
-        tokio_postgres::connect(&pg.connection_string(), NoTls).await.expect("connect");
-    tokio::spawn(conn);
-    client
+/// A server for `storage` and a client of its migrated database (checked
+/// to use `storage`).
+async fn migrated(storage: Storage) -> (Postgres, Client) {
+    let pg = support::postgres(storage);
+    let mut client = connect(&pg).await;
+    migrate(&mut client).await.unwrap();
+    support::assert_storage(&client, storage).await;
+    (pg, client)
+}
+
+/// The rollups brought up to date: by a maintenance pass on native storage
+/// (returned), by refreshing the continuous aggregates on TimescaleDB.
+async fn roll_up(pg: &Postgres, storage: Storage, client: &Client) -> Option<Pass> {
+    if storage == Storage::Native {
+        Some(
+            Maintenance::new(Retention::default()).run(&mut connect(pg).await, DAY1).await.unwrap(),
+        )
+    } else {
+        // By hand: no policy job refreshing under the comparison.
+        refresh_aggregates(client).await;
+        None
+    }
+}
+
+/// The minute and hour rollups equal the aggregates of the samples.
+async fn assert_rollups_match(client: &Client) {
+    assert_eq!(rollup_mismatches(client, "minute").await, 0);
+    assert_eq!(rollup_mismatches(client, "hour").await, 0);
 }
 
 /// 2026-11-27 00:00 UTC and a day later.
@@ -62,10 +87,7 @@ async fn migrations_apply_once(storage: Storage) {
 /// The public views have exactly the columns and types the README
 /// documents (dashboards and alerting are written against them).
 async fn the_query_contract_has_its_documented_columns(storage: Storage) {
-    let pg = support::postgres(storage);
-    let mut client = connect(&pg).await;
-    migrate(&mut client).await.unwrap();
-    support::assert_storage(&client, storage).await;
+    let (_pg, client) = migrated(storage).await;
     let columns = |view: &'static str| {
         let client = &client;
         async move {
@@ -125,18 +147,12 @@ async fn the_query_contract_has_its_documented_columns(storage: Storage) {
         .unwrap();
     // A rebirth that gives only a new unit keeps the range.
     w.describe(&[info(Some("K"), None)]).await.unwrap();
-    let catalogue: Vec<(String, Option<String>, Option<String>)> = w
-        .client()
-        .query(
-            "SELECT name, datatype || coalesce(' ' || unit, ''), properties::text
-             FROM shopfloor.metrics WHERE source = 'line/c' ORDER BY name",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| (r.get(0), r.get(1), r.get(2)))
-        .collect();
+    let catalogue: Vec<(String, Option<String>, Option<String>)> = triples(
+        w.client(),
+        "SELECT name, datatype || coalesce(' ' || unit, ''), properties::text
+         FROM shopfloor.metrics WHERE source = 'line/c' ORDER BY name",
+    )
+    .await;
     assert_eq!(
         catalogue,
         [
@@ -153,22 +169,16 @@ async fn the_query_contract_has_its_documented_columns(storage: Storage) {
             .push(Reading::new("m", Timestamp::from_unix_ms(DAY1 + i as u64), 1.0).with_quality(q));
     }
     w.write(&[b]).await.unwrap();
-    let q: Vec<String> = w
-        .client()
-        .query("SELECT quality FROM shopfloor.readings WHERE source = 'q' ORDER BY time", &[])
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let q: Vec<String> = column(
+        w.client(),
+        "SELECT quality FROM shopfloor.readings WHERE source = 'q' ORDER BY time",
+    )
+    .await;
     assert_eq!(q, ["good", "uncertain", "bad", "stale"]);
 }
 
 async fn batches_land_in_the_readings_view_and_redeliveries_add_nothing(storage: Storage) {
-    let pg = support::postgres(storage);
-    let mut client = connect(&pg).await;
-    migrate(&mut client).await.unwrap();
-    support::assert_storage(&client, storage).await;
+    let (pg, client) = migrated(storage).await;
     let mut w = Writer::new(client);
     // Two sources, two days (two partitions), every kind of value and quality.
     let mut b = batch("Plant1/edge-1/press-1", DAY1 + 86_000_000, 500);
@@ -206,15 +216,11 @@ async fn batches_land_in_the_readings_view_and_redeliveries_add_nothing(storage:
             ("state".into(), None, Some("running".into()), "uncertain".into()),
         ]
     );
-    let partitions: i64 = w
-        .client()
-        .query_one(
-            "SELECT count(*) FROM pg_inherits WHERE inhparent = 'shopfloor.samples'::regclass",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let partitions: i64 = value(
+        w.client(),
+        "SELECT count(*) FROM pg_inherits WHERE inhparent = 'shopfloor.samples'::regclass",
+    )
+    .await;
     // Native partitions, or TimescaleDB's chunks (one day each by default).
     assert_eq!(partitions, 2, "one per day");
 
@@ -228,17 +234,11 @@ async fn batches_land_in_the_readings_view_and_redeliveries_add_nothing(storage:
 
     // The minute view (after a rollup pass): min, max, avg and the last
     // value by time.
-    if storage == Storage::Native {
-        let mut upkeep = Maintenance::new(Retention::default());
-        let pass = upkeep.run(&mut connect(&pg).await, DAY1).await.unwrap();
+    if let Some(pass) = roll_up(&pg, storage, w.client()).await {
         assert!(pass.deltas > 0 && pass.buckets_1m > 0 && pass.buckets_1h > 0, "{pass:?}");
-    } else {
-        // By hand: no policy job refreshing under the comparison.
-        refresh_aggregates(w.client()).await;
     }
     // Redeliveries (the ON CONFLICT path) counted once.
-    assert_eq!(rollup_mismatches(w.client(), "minute").await, 0);
-    assert_eq!(rollup_mismatches(w.client(), "hour").await, 0);
+    assert_rollups_match(w.client()).await;
     let m = w
         .client()
         .query_one(
@@ -249,12 +249,9 @@ async fn batches_land_in_the_readings_view_and_redeliveries_add_nothing(storage:
         .unwrap();
     let (buckets, lo, hi): (i64, f64, f64) = (m.get(0), m.get(1), m.get(2));
     assert_eq!((buckets, lo, hi), (1, 20.0, 29.0), "ten readings a second apart: one minute");
-    let last: f64 = w
-        .client()
-        .query_one("SELECT last FROM shopfloor.readings_1m WHERE source = 'Plant1/edge-2'", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let last: f64 =
+        value(w.client(), "SELECT last FROM shopfloor.readings_1m WHERE source = 'Plant1/edge-2'")
+            .await;
     assert_eq!(last, 29.0);
 
     // A batch holding one reading twice: stored once.
@@ -306,9 +303,7 @@ async fn rollup_mismatches(client: &Client, unit: &str) -> i64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rollups_follow_live_and_late_rows_and_partitions_come_and_go() {
-    let pg = Postgres::start().expect("start postgresql");
-    let mut client = connect(&pg).await;
-    migrate(&mut client).await.unwrap();
+    let (pg, mut client) = migrated(Storage::Native).await;
     let mut w = Writer::new(connect(&pg).await);
     let mut upkeep = Maintenance::new(Retention {
         samples: Some(std::time::Duration::from_secs(3 * 86_400)),
@@ -338,8 +333,7 @@ async fn rollups_follow_live_and_late_rows_and_partitions_come_and_go() {
     let pass = upkeep.run(&mut client, now).await.unwrap();
     // Per write, one delta per source, metric and minute it touched.
     assert!(pass.deltas >= 10, "{pass:?}");
-    assert_eq!(rollup_mismatches(&client, "minute").await, 0);
-    assert_eq!(rollup_mismatches(&client, "hour").await, 0);
+    assert_rollups_match(&client).await;
     let buckets: i64 =
         client.query_one("SELECT count(*) FROM shopfloor.readings_1m", &[]).await.unwrap().get(0);
     // line/a: seconds 0–249, minutes 0–4; line/b: seconds 7–236, minutes 0–3.
@@ -357,34 +351,25 @@ async fn rollups_follow_live_and_late_rows_and_partitions_come_and_go() {
     let r = w.write(&[batch("line/b", DAY1 + 7_000, 40)]).await.unwrap();
     assert_eq!((r.rows, r.duplicates), (10, 30));
     upkeep.run(&mut client, now).await.unwrap();
-    assert_eq!(rollup_mismatches(&client, "minute").await, 0);
-    assert_eq!(rollup_mismatches(&client, "hour").await, 0);
+    assert_rollups_match(&client).await;
 
     // The retention (3 days) drops whole days older than that, and only them.
     let pass = upkeep.run(&mut client, DAY1 + 86_400_000 + 1).await.unwrap();
     assert_eq!(pass.dropped, Vec::<String>::new(), "the day two days back is within 3 days");
     let pass = upkeep.run(&mut client, DAY1 + 2 * 86_400_000 + 1).await.unwrap();
     assert_eq!(pass.dropped, ["samples_20261125"]);
-    let old: i64 = client
-        .query_one("SELECT count(*) FROM shopfloor.readings WHERE time < '2026-11-26'", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let old: i64 =
+        value(&client, "SELECT count(*) FROM shopfloor.readings WHERE time < '2026-11-26'").await;
     assert_eq!(old, 0);
     // The rollups of dropped days stay.
-    let kept: i64 = client
-        .query_one("SELECT count(*) FROM shopfloor.readings_1h WHERE bucket < '2026-11-26'", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let kept: i64 =
+        value(&client, "SELECT count(*) FROM shopfloor.readings_1h WHERE bucket < '2026-11-26'")
+            .await;
     assert_eq!(kept, 1);
 }
 
 async fn what_cannot_be_stored_is_rejected_and_its_neighbours_written(storage: Storage) {
-    let pg = support::postgres(storage);
-    let mut client = connect(&pg).await;
-    migrate(&mut client).await.unwrap();
-    support::assert_storage(&client, storage).await;
+    let (_pg, client) = migrated(storage).await;
     let mut w = Writer::new(client);
     let mut b = batch("s", DAY1, 3);
     b.readings.insert(1, Reading::new("label", Timestamp::from_unix_ms(DAY1), "a\0b"));
@@ -428,10 +413,7 @@ fn dates_of_days_since_the_epoch() {
 /// rows are bisected down to those at fault, which become dead letters
 /// with PostgreSQL's message; the rest is committed.
 async fn data_postgres_refuses_is_isolated_and_the_rest_committed(storage: Storage) {
-    let pg = support::postgres(storage);
-    let mut client = connect(&pg).await;
-    migrate(&mut client).await.unwrap();
-    support::assert_storage(&client, storage).await;
+    let (_pg, client) = migrated(storage).await;
     client
         .batch_execute(
             "ALTER TABLE shopfloor.samples ADD CONSTRAINT no_666 CHECK (value IS DISTINCT FROM 666)",
@@ -449,14 +431,8 @@ async fn data_postgres_refuses_is_isolated_and_the_rest_committed(storage: Stora
     let written = w.submit(&s).await.expect("isolated, not an error");
     assert_eq!((written.rows, written.dead_letters), (104, 4));
     assert_eq!(count(w.client()).await, 104);
-    let letters: Vec<(String, String)> = w
-        .client()
-        .query("SELECT topic, error FROM shopfloor.dead_letters ORDER BY id", &[])
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect();
+    let letters: Vec<(String, String)> =
+        pairs(w.client(), "SELECT topic, error FROM shopfloor.dead_letters ORDER BY id").await;
     assert_eq!(letters.len(), 4, "{letters:?}");
     assert_eq!(letters[0], ("t".to_owned(), "given".to_owned()));
     for (topic, error) in &letters[1..] {
@@ -500,9 +476,7 @@ async fn errors_carry_the_servers_message_and_sqlstate() {
 /// latest row whatever the death's time, and a redelivered death adds
 /// nothing.
 async fn deaths_leave_the_latest_row_stale(storage: Storage) {
-    let pg = support::postgres(storage);
-    let mut client = connect(&pg).await;
-    migrate(&mut client).await.unwrap();
+    let (pg, client) = migrated(storage).await;
     let mut w = Writer::new(client);
     let stale = |ms: u64, v: f64| {
         Batch::new("e/d")
@@ -520,33 +494,22 @@ async fn deaths_leave_the_latest_row_stale(storage: Storage) {
     again.batches.clear();
     assert_eq!(w.submit(&again).await.unwrap().rows, 0);
     // New data, then a death dated before it, then one after it.
-    let mut s2 = Submission::default();
-    s2.batches = vec![Batch::new("e/d").with(Reading::new(
-        "x",
-        Timestamp::from_unix_ms(DAY1 + 10_000),
-        5.0,
-    ))];
-    s2.deaths = vec![stale(DAY1 + 9_000, 5.0)];
-    assert_eq!(w.submit(&s2).await.unwrap().rows, 2);
-    let mut s3 = Submission::default();
-    s3.batches = vec![Batch::new("e/d").with(Reading::new(
-        "x",
-        Timestamp::from_unix_ms(DAY1 + 20_000),
-        6.0,
-    ))];
-    s3.deaths = vec![stale(DAY1 + 30_000, 6.0)];
-    assert_eq!(w.submit(&s3).await.unwrap().rows, 2);
-    let rows: Vec<(i64, String)> = w
-        .client()
-        .query(
-            "SELECT (extract(epoch from time) * 1000)::int8, quality FROM shopfloor.readings ORDER BY time",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect();
+    let data_then_death = |ms: u64, v: f64, death_ms: u64| {
+        let mut s = Submission::default();
+        s.batches = vec![Batch::new("e/d").with(Reading::new("x", Timestamp::from_unix_ms(ms), v))];
+        s.deaths = vec![stale(death_ms, v)];
+        s
+    };
+    assert_eq!(w.submit(&data_then_death(DAY1 + 10_000, 5.0, DAY1 + 9_000)).await.unwrap().rows, 2);
+    assert_eq!(
+        w.submit(&data_then_death(DAY1 + 20_000, 6.0, DAY1 + 30_000)).await.unwrap().rows,
+        2
+    );
+    let rows: Vec<(i64, String)> = pairs(
+        w.client(),
+        "SELECT (extract(epoch from time) * 1000)::int8, quality FROM shopfloor.readings ORDER BY time",
+    )
+    .await;
     let d = DAY1 as i64;
     let q = |s: &str| s.to_owned();
     assert_eq!(
@@ -563,11 +526,7 @@ async fn deaths_leave_the_latest_row_stale(storage: Storage) {
         ]
     );
     // The rollups count the stale rows as they count any row.
-    if storage == Storage::Native {
-        Maintenance::new(Retention::default()).run(&mut connect(&pg).await, DAY1).await.unwrap();
-    } else {
-        refresh_aggregates(w.client()).await;
-    }
+    roll_up(&pg, storage, w.client()).await;
     assert_eq!(rollup_mismatches(w.client(), "minute").await, 0);
 }
 
@@ -576,9 +535,7 @@ async fn deaths_leave_the_latest_row_stale(storage: Storage) {
 /// row ending what was known), and `locf` carries the last value forward
 /// on a grid. Every figure below is computed by hand.
 async fn time_weighted_averages_and_locf_match_hand_computed_values(storage: Storage) {
-    let pg = support::postgres(storage);
-    let mut client = connect(&pg).await;
-    migrate(&mut client).await.unwrap();
+    let (pg, client) = migrated(storage).await;
     let mut w = Writer::new(client);
     let at = |s: i64, v: f64, q: Quality| {
         let ms = (DAY1 as i64 + s * 1000) as u64;
@@ -595,11 +552,7 @@ async fn time_weighted_averages_and_locf_match_hand_computed_values(storage: Sto
         at(90, 8.0, g),
     ];
     w.write(&[b]).await.unwrap();
-    if storage == Storage::Native {
-        Maintenance::new(Retention::default()).run(&mut connect(&pg).await, DAY1).await.unwrap();
-    } else {
-        refresh_aggregates(w.client()).await;
-    }
+    roll_up(&pg, storage, w.client()).await;
     let twa = |view: &'static str| {
         let client = w.client();
         async move {
@@ -673,17 +626,14 @@ async fn pause_refresh_jobs(client: &Client) {
         .unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     loop {
-        let running: i64 = client
-            .query_one(
-                "SELECT count(*) FROM timescaledb_information.job_stats s
-                 JOIN timescaledb_information.jobs j USING (job_id)
-                 WHERE j.proc_name = 'policy_refresh_continuous_aggregate'
-                   AND s.job_status = 'Running'",
-                &[],
-            )
-            .await
-            .unwrap()
-            .get(0);
+        let running: i64 = value(
+            client,
+            "SELECT count(*) FROM timescaledb_information.job_stats s
+             JOIN timescaledb_information.jobs j USING (job_id)
+             WHERE j.proc_name = 'policy_refresh_continuous_aggregate'
+             AND s.job_status = 'Running'",
+        )
+        .await;
         if running == 0 {
             return;
         }
@@ -734,10 +684,7 @@ async fn timescaledb_installed_but_not_preloaded_falls_back_to_native() {
 /// samples, materialized and real-time.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn timescaledb_policies_and_rollups() {
-    let pg = support::postgres(Storage::TimescaleDb);
-    let mut client = connect(&pg).await;
-    migrate(&mut client).await.unwrap();
-    support::assert_storage(&client, Storage::TimescaleDb).await;
+    let (pg, mut client) = migrated(Storage::TimescaleDb).await;
     let mut w = Writer::new(connect(&pg).await);
     for k in 0..5 {
         w.write(&[
@@ -753,11 +700,9 @@ async fn timescaledb_policies_and_rollups() {
     // first run may fall in the middle of a comparison).
     pause_refresh_jobs(&client).await;
     // Real-time (nothing materialized), then materialized.
-    assert_eq!(rollup_mismatches(&client, "minute").await, 0);
-    assert_eq!(rollup_mismatches(&client, "hour").await, 0);
+    assert_rollups_match(&client).await;
     refresh_aggregates(&client).await;
-    assert_eq!(rollup_mismatches(&client, "minute").await, 0);
-    assert_eq!(rollup_mismatches(&client, "hour").await, 0);
+    assert_rollups_match(&client).await;
     // Late rows into a minute materialized already count from the next
     // refresh (the policy's: every 30 s); until then the minute shows what
     // was materialized.
@@ -779,17 +724,12 @@ async fn timescaledb_policies_and_rollups() {
         ..Retention::default()
     });
     upkeep.run(&mut client, DAY1).await.unwrap();
-    let jobs: Vec<(String, String)> = client
-        .query(
-            "SELECT proc_name::text, coalesce(hypertable_name::text, '') FROM timescaledb_information.jobs
-             WHERE hypertable_schema = 'shopfloor' ORDER BY 1, 2",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect();
+    let jobs: Vec<(String, String)> = pairs(
+        &client,
+        "SELECT proc_name::text, coalesce(hypertable_name::text, '') FROM timescaledb_information.jobs
+         WHERE hypertable_schema = 'shopfloor' ORDER BY 1, 2",
+    )
+    .await;
     let jobs: Vec<(&str, &str)> = jobs.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
     assert_eq!(
         jobs,
@@ -805,9 +745,7 @@ async fn timescaledb_policies_and_rollups() {
 /// Int64 and UInt64 beyond 2^53 do not fit a double exactly: `value` holds
 /// the nearest double, `value_text` the exact decimal.
 async fn big_integers_are_stored_exactly(storage: Storage) {
-    let pg = support::postgres(storage);
-    let mut client = connect(&pg).await;
-    migrate(&mut client).await.unwrap();
+    let (_pg, client) = migrated(storage).await;
     let mut w = Writer::new(client);
     let t = Timestamp::from_unix_ms(DAY1);
     let b = Batch::new("big")
@@ -817,14 +755,11 @@ async fn big_integers_are_stored_exactly(storage: Storage) {
         .with(Reading::new("odd", t, (1_i64 << 53) + 1))
         .with(Reading::new("small", t, (1_i64 << 53) - 1));
     assert_eq!(w.write(&[b]).await.unwrap().rows, 5);
-    let rows: Vec<(String, Option<f64>, Option<String>)> = w
-        .client()
-        .query("SELECT metric, value, value_text FROM shopfloor.readings ORDER BY metric", &[])
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| (r.get(0), r.get(1), r.get(2)))
-        .collect();
+    let rows: Vec<(String, Option<f64>, Option<String>)> = triples(
+        w.client(),
+        "SELECT metric, value, value_text FROM shopfloor.readings ORDER BY metric",
+    )
+    .await;
     assert_eq!(
         rows,
         [
@@ -840,21 +775,18 @@ async fn big_integers_are_stored_exactly(storage: Storage) {
         ]
     );
     // Exact in SQL: the text as numeric.
-    let exact: String = w
-        .client()
-        .query_one("SELECT coalesce(value_text::numeric, value::numeric)::text FROM shopfloor.readings WHERE metric = 'u'", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let exact: String = value(
+        w.client(),
+        "SELECT coalesce(value_text::numeric, value::numeric)::text FROM shopfloor.readings WHERE metric = 'u'",
+    )
+    .await;
     assert_eq!(exact, "18446744073709551615");
 }
 
 /// Dead letters do not pile up: past their retention or their cap, the
 /// oldest go.
 async fn dead_letters_are_kept_boundedly(storage: Storage) {
-    let pg = support::postgres(storage);
-    let mut client = connect(&pg).await;
-    migrate(&mut client).await.unwrap();
+    let (_pg, mut client) = migrated(storage).await;
     // 30 from 40 days ago, then 50 of today.
     client
         .batch_execute(
@@ -871,13 +803,8 @@ async fn dead_letters_are_kept_boundedly(storage: Storage) {
     let mut upkeep = Maintenance::new(Retention { dead_letters_max: 40, ..Retention::default() });
     let pass = upkeep.run(&mut client, now).await.unwrap();
     assert_eq!(pass.dead_letters_deleted, 40, "30 past 30 days, and 10 more past the cap of 40");
-    let left: Vec<(String, i64)> = client
-        .query("SELECT topic, count(*) FROM shopfloor.dead_letters GROUP BY 1", &[])
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect();
+    let left: Vec<(String, i64)> =
+        pairs(&client, "SELECT topic, count(*) FROM shopfloor.dead_letters GROUP BY 1").await;
     assert_eq!(left, [("new".to_owned(), 40)]);
     assert_eq!(upkeep.run(&mut client, now).await.unwrap().dead_letters_deleted, 0);
 }
@@ -886,9 +813,7 @@ async fn dead_letters_are_kept_boundedly(storage: Storage) {
 /// limit it starts again, and the rows are still right.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_id_cache_is_bounded() {
-    let pg = Postgres::start().expect("start postgresql");
-    let mut client = connect(&pg).await;
-    migrate(&mut client).await.unwrap();
+    let (_pg, client) = migrated(Storage::Native).await;
     let mut w = Writer::new(client);
     w.set_max_cached_ids(100);
     let mut most = 0;
@@ -908,15 +833,11 @@ async fn the_id_cache_is_bounded() {
     }
     assert!(most <= 100 + 61, "the cache held {most} ids, its bound 100 plus one write");
     assert_eq!(count(w.client()).await, 610);
-    let ids: i64 = w
-        .client()
-        .query_one(
-            "SELECT count(DISTINCT metric) FROM shopfloor.readings WHERE metric = 'm0-0'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let ids: i64 = value(
+        w.client(),
+        "SELECT count(DISTINCT metric) FROM shopfloor.readings WHERE metric = 'm0-0'",
+    )
+    .await;
     assert_eq!(ids, 1, "one catalogue entry, whatever the cache forgot");
 }
 
@@ -927,9 +848,7 @@ async fn the_id_cache_is_bounded() {
 /// writer on the same database counts what the first added.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_catalogue_is_bounded() {
-    let pg = Postgres::start().expect("start postgresql");
-    let mut client = connect(&pg).await;
-    migrate(&mut client).await.unwrap();
+    let (pg, client) = migrated(Storage::Native).await;
     let mut w = Writer::new(client);
     w.set_max_catalogue(5);
     let batch = |names: &[&str], t: u64| {

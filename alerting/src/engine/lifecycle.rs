@@ -25,15 +25,7 @@ impl Engine {
                 let kind =
                     if now_suppressed { EventKind::Suppressed } else { EventKind::Unsuppressed };
                 // The change itself is for the journal and the displays.
-                let a = &self.alarms[i];
-                self.events.push_back(Event {
-                    key: a.key.clone(),
-                    area: self.rules.rules[a.rule].area.clone(),
-                    instance: a.instance,
-                    time: now,
-                    kind,
-                    annunciate: false,
-                });
+                self.push_event(i, now, kind, false);
             }
         }
     }
@@ -129,6 +121,12 @@ impl Engine {
     pub(super) fn emit(&mut self, i: usize, time: u64, kind: EventKind) {
         let a = &self.alarms[i];
         let annunciate = a.shelved.is_none() && !a.out_of_service && !self.suppressed(a);
+        self.push_event(i, time, kind, annunciate);
+    }
+
+    /// Queues alarm `i`'s event of `kind`, annunciated or not.
+    pub(super) fn push_event(&mut self, i: usize, time: u64, kind: EventKind, annunciate: bool) {
+        let a = &self.alarms[i];
         self.events.push_back(Event {
             key: a.key.clone(),
             area: self.rules.rules[a.rule].area.clone(),

@@ -380,17 +380,9 @@ impl Engine {
                     continue;
                 }
                 self.alarms[i].late = condition;
-                let a = &self.alarms[i];
                 let kind =
                     EventKind::Late { condition, value: number, sampled: r.timestamp.unix_ms() };
-                self.events.push_back(Event {
-                    key: a.key.clone(),
-                    area: self.rules.rules[a.rule].area.clone(),
-                    instance: a.instance,
-                    time: now,
-                    kind,
-                    annunciate: false,
-                });
+                self.push_event(i, now, kind, false);
             }
         }
     }

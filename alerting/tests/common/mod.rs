@@ -7,7 +7,10 @@ use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::{Packet, PublishProperties};
 use rumqttc::v5::{AsyncClient, Event, EventLoop, MqttOptions};
 use serde_json::Value;
-use shopfloor_schemas::{Batch, Codec, Reading, Timestamp};
+use shopfloor_alerting::mqtt::{AlertConfig, AlertDriver, Input};
+use shopfloor_alerting::{Engine, RuleSet};
+use shopfloor_schemas::{Batch, Codec, Reading, Timestamp, TopicTemplate, topic};
+use shopfloor_sparkplug::HostConfig;
 use shopfloor_testkit::Mosquitto;
 use tokio::time::{Instant, timeout};
 
@@ -20,6 +23,51 @@ metric = "pressure"
 hh = { limit = 180.0, deadband = 2.0, priority = 900 }
 h = { limit = 160.0, deadband = 2.0 }
 "#;
+
+pub(crate) fn broker() -> Mosquitto {
+    Mosquitto::start().expect("start mosquitto (apt-get install -y mosquitto)")
+}
+
+/// Client `id` of `broker`, reading plain JSON readings.
+pub(crate) fn plain(broker: &Mosquitto, id: &str) -> AlertConfig {
+    let mut config = AlertConfig::new(broker.host(), broker.port(), id);
+    config.inputs = vec![Input::Plain {
+        template: TopicTemplate::parse(topic::defaults::READINGS).unwrap(),
+        codec: Codec::Json,
+    }];
+    config
+}
+
+/// Client `id` of `broker`, reading Sparkplug as host `id`.
+pub(crate) fn sparkplug(broker: &Mosquitto, id: &str) -> AlertConfig {
+    let mut config = AlertConfig::new(broker.host(), broker.port(), id);
+    config.inputs = vec![Input::Sparkplug { host: HostConfig::new(id) }];
+    config
+}
+
+/// A driver of `rules` with `config`.
+pub(crate) fn spawn(rules: &str, config: AlertConfig) -> AlertDriver {
+    AlertDriver::spawn(Engine::new(RuleSet::from_toml(rules, "rules.toml").unwrap()), config)
+}
+
+/// What most tests drive: a broker, a driver of rules reading plain
+/// readings from it, an operator the driver answers, and a gateway.
+pub(crate) struct Plant {
+    pub(crate) broker: Mosquitto,
+    pub(crate) driver: AlertDriver,
+    pub(crate) op: AsyncClient,
+    pub(crate) op_events: EventLoop,
+    pub(crate) feed: AsyncClient,
+}
+
+/// A [`Plant`] of `rules`, the driver client `id`, the gateway `feed`.
+pub(crate) async fn plant(rules: &str, id: &str, feed: &str) -> Plant {
+    let broker = broker();
+    let driver = spawn(rules, plain(&broker, id));
+    let (op, op_events) = operator(&broker, "operator").await;
+    let feed = gateway(&broker, feed);
+    Plant { broker, driver, op, op_events, feed }
+}
 
 pub(crate) fn client(broker: &Mosquitto, id: &str) -> (AsyncClient, EventLoop) {
     AsyncClient::new(MqttOptions::new(id, broker.host(), broker.port()), 100)
@@ -45,6 +93,11 @@ pub(crate) async fn next(
     .expect("the expected message within 10 s")
 }
 
+/// The next alarm event on `events` matching `pred`, within 10 s.
+pub(crate) async fn event(events: &mut EventLoop, pred: impl Fn(&Value) -> bool) -> Value {
+    next(events, |t, v| t == "shopfloor/alarms/events" && pred(v)).await.1
+}
+
 /// A JSON batch of one reading of `metric`, timestamped now.
 pub(crate) fn reading_of(metric: &str, value: f64) -> Vec<u8> {
     Codec::Json
@@ -54,6 +107,11 @@ pub(crate) fn reading_of(metric: &str, value: f64) -> Vec<u8> {
 
 pub(crate) fn reading(value: f64) -> Vec<u8> {
     reading_of("pressure", value)
+}
+
+/// Publishes `payload` on `topic` at QoS 1, not retained.
+pub(crate) async fn send(client: &AsyncClient, topic: impl Into<String>, payload: Vec<u8>) {
+    client.publish(topic, QoS::AtLeastOnce, false, payload).await.unwrap();
 }
 
 /// Sends `body` as a command with `operator/reply` as its response topic.

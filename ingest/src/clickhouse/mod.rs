@@ -33,7 +33,10 @@ use std::time::Duration;
 use http::{Method, Request};
 
 use crate::error::IngestError;
-use crate::http::{Answer, Dialect, Encoded, HttpStore, HttpWriter, Lines, Origin};
+use crate::http::{
+    Answer, Dialect, Encoded, HttpConfig, HttpSink, HttpStore, HttpWriter, Lines,
+    encode_readings_and_deaths,
+};
 use crate::sink::Sink;
 use crate::writer::{DeadLetter, Submission};
 
@@ -299,14 +302,9 @@ impl Dialect for ClickHouseDialect {
         let mut metrics = Lines::default();
         tsv::encode_metrics(&mut metrics, &work.metrics, now_ms);
         let mut readings = Lines::default();
-        let mut refused = Vec::new();
-        for (batches, death) in [(&work.batches, false), (&work.deaths, true)] {
-            for (batch, reading, e) in
-                tsv::encode_readings(&mut readings, self.schema, batches, death)
-            {
-                refused.push((Origin::Reading { batch, reading, death }, e));
-            }
-        }
+        let refused = encode_readings_and_deaths(work, |batches, death| {
+            tsv::encode_readings(&mut readings, self.schema, batches, death)
+        });
         let parts =
             [(Table::Births, births), (Table::Metrics, metrics), (Table::Readings, readings)]
                 .into_iter()
@@ -338,28 +336,19 @@ impl Dialect for ClickHouseDialect {
     }
 }
 
-/// Writes to ClickHouse. Cheap to clone.
-#[derive(Clone, Debug)]
-pub struct ClickHouseSink {
-    config: Arc<ClickHouseConfig>,
-    http: HttpStore,
-}
+/// Writes to ClickHouse.
+pub type ClickHouseSink = HttpSink<ClickHouseConfig>;
 
 /// One writer of a [`ClickHouseSink`].
 pub type ClickHouseWriter = HttpWriter<ClickHouseDialect>;
 
+impl HttpConfig for ClickHouseConfig {
+    fn agent(&self) -> HttpStore {
+        HttpStore::new(STORE, &self.url, self.timeout)
+    }
+}
+
 impl ClickHouseSink {
-    /// A sink for `config` (nothing is sent until [`Sink::connect`]).
-    pub fn new(config: ClickHouseConfig) -> Self {
-        let http = HttpStore::new(STORE, &config.url, config.timeout);
-        Self { config: Arc::new(config), http }
-    }
-
-    /// The configuration.
-    pub fn config(&self) -> &ClickHouseConfig {
-        &self.config
-    }
-
     async fn query(&self, q: &str, what: &str) -> Result<String, IngestError> {
         self.http.run_ok(self.config.request(q, Vec::new()), what, server_message).await
     }
@@ -404,12 +393,7 @@ impl Sink for ClickHouseSink {
             }
             other => other?,
         };
-        tsv::parse_births(&body).map_err(|message| IngestError::Http {
-            store: STORE,
-            what: what.into(),
-            status: Some(200),
-            message,
-        })
+        self.births_in(&body, what, tsv::parse_births)
     }
 }
 

@@ -90,56 +90,44 @@ pub fn encode_readings(
     batches: &[Batch],
     death: bool,
 ) -> Vec<(usize, usize, RowError)> {
-    let mut refused = Vec::new();
-    for (bi, b) in batches.iter().enumerate() {
-        for (ri, r) in b.readings.iter().enumerate() {
-            let ms = r.timestamp.unix_ms();
-            let value = match stored(&r.value) {
-                Ok(v) => v,
-                Err(e) => {
-                    refused.push((bi, ri, e));
-                    continue;
-                }
-            };
-            if let Some(e) = time_error(schema, ms) {
-                refused.push((bi, ri, e));
-                continue;
-            }
-            let out = &mut lines.buf;
-            escape(out, b.source.as_bytes());
-            out.push(b'\t');
-            escape(out, r.metric.as_bytes());
-            out.push(b'\t');
-            let (time, milli) = date_time(ms);
-            out.extend_from_slice(time.as_bytes());
-            match schema {
-                Schema::Current => out.extend_from_slice(format!(".{milli:03}").as_bytes()),
-                Schema::Legacy => out.extend_from_slice(format!("\t{milli}").as_bytes()),
-            }
-            out.push(b'\t');
-            match &value {
-                Stored::Number(x) => {
-                    float(out, *x);
-                    out.push(b'\t');
-                    null(out);
-                }
-                Stored::Integer { approx, exact } => {
-                    float(out, *approx);
-                    out.push(b'\t');
-                    escape(out, exact.as_bytes());
-                }
-                Stored::Text(t) => {
-                    null(out);
-                    out.push(b'\t');
-                    escape(out, t.as_bytes());
-                }
-            }
-            out.push(b'\t');
-            out.extend_from_slice(quality_code(r.quality).to_string().as_bytes());
-            lines.end(Origin::Reading { batch: bi, reading: ri, death });
+    lines.write_readings(batches, death, |out, b, r| {
+        let ms = r.timestamp.unix_ms();
+        let value = stored(&r.value)?;
+        if let Some(e) = time_error(schema, ms) {
+            return Err(e);
         }
-    }
-    refused
+        escape(out, b.source.as_bytes());
+        out.push(b'\t');
+        escape(out, r.metric.as_bytes());
+        out.push(b'\t');
+        let (time, milli) = date_time(ms);
+        out.extend_from_slice(time.as_bytes());
+        match schema {
+            Schema::Current => out.extend_from_slice(format!(".{milli:03}").as_bytes()),
+            Schema::Legacy => out.extend_from_slice(format!("\t{milli}").as_bytes()),
+        }
+        out.push(b'\t');
+        match &value {
+            Stored::Number(x) => {
+                float(out, *x);
+                out.push(b'\t');
+                null(out);
+            }
+            Stored::Integer { approx, exact } => {
+                float(out, *approx);
+                out.push(b'\t');
+                escape(out, exact.as_bytes());
+            }
+            Stored::Text(t) => {
+                null(out);
+                out.push(b'\t');
+                escape(out, t.as_bytes());
+            }
+        }
+        out.push(b'\t');
+        out.extend_from_slice(quality_code(r.quality).to_string().as_bytes());
+        Ok(())
+    })
 }
 
 /// Rows of `metrics` (`source, metric, datatype, unit, properties,

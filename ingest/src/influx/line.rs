@@ -140,46 +140,40 @@ pub fn encode_readings(
     batches: &[Batch],
     death: bool,
 ) -> Vec<(usize, usize, RowError)> {
-    let mut refused = Vec::new();
-    for (bi, b) in batches.iter().enumerate() {
-        for (ri, r) in b.readings.iter().enumerate() {
-            if let Some(e) = reading_error(&b.source, r) {
-                refused.push((bi, ri, e));
-                continue;
-            }
-            // Checked above.
-            let Ok(value) = stored(&r.value) else { continue };
-            let out = &mut lines.buf;
-            escape_measurement(out, measurement);
-            out.extend_from_slice(b",source=");
-            escape_tag(out, &b.source);
-            out.extend_from_slice(b",metric=");
-            escape_tag(out, &r.metric);
-            out.push(b' ');
-            match &value {
-                Stored::Number(x) => {
-                    out.extend_from_slice(b"value=");
-                    float(out, *x);
-                }
-                Stored::Integer { approx, exact } => {
-                    out.extend_from_slice(b"value=");
-                    float(out, *approx);
-                    out.extend_from_slice(b",value_text=");
-                    string_field(out, exact);
-                }
-                Stored::Text(t) => {
-                    out.extend_from_slice(b"value_text=");
-                    string_field(out, t);
-                }
-            }
-            out.extend_from_slice(b",quality=");
-            integer(out, quality_code(r.quality).into());
-            out.push(b' ');
-            out.extend_from_slice(r.timestamp.unix_ms().to_string().as_bytes());
-            lines.end(Origin::Reading { batch: bi, reading: ri, death });
+    lines.write_readings(batches, death, |out, b, r| {
+        if let Some(e) = reading_error(&b.source, r) {
+            return Err(e);
         }
-    }
-    refused
+        // Checked above.
+        let value = stored(&r.value)?;
+        escape_measurement(out, measurement);
+        out.extend_from_slice(b",source=");
+        escape_tag(out, &b.source);
+        out.extend_from_slice(b",metric=");
+        escape_tag(out, &r.metric);
+        out.push(b' ');
+        match &value {
+            Stored::Number(x) => {
+                out.extend_from_slice(b"value=");
+                float(out, *x);
+            }
+            Stored::Integer { approx, exact } => {
+                out.extend_from_slice(b"value=");
+                float(out, *approx);
+                out.extend_from_slice(b",value_text=");
+                string_field(out, exact);
+            }
+            Stored::Text(t) => {
+                out.extend_from_slice(b"value_text=");
+                string_field(out, t);
+            }
+        }
+        out.extend_from_slice(b",quality=");
+        integer(out, quality_code(r.quality).into());
+        out.push(b' ');
+        out.extend_from_slice(r.timestamp.unix_ms().to_string().as_bytes());
+        Ok(())
+    })
 }
 
 /// Encodes catalogue entries (time 0: each (source, metric) is one point,

@@ -35,7 +35,10 @@ use std::time::Duration;
 use http::{Method, Request};
 
 use crate::error::IngestError;
-use crate::http::{Answer, Dialect, Encoded, HttpStore, HttpWriter, Lines, Origin};
+use crate::http::{
+    Answer, Dialect, Encoded, HttpConfig, HttpSink, HttpStore, HttpWriter, Lines,
+    encode_readings_and_deaths,
+};
 use crate::sink::Sink;
 use crate::writer::{DeadLetter, Submission};
 
@@ -341,14 +344,9 @@ impl Dialect for InfluxConfig {
         let mut lines = Lines::default();
         line::encode_births(&mut lines, &work.births, now_ms);
         line::encode_metrics(&mut lines, &work.metrics);
-        let mut refused = Vec::new();
-        for (batches, death) in [(&work.batches, false), (&work.deaths, true)] {
-            for (batch, reading, e) in
-                line::encode_readings(&mut lines, &self.measurement, batches, death)
-            {
-                refused.push((Origin::Reading { batch, reading, death }, e));
-            }
-        }
+        let refused = encode_readings_and_deaths(work, |batches, death| {
+            line::encode_readings(&mut lines, &self.measurement, batches, death)
+        });
         Encoded { parts: vec![(Precision::Ms, lines)], refused }
     }
 
@@ -379,27 +377,15 @@ impl Dialect for InfluxConfig {
     }
 }
 
-/// Writes to InfluxDB. Cheap to clone (one HTTP agent, its connections
-/// pooled).
-#[derive(Clone, Debug)]
-pub struct InfluxSink {
-    config: Arc<InfluxConfig>,
-    http: HttpStore,
-}
+/// Writes to InfluxDB.
+pub type InfluxSink = HttpSink<InfluxConfig>;
 
 /// One writer of an [`InfluxSink`].
 pub type InfluxWriter = HttpWriter<InfluxConfig>;
 
-impl InfluxSink {
-    /// A sink for `config` (nothing is sent until [`Sink::connect`]).
-    pub fn new(config: InfluxConfig) -> Self {
-        let http = HttpStore::new(STORE, &config.url, config.timeout);
-        Self { config: Arc::new(config), http }
-    }
-
-    /// The configuration.
-    pub fn config(&self) -> &InfluxConfig {
-        &self.config
+impl HttpConfig for InfluxConfig {
+    fn agent(&self) -> HttpStore {
+        HttpStore::new(STORE, &self.url, self.timeout)
     }
 }
 
@@ -430,12 +416,7 @@ impl Sink for InfluxSink {
         let what = "read the kept Sparkplug births";
         let body =
             self.http.run_ok(self.config.query_request(BIRTHS_QUERY), what, server_message).await?;
-        parse_births(&body).map_err(|message| IngestError::Http {
-            store: STORE,
-            what: what.into(),
-            status: Some(200),
-            message,
-        })
+        self.births_in(&body, what, parse_births)
     }
 }
 

@@ -10,11 +10,12 @@ use std::time::Duration;
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::{Packet, PublishProperties};
 use rumqttc::v5::{AsyncClient, Event, MqttOptions};
-use shopfloor_ingest::{Ingest, IngestConfig, Storage};
+use shopfloor_ingest::{Ingest, IngestConfig, Input, Storage};
 use shopfloor_schemas::{Batch, Codec, Reading, Timestamp};
+use shopfloor_sparkplug::HostConfig;
 use shopfloor_testkit::{Mosquitto, Postgres};
 use tokio::time::{Instant, timeout};
-use tokio_postgres::Client;
+use tokio_postgres::{Client, NoTls};
 
 /// A server for `storage`; TimescaleDB is preloaded for
 /// [`Storage::TimescaleDb`] (and telemetry off).
@@ -68,16 +69,60 @@ macro_rules! on_both_storages {
 /// The first reading's time: 2026-11-27 00:00 UTC.
 pub const T0: u64 = 1_795_737_600_000;
 
-/// Persistence on, and room to queue every message for an absent ingest
-/// (Mosquitto's default drops QoS 1 messages past 1000 per offline client:
-/// a broker setting a deployment must raise, not an ingest loss).
+/// A broker that keeps the ingest's session and what it holds while the
+/// ingest or the broker is away ([`Mosquitto::durable`]).
 pub fn broker() -> Mosquitto {
-    Mosquitto::builder()
-        .persistence(true)
-        .autosave_interval(1)
-        .max_queued_messages(100_000)
-        .start()
-        .expect("start mosquitto")
+    Mosquitto::durable().start().expect("start mosquitto")
+}
+
+/// A client of `pg`'s database, its connection driven by a task.
+pub async fn connect(pg: &Postgres) -> Client {
+    let (client, conn) =
+        tokio_postgres::connect(&pg.connection_string(), NoTls).await.expect("connect");
+    tokio::spawn(conn);
+    client
+}
+
+/// The one value `sql` selects.
+pub async fn value<T>(client: &Client, sql: &str) -> T
+where
+    T: for<'a> tokio_postgres::types::FromSql<'a>,
+{
+    client.query_one(sql, &[]).await.unwrap().get(0)
+}
+
+/// The rows of `sql`, one column each.
+pub async fn column<T>(client: &Client, sql: &str) -> Vec<T>
+where
+    T: for<'a> tokio_postgres::types::FromSql<'a>,
+{
+    client.query(sql, &[]).await.unwrap().iter().map(|r| r.get(0)).collect()
+}
+
+/// The rows of `sql`, two columns each.
+pub async fn pairs<A, B>(client: &Client, sql: &str) -> Vec<(A, B)>
+where
+    A: for<'a> tokio_postgres::types::FromSql<'a>,
+    B: for<'a> tokio_postgres::types::FromSql<'a>,
+{
+    client.query(sql, &[]).await.unwrap().iter().map(|r| (r.get(0), r.get(1))).collect()
+}
+
+/// The rows of `sql`, three columns each.
+pub async fn triples<A, B, C>(client: &Client, sql: &str) -> Vec<(A, B, C)>
+where
+    A: for<'a> tokio_postgres::types::FromSql<'a>,
+    B: for<'a> tokio_postgres::types::FromSql<'a>,
+    C: for<'a> tokio_postgres::types::FromSql<'a>,
+{
+    client.query(sql, &[]).await.unwrap().iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect()
+}
+
+/// The Sparkplug input of an ingest that publishes no host state.
+pub fn sparkplug() -> Input {
+    let mut host = HostConfig::new("ingest");
+    host.publish_state = false;
+    Input::Sparkplug { host }
 }
 
 /// Message `i`: one reading of sensor `s{i % 10}` at its own time, or (when
@@ -145,6 +190,18 @@ pub async fn publish(
     sender.await.unwrap();
 }
 
+/// Publishes messages `range` as [`publish`] does, and aborts `ingest`
+/// (a crash: nothing flushed, nothing acked) halfway.
+pub async fn publish_aborting(broker: &Mosquitto, range: std::ops::Range<u64>, ingest: Ingest) {
+    let mut ingest = Some(ingest);
+    publish(broker, range, 0, || {
+        if let Some(i) = ingest.take() {
+            i.abort();
+        }
+    })
+    .await;
+}
+
 /// Starts an ingest and waits until the broker confirmed its subscription
 /// (a session that does not exist yet holds nothing published before).
 pub async fn ingest(config: IngestConfig) -> Ingest {
@@ -167,4 +224,66 @@ pub async fn publish_one(broker: &Mosquitto, topic: &str, payload: Vec<u8>) {
     })
     .await
     .expect("a PUBACK within 20 s");
+}
+
+/// A store's server as a test takes it away and brings it back.
+pub trait Outage {
+    fn stop(&mut self);
+    fn start_again(&mut self);
+}
+
+impl Outage for Postgres {
+    fn stop(&mut self) {
+        Self::stop(self);
+    }
+    fn start_again(&mut self) {
+        Self::start_again(self).expect("start PostgreSQL again");
+    }
+}
+
+/// `server` (`name`) away for 60 s while messages `during` keep coming: nothing
+/// commits meanwhile, at most `max_pending` messages are held (the broker
+/// keeps the rest), the MQTT connection stays up, and the first commit
+/// comes within 10 s of the server's return.
+pub async fn outage_of_60_s(
+    broker: &Mosquitto,
+    ingest: &Ingest,
+    server: &mut impl Outage,
+    name: &str,
+    during: std::ops::Range<u64>,
+    max_pending: u64,
+) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let down = Instant::now();
+    server.stop();
+    let committed = ingest.stats().messages.load(Relaxed);
+    publish(broker, during, 0, || {}).await;
+    let mut most_held = 0;
+    while down.elapsed() < Duration::from_secs(60) {
+        most_held = most_held.max(ingest.stats().held.load(Relaxed));
+        assert_eq!(ingest.stats().messages.load(Relaxed), committed, "nothing commits while down");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        most_held > 0 && most_held <= max_pending,
+        "held {most_held} messages (max_pending {max_pending})"
+    );
+    // The event loop kept polling (and pinging) while nothing committed:
+    // the broker never dropped the connection.
+    assert_eq!(
+        ingest.stats().link.connects.load(Relaxed),
+        1,
+        "no MQTT reconnect during the outage"
+    );
+    server.start_again();
+    let up = Instant::now();
+    while ingest.stats().messages.load(Relaxed) == committed {
+        assert!(up.elapsed() < Duration::from_secs(10), "no commit within 10 s of {name}'s return");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    println!(
+        "{name} down {:.0} s; first commit {:.2} s after it came back (limit 10 s); at most {most_held} messages held",
+        up.duration_since(down).as_secs_f64(),
+        up.elapsed().as_secs_f64()
+    );
 }
