@@ -41,7 +41,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::Deserialize;
 use serde_json::json;
 use shopfloor_mqtt::consumer::{LinkCounters, Outgoing};
-use shopfloor_mqtt::{Broker, Consumer, ConsumerConfig, ConsumerEvent, Inputs, Protocol};
+use shopfloor_mqtt::{Broker, Connection, Consumer, ConsumerConfig, ConsumerEvent, Inputs};
 use shopfloor_sparkplug::edge::Now;
 use tokio::sync::mpsc;
 use tokio::sync::oneshot;
@@ -59,18 +59,10 @@ pub use shopfloor_mqtt::Input;
 /// How the driver connects and where it publishes.
 #[derive(Clone, Debug)]
 pub struct AlertConfig {
-    /// The broker, with its credentials and TLS.
-    pub broker: Broker,
-    /// Brokers tried in turn when a connection fails (see
-    /// `shopfloor_mqtt::ConsumerConfig::fallback`).
-    pub fallback: Vec<Broker>,
-    /// MQTT 5 (default) or 3.1.1 (then command replies go to
-    /// `<prefix>/reply`, without correlation data).
-    pub protocol: Protocol,
-    /// MQTT keep-alive.
-    pub keep_alive: Duration,
-    /// MQTT client id.
-    pub client_id: String,
+    /// The broker list, protocol, keep-alive and client id. With MQTT
+    /// 3.1.1, command replies go to `<prefix>/reply`, without correlation
+    /// data.
+    pub mqtt: Connection,
     /// The inputs.
     pub inputs: Vec<Input>,
     /// Topic prefix for events, state and commands.
@@ -97,11 +89,7 @@ impl AlertConfig {
     /// Defaults: prefix `shopfloor/alarms`, no inputs.
     pub fn new(host: impl Into<String>, port: u16, client_id: impl Into<String>) -> Self {
         Self {
-            broker: Broker::new(host, port),
-            fallback: Vec::new(),
-            protocol: Protocol::V5,
-            keep_alive: Duration::from_secs(10),
-            client_id: client_id.into(),
+            mqtt: Connection::new(client_id, Broker::new(host, port)),
             inputs: Vec::new(),
             prefix: "shopfloor/alarms".into(),
             journal: None,
@@ -523,10 +511,7 @@ async fn run(
     let command_topic = format!("{}/command", config.prefix);
     let mut filters = inputs.filters(None);
     filters.push(command_topic.clone());
-    let mut c = ConsumerConfig::new(config.client_id.clone(), config.broker.clone());
-    c.fallback = config.fallback.clone();
-    c.protocol = config.protocol;
-    c.keep_alive = config.keep_alive;
+    let mut c = ConsumerConfig::from_connection(&config.mqtt);
     c.filters = filters;
     c.queue = 100_000;
     let mut consumer = Consumer::connect(c, std::sync::Arc::clone(&stats.link));

@@ -27,7 +27,9 @@ use std::time::Duration;
 use shopfloor_mqtt::consumer::{AckToken, Acked, ClientHandle, LinkCounters, Outgoing};
 use shopfloor_mqtt::input::{Kind, Readings};
 use shopfloor_mqtt::mapping::MetricUnit;
-use shopfloor_mqtt::{Broker, Consumer, ConsumerConfig, ConsumerEvent, Inputs, Protocol, Session};
+use shopfloor_mqtt::{
+    Broker, Connection, Consumer, ConsumerConfig, ConsumerEvent, Inputs, Session,
+};
 use shopfloor_schemas::Batch;
 use shopfloor_sparkplug::edge::Now;
 use tokio::sync::oneshot;
@@ -55,18 +57,10 @@ pub use shopfloor_mqtt::Input;
 /// How an ingest process runs.
 #[derive(Clone, Debug)]
 pub struct IngestConfig {
-    /// The MQTT broker, with its credentials and TLS.
-    pub broker: Broker,
-    /// Brokers tried in turn when a connection fails (see
-    /// `shopfloor_mqtt::ConsumerConfig::fallback`).
-    pub fallback: Vec<Broker>,
-    /// MQTT 5 (default) or 3.1.1.
-    pub protocol: Protocol,
-    /// MQTT keep-alive.
-    pub keep_alive: Duration,
-    /// The MQTT client id: stable across restarts, so the broker keeps the
+    /// The broker list, protocol, keep-alive and client id. The client id
+    /// must be stable across restarts, so that the broker keeps the
     /// session and redelivers what was not acked.
-    pub client_id: String,
+    pub mqtt: Connection,
     /// How long the broker keeps the session while ingest is away (MQTT
     /// 5; with 3.1.1 the broker's own setting decides).
     pub session_expiry: Duration,
@@ -141,11 +135,7 @@ impl IngestConfig {
         database: impl Into<String>,
     ) -> Self {
         Self {
-            broker: Broker::new(host, port),
-            fallback: Vec::new(),
-            protocol: Protocol::V5,
-            keep_alive: Duration::from_secs(10),
-            client_id: client_id.into(),
+            mqtt: Connection::new(client_id, Broker::new(host, port)),
             session_expiry: Duration::from_secs(3600),
             inputs: Vec::new(),
             share: None,
@@ -537,10 +527,7 @@ async fn sleep_until_opt(at: Option<Instant>) {
 /// The consumer ingest reads through: a persistent session with manual
 /// acks.
 fn consumer(config: &IngestConfig, filters: Vec<String>, counters: Arc<LinkCounters>) -> Consumer {
-    let mut c = ConsumerConfig::new(config.client_id.clone(), config.broker.clone());
-    c.fallback = config.fallback.clone();
-    c.protocol = config.protocol;
-    c.keep_alive = config.keep_alive;
+    let mut c = ConsumerConfig::from_connection(&config.mqtt);
     c.session = Session::Persistent { expiry: config.session_expiry };
     c.filters = filters;
     c.manual_acks = true;

@@ -145,7 +145,7 @@ async fn a_network_cut_between_ingest_and_broker_loses_nothing(storage: Storage)
     let (broker, pg) = (broker(), support::postgres(storage));
     let proxy = shopfloor_testkit::FaultProxy::start(broker.addr()).expect("a fault proxy");
     let mut c = config(&broker, &pg);
-    c.broker.port = proxy.port();
+    c.mqtt.broker.port = proxy.port();
     let ingest = ingest(c).await;
     // Cut twice while messages flow: acks queued for a dead connection are
     // dropped, the broker redelivers, the write absorbs the duplicates.
@@ -273,7 +273,7 @@ async fn two_instances_share_the_load_with_exact_counts(storage: Storage) {
     let mut a = config(&broker, &pg);
     a.share = Some("ingest".into());
     let mut b = a.clone();
-    b.client_id = "ingest-2".into();
+    b.mqtt.client_id = "ingest-2".into();
     let (a, b) = (ingest(a).await, ingest(b).await);
     publish(&broker, 0..N, 0, || {}).await;
     expect_rows(&pg, N as i64, 0).await;
@@ -437,8 +437,8 @@ async fn sparkplug_data_shared_by_two_instances_is_named_by_both(storage: Storag
     a.inputs = vec![sparkplug()];
     a.share = Some("ingest".into());
     let mut b = a.clone();
-    b.client_id = "ingest-2".into();
-    b.broker.port = proxy.port();
+    b.mqtt.client_id = "ingest-2".into();
+    b.mqtt.broker.port = proxy.port();
     let (a, b) = (ingest(a).await, ingest(b).await);
     let subscribed = b.stats().link.subscribed.load(Relaxed);
 

@@ -20,7 +20,7 @@ const N: u64 = 600;
 
 fn config(broker: &Amqtt, database: String) -> IngestConfig {
     let mut c = IngestConfig::new(broker.host(), broker.port(), "ingest-311", database);
-    c.protocol = Protocol::V311;
+    c.mqtt.protocol = Protocol::V311;
     c.inputs =
         vec![Input::plain(TopicTemplate::parse(topic::defaults::READINGS).unwrap(), Codec::Json)];
     c.batch_readings = 100;

@@ -41,6 +41,7 @@
 
 mod backoff;
 pub mod bdseq;
+mod connection;
 pub mod consumer;
 mod failure;
 pub mod input;
@@ -61,6 +62,7 @@ use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior};
 
 pub use backoff::Backoff;
+pub use connection::Connection;
 pub use consumer::{Consumer, ConsumerConfig, ConsumerEvent, Received, Session};
 use failure::FailureLog;
 pub use input::{Decoded, Input, InputCount, Inputs};

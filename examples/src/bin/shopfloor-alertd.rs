@@ -113,10 +113,7 @@ fn config(path: &Path) -> anyhow::Result<(RuleSet, AlertConfig, EngineLimits)> {
     let mut c = AlertConfig::new(mqtt.host.clone(), mqtt.port, mqtt.client_id_or("alertd"));
     // Mappings first: a device's own topic is more specific than a template.
     c.inputs = shopfloor_examples::mappings(&file.mapping, path)?;
-    c.broker = mqtt.broker(path)?;
-    c.fallback = mqtt.fallbacks(path)?;
-    c.protocol = mqtt.protocol;
-    c.keep_alive = mqtt.keep_alive();
+    c.mqtt = mqtt.connection(path, "alertd")?;
     if let Some(p) = a.prefix {
         if p.is_empty() || p.contains(['+', '#']) || p.ends_with('/') {
             bail!("{where_}: alerting.prefix = {p:?}: a topic prefix without + # or a trailing /");
@@ -189,9 +186,9 @@ fn real_main() -> anyhow::Result<()> {
             path.display(),
             rules.rules.len(),
             c.inputs.len(),
-            c.protocol,
-            c.broker.host,
-            c.broker.port,
+            c.mqtt.protocol,
+            c.mqtt.broker.host,
+            c.mqtt.broker.port,
             if c.journal.is_some() { "on" } else { "off" }
         );
         return Ok(());

@@ -268,16 +268,13 @@ fn config(path: &Path) -> anyhow::Result<IngestConfig> {
     let client_id = mqtt.client_id.clone().with_context(|| {
         format!("{where_}: [mqtt] has no client_id; give one that stays the same across restarts (the broker keeps the session by it)")
     })?;
-    let mut c = IngestConfig::new(mqtt.host.clone(), mqtt.port, client_id, database);
+    let mut c = IngestConfig::new(mqtt.host.clone(), mqtt.port, client_id.clone(), database);
     c.database_password = database_password;
     c.database_tls = database_tls;
     c.store = store;
     // Mappings first: a device's own topic is more specific than a template.
     c.inputs = shopfloor_examples::mappings(&file.mapping, path)?;
-    c.broker = mqtt.broker(path)?;
-    c.fallback = mqtt.fallbacks(path)?;
-    c.protocol = mqtt.protocol;
-    c.keep_alive = mqtt.keep_alive();
+    c.mqtt = mqtt.connection(path, &client_id)?;
     c.session_expiry = Duration::from_secs(mqtt.session_expiry_s.unwrap_or(3600));
     if ing.plain {
         let template = ing.template.as_deref().unwrap_or(topic::defaults::READINGS);
@@ -449,17 +446,17 @@ fn real_main() -> anyhow::Result<()> {
             "{}: valid: {} inputs, {} {}:{} as {}, into {store}",
             path.display(),
             c.inputs.len(),
-            c.protocol,
-            c.broker.host,
-            c.broker.port,
-            c.client_id
+            c.mqtt.protocol,
+            c.mqtt.broker.host,
+            c.mqtt.broker.port,
+            c.mqtt.client_id
         );
         return Ok(());
     }
     shopfloor_examples::init_logging(cli.opts.log_format);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
-        tracing::info!(client_id = c.client_id, "ingest starting");
+        tracing::info!(client_id = c.mqtt.client_id, "ingest starting");
         let ingest = Ingest::spawn(c);
         let ingest = metrics::serve_until_stop(
             &path,
