@@ -511,7 +511,7 @@ async fn run(
     let command_topic = format!("{}/command", config.prefix);
     let mut filters = inputs.filters(None);
     filters.push(command_topic.clone());
-    let mut c = ConsumerConfig::from_connection(&config.mqtt);
+    let mut c = ConsumerConfig::from_connection(config.mqtt.clone());
     c.filters = filters;
     c.queue = 100_000;
     let mut consumer = Consumer::connect(c, std::sync::Arc::clone(&stats.link));

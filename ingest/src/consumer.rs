@@ -527,7 +527,7 @@ async fn sleep_until_opt(at: Option<Instant>) {
 /// The consumer ingest reads through: a persistent session with manual
 /// acks.
 fn consumer(config: &IngestConfig, filters: Vec<String>, counters: Arc<LinkCounters>) -> Consumer {
-    let mut c = ConsumerConfig::from_connection(&config.mqtt);
+    let mut c = ConsumerConfig::from_connection(config.mqtt.clone());
     c.session = Session::Persistent { expiry: config.session_expiry };
     c.filters = filters;
     c.manual_acks = true;

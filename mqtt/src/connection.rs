@@ -5,12 +5,13 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::section::SectionError;
-use crate::{Broker, ConsumerConfig, MqttSection, Protocol};
+use crate::{Broker, MqttSection, Protocol};
 
 /// Where and how a client connects: its id, the broker list, the protocol
 /// version and the keep-alive. `shopfloor_ingest::IngestConfig` and
 /// `shopfloor_alerting::mqtt::AlertConfig` hold one as `mqtt`; a
-/// [`ConsumerConfig`] starts from one ([`ConsumerConfig::from_connection`]).
+/// [`ConsumerConfig`](crate::ConsumerConfig) starts from one
+/// ([`ConsumerConfig::from_connection`](crate::ConsumerConfig::from_connection)).
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct Connection {
@@ -19,7 +20,7 @@ pub struct Connection {
     /// The broker, with its credentials and TLS.
     pub broker: Broker,
     /// Brokers tried in turn when a connection fails (see
-    /// [`ConsumerConfig::fallback`]).
+    /// [`ConsumerConfig::fallback`](crate::ConsumerConfig::fallback)).
     pub fallback: Vec<Broker>,
     /// MQTT 5 (default) or 3.1.1.
     pub protocol: Protocol,
@@ -37,18 +38,6 @@ impl Connection {
             protocol: Protocol::V5,
             keep_alive: Duration::from_secs(10),
         }
-    }
-}
-
-impl ConsumerConfig {
-    /// [`ConsumerConfig::new`] for `connection`: its id, brokers, protocol
-    /// and keep-alive; everything else at its default.
-    pub fn from_connection(connection: &Connection) -> Self {
-        let mut c = Self::new(connection.client_id.clone(), connection.broker.clone());
-        c.fallback = connection.fallback.clone();
-        c.protocol = connection.protocol;
-        c.keep_alive = connection.keep_alive;
-        c
     }
 }
 
@@ -70,6 +59,7 @@ impl MqttSection {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ConsumerConfig;
 
     #[test]
     fn a_consumer_takes_the_whole_connection() {
@@ -77,7 +67,7 @@ mod tests {
         connection.fallback = vec![Broker::new("b", 1884)];
         connection.protocol = Protocol::V311;
         connection.keep_alive = Duration::from_secs(3);
-        let c = ConsumerConfig::from_connection(&connection);
+        let c = ConsumerConfig::from_connection(connection);
         assert_eq!(c.client_id, "ingest");
         assert_eq!(
             c.brokers().map(|b| (b.host.as_str(), b.port)).collect::<Vec<_>>(),

@@ -83,12 +83,19 @@ impl ConsumerConfig {
     /// MQTT 5, clean start, 10 s keep-alive, automatic acks, queues of
     /// 1 000, retries from 100 ms up to 5 s.
     pub fn new(client_id: impl Into<String>, broker: Broker) -> Self {
+        Self::from_connection(crate::Connection::new(client_id, broker))
+    }
+
+    /// [`ConsumerConfig::new`] for `connection`: its id, brokers, protocol
+    /// and keep-alive; everything else at its default.
+    pub fn from_connection(connection: crate::Connection) -> Self {
+        let crate::Connection { client_id, broker, fallback, protocol, keep_alive } = connection;
         Self {
-            client_id: client_id.into(),
+            client_id,
             broker,
-            fallback: Vec::new(),
-            protocol: Protocol::V5,
-            keep_alive: Duration::from_secs(10),
+            fallback,
+            protocol,
+            keep_alive,
             session: Session::Clean,
             filters: Vec::new(),
             manual_acks: false,
