@@ -20,6 +20,7 @@ mod process;
 mod proxy;
 mod python;
 mod serial;
+mod server;
 
 pub use alertmanager::Alertmanager;
 pub use alloc::{Counting, live_heap};
