@@ -3,8 +3,8 @@
 use std::path::Path;
 use std::thread;
 
-use shopfloor_testkit::{Error, Postgres};
-use support::{assert_dies, kill_child_test_process};
+use shopfloor_testkit::Postgres;
+use support::{assert_not_installed, assert_server_dies_with_test_process};
 use tokio_postgres::{Client, NoTls};
 
 mod support;
@@ -127,27 +127,20 @@ async fn settings_reach_the_server() {
 #[test]
 fn missing_binaries_name_the_install_command() {
     let error = Postgres::builder().bin_dir("/nonexistent/bin").start().unwrap_err();
-    assert!(matches!(error, Error::NotInstalled { name: "postgresql", .. }));
-    assert_eq!(
-        error.to_string(),
-        "postgresql not found at /nonexistent/bin/initdb: install it with `apt-get install -y postgresql`"
-    );
+    let message = "postgresql not found at /nonexistent/bin/initdb: install it with `apt-get install -y postgresql`";
+    assert_not_installed(&error, "postgresql", message);
 }
 
 #[test]
 fn the_server_dies_when_the_test_process_is_killed() {
-    const CHILD: &str = "TESTKIT_POSTGRES_CHILD";
-    if std::env::var_os(CHILD).is_some() {
-        // Child side: start a cluster, report the postmaster's pid, wait to be killed.
-        let pg = Postgres::start().expect("start postgres");
-        println!("SERVER_PID {}", pg.pid().unwrap());
-        let _ = std::io::Read::read(&mut std::io::stdin(), &mut [0]);
-        return;
-    }
     // The postmaster runs as another user when the tests run as root:
     // PDEATHSIG must be set after the switch, which would clear it.
-    let pid = kill_child_test_process("the_server_dies_when_the_test_process_is_killed", CHILD);
-    assert_dies(pid);
+    let test = "the_server_dies_when_the_test_process_is_killed";
+    assert_server_dies_with_test_process(test, "TESTKIT_POSTGRES_CHILD", || {
+        let pg = Postgres::start().expect("start postgres");
+        let pid = pg.pid().unwrap();
+        (pg, pid)
+    });
 }
 
 #[test]
