@@ -23,7 +23,7 @@ mod serial;
 mod server;
 
 pub use alertmanager::Alertmanager;
-pub use alloc::{Counting, live_heap};
+pub use alloc::{Counting, allocations, live_heap};
 pub use amqtt::Amqtt;
 pub use chromium::Chromium;
 pub use clickhouse::ClickHouse;
