@@ -247,6 +247,15 @@ impl Postgres {
         format!("host=127.0.0.1 port={} user=postgres dbname=postgres", self.port())
     }
 
+    /// A `tokio_postgres` session on it as `postgres` without TLS, its
+    /// connection driven by a task on the current tokio runtime.
+    pub async fn client(&self) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+        let (client, connection) =
+            tokio_postgres::connect(&self.connection_string(), tokio_postgres::NoTls).await?;
+        tokio::spawn(connection);
+        Ok(client)
+    }
+
     /// The same as a URL, `postgresql://postgres@127.0.0.1:N/postgres`.
     pub fn url(&self) -> String {
         format!("postgresql://postgres@127.0.0.1:{}/postgres", self.port())

@@ -5,16 +5,8 @@ use std::thread;
 
 use shopfloor_testkit::Postgres;
 use support::{assert_not_installed, assert_server_dies_with_test_process};
-use tokio_postgres::{Client, NoTls};
 
 mod support;
-
-async fn connect(pg: &Postgres) -> Client {
-    let (client, connection) =
-        tokio_postgres::connect(&pg.connection_string(), NoTls).await.expect("connect to postgres");
-    tokio::spawn(connection);
-    client
-}
 
 fn process_exists(pid: u32) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()
@@ -36,7 +28,7 @@ fn children(parent: u32) -> Vec<u32> {
 #[tokio::test]
 async fn select_one() {
     let pg = Postgres::start().expect("start postgres");
-    let client = connect(&pg).await;
+    let client = pg.client().await.expect("connect to postgres");
     let one: i32 = client.query_one("SELECT 1", &[]).await.unwrap().get(0);
     assert_eq!(one, 1);
     let user: String = client.query_one("SELECT current_user", &[]).await.unwrap().get(0);
@@ -53,7 +45,8 @@ fn two_clusters_start_in_parallel_on_different_ports() {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     runtime.block_on(async {
         for pg in &clusters {
-            let port: String = connect(pg).await.query_one("SHOW port", &[]).await.unwrap().get(0);
+            let client = pg.client().await.expect("connect to postgres");
+            let port: String = client.query_one("SHOW port", &[]).await.unwrap().get(0);
             assert_eq!(port, pg.port().to_string());
         }
     });
@@ -63,20 +56,27 @@ fn two_clusters_start_in_parallel_on_different_ports() {
 async fn restart_keeps_data() {
     let mut pg = Postgres::start().expect("start postgres");
     let port = pg.port();
-    let client = connect(&pg).await;
+    let client = pg.client().await.expect("connect to postgres");
     client.batch_execute("CREATE TABLE t (v text); INSERT INTO t VALUES ('kept')").await.unwrap();
     drop(client);
 
     pg.restart().expect("restart");
     assert_eq!(pg.port(), port);
-    let v: String = connect(&pg).await.query_one("SELECT v FROM t", &[]).await.unwrap().get(0);
+    let v: String = pg
+        .client()
+        .await
+        .expect("connect to postgres")
+        .query_one("SELECT v FROM t", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(v, "kept");
 }
 
 #[tokio::test]
 async fn kill9_then_start_again_keeps_committed_rows() {
     let mut pg = Postgres::start().expect("start postgres");
-    let client = connect(&pg).await;
+    let client = pg.client().await.expect("connect to postgres");
     client.batch_execute("CREATE TABLE t (v int); INSERT INTO t VALUES (42)").await.unwrap();
     let backend: i32 = client.query_one("SELECT pg_backend_pid()", &[]).await.unwrap().get(0);
     let postmaster = pg.pid().unwrap();
@@ -91,7 +91,14 @@ async fn kill9_then_start_again_keeps_committed_rows() {
     assert!(client.query_one("SELECT 1", &[]).await.is_err(), "session survived kill9");
 
     pg.start_again().expect("start again after kill9");
-    let v: i32 = connect(&pg).await.query_one("SELECT v FROM t", &[]).await.unwrap().get(0);
+    let v: i32 = pg
+        .client()
+        .await
+        .expect("connect to postgres")
+        .query_one("SELECT v FROM t", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(v, 42);
     assert!(pg.log().contains("not properly shut down"), "no crash recovery in the log");
 }
@@ -99,7 +106,7 @@ async fn kill9_then_start_again_keeps_committed_rows() {
 #[tokio::test]
 async fn drop_leaves_no_server_process() {
     let pg = Postgres::start().expect("start postgres");
-    let client = connect(&pg).await;
+    let client = pg.client().await.expect("connect to postgres");
     let backend: i32 = client.query_one("SELECT pg_backend_pid()", &[]).await.unwrap().get(0);
     let postmaster = pg.pid().unwrap();
     let dir = pg.dir().to_owned();
@@ -117,7 +124,7 @@ async fn drop_leaves_no_server_process() {
 #[tokio::test]
 async fn settings_reach_the_server() {
     let pg = Postgres::builder().setting("work_mem", "7MB").start().expect("start postgres");
-    let client = connect(&pg).await;
+    let client = pg.client().await.expect("connect to postgres");
     let work_mem: String = client.query_one("SHOW work_mem", &[]).await.unwrap().get(0);
     assert_eq!(work_mem, "7MB");
     let fsync: String = client.query_one("SHOW fsync", &[]).await.unwrap().get(0);
