@@ -62,14 +62,8 @@ async fn restart_keeps_data() {
 
     pg.restart().expect("restart");
     assert_eq!(pg.port(), port);
-    let v: String = pg
-        .client()
-        .await
-        .expect("connect to postgres")
-        .query_one("SELECT v FROM t", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let client = pg.client().await.expect("connect to postgres");
+    let v: String = client.query_one("SELECT v FROM t", &[]).await.unwrap().get(0);
     assert_eq!(v, "kept");
 }
 
@@ -91,14 +85,8 @@ async fn kill9_then_start_again_keeps_committed_rows() {
     assert!(client.query_one("SELECT 1", &[]).await.is_err(), "session survived kill9");
 
     pg.start_again().expect("start again after kill9");
-    let v: i32 = pg
-        .client()
-        .await
-        .expect("connect to postgres")
-        .query_one("SELECT v FROM t", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let client = pg.client().await.expect("connect to postgres");
+    let v: i32 = client.query_one("SELECT v FROM t", &[]).await.unwrap().get(0);
     assert_eq!(v, 42);
     assert!(pg.log().contains("not properly shut down"), "no crash recovery in the log");
 }
