@@ -97,10 +97,7 @@ fn bench(
 /// Runs the Python timing script on the same bytes, or says why not.
 fn python_figures(birth: &[u8], data: &[u8]) -> Result<serde_json::Value, String> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let python = root.join("../.venv/bin/python");
-    if !python.is_file() {
-        return Err("no .venv with the Python peers: run scripts/test once".into());
-    }
+    let python = shopfloor_testkit::python().map_err(|e| e.to_string())?;
     let dir = std::env::temp_dir().join(format!("shopfloor-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
     let (b, d) = (dir.join("nbirth.bin"), dir.join("ddata.bin"));
