@@ -22,7 +22,7 @@ use rumqttc::v5::mqttbytes::v5::Packet;
 use rumqttc::v5::{AsyncClient, Event, MqttOptions};
 use shopfloor_alerting::mqtt::{AlertConfig, AlertDriver, Input};
 use shopfloor_alerting::{Engine, RuleSet};
-use shopfloor_benches::is_measuring;
+use shopfloor_benches::{is_measuring, runtime};
 use shopfloor_schemas::{Batch, Codec, Reading, Timestamp, TopicTemplate, topic};
 use shopfloor_testkit::Mosquitto;
 
@@ -53,11 +53,7 @@ const RULES: &str = "[[rule]]\nname = \"pressure\"\nsource = \"plant/*\"\nmetric
 /// The daemon: runs until its stdin closes.
 fn alertd(args: &str) {
     let (host, port) = args.split_once(' ').expect("host port");
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("a tokio runtime");
+    let runtime = runtime();
     runtime.block_on(async move {
         let mut config = AlertConfig::new(host, port.parse().expect("a port"), "alertd");
         config.inputs = vec![Input::Plain {
@@ -78,12 +74,7 @@ fn main() {
     if let Ok(args) = std::env::var(ROLE) {
         return alertd(&args);
     }
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("a tokio runtime")
-        .block_on(bench());
+    runtime().block_on(bench());
 }
 
 async fn bench() {

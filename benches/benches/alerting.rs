@@ -10,36 +10,12 @@
 //! Run: `cargo bench -p shopfloor-benches --bench alerting` (a few
 //! seconds). Under `cargo test` it runs a small version once.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use shopfloor_alerting::{Engine, RuleSet};
 use shopfloor_benches::is_measuring;
 use shopfloor_schemas::{Batch, Reading, Timestamp, Value};
-
-/// Counts allocations, passes everything to the system allocator.
-struct Counting;
-
-static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
-
-// SAFETY: defers to `System` for every call; only counts.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Relaxed);
-        // SAFETY: the caller upholds `GlobalAlloc::alloc`'s contract.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: as above.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Relaxed);
-        // SAFETY: as above.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
+use shopfloor_testkit::{Counting, allocations};
 
 #[global_allocator]
 static GLOBAL: Counting = Counting;
@@ -89,27 +65,24 @@ fn main() {
         (n, events)
     };
 
-    // Steady state: every signal seen once first (that makes its alarms).
-    let mut engine = Engine::new(rules.clone());
-    run(&mut engine, &mut batches, 2, 0);
-    let before = ALLOCATIONS.load(Relaxed);
-    let t = Instant::now();
-    let (n, events) = run(&mut engine, &mut batches, rounds, 0);
-    let steady = t.elapsed();
-    let steady_allocs = ALLOCATIONS.load(Relaxed) - before;
+    // A fresh engine sees every signal once first (that makes its alarms),
+    // then runs `rounds` measured: readings, events, time, allocations.
+    let mut measure = |rules: RuleSet, breach_every: u64| {
+        let mut engine = Engine::new(rules);
+        run(&mut engine, &mut batches, 2, 0);
+        let before = allocations();
+        let t = Instant::now();
+        let (n, events) = run(&mut engine, &mut batches, rounds, breach_every);
+        (n, events, t.elapsed(), allocations() - before)
+    };
+    // Steady state.
+    let (n, events, steady, steady_allocs) = measure(rules.clone(), 0);
     assert_eq!(events, 0, "values in the normal band raise nothing");
-
     // 1 % of readings breach H and return.
-    let mut engine = Engine::new(rules);
-    run(&mut engine, &mut batches, 2, 0);
-    let before = ALLOCATIONS.load(Relaxed);
-    let t = Instant::now();
-    let (n2, events2) = run(&mut engine, &mut batches, rounds, 100);
-    let busy = t.elapsed();
-    let busy_allocs = ALLOCATIONS.load(Relaxed) - before;
+    let (n2, events2, busy, busy_allocs) = measure(rules, 100);
     assert!(events2 > 0);
 
-    let rate = |n: u64, d: std::time::Duration| n as f64 / d.as_secs_f64();
+    let rate = |n: u64, d: Duration| n as f64 / d.as_secs_f64();
     println!();
     println!(
         "alarm engine: {n_rules} limit rules, {} signals, batches of {metrics}, one thread",

@@ -40,7 +40,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::Packet;
 use rumqttc::v5::{AsyncClient, Event, MqttOptions};
-use shopfloor_benches::{is_measuring, pg_ticks, ticks};
+use shopfloor_benches::{is_measuring, pg_ticks, runtime, ticks};
 use shopfloor_examples::plant::{Daemon, metric};
 use shopfloor_ingest::clickhouse::Schema as ClickHouseSchema;
 use shopfloor_mqtt::{Broker, DriverConfig, EdgeDriver};
@@ -48,7 +48,6 @@ use shopfloor_schemas::{Batch, Reading, Timestamp};
 use shopfloor_sparkplug::edge::MetricSpec;
 use shopfloor_sparkplug::{DataType, EdgeNode, EdgeNodeConfig};
 use shopfloor_testkit::{ClickHouse, InfluxDb, Mosquitto, Postgres, free_port};
-use tokio_postgres::NoTls;
 
 const DEVICES_PER_NODE: usize = 20;
 const METRICS_PER_DEVICE: usize = 100;
@@ -113,8 +112,7 @@ fn main() {
         .split(',')
         .map(|k| Kind::parse(k.trim()).unwrap_or_else(|| panic!("SHOPFLOOR_CAR_STORES: {k:?}?")))
         .collect();
-    let rt =
-        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rt = runtime();
     let mut summary = Vec::new();
     for kind in stores {
         let Some(store) = Store::start(kind) else {
@@ -252,12 +250,7 @@ impl Store {
     /// A probe of the probe sensor's newest reading in this store.
     async fn probe(&self) -> Probe {
         match self {
-            Self::Pg(_, pg) => {
-                let (db, conn) =
-                    tokio_postgres::connect(&pg.connection_string(), NoTls).await.unwrap();
-                tokio::spawn(conn);
-                Probe::Pg(db)
-            }
+            Self::Pg(_, pg) => Probe::Pg(pg.client().await.unwrap()),
             Self::Influx(db) => Probe::Influx(db.port()),
             Self::Click(db) => {
                 let version = db.query("SELECT version()").unwrap_or_default();
@@ -273,9 +266,7 @@ impl Store {
         let start = Instant::now();
         match self {
             Self::Pg(_, pg) => {
-                let (db, conn) =
-                    tokio_postgres::connect(&pg.connection_string(), NoTls).await.ok()?;
-                tokio::spawn(conn);
+                let db = pg.client().await.ok()?;
                 db.execute(
                     "WITH m AS (INSERT INTO shopfloor.metrics (source, name) VALUES ('bench/ceiling', 'x') RETURNING id)
                      INSERT INTO shopfloor.samples (metric_id, time, value, quality)

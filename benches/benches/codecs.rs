@@ -9,10 +9,9 @@
 
 use std::hint::black_box;
 use std::path::Path;
-use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, Throughput};
-use shopfloor_benches::{criterion_dir, is_measuring, ns_per_iter, plant_batch};
+use shopfloor_benches::{criterion_dir, ns_per_iter, plant_batch, run_criterion};
 use shopfloor_schemas::Codec;
 
 const SIZES: [usize; 2] = [1, 100];
@@ -107,13 +106,5 @@ fn summary(dir: &Path) {
 }
 
 fn main() {
-    let mut c = Criterion::default()
-        .warm_up_time(Duration::from_millis(500))
-        .measurement_time(Duration::from_secs(2))
-        .configure_from_args();
-    bench(&mut c);
-    c.final_summary();
-    if is_measuring() {
-        summary(&criterion_dir());
-    }
+    run_criterion(bench, || summary(&criterion_dir()));
 }

@@ -23,20 +23,13 @@ use shopfloor_ingest::copy::{CopyBuffer, Stored, pg_micros};
 use shopfloor_ingest::{Database, Pipeline, Ticket, Writer, migrate};
 use shopfloor_schemas::{Batch, Reading, Timestamp};
 use shopfloor_testkit::Postgres;
+use tokio_postgres::Client;
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::Type;
-use tokio_postgres::{Client, NoTls};
 
 const METRICS: usize = 100;
 const T0: u64 = 1_795_737_600_000;
 const COLUMNS: &str = "(time, metric_id, value, value_text, quality)";
-
-async fn connect(pg: &Postgres) -> Client {
-    let (client, conn) =
-        tokio_postgres::connect(&pg.connection_string(), NoTls).await.expect("connect");
-    tokio::spawn(conn);
-    client
-}
 
 /// Reading `i`: metric `i % METRICS`, one second apart per metric.
 fn reading(i: usize) -> Reading {
@@ -84,7 +77,7 @@ async fn main() {
         .setting("full_page_writes", "on")
         .start()
         .expect("start postgresql (apt-get install -y postgresql)");
-    let mut client = connect(&pg).await;
+    let mut client = pg.client().await.expect("connect");
     migrate(&mut client).await.unwrap();
 
     // The writer first: it creates the catalogue and the day's partition.
@@ -97,7 +90,7 @@ async fn main() {
             b
         })
         .collect();
-    let mut writer = Writer::new(connect(&pg).await);
+    let mut writer = Writer::new(pg.client().await.expect("connect"));
     writer.write(&batches[..1]).await.unwrap();
     // The writers and the ceiling each measured three times, the best kept:
     // one run on this machine wanders by half (checkpoints, neighbours).
@@ -176,7 +169,7 @@ async fn main() {
         buf.finish()
     };
     let halves = [half(0..n / 2), half(n / 2..n)];
-    let second = connect(&pg).await;
+    let second = pg.client().await.expect("connect");
     let mut ceiling2 = Duration::MAX;
     for _ in 0..3 {
         truncate(&client).await;

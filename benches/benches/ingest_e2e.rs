@@ -28,13 +28,13 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::Packet;
-use rumqttc::v5::{AsyncClient, Event, MqttOptions};
-use shopfloor_benches::is_measuring;
+use rumqttc::v5::{AsyncClient, Event, EventLoop, MqttOptions};
+use shopfloor_benches::{is_measuring, runtime};
 use shopfloor_benches::{peak_mib, pg_ticks, ticks};
 use shopfloor_ingest::{Ingest, IngestConfig, Input};
 use shopfloor_schemas::{Batch, Codec, Reading, Timestamp, TopicTemplate, topic};
 use shopfloor_testkit::{Mosquitto, Postgres};
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 
 /// The environment variable that turns this binary into the ingest process.
 const ROLE: &str = "SHOPFLOOR_BENCH_INGEST";
@@ -49,11 +49,7 @@ fn main() {
         return ingest_process(&args);
     }
     let measuring = is_measuring();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("a tokio runtime");
+    let runtime = runtime();
     runtime.block_on(bench(measuring));
 }
 
@@ -68,11 +64,7 @@ fn ingest_process(args: &str) {
         codec: Codec::Json,
     }];
     c.timescaledb = false;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("a tokio runtime");
+    let runtime = runtime();
     runtime.block_on(async move {
         let ingest = Ingest::spawn(c);
         let stdin_closed = Arc::new(AtomicBool::new(false));
@@ -174,27 +166,10 @@ impl Generator {
             // Long: on this shared machine a starved generator must not be
             // disconnected by the broker (rumqttc drops unacked publishes).
             o.set_keep_alive(Duration::from_secs(600));
-            let (client, mut events) = AsyncClient::new(o, 10_000);
-            let acked = Arc::clone(&acked);
-            let (ready_tx, ready) = tokio::sync::oneshot::channel();
-            let mut ready_tx = Some(ready_tx);
-            tokio::spawn(async move {
-                loop {
-                    match events.poll().await {
-                        Ok(Event::Incoming(Packet::PubAck(_))) => {
-                            acked.fetch_add(1, Relaxed);
-                        }
-                        Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                            if let Some(t) = ready_tx.take() {
-                                let _ = t.send(());
-                            }
-                        }
-                        Ok(_) => {}
-                        Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-                    }
-                }
-            });
-            ready.await.expect("a generator connection");
+            let (client, events) = AsyncClient::new(o, 10_000);
+            let is_puback = |p: &Packet| matches!(p, Packet::PubAck(_));
+            let is_connack = |p: &Packet| matches!(p, Packet::ConnAck(_));
+            poll_counting(events, (), Arc::clone(&acked), is_puback, is_connack).await;
             clients.push(client);
         }
         Self { clients, acked }
@@ -255,19 +230,35 @@ async fn null_subscriber(broker: &Mosquitto) -> Arc<AtomicU64> {
     let count = Arc::new(AtomicU64::new(0));
     let mut o = MqttOptions::new("null-subscriber", broker.host(), broker.port());
     o.set_receive_maximum(Some(20_000));
-    let (client, mut events) = AsyncClient::new(o, 100);
+    let (client, events) = AsyncClient::new(o, 100);
     client.subscribe("ceiling/#", QoS::AtLeastOnce).await.unwrap();
-    let (ready_tx, ready) = tokio::sync::oneshot::channel();
+    let is_publish = |p: &Packet| matches!(p, Packet::Publish(_));
+    let is_suback = |p: &Packet| matches!(p, Packet::SubAck(_));
+    poll_counting(events, client, Arc::clone(&count), is_publish, is_suback).await;
+    count
+}
+
+/// Polls `events` on a task for as long as the bench runs, holding `keep`
+/// (the client, where nobody else holds it), adding one to `count` for
+/// every incoming packet that `counted` picks; returns once the first
+/// packet that `ready` picks has arrived (CONNACK, SUBACK).
+async fn poll_counting(
+    mut events: EventLoop,
+    keep: impl Send + 'static,
+    count: Arc<AtomicU64>,
+    counted: fn(&Packet) -> bool,
+    ready: fn(&Packet) -> bool,
+) {
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
     let mut ready_tx = Some(ready_tx);
-    let c = Arc::clone(&count);
     tokio::spawn(async move {
-        let _client = client;
+        let _keep = keep;
         loop {
             match events.poll().await {
-                Ok(Event::Incoming(Packet::Publish(_))) => {
-                    c.fetch_add(1, Relaxed);
+                Ok(Event::Incoming(p)) if counted(&p) => {
+                    count.fetch_add(1, Relaxed);
                 }
-                Ok(Event::Incoming(Packet::SubAck(_))) => {
+                Ok(Event::Incoming(p)) if ready(&p) => {
                     if let Some(t) = ready_tx.take() {
                         let _ = t.send(());
                     }
@@ -277,8 +268,7 @@ async fn null_subscriber(broker: &Mosquitto) -> Arc<AtomicU64> {
             }
         }
     });
-    ready.await.unwrap();
-    count
+    ready_rx.await.expect("a connection to the broker");
 }
 
 /// Waits until `count()` reaches `want` or `limit` passes; the time taken.
@@ -348,8 +338,7 @@ async fn bench(measuring: bool) {
         .max_inflight_messages(1000)
         .start()
         .expect("start mosquitto (apt-get install -y mosquitto)");
-    let (client, conn) = tokio_postgres::connect(&pg.connection_string(), NoTls).await.unwrap();
-    tokio::spawn(conn);
+    let client = pg.client().await.unwrap();
     let broker_pid = broker.pid().expect("mosquitto's pid");
     let step_s: f64 = if measuring { 10.0 } else { 2.0 };
     // SHOPFLOOR_E2E_RATES=20000,20000 runs just those steps (for a
@@ -533,8 +522,7 @@ async fn bench(measuring: bool) {
     }
     let all = ingest.committed() >= accepted;
     // The first connection went with the restart.
-    let (client, conn) = tokio_postgres::connect(&pg.connection_string(), NoTls).await.unwrap();
-    tokio::spawn(conn);
+    let client = pg.client().await.unwrap();
     let (rows, stored): (i64, i64) = client
         .query_one("SELECT count(*), count(DISTINCT (metric_id, time)) FROM shopfloor.samples", &[])
         .await

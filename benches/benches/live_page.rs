@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
-use shopfloor_benches::{is_measuring, peak_mib, rss_mib, ticks};
+use shopfloor_benches::{is_measuring, peak_mib, rss_mib, runtime, ticks};
 use shopfloor_examples::plant::Daemon;
 use shopfloor_mqtt::{Broker, DriverConfig, EdgeDriver};
 use shopfloor_schemas::{Batch, Reading, Timestamp};
@@ -73,11 +73,7 @@ fn main() {
             .message_size_limit(16 << 20)
             .start()
             .expect("start mosquitto (apt-get install -y mosquitto)");
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
+        let rt = runtime();
         rows.push(run(&rt, &broker, &bins, scale, window));
     }
     println!("\nlive page, window {window:?} (references in brackets):");

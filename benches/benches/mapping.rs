@@ -11,10 +11,9 @@
 
 use std::hint::black_box;
 use std::path::Path;
-use std::time::Duration;
 
 use criterion::{Criterion, Throughput};
-use shopfloor_benches::{criterion_dir, is_measuring, ns_per_iter, plant_batch};
+use shopfloor_benches::{criterion_dir, ns_per_iter, plant_batch, run_criterion};
 use shopfloor_mqtt::mapping::{Mapping, MappingSpec};
 use shopfloor_schemas::{Codec, Quality, Timestamp};
 
@@ -191,13 +190,5 @@ fn summary(dir: &Path) {
 }
 
 fn main() {
-    let mut c = Criterion::default()
-        .warm_up_time(Duration::from_millis(500))
-        .measurement_time(Duration::from_secs(2))
-        .configure_from_args();
-    bench(&mut c);
-    c.final_summary();
-    if is_measuring() {
-        summary(&criterion_dir());
-    }
+    run_criterion(bench, || summary(&criterion_dir()));
 }

@@ -19,7 +19,7 @@ use prost::Message as _;
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::Packet;
 use rumqttc::v5::{AsyncClient, Event, MqttOptions};
-use shopfloor_benches::is_measuring;
+use shopfloor_benches::{is_measuring, runtime};
 use shopfloor_bridge_opcua::BridgeConfig;
 use shopfloor_bridge_opcua::client::ClientTuning;
 use shopfloor_bridge_opcua::gateway::Gateway;
@@ -51,8 +51,7 @@ fn main() {
         200
     };
     let secs = if measuring { 20 } else { 3 };
-    let runtime =
-        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let runtime = runtime();
     runtime.block_on(run(items, secs));
 }
 

@@ -11,11 +11,10 @@
 use std::hint::black_box;
 use std::path::Path;
 use std::process::Command;
-use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion};
 use prost::Message as _;
-use shopfloor_benches::{criterion_dir, is_measuring, ns_per_iter};
+use shopfloor_benches::{criterion_dir, ns_per_iter, run_criterion};
 use shopfloor_sparkplug::payload::{PropertySet, PropertyValue};
 use shopfloor_sparkplug::{
     BirthTypes, EncodeOptions, Metric, MetricValue, Payload, SignedEncoding, proto,
@@ -98,10 +97,7 @@ fn bench(
 /// Runs the Python timing script on the same bytes, or says why not.
 fn python_figures(birth: &[u8], data: &[u8]) -> Result<serde_json::Value, String> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let python = root.join("../.venv/bin/python");
-    if !python.is_file() {
-        return Err("no .venv with the Python peers: run scripts/test once".into());
-    }
+    let python = shopfloor_testkit::python().map_err(|e| e.to_string())?;
     let dir = std::env::temp_dir().join(format!("shopfloor-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
     let (b, d) = (dir.join("nbirth.bin"), dir.join("ddata.bin"));
@@ -138,28 +134,24 @@ fn summary(birth_len: usize, data_len: usize, py: &Result<serde_json::Value, Str
         "py protobuf",
         "pysparkplug"
     );
-    println!(
-        "{:<8} {:>7} {:>6} {:>13} {:>13} {:>11} {:>12} {:>12}",
-        "NBIRTH",
-        102,
-        birth_len,
-        show(fig("encode/nbirth")),
-        show(fig("decode/nbirth")),
-        "-",
-        show_py("nbirth_protobuf_ns"),
-        show_py("nbirth_pysparkplug_ns"),
-    );
-    println!(
-        "{:<8} {:>7} {:>6} {:>13} {:>13} {:>11} {:>12} {:>12}",
-        "DDATA",
-        10,
-        data_len,
-        show(fig("encode/ddata")),
-        show(fig("decode/ddata")),
-        show(fig("decode_raw/ddata")),
-        show_py("ddata_protobuf_ns"),
-        show_py("ddata_pysparkplug_ns"),
-    );
+    // A row a message: its figures' ids are its name in lower case; raw
+    // prost decoding is measured on DDATA only.
+    for (name, metrics, bytes, raw) in
+        [("NBIRTH", 102, birth_len, false), ("DDATA", 10, data_len, true)]
+    {
+        let id = name.to_lowercase();
+        println!(
+            "{:<8} {:>7} {:>6} {:>13} {:>13} {:>11} {:>12} {:>12}",
+            name,
+            metrics,
+            bytes,
+            show(fig(&format!("encode/{id}"))),
+            show(fig(&format!("decode/{id}"))),
+            if raw { show(fig(&format!("decode_raw/{id}"))) } else { "-".into() },
+            show_py(&format!("{id}_protobuf_ns")),
+            show_py(&format!("{id}_pysparkplug_ns")),
+        );
+    }
     match py {
         Ok(v) => println!(
             "python: protobuf {} ({} backend), pysparkplug {}",
@@ -185,14 +177,11 @@ fn main() {
     let data = ddata();
     let birth_bytes = birth.encode(OPTIONS);
     let data_bytes = data.encode(EncodeOptions { datatypes: false, ..OPTIONS });
-    let mut c = Criterion::default()
-        .warm_up_time(Duration::from_millis(500))
-        .measurement_time(Duration::from_secs(2))
-        .configure_from_args();
-    bench(&mut c, &birth, &birth_bytes, &data, &data_bytes);
-    c.final_summary();
-    if is_measuring() {
-        let py = python_figures(&birth_bytes, &data_bytes);
-        summary(birth_bytes.len(), data_bytes.len(), &py);
-    }
+    run_criterion(
+        |c| bench(c, &birth, &birth_bytes, &data, &data_bytes),
+        || {
+            let py = python_figures(&birth_bytes, &data_bytes);
+            summary(birth_bytes.len(), data_bytes.len(), &py);
+        },
+    );
 }

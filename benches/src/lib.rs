@@ -1,8 +1,36 @@
-//! Helpers shared by the benchmarks in `benches/`: where criterion keeps its
-//! results, and reading a figure back for the summary each bench prints
-//! beside its target.
+//! Helpers shared by the benchmarks in `benches/`: running criterion, where
+//! it keeps its results, and reading a figure back for the summary each
+//! bench prints beside its target.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use criterion::Criterion;
+
+/// Runs a criterion bench as every one here does (0.5 s warm-up, 2 s of
+/// measurement, the command line's options), then, under `cargo bench`,
+/// `summary` (which reads the figures back from [`criterion_dir`]).
+pub fn run_criterion(bench: impl FnOnce(&mut Criterion), summary: impl FnOnce()) {
+    let mut c = Criterion::default()
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2))
+        .configure_from_args();
+    bench(&mut c);
+    c.final_summary();
+    if is_measuring() {
+        summary();
+    }
+}
+
+/// The tokio runtime the benches drive their clients and servers on: two
+/// workers, one a core of the 2-core machine the targets are set for.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
+}
 
 /// Criterion's output directory: `$CARGO_TARGET_DIR/criterion`, else the
 /// workspace's `target/criterion`.
@@ -84,18 +112,20 @@ pub fn pg_ticks(postmaster: u32) -> u64 {
 
 /// Peak resident memory (VmHWM) of a process, MiB.
 pub fn peak_mib(pid: u32) -> f64 {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    s.lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse::<f64>().ok())
-        .map_or(0.0, |kb| kb / 1024.0)
+    status_mib(pid, "VmHWM:")
 }
 
 /// Resident memory now (VmRSS) of a process, MiB.
 pub fn rss_mib(pid: u32) -> f64 {
+    status_mib(pid, "VmRSS:")
+}
+
+/// A memory figure of `/proc/PID/status` (`field` with its colon), MiB; 0
+/// when the process or the field is gone.
+fn status_mib(pid: u32, field: &str) -> f64 {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     s.lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse::<f64>().ok())
         .map_or(0.0, |kb| kb / 1024.0)
 }

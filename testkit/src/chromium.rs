@@ -78,13 +78,7 @@ impl Chromium {
 
     /// Starts `binary` headless with a window of `width`×`height` pixels.
     pub fn start_with(binary: &Path, (width, height): (u32, u32)) -> Result<Self, Error> {
-        if !binary.is_file() {
-            return Err(Error::NotInstalled {
-                name: "chromium",
-                path: binary.to_owned(),
-                install: INSTALL,
-            });
-        }
+        process::installed("chromium", binary, INSTALL)?;
         let dir = process::instance_dir("chromium-")?;
         let profile = dir.path().join("profile");
         let log_path = dir.path().join("chromium.log");

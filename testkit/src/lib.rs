@@ -21,9 +21,10 @@ mod process;
 mod proxy;
 mod python;
 mod serial;
+mod server;
 
 pub use alertmanager::Alertmanager;
-pub use alloc::{Counting, live_heap};
+pub use alloc::{Counting, allocations, live_heap};
 pub use amqtt::Amqtt;
 pub use chromium::Chromium;
 pub use clickhouse::ClickHouse;

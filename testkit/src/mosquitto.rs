@@ -2,16 +2,17 @@
 
 use std::fmt::Write as _;
 use std::fs;
-use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
 use rustls::ClientConfig;
 use tempfile::TempDir;
 
-use crate::process::{self, PORT_ATTEMPTS, Proc, START_TIMEOUT, STOP_GRACE};
+use crate::process;
+use crate::server::{Server, loopback, server_handle};
 use crate::{Error, Pki};
 
 const INSTALL: &str = "apt-get install -y mosquitto";
@@ -170,14 +171,9 @@ impl MosquittoBuilder {
     /// when a binary is missing, and with [`Error::Start`] carrying the log's
     /// tail when the broker exits or is not ready within 20 s.
     pub fn start(self) -> Result<Mosquitto, Error> {
-        for (name, path) in [("mosquitto", &self.binary), ("mosquitto_passwd", &self.passwd_binary)]
-        {
-            if name == "mosquitto_passwd" && self.users.is_empty() {
-                continue;
-            }
-            if !path.is_file() {
-                return Err(Error::NotInstalled { name, path: path.clone(), install: INSTALL });
-            }
+        process::installed("mosquitto", &self.binary, INSTALL)?;
+        if !self.users.is_empty() {
+            process::installed("mosquitto_passwd", &self.passwd_binary, INSTALL)?;
         }
         let dir = process::instance_dir("mosquitto-")?;
         let path = |name: &str| dir.path().join(name);
@@ -207,11 +203,8 @@ impl MosquittoBuilder {
         }
         let mut broker = Mosquitto {
             config_path: path("mosquitto.conf"),
-            log_path: path("mosquitto.log"),
-            port: 0,
-            tls_port: None,
+            server: Server::new("mosquitto", path("mosquitto.log"), libc::SIGTERM),
             pki,
-            process: None,
             options: self,
             dir,
         };
@@ -254,20 +247,24 @@ impl MosquittoBuilder {
 /// removes the folder, also when the test panics. If the test process itself
 /// is killed, the kernel SIGKILLs the broker (`PR_SET_PDEATHSIG`).
 ///
+/// A clean [`stop`](Self::stop) (SIGTERM) saves persistence; after
+/// [`kill9`](Self::kill9) only what the last autosave wrote survives, and
+/// clients see their connections reset.
+///
 /// Methods that start or stop the broker block the calling thread for the
 /// few milliseconds that takes; they may be called from async tests.
 #[derive(Debug)]
 pub struct Mosquitto {
     options: MosquittoBuilder,
     config_path: PathBuf,
-    log_path: PathBuf,
-    port: u16,
-    tls_port: Option<u16>,
+    /// The plain listener's port, and the TLS listener's when TLS is on.
+    server: Server<2>,
     pki: Option<Pki>,
-    process: Option<Proc>,
     // Last, so that the broker stops before its folder is removed.
     dir: TempDir,
 }
+
+server_handle!(Mosquitto);
 
 impl Mosquitto {
     /// Options for a new broker: plain listener, anonymous access, no
@@ -286,24 +283,14 @@ impl Mosquitto {
         "127.0.0.1"
     }
 
-    /// The plain MQTT listener's port.
-    pub fn port(&self) -> u16 {
-        self.port
-    }
-
-    /// The plain MQTT listener's address.
-    pub fn addr(&self) -> SocketAddr {
-        SocketAddr::from((Ipv4Addr::LOCALHOST, self.port))
-    }
-
     /// The TLS listener's port, when TLS is enabled.
     pub fn tls_port(&self) -> Option<u16> {
-        self.tls_port
+        self.options.tls.then_some(self.server.ports[1])
     }
 
     /// The TLS listener's address, when TLS is enabled.
     pub fn tls_addr(&self) -> Option<SocketAddr> {
-        self.tls_port.map(|port| SocketAddr::from((Ipv4Addr::LOCALHOST, port)))
+        self.tls_port().map(loopback)
     }
 
     /// The generated CA and certificates, when TLS is enabled.
@@ -344,140 +331,35 @@ impl Mosquitto {
         self.pki.as_ref().ok_or(NO_TLS)?.client_config_with_cert()
     }
 
-    /// The instance folder (configuration, certificates, `data/`, log).
-    pub fn dir(&self) -> &Path {
-        self.dir.path()
-    }
-
     /// The generated `mosquitto.conf`.
     pub fn config_path(&self) -> &Path {
         &self.config_path
     }
 
-    /// The broker's log (its stderr, across restarts).
-    pub fn log_path(&self) -> &Path {
-        &self.log_path
+    fn launch(&mut self, fresh: bool) -> Result<(), Error> {
+        let (options, dir, config_path) = (&self.options, self.dir.path(), &self.config_path);
+        let command = |&[port, tls_port]: &[u16; 2]| {
+            write(config_path, &options.config(dir, port, options.tls.then_some(tls_port)))?;
+            let mut cmd = Command::new(&options.binary);
+            cmd.arg("-c").arg(config_path);
+            Ok(cmd)
+        };
+        // Ready once this start's log says `running` and every listener accepts TCP.
+        self.server.launch(fresh, command, |&[port, tls_port], attempt| {
+            let mut addrs = [Some(port), options.tls.then_some(tls_port)].into_iter().flatten();
+            attempt.log().contains(" running")
+                && addrs.all(|p| {
+                    TcpStream::connect_timeout(&loopback(p), Duration::from_secs(1)).is_ok()
+                })
+        })
     }
+}
 
-    /// The whole log so far.
-    pub fn log(&self) -> String {
-        process::log_since(&self.log_path, 0)
-    }
-
-    /// The broker's process id while it runs.
-    pub fn pid(&self) -> Option<u32> {
-        self.process.as_ref().map(Proc::pid)
-    }
-
-    /// Whether the broker process is alive (it may have exited on its own).
-    pub fn is_running(&mut self) -> bool {
-        self.process.as_mut().is_some_and(|p| p.poll_exit().is_none())
-    }
-
-    /// Stops the broker cleanly (SIGTERM; Mosquitto saves persistence), waits
-    /// for it and reaps it. Does nothing if it is not running.
-    pub fn stop(&mut self) {
-        if let Some(mut process) = self.process.take() {
-            process.stop(libc::SIGTERM, STOP_GRACE);
-        }
-    }
-
-    /// SIGKILLs the broker and reaps it: no clean shutdown, no final save of
-    /// persistence. Clients see their connections reset.
-    pub fn kill9(&mut self) {
-        if let Some(mut process) = self.process.take() {
-            process.kill();
-        }
-    }
-
-    /// Starts the broker again after [`stop`](Self::stop) or
-    /// [`kill9`](Self::kill9), on the same ports with the same folder (so
-    /// persistence is kept). Stops it first if it is still running.
-    pub fn start_again(&mut self) -> Result<(), Error> {
-        self.stop();
-        self.launch(false)
-    }
-
-    /// Stops the broker cleanly and starts it again on the same ports.
-    pub fn restart(&mut self) -> Result<(), Error> {
-        self.start_again()
-    }
-
-    fn launch(&mut self, fresh_ports: bool) -> Result<(), Error> {
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            if fresh_ports {
-                let [port, tls_port] = process::free_ports::<2>()?;
-                self.port = port;
-                self.tls_port = self.options.tls.then_some(tls_port);
-                write(&self.config_path, &self.config())?;
-            }
-            let offset = process::log_len(&self.log_path);
-            let (stdout, stderr) = process::open_log(&self.log_path)?;
-            let mut cmd = Command::new(&self.options.binary);
-            cmd.arg("-c").arg(&self.config_path).stdin(Stdio::null()).stdout(stdout).stderr(stderr);
-            let process = Proc::spawn(cmd, None, false)
-                .map_err(Error::io(format!("spawning {}", self.options.binary.display())))?;
-            self.process = Some(process);
-            let log = self.log_path.clone();
-            let fail = |reason: String| Error::Start {
-                server: "mosquitto",
-                reason,
-                log_tail: process::tail(&process::log_since(&log, offset), 20),
-                log,
-            };
-            match self.wait_ready(offset) {
-                Ready::Yes => return Ok(()),
-                Ready::Exited(_)
-                    if attempt < PORT_ATTEMPTS
-                        && process::log_since(&self.log_path, offset)
-                            .contains("Address already in use") =>
-                {
-                    // Lost the port to another process: try fresh ports, or on a
-                    // restart wait a little for the same one to be released.
-                    if !fresh_ports {
-                        std::thread::sleep(Duration::from_millis(100 * attempt as u64));
-                    }
-                }
-                Ready::Exited(status) => return Err(fail(format!("it exited ({status})"))),
-                Ready::TimedOut => {
-                    let error = fail(format!("not ready after {START_TIMEOUT:?}"));
-                    self.kill9();
-                    return Err(error);
-                }
-            }
-        }
-    }
-
-    /// Waits until this start's log says `running` and every listener accepts TCP.
-    fn wait_ready(&mut self, offset: u64) -> Ready {
-        let addrs: Vec<SocketAddr> =
-            [Some(self.addr()), self.tls_addr()].into_iter().flatten().collect();
-        let log_path = self.log_path.clone();
-        let Some(process) = self.process.as_mut() else { return Ready::TimedOut };
-        let ready = process::poll_until(START_TIMEOUT, || {
-            if let Some(status) = process.poll_exit() {
-                return Some(Ready::Exited(status));
-            }
-            let running = process::log_since(&log_path, offset).contains(" running");
-            let accepting = || {
-                addrs
-                    .iter()
-                    .all(|addr| TcpStream::connect_timeout(addr, Duration::from_secs(1)).is_ok())
-            };
-            (running && accepting()).then_some(Ready::Yes)
-        });
-        let ready = ready.unwrap_or(Ready::TimedOut);
-        if let Ready::Exited(_) = ready {
-            self.process = None;
-        }
-        ready
-    }
-
-    fn config(&self) -> String {
-        let o = &self.options;
-        let dir = self.dir.path();
+impl MosquittoBuilder {
+    /// `mosquitto.conf` for a broker in `dir` listening on `port` (and on
+    /// `tls_port` with TLS).
+    fn config(&self, dir: &Path, port: u16, tls_port: Option<u16>) -> String {
+        let o = self;
         let mut c = String::from("# Written by shopfloor-testkit.\nper_listener_settings false\n");
         if process::is_root() {
             // Mosquitto 2 run as root drops to user `mosquitto`, which cannot read
@@ -511,8 +393,8 @@ impl Mosquitto {
         }
         c.push_str("log_dest stderr\nlog_type error\nlog_type warning\nlog_type notice\n");
         c.push_str("log_type information\nconnection_messages true\nlog_timestamp true\n");
-        let _ = writeln!(c, "\nlistener {} 127.0.0.1", self.port);
-        if let Some(tls_port) = self.tls_port {
+        let _ = writeln!(c, "\nlistener {port} 127.0.0.1");
+        if let Some(tls_port) = tls_port {
             let _ = writeln!(c, "\nlistener {tls_port} 127.0.0.1");
             for (key, file) in
                 [("cafile", "ca.pem"), ("certfile", "server.pem"), ("keyfile", "server.key")]
@@ -529,20 +411,8 @@ impl Mosquitto {
     }
 }
 
-impl Drop for Mosquitto {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
 const NO_TLS: Error =
     Error::Usage("this broker has no TLS listener: use Mosquitto::builder().tls(true)");
-
-enum Ready {
-    Yes,
-    Exited(std::process::ExitStatus),
-    TimedOut,
-}
 
 fn write(path: &Path, text: &str) -> Result<(), Error> {
     fs::write(path, text).map_err(Error::io(format!("writing {}", path.display())))

@@ -2,11 +2,11 @@
 
 use std::fs;
 use std::io::{self, Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 use std::{mem, ptr};
@@ -15,7 +15,8 @@ use tempfile::TempDir;
 
 use crate::Error;
 use crate::pki::Pki;
-use crate::process::{self, PORT_ATTEMPTS, Proc, RunAs, START_TIMEOUT, STOP_GRACE};
+use crate::process::{self, RunAs};
+use crate::server::{Server, loopback, server_handle};
 
 const INSTALL: &str = "apt-get install -y postgresql";
 const INSTALL_TIMESCALEDB: &str = "SHOPFLOOR_TIMESCALEDB_SRC=/path/to/timescaledb-2.28.3.tar.gz scripts/test \
@@ -97,20 +98,10 @@ impl PostgresBuilder {
             None => find_bin_dir()?,
         };
         for program in ["initdb", "postgres"] {
-            let path = bin_dir.join(program);
-            if !path.is_file() {
-                return Err(Error::NotInstalled { name: "postgresql", path, install: INSTALL });
-            }
+            process::installed("postgresql", &bin_dir.join(program), INSTALL)?;
         }
         if self.timescaledb {
-            let path = timescaledb_control(&bin_dir);
-            if !path.is_file() {
-                return Err(Error::NotInstalled {
-                    name: "timescaledb",
-                    path,
-                    install: INSTALL_TIMESCALEDB,
-                });
-            }
+            process::installed("timescaledb", &timescaledb_control(&bin_dir), INSTALL_TIMESCALEDB)?;
         }
         let run_as = if process::is_root() {
             let user = RunAs::lookup(OS_USER).ok_or(Error::UserNotFound {
@@ -154,18 +145,12 @@ impl PostgresBuilder {
         } else {
             None
         };
-        let mut cluster = Postgres {
-            ca_cert_pem,
-            bin_dir,
-            run_as,
-            log_path: dir.path().join("postgres.log"),
-            data_dir,
-            socket_dir,
-            port: 0,
-            process: None,
-            options,
-            dir,
-        };
+        // Fast shutdown: sessions are ended, then a checkpoint.
+        let mut server = Server::new("postgres", dir.path().join("postgres.log"), libc::SIGINT);
+        // The postmaster forks backends, which die with it.
+        (server.run_as, server.tree) = (run_as, true);
+        let mut cluster =
+            Postgres { ca_cert_pem, bin_dir, data_dir, socket_dir, server, options, dir };
         cluster.launch(true)?;
         Ok(cluster)
     }
@@ -200,17 +185,16 @@ impl PostgresBuilder {
 pub struct Postgres {
     options: PostgresBuilder,
     bin_dir: PathBuf,
-    run_as: Option<RunAs>,
     data_dir: PathBuf,
     socket_dir: PathBuf,
-    log_path: PathBuf,
-    port: u16,
-    process: Option<Proc>,
+    server: Server<1>,
     /// The CA certificate (PEM), with [`PostgresBuilder::tls`].
     ca_cert_pem: Option<String>,
     // Last, so that the server stops before its folder is removed.
     dir: TempDir,
 }
+
+server_handle!(Postgres);
 
 impl Postgres {
     /// The CA certificate (PEM) that signed the server's, with
@@ -247,16 +231,6 @@ impl Postgres {
         "127.0.0.1"
     }
 
-    /// The server's TCP port.
-    pub fn port(&self) -> u16 {
-        self.port
-    }
-
-    /// The server's TCP address.
-    pub fn addr(&self) -> SocketAddr {
-        SocketAddr::from((Ipv4Addr::LOCALHOST, self.port))
-    }
-
     /// The database superuser: `"postgres"`.
     pub fn user(&self) -> &'static str {
         "postgres"
@@ -270,12 +244,21 @@ impl Postgres {
     /// A libpq key-value connection string,
     /// `host=127.0.0.1 port=N user=postgres dbname=postgres`.
     pub fn connection_string(&self) -> String {
-        format!("host=127.0.0.1 port={} user=postgres dbname=postgres", self.port)
+        format!("host=127.0.0.1 port={} user=postgres dbname=postgres", self.port())
+    }
+
+    /// A `tokio_postgres` session on it as `postgres` without TLS, its
+    /// connection driven by a task on the current tokio runtime.
+    pub async fn client(&self) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+        let (client, connection) =
+            tokio_postgres::connect(&self.connection_string(), tokio_postgres::NoTls).await?;
+        tokio::spawn(connection);
+        Ok(client)
     }
 
     /// The same as a URL, `postgresql://postgres@127.0.0.1:N/postgres`.
     pub fn url(&self) -> String {
-        format!("postgresql://postgres@127.0.0.1:{}/postgres", self.port)
+        format!("postgresql://postgres@127.0.0.1:{}/postgres", self.port())
     }
 
     /// The folder holding the server's Unix socket (`.s.PGSQL.<port>`).
@@ -293,76 +276,13 @@ impl Postgres {
         &self.bin_dir
     }
 
-    /// The instance folder (data directory, socket folder, log).
-    pub fn dir(&self) -> &Path {
-        self.dir.path()
-    }
-
-    /// The server's log (its stderr, across restarts).
-    pub fn log_path(&self) -> &Path {
-        &self.log_path
-    }
-
-    /// The whole log so far.
-    pub fn log(&self) -> String {
-        process::log_since(&self.log_path, 0)
-    }
-
-    /// The postmaster's process id while it runs (backends and background
-    /// workers are its children).
-    pub fn pid(&self) -> Option<u32> {
-        self.process.as_ref().map(Proc::pid)
-    }
-
-    /// Whether the postmaster is alive (it may have exited on its own).
-    pub fn is_running(&mut self) -> bool {
-        self.process.as_mut().is_some_and(|p| p.poll_exit().is_none())
-    }
-
-    /// Stops the server with a fast shutdown (SIGINT: sessions are ended,
-    /// then a checkpoint), waits for every server process and reaps them.
-    /// Does nothing if it is not running.
-    pub fn stop(&mut self) {
-        if let Some(mut process) = self.process.take() {
-            process.stop(libc::SIGINT, STOP_GRACE);
-        }
-    }
-
-    /// SIGKILLs the postmaster and all its children (backends, background
-    /// workers) at once, like a crash, and reaps them. The next start runs crash recovery; committed data stays.
-    pub fn kill9(&mut self) {
-        if let Some(mut process) = self.process.take() {
-            process.kill();
-        }
-    }
-
-    /// Starts the server again after [`stop`](Self::stop) or
-    /// [`kill9`](Self::kill9), on the same port with the same data. Stops it
-    /// first if it is still running.
-    pub fn start_again(&mut self) -> Result<(), Error> {
-        self.stop();
-        self.launch(false)
-    }
-
-    /// Stops the server cleanly and starts it again on the same port.
-    pub fn restart(&mut self) -> Result<(), Error> {
-        self.start_again()
-    }
-
-    fn launch(&mut self, fresh_port: bool) -> Result<(), Error> {
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            if fresh_port {
-                let [port] = process::free_ports::<1>()?;
-                self.port = port;
-            }
-            let offset = process::log_len(&self.log_path);
-            let (stdout, stderr) = process::open_log(&self.log_path)?;
-            let postgres = self.bin_dir.join("postgres");
+    fn launch(&mut self, fresh: bool) -> Result<(), Error> {
+        let postgres = self.bin_dir.join("postgres");
+        let (data_dir, dir, settings) = (&self.data_dir, self.dir.path(), &self.options.settings);
+        let socket_dir = format!("unix_socket_directories={}", self.socket_dir.display());
+        let command = |&[port]: &[u16; 1]| {
             let mut cmd = Command::new(&postgres);
-            cmd.arg("-D").arg(&self.data_dir).arg("-p").arg(self.port.to_string());
-            let socket_dir = format!("unix_socket_directories={}", self.socket_dir.display());
+            cmd.arg("-D").arg(data_dir).arg("-p").arg(port.to_string());
             let fixed = [
                 "listen_addresses=127.0.0.1",
                 &socket_dir,
@@ -380,69 +300,22 @@ impl Postgres {
             for setting in fixed {
                 cmd.arg("-c").arg(setting);
             }
-            for (name, value) in &self.options.settings {
+            for (name, value) in settings {
                 cmd.arg("-c").arg(format!("{name}={value}"));
             }
-            cmd.current_dir(self.dir.path())
-                .env("LC_ALL", "C")
-                .stdin(Stdio::null())
-                .stdout(stdout)
-                .stderr(stderr);
-            let process = Proc::spawn(cmd, self.run_as, true)
-                .map_err(Error::io(format!("spawning {}", postgres.display())))?;
-            self.process = Some(process);
-            let log = self.log_path.clone();
-            let fail = |reason: String| Error::Start {
-                server: "postgres",
-                reason,
-                log_tail: process::tail(&process::log_since(&log, offset), 20),
-                log,
-            };
-            match self.wait_ready() {
-                Ready::Yes => return Ok(()),
-                Ready::Exited(_)
-                    if attempt < PORT_ATTEMPTS
-                        && process::log_since(&self.log_path, offset)
-                            .contains("Address already in use") =>
-                {
-                    // Lost the port to another process: try a fresh port, or on a
-                    // restart give the same one a moment to be released.
-                    if !fresh_port {
-                        std::thread::sleep(Duration::from_millis(100 * attempt as u64));
-                    }
-                }
-                Ready::Exited(status) => return Err(fail(format!("it exited ({status})"))),
-                Ready::TimedOut => {
-                    let error = fail(format!("not ready after {START_TIMEOUT:?}"));
-                    self.kill9();
-                    return Err(error);
-                }
-            }
-        }
-    }
-
-    /// Waits until `postmaster.pid` says `ready` for this postmaster and a
-    /// real session (startup, authentication, ReadyForQuery) succeeds.
-    fn wait_ready(&mut self) -> Ready {
-        let addr = self.addr();
-        let pid_file = self.data_dir.join("postmaster.pid");
-        let Some(process) = self.process.as_mut() else { return Ready::TimedOut };
-        let pid = process.pid().to_string();
-        let ready = process::poll_until(START_TIMEOUT, || {
-            if let Some(status) = process.poll_exit() {
-                return Some(Ready::Exited(status));
-            }
+            cmd.current_dir(dir).env("LC_ALL", "C");
+            Ok(cmd)
+        };
+        // Ready once `postmaster.pid` says `ready` for this postmaster and a
+        // real session (startup, authentication, ReadyForQuery) succeeds.
+        let pid_file = data_dir.join("postmaster.pid");
+        self.server.launch(fresh, command, |&[port], attempt| {
             let lock = fs::read_to_string(&pid_file).unwrap_or_default();
             let mut lines = lock.lines();
-            let ours = lines.next() == Some(pid.as_str());
+            let ours = lines.next() == Some(attempt.pid.to_string().as_str());
             let ready = lines.nth(6).is_some_and(|status| status.trim() == "ready");
-            (ours && ready && accepts_sessions(addr)).then_some(Ready::Yes)
-        });
-        let ready = ready.unwrap_or(Ready::TimedOut);
-        if let Ready::Exited(_) = ready {
-            self.process = None;
-        }
-        ready
+            ours && ready && accepts_sessions(loopback(port))
+        })
     }
 }
 
@@ -478,12 +351,6 @@ pub(crate) fn release_shared_memory(data_dir: &Path) {
             libc::shmctl(shmid, libc::IPC_RMID, ptr::null_mut());
         }
     }
-}
-
-enum Ready {
-    Yes,
-    Exited(ExitStatus),
-    TimedOut,
 }
 
 /// The highest version's `bin` folder under `/usr/lib/postgresql`.

@@ -15,7 +15,7 @@ use std::net::{Ipv4Addr, TcpListener};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus};
 use std::sync::{Mutex, PoisonError, mpsc};
 use std::time::{Duration, Instant};
 use std::{mem, ptr, thread};
@@ -34,6 +34,20 @@ pub(crate) const PORT_ATTEMPTS: usize = 5;
 pub(crate) fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions and cannot fail.
     unsafe { libc::geteuid() == 0 }
+}
+
+/// Fails with [`Error::NotInstalled`] naming `install` unless `path`, the
+/// binary of package `name`, is a file.
+pub(crate) fn installed(
+    name: &'static str,
+    path: &Path,
+    install: &'static str,
+) -> Result<(), Error> {
+    if path.is_file() {
+        Ok(())
+    } else {
+        Err(Error::NotInstalled { name, path: path.to_owned(), install })
+    }
 }
 
 /// An OS user and group to run a child as.
@@ -340,47 +354,6 @@ fn free_port_below_ephemeral() -> Result<u16, Error> {
         io::ErrorKind::AddrInUse,
         format!("1000 tries in {from}..{to}"),
     )))
-}
-
-/// Spawns a server from `cmd`, its output appended to `log`, and waits
-/// until `ready` says it serves. `Ok(None)`: it exited saying `in_use`
-/// (another process took its port) and `retry` allows another attempt on
-/// fresh ports. Otherwise an error with the tail of what it logged.
-pub(crate) fn start_server(
-    server: &'static str,
-    mut cmd: Command,
-    log: &Path,
-    ready: impl Fn() -> bool,
-    in_use: &str,
-    retry: bool,
-) -> Result<Option<Proc>, Error> {
-    let offset = log_len(log);
-    let (stdout, stderr) = open_log(log)?;
-    cmd.stdin(Stdio::null()).stdout(stdout).stderr(stderr);
-    let program = cmd.get_program().to_string_lossy().into_owned();
-    let mut proc =
-        Proc::spawn(cmd, None, false).map_err(Error::io(format!("spawning {program}")))?;
-    let outcome = poll_until(START_TIMEOUT, || {
-        if let Some(status) = proc.poll_exit() {
-            return Some(Err(status));
-        }
-        ready().then_some(Ok(()))
-    });
-    let fail = |reason: String| Error::Start {
-        server,
-        reason,
-        log_tail: tail(&log_since(log, offset), 20),
-        log: log.to_owned(),
-    };
-    match outcome {
-        Some(Ok(())) => Ok(Some(proc)),
-        Some(Err(_)) if retry && log_since(log, offset).contains(in_use) => Ok(None),
-        Some(Err(status)) => Err(fail(format!("it exited ({status})"))),
-        None => {
-            proc.kill();
-            Err(fail(format!("not ready after {START_TIMEOUT:?}")))
-        }
-    }
 }
 
 /// The current length of a log file, where this start attempt's lines begin.

@@ -15,15 +15,8 @@ pub const VENV_INSTALL: &str = "scripts/test (or: python3 -m venv .venv && .venv
 /// The venv's Python interpreter: `<workspace>/.venv/bin/python`.
 pub fn python() -> Result<PathBuf, Error> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python");
-    if path.is_file() {
-        Ok(path)
-    } else {
-        Err(Error::NotInstalled {
-            name: "the Python test peers (.venv)",
-            path,
-            install: VENV_INSTALL,
-        })
-    }
+    crate::process::installed("the Python test peers (.venv)", &path, VENV_INSTALL)?;
+    Ok(path)
 }
 
 /// A peer script shared by several crates' tests, in `testkit/python/`

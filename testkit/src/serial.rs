@@ -23,26 +23,14 @@ pub struct SerialPair {
 impl SerialPair {
     /// Starts `socat` with two raw pseudo-terminals and waits until both exist.
     pub fn start() -> Result<Self, Error> {
-        let socat = socat()?;
         let dir = instance_dir("serial-")?;
         let (a, b) = (dir.path().join("a"), dir.path().join("b"));
-        let mut cmd = Command::new(&socat);
-        cmd.arg(format!("pty,raw,echo=0,link={}", a.display()))
-            .arg(format!("pty,raw,echo=0,link={}", b.display()))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit());
-        let proc = Proc::spawn(cmd, None, false)
-            .map_err(Error::io(format!("starting {}", socat.display())))?;
+        let proc = spawn_socat(
+            format!("pty,raw,echo=0,link={}", a.display()),
+            format!("pty,raw,echo=0,link={}", b.display()),
+        )?;
         let pair = Self { proc, dir };
-        if poll_until(Duration::from_secs(10), || (a.exists() && b.exists()).then_some(()))
-            .is_none()
-        {
-            return Err(Error::Io {
-                what: "waiting for socat's pseudo-terminals".into(),
-                source: std::io::Error::other("they did not appear within 10 s"),
-            });
-        }
+        wait_for("socat's pseudo-terminals".into(), || a.exists() && b.exists())?;
         Ok(pair)
     }
 
@@ -74,6 +62,27 @@ fn socat() -> Result<PathBuf, Error> {
     )
 }
 
+/// Spawns `socat` joining addresses `a` and `b`; its complaints go to the
+/// test's stderr.
+fn spawn_socat(a: String, b: String) -> Result<Proc, Error> {
+    let socat = socat()?;
+    let mut cmd = Command::new(&socat);
+    cmd.arg(a).arg(b).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::inherit());
+    Proc::spawn(cmd, None, false).map_err(Error::io(format!("starting {}", socat.display())))
+}
+
+/// Waits up to 10 s until `ready`; otherwise an error naming `what` it
+/// waited for.
+fn wait_for(what: String, mut ready: impl FnMut() -> bool) -> Result<(), Error> {
+    match poll_until(Duration::from_secs(10), || ready().then_some(())) {
+        Some(()) => Ok(()),
+        None => Err(Error::Io {
+            what: format!("waiting for {what}"),
+            source: std::io::Error::other("not there within 10 s"),
+        }),
+    }
+}
+
 /// A transparent serial-to-Ethernet converter: a TCP port on 127.0.0.1
 /// whose connections are joined to the serial line at `line` (one end of
 /// a [`SerialPair`]), byte for byte. socat is stopped on drop.
@@ -86,26 +95,15 @@ pub struct SerialServer {
 impl SerialServer {
     /// Starts it on a free port and waits until the port accepts.
     pub fn start(line: &Path) -> Result<Self, Error> {
-        let socat = socat()?;
         let port = crate::free_port()?;
-        let mut cmd = Command::new(&socat);
-        cmd.arg(format!("TCP-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork"))
-            .arg(format!("FILE:{},raw,echo=0", line.display()))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit());
-        let proc = Proc::spawn(cmd, None, false)
-            .map_err(Error::io(format!("starting {}", socat.display())))?;
+        let proc = spawn_socat(
+            format!("TCP-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork"),
+            format!("FILE:{},raw,echo=0", line.display()),
+        )?;
         let server = Self { proc, port };
         // Not by connecting: a connection would open the serial line in a
         // forked socat, and its close could take bytes with it.
-        let listening = poll_until(Duration::from_secs(10), || listens(port).then_some(()));
-        if listening.is_none() {
-            return Err(Error::Io {
-                what: format!("waiting for socat to listen on 127.0.0.1:{port}"),
-                source: std::io::Error::other("timed out after 10 s"),
-            });
-        }
+        wait_for(format!("socat to listen on 127.0.0.1:{port}"), || listens(port))?;
         Ok(server)
     }
 

@@ -4,11 +4,11 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use rumqttc::v5::mqttbytes::QoS;
-use rumqttc::v5::mqttbytes::v5::{ConnAck, Packet, PubAckReason};
+use rumqttc::v5::mqttbytes::v5::{ConnAck, Packet, PubAckReason, Publish};
 use rumqttc::v5::{AsyncClient, ConnectionError, Event, EventLoop, MqttOptions};
 use rumqttc::{TlsConfiguration, Transport};
 use shopfloor_testkit::{Error, Mosquitto, Pki};
-use support::{assert_dies, kill_child_test_process};
+use support::{assert_not_installed, assert_server_dies_with_test_process};
 use tokio::time::timeout;
 
 mod support;
@@ -44,6 +44,15 @@ async fn next<T>(eventloop: &mut EventLoop, mut pick: impl FnMut(Packet) -> Opti
             return found;
         }
     }
+}
+
+/// Polls until a PUBLISH arrives.
+async fn next_publish(eventloop: &mut EventLoop) -> Publish {
+    next(eventloop, |p| match p {
+        Packet::Publish(publish) => Some(publish),
+        _ => None,
+    })
+    .await
 }
 
 fn tls_options(id: &str, port: u16, config: std::sync::Arc<rustls::ClientConfig>) -> MqttOptions {
@@ -85,12 +94,8 @@ async fn publish_and_receive_over_plain_mqtt() {
     client.subscribe("testkit/echo", QoS::AtLeastOnce).await.unwrap();
     next(&mut eventloop, |p| matches!(p, Packet::SubAck(_)).then_some(())).await;
     client.publish("testkit/echo", QoS::AtLeastOnce, false, "hello").await.unwrap();
-    let payload = next(&mut eventloop, |p| match p {
-        Packet::Publish(publish) => Some(publish.payload),
-        _ => None,
-    })
-    .await;
-    assert_eq!(&payload[..], b"hello");
+    let publish = next_publish(&mut eventloop).await;
+    assert_eq!(&publish.payload[..], b"hello");
 }
 
 #[tokio::test]
@@ -169,12 +174,8 @@ async fn acl_denies_what_it_does_not_grant() {
 
     // Delivery keeps order: had denied/x been routed, it would arrive first.
     client.publish("allowed/x", QoS::AtLeastOnce, false, "yes").await.unwrap();
-    let topic = next(&mut eventloop, |p| match p {
-        Packet::Publish(publish) => Some(publish.topic),
-        _ => None,
-    })
-    .await;
-    assert_eq!(&topic[..], b"allowed/x");
+    let publish = next_publish(&mut eventloop).await;
+    assert_eq!(&publish.topic[..], b"allowed/x");
 }
 
 #[tokio::test]
@@ -211,11 +212,7 @@ async fn restart_keeps_the_port_and_persisted_retained_messages() {
 
     let (client, mut eventloop, _) = connect(options("reader", port)).await.expect("reconnect");
     client.subscribe("testkit/retained", QoS::AtLeastOnce).await.unwrap();
-    let publish = next(&mut eventloop, |p| match p {
-        Packet::Publish(publish) => Some(publish),
-        _ => None,
-    })
-    .await;
+    let publish = next_publish(&mut eventloop).await;
     assert!(publish.retain);
     assert_eq!(&publish.payload[..], b"kept");
 }
@@ -242,11 +239,8 @@ async fn kill9_then_start_again_on_the_same_port() {
 #[test]
 fn missing_binary_names_the_install_command() {
     let error = Mosquitto::builder().binary("/nonexistent/mosquitto").start().unwrap_err();
-    assert!(matches!(error, Error::NotInstalled { name: "mosquitto", .. }));
-    assert_eq!(
-        error.to_string(),
-        "mosquitto not found at /nonexistent/mosquitto: install it with `apt-get install -y mosquitto`"
-    );
+    let message = "mosquitto not found at /nonexistent/mosquitto: install it with `apt-get install -y mosquitto`";
+    assert_not_installed(&error, "mosquitto", message);
 }
 
 #[test]
@@ -275,14 +269,10 @@ fn a_broker_outlives_the_thread_that_started_it() {
 
 #[test]
 fn the_broker_dies_when_the_test_process_is_killed() {
-    const CHILD: &str = "TESTKIT_MOSQUITTO_CHILD";
-    if std::env::var_os(CHILD).is_some() {
-        // Child side: start a broker, report its pid, wait to be killed.
+    let test = "the_broker_dies_when_the_test_process_is_killed";
+    assert_server_dies_with_test_process(test, "TESTKIT_MOSQUITTO_CHILD", || {
         let broker = Mosquitto::start().expect("start mosquitto");
-        println!("SERVER_PID {}", broker.pid().unwrap());
-        let _ = std::io::Read::read(&mut std::io::stdin(), &mut [0]);
-        return;
-    }
-    let pid = kill_child_test_process("the_broker_dies_when_the_test_process_is_killed", CHILD);
-    assert_dies(pid);
+        let pid = broker.pid().unwrap();
+        (broker, pid)
+    });
 }

@@ -3,18 +3,10 @@
 use std::path::Path;
 use std::thread;
 
-use shopfloor_testkit::{Error, Postgres};
-use support::{assert_dies, kill_child_test_process};
-use tokio_postgres::{Client, NoTls};
+use shopfloor_testkit::Postgres;
+use support::{assert_not_installed, assert_server_dies_with_test_process};
 
 mod support;
-
-async fn connect(pg: &Postgres) -> Client {
-    let (client, connection) =
-        tokio_postgres::connect(&pg.connection_string(), NoTls).await.expect("connect to postgres");
-    tokio::spawn(connection);
-    client
-}
 
 fn process_exists(pid: u32) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()
@@ -36,7 +28,7 @@ fn children(parent: u32) -> Vec<u32> {
 #[tokio::test]
 async fn select_one() {
     let pg = Postgres::start().expect("start postgres");
-    let client = connect(&pg).await;
+    let client = pg.client().await.expect("connect to postgres");
     let one: i32 = client.query_one("SELECT 1", &[]).await.unwrap().get(0);
     assert_eq!(one, 1);
     let user: String = client.query_one("SELECT current_user", &[]).await.unwrap().get(0);
@@ -53,7 +45,8 @@ fn two_clusters_start_in_parallel_on_different_ports() {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     runtime.block_on(async {
         for pg in &clusters {
-            let port: String = connect(pg).await.query_one("SHOW port", &[]).await.unwrap().get(0);
+            let client = pg.client().await.expect("connect to postgres");
+            let port: String = client.query_one("SHOW port", &[]).await.unwrap().get(0);
             assert_eq!(port, pg.port().to_string());
         }
     });
@@ -63,20 +56,21 @@ fn two_clusters_start_in_parallel_on_different_ports() {
 async fn restart_keeps_data() {
     let mut pg = Postgres::start().expect("start postgres");
     let port = pg.port();
-    let client = connect(&pg).await;
+    let client = pg.client().await.expect("connect to postgres");
     client.batch_execute("CREATE TABLE t (v text); INSERT INTO t VALUES ('kept')").await.unwrap();
     drop(client);
 
     pg.restart().expect("restart");
     assert_eq!(pg.port(), port);
-    let v: String = connect(&pg).await.query_one("SELECT v FROM t", &[]).await.unwrap().get(0);
+    let client = pg.client().await.expect("connect to postgres");
+    let v: String = client.query_one("SELECT v FROM t", &[]).await.unwrap().get(0);
     assert_eq!(v, "kept");
 }
 
 #[tokio::test]
 async fn kill9_then_start_again_keeps_committed_rows() {
     let mut pg = Postgres::start().expect("start postgres");
-    let client = connect(&pg).await;
+    let client = pg.client().await.expect("connect to postgres");
     client.batch_execute("CREATE TABLE t (v int); INSERT INTO t VALUES (42)").await.unwrap();
     let backend: i32 = client.query_one("SELECT pg_backend_pid()", &[]).await.unwrap().get(0);
     let postmaster = pg.pid().unwrap();
@@ -91,7 +85,8 @@ async fn kill9_then_start_again_keeps_committed_rows() {
     assert!(client.query_one("SELECT 1", &[]).await.is_err(), "session survived kill9");
 
     pg.start_again().expect("start again after kill9");
-    let v: i32 = connect(&pg).await.query_one("SELECT v FROM t", &[]).await.unwrap().get(0);
+    let client = pg.client().await.expect("connect to postgres");
+    let v: i32 = client.query_one("SELECT v FROM t", &[]).await.unwrap().get(0);
     assert_eq!(v, 42);
     assert!(pg.log().contains("not properly shut down"), "no crash recovery in the log");
 }
@@ -99,7 +94,7 @@ async fn kill9_then_start_again_keeps_committed_rows() {
 #[tokio::test]
 async fn drop_leaves_no_server_process() {
     let pg = Postgres::start().expect("start postgres");
-    let client = connect(&pg).await;
+    let client = pg.client().await.expect("connect to postgres");
     let backend: i32 = client.query_one("SELECT pg_backend_pid()", &[]).await.unwrap().get(0);
     let postmaster = pg.pid().unwrap();
     let dir = pg.dir().to_owned();
@@ -117,7 +112,7 @@ async fn drop_leaves_no_server_process() {
 #[tokio::test]
 async fn settings_reach_the_server() {
     let pg = Postgres::builder().setting("work_mem", "7MB").start().expect("start postgres");
-    let client = connect(&pg).await;
+    let client = pg.client().await.expect("connect to postgres");
     let work_mem: String = client.query_one("SHOW work_mem", &[]).await.unwrap().get(0);
     assert_eq!(work_mem, "7MB");
     let fsync: String = client.query_one("SHOW fsync", &[]).await.unwrap().get(0);
@@ -127,27 +122,20 @@ async fn settings_reach_the_server() {
 #[test]
 fn missing_binaries_name_the_install_command() {
     let error = Postgres::builder().bin_dir("/nonexistent/bin").start().unwrap_err();
-    assert!(matches!(error, Error::NotInstalled { name: "postgresql", .. }));
-    assert_eq!(
-        error.to_string(),
-        "postgresql not found at /nonexistent/bin/initdb: install it with `apt-get install -y postgresql`"
-    );
+    let message = "postgresql not found at /nonexistent/bin/initdb: install it with `apt-get install -y postgresql`";
+    assert_not_installed(&error, "postgresql", message);
 }
 
 #[test]
 fn the_server_dies_when_the_test_process_is_killed() {
-    const CHILD: &str = "TESTKIT_POSTGRES_CHILD";
-    if std::env::var_os(CHILD).is_some() {
-        // Child side: start a cluster, report the postmaster's pid, wait to be killed.
-        let pg = Postgres::start().expect("start postgres");
-        println!("SERVER_PID {}", pg.pid().unwrap());
-        let _ = std::io::Read::read(&mut std::io::stdin(), &mut [0]);
-        return;
-    }
     // The postmaster runs as another user when the tests run as root:
     // PDEATHSIG must be set after the switch, which would clear it.
-    let pid = kill_child_test_process("the_server_dies_when_the_test_process_is_killed", CHILD);
-    assert_dies(pid);
+    let test = "the_server_dies_when_the_test_process_is_killed";
+    assert_server_dies_with_test_process(test, "TESTKIT_POSTGRES_CHILD", || {
+        let pg = Postgres::start().expect("start postgres");
+        let pid = pg.pid().unwrap();
+        (pg, pid)
+    });
 }
 
 #[test]

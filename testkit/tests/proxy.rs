@@ -35,6 +35,15 @@ async fn echo(stream: &mut TcpStream, message: &[u8]) {
     assert_eq!(buf, message);
 }
 
+/// A proxy in front of an echo server, and a connection through it that has
+/// echoed `first`.
+async fn proxy_and_connection(first: &[u8]) -> (FaultProxy, TcpStream) {
+    let proxy = FaultProxy::start(echo_server().await).unwrap();
+    let mut stream = TcpStream::connect(proxy.addr()).await.unwrap();
+    echo(&mut stream, first).await;
+    (proxy, stream)
+}
+
 /// Reads until the peer closes or resets; fails if data or nothing arrives.
 async fn assert_closed(stream: &mut TcpStream) {
     let mut buf = [0; 16];
@@ -46,10 +55,8 @@ async fn assert_closed(stream: &mut TcpStream) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forwards_both_ways() {
-    let proxy = FaultProxy::start(echo_server().await).unwrap();
+    let (proxy, mut stream) = proxy_and_connection(b"hello through the proxy").await;
     assert_ne!(proxy.port(), proxy.upstream().port());
-    let mut stream = TcpStream::connect(proxy.addr()).await.unwrap();
-    echo(&mut stream, b"hello through the proxy").await;
     let big = vec![7_u8; 1 << 20];
     echo(&mut stream, &big).await;
     assert_eq!(proxy.accepted(), 1);
@@ -83,9 +90,7 @@ async fn cut_closes_open_connections_and_accepts_new_ones() {
 
 #[tokio::test]
 async fn pause_holds_bytes_until_resume() {
-    let proxy = FaultProxy::start(echo_server().await).unwrap();
-    let mut stream = TcpStream::connect(proxy.addr()).await.unwrap();
-    echo(&mut stream, b"before").await;
+    let (proxy, mut stream) = proxy_and_connection(b"before").await;
 
     proxy.pause();
     stream.write_all(b"during").await.unwrap();
@@ -107,9 +112,7 @@ async fn pause_holds_bytes_until_resume() {
 
 #[tokio::test]
 async fn refuse_resets_new_connections_until_resume() {
-    let proxy = FaultProxy::start(echo_server().await).unwrap();
-    let mut open = TcpStream::connect(proxy.addr()).await.unwrap();
-    echo(&mut open, b"open").await;
+    let (proxy, mut open) = proxy_and_connection(b"open").await;
 
     proxy.refuse();
     if let Ok(mut refused) = TcpStream::connect(proxy.addr()).await {

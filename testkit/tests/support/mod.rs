@@ -2,9 +2,35 @@
 
 use std::time::{Duration, Instant};
 
+use shopfloor_testkit::Error;
+
+/// Asserts that `error` says package `name` is not installed, in these words.
+pub(crate) fn assert_not_installed(error: &Error, name: &str, message: &str) {
+    assert!(matches!(error, Error::NotInstalled { name: n, .. } if *n == name), "{error:?}");
+    assert_eq!(error.to_string(), message);
+}
+
+/// Asserts that a server dies with the test process that started it, also
+/// when that process is SIGKILLed and no `Drop` runs. The test named `test`
+/// runs itself again as a child process with `env` set; there `start` starts
+/// the server and gives its pid, and the child waits to be killed.
+pub(crate) fn assert_server_dies_with_test_process<S>(
+    test: &str,
+    env: &str,
+    start: impl FnOnce() -> (S, u32),
+) {
+    if std::env::var_os(env).is_some() {
+        let (_server, pid) = start();
+        println!("SERVER_PID {pid}");
+        let _ = std::io::Read::read(&mut std::io::stdin(), &mut [0]);
+        return;
+    }
+    assert_dies(kill_child_test_process(test, env));
+}
+
 /// Runs one test of this binary in a child process with `env` set, reads the
 /// `SERVER_PID` it prints, SIGKILLs the child (no `Drop` runs) and returns the pid.
-pub(crate) fn kill_child_test_process(test: &str, env: &str) -> u32 {
+fn kill_child_test_process(test: &str, env: &str) -> u32 {
     use std::io::BufRead;
     use std::process::{Command, Stdio};
     let mut child = Command::new(std::env::current_exe().unwrap())
@@ -28,7 +54,7 @@ pub(crate) fn kill_child_test_process(test: &str, env: &str) -> u32 {
 /// Asserts that a process dies (exits, or is a zombie: reaping it is up to
 /// whoever adopted it) within 10 s. Waits on a pidfd, which becomes readable
 /// when the process terminates: an event, not a polling loop.
-pub(crate) fn assert_dies(pid: u32) {
+fn assert_dies(pid: u32) {
     let raw = libc::pid_t::try_from(pid).expect("a pid fits pid_t");
     // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
     let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, raw, 0) };
