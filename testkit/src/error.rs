@@ -75,9 +75,9 @@ pub enum Error {
     /// for in the page did not happen in time.
     #[error("chromium: {0}")]
     DevTools(String),
-    /// Generating the test certificates failed.
+    /// Generating the test certificates failed (rcgen's message).
     #[error("generating test certificates: {0}")]
-    Certificate(#[from] rcgen::Error),
+    Certificate(String),
     /// Building a rustls configuration from the test certificates failed.
     #[error("building the TLS client configuration: {0}")]
     Tls(#[from] rustls::Error),

@@ -4,6 +4,7 @@
 mod alertmanager;
 mod alloc;
 mod amqtt;
+#[cfg(feature = "browser")]
 mod chromium;
 mod clickhouse;
 mod durable;
@@ -26,6 +27,7 @@ mod server;
 pub use alertmanager::Alertmanager;
 pub use alloc::{Counting, allocations, live_heap};
 pub use amqtt::Amqtt;
+#[cfg(feature = "browser")]
 pub use chromium::Chromium;
 pub use clickhouse::ClickHouse;
 pub use error::Error;

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+#[cfg(feature = "pki")]
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
     KeyPair, KeyUsagePurpose,
@@ -47,7 +48,15 @@ impl Pki {
     /// `use_identity_as_username` would take as the user name).
     pub const CLIENT_NAME: &'static str = "testkit-client";
 
+    /// Without the feature `pki` (rcgen), there is nothing to generate
+    /// certificates with: an [`Error::Usage`].
+    #[cfg(not(feature = "pki"))]
+    pub fn generate() -> Result<Self, Error> {
+        Err(Error::Usage("test certificates need shopfloor-testkit's feature `pki`"))
+    }
+
     /// Generates a new CA, server certificate and client certificate.
+    #[cfg(feature = "pki")]
     pub fn generate() -> Result<Self, Error> {
         let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
         ca_params.distinguished_name.push(DnType::CommonName, "shopfloor testkit CA");
@@ -140,5 +149,12 @@ impl Pki {
         Ok(ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()?
             .with_root_certificates(roots))
+    }
+}
+
+#[cfg(feature = "pki")]
+impl From<rcgen::Error> for Error {
+    fn from(e: rcgen::Error) -> Self {
+        Self::Certificate(e.to_string())
     }
 }
