@@ -114,24 +114,27 @@ impl Engine {
         match cmd {
             Command::Acknowledge { user, comment, .. } => {
                 let a = &mut self.alarms[i];
-                if !a.unacked {
+                if a.response != Response::Unacked {
                     return Err(CommandError::NotUnacknowledged(key));
                 }
-                a.unacked = false;
-                a.unconfirmed = self.rules.rules[a.rule].confirm;
-                let closed = a.delay.output().is_none() && a.latched.is_none() && !a.unconfirmed;
+                a.response = if self.rules.rules[a.rule].confirm {
+                    Response::Unconfirmed
+                } else {
+                    Response::Done
+                };
+                let closed = a.delay.output().is_none()
+                    && a.latched.is_none()
+                    && a.response == Response::Done;
                 self.emit(i, now, EventKind::Acknowledged { user, comment, closed });
             }
             Command::Confirm { user, comment, .. } => {
                 let a = &mut self.alarms[i];
-                if !a.unconfirmed {
-                    return not_now(if a.unacked {
-                        "acknowledge it first"
-                    } else {
-                        "it is not waiting for confirmation"
-                    });
+                match a.response {
+                    Response::Unconfirmed => {}
+                    Response::Unacked => return not_now("acknowledge it first"),
+                    Response::Done => return not_now("it is not waiting for confirmation"),
                 }
-                a.unconfirmed = false;
+                a.response = Response::Done;
                 let closed = a.delay.output().is_none() && a.latched.is_none();
                 self.emit(i, now, EventKind::Confirmed { user, comment, closed });
             }

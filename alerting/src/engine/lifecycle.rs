@@ -57,7 +57,7 @@ impl Engine {
                 // Active again before the reset: the same instance.
                 let was = self.alarms[i].latched.take().map(Cond);
                 if severity(c) > severity(was) {
-                    self.alarms[i].unacked = true;
+                    self.alarms[i].response = Response::Unacked;
                 }
                 let kind = EventKind::Changed { condition: cond, priority: priority(cond), value };
                 self.emit(i, now, kind);
@@ -66,8 +66,7 @@ impl Engine {
                 // Each activation is a new instance.
                 self.next_instance += 1;
                 self.alarms[i].instance = self.next_instance;
-                self.alarms[i].unacked = true;
-                self.alarms[i].unconfirmed = false;
+                self.alarms[i].response = Response::Unacked;
                 let kind = EventKind::Raised { condition: cond, priority: priority(cond), value };
                 self.alarms[i].active_since = Some(now);
                 self.emit(i, now, kind);
@@ -78,7 +77,7 @@ impl Engine {
             (Some(_), Some(Cond(cond))) => {
                 // Worse needs acknowledging again; better does not.
                 if severity(c) > severity(prev) {
-                    self.alarms[i].unacked = true;
+                    self.alarms[i].response = Response::Unacked;
                 }
                 let kind = EventKind::Changed { condition: cond, priority: priority(cond), value };
                 self.emit(i, now, kind);
@@ -97,7 +96,7 @@ impl Engine {
     /// The condition is back to normal (and no latch holds it).
     pub(super) fn returned(&mut self, i: usize, now: u64) {
         self.alarms[i].active_since = None;
-        let closed = !self.alarms[i].unacked && !self.alarms[i].unconfirmed;
+        let closed = self.alarms[i].response == Response::Done;
         self.emit(i, now, EventKind::ReturnedToNormal { closed });
         if self.alarms[i].shelved == Some(None) {
             self.alarms[i].shelved = None;

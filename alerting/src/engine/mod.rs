@@ -65,9 +65,8 @@ struct Alarm {
     key: AlarmKey,
     /// The delayed condition (limit level, or `On` as a level-less state).
     delay: Delay<Option<Cond>>,
-    unacked: bool,
-    /// Acknowledged, waiting for confirmation.
-    unconfirmed: bool,
+    /// What the operator still owes it.
+    response: Response,
     /// The condition replayed history last showed (see `handle_historical`).
     late: Option<Condition>,
     bad: Option<String>,
@@ -91,6 +90,30 @@ struct Alarm {
     active_since: Option<u64>,
     /// Its enabling signal (control number) and the enabling state.
     control: Option<(usize, bool)>,
+}
+
+/// What the operator still owes an alarm (ISA-18.2's acknowledgement,
+/// and the confirmation a rule may ask for after it): one state, so an
+/// alarm is never both unacknowledged and waiting for confirmation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Response {
+    /// Nothing.
+    Done,
+    /// An acknowledgement (raised, or worse since the last one).
+    Unacked,
+    /// Acknowledged; a confirmation (the rule's `confirm`).
+    Unconfirmed,
+}
+
+impl Response {
+    /// From a journal's two flags (unacknowledged wins: it comes first).
+    fn from_flags(unacknowledged: bool, unconfirmed: bool) -> Self {
+        match (unacknowledged, unconfirmed) {
+            (true, _) => Self::Unacked,
+            (false, true) => Self::Unconfirmed,
+            (false, false) => Self::Done,
+        }
+    }
 }
 
 enum Detector {
@@ -534,8 +557,7 @@ impl Engine {
             rule: r,
             key: key.clone(),
             delay: Delay::new(rule.on_delay, rule.off_delay, None),
-            unacked: false,
-            unconfirmed: false,
+            response: Response::Done,
             late: None,
             bad: None,
             instance: 0,

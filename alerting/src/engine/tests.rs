@@ -56,6 +56,13 @@ source = "press-*"
 metric = "level"
 limit = { h = { limit = 10.0 } }
 confirm = true
+
+[[rule]]
+name = "tank"
+source = "press-*"
+metric = "tank"
+limit = { h = { limit = 10.0 }, hh = { limit = 20.0 } }
+confirm = true
 "#;
 
 fn engine() -> Engine {
@@ -91,6 +98,38 @@ fn send_history(e: &mut Engine, metric: &str, value: f64, quality: Quality, at: 
 
 fn confirm(e: &mut Engine, k: AlarmKey, now: u64) -> Result<(), CommandError> {
     e.handle_command(Command::Confirm { key: k, user: "op".into(), comment: "fixed".into() }, now)
+}
+
+#[test]
+fn an_alarm_worse_while_waiting_for_confirmation_needs_acknowledging_first() {
+    let mut e = engine();
+    let k = key("tank", "tank");
+    send(&mut e, "tank", 12.0, Quality::Good, 0);
+    ack(&mut e, k.clone(), 1).unwrap();
+    let s = e.state(&k).unwrap();
+    assert!(s.unconfirmed && !s.unacknowledged);
+    // Worse: acknowledged again before anything else, never both owed.
+    send(&mut e, "tank", 25.0, Quality::Good, 2);
+    let s = e.state(&k).unwrap();
+    assert!(s.unacknowledged && !s.unconfirmed);
+    assert_eq!(
+        confirm(&mut e, k.clone(), 3),
+        Err(CommandError::NotNow { key: k.clone(), why: "acknowledge it first" })
+    );
+    let saved = e.persisted();
+    assert!(saved[0].unacknowledged && !saved[0].unconfirmed);
+    ack(&mut e, k.clone(), 4).unwrap();
+    assert!(e.state(&k).unwrap().unconfirmed);
+    confirm(&mut e, k.clone(), 5).unwrap();
+    let s = e.state(&k).unwrap();
+    assert!(!s.unconfirmed && !s.unacknowledged);
+    // A journal from before this rule (both flags) restores as unacknowledged.
+    let mut both = saved.clone();
+    both[0].unconfirmed = true;
+    let mut e = engine();
+    assert_eq!(e.restore(&both), 1);
+    let s = e.state(&k).unwrap();
+    assert!(s.unacknowledged && !s.unconfirmed);
 }
 
 #[test]

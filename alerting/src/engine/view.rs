@@ -126,8 +126,7 @@ impl Engine {
             .iter()
             .filter(|a| {
                 a.delay.output().is_some()
-                    || a.unacked
-                    || a.unconfirmed
+                    || a.response != Response::Done
                     || a.shelved.is_some()
                     || a.out_of_service
                     || a.latched.is_some()
@@ -136,11 +135,11 @@ impl Engine {
                 key: a.key.clone(),
                 instance: a.instance,
                 active: a.delay.output().map(|c| c.0).or(a.latched),
-                unacknowledged: a.unacked,
+                unacknowledged: a.response == Response::Unacked,
                 shelved: a.shelved,
                 out_of_service: a.out_of_service,
                 latched: a.latched.is_some(),
-                unconfirmed: a.unconfirmed,
+                unconfirmed: a.response == Response::Unconfirmed,
             })
             .collect()
     }
@@ -167,8 +166,7 @@ impl Engine {
             a.delay = Delay::new(rule.on_delay, rule.off_delay, output);
             a.latched = if p.latched { p.active } else { None };
             a.instance = p.instance;
-            a.unacked = p.unacknowledged;
-            a.unconfirmed = p.unconfirmed;
+            a.response = Response::from_flags(p.unacknowledged, p.unconfirmed);
             a.shelved = p.shelved;
             a.out_of_service = p.out_of_service;
             restored += 1;
@@ -182,14 +180,14 @@ impl Engine {
             let a = &self.alarms[i];
             AlarmState {
                 active: a.delay.output().map(|c| c.0).or(a.latched),
-                unacknowledged: a.unacked,
+                unacknowledged: a.response == Response::Unacked,
                 bad_input: a.bad.is_some(),
                 instance: a.instance,
                 shelved: a.shelved,
                 out_of_service: a.out_of_service,
                 latched: a.latched.is_some(),
                 suppressed: self.suppressed(a),
-                unconfirmed: a.unconfirmed,
+                unconfirmed: a.response == Response::Unconfirmed,
             }
         })
     }
