@@ -59,6 +59,7 @@ impl fmt::Display for LevelKind {
 
 /// One limit.
 #[derive(Clone, Copy, Debug, PartialEq)]
+#[non_exhaustive]
 pub struct Level {
     /// Which level.
     pub kind: LevelKind,
@@ -119,6 +120,7 @@ pub enum LimitsError {
 
 /// The levels of one limit alarm, checked.
 #[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
 pub struct Limits {
     /// Sorted LL, L, H, HH (those present).
     levels: Vec<Level>,

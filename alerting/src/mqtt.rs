@@ -58,6 +58,7 @@ pub use shopfloor_mqtt::Input;
 
 /// How the driver connects and where it publishes.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct AlertConfig {
     /// The broker list, protocol, keep-alive and client id. With MQTT
     /// 3.1.1, command replies go to `<prefix>/reply`, without correlation
@@ -103,6 +104,7 @@ impl AlertConfig {
 
 /// A running driver's counters, for logs and a metrics endpoint.
 #[derive(Debug, Default)]
+#[non_exhaustive]
 pub struct DriverStats {
     /// Messages taken from the broker (readings and commands).
     pub messages: std::sync::atomic::AtomicU64,

@@ -185,6 +185,7 @@ pub enum Kind {
 
 /// One checked rule.
 #[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
 pub struct Rule {
     /// Unique, stable: the alarm definition's id.
     pub name: String,
@@ -222,6 +223,7 @@ pub struct Rule {
 
 /// The signal and state that enable an alarm (suppression by design).
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct EnabledWhen {
     /// The signal's source; `{source}` stands for the alarm's own source.
     pub source: String,
@@ -240,6 +242,7 @@ impl Rule {
 
 /// Checked rules, in file order.
 #[derive(Clone, Debug, Default, PartialEq)]
+#[non_exhaustive]
 pub struct RuleSet {
     /// The rules.
     pub rules: Vec<Rule>,

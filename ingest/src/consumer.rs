@@ -56,6 +56,7 @@ pub use shopfloor_mqtt::Input;
 
 /// How an ingest process runs.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct IngestConfig {
     /// The broker list, protocol, keep-alive and client id. The client id
     /// must be stable across restarts, so that the broker keeps the
@@ -161,6 +162,7 @@ impl IngestConfig {
 
 /// Counters of a running ingest.
 #[derive(Debug, Default)]
+#[non_exhaustive]
 pub struct Stats {
     /// Messages committed and acked (or dead-lettered and acked).
     pub messages: AtomicU64,

@@ -30,6 +30,7 @@ pub const fn quality_code(q: Quality) -> i16 {
 
 /// A value as the samples table holds it: a number, a text, or both NULL.
 #[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
 pub enum Stored<'a> {
     /// `value` (numbers; booleans as 0 and 1).
     Number(f64),

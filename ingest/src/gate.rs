@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 /// The gate's limits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct GateConfig {
     /// A batch goes when it holds this many readings…
     pub batch_readings: usize,

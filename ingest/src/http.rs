@@ -152,6 +152,7 @@ pub fn reading_at<'a>(
 
 /// What an answer to a write means.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Answer {
     /// Written.
     Written,

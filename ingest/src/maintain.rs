@@ -26,6 +26,7 @@ const LOCK: i64 = 0x5348_4f50_524f_4c4c;
 
 /// What to keep and how.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Retention {
     /// Drop samples older than this (native: whole days; TimescaleDB: a
     /// retention policy). `None` keeps everything. Rollups are kept.
@@ -60,6 +61,7 @@ impl Default for Retention {
 
 /// What one pass did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Pass {
     /// Deltas folded (one per metric and minute per write).
     pub deltas: u64,

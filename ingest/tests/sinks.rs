@@ -338,11 +338,11 @@ async fn equal_dead_letters_are_each_kept<S: Server>() {
     }
     let db = S::start();
     let mut work = Submission::default();
-    work.dead = vec![shopfloor_ingest::DeadLetter {
-        topic: "shopfloor/p/a/m/s".into(),
-        payload: b"{\"readings\": [".to_vec(),
-        error: "EOF while parsing".into(),
-    }];
+    work.dead = vec![shopfloor_ingest::DeadLetter::new(
+        "shopfloor/p/a/m/s",
+        b"{\"readings\": [".to_vec(),
+        "EOF while parsing",
+    )];
     match db.store() {
         Store::InfluxDb(c) => twice(InfluxSink::new(c), &work).await,
         Store::ClickHouse(c) => twice(ClickHouseSink::new(c), &work).await,

@@ -134,12 +134,12 @@ async fn the_query_contract_has_its_documented_columns(storage: Storage) {
     let mut plain = batch("line/c", DAY1, 1);
     plain.readings.push(Reading::new("state", Timestamp::from_unix_ms(DAY1), "run"));
     w.write(&[plain]).await.unwrap();
-    let info = |unit: Option<&str>, props: Option<&str>| MetricInfo {
-        source: "line/c".into(),
-        name: "temp".into(),
-        datatype: Some("Float".into()),
-        unit: unit.map(Into::into),
-        properties: props.map(Into::into),
+    let info = |unit: Option<&str>, props: Option<&str>| {
+        let mut info = MetricInfo::new("line/c", "temp");
+        info.datatype = Some("Float".into());
+        info.unit = unit.map(Into::into);
+        info.properties = props.map(Into::into);
+        info
     };
     // Two births in one flush: the later wins.
     w.describe(&[info(Some("degF"), None), info(Some("degC"), Some(r#"{"engLow": -20}"#))])
@@ -305,10 +305,9 @@ async fn rollup_mismatches(client: &Client, unit: &str) -> i64 {
 async fn rollups_follow_live_and_late_rows_and_partitions_come_and_go() {
     let (pg, mut client) = migrated(Storage::Native).await;
     let mut w = Writer::new(connect(&pg).await);
-    let mut upkeep = Maintenance::new(Retention {
-        samples: Some(std::time::Duration::from_secs(3 * 86_400)),
-        ..Retention::default()
-    });
+    let mut retention = Retention::default();
+    retention.samples = Some(std::time::Duration::from_secs(3 * 86_400));
+    let mut upkeep = Maintenance::new(retention);
     // Partitions ahead of the clock: today and the two days after.
     let now = DAY1 + 3_600_000;
     upkeep.run(&mut client, now).await.unwrap();
@@ -427,7 +426,7 @@ async fn data_postgres_refuses_is_isolated_and_the_rest_committed(storage: Stora
     }
     let mut s = Submission::default();
     s.batches = vec![b, batch("line/b", DAY1, 7)];
-    s.dead = vec![DeadLetter { topic: "t".into(), payload: vec![1], error: "given".into() }];
+    s.dead = vec![DeadLetter::new("t", vec![1], "given")];
     let written = w.submit(&s).await.expect("isolated, not an error");
     assert_eq!((written.rows, written.dead_letters), (104, 4));
     assert_eq!(count(w.client()).await, 104);
@@ -718,11 +717,10 @@ async fn timescaledb_policies_and_rollups() {
         client.query_one("SELECT count(*) FROM shopfloor.readings_1m", &[]).await.unwrap().get(0);
     assert_eq!(buckets, 9);
     // Then the policies.
-    let mut upkeep = Maintenance::new(Retention {
-        samples: Some(std::time::Duration::from_secs(30 * 86_400)),
-        compress_after: Some(std::time::Duration::from_secs(7 * 86_400)),
-        ..Retention::default()
-    });
+    let mut retention = Retention::default();
+    retention.samples = Some(std::time::Duration::from_secs(30 * 86_400));
+    retention.compress_after = Some(std::time::Duration::from_secs(7 * 86_400));
+    let mut upkeep = Maintenance::new(retention);
     upkeep.run(&mut client, DAY1).await.unwrap();
     let jobs: Vec<(String, String)> = pairs(
         &client,
@@ -800,7 +798,9 @@ async fn dead_letters_are_kept_boundedly(storage: Storage) {
     let now =
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis()
             as u64;
-    let mut upkeep = Maintenance::new(Retention { dead_letters_max: 40, ..Retention::default() });
+    let mut retention = Retention::default();
+    retention.dead_letters_max = 40;
+    let mut upkeep = Maintenance::new(retention);
     let pass = upkeep.run(&mut client, now).await.unwrap();
     assert_eq!(pass.dead_letters_deleted, 40, "30 past 30 days, and 10 more past the cap of 40");
     let left: Vec<(String, i64)> =
@@ -861,11 +861,10 @@ async fn the_catalogue_is_bounded() {
     let out = w.write(&[batch(&["a", "b", "c"], 0)]).await.unwrap();
     assert_eq!((out.rows, out.rejected.len()), (3, 0));
     // A birth describes d (new, room for it) and a (known).
-    let info = |name: &str| MetricInfo {
-        source: "hostile".into(),
-        name: name.into(),
-        unit: Some("bar".into()),
-        ..MetricInfo::default()
+    let info = |name: &str| {
+        let mut info = MetricInfo::new("hostile", name);
+        info.unit = Some("bar".into());
+        info
     };
     w.describe(&[info("d"), info("a")]).await.unwrap();
     // One place left: e gets it, f and g do not; a and d are written.
@@ -876,7 +875,9 @@ async fn the_catalogue_is_bounded() {
     assert!(out.rejected.iter().all(|r| r.error == RowError::CatalogueFull { limit: 5 }));
     assert!(out.rejected[0].error.to_string().contains("max_catalogue_metrics"));
     // Full: a description of a new metric is left out, a known one updated.
-    w.describe(&[info("h"), MetricInfo { unit: Some("psi".into()), ..info("b") }]).await.unwrap();
+    let mut psi = info("b");
+    psi.unit = Some("psi".into());
+    w.describe(&[info("h"), psi]).await.unwrap();
     let rows = w
         .client()
         .query("SELECT name, coalesce(unit, '') FROM shopfloor.metrics ORDER BY name", &[])

@@ -15,6 +15,7 @@ pub struct AlarmKey {
 
 /// The alarm state a condition can be in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Condition {
     /// A limit alarm's level.
     Level(LevelKind),
@@ -125,6 +126,7 @@ pub enum EventKind {
 
 /// An event of one alarm.
 #[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
 pub struct Event {
     /// Which alarm.
     pub key: AlarmKey,

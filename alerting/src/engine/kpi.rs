@@ -4,6 +4,7 @@ use super::*;
 
 /// Alarm-system performance settings (ISA-18.2, EEMUA 191).
 #[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
 pub struct KpiConfig {
     /// More activations than this in `flood_window`, in one area, is a
     /// flood: a meta-alarm `alarm-flood` for the area is raised.
@@ -36,6 +37,7 @@ impl Default for KpiConfig {
 
 /// The alarm-system KPIs of one area, now.
 #[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
 pub struct AreaKpis {
     /// The area.
     pub area: String,

@@ -26,6 +26,7 @@ pub struct Persisted {
 
 /// One alarm as sinks and displays see it.
 #[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
 pub struct AlarmView {
     /// Which.
     pub key: AlarmKey,
@@ -49,6 +50,7 @@ pub struct AlarmView {
 
 /// The public state of one alarm.
 #[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
 pub struct AlarmState {
     /// Active (delayed) condition, if any.
     pub active: Option<Condition>,

@@ -5,6 +5,7 @@ use super::*;
 /// What a source says about one of its metrics (a Sparkplug birth: the
 /// datatype, `engUnit`, and other properties), for `shopfloor.metrics`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct MetricInfo {
     /// The source, as in the readings.
     pub source: String,
@@ -16,6 +17,13 @@ pub struct MetricInfo {
     pub unit: Option<String>,
     /// Other properties as a JSON object (`engLow`, `engHigh`…).
     pub properties: Option<String>,
+}
+
+impl MetricInfo {
+    /// `source`'s metric `name`, nothing said about it yet.
+    pub fn new(source: impl Into<String>, name: impl Into<String>) -> Self {
+        Self { source: source.into(), name: name.into(), ..Self::default() }
+    }
 }
 
 /// The datatype recorded for a metric first seen with this value (when no

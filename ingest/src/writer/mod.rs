@@ -33,6 +33,7 @@ const MINUTE_MS: u64 = 60_000;
 
 /// A reading that cannot be stored, for the dead letters.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Rejected {
     /// The batch's source.
     pub source: String,
@@ -44,6 +45,7 @@ pub struct Rejected {
 
 /// What a write did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Written {
     /// Rows added.
     pub rows: u64,
@@ -57,6 +59,7 @@ pub struct Written {
 
 /// A message that cannot be used, for `shopfloor.dead_letters`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub struct DeadLetter {
     /// The MQTT topic.
     pub topic: String,
@@ -64,6 +67,17 @@ pub struct DeadLetter {
     pub payload: Vec<u8>,
     /// Why it cannot be used.
     pub error: String,
+}
+
+impl DeadLetter {
+    /// The message on `topic` with `payload`, unusable because of `error`.
+    pub fn new(
+        topic: impl Into<String>,
+        payload: impl Into<Vec<u8>>,
+        error: impl Into<String>,
+    ) -> Self {
+        Self { topic: topic.into(), payload: payload.into(), error: error.into() }
+    }
 }
 
 /// What one transaction holds.
