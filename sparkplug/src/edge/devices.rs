@@ -110,16 +110,8 @@ impl EdgeNode {
         let mut next_alias =
             self.groups.iter().flat_map(|g| g.metrics.iter().map(|m| m.alias)).max().unwrap_or(0)
                 + 1;
-        let mut types = BirthTypes::new();
-        self.groups[g].metrics = specs
-            .into_iter()
-            .map(|spec| {
-                let alias = next_alias;
-                next_alias += 1;
-                types.insert(&spec.name, Some(alias), spec.datatype);
-                MetricState { spec, alias, current: None, sent: None, sent_at: None }
-            })
-            .collect();
+        let (metrics, types) = metric_states(specs, &mut next_alias);
+        self.groups[g].metrics = metrics;
         self.groups[g].types = types;
         self.groups[g].reindex();
     }
