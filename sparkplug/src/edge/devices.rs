@@ -14,11 +14,7 @@ impl EdgeNode {
         }
         self.groups[g].alive = false;
         if let Some(seq) = self.next_seq() {
-            let p = Payload {
-                timestamp: Some(now.unix_ms),
-                seq: Some(seq.into()),
-                ..Payload::default()
-            };
+            let p = session_payload(now, seq, Vec::new());
             self.push(MessageType::DDeath, Some(g), &p, false);
         }
         Ok(())
@@ -177,12 +173,7 @@ impl EdgeNode {
                 metadata: None,
             });
         }
-        let p = Payload {
-            timestamp: Some(now.unix_ms),
-            seq: Some(seq.into()),
-            metrics,
-            ..Payload::default()
-        };
+        let p = session_payload(now, seq, metrics);
         let t = if g == 0 { MessageType::NBirth } else { MessageType::DBirth };
         self.push(t, Some(g), &p, true);
     }
@@ -201,12 +192,7 @@ impl EdgeNode {
         now: Now,
     ) -> Option<Publish> {
         let seq = self.next_seq()?;
-        let p = Payload {
-            timestamp: Some(now.unix_ms),
-            seq: Some(seq.into()),
-            metrics,
-            ..Payload::default()
-        };
+        let p = session_payload(now, seq, metrics);
         let t = if g == 0 { MessageType::NData } else { MessageType::DData };
         Some(self.publish_of(t, Some(g), &p, false))
     }

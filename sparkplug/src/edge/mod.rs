@@ -105,6 +105,11 @@ fn metric_states(specs: Vec<MetricSpec>, next_alias: &mut u64) -> (Vec<MetricSta
     (metrics, types)
 }
 
+/// A payload of the session: sent `now`, numbered `seq`.
+fn session_payload(now: Now, seq: u8, metrics: Vec<Metric>) -> Payload {
+    Payload { timestamp: Some(now.unix_ms), seq: Some(seq.into()), metrics, ..Payload::default() }
+}
+
 #[derive(Clone, Debug)]
 struct Group {
     /// `None` for the node itself.
