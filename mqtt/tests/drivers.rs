@@ -9,19 +9,13 @@ use shopfloor_schemas::{Batch, Quality, Reading, Timestamp, Value};
 use shopfloor_sparkplug::edge::MetricSpec;
 use shopfloor_sparkplug::spool::{FileSpool, OpenReport, SpoolError};
 use shopfloor_sparkplug::{
-    DataType, EdgeEvent, EdgeNode, EdgeNodeConfig, HostApplication, HostConfig, HostEvent,
-    StatePayload,
+    DataType, EdgeEvent, EdgeNode, EdgeNodeConfig, HostConfig, HostEvent, StatePayload,
 };
 use shopfloor_testkit::Mosquitto;
 use tokio::time::timeout;
 
-fn config(client_id: &str, broker: &Mosquitto) -> DriverConfig {
-    let mut c = DriverConfig::new(client_id, Broker::new(broker.host(), broker.port()));
-    c.backoff_min = Duration::from_millis(50);
-    c.backoff_max = Duration::from_millis(400);
-    c.keep_alive = Duration::from_secs(5);
-    c
-}
+mod support;
+use support::{config, host_event, scada};
 
 /// Node `Plant1/{edge_node}` with one metric, `temp`, waiting for
 /// `primary_host` if any.
@@ -36,30 +30,8 @@ fn edge(broker: &Mosquitto) -> EdgeDriver {
     EdgeDriver::spawn(temp_node("Gateway-7", Some("scada")), config("edge-7", broker))
 }
 
-/// Host application `scada`.
-fn scada(config: DriverConfig) -> HostDriver {
-    HostDriver::spawn(HostApplication::new(HostConfig::new("scada")), config)
-}
-
 fn host(broker: &Mosquitto) -> HostDriver {
     scada(config("scada", broker))
-}
-
-/// The first host event that `matches`, within 20 s.
-async fn host_event(
-    h: &mut HostDriver,
-    what: &str,
-    matches: impl Fn(&HostEvent) -> bool,
-) -> HostEvent {
-    let found = timeout(Duration::from_secs(20), async {
-        loop {
-            let e = h.next_event().await.expect("the host driver stopped");
-            if matches(&e) {
-                return e;
-            }
-        }
-    });
-    found.await.unwrap_or_else(|_| panic!("no host event {what} within 20 s"))
 }
 
 fn temp(ms: u64, v: f64) -> Batch {
