@@ -187,32 +187,34 @@ fn bad_mappings_are_refused_with_advice() {
         let spec: MappingSpec = toml::from_str(t).unwrap();
         spec.compile(&fixtures()).unwrap_err().to_string()
     };
-    let e = refuse("name = \"a\"\ntopic = \"a/{m}\"");
-    assert!(e.contains("metric is not given"), "{e}");
-    let e = refuse("name = \"a\"\ntopic = \"a/{m}\"\nmetric = \"{/x}\"\nvalue = \"v\"");
-    assert!(e.contains("not a JSON Pointer"), "{e}");
-    let e = refuse("name = \"a\"\ntopic = \"a/{m}\"\nfields = \"\"\nvalues = { x = \"/x\" }");
-    assert!(e.contains("give one of value"), "{e}");
-    let e = refuse("name = \"a\"\ntopic = \"a/{m}\"\nfields = \"\"\nmetric = \"{m}\"");
-    assert!(e.contains("does not use {key}"), "{e}");
-    let e = refuse("name = \"a\"\ntopic = \"a/{m}\"\nmetric = \"{machine}\"");
-    assert!(e.contains("{m}"), "{e}");
-    let e = refuse("name = \"a\"\ntopic = \"a/#/b\"\nmetric = \"x\"");
-    assert!(e.contains("last level"), "{e}");
-    let e = refuse(
-        "name = \"a\"\ntopic = \"a\"\nmetric = \"x\"\ntimestamp = \"/t\"\ntime_format = \"%d\"\ntime_zone = \"Nowhere/City\"",
-    );
-    assert!(e.contains("IANA"), "{e}");
-    let e = refuse(
-        "name = \"a\"\ntopic = \"a\"\nmetric = \"x\"\nformat = \"protobuf\"\nproto_file = \"telemetry.proto\"\nmessage = \"Telemetry\"",
-    );
-    assert!(e.contains("acme.v1.Telemetry"), "the message list helps: {e}");
-    let e = refuse(
-        "name = \"a\"\ntopic = \"a\"\nmetric = \"x\"\nformat = \"protobuf\"\nproto_file = \"missing.proto\"\nmessage = \"M\"",
-    );
-    assert!(e.contains("missing.proto"), "{e}");
-    let e = refuse("name = \"a\"\ntopic = \"a\"\nmetric = \"x\"\ntype = \"string\"\nscale = 2.0");
-    assert!(e.contains("scale"), "{e}");
+    for (toml, advice) in [
+        ("name = \"a\"\ntopic = \"a/{m}\"", "metric is not given"),
+        ("name = \"a\"\ntopic = \"a/{m}\"\nmetric = \"{/x}\"\nvalue = \"v\"", "not a JSON Pointer"),
+        (
+            "name = \"a\"\ntopic = \"a/{m}\"\nfields = \"\"\nvalues = { x = \"/x\" }",
+            "give one of value",
+        ),
+        ("name = \"a\"\ntopic = \"a/{m}\"\nfields = \"\"\nmetric = \"{m}\"", "does not use {key}"),
+        ("name = \"a\"\ntopic = \"a/{m}\"\nmetric = \"{machine}\"", "{m}"),
+        ("name = \"a\"\ntopic = \"a/#/b\"\nmetric = \"x\"", "last level"),
+        (
+            "name = \"a\"\ntopic = \"a\"\nmetric = \"x\"\ntimestamp = \"/t\"\ntime_format = \"%d\"\ntime_zone = \"Nowhere/City\"",
+            "IANA",
+        ),
+        // The message list helps.
+        (
+            "name = \"a\"\ntopic = \"a\"\nmetric = \"x\"\nformat = \"protobuf\"\nproto_file = \"telemetry.proto\"\nmessage = \"Telemetry\"",
+            "acme.v1.Telemetry",
+        ),
+        (
+            "name = \"a\"\ntopic = \"a\"\nmetric = \"x\"\nformat = \"protobuf\"\nproto_file = \"missing.proto\"\nmessage = \"M\"",
+            "missing.proto",
+        ),
+        ("name = \"a\"\ntopic = \"a\"\nmetric = \"x\"\ntype = \"string\"\nscale = 2.0", "scale"),
+    ] {
+        let e = refuse(toml);
+        assert!(e.contains(advice), "{toml}: {e}");
+    }
     let e = toml::from_str::<MappingSpec>("name = \"a\"\ntopic = \"a\"\nvalu = \"/v\"")
         .unwrap_err()
         .to_string();

@@ -47,6 +47,7 @@ mod failure;
 pub mod input;
 mod link;
 pub mod plain;
+mod retry;
 pub mod section;
 mod task;
 mod tls;
@@ -64,9 +65,9 @@ use tokio::time::{Instant, MissedTickBehavior};
 pub use backoff::Backoff;
 pub use connection::Connection;
 pub use consumer::{Consumer, ConsumerConfig, ConsumerEvent, Received, Session};
-use failure::FailureLog;
 pub use input::{Decoded, Input, InputCount, Inputs};
 use link::{Inbound, Link};
+use retry::{Heard, Retry};
 pub use section::MqttSection;
 /// Payload mappings ([`Input::Mapped`]): the `shopfloor-mapping` crate.
 pub use shopfloor_mapping as mapping;
@@ -435,12 +436,10 @@ async fn run_edge(
     let barrier_filter = node.subscriptions().swap_remove(0);
     let mut sync = tokio::time::interval(SYNC_EVERY);
     sync.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let mut broker = 0;
-    let mut backoff = Backoff::new(config.backoff_min, config.backoff_max);
-    let mut failures = FailureLog::default();
+    let mut retry = Retry::new(&config);
     let mut done: Option<oneshot::Sender<()>> = None;
     'connections: loop {
-        let Some(b) = config.brokers.get(broker % config.brokers.len().max(1)) else { return };
+        let Some(b) = retry.broker() else { return };
         // The bdSeq this CONNECT's Will carries, kept before it is used.
         if let Some(path) = &config.bd_seq_file
             && let Err(e) = bdseq::store(path, node.bd_seq())
@@ -448,7 +447,6 @@ async fn run_edge(
             tracing::warn!("{}: {e}; bdSeq will start again at 0 after a restart", path.display());
         }
         let mut link = Link::connect(&config, b, Some(node.will()));
-        let mut acked = false;
         let mut next_broker = false;
         // The replay mark the outstanding barrier confirms, and how many
         // replayed messages wait for the next one.
@@ -457,36 +455,20 @@ async fn run_edge(
         'session: loop {
             tokio::select! {
                 biased;
-                e = link.recv() => match e {
-                    Some(Ok(Inbound::ConnAck)) => {
-                        if !link.subscribe(node.subscriptions()).await {
-                            break;
-                        }
-                    }
-                    Some(Ok(Inbound::SubAck)) if !acked => {
-                        acked = true;
-                        backoff.reset();
-                        tracing::info!(broker = %format!("{}:{}", b.host, b.port), "connected");
-                        failures.connected();
-                        node.handle_connected(Now::now());
-                    }
-                    Some(Ok(Inbound::SubAck)) => {
+                e = link.recv() => match retry.inbound(e, &mut link, &mut node).await {
+                    Heard::SubAck => {
                         if let Some(m) = barrier.take() {
                             node.commit_replay(m);
                         }
                     }
-                    Some(Ok(Inbound::Publish(msg))) => {
+                    Heard::Publish(msg) => {
                         // A bad command is the host's problem; the session goes on.
                         if let Err(e) = node.handle_message(&msg, Now::now()) {
                             tracing::warn!("ignored: {e}");
                         }
                     }
-                    Some(Ok(_)) => {}
-                    Some(Err(e)) => {
-                        failures.log(&format!("{}:{}", b.host, b.port), e);
-                        break;
-                    }
-                    None => break,
+                    Heard::Nothing => {}
+                    Heard::Closed => break,
                 },
                 c = control.recv() => {
                     if let Some(Control::Shutdown(tx)) = c { done = Some(tx); }
@@ -550,11 +532,8 @@ async fn run_edge(
         node.handle_disconnected();
         let _ = emit_edge(&mut node, &events, dropped);
         shared.update(&node);
-        if !acked || next_broker {
-            broker += 1;
-        }
         // Wait before the next attempt, still taking batches into the store.
-        let until = Instant::now() + backoff.next_delay();
+        let until = retry.ended(next_broker);
         loop {
             tokio::select! {
                 () = tokio::time::sleep_until(until) => continue 'connections,
@@ -752,40 +731,21 @@ async fn run_host(
     mut control: mpsc::Receiver<Control>,
     dropped: Arc<AtomicU64>,
 ) {
-    let mut broker = 0;
-    let mut backoff = Backoff::new(config.backoff_min, config.backoff_max);
-    let mut failures = FailureLog::default();
+    let mut retry = Retry::new(&config);
     let mut done: Option<oneshot::Sender<()>> = None;
     'connections: loop {
-        let Some(b) = config.brokers.get(broker % config.brokers.len().max(1)) else { return };
+        let Some(b) = retry.broker() else { return };
         let mut link = Link::connect(&config, b, host.will(Now::now()));
-        let mut acked = false;
         'session: loop {
             tokio::select! {
-                e = link.recv() => match e {
-                    Some(Ok(Inbound::ConnAck)) => {
-                        if !link.subscribe(host.subscriptions()).await {
-                            break;
-                        }
-                    }
-                    Some(Ok(Inbound::SubAck)) if !acked => {
-                        acked = true;
-                        backoff.reset();
-                        tracing::info!(broker = %format!("{}:{}", b.host, b.port), "connected");
-                        failures.connected();
-                        host.handle_connected(Now::now());
-                    }
-                    Some(Ok(Inbound::Publish(msg))) => {
+                e = link.recv() => match retry.inbound(e, &mut link, &mut host).await {
+                    Heard::Publish(msg) => {
                         if let Err(e) = host.handle_message(&msg, Now::now()) {
                             tracing::debug!("ignored: {e}");
                         }
                     }
-                    Some(Ok(_)) => {}
-                    Some(Err(e)) => {
-                        failures.log(&format!("{}:{}", b.host, b.port), e);
-                        break;
-                    }
-                    None => break,
+                    Heard::Nothing | Heard::SubAck => {}
+                    Heard::Closed => break,
                 },
                 () = sleep_until_opt(host.poll_timeout()) => host.handle_timeout(Now::now()),
                 c = control.recv() => {
@@ -816,10 +776,7 @@ async fn run_host(
         while let Some(e) = host.poll_event() {
             emit(&events, &dropped, e);
         }
-        if !acked {
-            broker += 1;
-        }
-        let until = Instant::now() + backoff.next_delay();
+        let until = retry.ended(false);
         tokio::select! {
             () = tokio::time::sleep_until(until) => {}
             c = control.recv() => { if let Some(Control::Shutdown(tx)) = c { done = Some(tx); } break 'connections; }

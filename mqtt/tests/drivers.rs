@@ -9,46 +9,29 @@ use shopfloor_schemas::{Batch, Quality, Reading, Timestamp, Value};
 use shopfloor_sparkplug::edge::MetricSpec;
 use shopfloor_sparkplug::spool::{FileSpool, OpenReport, SpoolError};
 use shopfloor_sparkplug::{
-    DataType, EdgeEvent, EdgeNode, EdgeNodeConfig, HostApplication, HostConfig, HostEvent,
-    StatePayload,
+    DataType, EdgeEvent, EdgeNode, EdgeNodeConfig, HostConfig, HostEvent, StatePayload,
 };
 use shopfloor_testkit::Mosquitto;
 use tokio::time::timeout;
 
-fn config(client_id: &str, broker: &Mosquitto) -> DriverConfig {
-    let mut c = DriverConfig::new(client_id, Broker::new(broker.host(), broker.port()));
-    c.backoff_min = Duration::from_millis(50);
-    c.backoff_max = Duration::from_millis(400);
-    c.keep_alive = Duration::from_secs(5);
-    c
+mod support;
+use support::{config, host_event, scada};
+
+/// Node `Plant1/{edge_node}` with one metric, `temp`, waiting for
+/// `primary_host` if any.
+fn temp_node(edge_node: &str, primary_host: Option<&str>) -> EdgeNode {
+    let mut c = EdgeNodeConfig::new("Plant1", edge_node);
+    c.primary_host_id = primary_host.map(str::to_owned);
+    c.metrics = vec![MetricSpec::new("temp", DataType::Double)];
+    EdgeNode::new(c).unwrap()
 }
 
 fn edge(broker: &Mosquitto) -> EdgeDriver {
-    let mut c = EdgeNodeConfig::new("Plant1", "Gateway-7");
-    c.primary_host_id = Some("scada".into());
-    c.metrics = vec![MetricSpec::new("temp", DataType::Double)];
-    EdgeDriver::spawn(EdgeNode::new(c).unwrap(), config("edge-7", broker))
+    EdgeDriver::spawn(temp_node("Gateway-7", Some("scada")), config("edge-7", broker))
 }
 
 fn host(broker: &Mosquitto) -> HostDriver {
-    HostDriver::spawn(HostApplication::new(HostConfig::new("scada")), config("scada", broker))
-}
-
-/// The first host event that `matches`, within 20 s.
-async fn host_event(
-    h: &mut HostDriver,
-    what: &str,
-    matches: impl Fn(&HostEvent) -> bool,
-) -> HostEvent {
-    let found = timeout(Duration::from_secs(20), async {
-        loop {
-            let e = h.next_event().await.expect("the host driver stopped");
-            if matches(&e) {
-                return e;
-            }
-        }
-    });
-    found.await.unwrap_or_else(|_| panic!("no host event {what} within 20 s"))
+    scada(config("scada", broker))
 }
 
 fn temp(ms: u64, v: f64) -> Batch {
@@ -57,6 +40,21 @@ fn temp(ms: u64, v: f64) -> Batch {
 
 fn data_with(e: &HostEvent, v: f64) -> bool {
     matches!(e, HostEvent::Data(b) if b.readings.iter().any(|r| r.value == Value::F64(v) && r.quality == Quality::Good))
+}
+
+/// Publishes `temp` = `v` at `ms` and waits for the host to get it live.
+async fn publish_and_see(e: &EdgeDriver, h: &mut HostDriver, what: &str, ms: u64, v: f64) {
+    e.publish(temp(ms, v)).await.unwrap();
+    host_event(h, what, |e| data_with(e, v)).await;
+}
+
+/// Waits until the edge driver has noticed that its broker is gone.
+async fn edge_offline(e: &mut EdgeDriver) {
+    timeout(Duration::from_secs(20), async {
+        while e.next_event().await.expect("edge driver alive") != EdgeEvent::Offline {}
+    })
+    .await
+    .expect("the edge node noticed the broker's death");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -97,16 +95,11 @@ async fn broker_kill9_ends_in_a_rebirth_and_replays_the_outage() {
     let mut e = edge(&broker);
     host_event(&mut h, "first birth", |e| matches!(e, HostEvent::NodeOnline { bd_seq: 0, .. }))
         .await;
-    e.publish(temp(1_000, 1.0)).await.unwrap();
-    host_event(&mut h, "data 1.0", |e| data_with(e, 1.0)).await;
+    publish_and_see(&e, &mut h, "data 1.0", 1_000, 1.0).await;
 
     broker.kill9();
     // Wait until the edge driver has noticed, so the next reading is stored.
-    timeout(Duration::from_secs(20), async {
-        while e.next_event().await.expect("edge driver alive") != EdgeEvent::Offline {}
-    })
-    .await
-    .expect("the edge node noticed the broker's death");
+    edge_offline(&mut e).await;
     e.publish(temp(2_000, 2.0)).await.unwrap();
     broker.start_again().expect("restart mosquitto");
 
@@ -119,19 +112,15 @@ async fn broker_kill9_ends_in_a_rebirth_and_replays_the_outage() {
     let HostEvent::Historical(batch) = got else { unreachable!() };
     let r = batch.readings.iter().find(|r| r.value == Value::F64(2.0)).unwrap();
     assert_eq!(r.timestamp.unix_ms(), 2_000, "the reading keeps its own time");
-    e.publish(temp(3_000, 3.0)).await.unwrap();
-    host_event(&mut h, "live data after the outage", |e| data_with(e, 3.0)).await;
+    publish_and_see(&e, &mut h, "live data after the outage", 3_000, 3.0).await;
     e.shutdown().await;
     h.shutdown().await;
 }
 
 fn edge_on(brokers: &[&Mosquitto], primary_host: Option<&str>) -> EdgeDriver {
-    let mut c = EdgeNodeConfig::new("Plant1", "Gateway-9");
-    c.primary_host_id = primary_host.map(str::to_owned);
-    c.metrics = vec![MetricSpec::new("temp", DataType::Double)];
     let mut d = config("edge-9", brokers[0]);
     d.brokers = brokers.iter().map(|b| Broker::new(b.host(), b.port())).collect();
-    EdgeDriver::spawn(EdgeNode::new(c).unwrap(), d)
+    EdgeDriver::spawn(temp_node("Gateway-9", primary_host), d)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -145,8 +134,7 @@ async fn a_dead_first_broker_fails_over_to_the_next() {
         matches!(e, HostEvent::NodeOnline { .. })
     })
     .await;
-    e.publish(temp(5_000, 5.0)).await.unwrap();
-    host_event(&mut h, "data on the second broker", |e| data_with(e, 5.0)).await;
+    publish_and_see(&e, &mut h, "data on the second broker", 5_000, 5.0).await;
     e.shutdown().await;
     h.shutdown().await;
 }
@@ -170,8 +158,7 @@ async fn the_primary_host_going_offline_moves_the_edge_to_the_next_server() {
         matches!(e, HostEvent::NodeOnline { bd_seq: 1, .. })
     })
     .await;
-    e.publish(temp(6_000, 6.0)).await.unwrap();
-    host_event(&mut h2, "data on the second broker", |e| data_with(e, 6.0)).await;
+    publish_and_see(&e, &mut h2, "data on the second broker", 6_000, 6.0).await;
     e.shutdown().await;
     h2.shutdown().await;
 }
@@ -195,29 +182,20 @@ async fn edge_and_host_over_tls_with_credentials() {
         c.backoff_max = Duration::from_millis(400);
         c
     };
-    let mut h = HostDriver::spawn(
-        HostApplication::new(HostConfig::new("scada")),
-        over_tls("scada", "scada", "scada-secret"),
+    let mut h = scada(over_tls("scada", "scada", "scada-secret"));
+    let e = EdgeDriver::spawn(
+        temp_node("Gateway-T", Some("scada")),
+        over_tls("edge-t", "edge", "edge-secret"),
     );
-    let mut c = EdgeNodeConfig::new("Plant1", "Gateway-T");
-    c.primary_host_id = Some("scada".into());
-    c.metrics = vec![MetricSpec::new("temp", DataType::Double)];
-    let e = EdgeDriver::spawn(EdgeNode::new(c).unwrap(), over_tls("edge-t", "edge", "edge-secret"));
     host_event(&mut h, "a birth over TLS", |e| matches!(e, HostEvent::NodeOnline { .. })).await;
-    e.publish(temp(7_000, 7.0)).await.unwrap();
-    host_event(&mut h, "data over TLS", |e| data_with(e, 7.0)).await;
+    publish_and_see(&e, &mut h, "data over TLS", 7_000, 7.0).await;
     e.shutdown().await;
     h.shutdown().await;
 
     // A wrong password never gets a session: no birth reaches the host.
-    let mut h = HostDriver::spawn(
-        HostApplication::new(HostConfig::new("scada")),
-        over_tls("scada-2", "scada", "scada-secret"),
-    );
-    let mut c = EdgeNodeConfig::new("Plant1", "Gateway-X");
-    c.metrics = vec![MetricSpec::new("temp", DataType::Double)];
+    let mut h = scada(over_tls("scada-2", "scada", "scada-secret"));
     let intruder =
-        EdgeDriver::spawn(EdgeNode::new(c).unwrap(), over_tls("edge-x", "edge", "wrong"));
+        EdgeDriver::spawn(temp_node("Gateway-X", None), over_tls("edge-x", "edge", "wrong"));
     let got = timeout(Duration::from_secs(2), async {
         loop {
             if let Some(HostEvent::NodeOnline { edge_node, .. }) = h.next_event().await
@@ -241,17 +219,12 @@ async fn edge_and_host_over_mqtt_3_1_1() {
         c.protocol = Protocol::V311;
         c
     };
-    let mut h =
-        HostDriver::spawn(HostApplication::new(HostConfig::new("scada")), v311("scada-311"));
-    let mut c = EdgeNodeConfig::new("Plant1", "Gateway-311");
-    c.primary_host_id = Some("scada".into());
-    c.metrics = vec![MetricSpec::new("temp", DataType::Double)];
-    let node = || EdgeNode::new(c.clone()).unwrap();
+    let mut h = scada(v311("scada-311"));
+    let node = || temp_node("Gateway-311", Some("scada"));
     let e = EdgeDriver::spawn(node(), v311("edge-311"));
     host_event(&mut h, "NodeOnline over 3.1.1", |e| matches!(e, HostEvent::NodeOnline { .. }))
         .await;
-    e.publish(temp(7_000, 7.0)).await.unwrap();
-    host_event(&mut h, "data over 3.1.1", |e| data_with(e, 7.0)).await;
+    publish_and_see(&e, &mut h, "data over 3.1.1", 7_000, 7.0).await;
     // A clean shutdown: NDEATH is published, and no DISCONNECT is sent
     // (3.1.1's DISCONNECT would discard the Will).
     e.shutdown().await;
@@ -323,11 +296,7 @@ async fn a_file_spool_carries_an_outage_across_an_edge_crash() {
     let mut e = plant_edge(spool, &broker);
     stats_until(&e, "online", |s| s.online).await;
     broker.kill9();
-    timeout(Duration::from_secs(20), async {
-        while e.next_event().await.expect("edge driver alive") != EdgeEvent::Offline {}
-    })
-    .await
-    .expect("the edge node noticed the broker's death");
+    edge_offline(&mut e).await;
     let value = |sec: u64, i: usize| (sec * 1000 + i as u64) as f64;
     for sec in 0..SECONDS {
         let mut b = Batch::new("");
@@ -407,10 +376,7 @@ async fn retained_state(broker: &Mosquitto) -> StatePayload {
 }
 
 fn edge_named(node: &str, broker: &Mosquitto) -> EdgeDriver {
-    let mut c = EdgeNodeConfig::new("Plant1", node);
-    c.primary_host_id = Some("scada".into());
-    c.metrics = vec![MetricSpec::new("temp", DataType::Double)];
-    EdgeDriver::spawn(EdgeNode::new(c).unwrap(), config(&format!("edge-{node}"), broker))
+    EdgeDriver::spawn(temp_node(node, Some("scada")), config(&format!("edge-{node}"), broker))
 }
 
 fn online(e: &HostEvent, node: &str, bd: u64) -> bool {

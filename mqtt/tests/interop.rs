@@ -7,17 +7,16 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use serde_json::Value as Json;
-use shopfloor_mqtt::{Broker, DriverConfig, EdgeDriver, HostDriver};
+use shopfloor_mqtt::EdgeDriver;
 use shopfloor_schemas::{Batch, Quality, Reading, Timestamp, Value};
 use shopfloor_sparkplug::edge::MetricSpec;
 use shopfloor_sparkplug::host::RebirthReason;
-use shopfloor_sparkplug::{
-    DataType, EdgeNode, EdgeNodeConfig, HostApplication, HostConfig, HostEvent, SignedEncoding,
-};
+use shopfloor_sparkplug::{DataType, EdgeNode, EdgeNodeConfig, HostEvent, SignedEncoding};
 use shopfloor_testkit::{Mosquitto, PythonPeer};
 use tokio::time::timeout;
 
-const WAIT: Duration = Duration::from_secs(20);
+mod support;
+use support::{WAIT, config, host_event, scada};
 
 fn peer_script(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/peers").join(name)
@@ -35,27 +34,19 @@ fn broker_with_decoders() -> (Mosquitto, PythonPeer) {
     (broker, decoder)
 }
 
-fn config(client_id: &str, broker: &Mosquitto) -> DriverConfig {
-    let mut c = DriverConfig::new(client_id, Broker::new(broker.host(), broker.port()));
-    c.backoff_min = Duration::from_millis(50);
-    c.backoff_max = Duration::from_millis(400);
-    c
+/// The next message the decoders print whose line holds `topic`, as JSON.
+fn decoded(decoder: &PythonPeer, topic: &str, what: &str) -> Json {
+    decoder
+        .until(WAIT, |l| l.contains(topic))
+        .map(|l| serde_json::from_str(&l).unwrap())
+        .unwrap_or_else(|seen| panic!("no {what}: {seen:#?}"))
 }
 
-async fn host_event(
-    h: &mut HostDriver,
-    what: &str,
-    matches: impl Fn(&HostEvent) -> bool,
-) -> HostEvent {
-    let found = timeout(WAIT, async {
-        loop {
-            let e = h.next_event().await.expect("the host driver stopped");
-            if matches(&e) {
-                return e;
-            }
-        }
-    });
-    found.await.unwrap_or_else(|_| panic!("no host event {what} within {WAIT:?}"))
+/// Our edge node `Interop/{node}`, no metrics of its own, starting at `bd_seq`.
+fn bare_edge(node: &str, bd_seq: u8, broker: &Mosquitto) -> EdgeDriver {
+    let mut c = EdgeNodeConfig::new("Interop", node);
+    c.bd_seq = bd_seq;
+    EdgeDriver::spawn(EdgeNode::new(c).unwrap(), config(node, broker))
 }
 
 fn value_of(batch: &Batch, metric: &str) -> Value {
@@ -71,8 +62,7 @@ fn value_of(batch: &Batch, metric: &str) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pysparkplug_edge_node_to_our_host() {
     let broker = Mosquitto::start().expect("start mosquitto");
-    let mut host =
-        HostDriver::spawn(HostApplication::new(HostConfig::new("scada")), config("scada", &broker));
+    let mut host = scada(config("scada", &broker));
     // The host must be subscribed before the peer births; its STATE is the sign.
     let mut py =
         PythonPeer::spawn(peer_script("py_edge.py"), &[broker.host(), &broker.port().to_string()])
@@ -124,8 +114,7 @@ async fn a_rebirth_request_is_honoured_by_the_python_edge_node() {
         PythonPeer::spawn(peer_script("py_edge.py"), &[broker.host(), &broker.port().to_string()])
             .expect("start the pysparkplug edge node");
     py.until(Duration::from_secs(20), |l| l == "ok connect").expect("the Python node birthed");
-    let mut host =
-        HostDriver::spawn(HostApplication::new(HostConfig::new("scada")), config("scada", &broker));
+    let mut host = scada(config("scada", &broker));
     // NDATA until the host, once subscribed, sees data without a birth.
     let requested = timeout(Duration::from_secs(20), async {
         loop {
@@ -221,8 +210,7 @@ async fn our_edge_through_python_decoders(signed: SignedEncoding) -> Vec<Json> {
     edge.publish(first).await.unwrap();
     edge.publish(Batch::new("").with(Reading::new("i16", t(2_000), -2_i64))).await.unwrap();
     // The primary host arrives: the edge births, then replays the two stored batches.
-    let host =
-        HostDriver::spawn(HostApplication::new(HostConfig::new("scada")), config("scada", &broker));
+    let host = scada(config("scada", &broker));
     let mut messages = Vec::new();
     let historical = |m: &Json| {
         m["topic"] == "spBv1.0/Interop/NDATA/rust-edge"
@@ -315,20 +303,12 @@ async fn our_edge_node_sign_extended_is_what_pysparkplug_refuses() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_edge_driver_leaves_its_will_with_the_births_bdseq() {
     let (broker, decoder) = broker_with_decoders();
-    let mut c = EdgeNodeConfig::new("Interop", "doomed");
-    c.bd_seq = 41;
-    let edge = EdgeDriver::spawn(EdgeNode::new(c).unwrap(), config("doomed", &broker));
-    let birth: Json = decoder
-        .until(WAIT, |l| l.contains("NBIRTH/doomed"))
-        .map(|l| serde_json::from_str(&l).unwrap())
-        .unwrap_or_else(|seen| panic!("no NBIRTH: {seen:#?}"));
+    let edge = bare_edge("doomed", 41, &broker);
+    let birth = decoded(&decoder, "NBIRTH/doomed", "NBIRTH");
     assert_eq!(metric(&birth, "bdSeq")["long_value"], "41");
     // Like kill -9: no NDEATH of our own, the connection just goes away.
     edge.abort();
-    let death: Json = decoder
-        .until(WAIT, |l| l.contains("NDEATH/doomed"))
-        .map(|l| serde_json::from_str(&l).unwrap())
-        .unwrap_or_else(|seen| panic!("no Will NDEATH: {seen:#?}"));
+    let death = decoded(&decoder, "NDEATH/doomed", "Will NDEATH");
     assert_eq!(
         metric(&death, "bdSeq")["long_value"],
         "41",
@@ -438,12 +418,7 @@ async fn arrays_datasets_and_templates_read_the_same_in_python() {
         ],
     )
     .await;
-    let line = |topic: &str| -> Json {
-        decoder
-            .until(WAIT, |l| l.contains(topic))
-            .map(|l| serde_json::from_str(&l).unwrap())
-            .unwrap_or_else(|seen| panic!("no {topic}: {seen:#?}"))
-    };
+    let line = |topic: &str| decoded(&decoder, topic, topic);
 
     // Arrays: pysparkplug unpacks each to the same values.
     let a = line("NBIRTH/arrays");
@@ -493,19 +468,14 @@ async fn arrays_datasets_and_templates_read_the_same_in_python() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_clean_shutdown_sends_ndeath_and_the_broker_still_publishes_the_will() {
     let (broker, decoder) = broker_with_decoders();
-    let mut c = EdgeNodeConfig::new("Interop", "leaving");
-    c.bd_seq = 7;
-    let edge = EdgeDriver::spawn(EdgeNode::new(c).unwrap(), config("leaving", &broker));
+    let edge = bare_edge("leaving", 7, &broker);
     decoder.until(WAIT, |l| l.contains("NBIRTH/leaving")).expect("a birth");
     edge.shutdown().await;
     // Ours first, then the Will: the driver sends no DISCONNECT (rumqttc
     // cannot give it MQTT 5's reason 0x04), so the broker publishes the
     // Will, as 0x04 would have it do.
     for which in ["our NDEATH", "the Will"] {
-        let death: Json = decoder
-            .until(WAIT, |l| l.contains("NDEATH/leaving"))
-            .map(|l| serde_json::from_str(&l).unwrap())
-            .unwrap_or_else(|seen| panic!("no {which}: {seen:#?}"));
+        let death = decoded(&decoder, "NDEATH/leaving", which);
         assert_eq!(metric(&death, "bdSeq")["long_value"], "7", "{which}: {death}");
     }
 }

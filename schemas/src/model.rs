@@ -280,39 +280,22 @@ impl fmt::Display for Value {
     }
 }
 
-impl From<bool> for Value {
-    fn from(v: bool) -> Self {
-        Self::Bool(v)
-    }
+/// `From` each type a [`Value`] variant holds.
+macro_rules! value_from {
+    ($($t:ty => $variant:ident),+) => {$(
+        impl From<$t> for Value {
+            fn from(v: $t) -> Self {
+                Self::$variant(v)
+            }
+        }
+    )+};
 }
-impl From<i64> for Value {
-    fn from(v: i64) -> Self {
-        Self::I64(v)
-    }
-}
-impl From<u64> for Value {
-    fn from(v: u64) -> Self {
-        Self::U64(v)
-    }
-}
-impl From<f64> for Value {
-    fn from(v: f64) -> Self {
-        Self::F64(v)
-    }
-}
-impl From<String> for Value {
-    fn from(v: String) -> Self {
-        Self::String(v)
-    }
-}
+
+value_from!(bool => Bool, i64 => I64, u64 => U64, f64 => F64, String => String, Bytes => Bytes);
+
 impl From<&str> for Value {
     fn from(v: &str) -> Self {
         Self::String(v.to_owned())
-    }
-}
-impl From<Bytes> for Value {
-    fn from(v: Bytes) -> Self {
-        Self::Bytes(v)
     }
 }
 

@@ -224,6 +224,19 @@ macro_rules! keys {
 keys!(BatchKey { Source = "source", Readings = "readings" });
 keys!(ReadingKey { Metric = "metric", Timestamp = "timestamp", Value = "value", Type = "type", Quality = "quality" });
 
+/// Reads the value of a key into its `slot`; a key met twice is an error.
+fn field<'de, A: de::MapAccess<'de>, T: Deserialize<'de>>(
+    map: &mut A,
+    slot: &mut Option<T>,
+    name: &'static str,
+) -> Result<(), A::Error> {
+    if slot.is_some() {
+        return Err(de::Error::duplicate_field(name));
+    }
+    *slot = Some(map.next_value()?);
+    Ok(())
+}
+
 struct BatchVisitor;
 
 impl<'de> Visitor<'de> for BatchVisitor {
@@ -234,18 +247,12 @@ impl<'de> Visitor<'de> for BatchVisitor {
     }
 
     fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<Decoded, A::Error> {
-        let mut source = None;
+        let mut source: Option<CompactString> = None;
         let mut readings: Option<Readings> = None;
         while let Some(key) = map.next_key::<BatchKey>()? {
             match key {
-                BatchKey::Source if source.is_some() => {
-                    return Err(de::Error::duplicate_field("source"));
-                }
-                BatchKey::Source => source = Some(map.next_value::<CompactString>()?),
-                BatchKey::Readings if readings.is_some() => {
-                    return Err(de::Error::duplicate_field("readings"));
-                }
-                BatchKey::Readings => readings = Some(map.next_value()?),
+                BatchKey::Source => field(&mut map, &mut source, "source")?,
+                BatchKey::Readings => field(&mut map, &mut readings, "readings")?,
                 BatchKey::Other => {
                     map.next_value::<de::IgnoredAny>()?;
                 }
@@ -305,31 +312,13 @@ impl<'de> Deserialize<'de> for ReadingItem {
                 let mut value: Option<Scalar> = None;
                 let mut ty: Option<ValueType> = None;
                 let mut quality: Option<Quality> = None;
-                fn dup<E: de::Error>(seen: bool, name: &'static str) -> Result<(), E> {
-                    if seen { Err(E::duplicate_field(name)) } else { Ok(()) }
-                }
                 while let Some(key) = map.next_key::<ReadingKey>()? {
                     match key {
-                        ReadingKey::Metric => {
-                            dup(metric.is_some(), "metric")?;
-                            metric = Some(map.next_value()?);
-                        }
-                        ReadingKey::Timestamp => {
-                            dup(timestamp.is_some(), "timestamp")?;
-                            timestamp = Some(map.next_value()?);
-                        }
-                        ReadingKey::Value => {
-                            dup(value.is_some(), "value")?;
-                            value = Some(map.next_value()?);
-                        }
-                        ReadingKey::Type => {
-                            dup(ty.is_some(), "type")?;
-                            ty = Some(map.next_value()?);
-                        }
-                        ReadingKey::Quality => {
-                            dup(quality.is_some(), "quality")?;
-                            quality = Some(map.next_value()?);
-                        }
+                        ReadingKey::Metric => field(&mut map, &mut metric, "metric")?,
+                        ReadingKey::Timestamp => field(&mut map, &mut timestamp, "timestamp")?,
+                        ReadingKey::Value => field(&mut map, &mut value, "value")?,
+                        ReadingKey::Type => field(&mut map, &mut ty, "type")?,
+                        ReadingKey::Quality => field(&mut map, &mut quality, "quality")?,
                         ReadingKey::Other => {
                             map.next_value::<de::IgnoredAny>()?;
                         }

@@ -43,6 +43,11 @@ fn json_malformed_table() {
         (br#"{"readings": [{"metric": "t", "timestamp": 1}]}"#, "missing field `value`"),
         (br#"{"readings": [{"timestamp": 1, "value": 1}]}"#, "missing field `metric`"),
         (br#"{"source": "s"}"#, "missing field `readings`"),
+        (br#"{"source": "a", "source": "b", "readings": []}"#, "duplicate field `source`"),
+        (
+            br#"{"readings": [{"metric": "t", "timestamp": 1, "timestamp": 2, "value": 1}]}"#,
+            "duplicate field `timestamp`",
+        ),
         (
             br#"{"readings": [{"metric": "t", "timestamp": 1, "value": 1, "quality": "grand"}]}"#,
             "unknown variant `grand`",

@@ -235,21 +235,19 @@ struct Report<'a> {
 
 impl Report<'_> {
     fn must(&mut self, ok: bool, id: &'static str, detail: impl FnOnce() -> String) {
-        if !ok {
-            self.found.push(Violation {
-                tck_id: Some(id),
-                must: true,
-                topic: self.topic.to_owned(),
-                detail: detail(),
-            });
-        }
+        self.unless(ok, true, id, detail);
     }
 
     fn should(&mut self, ok: bool, id: &'static str, detail: impl FnOnce() -> String) {
+        self.unless(ok, false, id, detail);
+    }
+
+    /// Reports a violation of rule `id` (a MUST or a SHOULD) unless `ok`.
+    fn unless(&mut self, ok: bool, must: bool, id: &'static str, detail: impl FnOnce() -> String) {
         if !ok {
             self.found.push(Violation {
                 tck_id: Some(id),
-                must: false,
+                must,
                 topic: self.topic.to_owned(),
                 detail: detail(),
             });

@@ -11,10 +11,50 @@
 //! they made every `Metric` ~500 bytes, which a 10-metric DDATA paid for in
 //! moves (the decode benchmark showed it).
 //!
+//! The four `value` oneofs share their six scalar members, on other tags:
+//! `value_oneof!` writes those once.
+//!
 //! This layer needs no context and checks nothing beyond the wire format;
 //! [`crate::payload`] is the typed layer over it.
 
 use bytes::Bytes;
+
+/// A `value` oneof: the six scalar members every one of them has, on the
+/// tags given in order (Int, Long, Float, Double, Boolean, String), then
+/// the oneof's own members.
+macro_rules! value_oneof {
+    (
+        $(#[$doc:meta])*
+        pub enum $name:ident {
+            scalars: [$int:tt, $long:tt, $float:tt, $double:tt, $boolean:tt, $string:tt],
+            $($rest:tt)*
+        }
+    ) => {
+        $(#[$doc])*
+        #[derive(Clone, PartialEq, prost::Oneof)]
+        pub enum $name {
+            /// Int8, Int16, Int32 (two's complement in 32 bits), UInt8–UInt32.
+            #[prost(uint32, tag = $int)]
+            Int(u32),
+            /// Int64 (two's complement), UInt64, DateTime.
+            #[prost(uint64, tag = $long)]
+            Long(u64),
+            /// Float.
+            #[prost(float, tag = $float)]
+            Float(f32),
+            /// Double.
+            #[prost(double, tag = $double)]
+            Double(f64),
+            /// Boolean.
+            #[prost(bool, tag = $boolean)]
+            Boolean(bool),
+            /// String, Text, UUID.
+            #[prost(string, tag = $string)]
+            String(String),
+            $($rest)*
+        }
+    };
+}
 
 /// `Payload`: one Sparkplug B message body.
 #[derive(Clone, PartialEq, prost::Message)]
@@ -74,39 +114,23 @@ pub struct Metric {
     pub value: Option<MetricValue>,
 }
 
-/// `Metric.value`.
-#[derive(Clone, PartialEq, prost::Oneof)]
-pub enum MetricValue {
-    /// Int8, Int16, Int32 (two's complement in 32 bits), UInt8–UInt32.
-    #[prost(uint32, tag = "10")]
-    Int(u32),
-    /// Int64 (two's complement), UInt64, DateTime.
-    #[prost(uint64, tag = "11")]
-    Long(u64),
-    /// Float.
-    #[prost(float, tag = "12")]
-    Float(f32),
-    /// Double.
-    #[prost(double, tag = "13")]
-    Double(f64),
-    /// Boolean.
-    #[prost(bool, tag = "14")]
-    Boolean(bool),
-    /// String, Text, UUID.
-    #[prost(string, tag = "15")]
-    String(String),
-    /// Bytes, File and the array types.
-    #[prost(bytes = "bytes", tag = "16")]
-    Bytes(Bytes),
-    /// DataSet (boxed: rare, and large beside the scalars).
-    #[prost(message, boxed, tag = "17")]
-    DataSet(Box<DataSet>),
-    /// Template, definition or instance (boxed likewise).
-    #[prost(message, boxed, tag = "18")]
-    Template(Box<Template>),
-    /// An extension value (skipped content).
-    #[prost(message, tag = "19")]
-    Extension(Extension),
+value_oneof! {
+    /// `Metric.value`.
+    pub enum MetricValue {
+        scalars: ["10", "11", "12", "13", "14", "15"],
+        /// Bytes, File and the array types.
+        #[prost(bytes = "bytes", tag = "16")]
+        Bytes(Bytes),
+        /// DataSet (boxed: rare, and large beside the scalars).
+        #[prost(message, boxed, tag = "17")]
+        DataSet(Box<DataSet>),
+        /// Template, definition or instance (boxed likewise).
+        #[prost(message, boxed, tag = "18")]
+        Template(Box<Template>),
+        /// An extension value (skipped content).
+        #[prost(message, tag = "19")]
+        Extension(Extension),
+    }
 }
 
 /// The `*ValueExtension` messages: their content is extensions only, which
@@ -176,36 +200,20 @@ pub struct PropertyValue {
     pub value: Option<PropertyValueValue>,
 }
 
-/// `PropertyValue.value`.
-#[derive(Clone, PartialEq, prost::Oneof)]
-pub enum PropertyValueValue {
-    /// 8- to 32-bit integers.
-    #[prost(uint32, tag = "3")]
-    Int(u32),
-    /// 64-bit integers, DateTime.
-    #[prost(uint64, tag = "4")]
-    Long(u64),
-    /// Float.
-    #[prost(float, tag = "5")]
-    Float(f32),
-    /// Double.
-    #[prost(double, tag = "6")]
-    Double(f64),
-    /// Boolean.
-    #[prost(bool, tag = "7")]
-    Boolean(bool),
-    /// String, Text, UUID.
-    #[prost(string, tag = "8")]
-    String(String),
-    /// A nested property set.
-    #[prost(message, tag = "9")]
-    PropertySet(PropertySet),
-    /// A list of property sets.
-    #[prost(message, tag = "10")]
-    PropertySets(PropertySetList),
-    /// An extension value (skipped content).
-    #[prost(message, tag = "11")]
-    Extension(Extension),
+value_oneof! {
+    /// `PropertyValue.value`.
+    pub enum PropertyValueValue {
+        scalars: ["3", "4", "5", "6", "7", "8"],
+        /// A nested property set.
+        #[prost(message, tag = "9")]
+        PropertySet(PropertySet),
+        /// A list of property sets.
+        #[prost(message, tag = "10")]
+        PropertySets(PropertySetList),
+        /// An extension value (skipped content).
+        #[prost(message, tag = "11")]
+        Extension(Extension),
+    }
 }
 
 /// `Payload.DataSet`: a table with typed columns.
@@ -241,30 +249,14 @@ pub struct DataSetValue {
     pub value: Option<DataSetValueValue>,
 }
 
-/// `DataSetValue.value`.
-#[derive(Clone, PartialEq, prost::Oneof)]
-pub enum DataSetValueValue {
-    /// 8- to 32-bit integers.
-    #[prost(uint32, tag = "1")]
-    Int(u32),
-    /// 64-bit integers, DateTime.
-    #[prost(uint64, tag = "2")]
-    Long(u64),
-    /// Float.
-    #[prost(float, tag = "3")]
-    Float(f32),
-    /// Double.
-    #[prost(double, tag = "4")]
-    Double(f64),
-    /// Boolean.
-    #[prost(bool, tag = "5")]
-    Boolean(bool),
-    /// String, Text, UUID.
-    #[prost(string, tag = "6")]
-    String(String),
-    /// An extension value (skipped content).
-    #[prost(message, tag = "7")]
-    Extension(Extension),
+value_oneof! {
+    /// `DataSetValue.value`.
+    pub enum DataSetValueValue {
+        scalars: ["1", "2", "3", "4", "5", "6"],
+        /// An extension value (skipped content).
+        #[prost(message, tag = "7")]
+        Extension(Extension),
+    }
 }
 
 /// `Payload.Template`: a definition (NBIRTH only) or an instance.
@@ -301,28 +293,12 @@ pub struct Parameter {
     pub value: Option<ParameterValue>,
 }
 
-/// `Parameter.value`.
-#[derive(Clone, PartialEq, prost::Oneof)]
-pub enum ParameterValue {
-    /// 8- to 32-bit integers.
-    #[prost(uint32, tag = "3")]
-    Int(u32),
-    /// 64-bit integers, DateTime.
-    #[prost(uint64, tag = "4")]
-    Long(u64),
-    /// Float.
-    #[prost(float, tag = "5")]
-    Float(f32),
-    /// Double.
-    #[prost(double, tag = "6")]
-    Double(f64),
-    /// Boolean.
-    #[prost(bool, tag = "7")]
-    Boolean(bool),
-    /// String, Text, UUID.
-    #[prost(string, tag = "8")]
-    String(String),
-    /// An extension value (skipped content).
-    #[prost(message, tag = "9")]
-    Extension(Extension),
+value_oneof! {
+    /// `Parameter.value`.
+    pub enum ParameterValue {
+        scalars: ["3", "4", "5", "6", "7", "8"],
+        /// An extension value (skipped content).
+        #[prost(message, tag = "9")]
+        Extension(Extension),
+    }
 }

@@ -126,14 +126,7 @@ impl Topic {
         message_type: MessageType,
         edge_node_id: &str,
     ) -> Result<Self, TopicError> {
-        let t = Self::Edge {
-            group_id: group_id.to_owned(),
-            message_type,
-            edge_node_id: edge_node_id.to_owned(),
-            device_id: None,
-        };
-        t.validate()?;
-        Ok(t)
+        Self::edge(group_id, message_type, edge_node_id, None)
     }
 
     /// A device topic (D* types).
@@ -143,11 +136,20 @@ impl Topic {
         edge_node_id: &str,
         device_id: &str,
     ) -> Result<Self, TopicError> {
+        Self::edge(group_id, message_type, edge_node_id, Some(device_id))
+    }
+
+    fn edge(
+        group_id: &str,
+        message_type: MessageType,
+        edge_node_id: &str,
+        device_id: Option<&str>,
+    ) -> Result<Self, TopicError> {
         let t = Self::Edge {
             group_id: group_id.to_owned(),
             message_type,
             edge_node_id: edge_node_id.to_owned(),
-            device_id: Some(device_id.to_owned()),
+            device_id: device_id.map(str::to_owned),
         };
         t.validate()?;
         Ok(t)

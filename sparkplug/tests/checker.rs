@@ -19,8 +19,12 @@ fn now(ms: u64) -> Now {
     Now { instant: *BASE.get_or_init(Instant::now) + Duration::from_millis(ms), unix_ms: ms }
 }
 
+fn observed(p: &Publish) -> Observed<'_> {
+    Observed { topic: &p.topic, payload: &p.payload, qos: p.qos, retain: p.retain }
+}
+
 fn observe(c: &mut Checker, p: &Publish) -> Vec<Violation> {
-    c.observe(&Observed { topic: &p.topic, payload: &p.payload, qos: p.qos, retain: p.retain })
+    c.observe(&observed(p))
 }
 
 #[test]
@@ -34,19 +38,9 @@ fn our_edge_node_and_host_break_no_rule() {
     let mut host = HostApplication::new(HostConfig::new("scada"));
     let mut found = Vec::new();
     let will = edge.will();
-    found.extend(c.observe_will(&Observed {
-        topic: &will.topic,
-        payload: &will.payload,
-        qos: will.qos,
-        retain: will.retain,
-    }));
+    found.extend(c.observe_will(&observed(&will)));
     let host_will = host.will(now(1)).unwrap();
-    found.extend(c.observe_will(&Observed {
-        topic: &host_will.topic,
-        payload: &host_will.payload,
-        qos: host_will.qos,
-        retain: host_will.retain,
-    }));
+    found.extend(c.observe_will(&observed(&host_will)));
     host.handle_connected(now(1));
     edge.handle_connected(now(2));
     for ms in 3..300 {
@@ -121,35 +115,54 @@ fn named(name: &str, datatype: Option<u32>, value: proto::MetricValue) -> proto:
     }
 }
 
+/// An NBIRTH payload: timestamp 1, seq 0.
+fn birth(metrics: Vec<proto::Metric>) -> Vec<u8> {
+    payload(Some(1), Some(0), metrics)
+}
+
+/// Metric `x` with a `Quality` property of DataType number `r#type`.
+fn with_quality_property(r#type: u32, value: u32) -> proto::Metric {
+    proto::Metric {
+        properties: Some(proto::PropertySet {
+            keys: vec!["Quality".into()],
+            values: vec![proto::PropertyValue {
+                r#type: Some(r#type),
+                is_null: None,
+                value: Some(proto::PropertyValueValue::Int(value)),
+            }],
+        }),
+        ..named("x", Some(3), proto::MetricValue::Int(1))
+    }
+}
+
 fn good_birth(bd: u64) -> Vec<u8> {
-    payload(
-        Some(1),
-        Some(0),
-        vec![
-            named("bdSeq", Some(4), proto::MetricValue::Long(bd)),
-            named("Node Control/Rebirth", Some(11), proto::MetricValue::Boolean(false)),
-            proto::Metric {
-                alias: Some(1),
-                ..named("temp", Some(10), proto::MetricValue::Double(1.0))
-            },
-        ],
-    )
+    birth(vec![
+        named("bdSeq", Some(4), proto::MetricValue::Long(bd)),
+        named("Node Control/Rebirth", Some(11), proto::MetricValue::Boolean(false)),
+        proto::Metric {
+            alias: Some(1),
+            ..named("temp", Some(10), proto::MetricValue::Double(1.0))
+        },
+    ])
+}
+
+/// `temp` of [`good_birth`] in DATA (timestamp 2, value 2.0), by neither
+/// name nor alias.
+fn temp_data() -> proto::Metric {
+    proto::Metric {
+        timestamp: Some(2),
+        value: Some(proto::MetricValue::Double(2.0)),
+        ..Default::default()
+    }
+}
+
+/// NDATA (timestamp 2) of `temp` by its alias.
+fn data(seq: Option<u64>) -> Vec<u8> {
+    payload(Some(2), seq, vec![proto::Metric { alias: Some(1), ..temp_data() }])
 }
 
 #[test]
 fn each_broken_message_is_reported_with_its_tck_id() {
-    let data = |seq| {
-        payload(
-            Some(2),
-            seq,
-            vec![proto::Metric {
-                alias: Some(1),
-                timestamp: Some(2),
-                value: Some(proto::MetricValue::Double(2.0)),
-                ..Default::default()
-            }],
-        )
-    };
     // (topic, payload, qos, retain, the id that must be reported)
     let cases: Vec<(&str, Vec<u8>, u8, bool, &str)> = vec![
         ("spBv1.0/G/NBIRTH/E", good_birth(0), 1, false, "tck-id-payloads-nbirth-qos"),
@@ -175,147 +188,87 @@ fn each_broken_message_is_reported_with_its_tck_id() {
             false,
             "tck-id-topics-nbirth-seq-num",
         ),
+        ("spBv1.0/G/NBIRTH/E", birth(vec![]), 0, false, "tck-id-payloads-nbirth-bdseq"),
         (
             "spBv1.0/G/NBIRTH/E",
-            payload(Some(1), Some(0), vec![]),
-            0,
-            false,
-            "tck-id-payloads-nbirth-bdseq",
-        ),
-        (
-            "spBv1.0/G/NBIRTH/E",
-            payload(Some(1), Some(0), vec![named("bdSeq", Some(4), proto::MetricValue::Long(0))]),
+            birth(vec![named("bdSeq", Some(4), proto::MetricValue::Long(0))]),
             0,
             false,
             "tck-id-payloads-nbirth-rebirth-req",
         ),
         (
             "spBv1.0/G/NBIRTH/E",
-            payload(
-                Some(1),
-                Some(0),
-                vec![proto::Metric {
-                    datatype: None,
-                    ..named("x", None, proto::MetricValue::Int(1))
-                }],
-            ),
+            birth(vec![proto::Metric {
+                datatype: None,
+                ..named("x", None, proto::MetricValue::Int(1))
+            }]),
             0,
             false,
             "tck-id-payloads-metric-datatype-req",
         ),
         (
             "spBv1.0/G/NBIRTH/E",
-            payload(Some(1), Some(0), vec![named("x", Some(99), proto::MetricValue::Int(1))]),
+            birth(vec![named("x", Some(99), proto::MetricValue::Int(1))]),
             0,
             false,
             "tck-id-payloads-metric-datatype-value",
         ),
         (
             "spBv1.0/G/NBIRTH/E",
-            payload(
-                Some(1),
-                Some(0),
-                vec![proto::Metric {
-                    timestamp: None,
-                    ..named("x", Some(3), proto::MetricValue::Int(1))
-                }],
-            ),
+            birth(vec![proto::Metric {
+                timestamp: None,
+                ..named("x", Some(3), proto::MetricValue::Int(1))
+            }]),
             0,
             false,
             "tck-id-payloads-name-birth-data-requirement",
         ),
         (
             "spBv1.0/G/NBIRTH/E",
-            payload(
-                Some(1),
-                Some(0),
-                vec![
-                    proto::Metric {
-                        alias: Some(5),
-                        ..named("a", Some(3), proto::MetricValue::Int(1))
-                    },
-                    proto::Metric {
-                        alias: Some(5),
-                        ..named("b", Some(3), proto::MetricValue::Int(1))
-                    },
-                ],
-            ),
+            birth(vec![
+                proto::Metric { alias: Some(5), ..named("a", Some(3), proto::MetricValue::Int(1)) },
+                proto::Metric { alias: Some(5), ..named("b", Some(3), proto::MetricValue::Int(1)) },
+            ]),
             0,
             false,
             "tck-id-payloads-alias-uniqueness",
         ),
         (
             "spBv1.0/G/NBIRTH/E",
-            payload(
-                Some(1),
-                Some(0),
-                vec![proto::Metric {
-                    properties: Some(proto::PropertySet {
-                        keys: vec!["Quality".into()],
-                        values: vec![proto::PropertyValue {
-                            r#type: Some(3),
-                            is_null: None,
-                            value: Some(proto::PropertyValueValue::Int(7)),
-                        }],
-                    }),
-                    ..named("x", Some(3), proto::MetricValue::Int(1))
-                }],
-            ),
+            birth(vec![with_quality_property(3, 7)]),
             0,
             false,
             "tck-id-payloads-propertyset-quality-value-value",
         ),
         (
             "spBv1.0/G/NBIRTH/E",
-            payload(
-                Some(1),
-                Some(0),
-                vec![proto::Metric {
-                    properties: Some(proto::PropertySet {
-                        keys: vec!["Quality".into()],
-                        values: vec![proto::PropertyValue {
-                            r#type: Some(7),
-                            is_null: None,
-                            value: Some(proto::PropertyValueValue::Int(192)),
-                        }],
-                    }),
-                    ..named("x", Some(3), proto::MetricValue::Int(1))
-                }],
-            ),
+            birth(vec![with_quality_property(7, 192)]),
             0,
             false,
             "tck-id-payloads-propertyset-quality-value-type",
         ),
         (
             "spBv1.0/G/NBIRTH/E",
-            payload(
-                Some(1),
-                Some(0),
-                vec![proto::Metric {
-                    properties: Some(proto::PropertySet { keys: vec!["a".into()], values: vec![] }),
-                    ..named("x", Some(3), proto::MetricValue::Int(1))
-                }],
-            ),
+            birth(vec![proto::Metric {
+                properties: Some(proto::PropertySet { keys: vec!["a".into()], values: vec![] }),
+                ..named("x", Some(3), proto::MetricValue::Int(1))
+            }]),
             0,
             false,
             "tck-id-payloads-propertyset-keys-array-size",
         ),
         (
             "spBv1.0/G/NBIRTH/E",
-            payload(
-                Some(1),
-                Some(0),
-                vec![named(
-                    "t",
-                    Some(16),
-                    proto::MetricValue::DataSet(Box::new(proto::DataSet {
-                        num_of_columns: Some(2),
-                        columns: vec!["a".into(), "b".into()],
-                        types: vec![3],
-                        rows: vec![],
-                    })),
-                )],
-            ),
+            birth(vec![named(
+                "t",
+                Some(16),
+                proto::MetricValue::DataSet(Box::new(proto::DataSet {
+                    num_of_columns: Some(2),
+                    columns: vec!["a".into(), "b".into()],
+                    types: vec![3],
+                    rows: vec![],
+                })),
+            )]),
             0,
             false,
             "tck-id-payloads-dataset-types-num",
@@ -334,13 +287,7 @@ fn each_broken_message_is_reported_with_its_tck_id() {
             payload(
                 Some(2),
                 Some(1),
-                vec![proto::Metric {
-                    alias: Some(1),
-                    name: Some("temp".into()),
-                    timestamp: Some(2),
-                    value: Some(proto::MetricValue::Double(2.0)),
-                    ..Default::default()
-                }],
+                vec![proto::Metric { alias: Some(1), name: Some("temp".into()), ..temp_data() }],
             ),
             0,
             false,
@@ -348,15 +295,7 @@ fn each_broken_message_is_reported_with_its_tck_id() {
         ),
         (
             "spBv1.0/G/NDATA/E",
-            payload(
-                Some(2),
-                Some(1),
-                vec![proto::Metric {
-                    timestamp: Some(2),
-                    value: Some(proto::MetricValue::Double(2.0)),
-                    ..Default::default()
-                }],
-            ),
+            payload(Some(2), Some(1), vec![temp_data()]),
             0,
             false,
             "tck-id-payloads-name-requirement",
@@ -498,22 +437,10 @@ fn sequences_and_bdseq_are_followed_across_messages() {
         found.iter().any(|v| v.tck_id == Some("tck-id-payloads-nbirth-bdseq-repeat")),
         "{found:#?}"
     );
-    let data = |seq| {
-        payload(
-            Some(2),
-            Some(seq),
-            vec![proto::Metric {
-                alias: Some(1),
-                timestamp: Some(2),
-                value: Some(proto::MetricValue::Double(2.0)),
-                ..Default::default()
-            }],
-        )
-    };
     assert!(
         c.observe(&Observed {
             topic: "spBv1.0/G/NDATA/E",
-            payload: &data(1),
+            payload: &data(Some(1)),
             qos: 0,
             retain: false
         })
@@ -521,7 +448,7 @@ fn sequences_and_bdseq_are_followed_across_messages() {
     );
     let found = c.observe(&Observed {
         topic: "spBv1.0/G/NDATA/E",
-        payload: &data(3),
+        payload: &data(Some(3)),
         qos: 0,
         retain: false,
     });

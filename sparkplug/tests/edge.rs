@@ -216,15 +216,8 @@ fn rebirth_on_request_keeps_bdseq_and_resets_seq() {
         metrics: vec![Metric::new("Node Control/Rebirth", 20, MetricValue::Boolean(true))],
         ..Default::default()
     };
-    n.handle_message(
-        &Message {
-            retain: false,
-            topic: NCMD.into(),
-            payload: request.encode(EncodeOptions::default()).into(),
-        },
-        now(20),
-    )
-    .unwrap();
+    n.handle_message(&Message::new(NCMD, request.encode(EncodeOptions::default())), now(20))
+        .unwrap();
     let out = drain(&mut n);
     assert_eq!(
         out.iter().map(|p| p.topic.as_str()).collect::<Vec<_>>(),
@@ -251,34 +244,15 @@ fn commands_surface_as_typed_writes() {
         Payload { timestamp: Some(5), metrics: vec![m], ..Default::default() }
             .encode(EncodeOptions { datatypes: false, ..Default::default() })
     };
+    n.handle_message(&Message::new(NCMD, by_alias(1, MetricValue::Double(5.0))), now(5)).unwrap();
     n.handle_message(
-        &Message {
-            retain: false,
-            topic: NCMD.into(),
-            payload: by_alias(1, MetricValue::Double(5.0)).into(),
-        },
-        now(5),
-    )
-    .unwrap();
-    n.handle_message(
-        &Message {
-            retain: false,
-            topic: "spBv1.0/G/DCMD/E/press-1".into(),
-            payload: by_alias(2, MetricValue::Int32(-9)).into(),
-        },
+        &Message::new("spBv1.0/G/DCMD/E/press-1", by_alias(2, MetricValue::Int32(-9))),
         now(6),
     )
     .unwrap();
     // Commands for other nodes are not ours.
-    n.handle_message(
-        &Message {
-            retain: false,
-            topic: "spBv1.0/G/NCMD/other".into(),
-            payload: Bytes::from_static(b"\xff"),
-        },
-        now(7),
-    )
-    .unwrap();
+    n.handle_message(&Message::new("spBv1.0/G/NCMD/other", Bytes::from_static(b"\xff")), now(7))
+        .unwrap();
     assert_eq!(
         events(&mut n),
         [
@@ -295,16 +269,8 @@ fn commands_surface_as_typed_writes() {
         ]
     );
     // A malformed command is an error and changes nothing.
-    let err = n
-        .handle_message(
-            &Message {
-                retain: false,
-                topic: NCMD.into(),
-                payload: Bytes::from_static(b"\x12\x05"),
-            },
-            now(8),
-        )
-        .unwrap_err();
+    let err =
+        n.handle_message(&Message::new(NCMD, Bytes::from_static(b"\x12\x05")), now(8)).unwrap_err();
     assert!(err.to_string().contains("spBv1.0/G/NCMD/E"), "{err}");
     assert!(events(&mut n).is_empty() && drain(&mut n).is_empty());
 }
@@ -351,11 +317,7 @@ fn retained_commands_are_refused_never_written() {
 }
 
 fn state(online: bool, ts: u64) -> Message {
-    Message {
-        retain: false,
-        topic: "spBv1.0/STATE/scada".into(),
-        payload: StatePayload { online, timestamp: ts }.to_json().into(),
-    }
+    Message::new("spBv1.0/STATE/scada", StatePayload { online, timestamp: ts }.to_json())
 }
 
 #[test]
@@ -369,11 +331,10 @@ fn waits_for_the_primary_host_and_leaves_with_it() {
     assert!(drain(&mut n).is_empty());
     // Another host's STATE changes nothing.
     n.handle_message(
-        &Message {
-            retain: false,
-            topic: "spBv1.0/STATE/other".into(),
-            payload: StatePayload { online: true, timestamp: 60 }.to_json().into(),
-        },
+        &Message::new(
+            "spBv1.0/STATE/other",
+            StatePayload { online: true, timestamp: 60 }.to_json(),
+        ),
         now(2),
     )
     .unwrap();
@@ -393,11 +354,7 @@ fn waits_for_the_primary_host_and_leaves_with_it() {
     // Bad STATE JSON is an error.
     assert!(
         n.handle_message(
-            &Message {
-                retain: false,
-                topic: "spBv1.0/STATE/scada".into(),
-                payload: Bytes::from_static(b"ONLINE")
-            },
+            &Message::new("spBv1.0/STATE/scada", Bytes::from_static(b"ONLINE")),
             now(6)
         )
         .is_err()
@@ -489,12 +446,24 @@ fn store_offline(n: &mut EdgeNode, range: std::ops::RangeInclusive<u64>) {
     }
 }
 
+/// A node replaying `replay_chunk` messages a step that stored `stored`
+/// offline and connected at `at`, and the births it sent.
+fn replaying(
+    replay_chunk: usize,
+    stored: std::ops::RangeInclusive<u64>,
+    at: u64,
+) -> (EdgeNode, Vec<Publish>) {
+    let mut n = EdgeNode::new(EdgeNodeConfig { replay_chunk, ..config() }).unwrap();
+    store_offline(&mut n, stored);
+    n.handle_connected(now(at));
+    let births = transmits(&mut n);
+    (n, births)
+}
+
 #[test]
 fn replay_goes_a_chunk_at_a_time_and_live_data_takes_the_next_seq() {
-    let mut n = EdgeNode::new(EdgeNodeConfig { replay_chunk: 2, ..config() }).unwrap();
-    store_offline(&mut n, 1..=5);
-    n.handle_connected(now(100));
-    assert_eq!(transmits(&mut n).len(), 2);
+    let (mut n, births) = replaying(2, 1..=5, 100);
+    assert_eq!(births.len(), 2);
     let first = n.poll_replay(now(101)).unwrap();
     assert_eq!(history(std::slice::from_ref(&first)), [1, 2]);
     assert_eq!(raw(&first).seq, Some(2));
@@ -511,10 +480,7 @@ fn replay_goes_a_chunk_at_a_time_and_live_data_takes_the_next_seq() {
 
 #[test]
 fn unconfirmed_replay_is_sent_again_after_a_reconnect() {
-    let mut n = EdgeNode::new(EdgeNodeConfig { replay_chunk: 2, ..config() }).unwrap();
-    store_offline(&mut n, 1..=6);
-    n.handle_connected(now(100));
-    transmits(&mut n);
+    let (mut n, _) = replaying(2, 1..=6, 100);
     // Two steps handed out; the broker confirmed the first only.
     n.poll_replay(now(101)).unwrap();
     let confirmed = n.replay_mark().unwrap();
@@ -559,11 +525,6 @@ fn host_offline_during_replay_rewinds_it() {
     let mut n = EdgeNode::new(c).unwrap();
     store_offline(&mut n, 1..=3);
     n.handle_connected(now(10));
-    let state = |online: bool, ts: u64| Message {
-        retain: false,
-        topic: "spBv1.0/STATE/scada".into(),
-        payload: StatePayload { online, timestamp: ts }.to_json().into(),
-    };
     n.handle_message(&state(true, 11), now(11)).unwrap();
     transmits(&mut n);
     n.poll_replay(now(12)).unwrap();
@@ -573,14 +534,6 @@ fn host_offline_during_replay_rewinds_it() {
     n.handle_message(&state(true, 15), now(15)).unwrap();
     let out = drain(&mut n);
     assert_eq!(history(&out), [1, 2, 3]);
-}
-
-fn state_msg(online: bool, ts: u64) -> Message {
-    Message {
-        retain: false,
-        topic: "spBv1.0/STATE/scada".into(),
-        payload: StatePayload { online, timestamp: ts }.to_json().into(),
-    }
 }
 
 /// Store and forward reaches a host only if the host is subscribed when the
@@ -601,9 +554,9 @@ fn with_a_primary_host_history_waits_for_its_state_online() {
         assert!(transmits(&mut n).is_empty(), "a birth before the host is online");
     }
     // The host's offline STATE (retained from its last session) changes nothing.
-    n.handle_message(&state_msg(false, 5), now(20)).unwrap();
+    n.handle_message(&state(false, 5), now(20)).unwrap();
     assert!(drain(&mut n).is_empty());
-    n.handle_message(&state_msg(true, 21), now(21)).unwrap();
+    n.handle_message(&state(true, 21), now(21)).unwrap();
     let out = drain(&mut n);
     let topics: Vec<_> = out.iter().map(|p| p.topic.as_str()).collect();
     assert_eq!(topics[..2], ["spBv1.0/G/NBIRTH/E", "spBv1.0/G/DBIRTH/E/press-1"]);
@@ -636,18 +589,15 @@ fn without_a_primary_host_history_goes_at_once_and_says_it_is_unwatched() {
 
 #[test]
 fn a_rebirth_during_replay_starts_it_over_after_the_births() {
-    let mut n = EdgeNode::new(EdgeNodeConfig { replay_chunk: 1, ..config() }).unwrap();
-    store_offline(&mut n, 1..=3);
-    n.handle_connected(now(10));
-    transmits(&mut n);
+    let (mut n, _) = replaying(1, 1..=3, 10);
     n.poll_replay(now(11)).unwrap();
     let rebirth = Payload {
         timestamp: Some(12),
         metrics: vec![Metric::new("Node Control/Rebirth", 12, MetricValue::Boolean(true))],
         ..Payload::default()
     };
-    let payload = rebirth.encode(EncodeOptions::default()).into();
-    n.handle_message(&Message { retain: false, topic: NCMD.into(), payload }, now(12)).unwrap();
+    let payload = rebirth.encode(EncodeOptions::default());
+    n.handle_message(&Message::new(NCMD, payload), now(12)).unwrap();
     let out = drain(&mut n);
     assert_eq!(out[0].topic, "spBv1.0/G/NBIRTH/E");
     assert_eq!(raw(&out[0]).seq, Some(0));

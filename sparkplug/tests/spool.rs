@@ -17,6 +17,18 @@ fn read_all(s: &mut dyn Spool) -> Vec<(Vec<u8>, u32)> {
     std::iter::from_fn(|| s.read().unwrap()).map(|(b, n)| (b.to_vec(), n)).collect()
 }
 
+/// Pushes `records`, one reading each.
+fn push_records(s: &mut dyn Spool, records: std::ops::Range<u32>) {
+    for i in records {
+        s.push(&record(i), 1).unwrap();
+    }
+}
+
+/// The records read from the cursor on, without their reading counts.
+fn read_records(s: &mut dyn Spool) -> Vec<Vec<u8>> {
+    read_all(s).into_iter().map(|(b, _)| b).collect()
+}
+
 fn both(max_bytes: u64) -> Vec<(Box<dyn Spool>, Option<tempfile::TempDir>)> {
     let dir = tempfile::tempdir().unwrap();
     let (file, _) = FileSpool::open(dir.path(), max_bytes).unwrap();
@@ -59,7 +71,7 @@ fn the_oldest_are_dropped_at_the_bound_and_counted() {
     let mut m = MemorySpool::new(4 * size);
     let dropped: u64 = (0..10).map(|i| m.push(&record(i), 2).unwrap()).sum();
     assert_eq!((dropped, m.dropped(), m.readings()), (12, 12, 8));
-    let kept: Vec<Vec<u8>> = read_all(&mut m).into_iter().map(|(b, _)| b).collect();
+    let kept = read_records(&mut m);
     assert_eq!(kept, (6..10).map(record).collect::<Vec<_>>());
 
     // File: segments of an eighth of the bound (at least 512 bytes) are
@@ -74,7 +86,7 @@ fn the_oldest_are_dropped_at_the_bound_and_counted() {
     assert!(dropped > 0);
     assert_eq!(dropped, f.dropped());
     assert_eq!(dropped + f.readings(), 2000, "every reading is kept or counted");
-    let kept: Vec<Vec<u8>> = read_all(&mut f).into_iter().map(|(b, _)| b).collect();
+    let kept = read_records(&mut f);
     let first = 1000 - kept.len() as u32;
     assert_eq!(kept, (first..1000).map(record).collect::<Vec<_>>(), "the newest are kept");
 }
@@ -92,14 +104,10 @@ fn a_record_larger_than_the_bound_drops_itself() {
 fn dropping_the_segment_being_read_moves_the_reader_on() {
     let dir = tempfile::tempdir().unwrap();
     let (mut f, _) = FileSpool::open(dir.path(), 4096).unwrap();
-    for i in 0..10 {
-        f.push(&record(i), 1).unwrap();
-    }
+    push_records(&mut f, 0..10);
     assert_eq!(f.read().unwrap().unwrap().0, record(0));
     let mark = f.mark();
-    for i in 10..1000 {
-        f.push(&record(i), 1).unwrap();
-    }
+    push_records(&mut f, 10..1000);
     // The read record was dropped with its segment: its confirmation
     // changes nothing, and reading goes on with the oldest kept.
     f.commit(mark).unwrap();
@@ -114,9 +122,7 @@ fn a_file_spool_survives_reopening() {
     {
         let (mut f, report) = FileSpool::open(dir.path(), 16 << 10).unwrap();
         assert_eq!(report.readings, 0);
-        for i in 0..300 {
-            f.push(&record(i), 1).unwrap();
-        }
+        push_records(&mut f, 0..300);
         for _ in 0..100 {
             f.read().unwrap().unwrap();
         }
@@ -128,7 +134,7 @@ fn a_file_spool_survives_reopening() {
     }
     let (mut f, report) = FileSpool::open(dir.path(), 16 << 10).unwrap();
     assert_eq!((report.readings, report.truncated_bytes), (200, 0));
-    let kept: Vec<Vec<u8>> = read_all(&mut f).into_iter().map(|(b, _)| b).collect();
+    let kept = read_records(&mut f);
     assert_eq!(kept, (100..300).map(record).collect::<Vec<_>>());
     f.commit(f.mark()).unwrap();
     drop(f);
@@ -155,15 +161,17 @@ fn segments(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     v
 }
 
+/// A spool opened in `dir` (1 MiB bound) holding records 0..3.
+fn three_records(dir: &std::path::Path) -> FileSpool {
+    let (mut f, _) = FileSpool::open(dir, 1 << 20).unwrap();
+    push_records(&mut f, 0..3);
+    f
+}
+
 #[test]
 fn a_torn_tail_is_cut_off_and_reported() {
     let dir = tempfile::tempdir().unwrap();
-    {
-        let (mut f, _) = FileSpool::open(dir.path(), 1 << 20).unwrap();
-        for i in 0..3 {
-            f.push(&record(i), 1).unwrap();
-        }
-    }
+    drop(three_records(dir.path()));
     // A crash in the middle of the next append: half a frame.
     let seg = segments(dir.path()).pop().unwrap();
     let mut file = OpenOptions::new().append(true).open(&seg).unwrap();
@@ -172,19 +180,14 @@ fn a_torn_tail_is_cut_off_and_reported() {
     let (mut f, report) = FileSpool::open(dir.path(), 1 << 20).unwrap();
     assert_eq!((report.readings, report.truncated_bytes), (3, 7));
     f.push(&record(3), 1).unwrap();
-    let kept: Vec<Vec<u8>> = read_all(&mut f).into_iter().map(|(b, _)| b).collect();
+    let kept = read_records(&mut f);
     assert_eq!(kept, (0..4).map(record).collect::<Vec<_>>());
 }
 
 #[test]
 fn a_damaged_record_and_what_follows_it_are_cut_off() {
     let dir = tempfile::tempdir().unwrap();
-    {
-        let (mut f, _) = FileSpool::open(dir.path(), 1 << 20).unwrap();
-        for i in 0..3 {
-            f.push(&record(i), 1).unwrap();
-        }
-    }
+    drop(three_records(dir.path()));
     let seg = segments(dir.path()).pop().unwrap();
     let mut bytes = std::fs::read(&seg).unwrap();
     let second = (11 + RECORD_OVERHEAD) as usize;
@@ -199,10 +202,7 @@ fn a_damaged_record_and_what_follows_it_are_cut_off() {
 fn a_damaged_cursor_means_nothing_was_delivered() {
     let dir = tempfile::tempdir().unwrap();
     {
-        let (mut f, _) = FileSpool::open(dir.path(), 1 << 20).unwrap();
-        for i in 0..3 {
-            f.push(&record(i), 1).unwrap();
-        }
+        let mut f = three_records(dir.path());
         f.read().unwrap();
         f.commit(f.mark()).unwrap();
     }
@@ -217,9 +217,7 @@ fn a_smaller_bound_on_reopening_applies_at_once() {
     let dir = tempfile::tempdir().unwrap();
     let before = {
         let (mut f, _) = FileSpool::open(dir.path(), 16384).unwrap();
-        for i in 0..1000 {
-            f.push(&record(i), 1).unwrap();
-        }
+        push_records(&mut f, 0..1000);
         assert!(f.bytes() > 8192);
         f.readings()
     };
@@ -370,9 +368,7 @@ proptest! {
 fn reading_and_committing_cross_segments() {
     let dir = tempfile::tempdir().unwrap();
     let (mut f, _) = FileSpool::open(dir.path(), 64 << 10).unwrap();
-    for i in 0..2000 {
-        f.push(&record(i), 1).unwrap();
-    }
+    push_records(&mut f, 0..2000);
     assert!(segments(dir.path()).len() > 4, "several segments");
     assert_eq!(f.dropped(), 0);
     let mut got = Vec::new();
@@ -392,9 +388,7 @@ fn reading_and_committing_cross_segments() {
 fn committing_exactly_at_a_segment_end_keeps_the_reader() {
     let dir = tempfile::tempdir().unwrap();
     let (mut f, _) = FileSpool::open(dir.path(), 8 << 10).unwrap();
-    for i in 0..300 {
-        f.push(&record(i), 1).unwrap();
-    }
+    push_records(&mut f, 0..300);
     let first_segment = std::fs::metadata(&segments(dir.path())[0]).unwrap().len();
     let per_segment = first_segment / (11 + RECORD_OVERHEAD);
     // Read exactly the first segment, confirm it: the file goes, the

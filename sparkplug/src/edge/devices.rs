@@ -14,11 +14,7 @@ impl EdgeNode {
         }
         self.groups[g].alive = false;
         if let Some(seq) = self.next_seq() {
-            let p = Payload {
-                timestamp: Some(now.unix_ms),
-                seq: Some(seq.into()),
-                ..Payload::default()
-            };
+            let p = session_payload(now, seq, Vec::new());
             self.push(MessageType::DDeath, Some(g), &p, false);
         }
         Ok(())
@@ -110,16 +106,8 @@ impl EdgeNode {
         let mut next_alias =
             self.groups.iter().flat_map(|g| g.metrics.iter().map(|m| m.alias)).max().unwrap_or(0)
                 + 1;
-        let mut types = BirthTypes::new();
-        self.groups[g].metrics = specs
-            .into_iter()
-            .map(|spec| {
-                let alias = next_alias;
-                next_alias += 1;
-                types.insert(&spec.name, Some(alias), spec.datatype);
-                MetricState { spec, alias, current: None, sent: None, sent_at: None }
-            })
-            .collect();
+        let (metrics, types) = metric_states(specs, &mut next_alias);
+        self.groups[g].metrics = metrics;
         self.groups[g].types = types;
         self.groups[g].reindex();
     }
@@ -185,12 +173,7 @@ impl EdgeNode {
                 metadata: None,
             });
         }
-        let p = Payload {
-            timestamp: Some(now.unix_ms),
-            seq: Some(seq.into()),
-            metrics,
-            ..Payload::default()
-        };
+        let p = session_payload(now, seq, metrics);
         let t = if g == 0 { MessageType::NBirth } else { MessageType::DBirth };
         self.push(t, Some(g), &p, true);
     }
@@ -209,12 +192,7 @@ impl EdgeNode {
         now: Now,
     ) -> Option<Publish> {
         let seq = self.next_seq()?;
-        let p = Payload {
-            timestamp: Some(now.unix_ms),
-            seq: Some(seq.into()),
-            metrics,
-            ..Payload::default()
-        };
+        let p = session_payload(now, seq, metrics);
         let t = if g == 0 { MessageType::NData } else { MessageType::DData };
         Some(self.publish_of(t, Some(g), &p, false))
     }

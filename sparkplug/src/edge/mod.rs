@@ -89,6 +89,27 @@ struct MetricState {
     sent_at: Option<u64>,
 }
 
+/// The states of new metrics, aliased from `next_alias` on (left past
+/// them), and their birth types.
+fn metric_states(specs: Vec<MetricSpec>, next_alias: &mut u64) -> (Vec<MetricState>, BirthTypes) {
+    let mut types = BirthTypes::new();
+    let metrics = specs
+        .into_iter()
+        .map(|spec| {
+            let alias = *next_alias;
+            *next_alias += 1;
+            types.insert(&spec.name, Some(alias), spec.datatype);
+            MetricState { spec, alias, current: None, sent: None, sent_at: None }
+        })
+        .collect();
+    (metrics, types)
+}
+
+/// A payload of the session: sent `now`, numbered `seq`.
+fn session_payload(now: Now, seq: u8, metrics: Vec<Metric>) -> Payload {
+    Payload { timestamp: Some(now.unix_ms), seq: Some(seq.into()), metrics, ..Payload::default() }
+}
+
 #[derive(Clone, Debug)]
 struct Group {
     /// `None` for the node itself.
@@ -177,16 +198,7 @@ impl EdgeNode {
     fn unchecked(config: EdgeNodeConfig, store: Box<dyn Spool>) -> Self {
         let mut next_alias = 1;
         let mut group = |device: Option<String>, specs: Vec<MetricSpec>| {
-            let mut types = BirthTypes::new();
-            let metrics = specs
-                .into_iter()
-                .map(|spec| {
-                    let alias = next_alias;
-                    next_alias += 1;
-                    types.insert(&spec.name, Some(alias), spec.datatype);
-                    MetricState { spec, alias, current: None, sent: None, sent_at: None }
-                })
-                .collect();
+            let (metrics, types) = metric_states(specs, &mut next_alias);
             Group::new(device, true, metrics, types)
         };
         let mut groups = vec![group(None, config.metrics)];
