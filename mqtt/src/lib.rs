@@ -43,6 +43,7 @@ mod backoff;
 pub mod bdseq;
 pub mod consumer;
 mod failure;
+pub mod gateway;
 pub mod input;
 mod link;
 pub mod plain;
