@@ -7,12 +7,12 @@
 
 use std::time::Duration;
 
-use serde_json::Value as Json;
 use shopfloor_bridge_modbus::RegisterMap;
 use shopfloor_bridge_modbus::gateway::{Gateway, edge_node_config};
 use shopfloor_mqtt::{Broker, DriverConfig};
 use shopfloor_sparkplug::{EdgeNode, EncodeOptions, Metric, MetricValue, Payload};
-use shopfloor_testkit::{Mosquitto, PythonPeer, shared_script};
+use shopfloor_testkit::Mosquitto;
+use shopfloor_testkit::decoders::{SparkplugDecoders, pb_metric, psp_value};
 
 mod common;
 use common::Device;
@@ -49,30 +49,10 @@ max = 3000
 "#
 }
 
-/// The next decoded message on `topic` whose JSON satisfies `want`.
-fn message(decoder: &PythonPeer, topic: &str, what: &str, want: impl Fn(&Json) -> bool) -> Json {
-    let line = decoder.until(WAIT, |l| {
-        serde_json::from_str::<Json>(l).is_ok_and(|j| j["topic"] == topic && want(&j))
-    });
-    let line =
-        line.unwrap_or_else(|seen| panic!("no {what} on {topic} within 20 s; saw {seen:#?}"));
-    serde_json::from_str(&line).unwrap()
-}
-
-/// pysparkplug's typed value of metric `name` in a decoded message.
-fn psp_value(msg: &Json, name: &str) -> Option<Json> {
-    msg["psp"].get(name).map(|m| m["value"].clone())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn modbus_values_reach_sparkplug_decoders_and_dcmd_writes_back() {
     let broker = Mosquitto::start().expect("start mosquitto");
-    let decoder = PythonPeer::spawn(
-        shared_script("sparkplug_decode.py"),
-        &[broker.host(), &broker.port().to_string()],
-    )
-    .expect("start the Python decoders");
-    decoder.until(WAIT, |l| l == "subscribed").expect("the decoder subscribed");
+    let decoder = SparkplugDecoders::start(broker.host(), broker.port(), WAIT);
 
     let mut dev = Device::start();
     let port = dev.port;
@@ -93,22 +73,11 @@ async fn modbus_values_reach_sparkplug_decoders_and_dcmd_writes_back() {
     let gateway = Gateway::spawn(&map, node, driver);
 
     // The DBIRTH names every tag with its type and unit.
-    let birth = message(&decoder, "spBv1.0/Plant1/DBIRTH/modbus-gw/tank-1", "DBIRTH", |_| true);
-    let level = &birth["pb"]["metrics"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|m| m["name"] == "Tank/Level")
-        .unwrap()
-        .clone();
+    let birth = decoder.message("spBv1.0/Plant1/DBIRTH/modbus-gw/tank-1", "DBIRTH", |_| true);
+    let level = pb_metric(&birth, "Tank/Level");
     assert_eq!(level["datatype"], 9, "Float: {birth}");
     assert_eq!(level["properties"]["keys"], serde_json::json!(["engUnit", "engLow", "engHigh"]));
-    let speed = birth["pb"]["metrics"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|m| m["name"] == "Pump/Speed")
-        .unwrap();
+    let speed = pb_metric(&birth, "Pump/Speed");
     assert_eq!(speed["datatype"], 10, "scaled, so Double: {birth}");
     // The birth waited for the first complete read: current values, no nulls.
     assert_eq!(psp_value(&birth, "Tank/Level"), Some(serde_json::json!(7.25)), "{birth}");
@@ -127,25 +96,24 @@ async fn modbus_values_reach_sparkplug_decoders_and_dcmd_writes_back() {
     };
     publish(&broker, "spBv1.0/Plant1/DCMD/modbus-gw/tank-1", dcmd.encode(EncodeOptions::default()))
         .await;
-    message(&decoder, "spBv1.0/Plant1/DDATA/modbus-gw/tank-1", "the written speed", |j| {
+    decoder.message("spBv1.0/Plant1/DDATA/modbus-gw/tank-1", "the written speed", |j| {
         psp_value(j, "Pump/Speed") == Some(serde_json::json!(1000.0))
     });
     assert_eq!(dev.get("h", 20, 1), [2000]);
 
     // The device dies: DDEATH; it comes back: DBIRTH, then its values.
     dev.peer.kill();
-    message(&decoder, "spBv1.0/Plant1/DDEATH/modbus-gw/tank-1", "DDEATH", |_| true);
+    decoder.message("spBv1.0/Plant1/DDEATH/modbus-gw/tank-1", "DDEATH", |_| true);
     let mut dev = Device::on(port);
     dev.set("h", 10, "f32", "CDAB", "8.5");
     // Born again with values read after its return, none null.
-    let again =
-        message(&decoder, "spBv1.0/Plant1/DBIRTH/modbus-gw/tank-1", "DBIRTH again", |_| true);
+    let again = decoder.message("spBv1.0/Plant1/DBIRTH/modbus-gw/tank-1", "DBIRTH again", |_| true);
     for name in ["Tank/Level", "Pump/Running", "Pump/Speed"] {
         assert!(psp_value(&again, name).is_some_and(|v| !v.is_null()), "{name}: {again}");
     }
     // The level set after its return: in that birth, or in DATA after it.
     if psp_value(&again, "Tank/Level") != Some(serde_json::json!(8.5)) {
-        message(&decoder, "spBv1.0/Plant1/DDATA/modbus-gw/tank-1", "the new level", |j| {
+        decoder.message("spBv1.0/Plant1/DDATA/modbus-gw/tank-1", "the new level", |j| {
             psp_value(j, "Tank/Level") == Some(serde_json::json!(8.5))
         });
     }

@@ -10,38 +10,21 @@ mod common;
 use std::time::Duration;
 
 use common::{Server, next_msg, tuning, watch};
-use serde_json::{Value as Json, json};
+use serde_json::json;
 use shopfloor_bridge_opcua::BridgeConfig;
 use shopfloor_bridge_opcua::gateway::Gateway;
 use shopfloor_mqtt::{Broker, DriverConfig};
 use shopfloor_schemas::WriteResult;
 use shopfloor_sparkplug::{EdgeNode, EdgeNodeConfig, EncodeOptions, Metric, MetricValue, Payload};
-use shopfloor_testkit::{Mosquitto, PythonPeer, shared_script};
+use shopfloor_testkit::Mosquitto;
+use shopfloor_testkit::decoders::{SparkplugDecoders, pb_metric, psp_value};
 
 const WAIT: Duration = Duration::from_secs(30);
-
-fn message(decoder: &PythonPeer, topic: &str, what: &str, want: impl Fn(&Json) -> bool) -> Json {
-    let line = decoder.until(WAIT, |l| {
-        serde_json::from_str::<Json>(l).is_ok_and(|j| j["topic"] == topic && want(&j))
-    });
-    let line =
-        line.unwrap_or_else(|seen| panic!("no {what} on {topic} within 30 s; saw {seen:#?}"));
-    serde_json::from_str(&line).unwrap()
-}
-
-fn psp_value(msg: &Json, name: &str) -> Option<Json> {
-    msg["psp"].get(name).map(|m| m["value"].clone())
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn opcua_values_reach_sparkplug_decoders_and_dcmd_writes_back() {
     let broker = Mosquitto::start().expect("start mosquitto (apt-get install -y mosquitto)");
-    let decoder = PythonPeer::spawn(
-        shared_script("sparkplug_decode.py"),
-        &[broker.host(), &broker.port().to_string()],
-    )
-    .expect("start the Python decoders");
-    decoder.until(WAIT, |l| l == "subscribed").expect("the decoder subscribed");
+    let decoder = SparkplugDecoders::start(broker.host(), broker.port(), WAIT);
     let mut server = Server::start(&[]);
     let pki = tempfile::tempdir().unwrap();
     let config = BridgeConfig::from_toml(&format!(
@@ -83,22 +66,21 @@ writable = true
     let gateway = Gateway::spawn(&config, node, driver, tuning());
 
     let topic = |kind: &str| format!("spBv1.0/Plant1/{kind}/opcua-gw/press-1");
-    let birth = message(&decoder, &topic("DBIRTH"), "DBIRTH", |_| true);
-    let metrics = birth["pb"]["metrics"].as_array().unwrap();
-    let temperature = metrics.iter().find(|m| m["name"] == "Temperature").unwrap();
+    let birth = decoder.message(&topic("DBIRTH"), "DBIRTH", |_| true);
+    let temperature = pb_metric(&birth, "Temperature");
     assert_eq!(temperature["datatype"], 10, "Double: {birth}");
     assert_eq!(
         temperature["properties"]["keys"],
         json!(["engUnit", "engLow", "engHigh"]),
         "{birth}"
     );
-    let running = metrics.iter().find(|m| m["name"] == "Running").unwrap();
+    let running = pb_metric(&birth, "Running");
     assert_eq!(running["datatype"], 11, "Boolean: {birth}");
     assert_eq!(psp_value(&birth, "Temperature"), Some(json!(21.0)), "{birth}");
     assert_eq!(psp_value(&birth, "Setpoint"), Some(json!(50.0)), "{birth}");
 
     server.command(r#"{"set": "Temperature", "value": 77.5}"#);
-    message(&decoder, &topic("DDATA"), "the new temperature", |j| {
+    decoder.message(&topic("DDATA"), "the new temperature", |j| {
         psp_value(j, "Temperature") == Some(json!(77.5))
     });
 
@@ -118,7 +100,7 @@ writable = true
         dcmd("Setpoint", MetricValue::Int64(64)).encode(EncodeOptions::default()),
     )
     .await;
-    message(&decoder, &topic("DDATA"), "the written setpoint", |j| {
+    decoder.message(&topic("DDATA"), "the written setpoint", |j| {
         psp_value(j, "Setpoint") == Some(json!(64.0))
     });
     assert_eq!(server.command(r#"{"get": "Setpoint"}"#), r#"{"value": 64.0}"#);
@@ -161,9 +143,9 @@ writable = true
 
     // The server dies: DDEATH at once; back: DBIRTH with fresh values.
     server.peer.kill();
-    message(&decoder, &topic("DDEATH"), "DDEATH", |_| true);
+    decoder.message(&topic("DDEATH"), "DDEATH", |_| true);
     server.restart();
-    let again = message(&decoder, &topic("DBIRTH"), "DBIRTH again", |_| true);
+    let again = decoder.message(&topic("DBIRTH"), "DBIRTH again", |_| true);
     assert_eq!(
         psp_value(&again, "Temperature"),
         Some(json!(21.0)),

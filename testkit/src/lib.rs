@@ -6,6 +6,7 @@ mod alloc;
 mod amqtt;
 mod chromium;
 mod clickhouse;
+pub mod decoders;
 mod error;
 mod fixtures;
 mod fuzz;
