@@ -18,8 +18,8 @@
 //!   bounded queue per device ([`shopfloor_mqtt::writes`]): a write that
 //!   finds the queue full is refused with a write result.
 
-use shopfloor_mqtt::gateway::{EdgeGateway, EdgeSource, Source};
-use shopfloor_mqtt::{DriverConfig, EdgeDriver, EdgeStats, Stopped};
+use shopfloor_mqtt::gateway::{EdgeGateway, EdgeSource, Source, WriteFn, Writes};
+use shopfloor_mqtt::{DriverConfig, EdgeDriver, Stopped};
 use std::collections::{HashMap, HashSet};
 
 use shopfloor_schemas::{Quality, Reading, Value, WriteResult};
@@ -87,9 +87,10 @@ pub fn edge_node_config(
     EdgeNodeConfig::new(group_id, edge_node_id)
 }
 
-/// The running gateway.
-#[derive(Debug)]
-pub struct Gateway(EdgeGateway);
+shopfloor_mqtt::edge_gateway! {
+    /// The running gateway.
+    pub struct Gateway;
+}
 
 impl Gateway {
     /// Starts polling `map` and publishing through an edge node built from
@@ -97,20 +98,11 @@ impl Gateway {
     /// [`EdgeNode::with_spool`] to `node` before if you want one).
     pub fn spawn(map: &RegisterMap, node: EdgeNode, driver: DriverConfig) -> Self {
         let poller = Poller::spawn(map, 1024);
-        let writer = poller.writer();
+        let writes = writes(map, &poller);
         let specs = device_specs(map);
-        let devices = specs.iter().map(|(d, _)| d.clone()).collect();
         let life = specs.iter().map(|(d, _)| (d.clone(), Life::unborn())).collect();
         let source = Devices { poller, life, specs: specs.into_iter().collect() };
-        // Writes wait for the line (polling goes on meanwhile).
-        Self(EdgeGateway::spawn(
-            source,
-            node,
-            driver,
-            devices,
-            "no such device in this gateway",
-            move |device, metric, value| write(writer.clone(), device, metric, value),
-        ))
+        Self(EdgeGateway::spawn(source, node, driver, writes))
     }
 
     /// Checks the edge node configuration the gateway would build.
@@ -122,21 +114,6 @@ impl Gateway {
         let mut c = edge_node_config(map, group_id, edge_node_id);
         c.devices = device_specs(map);
         EdgeNode::new(c).map(|_| ())
-    }
-
-    /// The edge driver's counters, as they are now.
-    pub fn stats(&self) -> EdgeStats {
-        self.0.stats()
-    }
-
-    /// Each device and whether it is online now (for labelled metrics).
-    pub fn devices(&self) -> Vec<(String, bool)> {
-        self.0.devices()
-    }
-
-    /// Stops polling, sends NDEATH, disconnects.
-    pub async fn shutdown(self) {
-        self.0.shutdown().await;
     }
 }
 
@@ -233,6 +210,16 @@ async fn born(
     edge.define_device(device, specs.clone(), values).await
 }
 
+/// The writes to the devices of `map`, on `poller`'s lines (polling goes
+/// on meanwhile).
+fn writes(map: &RegisterMap, poller: &Poller) -> Writes<impl WriteFn + use<>> {
+    let writer = poller.writer();
+    let devices = map.devices.iter().map(|d| d.name.clone()).collect();
+    Writes::new(devices, "no such device in this gateway", move |device, metric, value| {
+        write(writer.clone(), device, metric, value)
+    })
+}
+
 /// Writes `value` to `metric` of `device`, logs the outcome and returns it
 /// as a write result.
 async fn write(writer: Writer, device: String, metric: String, value: Value) -> WriteResult {
@@ -293,18 +280,8 @@ pub mod plain {
             client_id: &str,
         ) -> Self {
             let poller = Poller::spawn(map, 1024);
-            let writer = poller.writer();
-            let devices = map.devices.iter().map(|d| d.name.clone()).collect();
-            // Writes wait for the line (polling goes on meanwhile).
-            Self(gateway::PlainGateway::spawn(
-                poller,
-                config,
-                broker,
-                client_id,
-                devices,
-                "no such device in this gateway",
-                move |device, metric, value| super::write(writer.clone(), device, metric, value),
-            ))
+            let writes = super::writes(map, &poller);
+            Self(gateway::PlainGateway::spawn(poller, config, broker, client_id, writes))
         }
 
         /// Stops polling and disconnects.

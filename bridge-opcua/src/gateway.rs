@@ -17,8 +17,8 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 
-use shopfloor_mqtt::gateway::{EdgeGateway, EdgeSource, Source};
-use shopfloor_mqtt::{DriverConfig, EdgeDriver, EdgeStats, Stopped};
+use shopfloor_mqtt::gateway::{EdgeGateway, EdgeSource, Source, WriteFn, Writes};
+use shopfloor_mqtt::{DriverConfig, EdgeDriver, Stopped};
 use shopfloor_schemas::{Value, WriteResult};
 use shopfloor_sparkplug::edge::MetricSpec;
 use shopfloor_sparkplug::payload::{PropertySet, PropertyValue};
@@ -44,9 +44,10 @@ pub fn metric_spec(info: &MetricInfo) -> MetricSpec {
     }
 }
 
-/// The running gateway.
-#[derive(Debug)]
-pub struct Gateway(EdgeGateway);
+shopfloor_mqtt::edge_gateway! {
+    /// The running gateway.
+    pub struct Gateway;
+}
 
 impl Gateway {
     /// Starts a link per server of `config` and publishes through `node`
@@ -60,25 +61,8 @@ impl Gateway {
         tuning: ClientTuning,
     ) -> Self {
         let source = Servers::spawn(config, &tuning);
-        let (devices, links) = (source.links.keys().cloned().collect(), source.links.clone());
-        // Writes wait for the server (data keeps flowing meanwhile).
-        let write = move |d, m, v| write_to(&links, d, m, v);
-        Self(EdgeGateway::spawn(source, node, driver, devices, "no such server", write))
-    }
-
-    /// The edge driver's counters, as they are now.
-    pub fn stats(&self) -> EdgeStats {
-        self.0.stats()
-    }
-
-    /// Each device and whether it is online now (for labelled metrics).
-    pub fn devices(&self) -> Vec<(String, bool)> {
-        self.0.devices()
-    }
-
-    /// Stops the links, sends NDEATH, disconnects.
-    pub async fn shutdown(self) {
-        self.0.shutdown().await;
+        let writes = source.writes();
+        Self(EdgeGateway::spawn(source, node, driver, writes))
     }
 }
 
@@ -101,6 +85,16 @@ impl<S: Default> Servers<S> {
             })
             .collect();
         Self { events, links, state: S::default() }
+    }
+}
+
+impl<S> Servers<S> {
+    /// The writes to the servers, each on its link (data keeps flowing
+    /// meanwhile).
+    fn writes(&self) -> Writes<impl WriteFn + use<S>> {
+        let links = self.links.clone();
+        let devices = links.keys().cloned().collect();
+        Writes::new(devices, "no such server", move |d, m, v| write_to(&links, d, m, v))
     }
 }
 
@@ -236,18 +230,8 @@ pub mod plain {
             tuning: ClientTuning,
         ) -> Self {
             let source = Servers::spawn(config, &tuning);
-            let (devices, links) = (source.links.keys().cloned().collect(), source.links.clone());
-            // Writes wait for the server (data keeps flowing meanwhile).
-            let write = move |d, m, v| super::write_to(&links, d, m, v);
-            Self(gateway::PlainGateway::spawn(
-                source,
-                plain,
-                broker,
-                client_id,
-                devices,
-                "no such server",
-                write,
-            ))
+            let writes = source.writes();
+            Self(gateway::PlainGateway::spawn(source, plain, broker, client_id, writes))
         }
 
         /// Stops the links and disconnects.

@@ -12,8 +12,8 @@ use shopfloor_sparkplug::EdgeNode;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use crate::plain::{Commands, PlainConfig, PlainPublisher, WriteCommand};
-use crate::writes::{DEFAULT_CAPACITY, Refusal, WriteQueues, edge_write};
+use crate::plain::{Commands, PlainConfig, PlainPublisher};
+use crate::writes::{DEFAULT_CAPACITY, WriteQueues, edge_write};
 use crate::{Broker, DriverConfig, EdgeDriver, EdgeStats, StatsHandle, Stopped};
 
 /// Where a gateway's readings come from.
@@ -44,6 +44,62 @@ pub trait PlainSource: Source {
     fn batch(&mut self, event: Self::Event) -> Option<Batch>;
 }
 
+/// How a gateway runs a write: device, metric and value to the result to
+/// publish (the write done, or why not). Any such closure is one.
+pub trait WriteFn: Fn(String, String, Value) -> Self::Done + Clone + Send + 'static {
+    /// The write under way.
+    type Done: Future<Output = WriteResult> + Send + 'static;
+}
+
+impl<W, F> WriteFn for W
+where
+    W: Fn(String, String, Value) -> F + Clone + Send + 'static,
+    F: Future<Output = WriteResult> + Send + 'static,
+{
+    type Done = F;
+}
+
+/// A gateway's writes: a write to one of its devices waits in that
+/// device's queue (writes to one device in the order they came; readings
+/// go on meanwhile) and is run by a [`WriteFn`]; a write to another device
+/// is refused.
+#[derive(Debug)]
+pub struct Writes<W> {
+    devices: Vec<String>,
+    unknown: &'static str,
+    write: W,
+}
+
+impl<W: WriteFn> Writes<W> {
+    /// A queue for each of `devices`, run by `write`; `unknown` says how
+    /// the gateway calls a device it does not have ("no such server").
+    pub fn new(devices: Vec<String>, unknown: &'static str, write: W) -> Self {
+        Self { devices, unknown, write }
+    }
+
+    /// Starts the queues; `report` publishes each write's result. Returns
+    /// them and what `unknown` was.
+    fn start<R, F>(self, report: R) -> (WriteQueues<(String, String, Value)>, &'static str)
+    where
+        R: Fn(WriteResult) -> F + Clone + Send + 'static,
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let write = self.write;
+        let queues = WriteQueues::new(
+            self.devices,
+            DEFAULT_CAPACITY,
+            move |(device, metric, value): (String, String, Value)| {
+                let (write, report) = (write.clone(), report.clone());
+                async move {
+                    let result = write(device, metric, value).await;
+                    report(result).await;
+                }
+            },
+        );
+        (queues, self.unknown)
+    }
+}
+
 /// A running Sparkplug gateway: a [`Source`] feeding an [`EdgeDriver`].
 #[derive(Debug)]
 pub struct EdgeGateway {
@@ -54,28 +110,18 @@ pub struct EdgeGateway {
 
 impl EdgeGateway {
     /// Starts an edge driver for `node` and passes the events of `source`
-    /// on to it. A write to one of `devices` waits in that device's queue
-    /// (writes to one device in the order they came; readings go on
-    /// meanwhile) and is run by `write`, which returns the result to
-    /// publish; a write to another device is refused with `unknown` (how
-    /// the gateway calls it: "no such server").
-    pub fn spawn<S, W, F>(
+    /// on to it; a write from a host (NCMD/DCMD) goes to `writes`, and its
+    /// result is published on the edge node's write results topic.
+    pub fn spawn<S: EdgeSource, W: WriteFn>(
         source: S,
         node: EdgeNode,
         driver: DriverConfig,
-        devices: Vec<String>,
-        unknown: &'static str,
-        write: W,
-    ) -> Self
-    where
-        S: EdgeSource,
-        W: Fn(String, String, Value) -> F + Clone + Send + 'static,
-        F: Future<Output = WriteResult> + Send + 'static,
-    {
+        writes: Writes<W>,
+    ) -> Self {
         let edge = EdgeDriver::spawn(node, driver);
         let (stop, stopped) = oneshot::channel();
         let stats = edge.stats_handle();
-        let task = tokio::spawn(run(source, edge, devices, unknown, write, stopped));
+        let task = tokio::spawn(run(source, edge, writes, stopped));
         Self { stop, task, stats }
     }
 
@@ -96,29 +142,19 @@ impl EdgeGateway {
     }
 }
 
-async fn run<S, W, F>(
+async fn run<S: EdgeSource, W: WriteFn>(
     mut source: S,
     mut edge: EdgeDriver,
-    devices: Vec<String>,
-    unknown: &'static str,
-    write: W,
+    writes: Writes<W>,
     mut stop: oneshot::Receiver<()>,
-) where
-    S: EdgeSource,
-    W: Fn(String, String, Value) -> F + Clone + Send + 'static,
-    F: Future<Output = WriteResult> + Send + 'static,
-{
+) {
     let (results_tx, mut results) = mpsc::channel::<WriteResult>(64);
-    let queues = WriteQueues::new(
-        devices,
-        DEFAULT_CAPACITY,
-        move |(device, metric, value): (String, String, Value)| {
-            let (write, results) = (write.clone(), results_tx.clone());
-            async move {
-                let _ = results.send(write(device, metric, value).await).await;
-            }
-        },
-    );
+    let (queues, unknown) = writes.start(move |r| {
+        let results = results_tx.clone();
+        async move {
+            let _ = results.send(r).await;
+        }
+    });
     loop {
         tokio::select! {
             _ = &mut stop => break,
@@ -159,26 +195,19 @@ pub struct PlainGateway {
 
 impl PlainGateway {
     /// Connects to `broker` as `client_id` and publishes what `source`
-    /// hands over on the topics of `config`. Writes are run by `write` as
-    /// in [`EdgeGateway::spawn`], their results published on
+    /// hands over on the topics of `config`; a write command goes to
+    /// `writes`, and its result is published on
     /// `shopfloor/writes/{site}/{area}`.
-    pub fn spawn<S, W, F>(
+    pub fn spawn<S: PlainSource, W: WriteFn>(
         source: S,
         config: PlainConfig,
         broker: &Broker,
         client_id: &str,
-        devices: Vec<String>,
-        unknown: &'static str,
-        write: W,
-    ) -> Self
-    where
-        S: PlainSource,
-        W: Fn(String, String, Value) -> F + Clone + Send + 'static,
-        F: Future<Output = WriteResult> + Send + 'static,
-    {
+        writes: Writes<W>,
+    ) -> Self {
         let (out, commands) = PlainPublisher::spawn(config, broker, client_id);
         let (stop, stopped) = oneshot::channel();
-        let task = tokio::spawn(run_plain(source, out, commands, devices, unknown, write, stopped));
+        let task = tokio::spawn(run_plain(source, out, commands, writes, stopped));
         Self { stop, task }
     }
 
@@ -189,24 +218,18 @@ impl PlainGateway {
     }
 }
 
-async fn run_plain<S, W, F>(
+async fn run_plain<S: PlainSource, W: WriteFn>(
     mut source: S,
     out: PlainPublisher,
     mut commands: Commands,
-    devices: Vec<String>,
-    unknown: &'static str,
-    write: W,
+    writes: Writes<W>,
     mut stop: oneshot::Receiver<()>,
-) where
-    S: PlainSource,
-    W: Fn(String, String, Value) -> F + Clone + Send + 'static,
-    F: Future<Output = WriteResult> + Send + 'static,
-{
+) {
     let reporter = out.reporter();
-    let queues = WriteQueues::new(devices, DEFAULT_CAPACITY, move |c: WriteCommand| {
-        let (write, reporter) = (write.clone(), reporter.clone());
+    let (queues, unknown) = writes.start(move |r| {
+        let reporter = reporter.clone();
         async move {
-            let _ = reporter.report_write(&write(c.machine, c.sensor, c.value).await).await;
+            let _ = reporter.report_write(&r).await;
         }
     });
     loop {
@@ -221,14 +244,9 @@ async fn run_plain<S, W, F>(
             }
             c = commands.next() => {
                 let Some(c) = c else { break };
-                if let Err(r) = queues.submit(&c.machine.clone(), c) {
-                    let message = match r {
-                        Refusal::UnknownDevice(_) => unknown.to_owned(),
-                        ref r => r.to_string(),
-                    };
-                    let c = r.into_job();
-                    tracing::warn!(device = c.machine, metric = c.sensor, "write refused: {message}");
-                    let _ = out.report_write(&c.failed(WriteResult::REFUSED, message)).await;
+                if let Some(r) = queues.submit_write(c.machine, c.sensor, c.value, unknown) {
+                    tracing::warn!(device = r.device, metric = r.metric, "write refused: {}", r.message);
+                    let _ = out.report_write(&r).await;
                 }
             }
         }
@@ -236,4 +254,41 @@ async fn run_plain<S, W, F>(
     queues.shutdown().await;
     source.shutdown().await;
     out.shutdown().await;
+}
+
+/// Declares a bridge's Sparkplug gateway type: a wrapper of an
+/// [`EdgeGateway`] (its field `0`) with its `stats`, `devices` and
+/// `shutdown`, so that the bridge adds only its own `spawn`.
+///
+/// ```ignore
+/// shopfloor_mqtt::edge_gateway! {
+///     /// The running gateway.
+///     pub struct Gateway;
+/// }
+/// ```
+#[macro_export]
+macro_rules! edge_gateway {
+    ($(#[$meta:meta])* $vis:vis struct $name:ident;) => {
+        $(#[$meta])*
+        #[derive(Debug)]
+        $vis struct $name($crate::gateway::EdgeGateway);
+
+        impl $name {
+            /// The edge driver's counters, as they are now.
+            pub fn stats(&self) -> $crate::EdgeStats {
+                self.0.stats()
+            }
+
+            /// Each device and whether it is online now (for labelled
+            /// metrics).
+            pub fn devices(&self) -> ::std::vec::Vec<(::std::string::String, bool)> {
+                self.0.devices()
+            }
+
+            /// Stops reading, sends NDEATH, disconnects.
+            pub async fn shutdown(self) {
+                self.0.shutdown().await;
+            }
+        }
+    };
 }
