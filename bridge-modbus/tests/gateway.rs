@@ -13,6 +13,7 @@ use shopfloor_mqtt::{Broker, DriverConfig};
 use shopfloor_sparkplug::{EdgeNode, EncodeOptions, Metric, MetricValue, Payload};
 use shopfloor_testkit::Mosquitto;
 use shopfloor_testkit::decoders::{SparkplugDecoders, pb_metric, psp_value};
+use shopfloor_testkit::publish::publish;
 
 mod common;
 use common::Device;
@@ -95,7 +96,7 @@ async fn modbus_values_reach_sparkplug_decoders_and_dcmd_writes_back() {
         ..Payload::default()
     };
     publish(&broker, "spBv1.0/Plant1/DCMD/modbus-gw/tank-1", dcmd.encode(EncodeOptions::default()))
-        .await;
+        .expect("the broker took the message");
     decoder.message("spBv1.0/Plant1/DDATA/modbus-gw/tank-1", "the written speed", |j| {
         psp_value(j, "Pump/Speed") == Some(serde_json::json!(1000.0))
     });
@@ -271,25 +272,6 @@ async fn a_retained_dcmd_is_refused_and_never_written() {
     assert!(done.ok, "{done:?}");
     assert_eq!(dev.get("h", 30, 1), [5]);
     gateway.shutdown().await;
-}
-
-/// Publishes one QoS 1 message with a plain MQTT client.
-async fn publish(broker: &Mosquitto, topic: &str, payload: Vec<u8>) {
-    use rumqttc::v5::mqttbytes::QoS;
-    use rumqttc::v5::mqttbytes::v5::Packet;
-    use rumqttc::v5::{AsyncClient, Event, MqttOptions};
-    let (client, mut eventloop) =
-        AsyncClient::new(MqttOptions::new("test-host", broker.host(), broker.port()), 10);
-    client.publish(topic, QoS::AtLeastOnce, false, payload).await.unwrap();
-    tokio::time::timeout(WAIT, async {
-        loop {
-            if let Event::Incoming(Packet::PubAck(_)) = eventloop.poll().await.unwrap() {
-                return;
-            }
-        }
-    })
-    .await
-    .expect("the broker acknowledged the DCMD");
 }
 
 /// Plain topics: each reading a one-reading JSON batch on its own topic,

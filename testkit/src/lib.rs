@@ -19,6 +19,7 @@ mod pki;
 mod postgres;
 mod process;
 mod proxy;
+pub mod publish;
 mod python;
 mod serial;
 
