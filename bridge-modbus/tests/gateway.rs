@@ -7,7 +7,6 @@
 
 use std::time::Duration;
 
-use shopfloor_bridge_modbus::RegisterMap;
 use shopfloor_bridge_modbus::gateway::{Gateway, edge_node_config};
 use shopfloor_mqtt::{Broker, DriverConfig};
 use shopfloor_sparkplug::{EdgeNode, EncodeOptions, Metric, MetricValue, Payload};
@@ -19,6 +18,9 @@ mod common;
 use common::Device;
 
 const WAIT: Duration = Duration::from_secs(20);
+
+/// The setpoint the DCMD tests write: a writable `i16` at register 30.
+const SETPOINT: &str = "[[device.tag]]\nname = \"Setpoint\"\narea = \"holding_register\"\naddress = 30\ntype = \"i16\"\nwritable = true\n";
 
 fn tags() -> &'static str {
     r#"
@@ -63,11 +65,7 @@ async fn modbus_values_reach_sparkplug_decoders_and_dcmd_writes_back() {
     // A device slower than the broker: its first read completes well after
     // the edge node is connected (a birth at connect would carry nulls).
     assert_eq!(dev.cmd(r#"{"delay": 0.15}"#), "ok");
-    let map = RegisterMap::from_toml(&format!(
-        "[groups]\ndefault = 100\n[[device]]\nname = \"tank-1\"\nhost = \"127.0.0.1\"\nport = {port}\ntimeout_ms = 300\n{}",
-        tags()
-    ))
-    .unwrap();
+    let map = dev.map("tank-1", &format!("timeout_ms = 300\n{}", tags()));
     let node = EdgeNode::new(edge_node_config(&map, "Plant1", "modbus-gw")).unwrap();
     let mut driver = DriverConfig::new("modbus-gw", Broker::new(broker.host(), broker.port()));
     driver.backoff_min = Duration::from_millis(50);
@@ -133,12 +131,7 @@ async fn dcmd_writes_reach_the_device_in_the_order_sent() {
     const N: i32 = 260;
     let broker = Mosquitto::start().expect("start mosquitto");
     let mut dev = Device::start();
-    let map = RegisterMap::from_toml(&format!(
-        "[groups]\ndefault = 100\n[[device]]\nname = \"press-1\"\nhost = \"127.0.0.1\"\nport = {}\ntimeout_ms = 500\n\
-         [[device.tag]]\nname = \"Setpoint\"\narea = \"holding_register\"\naddress = 30\ntype = \"i16\"\nwritable = true\n",
-        dev.port
-    ))
-    .unwrap();
+    let map = dev.map("press-1", &format!("timeout_ms = 500\n{SETPOINT}"));
     let (host, mut events) =
         AsyncClient::new(MqttOptions::new("order-host", broker.host(), broker.port()), 1000);
     host.subscribe("shopfloor/writes/Plant1/modbus-gw", QoS::AtLeastOnce).await.unwrap();
@@ -225,12 +218,7 @@ async fn a_retained_dcmd_is_refused_and_never_written() {
     let broker = Mosquitto::start().expect("start mosquitto");
     let mut dev = Device::start();
     dev.set("h", 30, "i16", "AB", "11");
-    let map = RegisterMap::from_toml(&format!(
-        "[groups]\ndefault = 100\n[[device]]\nname = \"press-1\"\nhost = \"127.0.0.1\"\nport = {}\n\
-         [[device.tag]]\nname = \"Setpoint\"\narea = \"holding_register\"\naddress = 30\ntype = \"i16\"\nwritable = true\n",
-        dev.port
-    ))
-    .unwrap();
+    let map = dev.map("press-1", SETPOINT);
     let dcmd = |v: i16| {
         Payload {
             timestamp: Some(1),
@@ -287,13 +275,12 @@ async fn plain_topics_carry_each_reading_and_take_writes() {
     let broker = Mosquitto::start().expect("start mosquitto");
     let mut dev = Device::start();
     dev.set("h", 10, "f32", "CDAB", "3.5");
-    let map = RegisterMap::from_toml(&format!(
-        "[groups]\ndefault = 100\n[[device]]\nname = \"tank-1\"\nhost = \"127.0.0.1\"\nport = {}\ntimeout_ms = 300\n\
+    let map = dev.map(
+        "tank-1",
+        "timeout_ms = 300\n\
          [[device.tag]]\nname = \"level\"\narea = \"holding_register\"\naddress = 10\ntype = \"f32\"\norder = \"CDAB\"\n\
          [[device.tag]]\nname = \"speed\"\narea = \"holding_register\"\naddress = 20\ntype = \"u16\"\nwritable = true\n",
-        dev.port
-    ))
-    .unwrap();
+    );
     let config = PlainConfig::new("plant1", "tanks");
     shopfloor_bridge_modbus::gateway::plain::check(&config, &map).unwrap();
     let mut bad = map.clone();
