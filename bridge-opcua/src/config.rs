@@ -406,16 +406,33 @@ pub fn parse_node_id(s: &str) -> Result<NodeRef, NodeIdError> {
     Ok(NodeRef::Id { namespace, identifier: rest.to_owned() })
 }
 
+/// Why a browse path is refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum BrowsePathError {
+    /// No name below `Objects`, or an empty one between two `/`.
+    #[error("{0:?}: a browse path is names separated by /, below Objects")]
+    EmptyName(String),
+    /// An `<index>:` prefix above 65535.
+    #[error("{text:?}: namespace index {index} is too large")]
+    Index {
+        /// The browse path as given.
+        text: String,
+        /// The index as given.
+        index: String,
+    },
+}
+
 /// Parses a browse path below Objects: `Objects/Press1/Pressure` (the
 /// leading `Objects` is optional); each name in `namespace` unless it has
 /// an `<index>:` prefix.
-pub fn parse_browse_path(s: &str, namespace: Option<&str>) -> Result<NodeRef, String> {
+pub fn parse_browse_path(s: &str, namespace: Option<&str>) -> Result<NodeRef, BrowsePathError> {
     let mut parts: Vec<&str> = s.trim().trim_matches('/').split('/').collect();
     if parts.first().is_some_and(|p| *p == "Objects" || *p == "0:Objects") {
         parts.remove(0);
     }
     if parts.is_empty() || parts.iter().any(|p| p.is_empty()) {
-        return Err(format!("{s:?}: a browse path is names separated by /, below Objects"));
+        return Err(BrowsePathError::EmptyName(s.to_owned()));
     }
     let default = match namespace {
         Some(u) if u.parse::<u16>().is_ok() => Namespace::Index(u.parse().unwrap_or(0)),
@@ -426,13 +443,15 @@ pub fn parse_browse_path(s: &str, namespace: Option<&str>) -> Result<NodeRef, St
         .into_iter()
         .map(|p| match p.split_once(':') {
             Some((i, name)) if !i.is_empty() && i.bytes().all(|b| b.is_ascii_digit()) => {
-                let i =
-                    i.parse().map_err(|_| format!("{s:?}: namespace index {i} is too large"))?;
+                let i = i.parse().map_err(|_| BrowsePathError::Index {
+                    text: s.to_owned(),
+                    index: i.to_owned(),
+                })?;
                 Ok((Namespace::Index(i), name.to_owned()))
             }
             _ => Ok((default.clone(), p.to_owned())),
         })
-        .collect::<Result<_, String>>()?;
+        .collect::<Result<_, BrowsePathError>>()?;
     Ok(NodeRef::BrowsePath { elements })
 }
 
@@ -690,7 +709,7 @@ impl BridgeConfig {
                         parse_node_id(&id).map_err(|p| err(at.clone(), p.to_string(), None))?
                     }
                     (None, Some(path)) => parse_browse_path(&path, n.namespace.as_deref())
-                        .map_err(|p| err(at.clone(), p, None))?,
+                        .map_err(|p| err(at.clone(), p.to_string(), None))?,
                     _ => {
                         return Err(err(
                             at,

@@ -429,7 +429,7 @@ async fn an_overloaded_server_is_followed_while_it_answers_and_stale_when_it_doe
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn browse_writes_a_config_that_bridges() {
     use shopfloor_bridge_opcua::BridgeConfig;
-    use shopfloor_bridge_opcua::browse::{BrowseOptions, browse, config_toml};
+    use shopfloor_bridge_opcua::browse::{BrowseError, BrowseOptions, browse, config_toml};
     let server = Server::start(&["--items", "30"]);
     let pki = tempfile::tempdir().unwrap();
     let target = config(&server.endpoint(), pki.path(), &nodes());
@@ -472,5 +472,6 @@ async fn browse_writes_a_config_that_bridges() {
     // An unreachable server says so.
     let nowhere = config("opc.tcp://localhost:1/", pki.path(), &nodes());
     let e = browse(&nowhere, &tuning(), &BrowseOptions::default(), |_| {}).await.unwrap_err();
-    assert!(e.contains("opc.tcp://localhost:1/"), "{e}");
+    let BrowseError::Session(why) = &e else { panic!("{e:?}") };
+    assert!(why.contains("opc.tcp://localhost:1/"), "{e}");
 }
