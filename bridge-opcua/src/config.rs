@@ -455,6 +455,12 @@ pub fn parse_browse_path(s: &str, namespace: Option<&str>) -> Result<NodeRef, Br
     Ok(NodeRef::BrowsePath { elements })
 }
 
+/// Where the `i`th (from 0) entry of a list is, for messages: by its
+/// `name`, or by its number when it has none.
+fn place(kind: &str, i: usize, name: &str) -> String {
+    if name.is_empty() { format!("{kind} #{}", i + 1) } else { format!("{kind} {name:?}") }
+}
+
 /// A configuration file's text, or an error naming it.
 fn read(path: &Path) -> Result<String, ConfigError> {
     std::fs::read_to_string(path).map_err(|e| ConfigError {
@@ -544,11 +550,7 @@ impl BridgeConfig {
         let mut servers = Vec::new();
         for (i, s) in de.server.into_iter().enumerate() {
             let name = s.name.clone().unwrap_or_default();
-            let at = if name.is_empty() {
-                format!("server #{}", i + 1)
-            } else {
-                format!("server {name:?}")
-            };
+            let at = place("server", i, &name);
             if name.is_empty() || name.contains(['/', '+', '#']) {
                 return Err(err(
                     at,
@@ -677,11 +679,7 @@ impl BridgeConfig {
             let mut nodes = Vec::new();
             for (j, n) in s.node.into_iter().enumerate() {
                 let metric = n.metric.unwrap_or_default();
-                let at = if metric.is_empty() {
-                    format!("{at}, node #{}", j + 1)
-                } else {
-                    format!("{at}, node {metric:?}")
-                };
+                let at = format!("{at}, {}", place("node", j, &metric));
                 if metric.is_empty() || metric.contains(['\0', '+', '#']) {
                     return Err(err(
                         at,
