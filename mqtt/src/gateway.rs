@@ -257,7 +257,7 @@ async fn run_plain<S: PlainSource, W: WriteFn>(
 }
 
 /// Declares a bridge's Sparkplug gateway type: a wrapper of an
-/// [`EdgeGateway`] (its field `0`) with its `stats`, `devices` and
+/// [`EdgeGateway`](crate::gateway::EdgeGateway) (its field `0`) with its `stats`, `devices` and
 /// `shutdown`, so that the bridge adds only its own `spawn`.
 ///
 /// ```ignore
