@@ -319,6 +319,14 @@ pub fn encode(tag: &Tag, value: &Value) -> Result<Write, WriteError> {
         };
         if r >= lo && r <= hi { Ok(r) } else { Err(overflow()) }
     };
+    // A 32- or 64-bit integer: in its type's range, then its bytes in the
+    // tag's register order.
+    macro_rules! wide {
+        ($t:ty) => {{
+            let x = int(<$t>::MIN.into(), <$t>::MAX.into())? as $t;
+            Write::Registers(wire_registers(tag, &x.to_be_bytes()))
+        }};
+    }
     Ok(match tag.kind {
         TagType::I8 { high } | TagType::U8 { high } => {
             let byte = if matches!(tag.kind, TagType::I8 { .. }) {
@@ -332,22 +340,10 @@ pub fn encode(tag: &Tag, value: &Value) -> Result<Write, WriteError> {
         }
         TagType::I16 => Write::Registers(vec![register(tag, int(-32768, 32767)? as i16 as u16)]),
         TagType::U16 => Write::Registers(vec![register(tag, int(0, 65535)? as u16)]),
-        TagType::I32 => {
-            let x = int(i32::MIN.into(), i32::MAX.into())? as i32;
-            Write::Registers(wire_registers(tag, &x.to_be_bytes()))
-        }
-        TagType::U32 => {
-            let x = int(0, u32::MAX.into())? as u32;
-            Write::Registers(wire_registers(tag, &x.to_be_bytes()))
-        }
-        TagType::I64 => {
-            let x = int(i64::MIN.into(), i64::MAX.into())? as i64;
-            Write::Registers(wire_registers(tag, &x.to_be_bytes()))
-        }
-        TagType::U64 => {
-            let x = int(0, u64::MAX.into())? as u64;
-            Write::Registers(wire_registers(tag, &x.to_be_bytes()))
-        }
+        TagType::I32 => wide!(i32),
+        TagType::U32 => wide!(u32),
+        TagType::I64 => wide!(i64),
+        TagType::U64 => wide!(u64),
         TagType::F32 => {
             let x = raw as f32;
             if raw.is_finite() && !x.is_finite() {

@@ -18,19 +18,17 @@
 //!   bounded queue per device ([`shopfloor_mqtt::writes`]): a write that
 //!   finds the queue full is refused with a write result.
 
-use shopfloor_mqtt::writes::{DEFAULT_CAPACITY, WriteQueues, edge_write};
-use shopfloor_mqtt::{DriverConfig, EdgeDriver, EdgeStats, StatsHandle};
+use shopfloor_mqtt::gateway::{EdgeGateway, EdgeSource, Source, WriteFn, Writes};
+use shopfloor_mqtt::{DriverConfig, EdgeDriver, Stopped};
 use std::collections::{HashMap, HashSet};
 
 use shopfloor_schemas::{Quality, Reading, Value, WriteResult};
 use shopfloor_sparkplug::edge::{EdgeNode, EdgeNodeConfig, MetricSpec};
 use shopfloor_sparkplug::payload::{PropertySet, PropertyValue};
 use shopfloor_sparkplug::{ConfigError as SparkplugConfigError, DataType, MetricValue};
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 
 use crate::config::{RegisterMap, Tag, TagType};
-use crate::poller::Poller;
+use crate::poller::{Poller, Writer};
 use crate::session::Output;
 
 /// The Sparkplug type a tag's readings have.
@@ -89,12 +87,9 @@ pub fn edge_node_config(
     EdgeNodeConfig::new(group_id, edge_node_id)
 }
 
-/// The running gateway.
-#[derive(Debug)]
-pub struct Gateway {
-    stop: oneshot::Sender<()>,
-    task: JoinHandle<()>,
-    stats: StatsHandle,
+shopfloor_mqtt::edge_gateway! {
+    /// The running gateway.
+    pub struct Gateway;
 }
 
 impl Gateway {
@@ -103,11 +98,11 @@ impl Gateway {
     /// [`EdgeNode::with_spool`] to `node` before if you want one).
     pub fn spawn(map: &RegisterMap, node: EdgeNode, driver: DriverConfig) -> Self {
         let poller = Poller::spawn(map, 1024);
-        let edge = EdgeDriver::spawn(node, driver);
-        let (stop, stopped) = oneshot::channel();
-        let stats = edge.stats_handle();
-        let task = tokio::spawn(run(poller, edge, device_specs(map), stopped));
-        Self { stop, task, stats }
+        let writes = writes(map, &poller);
+        let specs = device_specs(map);
+        let life = specs.iter().map(|(d, _)| (d.clone(), Life::unborn())).collect();
+        let source = Devices { poller, life, specs: specs.into_iter().collect() };
+        Self(EdgeGateway::spawn(source, node, driver, writes))
     }
 
     /// Checks the edge node configuration the gateway would build.
@@ -119,22 +114,6 @@ impl Gateway {
         let mut c = edge_node_config(map, group_id, edge_node_id);
         c.devices = device_specs(map);
         EdgeNode::new(c).map(|_| ())
-    }
-
-    /// The edge driver's counters, as they are now.
-    pub fn stats(&self) -> EdgeStats {
-        self.stats.get()
-    }
-
-    /// Each device and whether it is online now (for labelled metrics).
-    pub fn devices(&self) -> Vec<(String, bool)> {
-        self.stats.devices()
-    }
-
-    /// Stops polling, sends NDEATH, disconnects.
-    pub async fn shutdown(self) {
-        let _ = self.stop.send(());
-        let _ = self.task.await;
     }
 }
 
@@ -155,86 +134,59 @@ impl Life {
     }
 }
 
-async fn run(
-    mut poller: Poller,
-    mut edge: EdgeDriver,
-    specs: Vec<(String, Vec<MetricSpec>)>,
-    mut stop: oneshot::Receiver<()>,
-) {
-    let writer = poller.writer();
-    let devices: Vec<String> = specs.iter().map(|(d, _)| d.clone()).collect();
-    let specs: HashMap<String, Vec<MetricSpec>> = specs.into_iter().collect();
-    let mut life: HashMap<String, Life> =
-        devices.iter().map(|d| (d.clone(), Life::unborn())).collect();
-    let (results_tx, mut results) = tokio::sync::mpsc::channel::<WriteResult>(64);
-    // Writes wait for the line (polling goes on meanwhile), one device's
-    // in the order they came.
-    let queues = WriteQueues::new(
-        devices,
-        DEFAULT_CAPACITY,
-        move |(device, metric, value): (String, String, Value)| {
-            let (writer, results) = (writer.clone(), results_tx.clone());
-            async move {
-                let result = write(&writer, &device, &metric, value).await;
-                let _ = results.send(result).await;
-            }
-        },
-    );
-    loop {
-        tokio::select! {
-            _ = &mut stop => break,
-            Some(r) = results.recv() => {
-                if edge.report_write(&r).await.is_err() {
-                    break;
+/// The poller's outputs, and each device's life.
+struct Devices {
+    poller: Poller,
+    life: HashMap<String, Life>,
+    specs: HashMap<String, Vec<MetricSpec>>,
+}
+
+impl Source for Devices {
+    type Event = (String, Output);
+
+    async fn next(&mut self) -> Option<(String, Output)> {
+        self.poller.next().await
+    }
+
+    async fn shutdown(self) {
+        self.poller.shutdown().await;
+    }
+}
+
+impl EdgeSource for Devices {
+    async fn handle(
+        &mut self,
+        edge: &EdgeDriver,
+        (device, output): (String, Output),
+    ) -> Result<(), Stopped> {
+        let Some(state) = self.life.get_mut(&device) else { return Ok(()) };
+        match (state, output) {
+            (Life::Alive, Output::Readings(batch)) => edge.publish(batch).await,
+            (Life::Unborn { values, answered }, Output::Readings(batch)) => {
+                // Stale readings are the last values of a device
+                // that stopped answering: no birth from them.
+                for r in batch.readings.into_iter().filter(|r| r.quality != Quality::Stale) {
+                    answered.insert(r.metric.to_string());
+                    values.insert(r.metric.to_string(), r);
                 }
+                born(&mut self.life, &device, &self.specs, edge).await
             }
-            o = poller.next() => {
-                let Some((device, output)) = o else { break };
-                let Some(state) = life.get_mut(&device) else { continue };
-                let sent = match (state, output) {
-                    (Life::Alive, Output::Readings(batch)) => edge.publish(batch).await,
-                    (Life::Unborn { values, answered }, Output::Readings(batch)) => {
-                        // Stale readings are the last values of a device
-                        // that stopped answering: no birth from them.
-                        for r in batch.readings.into_iter().filter(|r| r.quality != Quality::Stale) {
-                            answered.insert(r.metric.to_string());
-                            values.insert(r.metric.to_string(), r);
-                        }
-                        born(&mut life, &device, &specs, &edge).await
-                    }
-                    (Life::Unborn { answered, .. }, Output::TagError { tag, .. }) => {
-                        answered.insert(tag);
-                        born(&mut life, &device, &specs, &edge).await
-                    }
-                    (state @ Life::Alive, Output::Unreachable { .. }) => {
-                        *state = Life::Dead;
-                        edge.device_death(device).await
-                    }
-                    (state @ Life::Dead, Output::Reachable) => {
-                        // Born again once its values are in.
-                        *state = Life::unborn();
-                        Ok(())
-                    }
-                    _ => Ok(()),
-                };
-                if sent.is_err() {
-                    break;
-                }
+            (Life::Unborn { answered, .. }, Output::TagError { tag, .. }) => {
+                answered.insert(tag);
+                born(&mut self.life, &device, &self.specs, edge).await
             }
-            e = edge.next_event() => {
-                let Some(e) = e else { break };
-                if let Some(r) = edge_write(&queues, e, "no such device in this gateway") {
-                    tracing::warn!(device = r.device, metric = r.metric, "write refused: {}", r.message);
-                    if edge.report_write(&r).await.is_err() {
-                        break;
-                    }
-                }
+            (state @ Life::Alive, Output::Unreachable { .. }) => {
+                *state = Life::Dead;
+                edge.device_death(device).await
             }
+            (state @ Life::Dead, Output::Reachable) => {
+                // Born again once its values are in.
+                *state = Life::unborn();
+                Ok(())
+            }
+            _ => Ok(()),
         }
     }
-    queues.shutdown().await;
-    poller.shutdown().await;
-    edge.shutdown().await;
 }
 
 /// Births `device` (DBIRTH with its values) once every tag of its first
@@ -244,7 +196,7 @@ async fn born(
     device: &str,
     specs: &HashMap<String, Vec<MetricSpec>>,
     edge: &EdgeDriver,
-) -> Result<(), shopfloor_mqtt::Stopped> {
+) -> Result<(), Stopped> {
     let (Some(Life::Unborn { values, answered }), Some(specs)) =
         (life.get_mut(device), specs.get(device))
     else {
@@ -258,14 +210,20 @@ async fn born(
     edge.define_device(device, specs.clone(), values).await
 }
 
+/// The writes to the devices of `map`, on `poller`'s lines (polling goes
+/// on meanwhile).
+fn writes(map: &RegisterMap, poller: &Poller) -> Writes<impl WriteFn + use<>> {
+    let writer = poller.writer();
+    let devices = map.devices.iter().map(|d| d.name.clone()).collect();
+    Writes::new(devices, "no such device in this gateway", move |device, metric, value| {
+        write(writer.clone(), device, metric, value)
+    })
+}
+
 /// Writes `value` to `metric` of `device`, logs the outcome and returns it
 /// as a write result.
-async fn write(
-    writer: &crate::poller::Writer,
-    device: &str,
-    metric: &str,
-    value: Value,
-) -> WriteResult {
+async fn write(writer: Writer, device: String, metric: String, value: Value) -> WriteResult {
+    let (device, metric) = (device.as_str(), metric.as_str());
     let result = match writer.write(device, metric, value.clone()).await {
         Ok(read_back) => {
             tracing::info!(device, metric, %read_back, "written");
@@ -291,12 +249,9 @@ async fn write(
 /// must not cost readings).
 pub mod plain {
     use shopfloor_mqtt::Broker;
+    use shopfloor_mqtt::gateway::{self, PlainSource, Source};
     pub use shopfloor_mqtt::plain::PlainConfig;
-    use shopfloor_mqtt::plain::{PlainPublisher, WriteCommand};
-    use shopfloor_mqtt::writes::{DEFAULT_CAPACITY, WriteQueues};
-    use shopfloor_schemas::WriteResult;
-    use tokio::sync::oneshot;
-    use tokio::task::JoinHandle;
+    use shopfloor_schemas::Batch;
 
     use crate::config::RegisterMap;
     use crate::poller::Poller;
@@ -314,10 +269,7 @@ pub mod plain {
 
     /// The running plain gateway.
     #[derive(Debug)]
-    pub struct PlainGateway {
-        stop: oneshot::Sender<()>,
-        task: JoinHandle<()>,
-    }
+    pub struct PlainGateway(gateway::PlainGateway);
 
     impl PlainGateway {
         /// Starts polling `map` and publishing to `broker` as `client_id`.
@@ -327,73 +279,36 @@ pub mod plain {
             broker: &Broker,
             client_id: &str,
         ) -> Self {
-            let (out, mut commands) = PlainPublisher::spawn(config, broker, client_id);
             let poller = Poller::spawn(map, 1024);
-            let (stop, mut stopped) = oneshot::channel();
-            let devices: Vec<String> = map.devices.iter().map(|d| d.name.clone()).collect();
-            let task = tokio::spawn(async move {
-                let writer = poller.writer();
-                let mut poller = poller;
-                // Writes wait for the line (polling goes on meanwhile), one
-                // device's in the order they came.
-                let reporter = out.reporter();
-                let queues = WriteQueues::new(devices, DEFAULT_CAPACITY, move |c: WriteCommand| {
-                    let (writer, reporter) = (writer.clone(), reporter.clone());
-                    async move {
-                        let result = match writer
-                            .write(&c.machine, &c.sensor, c.value.clone())
-                            .await
-                        {
-                            Ok(v) => {
-                                tracing::info!(device = c.machine, tag = c.sensor, read_back = %v, "written");
-                                c.done("Good")
-                            }
-                            Err(e) => {
-                                tracing::warn!(
-                                    device = c.machine,
-                                    tag = c.sensor,
-                                    "write refused: {e}"
-                                );
-                                c.failed(&e.status(), e.to_string())
-                            }
-                        };
-                        let _ = reporter.report_write(&result).await;
-                    }
-                });
-                loop {
-                    tokio::select! {
-                        _ = &mut stopped => break,
-                        o = poller.next() => {
-                            let Some((_, Output::Readings(batch))) = o else {
-                                if o.is_none() { break }
-                                continue;
-                            };
-                            if out.publish(&batch).await.is_err() {
-                                break;
-                            }
-                        }
-                        c = commands.next() => {
-                            let Some(c) = c else { break };
-                            if let Err(r) = queues.submit(&c.machine.clone(), c) {
-                                let message = r.to_string();
-                                let c = r.into_job();
-                                tracing::warn!(device = c.machine, tag = c.sensor, "write refused: {message}");
-                                let _ = out.reporter().report_write(&c.failed(WriteResult::REFUSED, message)).await;
-                            }
-                        }
-                    }
-                }
-                queues.shutdown().await;
-                poller.shutdown().await;
-                out.shutdown().await;
-            });
-            Self { stop, task }
+            let writes = super::writes(map, &poller);
+            Self(gateway::PlainGateway::spawn(poller, config, broker, client_id, writes))
         }
 
         /// Stops polling and disconnects.
         pub async fn shutdown(self) {
-            let _ = self.stop.send(());
-            let _ = self.task.await;
+            self.0.shutdown().await;
+        }
+    }
+
+    impl Source for Poller {
+        type Event = (String, Output);
+
+        async fn next(&mut self) -> Option<(String, Output)> {
+            Self::next(self).await
+        }
+
+        async fn shutdown(self) {
+            Self::shutdown(self).await;
+        }
+    }
+
+    /// Only readings go out on plain topics.
+    impl PlainSource for Poller {
+        fn batch(&mut self, (_, output): (String, Output)) -> Option<Batch> {
+            match output {
+                Output::Readings(batch) => Some(batch),
+                _ => None,
+            }
         }
     }
 }

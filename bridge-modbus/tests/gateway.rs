@@ -7,17 +7,20 @@
 
 use std::time::Duration;
 
-use serde_json::Value as Json;
-use shopfloor_bridge_modbus::RegisterMap;
 use shopfloor_bridge_modbus::gateway::{Gateway, edge_node_config};
 use shopfloor_mqtt::{Broker, DriverConfig};
 use shopfloor_sparkplug::{EdgeNode, EncodeOptions, Metric, MetricValue, Payload};
-use shopfloor_testkit::{Mosquitto, PythonPeer, shared_script};
+use shopfloor_testkit::Mosquitto;
+use shopfloor_testkit::decoders::{SparkplugDecoders, pb_metric, psp_value};
+use shopfloor_testkit::publish::publish;
 
 mod common;
 use common::Device;
 
 const WAIT: Duration = Duration::from_secs(20);
+
+/// The setpoint the DCMD tests write: a writable `i16` at register 30.
+const SETPOINT: &str = "[[device.tag]]\nname = \"Setpoint\"\narea = \"holding_register\"\naddress = 30\ntype = \"i16\"\nwritable = true\n";
 
 fn tags() -> &'static str {
     r#"
@@ -49,30 +52,10 @@ max = 3000
 "#
 }
 
-/// The next decoded message on `topic` whose JSON satisfies `want`.
-fn message(decoder: &PythonPeer, topic: &str, what: &str, want: impl Fn(&Json) -> bool) -> Json {
-    let line = decoder.until(WAIT, |l| {
-        serde_json::from_str::<Json>(l).is_ok_and(|j| j["topic"] == topic && want(&j))
-    });
-    let line =
-        line.unwrap_or_else(|seen| panic!("no {what} on {topic} within 20 s; saw {seen:#?}"));
-    serde_json::from_str(&line).unwrap()
-}
-
-/// pysparkplug's typed value of metric `name` in a decoded message.
-fn psp_value(msg: &Json, name: &str) -> Option<Json> {
-    msg["psp"].get(name).map(|m| m["value"].clone())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn modbus_values_reach_sparkplug_decoders_and_dcmd_writes_back() {
     let broker = Mosquitto::start().expect("start mosquitto");
-    let decoder = PythonPeer::spawn(
-        shared_script("sparkplug_decode.py"),
-        &[broker.host(), &broker.port().to_string()],
-    )
-    .expect("start the Python decoders");
-    decoder.until(WAIT, |l| l == "subscribed").expect("the decoder subscribed");
+    let decoder = SparkplugDecoders::start(broker.host(), broker.port(), WAIT);
 
     let mut dev = Device::start();
     let port = dev.port;
@@ -82,33 +65,18 @@ async fn modbus_values_reach_sparkplug_decoders_and_dcmd_writes_back() {
     // A device slower than the broker: its first read completes well after
     // the edge node is connected (a birth at connect would carry nulls).
     assert_eq!(dev.cmd(r#"{"delay": 0.15}"#), "ok");
-    let map = RegisterMap::from_toml(&format!(
-        "[groups]\ndefault = 100\n[[device]]\nname = \"tank-1\"\nhost = \"127.0.0.1\"\nport = {port}\ntimeout_ms = 300\n{}",
-        tags()
-    ))
-    .unwrap();
+    let map = dev.map("tank-1", &format!("timeout_ms = 300\n{}", tags()));
     let node = EdgeNode::new(edge_node_config(&map, "Plant1", "modbus-gw")).unwrap();
     let mut driver = DriverConfig::new("modbus-gw", Broker::new(broker.host(), broker.port()));
     driver.backoff_min = Duration::from_millis(50);
     let gateway = Gateway::spawn(&map, node, driver);
 
     // The DBIRTH names every tag with its type and unit.
-    let birth = message(&decoder, "spBv1.0/Plant1/DBIRTH/modbus-gw/tank-1", "DBIRTH", |_| true);
-    let level = &birth["pb"]["metrics"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|m| m["name"] == "Tank/Level")
-        .unwrap()
-        .clone();
+    let birth = decoder.message("spBv1.0/Plant1/DBIRTH/modbus-gw/tank-1", "DBIRTH", |_| true);
+    let level = pb_metric(&birth, "Tank/Level");
     assert_eq!(level["datatype"], 9, "Float: {birth}");
     assert_eq!(level["properties"]["keys"], serde_json::json!(["engUnit", "engLow", "engHigh"]));
-    let speed = birth["pb"]["metrics"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|m| m["name"] == "Pump/Speed")
-        .unwrap();
+    let speed = pb_metric(&birth, "Pump/Speed");
     assert_eq!(speed["datatype"], 10, "scaled, so Double: {birth}");
     // The birth waited for the first complete read: current values, no nulls.
     assert_eq!(psp_value(&birth, "Tank/Level"), Some(serde_json::json!(7.25)), "{birth}");
@@ -126,26 +94,25 @@ async fn modbus_values_reach_sparkplug_decoders_and_dcmd_writes_back() {
         ..Payload::default()
     };
     publish(&broker, "spBv1.0/Plant1/DCMD/modbus-gw/tank-1", dcmd.encode(EncodeOptions::default()))
-        .await;
-    message(&decoder, "spBv1.0/Plant1/DDATA/modbus-gw/tank-1", "the written speed", |j| {
+        .expect("the broker took the message");
+    decoder.message("spBv1.0/Plant1/DDATA/modbus-gw/tank-1", "the written speed", |j| {
         psp_value(j, "Pump/Speed") == Some(serde_json::json!(1000.0))
     });
     assert_eq!(dev.get("h", 20, 1), [2000]);
 
     // The device dies: DDEATH; it comes back: DBIRTH, then its values.
     dev.peer.kill();
-    message(&decoder, "spBv1.0/Plant1/DDEATH/modbus-gw/tank-1", "DDEATH", |_| true);
+    decoder.message("spBv1.0/Plant1/DDEATH/modbus-gw/tank-1", "DDEATH", |_| true);
     let mut dev = Device::on(port);
     dev.set("h", 10, "f32", "CDAB", "8.5");
     // Born again with values read after its return, none null.
-    let again =
-        message(&decoder, "spBv1.0/Plant1/DBIRTH/modbus-gw/tank-1", "DBIRTH again", |_| true);
+    let again = decoder.message("spBv1.0/Plant1/DBIRTH/modbus-gw/tank-1", "DBIRTH again", |_| true);
     for name in ["Tank/Level", "Pump/Running", "Pump/Speed"] {
         assert!(psp_value(&again, name).is_some_and(|v| !v.is_null()), "{name}: {again}");
     }
     // The level set after its return: in that birth, or in DATA after it.
     if psp_value(&again, "Tank/Level") != Some(serde_json::json!(8.5)) {
-        message(&decoder, "spBv1.0/Plant1/DDATA/modbus-gw/tank-1", "the new level", |j| {
+        decoder.message("spBv1.0/Plant1/DDATA/modbus-gw/tank-1", "the new level", |j| {
             psp_value(j, "Tank/Level") == Some(serde_json::json!(8.5))
         });
     }
@@ -164,12 +131,7 @@ async fn dcmd_writes_reach_the_device_in_the_order_sent() {
     const N: i32 = 260;
     let broker = Mosquitto::start().expect("start mosquitto");
     let mut dev = Device::start();
-    let map = RegisterMap::from_toml(&format!(
-        "[groups]\ndefault = 100\n[[device]]\nname = \"press-1\"\nhost = \"127.0.0.1\"\nport = {}\ntimeout_ms = 500\n\
-         [[device.tag]]\nname = \"Setpoint\"\narea = \"holding_register\"\naddress = 30\ntype = \"i16\"\nwritable = true\n",
-        dev.port
-    ))
-    .unwrap();
+    let map = dev.map("press-1", &format!("timeout_ms = 500\n{SETPOINT}"));
     let (host, mut events) =
         AsyncClient::new(MqttOptions::new("order-host", broker.host(), broker.port()), 1000);
     host.subscribe("shopfloor/writes/Plant1/modbus-gw", QoS::AtLeastOnce).await.unwrap();
@@ -256,12 +218,7 @@ async fn a_retained_dcmd_is_refused_and_never_written() {
     let broker = Mosquitto::start().expect("start mosquitto");
     let mut dev = Device::start();
     dev.set("h", 30, "i16", "AB", "11");
-    let map = RegisterMap::from_toml(&format!(
-        "[groups]\ndefault = 100\n[[device]]\nname = \"press-1\"\nhost = \"127.0.0.1\"\nport = {}\n\
-         [[device.tag]]\nname = \"Setpoint\"\narea = \"holding_register\"\naddress = 30\ntype = \"i16\"\nwritable = true\n",
-        dev.port
-    ))
-    .unwrap();
+    let map = dev.map("press-1", SETPOINT);
     let dcmd = |v: i16| {
         Payload {
             timestamp: Some(1),
@@ -305,25 +262,6 @@ async fn a_retained_dcmd_is_refused_and_never_written() {
     gateway.shutdown().await;
 }
 
-/// Publishes one QoS 1 message with a plain MQTT client.
-async fn publish(broker: &Mosquitto, topic: &str, payload: Vec<u8>) {
-    use rumqttc::v5::mqttbytes::QoS;
-    use rumqttc::v5::mqttbytes::v5::Packet;
-    use rumqttc::v5::{AsyncClient, Event, MqttOptions};
-    let (client, mut eventloop) =
-        AsyncClient::new(MqttOptions::new("test-host", broker.host(), broker.port()), 10);
-    client.publish(topic, QoS::AtLeastOnce, false, payload).await.unwrap();
-    tokio::time::timeout(WAIT, async {
-        loop {
-            if let Event::Incoming(Packet::PubAck(_)) = eventloop.poll().await.unwrap() {
-                return;
-            }
-        }
-    })
-    .await
-    .expect("the broker acknowledged the DCMD");
-}
-
 /// Plain topics: each reading a one-reading JSON batch on its own topic,
 /// with its content type; a write on the topic plus `/set`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -337,13 +275,12 @@ async fn plain_topics_carry_each_reading_and_take_writes() {
     let broker = Mosquitto::start().expect("start mosquitto");
     let mut dev = Device::start();
     dev.set("h", 10, "f32", "CDAB", "3.5");
-    let map = RegisterMap::from_toml(&format!(
-        "[groups]\ndefault = 100\n[[device]]\nname = \"tank-1\"\nhost = \"127.0.0.1\"\nport = {}\ntimeout_ms = 300\n\
+    let map = dev.map(
+        "tank-1",
+        "timeout_ms = 300\n\
          [[device.tag]]\nname = \"level\"\narea = \"holding_register\"\naddress = 10\ntype = \"f32\"\norder = \"CDAB\"\n\
          [[device.tag]]\nname = \"speed\"\narea = \"holding_register\"\naddress = 20\ntype = \"u16\"\nwritable = true\n",
-        dev.port
-    ))
-    .unwrap();
+    );
     let config = PlainConfig::new("plant1", "tanks");
     shopfloor_bridge_modbus::gateway::plain::check(&config, &map).unwrap();
     let mut bad = map.clone();

@@ -14,7 +14,7 @@ use shopfloor_schemas::{Quality, Value};
 use tokio::time::timeout;
 
 mod common;
-use common::Device;
+use common::{Device, one_device};
 
 /// Every type in every order, with the value pymodbus stores and the value
 /// the bridge must read: (tag lines, area, address, type, order, value).
@@ -129,10 +129,7 @@ max = 1000
 "#;
 
 fn map(link: &str, timeout_ms: u64, extra: &str, tags: &str) -> RegisterMap {
-    RegisterMap::from_toml(&format!(
-        "[groups]\ndefault = 100\n[[device]]\nname = \"plc\"\n{link}\nunit = 1\ntimeout_ms = {timeout_ms}\n{extra}\n{tags}"
-    ))
-    .expect("a valid map")
+    one_device("plc", link, &format!("unit = 1\ntimeout_ms = {timeout_ms}\n{extra}\n{tags}"))
 }
 
 /// Latest value and quality per tag, from outputs until `done` holds (or
@@ -393,11 +390,10 @@ async fn write_back_writes_scaled_reads_back_and_refuses_what_it_must() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_unit_id_is_an_error_not_a_panic() {
     let dev = Device::start();
-    let m = RegisterMap::from_toml(&format!(
-        "[groups]\ndefault = 100\n[[device]]\nname = \"ghost\"\nhost = \"127.0.0.1\"\nport = {}\nunit = 9\ntimeout_ms = 300\n[[device.tag]]\nname = \"x\"\narea = \"holding_register\"\naddress = 1\n",
-        dev.port
-    ))
-    .unwrap();
+    let m = dev.map(
+        "ghost",
+        "unit = 9\ntimeout_ms = 300\n[[device.tag]]\nname = \"x\"\narea = \"holding_register\"\naddress = 1\n",
+    );
     let mut poller = Poller::spawn(&m, 64);
     let mut latest = HashMap::new();
     collect(&mut poller, "an error for unit 9", &mut latest, |_, o| {

@@ -51,6 +51,36 @@ pub struct Walk {
     pub truncated: bool,
 }
 
+/// Why a walk failed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum BrowseError {
+    /// No session with the server: unreachable, its certificate not
+    /// trusted, the login refused (what the link tells, with the fix).
+    #[error("{0}")]
+    Session(String),
+    /// The server's namespace array could not be read.
+    #[error("cannot read the server's namespace array")]
+    Namespaces,
+    /// The start is not a NodeId.
+    #[error("{start:?} is not a NodeId")]
+    Start {
+        /// The start as given.
+        start: String,
+    },
+    /// The start's namespace URI is not one the server has.
+    #[error("the server has no namespace {0:?}")]
+    UnknownNamespace(String),
+    /// A Browse or BrowseNext request failed.
+    #[error("{service}: {status}")]
+    Service {
+        /// `Browse` or `BrowseNext`.
+        service: &'static str,
+        /// The status the server or the client library gave.
+        status: String,
+    },
+}
+
 /// Walks `server` (its endpoint, security, identity and PKI directory;
 /// its nodes are ignored). `progress` is called with the count of
 /// variables found after each level.
@@ -59,16 +89,17 @@ pub async fn browse(
     tuning: &ClientTuning,
     options: &BrowseOptions,
     mut progress: impl FnMut(usize),
-) -> Result<Walk, String> {
-    let session = open_session(server, tuning).await?;
+) -> Result<Walk, BrowseError> {
+    let session = open_session(server, tuning).await.map_err(BrowseError::Session)?;
     let result = async {
-        let uris = namespace_array(&session).await?;
+        let uris = namespace_array(&session).await.map_err(|_| BrowseError::Namespaces)?;
         let start: NodeId = match &options.start {
             None => opcua::types::ObjectId::ObjectsFolder.into(),
             Some(s) => {
-                let r = crate::config::parse_node_id(s).map_err(|e| e.to_string())?;
+                let not_a_node_id = || BrowseError::Start { start: s.clone() };
+                let r = crate::config::parse_node_id(s).map_err(|_| not_a_node_id())?;
                 let crate::config::NodeRef::Id { namespace, identifier } = r else {
-                    return Err(format!("{s:?} is not a NodeId"));
+                    return Err(not_a_node_id());
                 };
                 let index = match namespace {
                     crate::config::Namespace::Index(i) => i,
@@ -76,11 +107,9 @@ pub async fn browse(
                         .iter()
                         .position(|x| *x == u)
                         .and_then(|i| u16::try_from(i).ok())
-                        .ok_or_else(|| format!("the server has no namespace {u:?}"))?,
+                        .ok_or_else(|| BrowseError::UnknownNamespace(u.clone()))?,
                 };
-                format!("ns={index};{identifier}")
-                    .parse()
-                    .map_err(|_| format!("{s:?} is not a NodeId"))?
+                format!("ns={index};{identifier}").parse().map_err(|_| not_a_node_id())?
             }
         };
         let skip_ns0 = options.start.is_none();
@@ -149,7 +178,7 @@ pub async fn browse(
 async fn children(
     session: &opcua::client::Session,
     nodes: Vec<NodeId>,
-) -> Result<Vec<Vec<ReferenceDescription>>, String> {
+) -> Result<Vec<Vec<ReferenceDescription>>, BrowseError> {
     let descriptions: Vec<BrowseDescription> = nodes
         .into_iter()
         .map(|node_id| BrowseDescription {
@@ -161,18 +190,20 @@ async fn children(
             result_mask: BrowseResultMask::All as u32,
         })
         .collect();
-    let results =
-        session.browse(&descriptions, 1000, None).await.map_err(|e| format!("Browse: {e}"))?;
+    let results = session
+        .browse(&descriptions, 1000, None)
+        .await
+        .map_err(|e| BrowseError::Service { service: "Browse", status: e.to_string() })?;
     let property: NodeId = ReferenceTypeId::HasProperty.into();
     let mut out = Vec::with_capacity(results.len());
     for r in results {
         let mut refs: Vec<ReferenceDescription> = r.references.unwrap_or_default();
         let mut point: ByteString = r.continuation_point;
         while !point.is_null() && !point.is_empty() {
-            let more = session
-                .browse_next(false, std::slice::from_ref(&point))
-                .await
-                .map_err(|e| format!("BrowseNext: {e}"))?;
+            let more =
+                session.browse_next(false, std::slice::from_ref(&point)).await.map_err(|e| {
+                    BrowseError::Service { service: "BrowseNext", status: e.to_string() }
+                })?;
             let Some(m) = more.into_iter().next() else { break };
             refs.extend(m.references.unwrap_or_default());
             point = m.continuation_point;

@@ -406,16 +406,33 @@ pub fn parse_node_id(s: &str) -> Result<NodeRef, NodeIdError> {
     Ok(NodeRef::Id { namespace, identifier: rest.to_owned() })
 }
 
+/// Why a browse path is refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum BrowsePathError {
+    /// No name below `Objects`, or an empty one between two `/`.
+    #[error("{0:?}: a browse path is names separated by /, below Objects")]
+    EmptyName(String),
+    /// An `<index>:` prefix above 65535.
+    #[error("{text:?}: namespace index {index} is too large")]
+    Index {
+        /// The browse path as given.
+        text: String,
+        /// The index as given.
+        index: String,
+    },
+}
+
 /// Parses a browse path below Objects: `Objects/Press1/Pressure` (the
 /// leading `Objects` is optional); each name in `namespace` unless it has
 /// an `<index>:` prefix.
-pub fn parse_browse_path(s: &str, namespace: Option<&str>) -> Result<NodeRef, String> {
+pub fn parse_browse_path(s: &str, namespace: Option<&str>) -> Result<NodeRef, BrowsePathError> {
     let mut parts: Vec<&str> = s.trim().trim_matches('/').split('/').collect();
     if parts.first().is_some_and(|p| *p == "Objects" || *p == "0:Objects") {
         parts.remove(0);
     }
     if parts.is_empty() || parts.iter().any(|p| p.is_empty()) {
-        return Err(format!("{s:?}: a browse path is names separated by /, below Objects"));
+        return Err(BrowsePathError::EmptyName(s.to_owned()));
     }
     let default = match namespace {
         Some(u) if u.parse::<u16>().is_ok() => Namespace::Index(u.parse().unwrap_or(0)),
@@ -426,14 +443,22 @@ pub fn parse_browse_path(s: &str, namespace: Option<&str>) -> Result<NodeRef, St
         .into_iter()
         .map(|p| match p.split_once(':') {
             Some((i, name)) if !i.is_empty() && i.bytes().all(|b| b.is_ascii_digit()) => {
-                let i =
-                    i.parse().map_err(|_| format!("{s:?}: namespace index {i} is too large"))?;
+                let i = i.parse().map_err(|_| BrowsePathError::Index {
+                    text: s.to_owned(),
+                    index: i.to_owned(),
+                })?;
                 Ok((Namespace::Index(i), name.to_owned()))
             }
             _ => Ok((default.clone(), p.to_owned())),
         })
-        .collect::<Result<_, String>>()?;
+        .collect::<Result<_, BrowsePathError>>()?;
     Ok(NodeRef::BrowsePath { elements })
+}
+
+/// Where the `i`th (from 0) entry of a list is, for messages: by its
+/// `name`, or by its number when it has none.
+fn place(kind: &str, i: usize, name: &str) -> String {
+    if name.is_empty() { format!("{kind} #{}", i + 1) } else { format!("{kind} {name:?}") }
 }
 
 /// A configuration file's text, or an error naming it.
@@ -525,11 +550,7 @@ impl BridgeConfig {
         let mut servers = Vec::new();
         for (i, s) in de.server.into_iter().enumerate() {
             let name = s.name.clone().unwrap_or_default();
-            let at = if name.is_empty() {
-                format!("server #{}", i + 1)
-            } else {
-                format!("server {name:?}")
-            };
+            let at = place("server", i, &name);
             if name.is_empty() || name.contains(['/', '+', '#']) {
                 return Err(err(
                     at,
@@ -658,11 +679,7 @@ impl BridgeConfig {
             let mut nodes = Vec::new();
             for (j, n) in s.node.into_iter().enumerate() {
                 let metric = n.metric.unwrap_or_default();
-                let at = if metric.is_empty() {
-                    format!("{at}, node #{}", j + 1)
-                } else {
-                    format!("{at}, node {metric:?}")
-                };
+                let at = format!("{at}, {}", place("node", j, &metric));
                 if metric.is_empty() || metric.contains(['\0', '+', '#']) {
                     return Err(err(
                         at,
@@ -690,7 +707,7 @@ impl BridgeConfig {
                         parse_node_id(&id).map_err(|p| err(at.clone(), p.to_string(), None))?
                     }
                     (None, Some(path)) => parse_browse_path(&path, n.namespace.as_deref())
-                        .map_err(|p| err(at.clone(), p, None))?,
+                        .map_err(|p| err(at.clone(), p.to_string(), None))?,
                     _ => {
                         return Err(err(
                             at,

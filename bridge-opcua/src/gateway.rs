@@ -14,16 +14,16 @@
 //! [`plain`] is the same with plain topics instead of Sparkplug.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::Arc;
 
-use shopfloor_mqtt::writes::{DEFAULT_CAPACITY, WriteQueues, edge_write};
-use shopfloor_mqtt::{DriverConfig, EdgeDriver, EdgeStats, StatsHandle};
+use shopfloor_mqtt::gateway::{EdgeGateway, EdgeSource, Source, WriteFn, Writes};
+use shopfloor_mqtt::{DriverConfig, EdgeDriver, Stopped};
 use shopfloor_schemas::{Value, WriteResult};
 use shopfloor_sparkplug::edge::MetricSpec;
 use shopfloor_sparkplug::payload::{PropertySet, PropertyValue};
 use shopfloor_sparkplug::{EdgeNode, MetricValue};
-use tokio::sync::{mpsc, oneshot};
-use tokio::task::JoinHandle;
+use tokio::sync::mpsc;
 
 use crate::BridgeConfig;
 use crate::client::{ClientTuning, MetricInfo, ServerEvent, ServerLink};
@@ -44,12 +44,9 @@ pub fn metric_spec(info: &MetricInfo) -> MetricSpec {
     }
 }
 
-/// The running gateway.
-#[derive(Debug)]
-pub struct Gateway {
-    stop: oneshot::Sender<()>,
-    task: JoinHandle<()>,
-    stats: StatsHandle,
+shopfloor_mqtt::edge_gateway! {
+    /// The running gateway.
+    pub struct Gateway;
 }
 
 impl Gateway {
@@ -63,125 +60,103 @@ impl Gateway {
         driver: DriverConfig,
         tuning: ClientTuning,
     ) -> Self {
-        let (tx, rx) = mpsc::channel(4096);
-        let links: HashMap<String, Arc<ServerLink>> = config
+        let source = Servers::spawn(config, &tuning);
+        let writes = source.writes();
+        Self(EdgeGateway::spawn(source, node, driver, writes))
+    }
+}
+
+/// The servers' events, and what the gateway keeps of them (`S`).
+struct Servers<S> {
+    events: mpsc::Receiver<ServerEvent>,
+    links: HashMap<String, Arc<ServerLink>>,
+    state: S,
+}
+
+impl<S: Default> Servers<S> {
+    /// Starts a link per server of `config`.
+    fn spawn(config: &BridgeConfig, tuning: &ClientTuning) -> Self {
+        let (tx, events) = mpsc::channel(4096);
+        let links = config
             .servers
             .iter()
             .map(|s| {
                 (s.name.clone(), Arc::new(ServerLink::spawn(s.clone(), tuning.clone(), tx.clone())))
             })
             .collect();
-        let edge = EdgeDriver::spawn(node, driver);
-        let (stop, stopped) = oneshot::channel();
-        let stats = edge.stats_handle();
-        let task = tokio::spawn(run(links, rx, edge, stopped));
-        Self { stop, task, stats }
-    }
-
-    /// The edge driver's counters, as they are now.
-    pub fn stats(&self) -> EdgeStats {
-        self.stats.get()
-    }
-
-    /// Each device and whether it is online now (for labelled metrics).
-    pub fn devices(&self) -> Vec<(String, bool)> {
-        self.stats.devices()
-    }
-
-    /// Stops the links, sends NDEATH, disconnects.
-    pub async fn shutdown(self) {
-        let _ = self.stop.send(());
-        let _ = self.task.await;
+        Self { events, links, state: S::default() }
     }
 }
 
-async fn run(
-    links: HashMap<String, Arc<ServerLink>>,
-    mut events: mpsc::Receiver<ServerEvent>,
-    mut edge: EdgeDriver,
-    mut stop: oneshot::Receiver<()>,
-) {
-    // Devices defined and alive now.
-    let mut alive: HashMap<String, bool> = HashMap::new();
-    let (results_tx, mut results) = mpsc::channel::<WriteResult>(64);
-    // Writes wait for the server (data keeps flowing meanwhile), one
-    // server's in the order they came.
-    let queues = {
-        let links = links.clone();
-        WriteQueues::new(
-            links.keys().cloned().collect::<Vec<_>>(),
-            DEFAULT_CAPACITY,
-            move |(device, metric, value): (String, String, Value)| {
-                let (link, results) = (links.get(&device).cloned(), results_tx.clone());
-                async move {
-                    let result = match link {
-                        Some(link) => write(&link, &device, &metric, value).await,
-                        None => WriteResult::refused(
-                            &device,
-                            &metric,
-                            value.to_string(),
-                            "no such server",
-                        ),
-                    };
-                    let _ = results.send(result).await;
-                }
-            },
-        )
-    };
-    loop {
-        tokio::select! {
-            _ = &mut stop => break,
-            Some(r) = results.recv() => {
-                if edge.report_write(&r).await.is_err() {
-                    break;
+impl<S> Servers<S> {
+    /// The writes to the servers, each on its link (data keeps flowing
+    /// meanwhile).
+    fn writes(&self) -> Writes<impl WriteFn + use<S>> {
+        let links = self.links.clone();
+        let devices = links.keys().cloned().collect();
+        Writes::new(devices, "no such server", move |d, m, v| write_to(&links, d, m, v))
+    }
+}
+
+impl<S: Send + 'static> Source for Servers<S> {
+    type Event = ServerEvent;
+
+    async fn next(&mut self) -> Option<ServerEvent> {
+        self.events.recv().await
+    }
+
+    async fn shutdown(self) {
+        shutdown(self.links).await;
+    }
+}
+
+/// For the Sparkplug gateway: which servers are defined and alive now.
+impl EdgeSource for Servers<HashMap<String, bool>> {
+    async fn handle(&mut self, edge: &EdgeDriver, e: ServerEvent) -> Result<(), Stopped> {
+        match e {
+            ServerEvent::Online { server, metrics, values } => {
+                tracing::info!(server, metrics = metrics.len(), "server online: birth");
+                let specs = metrics.iter().map(metric_spec).collect();
+                self.state.insert(server.clone(), true);
+                edge.define_device(server, specs, values.readings).await
+            }
+            ServerEvent::Data(batch) if self.state.get(batch.source.as_str()) == Some(&true) => {
+                edge.publish(batch).await
+            }
+            ServerEvent::Data(_) => Ok(()),
+            ServerEvent::Offline { server, reason } => {
+                tracing::warn!(server, "server offline ({reason}): its metrics are stale");
+                if self.state.insert(server.clone(), false) == Some(true) {
+                    edge.device_death(server).await
+                } else {
+                    Ok(())
                 }
             }
-            e = events.recv() => {
-                let Some(e) = e else { break };
-                let sent = match e {
-                    ServerEvent::Online { server, metrics, values } => {
-                        tracing::info!(server, metrics = metrics.len(), "server online: birth");
-                        let specs = metrics.iter().map(metric_spec).collect();
-                        alive.insert(server.clone(), true);
-                        edge.define_device(server, specs, values.readings).await
-                    }
-                    ServerEvent::Data(batch) if alive.get(batch.source.as_str()) == Some(&true) => {
-                        edge.publish(batch).await
-                    }
-                    ServerEvent::Data(_) => Ok(()),
-                    ServerEvent::Offline { server, reason } => {
-                        tracing::warn!(server, "server offline ({reason}): its metrics are stale");
-                        if alive.insert(server.clone(), false) == Some(true) {
-                            edge.device_death(server).await
-                        } else {
-                            Ok(())
-                        }
-                    }
-                    // The link logged it already, once: one line a problem.
-                    ServerEvent::Problem { .. } => Ok(()),
-                    ServerEvent::NodeProblem { server, metric, problem } => {
-                        tracing::warn!(server, metric, "not bridged: {problem}");
-                        Ok(())
-                    }
-                };
-                if sent.is_err() {
-                    break;
-                }
-            }
-            e = edge.next_event() => {
-                let Some(e) = e else { break };
-                if let Some(r) = edge_write(&queues, e, "no such server") {
-                    tracing::warn!(device = r.device, metric = r.metric, "write refused: {}", r.message);
-                    if edge.report_write(&r).await.is_err() {
-                        break;
-                    }
-                }
+            // The link logged it already, once: one line a problem.
+            ServerEvent::Problem { .. } => Ok(()),
+            ServerEvent::NodeProblem { server, metric, problem } => {
+                tracing::warn!(server, metric, "not bridged: {problem}");
+                Ok(())
             }
         }
     }
-    queues.shutdown().await;
-    shutdown(links).await;
-    edge.shutdown().await;
+}
+
+/// Writes `value` to `metric` of the server `device` of `links` (see
+/// [`write`]); refused when there is no such server.
+fn write_to(
+    links: &HashMap<String, Arc<ServerLink>>,
+    device: String,
+    metric: String,
+    value: Value,
+) -> impl Future<Output = WriteResult> + Send + use<> {
+    let link = links.get(&device).cloned();
+    async move {
+        match link {
+            Some(link) => write(&link, &device, &metric, value).await,
+            None => WriteResult::refused(&device, &metric, value.to_string(), "no such server"),
+        }
+    }
 }
 
 /// Writes `value` to `metric` of the server `device`, logs the outcome and
@@ -219,18 +194,15 @@ async fn shutdown(links: HashMap<String, Arc<ServerLink>>) {
 /// spool when a broker outage must not cost readings.
 pub mod plain {
     use std::collections::HashMap;
-    use std::sync::Arc;
 
     use shopfloor_mqtt::Broker;
+    use shopfloor_mqtt::gateway::{self, PlainSource};
     pub use shopfloor_mqtt::plain::PlainConfig;
-    use shopfloor_mqtt::plain::{PlainPublisher, WriteCommand};
-    use shopfloor_mqtt::writes::{DEFAULT_CAPACITY, Refusal, WriteQueues};
-    use shopfloor_schemas::{Batch, Quality, Reading, Timestamp, WriteResult};
-    use tokio::sync::{mpsc, oneshot};
-    use tokio::task::JoinHandle;
+    use shopfloor_schemas::{Batch, Quality, Reading, Timestamp};
 
+    use super::Servers;
     use crate::BridgeConfig;
-    use crate::client::{ClientTuning, ServerEvent, ServerLink};
+    use crate::client::{ClientTuning, ServerEvent};
 
     /// Every node's topic renders (server and metric names become one
     /// topic level each, so they may not contain `/`, `+` or `#`).
@@ -245,10 +217,7 @@ pub mod plain {
 
     /// The running plain gateway.
     #[derive(Debug)]
-    pub struct PlainGateway {
-        stop: oneshot::Sender<()>,
-        task: JoinHandle<()>,
-    }
+    pub struct PlainGateway(gateway::PlainGateway);
 
     impl PlainGateway {
         /// Starts a link per server of `config` and publishes to `broker`
@@ -260,110 +229,52 @@ pub mod plain {
             client_id: &str,
             tuning: ClientTuning,
         ) -> Self {
-            let (tx, mut events) = mpsc::channel(4096);
-            let links: HashMap<String, Arc<ServerLink>> = config
-                .servers
-                .iter()
-                .map(|s| {
-                    let link = ServerLink::spawn(s.clone(), tuning.clone(), tx.clone());
-                    (s.name.clone(), Arc::new(link))
-                })
-                .collect();
-            let (out, mut commands) = PlainPublisher::spawn(plain, broker, client_id);
-            let (stop, mut stopped) = oneshot::channel();
-            // Writes wait for the server (data keeps flowing meanwhile),
-            // one server's in the order they came.
-            let queues = {
-                let (links, reporter) = (links.clone(), out.reporter());
-                WriteQueues::new(
-                    links.keys().cloned().collect::<Vec<_>>(),
-                    DEFAULT_CAPACITY,
-                    move |c: WriteCommand| {
-                        let (link, reporter) = (links.get(&c.machine).cloned(), reporter.clone());
-                        async move {
-                            let result = match link {
-                                Some(link) => {
-                                    super::write(&link, &c.machine, &c.sensor, c.value).await
-                                }
-                                None => WriteResult::refused(
-                                    &c.machine,
-                                    &c.sensor,
-                                    c.value.to_string(),
-                                    "no such server",
-                                ),
-                            };
-                            let _ = reporter.report_write(&result).await;
-                        }
-                    },
-                )
-            };
-            let task = tokio::spawn(async move {
-                // Each server's last values, published again as stale when it is lost.
-                let mut last: HashMap<String, HashMap<String, Reading>> = HashMap::new();
-                loop {
-                    tokio::select! {
-                        _ = &mut stopped => break,
-                        e = events.recv() => {
-                            let Some(e) = e else { break };
-                            let batch = match e {
-                                ServerEvent::Online { server, values, .. } => {
-                                    tracing::info!(server, "server online");
-                                    let l = last.entry(server).or_default();
-                                    l.clear();
-                                    remember(l, &values);
-                                    values
-                                }
-                                ServerEvent::Data(batch) => {
-                                    remember(last.entry(batch.source.to_string()).or_default(), &batch);
-                                    batch
-                                }
-                                ServerEvent::Offline { server, reason } => {
-                                    tracing::warn!(server, "server offline ({reason}): its metrics are stale");
-                                    let now = Timestamp::now();
-                                    let mut stale = Batch::new(server.as_str());
-                                    for r in last.get_mut(&server).into_iter().flat_map(|l| l.values_mut()) {
-                                        r.timestamp = now;
-                                        r.quality = Quality::Stale;
-                                        stale.readings.push(r.clone());
-                                    }
-                                    stale
-                                }
-                                // The link logged it already, once.
-                                ServerEvent::Problem { .. } => continue,
-                                ServerEvent::NodeProblem { server, metric, problem } => {
-                                    tracing::warn!(server, metric, "not bridged: {problem}");
-                                    continue;
-                                }
-                            };
-                            if out.publish(&batch).await.is_err() {
-                                break;
-                            }
-                        }
-                        c = commands.next() => {
-                            let Some(c) = c else { break };
-                            if let Err(r) = queues.submit(&c.machine.clone(), c) {
-                                let message = match r {
-                                    Refusal::UnknownDevice(_) => "no such server".to_owned(),
-                                    ref r => r.to_string(),
-                                };
-                                let c = r.into_job();
-                                tracing::warn!(server = c.machine, metric = c.sensor, "write refused: {message}");
-                                let _ = out.reporter().report_write(&c.failed(WriteResult::REFUSED, message)).await;
-                            }
-                        }
-                    }
-                }
-                queues.shutdown().await;
-                super::shutdown(links).await;
-                out.shutdown().await;
-            });
-            Self { stop, task }
+            let source = Servers::spawn(config, &tuning);
+            let writes = source.writes();
+            Self(gateway::PlainGateway::spawn(source, plain, broker, client_id, writes))
         }
 
         /// Stops the links and disconnects.
         pub async fn shutdown(self) {
-            let _ = self.stop.send(());
-            let _ = self.task.await;
+            self.0.shutdown().await;
+        }
+    }
+
+    /// For plain topics: each server's last values, published again as
+    /// stale when it is lost.
+    impl PlainSource for Servers<HashMap<String, HashMap<String, Reading>>> {
+        fn batch(&mut self, e: ServerEvent) -> Option<Batch> {
+            let last = &mut self.state;
+            Some(match e {
+                ServerEvent::Online { server, values, .. } => {
+                    tracing::info!(server, "server online");
+                    let l = last.entry(server).or_default();
+                    l.clear();
+                    remember(l, &values);
+                    values
+                }
+                ServerEvent::Data(batch) => {
+                    remember(last.entry(batch.source.to_string()).or_default(), &batch);
+                    batch
+                }
+                ServerEvent::Offline { server, reason } => {
+                    tracing::warn!(server, "server offline ({reason}): its metrics are stale");
+                    let now = Timestamp::now();
+                    let mut stale = Batch::new(server.as_str());
+                    for r in last.get_mut(&server).into_iter().flat_map(|l| l.values_mut()) {
+                        r.timestamp = now;
+                        r.quality = Quality::Stale;
+                        stale.readings.push(r.clone());
+                    }
+                    stale
+                }
+                // The link logged it already, once.
+                ServerEvent::Problem { .. } => return None,
+                ServerEvent::NodeProblem { server, metric, problem } => {
+                    tracing::warn!(server, metric, "not bridged: {problem}");
+                    return None;
+                }
+            })
         }
     }
 

@@ -248,16 +248,20 @@ mod tests {
         }
     }
 
+    /// A watchdog started now, and the instant `n` s later.
+    fn started() -> (Watchdog, impl Fn(u64) -> Instant) {
+        let t0 = Instant::now();
+        (Watchdog::new(timing(), t0), move |n| t0 + Duration::from_secs(n))
+    }
+
     fn drain(w: &mut Watchdog) -> Vec<Action> {
         std::iter::from_fn(|| w.poll_action()).collect()
     }
 
     #[test]
     fn silence_climbs_the_ladder_and_a_response_resyncs() {
-        let t0 = Instant::now();
-        let s = |n: u64| t0 + Duration::from_secs(n);
-        let mut w = Watchdog::new(timing(), t0);
-        w.on_session(t0);
+        let (mut w, s) = started();
+        w.on_session(s(0));
         assert_eq!(drain(&mut w), [Action::Republish]);
         w.on_activity(s(1));
         assert_eq!((drain(&mut w), w.link()), (vec![Action::Resync], Link::Up));
@@ -293,9 +297,7 @@ mod tests {
 
     #[test]
     fn a_lost_connection_is_stale_at_once_and_the_library_gets_the_first_try() {
-        let t0 = Instant::now();
-        let s = |n: u64| t0 + Duration::from_secs(n);
-        let mut w = Watchdog::new(timing(), t0);
+        let (mut w, s) = started();
         w.on_activity(s(0));
         drain(&mut w);
         w.on_lost(s(1));
@@ -314,10 +316,8 @@ mod tests {
 
     #[test]
     fn a_long_step_restarts_the_wait() {
-        let t0 = Instant::now();
-        let s = |n: u64| t0 + Duration::from_secs(n);
-        let mut w = Watchdog::new(timing(), t0);
-        w.on_session(t0);
+        let (mut w, s) = started();
+        w.on_session(s(0));
         drain(&mut w);
         // Subscribing took 10 s: the window starts after it.
         w.on_step_done(s(10));
@@ -333,11 +333,10 @@ mod tests {
 
     #[test]
     fn a_server_never_heard_from_climbs_the_ladder_without_a_stale() {
-        let t0 = Instant::now();
-        let mut w = Watchdog::new(timing(), t0);
-        w.on_timeout(t0 + Duration::from_secs(3));
+        let (mut w, s) = started();
+        w.on_timeout(s(3));
         assert_eq!(drain(&mut w), [Action::Republish], "nothing was good: nothing to make stale");
-        w.on_timeout(t0 + Duration::from_secs(5));
+        w.on_timeout(s(5));
         assert_eq!(drain(&mut w), [Action::Recreate]);
     }
 

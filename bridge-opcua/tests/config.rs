@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 use shopfloor_bridge_opcua::config::{
-    Deadband, Identity, Namespace, NodeRef, SecurityMode, SecurityPolicy, parse_browse_path,
-    parse_node_id,
+    BrowsePathError, Deadband, Identity, Namespace, NodeRef, SecurityMode, SecurityPolicy,
+    parse_browse_path, parse_node_id,
 };
 use shopfloor_bridge_opcua::{BridgeConfig, ConfigError};
 
@@ -136,8 +136,15 @@ fn node_ids_and_browse_paths_parse() {
         }
     );
     assert_eq!(parse_browse_path("Objects/2:M1", None).unwrap().to_string(), "Objects/2:M1");
-    assert!(parse_browse_path("Objects", None).is_err());
-    assert!(parse_browse_path("A//B", None).is_err());
+    assert_eq!(
+        parse_browse_path("Objects", None),
+        Err(BrowsePathError::EmptyName("Objects".into()))
+    );
+    assert_eq!(parse_browse_path("A//B", None), Err(BrowsePathError::EmptyName("A//B".into())));
+    assert_eq!(
+        parse_browse_path("Objects/70000:M1", None),
+        Err(BrowsePathError::Index { text: "Objects/70000:M1".into(), index: "70000".into() })
+    );
 }
 
 #[test]

@@ -9,96 +9,65 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Server, next_msg, tuning, watch};
-use serde_json::{Value as Json, json};
+use common::{Server, node, one_server, running, tuning, until, watch};
+use serde_json::json;
 use shopfloor_bridge_opcua::BridgeConfig;
 use shopfloor_bridge_opcua::gateway::Gateway;
 use shopfloor_mqtt::{Broker, DriverConfig};
 use shopfloor_schemas::WriteResult;
 use shopfloor_sparkplug::{EdgeNode, EdgeNodeConfig, EncodeOptions, Metric, MetricValue, Payload};
-use shopfloor_testkit::{Mosquitto, PythonPeer, shared_script};
+use shopfloor_testkit::Mosquitto;
+use shopfloor_testkit::decoders::{SparkplugDecoders, pb_metric, psp_value};
+use shopfloor_testkit::publish::publish;
 
 const WAIT: Duration = Duration::from_secs(30);
 
-fn message(decoder: &PythonPeer, topic: &str, what: &str, want: impl Fn(&Json) -> bool) -> Json {
-    let line = decoder.until(WAIT, |l| {
-        serde_json::from_str::<Json>(l).is_ok_and(|j| j["topic"] == topic && want(&j))
-    });
-    let line =
-        line.unwrap_or_else(|seen| panic!("no {what} on {topic} within 30 s; saw {seen:#?}"));
-    serde_json::from_str(&line).unwrap()
-}
-
-fn psp_value(msg: &Json, name: &str) -> Option<Json> {
-    msg["psp"].get(name).map(|m| m["value"].clone())
+/// The test server as `press-1`, publishing every 100 ms, with these node
+/// lines.
+fn press(server: &Server, pki: &std::path::Path, nodes: &str) -> BridgeConfig {
+    let lines = format!("publishing_interval_ms = 100\nkeep_alive_count = 5\n{nodes}");
+    one_server("press-1", &server.endpoint(), pki, &lines)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn opcua_values_reach_sparkplug_decoders_and_dcmd_writes_back() {
     let broker = Mosquitto::start().expect("start mosquitto (apt-get install -y mosquitto)");
-    let decoder = PythonPeer::spawn(
-        shared_script("sparkplug_decode.py"),
-        &[broker.host(), &broker.port().to_string()],
-    )
-    .expect("start the Python decoders");
-    decoder.until(WAIT, |l| l == "subscribed").expect("the decoder subscribed");
+    let decoder = SparkplugDecoders::start(broker.host(), broker.port(), WAIT);
     let mut server = Server::start(&[]);
     let pki = tempfile::tempdir().unwrap();
-    let config = BridgeConfig::from_toml(&format!(
-        r#"
-[[server]]
-name = "press-1"
-endpoint = "{}"
-pki_dir = "{}"
-publishing_interval_ms = 100
-keep_alive_count = 5
-
-[[server.node]]
-metric = "Temperature"
-node_id = "nsu=urn:shopfloor:test;s=Machine1.Temperature"
-
-[[server.node]]
-metric = "Running"
-browse_path = "Objects/Machine1/Running"
-namespace = "urn:shopfloor:test"
-
-[[server.node]]
-metric = "Setpoint"
-node_id = "nsu=urn:shopfloor:test;s=Machine1.Setpoint"
-writable = true
-
-# On the allow-list here, read-only on the server.
-[[server.node]]
-metric = "Count"
-node_id = "nsu=urn:shopfloor:test;s=Machine1.Count"
-writable = true
-"#,
-        server.endpoint(),
-        pki.path().display()
-    ))
-    .unwrap();
+    let config = press(
+        &server,
+        pki.path(),
+        &[
+            node("Temperature", "Temperature", ""),
+            running("Running"),
+            node("Setpoint", "Setpoint", "writable = true\n"),
+            // On the allow-list here, read-only on the server.
+            node("Count", "Count", "writable = true\n"),
+        ]
+        .concat(),
+    );
     let node = EdgeNode::new(EdgeNodeConfig::new("Plant1", "opcua-gw")).unwrap();
     let mut driver = DriverConfig::new("opcua-gw", Broker::new(broker.host(), broker.port()));
     driver.backoff_min = Duration::from_millis(50);
     let gateway = Gateway::spawn(&config, node, driver, tuning());
 
     let topic = |kind: &str| format!("spBv1.0/Plant1/{kind}/opcua-gw/press-1");
-    let birth = message(&decoder, &topic("DBIRTH"), "DBIRTH", |_| true);
-    let metrics = birth["pb"]["metrics"].as_array().unwrap();
-    let temperature = metrics.iter().find(|m| m["name"] == "Temperature").unwrap();
+    let birth = decoder.message(&topic("DBIRTH"), "DBIRTH", |_| true);
+    let temperature = pb_metric(&birth, "Temperature");
     assert_eq!(temperature["datatype"], 10, "Double: {birth}");
     assert_eq!(
         temperature["properties"]["keys"],
         json!(["engUnit", "engLow", "engHigh"]),
         "{birth}"
     );
-    let running = metrics.iter().find(|m| m["name"] == "Running").unwrap();
+    let running = pb_metric(&birth, "Running");
     assert_eq!(running["datatype"], 11, "Boolean: {birth}");
     assert_eq!(psp_value(&birth, "Temperature"), Some(json!(21.0)), "{birth}");
     assert_eq!(psp_value(&birth, "Setpoint"), Some(json!(50.0)), "{birth}");
 
     server.command(r#"{"set": "Temperature", "value": 77.5}"#);
-    message(&decoder, &topic("DDATA"), "the new temperature", |j| {
+    decoder.message(&topic("DDATA"), "the new temperature", |j| {
         psp_value(j, "Temperature") == Some(json!(77.5))
     });
 
@@ -117,14 +86,13 @@ writable = true
         &topic("DCMD"),
         dcmd("Setpoint", MetricValue::Int64(64)).encode(EncodeOptions::default()),
     )
-    .await;
-    message(&decoder, &topic("DDATA"), "the written setpoint", |j| {
+    .expect("the broker took the message");
+    decoder.message(&topic("DDATA"), "the written setpoint", |j| {
         psp_value(j, "Setpoint") == Some(json!(64.0))
     });
     assert_eq!(server.command(r#"{"get": "Setpoint"}"#), r#"{"value": 64.0}"#);
     let ok = result(
-        &next_msg(&mut results, 10, "the setpoint's write result", |m| m.topic == results_topic)
-            .await,
+        &until(&mut results, 10, "the setpoint's write result", |m| m.topic == results_topic).await,
     );
     assert_eq!(
         (ok.device.as_str(), ok.metric.as_str(), ok.ok, ok.status.as_str()),
@@ -137,9 +105,9 @@ writable = true
         &topic("DCMD"),
         dcmd("Temperature", MetricValue::Double(1.0)).encode(EncodeOptions::default()),
     )
-    .await;
+    .expect("the broker took the message");
     let refused =
-        result(&next_msg(&mut results, 10, "the refusal", |m| m.topic == results_topic).await);
+        result(&until(&mut results, 10, "the refusal", |m| m.topic == results_topic).await);
     assert_eq!(
         (refused.metric.as_str(), refused.ok, refused.status.as_str()),
         ("Temperature", false, "Refused")
@@ -151,9 +119,9 @@ writable = true
         &topic("DCMD"),
         dcmd("Count", MetricValue::Int64(3)).encode(EncodeOptions::default()),
     )
-    .await;
+    .expect("the broker took the message");
     let denied = result(
-        &next_msg(&mut results, 10, "the server's refusal", |m| m.topic == results_topic).await,
+        &until(&mut results, 10, "the server's refusal", |m| m.topic == results_topic).await,
     );
     assert_eq!((denied.metric.as_str(), denied.ok), ("Count", false), "{denied:?}");
     assert!(denied.status.starts_with("Bad"), "the OPC UA status code name: {denied:?}");
@@ -161,9 +129,9 @@ writable = true
 
     // The server dies: DDEATH at once; back: DBIRTH with fresh values.
     server.peer.kill();
-    message(&decoder, &topic("DDEATH"), "DDEATH", |_| true);
+    decoder.message(&topic("DDEATH"), "DDEATH", |_| true);
     server.restart();
-    let again = message(&decoder, &topic("DBIRTH"), "DBIRTH again", |_| true);
+    let again = decoder.message(&topic("DBIRTH"), "DBIRTH again", |_| true);
     assert_eq!(
         psp_value(&again, "Temperature"),
         Some(json!(21.0)),
@@ -185,28 +153,12 @@ async fn plain_topics_carry_values_stale_on_loss_and_take_writes() {
     let broker = Mosquitto::start().expect("start mosquitto (apt-get install -y mosquitto)");
     let mut server = Server::start(&[]);
     let pki = tempfile::tempdir().unwrap();
-    let config = BridgeConfig::from_toml(&format!(
-        r#"
-[[server]]
-name = "press-1"
-endpoint = "{}"
-pki_dir = "{}"
-publishing_interval_ms = 100
-keep_alive_count = 5
-
-[[server.node]]
-metric = "temperature"
-node_id = "nsu=urn:shopfloor:test;s=Machine1.Temperature"
-
-[[server.node]]
-metric = "setpoint"
-node_id = "nsu=urn:shopfloor:test;s=Machine1.Setpoint"
-writable = true
-"#,
-        server.endpoint(),
-        pki.path().display()
-    ))
-    .unwrap();
+    let config = press(
+        &server,
+        pki.path(),
+        &(node("temperature", "Temperature", "")
+            + &node("setpoint", "Setpoint", "writable = true\n")),
+    );
     let out = PlainConfig::new("plant1", "presses");
     plain::check(&out, &config).unwrap();
     let mut bad = config.clone();
@@ -227,7 +179,7 @@ writable = true
         b.readings[0].clone()
     };
     let temperature = "shopfloor/plant1/presses/press-1/temperature";
-    let first = next_msg(&mut seen, 30, "the first temperature", |m| m.topic == temperature).await;
+    let first = until(&mut seen, 30, "the first temperature", |m| m.topic == temperature).await;
     assert_eq!((reading(&first).value, reading(&first).quality), (Value::F64(21.0), Quality::Good));
 
     // A write on the setpoint's topic plus /set.
@@ -237,29 +189,29 @@ writable = true
         "shopfloor/plant1/presses/press-1/setpoint/set",
         Codec::Json.encode_batch(&cmd).unwrap(),
     )
-    .await;
+    .expect("the broker took the message");
     let results = "shopfloor/writes/plant1/presses";
-    let r = next_msg(&mut seen, 10, "the write result", |m| m.topic == results).await;
+    let r = until(&mut seen, 10, "the write result", |m| m.topic == results).await;
     let r = WriteResult::from_json(&r.payload).unwrap();
     assert_eq!((r.metric.as_str(), r.ok, r.status.as_str()), ("setpoint", true, "Good"), "{r:?}");
-    next_msg(&mut seen, 10, "the new setpoint", |m| {
+    until(&mut seen, 10, "the new setpoint", |m| {
         m.topic.ends_with("/setpoint") && reading(m).value == Value::F64(61.0)
     })
     .await;
     assert_eq!(server.command(r#"{"get": "Setpoint"}"#), r#"{"value": 61.0}"#);
     // A malformed command is answered, not dropped silently.
-    publish(&broker, "shopfloor/plant1/presses/press-1/setpoint/set", b"{not json".to_vec()).await;
-    let r = next_msg(&mut seen, 10, "the refusal", |m| m.topic == results).await;
+    publish(&broker, "shopfloor/plant1/presses/press-1/setpoint/set", b"{not json")
+        .expect("the broker took the message");
+    let r = until(&mut seen, 10, "the refusal", |m| m.topic == results).await;
     let r = WriteResult::from_json(&r.payload).unwrap();
     assert_eq!((r.ok, r.status.as_str()), (false, "Refused"), "{r:?}");
 
     // The server dies: its last values again, stale, at once.
     server.peer.kill();
-    let stale = next_msg(&mut seen, 10, "a stale temperature", |m| m.topic == temperature).await;
+    let stale = until(&mut seen, 10, "a stale temperature", |m| m.topic == temperature).await;
     assert_eq!(reading(&stale).quality, Quality::Stale);
     server.restart();
-    let back =
-        next_msg(&mut seen, 30, "a good temperature again", |m| m.topic == temperature).await;
+    let back = until(&mut seen, 30, "a good temperature again", |m| m.topic == temperature).await;
     assert_eq!(reading(&back).quality, Quality::Good);
     gateway.shutdown().await;
 }
@@ -276,21 +228,13 @@ async fn dcmd_writes_reach_the_server_in_the_order_sent() {
     let broker = Mosquitto::start().expect("start mosquitto (apt-get install -y mosquitto)");
     let mut server = Server::start(&[]);
     let pki = tempfile::tempdir().unwrap();
-    let config = BridgeConfig::from_toml(&format!(
-        "[[server]]\nname = \"press-1\"\nendpoint = \"{}\"\npki_dir = \"{}\"\n\
-         [[server.node]]\nmetric = \"Setpoint\"\nnode_id = \"nsu=urn:shopfloor:test;s=Machine1.Setpoint\"\nwritable = true\n",
-        server.endpoint(),
-        pki.path().display()
-    ))
-    .unwrap();
+    let config = press(&server, pki.path(), &node("Setpoint", "Setpoint", "writable = true\n"));
     let mut watched = watch(broker.host(), broker.port(), "#").await;
     let node = EdgeNode::new(EdgeNodeConfig::new("Plant1", "opcua-gw")).unwrap();
     let driver = DriverConfig::new("opcua-gw", Broker::new(broker.host(), broker.port()));
     let gateway = Gateway::spawn(&config, node, driver, tuning());
-    next_msg(&mut watched, 30, "the DBIRTH", |m| {
-        m.topic == "spBv1.0/Plant1/DBIRTH/opcua-gw/press-1"
-    })
-    .await;
+    until(&mut watched, 30, "the DBIRTH", |m| m.topic == "spBv1.0/Plant1/DBIRTH/opcua-gw/press-1")
+        .await;
     // A server whose answers take 0–20 ms: writes in flight together
     // would land in any order.
     assert_eq!(server.command(r#"{"jitter": 0.02}"#), "ok");
@@ -312,7 +256,7 @@ async fn dcmd_writes_reach_the_server_in_the_order_sent() {
     }
     let (mut done, mut refused) = (Vec::new(), 0);
     while done.len() + refused < N as usize {
-        let m = next_msg(&mut watched, 60, "every write result", |m| {
+        let m = until(&mut watched, 60, "every write result", |m| {
             m.topic.starts_with("shopfloor/writes/")
         })
         .await;
@@ -346,18 +290,9 @@ async fn published_timestamps_never_go_back() {
     let broker = Mosquitto::start().expect("start mosquitto (apt-get install -y mosquitto)");
     let mut server = Server::start(&["--items", "4", "--interval", "0.2"]);
     let pki = tempfile::tempdir().unwrap();
-    let mut nodes = String::new();
-    for i in 0..4 {
-        nodes.push_str(&format!(
-            "[[server.node]]\nmetric = \"Item{i}\"\nnode_id = \"nsu=urn:shopfloor:test;s=Machine1.Item{i}\"\nsampling_interval_ms = 100\n"
-        ));
-    }
-    let config = BridgeConfig::from_toml(&format!(
-        "[[server]]\nname = \"press-1\"\nendpoint = \"{}\"\npki_dir = \"{}\"\npublishing_interval_ms = 100\n{nodes}",
-        server.endpoint(),
-        pki.path().display()
-    ))
-    .unwrap();
+    let item = |i| node(&format!("Item{i}"), &format!("Item{i}"), "sampling_interval_ms = 100\n");
+    let nodes: String = (0..4).map(item).collect();
+    let config = press(&server, pki.path(), &nodes);
     let mut host = HostDriver::spawn(
         HostApplication::new(HostConfig::new("scada")),
         DriverConfig::new("scada", Broker::new(broker.host(), broker.port())),
@@ -393,29 +328,11 @@ async fn published_timestamps_never_go_back() {
         // A rebirth from the host (the values the node holds), and a
         // server restart (a Read of its values, then the subscription's).
         publish(&broker, "spBv1.0/Plant1/NCMD/opcua-gw", rebirth.encode(EncodeOptions::default()))
-            .await;
+            .expect("the broker took the message");
         server.restart();
     }
     assert!(births >= 6 && readings >= 40, "{births} births, {readings} readings");
     assert!(back.is_empty(), "timestamps went back ({} times): {back:?}", back.len());
     host.shutdown().await;
     gateway.shutdown().await;
-}
-
-async fn publish(broker: &Mosquitto, topic: &str, payload: Vec<u8>) {
-    use rumqttc::v5::mqttbytes::QoS;
-    use rumqttc::v5::mqttbytes::v5::Packet;
-    use rumqttc::v5::{AsyncClient, Event, MqttOptions};
-    let (client, mut eventloop) =
-        AsyncClient::new(MqttOptions::new("test-host", broker.host(), broker.port()), 10);
-    client.publish(topic, QoS::AtLeastOnce, false, payload).await.unwrap();
-    tokio::time::timeout(WAIT, async {
-        loop {
-            if let Event::Incoming(Packet::PubAck(_)) = eventloop.poll().await.unwrap() {
-                return;
-            }
-        }
-    })
-    .await
-    .expect("the broker acknowledged the DCMD");
 }

@@ -9,23 +9,32 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::{Server, tuning, until};
-use shopfloor_bridge_opcua::BridgeConfig;
+use common::{Server, birth, node, one_server, spawn_link, until};
 use shopfloor_bridge_opcua::client::{ServerEvent, ServerLink};
 use shopfloor_bridge_opcua::config::ServerConfig;
 use tokio::sync::mpsc;
 
+/// Server `m1` with this security and user `op`, bridging the temperature.
 fn config(endpoint: &str, pki: &Path, policy: &str, mode: &str, password: &str) -> ServerConfig {
-    let text = format!(
-        "[[server]]\nname = \"m1\"\nendpoint = \"{endpoint}\"\npki_dir = \"{}\"\n\
-         security_policy = \"{policy}\"\nsecurity_mode = \"{mode}\"\nuser = \"op\"\npassword = \"{password}\"\n\
-         allow_password_without_security = {}\n\
-         publishing_interval_ms = 100\nkeep_alive_count = 5\n\
-         [[server.node]]\nmetric = \"temperature\"\nnode_id = \"nsu=urn:shopfloor:test;s=Machine1.Temperature\"\n",
-        pki.display(),
-        policy == "None"
+    let lines = format!(
+        "security_policy = \"{policy}\"\nsecurity_mode = \"{mode}\"\nuser = \"op\"\npassword = \"{password}\"\n\
+         allow_password_without_security = {}\n{}",
+        policy == "None",
+        temperature()
     );
-    BridgeConfig::from_toml(&text).expect("a valid test config").servers.remove(0)
+    one_server("m1", endpoint, pki, &lines).servers.remove(0)
+}
+
+/// A link over Basic256Sha256 with SignAndEncrypt, as `op` with the right
+/// password.
+fn encrypted(server: &Server, pki: &Path) -> (ServerLink, mpsc::Receiver<ServerEvent>) {
+    spawn_link(config(&server.endpoint(), pki, "Basic256Sha256", "SignAndEncrypt", "pw"))
+}
+
+/// Fast, bridging the temperature.
+fn temperature() -> String {
+    "publishing_interval_ms = 100\nkeep_alive_count = 5\n".to_owned()
+        + &node("temperature", "Temperature", "")
 }
 
 fn problem(e: &ServerEvent) -> Option<&str> {
@@ -55,12 +64,7 @@ async fn every_policy_and_mode_connects_once_the_server_is_trusted() {
 
     // First contact: the certificate is not trusted; the message says
     // which file to move where.
-    let (tx, mut rx) = mpsc::channel(100);
-    let link = ServerLink::spawn(
-        config(&server.endpoint(), pki.path(), "Basic256Sha256", "SignAndEncrypt", "pw"),
-        tuning(),
-        tx,
-    );
+    let (link, mut rx) = encrypted(&server, pki.path());
     let e = until(&mut rx, 30, "the untrusted-certificate problem", |e| problem(e).is_some()).await;
     let text = problem(&e).unwrap();
     let rejected = std::fs::read_dir(pki.path().join("rejected")).unwrap().count();
@@ -78,7 +82,7 @@ async fn every_policy_and_mode_connects_once_the_server_is_trusted() {
     assert!(text.contains(file.to_str().unwrap()), "names the file: {text}");
     let trusted_at = Instant::now();
     assert_eq!(trust_rejected(pki.path()).len(), 1);
-    until(&mut rx, 30, "the birth once trusted", |e| matches!(e, ServerEvent::Online { .. })).await;
+    birth(&mut rx, 30, "the birth once trusted").await;
     println!("trusted by moving the file: data {:.2} s later", trusted_at.elapsed().as_secs_f64());
     link.shutdown().await;
 
@@ -90,12 +94,7 @@ async fn every_policy_and_mode_connects_once_the_server_is_trusted() {
         ("Aes256_Sha256_RsaPss", "Sign"),
         ("Aes256_Sha256_RsaPss", "SignAndEncrypt"),
     ] {
-        let (tx, mut rx) = mpsc::channel(100);
-        let link = ServerLink::spawn(
-            config(&server.endpoint(), pki.path(), policy, mode, "pw"),
-            tuning(),
-            tx,
-        );
+        let (link, mut rx) = spawn_link(config(&server.endpoint(), pki.path(), policy, mode, "pw"));
         let e = until(&mut rx, 30, &format!("the birth over {policy} {mode}"), |e| {
             matches!(e, ServerEvent::Online { .. } | ServerEvent::Problem { .. })
         })
@@ -109,12 +108,8 @@ async fn every_policy_and_mode_connects_once_the_server_is_trusted() {
 async fn a_wrong_password_says_so() {
     let server = Server::start(&["--user", "op:pw"]);
     let pki = tempfile::tempdir().unwrap();
-    let (tx, mut rx) = mpsc::channel(100);
-    let link = ServerLink::spawn(
-        config(&server.endpoint(), pki.path(), "None", "None", "wrong"),
-        tuning(),
-        tx,
-    );
+    let (link, mut rx) =
+        spawn_link(config(&server.endpoint(), pki.path(), "None", "None", "wrong"));
     let e = until(&mut rx, 30, "the password problem", |e| {
         matches!(e, ServerEvent::Problem { .. } | ServerEvent::Online { .. })
     })
@@ -133,15 +128,10 @@ async fn a_server_with_a_new_certificate_is_refused_until_trusted() {
     let sp = server_pki.path().to_str().unwrap().to_owned();
     let mut server = Server::start(&["--pki", &sp, "--user", "op:pw", "--interval", "0.2"]);
     let pki = tempfile::tempdir().unwrap();
-    let (tx, mut rx) = mpsc::channel(10_000);
-    let link = ServerLink::spawn(
-        config(&server.endpoint(), pki.path(), "Basic256Sha256", "SignAndEncrypt", "pw"),
-        tuning(),
-        tx,
-    );
+    let (link, mut rx) = encrypted(&server, pki.path());
     until(&mut rx, 30, "the first problem", |e| problem(e).is_some()).await;
     trust_rejected(pki.path());
-    until(&mut rx, 30, "the birth", |e| matches!(e, ServerEvent::Online { .. })).await;
+    birth(&mut rx, 30, "the birth").await;
 
     // A new certificate (a reinstalled server).
     server.peer.kill();
@@ -194,19 +184,13 @@ async fn a_certificate_listing_its_dns_name_first_is_accepted_for_that_host_only
         Server::start(&["--pki", server_pki.path().to_str().unwrap(), "--cert-names", names]);
     let pki = tempfile::tempdir().unwrap();
     let anonymous = |endpoint: &str| {
-        let text = format!(
-            "[[server]]\nname = \"m1\"\nendpoint = \"{endpoint}\"\npki_dir = \"{}\"\n\
-             security_policy = \"Basic256Sha256\"\nsecurity_mode = \"SignAndEncrypt\"\n\
-             publishing_interval_ms = 100\nkeep_alive_count = 5\n\
-             [[server.node]]\nmetric = \"temperature\"\nnode_id = \"nsu=urn:shopfloor:test;s=Machine1.Temperature\"\n",
-            pki.path().display()
+        let lines = format!(
+            "security_policy = \"Basic256Sha256\"\nsecurity_mode = \"SignAndEncrypt\"\n{}",
+            temperature()
         );
-        BridgeConfig::from_toml(&text).unwrap().servers.remove(0)
+        one_server("m1", endpoint, pki.path(), &lines).servers.remove(0)
     };
-    let connect = |endpoint: String| {
-        let (tx, rx) = mpsc::channel(100);
-        (ServerLink::spawn(anonymous(&endpoint), tuning(), tx), rx)
-    };
+    let connect = |endpoint: String| spawn_link(anonymous(&endpoint));
     let outcome = |e: &ServerEvent| matches!(e, ServerEvent::Online { .. }) || problem(e).is_some();
     // First contact: not trusted yet (the library's check, kept).
     let (link, mut rx) = connect(server.endpoint());

@@ -44,6 +44,7 @@ pub mod bdseq;
 mod connection;
 pub mod consumer;
 mod failure;
+pub mod gateway;
 pub mod input;
 mod link;
 pub mod plain;

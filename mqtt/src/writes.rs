@@ -152,16 +152,31 @@ pub fn edge_write(
                 format!("{value:?}"),
                 "a value with no reading type",
             )),
-            Some(v) => queues.submit(&device.clone(), (device, metric, v)).err().map(|r| {
-                let message = match r {
-                    Refusal::UnknownDevice(_) => unknown.to_owned(),
-                    ref r => r.to_string(),
-                };
-                let (device, metric, v) = r.into_job();
-                WriteResult::refused(device, metric, v.to_string(), message)
-            }),
+            Some(v) => queues.submit_write(device, metric, v, unknown),
         },
         _ => None,
+    }
+}
+
+impl WriteQueues<(String, String, shopfloor_schemas::Value)> {
+    /// Queues a write of `value` to `metric` of `device`; one that cannot
+    /// go (a full queue, an unknown device: `unknown` says how the gateway
+    /// calls it) comes back as the refused write result to publish.
+    pub fn submit_write(
+        &self,
+        device: String,
+        metric: String,
+        value: shopfloor_schemas::Value,
+        unknown: &str,
+    ) -> Option<shopfloor_schemas::WriteResult> {
+        self.submit(&device.clone(), (device, metric, value)).err().map(|r| {
+            let message = match r {
+                Refusal::UnknownDevice(_) => unknown.to_owned(),
+                ref r => r.to_string(),
+            };
+            let (device, metric, v) = r.into_job();
+            shopfloor_schemas::WriteResult::refused(device, metric, v.to_string(), message)
+        })
     }
 }
 

@@ -7,6 +7,7 @@ mod amqtt;
 #[cfg(feature = "browser")]
 mod chromium;
 mod clickhouse;
+pub mod decoders;
 mod durable;
 mod error;
 mod fixtures;
@@ -20,6 +21,7 @@ mod pki;
 mod postgres;
 mod process;
 mod proxy;
+pub mod publish;
 mod python;
 mod serial;
 mod server;

@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use shopfloor_bridge_modbus::RegisterMap;
 use shopfloor_testkit::{PythonPeer, SerialPair, SerialServer, free_port};
 
 /// A pymodbus device on a free loopback port, or on one end of a serial
@@ -62,6 +63,12 @@ impl Device {
         }
     }
 
+    /// A register map of one device, `name`, that reaches this one (see
+    /// [`one_device`]).
+    pub(crate) fn map(&self, name: &str, lines: &str) -> RegisterMap {
+        one_device(name, &self.link(), lines)
+    }
+
     pub(crate) fn cmd(&mut self, json: &str) -> String {
         self.peer.send(json).expect("pymodbus stdin");
         self.peer.line(Duration::from_secs(10)).expect("pymodbus answers")
@@ -85,4 +92,12 @@ impl Device {
             self.cmd(&format!(r#"{{"get": "{area}", "address": {address}, "count": {count}}}"#));
         serde_json::from_str(&answer).expect("a JSON list")
     }
+}
+
+/// A register map of one device, `name`, reached by the `[[device]]` lines
+/// `link`, polled every 100 ms, with these lines: its settings, then its
+/// `[[device.tag]]` tables.
+pub(crate) fn one_device(name: &str, link: &str, lines: &str) -> RegisterMap {
+    let text = format!("[groups]\ndefault = 100\n[[device]]\nname = \"{name}\"\n{link}\n{lines}");
+    RegisterMap::from_toml(&text).expect("a valid map")
 }

@@ -295,6 +295,26 @@ struct Item {
     problem: Option<String>,
 }
 
+/// Logs `problem` (with `note` after it) and sends it as a
+/// [`ServerEvent::Problem`], unless it is the problem `told` last: one line
+/// a problem, not one a retry.
+async fn tell(
+    told: &mut Option<String>,
+    events: &mpsc::Sender<ServerEvent>,
+    server: &str,
+    problem: String,
+    note: &str,
+) {
+    if told.as_deref() == Some(problem.as_str()) {
+        return;
+    }
+    tracing::warn!(server, "{problem}{note}");
+    let _ = events
+        .send(ServerEvent::Problem { server: server.to_owned(), problem: problem.clone() })
+        .await;
+    *told = Some(problem);
+}
+
 async fn run(
     config: ServerConfig,
     tuning: ClientTuning,
@@ -336,16 +356,7 @@ async fn run(
             Ok(s) => s,
             Err(e) => {
                 attempt += 1;
-                if told.as_deref() != Some(e.as_str()) {
-                    tracing::warn!(server = %config.name, "{e} (retrying)");
-                    let _ = events
-                        .send(ServerEvent::Problem {
-                            server: config.name.clone(),
-                            problem: e.clone(),
-                        })
-                        .await;
-                    told = Some(e);
-                }
+                tell(&mut told, &events, &config.name, e, " (retrying)").await;
                 let pause = (tuning.retry_initial * attempt.min(20)).min(tuning.retry_max);
                 let until = tokio::time::Instant::now() + pause;
                 loop {
@@ -440,16 +451,7 @@ async fn run(
                 handle(s, &mut data, &mut watchdog);
             }
             for p in problems {
-                if told.as_deref() != Some(p.as_str()) {
-                    tracing::warn!(server = %config.name, "{p}");
-                    let _ = events
-                        .send(ServerEvent::Problem {
-                            server: config.name.clone(),
-                            problem: p.clone(),
-                        })
-                        .await;
-                    told = Some(p);
-                }
+                tell(&mut told, &events, &config.name, p, "").await;
             }
             while let Some(action) = watchdog.poll_action() {
                 match action {

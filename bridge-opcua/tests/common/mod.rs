@@ -1,9 +1,10 @@
 //! Helpers shared by the OPC UA bridge's integration tests.
 #![allow(dead_code)]
 
+use std::path::Path;
 use std::time::Duration;
 
-use shopfloor_bridge_opcua::client::{ClientTuning, ServerEvent};
+use shopfloor_bridge_opcua::client::{ClientTuning, ServerEvent, ServerLink};
 use shopfloor_bridge_opcua::{BridgeConfig, ServerConfig};
 use shopfloor_testkit::{PythonPeer, free_port, shared_script};
 use tokio::sync::mpsc;
@@ -50,37 +51,55 @@ impl Server {
     }
 }
 
-/// A one-server configuration for `endpoint` with these node lines.
-pub(crate) fn config(endpoint: &str, pki: &std::path::Path, nodes: &str) -> ServerConfig {
+/// A configuration of one server, `name` at `endpoint` (its keypair in
+/// `pki`), with these lines: its settings, then its `[[server.node]]`
+/// tables.
+pub(crate) fn one_server(name: &str, endpoint: &str, pki: &Path, lines: &str) -> BridgeConfig {
     let text = format!(
-        "[[server]]\nname = \"m1\"\nendpoint = \"{endpoint}\"\npki_dir = \"{}\"\n\
-         publishing_interval_ms = 100\nsampling_interval_ms = 50\nkeep_alive_count = 5\n{nodes}",
+        "[[server]]\nname = \"{name}\"\nendpoint = \"{endpoint}\"\npki_dir = \"{}\"\n{lines}",
         pki.display()
     );
-    BridgeConfig::from_toml(&text).expect("a valid test config").servers.remove(0)
+    BridgeConfig::from_toml(&text).expect("a valid test config")
 }
 
-pub(crate) const NODES: &str = r#"
-[[server.node]]
-metric = "temperature"
-node_id = "nsu=urn:shopfloor:test;s=Machine1.Temperature"
-[[server.node]]
-metric = "count"
-node_id = "nsu=urn:shopfloor:test;s=Machine1.Count"
-[[server.node]]
-metric = "running"
-browse_path = "Objects/Machine1/Running"
-namespace = "urn:shopfloor:test"
-[[server.node]]
-metric = "profile"
-node_id = "nsu=urn:shopfloor:test;s=Machine1.Profile"
-[[server.node]]
-metric = "id"
-node_id = "nsu=urn:shopfloor:test;s=Machine1.Id"
-[[server.node]]
-metric = "missing"
-node_id = "nsu=urn:shopfloor:test;s=Machine1.NoSuchNode"
-"#;
+/// Server `m1` at `endpoint`, fast, with these node lines.
+pub(crate) fn config(endpoint: &str, pki: &Path, nodes: &str) -> ServerConfig {
+    let lines = format!(
+        "publishing_interval_ms = 100\nsampling_interval_ms = 50\nkeep_alive_count = 5\n{nodes}"
+    );
+    one_server("m1", endpoint, pki, &lines).servers.remove(0)
+}
+
+/// A `[[server.node]]` table: the test server's variable `Machine1.{name}`
+/// as `metric`, then `more` lines (`writable = true\n`).
+pub(crate) fn node(metric: &str, name: &str, more: &str) -> String {
+    format!(
+        "[[server.node]]\nmetric = \"{metric}\"\nnode_id = \"nsu=urn:shopfloor:test;s=Machine1.{name}\"\n{more}"
+    )
+}
+
+/// The test server's `Machine1.Running` by its browse path, as `metric`.
+pub(crate) fn running(metric: &str) -> String {
+    format!(
+        "[[server.node]]\nmetric = \"{metric}\"\n\
+         browse_path = \"Objects/Machine1/Running\"\nnamespace = \"urn:shopfloor:test\"\n"
+    )
+}
+
+/// Every kind of node the test server has, by NodeId and by browse path;
+/// `id` (a NodeId-typed value) cannot be bridged and `missing` does not
+/// exist.
+pub(crate) fn nodes() -> String {
+    [
+        node("temperature", "Temperature", ""),
+        node("count", "Count", ""),
+        running("running"),
+        node("profile", "Profile", ""),
+        node("id", "Id", ""),
+        node("missing", "NoSuchNode", ""),
+    ]
+    .concat()
+}
 
 /// Fast timeouts for tests.
 pub(crate) fn tuning() -> ClientTuning {
@@ -93,27 +112,97 @@ pub(crate) fn tuning() -> ClientTuning {
     }
 }
 
-/// The next event matching `pred` within `secs`, passing over others.
-pub(crate) async fn until(
-    rx: &mut mpsc::Receiver<ServerEvent>,
+/// What [`until`] waits on: a link's events, a watcher's messages.
+pub(crate) trait Inbox {
+    /// What comes in.
+    type Item;
+
+    /// The next item (there is one: the sender runs as long as the test).
+    async fn next(&mut self) -> Self::Item;
+
+    /// Tells of an item passed over while waiting for `what`.
+    fn passed(_item: &Self::Item, _what: &str) {}
+}
+
+impl Inbox for mpsc::Receiver<ServerEvent> {
+    type Item = ServerEvent;
+
+    async fn next(&mut self) -> ServerEvent {
+        self.recv().await.expect("the link is running")
+    }
+
+    fn passed(e: &ServerEvent, what: &str) {
+        // Shown when the test fails.
+        if !matches!(e, ServerEvent::Data(_)) {
+            eprintln!("(passed over while waiting for {what}: {e:?})");
+        }
+    }
+}
+
+impl Inbox for mpsc::UnboundedReceiver<Msg> {
+    type Item = Msg;
+
+    async fn next(&mut self) -> Msg {
+        self.recv().await.expect("the watcher is running")
+    }
+}
+
+/// The next item matching `pred` within `secs`, passing over others.
+pub(crate) async fn until<I: Inbox>(
+    inbox: &mut I,
     secs: u64,
     what: &str,
-    mut pred: impl FnMut(&ServerEvent) -> bool,
-) -> ServerEvent {
+    mut pred: impl FnMut(&I::Item) -> bool,
+) -> I::Item {
     tokio::time::timeout(Duration::from_secs(secs), async {
         loop {
-            let e = rx.recv().await.expect("the link is running");
-            if pred(&e) {
-                return e;
+            let x = inbox.next().await;
+            if pred(&x) {
+                return x;
             }
-            // Shown when the test fails.
-            if !matches!(e, ServerEvent::Data(_)) {
-                eprintln!("(passed over while waiting for {what}: {e:?})");
-            }
+            I::passed(&x, what);
         }
     })
     .await
     .unwrap_or_else(|_| panic!("no {what} within {secs} s"))
+}
+
+/// The next birth (`Online`) within `secs`.
+pub(crate) async fn birth(
+    rx: &mut mpsc::Receiver<ServerEvent>,
+    secs: u64,
+    what: &str,
+) -> ServerEvent {
+    until(rx, secs, what, |e| matches!(e, ServerEvent::Online { .. })).await
+}
+
+/// A link for `config` with the tests' [`tuning`], and its events.
+pub(crate) fn spawn_link(config: ServerConfig) -> (ServerLink, mpsc::Receiver<ServerEvent>) {
+    let (tx, rx) = mpsc::channel(10_000);
+    (ServerLink::spawn(config, tuning(), tx), rx)
+}
+
+/// A server started with `args` and a link to it for [`nodes`], its
+/// events, and the folder with the link's keypair (keep it while the link
+/// runs); returns once the server's birth is in.
+pub(crate) async fn linked(
+    args: &[&str],
+) -> (Server, ServerLink, mpsc::Receiver<ServerEvent>, tempfile::TempDir) {
+    let server = Server::start(args);
+    let pki = tempfile::tempdir().expect("a temporary folder");
+    let (link, mut rx) = connect(&server.endpoint(), pki.path(), &nodes());
+    birth(&mut rx, 30, "the birth").await;
+    (server, link, rx, pki)
+}
+
+/// A link to the server at `endpoint` for these node lines (its keypair
+/// in `pki`), and its events.
+pub(crate) fn connect(
+    endpoint: &str,
+    pki: &Path,
+    nodes: &str,
+) -> (ServerLink, mpsc::Receiver<ServerEvent>) {
+    spawn_link(config(endpoint, pki, nodes))
 }
 
 /// A message a [`watch`] subscriber received.
@@ -161,23 +250,4 @@ pub(crate) async fn watch(host: &str, port: u16, filter: &str) -> mpsc::Unbounde
         .expect("the broker confirmed the subscription in 10 s")
         .expect("the watcher runs");
     rx
-}
-
-/// The next message matching `pred` within `secs`, passing over others.
-pub(crate) async fn next_msg(
-    rx: &mut mpsc::UnboundedReceiver<Msg>,
-    secs: u64,
-    what: &str,
-    mut pred: impl FnMut(&Msg) -> bool,
-) -> Msg {
-    tokio::time::timeout(Duration::from_secs(secs), async {
-        loop {
-            let m = rx.recv().await.expect("the watcher is running");
-            if pred(&m) {
-                return m;
-            }
-        }
-    })
-    .await
-    .unwrap_or_else(|_| panic!("no {what} within {secs} s"))
 }
