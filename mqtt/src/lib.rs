@@ -40,6 +40,7 @@
 //! counted ([`EdgeDriver::dropped_events`]).
 
 mod backoff;
+mod barrier;
 pub mod bdseq;
 mod connection;
 pub mod consumer;
@@ -64,6 +65,7 @@ use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior};
 
 pub use backoff::Backoff;
+use barrier::ReplayBarrier;
 pub use connection::Connection;
 pub use consumer::{Consumer, ConsumerConfig, ConsumerEvent, Received, Session};
 pub use input::{Decoded, Input, InputCount, Inputs};
@@ -449,16 +451,13 @@ async fn run_edge(
         }
         let mut link = Link::connect(&config, b, Some(node.will()));
         let mut next_broker = false;
-        // The replay mark the outstanding barrier confirms, and how many
-        // replayed messages wait for the next one.
-        let mut barrier: Option<ReplayMark> = None;
-        let mut unconfirmed = 0;
+        let mut barrier = ReplayBarrier::<ReplayMark>::new(BARRIER_EVERY);
         'session: loop {
             tokio::select! {
                 biased;
                 e = link.recv() => match retry.inbound(e, &mut link, &mut node).await {
                     Heard::SubAck => {
-                        if let Some(m) = barrier.take() {
+                        if let Some(m) = barrier.confirmed() {
                             node.commit_replay(m);
                         }
                     }
@@ -502,7 +501,7 @@ async fn run_edge(
                         if !link.publish(p).await {
                             break;
                         }
-                        unconfirmed += 1;
+                        barrier.replayed();
                     }
                 }
             }
@@ -511,16 +510,13 @@ async fn run_edge(
                     break 'session;
                 }
             }
-            if barrier.is_none()
-                && unconfirmed > 0
-                && (unconfirmed >= BARRIER_EVERY || !node.replay_pending())
+            if barrier.due(node.replay_pending())
                 && let Some(m) = node.replay_mark()
             {
                 if !link.subscribe(vec![barrier_filter.clone()]).await {
                     break;
                 }
-                barrier = Some(m);
-                unconfirmed = 0;
+                barrier.sent(m);
             }
             next_broker |= emit_edge(&mut node, &events, dropped);
             shared.update(&node);
