@@ -38,7 +38,9 @@ impl Lcg {
 }
 
 fn tag(name: impl Into<String>, area: Area, address: u16, kind: TagType, group: &str) -> Tag {
-    Tag { group: group.into(), ..Tag::new(name, area, address, kind) }
+    let mut tag = Tag::new(name, area, address, kind);
+    tag.group = group.into();
+    tag
 }
 
 /// One machine's 40 tags in its block of holding registers at `base`.
@@ -93,17 +95,10 @@ fn machine(m: usize, rng: &mut Lcg) -> Vec<Tag> {
 }
 
 fn device(m: usize, tags: Vec<Tag>, max_gap: u16) -> Device {
-    Device {
-        name: format!("machine-{m:02}"),
-        transport: Transport::Tcp { host: "plc".into(), port: 502 },
-        unit: 1,
-        max_registers: 125,
-        max_bits: 2000,
-        max_gap,
-        timeout: Duration::from_secs(1),
-        pause: Duration::ZERO,
-        tags,
-    }
+    let mut d =
+        Device::new(format!("machine-{m:02}"), Transport::Tcp { host: "plc".into(), port: 502 });
+    (d.max_gap, d.tags) = (max_gap, tags);
+    d
 }
 
 /// Telegraf's `max_insert` on one plugin instance's fields of one register

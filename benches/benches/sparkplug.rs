@@ -24,8 +24,7 @@ const T0: u64 = 1_700_000_000_000;
 
 /// Zero-extended signed integers: pysparkplug refuses the sign-extended form
 /// (its issue #26), and it must be able to decode what it is timed on.
-const OPTIONS: EncodeOptions =
-    EncodeOptions { signed: SignedEncoding::ZeroExtend, datatypes: true };
+const OPTIONS: EncodeOptions = EncodeOptions::DEFAULT.with_signed(SignedEncoding::ZeroExtend);
 
 fn value(i: usize) -> MetricValue {
     shopfloor_benches::sparkplug_value(i)
@@ -74,7 +73,7 @@ fn bench(
     data_bytes: &[u8],
 ) {
     let types = BirthTypes::from_birth(birth);
-    let data_options = EncodeOptions { datatypes: false, ..OPTIONS };
+    let data_options = OPTIONS.with_datatypes(false);
     let mut g = c.benchmark_group("sparkplug");
     g.bench_function(BenchmarkId::new("encode", "nbirth"), |b| {
         b.iter(|| black_box(birth).encode(OPTIONS))
@@ -176,7 +175,7 @@ fn main() {
     let birth = nbirth();
     let data = ddata();
     let birth_bytes = birth.encode(OPTIONS);
-    let data_bytes = data.encode(EncodeOptions { datatypes: false, ..OPTIONS });
+    let data_bytes = data.encode(OPTIONS.with_datatypes(false));
     run_criterion(
         |c| bench(c, &birth, &birth_bytes, &data, &data_bytes),
         || {

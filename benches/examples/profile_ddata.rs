@@ -38,7 +38,7 @@ fn main() {
         })
         .collect();
     let data = Payload { timestamp: Some(T0 + 1000), seq: Some(1), metrics, ..Payload::default() };
-    let bytes = data.encode(EncodeOptions { datatypes: false, ..EncodeOptions::default() });
+    let bytes = data.encode(EncodeOptions::DEFAULT.with_datatypes(false));
     let mut metrics = 0;
     for _ in 0..n {
         metrics += Payload::decode(black_box(&bytes), &types).expect("decodes").metrics.len();

@@ -65,10 +65,9 @@ pub fn metric_spec(tag: &Tag) -> MetricSpec {
     if let Some(high) = tag.max {
         props.set("engHigh", PropertyValue::Value(MetricValue::Double(high)));
     }
-    MetricSpec {
-        properties: (!props.0.is_empty()).then_some(props),
-        ..MetricSpec::new(tag.name.as_str(), datatype(tag))
-    }
+    let mut spec = MetricSpec::new(tag.name.as_str(), datatype(tag));
+    spec.properties = (!props.0.is_empty()).then_some(props);
+    spec
 }
 
 /// Each Modbus device as a Sparkplug device: its name and metrics.

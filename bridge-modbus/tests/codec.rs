@@ -16,7 +16,9 @@ fn tag(kind: TagType, order: &str) -> Tag {
         other => panic!("{other}"),
     };
     let area = if kind == TagType::Bool { Area::Coil } else { Area::HoldingRegister };
-    Tag { order: Order { swap_bytes, swap_words }, writable: true, ..Tag::new("t", area, 0, kind) }
+    let mut tag = Tag::new("t", area, 0, kind);
+    (tag.order, tag.writable) = (Order { swap_bytes, swap_words }, true);
+    tag
 }
 
 fn regs(t: &Tag, r: &[u16]) -> Value {

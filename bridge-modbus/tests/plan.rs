@@ -11,21 +11,15 @@ use shopfloor_bridge_modbus::config::{Area, Device, Tag, TagType, Transport};
 use shopfloor_bridge_modbus::plan::{Caution, Learned, Refusal, Request, decode_response, plan};
 
 fn tag(name: impl Into<String>, area: Area, address: u16, kind: TagType, group: &str) -> Tag {
-    Tag { group: group.into(), ..Tag::new(name, area, address, kind) }
+    let mut tag = Tag::new(name, area, address, kind);
+    tag.group = group.into();
+    tag
 }
 
 fn device(tags: Vec<Tag>, max_registers: u16, max_gap: u16) -> Device {
-    Device {
-        name: "d".into(),
-        transport: Transport::Tcp { host: "h".into(), port: 502 },
-        unit: 1,
-        max_registers,
-        max_bits: 2000,
-        max_gap,
-        timeout: Duration::from_secs(1),
-        pause: Duration::ZERO,
-        tags,
-    }
+    let mut d = Device::new("d", Transport::Tcp { host: "h".into(), port: 502 });
+    (d.max_registers, d.max_gap, d.tags) = (max_registers, max_gap, tags);
+    d
 }
 
 fn groups() -> BTreeMap<String, Duration> {

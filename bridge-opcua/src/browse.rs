@@ -16,6 +16,7 @@ use crate::config::ServerConfig;
 
 /// How far to walk.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct BrowseOptions {
     /// Where to start (a NodeId in the configuration's syntax, `nsu=` or
     /// `ns=`); `None`: the Objects folder, skipping namespace 0 (the

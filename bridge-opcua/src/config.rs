@@ -231,6 +231,7 @@ pub enum Deadband {
 
 /// One monitored node.
 #[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
 pub struct NodeConfig {
     /// The metric name it is published under.
     pub metric: String,
@@ -250,6 +251,7 @@ pub struct NodeConfig {
 
 /// One OPC UA server.
 #[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
 pub struct ServerConfig {
     /// Its name: the Sparkplug device id and the batch source.
     pub name: String,
@@ -273,6 +275,7 @@ pub struct ServerConfig {
 
 /// The whole configuration.
 #[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
 pub struct BridgeConfig {
     /// The servers.
     pub servers: Vec<ServerConfig>,

@@ -38,10 +38,9 @@ pub fn metric_spec(info: &MetricInfo) -> MetricSpec {
         props.set("engLow", PropertyValue::Value(MetricValue::Double(low)));
         props.set("engHigh", PropertyValue::Value(MetricValue::Double(high)));
     }
-    MetricSpec {
-        properties: (!props.0.is_empty()).then_some(props),
-        ..MetricSpec::new(info.name.as_str(), info.datatype)
-    }
+    let mut spec = MetricSpec::new(info.name.as_str(), info.datatype);
+    spec.properties = (!props.0.is_empty()).then_some(props);
+    spec
 }
 
 shopfloor_mqtt::edge_gateway! {

@@ -447,11 +447,10 @@ async fn browse_writes_a_config_that_bridges() {
     assert!(levels.last() == Some(&39), "progress per level: {levels:?}");
 
     // A smaller walk from a start node, cut short.
-    let opts = BrowseOptions {
-        start: Some("nsu=urn:shopfloor:test;s=Machine1".into()),
-        max_depth: 3,
-        max_variables: 5,
-    };
+    let mut opts = BrowseOptions::default();
+    opts.start = Some("nsu=urn:shopfloor:test;s=Machine1".into());
+    opts.max_depth = 3;
+    opts.max_variables = 5;
     let short = browse(&target, &tuning(), &opts, |_| {}).await.unwrap();
     assert!(short.truncated && short.variables.len() == 5);
     assert!(

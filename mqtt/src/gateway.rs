@@ -260,7 +260,7 @@ async fn run_plain<S: PlainSource, W: WriteFn>(
 /// [`EdgeGateway`](crate::gateway::EdgeGateway) (its field `0`) with its `stats`, `devices` and
 /// `shutdown`, so that the bridge adds only its own `spawn`.
 ///
-/// ```ignore
+/// ```
 /// shopfloor_mqtt::edge_gateway! {
 ///     /// The running gateway.
 ///     pub struct Gateway;

@@ -97,6 +97,7 @@ pub enum Protocol {
 
 /// One MQTT server.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct Broker {
     /// Host name or address.
     pub host: String,
@@ -123,6 +124,7 @@ impl Broker {
 
 /// How a driver connects.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct DriverConfig {
     /// The MQTT client id.
     pub client_id: String,

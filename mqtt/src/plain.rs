@@ -30,6 +30,7 @@ use crate::{Broker, Consumer, ConsumerConfig, ConsumerEvent, Protocol, Stopped};
 
 /// Where plain readings go.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct PlainConfig {
     /// The `{site}` of the topic template.
     pub site: String,

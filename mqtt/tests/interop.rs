@@ -409,7 +409,7 @@ async fn arrays_datasets_and_templates_read_the_same_in_python() {
         ],
         ..Payload::default()
     };
-    let options = EncodeOptions { signed: SignedEncoding::ZeroExtend, datatypes: true };
+    let options = EncodeOptions::DEFAULT.with_signed(SignedEncoding::ZeroExtend);
     publish_raw(
         &broker,
         vec![

@@ -45,6 +45,7 @@ use crate::{DecodeError, TopicError};
 
 /// How the host is set up.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct HostConfig {
     /// The host id in `spBv1.0/STATE/{host_id}`.
     pub host_id: String,

@@ -335,6 +335,7 @@ impl BirthTypes {
 
 /// Options for encoding.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct EncodeOptions {
     /// How signed 8- to 32-bit integers are written.
     pub signed: SignedEncoding,
@@ -343,9 +344,25 @@ pub struct EncodeOptions {
     pub datatypes: bool,
 }
 
+impl EncodeOptions {
+    /// Sign-extended integers, a datatype on every metric.
+    pub const DEFAULT: Self = Self { signed: SignedEncoding::SignExtend, datatypes: true };
+
+    /// These options with `signed` integers.
+    pub const fn with_signed(self, signed: SignedEncoding) -> Self {
+        Self { signed, ..self }
+    }
+
+    /// These options with (or without) datatypes on metrics.
+    pub const fn with_datatypes(self, datatypes: bool) -> Self {
+        Self { datatypes, ..self }
+    }
+}
+
 impl Default for EncodeOptions {
+    /// [`EncodeOptions::DEFAULT`].
     fn default() -> Self {
-        Self { signed: SignedEncoding::SignExtend, datatypes: true }
+        Self::DEFAULT
     }
 }
 

@@ -68,9 +68,7 @@ fn our_edge_node_and_host_break_no_rule() {
                 topic: "spBv1.0/G/NCMD/E".into(),
                 qos: 0,
                 retain: false,
-                payload: req
-                    .encode(EncodeOptions { datatypes: false, ..EncodeOptions::default() })
-                    .into(),
+                payload: req.encode(EncodeOptions::DEFAULT.with_datatypes(false)).into(),
             };
             found.extend(observe(&mut c, &p));
             edge.handle_message(

@@ -182,7 +182,7 @@ fn template_members_become_readings_named_instance_slash_member() {
     data.datatype = shopfloor_sparkplug::DataType::Template;
     let raw =
         Payload { timestamp: Some(20), seq: Some(1), metrics: vec![data], ..Default::default() };
-    let bytes = raw.encode(EncodeOptions { datatypes: false, ..EncodeOptions::default() });
+    let bytes = raw.encode(EncodeOptions::DEFAULT.with_datatypes(false));
     let decoded = Payload::decode(&bytes, &types).expect("members typed from the birth");
     let names: Vec<(String, Value)> = decoded
         .to_batch("G/E")

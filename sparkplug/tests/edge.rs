@@ -23,11 +23,17 @@ fn now(ms: u64) -> Now {
 
 fn config() -> EdgeNodeConfig {
     let mut c = EdgeNodeConfig::new("G", "E");
-    c.metrics = vec![MetricSpec {
-        deadband: Deadband::Absolute(0.5),
-        ..MetricSpec::new("temp", DataType::Double)
-    }];
+    let mut temp = MetricSpec::new("temp", DataType::Double);
+    temp.deadband = Deadband::Absolute(0.5);
+    c.metrics = vec![temp];
     c.devices = vec![("press-1".into(), vec![MetricSpec::new("count", DataType::Int32)])];
+    c
+}
+
+/// [`config`] with `change` made (the configuration is `#[non_exhaustive]`).
+fn config_with(change: impl FnOnce(&mut EdgeNodeConfig)) -> EdgeNodeConfig {
+    let mut c = config();
+    change(&mut c);
     c
 }
 
@@ -69,7 +75,7 @@ fn online() -> EdgeNode {
 
 #[test]
 fn will_and_births_follow_the_spec() {
-    let mut n = EdgeNode::new(EdgeNodeConfig { bd_seq: 7, ..config() }).unwrap();
+    let mut n = EdgeNode::new(config_with(|c| c.bd_seq = 7)).unwrap();
     let will = n.will();
     assert_eq!((will.topic.as_str(), will.qos, will.retain), ("spBv1.0/G/NDEATH/E", 1, false));
     let w = raw(&will);
@@ -196,7 +202,7 @@ fn published_timestamps_never_decrease_within_a_session() {
 /// carries each metric's datatype when the node is told to.
 #[test]
 fn datatypes_in_data_on_request() {
-    let mut n = EdgeNode::new(EdgeNodeConfig { datatypes_in_data: true, ..config() }).unwrap();
+    let mut n = EdgeNode::new(config_with(|c| c.datatypes_in_data = true)).unwrap();
     n.handle_connected(now(1));
     drain(&mut n);
     n.publish(&node_batch(reading("temp", 10, 20.0)), now(10)).unwrap();
@@ -242,7 +248,7 @@ fn commands_surface_as_typed_writes() {
         let mut m = Metric::new("x", 5, value);
         (m.name, m.alias) = (None, Some(alias));
         Payload { timestamp: Some(5), metrics: vec![m], ..Default::default() }
-            .encode(EncodeOptions { datatypes: false, ..Default::default() })
+            .encode(EncodeOptions::DEFAULT.with_datatypes(false))
     };
     n.handle_message(&Message::new(NCMD, by_alias(1, MetricValue::Double(5.0))), now(5)).unwrap();
     n.handle_message(
@@ -322,8 +328,7 @@ fn state(online: bool, ts: u64) -> Message {
 
 #[test]
 fn waits_for_the_primary_host_and_leaves_with_it() {
-    let mut n = EdgeNode::new(EdgeNodeConfig { primary_host_id: Some("scada".into()), ..config() })
-        .unwrap();
+    let mut n = EdgeNode::new(config_with(|c| c.primary_host_id = Some("scada".into()))).unwrap();
     assert!(n.subscriptions().contains(&"spBv1.0/STATE/scada".to_owned()));
     n.handle_connected(now(1));
     assert!(drain(&mut n).is_empty(), "no birth before the host is online");
@@ -417,7 +422,7 @@ fn record_bytes(b: &Batch) -> u64 {
 #[test]
 fn a_full_store_drops_the_oldest_and_counts() {
     let two = 2 * record_bytes(&node_batch(reading("temp", 1, 1.0)));
-    let mut n = EdgeNode::new(EdgeNodeConfig { store_bytes: two, ..config() }).unwrap();
+    let mut n = EdgeNode::new(config_with(|c| c.store_bytes = two)).unwrap();
     for ms in 1..=4 {
         n.publish(&node_batch(reading("temp", ms, ms as f64)), now(ms)).unwrap();
     }
@@ -453,7 +458,7 @@ fn replaying(
     stored: std::ops::RangeInclusive<u64>,
     at: u64,
 ) -> (EdgeNode, Vec<Publish>) {
-    let mut n = EdgeNode::new(EdgeNodeConfig { replay_chunk, ..config() }).unwrap();
+    let mut n = EdgeNode::new(config_with(|c| c.replay_chunk = replay_chunk)).unwrap();
     store_offline(&mut n, stored);
     n.handle_connected(now(at));
     let births = transmits(&mut n);
@@ -502,7 +507,7 @@ fn unconfirmed_replay_is_sent_again_after_a_reconnect() {
 
 #[test]
 fn a_mark_covers_only_what_was_handed_out() {
-    let mut n = EdgeNode::new(EdgeNodeConfig { replay_chunk: 10, ..config() }).unwrap();
+    let mut n = EdgeNode::new(config_with(|c| c.replay_chunk = 10)).unwrap();
     store_offline(&mut n, 1..=3);
     n.publish(&Batch::new("press-1").with(reading("count", 4, 1_i64)), now(4)).unwrap();
     n.handle_connected(now(100));
@@ -641,7 +646,7 @@ fn bdseq_moves_on_with_each_connect() {
     n.handle_disconnected();
     assert_eq!(n.bd_seq(), 2);
     // 255 wraps to 0.
-    let mut n = EdgeNode::new(EdgeNodeConfig { bd_seq: 255, ..config() }).unwrap();
+    let mut n = EdgeNode::new(config_with(|c| c.bd_seq = 255)).unwrap();
     n.handle_connected(now(1));
     n.handle_disconnected();
     assert_eq!(n.bd_seq(), 0);
@@ -713,54 +718,44 @@ proptest! {
 #[test]
 fn configurations_the_wire_cannot_carry_are_refused_with_the_key() {
     use shopfloor_sparkplug::ConfigError;
-    let base = config;
     let cases: Vec<(EdgeNodeConfig, &str)> = vec![
+        (config_with(|c| c.group_id = "G+1".into()), "group_id: group_id \"G+1\" contains '+'"),
+        (config_with(|c| c.edge_node_id = String::new()), "edge_node_id: edge_node_id is empty"),
         (
-            EdgeNodeConfig { group_id: "G+1".into(), ..base() },
-            "group_id: group_id \"G+1\" contains '+'",
-        ),
-        (
-            EdgeNodeConfig { edge_node_id: String::new(), ..base() },
-            "edge_node_id: edge_node_id is empty",
-        ),
-        (
-            EdgeNodeConfig { primary_host_id: Some("scada/1".into()), ..base() },
+            config_with(|c| c.primary_host_id = Some("scada/1".into())),
             "primary_host_id: host_id \"scada/1\" contains '/'",
         ),
         (
-            EdgeNodeConfig { devices: vec![("d#".into(), vec![])], ..base() },
+            config_with(|c| c.devices = vec![("d#".into(), vec![])]),
             "devices[0]: device_id \"d#\" contains '#'",
         ),
         (
-            EdgeNodeConfig { devices: vec![("d".into(), vec![]), ("d".into(), vec![])], ..base() },
+            config_with(|c| c.devices = vec![("d".into(), vec![]), ("d".into(), vec![])]),
             "devices[1]: device id \"d\" is used twice",
         ),
         (
-            EdgeNodeConfig {
-                metrics: vec![
+            config_with(|c| {
+                c.metrics = vec![
                     MetricSpec::new("t", DataType::Double),
                     MetricSpec::new("t", DataType::Int32),
-                ],
-                ..base()
-            },
+                ]
+            }),
             "metrics: metric \"t\" is declared twice",
         ),
         (
-            EdgeNodeConfig {
-                devices: vec![("d".into(), vec![MetricSpec::new("", DataType::Int32)])],
-                ..base()
-            },
+            config_with(|c| {
+                c.devices = vec![("d".into(), vec![MetricSpec::new("", DataType::Int32)])]
+            }),
             "devices[0].metrics: a metric name is empty",
         ),
         (
-            EdgeNodeConfig { metrics: vec![MetricSpec::new("bdSeq", DataType::Int64)], ..base() },
+            config_with(|c| c.metrics = vec![MetricSpec::new("bdSeq", DataType::Int64)]),
             "\"bdSeq\" is reserved",
         ),
         (
-            EdgeNodeConfig {
-                metrics: vec![MetricSpec::new("Node Control/Reboot", DataType::Boolean)],
-                ..base()
-            },
+            config_with(|c| {
+                c.metrics = vec![MetricSpec::new("Node Control/Reboot", DataType::Boolean)]
+            }),
             "\"Node Control/Reboot\" is reserved",
         ),
     ];
@@ -769,13 +764,12 @@ fn configurations_the_wire_cannot_carry_are_refused_with_the_key() {
         assert!(err.to_string().contains(needle), "{err} lacks {needle:?}");
     }
     // The same metric name on two devices is fine (names are per device).
-    let ok = EdgeNodeConfig {
-        devices: vec![
+    let ok = config_with(|c| {
+        c.devices = vec![
             ("a".into(), vec![MetricSpec::new("t", DataType::Double)]),
             ("b".into(), vec![MetricSpec::new("t", DataType::Double)]),
-        ],
-        ..base()
-    };
+        ]
+    });
     assert!(EdgeNode::new(ok).is_ok());
 }
 

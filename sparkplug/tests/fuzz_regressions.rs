@@ -42,7 +42,7 @@ fn decode_typed(data: &[u8]) {
     for types in [BirthTypes::new(), birth] {
         let Ok(p) = Payload::decode(data, &types) else { continue };
         for signed in [SignedEncoding::SignExtend, SignedEncoding::ZeroExtend] {
-            let options = EncodeOptions { signed, datatypes: true };
+            let options = EncodeOptions::DEFAULT.with_signed(signed);
             let bytes = p.encode(options);
             let again =
                 Payload::decode(&bytes, &BirthTypes::new()).expect("re-encoded payload decodes");

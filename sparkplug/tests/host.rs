@@ -319,8 +319,9 @@ fn an_ndeath_with_a_newer_bdseq_still_means_dead() {
     // A later session died before this host saw its birth, or a peer (like
     // pysparkplug 0.6) sends its next bdSeq in the NDEATH: the node is gone.
     let mut t = Harness::connected();
-    let next =
-        EdgeNode::new(EdgeNodeConfig { bd_seq: 1, ..EdgeNodeConfig::new("G", "E") }).unwrap();
+    let mut config = EdgeNodeConfig::new("G", "E");
+    config.bd_seq = 1;
+    let next = EdgeNode::new(config).unwrap();
     let will = next.will();
     t.deliver_to_host(&will);
     t.drive();
@@ -411,7 +412,7 @@ fn data_before_birth_and_unknown_aliases_ask_for_rebirth_once_per_cooldown() {
         &Message {
             retain: false,
             topic: "spBv1.0/G/NDATA/E".into(),
-            payload: bad.encode(EncodeOptions { datatypes: false, ..Default::default() }).into(),
+            payload: bad.encode(EncodeOptions::DEFAULT.with_datatypes(false)).into(),
         },
         t.now(),
     );
@@ -449,8 +450,9 @@ fn own_stale_offline_state_is_answered_with_online() {
         .unwrap();
     assert!(t.host.poll_transmit().is_none());
     // A standby host publishes no STATE at all.
-    let mut standby =
-        HostApplication::new(HostConfig { publish_state: false, ..HostConfig::new("standby") });
+    let mut config = HostConfig::new("standby");
+    config.publish_state = false;
+    let mut standby = HostApplication::new(config);
     assert!(standby.will(now).is_none());
     standby.handle_connected(now);
     assert!(standby.poll_transmit().is_none());

@@ -36,7 +36,7 @@ fn decode_one(metric: proto::Metric) -> Result<MetricValue, DecodeError> {
 
 fn encode_one(value: MetricValue, signed: SignedEncoding) -> proto::MetricValue {
     let p = Payload { metrics: vec![Metric::new("m", 1, value)], ..Default::default() };
-    let raw = p.to_raw(EncodeOptions { signed, ..Default::default() });
+    let raw = p.to_raw(EncodeOptions::DEFAULT.with_signed(signed));
     raw.metrics[0].value.clone().expect("a value")
 }
 
@@ -226,7 +226,7 @@ fn data_decodes_with_the_births_aliases_and_types() {
     assert!(err.to_string().contains("request a rebirth"), "{err}");
     // DATA encoded without datatypes (as the spec advises) decodes the same.
     let out = Payload { metrics: p.metrics.clone(), ..p.clone() }
-        .encode(EncodeOptions { datatypes: false, ..Default::default() });
+        .encode(EncodeOptions::DEFAULT.with_datatypes(false));
     assert!(proto::Payload::decode(&out[..]).unwrap().metrics.iter().all(|m| m.datatype.is_none()));
     assert_eq!(Payload::decode(&out, &types).unwrap(), p);
 }
@@ -354,7 +354,7 @@ fn datasets_templates_and_properties_round_trip() {
         ],
     };
     for signed in [SignedEncoding::SignExtend, SignedEncoding::ZeroExtend] {
-        let bytes = p.encode(EncodeOptions { signed, datatypes: true });
+        let bytes = p.encode(EncodeOptions::DEFAULT.with_signed(signed));
         assert_eq!(Payload::decode(&bytes, &BirthTypes::new()).unwrap(), p, "{signed:?}");
     }
 }
@@ -414,7 +414,7 @@ proptest! {
             .collect();
         let p = Payload { timestamp: Some(1), seq: Some(3), metrics, ..Default::default() };
         let signed = if zero_extend { SignedEncoding::ZeroExtend } else { SignedEncoding::SignExtend };
-        let bytes = p.encode(EncodeOptions { signed, datatypes: true });
+        let bytes = p.encode(EncodeOptions::DEFAULT.with_signed(signed));
         prop_assert_eq!(Payload::decode(&bytes, &BirthTypes::new()).unwrap(), p);
     }
 

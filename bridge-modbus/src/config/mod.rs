@@ -217,6 +217,7 @@ pub use shopfloor_sparkplug::edge::Deadband;
 
 /// How to reach a device.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Transport {
     /// Modbus TCP.
     Tcp {
@@ -264,6 +265,7 @@ pub enum Parity {
 
 /// A checked tag.
 #[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
 pub struct Tag {
     /// The metric name.
     pub name: String,
@@ -327,6 +329,7 @@ impl Tag {
 
 /// A checked device.
 #[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
 pub struct Device {
     /// The name: Sparkplug device id and batch source.
     pub name: String,
@@ -348,8 +351,28 @@ pub struct Device {
     pub tags: Vec<Tag>,
 }
 
+impl Device {
+    /// `name` at `transport`, unit 1, with the register map's defaults
+    /// (reads of at most 125 registers or 2000 bits, gaps of up to 16
+    /// merged, a 1 s timeout, no pause) and no tags.
+    pub fn new(name: impl Into<String>, transport: Transport) -> Self {
+        Self {
+            name: name.into(),
+            transport,
+            unit: one(),
+            max_registers: d_max_registers(),
+            max_bits: d_max_bits(),
+            max_gap: d_max_gap(),
+            timeout: Duration::from_millis(d_timeout()),
+            pause: Duration::ZERO,
+            tags: Vec::new(),
+        }
+    }
+}
+
 /// A checked register map.
 #[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
 pub struct RegisterMap {
     /// Poll groups and their intervals.
     pub groups: BTreeMap<String, Duration>,

@@ -149,12 +149,10 @@ async fn live_page(
     plant: &Plant,
     listen: std::net::SocketAddr,
 ) -> anyhow::Result<shopfloor_examples::live::Live> {
-    let tls = plant.live_tls()?;
+    let mut broker = shopfloor_mqtt::Broker::new("localhost", plant.broker_port);
+    broker.tls = Some(plant.live_tls()?);
     let config = |listen| shopfloor_examples::live::LiveConfig {
-        broker: shopfloor_mqtt::Broker {
-            tls: Some(tls.clone()),
-            ..shopfloor_mqtt::Broker::new("localhost", plant.broker_port)
-        },
+        broker: broker.clone(),
         fallback: Vec::new(),
         protocol: shopfloor_mqtt::Protocol::V5,
         listen,

@@ -244,7 +244,8 @@ fn browse_command(b: &BrowseArgs, log_format: LogFormat) -> anyhow::Result<()> {
         .remove(0);
     shopfloor_examples::init_logging(log_format);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    let options = BrowseOptions { start, max_depth: depth, max_variables: max };
+    let mut options = BrowseOptions::default();
+    (options.start, options.max_depth, options.max_variables) = (start, depth, max);
     let walk = runtime.block_on(browse(&server, &ClientTuning::default(), &options, |n| {
         eprintln!("browse: {n} variables so far");
     }));

@@ -67,6 +67,7 @@ pub enum Deadband {
 
 /// A metric the node or a device reports. All of them appear in the birth.
 #[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
 pub struct MetricSpec {
     /// The name.
     pub name: String,
@@ -87,6 +88,7 @@ impl MetricSpec {
 
 /// How the node is set up.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct EdgeNodeConfig {
     /// The Sparkplug group id.
     pub group_id: String,
