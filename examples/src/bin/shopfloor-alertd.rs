@@ -14,7 +14,8 @@ use shopfloor_mqtt::mapping::MappingSpec;
 use shopfloor_schemas::{TopicTemplate, topic};
 use shopfloor_sparkplug::HostConfig;
 
-const HELP: &str = "\
+const HELP: &str = concat!(
+    "\
 THE FILE:
     [mqtt]
     host = \"127.0.0.1\"
@@ -22,16 +23,11 @@ THE FILE:
     client_id = \"alertd\"           # default
     # protocol = \"5\"              # or \"3.1.1\" for a broker that speaks only that
     username = \"alertd\"            # optional; the password from
-    password_file = \"/etc/shopfloor/mqtt.pass\"   # a file, or SHOPFLOOR_MQTT_PASSWORD
-    # TLS (port 8883 of examples/deploy's broker): the CA, and this
-    # machine's certificate, whose CN is its user name there
-    # ca_file = \"/etc/shopfloor/pki/ca.crt\"
-    # cert_file = \"/etc/shopfloor/pki/NAME.crt\"
-    # key_file = \"/etc/shopfloor/pki/NAME.key\"
-
-    [metrics]                     # optional: Prometheus GET /metrics here
-    listen = \"127.0.0.1:9104\"
-
+",
+    shopfloor_examples::help_mqtt_login!(),
+    "\n",
+    shopfloor_examples::help_metrics!("9104"),
+    "
     [alerting]
     rules = \"rules.toml\"           # relative to this file; the format: the
                                    # shopfloor-alerting crate's `rules` module
@@ -61,7 +57,8 @@ THE FILE:
 EXAMPLES:
     shopfloor-alertd --config alertd.toml --check-config
     RUST_LOG=debug shopfloor-alertd --config alertd.toml
-";
+"
+);
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -16,7 +16,8 @@ use shopfloor_mqtt::mapping::MappingSpec;
 use shopfloor_schemas::{TopicTemplate, topic};
 use shopfloor_sparkplug::HostConfig;
 
-const HELP: &str = "\
+const HELP: &str = concat!(
+    "\
 THE FILE:
     [mqtt]
     host = \"127.0.0.1\"
@@ -25,16 +26,11 @@ THE FILE:
     # protocol = \"5\"              # or \"3.1.1\" for a broker that speaks only that
     session_expiry_s = 3600       # MQTT 5; with 3.1.1 the broker decides
     username = \"ingest\"           # optional; the password from
-    password_file = \"/etc/shopfloor/mqtt.pass\"   # a file, or SHOPFLOOR_MQTT_PASSWORD
-    # TLS (port 8883 of examples/deploy's broker): the CA, and this
-    # machine's certificate, whose CN is its user name there
-    # ca_file = \"/etc/shopfloor/pki/ca.crt\"
-    # cert_file = \"/etc/shopfloor/pki/NAME.crt\"
-    # key_file = \"/etc/shopfloor/pki/NAME.key\"
-
-    [metrics]                     # optional: Prometheus GET /metrics here
-    listen = \"127.0.0.1:9103\"
-
+",
+    shopfloor_examples::help_mqtt_login!(),
+    "\n",
+    shopfloor_examples::help_metrics!("9103"),
+    "
     [postgres]
     connection = \"host=127.0.0.1 user=shopfloor dbname=shopfloor\"
     # sslmode=require in it: TLS always (prefer, the default: when offered)
@@ -101,7 +97,8 @@ EXAMPLES:
     shopfloor-ingestd --config ingest.toml --check-config
     shopfloor-ingestd --config ingest.toml mapping test --topic iotgateway/a1 --payload sample.json
     RUST_LOG=debug shopfloor-ingestd --config ingest.toml
-";
+"
+);
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
