@@ -6,12 +6,11 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use serde::Deserialize;
-use shopfloor_alerting::mqtt::{AlertConfig, AlertDriver, Input};
+use shopfloor_alerting::mqtt::{AlertConfig, AlertDriver};
 use shopfloor_alerting::{Engine, EngineLimits, RuleSet};
 use shopfloor_examples::cli::{ConfigContext as _, Daemon, Generate};
 use shopfloor_mqtt::MqttSection;
 use shopfloor_mqtt::mapping::MappingSpec;
-use shopfloor_schemas::{TopicTemplate, topic};
 use shopfloor_sparkplug::HostConfig;
 
 const HELP: &str = concat!(
@@ -108,8 +107,6 @@ fn config(path: &Path) -> anyhow::Result<(RuleSet, AlertConfig, EngineLimits)> {
         bail!("{}: no [[rule]]: nothing to watch", rules_path.display());
     }
     let mut c = AlertConfig::new(mqtt.host.clone(), mqtt.port, mqtt.client_id_or("alertd"));
-    // Mappings first: a device's own topic is more specific than a template.
-    c.inputs = shopfloor_examples::mappings(&file.mapping, path)?;
     c.broker = mqtt.broker(path)?;
     c.fallback = mqtt.fallbacks(path)?;
     c.protocol = mqtt.protocol;
@@ -120,28 +117,15 @@ fn config(path: &Path) -> anyhow::Result<(RuleSet, AlertConfig, EngineLimits)> {
         }
         c.prefix = p;
     }
-    if a.plain {
-        let template = a.template.as_deref().unwrap_or(topic::defaults::READINGS);
-        let template = TopicTemplate::parse(template)
-            .map_err(|e| anyhow::anyhow!("{where_}: alerting.template: {e}"))?;
-        let codec = shopfloor_examples::codec(
-            a.codec.as_deref().unwrap_or("json"),
-            "alerting.codec",
-            path,
-        )?;
-        c.inputs.push(Input::Plain { template, codec });
-    }
-    if a.sparkplug {
+    let plain = a.plain.then_some((a.template.as_deref(), a.codec.as_deref()));
+    let sparkplug = a.sparkplug.then(|| {
         let mut host = HostConfig::new("shopfloor-alertd");
         host.publish_state = false;
         host.groups = a.sparkplug_groups.clone();
-        c.inputs.push(Input::Sparkplug { host });
-    }
-    if c.inputs.is_empty() {
-        bail!(
-            "{where_}: [alerting] has neither plain = true nor sparkplug = true, and there is no [[mapping]]: nothing to read"
-        );
-    }
+        host
+    });
+    c.inputs =
+        shopfloor_examples::inputs(path, &file.mapping, "alerting", plain, sparkplug, "read")?;
     if let Some(j) = file.journal {
         let (url, password, tls) = j.resolve(path, "journal")?;
         c.journal = Some(url);

@@ -8,12 +8,9 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use serde::Deserialize;
-use shopfloor_ingest::{
-    ClickHouseConfig, InfluxApi, InfluxConfig, Ingest, IngestConfig, Input, Store,
-};
+use shopfloor_ingest::{ClickHouseConfig, InfluxApi, InfluxConfig, Ingest, IngestConfig, Store};
 use shopfloor_mqtt::MqttSection;
 use shopfloor_mqtt::mapping::MappingSpec;
-use shopfloor_schemas::{TopicTemplate, topic};
 use shopfloor_sparkplug::HostConfig;
 
 const HELP: &str = concat!(
@@ -269,37 +266,22 @@ fn config(path: &Path) -> anyhow::Result<IngestConfig> {
     c.database_password = database_password;
     c.database_tls = database_tls;
     c.store = store;
-    // Mappings first: a device's own topic is more specific than a template.
-    c.inputs = shopfloor_examples::mappings(&file.mapping, path)?;
     c.broker = mqtt.broker(path)?;
     c.fallback = mqtt.fallbacks(path)?;
     c.protocol = mqtt.protocol;
     c.keep_alive = mqtt.keep_alive();
     c.session_expiry = Duration::from_secs(mqtt.session_expiry_s.unwrap_or(3600));
-    if ing.plain {
-        let template = ing.template.as_deref().unwrap_or(topic::defaults::READINGS);
-        let template = TopicTemplate::parse(template)
-            .map_err(|e| anyhow::anyhow!("{where_}: ingest.template: {e}"))?;
-        let codec = shopfloor_examples::codec(
-            ing.codec.as_deref().unwrap_or("json"),
-            "ingest.codec",
-            path,
-        )?;
-        c.inputs.push(Input::Plain { template, codec });
-    }
-    if ing.sparkplug {
+    let plain = ing.plain.then_some((ing.template.as_deref(), ing.codec.as_deref()));
+    let sparkplug = ing.sparkplug.then(|| {
         let mut host = HostConfig::new(
             ing.primary_host_id.clone().unwrap_or_else(|| "shopfloor-ingest".into()),
         );
         host.publish_state = ing.primary_host_id.is_some();
         host.groups = ing.sparkplug_groups.clone();
-        c.inputs.push(Input::Sparkplug { host });
-    }
-    if c.inputs.is_empty() {
-        bail!(
-            "{where_}: [ingest] has neither plain = true nor sparkplug = true, and there is no [[mapping]]: nothing to ingest"
-        );
-    }
+        host
+    });
+    c.inputs =
+        shopfloor_examples::inputs(path, &file.mapping, "ingest", plain, sparkplug, "ingest")?;
     if let Some(n) = ing.batch_readings {
         c.batch_readings = n.max(1);
     }
