@@ -14,13 +14,12 @@ use tokio_postgres::NoTls;
 
 const BIN: &str = env!("CARGO_BIN_EXE_shopfloor-alertd");
 
-const RULES: &str = r#"
-[[rule]]
-name = "press-pressure"
-source = "plant1/press/*"
-metric = "pressure"
-limit = { hh = { limit = 180.0 }, h = { limit = 160.0 } }
-"#;
+mod support;
+
+/// HH at 180 and H at 160 on `pressure` of the presses.
+fn rules() -> String {
+    support::limit_rule("press-pressure", "plant1/press/*", "pressure", (180.0, 160.0))
+}
 
 fn write(dir: &std::path::Path, config: &str, rules: &str) -> std::path::PathBuf {
     std::fs::write(dir.join("rules.toml"), rules).unwrap();
@@ -33,12 +32,12 @@ fn write(dir: &std::path::Path, config: &str, rules: &str) -> std::path::PathBuf
 fn check_config_names_the_rule_file_the_rule_and_the_key() {
     let dir = tempfile::tempdir().unwrap();
     let config = "[mqtt]\nport = 1883\n[alerting]\nrules = \"rules.toml\"\nplain = true\n";
-    let path = write(dir.path(), config, RULES);
+    let path = write(dir.path(), config, &rules());
     let out = Command::new(BIN).arg("--config").arg(&path).arg("--check-config").output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).contains("valid: 1 rules"));
 
-    let broken = RULES.replace("hh = { limit = 180.0 }", "hh = { limit = 150.0 }");
+    let broken = rules().replace("hh = { limit = 180.0 }", "hh = { limit = 150.0 }");
     let path = write(dir.path(), config, &broken);
     let out = Command::new(BIN).arg("--config").arg(&path).arg("--check-config").output().unwrap();
     assert_eq!(out.status.code(), Some(78), "a configuration error is EX_CONFIG");
@@ -123,7 +122,7 @@ async fn a_breach_is_raised_journaled_and_sigterm_stops_cleanly() {
         broker.port(),
         pg.connection_string()
     );
-    let path = write(dir.path(), &config, RULES);
+    let path = write(dir.path(), &config, &rules());
     let mut daemon = Command::new(BIN)
         .arg("--config")
         .arg(&path)
@@ -249,7 +248,7 @@ async fn sighup_reloads_the_rules_and_keeps_them_when_the_file_is_bad() {
         broker.host(),
         broker.port()
     );
-    let path = write(dir.path(), &config, RULES);
+    let path = write(dir.path(), &config, &rules());
     let log = dir.path().join("alertd.log");
     let mut daemon = Command::new(BIN)
         .arg("--config")
@@ -269,14 +268,14 @@ async fn sighup_reloads_the_rules_and_keeps_them_when_the_file_is_bad() {
     assert_eq!(raised["condition"], "H");
 
     // A rule file that does not load: refused, the old rules go on (HH 180).
-    std::fs::write(dir.path().join("rules.toml"), RULES.replace("180.0", "\"high\"")).unwrap();
+    std::fs::write(dir.path().join("rules.toml"), rules().replace("180.0", "\"high\"")).unwrap();
     hangup(&daemon);
     wait_for_log(&log, "the rules in use stay").await;
     let changed = publish_until_event(&c, &mut events, 185.0, "changed").await;
     assert_eq!(changed["condition"], "HH", "the old limits");
 
     // A good one: H 175, HH 190. 170 is back to normal, same alarm.
-    let new = RULES.replace("180.0", "190.0").replace("160.0", "175.0");
+    let new = rules().replace("180.0", "190.0").replace("160.0", "175.0");
     std::fs::write(dir.path().join("rules.toml"), new).unwrap();
     hangup(&daemon);
     wait_for_log(&log, "rules reloaded").await;

@@ -11,7 +11,7 @@ use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::Packet;
 use rumqttc::v5::{AsyncClient, Event, MqttOptions};
 use shopfloor_testkit::{Hostile, Mosquitto, Postgres};
-use support::{Configs, Stack, answers};
+use support::{Configs, Stack, answers, limit_rule};
 use tokio_postgres::NoTls;
 
 mod support;
@@ -22,14 +22,6 @@ const MESSAGES: u64 = 2_400;
 const SPREAD: Duration = Duration::from_secs(12);
 /// The promise: a good reading is in the table this soon after its publish.
 const FRESH: Duration = Duration::from_secs(5);
-
-const RULES: &str = r#"
-[[rule]]
-name = "hostile-pressure"
-source = "hostile/a/*"
-metric = "pressure"
-limit = { hh = { limit = 180.0 }, h = { limit = 160.0 } }
-"#;
 
 fn now_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64
@@ -61,7 +53,7 @@ async fn a_hostile_publisher_stalls_nothing_and_every_bad_message_is_a_dead_lett
         &Configs {
             ingest: &ingest,
             alertd: &alertd,
-            rules: RULES,
+            rules: &limit_rule("hostile-pressure", "hostile/a/*", "pressure", (180.0, 160.0)),
             live: "client_id = \"live-h\"",
             // The plain filter, and Sparkplug's two (its namespace and STATE).
             ingest_subscriptions: 3,

@@ -12,7 +12,7 @@ use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::Packet;
 use rumqttc::v5::{AsyncClient, Event, MqttOptions};
 use shopfloor_testkit::{Mosquitto, Postgres, PythonPeer, shared_script};
-use support::{Configs, MOTOR_RULES, Stack, addr, send, wait_text};
+use support::{Configs, Stack, addr, motor_rules, send, wait_text};
 use tokio_postgres::NoTls;
 
 mod support;
@@ -32,7 +32,7 @@ async fn templates_datasets_arrays_big_integers_and_compression_from_a_peer() {
         &Configs {
             ingest: &ingest,
             alertd: "[alerting]\nrules = \"rules.toml\"\nsparkplug = true\n",
-            rules: MOTOR_RULES,
+            rules: &motor_rules(),
             live: "client_id = \"live-r\"",
             // The Sparkplug namespace and STATE.
             ingest_subscriptions: 2,

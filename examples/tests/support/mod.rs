@@ -135,15 +135,20 @@ impl Stack {
     }
 }
 
+/// A `rules.toml` rule named `name`: HH and H alarms at `(hh, h)` on
+/// `metric` of the sources matching `source`.
+pub fn limit_rule(name: &str, source: &str, metric: &str, (hh, h): (f64, f64)) -> String {
+    format!(
+        "\n[[rule]]\nname = \"{name}\"\nsource = \"{source}\"\nmetric = \"{metric}\"\n\
+         limit = {{ hh = {{ limit = {hh:?} }}, h = {{ limit = {h:?} }} }}\n"
+    )
+}
+
 /// An alarm rule on the member `Motor1/Speed` of the template instance
 /// that `testkit/python/sparkplug_rich.py` (edge node `Rich/ign`) sends.
-pub const MOTOR_RULES: &str = r#"
-[[rule]]
-name = "motor-speed"
-source = "Rich/ign"
-metric = "Motor1/Speed"
-limit = { hh = { limit = 1700.0 }, h = { limit = 1650.0 } }
-"#;
+pub fn motor_rules() -> String {
+    limit_rule("motor-speed", "Rich/ign", "Motor1/Speed", (1700.0, 1650.0))
+}
 
 /// Polls `sql` (one text column, or NULL) until it gives `want`, 30 s at most.
 pub async fn wait_text(db: &tokio_postgres::Client, sql: &str, want: &str) {
