@@ -288,15 +288,6 @@ async fn sighup_reloads_the_rules_and_keeps_them_when_the_file_is_bad() {
 
 /// SIGTERM: exit 0 within 15 s.
 async fn stops_cleanly_on_sigterm(daemon: &mut std::process::Child) {
-    // SAFETY: a plain kill(2) on our own child.
-    unsafe { libc::kill(daemon.id() as libc::pid_t, libc::SIGTERM) };
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let status = loop {
-        if let Some(s) = daemon.try_wait().unwrap() {
-            break s;
-        }
-        assert!(Instant::now() < deadline, "shopfloor-alertd did not stop within 15 s of SIGTERM");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let status = support::sigterm(daemon, Duration::from_secs(15)).await;
     assert!(status.success(), "{status}");
 }

@@ -13,6 +13,8 @@ use shopfloor_schemas::{Batch, Codec, Reading, Timestamp};
 use shopfloor_testkit::{Mosquitto, Postgres};
 use tokio_postgres::NoTls;
 
+mod support;
+
 const BIN: &str = env!("CARGO_BIN_EXE_shopfloor-ingestd");
 const N: u64 = 3000;
 
@@ -195,18 +197,7 @@ async fn sigkill_mid_stream_then_restart_loses_and_duplicates_nothing() {
     }
 
     // SIGTERM: exits 0 within 10 s.
-    // SAFETY: our own child, not yet reaped.
-    unsafe {
-        libc::kill(daemon.0.id() as libc::pid_t, libc::SIGTERM);
-    }
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        if let Some(s) = daemon.0.try_wait().unwrap() {
-            break s;
-        }
-        assert!(Instant::now() < deadline, "no exit within 10 s of SIGTERM");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let status = support::sigterm(&mut daemon.0, Duration::from_secs(10)).await;
     assert!(status.success(), "{status:?}");
 }
 
@@ -588,17 +579,7 @@ async fn a_stop_that_cannot_commit_exits_1_and_says_what_it_waited_for() {
     poll.abort();
 
     let t0 = Instant::now();
-    // SAFETY: our own child, not yet reaped.
-    unsafe {
-        libc::kill(daemon.0.id() as libc::pid_t, libc::SIGTERM);
-    }
-    let status = loop {
-        if let Some(s) = daemon.0.try_wait().unwrap() {
-            break s;
-        }
-        assert!(t0.elapsed() < Duration::from_secs(30), "no exit within 30 s of SIGTERM");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let status = support::sigterm(&mut daemon.0, Duration::from_secs(30)).await;
     let text = std::fs::read_to_string(&log).unwrap();
     assert_eq!(status.code(), Some(1), "{text}");
     assert!(t0.elapsed() >= Duration::from_secs(9), "gave up after {:?}", t0.elapsed());

@@ -178,3 +178,21 @@ pub fn send(peer: &mut shopfloor_testkit::PythonPeer, command: &str) {
         "the Python edge did not confirm {command:?}"
     );
 }
+
+/// Sends SIGTERM to `child` (ours, not yet reaped) and waits for its exit,
+/// at most `within`, without blocking the runtime; its status.
+pub async fn sigterm(
+    child: &mut std::process::Child,
+    within: Duration,
+) -> std::process::ExitStatus {
+    // SAFETY: a plain kill(2) on our own child.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            return s;
+        }
+        assert!(std::time::Instant::now() < deadline, "no exit within {within:?} of SIGTERM");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
