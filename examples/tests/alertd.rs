@@ -6,13 +6,15 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use rumqttc::v5::mqttbytes::QoS;
-use rumqttc::v5::mqttbytes::v5::Packet;
-use rumqttc::v5::{AsyncClient, Event, MqttOptions};
+use rumqttc::v5::{AsyncClient, MqttOptions};
 use shopfloor_schemas::{Batch, Codec, Reading, Timestamp};
 use shopfloor_testkit::{Mosquitto, Postgres};
 use tokio_postgres::NoTls;
 
 const BIN: &str = env!("CARGO_BIN_EXE_shopfloor-alertd");
+
+/// Where the tests publish press m1's pressure.
+const TOPIC: &str = "shopfloor/plant1/press/m1/pressure";
 
 mod support;
 
@@ -138,24 +140,16 @@ async fn a_breach_is_raised_journaled_and_sigterm_stops_cleanly() {
         .encode_batch(&Batch::new("x").with(Reading::new("pressure", Timestamp::now(), 185.0)))
         .unwrap();
     // Published until the daemon, once subscribed, raises it.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let raised = loop {
-        c.publish("shopfloor/plant1/press/m1/pressure", QoS::AtLeastOnce, false, breach.clone())
-            .await
-            .unwrap();
-        let got = tokio::time::timeout(Duration::from_millis(300), async {
-            loop {
-                if let Ok(Event::Incoming(Packet::Publish(p))) = events.poll().await {
-                    return serde_json::from_slice::<serde_json::Value>(&p.payload).unwrap();
-                }
-            }
-        })
-        .await;
-        if let Ok(ev) = got {
-            break ev;
-        }
-        assert!(Instant::now() < deadline, "no alarm event within 30 s");
-    };
+    let raised = support::event_after(
+        &mut events,
+        (Duration::from_secs(30), Duration::from_millis(300)),
+        async || {
+            c.publish(TOPIC, QoS::AtLeastOnce, false, breach.clone()).await.unwrap();
+        },
+        |_| true,
+        || "no alarm event within 30 s".to_owned(),
+    )
+    .await;
     assert_eq!(
         (raised["event"].as_str(), raised["condition"].as_str()),
         (Some("raised"), Some("HH"))
@@ -199,27 +193,16 @@ async fn publish_until_event(
     let payload = Codec::Json
         .encode_batch(&Batch::new("x").with(Reading::new("pressure", Timestamp::now(), value)))
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        c.publish("shopfloor/plant1/press/m1/pressure", QoS::AtLeastOnce, false, payload.clone())
-            .await
-            .unwrap();
-        let got = tokio::time::timeout(Duration::from_millis(300), async {
-            loop {
-                if let Ok(Event::Incoming(Packet::Publish(p))) = events.poll().await {
-                    let ev: serde_json::Value = serde_json::from_slice(&p.payload).unwrap();
-                    if ev["event"] == want {
-                        return ev;
-                    }
-                }
-            }
-        })
-        .await;
-        if let Ok(ev) = got {
-            return ev;
-        }
-        assert!(Instant::now() < deadline, "no {want:?} event for {value} within 30 s");
-    }
+    support::event_after(
+        events,
+        (Duration::from_secs(30), Duration::from_millis(300)),
+        async || {
+            c.publish(TOPIC, QoS::AtLeastOnce, false, payload.clone()).await.unwrap();
+        },
+        |ev| ev["event"] == want,
+        || format!("no {want:?} event for {value} within 30 s"),
+    )
+    .await
 }
 
 /// Waits until the daemon's log holds `line`, at most 15 s.

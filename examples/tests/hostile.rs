@@ -147,29 +147,22 @@ async fn a_hostile_publisher_stalls_nothing_and_every_bad_message_is_a_dead_lett
         r#"{{"readings": [{{"metric": "pressure", "timestamp": {}, "value": 185.0}}]}}"#,
         now_ms()
     );
-    let deadline = Instant::now() + Duration::from_secs(20);
-    'raised: loop {
-        c.publish("shopfloor/hostile/a/m1/pressure", QoS::AtLeastOnce, false, breach.clone())
-            .await
-            .unwrap();
-        let got = tokio::time::timeout(Duration::from_millis(500), async {
-            loop {
-                if let Ok(Event::Incoming(Packet::Publish(p))) = ev.poll().await {
-                    return p;
-                }
-            }
-        })
-        .await;
-        if let Ok(p) = got {
-            let e: serde_json::Value = serde_json::from_slice(&p.payload).unwrap();
-            assert_eq!(e["event"], "raised");
-            break 'raised;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "alertd raised nothing within 20 s after the flood:\n{}",
-            stack.alertd.log_tail(30)
-        );
-    }
+    let e = support::event_after(
+        &mut ev,
+        (Duration::from_secs(20), Duration::from_millis(500)),
+        async || {
+            let topic = "shopfloor/hostile/a/m1/pressure";
+            c.publish(topic, QoS::AtLeastOnce, false, breach.clone()).await.unwrap();
+        },
+        |_| true,
+        || {
+            format!(
+                "alertd raised nothing within 20 s after the flood:\n{}",
+                stack.alertd.log_tail(30)
+            )
+        },
+    )
+    .await;
+    assert_eq!(e["event"], "raised");
     stack.stop();
 }

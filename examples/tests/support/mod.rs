@@ -196,3 +196,36 @@ pub async fn sigterm(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// The first alarm event on `events` that `wanted` takes, with `publish`
+/// called again every `each` until one arrives (alertd may not have
+/// subscribed yet), at most `within`; else fails saying `failure()`.
+pub async fn event_after(
+    events: &mut rumqttc::v5::EventLoop,
+    (within, each): (Duration, Duration),
+    mut publish: impl AsyncFnMut(),
+    mut wanted: impl FnMut(&serde_json::Value) -> bool,
+    failure: impl Fn() -> String,
+) -> serde_json::Value {
+    use rumqttc::v5::Event;
+    use rumqttc::v5::mqttbytes::v5::Packet;
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        publish().await;
+        let got = tokio::time::timeout(each, async {
+            loop {
+                if let Ok(Event::Incoming(Packet::Publish(p))) = events.poll().await {
+                    let ev: serde_json::Value = serde_json::from_slice(&p.payload).unwrap();
+                    if wanted(&ev) {
+                        return ev;
+                    }
+                }
+            }
+        })
+        .await;
+        if let Ok(ev) = got {
+            return ev;
+        }
+        assert!(std::time::Instant::now() < deadline, "{}", failure());
+    }
+}
