@@ -9,7 +9,6 @@ use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::{AsyncClient, MqttOptions};
 use shopfloor_schemas::{Batch, Codec, Reading, Timestamp};
 use shopfloor_testkit::{Mosquitto, Postgres};
-use tokio_postgres::NoTls;
 
 const BIN: &str = env!("CARGO_BIN_EXE_shopfloor-alertd");
 
@@ -172,8 +171,7 @@ async fn a_breach_is_raised_journaled_and_sigterm_stops_cleanly() {
 
     // SIGTERM: a clean exit, with the journal written.
     stops_cleanly_on_sigterm(&mut daemon).await;
-    let (client, conn) = tokio_postgres::connect(&pg.connection_string(), NoTls).await.unwrap();
-    tokio::spawn(conn);
+    let client = support::pg_client(&pg.connection_string()).await;
     let n: i64 = client
         .query_one("SELECT count(*) FROM shopfloor.alarm_journal WHERE event = 'raised'", &[])
         .await

@@ -12,7 +12,6 @@ use rumqttc::v5::mqttbytes::v5::Packet;
 use rumqttc::v5::{AsyncClient, Event, MqttOptions};
 use shopfloor_testkit::{Hostile, Mosquitto, Postgres};
 use support::{Configs, Stack, answers, limit_rule};
-use tokio_postgres::NoTls;
 
 mod support;
 
@@ -59,8 +58,7 @@ async fn a_hostile_publisher_stalls_nothing_and_every_bad_message_is_a_dead_lett
             ingest_subscriptions: 3,
         },
     );
-    let (db, conn) = tokio_postgres::connect(&pg.connection_string(), NoTls).await.unwrap();
-    tokio::spawn(conn);
+    let db = support::pg_client(&pg.connection_string()).await;
     const GOOD: &str = "SELECT count(*) FROM shopfloor.readings WHERE source LIKE 'hostile/%' OR source = 'H/good'";
 
     let mut o = MqttOptions::new("hostile", broker.host(), broker.port());

@@ -322,8 +322,7 @@ async fn two_daemons_share_sparkplug_and_one_killed_mid_stream_loses_nothing() {
     }
     all_acked(N + 1).await;
     wait_rows(&pg, N as i64 + 4).await;
-    let (client, conn) = tokio_postgres::connect(&pg.connection_string(), NoTls).await.unwrap();
-    tokio::spawn(conn);
+    let client = support::pg_client(&pg.connection_string()).await;
     let count = |sql: &'static str| {
         let client = &client;
         async move { client.query_one(sql, &[]).await.unwrap().get::<_, i64>(0) }
@@ -518,8 +517,7 @@ async fn the_daemon_writes_to_postgres_over_checked_tls() {
     assert!(!ok && text.contains("[postgres] ca_file") && text.contains("nowhere.crt"), "{text}");
 
     let config = write("ingest.toml", "pg-ca.crt");
-    let (client, conn) = tokio_postgres::connect(&pg.connection_string(), NoTls).await.unwrap();
-    tokio::spawn(conn);
+    let client = support::pg_client(&pg.connection_string()).await;
     let count = || rows_now(&pg);
     let _daemon = daemon_stores_ten(&broker, &config, "into PostgreSQL", count).await;
     let (all, tls): (i64, i64) = client
@@ -606,8 +604,7 @@ async fn migrate_makes_the_schema_once_and_says_so() {
     let again = migrate();
     let said = String::from_utf8_lossy(&again.stdout);
     assert!(again.status.success() && said.contains("up to date"), "{again:?}");
-    let (client, conn) = tokio_postgres::connect(&pg.connection_string(), NoTls).await.unwrap();
-    tokio::spawn(conn);
+    let client = support::pg_client(&pg.connection_string()).await;
     let there: bool = client
         .query_one("SELECT to_regclass('shopfloor.readings') IS NOT NULL", &[])
         .await

@@ -229,3 +229,11 @@ pub async fn event_after(
         assert!(std::time::Instant::now() < deadline, "{}", failure());
     }
 }
+
+/// A client of the PostgreSQL at `connection`, its connection driven by a
+/// task of its own.
+pub async fn pg_client(connection: &str) -> tokio_postgres::Client {
+    let (client, conn) = tokio_postgres::connect(connection, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(conn);
+    client
+}
