@@ -237,3 +237,12 @@ pub async fn pg_client(connection: &str) -> tokio_postgres::Client {
     tokio::spawn(conn);
     client
 }
+
+/// The whole plant with the seed's scenario, in `dir`/plant, from the
+/// package's binaries.
+#[cfg(feature = "demo")]
+pub fn start_plant(dir: &std::path::Path) -> shopfloor_examples::plant::Plant {
+    use shopfloor_examples::plant::{Options, Plant};
+    let bins = std::path::Path::new(env!("CARGO_BIN_EXE_shopfloor-sim")).parent().unwrap();
+    Plant::start(&Options::new(dir.join("plant"), bins), |_| {}).unwrap_or_else(|e| panic!("{e:#}"))
+}
