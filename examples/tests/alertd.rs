@@ -124,13 +124,7 @@ async fn a_breach_is_raised_journaled_and_sigterm_stops_cleanly() {
         pg.connection_string()
     );
     let path = write(dir.path(), &config, &rules());
-    let mut daemon = Command::new(BIN)
-        .arg("--config")
-        .arg(&path)
-        .stdin(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start shopfloor-alertd");
+    let mut daemon = support::spawn_with_config(BIN, &path, Stdio::inherit());
 
     let (c, mut events) =
         AsyncClient::new(MqttOptions::new("watcher", broker.host(), broker.port()), 100);
@@ -231,13 +225,7 @@ async fn sighup_reloads_the_rules_and_keeps_them_when_the_file_is_bad() {
     );
     let path = write(dir.path(), &config, &rules());
     let log = dir.path().join("alertd.log");
-    let mut daemon = Command::new(BIN)
-        .arg("--config")
-        .arg(&path)
-        .stdin(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .expect("start shopfloor-alertd");
+    let mut daemon = support::spawn_with_config(BIN, &path, std::fs::File::create(&log).unwrap());
     let hangup = |daemon: &std::process::Child| {
         // SAFETY: a plain kill(2) on our own child.
         unsafe { libc::kill(daemon.id() as libc::pid_t, libc::SIGHUP) };

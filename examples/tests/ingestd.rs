@@ -43,15 +43,7 @@ fn start(config: &Path) -> Daemon {
 }
 
 fn start_logging(config: &Path, stderr: impl Into<Stdio>) -> Daemon {
-    Daemon(
-        Command::new(BIN)
-            .arg("--config")
-            .arg(config)
-            .stdin(Stdio::null())
-            .stderr(stderr)
-            .spawn()
-            .expect("start shopfloor-ingestd"),
-    )
+    Daemon(support::spawn_with_config(BIN, config, stderr))
 }
 
 async fn rows(pg: &Postgres) -> (i64, i64) {

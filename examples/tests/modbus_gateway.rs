@@ -37,15 +37,7 @@ impl Drop for Stop {
 
 /// The gateway on `path`, its log on this test's stderr.
 fn run(path: &Path) -> Stop {
-    Stop(
-        Command::new(BIN)
-            .arg("--config")
-            .arg(path)
-            .stdin(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start the gateway"),
-    )
+    Stop(support::spawn_with_config(BIN, path, Stdio::inherit()))
 }
 
 fn deployment(mqtt_port: u16, modbus_port: u16) -> String {

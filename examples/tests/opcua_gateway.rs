@@ -93,13 +93,7 @@ async fn browse_check_and_run() {
         HostApplication::new(HostConfig::new("scada")),
         DriverConfig::new("scada", Broker::new(broker.host(), broker.port())),
     );
-    let mut gateway = Command::new(BIN)
-        .arg("--config")
-        .arg(&path)
-        .stdin(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start the gateway");
+    let mut gateway = support::spawn_with_config(BIN, &path, Stdio::inherit());
     let seen = timeout(Duration::from_secs(30), async {
         loop {
             if let Some(HostEvent::Data(b)) = host.next_event().await

@@ -246,3 +246,19 @@ pub fn start_plant(dir: &std::path::Path) -> shopfloor_examples::plant::Plant {
     let bins = std::path::Path::new(env!("CARGO_BIN_EXE_shopfloor-sim")).parent().unwrap();
     Plant::start(&Options::new(dir.join("plant"), bins), |_| {}).unwrap_or_else(|e| panic!("{e:#}"))
 }
+
+/// Starts `bin --config config`, with no stdin and its stderr to `stderr`
+/// (inherited, or a log file).
+pub fn spawn_with_config(
+    bin: &str,
+    config: &std::path::Path,
+    stderr: impl Into<std::process::Stdio>,
+) -> std::process::Child {
+    std::process::Command::new(bin)
+        .arg("--config")
+        .arg(config)
+        .stdin(std::process::Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .unwrap_or_else(|e| panic!("start {bin}: {e}"))
+}
