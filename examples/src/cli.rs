@@ -169,6 +169,36 @@ macro_rules! impl_modes {
     };
 }
 
+/// The `--help` lines of the `[mqtt]` keys every daemon logs in with
+/// besides `username` (the password, and TLS on examples/deploy's broker),
+/// for `concat!` in a binary's `HELP`.
+#[macro_export]
+macro_rules! help_mqtt_login {
+    () => {
+        "    password_file = \"/etc/shopfloor/mqtt.pass\"   # a file, or SHOPFLOOR_MQTT_PASSWORD
+    # TLS (port 8883 of examples/deploy's broker): the CA, and this
+    # machine's certificate, whose CN is its user name there
+    # ca_file = \"/etc/shopfloor/pki/ca.crt\"
+    # cert_file = \"/etc/shopfloor/pki/NAME.crt\"
+    # key_file = \"/etc/shopfloor/pki/NAME.key\"
+"
+    };
+}
+
+/// The `--help` lines of `[metrics]` (see [`metrics`](crate::metrics)),
+/// listening on `127.0.0.1:$port`, for `concat!` in a binary's `HELP`.
+#[macro_export]
+macro_rules! help_metrics {
+    ($port:literal) => {
+        concat!(
+            "    [metrics]                     # optional: Prometheus GET /metrics here
+    listen = \"127.0.0.1:",
+            $port,
+            "\"\n"
+        )
+    };
+}
+
 impl<C: Modes> Daemon<C> {
     /// Parses the process's arguments as `name` (`shopfloor-…`), described
     /// by `about` (first line: `-h`; all: `--help`) with `help` (the

@@ -57,6 +57,60 @@ fn json() -> String {
     "json".into()
 }
 
+/// The start of a gateway binary's `--help` text, for `concat!` in its
+/// `HELP`: the sections both gateways read, `[mqtt]`, `[metrics]` (on
+/// `127.0.0.1:$port`), [`Sparkplug`] and `[plain]`. `$name` (`"modbus"`)
+/// names its client, edge node and folders, `$item` what one plain topic
+/// carries (`"tag"`), `$levels` the topic's levels after the area
+/// (`"{machine}/{sensor}"`).
+#[macro_export]
+macro_rules! help_gateway {
+    ($name:literal, $port:literal, $item:literal, $levels:literal) => {
+        concat!(
+            "\
+THE FILE:
+    [mqtt]
+    host = \"127.0.0.1\"            # the broker
+    port = 1883
+    client_id = \"",
+            $name,
+            "-gw\"       # default: the edge node id
+    protocol = \"5\"                # or \"3.1.1\"
+    username = \"gateway\"          # optional; the password from
+",
+            $crate::help_mqtt_login!(),
+            "\n",
+            $crate::help_metrics!($port),
+            "
+    [sparkplug]                   # Sparkplug B output; or [plain] below
+    group_id = \"Plant1\"
+    edge_node_id = \"",
+            $name,
+            "-gw\"
+    primary_host_id = \"scada\"     # optional: birth only while that host is online
+    spool_dir = \"/var/lib/shopfloor/",
+            $name,
+            "-spool\"   # optional: store and forward on disk
+    # state_dir = \"/var/lib/shopfloor/",
+            $name,
+            "-state\"  # bdSeq across restarts (default: spool_dir)
+    # datatypes_in_data = true     # datatype in DATA too (Tahu JS sparkplug-payload needs it)
+                                   # (a relative path: from this file's folder)
+    spool_mb = 1024
+
+    # [plain]                     # instead of [sparkplug]: one topic per ",
+            $item,
+            ",
+    # site = \"plant1\"             # shopfloor/{site}/{area}/",
+            $levels,
+            ",
+    # area = \"press-shop\"         # writes on that topic + /set
+    # codec = \"json\"              # or \"protobuf\", \"cbor\"
+"
+        )
+    };
+}
+
 /// Where a gateway's readings go.
 #[derive(Debug)]
 pub enum Output {

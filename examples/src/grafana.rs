@@ -229,30 +229,22 @@ mod tests {
     #[test]
     fn macros_expand_as_grafanas_documentation_shows() {
         let c = ctx();
-        assert_eq!(
-            expand("WHERE $__timeFilter(time)", &c).unwrap(),
-            "WHERE time BETWEEN '2017-04-21T05:01:17Z' AND '2017-04-21T05:06:17Z'"
-        );
-        assert_eq!(
-            expand("SELECT $__timeGroupAlias(time, '5m'), avg(value)", &c).unwrap(),
-            "SELECT floor(extract(epoch from time)/300)*300 AS \"time\", avg(value)"
-        );
-        assert_eq!(
-            expand("$__timeGroup(t,$__interval)", &c).unwrap(),
-            "floor(extract(epoch from t)/60)*60"
-        );
-        assert_eq!(
-            expand("$__time(t), $__timeEpoch(t)", &c).unwrap(),
-            "t AS \"time\", extract(epoch from t) as \"time\""
-        );
-        assert_eq!(
-            expand("$__timeFrom() $__timeTo()", &c).unwrap(),
-            "'2017-04-21T05:01:17Z' '2017-04-21T05:06:17Z'"
-        );
-        assert_eq!(
-            expand("$__unixEpochFilter(ts)", &c).unwrap(),
-            "ts >= 1492750877 AND ts <= 1492751177"
-        );
+        for (sql, want) in [
+            (
+                "WHERE $__timeFilter(time)",
+                "WHERE time BETWEEN '2017-04-21T05:01:17Z' AND '2017-04-21T05:06:17Z'",
+            ),
+            (
+                "SELECT $__timeGroupAlias(time, '5m'), avg(value)",
+                "SELECT floor(extract(epoch from time)/300)*300 AS \"time\", avg(value)",
+            ),
+            ("$__timeGroup(t,$__interval)", "floor(extract(epoch from t)/60)*60"),
+            ("$__time(t), $__timeEpoch(t)", "t AS \"time\", extract(epoch from t) as \"time\""),
+            ("$__timeFrom() $__timeTo()", "'2017-04-21T05:01:17Z' '2017-04-21T05:06:17Z'"),
+            ("$__unixEpochFilter(ts)", "ts >= 1492750877 AND ts <= 1492751177"),
+        ] {
+            assert_eq!(expand(sql, &c).unwrap(), want, "{sql}");
+        }
         let ts = Context { timescaledb: true, ..ctx() };
         assert_eq!(expand("$__timeGroup(t, '5m')", &ts).unwrap(), "time_bucket('300.000s',t)");
     }

@@ -212,6 +212,39 @@ pub fn codec(
     })
 }
 
+/// A daemon's inputs: the file's `[[mapping]]`s first (a device's own
+/// topic is more specific than a template), then what its `[section]`
+/// (`ingest`, `alerting`) turns on: `plain`, topics of its `template`
+/// (default: the readings' topics) in its `codec` (default JSON), and
+/// `sparkplug`, a Sparkplug host. None is an error: nothing `to` (do).
+pub fn inputs(
+    path: &std::path::Path,
+    mappings: &[shopfloor_mqtt::mapping::MappingSpec],
+    section: &str,
+    plain: Option<(Option<&str>, Option<&str>)>,
+    sparkplug: Option<shopfloor_sparkplug::HostConfig>,
+    to: &str,
+) -> anyhow::Result<Vec<shopfloor_mqtt::Input>> {
+    let mut inputs = self::mappings(mappings, path)?;
+    if let Some((template, codec_name)) = plain {
+        let template = template.unwrap_or(shopfloor_schemas::topic::defaults::READINGS);
+        let template = shopfloor_schemas::TopicTemplate::parse(template)
+            .map_err(|e| anyhow::anyhow!("{}: {section}.template: {e}", path.display()))?;
+        let codec = codec(codec_name.unwrap_or("json"), &format!("{section}.codec"), path)?;
+        inputs.push(shopfloor_mqtt::Input::plain(template, codec));
+    }
+    if let Some(host) = sparkplug {
+        inputs.push(shopfloor_mqtt::Input::sparkplug(host));
+    }
+    if inputs.is_empty() {
+        anyhow::bail!(
+            "{}: [{section}] has neither plain = true nor sparkplug = true, and there is no [[mapping]]: nothing to {to}",
+            path.display()
+        );
+    }
+    Ok(inputs)
+}
+
 /// The `[[mapping]]` sections of the file at `path`, compiled (a
 /// `proto_file` is read from the file's folder), as inputs.
 pub fn mappings(

@@ -329,6 +329,22 @@ pub fn edge(page: &mut Exposition, s: &shopfloor_mqtt::EdgeStats) {
     );
 }
 
+/// An MQTT consumer's connections (ingest, alerting):
+/// `PREFIX_connects_total` and `PREFIX_connection_failures_total`.
+fn link(page: &mut Exposition, prefix: &str, link: &shopfloor_mqtt::consumer::LinkCounters) {
+    use std::sync::atomic::Ordering::Relaxed;
+    page.counter(
+        &format!("{prefix}_connects_total"),
+        "Connections to the broker; more than one means reconnects.",
+        link.connects.load(Relaxed),
+    )
+    .counter(
+        &format!("{prefix}_connection_failures_total"),
+        "Failed connections and connection attempts to the broker.",
+        link.failures.load(Relaxed),
+    );
+}
+
 /// The ingest's counters.
 pub fn ingest(page: &mut Exposition, s: &shopfloor_ingest::consumer::Stats) {
     use std::sync::atomic::Ordering::Relaxed;
@@ -361,18 +377,9 @@ pub fn ingest(page: &mut Exposition, s: &shopfloor_ingest::consumer::Stats) {
         "shopfloor_ingest_dead_letters_deleted_total",
         "Dead letters deleted by their retention or cap.",
         s.dead_letters_deleted.load(Relaxed),
-    )
-    .counter(
-        "shopfloor_ingest_connects_total",
-        "Connections to the broker; more than one means reconnects.",
-        s.link.connects.load(Relaxed),
-    )
-    .counter(
-        "shopfloor_ingest_connection_failures_total",
-        "Failed connections and connection attempts to the broker.",
-        s.link.failures.load(Relaxed),
-    )
-    .counter(
+    );
+    link(page, "shopfloor_ingest", &s.link);
+    page.counter(
         "shopfloor_ingest_stale_acks_total",
         "Acks dropped because their connection had gone (the broker redelivers those messages).",
         s.link.stale_acks.load(Relaxed),
@@ -404,18 +411,13 @@ pub fn alerting(page: &mut Exposition, s: &shopfloor_alerting::mqtt::DriverStats
         "Messages taken from the broker (readings and commands).",
         s.messages.load(Relaxed),
     )
-    .counter("shopfloor_alerting_events_total", "Alarm events published.", s.events.load(Relaxed))
     .counter(
-        "shopfloor_alerting_connects_total",
-        "Connections to the broker; more than one means reconnects.",
-        s.link.connects.load(Relaxed),
-    )
-    .counter(
-        "shopfloor_alerting_connection_failures_total",
-        "Failed connections and connection attempts to the broker.",
-        s.link.failures.load(Relaxed),
-    )
-    .counter(
+        "shopfloor_alerting_events_total",
+        "Alarm events published.",
+        s.events.load(Relaxed),
+    );
+    link(page, "shopfloor_alerting", &s.link);
+    page.counter(
         "shopfloor_alerting_journal_dropped_total",
         "Events the journal never got: its backlog (100 000) was full while the database was away.",
         s.journal_dropped.load(Relaxed),

@@ -6,21 +6,21 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use rumqttc::v5::mqttbytes::QoS;
-use rumqttc::v5::mqttbytes::v5::Packet;
-use rumqttc::v5::{AsyncClient, Event, MqttOptions};
+use rumqttc::v5::{AsyncClient, MqttOptions};
 use shopfloor_schemas::{Batch, Codec, Reading, Timestamp};
 use shopfloor_testkit::{Mosquitto, Postgres};
-use tokio_postgres::NoTls;
 
 const BIN: &str = env!("CARGO_BIN_EXE_shopfloor-alertd");
 
-const RULES: &str = r#"
-[[rule]]
-name = "press-pressure"
-source = "plant1/press/*"
-metric = "pressure"
-limit = { hh = { limit = 180.0 }, h = { limit = 160.0 } }
-"#;
+/// Where the tests publish press m1's pressure.
+const TOPIC: &str = "shopfloor/plant1/press/m1/pressure";
+
+mod support;
+
+/// HH at 180 and H at 160 on `pressure` of the presses.
+fn rules() -> String {
+    support::limit_rule("press-pressure", "plant1/press/*", "pressure", (180.0, 160.0))
+}
 
 fn write(dir: &std::path::Path, config: &str, rules: &str) -> std::path::PathBuf {
     std::fs::write(dir.join("rules.toml"), rules).unwrap();
@@ -33,12 +33,12 @@ fn write(dir: &std::path::Path, config: &str, rules: &str) -> std::path::PathBuf
 fn check_config_names_the_rule_file_the_rule_and_the_key() {
     let dir = tempfile::tempdir().unwrap();
     let config = "[mqtt]\nport = 1883\n[alerting]\nrules = \"rules.toml\"\nplain = true\n";
-    let path = write(dir.path(), config, RULES);
+    let path = write(dir.path(), config, &rules());
     let out = Command::new(BIN).arg("--config").arg(&path).arg("--check-config").output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).contains("valid: 1 rules"));
 
-    let broken = RULES.replace("hh = { limit = 180.0 }", "hh = { limit = 150.0 }");
+    let broken = rules().replace("hh = { limit = 180.0 }", "hh = { limit = 150.0 }");
     let path = write(dir.path(), config, &broken);
     let out = Command::new(BIN).arg("--config").arg(&path).arg("--check-config").output().unwrap();
     assert_eq!(out.status.code(), Some(78), "a configuration error is EX_CONFIG");
@@ -123,14 +123,8 @@ async fn a_breach_is_raised_journaled_and_sigterm_stops_cleanly() {
         broker.port(),
         pg.connection_string()
     );
-    let path = write(dir.path(), &config, RULES);
-    let mut daemon = Command::new(BIN)
-        .arg("--config")
-        .arg(&path)
-        .stdin(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start shopfloor-alertd");
+    let path = write(dir.path(), &config, &rules());
+    let mut daemon = support::spawn_with_config(BIN, &path, Stdio::inherit());
 
     let (c, mut events) =
         AsyncClient::new(MqttOptions::new("watcher", broker.host(), broker.port()), 100);
@@ -139,24 +133,16 @@ async fn a_breach_is_raised_journaled_and_sigterm_stops_cleanly() {
         .encode_batch(&Batch::new("x").with(Reading::new("pressure", Timestamp::now(), 185.0)))
         .unwrap();
     // Published until the daemon, once subscribed, raises it.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let raised = loop {
-        c.publish("shopfloor/plant1/press/m1/pressure", QoS::AtLeastOnce, false, breach.clone())
-            .await
-            .unwrap();
-        let got = tokio::time::timeout(Duration::from_millis(300), async {
-            loop {
-                if let Ok(Event::Incoming(Packet::Publish(p))) = events.poll().await {
-                    return serde_json::from_slice::<serde_json::Value>(&p.payload).unwrap();
-                }
-            }
-        })
-        .await;
-        if let Ok(ev) = got {
-            break ev;
-        }
-        assert!(Instant::now() < deadline, "no alarm event within 30 s");
-    };
+    let raised = support::event_after(
+        &mut events,
+        (Duration::from_secs(30), Duration::from_millis(300)),
+        async || {
+            c.publish(TOPIC, QoS::AtLeastOnce, false, breach.clone()).await.unwrap();
+        },
+        |_| true,
+        || "no alarm event within 30 s".to_owned(),
+    )
+    .await;
     assert_eq!(
         (raised["event"].as_str(), raised["condition"].as_str()),
         (Some("raised"), Some("HH"))
@@ -179,8 +165,7 @@ async fn a_breach_is_raised_journaled_and_sigterm_stops_cleanly() {
 
     // SIGTERM: a clean exit, with the journal written.
     stops_cleanly_on_sigterm(&mut daemon).await;
-    let (client, conn) = tokio_postgres::connect(&pg.connection_string(), NoTls).await.unwrap();
-    tokio::spawn(conn);
+    let client = support::pg_client(&pg.connection_string()).await;
     let n: i64 = client
         .query_one("SELECT count(*) FROM shopfloor.alarm_journal WHERE event = 'raised'", &[])
         .await
@@ -200,27 +185,16 @@ async fn publish_until_event(
     let payload = Codec::Json
         .encode_batch(&Batch::new("x").with(Reading::new("pressure", Timestamp::now(), value)))
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        c.publish("shopfloor/plant1/press/m1/pressure", QoS::AtLeastOnce, false, payload.clone())
-            .await
-            .unwrap();
-        let got = tokio::time::timeout(Duration::from_millis(300), async {
-            loop {
-                if let Ok(Event::Incoming(Packet::Publish(p))) = events.poll().await {
-                    let ev: serde_json::Value = serde_json::from_slice(&p.payload).unwrap();
-                    if ev["event"] == want {
-                        return ev;
-                    }
-                }
-            }
-        })
-        .await;
-        if let Ok(ev) = got {
-            return ev;
-        }
-        assert!(Instant::now() < deadline, "no {want:?} event for {value} within 30 s");
-    }
+    support::event_after(
+        events,
+        (Duration::from_secs(30), Duration::from_millis(300)),
+        async || {
+            c.publish(TOPIC, QoS::AtLeastOnce, false, payload.clone()).await.unwrap();
+        },
+        |ev| ev["event"] == want,
+        || format!("no {want:?} event for {value} within 30 s"),
+    )
+    .await
 }
 
 /// Waits until the daemon's log holds `line`, at most 15 s.
@@ -249,15 +223,9 @@ async fn sighup_reloads_the_rules_and_keeps_them_when_the_file_is_bad() {
         broker.host(),
         broker.port()
     );
-    let path = write(dir.path(), &config, RULES);
+    let path = write(dir.path(), &config, &rules());
     let log = dir.path().join("alertd.log");
-    let mut daemon = Command::new(BIN)
-        .arg("--config")
-        .arg(&path)
-        .stdin(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .expect("start shopfloor-alertd");
+    let mut daemon = support::spawn_with_config(BIN, &path, std::fs::File::create(&log).unwrap());
     let hangup = |daemon: &std::process::Child| {
         // SAFETY: a plain kill(2) on our own child.
         unsafe { libc::kill(daemon.id() as libc::pid_t, libc::SIGHUP) };
@@ -269,14 +237,14 @@ async fn sighup_reloads_the_rules_and_keeps_them_when_the_file_is_bad() {
     assert_eq!(raised["condition"], "H");
 
     // A rule file that does not load: refused, the old rules go on (HH 180).
-    std::fs::write(dir.path().join("rules.toml"), RULES.replace("180.0", "\"high\"")).unwrap();
+    std::fs::write(dir.path().join("rules.toml"), rules().replace("180.0", "\"high\"")).unwrap();
     hangup(&daemon);
     wait_for_log(&log, "the rules in use stay").await;
     let changed = publish_until_event(&c, &mut events, 185.0, "changed").await;
     assert_eq!(changed["condition"], "HH", "the old limits");
 
     // A good one: H 175, HH 190. 170 is back to normal, same alarm.
-    let new = RULES.replace("180.0", "190.0").replace("160.0", "175.0");
+    let new = rules().replace("180.0", "190.0").replace("160.0", "175.0");
     std::fs::write(dir.path().join("rules.toml"), new).unwrap();
     hangup(&daemon);
     wait_for_log(&log, "rules reloaded").await;
@@ -289,15 +257,6 @@ async fn sighup_reloads_the_rules_and_keeps_them_when_the_file_is_bad() {
 
 /// SIGTERM: exit 0 within 15 s.
 async fn stops_cleanly_on_sigterm(daemon: &mut std::process::Child) {
-    // SAFETY: a plain kill(2) on our own child.
-    unsafe { libc::kill(daemon.id() as libc::pid_t, libc::SIGTERM) };
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let status = loop {
-        if let Some(s) = daemon.try_wait().unwrap() {
-            break s;
-        }
-        assert!(Instant::now() < deadline, "shopfloor-alertd did not stop within 15 s of SIGTERM");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let status = support::sigterm(daemon, Duration::from_secs(15)).await;
     assert!(status.success(), "{status}");
 }

@@ -12,10 +12,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
 use shopfloor_examples::grafana::{Context, expand, preview_page};
-use shopfloor_examples::plant::{Options, Plant};
 use shopfloor_testkit::{Chromium, artifacts_dir};
 use tokio_postgres::types::{FromSql, Type};
 use tokio_postgres::{NoTls, Row, Statement};
+
+mod support;
 
 const DASHBOARDS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/grafana/dashboards");
 const CONTRACT: [&str; 3] = ["readings", "readings_1m", "alarm_journal"];
@@ -231,9 +232,7 @@ fn now_ms() -> i64 {
 #[test]
 fn every_query_runs_on_the_plants_data_and_gives_its_panel_the_right_shape() {
     let dir = tempfile::tempdir().unwrap();
-    let bins = Path::new(env!("CARGO_BIN_EXE_shopfloor-sim")).parent().unwrap().to_owned();
-    let plant = Plant::start(&Options::new(dir.path().join("plant"), bins), |_| {})
-        .unwrap_or_else(|e| panic!("{e:#}"));
+    let plant = support::start_plant(dir.path());
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async {
         let (pg, conn) =

@@ -11,8 +11,7 @@ use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::Packet;
 use rumqttc::v5::{AsyncClient, Event, MqttOptions};
 use shopfloor_testkit::{Hostile, Mosquitto, Postgres};
-use support::{Configs, Stack, answers};
-use tokio_postgres::NoTls;
+use support::{Configs, Stack, answers, limit_rule};
 
 mod support;
 
@@ -22,14 +21,6 @@ const MESSAGES: u64 = 2_400;
 const SPREAD: Duration = Duration::from_secs(12);
 /// The promise: a good reading is in the table this soon after its publish.
 const FRESH: Duration = Duration::from_secs(5);
-
-const RULES: &str = r#"
-[[rule]]
-name = "hostile-pressure"
-source = "hostile/a/*"
-metric = "pressure"
-limit = { hh = { limit = 180.0 }, h = { limit = 160.0 } }
-"#;
 
 fn now_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64
@@ -61,14 +52,13 @@ async fn a_hostile_publisher_stalls_nothing_and_every_bad_message_is_a_dead_lett
         &Configs {
             ingest: &ingest,
             alertd: &alertd,
-            rules: RULES,
+            rules: &limit_rule("hostile-pressure", "hostile/a/*", "pressure", (180.0, 160.0)),
             live: "client_id = \"live-h\"",
             // The plain filter, and Sparkplug's two (its namespace and STATE).
             ingest_subscriptions: 3,
         },
     );
-    let (db, conn) = tokio_postgres::connect(&pg.connection_string(), NoTls).await.unwrap();
-    tokio::spawn(conn);
+    let db = support::pg_client(&pg.connection_string()).await;
     const GOOD: &str = "SELECT count(*) FROM shopfloor.readings WHERE source LIKE 'hostile/%' OR source = 'H/good'";
 
     let mut o = MqttOptions::new("hostile", broker.host(), broker.port());
@@ -155,29 +145,22 @@ async fn a_hostile_publisher_stalls_nothing_and_every_bad_message_is_a_dead_lett
         r#"{{"readings": [{{"metric": "pressure", "timestamp": {}, "value": 185.0}}]}}"#,
         now_ms()
     );
-    let deadline = Instant::now() + Duration::from_secs(20);
-    'raised: loop {
-        c.publish("shopfloor/hostile/a/m1/pressure", QoS::AtLeastOnce, false, breach.clone())
-            .await
-            .unwrap();
-        let got = tokio::time::timeout(Duration::from_millis(500), async {
-            loop {
-                if let Ok(Event::Incoming(Packet::Publish(p))) = ev.poll().await {
-                    return p;
-                }
-            }
-        })
-        .await;
-        if let Ok(p) = got {
-            let e: serde_json::Value = serde_json::from_slice(&p.payload).unwrap();
-            assert_eq!(e["event"], "raised");
-            break 'raised;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "alertd raised nothing within 20 s after the flood:\n{}",
-            stack.alertd.log_tail(30)
-        );
-    }
+    let e = support::event_after(
+        &mut ev,
+        (Duration::from_secs(20), Duration::from_millis(500)),
+        async || {
+            let topic = "shopfloor/hostile/a/m1/pressure";
+            c.publish(topic, QoS::AtLeastOnce, false, breach.clone()).await.unwrap();
+        },
+        |_| true,
+        || {
+            format!(
+                "alertd raised nothing within 20 s after the flood:\n{}",
+                stack.alertd.log_tail(30)
+            )
+        },
+    )
+    .await;
+    assert_eq!(e["event"], "raised");
     stack.stop();
 }

@@ -13,6 +13,8 @@ use shopfloor_schemas::{Batch, Codec, Reading, Timestamp};
 use shopfloor_testkit::{Mosquitto, Postgres};
 use tokio_postgres::NoTls;
 
+mod support;
+
 const BIN: &str = env!("CARGO_BIN_EXE_shopfloor-ingestd");
 const N: u64 = 3000;
 
@@ -41,15 +43,7 @@ fn start(config: &Path) -> Daemon {
 }
 
 fn start_logging(config: &Path, stderr: impl Into<Stdio>) -> Daemon {
-    Daemon(
-        Command::new(BIN)
-            .arg("--config")
-            .arg(config)
-            .stdin(Stdio::null())
-            .stderr(stderr)
-            .spawn()
-            .expect("start shopfloor-ingestd"),
-    )
+    Daemon(support::spawn_with_config(BIN, config, stderr))
 }
 
 async fn rows(pg: &Postgres) -> (i64, i64) {
@@ -195,18 +189,7 @@ async fn sigkill_mid_stream_then_restart_loses_and_duplicates_nothing() {
     }
 
     // SIGTERM: exits 0 within 10 s.
-    // SAFETY: our own child, not yet reaped.
-    unsafe {
-        libc::kill(daemon.0.id() as libc::pid_t, libc::SIGTERM);
-    }
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        if let Some(s) = daemon.0.try_wait().unwrap() {
-            break s;
-        }
-        assert!(Instant::now() < deadline, "no exit within 10 s of SIGTERM");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let status = support::sigterm(&mut daemon.0, Duration::from_secs(10)).await;
     assert!(status.success(), "{status:?}");
 }
 
@@ -331,8 +314,7 @@ async fn two_daemons_share_sparkplug_and_one_killed_mid_stream_loses_nothing() {
     }
     all_acked(N + 1).await;
     wait_rows(&pg, N as i64 + 4).await;
-    let (client, conn) = tokio_postgres::connect(&pg.connection_string(), NoTls).await.unwrap();
-    tokio::spawn(conn);
+    let client = support::pg_client(&pg.connection_string()).await;
     let count = |sql: &'static str| {
         let client = &client;
         async move { client.query_one(sql, &[]).await.unwrap().get::<_, i64>(0) }
@@ -527,8 +509,7 @@ async fn the_daemon_writes_to_postgres_over_checked_tls() {
     assert!(!ok && text.contains("[postgres] ca_file") && text.contains("nowhere.crt"), "{text}");
 
     let config = write("ingest.toml", "pg-ca.crt");
-    let (client, conn) = tokio_postgres::connect(&pg.connection_string(), NoTls).await.unwrap();
-    tokio::spawn(conn);
+    let client = support::pg_client(&pg.connection_string()).await;
     let count = || rows_now(&pg);
     let _daemon = daemon_stores_ten(&broker, &config, "into PostgreSQL", count).await;
     let (all, tls): (i64, i64) = client
@@ -588,17 +569,7 @@ async fn a_stop_that_cannot_commit_exits_1_and_says_what_it_waited_for() {
     poll.abort();
 
     let t0 = Instant::now();
-    // SAFETY: our own child, not yet reaped.
-    unsafe {
-        libc::kill(daemon.0.id() as libc::pid_t, libc::SIGTERM);
-    }
-    let status = loop {
-        if let Some(s) = daemon.0.try_wait().unwrap() {
-            break s;
-        }
-        assert!(t0.elapsed() < Duration::from_secs(30), "no exit within 30 s of SIGTERM");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let status = support::sigterm(&mut daemon.0, Duration::from_secs(30)).await;
     let text = std::fs::read_to_string(&log).unwrap();
     assert_eq!(status.code(), Some(1), "{text}");
     assert!(t0.elapsed() >= Duration::from_secs(9), "gave up after {:?}", t0.elapsed());
@@ -625,8 +596,7 @@ async fn migrate_makes_the_schema_once_and_says_so() {
     let again = migrate();
     let said = String::from_utf8_lossy(&again.stdout);
     assert!(again.status.success() && said.contains("up to date"), "{again:?}");
-    let (client, conn) = tokio_postgres::connect(&pg.connection_string(), NoTls).await.unwrap();
-    tokio::spawn(conn);
+    let client = support::pg_client(&pg.connection_string()).await;
     let there: bool = client
         .query_one("SELECT to_regclass('shopfloor.readings') IS NOT NULL", &[])
         .await

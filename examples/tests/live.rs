@@ -9,10 +9,8 @@
 
 use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpStream};
-use std::path::Path;
 use std::time::{Duration, Instant};
 
-use shopfloor_examples::plant::{Options, Plant};
 use shopfloor_testkit::{Chromium, artifacts_dir};
 use tokio_postgres::NoTls;
 
@@ -53,9 +51,7 @@ fn page_text(browser: &mut Chromium) -> String {
 #[test]
 fn the_live_page_shows_the_plant_and_acknowledges_an_alarm() {
     let dir = tempfile::tempdir().unwrap();
-    let bins = Path::new(env!("CARGO_BIN_EXE_shopfloor-sim")).parent().unwrap().to_owned();
-    let plant = Plant::start(&Options::new(dir.path().join("plant"), bins), |_| {})
-        .unwrap_or_else(|e| panic!("{e:#}"));
+    let plant = support::start_plant(dir.path());
     let rt =
         tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     // The page as a deployment runs it: shopfloor-live with the `live`

@@ -7,7 +7,7 @@
 //! `shopfloor-alertd`, which raises an alarm on each breaching metric.
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use rumqttc::v5::mqttbytes::QoS;
@@ -298,17 +298,11 @@ fn mapping_test_prints_readings_and_check_config_refuses_bad_mappings() {
         (out.status.success(), text)
     };
     let cfg = config.to_str().unwrap();
-    let pb = fixtures().join("telemetry.pb");
-    let (ok, text) = run(&[
-        "--config",
-        cfg,
-        "mapping",
-        "test",
-        "--topic",
-        "acme/pb/oven",
-        "--payload",
-        pb.to_str().unwrap(),
-    ]);
+    let mapping_test = |topic: &str, payload: &Path| {
+        let payload = payload.to_str().unwrap();
+        run(&["--config", cfg, "mapping", "test", "--topic", topic, "--payload", payload])
+    };
+    let (ok, text) = mapping_test("acme/pb/oven", &fixtures().join("telemetry.pb"));
     assert!(ok, "{text}");
     assert!(text.starts_with("mapping \"protobuf\": 2 readings"), "{text}");
     assert!(
@@ -318,6 +312,7 @@ fn mapping_test_prints_readings_and_check_config_refuses_bad_mappings() {
     assert!(text.contains("unit: acme/oven-2 temperature = °C"), "{text}");
     let bad = dir.path().join("bad.json");
     std::fs::write(&bad, r#"{"values": [{"id": "x", "v": "n/a", "t": 1}]}"#).unwrap();
+    // --config after the subcommand too.
     let (ok, text) = run(&[
         "mapping",
         "test",
@@ -335,16 +330,7 @@ fn mapping_test_prints_readings_and_check_config_refuses_bad_mappings() {
         ),
         "{text}"
     );
-    let (ok, text) = run(&[
-        "--config",
-        cfg,
-        "mapping",
-        "test",
-        "--topic",
-        "nowhere",
-        "--payload",
-        bad.to_str().unwrap(),
-    ]);
+    let (ok, text) = mapping_test("nowhere", &bad);
     assert!(!ok && text.contains("no [[mapping]]") && text.contains("iotgateway/+"), "{text}");
     // Mappings alone are enough for ingestd (no [ingest] section).
     let (ok, text) = run(&["--config", cfg, "--check-config"]);

@@ -12,6 +12,8 @@ use shopfloor_sparkplug::{HostApplication, HostConfig, HostEvent};
 use shopfloor_testkit::{Mosquitto, PythonPeer, free_port, shared_script};
 use tokio::time::timeout;
 
+mod support;
+
 const BIN: &str = env!("CARGO_BIN_EXE_shopfloor-modbus-gateway");
 
 fn file(dir: &Path, text: &str) -> std::path::PathBuf {
@@ -35,15 +37,7 @@ impl Drop for Stop {
 
 /// The gateway on `path`, its log on this test's stderr.
 fn run(path: &Path) -> Stop {
-    Stop(
-        Command::new(BIN)
-            .arg("--config")
-            .arg(path)
-            .stdin(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start the gateway"),
-    )
+    Stop(support::spawn_with_config(BIN, path, Stdio::inherit()))
 }
 
 fn deployment(mqtt_port: u16, modbus_port: u16) -> String {
@@ -209,18 +203,7 @@ async fn the_gateway_runs_publishes_and_stops_on_sigterm() {
     assert!(page.contains("shopfloor_edge_device_online{device=\"press-1\"} 1\n"), "{page}");
 
     // SIGTERM: a clean stop (NDEATH, exit 0) within 10 s.
-    // SAFETY: the child is ours and not yet reaped.
-    unsafe {
-        libc::kill(gateway.0.id() as libc::pid_t, libc::SIGTERM);
-    }
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        if let Some(s) = gateway.0.try_wait().unwrap() {
-            break s;
-        }
-        assert!(Instant::now() < deadline, "the gateway did not stop within 10 s of SIGTERM");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let status = support::sigterm(&mut gateway.0, Duration::from_secs(10)).await;
     assert!(status.success(), "{status:?}");
     let offline = timeout(Duration::from_secs(20), async {
         loop {

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use shopfloor_examples::plant::Daemon;
 use shopfloor_testkit::{Amqtt, Postgres, PythonPeer, shared_script};
-use support::{Configs, MOTOR_RULES, Stack, addr, send, wait_text};
+use support::{Configs, Stack, addr, motor_rules, send, wait_text};
 use tokio_postgres::NoTls;
 
 mod support;
@@ -129,7 +129,7 @@ async fn ingestd_alertd_and_the_live_page_work_on_a_3_1_1_broker() {
         &Configs {
             ingest: &ingest,
             alertd: "protocol = \"3.1.1\"\n[alerting]\nrules = \"rules.toml\"\nsparkplug = true\n",
-            rules: MOTOR_RULES,
+            rules: &motor_rules(),
             live: "protocol = \"3.1.1\"\nclient_id = \"live-311\"",
             // Plain topics, the Sparkplug namespace and STATE.
             ingest_subscriptions: 3,

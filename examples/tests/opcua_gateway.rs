@@ -5,13 +5,15 @@
 //! SIGTERM.
 
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use shopfloor_mqtt::{Broker, DriverConfig, HostDriver};
 use shopfloor_schemas::Value;
 use shopfloor_sparkplug::{HostApplication, HostConfig, HostEvent};
 use shopfloor_testkit::{Mosquitto, PythonPeer, free_port, shared_script};
 use tokio::time::timeout;
+
+mod support;
 
 const BIN: &str = env!("CARGO_BIN_EXE_shopfloor-opcua-gateway");
 
@@ -91,13 +93,7 @@ async fn browse_check_and_run() {
         HostApplication::new(HostConfig::new("scada")),
         DriverConfig::new("scada", Broker::new(broker.host(), broker.port())),
     );
-    let mut gateway = Command::new(BIN)
-        .arg("--config")
-        .arg(&path)
-        .stdin(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start the gateway");
+    let mut gateway = support::spawn_with_config(BIN, &path, Stdio::inherit());
     let seen = timeout(Duration::from_secs(30), async {
         loop {
             if let Some(HostEvent::Data(b)) = host.next_event().await
@@ -113,18 +109,7 @@ async fn browse_check_and_run() {
     .await;
     assert!(seen.is_ok(), "no temperature from the gateway within 30 s");
 
-    // SAFETY: the child is ours and not yet reaped.
-    unsafe {
-        libc::kill(gateway.id() as libc::pid_t, libc::SIGTERM);
-    }
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let status = loop {
-        if let Some(s) = gateway.try_wait().unwrap() {
-            break s;
-        }
-        assert!(Instant::now() < deadline, "the gateway did not stop within 15 s of SIGTERM");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let status = support::sigterm(&mut gateway, Duration::from_secs(15)).await;
     assert!(status.success(), "{status:?}");
     host.shutdown().await;
 }

@@ -6,13 +6,12 @@
 //! and arrays as JSON text, an Int64 past 2^53 exact, and a compressed
 //! payload unpacked. Nothing is dropped and nothing is a dead letter.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rumqttc::v5::mqttbytes::QoS;
-use rumqttc::v5::mqttbytes::v5::Packet;
-use rumqttc::v5::{AsyncClient, Event, MqttOptions};
+use rumqttc::v5::{AsyncClient, MqttOptions};
 use shopfloor_testkit::{Mosquitto, Postgres, PythonPeer, shared_script};
-use support::{Configs, MOTOR_RULES, Stack, addr, send, wait_text};
+use support::{Configs, Stack, addr, motor_rules, send, wait_text};
 use tokio_postgres::NoTls;
 
 mod support;
@@ -32,7 +31,7 @@ async fn templates_datasets_arrays_big_integers_and_compression_from_a_peer() {
         &Configs {
             ingest: &ingest,
             alertd: "[alerting]\nrules = \"rules.toml\"\nsparkplug = true\n",
-            rules: MOTOR_RULES,
+            rules: &motor_rules(),
             live: "client_id = \"live-r\"",
             // The Sparkplug namespace and STATE.
             ingest_subscriptions: 2,
@@ -100,25 +99,19 @@ async fn templates_datasets_arrays_big_integers_and_compression_from_a_peer() {
     let (c, mut ev) =
         AsyncClient::new(MqttOptions::new("watcher", broker.host(), broker.port()), 100);
     c.subscribe("shopfloor/alarms/events", QoS::AtLeastOnce).await.unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let raised = loop {
+    let raised = support::event_after(
+        &mut ev,
+        (Duration::from_secs(30), Duration::from_millis(700)),
         // A rebirth, then the breach: whichever alertd saw first, it can
         // name the member now.
-        send(&mut edge, "birth");
-        send(&mut edge, "speed 1800");
-        let got = tokio::time::timeout(Duration::from_millis(700), async {
-            loop {
-                if let Ok(Event::Incoming(Packet::Publish(p))) = ev.poll().await {
-                    return serde_json::from_slice::<serde_json::Value>(&p.payload).unwrap();
-                }
-            }
-        })
-        .await;
-        if let Ok(e) = got {
-            break e;
-        }
-        assert!(Instant::now() < deadline, "alertd raised nothing:\n{}", stack.alertd.log_tail(30));
-    };
+        async || {
+            send(&mut edge, "birth");
+            send(&mut edge, "speed 1800");
+        },
+        |_| true,
+        || format!("alertd raised nothing:\n{}", stack.alertd.log_tail(30)),
+    )
+    .await;
     assert_eq!(raised["event"], "raised");
     assert_eq!(raised["metric"], "Motor1/Speed", "{raised}");
     let snapshot = shopfloor_testkit::http_get(addr(stack.live_port), "/snapshot").unwrap().1;

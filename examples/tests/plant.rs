@@ -25,32 +25,12 @@ use rumqttc::v5::{AsyncClient, Event, MqttOptions};
 use rumqttc::{TlsConfiguration, Transport};
 use shopfloor_examples::plant::{Options, Plant};
 use shopfloor_examples::sim::model::{Fault, FaultKind};
+use shopfloor_examples::sim::scenario::DEFAULT;
 use tokio_postgres::NoTls;
 
-/// The seed's plant, with faults that repeat so that the test can take the
-/// first occurrence after the pipeline is up, however long that took.
-const SCENARIO: &str = r#"
-[plant]
-seed = 11
-
-[[line]]
-kind = "press"
-count = 10
-protocol = "modbus"
-area = "press-shop"
-
-[[line]]
-kind = "cnc"
-count = 12
-protocol = "modbus"
-area = "machining"
-
-[[line]]
-kind = "oven"
-count = 8
-protocol = "opcua"
-area = "paint-shop"
-
+/// Faults that repeat, so that the test can take the first occurrence
+/// after the pipeline is up, however long that took.
+const FAULTS: &str = r#"
 [[fault]]
 machine = "press-03"
 kind = "over-temperature"
@@ -65,6 +45,14 @@ at_s = 30
 duration_s = 6
 every_s = 40
 "#;
+
+/// The seed's plant (the default scenario's machines, with seed 11) and
+/// [`FAULTS`] instead of its own.
+fn scenario_text() -> String {
+    let (machines, _faults) = DEFAULT.split_once("\n[[fault]]").unwrap();
+    assert!(machines.contains("\nseed = 7\n"), "{machines}");
+    format!("{}{FAULTS}", machines.replace("\nseed = 7\n", "\nseed = 11\n"))
+}
 
 fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64
@@ -187,7 +175,7 @@ fn the_plant_end_to_end() {
         Some(tmp)
     };
     let scenario = root.join("scenario.toml");
-    std::fs::write(&scenario, SCENARIO).unwrap();
+    std::fs::write(&scenario, scenario_text()).unwrap();
     let bins =
         std::path::Path::new(env!("CARGO_BIN_EXE_shopfloor-sim")).parent().unwrap().to_owned();
     let started = Instant::now();

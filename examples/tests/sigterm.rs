@@ -4,10 +4,12 @@
 //! each problem is one log line of ours, none of a library's.
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use shopfloor_testkit::{Mosquitto, free_port};
+
+mod support;
 
 /// Kills the child if the test ends before it stopped.
 struct Stop(Child);
@@ -45,15 +47,8 @@ fn time_to_stop(bin: &str, config: &str, settle: Duration) -> (Duration, String)
     let path = dir.path().join("gateway.toml");
     std::fs::write(&path, config).unwrap();
     let log = dir.path().join("gateway.log");
-    let mut child = Stop(
-        Command::new(bin)
-            .arg("--config")
-            .arg(&path)
-            .stdin(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap(),
-    );
+    let mut child =
+        Stop(support::spawn_with_config(bin, &path, std::fs::File::create(&log).unwrap()));
     std::thread::sleep(settle);
     assert!(child.0.try_wait().unwrap().is_none(), "{bin} exited early:\n{}", read(&log));
     let sent = Instant::now();

@@ -6,15 +6,15 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use serde::Deserialize;
-use shopfloor_alerting::mqtt::{AlertConfig, AlertDriver, Input};
+use shopfloor_alerting::mqtt::{AlertConfig, AlertDriver};
 use shopfloor_alerting::{Engine, EngineLimits, RuleSet};
 use shopfloor_examples::cli::{ConfigContext as _, Daemon, Generate};
 use shopfloor_mqtt::MqttSection;
 use shopfloor_mqtt::mapping::MappingSpec;
-use shopfloor_schemas::{TopicTemplate, topic};
 use shopfloor_sparkplug::HostConfig;
 
-const HELP: &str = "\
+const HELP: &str = concat!(
+    "\
 THE FILE:
     [mqtt]
     host = \"127.0.0.1\"
@@ -22,16 +22,11 @@ THE FILE:
     client_id = \"alertd\"           # default
     # protocol = \"5\"              # or \"3.1.1\" for a broker that speaks only that
     username = \"alertd\"            # optional; the password from
-    password_file = \"/etc/shopfloor/mqtt.pass\"   # a file, or SHOPFLOOR_MQTT_PASSWORD
-    # TLS (port 8883 of examples/deploy's broker): the CA, and this
-    # machine's certificate, whose CN is its user name there
-    # ca_file = \"/etc/shopfloor/pki/ca.crt\"
-    # cert_file = \"/etc/shopfloor/pki/NAME.crt\"
-    # key_file = \"/etc/shopfloor/pki/NAME.key\"
-
-    [metrics]                     # optional: Prometheus GET /metrics here
-    listen = \"127.0.0.1:9104\"
-
+",
+    shopfloor_examples::help_mqtt_login!(),
+    "\n",
+    shopfloor_examples::help_metrics!("9104"),
+    "
     [alerting]
     rules = \"rules.toml\"           # relative to this file; the format: the
                                    # shopfloor-alerting crate's `rules` module
@@ -61,7 +56,8 @@ THE FILE:
 EXAMPLES:
     shopfloor-alertd --config alertd.toml --check-config
     RUST_LOG=debug shopfloor-alertd --config alertd.toml
-";
+"
+);
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -111,8 +107,6 @@ fn config(path: &Path) -> anyhow::Result<(RuleSet, AlertConfig, EngineLimits)> {
         bail!("{}: no [[rule]]: nothing to watch", rules_path.display());
     }
     let mut c = AlertConfig::new(mqtt.host.clone(), mqtt.port, mqtt.client_id_or("alertd"));
-    // Mappings first: a device's own topic is more specific than a template.
-    c.inputs = shopfloor_examples::mappings(&file.mapping, path)?;
     c.mqtt = mqtt.connection(path, "alertd")?;
     if let Some(p) = a.prefix {
         if p.is_empty() || p.contains(['+', '#']) || p.ends_with('/') {
@@ -120,28 +114,15 @@ fn config(path: &Path) -> anyhow::Result<(RuleSet, AlertConfig, EngineLimits)> {
         }
         c.prefix = p;
     }
-    if a.plain {
-        let template = a.template.as_deref().unwrap_or(topic::defaults::READINGS);
-        let template = TopicTemplate::parse(template)
-            .map_err(|e| anyhow::anyhow!("{where_}: alerting.template: {e}"))?;
-        let codec = shopfloor_examples::codec(
-            a.codec.as_deref().unwrap_or("json"),
-            "alerting.codec",
-            path,
-        )?;
-        c.inputs.push(Input::Plain { template, codec });
-    }
-    if a.sparkplug {
+    let plain = a.plain.then_some((a.template.as_deref(), a.codec.as_deref()));
+    let sparkplug = a.sparkplug.then(|| {
         let mut host = HostConfig::new("shopfloor-alertd");
         host.publish_state = false;
         host.groups = a.sparkplug_groups.clone();
-        c.inputs.push(Input::Sparkplug { host });
-    }
-    if c.inputs.is_empty() {
-        bail!(
-            "{where_}: [alerting] has neither plain = true nor sparkplug = true, and there is no [[mapping]]: nothing to read"
-        );
-    }
+        host
+    });
+    c.inputs =
+        shopfloor_examples::inputs(path, &file.mapping, "alerting", plain, sparkplug, "read")?;
     if let Some(j) = file.journal {
         let (url, password, tls) = j.resolve(path, "journal")?;
         c.journal = Some(url);

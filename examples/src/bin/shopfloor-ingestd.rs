@@ -8,15 +8,13 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use serde::Deserialize;
-use shopfloor_ingest::{
-    ClickHouseConfig, InfluxApi, InfluxConfig, Ingest, IngestConfig, Input, Store,
-};
+use shopfloor_ingest::{ClickHouseConfig, InfluxApi, InfluxConfig, Ingest, IngestConfig, Store};
 use shopfloor_mqtt::MqttSection;
 use shopfloor_mqtt::mapping::MappingSpec;
-use shopfloor_schemas::{TopicTemplate, topic};
 use shopfloor_sparkplug::HostConfig;
 
-const HELP: &str = "\
+const HELP: &str = concat!(
+    "\
 THE FILE:
     [mqtt]
     host = \"127.0.0.1\"
@@ -25,16 +23,11 @@ THE FILE:
     # protocol = \"5\"              # or \"3.1.1\" for a broker that speaks only that
     session_expiry_s = 3600       # MQTT 5; with 3.1.1 the broker decides
     username = \"ingest\"           # optional; the password from
-    password_file = \"/etc/shopfloor/mqtt.pass\"   # a file, or SHOPFLOOR_MQTT_PASSWORD
-    # TLS (port 8883 of examples/deploy's broker): the CA, and this
-    # machine's certificate, whose CN is its user name there
-    # ca_file = \"/etc/shopfloor/pki/ca.crt\"
-    # cert_file = \"/etc/shopfloor/pki/NAME.crt\"
-    # key_file = \"/etc/shopfloor/pki/NAME.key\"
-
-    [metrics]                     # optional: Prometheus GET /metrics here
-    listen = \"127.0.0.1:9103\"
-
+",
+    shopfloor_examples::help_mqtt_login!(),
+    "\n",
+    shopfloor_examples::help_metrics!("9103"),
+    "
     [postgres]
     connection = \"host=127.0.0.1 user=shopfloor dbname=shopfloor\"
     # sslmode=require in it: TLS always (prefer, the default: when offered)
@@ -101,7 +94,8 @@ EXAMPLES:
     shopfloor-ingestd --config ingest.toml --check-config
     shopfloor-ingestd --config ingest.toml mapping test --topic iotgateway/a1 --payload sample.json
     RUST_LOG=debug shopfloor-ingestd --config ingest.toml
-";
+"
+);
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -272,34 +266,19 @@ fn config(path: &Path) -> anyhow::Result<IngestConfig> {
     c.database_password = database_password;
     c.database_tls = database_tls;
     c.store = store;
-    // Mappings first: a device's own topic is more specific than a template.
-    c.inputs = shopfloor_examples::mappings(&file.mapping, path)?;
     c.mqtt = mqtt.connection(path, &client_id)?;
     c.session_expiry = Duration::from_secs(mqtt.session_expiry_s.unwrap_or(3600));
-    if ing.plain {
-        let template = ing.template.as_deref().unwrap_or(topic::defaults::READINGS);
-        let template = TopicTemplate::parse(template)
-            .map_err(|e| anyhow::anyhow!("{where_}: ingest.template: {e}"))?;
-        let codec = shopfloor_examples::codec(
-            ing.codec.as_deref().unwrap_or("json"),
-            "ingest.codec",
-            path,
-        )?;
-        c.inputs.push(Input::Plain { template, codec });
-    }
-    if ing.sparkplug {
+    let plain = ing.plain.then_some((ing.template.as_deref(), ing.codec.as_deref()));
+    let sparkplug = ing.sparkplug.then(|| {
         let mut host = HostConfig::new(
             ing.primary_host_id.clone().unwrap_or_else(|| "shopfloor-ingest".into()),
         );
         host.publish_state = ing.primary_host_id.is_some();
         host.groups = ing.sparkplug_groups.clone();
-        c.inputs.push(Input::Sparkplug { host });
-    }
-    if c.inputs.is_empty() {
-        bail!(
-            "{where_}: [ingest] has neither plain = true nor sparkplug = true, and there is no [[mapping]]: nothing to ingest"
-        );
-    }
+        host
+    });
+    c.inputs =
+        shopfloor_examples::inputs(path, &file.mapping, "ingest", plain, sparkplug, "ingest")?;
     if let Some(n) = ing.batch_readings {
         c.batch_readings = n.max(1);
     }

@@ -10,39 +10,9 @@ use shopfloor_examples::cli::{ConfigContext as _, Daemon, Generate};
 use shopfloor_examples::gateway::{self as gw, Mqtt, Output};
 use shopfloor_examples::metrics;
 
-const HELP: &str = "\
-THE FILE:
-    [mqtt]
-    host = \"127.0.0.1\"            # the broker
-    port = 1883
-    client_id = \"modbus-gw\"       # default: the edge node id
-    protocol = \"5\"                # or \"3.1.1\"
-    username = \"gateway\"          # optional; the password from
-    password_file = \"/etc/shopfloor/mqtt.pass\"   # a file, or SHOPFLOOR_MQTT_PASSWORD
-    # TLS (port 8883 of examples/deploy's broker): the CA, and this
-    # machine's certificate, whose CN is its user name there
-    # ca_file = \"/etc/shopfloor/pki/ca.crt\"
-    # cert_file = \"/etc/shopfloor/pki/NAME.crt\"
-    # key_file = \"/etc/shopfloor/pki/NAME.key\"
-
-    [metrics]                     # optional: Prometheus GET /metrics here
-    listen = \"127.0.0.1:9101\"
-
-    [sparkplug]                   # Sparkplug B output; or [plain] below
-    group_id = \"Plant1\"
-    edge_node_id = \"modbus-gw\"
-    primary_host_id = \"scada\"     # optional: birth only while that host is online
-    spool_dir = \"/var/lib/shopfloor/modbus-spool\"   # optional: store and forward on disk
-    # state_dir = \"/var/lib/shopfloor/modbus-state\"  # bdSeq across restarts (default: spool_dir)
-    # datatypes_in_data = true     # datatype in DATA too (Tahu JS sparkplug-payload needs it)
-                                   # (a relative path: from this file's folder)
-    spool_mb = 1024
-
-    # [plain]                     # instead of [sparkplug]: one topic per tag,
-    # site = \"plant1\"             # shopfloor/{site}/{area}/{machine}/{sensor},
-    # area = \"press-shop\"         # writes on that topic + /set
-    # codec = \"json\"              # or \"protobuf\", \"cbor\"
-
+const HELP: &str = concat!(
+    shopfloor_examples::help_gateway!("modbus", "9101", "tag", "{machine}/{sensor}"),
+    "
     [modbus.groups]
     fast = 250                    # poll groups, ms (\"default\" is 1000)
 
@@ -62,7 +32,8 @@ THE FILE:
 EXAMPLES:
     shopfloor-modbus-gateway explain --config plant.toml
     RUST_LOG=debug shopfloor-modbus-gateway --config plant.toml
-";
+"
+);
 
 struct Args {
     config: PathBuf,

@@ -17,39 +17,9 @@ use shopfloor_examples::gateway::{self as gw, Mqtt, Output};
 use shopfloor_examples::metrics;
 use shopfloor_sparkplug::EdgeNodeConfig;
 
-const HELP: &str = "\
-THE FILE:
-    [mqtt]
-    host = \"127.0.0.1\"            # the broker
-    port = 1883
-    client_id = \"opcua-gw\"        # default: the edge node id
-    protocol = \"5\"                # or \"3.1.1\"
-    username = \"gateway\"          # optional; the password from
-    password_file = \"/etc/shopfloor/mqtt.pass\"   # a file, or SHOPFLOOR_MQTT_PASSWORD
-    # TLS (port 8883 of examples/deploy's broker): the CA, and this
-    # machine's certificate, whose CN is its user name there
-    # ca_file = \"/etc/shopfloor/pki/ca.crt\"
-    # cert_file = \"/etc/shopfloor/pki/NAME.crt\"
-    # key_file = \"/etc/shopfloor/pki/NAME.key\"
-
-    [metrics]                     # optional: Prometheus GET /metrics here
-    listen = \"127.0.0.1:9102\"
-
-    [sparkplug]                   # Sparkplug B output; or [plain] below
-    group_id = \"Plant1\"
-    edge_node_id = \"opcua-gw\"
-    primary_host_id = \"scada\"     # optional: birth only while that host is online
-    spool_dir = \"/var/lib/shopfloor/opcua-spool\"   # optional: store and forward on disk
-    # state_dir = \"/var/lib/shopfloor/opcua-state\"  # bdSeq across restarts (default: spool_dir)
-    # datatypes_in_data = true     # datatype in DATA too (Tahu JS sparkplug-payload needs it)
-                                   # (a relative path: from this file's folder)
-    spool_mb = 1024
-
-    # [plain]                     # instead of [sparkplug]: one topic per node,
-    # site = \"plant1\"             # shopfloor/{site}/{area}/{server}/{metric},
-    # area = \"press-shop\"         # writes on that topic + /set
-    # codec = \"json\"              # or \"protobuf\", \"cbor\"
-
+const HELP: &str = concat!(
+    shopfloor_examples::help_gateway!("opcua", "9102", "node", "{server}/{metric}"),
+    "
     Write outcomes (the server's status code) go to
     shopfloor/writes/{group}/{edge} (plain: shopfloor/writes/{site}/{area}).
 
@@ -76,7 +46,8 @@ EXAMPLES:
     shopfloor-opcua-gateway browse opc.tcp://localhost:4840/ --out plant.toml
     shopfloor-opcua-gateway --config plant.toml --check-config
     RUST_LOG=debug shopfloor-opcua-gateway --config plant.toml
-";
+"
+);
 
 const ABOUT: &str = "OPC UA servers → Sparkplug B (or plain topics) over MQTT";
 

@@ -9,7 +9,7 @@ use std::path::Path;
 
 use anyhow::Context as _;
 
-use super::model::{Encoding, Plant, Protocol, Signal};
+use super::model::{Encoding, Machine, Plant, Protocol, Signal};
 use super::{modbus, opcua};
 
 /// Where each machine listens (index = machine index).
@@ -18,11 +18,7 @@ pub type Addresses = [SocketAddr];
 /// `[[modbus.device]]` for every Modbus machine: append it to a file with
 /// `[mqtt]` and `[sparkplug]` (or `[plain]`) for `shopfloor-modbus-gateway`.
 pub fn modbus_devices(plant: &Plant, addrs: &Addresses) -> String {
-    let mut out = String::from("# Written by shopfloor-sim: its Modbus machines.\n");
-    for (m, addr) in plant.machines.iter().zip(addrs) {
-        if m.protocol != Protocol::Modbus {
-            continue;
-        }
+    per_machine(plant, addrs, Protocol::Modbus, |out, m, addr| {
         let _ = write!(
             out,
             "\n[[modbus.device]]\nname = \"{}\"\nhost = \"{}\"\nport = {}\nunit = 1\nmax_gap = 0\ntimeout_ms = 1000\n",
@@ -48,18 +44,13 @@ pub fn modbus_devices(plant: &Plant, addrs: &Addresses) -> String {
                 let _ = writeln!(out, "unit = \"{}\"", s.unit);
             }
         }
-    }
-    out
+    })
 }
 
 /// `[[server]]` for every OPC UA machine: append it to a file with
 /// `[mqtt]` and `[sparkplug]` (or `[plain]`) for `shopfloor-opcua-gateway`.
 pub fn opcua_servers(plant: &Plant, addrs: &Addresses, pki_dir: &Path) -> String {
-    let mut out = String::from("# Written by shopfloor-sim: its OPC UA machines.\n");
-    for (m, addr) in plant.machines.iter().zip(addrs) {
-        if m.protocol != Protocol::Opcua {
-            continue;
-        }
+    per_machine(plant, addrs, Protocol::Opcua, |out, m, addr| {
         let _ = write!(
             out,
             "\n[[server]]\nname = \"{}\"\nendpoint = \"opc.tcp://{addr}/\"\npki_dir = \"{}\"\n",
@@ -74,6 +65,24 @@ pub fn opcua_servers(plant: &Plant, addrs: &Addresses, pki_dir: &Path) -> String
                 opcua::node_id_text(&m.name, s.metric)
             );
         }
+    })
+}
+
+/// A file of the machines served over `protocol`: its first line names
+/// them, then `sections` writes each machine's, given its address.
+fn per_machine(
+    plant: &Plant,
+    addrs: &Addresses,
+    protocol: Protocol,
+    mut sections: impl FnMut(&mut String, &Machine, SocketAddr),
+) -> String {
+    let what = match protocol {
+        Protocol::Modbus => "Modbus",
+        Protocol::Opcua => "OPC UA",
+    };
+    let mut out = format!("# Written by shopfloor-sim: its {what} machines.\n");
+    for (m, addr) in plant.machines.iter().zip(addrs).filter(|(m, _)| m.protocol == protocol) {
+        sections(&mut out, m, *addr);
     }
     out
 }

@@ -4,10 +4,12 @@
 //! PLCs. [`model`] is the plant without I/O; [`modbus`] and [`opcua`] serve
 //! it; [`configs`] writes the gateway, ingest and alerting files that match.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 pub mod configs;
@@ -77,11 +79,60 @@ impl Sim {
     pub fn online(&self, i: usize) -> bool {
         self.plant.online(i, self.start_s, now_s())
     }
+
+    /// Serves machine `i` on `listener` until `stop`, as a device that goes
+    /// away while a scripted `offline` fault is on: `serve_once` serves on
+    /// a listening socket (and its address) until the machine goes offline
+    /// (`true`) or `stop` (`false`), and closes it; while offline nothing
+    /// listens (`what` says how the device went away, for the log); then
+    /// it listens on the same address again.
+    pub async fn serve_machine<F, Fut>(
+        &self,
+        i: usize,
+        listener: TcpListener,
+        stop: &Stop,
+        what: &str,
+        mut serve_once: F,
+    ) -> anyhow::Result<()>
+    where
+        F: FnMut(TcpListener, SocketAddr) -> Fut,
+        Fut: Future<Output = anyhow::Result<bool>>,
+    {
+        let addr = listener.local_addr()?;
+        let mut listener = Some(listener);
+        loop {
+            let l = match listener.take() {
+                Some(l) => l,
+                None => rebind(addr).await?,
+            };
+            if !serve_once(l, addr).await? || !self.sit_out_offline(i, what, stop).await {
+                return Ok(());
+            }
+            tracing::info!(machine = %self.plant.machines[i].name, "online again on {addr}");
+        }
+    }
+}
+
+/// Listens on `addr` again, retrying for a few seconds while the old
+/// socket lingers.
+async fn rebind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
+    let mut last = None;
+    for _ in 0..50 {
+        match TcpListener::bind(addr).await {
+            Ok(l) => return Ok(l),
+            Err(e) => last = Some(e),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    anyhow::bail!(
+        "cannot listen on {addr} again: {}",
+        last.map(|e| e.to_string()).unwrap_or_default()
+    )
 }
 
 /// Waits until `cond` holds, checking every 100 ms.
 pub async fn until(mut cond: impl FnMut() -> bool) {
-    let mut tick = tokio::time::interval(std::time::Duration::from_millis(100));
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
     while !cond() {
         tick.tick().await;
     }

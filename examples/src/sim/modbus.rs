@@ -10,7 +10,6 @@
 use std::future::Ready;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio_modbus::server::tcp::{Server, accept_tcp_connection};
@@ -133,14 +132,10 @@ pub async fn serve(
     listener: TcpListener,
     stop: Stop,
 ) -> anyhow::Result<()> {
-    let addr = listener.local_addr()?;
-    let name = sim.plant.machines[index].name.clone();
-    let mut listener = Some(listener);
-    loop {
-        let l = match listener.take() {
-            Some(l) => l,
-            None => rebind(addr).await?,
-        };
+    let name = &sim.plant.machines[index].name;
+    let (sim, stop) = (&sim, &stop);
+    let what = "connections closed, not listening";
+    sim.serve_machine(index, listener, stop, what, move |l, addr| async move {
         let server = Server::new(l);
         let service = Machine { sim: sim.clone(), index };
         let stats_sim = sim.clone();
@@ -155,32 +150,11 @@ pub async fn serve(
             r = server.serve(&on_connected, on_error) => {
                 anyhow::bail!("{name}: Modbus server on {addr} stopped: {r:?}");
             }
-            () = until(|| !sim.online(index)) => {}
-            () = stop.wait() => return Ok(()),
+            () = until(|| !sim.online(index)) => Ok(true),
+            () = stop.wait() => Ok(false),
         }
-        drop(server);
-        if !sim.sit_out_offline(index, "connections closed, not listening", &stop).await {
-            return Ok(());
-        }
-        tracing::info!(machine = %name, "online again on {addr}");
-    }
-}
-
-/// Listens on `addr` again, retrying for a few seconds while the old
-/// socket lingers.
-pub(crate) async fn rebind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
-    let mut last = None;
-    for _ in 0..50 {
-        match TcpListener::bind(addr).await {
-            Ok(l) => return Ok(l),
-            Err(e) => last = Some(e),
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    anyhow::bail!(
-        "cannot listen on {addr} again: {}",
-        last.map(|e| e.to_string()).unwrap_or_default()
-    )
+    })
+    .await
 }
 
 #[cfg(test)]

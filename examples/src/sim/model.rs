@@ -158,6 +158,26 @@ const fn analog(
     }
 }
 
+const fn counter(metric: &'static str, per_s: f64) -> SensorSpec {
+    SensorSpec {
+        metric,
+        unit: "",
+        signal: Signal::Counter { per_s },
+        encoding: Encoding::U32,
+        limits: None,
+    }
+}
+
+const fn state(metric: &'static str, on_s: f64, off_s: f64) -> SensorSpec {
+    SensorSpec {
+        metric,
+        unit: "",
+        signal: Signal::State { on_s, off_s },
+        encoding: Encoding::Bit,
+        limits: None,
+    }
+}
+
 const PRESS: [SensorSpec; 4] = [
     analog(
         "Hydraulics/Pressure",
@@ -183,13 +203,7 @@ const PRESS: [SensorSpec; 4] = [
         Encoding::F32Swapped,
         (55.0, 60.0, 0.0, 100.0),
     ),
-    SensorSpec {
-        metric: "Strokes/Count",
-        unit: "",
-        signal: Signal::Counter { per_s: 1.0 / 12.0 },
-        encoding: Encoding::U32,
-        limits: None,
-    },
+    counter("Strokes/Count", 1.0 / 12.0),
 ];
 
 const CNC: [SensorSpec; 4] = [
@@ -209,20 +223,8 @@ const CNC: [SensorSpec; 4] = [
         Encoding::F32,
         (7.1, 11.0, 0.0, 50.0),
     ),
-    SensorSpec {
-        metric: "Spindle/Running",
-        unit: "",
-        signal: Signal::State { on_s: 50.0, off_s: 10.0 },
-        encoding: Encoding::Bit,
-        limits: None,
-    },
-    SensorSpec {
-        metric: "Parts/Count",
-        unit: "",
-        signal: Signal::Counter { per_s: 1.0 / 60.0 },
-        encoding: Encoding::U32,
-        limits: None,
-    },
+    state("Spindle/Running", 50.0, 10.0),
+    counter("Parts/Count", 1.0 / 60.0),
 ];
 
 const OVEN: [SensorSpec; 4] = [
@@ -250,13 +252,7 @@ const OVEN: [SensorSpec; 4] = [
         Encoding::F32,
         (20.0, 25.0, 0.0, 50.0),
     ),
-    SensorSpec {
-        metric: "Conveyor/Running",
-        unit: "",
-        signal: Signal::State { on_s: 240.0, off_s: 20.0 },
-        encoding: Encoding::Bit,
-        limits: None,
-    },
+    state("Conveyor/Running", 240.0, 20.0),
 ];
 
 /// A value as the device holds it.

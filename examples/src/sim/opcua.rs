@@ -59,15 +59,11 @@ pub async fn serve(
     tick: Duration,
     stop: Stop,
 ) -> anyhow::Result<()> {
-    let addr = listener.local_addr()?;
-    let name = sim.plant.machines[index].name.clone();
-    let mut listener = Some(listener);
-    loop {
-        let l = match listener.take() {
-            Some(l) => l,
-            None => super::modbus::rebind(addr).await?,
-        };
-        let (server, handle, nodes) = build(&sim, index, addr, &pki_dir)?;
+    let name = &sim.plant.machines[index].name;
+    let (sim, pki_dir, stop) = (&sim, &pki_dir, &stop);
+    let what = "OPC UA server stopped";
+    sim.serve_machine(index, listener, stop, what, move |l, addr| async move {
+        let (server, handle, nodes) = build(sim, index, addr, pki_dir)?;
         let manager = handle
             .node_managers()
             .get_of_type::<SimpleNodeManager>()
@@ -117,14 +113,9 @@ pub async fn serve(
         if tokio::time::timeout(Duration::from_secs(5), &mut run).await.is_err() {
             tracing::warn!(machine = %name, "OPC UA server took over 5 s to stop");
         }
-        if !offline {
-            return Ok(());
-        }
-        if !sim.sit_out_offline(index, "OPC UA server stopped", &stop).await {
-            return Ok(());
-        }
-        tracing::info!(machine = %name, "online again on {addr}");
-    }
+        Ok(offline)
+    })
+    .await
 }
 
 /// Makes the servers' certificate in `pki_dir` if it is not there yet, so

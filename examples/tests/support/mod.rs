@@ -135,15 +135,20 @@ impl Stack {
     }
 }
 
+/// A `rules.toml` rule named `name`: HH and H alarms at `(hh, h)` on
+/// `metric` of the sources matching `source`.
+pub fn limit_rule(name: &str, source: &str, metric: &str, (hh, h): (f64, f64)) -> String {
+    format!(
+        "\n[[rule]]\nname = \"{name}\"\nsource = \"{source}\"\nmetric = \"{metric}\"\n\
+         limit = {{ hh = {{ limit = {hh:?} }}, h = {{ limit = {h:?} }} }}\n"
+    )
+}
+
 /// An alarm rule on the member `Motor1/Speed` of the template instance
 /// that `testkit/python/sparkplug_rich.py` (edge node `Rich/ign`) sends.
-pub const MOTOR_RULES: &str = r#"
-[[rule]]
-name = "motor-speed"
-source = "Rich/ign"
-metric = "Motor1/Speed"
-limit = { hh = { limit = 1700.0 }, h = { limit = 1650.0 } }
-"#;
+pub fn motor_rules() -> String {
+    limit_rule("motor-speed", "Rich/ign", "Motor1/Speed", (1700.0, 1650.0))
+}
 
 /// Polls `sql` (one text column, or NULL) until it gives `want`, 30 s at most.
 pub async fn wait_text(db: &tokio_postgres::Client, sql: &str, want: &str) {
@@ -172,4 +177,88 @@ pub fn send(peer: &mut shopfloor_testkit::PythonPeer, command: &str) {
         peer.until(Duration::from_secs(20), |l| l == want).is_ok(),
         "the Python edge did not confirm {command:?}"
     );
+}
+
+/// Sends SIGTERM to `child` (ours, not yet reaped) and waits for its exit,
+/// at most `within`, without blocking the runtime; its status.
+pub async fn sigterm(
+    child: &mut std::process::Child,
+    within: Duration,
+) -> std::process::ExitStatus {
+    // SAFETY: a plain kill(2) on our own child.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            return s;
+        }
+        assert!(std::time::Instant::now() < deadline, "no exit within {within:?} of SIGTERM");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The first alarm event on `events` that `wanted` takes, with `publish`
+/// called again every `each` until one arrives (alertd may not have
+/// subscribed yet), at most `within`; else fails saying `failure()`.
+pub async fn event_after(
+    events: &mut rumqttc::v5::EventLoop,
+    (within, each): (Duration, Duration),
+    mut publish: impl AsyncFnMut(),
+    mut wanted: impl FnMut(&serde_json::Value) -> bool,
+    failure: impl Fn() -> String,
+) -> serde_json::Value {
+    use rumqttc::v5::Event;
+    use rumqttc::v5::mqttbytes::v5::Packet;
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        publish().await;
+        let got = tokio::time::timeout(each, async {
+            loop {
+                if let Ok(Event::Incoming(Packet::Publish(p))) = events.poll().await {
+                    let ev: serde_json::Value = serde_json::from_slice(&p.payload).unwrap();
+                    if wanted(&ev) {
+                        return ev;
+                    }
+                }
+            }
+        })
+        .await;
+        if let Ok(ev) = got {
+            return ev;
+        }
+        assert!(std::time::Instant::now() < deadline, "{}", failure());
+    }
+}
+
+/// A client of the PostgreSQL at `connection`, its connection driven by a
+/// task of its own.
+pub async fn pg_client(connection: &str) -> tokio_postgres::Client {
+    let (client, conn) = tokio_postgres::connect(connection, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(conn);
+    client
+}
+
+/// The whole plant with the seed's scenario, in `dir`/plant, from the
+/// package's binaries.
+#[cfg(feature = "demo")]
+pub fn start_plant(dir: &std::path::Path) -> shopfloor_examples::plant::Plant {
+    use shopfloor_examples::plant::{Options, Plant};
+    let bins = std::path::Path::new(env!("CARGO_BIN_EXE_shopfloor-sim")).parent().unwrap();
+    Plant::start(&Options::new(dir.join("plant"), bins), |_| {}).unwrap_or_else(|e| panic!("{e:#}"))
+}
+
+/// Starts `bin --config config`, with no stdin and its stderr to `stderr`
+/// (inherited, or a log file).
+pub fn spawn_with_config(
+    bin: &str,
+    config: &std::path::Path,
+    stderr: impl Into<std::process::Stdio>,
+) -> std::process::Child {
+    std::process::Command::new(bin)
+        .arg("--config")
+        .arg(config)
+        .stdin(std::process::Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .unwrap_or_else(|e| panic!("start {bin}: {e}"))
 }
