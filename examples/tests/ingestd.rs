@@ -30,12 +30,7 @@ impl Drop for Daemon {
 
 /// A broker that keeps sessions and what they hold across a restart.
 fn broker() -> Mosquitto {
-    Mosquitto::builder()
-        .persistence(true)
-        .autosave_interval(1)
-        .max_queued_messages(100_000)
-        .start()
-        .expect("start mosquitto")
+    Mosquitto::durable().start().expect("start mosquitto")
 }
 
 fn start(config: &Path) -> Daemon {
