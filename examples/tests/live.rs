@@ -7,8 +7,7 @@
 //! alarm's state on the page and in the journal. Screenshots of each step
 //! are saved under `artifacts/live-page/` (`$SHOPFLOOR_ARTIFACTS`).
 
-use std::io::{Read as _, Write as _};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use shopfloor_testkit::{Chromium, artifacts_dir};
@@ -29,18 +28,9 @@ fn http_with(
     headers: &str,
     body: &str,
 ) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{headers}Content-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    let status = out.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    (status, out.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default())
+    let headers = format!("Host: {addr}\r\n{headers}");
+    let a = shopfloor_testkit::http_request(addr, method, path, &headers, body).unwrap();
+    (a.status, a.body)
 }
 
 /// What the page shows, for a failure message.

@@ -7,40 +7,24 @@
 //! stream not buffered, requests that bypass the proxy refused; and the
 //! configuration mistakes that would open it to everyone refused.
 
-use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::io::{BufRead as _, BufReader, Write as _};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
-use shopfloor_testkit::{Chromium, Mosquitto, Nginx, free_port};
+use shopfloor_testkit::{Chromium, HttpAnswer, Mosquitto, Nginx, free_port};
 
 const BIN: &str = env!("CARGO_BIN_EXE_shopfloor-live");
 const WAIT: Duration = Duration::from_secs(20);
 
-/// An HTTP answer: status, head, body.
-struct Answer {
-    status: u16,
-    head: String,
-    body: String,
-}
-
-/// One exchange (`Connection: close`) with `headers` (whole lines).
-fn request(addr: SocketAddr, method: &str, path: &str, headers: &str, body: &str) -> Answer {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nConnection: close\r\n{headers}Content-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    let (head, body) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
-    let status = head.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    Answer { status, head: head.to_ascii_lowercase(), body: body.to_owned() }
+/// One exchange (`Connection: close`) with `headers` (whole lines); the
+/// head in lower case, for header checks.
+fn request(addr: SocketAddr, method: &str, path: &str, headers: &str, body: &str) -> HttpAnswer {
+    let mut a = shopfloor_testkit::http_request(addr, method, path, headers, body).unwrap();
+    a.head.make_ascii_lowercase();
+    a
 }
 
 fn basic(user: &str, password: &str) -> String {

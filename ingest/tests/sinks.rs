@@ -171,17 +171,8 @@ impl Outage for ClickHouse {
 
 /// POSTs `body` to `path` as another program would; the status.
 fn raw_post(port: u16, path: &str, body: &str) -> u16 {
-    use std::io::{Read as _, Write as _};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    write!(
-        s,
-        "POST {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut answer = String::new();
-    s.read_to_string(&mut answer).unwrap();
-    answer.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0)
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    shopfloor_testkit::http_request(addr, "POST", path, "Host: 127.0.0.1\r\n", body).unwrap().status
 }
 
 fn config(broker: &Mosquitto, store: Store) -> IngestConfig {

@@ -69,15 +69,54 @@ pub fn free_port() -> Result<u16, Error> {
 /// 5 s): the status code and the body. For the HTTP endpoints of the
 /// servers and binaries under test (Alertmanager's API, `/metrics`).
 pub fn http_get(addr: std::net::SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
+    let request = format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n");
+    exchange(addr, &request, std::time::Duration::from_secs(5)).map(|a| (a.status, a.body))
+}
+
+/// What an HTTP server answered ([`http_request`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HttpAnswer {
+    /// The status code (0 when the answer has none).
+    pub status: u16,
+    /// The status line and the header lines, as sent.
+    pub head: String,
+    /// The body.
+    pub body: String,
+}
+
+/// One HTTP/1.1 exchange with `addr` (`Connection: close`; connect
+/// within 1 s, answer within 10 s): `method path`, the header lines
+/// `headers` (each ending in `\r\n`; `Host` too, so that a test can send
+/// any), and `body` with its `Content-Length`. For tests that need more
+/// than [`http_get`]: another method, headers, the answer's head.
+pub fn http_request(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &str,
+    body: &str,
+) -> std::io::Result<HttpAnswer> {
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nConnection: close\r\n{headers}Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    exchange(addr, &request, std::time::Duration::from_secs(10))
+}
+
+fn exchange(
+    addr: std::net::SocketAddr,
+    request: &str,
+    answer_within: std::time::Duration,
+) -> std::io::Result<HttpAnswer> {
     use std::io::{Read as _, Write as _};
     let mut s = std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(1))?;
-    s.set_read_timeout(Some(std::time::Duration::from_secs(5)))?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")?;
+    s.set_read_timeout(Some(answer_within))?;
+    s.write_all(request.as_bytes())?;
     let mut text = String::new();
     s.read_to_string(&mut text)?;
-    let status = text.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_owned();
-    Ok((status, body))
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    Ok(HttpAnswer { status, head: head.to_owned(), body: body.to_owned() })
 }
 
 /// Percent-encodes everything but unreserved characters (a query
