@@ -1,5 +1,6 @@
 //! The one clock type the sans-IO cores take.
 
+use std::ops::{Add, AddAssign};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -38,6 +39,23 @@ impl Now {
     }
 }
 
+/// Both clocks `d` later, as a test moves invented time on. Panics, as
+/// `Instant + Duration` does, past the monotonic clock's range.
+impl Add<Duration> for Now {
+    type Output = Self;
+
+    fn add(self, d: Duration) -> Self {
+        let ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        Self { instant: self.instant + d, unix_ms: self.unix_ms.saturating_add(ms) }
+    }
+}
+
+impl AddAssign<Duration> for Now {
+    fn add_assign(&mut self, d: Duration) {
+        *self = *self + d;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -61,6 +79,14 @@ mod tests {
             prop_assert_eq!(x.instant.cmp(&y.instant), a.cmp(&b));
             let apart = if a >= b { x.instant - y.instant } else { y.instant - x.instant };
             prop_assert_eq!(apart, Duration::from_millis(a.abs_diff(b)));
+        }
+
+        /// Moving a time on moves both clocks alike.
+        #[test]
+        fn adding_moves_both_clocks(a in 0..u64::MAX / 4, d in 0..u64::MAX / 4) {
+            let mut x = Now::at_unix_ms(a);
+            x += Duration::from_millis(d);
+            prop_assert_eq!(x, Now::at_unix_ms(a + d));
         }
     }
 }
