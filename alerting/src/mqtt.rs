@@ -42,7 +42,7 @@ use serde::Deserialize;
 use serde_json::json;
 use shopfloor_mqtt::consumer::{LinkCounters, Outgoing};
 use shopfloor_mqtt::{Broker, Connection, Consumer, ConsumerConfig, ConsumerEvent, Inputs};
-use shopfloor_sparkplug::edge::Now;
+use shopfloor_schemas::Now;
 use tokio::sync::mpsc;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -584,7 +584,7 @@ async fn run(
             }
             () = timer => {
                 if due.is_some_and(|w| w <= tokio::time::Instant::now()) {
-                    engine.handle_timeout(now_ms());
+                    engine.handle_timeout(Now::now());
                 }
                 // Look the next deadline up again now.
                 wake_checked = None;
@@ -597,7 +597,7 @@ async fn run(
                     if m.topic == command_topic {
                         let result = parse_command(&m.payload)
                             .map_err(|e| e.to_string())
-                            .and_then(|c| engine.handle_command(c, now_ms()).map_err(|e| e.to_string()));
+                            .and_then(|c| engine.handle_command(c, Now::now()).map_err(|e| e.to_string()));
                         let body = match &result {
                             Ok(()) => json!({"ok": true}),
                             Err(e) => json!({"ok": false, "error": e}),
@@ -607,8 +607,8 @@ async fn run(
                         reply.correlation_data = m.correlation_data.clone();
                         let _ = client.publish(reply).await;
                     } else {
-                        let now = now_ms();
-                        match inputs.decode(&m.topic, m.content_type.as_deref(), &m.payload, Now::now()) {
+                        let now = Now::now();
+                        match inputs.decode(&m.topic, m.content_type.as_deref(), &m.payload, now) {
                             shopfloor_mqtt::Decoded::Readings { readings, .. } => {
                                 if let Some(why) = &readings.refused {
                                     tracing::debug!(topic = %m.topic, "partly ignored: {why}");

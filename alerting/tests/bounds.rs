@@ -4,7 +4,7 @@
 //! counting allocator: the live heap, beside the limit.
 
 use shopfloor_alerting::{Engine, EngineLimits, RuleSet};
-use shopfloor_schemas::{Batch, Reading, Timestamp};
+use shopfloor_schemas::{Batch, Now, Reading, Timestamp};
 
 #[global_allocator]
 static ALLOCATOR: shopfloor_testkit::Counting = shopfloor_testkit::Counting;
@@ -29,10 +29,13 @@ fn unselected_signals_and_alarms_are_bounded() {
     limits.max_alarms = 1_000;
     engine.set_limits(limits);
     // Warm up, then measure: 200 000 distinct signals no rule selects.
-    engine.handle_batch(&reading("hostile/x", "warm", 1.0), 1);
+    engine.handle_batch(&reading("hostile/x", "warm", 1.0), Now::at_unix_ms(1));
     let before = shopfloor_testkit::live_heap();
     for i in 0..200_000 {
-        engine.handle_batch(&reading(&format!("hostile/{}", i % 977), &format!("m{i}"), 1.0), 2);
+        engine.handle_batch(
+            &reading(&format!("hostile/{}", i % 977), &format!("m{i}"), 1.0),
+            Now::at_unix_ms(2),
+        );
     }
     let grown = shopfloor_testkit::live_heap() - before;
     let (held, unselected) = engine.signal_counts();
@@ -48,12 +51,15 @@ fn unselected_signals_and_alarms_are_bounded() {
 
     // Selected signals: alarms up to the limit, the rest refused.
     for i in 0..1_500 {
-        engine.handle_batch(&reading(&format!("plant1/press/m{i}"), "pressure", 100.0), 3);
+        engine.handle_batch(
+            &reading(&format!("plant1/press/m{i}"), "pressure", 100.0),
+            Now::at_unix_ms(3),
+        );
     }
     // One of the 1 000 alarms is the area's flood meta-alarm.
     assert_eq!(engine.signal_counts().0, 999);
     assert_eq!(engine.refused_readings(), 501);
     // Known signals go on working.
-    engine.handle_batch(&reading("plant1/press/m7", "pressure", 190.0), 4);
+    engine.handle_batch(&reading("plant1/press/m7", "pressure", 190.0), Now::at_unix_ms(4));
     assert!(engine.poll_event().is_some(), "a held signal still raises");
 }

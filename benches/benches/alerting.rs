@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use shopfloor_alerting::{Engine, RuleSet};
 use shopfloor_benches::is_measuring;
-use shopfloor_schemas::{Batch, Reading, Timestamp, Value};
+use shopfloor_schemas::{Batch, Now, Reading, Timestamp, Value};
 use shopfloor_testkit::{Counting, allocations};
 
 #[global_allocator]
@@ -56,7 +56,7 @@ fn main() {
                     r.value = Value::F64(if breach { 170.0 } else { 100.0 + (round % 7) as f64 });
                     r.timestamp = Timestamp::from_unix_ms(round * 1000);
                 }
-                engine.handle_batch(b, round * 1000);
+                engine.handle_batch(b, Now::at_unix_ms(round * 1000));
                 while engine.poll_event().is_some() {
                     events += 1;
                 }

@@ -187,7 +187,7 @@ impl Poller {
                 let tags = d.tags.iter().map(|t| t.name.clone()).collect();
                 devices.insert(d.name.clone(), (wtx.clone(), i, tags));
             }
-            let now = Instant::now().into_std();
+            let now = Now::now();
             let sessions = line.into_iter().map(|d| Session::new(d, &map.groups, now)).collect();
             tasks.push(tokio::spawn(run_line(endpoint, sessions, tx.clone(), wrx)));
         }
@@ -436,7 +436,7 @@ async fn run_line(
                     continue;
                 }
                 for (i, s) in sessions.iter_mut().enumerate() {
-                    let Some(reqs) = s.start_poll(std::time::Instant::now()) else { continue };
+                    let Some(reqs) = s.start_poll(Now::now()) else { continue };
                     for (n, r) in reqs.into_iter().enumerate() {
                         let Some(c) = ctx.as_mut() else {
                             s.connection_lost("not connected", Now::now());

@@ -29,8 +29,8 @@ use crate::config::{Deadband, Device};
 use crate::plan::{Learned, Plan, Refusal, Request, decode_response, plan};
 
 /// The clocks, read once per driver turn: monotonic for the schedule, UTC
-/// ms for readings (the type Sparkplug's sans-IO cores take too).
-pub use shopfloor_sparkplug::edge::Now;
+/// ms for readings (the one clock type every sans-IO core takes).
+pub use shopfloor_schemas::Now;
 
 /// Reads lost in a row (timeouts, broken answers) after which a device that
 /// answered before counts as unreachable. Fewer make only their reads' tags
@@ -122,10 +122,10 @@ pub struct Session {
 
 impl Session {
     /// A session whose groups are all due at `now`.
-    pub fn new(device: Device, groups: &BTreeMap<String, Duration>, now: Instant) -> Self {
+    pub fn new(device: Device, groups: &BTreeMap<String, Duration>, now: Now) -> Self {
         let learned = Learned::new();
         let plan = plan(&device, groups, &learned);
-        let next_due = vec![now; plan.groups.len()];
+        let next_due = vec![now.instant; plan.groups.len()];
         let last = vec![None; device.tags.len()];
         Self {
             device,
@@ -168,7 +168,8 @@ impl Session {
 
     /// The reads of the group due first, if one is due at `now`; its next
     /// turn is scheduled, and turns already missed are counted as overruns.
-    pub fn start_poll(&mut self, now: Instant) -> Option<Vec<Request>> {
+    pub fn start_poll(&mut self, now: Now) -> Option<Vec<Request>> {
+        let now = now.instant;
         let (g, due) = self.next_due.iter().copied().enumerate().min_by_key(|&(_, d)| d)?;
         if due > now {
             return None;
@@ -208,7 +209,7 @@ impl Session {
                 if code == ILLEGAL_DATA_ADDRESS {
                     match self.learned.refused(req, &self.device.tags) {
                         Refusal::Replan(_) => {
-                            self.replan(now.instant);
+                            self.replan(now);
                             return;
                         }
                         Refusal::BadTag(_) => {}
@@ -266,10 +267,10 @@ impl Session {
         self.out.pop_front()
     }
 
-    fn replan(&mut self, now: Instant) {
+    fn replan(&mut self, now: Now) {
         self.plan = plan(&self.device, &self.groups, &self.learned);
         // Read again at once what the refused read was for.
-        self.next_due = vec![now; self.plan.groups.len()];
+        self.next_due = vec![now.instant; self.plan.groups.len()];
         self.out.push_back(Output::Replanned { reads: self.plan.requests() });
     }
 

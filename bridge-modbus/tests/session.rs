@@ -2,7 +2,7 @@
 //! is a value the test moves.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use proptest::prelude::*;
 use shopfloor_bridge_modbus::RegisterMap;
@@ -41,19 +41,19 @@ address = 100
 
 struct T {
     s: Session,
-    base: Instant,
+    base: Now,
     ms: u64,
 }
 
 impl T {
     fn new() -> Self {
         let map = RegisterMap::from_toml(MAP).unwrap();
-        let base = Instant::now();
+        let base = Now::at_unix_ms(1_000_000);
         Self { s: Session::new(map.devices[0].clone(), &map.groups, base), base, ms: 0 }
     }
 
     fn now(&self) -> Now {
-        Now { instant: self.base + Duration::from_millis(self.ms), unix_ms: 1_000_000 + self.ms }
+        self.base + Duration::from_millis(self.ms)
     }
 
     fn at(&mut self, ms: u64) {
@@ -63,7 +63,7 @@ impl T {
     /// Polls what is due, answering each read from `memory`.
     fn poll(&mut self, memory: &[u16]) -> usize {
         let mut reads = 0;
-        while let Some(reqs) = self.s.start_poll(self.now().instant) {
+        while let Some(reqs) = self.s.start_poll(self.now()) {
             for r in reqs {
                 let (a, b) = (usize::from(r.start), r.end() as usize + 1);
                 self.s.handle(&r, ReadResult::Data(Data::Registers(&memory[a..b])), self.now());
@@ -129,14 +129,14 @@ fn first_poll_publishes_everything_then_only_news() {
 fn a_late_poll_counts_overruns_instead_of_catching_up() {
     let mut t = T::new();
     t.poll(&memory(0, 0));
-    assert_eq!(t.s.next_poll(), Some(t.base + Duration::from_millis(100)));
+    assert_eq!(t.s.next_poll(), Some(t.base.instant + Duration::from_millis(100)));
     // 550 ms late: one poll now, 4 turns of the fast group missed.
     t.at(650);
     t.outputs();
     assert_eq!(t.poll(&memory(0, 0)), 1);
     assert_eq!(t.s.overruns(), 5);
     assert_eq!(t.outputs(), [Output::Overrun { group: "fast".into(), missed: 5 }]);
-    assert_eq!(t.s.next_poll(), Some(t.base + Duration::from_millis(700)));
+    assert_eq!(t.s.next_poll(), Some(t.base.instant + Duration::from_millis(700)));
 }
 
 #[test]
@@ -172,7 +172,7 @@ fn one_lost_read_is_bad_three_in_a_row_unreachable() {
     t.outputs();
     for n in 1..=UNREACHABLE_AFTER {
         t.at(u64::from(n) * 100);
-        let reqs = t.s.start_poll(t.now().instant).unwrap();
+        let reqs = t.s.start_poll(t.now()).unwrap();
         t.s.handle(&reqs[0], ReadResult::Lost("no answer within 1000 ms"), t.now());
         let out = t.outputs();
         if n < UNREACHABLE_AFTER {
@@ -203,7 +203,7 @@ fn one_lost_read_is_bad_three_in_a_row_unreachable() {
     t.poll(&memory(100, 1));
     for n in 1..=2 * UNREACHABLE_AFTER {
         t.at(u64::from(n) * 100);
-        let reqs = t.s.start_poll(t.now().instant).unwrap();
+        let reqs = t.s.start_poll(t.now()).unwrap();
         if n % 2 == 0 {
             t.s.handle(&reqs[0], ReadResult::Data(Data::Registers(&[100])), t.now());
         } else {
@@ -219,7 +219,7 @@ fn an_exception_makes_the_reads_tags_bad_with_the_reason() {
     t.poll(&memory(100, 1));
     t.outputs();
     t.at(100);
-    let reqs = t.s.start_poll(t.now().instant).unwrap();
+    let reqs = t.s.start_poll(t.now()).unwrap();
     t.s.handle(&reqs[0], ReadResult::Exception(4), t.now());
     let out = t.outputs();
     assert!(out.contains(&Output::TagError {
@@ -241,10 +241,10 @@ fn illegal_data_address_replans_and_polls_again_at_once() {
     // With gaps of 200 allowed, fast reads 0..=1 and default 1..=100 merge
     // "count" and "far": the device refuses 1..=100.
     t.poll(&memory(0, 0));
-    let reqs = t.s.start_poll(t.now().instant);
+    let reqs = t.s.start_poll(t.now());
     assert!(reqs.is_none());
     t.at(1000);
-    let due: Vec<_> = std::iter::from_fn(|| t.s.start_poll(t.now().instant)).flatten().collect();
+    let due: Vec<_> = std::iter::from_fn(|| t.s.start_poll(t.now())).flatten().collect();
     let merged = due.iter().find(|r| r.count == 100).cloned().expect("count and far merged");
     t.outputs();
     t.s.handle(&merged, ReadResult::Exception(2), t.now());
@@ -260,7 +260,7 @@ proptest! {
         let mut t = T::new();
         for (kind, word, code, dt) in answers {
             t.at(t.ms + dt);
-            if let Some(reqs) = t.s.start_poll(t.now().instant) {
+            if let Some(reqs) = t.s.start_poll(t.now()) {
                 for r in reqs {
                     let regs = vec![word; usize::from(r.count) + usize::from(kind == 3)];
                     let result = match kind {
@@ -281,7 +281,7 @@ proptest! {
 #[test]
 fn groups_with_their_own_intervals() {
     let map = RegisterMap::from_toml(MAP).unwrap();
-    let s = Session::new(map.devices[0].clone(), &map.groups, Instant::now());
+    let s = Session::new(map.devices[0].clone(), &map.groups, Now::at_unix_ms(0));
     let every: BTreeMap<&str, Duration> =
         s.plan().groups.iter().map(|g| (g.0.as_str(), g.1)).collect();
     assert_eq!(every["fast"], Duration::from_millis(100));

@@ -30,8 +30,7 @@ use shopfloor_mqtt::mapping::MetricUnit;
 use shopfloor_mqtt::{
     Broker, Connection, Consumer, ConsumerConfig, ConsumerEvent, Inputs, Session,
 };
-use shopfloor_schemas::Batch;
-use shopfloor_sparkplug::edge::Now;
+use shopfloor_schemas::{Batch, Now};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -671,7 +670,8 @@ async fn run_with<S: Sink>(
                     }
                     let mut readings = 0;
                     let mut death = false;
-                    let refused = match decoder.decode(&m.topic, m.content_type.as_deref(), &m.payload, Now::now()) {
+                    let now = Now::now();
+                    let refused = match decoder.decode(&m.topic, m.content_type.as_deref(), &m.payload, now) {
                         Decoded::Batches { batches, metrics, kind, refused } => {
                             readings = batches.iter().map(|x| x.readings.len()).sum::<usize>();
                             death = kind == Kind::Death;
@@ -702,7 +702,7 @@ async fn run_with<S: Sink>(
                     }
                     stats.skipped_metrics.store(decoder.inputs.skipped_metrics(), Ordering::Relaxed);
                     stats.untracked_readings.store(decoder.inputs.untracked_readings(), Ordering::Relaxed);
-                    gate.received(m.take_ack(), readings, death, std::time::Instant::now());
+                    gate.received(m.take_ack(), readings, death, now);
                     stats.held.store(gate.held() as u64, Ordering::Relaxed);
                 }
                 Some(_) => {}
@@ -731,7 +731,7 @@ async fn run_with<S: Sink>(
                 tracing::warn!("a Sparkplug host message was dropped: the MQTT client is busy");
             }
         }
-        if gate.poll_submit(std::time::Instant::now()) {
+        if gate.poll_submit(Now::now()) {
             tickets.push_back(pipeline.submit_all(std::mem::take(&mut work)).await);
         }
         send_acks(&client, &mut acks);

@@ -16,6 +16,8 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
+use shopfloor_schemas::Now;
+
 /// The gate's limits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -74,11 +76,11 @@ impl<T> Gate<T> {
 
     /// A message arrived at `now` with `readings` readings; `death`: it
     /// records a death.
-    pub fn received(&mut self, ack: T, readings: usize, death: bool, now: Instant) {
+    pub fn received(&mut self, ack: T, readings: usize, death: bool, now: Now) {
         self.gathering.push(ack);
         self.readings += readings;
         self.death |= death;
-        self.oldest.get_or_insert(now);
+        self.oldest.get_or_insert(now.instant);
         self.held += 1;
     }
 
@@ -99,11 +101,11 @@ impl<T> Gate<T> {
 
     /// Whether the gathered batch goes to the database now. If it does, it
     /// is in flight from here: the shell submits what it gathered.
-    pub fn poll_submit(&mut self, now: Instant) -> bool {
+    pub fn poll_submit(&mut self, now: Now) -> bool {
         if self.gathering.is_empty() || !self.can_submit() {
             return false;
         }
-        let due = self.oldest.is_some_and(|t| now >= t + self.config.batch_age);
+        let due = self.oldest.is_some_and(|t| now.instant >= t + self.config.batch_age);
         if !(self.full() || due || self.stopping || self.death) {
             return false;
         }
@@ -186,15 +188,14 @@ mod tests {
         /// past its age; and after a stop everything drains.
         #[test]
         fn acks_follow_commits_in_order_and_deaths_go_alone(ops in prop::collection::vec(op(), 1..300)) {
-            let t0 = Instant::now();
-            let mut now = t0;
+            let mut now = Now::at_unix_ms(0);
             let mut gate = Gate::new(CONFIG);
             let (mut next, mut acked) = (0_u32, Vec::new());
             // Per batch in flight: its acks and whether it holds a death,
             // as the model sees them.
             let mut model: VecDeque<(Vec<u32>, bool)> = VecDeque::new();
             let mut gathering: (Vec<u32>, bool) = (Vec::new(), false);
-            let step = |gate: &mut Gate<u32>, now: Instant, model: &mut VecDeque<(Vec<u32>, bool)>, gathering: &mut (Vec<u32>, bool)| {
+            let step = |gate: &mut Gate<u32>, now: Now, model: &mut VecDeque<(Vec<u32>, bool)>, gathering: &mut (Vec<u32>, bool)| {
                 while gate.poll_submit(now) {
                     model.push_back(std::mem::take(gathering));
                 }
@@ -224,7 +225,7 @@ mod tests {
                 }
                 prop_assert!(gate.held() <= CONFIG.max_pending);
                 if let Some(due) = gate.poll_timeout() {
-                    prop_assert!(due > now, "a batch that may go waited past its age");
+                    prop_assert!(due > now.instant, "a batch that may go waited past its age");
                 }
             }
             gate.stop();
@@ -241,11 +242,11 @@ mod tests {
 
     #[test]
     fn a_lone_message_waits_for_its_age_and_a_death_goes_at_once() {
-        let t0 = Instant::now();
+        let t0 = Now::at_unix_ms(0);
         let mut gate = Gate::new(CONFIG);
         gate.received("a", 1, false, t0);
         assert!(!gate.poll_submit(t0));
-        assert_eq!(gate.poll_timeout(), Some(t0 + CONFIG.batch_age));
+        assert_eq!(gate.poll_timeout(), Some(t0.instant + CONFIG.batch_age));
         assert!(gate.poll_submit(t0 + CONFIG.batch_age));
         // A death waits for the batch in flight, then goes alone.
         gate.received("death", 1, true, t0);

@@ -5,6 +5,7 @@
 mod codec;
 mod error;
 mod model;
+mod now;
 mod protobuf;
 pub mod topic;
 mod wire;
@@ -17,6 +18,7 @@ pub use error::{
     DecodeError, EncodeError, FieldPath, InvalidField, Problem, TopicError, UnknownCodec,
 };
 pub use model::{Batch, Quality, Reading, Timestamp, Value, ValueType};
+pub use now::Now;
 pub use topic::{Captures, TopicTemplate};
 pub use write::WriteResult;
 

@@ -99,7 +99,8 @@ pub enum CommandError {
 
 impl Engine {
     /// An operator's command.
-    pub fn handle_command(&mut self, cmd: Command, now: u64) -> Result<(), CommandError> {
+    pub fn handle_command(&mut self, cmd: Command, now: Now) -> Result<(), CommandError> {
+        let now = now.unix_ms;
         let key = match &cmd {
             Command::Acknowledge { key, .. }
             | Command::Confirm { key, .. }

@@ -62,7 +62,8 @@ pub(super) struct Area {
 
 impl Engine {
     /// The alarm-system KPIs per area at `now`.
-    pub fn kpis(&self, now: u64) -> Vec<AreaKpis> {
+    pub fn kpis(&self, now: Now) -> Vec<AreaKpis> {
+        let now = now.unix_ms;
         let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
         self.areas
             .iter()

@@ -1,5 +1,6 @@
-//! The alarm engine, sans-IO: readings, operator commands and the time in;
-//! events out. The caller owns the clock and the I/O:
+//! The alarm engine, sans-IO: readings, operator commands and the time
+//! ([`Now`], of which it reads the wall clock) in; events out. The caller
+//! owns the clock and the I/O:
 //!
 //! ```text
 //! handle_batch(batch, now)      a batch of readings arrived
@@ -36,7 +37,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
-use shopfloor_schemas::{Batch, Quality, Value};
+use shopfloor_schemas::{Batch, Now, Quality, Value};
 
 use crate::delay::Delay;
 use crate::detect::{Deviation, Flatline, RateOfChange};
@@ -265,7 +266,8 @@ impl Engine {
     }
 
     /// A batch of readings arrived at `now`.
-    pub fn handle_batch(&mut self, batch: &Batch, now: u64) {
+    pub fn handle_batch(&mut self, batch: &Batch, now: Now) {
+        let now = now.unix_ms;
         for r in &batch.readings {
             if let Some(&c) =
                 self.controls.get(batch.source.as_str()).and_then(|m| m.get(r.metric.as_str()))
@@ -366,7 +368,8 @@ impl Engine {
     /// acknowledged, stale timers, detectors) is left as it is: what
     /// happened while the node was offline is for the record, and the
     /// node's live data says what is true now.
-    pub fn handle_historical(&mut self, batch: &Batch, now: u64) {
+    pub fn handle_historical(&mut self, batch: &Batch, now: Now) {
+        let now = now.unix_ms;
         for r in &batch.readings {
             let Some(signal) = self.signal(batch.source.as_str(), r.metric.as_str()) else {
                 continue;
@@ -412,7 +415,8 @@ impl Engine {
 
     /// The time from [`next_timeout`](Self::next_timeout) has come (or
     /// any later time).
-    pub fn handle_timeout(&mut self, now: u64) {
+    pub fn handle_timeout(&mut self, now: Now) {
+        let now = now.unix_ms;
         self.end_floods(now);
         for i in 0..self.alarms.len() {
             if let Some(Some(until)) = self.alarms[i].shelved
@@ -442,7 +446,8 @@ impl Engine {
         }
     }
 
-    /// When [`handle_timeout`](Self::handle_timeout) is next due.
+    /// When [`handle_timeout`](Self::handle_timeout) is next due, in UTC ms
+    /// (on the clock of [`Now::unix_ms`]).
     pub fn next_timeout(&self) -> Option<u64> {
         let window = u64::try_from(self.kpi.flood_window.as_millis()).unwrap_or(u64::MAX);
         let floods = self

@@ -73,10 +73,15 @@ fn key(rule: &str, metric: &str) -> AlarmKey {
     AlarmKey { rule: rule.into(), source: "press-1".into(), metric: metric.into() }
 }
 
+/// The engine's clock at `ms` UTC ms (the tests count in ms from 0).
+fn ms(ms: u64) -> Now {
+    Now::at_unix_ms(ms)
+}
+
 fn send(e: &mut Engine, metric: &str, value: f64, quality: Quality, now: u64) {
     let b = Batch::new("press-1")
         .with(Reading::new(metric, Timestamp::from_unix_ms(now), value).with_quality(quality));
-    e.handle_batch(&b, now);
+    e.handle_batch(&b, ms(now));
 }
 
 fn events(e: &mut Engine) -> Vec<(String, u64, EventKind)> {
@@ -86,18 +91,21 @@ fn events(e: &mut Engine) -> Vec<(String, u64, EventKind)> {
 fn ack(e: &mut Engine, k: AlarmKey, now: u64) -> Result<(), CommandError> {
     e.handle_command(
         Command::Acknowledge { key: k, user: "op".into(), comment: "seen".into() },
-        now,
+        ms(now),
     )
 }
 
 fn send_history(e: &mut Engine, metric: &str, value: f64, quality: Quality, at: u64, now: u64) {
     let b = Batch::new("press-1")
         .with(Reading::new(metric, Timestamp::from_unix_ms(at), value).with_quality(quality));
-    e.handle_historical(&b, now);
+    e.handle_historical(&b, ms(now));
 }
 
 fn confirm(e: &mut Engine, k: AlarmKey, now: u64) -> Result<(), CommandError> {
-    e.handle_command(Command::Confirm { key: k, user: "op".into(), comment: "fixed".into() }, now)
+    e.handle_command(
+        Command::Confirm { key: k, user: "op".into(), comment: "fixed".into() },
+        ms(now),
+    )
 }
 
 #[test]
@@ -274,7 +282,7 @@ fn bad_input_freezes_the_alarm_and_is_never_a_return_to_normal() {
     );
     let s = e.state(&key("pressure", "pressure")).unwrap();
     assert_eq!((s.active, s.bad_input), (Some(Condition::Level(H)), true));
-    e.handle_timeout(1_000_000);
+    e.handle_timeout(ms(1_000_000));
     send(&mut e, "pressure", f64::NAN, Quality::Good, 20);
     send(&mut e, "pressure", 300.0, Quality::Good, 30);
     let ev = events(&mut e);
@@ -296,13 +304,13 @@ fn delays_run_on_the_timeout() {
     send(&mut e, "temp", 90.0, Quality::Good, 0);
     assert_eq!(events(&mut e), []);
     assert_eq!(e.next_timeout(), Some(2000));
-    e.handle_timeout(2000);
+    e.handle_timeout(ms(2000));
     assert!(matches!(&events(&mut e)[..], [(r, 1, EventKind::Raised { .. })] if r == "slow"));
     send(&mut e, "temp", 50.0, Quality::Good, 2500);
-    e.handle_timeout(3000);
+    e.handle_timeout(ms(3000));
     assert_eq!(events(&mut e), []);
     assert_eq!(e.next_timeout(), Some(5500), "stale at 2500 + 3000, the off-delay at 7500");
-    e.handle_timeout(7500);
+    e.handle_timeout(ms(7500));
     let ev = events(&mut e);
     assert!(
         ev.iter().any(|x| x.0 == "slow" && x.2 == EventKind::ReturnedToNormal { closed: false }),
@@ -315,9 +323,9 @@ fn silence_raises_stale_on_the_timer_and_a_sample_clears_it() {
     let mut e = engine();
     send(&mut e, "temp", 20.0, Quality::Good, 0);
     assert_eq!(e.next_timeout(), Some(3000));
-    e.handle_timeout(2999);
+    e.handle_timeout(ms(2999));
     assert_eq!(events(&mut e), []);
-    e.handle_timeout(3000);
+    e.handle_timeout(ms(3000));
     let raised = EventKind::Raised { condition: Condition::On, priority: 500, value: Some(20.0) };
     assert_eq!(events(&mut e), [("silent".into(), 1, raised)]);
     send(&mut e, "temp", 21.0, Quality::Good, 3500);
@@ -333,7 +341,7 @@ fn kinds(e: &mut Engine) -> Vec<(EventKind, bool)> {
 
 fn door(e: &mut Engine, open: bool, now: u64) {
     let b = Batch::new("press-1").with(Reading::new("door", Timestamp::from_unix_ms(now), open));
-    e.handle_batch(&b, now);
+    e.handle_batch(&b, ms(now));
 }
 
 #[test]
@@ -349,7 +357,7 @@ fn a_latched_alarm_stays_active_until_reset_and_reset_only_when_normal() {
     door(&mut e, true, 20);
     assert!(matches!(&kinds(&mut e)[..], [(EventKind::Changed { .. }, true)]));
     let reset = |e: &mut Engine| {
-        e.handle_command(Command::ResetLatch { key: k.clone(), user: "op".into() }, 30)
+        e.handle_command(Command::ResetLatch { key: k.clone(), user: "op".into() }, ms(30))
     };
     assert!(matches!(reset(&mut e), Err(CommandError::NotNow { .. })), "still open: no reset");
     door(&mut e, false, 40);
@@ -377,7 +385,7 @@ fn shelving_silences_annunciation_one_shot_or_for_a_time() {
                 comment: "valve work".into(),
                 duration: d,
             },
-            now,
+            ms(now),
         )
     };
     // One-shot: ends when the condition next returns to normal.
@@ -400,12 +408,12 @@ fn shelving_silences_annunciation_one_shot_or_for_a_time() {
     shelve(&mut e, Some(Duration::from_secs(60)), 1000).unwrap();
     assert_eq!(e.next_timeout(), Some(61_000));
     send(&mut e, "pressure", 165.0, Quality::Good, 2000);
-    e.handle_timeout(61_000);
+    e.handle_timeout(ms(61_000));
     let k2 = kinds(&mut e);
     assert!(matches!(k2[1], (EventKind::Raised { .. }, false)));
     assert_eq!(k2[2], (EventKind::Unshelved { user: None }, true));
     assert!(matches!(
-        e.handle_command(Command::Unshelve { key: k.clone(), user: "op".into() }, 62_000),
+        e.handle_command(Command::Unshelve { key: k.clone(), user: "op".into() }, ms(62_000)),
         Err(CommandError::NotNow { .. })
     ));
 }
@@ -416,7 +424,7 @@ fn a_rate_rule_judges_in_event_time() {
     // Arrival time is irrelevant: the readings carry their own times.
     let at = |e: &mut Engine, t: u64, x: f64| {
         let b = Batch::new("press-1").with(Reading::new("oil", Timestamp::from_unix_ms(t), x));
-        e.handle_batch(&b, 999_999);
+        e.handle_batch(&b, ms(999_999));
     };
     at(&mut e, 0, 0.0);
     at(&mut e, 1000, 1.0);
@@ -452,7 +460,7 @@ fn the_kpis_and_the_flood_meta_alarm() {
     assert_eq!(floods[0].key.source, "plant");
     assert!(matches!(floods[0].kind, EventKind::Raised { priority: 800, value: Some(11.0), .. }));
     assert_eq!(floods[0].time, 10_000, "raised by the 11th activation");
-    let kpis = e.kpis(11_000);
+    let kpis = e.kpis(ms(11_000));
     assert_eq!(kpis.len(), 1);
     let plant = &kpis[0];
     assert_eq!((plant.area.as_str(), plant.activations, plant.flood), ("plant", 11, true));
@@ -461,16 +469,16 @@ fn the_kpis_and_the_flood_meta_alarm() {
     assert_eq!(plant.stale, []);
     // The flood ends when the window slides past the first activations.
     assert_eq!(e.next_timeout(), Some(600_000));
-    e.handle_timeout(600_000);
+    e.handle_timeout(ms(600_000));
     let rtn: Vec<EventKind> = std::iter::from_fn(|| e.poll_event())
         .filter(|ev| ev.key.rule == FLOOD)
         .map(|ev| ev.kind)
         .collect();
     assert_eq!(rtn, [EventKind::ReturnedToNormal { closed: false }]);
-    assert!(!e.kpis(600_000)[0].flood);
+    assert!(!e.kpis(ms(600_000))[0].flood);
     // An alarm active for more than 24 h is stale.
     send(&mut e, "pressure", 170.0, Quality::Good, 700_000);
-    assert_eq!(e.kpis(700_000 + 24 * 3_600_000 + 1)[0].stale, [k]);
+    assert_eq!(e.kpis(ms(700_000 + 24 * 3_600_000 + 1))[0].stale, [k]);
 }
 
 #[test]
@@ -480,7 +488,7 @@ fn suppressed_by_design_while_the_machine_is_stopped() {
     let running = |e: &mut Engine, on: bool, now: u64| {
         let b =
             Batch::new("press-1").with(Reading::new("running", Timestamp::from_unix_ms(now), on));
-        e.handle_batch(&b, now);
+        e.handle_batch(&b, ms(now));
     };
     // Stopped before the alarm exists (reported by exception, once).
     running(&mut e, false, 0);
@@ -502,7 +510,7 @@ fn suppressed_by_design_while_the_machine_is_stopped() {
     assert_eq!(kinds(&mut e), [(EventKind::Suppressed, false)]);
     // Another press's state does not touch this one.
     let b = Batch::new("press-2").with(Reading::new("running", Timestamp::from_unix_ms(60), true));
-    e.handle_batch(&b, 60);
+    e.handle_batch(&b, ms(60));
     assert!(e.state(&k).unwrap().suppressed);
 }
 
@@ -519,7 +527,7 @@ fn a_restart_restores_acknowledged_and_shelved_alarms_without_announcing_them_ag
         comment: "door sensor loose".into(),
         duration: Some(Duration::from_secs(60)),
     };
-    e.handle_command(shelve, 4).unwrap();
+    e.handle_command(shelve, ms(4)).unwrap();
     kinds(&mut e);
     let saved = e.persisted();
     assert_eq!(saved.len(), 2, "{saved:?}");
@@ -562,13 +570,13 @@ fn out_of_service_alarms_are_not_evaluated() {
         user: "tech".into(),
         comment: "sensor swap".into(),
     };
-    e.handle_command(oos.clone(), 1).unwrap();
-    assert!(matches!(e.handle_command(oos, 2), Err(CommandError::NotNow { .. })));
+    e.handle_command(oos.clone(), ms(1)).unwrap();
+    assert!(matches!(e.handle_command(oos, ms(2)), Err(CommandError::NotNow { .. })));
     send(&mut e, "pressure", 200.0, Quality::Good, 3);
     send(&mut e, "pressure", 0.0, Quality::Bad, 4);
     assert_eq!(kinds(&mut e).len(), 1, "only the out-of-service event");
     assert!(e.state(&k).unwrap().out_of_service);
-    e.handle_command(Command::InService { key: k.clone(), user: "tech".into() }, 5).unwrap();
+    e.handle_command(Command::InService { key: k.clone(), user: "tech".into() }, ms(5)).unwrap();
     send(&mut e, "pressure", 200.0, Quality::Good, 6);
     let ev = kinds(&mut e);
     assert_eq!(ev[0], (EventKind::InService { user: "tech".into() }, true));
@@ -580,7 +588,7 @@ fn out_of_service_alarms_are_not_evaluated() {
                 user: "op".into(),
                 comment: String::new()
             },
-            7
+            ms(7)
         ),
         Err(CommandError::Unknown(_))
     ));
@@ -619,7 +627,7 @@ proptest! {
                     prop_assert_eq!(r.is_ok(), unacked);
                 }
                 1 => send(&mut e, "pressure", value, Quality::Bad, now),
-                2 => e.handle_timeout(now),
+                2 => e.handle_timeout(ms(now)),
                 _ => send(&mut e, "pressure", value, Quality::Good, now),
             }
             while let Some(ev) = e.poll_event() {

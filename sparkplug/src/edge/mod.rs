@@ -39,7 +39,6 @@
 //! connection dropped is sent again after the next birth (at least once).
 
 use std::collections::{HashMap, VecDeque};
-use std::time::Instant;
 
 use bytes::Bytes;
 use std::sync::Arc;

@@ -2,23 +2,9 @@
 
 use super::*;
 
-/// The current time, read once per loop turn by the driver: a monotonic
-/// instant for deadlines and wall-clock UTC ms for payloads.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Now {
-    /// Monotonic time.
-    pub instant: Instant,
-    /// UTC ms since the Unix epoch.
-    pub unix_ms: u64,
-}
-
-impl Now {
-    /// The clocks now. Only drivers call this.
-    #[allow(clippy::self_named_constructors, reason = "reads as the driver loop: Now::now()")]
-    pub fn now() -> Self {
-        Self { instant: Instant::now(), unix_ms: shopfloor_schemas::Timestamp::now().unix_ms() }
-    }
-}
+/// The clocks, read once per loop turn by the driver (the one clock type
+/// every shopfloor core takes; it lives in `shopfloor_schemas`).
+pub use shopfloor_schemas::Now;
 
 /// An MQTT publish the driver must send: plain data, like quinn's `Transmit`.
 #[derive(Clone, Debug, PartialEq, Eq)]
