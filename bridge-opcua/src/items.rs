@@ -34,9 +34,126 @@ use opcua::types::{DataValue, NodeId, StatusCode, Variant};
 use shopfloor_schemas::{Batch, Quality, Reading, Timestamp, Value};
 use shopfloor_sparkplug::{DataType, Now};
 
-use crate::client::{MetricInfo, ServerEvent, WriteError};
 use crate::config::NodeConfig;
 use crate::convert;
+
+/// What a metric is, learned from the server at connect.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MetricInfo {
+    /// The metric name.
+    pub name: String,
+    /// Its Sparkplug type.
+    pub datatype: DataType,
+    /// Its engineering unit (EUInformation's display name), if the server has one.
+    pub unit: Option<String>,
+    /// Its EURange, if the server has one.
+    pub range: Option<(f64, f64)>,
+    /// On the write allow-list.
+    pub writable: bool,
+}
+
+/// What a server link tells the application.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ServerEvent {
+    /// Data flows (first time, or after an outage): every bridged metric
+    /// and its current value, read just now. Publish a birth with them.
+    Online {
+        /// The server's name.
+        server: String,
+        /// The metrics, in config order (nodes that could not be bridged left out).
+        metrics: Vec<MetricInfo>,
+        /// Their current values (source = the server's name).
+        values: Batch,
+    },
+    /// Readings that changed (source = the server's name).
+    Data(Batch),
+    /// The server is unreachable or its subscriptions are silent: every
+    /// metric is stale from now (publish a death).
+    Offline {
+        /// The server's name.
+        server: String,
+        /// Why, for the log.
+        reason: String,
+    },
+    /// The server cannot be reached or refuses the bridge, with what to do
+    /// about it (an untrusted certificate and which file to move where, a
+    /// wrong password, a missing endpoint). Told once per distinct
+    /// problem; the link keeps trying.
+    Problem {
+        /// The server's name.
+        server: String,
+        /// What is wrong and what to do.
+        problem: String,
+    },
+    /// A node that cannot be bridged now, once per problem: an unknown
+    /// NodeId, a browse path that leads nowhere, a type with no shopfloor
+    /// value. It is tried again at each reconnect.
+    NodeProblem {
+        /// The server's name.
+        server: String,
+        /// The metric.
+        metric: String,
+        /// What is wrong.
+        problem: String,
+    },
+}
+
+/// Why a write was not done.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum WriteError {
+    /// The metric is not configured on this server.
+    #[error("{0:?} is not a metric of this server")]
+    Unknown(String),
+    /// The metric is not on the write allow-list.
+    #[error("{0:?} is not writable: set writable = true on its node to allow writes")]
+    NotAllowed(String),
+    /// The node is not bridged now (unresolved, or the server is away).
+    #[error("{0:?} cannot be written now: its server is not connected or the node is not resolved")]
+    NotConnected(String),
+    /// The value does not convert to the node's type.
+    #[error("{value} does not fit {metric:?}, a {datatype:?}")]
+    Convert {
+        /// The metric.
+        metric: String,
+        /// Its type.
+        datatype: DataType,
+        /// The value offered.
+        value: String,
+    },
+    /// Outside the node's EURange (checked before sending: a setpoint the
+    /// instrument cannot mean is refused, whatever the server would do).
+    #[error("{value} is outside {metric:?}'s EURange {low}..={high}")]
+    OutOfRange {
+        /// The metric.
+        metric: String,
+        /// The value offered.
+        value: f64,
+        /// The range's low end.
+        low: f64,
+        /// The range's high end.
+        high: f64,
+    },
+    /// The server refused it with this status.
+    #[error("the server refused the write: {0}")]
+    Refused(StatusCode),
+    /// The request failed (timeout, connection).
+    #[error("the write failed: {0}")]
+    Failed(String),
+}
+
+impl WriteError {
+    /// The status a [`WriteResult`](shopfloor_schemas::WriteResult) carries:
+    /// the server's status code name (`BadUserAccessDenied`), `Unreachable`
+    /// when the request got no answer, or `Refused` when nothing was sent.
+    pub fn status(&self) -> String {
+        match self {
+            Self::Refused(code) => code.sub_code().to_string(),
+            Self::Failed(_) => "Unreachable".into(),
+            _ => shopfloor_schemas::WriteResult::REFUSED.into(),
+        }
+    }
+}
 
 /// One configured node and what is known of it.
 #[derive(Clone, Debug, PartialEq)]
