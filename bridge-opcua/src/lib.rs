@@ -6,6 +6,7 @@ pub mod browse;
 pub mod client;
 pub mod config;
 pub mod convert;
+pub mod items;
 pub mod watchdog;
 
 pub use config::{BridgeConfig, ConfigError, NodeConfig, ServerConfig};

@@ -26,15 +26,15 @@ use opcua::types::{
     ReferenceTypeId, RelativePath, RelativePathElement, StatusCode, TimestampsToReturn, VariableId,
     Variant, WriteValue,
 };
-use shopfloor_schemas::{Batch, Quality, Reading, Timestamp, Value};
-use shopfloor_sparkplug::DataType;
+use shopfloor_schemas::{Batch, Reading, Timestamp, Value};
+use shopfloor_sparkplug::Now;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::config::{
-    Deadband, Identity, Namespace, NodeConfig, NodeRef, SecurityMode, SecurityPolicy, ServerConfig,
+    Deadband, Identity, Namespace, NodeRef, SecurityMode, SecurityPolicy, ServerConfig,
 };
-use crate::convert;
+use crate::items::{Described, Items};
 use crate::watchdog::{Action, Timing, Watchdog};
 
 mod connect;
@@ -47,123 +47,7 @@ use resolve::*;
 use subscribe::*;
 use write::*;
 
-/// What a metric is, learned from the server at connect.
-#[derive(Clone, Debug, PartialEq)]
-pub struct MetricInfo {
-    /// The metric name.
-    pub name: String,
-    /// Its Sparkplug type.
-    pub datatype: DataType,
-    /// Its engineering unit (EUInformation's display name), if the server has one.
-    pub unit: Option<String>,
-    /// Its EURange, if the server has one.
-    pub range: Option<(f64, f64)>,
-    /// On the write allow-list.
-    pub writable: bool,
-}
-
-/// What a server link tells the application.
-#[derive(Clone, Debug, PartialEq)]
-pub enum ServerEvent {
-    /// Data flows (first time, or after an outage): every bridged metric
-    /// and its current value, read just now. Publish a birth with them.
-    Online {
-        /// The server's name.
-        server: String,
-        /// The metrics, in config order (nodes that could not be bridged left out).
-        metrics: Vec<MetricInfo>,
-        /// Their current values (source = the server's name).
-        values: Batch,
-    },
-    /// Readings that changed (source = the server's name).
-    Data(Batch),
-    /// The server is unreachable or its subscriptions are silent: every
-    /// metric is stale from now (publish a death).
-    Offline {
-        /// The server's name.
-        server: String,
-        /// Why, for the log.
-        reason: String,
-    },
-    /// The server cannot be reached or refuses the bridge, with what to do
-    /// about it (an untrusted certificate and which file to move where, a
-    /// wrong password, a missing endpoint). Told once per distinct
-    /// problem; the link keeps trying.
-    Problem {
-        /// The server's name.
-        server: String,
-        /// What is wrong and what to do.
-        problem: String,
-    },
-    /// A node that cannot be bridged now, once per problem: an unknown
-    /// NodeId, a browse path that leads nowhere, a type with no shopfloor
-    /// value. It is tried again at each reconnect.
-    NodeProblem {
-        /// The server's name.
-        server: String,
-        /// The metric.
-        metric: String,
-        /// What is wrong.
-        problem: String,
-    },
-}
-
-/// Why a write was not done.
-#[derive(Clone, Debug, PartialEq, thiserror::Error)]
-#[non_exhaustive]
-pub enum WriteError {
-    /// The metric is not configured on this server.
-    #[error("{0:?} is not a metric of this server")]
-    Unknown(String),
-    /// The metric is not on the write allow-list.
-    #[error("{0:?} is not writable: set writable = true on its node to allow writes")]
-    NotAllowed(String),
-    /// The node is not bridged now (unresolved, or the server is away).
-    #[error("{0:?} cannot be written now: its server is not connected or the node is not resolved")]
-    NotConnected(String),
-    /// The value does not convert to the node's type.
-    #[error("{value} does not fit {metric:?}, a {datatype:?}")]
-    Convert {
-        /// The metric.
-        metric: String,
-        /// Its type.
-        datatype: DataType,
-        /// The value offered.
-        value: String,
-    },
-    /// Outside the node's EURange (checked before sending: a setpoint the
-    /// instrument cannot mean is refused, whatever the server would do).
-    #[error("{value} is outside {metric:?}'s EURange {low}..={high}")]
-    OutOfRange {
-        /// The metric.
-        metric: String,
-        /// The value offered.
-        value: f64,
-        /// The range's low end.
-        low: f64,
-        /// The range's high end.
-        high: f64,
-    },
-    /// The server refused it with this status.
-    #[error("the server refused the write: {0}")]
-    Refused(StatusCode),
-    /// The request failed (timeout, connection).
-    #[error("the write failed: {0}")]
-    Failed(String),
-}
-
-impl WriteError {
-    /// The status a [`WriteResult`](shopfloor_schemas::WriteResult) carries:
-    /// the server's status code name (`BadUserAccessDenied`), `Unreachable`
-    /// when the request got no answer, or `Refused` when nothing was sent.
-    pub fn status(&self) -> String {
-        match self {
-            Self::Refused(code) => code.sub_code().to_string(),
-            Self::Failed(_) => "Unreachable".into(),
-            _ => shopfloor_schemas::WriteResult::REFUSED.into(),
-        }
-    }
-}
+pub use crate::items::{MetricInfo, ServerEvent, WriteError};
 
 /// A write asked of the link.
 type WriteRequest = (String, Value, tokio::sync::oneshot::Sender<Result<(), WriteError>>);
@@ -284,35 +168,16 @@ enum Signal {
     Ended(StatusCode),
 }
 
-/// The monitored state of one configured node.
-struct Item {
-    config: NodeConfig,
-    node_id: Option<NodeId>,
-    /// Its subscription and monitored item ids, while monitored.
-    monitored: Option<(u32, u32)>,
-    info: Option<MetricInfo>,
-    last: Option<Value>,
-    problem: Option<String>,
-}
-
 /// Logs `problem` (with `note` after it) and sends it as a
-/// [`ServerEvent::Problem`], unless it is the problem `told` last: one line
+/// [`ServerEvent::Problem`], unless it is the problem told last: one line
 /// a problem, not one a retry.
-async fn tell(
-    told: &mut Option<String>,
-    events: &mpsc::Sender<ServerEvent>,
-    server: &str,
-    problem: String,
-    note: &str,
-) {
-    if told.as_deref() == Some(problem.as_str()) {
-        return;
+async fn tell(items: &mut Items, events: &mpsc::Sender<ServerEvent>, problem: String, note: &str) {
+    if let Some(event) = items.server_problem(problem) {
+        if let ServerEvent::Problem { server, problem } = &event {
+            tracing::warn!(server, "{problem}{note}");
+        }
+        let _ = events.send(event).await;
     }
-    tracing::warn!(server, "{problem}{note}");
-    let _ = events
-        .send(ServerEvent::Problem { server: server.to_owned(), problem: problem.clone() })
-        .await;
-    *told = Some(problem);
 }
 
 async fn run(
@@ -326,24 +191,9 @@ async fn run(
     let longest =
         config.nodes.iter().map(|n| n.publishing_interval).max().unwrap_or(Duration::from_secs(1));
     let timing = Timing::for_subscriptions(longest, config.keep_alive_count);
-    let mut items: Vec<Item> = config
-        .nodes
-        .iter()
-        .map(|n| Item {
-            config: n.clone(),
-            node_id: None,
-            monitored: None,
-            info: None,
-            last: None,
-            problem: None,
-        })
-        .collect();
+    let mut items = Items::new(&config.name, &config.nodes);
     let mut watchdog = Watchdog::new(timing, Instant::now());
     let mut attempt = 0_u32;
-    // The last problem told, so that each is told once.
-    let mut told: Option<String> = None;
-    let mut problems_reported: HashMap<String, String> = HashMap::new();
-    let mut online = false;
     loop {
         let (tx, mut rx) = mpsc::unbounded_channel();
         // Stopping never waits for a connection attempt (a refused or
@@ -356,7 +206,7 @@ async fn run(
             Ok(s) => s,
             Err(e) => {
                 attempt += 1;
-                tell(&mut told, &events, &config.name, e, " (retrying)").await;
+                tell(&mut items, &events, e, " (retrying)").await;
                 let pause = (tuning.retry_initial * attempt.min(20)).min(tuning.retry_max);
                 let until = tokio::time::Instant::now() + pause;
                 loop {
@@ -392,12 +242,12 @@ async fn run(
                     return;
                 }
                 Some((metric, value, reply)) = writes.recv() => {
-                    start_write(&session, &items, &metric, value, reply, online);
+                    start_write(&session, &items, &metric, value, reply);
                     continue;
                 }
                 () = tokio::time::sleep_until(check_at) => {
                     check_at = tokio::time::Instant::now() + tuning.node_check;
-                    if online && !subscriptions.is_empty() {
+                    if items.is_online() && !subscriptions.is_empty() {
                         // Never past the watchdog's deadline: a black hole
                         // must not hold the loop in a Read.
                         let check = check_nodes(&session, &mut items, &mut subscriptions, &config, &tx);
@@ -451,12 +301,12 @@ async fn run(
                 handle(s, &mut data, &mut watchdog);
             }
             for p in problems {
-                tell(&mut told, &events, &config.name, p, "").await;
+                tell(&mut items, &events, p, "").await;
             }
             while let Some(action) = watchdog.poll_action() {
                 match action {
                     Action::Stale => {
-                        online = false;
+                        items.offline();
                         stats.outages.fetch_add(1, Relaxed);
                         let reason = "the server is unreachable or its subscriptions are silent";
                         let _ = events
@@ -504,18 +354,12 @@ async fn run(
                         if let Some(ms) = watchdog.last_recovery() {
                             stats.last_recovery_ms.store(ms.as_millis() as u64, Relaxed);
                         }
-                        match resync(&session, &mut items, &config.name).await {
-                            Ok((metrics, values)) => {
-                                online = true;
-                                told = None;
-                                stats.values.fetch_add(values.readings.len() as u64, Relaxed);
-                                let _ = events
-                                    .send(ServerEvent::Online {
-                                        server: config.name.clone(),
-                                        metrics,
-                                        values,
-                                    })
-                                    .await;
+                        match resync(&session, &mut items).await {
+                            Ok(online) => {
+                                if let ServerEvent::Online { values, .. } = &online {
+                                    stats.values.fetch_add(values.readings.len() as u64, Relaxed);
+                                }
+                                let _ = events.send(online).await;
                             }
                             Err(e) => {
                                 // Not really up: let the ladder go on.
@@ -526,42 +370,19 @@ async fn run(
                     }
                 }
             }
-            for item in &items {
-                if let Some(p) = &item.problem
-                    && problems_reported.get(&item.config.metric) != Some(p)
-                {
-                    problems_reported.insert(item.config.metric.clone(), p.clone());
-                    let _ = events
-                        .send(ServerEvent::NodeProblem {
-                            server: config.name.clone(),
-                            metric: item.config.metric.clone(),
-                            problem: p.clone(),
-                        })
-                        .await;
-                }
+            for problem in items.node_problems() {
+                let _ = events.send(problem).await;
             }
-            if online && !data.is_empty() {
-                let mut batch = Batch::new(config.name.as_str());
-                let now_ts = Timestamp::now();
-                for (i, dv) in data {
-                    let Some(item) = items.get_mut(i) else { continue };
-                    if let Some(r) = reading(item, &dv, now_ts) {
-                        batch.readings.push(r);
-                    }
-                }
-                if !batch.readings.is_empty() {
-                    stats.values.fetch_add(batch.readings.len() as u64, Relaxed);
-                    let _ = events.send(ServerEvent::Data(batch)).await;
-                }
+            if let Some(batch) = items.changes(data, Now::now()) {
+                stats.values.fetch_add(batch.readings.len() as u64, Relaxed);
+                let _ = events.send(ServerEvent::Data(batch)).await;
             }
             if ended {
                 reconnect = true;
             }
         }
         let _ = tokio::time::timeout(tuning.request_timeout, session.disconnect()).await;
-        for item in &mut items {
-            item.node_id = None;
-        }
+        items.session_closed();
     }
 }
 

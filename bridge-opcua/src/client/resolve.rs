@@ -4,12 +4,13 @@ use super::*;
 
 /// Resolves every node not yet resolved: NodeIds by namespace, browse
 /// paths by TranslateBrowsePathsToNodeIds.
-pub(super) async fn resolve(session: &Session, items: &mut [Item]) -> Result<(), String> {
+pub(super) async fn resolve(session: &Session, items: &mut Items) -> Result<(), String> {
     let mut cache = None;
     // The namespace array first: failing to read it is the session's
     // problem, not the nodes'.
     let by_uri = |n: &Namespace| matches!(n, Namespace::Uri(_));
-    let needs_uris = items.iter().filter(|i| i.node_id.is_none()).any(|i| match &i.config.node {
+    let todo = items.unresolved();
+    let needs_uris = todo.iter().filter_map(|&i| items.get(i)).any(|i| match &i.config().node {
         NodeRef::Id { namespace, .. } => by_uri(namespace),
         NodeRef::BrowsePath { elements } => elements.iter().any(|(n, _)| by_uri(n)),
     });
@@ -19,8 +20,9 @@ pub(super) async fn resolve(session: &Session, items: &mut [Item]) -> Result<(),
             return Err("cannot read the server's namespace array".into());
         }
     }
-    for item in items.iter_mut().filter(|i| i.node_id.is_none()) {
-        let resolved = match &item.config.node {
+    for i in todo {
+        let Some(node) = items.get(i).map(|i| i.config().node.clone()) else { continue };
+        let resolved = match &node {
             NodeRef::Id { namespace: ns, identifier } => {
                 match namespace(session, ns, &mut cache).await {
                     Ok(i) => NodeId::from_str(&format!("ns={i};{identifier}"))
@@ -69,28 +71,20 @@ pub(super) async fn resolve(session: &Session, items: &mut [Item]) -> Result<(),
                 }
             }
         };
-        match resolved {
-            Ok(id) => {
-                item.node_id = Some(id);
-                item.problem = None;
-            }
-            Err(e) => item.problem = Some(format!("{}: {e}", item.config.node)),
-        }
+        items.resolved(i, resolved);
     }
     Ok(())
 }
 
 /// Reads what each resolved node is (type, unit, range) where not known yet.
-pub(super) async fn describe(session: &Session, items: &mut [Item]) -> Result<(), String> {
-    let todo: Vec<usize> = (0..items.len())
-        .filter(|&i| items[i].node_id.is_some() && items[i].info.is_none())
-        .collect();
+pub(super) async fn describe(session: &Session, items: &mut Items) -> Result<(), String> {
+    let todo = items.undescribed();
     if todo.is_empty() {
         return Ok(());
     }
     let mut reads = Vec::new();
     for &i in &todo {
-        let id = items[i].node_id.clone().unwrap_or_default();
+        let id = node_id(items, i);
         for attribute in [AttributeId::Value, AttributeId::DataType, AttributeId::ValueRank] {
             reads.push(ReadValueId {
                 node_id: id.clone(),
@@ -105,7 +99,7 @@ pub(super) async fn describe(session: &Session, items: &mut [Item]) -> Result<()
     let browse: Vec<BrowseDescription> = todo
         .iter()
         .map(|&i| BrowseDescription {
-            node_id: items[i].node_id.clone().unwrap_or_default(),
+            node_id: node_id(items, i),
             browse_direction: BrowseDirection::Forward,
             reference_type_id: ReferenceTypeId::HasProperty.into(),
             include_subtypes: true,
@@ -152,47 +146,26 @@ pub(super) async fn describe(session: &Session, items: &mut [Item]) -> Result<()
             }
         }
     }
-    for (n, &i) in todo.iter().enumerate() {
-        let value = &values[3 * n];
-        let data_type = values[3 * n + 1].value.as_ref();
-        let rank = match values[3 * n + 2].value {
-            Some(Variant::Int32(r)) => r,
-            _ => -1,
-        };
-        let from_value = value.value.as_ref().and_then(convert::datatype);
-        let from_type = match data_type {
-            Some(Variant::NodeId(id)) if id.namespace == 0 => match id.identifier {
-                opcua::types::Identifier::Numeric(n) => convert::datatype_of_type_id(n, rank >= 0),
-                _ => None,
+    for (&i, attributes) in todo.iter().zip(values.chunks_exact(3)) {
+        let [value, data_type, value_rank] = attributes else { continue };
+        items.described(
+            i,
+            Described {
+                value: value.clone(),
+                data_type: data_type.clone(),
+                value_rank: value_rank.clone(),
+                unit: unit.remove(&i),
+                range: range.remove(&i),
             },
-            _ => None,
-        };
-        let item = &mut items[i];
-        match from_value.or(from_type) {
-            Some(datatype) => {
-                item.info = Some(MetricInfo {
-                    name: item.config.metric.clone(),
-                    datatype,
-                    unit: unit.remove(&i),
-                    range: range.remove(&i),
-                    writable: item.config.writable,
-                });
-            }
-            None if value.status.is_some_and(|s| s == StatusCode::BadNodeIdUnknown) => {
-                item.problem = Some(format!("{}: the server has no such node", item.config.node));
-                item.node_id = None;
-            }
-            None => {
-                let what = value
-                    .value
-                    .as_ref()
-                    .and_then(|v| convert::value(v).err())
-                    .map_or_else(|| "its type is not known".to_owned(), |e| e.to_string());
-                item.problem = Some(format!("{}: {what}", item.config.node));
-            }
-        }
+        );
     }
     Ok(())
+}
+
+/// Node `i`'s NodeId, or the null one (which the server answers Bad)
+/// if it has none now.
+pub(super) fn node_id(items: &Items, i: usize) -> NodeId {
+    items.get(i).and_then(|i| i.node_id().cloned()).unwrap_or_default()
 }
 
 pub(super) async fn read_chunked(

@@ -2,28 +2,6 @@
 
 use super::*;
 
-/// A data change as a reading; a bad status with no value repeats the
-/// last value with the bad quality (a reading needs a value).
-pub(super) fn reading(item: &mut Item, dv: &DataValue, now: Timestamp) -> Option<Reading> {
-    let s = convert::sample(dv, now);
-    if let Some(u) = s.unsupported {
-        item.problem = Some(u.to_string());
-    }
-    let value = match s.value {
-        Some(v) => {
-            item.last = Some(v.clone());
-            v
-        }
-        None => item.last.clone()?,
-    };
-    Some(Reading {
-        metric: item.config.metric.as_str().into(),
-        timestamp: s.timestamp,
-        value,
-        quality: s.quality,
-    })
-}
-
 /// Notifications per publish response: bounded, so that no peer's array
 /// or message limit is met by a big server.
 pub(super) const MAX_NOTIFICATIONS: u32 = 1000;
@@ -35,17 +13,15 @@ pub(super) type Subscriptions = BTreeMap<Duration, u32>;
 /// items, in batches; an item the server refuses only loses that item.
 pub(super) async fn subscribe(
     session: &Arc<Session>,
-    items: &mut [Item],
+    items: &mut Items,
     config: &ServerConfig,
     tx: &mpsc::UnboundedSender<Signal>,
 ) -> Result<Subscriptions, String> {
-    for item in items.iter_mut() {
-        item.monitored = None;
-    }
+    items.unmonitor_all();
     resolve(session, items).await?;
     describe(session, items).await?;
     let mut subs = Subscriptions::new();
-    let all: Vec<usize> = (0..items.len()).filter(|&i| items[i].info.is_some()).collect();
+    let all = items.bridged();
     monitor(session, items, &mut subs, config, tx, &all).await?;
     Ok(subs)
 }
@@ -54,19 +30,13 @@ pub(super) async fn subscribe(
 /// where needed.
 pub(super) async fn monitor(
     session: &Arc<Session>,
-    items: &mut [Item],
+    items: &mut Items,
     subs: &mut Subscriptions,
     config: &ServerConfig,
     tx: &mpsc::UnboundedSender<Signal>,
     which: &[usize],
 ) -> Result<(), String> {
-    let mut groups: BTreeMap<Duration, Vec<usize>> = BTreeMap::new();
-    for &i in which {
-        if items[i].info.is_some() && items[i].node_id.is_some() {
-            groups.entry(items[i].config.publishing_interval).or_default().push(i);
-        }
-    }
-    for (interval, members) in groups {
+    for (interval, members) in items.monitor_groups(which) {
         let id = match subs.get(&interval) {
             Some(&id) => id,
             None => {
@@ -105,8 +75,8 @@ pub(super) async fn monitor(
         for chunk in members.chunks(500) {
             let requests: Vec<MonitoredItemCreateRequest> = chunk
                 .iter()
-                .map(|&i| {
-                    let c = &items[i].config;
+                .filter_map(|&i| Some((i, items.get(i)?.config())))
+                .map(|(i, c)| {
                     let filter = match c.deadband {
                         Deadband::None => ExtensionObject::null(),
                         Deadband::Absolute(v) => ExtensionObject::from_message(DataChangeFilter {
@@ -121,9 +91,7 @@ pub(super) async fn monitor(
                         }),
                     };
                     MonitoredItemCreateRequest {
-                        item_to_monitor: ReadValueId::from(
-                            items[i].node_id.clone().unwrap_or_default(),
-                        ),
+                        item_to_monitor: ReadValueId::from(node_id(items, i)),
                         monitoring_mode: MonitoringMode::Reporting,
                         requested_parameters: MonitoringParameters {
                             client_handle: i as u32 + 1,
@@ -140,20 +108,7 @@ pub(super) async fn monitor(
                 .await
                 .map_err(|e| format!("CreateMonitoredItems: {e}"))?;
             for (&i, r) in chunk.iter().zip(&results) {
-                let status = r.result.status_code;
-                let item = &mut items[i];
-                if status.is_good() {
-                    item.monitored = Some((id, r.result.monitored_item_id));
-                    item.problem = None;
-                } else {
-                    item.problem = Some(format!(
-                        "{}: the server refused to monitor it: {status}",
-                        item.config.node
-                    ));
-                    if status == StatusCode::BadNodeIdUnknown {
-                        item.node_id = None;
-                    }
-                }
+                items.monitored(i, id, r.result.monitored_item_id, r.result.status_code);
             }
         }
     }
@@ -167,67 +122,54 @@ pub(super) async fn monitor(
 /// Returns the readings of the nodes that went away (last value, bad).
 pub(super) async fn check_nodes(
     session: &Arc<Session>,
-    items: &mut [Item],
+    items: &mut Items,
     subs: &mut Subscriptions,
     config: &ServerConfig,
     tx: &mpsc::UnboundedSender<Signal>,
 ) -> Result<Vec<Reading>, String> {
-    let watched: Vec<usize> = (0..items.len()).filter(|&i| items[i].monitored.is_some()).collect();
+    let watched = items.watched();
     let reads: Vec<ReadValueId> = watched
         .iter()
         .map(|&i| ReadValueId {
-            node_id: items[i].node_id.clone().unwrap_or_default(),
+            node_id: node_id(items, i),
             attribute_id: AttributeId::NodeClass as u32,
             ..Default::default()
         })
         .collect();
     let classes = if reads.is_empty() { Vec::new() } else { read_chunked(session, &reads).await? };
-    let now = Timestamp::now();
+    let now = Now::now();
     let mut gone = Vec::new();
     for (&i, dv) in watched.iter().zip(&classes) {
-        let status = dv.status.unwrap_or(StatusCode::Good);
-        if status != StatusCode::BadNodeIdUnknown && status != StatusCode::BadNodeIdInvalid {
-            continue;
-        }
-        let item = &mut items[i];
-        if let Some((sub, id)) = item.monitored.take() {
+        let Some(g) = items.gone(i, dv.status, now) else { continue };
+        if let Some((sub, id)) = g.monitored {
             let _ = session.delete_monitored_items(sub, &[id]).await;
         }
-        item.problem = Some(format!("{}: the server no longer has this node", item.config.node));
-        item.node_id = None;
-        if let Some(value) = item.last.clone() {
-            gone.push(Reading {
-                metric: item.config.metric.as_str().into(),
-                timestamp: now,
-                value,
-                quality: Quality::Bad,
-            });
-        }
+        gone.extend(g.reading);
     }
     // Missing ones: resolve, check they exist, describe, monitor.
-    let missing: Vec<usize> = (0..items.len()).filter(|&i| items[i].monitored.is_none()).collect();
+    let missing = items.missing();
     if missing.is_empty() {
         return Ok(gone);
     }
     resolve(session, items).await?;
-    let reads: Vec<ReadValueId> = missing
+    let with_id: Vec<usize> = missing
         .iter()
-        .filter_map(|&i| items[i].node_id.clone())
-        .map(|node_id| ReadValueId {
-            node_id,
+        .copied()
+        .filter(|&i| items.get(i).is_some_and(|i| i.node_id().is_some()))
+        .collect();
+    let reads: Vec<ReadValueId> = with_id
+        .iter()
+        .map(|&i| ReadValueId {
+            node_id: node_id(items, i),
             attribute_id: AttributeId::NodeClass as u32,
             ..Default::default()
         })
         .collect();
-    let with_id: Vec<usize> =
-        missing.iter().copied().filter(|&i| items[i].node_id.is_some()).collect();
     let classes = if reads.is_empty() { Vec::new() } else { read_chunked(session, &reads).await? };
     let mut back = Vec::new();
     for (&i, dv) in with_id.iter().zip(&classes) {
-        if dv.status.is_none_or(|s| s.is_good()) {
+        if items.back(i, dv.status) {
             back.push(i);
-        } else {
-            items[i].node_id = None;
         }
     }
     describe(session, items).await?;
@@ -236,51 +178,10 @@ pub(super) async fn check_nodes(
 }
 
 /// Reads every bridged node's current value for the birth.
-pub(super) async fn resync(
-    session: &Session,
-    items: &mut [Item],
-    server: &str,
-) -> Result<(Vec<MetricInfo>, Batch), String> {
-    let live: Vec<usize> = (0..items.len()).filter(|&i| items[i].info.is_some()).collect();
-    let reads: Vec<ReadValueId> = live
-        .iter()
-        .map(|&i| ReadValueId::from(items[i].node_id.clone().unwrap_or_default()))
-        .collect();
+pub(super) async fn resync(session: &Session, items: &mut Items) -> Result<ServerEvent, String> {
+    let live = items.bridged();
+    let reads: Vec<ReadValueId> =
+        live.iter().map(|&i| ReadValueId::from(node_id(items, i))).collect();
     let values = if reads.is_empty() { Vec::new() } else { read_chunked(session, &reads).await? };
-    let now = Timestamp::now();
-    let mut metrics = Vec::new();
-    let mut batch = Batch::new(server);
-    for (&i, dv) in live.iter().zip(&values) {
-        let item = &mut items[i];
-        if let Some(info) = &item.info {
-            metrics.push(info.clone());
-        }
-        match reading(item, dv, now) {
-            Some(r) => batch.readings.push(r),
-            None => {
-                // No value yet (bad at the source): a placeholder of the
-                // right type, marked bad, so the birth names the metric.
-                let value =
-                    placeholder(item.info.as_ref().map_or(DataType::Double, |m| m.datatype));
-                batch.readings.push(Reading {
-                    metric: item.config.metric.as_str().into(),
-                    timestamp: now,
-                    value,
-                    quality: Quality::Bad,
-                });
-            }
-        }
-    }
-    Ok((metrics, batch))
-}
-
-pub(super) fn placeholder(t: DataType) -> Value {
-    match t {
-        DataType::Boolean => Value::Bool(false),
-        DataType::String | DataType::Text => Value::String(String::new()),
-        DataType::Bytes => Value::Bytes(Vec::new().into()),
-        DataType::UInt64 => Value::U64(0),
-        DataType::Float | DataType::Double => Value::F64(0.0),
-        _ => Value::I64(0),
-    }
+    Ok(items.birth(&live, &values, Now::now()))
 }

@@ -5,46 +5,18 @@ use super::*;
 /// Checks a write and sends it on its own task (the loop must go on).
 pub(super) fn start_write(
     session: &Arc<Session>,
-    items: &[Item],
+    items: &Items,
     metric: &str,
     value: Value,
     reply: tokio::sync::oneshot::Sender<Result<(), WriteError>>,
-    online: bool,
 ) {
-    let Some(item) = items.iter().find(|i| i.config.metric == metric) else {
-        let _ = reply.send(Err(WriteError::Unknown(metric.to_owned())));
-        return;
+    let (node_id, variant) = match items.write_target(metric, &value) {
+        Ok(target) => target,
+        Err(e) => {
+            let _ = reply.send(Err(e));
+            return;
+        }
     };
-    if !item.config.writable {
-        let _ = reply.send(Err(WriteError::NotAllowed(metric.to_owned())));
-        return;
-    }
-    let (Some(node_id), Some(info), true) = (item.node_id.clone(), item.info.as_ref(), online)
-    else {
-        let _ = reply.send(Err(WriteError::NotConnected(metric.to_owned())));
-        return;
-    };
-    let Some(variant) = convert::to_variant(info.datatype, &value) else {
-        let _ = reply.send(Err(WriteError::Convert {
-            metric: metric.to_owned(),
-            datatype: info.datatype,
-            value: format!("{value:?}"),
-        }));
-        return;
-    };
-    if let (Some((low, high)), Some(x)) = (info.range, value.as_f64())
-        && !matches!(value, Value::Bool(_))
-        && low <= high
-        && !(low..=high).contains(&x)
-    {
-        let _ = reply.send(Err(WriteError::OutOfRange {
-            metric: metric.to_owned(),
-            value: x,
-            low,
-            high,
-        }));
-        return;
-    }
     let session = Arc::clone(session);
     tokio::spawn(async move {
         let write = WriteValue {
