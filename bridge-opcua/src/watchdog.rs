@@ -27,6 +27,8 @@
 
 use std::time::{Duration, Instant};
 
+use shopfloor_schemas::Now;
+
 /// What the shell must do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Action {
@@ -104,7 +106,8 @@ pub struct Watchdog {
 
 impl Watchdog {
     /// A watchdog that has heard nothing yet.
-    pub fn new(timing: Timing, now: Instant) -> Self {
+    pub fn new(timing: Timing, now: Now) -> Self {
+        let now = now.instant;
         Self {
             timing,
             link: Link::Starting,
@@ -135,7 +138,8 @@ impl Watchdog {
     }
 
     /// A publish response arrived (data or keep-alive).
-    pub fn on_activity(&mut self, now: Instant) {
+    pub fn on_activity(&mut self, now: Now) {
+        let now = now.instant;
         self.last = Some(now);
         if self.link != Link::Up {
             if let Some(t) = self.since.take() {
@@ -149,7 +153,8 @@ impl Watchdog {
     }
 
     /// The connection was lost (the library reconnects by itself).
-    pub fn on_lost(&mut self, now: Instant) {
+    pub fn on_lost(&mut self, now: Now) {
+        let now = now.instant;
         self.down(now);
         // Give the library's own reconnect the first step.
         self.link = Link::Recovering(0);
@@ -158,7 +163,8 @@ impl Watchdog {
 
     /// The session is (again) connected: a first connect, a reactivated
     /// session or a new one. Publishes must now come; ask for them.
-    pub fn on_session(&mut self, now: Instant) {
+    pub fn on_session(&mut self, now: Now) {
+        let now = now.instant;
         if self.link == Link::Up {
             // Reconnected under us: what was in flight is lost.
             self.down(now);
@@ -173,7 +179,8 @@ impl Watchdog {
     /// The shell finished a long step (subscribing 10 000 items takes
     /// longer than a keep-alive window): the wait for a response starts
     /// now, so the ladder does not undo work that merely took time.
-    pub fn on_step_done(&mut self, now: Instant) {
+    pub fn on_step_done(&mut self, now: Now) {
+        let now = now.instant;
         if self.link != Link::Up {
             self.deadline = Some(now + self.timing.window.max(self.timing.step));
         }
@@ -181,7 +188,8 @@ impl Watchdog {
 
     /// The time has come (call at [`next_deadline`](Self::next_deadline)
     /// or later).
-    pub fn on_timeout(&mut self, now: Instant) {
+    pub fn on_timeout(&mut self, now: Now) {
+        let now = now.instant;
         let Some(deadline) = self.deadline else { return };
         if now < deadline {
             return;
@@ -249,8 +257,8 @@ mod tests {
     }
 
     /// A watchdog started now, and the instant `n` s later.
-    fn started() -> (Watchdog, impl Fn(u64) -> Instant) {
-        let t0 = Instant::now();
+    fn started() -> (Watchdog, impl Fn(u64) -> Now) {
+        let t0 = Now::now();
         (Watchdog::new(timing(), t0), move |n| t0 + Duration::from_secs(n))
     }
 
@@ -270,7 +278,7 @@ mod tests {
         w.on_timeout(s(5));
         assert_eq!(drain(&mut w), []);
         // Silence past the window: stale at once, then the ladder.
-        assert_eq!(w.next_deadline(), Some(s(6)));
+        assert_eq!(w.next_deadline(), Some(s(6).instant));
         w.on_timeout(s(6));
         assert_eq!(drain(&mut w), [Action::Stale, Action::Republish]);
         w.on_timeout(s(7));
@@ -280,15 +288,15 @@ mod tests {
         w.on_timeout(s(10));
         assert_eq!(drain(&mut w), [Action::Reconnect]);
         // Backoff: step 2 s + 1 s, then + 2 s, then capped at + 4 s.
-        assert_eq!(w.next_deadline(), Some(s(13)));
+        assert_eq!(w.next_deadline(), Some(s(13).instant));
         w.on_timeout(s(13));
         assert_eq!(drain(&mut w), [Action::Reconnect]);
-        assert_eq!(w.next_deadline(), Some(s(17)));
+        assert_eq!(w.next_deadline(), Some(s(17).instant));
         w.on_timeout(s(17));
         w.on_timeout(s(23));
         w.on_timeout(s(29));
         assert_eq!(drain(&mut w), [Action::Reconnect; 3]);
-        assert_eq!(w.next_deadline(), Some(s(35)));
+        assert_eq!(w.next_deadline(), Some(s(35).instant));
         assert_eq!(w.outages(), 1);
         w.on_activity(s(30));
         assert_eq!((drain(&mut w), w.link()), (vec![Action::Resync], Link::Up));
@@ -323,12 +331,12 @@ mod tests {
         w.on_step_done(s(10));
         w.on_timeout(s(10));
         assert_eq!(drain(&mut w), []);
-        assert_eq!(w.next_deadline(), Some(s(13)));
+        assert_eq!(w.next_deadline(), Some(s(13).instant));
         w.on_activity(s(11));
         assert_eq!(drain(&mut w), [Action::Resync]);
         // Up: a step done changes nothing.
         w.on_step_done(s(12));
-        assert_eq!(w.next_deadline(), Some(s(14)));
+        assert_eq!(w.next_deadline(), Some(s(14).instant));
     }
 
     #[test]
@@ -346,7 +354,7 @@ mod tests {
         /// responses come in time, and the deadline never passes unheeded.
         #[test]
         fn stale_and_resync_alternate(ops in proptest::collection::vec((0_u8..4, 0_u64..8_000), 1..100)) {
-            let t0 = Instant::now();
+            let t0 = Now::now();
             let mut w = Watchdog::new(timing(), t0);
             let mut now = t0;
             let mut good = false;

@@ -192,7 +192,7 @@ async fn run(
         config.nodes.iter().map(|n| n.publishing_interval).max().unwrap_or(Duration::from_secs(1));
     let timing = Timing::for_subscriptions(longest, config.keep_alive_count);
     let mut items = Items::new(&config.name, &config.nodes);
-    let mut watchdog = Watchdog::new(timing, Instant::now());
+    let mut watchdog = Watchdog::new(timing, Now::now());
     let mut attempt = 0_u32;
     loop {
         let (tx, mut rx) = mpsc::unbounded_channel();
@@ -231,7 +231,7 @@ async fn run(
             let signal = tokio::select! {
                 s = rx.recv() => s,
                 () = tokio::time::sleep_until(deadline.into()) => {
-                    watchdog.on_timeout(Instant::now());
+                    watchdog.on_timeout(Now::now());
                     None
                 }
                 _ = &mut stopped => {
@@ -264,7 +264,7 @@ async fn run(
                     None
                 }
             };
-            let now = Instant::now();
+            let now = Now::now();
             let mut data = Vec::new();
             let mut problems: Vec<String> = Vec::new();
             let mut handle =
@@ -322,7 +322,7 @@ async fn run(
                                 Ok(subs) => subscriptions = subs,
                                 Err(e) => tracing::warn!(server = %config.name, "subscribing: {e}"),
                             }
-                            watchdog.on_step_done(Instant::now());
+                            watchdog.on_step_done(Now::now());
                         }
                         session.trigger_publish_now();
                     }
@@ -343,7 +343,7 @@ async fn run(
                                 Subscriptions::new()
                             }
                         };
-                        watchdog.on_step_done(Instant::now());
+                        watchdog.on_step_done(Now::now());
                         session.trigger_publish_now();
                     }
                     Action::Reconnect => {
@@ -364,7 +364,7 @@ async fn run(
                             Err(e) => {
                                 // Not really up: let the ladder go on.
                                 tracing::warn!(server = %config.name, "reading the current values: {e}");
-                                watchdog.on_lost(Instant::now());
+                                watchdog.on_lost(Now::now());
                             }
                         }
                     }
