@@ -115,6 +115,24 @@ pub(super) async fn monitor(
     Ok(())
 }
 
+/// The NodeClass of each of the nodes `indices` (read in chunks): a Good
+/// status says the node exists.
+async fn node_classes(
+    session: &Session,
+    items: &Items,
+    indices: &[usize],
+) -> Result<Vec<DataValue>, String> {
+    let reads: Vec<ReadValueId> = indices
+        .iter()
+        .map(|&i| ReadValueId {
+            node_id: node_id(items, i),
+            attribute_id: AttributeId::NodeClass as u32,
+            ..Default::default()
+        })
+        .collect();
+    if reads.is_empty() { Ok(Vec::new()) } else { read_chunked(session, &reads).await }
+}
+
 /// The periodic node check: monitored nodes the server no longer has
 /// (asyncua, like many servers, says nothing to a subscription whose node
 /// is deleted) go bad at once and their items are deleted; nodes missing
@@ -128,15 +146,7 @@ pub(super) async fn check_nodes(
     tx: &mpsc::UnboundedSender<Signal>,
 ) -> Result<Vec<Reading>, String> {
     let watched = items.watched();
-    let reads: Vec<ReadValueId> = watched
-        .iter()
-        .map(|&i| ReadValueId {
-            node_id: node_id(items, i),
-            attribute_id: AttributeId::NodeClass as u32,
-            ..Default::default()
-        })
-        .collect();
-    let classes = if reads.is_empty() { Vec::new() } else { read_chunked(session, &reads).await? };
+    let classes = node_classes(session, items, &watched).await?;
     let now = Now::now();
     let mut gone = Vec::new();
     for (&i, dv) in watched.iter().zip(&classes) {
@@ -157,15 +167,7 @@ pub(super) async fn check_nodes(
         .copied()
         .filter(|&i| items.get(i).is_some_and(|i| i.node_id().is_some()))
         .collect();
-    let reads: Vec<ReadValueId> = with_id
-        .iter()
-        .map(|&i| ReadValueId {
-            node_id: node_id(items, i),
-            attribute_id: AttributeId::NodeClass as u32,
-            ..Default::default()
-        })
-        .collect();
-    let classes = if reads.is_empty() { Vec::new() } else { read_chunked(session, &reads).await? };
+    let classes = node_classes(session, items, &with_id).await?;
     let mut back = Vec::new();
     for (&i, dv) in with_id.iter().zip(&classes) {
         if items.back(i, dv.status) {
