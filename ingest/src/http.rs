@@ -207,6 +207,43 @@ pub trait Dialect: Send + Sync + 'static {
     fn max_body(&self) -> usize;
 }
 
+/// An HTTP store's configuration that cannot be used ([`InfluxConfig::check`],
+/// [`ClickHouseConfig::check`]): the key, its value and what to give.
+///
+/// [`InfluxConfig::check`]: crate::InfluxConfig::check
+/// [`ClickHouseConfig::check`]: crate::ClickHouseConfig::check
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{key} {value:?}: {fix}")]
+#[non_exhaustive]
+pub struct StoreConfigError {
+    /// The key (`url`, `database`, `measurement`).
+    pub key: &'static str,
+    /// Its value.
+    pub value: String,
+    /// What is wrong, and what to give instead.
+    pub fix: String,
+}
+
+impl StoreConfigError {
+    pub(crate) fn new(key: &'static str, value: &str, fix: impl Into<String>) -> Self {
+        Self { key, value: value.to_owned(), fix: fix.into() }
+    }
+}
+
+/// `url` is `http://host[:port]`.
+pub(crate) fn check_url(url: &str) -> Result<(), StoreConfigError> {
+    let uri: http::Uri =
+        url.parse().map_err(|e| StoreConfigError::new("url", url, format!("{e}")))?;
+    if !matches!(uri.scheme_str(), Some("http")) || uri.host().is_none() {
+        return Err(StoreConfigError::new(
+            "url",
+            url,
+            "give http://host:port (https is not supported yet: put the server behind a TLS proxy on the same host)",
+        ));
+    }
+    Ok(())
+}
+
 /// The configuration of a store spoken to over HTTP.
 pub trait HttpConfig: Send + Sync + 'static {
     /// An agent for the store's server.

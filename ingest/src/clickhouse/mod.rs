@@ -92,20 +92,15 @@ impl ClickHouseConfig {
     }
 
     /// Checks what can be checked without a server.
-    pub fn check(&self) -> Result<(), String> {
-        let uri: http::Uri = self.url.parse().map_err(|e| format!("url {:?}: {e}", self.url))?;
-        if !matches!(uri.scheme_str(), Some("http")) || uri.host().is_none() {
-            return Err(format!(
-                "url {:?}: give http://host:port (https is not supported yet: put the server behind a TLS proxy on the same host)",
-                self.url
-            ));
-        }
+    pub fn check(&self) -> Result<(), crate::http::StoreConfigError> {
+        crate::http::check_url(&self.url)?;
         if self.database.is_empty()
             || !self.database.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
         {
-            return Err(format!(
-                "database {:?}: give a name of letters, digits and _",
-                self.database
+            return Err(crate::http::StoreConfigError::new(
+                "database",
+                &self.database,
+                "give a name of letters, digits and _",
             ));
         }
         Ok(())

@@ -126,18 +126,13 @@ impl InfluxConfig {
     }
 
     /// Checks what can be checked without a server: the URL, the names.
-    pub fn check(&self) -> Result<(), String> {
-        let uri: http::Uri = self.url.parse().map_err(|e| format!("url {:?}: {e}", self.url))?;
-        if !matches!(uri.scheme_str(), Some("http")) || uri.host().is_none() {
-            return Err(format!(
-                "url {:?}: give http://host:port (https is not supported yet: put the server behind a TLS proxy on the same host)",
-                self.url
-            ));
-        }
+    pub fn check(&self) -> Result<(), crate::http::StoreConfigError> {
+        crate::http::check_url(&self.url)?;
         if self.measurement.is_empty() || self.measurement.contains(['\n', '\r', '\\']) {
-            return Err(format!(
-                "measurement {:?}: give a name without line breaks or backslashes",
-                self.measurement
+            return Err(crate::http::StoreConfigError::new(
+                "measurement",
+                &self.measurement,
+                "give a name without line breaks or backslashes",
             ));
         }
         let db = match &self.api {
@@ -145,7 +140,11 @@ impl InfluxConfig {
             InfluxApi::V2 { bucket, .. } => bucket,
         };
         if db.is_empty() {
-            return Err("the database (bucket) name is empty".into());
+            return Err(crate::http::StoreConfigError::new(
+                "database",
+                db,
+                "the database (bucket) name is empty; give one",
+            ));
         }
         Ok(())
     }
@@ -496,7 +495,9 @@ mod tests {
     #[test]
     fn config_checks() {
         assert!(InfluxConfig::v1("http://127.0.0.1:8086", "db").check().is_ok());
-        assert!(InfluxConfig::v1("https://h:8086", "db").check().unwrap_err().contains("https"));
+        assert!(
+            InfluxConfig::v1("https://h:8086", "db").check().unwrap_err().fix.contains("https")
+        );
         assert!(InfluxConfig::v1("127.0.0.1:8086", "db").check().is_err());
         assert!(InfluxConfig::v1("http://h", "").check().is_err());
     }
