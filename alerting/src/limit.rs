@@ -72,6 +72,13 @@ pub struct Level {
     pub priority: u16,
 }
 
+impl Level {
+    /// Level `kind` at `limit`, left `deadband` back past it, at `priority`.
+    pub fn new(kind: LevelKind, limit: f64, deadband: f64, priority: u16) -> Self {
+        Self { kind, limit, deadband, priority }
+    }
+}
+
 /// Why a set of levels is refused.
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]
 #[non_exhaustive]

@@ -36,7 +36,7 @@
 //! `duration_s`, or none for one-shot), `unshelve`, `reset_latch`,
 //! `out_of_service`, `in_service`. The reply is `{"ok": true}` or `{"ok": false, "error": …}`.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use serde::Deserialize;
 use serde_json::json;
@@ -192,10 +192,6 @@ impl AlertDriver {
         let _ = self.stop.send(());
         self.task.await.ok()
     }
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 #[derive(Deserialize)]
@@ -533,7 +529,7 @@ async fn run(
         let now_i = tokio::time::Instant::now();
         if wake_checked.is_none_or(|c| now_i >= c + TIMER_RECHECK) {
             wake = engine.next_timeout().map(|t| {
-                let wait = t.saturating_sub(now_ms());
+                let wait = t.saturating_sub(Now::now().unix_ms);
                 now_i + Duration::from_millis(wait)
             });
             wake_checked = Some(now_i);
@@ -571,7 +567,7 @@ async fn run(
             () = resend_tick => {
                 #[cfg(feature = "alertmanager")]
                 if let Some(tx) = &alertmanager {
-                    let now = now_ms();
+                    let now = Now::now().unix_ms;
                     let mut alerts: Vec<serde_json::Value> = engine
                         .active()
                         .iter()
@@ -681,7 +677,7 @@ async fn run(
         }
         #[cfg(feature = "alertmanager")]
         if let (Some(tx), false) = (&alertmanager, changed.is_empty()) {
-            let now = now_ms();
+            let now = Now::now().unix_ms;
             let alerts: Vec<serde_json::Value> = changed
                 .iter()
                 .filter_map(|k| engine.view(k))

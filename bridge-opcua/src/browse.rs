@@ -63,7 +63,10 @@ pub enum BrowseError {
     /// The server's namespace array could not be read.
     #[error("cannot read the server's namespace array")]
     Namespaces,
-    /// The start is not a NodeId.
+    /// The start cannot be parsed as a NodeId (what is wrong with it).
+    #[error(transparent)]
+    StartSyntax(#[from] crate::config::NodeIdError),
+    /// The start is not a NodeId (a browse path, say).
     #[error("{start:?} is not a NodeId")]
     Start {
         /// The start as given.
@@ -98,7 +101,7 @@ pub async fn browse(
             None => opcua::types::ObjectId::ObjectsFolder.into(),
             Some(s) => {
                 let not_a_node_id = || BrowseError::Start { start: s.clone() };
-                let r = crate::config::parse_node_id(s).map_err(|_| not_a_node_id())?;
+                let r = crate::config::parse_node_id(s)?;
                 let crate::config::NodeRef::Id { namespace, identifier } = r else {
                     return Err(not_a_node_id());
                 };

@@ -601,7 +601,6 @@ fn placeholder(t: DataType) -> Value {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Instant;
 
     use opcua::types::{DateTime, DateTimeUtc};
     use proptest::prelude::*;
@@ -628,7 +627,7 @@ mod tests {
     }
 
     fn at(unix_ms: u64) -> Now {
-        Now { instant: Instant::now(), unix_ms }
+        Now::at_unix_ms(unix_ms)
     }
 
     fn id(n: u32) -> NodeId {

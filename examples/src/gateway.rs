@@ -62,10 +62,11 @@ fn json() -> String {
 /// `127.0.0.1:$port`), [`Sparkplug`] and `[plain]`. `$name` (`"modbus"`)
 /// names its client, edge node and folders, `$item` what one plain topic
 /// carries (`"tag"`), `$levels` the topic's levels after the area
-/// (`"{machine}/{sensor}"`).
+/// (`"{machine}/{sensor}"`), `$pad` the spaces that line up the comment
+/// after the client id with the others.
 #[macro_export]
 macro_rules! help_gateway {
-    ($name:literal, $port:literal, $item:literal, $levels:literal) => {
+    ($name:literal, $port:literal, $item:literal, $levels:literal, $pad:literal) => {
         concat!(
             "\
 THE FILE:
@@ -74,7 +75,9 @@ THE FILE:
     port = 1883
     client_id = \"",
             $name,
-            "-gw\"       # default: the edge node id
+            "-gw\"",
+            $pad,
+            "# default: the edge node id
     protocol = \"5\"                # or \"3.1.1\"
     username = \"gateway\"          # optional; the password from
 ",

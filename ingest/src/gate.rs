@@ -32,6 +32,19 @@ pub struct GateConfig {
     pub connections: usize,
 }
 
+impl GateConfig {
+    /// Batches of `batch_readings` or `batch_age`, at most `max_pending`
+    /// messages held and `connections` batches in flight.
+    pub const fn new(
+        batch_readings: usize,
+        batch_age: Duration,
+        max_pending: usize,
+        connections: usize,
+    ) -> Self {
+        Self { batch_readings, batch_age, max_pending, connections }
+    }
+}
+
 /// Messages from arrival to ack; `T` is what acks one (an MQTT ack token,
 /// or nothing for QoS 0).
 #[derive(Debug)]

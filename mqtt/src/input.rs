@@ -412,7 +412,7 @@ mod tests {
     }
 
     fn now(ms: u64) -> Now {
-        Now { instant: Instant::now(), unix_ms: ms }
+        Now::at_unix_ms(ms)
     }
 
     fn sparkplug(seq: u64, birth: bool, value: f64) -> bytes::Bytes {

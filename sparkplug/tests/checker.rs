@@ -2,8 +2,6 @@
 //! violations, and each deliberately broken message is reported with its
 //! tck-id.
 
-use std::time::{Duration, Instant};
-
 use proptest::prelude::*;
 use prost::Message as _;
 use shopfloor_schemas::{Batch, Quality, Reading, Timestamp};
@@ -15,8 +13,7 @@ use shopfloor_sparkplug::{
 };
 
 fn now(ms: u64) -> Now {
-    static BASE: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
-    Now { instant: *BASE.get_or_init(Instant::now) + Duration::from_millis(ms), unix_ms: ms }
+    Now::at_unix_ms(ms)
 }
 
 fn observed(p: &Publish) -> Observed<'_> {

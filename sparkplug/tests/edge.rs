@@ -1,8 +1,6 @@
 //! The sans-IO edge node, driven through its transitions with no sockets and
 //! no sleeps: time is a value the test passes in.
 
-use std::time::{Duration, Instant};
-
 use bytes::Bytes;
 use proptest::prelude::*;
 use prost::Message as _;
@@ -16,9 +14,7 @@ use shopfloor_sparkplug::{
 const NCMD: &str = "spBv1.0/G/NCMD/E";
 
 fn now(ms: u64) -> Now {
-    // One base instant per test process; only unix_ms matters to the node.
-    static BASE: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
-    Now { instant: *BASE.get_or_init(Instant::now) + Duration::from_millis(ms), unix_ms: ms }
+    Now::at_unix_ms(ms)
 }
 
 fn config() -> EdgeNodeConfig {

@@ -75,9 +75,9 @@ pub enum Error {
     /// for in the page did not happen in time.
     #[error("chromium: {0}")]
     DevTools(String),
-    /// Generating the test certificates failed (rcgen's message).
+    /// Generating the test certificates failed (rcgen's error).
     #[error("generating test certificates: {0}")]
-    Certificate(String),
+    Certificate(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// Building a rustls configuration from the test certificates failed.
     #[error("building the TLS client configuration: {0}")]
     Tls(#[from] rustls::Error),

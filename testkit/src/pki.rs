@@ -155,6 +155,6 @@ impl Pki {
 #[cfg(feature = "pki")]
 impl From<rcgen::Error> for Error {
     fn from(e: rcgen::Error) -> Self {
-        Self::Certificate(e.to_string())
+        Self::Certificate(Box::new(e))
     }
 }

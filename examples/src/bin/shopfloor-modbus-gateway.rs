@@ -11,7 +11,7 @@ use shopfloor_examples::gateway::{self as gw, Mqtt, Output};
 use shopfloor_examples::metrics;
 
 const HELP: &str = concat!(
-    shopfloor_examples::help_gateway!("modbus", "9101", "tag", "{machine}/{sensor}"),
+    shopfloor_examples::help_gateway!("modbus", "9101", "tag", "{machine}/{sensor}", "       "),
     "
     [modbus.groups]
     fast = 250                    # poll groups, ms (\"default\" is 1000)

@@ -18,7 +18,7 @@ use shopfloor_examples::metrics;
 use shopfloor_sparkplug::EdgeNodeConfig;
 
 const HELP: &str = concat!(
-    shopfloor_examples::help_gateway!("opcua", "9102", "node", "{server}/{metric}"),
+    shopfloor_examples::help_gateway!("opcua", "9102", "node", "{server}/{metric}", "        "),
     "
     Write outcomes (the server's status code) go to
     shopfloor/writes/{group}/{edge} (plain: shopfloor/writes/{site}/{area}).

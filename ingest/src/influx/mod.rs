@@ -135,15 +135,15 @@ impl InfluxConfig {
                 "give a name without line breaks or backslashes",
             ));
         }
-        let db = match &self.api {
-            InfluxApi::V1 { database, .. } => database,
-            InfluxApi::V2 { bucket, .. } => bucket,
+        let (key, name) = match &self.api {
+            InfluxApi::V1 { database, .. } => ("database", database),
+            InfluxApi::V2 { bucket, .. } => ("bucket", bucket),
         };
-        if db.is_empty() {
+        if name.is_empty() {
             return Err(crate::http::StoreConfigError::new(
-                "database",
-                db,
-                "the database (bucket) name is empty; give one",
+                key,
+                name,
+                "the name is empty; give one",
             ));
         }
         Ok(())
