@@ -504,18 +504,9 @@ async fn the_daemon_writes_to_postgres_over_checked_tls() {
     assert!(!ok && text.contains("[postgres] ca_file") && text.contains("nowhere.crt"), "{text}");
 
     let config = write("ingest.toml", "pg-ca.crt");
-    let client = support::pg_client(&pg.connection_string()).await;
     let count = || rows_now(&pg);
     let _daemon = daemon_stores_ten(&broker, &config, "into PostgreSQL", count).await;
-    let (all, tls): (i64, i64) = client
-        .query_one(
-            "SELECT count(*), count(*) FILTER (WHERE s.ssl) FROM pg_stat_ssl s
-             JOIN pg_stat_activity a USING (pid) WHERE a.application_name = 'ingestd-tls'",
-            &[],
-        )
-        .await
-        .map(|r| (r.get(0), r.get(1)))
-        .unwrap();
+    let (all, tls) = pg.tls_sessions("ingestd-tls").await.unwrap();
     assert!(all > 0 && tls == all, "{tls} of the daemon's {all} connections over TLS");
 }
 

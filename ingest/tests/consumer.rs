@@ -783,16 +783,7 @@ async fn postgres_over_tls_as_sslmode_asks() {
     let ingest = ingest(c).await;
     publish(&broker, 0..100, 0, || {}).await;
     expect_rows(&pg, 100, 0).await;
-    let (all, tls): (i64, i64) = connect(&pg)
-        .await
-        .query_one(
-            "SELECT count(*), count(*) FILTER (WHERE s.ssl) FROM pg_stat_ssl s
-             JOIN pg_stat_activity a USING (pid) WHERE a.application_name = 'ingest-tls'",
-            &[],
-        )
-        .await
-        .map(|r| (r.get(0), r.get(1)))
-        .unwrap();
+    let (all, tls) = pg.tls_sessions("ingest-tls").await.unwrap();
     assert!(all > 0 && tls == all, "{tls} of the ingest's {all} connections over TLS");
     ingest.shutdown().await.unwrap();
 }

@@ -14,17 +14,17 @@ use shopfloor_ingest::{
     SinkWriter, Store, Submission, Written,
 };
 use shopfloor_schemas::{Batch, Codec, Reading, Timestamp, TopicTemplate, Value, topic};
-use shopfloor_testkit::{ClickHouse, InfluxDb, Mosquitto};
+use shopfloor_testkit::{ClickHouse, InfluxDb, Mosquitto, Service};
 use tokio::time::Instant;
 
 mod support;
-use support::{Outage, T0, broker, ingest, publish};
+use support::{T0, broker, ingest, publish};
 
 const DB: &str = "shopfloor";
 const N: u64 = 2000;
 
 /// A store's server as the tests drive it.
-trait Server: Sized + Outage {
+trait Server: Sized + Service {
     fn start() -> Self;
     /// The store in `database`, for `IngestConfig::store`.
     fn store_in(&self, database: &str) -> Store;
@@ -40,7 +40,6 @@ trait Server: Sized + Outage {
     fn refuse_numbers(&self, database: &str);
     /// Readings only this store cannot hold, with what their dead letters say.
     fn unstorable(&self) -> Vec<(Reading, &'static str)>;
-    fn kill9(&mut self);
 
     fn store(&self) -> Store {
         self.store_in(DB)
@@ -103,18 +102,6 @@ impl Server for InfluxDb {
             ),
         ]
     }
-    fn kill9(&mut self) {
-        Self::kill9(self);
-    }
-}
-
-impl Outage for InfluxDb {
-    fn stop(&mut self) {
-        Self::stop(self);
-    }
-    fn start_again(&mut self) {
-        Self::start_again(self).expect("start InfluxDB again");
-    }
 }
 
 impl Server for ClickHouse {
@@ -154,18 +141,6 @@ impl Server for ClickHouse {
     fn unstorable(&self) -> Vec<(Reading, &'static str)> {
         // Debian's 18.16 gets the legacy schema: seconds in a UInt32.
         vec![(Reading::new("far", Timestamp::from_unix_ms(4_400_000_000_000), 3.0), "2106-01-01")]
-    }
-    fn kill9(&mut self) {
-        Self::kill9(self);
-    }
-}
-
-impl Outage for ClickHouse {
-    fn stop(&mut self) {
-        Self::stop(self);
-    }
-    fn start_again(&mut self) {
-        Self::start_again(self).expect("start ClickHouse again");
     }
 }
 
@@ -221,7 +196,7 @@ async fn a_server_crash_mid_stream_loses_nothing<S: Server>() {
     let ingest = ingest(config(&broker, db.store())).await;
     publish(&broker, 0..N, 0, || {
         db.kill9();
-        db.start_again();
+        db.start_again().expect("start the server again");
     })
     .await;
     expect_counts(&db, N as i64, 0).await;

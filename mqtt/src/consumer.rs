@@ -348,19 +348,21 @@ pub struct Consumer {
 }
 
 /// The event loop's task for either protocol version (its `Event`,
-/// `Packet` and client type in scope): forwards CONNACKs and messages,
+/// `Packet` and client type in scope; `$options` builds a broker's options,
+/// `$field` is where the event loop keeps them): forwards CONNACKs and messages,
 /// counts SUBACKs, subscribes after every CONNACK from a task of its own,
 /// and on an error logs why and waits a jittered backoff (rumqttc
 /// reconnects on the next poll).
 macro_rules! poll_loop {
     ($config:ident, $options:ident, $field:ident, $cap:expr, $tx:ident, $counters:ident,
      $failure:expr, $message:expr, $qos:expr) => {{
-        let (client, mut eventloop) = AsyncClient::new($options[0].1.clone(), $cap);
+        let all = $config.brokers().map(|b| (b.address(), $options(b))).collect::<Vec<_>>();
+        let (client, mut eventloop) = AsyncClient::new(all[0].1.clone(), $cap);
         let sub = client.clone();
         let counters = Arc::clone(&$counters);
         let task = tokio::spawn(async move {
             let mut at = 0;
-            let mut broker = $options[0].0.clone();
+            let mut broker = all[0].0.clone();
             let mut backoff = Backoff::new($config.backoff_min, $config.backoff_max);
             let mut log = FailureLog::default();
             let mut connected = false;
@@ -407,11 +409,11 @@ macro_rules! poll_loop {
                         counters.connected.store(false, Ordering::Release);
                         log.log(&broker, ($failure)(&e, connected));
                         connected = false;
-                        if $options.len() > 1 {
+                        if all.len() > 1 {
                             // The next broker of the list, for the next attempt.
-                            at = (at + 1) % $options.len();
-                            eventloop.$field = $options[at].1.clone();
-                            broker = $options[at].0.clone();
+                            at = (at + 1) % all.len();
+                            eventloop.$field = all[at].1.clone();
+                            broker = all[at].0.clone();
                             tracing::info!(broker, "MQTT: trying the next broker of the list");
                         }
                         tokio::time::sleep(backoff.next_delay()).await;
@@ -519,10 +521,9 @@ impl Consumer {
                     login!(o, b);
                     o
                 };
-                let all = config.brokers().map(|b| (b.address(), options(b))).collect::<Vec<_>>();
                 let (client, task) = poll_loop!(
                     config,
-                    all,
+                    options,
                     options,
                     cap,
                     tx,
@@ -544,10 +545,9 @@ impl Consumer {
                     login!(o, b);
                     o
                 };
-                let all = config.brokers().map(|b| (b.address(), options(b))).collect::<Vec<_>>();
                 let (client, task) = poll_loop!(
                     config,
-                    all,
+                    options,
                     mqtt_options,
                     cap,
                     tx,

@@ -45,6 +45,7 @@ pub use postgres::{Postgres, PostgresBuilder, timescaledb_installed};
 pub use proxy::FaultProxy;
 pub use python::{PythonPeer, VENV_INSTALL, python, shared_script};
 pub use serial::{SerialPair, SerialServer};
+pub use server::Service;
 
 /// The folder where a test leaves what a person should look at afterwards
 /// (screenshots): `$SHOPFLOOR_ARTIFACTS/<name>`, by default

@@ -256,6 +256,24 @@ impl Postgres {
         Ok(client)
     }
 
+    /// The sessions whose `application_name` is `application`: how many,
+    /// and how many of them use TLS.
+    pub async fn tls_sessions(
+        &self,
+        application: &str,
+    ) -> Result<(i64, i64), tokio_postgres::Error> {
+        let row = self
+            .client()
+            .await?
+            .query_one(
+                "SELECT count(*), count(*) FILTER (WHERE s.ssl) FROM pg_stat_ssl s
+                 JOIN pg_stat_activity a USING (pid) WHERE a.application_name = $1",
+                &[&application],
+            )
+            .await?;
+        Ok((row.get(0), row.get(1)))
+    }
+
     /// The same as a URL, `postgresql://postgres@127.0.0.1:N/postgres`.
     pub fn url(&self) -> String {
         format!("postgresql://postgres@127.0.0.1:{}/postgres", self.port())

@@ -256,6 +256,31 @@ macro_rules! server_handle {
                 self.dir.path()
             }
         }
+
+        impl crate::Service for $handle {
+            fn stop(&mut self) {
+                self.stop();
+            }
+
+            fn kill9(&mut self) {
+                self.kill9();
+            }
+
+            fn start_again(&mut self) -> Result<(), crate::Error> {
+                self.start_again()
+            }
+        }
     };
 }
 pub(crate) use server_handle;
+
+/// A server a test takes away and brings back: every handle testkit
+/// starts, so that one outage scenario runs against any of them.
+pub trait Service {
+    /// Stops it cleanly (SIGKILL after 10 s) and reaps it.
+    fn stop(&mut self);
+    /// SIGKILLs it, like a crash.
+    fn kill9(&mut self);
+    /// Starts it again on the same ports with the same folder.
+    fn start_again(&mut self) -> Result<(), Error>;
+}

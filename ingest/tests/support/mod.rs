@@ -13,7 +13,7 @@ use rumqttc::v5::{AsyncClient, Event, MqttOptions};
 use shopfloor_ingest::{Ingest, IngestConfig, Input, Storage};
 use shopfloor_schemas::{Batch, Codec, Reading, Timestamp};
 use shopfloor_sparkplug::HostConfig;
-use shopfloor_testkit::{Mosquitto, Postgres};
+use shopfloor_testkit::{Mosquitto, Postgres, Service};
 use tokio::time::{Instant, timeout};
 use tokio_postgres::{Client, NoTls};
 
@@ -226,21 +226,6 @@ pub async fn publish_one(broker: &Mosquitto, topic: &str, payload: Vec<u8>) {
     .expect("a PUBACK within 20 s");
 }
 
-/// A store's server as a test takes it away and brings it back.
-pub trait Outage {
-    fn stop(&mut self);
-    fn start_again(&mut self);
-}
-
-impl Outage for Postgres {
-    fn stop(&mut self) {
-        Self::stop(self);
-    }
-    fn start_again(&mut self) {
-        Self::start_again(self).expect("start PostgreSQL again");
-    }
-}
-
 /// `server` (`name`) away for 60 s while messages `during` keep coming: nothing
 /// commits meanwhile, at most `max_pending` messages are held (the broker
 /// keeps the rest), the MQTT connection stays up, and the first commit
@@ -248,7 +233,7 @@ impl Outage for Postgres {
 pub async fn outage_of_60_s(
     broker: &Mosquitto,
     ingest: &Ingest,
-    server: &mut impl Outage,
+    server: &mut impl Service,
     name: &str,
     during: std::ops::Range<u64>,
     max_pending: u64,
@@ -275,7 +260,7 @@ pub async fn outage_of_60_s(
         1,
         "no MQTT reconnect during the outage"
     );
-    server.start_again();
+    server.start_again().unwrap_or_else(|e| panic!("start {name} again: {e}"));
     let up = Instant::now();
     while ingest.stats().messages.load(Relaxed) == committed {
         assert!(up.elapsed() < Duration::from_secs(10), "no commit within 10 s of {name}'s return");
