@@ -120,7 +120,7 @@ fn influx(path: &Path, i: Influx) -> anyhow::Result<InfluxConfig> {
                 path,
                 "SHOPFLOOR_INFLUX_PASSWORD",
                 i.password_file.as_deref(),
-                "password_file",
+                "influxdb.password_file",
             )?;
             if let InfluxApi::V1 { retention_policy, credentials, .. } = &mut c.api {
                 retention_policy.clone_from(&i.retention_policy);
