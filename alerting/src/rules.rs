@@ -608,45 +608,22 @@ fn priority(p: i64) -> Result<u16, String> {
 mod tests {
     use super::*;
 
-    const EXAMPLE: &str = r#"
-[[rule]]
-name = "press-pressure"
-source = "Plant1/*/press-*"
-metric = "Hydraulics/Pressure"
-area = "press-shop"
-priority = 500
-on_delay_s = 2
-off_delay_s = 5
-[rule.limit]
-hh = { limit = 180.0, deadband = 2.0, priority = 900 }
-h = { limit = 160.0, deadband = 2.0 }
-l = { limit = 40.0 }
-range = [0.0, 250.0]
-
-[[rule]]
-name = "press-silent"
-source = "Plant1/*"
-metric = "*"
-stale = { interval_s = 1.0, factor = 3 }
-
-[[rule]]
-name = "door-open"
-source = "Plant1/*/press-*"
-metric = "Guard/DoorOpen"
-discrete = { alarm_when = true }
-
-[[rule]]
-name = "bad"
-source = "*"
-metric = "*"
-bad_quality = true
-"#;
+    /// The first ```toml block among `lines`.
+    fn toml_block<'a>(lines: impl Iterator<Item = &'a str>) -> String {
+        let block: Vec<&str> =
+            lines.skip_while(|l| *l != "```toml").skip(1).take_while(|l| *l != "```").collect();
+        assert!(!block.is_empty(), "no ```toml block");
+        block.join("\n")
+    }
 
     #[test]
     fn the_documented_example_loads() {
-        let set = RuleSet::from_toml(EXAMPLE, "rules.toml").unwrap();
+        // This module's documentation, as a user would copy it.
+        let doc = include_str!("rules.rs").lines().map_while(|l| l.strip_prefix("//!"));
+        let example = toml_block(doc.map(|l| l.strip_prefix(' ').unwrap_or(l)));
+        let set = RuleSet::from_toml(&example, "rules.toml").unwrap();
         let names: Vec<&str> = set.rules.iter().map(|r| r.name.as_str()).collect();
-        assert_eq!(names, ["press-pressure", "press-silent", "door-open", "bad"]);
+        assert_eq!(names, ["press-pressure", "press-silent", "oven-ramp", "door-open"]);
         let p = &set.rules[0];
         assert_eq!((p.on_delay, p.off_delay), (Duration::from_secs(2), Duration::from_secs(5)));
         let Kind::Limit { limits, range } = &p.kind else { panic!("{:?}", p.kind) };
@@ -657,17 +634,35 @@ bad_quality = true
             prio,
             [(LevelKind::Low, 500), (LevelKind::High, 500), (LevelKind::HighHigh, 900)]
         );
+        let when = p.enabled_when.as_ref().unwrap();
+        assert_eq!(
+            (when.source.as_str(), when.metric.as_str(), when.is),
+            ("{source}", "Running", true)
+        );
         assert_eq!(set.rules[1].kind, Kind::Stale { interval: Duration::from_secs(1), factor: 3 });
-        // The module documentation shows the same file.
-        let doc = include_str!("rules.rs");
-        assert!(doc.contains("hh = { limit = 180.0, deadband = 2.0, priority = 900 }"));
+        assert_eq!(
+            set.rules[2].kind,
+            Kind::RateOfChange { limit_per_s: 2.0, window: Duration::from_secs(30) }
+        );
         // Selection by globs.
-        let hits: Vec<&str> = set
-            .matching("Plant1/Gw-7/press-1", "Hydraulics/Pressure")
-            .map(|r| r.name.as_str())
-            .collect();
-        assert_eq!(hits, ["press-pressure", "press-silent", "bad"]);
-        assert_eq!(set.matching("Plant2/Gw-7/press-1", "Guard/DoorOpen").count(), 1);
+        let hits = |source: &str, metric: &str| -> Vec<String> {
+            set.matching(source, metric).map(|r| r.name.clone()).collect()
+        };
+        assert_eq!(
+            hits("Plant1/Gw-7/press-1", "Hydraulics/Pressure"),
+            ["press-pressure", "press-silent"]
+        );
+        assert_eq!(hits("Plant1/Gw-7/press-1", "Guard/DoorOpen"), ["press-silent", "door-open"]);
+        assert!(hits("Plant2/Gw-7/press-1", "Guard/DoorOpen").is_empty());
+    }
+
+    #[test]
+    fn the_readme_example_loads() {
+        let example = toml_block(include_str!("../README.md").lines());
+        let set = RuleSet::from_toml(&example, "rules.toml").unwrap();
+        let names: Vec<&str> = set.rules.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(names, ["press-pressure", "press-silent"]);
+        assert!(set.rules[0].confirm);
     }
 
     #[test]

@@ -9,13 +9,8 @@ use shopfloor_schemas::{Batch, Now, Reading, Timestamp};
 #[global_allocator]
 static ALLOCATOR: shopfloor_testkit::Counting = shopfloor_testkit::Counting;
 
-const RULES: &str = r#"
-[[rule]]
-name = "press-pressure"
-source = "plant1/press/*"
-metric = "pressure"
-limit = { hh = { limit = 180.0 } }
-"#;
+/// A pressure rule on `plant1/press/*`, as the driver tests run it.
+const RULES: &str = include_str!("fixtures/press-pressure.toml");
 
 fn reading(source: &str, metric: &str, v: f64) -> Batch {
     Batch::new(source).with(Reading::new(metric, Timestamp::from_unix_ms(1_000), v))

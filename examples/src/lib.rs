@@ -212,37 +212,65 @@ pub fn codec(
     })
 }
 
-/// A daemon's inputs: the file's `[[mapping]]`s first (a device's own
-/// topic is more specific than a template), then what its `[section]`
-/// (`ingest`, `alerting`) turns on: `plain`, topics of its `template`
-/// (default: the readings' topics) in its `codec` (default JSON), and
-/// `sparkplug`, a Sparkplug host. None is an error: nothing `to` (do).
-pub fn inputs(
-    path: &std::path::Path,
-    mappings: &[shopfloor_mqtt::mapping::MappingSpec],
-    section: &str,
-    plain: Option<(Option<&str>, Option<&str>)>,
-    sparkplug: Option<shopfloor_sparkplug::HostConfig>,
-    to: &str,
-) -> anyhow::Result<Vec<shopfloor_mqtt::Input>> {
-    let mut inputs = self::mappings(mappings, path)?;
-    if let Some((template, codec_name)) = plain {
-        let template = template.unwrap_or(shopfloor_schemas::topic::defaults::READINGS);
-        let template = shopfloor_schemas::TopicTemplate::parse(template)
-            .map_err(|e| anyhow::anyhow!("{}: {section}.template: {e}", path.display()))?;
-        let codec = codec(codec_name.unwrap_or("json"), &format!("{section}.codec"), path)?;
-        inputs.push(shopfloor_mqtt::Input::plain(template, codec));
+/// The keys of a daemon's section (`[ingest]`, `[alerting]`) that turn
+/// its inputs on, and the [`inputs`](InputKeys::inputs) they make. Each
+/// daemon's section holds them with `#[serde(flatten)]`: a key that
+/// neither the section nor these know is still refused (`unknown field`)
+/// when the section denies unknown fields.
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct InputKeys {
+    /// `plain = true`: readings on the topics of `template`.
+    #[serde(default)]
+    pub plain: bool,
+    /// The plain topics (default: the readings' topics,
+    /// `shopfloor/{site}/{area}/{machine}/{sensor}`).
+    pub template: Option<String>,
+    /// The codec of a plain message that has no content type: `json` (the
+    /// default), `protobuf` or `cbor`.
+    pub codec: Option<String>,
+    /// `sparkplug = true`: the Sparkplug B namespace, as a host.
+    #[serde(default)]
+    pub sparkplug: bool,
+    /// Only these Sparkplug groups (default: all).
+    pub sparkplug_groups: Option<Vec<String>>,
+}
+
+impl InputKeys {
+    /// A daemon's inputs: the file's `[[mapping]]`s first (a device's own
+    /// topic is more specific than a template), then what its `[section]`
+    /// turns on: `plain`, topics of the `template` in the `codec`, and
+    /// `sparkplug`, `host` with `sparkplug_groups`. None is an error:
+    /// nothing `to` (do).
+    pub fn inputs(
+        &self,
+        path: &std::path::Path,
+        mappings: &[shopfloor_mqtt::mapping::MappingSpec],
+        section: &str,
+        mut host: shopfloor_sparkplug::HostConfig,
+        to: &str,
+    ) -> anyhow::Result<Vec<shopfloor_mqtt::Input>> {
+        let mut inputs = self::mappings(mappings, path)?;
+        if self.plain {
+            let template =
+                self.template.as_deref().unwrap_or(shopfloor_schemas::topic::defaults::READINGS);
+            let template = shopfloor_schemas::TopicTemplate::parse(template)
+                .map_err(|e| anyhow::anyhow!("{}: {section}.template: {e}", path.display()))?;
+            let codec_name = self.codec.as_deref().unwrap_or("json");
+            let codec = codec(codec_name, &format!("{section}.codec"), path)?;
+            inputs.push(shopfloor_mqtt::Input::plain(template, codec));
+        }
+        if self.sparkplug {
+            host.groups.clone_from(&self.sparkplug_groups);
+            inputs.push(shopfloor_mqtt::Input::sparkplug(host));
+        }
+        if inputs.is_empty() {
+            anyhow::bail!(
+                "{}: [{section}] has neither plain = true nor sparkplug = true, and there is no [[mapping]]: nothing to {to}",
+                path.display()
+            );
+        }
+        Ok(inputs)
     }
-    if let Some(host) = sparkplug {
-        inputs.push(shopfloor_mqtt::Input::sparkplug(host));
-    }
-    if inputs.is_empty() {
-        anyhow::bail!(
-            "{}: [{section}] has neither plain = true nor sparkplug = true, and there is no [[mapping]]: nothing to {to}",
-            path.display()
-        );
-    }
-    Ok(inputs)
 }
 
 /// The `[[mapping]]` sections of the file at `path`, compiled (a
@@ -449,5 +477,81 @@ mod env_tests {
         let mut t: toml::Table = toml::from_str("mqtt = 1\n").unwrap();
         let e = apply_overrides(&mut t, &[o("mqtt", "host", "x")]).unwrap_err();
         assert!(e.to_string().contains("SHOPFLOOR_mqtt__host"), "{e}");
+    }
+}
+
+#[cfg(test)]
+mod input_tests {
+    use super::*;
+
+    /// A daemon's section as ingestd and alertd declare theirs.
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Section {
+        rules: String,
+        #[serde(flatten)]
+        inputs: InputKeys,
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    struct File {
+        alerting: Section,
+    }
+
+    fn read(text: &str) -> anyhow::Result<File> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("alertd.toml");
+        std::fs::write(&path, text).unwrap();
+        read_toml(&path)
+    }
+
+    #[test]
+    fn the_input_keys_are_the_sections_and_unknown_keys_are_still_refused() {
+        let file = read(
+            "[alerting]\nrules = \"r.toml\"\nplain = true\ncodec = \"cbor\"\nsparkplug_groups = [\"Hall1\"]\n",
+        )
+        .unwrap();
+        let keys = &file.alerting.inputs;
+        assert_eq!(file.alerting.rules, "r.toml");
+        assert!(keys.plain && !keys.sparkplug);
+        assert_eq!((keys.template.as_deref(), keys.codec.as_deref()), (None, Some("cbor")));
+        assert_eq!(keys.sparkplug_groups.as_deref(), Some(&["Hall1".to_owned()][..]));
+        let e = read("[alerting]\nrules = \"r.toml\"\nplain = true\nsparkplug_group = [\"A\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unknown field `sparkplug_group`"), "{e}");
+        // The same from a table, as when the environment overrides a key.
+        let table: toml::Table =
+            toml::from_str("[alerting]\nrules = \"r.toml\"\nsparkplug = true\nshare = \"x\"\n")
+                .unwrap();
+        let e = toml::Value::Table(table).try_into::<File>().unwrap_err().to_string();
+        assert!(e.contains("unknown field `share`"), "{e}");
+    }
+
+    #[test]
+    fn inputs_are_the_mappings_then_plain_then_sparkplug_and_none_is_an_error() {
+        let path = std::path::Path::new("/etc/shopfloor/alertd.toml");
+        let new_host = || shopfloor_sparkplug::HostConfig::new("h");
+        let keys = InputKeys {
+            plain: true,
+            sparkplug: true,
+            sparkplug_groups: Some(vec!["Hall1".into()]),
+            ..InputKeys::default()
+        };
+        let inputs = keys.inputs(path, &[], "alerting", new_host(), "read").unwrap();
+        use shopfloor_mqtt::Input;
+        let [Input::Plain { codec, .. }, Input::Sparkplug { host }] = &inputs[..] else {
+            panic!("{inputs:?}")
+        };
+        assert_eq!(*codec, shopfloor_schemas::Codec::Json);
+        assert_eq!(
+            (host.host_id.as_str(), host.groups.as_deref()),
+            ("h", Some(&["Hall1".to_owned()][..]))
+        );
+        let e = InputKeys::default().inputs(path, &[], "alerting", new_host(), "read").unwrap_err();
+        assert!(e.to_string().contains("[alerting] has neither plain = true"), "{e}");
+        let bad = InputKeys { plain: true, codec: Some("xml".into()), ..InputKeys::default() };
+        let e = bad.inputs(path, &[], "ingest", new_host(), "ingest").unwrap_err();
+        assert!(e.to_string().contains("ingest.codec = \"xml\""), "{e}");
     }
 }

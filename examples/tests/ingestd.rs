@@ -427,6 +427,12 @@ async fn the_daemon_writes_to_influxdb_from_its_config() {
             ),
             ": influxdb.token_file ",
         ),
+        (
+            format!(
+                "[influxdb]\nurl = \"{url}\"\ndatabase = \"d\"\nusername = \"u\"\npassword_file = \"gone.pass\"\n"
+            ),
+            ": influxdb.password_file ",
+        ),
     ];
     for (k, (section, says)) in refused.iter().enumerate() {
         let (ok, text) = check(&store_file(dir.path(), &format!("bad{k}.toml"), &broker, section));

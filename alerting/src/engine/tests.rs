@@ -4,66 +4,9 @@ use shopfloor_schemas::{Reading, Timestamp};
 use super::*;
 use LevelKind::{High as H, HighHigh as HH};
 
-const RULES: &str = r#"
-[[rule]]
-name = "pressure"
-source = "press-*"
-metric = "pressure"
-priority = 500
-[rule.limit]
-hh = { limit = 180.0, deadband = 2.0, priority = 900 }
-h = { limit = 160.0, deadband = 2.0 }
-range = [0.0, 250.0]
-
-[[rule]]
-name = "slow"
-source = "press-*"
-metric = "temp"
-on_delay_s = 2
-off_delay_s = 5
-limit = { h = { limit = 80.0 } }
-
-[[rule]]
-name = "silent"
-source = "press-*"
-metric = "temp"
-stale = { interval_s = 1.0, factor = 3 }
-
-[[rule]]
-name = "door"
-source = "press-*"
-metric = "door"
-discrete = { alarm_when = true }
-latch = true
-max_shelve_h = 1
-
-[[rule]]
-name = "hot-when-running"
-source = "press-*"
-metric = "bearing"
-limit = { h = { limit = 90.0 } }
-enabled_when = { metric = "running", is = true }
-
-[[rule]]
-name = "ramp"
-source = "press-*"
-metric = "oil"
-rate = { limit_per_s = 2.0, window_s = 10.0 }
-
-[[rule]]
-name = "level"
-source = "press-*"
-metric = "level"
-limit = { h = { limit = 10.0 } }
-confirm = true
-
-[[rule]]
-name = "tank"
-source = "press-*"
-metric = "tank"
-limit = { h = { limit = 10.0 }, hh = { limit = 20.0 } }
-confirm = true
-"#;
+/// The rules every test here runs: on sources `press-*`, a rule a feature
+/// (limits, delays, stale, latch, suppression, rate, confirmation).
+const RULES: &str = include_str!("fixtures/rules.toml");
 
 fn engine() -> Engine {
     Engine::new(RuleSet::from_toml(RULES, "test.toml").unwrap())

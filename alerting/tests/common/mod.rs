@@ -14,15 +14,8 @@ use shopfloor_sparkplug::HostConfig;
 use shopfloor_testkit::Mosquitto;
 use tokio::time::{Instant, timeout};
 
-pub(crate) const RULES: &str = r#"
-[[rule]]
-name = "press-pressure"
-source = "plant1/press/*"
-metric = "pressure"
-[rule.limit]
-hh = { limit = 180.0, deadband = 2.0, priority = 900 }
-h = { limit = 160.0, deadband = 2.0 }
-"#;
+/// One pressure rule on `plant1/press/*`: HH 180 (priority 900), H 160.
+pub(crate) const RULES: &str = include_str!("../fixtures/press-pressure.toml");
 
 pub(crate) fn broker() -> Mosquitto {
     Mosquitto::start().expect("start mosquitto (apt-get install -y mosquitto)")

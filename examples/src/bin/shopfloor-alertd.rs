@@ -64,14 +64,9 @@ EXAMPLES:
 struct Alerting {
     rules: PathBuf,
     prefix: Option<String>,
-    #[serde(default)]
-    plain: bool,
-    template: Option<String>,
-    codec: Option<String>,
-    #[serde(default)]
-    sparkplug: bool,
-    sparkplug_groups: Option<Vec<String>>,
     max_alarms: Option<usize>,
+    #[serde(flatten)]
+    inputs: shopfloor_examples::InputKeys,
 }
 
 #[derive(Deserialize)]
@@ -114,15 +109,9 @@ fn config(path: &Path) -> anyhow::Result<(RuleSet, AlertConfig, EngineLimits)> {
         }
         c.prefix = p;
     }
-    let plain = a.plain.then_some((a.template.as_deref(), a.codec.as_deref()));
-    let sparkplug = a.sparkplug.then(|| {
-        let mut host = HostConfig::new("shopfloor-alertd");
-        host.publish_state = false;
-        host.groups = a.sparkplug_groups.clone();
-        host
-    });
-    c.inputs =
-        shopfloor_examples::inputs(path, &file.mapping, "alerting", plain, sparkplug, "read")?;
+    let mut host = HostConfig::new("shopfloor-alertd");
+    host.publish_state = false;
+    c.inputs = a.inputs.inputs(path, &file.mapping, "alerting", host, "read")?;
     if let Some(j) = file.journal {
         let (url, password, tls) = j.resolve(path, "journal")?;
         c.journal = Some(url);

@@ -120,7 +120,7 @@ fn influx(path: &Path, i: Influx) -> anyhow::Result<InfluxConfig> {
                 path,
                 "SHOPFLOOR_INFLUX_PASSWORD",
                 i.password_file.as_deref(),
-                "password_file",
+                "influxdb.password_file",
             )?;
             if let InfluxApi::V1 { retention_policy, credentials, .. } = &mut c.api {
                 retention_policy.clone_from(&i.retention_policy);
@@ -180,13 +180,8 @@ fn clickhouse(path: &Path, ch: ClickHouse) -> anyhow::Result<ClickHouseConfig> {
 #[derive(Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct IngestSection {
-    #[serde(default)]
-    plain: bool,
-    template: Option<String>,
-    codec: Option<String>,
-    #[serde(default)]
-    sparkplug: bool,
-    sparkplug_groups: Option<Vec<String>>,
+    #[serde(flatten)]
+    inputs: shopfloor_examples::InputKeys,
     primary_host_id: Option<String>,
     batch_readings: Option<usize>,
     batch_ms: Option<u64>,
@@ -268,17 +263,11 @@ fn config(path: &Path) -> anyhow::Result<IngestConfig> {
     c.store = store;
     c.mqtt = mqtt.connection(path, &client_id)?;
     c.session_expiry = Duration::from_secs(mqtt.session_expiry_s.unwrap_or(3600));
-    let plain = ing.plain.then_some((ing.template.as_deref(), ing.codec.as_deref()));
-    let sparkplug = ing.sparkplug.then(|| {
-        let mut host = HostConfig::new(
-            ing.primary_host_id.clone().unwrap_or_else(|| "shopfloor-ingest".into()),
-        );
-        host.publish_state = ing.primary_host_id.is_some();
-        host.groups = ing.sparkplug_groups.clone();
-        host
-    });
-    c.inputs =
-        shopfloor_examples::inputs(path, &file.mapping, "ingest", plain, sparkplug, "ingest")?;
+    // Only the primary host publishes STATE.
+    let mut host =
+        HostConfig::new(ing.primary_host_id.clone().unwrap_or_else(|| "shopfloor-ingest".into()));
+    host.publish_state = ing.primary_host_id.is_some();
+    c.inputs = ing.inputs.inputs(path, &file.mapping, "ingest", host, "ingest")?;
     if let Some(n) = ing.batch_readings {
         c.batch_readings = n.max(1);
     }
