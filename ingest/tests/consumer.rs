@@ -13,7 +13,9 @@ use tokio::time::{Instant, timeout};
 use tokio_postgres::Client;
 
 mod support;
-use support::{T0, broker, column, connect, ingest, message, pairs, publish, sparkplug, value};
+use support::{
+    T0, broker, column, connect, expect_rows, ingest, message, pairs, publish, sparkplug,
+};
 
 fn config(broker: &Mosquitto, pg: &Postgres) -> IngestConfig {
     let mut c = IngestConfig::new(broker.host(), broker.port(), "ingest-1", pg.connection_string());
@@ -24,37 +26,6 @@ fn config(broker: &Mosquitto, pg: &Postgres) -> IngestConfig {
     c.batch_readings = 200;
     c.batch_age = Duration::from_millis(50);
     c
-}
-
-/// Waits until the readings view holds `n` rows (and checks no metric and
-/// time appears twice), at most 60 s.
-async fn expect_rows(pg: &Postgres, n: i64, dead: i64) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let (mut rows, mut letters) = (0, 0);
-    while Instant::now() < deadline {
-        if let Ok(client) = timeout(Duration::from_secs(2), connect(pg)).await {
-            let q = "SELECT (SELECT count(*) FROM shopfloor.readings), (SELECT count(*) FROM shopfloor.dead_letters)";
-            if let Ok(row) = client.query_one(q, &[]).await {
-                (rows, letters) = (row.get(0), row.get(1));
-                if rows == n && letters == dead {
-                    let distinct: i64 = value(
-                        &client,
-                        "SELECT count(DISTINCT (source, metric, time)) FROM shopfloor.readings",
-                    )
-                    .await;
-                    assert_eq!(distinct, n);
-                    // And nothing more arrives.
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                    let again: i64 =
-                        value(&client, "SELECT count(*) FROM shopfloor.readings").await;
-                    assert_eq!(again, n, "rows kept coming");
-                    return;
-                }
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("{rows} rows and {letters} dead letters, expected {n} and {dead}");
 }
 
 const N: u64 = 2000;

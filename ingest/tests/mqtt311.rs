@@ -11,7 +11,6 @@ use shopfloor_mqtt::Protocol;
 use shopfloor_schemas::{Batch, Codec, Reading, Timestamp, TopicTemplate, topic};
 use shopfloor_testkit::Amqtt;
 use tokio::time::{Instant, timeout};
-use tokio_postgres::NoTls;
 
 mod support;
 
@@ -77,24 +76,6 @@ async fn subscribed(i: &Ingest) {
     }
 }
 
-/// Waits until the readings hold exactly `n` distinct rows (at most 60 s).
-async fn expect_rows(database: &str, n: i64) {
-    let (client, conn) = tokio_postgres::connect(database, NoTls).await.unwrap();
-    tokio::spawn(conn);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let q = "SELECT count(*), count(DISTINCT (source, metric, time)) FROM shopfloor.readings";
-    loop {
-        let row = client.query_one(q, &[]).await.unwrap();
-        let (rows, distinct): (i64, i64) = (row.get(0), row.get(1));
-        assert_eq!(rows, distinct, "a reading was stored twice");
-        if rows == n {
-            return;
-        }
-        assert!(Instant::now() < deadline, "{rows} rows after 60 s, expected {n}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_ingest_crash_on_mqtt_3_1_1_loses_and_duplicates_nothing() {
     let broker = Amqtt::start().unwrap_or_else(|e| panic!("start amqtt: {e}"));
@@ -103,7 +84,7 @@ async fn an_ingest_crash_on_mqtt_3_1_1_loses_and_duplicates_nothing() {
     let first = Ingest::spawn(config(&broker, database.clone()));
     subscribed(&first).await;
     publish(&broker, 0..10, || {}).await;
-    expect_rows(&database, 10).await;
+    support::expect_rows(&pg, 10, 0).await;
     // Crash halfway through the stream: what was received and not
     // committed was not acked, and the broker keeps it for the session.
     let mut first = Some(first);
@@ -114,7 +95,7 @@ async fn an_ingest_crash_on_mqtt_3_1_1_loses_and_duplicates_nothing() {
     })
     .await;
     let second = Ingest::spawn(config(&broker, database.clone()));
-    expect_rows(&database, N as i64).await;
+    support::expect_rows(&pg, N as i64, 0).await;
     assert_eq!(
         second.stats().link.connects.load(std::sync::atomic::Ordering::Relaxed),
         1,

@@ -226,6 +226,38 @@ pub async fn publish_one(broker: &Mosquitto, topic: &str, payload: Vec<u8>) {
     .expect("a PUBACK within 20 s");
 }
 
+/// Waits until the readings view holds `n` rows and the dead letters
+/// `dead` (at most 60 s), then checks that no metric and time appears
+/// twice and that no more rows arrive.
+pub async fn expect_rows(pg: &Postgres, n: i64, dead: i64) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let (mut rows, mut letters) = (0, 0);
+    while Instant::now() < deadline {
+        if let Ok(client) = timeout(Duration::from_secs(2), connect(pg)).await {
+            let q = "SELECT (SELECT count(*) FROM shopfloor.readings), (SELECT count(*) FROM shopfloor.dead_letters)";
+            if let Ok(row) = client.query_one(q, &[]).await {
+                (rows, letters) = (row.get(0), row.get(1));
+                if rows == n && letters == dead {
+                    let distinct: i64 = value(
+                        &client,
+                        "SELECT count(DISTINCT (source, metric, time)) FROM shopfloor.readings",
+                    )
+                    .await;
+                    assert_eq!(distinct, n);
+                    // And nothing more arrives.
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    let again: i64 =
+                        value(&client, "SELECT count(*) FROM shopfloor.readings").await;
+                    assert_eq!(again, n, "rows kept coming");
+                    return;
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{rows} rows and {letters} dead letters, expected {n} and {dead}");
+}
+
 /// `server` (`name`) away for 60 s while messages `during` keep coming: nothing
 /// commits meanwhile, at most `max_pending` messages are held (the broker
 /// keeps the rest), the MQTT connection stays up, and the first commit
