@@ -360,7 +360,7 @@ async fn write_back_writes_scaled_reads_back_and_refuses_what_it_must() {
     let mut poller = Poller::spawn(&m, 64);
     let mut latest = HashMap::new();
     collect(&mut poller, "connected", &mut latest, |_, o| matches!(o, Output::Reachable)).await;
-    let back = poller.write("plc", "setpoint", Value::F64(-12.3)).await.expect("written");
+    let back = poller.writer().write("plc", "setpoint", Value::F64(-12.3)).await.expect("written");
     assert_eq!(back, Value::F64(-123.0 * 0.1));
     // Big-endian i32 -123 as pymodbus holds it.
     assert_eq!(dev.get("h", 170, 2), [0xFFFF, 0xFF85]);
@@ -368,21 +368,27 @@ async fn write_back_writes_scaled_reads_back_and_refuses_what_it_must() {
         good(l, "setpoint", &Value::F64(-123.0 * 0.1))
     })
     .await;
-    let e = poller.write("plc", "setpoint", Value::F64(5000.0)).await.unwrap_err();
+    let e = poller.writer().write("plc", "setpoint", Value::F64(5000.0)).await.unwrap_err();
     assert!(
         matches!(e, WriteFailure::Refused(_)) && e.to_string().contains("outside its range"),
         "{e}"
     );
-    let e = poller.write("plc", "text", Value::String("x".into())).await.unwrap_err();
+    let e = poller.writer().write("plc", "text", Value::String("x".into())).await.unwrap_err();
     assert!(e.to_string().contains("not writable"), "{e}");
-    let e = poller.write("plc", "nope", Value::I64(1)).await.unwrap_err();
+    let e = poller.writer().write("plc", "nope", Value::I64(1)).await.unwrap_err();
     assert!(matches!(e, WriteFailure::UnknownTag { .. }), "{e}");
     // A coil, and a bit of a register written by mask (its neighbours kept).
     assert_eq!(dev.get("c", 3, 1), [0]);
-    assert_eq!(poller.write("plc", "coil3", Value::Bool(true)).await.unwrap(), Value::Bool(true));
+    assert_eq!(
+        poller.writer().write("plc", "coil3", Value::Bool(true)).await.unwrap(),
+        Value::Bool(true)
+    );
     assert_eq!(dev.get("c", 3, 1), [1]);
     dev.set_registers(160, &[0b10_0001]);
-    assert_eq!(poller.write("plc", "bit5", Value::Bool(false)).await.unwrap(), Value::Bool(false));
+    assert_eq!(
+        poller.writer().write("plc", "bit5", Value::Bool(false)).await.unwrap(),
+        Value::Bool(false)
+    );
     assert_eq!(dev.get("h", 160, 1), [0b00_0001]);
     poller.shutdown().await;
 }
@@ -401,7 +407,7 @@ async fn a_wrong_unit_id_is_an_error_not_a_panic() {
     })
     .await;
     // Still running: a write gets an answer, not "stopped".
-    let e = poller.write("ghost", "x", Value::I64(1)).await.unwrap_err();
+    let e = poller.writer().write("ghost", "x", Value::I64(1)).await.unwrap_err();
     assert!(!matches!(e, WriteFailure::Stopped), "{e}");
     poller.shutdown().await;
 }
@@ -448,7 +454,7 @@ async fn garbage_from_a_server_never_panics() {
     .await;
     // The line task is alive after every kind of garbage.
     for _ in 0..4 {
-        let e = poller.write("plc", "level", Value::F64(1.0)).await.unwrap_err();
+        let e = poller.writer().write("plc", "level", Value::F64(1.0)).await.unwrap_err();
         assert!(!matches!(e, WriteFailure::Stopped), "{e}");
     }
     poller.shutdown().await;
@@ -489,7 +495,7 @@ async fn garbage_on_a_serial_line_never_panics() {
     })
     .await;
     for _ in 0..4 {
-        let e = poller.write("plc", "level", Value::F64(1.0)).await.unwrap_err();
+        let e = poller.writer().write("plc", "level", Value::F64(1.0)).await.unwrap_err();
         assert!(!matches!(e, WriteFailure::Stopped), "{e}");
     }
     poller.shutdown().await;
