@@ -22,34 +22,10 @@ const WAIT: Duration = Duration::from_secs(20);
 /// The setpoint the DCMD tests write: a writable `i16` at register 30.
 const SETPOINT: &str = "[[device.tag]]\nname = \"Setpoint\"\narea = \"holding_register\"\naddress = 30\ntype = \"i16\"\nwritable = true\n";
 
+/// A tank's level (f32, with unit and range), its pump's running coil and
+/// its speed (scaled i16, writable).
 fn tags() -> &'static str {
-    r#"
-[[device.tag]]
-name = "Tank/Level"
-area = "holding_register"
-address = 10
-type = "f32"
-order = "CDAB"
-unit = "m"
-min = 0
-max = 12
-
-[[device.tag]]
-name = "Pump/Running"
-area = "coil"
-address = 3
-
-[[device.tag]]
-name = "Pump/Speed"
-area = "holding_register"
-address = 20
-type = "i16"
-scale = 0.5
-unit = "rpm"
-writable = true
-min = 0
-max = 3000
-"#
+    include_str!("fixtures/tank_tags.toml")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -68,65 +68,10 @@ fn tag_lines(cases: &[Case]) -> String {
     s
 }
 
-const OTHER_TAGS: &str = r#"
-[[device.tag]]
-name = "text"
-area = "holding_register"
-address = 150
-type = "string"
-length = 4
-
-[[device.tag]]
-name = "bit5"
-area = "holding_register"
-address = 160
-type = "bit"
-bit = 5
-writable = true
-
-[[device.tag]]
-name = "high"
-area = "holding_register"
-address = 161
-type = "u8"
-byte = "high"
-
-[[device.tag]]
-name = "low"
-area = "holding_register"
-address = 161
-type = "i8"
-byte = "low"
-
-[[device.tag]]
-name = "coil3"
-area = "coil"
-address = 3
-writable = true
-
-[[device.tag]]
-name = "input7"
-area = "discrete_input"
-address = 7
-
-[[device.tag]]
-name = "pressure"
-area = "input_register"
-address = 4
-type = "i16"
-scale = 0.1
-offset = 1
-
-[[device.tag]]
-name = "setpoint"
-area = "holding_register"
-address = 170
-type = "i32"
-scale = 0.1
-writable = true
-min = -100
-max = 1000
-"#;
+/// The tags besides the numbers: a string, a bit and the bytes of a
+/// register, a coil, a discrete input, a scaled input register, a writable
+/// setpoint.
+const OTHER_TAGS: &str = include_str!("fixtures/other_tags.toml");
 
 fn map(link: &str, timeout_ms: u64, extra: &str, tags: &str) -> RegisterMap {
     one_device("plc", link, &format!("unit = 1\ntimeout_ms = {timeout_ms}\n{extra}\n{tags}"))
@@ -259,19 +204,8 @@ address = 212
     poller.shutdown().await;
 }
 
-const ONE_TAG: &str = r#"
-[[device.tag]]
-name = "level"
-area = "holding_register"
-address = 10
-type = "f32"
-order = "CDAB"
-[[device.tag]]
-name = "count"
-area = "holding_register"
-address = 40
-type = "u32"
-"#;
+/// "level", an f32 at 10, and "count", a u32 at 40.
+const ONE_TAG: &str = include_str!("fixtures/level_and_count.toml");
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_device_goes_stale_and_comes_back_good() {

@@ -10,34 +10,9 @@ use shopfloor_bridge_modbus::codec::Data;
 use shopfloor_bridge_modbus::session::{Now, Output, ReadResult, Session};
 use shopfloor_schemas::{Quality, Value};
 
-const MAP: &str = r#"
-[groups]
-fast = 100
-default = 1000
-
-[[device]]
-name = "plc"
-host = "h"
-
-[[device.tag]]
-name = "temp"
-area = "holding_register"
-address = 0
-type = "i16"
-scale = 0.1
-deadband = 0.5
-group = "fast"
-
-[[device.tag]]
-name = "count"
-area = "holding_register"
-address = 1
-
-[[device.tag]]
-name = "far"
-area = "holding_register"
-address = 100
-"#;
+/// One device, "plc": "temp" in the fast group, "count" and "far" in the
+/// default one.
+const MAP: &str = include_str!("fixtures/session.toml");
 
 struct T {
     s: Session,
