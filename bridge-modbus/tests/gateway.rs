@@ -7,8 +7,10 @@
 
 use std::time::Duration;
 
+use shopfloor_bridge_modbus::RegisterMap;
 use shopfloor_bridge_modbus::gateway::{Gateway, edge_node_config};
 use shopfloor_mqtt::{Broker, DriverConfig};
+use shopfloor_schemas::WriteResult;
 use shopfloor_sparkplug::{EdgeNode, EncodeOptions, Metric, MetricValue, Payload};
 use shopfloor_testkit::Mosquitto;
 use shopfloor_testkit::decoders::{SparkplugDecoders, pb_metric, psp_value};
@@ -26,6 +28,44 @@ const SETPOINT: &str = "[[device.tag]]\nname = \"Setpoint\"\narea = \"holding_re
 /// its speed (scaled i16, writable).
 fn tags() -> &'static str {
     include_str!("fixtures/tank_tags.toml")
+}
+
+/// The Sparkplug gateway for `map`, edge node Plant1/modbus-gw on `broker`.
+fn spawn_gateway(map: &RegisterMap, broker: &Mosquitto) -> Gateway {
+    let node = EdgeNode::new(edge_node_config(map, "Plant1", "modbus-gw")).unwrap();
+    Gateway::spawn(
+        map,
+        node,
+        DriverConfig::new("modbus-gw", Broker::new(broker.host(), broker.port())),
+    )
+}
+
+/// A DCMD that sets the "Setpoint" of [`SETPOINT`] to `v`.
+fn setpoint_dcmd(v: i16) -> Vec<u8> {
+    Payload {
+        timestamp: Some(1),
+        metrics: vec![Metric::new("Setpoint", 1, MetricValue::Int16(v))],
+        ..Payload::default()
+    }
+    .encode(EncodeOptions::default())
+}
+
+/// The next write result, within [`WAIT`]; it must come on `topic`.
+async fn next_write_result(events: &mut rumqttc::v5::EventLoop, topic: &str) -> WriteResult {
+    use rumqttc::v5::Event;
+    use rumqttc::v5::mqttbytes::v5::Packet;
+    tokio::time::timeout(WAIT, async {
+        loop {
+            if let Event::Incoming(Packet::Publish(p)) = events.poll().await.unwrap()
+                && p.topic.starts_with(b"shopfloor/writes/")
+            {
+                assert_eq!(p.topic, topic);
+                return WriteResult::from_json(&p.payload).unwrap();
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no write result on {topic} within 20 s"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -111,12 +151,7 @@ async fn dcmd_writes_reach_the_device_in_the_order_sent() {
     let (host, mut events) =
         AsyncClient::new(MqttOptions::new("order-host", broker.host(), broker.port()), 1000);
     host.subscribe("shopfloor/writes/Plant1/modbus-gw", QoS::AtLeastOnce).await.unwrap();
-    let node = EdgeNode::new(edge_node_config(&map, "Plant1", "modbus-gw")).unwrap();
-    let gateway = Gateway::spawn(
-        &map,
-        node,
-        DriverConfig::new("modbus-gw", Broker::new(broker.host(), broker.port())),
-    );
+    let gateway = spawn_gateway(&map, &broker);
     // The device is born (its DBIRTH) before the host writes.
     host.subscribe("spBv1.0/Plant1/DBIRTH/modbus-gw/press-1", QoS::AtLeastOnce).await.unwrap();
     tokio::time::timeout(WAIT, async {
@@ -134,19 +169,10 @@ async fn dcmd_writes_reach_the_device_in_the_order_sent() {
         let mut tick = tokio::time::interval(Duration::from_millis(5));
         for k in 0..N {
             tick.tick().await;
-            let dcmd = Payload {
-                timestamp: Some(1),
-                metrics: vec![Metric::new("Setpoint", 1, MetricValue::Int16(k as i16))],
-                ..Payload::default()
-            };
-            host.publish(
-                "spBv1.0/Plant1/DCMD/modbus-gw/press-1",
-                QoS::AtLeastOnce,
-                false,
-                dcmd.encode(EncodeOptions::default()),
-            )
-            .await
-            .unwrap();
+            let dcmd = setpoint_dcmd(k as i16);
+            host.publish("spBv1.0/Plant1/DCMD/modbus-gw/press-1", QoS::AtLeastOnce, false, dcmd)
+                .await
+                .unwrap();
         }
         host
     });
@@ -155,16 +181,12 @@ async fn dcmd_writes_reach_the_device_in_the_order_sent() {
     let mut refused = 0;
     tokio::time::timeout(Duration::from_secs(60), async {
         while done.len() + refused < N as usize {
-            if let Event::Incoming(Packet::Publish(p)) = events.poll().await.unwrap()
-                && p.topic.starts_with(b"shopfloor/writes/")
-            {
-                let r = shopfloor_schemas::WriteResult::from_json(&p.payload).unwrap();
-                if r.ok {
-                    done.push(r.value.parse::<i64>().unwrap());
-                } else {
-                    assert_eq!(r.status, "Refused", "{r:?}");
-                    refused += 1;
-                }
+            let r = next_write_result(&mut events, "shopfloor/writes/Plant1/modbus-gw").await;
+            if r.ok {
+                done.push(r.value.parse::<i64>().unwrap());
+            } else {
+                assert_eq!(r.status, "Refused", "{r:?}");
+                refused += 1;
             }
         }
     })
@@ -189,50 +211,23 @@ async fn dcmd_writes_reach_the_device_in_the_order_sent() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retained_dcmd_is_refused_and_never_written() {
     use rumqttc::v5::mqttbytes::QoS;
-    use rumqttc::v5::mqttbytes::v5::Packet;
-    use rumqttc::v5::{AsyncClient, Event, MqttOptions};
+    use rumqttc::v5::{AsyncClient, MqttOptions};
     let broker = Mosquitto::start().expect("start mosquitto");
     let mut dev = Device::start();
     dev.set("h", 30, "i16", "AB", "11");
     let map = dev.map("press-1", SETPOINT);
-    let dcmd = |v: i16| {
-        Payload {
-            timestamp: Some(1),
-            metrics: vec![Metric::new("Setpoint", 1, MetricValue::Int16(v))],
-            ..Payload::default()
-        }
-        .encode(EncodeOptions::default())
-    };
     let topic = "spBv1.0/Plant1/DCMD/modbus-gw/press-1";
     let (host, mut events) =
         AsyncClient::new(MqttOptions::new("retain-host", broker.host(), broker.port()), 100);
     host.subscribe("shopfloor/writes/#", QoS::AtLeastOnce).await.unwrap();
-    host.publish(topic, QoS::AtLeastOnce, true, dcmd(77)).await.unwrap();
-    let mut next_result = async || {
-        tokio::time::timeout(WAIT, async {
-            loop {
-                if let Event::Incoming(Packet::Publish(p)) = events.poll().await.unwrap()
-                    && p.topic.starts_with(b"shopfloor/writes/")
-                {
-                    return shopfloor_schemas::WriteResult::from_json(&p.payload).unwrap();
-                }
-            }
-        })
-        .await
-        .expect("a write result")
-    };
-    let node = EdgeNode::new(edge_node_config(&map, "Plant1", "modbus-gw")).unwrap();
-    let gateway = Gateway::spawn(
-        &map,
-        node,
-        DriverConfig::new("modbus-gw", Broker::new(broker.host(), broker.port())),
-    );
-    let refused = next_result().await;
+    host.publish(topic, QoS::AtLeastOnce, true, setpoint_dcmd(77)).await.unwrap();
+    let gateway = spawn_gateway(&map, &broker);
+    let refused = next_write_result(&mut events, "shopfloor/writes/Plant1/modbus-gw").await;
     assert!(!refused.ok && refused.status == "Refused", "{refused:?}");
     assert!(refused.message.contains("retained"), "{refused:?}");
     assert_eq!(dev.get("h", 30, 1), [11], "the retained setpoint was not written");
-    host.publish(topic, QoS::AtLeastOnce, false, dcmd(5)).await.unwrap();
-    let done = next_result().await;
+    host.publish(topic, QoS::AtLeastOnce, false, setpoint_dcmd(5)).await.unwrap();
+    let done = next_write_result(&mut events, "shopfloor/writes/Plant1/modbus-gw").await;
     assert!(done.ok, "{done:?}");
     assert_eq!(dev.get("h", 30, 1), [5]);
     gateway.shutdown().await;
@@ -316,18 +311,10 @@ async fn plain_topics_carry_each_reading_and_take_writes() {
     let gateway =
         PlainGateway::spawn(&map, config, &Broker::new(broker.host(), broker.port()), "plain-gw");
     next(&mut events, "shopfloor/plant1/tanks/tank-1/level", Value::F64(3.5)).await;
-    let refused = tokio::time::timeout(WAIT, async {
-        loop {
-            if let Event::Incoming(Packet::Publish(p)) = results_events.poll().await.unwrap() {
-                return shopfloor_schemas::WriteResult::from_json(&p.payload).unwrap();
-            }
-        }
-    })
-    .await
-    .expect("a write result for the retained command within 20 s");
+    let refused = next_write_result(&mut results_events, "shopfloor/writes/plant1/tanks").await;
     assert_eq!(
         (refused.metric.as_str(), refused.ok, refused.status.as_str()),
-        ("speed", false, shopfloor_schemas::WriteResult::REFUSED),
+        ("speed", false, WriteResult::REFUSED),
         "{refused:?}"
     );
     assert!(refused.message.contains("retained"), "{refused:?}");
@@ -345,16 +332,7 @@ async fn plain_topics_carry_each_reading_and_take_writes() {
         .unwrap();
     next(&mut events, "shopfloor/plant1/tanks/tank-1/speed", Value::I64(1234)).await;
     assert_eq!(dev.get("h", 20, 1), [1234]);
-    let result = tokio::time::timeout(WAIT, async {
-        loop {
-            if let Event::Incoming(Packet::Publish(p)) = results_events.poll().await.unwrap() {
-                assert_eq!(p.topic, "shopfloor/writes/plant1/tanks");
-                return shopfloor_schemas::WriteResult::from_json(&p.payload).unwrap();
-            }
-        }
-    })
-    .await
-    .expect("a write result within 20 s");
+    let result = next_write_result(&mut results_events, "shopfloor/writes/plant1/tanks").await;
     assert_eq!(
         (result.device.as_str(), result.metric.as_str(), result.ok, result.status.as_str()),
         ("tank-1", "speed", true, "Good"),
