@@ -237,9 +237,9 @@ async fn a_retained_dcmd_is_refused_and_never_written() {
 /// with its content type; a write on the topic plus `/set`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plain_topics_carry_each_reading_and_take_writes() {
+    use rumqttc::v5::Event;
     use rumqttc::v5::mqttbytes::QoS;
     use rumqttc::v5::mqttbytes::v5::{Packet, PublishProperties};
-    use rumqttc::v5::{AsyncClient, Event, MqttOptions};
     use shopfloor_bridge_modbus::gateway::plain::{PlainConfig, PlainGateway};
     use shopfloor_schemas::{Batch, Codec, Reading, Timestamp, Value};
 
@@ -263,23 +263,9 @@ async fn plain_topics_carry_each_reading_and_take_writes() {
             .contains("one topic level")
     );
 
-    let (client, mut events) =
-        AsyncClient::new(MqttOptions::new("watcher", broker.host(), broker.port()), 10);
-    client.subscribe("shopfloor/plant1/tanks/#", QoS::AtLeastOnce).await.unwrap();
-    loop {
-        if let Event::Incoming(Packet::SubAck(_)) = events.poll().await.unwrap() {
-            break;
-        }
-    }
+    let (client, mut events) = subscribed(&broker, "watcher", "shopfloor/plant1/tanks/#").await;
     // Write results, on their own connection.
-    let (results, mut results_events) =
-        AsyncClient::new(MqttOptions::new("results", broker.host(), broker.port()), 10);
-    results.subscribe("shopfloor/writes/#", QoS::AtLeastOnce).await.unwrap();
-    loop {
-        if let Event::Incoming(Packet::SubAck(_)) = results_events.poll().await.unwrap() {
-            break;
-        }
-    }
+    let (_results, mut results_events) = subscribed(&broker, "results", "shopfloor/writes/#").await;
     let props = PublishProperties {
         content_type: Some("application/json".into()),
         ..PublishProperties::default()
@@ -339,6 +325,25 @@ async fn plain_topics_carry_each_reading_and_take_writes() {
         "{result:?}"
     );
     gateway.shutdown().await;
+}
+
+/// A client of `broker` named `id`, subscribed to `filter` (its SUBACK in).
+async fn subscribed(
+    broker: &Mosquitto,
+    id: &str,
+    filter: &str,
+) -> (rumqttc::v5::AsyncClient, rumqttc::v5::EventLoop) {
+    use rumqttc::v5::mqttbytes::QoS;
+    use rumqttc::v5::mqttbytes::v5::Packet;
+    use rumqttc::v5::{AsyncClient, Event, MqttOptions};
+    let (client, mut events) =
+        AsyncClient::new(MqttOptions::new(id, broker.host(), broker.port()), 10);
+    client.subscribe(filter, QoS::AtLeastOnce).await.unwrap();
+    loop {
+        if let Event::Incoming(Packet::SubAck(_)) = events.poll().await.unwrap() {
+            return (client, events);
+        }
+    }
 }
 
 /// The next plain reading on `topic` whose value is `want`.
