@@ -199,18 +199,7 @@ impl Poller {
         self.outputs.recv().await
     }
 
-    /// Writes `value` (engineering units) to a tag, reads it back and
-    /// returns what the device holds now (also published as a reading).
-    pub async fn write(
-        &self,
-        device: &str,
-        tag: &str,
-        value: Value,
-    ) -> Result<Value, WriteFailure> {
-        self.writer.write(device, tag, value).await
-    }
-
-    /// A handle for writes from other tasks.
+    /// A handle for writes ([`Writer::write`]), also from other tasks.
     pub fn writer(&self) -> Writer {
         self.writer.clone()
     }

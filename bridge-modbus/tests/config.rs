@@ -7,77 +7,8 @@ use shopfloor_bridge_modbus::config::{
     Area, Deadband, Order, Parity, RegisterMap, TagType, Transport, parse_modicon,
 };
 
-const EXAMPLE: &str = r#"
-[groups]
-fast = 250
-slow = 10000
-
-[[device]]
-name = "press-1"
-host = "10.0.4.21"
-unit = 7
-max_registers = 100
-max_gap = 8
-timeout_ms = 500
-pause_ms = 20
-
-[[device.tag]]
-name = "Hydraulics/Pressure"
-register = "40101"
-type = "f32"
-order = "CDAB"
-scale = 0.01
-unit = "bar"
-deadband = 0.5
-group = "fast"
-
-[[device.tag]]
-name = "Status/Running"
-area = "holding_register"
-address = 200
-type = "bit"
-bit = 3
-
-[[device.tag]]
-name = "Status/Word"
-area = "holding_register"
-address = 200
-
-[[device.tag]]
-name = "Setpoint"
-area = "holding_register"
-address = 300
-type = "i32"
-writable = true
-min = 0
-max = 500
-deadband_percent = 2
-
-[[device.tag]]
-name = "Door"
-register = "10005"
-
-[[device.tag]]
-name = "Recipe"
-area = "input_register"
-address = 10
-type = "string"
-length = 8
-group = "slow"
-
-[[device]]
-name = "meter"
-serial = "/dev/ttyUSB0"
-baud = 9600
-parity = "none"
-
-[[device.tag]]
-name = "Energy"
-area = "input_register"
-address = 0
-type = "u64"
-order = "GHEFCDAB"
-"#;
+/// Two devices, TCP and serial, with a tag of most kinds and settings.
+const EXAMPLE: &str = include_str!("fixtures/full_map.toml");
 
 #[test]
 fn a_full_map_loads_with_defaults_filled_in() {

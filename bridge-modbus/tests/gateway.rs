@@ -7,8 +7,10 @@
 
 use std::time::Duration;
 
+use shopfloor_bridge_modbus::RegisterMap;
 use shopfloor_bridge_modbus::gateway::{Gateway, edge_node_config};
 use shopfloor_mqtt::{Broker, DriverConfig};
+use shopfloor_schemas::WriteResult;
 use shopfloor_sparkplug::{EdgeNode, EncodeOptions, Metric, MetricValue, Payload};
 use shopfloor_testkit::Mosquitto;
 use shopfloor_testkit::decoders::{SparkplugDecoders, pb_metric, psp_value};
@@ -22,34 +24,48 @@ const WAIT: Duration = Duration::from_secs(20);
 /// The setpoint the DCMD tests write: a writable `i16` at register 30.
 const SETPOINT: &str = "[[device.tag]]\nname = \"Setpoint\"\narea = \"holding_register\"\naddress = 30\ntype = \"i16\"\nwritable = true\n";
 
+/// A tank's level (f32, with unit and range), its pump's running coil and
+/// its speed (scaled i16, writable).
 fn tags() -> &'static str {
-    r#"
-[[device.tag]]
-name = "Tank/Level"
-area = "holding_register"
-address = 10
-type = "f32"
-order = "CDAB"
-unit = "m"
-min = 0
-max = 12
+    include_str!("fixtures/tank_tags.toml")
+}
 
-[[device.tag]]
-name = "Pump/Running"
-area = "coil"
-address = 3
+/// The Sparkplug gateway for `map`, edge node Plant1/modbus-gw on `broker`.
+fn spawn_gateway(map: &RegisterMap, broker: &Mosquitto) -> Gateway {
+    let node = EdgeNode::new(edge_node_config(map, "Plant1", "modbus-gw")).unwrap();
+    Gateway::spawn(
+        map,
+        node,
+        DriverConfig::new("modbus-gw", Broker::new(broker.host(), broker.port())),
+    )
+}
 
-[[device.tag]]
-name = "Pump/Speed"
-area = "holding_register"
-address = 20
-type = "i16"
-scale = 0.5
-unit = "rpm"
-writable = true
-min = 0
-max = 3000
-"#
+/// A DCMD that sets the "Setpoint" of [`SETPOINT`] to `v`.
+fn setpoint_dcmd(v: i16) -> Vec<u8> {
+    Payload {
+        timestamp: Some(1),
+        metrics: vec![Metric::new("Setpoint", 1, MetricValue::Int16(v))],
+        ..Payload::default()
+    }
+    .encode(EncodeOptions::default())
+}
+
+/// The next write result, within [`WAIT`]; it must come on `topic`.
+async fn next_write_result(events: &mut rumqttc::v5::EventLoop, topic: &str) -> WriteResult {
+    use rumqttc::v5::Event;
+    use rumqttc::v5::mqttbytes::v5::Packet;
+    tokio::time::timeout(WAIT, async {
+        loop {
+            if let Event::Incoming(Packet::Publish(p)) = events.poll().await.unwrap()
+                && p.topic.starts_with(b"shopfloor/writes/")
+            {
+                assert_eq!(p.topic, topic);
+                return WriteResult::from_json(&p.payload).unwrap();
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no write result on {topic} within 20 s"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -135,12 +151,7 @@ async fn dcmd_writes_reach_the_device_in_the_order_sent() {
     let (host, mut events) =
         AsyncClient::new(MqttOptions::new("order-host", broker.host(), broker.port()), 1000);
     host.subscribe("shopfloor/writes/Plant1/modbus-gw", QoS::AtLeastOnce).await.unwrap();
-    let node = EdgeNode::new(edge_node_config(&map, "Plant1", "modbus-gw")).unwrap();
-    let gateway = Gateway::spawn(
-        &map,
-        node,
-        DriverConfig::new("modbus-gw", Broker::new(broker.host(), broker.port())),
-    );
+    let gateway = spawn_gateway(&map, &broker);
     // The device is born (its DBIRTH) before the host writes.
     host.subscribe("spBv1.0/Plant1/DBIRTH/modbus-gw/press-1", QoS::AtLeastOnce).await.unwrap();
     tokio::time::timeout(WAIT, async {
@@ -158,19 +169,10 @@ async fn dcmd_writes_reach_the_device_in_the_order_sent() {
         let mut tick = tokio::time::interval(Duration::from_millis(5));
         for k in 0..N {
             tick.tick().await;
-            let dcmd = Payload {
-                timestamp: Some(1),
-                metrics: vec![Metric::new("Setpoint", 1, MetricValue::Int16(k as i16))],
-                ..Payload::default()
-            };
-            host.publish(
-                "spBv1.0/Plant1/DCMD/modbus-gw/press-1",
-                QoS::AtLeastOnce,
-                false,
-                dcmd.encode(EncodeOptions::default()),
-            )
-            .await
-            .unwrap();
+            let dcmd = setpoint_dcmd(k as i16);
+            host.publish("spBv1.0/Plant1/DCMD/modbus-gw/press-1", QoS::AtLeastOnce, false, dcmd)
+                .await
+                .unwrap();
         }
         host
     });
@@ -179,16 +181,12 @@ async fn dcmd_writes_reach_the_device_in_the_order_sent() {
     let mut refused = 0;
     tokio::time::timeout(Duration::from_secs(60), async {
         while done.len() + refused < N as usize {
-            if let Event::Incoming(Packet::Publish(p)) = events.poll().await.unwrap()
-                && p.topic.starts_with(b"shopfloor/writes/")
-            {
-                let r = shopfloor_schemas::WriteResult::from_json(&p.payload).unwrap();
-                if r.ok {
-                    done.push(r.value.parse::<i64>().unwrap());
-                } else {
-                    assert_eq!(r.status, "Refused", "{r:?}");
-                    refused += 1;
-                }
+            let r = next_write_result(&mut events, "shopfloor/writes/Plant1/modbus-gw").await;
+            if r.ok {
+                done.push(r.value.parse::<i64>().unwrap());
+            } else {
+                assert_eq!(r.status, "Refused", "{r:?}");
+                refused += 1;
             }
         }
     })
@@ -213,50 +211,23 @@ async fn dcmd_writes_reach_the_device_in_the_order_sent() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retained_dcmd_is_refused_and_never_written() {
     use rumqttc::v5::mqttbytes::QoS;
-    use rumqttc::v5::mqttbytes::v5::Packet;
-    use rumqttc::v5::{AsyncClient, Event, MqttOptions};
+    use rumqttc::v5::{AsyncClient, MqttOptions};
     let broker = Mosquitto::start().expect("start mosquitto");
     let mut dev = Device::start();
     dev.set("h", 30, "i16", "AB", "11");
     let map = dev.map("press-1", SETPOINT);
-    let dcmd = |v: i16| {
-        Payload {
-            timestamp: Some(1),
-            metrics: vec![Metric::new("Setpoint", 1, MetricValue::Int16(v))],
-            ..Payload::default()
-        }
-        .encode(EncodeOptions::default())
-    };
     let topic = "spBv1.0/Plant1/DCMD/modbus-gw/press-1";
     let (host, mut events) =
         AsyncClient::new(MqttOptions::new("retain-host", broker.host(), broker.port()), 100);
     host.subscribe("shopfloor/writes/#", QoS::AtLeastOnce).await.unwrap();
-    host.publish(topic, QoS::AtLeastOnce, true, dcmd(77)).await.unwrap();
-    let mut next_result = async || {
-        tokio::time::timeout(WAIT, async {
-            loop {
-                if let Event::Incoming(Packet::Publish(p)) = events.poll().await.unwrap()
-                    && p.topic.starts_with(b"shopfloor/writes/")
-                {
-                    return shopfloor_schemas::WriteResult::from_json(&p.payload).unwrap();
-                }
-            }
-        })
-        .await
-        .expect("a write result")
-    };
-    let node = EdgeNode::new(edge_node_config(&map, "Plant1", "modbus-gw")).unwrap();
-    let gateway = Gateway::spawn(
-        &map,
-        node,
-        DriverConfig::new("modbus-gw", Broker::new(broker.host(), broker.port())),
-    );
-    let refused = next_result().await;
+    host.publish(topic, QoS::AtLeastOnce, true, setpoint_dcmd(77)).await.unwrap();
+    let gateway = spawn_gateway(&map, &broker);
+    let refused = next_write_result(&mut events, "shopfloor/writes/Plant1/modbus-gw").await;
     assert!(!refused.ok && refused.status == "Refused", "{refused:?}");
     assert!(refused.message.contains("retained"), "{refused:?}");
     assert_eq!(dev.get("h", 30, 1), [11], "the retained setpoint was not written");
-    host.publish(topic, QoS::AtLeastOnce, false, dcmd(5)).await.unwrap();
-    let done = next_result().await;
+    host.publish(topic, QoS::AtLeastOnce, false, setpoint_dcmd(5)).await.unwrap();
+    let done = next_write_result(&mut events, "shopfloor/writes/Plant1/modbus-gw").await;
     assert!(done.ok, "{done:?}");
     assert_eq!(dev.get("h", 30, 1), [5]);
     gateway.shutdown().await;
@@ -266,9 +237,9 @@ async fn a_retained_dcmd_is_refused_and_never_written() {
 /// with its content type; a write on the topic plus `/set`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plain_topics_carry_each_reading_and_take_writes() {
+    use rumqttc::v5::Event;
     use rumqttc::v5::mqttbytes::QoS;
     use rumqttc::v5::mqttbytes::v5::{Packet, PublishProperties};
-    use rumqttc::v5::{AsyncClient, Event, MqttOptions};
     use shopfloor_bridge_modbus::gateway::plain::{PlainConfig, PlainGateway};
     use shopfloor_schemas::{Batch, Codec, Reading, Timestamp, Value};
 
@@ -292,23 +263,9 @@ async fn plain_topics_carry_each_reading_and_take_writes() {
             .contains("one topic level")
     );
 
-    let (client, mut events) =
-        AsyncClient::new(MqttOptions::new("watcher", broker.host(), broker.port()), 10);
-    client.subscribe("shopfloor/plant1/tanks/#", QoS::AtLeastOnce).await.unwrap();
-    loop {
-        if let Event::Incoming(Packet::SubAck(_)) = events.poll().await.unwrap() {
-            break;
-        }
-    }
+    let (client, mut events) = subscribed(&broker, "watcher", "shopfloor/plant1/tanks/#").await;
     // Write results, on their own connection.
-    let (results, mut results_events) =
-        AsyncClient::new(MqttOptions::new("results", broker.host(), broker.port()), 10);
-    results.subscribe("shopfloor/writes/#", QoS::AtLeastOnce).await.unwrap();
-    loop {
-        if let Event::Incoming(Packet::SubAck(_)) = results_events.poll().await.unwrap() {
-            break;
-        }
-    }
+    let (_results, mut results_events) = subscribed(&broker, "results", "shopfloor/writes/#").await;
     let props = PublishProperties {
         content_type: Some("application/json".into()),
         ..PublishProperties::default()
@@ -340,18 +297,10 @@ async fn plain_topics_carry_each_reading_and_take_writes() {
     let gateway =
         PlainGateway::spawn(&map, config, &Broker::new(broker.host(), broker.port()), "plain-gw");
     next(&mut events, "shopfloor/plant1/tanks/tank-1/level", Value::F64(3.5)).await;
-    let refused = tokio::time::timeout(WAIT, async {
-        loop {
-            if let Event::Incoming(Packet::Publish(p)) = results_events.poll().await.unwrap() {
-                return shopfloor_schemas::WriteResult::from_json(&p.payload).unwrap();
-            }
-        }
-    })
-    .await
-    .expect("a write result for the retained command within 20 s");
+    let refused = next_write_result(&mut results_events, "shopfloor/writes/plant1/tanks").await;
     assert_eq!(
         (refused.metric.as_str(), refused.ok, refused.status.as_str()),
-        ("speed", false, shopfloor_schemas::WriteResult::REFUSED),
+        ("speed", false, WriteResult::REFUSED),
         "{refused:?}"
     );
     assert!(refused.message.contains("retained"), "{refused:?}");
@@ -369,22 +318,32 @@ async fn plain_topics_carry_each_reading_and_take_writes() {
         .unwrap();
     next(&mut events, "shopfloor/plant1/tanks/tank-1/speed", Value::I64(1234)).await;
     assert_eq!(dev.get("h", 20, 1), [1234]);
-    let result = tokio::time::timeout(WAIT, async {
-        loop {
-            if let Event::Incoming(Packet::Publish(p)) = results_events.poll().await.unwrap() {
-                assert_eq!(p.topic, "shopfloor/writes/plant1/tanks");
-                return shopfloor_schemas::WriteResult::from_json(&p.payload).unwrap();
-            }
-        }
-    })
-    .await
-    .expect("a write result within 20 s");
+    let result = next_write_result(&mut results_events, "shopfloor/writes/plant1/tanks").await;
     assert_eq!(
         (result.device.as_str(), result.metric.as_str(), result.ok, result.status.as_str()),
         ("tank-1", "speed", true, "Good"),
         "{result:?}"
     );
     gateway.shutdown().await;
+}
+
+/// A client of `broker` named `id`, subscribed to `filter` (its SUBACK in).
+async fn subscribed(
+    broker: &Mosquitto,
+    id: &str,
+    filter: &str,
+) -> (rumqttc::v5::AsyncClient, rumqttc::v5::EventLoop) {
+    use rumqttc::v5::mqttbytes::QoS;
+    use rumqttc::v5::mqttbytes::v5::Packet;
+    use rumqttc::v5::{AsyncClient, Event, MqttOptions};
+    let (client, mut events) =
+        AsyncClient::new(MqttOptions::new(id, broker.host(), broker.port()), 10);
+    client.subscribe(filter, QoS::AtLeastOnce).await.unwrap();
+    loop {
+        if let Event::Incoming(Packet::SubAck(_)) = events.poll().await.unwrap() {
+            return (client, events);
+        }
+    }
 }
 
 /// The next plain reading on `topic` whose value is `want`.

@@ -68,65 +68,10 @@ fn tag_lines(cases: &[Case]) -> String {
     s
 }
 
-const OTHER_TAGS: &str = r#"
-[[device.tag]]
-name = "text"
-area = "holding_register"
-address = 150
-type = "string"
-length = 4
-
-[[device.tag]]
-name = "bit5"
-area = "holding_register"
-address = 160
-type = "bit"
-bit = 5
-writable = true
-
-[[device.tag]]
-name = "high"
-area = "holding_register"
-address = 161
-type = "u8"
-byte = "high"
-
-[[device.tag]]
-name = "low"
-area = "holding_register"
-address = 161
-type = "i8"
-byte = "low"
-
-[[device.tag]]
-name = "coil3"
-area = "coil"
-address = 3
-writable = true
-
-[[device.tag]]
-name = "input7"
-area = "discrete_input"
-address = 7
-
-[[device.tag]]
-name = "pressure"
-area = "input_register"
-address = 4
-type = "i16"
-scale = 0.1
-offset = 1
-
-[[device.tag]]
-name = "setpoint"
-area = "holding_register"
-address = 170
-type = "i32"
-scale = 0.1
-writable = true
-min = -100
-max = 1000
-"#;
+/// The tags besides the numbers: a string, a bit and the bytes of a
+/// register, a coil, a discrete input, a scaled input register, a writable
+/// setpoint.
+const OTHER_TAGS: &str = include_str!("fixtures/other_tags.toml");
 
 fn map(link: &str, timeout_ms: u64, extra: &str, tags: &str) -> RegisterMap {
     one_device("plc", link, &format!("unit = 1\ntimeout_ms = {timeout_ms}\n{extra}\n{tags}"))
@@ -259,19 +204,8 @@ address = 212
     poller.shutdown().await;
 }
 
-const ONE_TAG: &str = r#"
-[[device.tag]]
-name = "level"
-area = "holding_register"
-address = 10
-type = "f32"
-order = "CDAB"
-[[device.tag]]
-name = "count"
-area = "holding_register"
-address = 40
-type = "u32"
-"#;
+/// "level", an f32 at 10, and "count", a u32 at 40.
+const ONE_TAG: &str = include_str!("fixtures/level_and_count.toml");
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_device_goes_stale_and_comes_back_good() {
@@ -360,7 +294,7 @@ async fn write_back_writes_scaled_reads_back_and_refuses_what_it_must() {
     let mut poller = Poller::spawn(&m, 64);
     let mut latest = HashMap::new();
     collect(&mut poller, "connected", &mut latest, |_, o| matches!(o, Output::Reachable)).await;
-    let back = poller.write("plc", "setpoint", Value::F64(-12.3)).await.expect("written");
+    let back = poller.writer().write("plc", "setpoint", Value::F64(-12.3)).await.expect("written");
     assert_eq!(back, Value::F64(-123.0 * 0.1));
     // Big-endian i32 -123 as pymodbus holds it.
     assert_eq!(dev.get("h", 170, 2), [0xFFFF, 0xFF85]);
@@ -368,21 +302,27 @@ async fn write_back_writes_scaled_reads_back_and_refuses_what_it_must() {
         good(l, "setpoint", &Value::F64(-123.0 * 0.1))
     })
     .await;
-    let e = poller.write("plc", "setpoint", Value::F64(5000.0)).await.unwrap_err();
+    let e = poller.writer().write("plc", "setpoint", Value::F64(5000.0)).await.unwrap_err();
     assert!(
         matches!(e, WriteFailure::Refused(_)) && e.to_string().contains("outside its range"),
         "{e}"
     );
-    let e = poller.write("plc", "text", Value::String("x".into())).await.unwrap_err();
+    let e = poller.writer().write("plc", "text", Value::String("x".into())).await.unwrap_err();
     assert!(e.to_string().contains("not writable"), "{e}");
-    let e = poller.write("plc", "nope", Value::I64(1)).await.unwrap_err();
+    let e = poller.writer().write("plc", "nope", Value::I64(1)).await.unwrap_err();
     assert!(matches!(e, WriteFailure::UnknownTag { .. }), "{e}");
     // A coil, and a bit of a register written by mask (its neighbours kept).
     assert_eq!(dev.get("c", 3, 1), [0]);
-    assert_eq!(poller.write("plc", "coil3", Value::Bool(true)).await.unwrap(), Value::Bool(true));
+    assert_eq!(
+        poller.writer().write("plc", "coil3", Value::Bool(true)).await.unwrap(),
+        Value::Bool(true)
+    );
     assert_eq!(dev.get("c", 3, 1), [1]);
     dev.set_registers(160, &[0b10_0001]);
-    assert_eq!(poller.write("plc", "bit5", Value::Bool(false)).await.unwrap(), Value::Bool(false));
+    assert_eq!(
+        poller.writer().write("plc", "bit5", Value::Bool(false)).await.unwrap(),
+        Value::Bool(false)
+    );
     assert_eq!(dev.get("h", 160, 1), [0b00_0001]);
     poller.shutdown().await;
 }
@@ -401,7 +341,7 @@ async fn a_wrong_unit_id_is_an_error_not_a_panic() {
     })
     .await;
     // Still running: a write gets an answer, not "stopped".
-    let e = poller.write("ghost", "x", Value::I64(1)).await.unwrap_err();
+    let e = poller.writer().write("ghost", "x", Value::I64(1)).await.unwrap_err();
     assert!(!matches!(e, WriteFailure::Stopped), "{e}");
     poller.shutdown().await;
 }
@@ -448,7 +388,7 @@ async fn garbage_from_a_server_never_panics() {
     .await;
     // The line task is alive after every kind of garbage.
     for _ in 0..4 {
-        let e = poller.write("plc", "level", Value::F64(1.0)).await.unwrap_err();
+        let e = poller.writer().write("plc", "level", Value::F64(1.0)).await.unwrap_err();
         assert!(!matches!(e, WriteFailure::Stopped), "{e}");
     }
     poller.shutdown().await;
@@ -489,7 +429,7 @@ async fn garbage_on_a_serial_line_never_panics() {
     })
     .await;
     for _ in 0..4 {
-        let e = poller.write("plc", "level", Value::F64(1.0)).await.unwrap_err();
+        let e = poller.writer().write("plc", "level", Value::F64(1.0)).await.unwrap_err();
         assert!(!matches!(e, WriteFailure::Stopped), "{e}");
     }
     poller.shutdown().await;

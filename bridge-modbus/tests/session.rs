@@ -10,34 +10,9 @@ use shopfloor_bridge_modbus::codec::Data;
 use shopfloor_bridge_modbus::session::{Now, Output, ReadResult, Session};
 use shopfloor_schemas::{Quality, Value};
 
-const MAP: &str = r#"
-[groups]
-fast = 100
-default = 1000
-
-[[device]]
-name = "plc"
-host = "h"
-
-[[device.tag]]
-name = "temp"
-area = "holding_register"
-address = 0
-type = "i16"
-scale = 0.1
-deadband = 0.5
-group = "fast"
-
-[[device.tag]]
-name = "count"
-area = "holding_register"
-address = 1
-
-[[device.tag]]
-name = "far"
-area = "holding_register"
-address = 100
-"#;
+/// One device, "plc": "temp" in the fast group, "count" and "far" in the
+/// default one.
+const MAP: &str = include_str!("fixtures/session.toml");
 
 struct T {
     s: Session,
@@ -50,6 +25,15 @@ impl T {
         let map = RegisterMap::from_toml(MAP).unwrap();
         let base = Now::at_unix_ms(1_000_000);
         Self { s: Session::new(map.devices[0].clone(), &map.groups, base), base, ms: 0 }
+    }
+
+    /// A session after its first poll (of `memory(100, 1)`), its outputs
+    /// taken.
+    fn polled() -> Self {
+        let mut t = Self::new();
+        t.poll(&memory(100, 1));
+        t.outputs();
+        t
     }
 
     fn now(&self) -> Now {
@@ -71,6 +55,14 @@ impl T {
             }
         }
         reads
+    }
+
+    /// At `ms`, starts the poll due and answers its first read with
+    /// `result`.
+    fn answer_first_read(&mut self, ms: u64, result: ReadResult<'_>) {
+        self.at(ms);
+        let reqs = self.s.start_poll(self.now()).unwrap();
+        self.s.handle(&reqs[0], result, self.now());
     }
 
     fn outputs(&mut self) -> Vec<Output> {
@@ -141,9 +133,7 @@ fn a_late_poll_counts_overruns_instead_of_catching_up() {
 
 #[test]
 fn a_lost_device_goes_stale_and_the_first_good_answer_restores_it() {
-    let mut t = T::new();
-    t.poll(&memory(100, 1));
-    t.outputs();
+    let mut t = T::polled();
     t.at(100);
     t.s.connection_lost("no answer within 1000 ms", t.now());
     let out = t.outputs();
@@ -167,13 +157,9 @@ fn a_lost_device_goes_stale_and_the_first_good_answer_restores_it() {
 #[test]
 fn one_lost_read_is_bad_three_in_a_row_unreachable() {
     use shopfloor_bridge_modbus::session::UNREACHABLE_AFTER;
-    let mut t = T::new();
-    t.poll(&memory(100, 1));
-    t.outputs();
+    let mut t = T::polled();
     for n in 1..=UNREACHABLE_AFTER {
-        t.at(u64::from(n) * 100);
-        let reqs = t.s.start_poll(t.now()).unwrap();
-        t.s.handle(&reqs[0], ReadResult::Lost("no answer within 1000 ms"), t.now());
+        t.answer_first_read(u64::from(n) * 100, ReadResult::Lost("no answer within 1000 ms"));
         let out = t.outputs();
         if n < UNREACHABLE_AFTER {
             assert!(
@@ -199,28 +185,22 @@ fn one_lost_read_is_bad_three_in_a_row_unreachable() {
         }
     }
     // An answer in between starts the count again.
-    let mut t = T::new();
-    t.poll(&memory(100, 1));
+    let mut t = T::polled();
     for n in 1..=2 * UNREACHABLE_AFTER {
-        t.at(u64::from(n) * 100);
-        let reqs = t.s.start_poll(t.now()).unwrap();
-        if n % 2 == 0 {
-            t.s.handle(&reqs[0], ReadResult::Data(Data::Registers(&[100])), t.now());
+        let answer = if n % 2 == 0 {
+            ReadResult::Data(Data::Registers(&[100]))
         } else {
-            t.s.handle(&reqs[0], ReadResult::Lost("gone"), t.now());
-        }
+            ReadResult::Lost("gone")
+        };
+        t.answer_first_read(u64::from(n) * 100, answer);
     }
     assert_eq!(t.s.is_reachable(), Some(true));
 }
 
 #[test]
 fn an_exception_makes_the_reads_tags_bad_with_the_reason() {
-    let mut t = T::new();
-    t.poll(&memory(100, 1));
-    t.outputs();
-    t.at(100);
-    let reqs = t.s.start_poll(t.now()).unwrap();
-    t.s.handle(&reqs[0], ReadResult::Exception(4), t.now());
+    let mut t = T::polled();
+    t.answer_first_read(100, ReadResult::Exception(4));
     let out = t.outputs();
     assert!(out.contains(&Output::TagError {
         tag: "temp".into(),

@@ -464,6 +464,28 @@ fn place(kind: &str, i: usize, name: &str) -> String {
     if name.is_empty() { format!("{kind} #{}", i + 1) } else { format!("{kind} {name:?}") }
 }
 
+/// The problem and the fix of a [`ConfigError`].
+type Fault<'a> = (&'a str, Option<&'a str>);
+
+/// Checks a name that must be given, hold none of `forbidden` and be new
+/// among the names `seen` so far (it joins them): `invalid` or `twice`
+/// where it is not.
+fn check_name<'a>(
+    name: &str,
+    forbidden: &[char],
+    seen: &mut HashSet<String>,
+    invalid: Fault<'a>,
+    twice: Fault<'a>,
+) -> Result<(), Fault<'a>> {
+    if name.is_empty() || name.contains(forbidden) {
+        Err(invalid)
+    } else if !seen.insert(name.to_owned()) {
+        Err(twice)
+    } else {
+        Ok(())
+    }
+}
+
 /// A configuration file's text, or an error naming it.
 fn read(path: &Path) -> Result<String, ConfigError> {
     std::fs::read_to_string(path).map_err(|e| ConfigError {
@@ -554,20 +576,17 @@ impl BridgeConfig {
         for (i, s) in de.server.into_iter().enumerate() {
             let name = s.name.clone().unwrap_or_default();
             let at = place("server", i, &name);
-            if name.is_empty() || name.contains(['/', '+', '#']) {
-                return Err(err(
-                    at,
-                    "needs a name without / + #".into(),
+            check_name(
+                &name,
+                &['/', '+', '#'],
+                &mut names,
+                (
+                    "needs a name without / + #",
                     Some("name = \"press-line\"; it is the Sparkplug device id"),
-                ));
-            }
-            if !names.insert(name.clone()) {
-                return Err(err(
-                    at,
-                    "the name is used twice".into(),
-                    Some("give every server its own name"),
-                ));
-            }
+                ),
+                ("the name is used twice", Some("give every server its own name")),
+            )
+            .map_err(|(problem, fix)| err(at.clone(), problem.into(), fix))?;
             let endpoint = s.endpoint.unwrap_or_default();
             if !endpoint.starts_with("opc.tcp://") || endpoint.len() <= "opc.tcp://".len() {
                 return Err(err(
@@ -683,20 +702,17 @@ impl BridgeConfig {
             for (j, n) in s.node.into_iter().enumerate() {
                 let metric = n.metric.unwrap_or_default();
                 let at = format!("{at}, {}", place("node", j, &metric));
-                if metric.is_empty() || metric.contains(['\0', '+', '#']) {
-                    return Err(err(
-                        at,
-                        "needs a metric name without NUL, + or #".into(),
+                check_name(
+                    &metric,
+                    &['\0', '+', '#'],
+                    &mut metrics,
+                    (
+                        "needs a metric name without NUL, + or #",
                         Some("metric = \"Hydraulics/Pressure\""),
-                    ));
-                }
-                if !metrics.insert(metric.clone()) {
-                    return Err(err(
-                        at,
-                        "the metric name is used twice on this server".into(),
-                        None,
-                    ));
-                }
+                    ),
+                    ("the metric name is used twice on this server", None),
+                )
+                .map_err(|(problem, fix)| err(at.clone(), problem.into(), fix))?;
                 let node = match (n.node_id, n.browse_path) {
                     (Some(id), None) => {
                         if n.namespace.is_some() {

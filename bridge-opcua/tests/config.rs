@@ -10,40 +10,8 @@ use shopfloor_bridge_opcua::config::{
 };
 use shopfloor_bridge_opcua::{BridgeConfig, ConfigError};
 
-const EXAMPLE: &str = r#"
-[[server]]
-name = "press-line"
-endpoint = "opc.tcp://plc-1:4840/"
-security_policy = "Basic256Sha256"
-security_mode = "SignAndEncrypt"
-user = "bridge"
-password_env = "PRESS_LINE_PASSWORD"
-pki_dir = "pki"
-publishing_interval_ms = 1000
-sampling_interval_ms = 500
-queue_size = 10
-
-[[server.node]]
-metric = "Hydraulics/Pressure"
-node_id = "nsu=urn:press-line:plc;s=Press1.Pressure"
-sampling_interval_ms = 100
-deadband = { absolute = 0.5 }
-
-[[server.node]]
-metric = "Hydraulics/Setpoint"
-browse_path = "Objects/Press1/Setpoint"
-namespace = "urn:press-line:plc"
-writable = true
-publishing_interval_ms = 250
-
-[[server]]
-name = "oven"
-endpoint = "opc.tcp://oven:4840"
-
-[[server.node]]
-metric = "ServerState"
-node_id = "i=2259"
-"#;
+/// The README's example, without its comments, and a second server, "oven".
+const EXAMPLE: &str = include_str!("fixtures/example.toml");
 
 fn load(text: &str) -> Result<BridgeConfig, ConfigError> {
     BridgeConfig::from_toml_with_env(text, |k| {

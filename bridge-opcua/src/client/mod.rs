@@ -222,6 +222,7 @@ async fn run(
             }
         };
         attempt = 0;
+        let monitoring = Monitoring { session: &session, config: &config, tx: &tx };
         let mut subscriptions = Subscriptions::new();
         let mut check_at = tokio::time::Instant::now() + tuning.node_check;
         let mut reconnect = false;
@@ -250,7 +251,7 @@ async fn run(
                     if items.is_online() && !subscriptions.is_empty() {
                         // Never past the watchdog's deadline: a black hole
                         // must not hold the loop in a Read.
-                        let check = check_nodes(&session, &mut items, &mut subscriptions, &config, &tx);
+                        let check = check_nodes(monitoring, &mut items, &mut subscriptions);
                         match tokio::time::timeout_at(deadline.into(), check).await.unwrap_or_else(|_| Err("timed out".into())) {
                             Ok(gone) if !gone.is_empty() => {
                                 let mut batch = Batch::new(config.name.as_str());
@@ -318,7 +319,7 @@ async fn run(
                     }
                     Action::Republish => {
                         if subscriptions.is_empty() {
-                            match subscribe(&session, &mut items, &config, &tx).await {
+                            match subscribe(monitoring, &mut items).await {
                                 Ok(subs) => subscriptions = subs,
                                 Err(e) => tracing::warn!(server = %config.name, "subscribing: {e}"),
                             }
@@ -336,7 +337,7 @@ async fn run(
                             )
                             .await;
                         }
-                        subscriptions = match subscribe(&session, &mut items, &config, &tx).await {
+                        subscriptions = match subscribe(monitoring, &mut items).await {
                             Ok(subs) => subs,
                             Err(e) => {
                                 tracing::warn!(server = %config.name, "recreating subscriptions: {e}");

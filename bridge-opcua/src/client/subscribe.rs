@@ -9,33 +9,39 @@ pub(super) const MAX_NOTIFICATIONS: u32 = 1000;
 /// The subscriptions of a session, by publishing interval.
 pub(super) type Subscriptions = BTreeMap<Duration, u32>;
 
+/// What subscribing needs of a connection: its session, its server's
+/// configuration, and the channel the notifications go to.
+#[derive(Clone, Copy)]
+pub(super) struct Monitoring<'a> {
+    pub(super) session: &'a Arc<Session>,
+    pub(super) config: &'a ServerConfig,
+    pub(super) tx: &'a mpsc::UnboundedSender<Signal>,
+}
+
 /// Creates the subscriptions (one per publishing interval) and their
 /// items, in batches; an item the server refuses only loses that item.
 pub(super) async fn subscribe(
-    session: &Arc<Session>,
+    m: Monitoring<'_>,
     items: &mut Items,
-    config: &ServerConfig,
-    tx: &mpsc::UnboundedSender<Signal>,
 ) -> Result<Subscriptions, String> {
     items.unmonitor_all();
-    resolve(session, items).await?;
-    describe(session, items).await?;
+    resolve(m.session, items).await?;
+    describe(m.session, items).await?;
     let mut subs = Subscriptions::new();
     let all = items.bridged();
-    monitor(session, items, &mut subs, config, tx, &all).await?;
+    monitor(m, items, &mut subs, &all).await?;
     Ok(subs)
 }
 
 /// Creates monitored items for `which`, making their subscriptions first
 /// where needed.
 pub(super) async fn monitor(
-    session: &Arc<Session>,
+    m: Monitoring<'_>,
     items: &mut Items,
     subs: &mut Subscriptions,
-    config: &ServerConfig,
-    tx: &mpsc::UnboundedSender<Signal>,
     which: &[usize],
 ) -> Result<(), String> {
+    let Monitoring { session, config, tx } = m;
     for (interval, members) in items.monitor_groups(which) {
         let id = match subs.get(&interval) {
             Some(&id) => id,
@@ -139,12 +145,11 @@ async fn node_classes(
 /// or refused before are tried again, and monitored once they exist.
 /// Returns the readings of the nodes that went away (last value, bad).
 pub(super) async fn check_nodes(
-    session: &Arc<Session>,
+    m: Monitoring<'_>,
     items: &mut Items,
     subs: &mut Subscriptions,
-    config: &ServerConfig,
-    tx: &mpsc::UnboundedSender<Signal>,
 ) -> Result<Vec<Reading>, String> {
+    let session = m.session;
     let watched = items.watched();
     let classes = node_classes(session, items, &watched).await?;
     let now = Now::now();
@@ -175,7 +180,7 @@ pub(super) async fn check_nodes(
         }
     }
     describe(session, items).await?;
-    monitor(session, items, subs, config, tx, &back).await?;
+    monitor(m, items, subs, &back).await?;
     Ok(gone)
 }
 
