@@ -266,9 +266,10 @@ pub mod plain {
         config.check_as(("device", "tag"), names)
     }
 
-    /// The running plain gateway.
-    #[derive(Debug)]
-    pub struct PlainGateway(gateway::PlainGateway);
+    shopfloor_mqtt::plain_gateway! {
+        /// The running plain gateway.
+        pub struct PlainGateway;
+    }
 
     impl PlainGateway {
         /// Starts polling `map` and publishing to `broker` as `client_id`.
@@ -281,11 +282,6 @@ pub mod plain {
             let poller = Poller::spawn(map, 1024);
             let writes = super::writes(map, &poller);
             Self(gateway::PlainGateway::spawn(poller, config, broker, client_id, writes))
-        }
-
-        /// Stops polling and disconnects.
-        pub async fn shutdown(self) {
-            self.0.shutdown().await;
         }
     }
 

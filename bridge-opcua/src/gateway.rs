@@ -214,9 +214,10 @@ pub mod plain {
         plain.check_as(("server", "metric"), names)
     }
 
-    /// The running plain gateway.
-    #[derive(Debug)]
-    pub struct PlainGateway(gateway::PlainGateway);
+    shopfloor_mqtt::plain_gateway! {
+        /// The running plain gateway.
+        pub struct PlainGateway;
+    }
 
     impl PlainGateway {
         /// Starts a link per server of `config` and publishes to `broker`
@@ -231,11 +232,6 @@ pub mod plain {
             let source = Servers::spawn(config, &tuning);
             let writes = source.writes();
             Self(gateway::PlainGateway::spawn(source, plain, broker, client_id, writes))
-        }
-
-        /// Stops the links and disconnects.
-        pub async fn shutdown(self) {
-            self.0.shutdown().await;
         }
     }
 

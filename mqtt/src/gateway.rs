@@ -292,3 +292,29 @@ macro_rules! edge_gateway {
         }
     };
 }
+
+/// Declares a bridge's plain gateway type: a wrapper of a
+/// [`PlainGateway`](crate::gateway::PlainGateway) (its field `0`) with its
+/// `shutdown`, so that the bridge adds only its own `spawn`.
+///
+/// ```
+/// shopfloor_mqtt::plain_gateway! {
+///     /// The running plain gateway.
+///     pub struct PlainGateway;
+/// }
+/// ```
+#[macro_export]
+macro_rules! plain_gateway {
+    ($(#[$meta:meta])* $vis:vis struct $name:ident;) => {
+        $(#[$meta])*
+        #[derive(Debug)]
+        $vis struct $name($crate::gateway::PlainGateway);
+
+        impl $name {
+            /// Stops reading and disconnects.
+            pub async fn shutdown(self) {
+                self.0.shutdown().await;
+            }
+        }
+    };
+}
