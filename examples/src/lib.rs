@@ -98,8 +98,7 @@ pub fn read_toml<T: serde::de::DeserializeOwned>(path: &std::path::Path) -> anyh
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("{}: cannot read it", path.display()))?;
     let syntax = |e: toml::de::Error| {
-        let line =
-            e.span().map_or(0, |s| text[..s.start.min(text.len())].matches('\n').count() + 1);
+        let line = e.span().map_or(0, |s| error_line(&text, s.start, e.message()));
         anyhow::anyhow!("{}: line {line}: {}", path.display(), e.message())
     };
     let overrides = env_overrides(std::env::vars_os());
@@ -112,6 +111,33 @@ pub fn read_toml<T: serde::de::DeserializeOwned>(path: &std::path::Path) -> anyh
     toml::Value::Table(table).try_into().map_err(|e: toml::de::Error| {
         anyhow::anyhow!("{}: {} (with {names} from the environment)", path.display(), e.message())
     })
+}
+
+/// The line of a TOML error that starts at byte `start`. An unknown key
+/// of a section that holds a flattened struct ([`InputKeys`]) is reported
+/// at the section's header: then the line of the key itself, if it is
+/// found in that section.
+fn error_line(text: &str, start: usize, message: &str) -> usize {
+    let start = start.min(text.len());
+    let key = message.strip_prefix("unknown field `").and_then(|m| m.split('`').next());
+    let at = key
+        .and_then(|key| {
+            let mut offset = start;
+            for (i, line) in text[start..].split_inclusive('\n').enumerate() {
+                let trimmed = line.trim_start();
+                if i > 0 && trimmed.starts_with('[') {
+                    return None;
+                }
+                let rest = trimmed.strip_prefix(key).map(str::trim_start);
+                if rest.is_some_and(|r| r.starts_with('=')) {
+                    return Some(offset);
+                }
+                offset += line.len();
+            }
+            None
+        })
+        .unwrap_or(start);
+    text[..at].matches('\n').count() + 1
 }
 
 /// The prefix of the environment variables that override a file's keys.
@@ -520,6 +546,7 @@ mod input_tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("unknown field `sparkplug_group`"), "{e}");
+        assert!(e.contains("line 4:"), "the key's line, not the section's: {e}");
         // The same from a table, as when the environment overrides a key.
         let table: toml::Table =
             toml::from_str("[alerting]\nrules = \"r.toml\"\nsparkplug = true\nshare = \"x\"\n")
