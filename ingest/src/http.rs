@@ -195,7 +195,11 @@ pub trait Dialect: Send + Sync + 'static {
     fn dead_letters(&self, dead: &[DeadLetter], first_ns: u64) -> (Self::Table, Lines);
 
     /// The request writing `body` (rows of one part) to `table`.
-    fn write_request(&self, table: Self::Table, body: Vec<u8>) -> Result<Request<Vec<u8>>, String>;
+    fn write_request(
+        &self,
+        table: Self::Table,
+        body: Vec<u8>,
+    ) -> Result<Request<Vec<u8>>, http::Error>;
 
     /// What an answer to a write means.
     fn answer(&self, status: u16, body: &str) -> Answer;
@@ -205,6 +209,37 @@ pub trait Dialect: Send + Sync + 'static {
 
     /// Bytes per request at most.
     fn max_body(&self) -> usize;
+}
+
+/// Why a store's answer to its births query cannot be read.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BirthsError {
+    /// The answer is not the JSON the server sends.
+    #[error("the answer is not JSON: {0}")]
+    NotJson(#[source] serde_json::Error),
+    /// The server answered the query with an error: its message.
+    #[error("{0}")]
+    Server(String),
+    /// A row without its three fields (topic, payload, receive time).
+    #[error("a births row without three fields: {0:?}")]
+    Row(String),
+    /// A birth's payload is not base64.
+    #[error("the birth of {topic}: {why}")]
+    Payload {
+        /// The birth's topic.
+        topic: String,
+        /// What the decoder says.
+        why: String,
+    },
+    /// A birth's receive time is not a number.
+    #[error("the birth of {topic}: received_ms: {source}")]
+    Received {
+        /// The birth's topic.
+        topic: String,
+        /// What the parser says.
+        source: std::num::ParseIntError,
+    },
 }
 
 /// An HTTP store's configuration that cannot be used ([`InfluxConfig::check`],
@@ -283,13 +318,13 @@ impl<C: HttpConfig> HttpSink<C> {
         &self,
         body: &str,
         what: &str,
-        parse: impl FnOnce(&str) -> Result<Vec<(String, Vec<u8>)>, String>,
+        parse: impl FnOnce(&str) -> Result<Vec<(String, Vec<u8>)>, BirthsError>,
     ) -> Result<Vec<(String, Vec<u8>)>, IngestError> {
-        parse(body).map_err(|message| IngestError::Http {
+        parse(body).map_err(|e| IngestError::Http {
             store: self.http.store,
             what: what.into(),
             status: Some(200),
-            message,
+            message: e.to_string(),
         })
     }
 }
@@ -323,7 +358,7 @@ impl HttpStore {
     /// Sends `request`; the status and (the first MiB of) the body.
     pub async fn run(
         &self,
-        request: Result<Request<Vec<u8>>, String>,
+        request: Result<Request<Vec<u8>>, http::Error>,
         what: &str,
     ) -> Result<(u16, String), IngestError> {
         let fail = |status, message| IngestError::Http {
@@ -332,7 +367,7 @@ impl HttpStore {
             status,
             message,
         };
-        let request = request.map_err(|e| fail(None, e))?;
+        let request = request.map_err(|e| fail(None, e.to_string()))?;
         let agent = self.agent.clone();
         let done = tokio::task::spawn_blocking(move || -> Result<(u16, String), ureq::Error> {
             let mut r = agent.run(request)?;
@@ -352,7 +387,7 @@ impl HttpStore {
     /// [`run`](Self::run), and an error unless the answer is 2xx.
     pub async fn run_ok(
         &self,
-        request: Result<Request<Vec<u8>>, String>,
+        request: Result<Request<Vec<u8>>, http::Error>,
         what: &str,
         message: impl Fn(&str) -> String,
     ) -> Result<String, IngestError> {

@@ -107,7 +107,7 @@ impl ClickHouseConfig {
     }
 
     /// A request running `query`, with `body` (rows for an INSERT).
-    pub fn request(&self, query: &str, body: Vec<u8>) -> Result<Request<Vec<u8>>, String> {
+    pub fn request(&self, query: &str, body: Vec<u8>) -> Result<Request<Vec<u8>>, http::Error> {
         let q =
             form_urlencoded::Serializer::new(String::new()).append_pair("query", query).finish();
         let uri = format!("{}/?{q}", self.url.trim_end_matches('/'));
@@ -118,7 +118,7 @@ impl ClickHouseConfig {
                 base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
             b = b.header("Authorization", format!("Basic {basic}"));
         }
-        b.body(body).map_err(|e| e.to_string())
+        b.body(body)
     }
 }
 
@@ -314,7 +314,7 @@ impl Dialect for ClickHouseDialect {
         (Table::DeadLetters, lines)
     }
 
-    fn write_request(&self, table: Table, body: Vec<u8>) -> Result<Request<Vec<u8>>, String> {
+    fn write_request(&self, table: Table, body: Vec<u8>) -> Result<Request<Vec<u8>>, http::Error> {
         self.config.request(&self.insert(table), body)
     }
 

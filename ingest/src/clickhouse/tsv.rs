@@ -8,7 +8,7 @@ use shopfloor_schemas::{Batch, Timestamp};
 
 use super::Schema;
 use crate::copy::{RowError, Stored, quality_code, stored};
-use crate::http::{Lines, Origin};
+use crate::http::{BirthsError, Lines, Origin};
 use crate::writer::{DeadLetter, MetricInfo};
 
 /// The first Unix ms a legacy `DateTime` cannot hold (2106-01-01: its
@@ -179,19 +179,20 @@ pub fn encode_dead_letters(lines: &mut Lines, dead: &[DeadLetter], first_ns: u64
 /// The rows of [`BIRTHS_QUERY`](super::BIRTHS_QUERY)'s TabSeparated answer
 /// (`topic`, `payload` as base64, `received_ms`), edge nodes' before
 /// devices', oldest first.
-pub fn parse_births(body: &str) -> Result<Vec<(String, Vec<u8>)>, String> {
+pub fn parse_births(body: &str) -> Result<Vec<(String, Vec<u8>)>, BirthsError> {
     let mut out = Vec::new();
     for line in body.lines().filter(|l| !l.is_empty()) {
         let mut f = line.split('\t');
         let (Some(topic), Some(payload), Some(received)) = (f.next(), f.next(), f.next()) else {
-            return Err(format!("a births row without three fields: {line:?}"));
+            return Err(BirthsError::Row(line.to_owned()));
         };
         let topic = unescape(topic);
         let payload = base64::engine::general_purpose::STANDARD
             .decode(payload)
-            .map_err(|e| format!("the birth of {topic}: {e}"))?;
-        let received: u64 =
-            received.parse().map_err(|e| format!("the birth of {topic}: received_ms: {e}"))?;
+            .map_err(|e| BirthsError::Payload { topic: topic.clone(), why: e.to_string() })?;
+        let received: u64 = received
+            .parse()
+            .map_err(|source| BirthsError::Received { topic: topic.clone(), source })?;
         out.push((topic.split('/').nth(2) == Some("DBIRTH"), received, topic, payload));
     }
     out.sort_by(|a, b| (a.0, a.1, &a.2).cmp(&(b.0, b.1, &b.2)));

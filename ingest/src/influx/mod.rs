@@ -36,7 +36,7 @@ use http::{Method, Request};
 
 use crate::error::IngestError;
 use crate::http::{
-    Answer, Dialect, Encoded, HttpConfig, HttpSink, HttpStore, HttpWriter, Lines,
+    Answer, BirthsError, Dialect, Encoded, HttpConfig, HttpSink, HttpStore, HttpWriter, Lines,
     encode_readings_and_deaths,
 };
 use crate::sink::Sink;
@@ -190,7 +190,7 @@ impl InfluxConfig {
         &self,
         precision: &str,
         body: Vec<u8>,
-    ) -> Result<Request<Vec<u8>>, String> {
+    ) -> Result<Request<Vec<u8>>, http::Error> {
         let b = match &self.api {
             InfluxApi::V1 { database, retention_policy, .. } => {
                 let mut q = vec![("db", database.as_str()), ("precision", precision)];
@@ -205,31 +205,26 @@ impl InfluxConfig {
                 &[("org", org), ("bucket", bucket), ("precision", precision)],
             ),
         };
-        b.header("Content-Type", "text/plain; charset=utf-8").body(body).map_err(|e| e.to_string())
+        b.header("Content-Type", "text/plain; charset=utf-8").body(body)
     }
 
     /// An InfluxQL query (`/query`, times as Unix ms).
-    pub fn query_request(&self, q: &str) -> Result<Request<Vec<u8>>, String> {
+    pub fn query_request(&self, q: &str) -> Result<Request<Vec<u8>>, http::Error> {
         self.request(Method::GET, "/query", &[("db", self.database()), ("epoch", "ms"), ("q", q)])
             .body(Vec::new())
-            .map_err(|e| e.to_string())
     }
 
     /// `GET /ping`: 204 from a server that is up.
-    pub fn ping_request(&self) -> Result<Request<Vec<u8>>, String> {
-        self.request(Method::GET, "/ping", &[]).body(Vec::new()).map_err(|e| e.to_string())
+    pub fn ping_request(&self) -> Result<Request<Vec<u8>>, http::Error> {
+        self.request(Method::GET, "/ping", &[]).body(Vec::new())
     }
 
     /// `CREATE DATABASE` for the v1 API when asked for.
-    pub fn create_request(&self) -> Option<Result<Request<Vec<u8>>, String>> {
+    pub fn create_request(&self) -> Option<Result<Request<Vec<u8>>, http::Error>> {
         let InfluxApi::V1 { database, create_database: true, .. } = &self.api else { return None };
         let q =
             format!("CREATE DATABASE \"{}\"", database.replace('\\', "\\\\").replace('"', "\\\""));
-        Some(
-            self.request(Method::POST, "/query", &[("q", &q)])
-                .body(Vec::new())
-                .map_err(|e| e.to_string()),
-        )
+        Some(self.request(Method::POST, "/query", &[("q", &q)]).body(Vec::new()))
     }
 }
 
@@ -267,14 +262,13 @@ pub fn answer(status: u16, body: &str) -> Answer {
 /// The births an InfluxQL answer to [`BIRTHS_QUERY`] holds, edge nodes'
 /// before devices', oldest first; births whose parts are not all there
 /// are left out.
-pub fn parse_births(body: &str) -> Result<Vec<(String, Vec<u8>)>, String> {
+pub fn parse_births(body: &str) -> Result<Vec<(String, Vec<u8>)>, BirthsError> {
     use base64::Engine as _;
     use std::collections::BTreeMap;
-    let v: serde_json::Value =
-        serde_json::from_str(body).map_err(|e| format!("the answer is not JSON: {e}"))?;
+    let v: serde_json::Value = serde_json::from_str(body).map_err(BirthsError::NotJson)?;
     let result = &v["results"][0];
     if let Some(e) = result.get("error").and_then(|e| e.as_str()) {
-        return Err(e.to_owned());
+        return Err(BirthsError::Server(e.to_owned()));
     }
     // topic → (received, parts, part → text)
     let mut births: BTreeMap<String, (i64, i64, BTreeMap<i64, String>)> = BTreeMap::new();
@@ -355,7 +349,11 @@ impl Dialect for InfluxConfig {
         (Precision::Ns, lines)
     }
 
-    fn write_request(&self, table: Precision, body: Vec<u8>) -> Result<Request<Vec<u8>>, String> {
+    fn write_request(
+        &self,
+        table: Precision,
+        body: Vec<u8>,
+    ) -> Result<Request<Vec<u8>>, http::Error> {
         let precision = match table {
             Precision::Ms => "ms",
             Precision::Ns => "ns",
