@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use serde::Deserialize;
+use shopfloor_mqtt::DriverConfig;
 use shopfloor_mqtt::plain::PlainConfig;
-use shopfloor_mqtt::{Broker, DriverConfig};
 use shopfloor_sparkplug::spool::FileSpool;
 use shopfloor_sparkplug::{EdgeNode, EdgeNodeConfig};
 
@@ -190,19 +190,16 @@ fn plain(p: Plain, path: &Path) -> anyhow::Result<PlainConfig> {
     Ok(c)
 }
 
-/// The Sparkplug driver's settings (the client id defaults to the edge
-/// node id; `[mqtt] fallback` brokers follow `broker` in its list).
-pub fn driver(
-    mqtt: &Mqtt,
-    sp: &Sparkplug,
-    broker: Broker,
-    path: &Path,
-) -> anyhow::Result<DriverConfig> {
-    let mut driver = DriverConfig::new(mqtt.client_id_or(&sp.edge_node_id), broker);
-    driver.bd_seq_file = state_dir(sp, path)?.map(|d| d.join(shopfloor_mqtt::bdseq::FILE_NAME));
-    driver.brokers.extend(mqtt.fallbacks(path)?);
-    driver.protocol = mqtt.protocol;
-    driver.keep_alive = mqtt.keep_alive();
+/// The Sparkplug driver's settings: the `[mqtt]` section's connection
+/// ([`Mqtt::connection`]; the client id defaults to the edge node id,
+/// `[mqtt] fallback` brokers follow the broker in its list) and the
+/// node's `bdSeq` file.
+pub fn driver(mqtt: &Mqtt, sp: &Sparkplug, path: &Path) -> anyhow::Result<DriverConfig> {
+    // The state folder before the connection: its error comes before a
+    // bad `fallback` entry's, as it always did.
+    let bd_seq_file = state_dir(sp, path)?.map(|d| d.join(shopfloor_mqtt::bdseq::FILE_NAME));
+    let mut driver = DriverConfig::from_connection(mqtt.connection(path, &sp.edge_node_id)?);
+    driver.bd_seq_file = bd_seq_file;
     Ok(driver)
 }
 

@@ -378,8 +378,8 @@ pub async fn start(config: LiveConfig) -> anyhow::Result<Live> {
     host_config.publish_state = false;
     let mut inputs = Inputs::new(&[Input::sparkplug(host_config)]);
     let mut c = ConsumerConfig::new(id, config.broker.clone());
-    c.fallback = config.fallback.clone();
-    c.protocol = config.protocol;
+    c.connection.fallback = config.fallback.clone();
+    c.connection.protocol = config.protocol;
     c.filters = inputs.filters(None);
     c.filters.push(format!("{ALARM_STATE}#"));
     let link = Arc::new(LinkCounters::default());

@@ -568,7 +568,7 @@ async fn machines_log_in_with_their_certificates_and_data_flows() {
     assert!(server.tls.is_some(), "ca_file makes a TLS connection");
     let mut config = EdgeNodeConfig::new("Plant1", "modbus-gw");
     config.devices = vec![("press-1".into(), vec![MetricSpec::new("temp", DataType::Double)])];
-    let driver = gw::driver(&mqtt, &sp, server, &file).unwrap();
+    let driver = gw::driver(&mqtt, &sp, &file).unwrap();
     let edge = EdgeDriver::spawn(EdgeNode::new(config).unwrap(), driver);
 
     let mut ingest = Server::new("localhost", broker.machines);

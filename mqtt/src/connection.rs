@@ -1,5 +1,5 @@
 //! Where and how a client connects: the part of a configuration that
-//! every consumer of the broker (ingest, alerting) shares.
+//! every client of the broker (consumers, Sparkplug drivers) shares.
 
 use std::path::Path;
 use std::time::Duration;
@@ -10,17 +10,31 @@ use crate::{Broker, MqttSection, Protocol};
 /// Where and how a client connects: its id, the broker list, the protocol
 /// version and the keep-alive. `shopfloor_ingest::IngestConfig` and
 /// `shopfloor_alerting::mqtt::AlertConfig` hold one as `mqtt`; a
-/// [`ConsumerConfig`](crate::ConsumerConfig) starts from one
-/// ([`ConsumerConfig::from_connection`](crate::ConsumerConfig::from_connection)).
+/// [`ConsumerConfig`](crate::ConsumerConfig) and a
+/// [`DriverConfig`](crate::DriverConfig) hold one as `connection`
+/// ([`ConsumerConfig::from_connection`](crate::ConsumerConfig::from_connection),
+/// [`DriverConfig::from_connection`](crate::DriverConfig::from_connection)).
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct Connection {
     /// The MQTT client id.
     pub client_id: String,
-    /// The broker, with its credentials and TLS.
+    /// The broker, with its credentials and TLS: the first one tried.
     pub broker: Broker,
-    /// Brokers tried in turn when a connection fails (see
-    /// [`ConsumerConfig::fallback`](crate::ConsumerConfig::fallback)).
+    /// Brokers tried in turn after `broker`: a failed connection or
+    /// connection attempt of a [`Consumer`](crate::Consumer) moves to the
+    /// next of the list (round the list, back to `broker` after the last).
+    /// A persistent session lives on one broker: after a move, the new one
+    /// starts the session afresh unless the brokers share sessions (a
+    /// cluster).
+    ///
+    /// The Sparkplug drivers ([`EdgeDriver`](crate::EdgeDriver),
+    /// [`HostDriver::spawn`](crate::HostDriver::spawn)) are connected to one
+    /// broker of the list at a time and go round it too, moving to the next
+    /// only after a connection that failed before it came up (an edge node
+    /// also after its primary host went offline).
+    /// [`HostDriver::spawn_on_every_broker`](crate::HostDriver::spawn_on_every_broker)
+    /// connects to every broker of the list at once.
     pub fallback: Vec<Broker>,
     /// MQTT 5 (default) or 3.1.1.
     pub protocol: Protocol,
@@ -38,6 +52,11 @@ impl Connection {
             protocol: Protocol::V5,
             keep_alive: Duration::from_secs(10),
         }
+    }
+
+    /// `broker`, then the fallbacks: the list in the order it is tried.
+    pub fn brokers(&self) -> impl Iterator<Item = &Broker> {
+        std::iter::once(&self.broker).chain(&self.fallback)
     }
 }
 
@@ -59,22 +78,40 @@ impl MqttSection {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ConsumerConfig;
+    use crate::{ConsumerConfig, DriverConfig};
 
     #[test]
-    fn a_consumer_takes_the_whole_connection() {
+    fn consumers_and_drivers_take_the_whole_connection() {
         let mut connection = Connection::new("ingest", Broker::new("a", 1883));
         connection.fallback = vec![Broker::new("b", 1884)];
         connection.protocol = Protocol::V311;
         connection.keep_alive = Duration::from_secs(3);
-        let c = ConsumerConfig::from_connection(connection);
-        assert_eq!(c.client_id, "ingest");
+        let consumer = ConsumerConfig::from_connection(connection.clone());
+        let driver = DriverConfig::from_connection(connection);
+        for c in [&consumer.connection, &driver.connection] {
+            assert_eq!(c.client_id, "ingest");
+            assert_eq!(
+                c.brokers().map(|b| (b.host.as_str(), b.port)).collect::<Vec<_>>(),
+                [("a", 1883), ("b", 1884)]
+            );
+            assert_eq!(c.protocol, Protocol::V311);
+            assert_eq!(c.keep_alive, Duration::from_secs(3));
+        }
+        assert!(consumer.brokers().map(|b| b.port).eq([1883, 1884]));
+    }
+
+    #[test]
+    fn a_new_driver_has_one_broker_and_the_defaults() {
+        let d = DriverConfig::new("edge", Broker::new("a", 1883));
+        assert_eq!(d.connection.client_id, "edge");
+        assert!(d.connection.brokers().map(|b| b.port).eq([1883]));
+        assert_eq!(d.connection.protocol, Protocol::V5);
+        assert_eq!(d.connection.keep_alive, Duration::from_secs(10));
         assert_eq!(
-            c.brokers().map(|b| (b.host.as_str(), b.port)).collect::<Vec<_>>(),
-            [("a", 1883), ("b", 1884)]
+            (d.backoff_min, d.backoff_max, d.queue),
+            (Duration::from_millis(500), Duration::from_secs(30), 1024)
         );
-        assert_eq!(c.protocol, Protocol::V311);
-        assert_eq!(c.keep_alive, Duration::from_secs(3));
+        assert!(d.bd_seq_file.is_none());
     }
 
     #[test]

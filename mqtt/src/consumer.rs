@@ -21,7 +21,7 @@ use tokio::sync::mpsc;
 
 use crate::failure::{Failure, FailureLog};
 use crate::task::AbortOnDrop;
-use crate::{Backoff, Broker, Protocol};
+use crate::{Backoff, Broker, Connection, Protocol};
 
 /// What the broker keeps of the session between connections.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -41,20 +41,10 @@ pub enum Session {
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct ConsumerConfig {
-    /// The MQTT client id.
-    pub client_id: String,
-    /// The broker.
-    pub broker: Broker,
-    /// Brokers tried in turn after `broker`: a failed connection or
-    /// connection attempt moves to the next of the list (round the list,
-    /// back to `broker` after the last). A persistent session lives on one
-    /// broker: after a move, the new one starts the session afresh unless
-    /// the brokers share sessions (a cluster).
-    pub fallback: Vec<Broker>,
-    /// MQTT 5 by default.
-    pub protocol: Protocol,
-    /// MQTT keep-alive.
-    pub keep_alive: Duration,
+    /// Where and how it connects: the client id, the broker and its
+    /// fallbacks (how a consumer moves along them:
+    /// [`Connection::fallback`]), the protocol and the keep-alive.
+    pub connection: Connection,
     /// Clean by default.
     pub session: Session,
     /// The topic filters, subscribed at QoS 1 after every CONNACK.
@@ -75,27 +65,22 @@ pub struct ConsumerConfig {
 }
 
 impl ConsumerConfig {
-    /// `broker`, then the fallbacks.
+    /// `connection.broker`, then the fallbacks ([`Connection::brokers`]).
     pub fn brokers(&self) -> impl Iterator<Item = &Broker> {
-        std::iter::once(&self.broker).chain(&self.fallback)
+        self.connection.brokers()
     }
 
     /// MQTT 5, clean start, 10 s keep-alive, automatic acks, queues of
     /// 1 000, retries from 100 ms up to 5 s.
     pub fn new(client_id: impl Into<String>, broker: Broker) -> Self {
-        Self::from_connection(crate::Connection::new(client_id, broker))
+        Self::from_connection(Connection::new(client_id, broker))
     }
 
     /// [`ConsumerConfig::new`] for `connection`: its id, brokers, protocol
     /// and keep-alive; everything else at its default.
-    pub fn from_connection(connection: crate::Connection) -> Self {
-        let crate::Connection { client_id, broker, fallback, protocol, keep_alive } = connection;
+    pub fn from_connection(connection: Connection) -> Self {
         Self {
-            client_id,
-            broker,
-            fallback,
-            protocol,
-            keep_alive,
+            connection,
             session: Session::Clean,
             filters: Vec::new(),
             manual_acks: false,
@@ -374,7 +359,7 @@ macro_rules! poll_loop {
                         backoff.reset();
                         log.connected();
                         let connection = counters.connects.fetch_add(1, Ordering::AcqRel) + 1;
-                        tracing::info!(broker, protocol = %$config.protocol, connection, "MQTT connected");
+                        tracing::info!(broker, protocol = %$config.connection.protocol, connection, "MQTT connected");
                         let (c, filters) = (sub.clone(), $config.filters.clone());
                         tokio::spawn(async move {
                             for f in filters {
@@ -495,13 +480,13 @@ impl Consumer {
     pub fn connect(config: ConsumerConfig, counters: Arc<LinkCounters>) -> Self {
         let (tx, events) = mpsc::channel(config.queue.max(1));
         let cap = config.queue.max(10);
-        let (client, task) = match config.protocol {
+        let (client, task) = match config.connection.protocol {
             Protocol::V5 => {
                 use rumqttc::v5::mqttbytes::v5::Packet;
                 use rumqttc::v5::{AsyncClient, Event, MqttOptions};
                 let options = |b: &Broker| {
-                    let mut o = MqttOptions::new(&config.client_id, &b.host, b.port);
-                    o.set_keep_alive(config.keep_alive);
+                    let mut o = MqttOptions::new(&config.connection.client_id, &b.host, b.port);
+                    o.set_keep_alive(config.connection.keep_alive);
                     o.set_max_packet_size(Some(16 << 20));
                     o.set_manual_acks(config.manual_acks);
                     match config.session {
@@ -537,8 +522,8 @@ impl Consumer {
             Protocol::V311 => {
                 use rumqttc::{AsyncClient, Event, MqttOptions, Packet};
                 let options = |b: &Broker| {
-                    let mut o = MqttOptions::new(&config.client_id, &b.host, b.port);
-                    o.set_keep_alive(config.keep_alive);
+                    let mut o = MqttOptions::new(&config.connection.client_id, &b.host, b.port);
+                    o.set_keep_alive(config.connection.keep_alive);
                     o.set_max_packet_size(16 << 20, 16 << 20);
                     o.set_manual_acks(config.manual_acks);
                     o.set_clean_session(matches!(config.session, Session::Clean));

@@ -126,20 +126,16 @@ impl Broker {
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct DriverConfig {
-    /// The MQTT client id.
-    pub client_id: String,
-    /// The brokers, tried in order (the edge node is connected to one at a time).
-    pub brokers: Vec<Broker>,
-    /// MQTT keep-alive.
-    pub keep_alive: Duration,
+    /// Where and how it connects: the client id, the brokers (`broker`
+    /// first, then the fallbacks, tried in order:
+    /// [`Connection::fallback`]), the protocol and the keep-alive.
+    pub connection: Connection,
     /// First retry delay after a failure.
     pub backoff_min: Duration,
     /// Largest retry delay.
     pub backoff_max: Duration,
     /// Capacity of the batch and event queues.
     pub queue: usize,
-    /// MQTT 5 by default.
-    pub protocol: Protocol,
     /// An edge node's `bdSeq` is written here before every CONNECT
     /// ([`bdseq::store`]); start the node with [`bdseq::next`] of its
     /// folder so that it keeps incrementing across restarts. `None`: not
@@ -151,14 +147,17 @@ impl DriverConfig {
     /// One broker, MQTT 5, 10 s keep-alive, retries from 0.5 s up to 30 s,
     /// queues of 1024.
     pub fn new(client_id: impl Into<String>, broker: Broker) -> Self {
+        Self::from_connection(Connection::new(client_id, broker))
+    }
+
+    /// [`DriverConfig::new`] for `connection`: its id, brokers, protocol
+    /// and keep-alive; everything else at its default.
+    pub fn from_connection(connection: Connection) -> Self {
         Self {
-            client_id: client_id.into(),
-            brokers: vec![broker],
-            keep_alive: Duration::from_secs(10),
+            connection,
             backoff_min: Duration::from_millis(500),
             backoff_max: Duration::from_secs(30),
             queue: 1024,
-            protocol: Protocol::V5,
             bd_seq_file: None,
         }
     }
@@ -444,7 +443,7 @@ async fn run_edge(
     let mut retry = Retry::new(&config);
     let mut done: Option<oneshot::Sender<()>> = None;
     'connections: loop {
-        let Some(b) = retry.broker() else { return };
+        let b = retry.broker();
         // The bdSeq this CONNECT's Will carries, kept before it is used.
         if let Some(path) = &config.bd_seq_file
             && let Err(e) = bdseq::store(path, node.bd_seq())
@@ -659,10 +658,10 @@ impl HostDriver {
         Self { events: event_rx, sessions: vec![session], dropped }
     }
 
-    /// Starts a host connected to every broker of `config.brokers` at once,
-    /// as a Sparkplug infrastructure with several MQTT servers wants its
-    /// primary host: each connection publishes its own STATE birth first
-    /// and keeps its own STATE timestamp
+    /// Starts a host connected to every broker of `config.connection` (its
+    /// `broker` and every fallback) at once, as a Sparkplug infrastructure
+    /// with several MQTT servers wants its primary host: each connection
+    /// publishes its own STATE birth first and keeps its own STATE timestamp
     /// (tck-id-operational-behavior-primary-application-state-with-multiple-servers-state,
     /// tck-id-operational-behavior-host-application-multi-server-timestamp).
     /// Each connection tracks the edge nodes it sees (an edge node is on
@@ -672,10 +671,15 @@ impl HostDriver {
         let (event_tx, event_rx) = mpsc::channel(config.queue.max(1));
         let dropped = Arc::new(AtomicU64::new(0));
         let sessions = config
-            .brokers
-            .iter()
+            .connection
+            .brokers()
             .map(|b| {
-                let one = DriverConfig { brokers: vec![b.clone()], ..config.clone() };
+                let connection = Connection {
+                    broker: b.clone(),
+                    fallback: Vec::new(),
+                    ..config.connection.clone()
+                };
+                let one = DriverConfig { connection, ..config.clone() };
                 let app = HostApplication::new(host.clone());
                 Self::session(app, one, event_tx.clone(), &dropped)
             })
@@ -733,7 +737,7 @@ async fn run_host(
     let mut retry = Retry::new(&config);
     let mut done: Option<oneshot::Sender<()>> = None;
     'connections: loop {
-        let Some(b) = retry.broker() else { return };
+        let b = retry.broker();
         let mut link = Link::connect(&config, b, host.will(Now::now()));
         'session: loop {
             tokio::select! {

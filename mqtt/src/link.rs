@@ -86,12 +86,13 @@ impl Link {
     pub(super) fn connect(config: &DriverConfig, broker: &Broker, will: Option<Publish>) -> Self {
         let cap = config.queue.max(10);
         let (tx, incoming) = mpsc::channel(256);
-        let (client, task) = match config.protocol {
+        let (client, task) = match config.connection.protocol {
             Protocol::V5 => {
                 use rumqttc::v5::mqttbytes::v5::{LastWill, Packet};
                 use rumqttc::v5::{AsyncClient, Event, MqttOptions};
-                let mut o = MqttOptions::new(&config.client_id, &broker.host, broker.port);
-                o.set_keep_alive(config.keep_alive);
+                let mut o =
+                    MqttOptions::new(&config.connection.client_id, &broker.host, broker.port);
+                o.set_keep_alive(config.connection.keep_alive);
                 o.set_clean_start(true);
                 o.set_session_expiry_interval(Some(0));
                 // Births of large nodes are big; accept what the broker accepts.
@@ -117,8 +118,9 @@ impl Link {
             }
             Protocol::V311 => {
                 use rumqttc::{AsyncClient, Event, LastWill, MqttOptions, Packet};
-                let mut o = MqttOptions::new(&config.client_id, &broker.host, broker.port);
-                o.set_keep_alive(config.keep_alive);
+                let mut o =
+                    MqttOptions::new(&config.connection.client_id, &broker.host, broker.port);
+                o.set_keep_alive(config.connection.keep_alive);
                 o.set_clean_session(true);
                 o.set_max_packet_size(16 << 20, 16 << 20);
                 if let Some(w) = will {

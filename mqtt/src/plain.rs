@@ -243,7 +243,7 @@ impl PlainPublisher {
     /// area.
     pub fn spawn(config: PlainConfig, broker: &Broker, client_id: &str) -> (Self, Commands) {
         let mut c = ConsumerConfig::new(client_id, broker.clone());
-        c.protocol = config.protocol;
+        c.connection.protocol = config.protocol;
         c.filters = vec![format!("{}{}", config.template.filter(), defaults::WRITE_COMMAND_SUFFIX)];
         c.queue = 64;
         let mut consumer = Consumer::connect(c, Arc::new(LinkCounters::default()));

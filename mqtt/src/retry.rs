@@ -52,7 +52,7 @@ pub(crate) enum Heard {
 /// A driver's connection attempts: the broker list, the backoff, the
 /// failure log, and whether the current connection came up.
 pub(crate) struct Retry<'a> {
-    brokers: &'a [Broker],
+    brokers: Vec<&'a Broker>,
     broker: usize,
     address: String,
     acked: bool,
@@ -63,7 +63,7 @@ pub(crate) struct Retry<'a> {
 impl<'a> Retry<'a> {
     pub(crate) fn new(config: &'a DriverConfig) -> Self {
         Self {
-            brokers: &config.brokers,
+            brokers: config.connection.brokers().collect(),
             broker: 0,
             address: String::new(),
             acked: false,
@@ -72,13 +72,14 @@ impl<'a> Retry<'a> {
         }
     }
 
-    /// The broker to connect to next (`None`: the list is empty), for a new
-    /// connection that is not up yet.
-    pub(crate) fn broker(&mut self) -> Option<&'a Broker> {
-        let b = self.brokers.get(self.broker % self.brokers.len().max(1))?;
+    /// The broker to connect to next (round the list, which is never
+    /// empty: a connection has its `broker`), for a new connection that is
+    /// not up yet.
+    pub(crate) fn broker(&mut self) -> &'a Broker {
+        let b = self.brokers[self.broker % self.brokers.len()];
         self.address = b.address();
         self.acked = false;
-        Some(b)
+        b
     }
 
     /// Handles what the broker said as both drivers do: a CONNACK

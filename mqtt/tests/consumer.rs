@@ -48,7 +48,7 @@ async fn a_dead_primary_fails_over_to_the_next_broker_and_back_round_the_list() 
     let mut a = mosquitto();
     let b = mosquitto();
     let mut config = ConsumerConfig::new("failover", Broker::new(a.host(), a.port()));
-    config.fallback = vec![Broker::new(b.host(), b.port())];
+    config.connection.fallback = vec![Broker::new(b.host(), b.port())];
     config.filters = vec!["t/#".into()];
     config.backoff_min = Duration::from_millis(50);
     config.backoff_max = Duration::from_millis(200);
@@ -74,7 +74,7 @@ async fn nobody_at_the_first_address_is_no_obstacle() {
     // A port nothing listens on.
     let dead = shopfloor_testkit::free_port().unwrap();
     let mut config = ConsumerConfig::new("second-best", Broker::new("127.0.0.1", dead));
-    config.fallback = vec![Broker::new(b.host(), b.port())];
+    config.connection.fallback = vec![Broker::new(b.host(), b.port())];
     config.filters = vec!["t/#".into()];
     config.backoff_min = Duration::from_millis(50);
     let mut c = Consumer::connect(config, Arc::new(LinkCounters::default()));

@@ -119,7 +119,7 @@ async fn broker_kill9_ends_in_a_rebirth_and_replays_the_outage() {
 
 fn edge_on(brokers: &[&Mosquitto], primary_host: Option<&str>) -> EdgeDriver {
     let mut d = config("edge-9", brokers[0]);
-    d.brokers = brokers.iter().map(|b| Broker::new(b.host(), b.port())).collect();
+    d.connection.fallback = brokers[1..].iter().map(|b| Broker::new(b.host(), b.port())).collect();
     EdgeDriver::spawn(temp_node("Gateway-9", primary_host), d)
 }
 
@@ -216,7 +216,7 @@ async fn edge_and_host_over_mqtt_3_1_1() {
     let broker = Mosquitto::start().expect("start mosquitto");
     let v311 = |id: &str| {
         let mut c = config(id, &broker);
-        c.protocol = Protocol::V311;
+        c.connection.protocol = Protocol::V311;
         c
     };
     let mut h = scada(v311("scada-311"));
@@ -388,7 +388,7 @@ async fn a_host_on_every_broker_keeps_a_state_per_server() {
     let mut first = Mosquitto::start().expect("start mosquitto");
     let second = Mosquitto::start().expect("start mosquitto");
     let mut d = config("scada", &first);
-    d.brokers = [&first, &second].iter().map(|b| Broker::new(b.host(), b.port())).collect();
+    d.connection.fallback = vec![Broker::new(second.host(), second.port())];
     let mut h = HostDriver::spawn_on_every_broker(&HostConfig::new("scada"), d);
     // Each edge node waits for the host's STATE on its own broker.
     let a = edge_named("Gateway-A", &first);

@@ -114,7 +114,7 @@ async fn run(path: PathBuf, map: RegisterMap, mqtt: Mqtt, output: Output) -> any
             return Ok(());
         }
         Output::Sparkplug(sp) => {
-            let driver = gw::driver(&mqtt, &sp, broker, &path)?;
+            let driver = gw::driver(&mqtt, &sp, &path)?;
             let node =
                 gw::edge_node(edge_node_config(&map, &sp.group_id, &sp.edge_node_id), &sp, &path)?;
             tracing::info!(

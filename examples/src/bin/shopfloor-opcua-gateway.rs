@@ -161,7 +161,7 @@ async fn run(
             shopfloor_examples::stop_within("the gateway's disconnect", gateway.shutdown()).await?;
         }
         Output::Sparkplug(sp) => {
-            let driver = gw::driver(&mqtt, &sp, broker, &path)?;
+            let driver = gw::driver(&mqtt, &sp, &path)?;
             let config = EdgeNodeConfig::new(sp.group_id.clone(), sp.edge_node_id.clone());
             let node = gw::edge_node(config, &sp, &path)?;
             let gateway = Gateway::spawn(&bridge, node, driver, ClientTuning::default());

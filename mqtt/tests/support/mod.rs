@@ -16,7 +16,7 @@ pub(crate) fn config(client_id: &str, broker: &Mosquitto) -> DriverConfig {
     let mut c = DriverConfig::new(client_id, Broker::new(broker.host(), broker.port()));
     c.backoff_min = Duration::from_millis(50);
     c.backoff_max = Duration::from_millis(400);
-    c.keep_alive = Duration::from_secs(5);
+    c.connection.keep_alive = Duration::from_secs(5);
     c
 }
 
