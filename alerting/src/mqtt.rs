@@ -89,8 +89,15 @@ pub struct AlertConfig {
 impl AlertConfig {
     /// Defaults: prefix `shopfloor/alarms`, no inputs.
     pub fn new(host: impl Into<String>, port: u16, client_id: impl Into<String>) -> Self {
+        Self::from_connection(Connection::new(client_id, Broker::new(host, port)))
+    }
+
+    /// [`AlertConfig::new`] for `mqtt`, a whole connection (a daemon's
+    /// [`MqttSection::connection`](shopfloor_mqtt::MqttSection::connection));
+    /// everything else at its default.
+    pub fn from_connection(mqtt: Connection) -> Self {
         Self {
-            mqtt: Connection::new(client_id, Broker::new(host, port)),
+            mqtt,
             inputs: Vec::new(),
             prefix: "shopfloor/alarms".into(),
             journal: None,

@@ -134,8 +134,15 @@ impl IngestConfig {
         client_id: impl Into<String>,
         database: impl Into<String>,
     ) -> Self {
+        Self::from_connection(Connection::new(client_id, Broker::new(host, port)), database)
+    }
+
+    /// [`IngestConfig::new`] for `mqtt`, a whole connection (a daemon's
+    /// [`MqttSection::connection`](shopfloor_mqtt::MqttSection::connection)),
+    /// writing to `database`; everything else at its default.
+    pub fn from_connection(mqtt: Connection, database: impl Into<String>) -> Self {
         Self {
-            mqtt: Connection::new(client_id, Broker::new(host, port)),
+            mqtt,
             session_expiry: Duration::from_secs(3600),
             inputs: Vec::new(),
             share: None,

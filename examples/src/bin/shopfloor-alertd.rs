@@ -101,8 +101,7 @@ fn config(path: &Path) -> anyhow::Result<(RuleSet, AlertConfig, EngineLimits)> {
     if rules.rules.is_empty() {
         bail!("{}: no [[rule]]: nothing to watch", rules_path.display());
     }
-    let mut c = AlertConfig::new(mqtt.host.clone(), mqtt.port, mqtt.client_id_or("alertd"));
-    c.mqtt = mqtt.connection(path, "alertd")?;
+    let mut c = AlertConfig::from_connection(mqtt.connection(path, "alertd")?);
     if let Some(p) = a.prefix {
         if p.is_empty() || p.contains(['+', '#']) || p.ends_with('/') {
             bail!("{where_}: alerting.prefix = {p:?}: a topic prefix without + # or a trailing /");

@@ -257,11 +257,10 @@ fn config(path: &Path) -> anyhow::Result<IngestConfig> {
     let client_id = mqtt.client_id.clone().with_context(|| {
         format!("{where_}: [mqtt] has no client_id; give one that stays the same across restarts (the broker keeps the session by it)")
     })?;
-    let mut c = IngestConfig::new(mqtt.host.clone(), mqtt.port, client_id.clone(), database);
+    let mut c = IngestConfig::from_connection(mqtt.connection(path, &client_id)?, database);
     c.database_password = database_password;
     c.database_tls = database_tls;
     c.store = store;
-    c.mqtt = mqtt.connection(path, &client_id)?;
     c.session_expiry = Duration::from_secs(mqtt.session_expiry_s.unwrap_or(3600));
     // Only the primary host publishes STATE.
     let mut host =
