@@ -40,7 +40,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use serde_json::json;
-use shopfloor_mqtt::consumer::{LinkCounters, Outgoing};
+use shopfloor_mqtt::consumer::{LinkCounters, Outgoing, Received};
 use shopfloor_mqtt::{Broker, Connection, Consumer, ConsumerConfig, ConsumerEvent, Inputs};
 use shopfloor_schemas::Now;
 use tokio::sync::mpsc;
@@ -48,7 +48,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::RuleSet;
-use crate::engine::{AlarmKey, Command, Condition, Engine};
+use crate::engine::{AlarmKey, AlarmState, Command, Condition, Engine};
 pub use crate::json::event_json;
 
 /// What the driver subscribes to: plain readings on a topic template
@@ -465,6 +465,93 @@ impl Alertmanagers {
     }
 }
 
+/// `inputs` as alerting runs them: a Sparkplug input never as the primary
+/// host (ingest, or nobody, publishes STATE).
+fn never_primary(inputs: &[Input]) -> Vec<Input> {
+    inputs
+        .iter()
+        .map(|i| match i {
+            Input::Sparkplug { host } => {
+                let mut h = host.clone();
+                h.publish_state = false;
+                Input::sparkplug(h)
+            }
+            other => other.clone(),
+        })
+        .collect()
+}
+
+/// Runs the command in `m` and says how it went: the reply, on the
+/// message's response topic (else `<prefix>/reply`) with its correlation
+/// data.
+fn command(engine: &mut Engine, m: &Received, prefix: &str, now: Now) -> Outgoing {
+    let result = parse_command(&m.payload)
+        .map_err(|e| e.to_string())
+        .and_then(|c| engine.handle_command(c, now).map_err(|e| e.to_string()));
+    let body = match &result {
+        Ok(()) => json!({"ok": true}),
+        Err(e) => json!({"ok": false, "error": e}),
+    };
+    let to = m.response_topic.clone().unwrap_or_else(|| format!("{prefix}/reply"));
+    let mut reply = Outgoing::new(to, body.to_string(), 1, false);
+    reply.correlation_data = m.correlation_data.clone();
+    reply
+}
+
+/// Feeds the readings of `m` to the engine; `false` when it carried none
+/// that alerting can use.
+fn readings(engine: &mut Engine, inputs: &mut Inputs, m: &Received, now: Now) -> bool {
+    match inputs.decode(&m.topic, m.content_type.as_deref(), &m.payload, now) {
+        shopfloor_mqtt::Decoded::Readings { readings, .. } => {
+            if let Some(why) = &readings.refused {
+                tracing::debug!(topic = %m.topic, "partly ignored: {why}");
+            }
+            for b in &readings.live {
+                engine.handle_batch(b, now);
+            }
+            for b in &readings.historical {
+                engine.handle_historical(b, now);
+            }
+            true
+        }
+        shopfloor_mqtt::Decoded::Dead(why) => {
+            tracing::debug!(topic = %m.topic, "ignored: {why}");
+            false
+        }
+        _ => true,
+    }
+}
+
+/// An alarm's state as published, retained, on `<prefix>/state/…`.
+fn state_json(key: &AlarmKey, s: &AlarmState) -> serde_json::Value {
+    json!({
+        "rule": key.rule, "source": key.source, "metric": key.metric,
+        "instance": s.instance,
+        "active": s.active.map(|c| match c {
+            Condition::Level(l) => l.code().to_owned(),
+            Condition::On => "ON".to_owned(),
+        }),
+        "unacknowledged": s.unacknowledged, "bad_input": s.bad_input,
+        "shelved": s.shelved.is_some(), "out_of_service": s.out_of_service,
+        "latched": s.latched, "suppressed": s.suppressed,
+        "unconfirmed": s.unconfirmed,
+    })
+}
+
+/// Every annunciated alarm as an Alertmanager alert, and the Watchdog: the
+/// periodic resend that keeps them firing.
+#[cfg(feature = "alertmanager")]
+fn every_alert(engine: &Engine, now_ms: u64, resend: Duration) -> Vec<serde_json::Value> {
+    let mut alerts: Vec<serde_json::Value> = engine
+        .active()
+        .iter()
+        .filter(|v| v.annunciate)
+        .map(|v| crate::alertmanager::alert(v, now_ms, resend))
+        .collect();
+    alerts.push(crate::alertmanager::watchdog(now_ms, resend));
+    alerts
+}
+
 async fn run(
     mut engine: Engine,
     config: AlertConfig,
@@ -497,21 +584,7 @@ async fn run(
         Some(_) => Some(start_journal(&config, &mut engine).await),
         None => None,
     };
-    let mut inputs = Inputs::new(
-        &config
-            .inputs
-            .iter()
-            .map(|i| match i {
-                // Never a primary host: ingest (or nobody) publishes STATE.
-                Input::Sparkplug { host } => {
-                    let mut h = host.clone();
-                    h.publish_state = false;
-                    Input::sparkplug(h)
-                }
-                other => other.clone(),
-            })
-            .collect::<Vec<_>>(),
-    );
+    let mut inputs = Inputs::new(&never_primary(&config.inputs));
     *stats.inputs.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = inputs.counts();
     let command_topic = format!("{}/command", config.prefix);
     let mut filters = inputs.filters(None);
@@ -574,15 +647,7 @@ async fn run(
             () = resend_tick => {
                 #[cfg(feature = "alertmanager")]
                 if let Some(tx) = &alertmanager {
-                    let now = Now::now().unix_ms;
-                    let mut alerts: Vec<serde_json::Value> = engine
-                        .active()
-                        .iter()
-                        .filter(|v| v.annunciate)
-                        .map(|v| crate::alertmanager::alert(v, now, config.resend))
-                        .collect();
-                    alerts.push(crate::alertmanager::watchdog(now, config.resend));
-                    tx.send(&alerts);
+                    tx.send(&every_alert(&engine, Now::now().unix_ms, config.resend));
                 }
             }
             () = timer => {
@@ -598,37 +663,10 @@ async fn run(
                 Some(ConsumerEvent::Message(m)) => {
                     stats.messages.fetch_add(1, Relaxed);
                     if m.topic == command_topic {
-                        let result = parse_command(&m.payload)
-                            .map_err(|e| e.to_string())
-                            .and_then(|c| engine.handle_command(c, Now::now()).map_err(|e| e.to_string()));
-                        let body = match &result {
-                            Ok(()) => json!({"ok": true}),
-                            Err(e) => json!({"ok": false, "error": e}),
-                        };
-                        let to = m.response_topic.clone().unwrap_or_else(|| format!("{}/reply", config.prefix));
-                        let mut reply = Outgoing::new(to, body.to_string(), 1, false);
-                        reply.correlation_data = m.correlation_data.clone();
+                        let reply = command(&mut engine, &m, &config.prefix, Now::now());
                         let _ = client.publish(reply).await;
-                    } else {
-                        let now = Now::now();
-                        match inputs.decode(&m.topic, m.content_type.as_deref(), &m.payload, now) {
-                            shopfloor_mqtt::Decoded::Readings { readings, .. } => {
-                                if let Some(why) = &readings.refused {
-                                    tracing::debug!(topic = %m.topic, "partly ignored: {why}");
-                                }
-                                for b in &readings.live {
-                                    engine.handle_batch(b, now);
-                                }
-                                for b in &readings.historical {
-                                    engine.handle_historical(b, now);
-                                }
-                            }
-                            shopfloor_mqtt::Decoded::Dead(why) => {
-                                stats.unusable.fetch_add(1, Relaxed);
-                                tracing::debug!(topic = %m.topic, "ignored: {why}");
-                            }
-                            _ => {}
-                        }
+                    } else if !readings(&mut engine, &mut inputs, &m, Now::now()) {
+                        stats.unusable.fetch_add(1, Relaxed);
                     }
                 }
                 Some(_) => {}
@@ -666,18 +704,7 @@ async fn run(
         stats.refused_readings.store(engine.refused_readings(), Relaxed);
         for key in &changed {
             let Some(s) = engine.state(key) else { continue };
-            let state = json!({
-                "rule": key.rule, "source": key.source, "metric": key.metric,
-                "instance": s.instance,
-                "active": s.active.map(|c| match c {
-                    Condition::Level(l) => l.code().to_owned(),
-                    Condition::On => "ON".to_owned(),
-                }),
-                "unacknowledged": s.unacknowledged, "bad_input": s.bad_input,
-                "shelved": s.shelved.is_some(), "out_of_service": s.out_of_service,
-                "latched": s.latched, "suppressed": s.suppressed,
-                "unconfirmed": s.unconfirmed,
-            });
+            let state = state_json(key, &s);
             let topic =
                 format!("{}/state/{}/{}/{}", config.prefix, key.rule, key.source, key.metric);
             publish(topic, state.to_string(), true).await;
