@@ -42,9 +42,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse as _, Response};
 use serde_json::{Value as Json, json};
 use shopfloor_mqtt::consumer::{ClientHandle, LinkCounters, Outgoing};
-use shopfloor_mqtt::{
-    Broker, Consumer, ConsumerConfig, ConsumerEvent, Decoded, Input, Inputs, Protocol,
-};
+use shopfloor_mqtt::{Connection, Consumer, ConsumerConfig, ConsumerEvent, Decoded, Input, Inputs};
 use shopfloor_schemas::{Quality, Value};
 use shopfloor_sparkplug::edge::Now;
 use shopfloor_sparkplug::host::HostConfig;
@@ -61,17 +59,13 @@ const ALARM_STATE: &str = "shopfloor/alarms/state/";
 /// Where to read from and listen.
 #[derive(Clone)]
 pub struct LiveConfig {
-    /// The broker, with TLS and credentials if it wants them (the shipped
-    /// broker's people listener).
-    pub broker: Broker,
-    /// Brokers tried in turn when a connection fails.
-    pub fallback: Vec<Broker>,
-    /// MQTT 5 or 3.1.1.
-    pub protocol: Protocol,
+    /// The page's MQTT connection: the broker with TLS and credentials if
+    /// it wants them (the shipped broker's people listener), fallbacks,
+    /// protocol, keep-alive, and a client id of its own
+    /// ([`default_client_id`]).
+    pub mqtt: Connection,
     /// The HTTP address (port 0: any free one).
     pub listen: SocketAddr,
-    /// The MQTT client id (`None`: `live-page-<pid>`).
-    pub client_id: Option<String>,
     /// The names it answers to, who may use it, how many streams.
     pub security: Security,
 }
@@ -367,19 +361,21 @@ impl App {
 #[derive(Clone)]
 struct User(String);
 
+/// The page's client id when its `[mqtt]` section names none:
+/// `live-page-<pid>`, so that two pages never take each other's session.
+pub fn default_client_id() -> String {
+    format!("live-page-{}", std::process::id())
+}
+
 /// Starts the page: an MQTT reader and the HTTP server.
 pub async fn start(config: LiveConfig) -> anyhow::Result<Live> {
     let listener = crate::http::Listener::bind(config.listen, "live page").await?;
     let addr = axum::serve::Listener::local_addr(&listener)?;
     let board = Arc::new(Mutex::new(Board::default()));
-    let id =
-        config.client_id.clone().unwrap_or_else(|| format!("live-page-{}", std::process::id()));
     let mut host_config = HostConfig::new("shopfloor-live");
     host_config.publish_state = false;
     let mut inputs = Inputs::new(&[Input::sparkplug(host_config)]);
-    let mut c = ConsumerConfig::new(id, config.broker.clone());
-    c.connection.fallback = config.fallback.clone();
-    c.connection.protocol = config.protocol;
+    let mut c = ConsumerConfig::from_connection(config.mqtt.clone());
     c.filters = inputs.filters(None);
     c.filters.push(format!("{ALARM_STATE}#"));
     let link = Arc::new(LinkCounters::default());

@@ -152,11 +152,11 @@ async fn live_page(
     let mut broker = shopfloor_mqtt::Broker::new("localhost", plant.broker_port);
     broker.tls = Some(plant.live_tls()?);
     let config = |listen| shopfloor_examples::live::LiveConfig {
-        broker: broker.clone(),
-        fallback: Vec::new(),
-        protocol: shopfloor_mqtt::Protocol::V5,
+        mqtt: shopfloor_mqtt::Connection::new(
+            shopfloor_examples::live::default_client_id(),
+            broker.clone(),
+        ),
         listen,
-        client_id: None,
         // On loopback, for the person at this machine: no login.
         security: shopfloor_examples::live::Security::default(),
     };

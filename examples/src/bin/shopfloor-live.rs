@@ -98,14 +98,8 @@ fn config(path: &Path) -> anyhow::Result<LiveConfig> {
         )
     })?;
     let security = security(path, &live, listen)?;
-    Ok(LiveConfig {
-        broker: mqtt.broker(path)?,
-        fallback: mqtt.fallbacks(path)?,
-        protocol: mqtt.protocol,
-        listen,
-        client_id: mqtt.client_id,
-        security,
-    })
+    let mqtt = mqtt.connection(path, &shopfloor_examples::live::default_client_id())?;
+    Ok(LiveConfig { mqtt, listen, security })
 }
 
 /// `[live]`'s hosts, logins and stream cap.
@@ -201,10 +195,10 @@ fn real_main() -> anyhow::Result<()> {
         println!(
             "{}: valid: {} {}:{}{}, page on http://{}/ ({who})",
             path.display(),
-            c.protocol,
-            c.broker.host,
-            c.broker.port,
-            if c.broker.tls.is_some() { " (TLS)" } else { "" },
+            c.mqtt.protocol,
+            c.mqtt.broker.host,
+            c.mqtt.broker.port,
+            if c.mqtt.broker.tls.is_some() { " (TLS)" } else { "" },
             c.listen
         );
         return Ok(());
